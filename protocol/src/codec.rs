@@ -1,0 +1,283 @@
+//! The frame codec: a 4-byte big-endian length, then one MessagePack map with named
+//! (string) keys. Pure functions over bytes; transports add the I/O.
+
+use std::io::Cursor;
+
+use serde::Deserialize;
+
+use crate::{ErrorCode, ErrorObject, Id, InvalidMessage, Message, Value};
+
+/// Default and ceiling for `ipc.max_frame_bytes`: 8 MiB.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// Length of the frame header.
+pub const HEADER_BYTES: usize = 4;
+
+/// Why a frame could not be read as a message. Every case maps to `INVALID_REQUEST`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// N = 0.
+    #[error("zero-length frame")]
+    Empty,
+    /// The frame is larger than the limit; the connection must be closed.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// The bytes are not one MessagePack value, or hold a value that is not JSON-shaped
+    /// (binary, extension types, non-string map keys).
+    #[error("frame is not a valid MessagePack value: {reason}")]
+    NotMessagePack {
+        /// The id, when it could still be read.
+        id: Option<Id>,
+        /// Detail for humans.
+        reason: String,
+    },
+    /// Bytes left over after the first value.
+    #[error("{0} trailing bytes after the MessagePack value")]
+    TrailingBytes(usize),
+    /// A value, but not a valid message.
+    #[error("invalid message: {0}")]
+    Invalid(#[from] InvalidMessage),
+}
+
+impl DecodeError {
+    /// The id of the offending message, when one could be read.
+    pub fn id(&self) -> Option<Id> {
+        match self {
+            DecodeError::NotMessagePack { id, .. } => id.clone(),
+            DecodeError::Invalid(m) => m.id.clone(),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection must be closed after answering (framing lost).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, DecodeError::TooLarge { .. })
+    }
+
+    /// The error response to send back for this frame.
+    pub fn to_response(&self) -> Message {
+        Message::error(
+            self.id(),
+            ErrorObject::new(ErrorCode::InvalidRequest, self.to_string()),
+        )
+    }
+}
+
+/// Failure to encode a message (a value MessagePack cannot hold, or an oversize result).
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The serializer refused the value.
+    #[error("cannot encode message: {0}")]
+    Serialize(#[from] rmp_serde::encode::Error),
+    /// The encoded message exceeds the frame limit.
+    #[error("encoded message of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The limit in force.
+        max: usize,
+    },
+}
+
+/// Encodes a message body (no length header) as a MessagePack map with string keys.
+pub fn encode_body(msg: &Message) -> Result<Vec<u8>, EncodeError> {
+    Ok(rmp_serde::to_vec_named(msg)?)
+}
+
+/// Encodes a whole frame: header plus body, refusing bodies over `max_frame_bytes`.
+pub fn encode_frame(msg: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
+    let body = encode_body(msg)?;
+    if body.len() > max_frame_bytes || body.len() > u32::MAX as usize {
+        return Err(EncodeError::TooLarge {
+            len: body.len(),
+            max: max_frame_bytes,
+        });
+    }
+    let mut frame = Vec::with_capacity(HEADER_BYTES + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// Decodes one frame body (the bytes after the length header).
+pub fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
+    if body.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
+    let value = match Value::deserialize(&mut de) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(DecodeError::NotMessagePack {
+                id: salvage_id(body),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let used = de.get_ref().position() as usize;
+    if used != body.len() {
+        return Err(DecodeError::TrailingBytes(body.len() - used));
+    }
+    Ok(Message::from_value(value)?)
+}
+
+/// Splits one frame off the front of `buf`: `Ok(None)` when more bytes are needed,
+/// else the decoded message (or its error) and the number of bytes consumed.
+/// A `TooLarge` error consumes nothing: the caller must close.
+pub fn decode_frame(
+    buf: &[u8],
+    max_frame_bytes: usize,
+) -> Option<(Result<Message, DecodeError>, usize)> {
+    let header: [u8; HEADER_BYTES] = buf.get(..HEADER_BYTES)?.try_into().ok()?;
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max_frame_bytes {
+        return Some((
+            Err(DecodeError::TooLarge {
+                len,
+                max: max_frame_bytes,
+            }),
+            0,
+        ));
+    }
+    let body = buf.get(HEADER_BYTES..HEADER_BYTES + len)?;
+    Some((decode_body(body), HEADER_BYTES + len))
+}
+
+/// Best effort: read `id` out of a frame that is valid MessagePack but not JSON-shaped.
+fn salvage_id(body: &[u8]) -> Option<Id> {
+    let mut cursor = Cursor::new(body);
+    let value = rmpv::decode::read_value(&mut cursor).ok()?;
+    let rmpv::Value::Map(entries) = value else {
+        return None;
+    };
+    entries
+        .into_iter()
+        .find_map(|(k, v)| match (k.as_str(), v) {
+            (Some("id"), rmpv::Value::Integer(n)) => n.as_u64().map(Id::Num),
+            (Some("id"), rmpv::Value::String(s)) => s.into_str().map(Id::Str),
+            _ => None,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    #[test]
+    fn partial_frames_need_more_bytes() {
+        let msg = Message::request(1u64, "kernel.info", json!({}));
+        let full = encode_frame(&msg, MAX_FRAME_BYTES).unwrap();
+        for cut in 0..full.len() {
+            assert!(
+                decode_frame(&full[..cut], MAX_FRAME_BYTES).is_none(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_frames_map_to_invalid_request() {
+        let (r, used) = decode_frame(&frame(&[]), MAX_FRAME_BYTES).unwrap();
+        assert_eq!((r.unwrap_err(), used), (DecodeError::Empty, 4));
+
+        let not_map = rmp_serde::to_vec(&json!([1, 2])).unwrap();
+        let err = decode_body(&not_map).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)));
+        assert!(!err.is_fatal());
+
+        let garbage = decode_body(&[0xc1]).unwrap_err();
+        assert!(matches!(
+            garbage,
+            DecodeError::NotMessagePack { id: None, .. }
+        ));
+
+        let mut trailing = rmp_serde::to_vec_named(&json!({"id": 1, "method": "m"})).unwrap();
+        trailing.push(0xc0);
+        assert_eq!(
+            decode_body(&trailing).unwrap_err(),
+            DecodeError::TrailingBytes(1)
+        );
+
+        let (r, used) = decode_frame(&[0xff, 0xff, 0xff, 0xff], 1024).unwrap();
+        let err = r.unwrap_err();
+        assert!(err.is_fatal());
+        assert_eq!(used, 0);
+        let Message::Response(resp) = err.to_response() else {
+            panic!()
+        };
+        assert_eq!(resp.id, None);
+        assert_eq!(resp.outcome.unwrap_err().code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn invalid_messages_keep_their_id() {
+        let body = rmp_serde::to_vec_named(&json!({"id": "abc", "method": 5})).unwrap();
+        assert_eq!(
+            decode_body(&body).unwrap_err().id(),
+            Some(Id::Str("abc".into()))
+        );
+
+        // A binary value is valid MessagePack but not JSON-shaped; the id is salvaged.
+        let raw = rmpv::Value::Map(vec![
+            (rmpv::Value::from("id"), rmpv::Value::from(42)),
+            (rmpv::Value::from("method"), rmpv::Value::from("m")),
+            (
+                rmpv::Value::from("params"),
+                rmpv::Value::Binary(vec![1, 2, 3]),
+            ),
+        ]);
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &raw).unwrap();
+        let err = decode_body(&body).unwrap_err();
+        assert_eq!(err.id(), Some(Id::Num(42)));
+
+        let neg = rmp_serde::to_vec_named(&json!({"id": -1, "method": "m"})).unwrap();
+        assert_eq!(decode_body(&neg).unwrap_err().id(), None);
+    }
+
+    #[test]
+    fn classification() {
+        let dec = |v: serde_json::Value| decode_body(&rmp_serde::to_vec_named(&v).unwrap());
+        assert!(matches!(
+            dec(json!({"method": "m"})).unwrap(),
+            Message::Notification(_)
+        ));
+        let Message::Request(r) = dec(json!({"id": "s", "method": "m", "extra": 1})).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r.params, json!({}));
+        assert!(matches!(
+            dec(json!({"id": 1, "result": null})).unwrap(),
+            Message::Response(_)
+        ));
+        assert!(matches!(
+            dec(json!({"id": 1, "chunk": 1})).unwrap(),
+            Message::Chunk(_)
+        ));
+        assert!(dec(json!({"id": 1})).is_err());
+        assert!(dec(json!({})).is_err());
+        assert!(dec(json!({"id": 1, "error": "x"})).is_err());
+    }
+
+    #[test]
+    fn encode_refuses_oversize() {
+        let big = Message::notification("m", json!({"x": "a".repeat(100)}));
+        assert!(matches!(
+            encode_frame(&big, 50),
+            Err(EncodeError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,55 @@
+//! Configuration (PROTOCOL.md §7): `config.get`, `config.watch`.
+
+use serde::{Deserialize, Serialize};
+
+use super::methods;
+use crate::Value;
+
+methods! {
+    /// Read a dotted path of the kernel's configuration.
+    ConfigGet = "config.get": ConfigGetParams => ConfigGetResult;
+    /// Stream changes under paths as [`ConfigChange`] chunks until cancelled.
+    ConfigWatch = "config.watch": ConfigWatchParams => ConfigWatchEnd;
+}
+
+/// Params of `config.get`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigGetParams {
+    /// Dotted path; absent means the app's own subtree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Result of `config.get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigGetResult {
+    /// The value; null for a missing path.
+    pub value: Value,
+}
+
+/// Params of `config.watch`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigWatchParams {
+    /// Paths to watch; absent means the app's own subtree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+}
+
+/// A chunk of `config.watch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigChange {
+    /// The path that changed.
+    pub path: String,
+    /// Before (null when it did not exist).
+    pub old_value: Value,
+    /// After (null when removed).
+    pub new_value: Value,
+}
+
+/// The final result of a stream: `{ended}`, e.g. `"cancelled"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigWatchEnd {
+    /// Why the stream ended.
+    pub ended: String,
+}
