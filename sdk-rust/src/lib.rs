@@ -1,1 +1,4 @@
-
+//! # burrow-sdk
+//!
+//! (being written)
+pub mod transport;
