@@ -1,1 +1,52 @@
+//! # burrow-kernel
+//!
+//! The Burrow kernel as a library; the `burrow` binary ([`cli`]) is a thin command line
+//! over it. Start one with [`server::run`], which takes the shutdown signal as a future:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), burrow_kernel::server::KernelError> {
+//! use burrow_kernel::server::{run, Settings};
+//! let settings = Settings {
+//!     socket: "/tmp/burrow-demo/kernel.sock".into(),
+//!     state_dir: "/tmp/burrow-demo/state".into(),
+//!     config_path: None,
+//! };
+//! run(settings, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! ## Map
+//!
+//! | module | role |
+//! |---|---|
+//! | [`server`] | state dir, config, key, socket binding (stale reclaimed, live never stolen), graceful stop |
+//! | [`kernel`] | the root [`kernel::KernelActor`]: accept loop, supervision of app actors, shutdown; the shared [`kernel::Kernel`] context |
+//! | [`app_actor`] | one [`app_actor::AppActor`] per connection: lifecycle, heartbeat deadline, cleanup |
+//! | [`connection`] | framing, reader/writer tasks, bounded writer queue, in-flight bound, kernel → app requests awaiting answers |
+//! | [`methods`] | the one dispatch point; one module per family of methods |
+//! | [`registry`] | live apps (dashmap), written only by their own actor |
+//! | [`token`] | the ed25519 kernel key and app tokens |
+//! | [`config`] | the TOML configuration (`[ipc]`) |
+//! | [`fsutil`] | owner-only files and directories |
+//! | [`cli`] | the `burrow` command line |
+//!
+//! ## Rules the code keeps
+//!
+//! - An actor never awaits another process inside a handler: kernel → app requests are
+//!   awaited in spawned tasks that report back with a message.
+//! - Every queue is bounded where messages enter (the connection), every wait has a
+//!   deadline, and nothing a client sends can panic the kernel.
 
+pub mod app_actor;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod fsutil;
+pub mod kernel;
+pub mod methods;
+pub mod registry;
+pub mod server;
+pub mod token;
+
+/// The kernel's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

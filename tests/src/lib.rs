@@ -1,1 +1,433 @@
+//! Test support for Burrow's end-to-end tests: start the real `burrow` binary on a
+//! temporary socket, start real app processes, speak raw frames, and poll for conditions
+//! with deadlines.
+//!
+//! The binaries are built on first use (`cargo build --bins`), so `cargo test` alone is
+//! enough on a fresh clone.
 
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use burrow_protocol::{Message, codec};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A generous bound for anything that should happen "soon" in a test.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// The directory holding the workspace's binaries, built once per test run.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/e2e-<hash> → target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "burrow-kernel",
+                "-p",
+                "burrow-example-hello",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+        dir
+    })
+}
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Polls `cond` every 20 ms until it is true or `timeout` passes; returns whether it held.
+pub async fn poll_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Config for tests: short heartbeats so timeouts are observable quickly.
+pub const FAST_CONFIG: &str =
+    "[ipc]\nheartbeat_interval_ms = 200\nheartbeat_timeout_ms = 1000\nshutdown_timeout_ms = 2000\n";
+
+/// A kernel process on a temporary socket and state directory.
+#[allow(missing_debug_implementations)]
+pub struct Kernel {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Kernel {
+    /// Starts a kernel with [`FAST_CONFIG`] and waits until it answers.
+    pub async fn start() -> Kernel {
+        Self::start_with_config(FAST_CONFIG).await
+    }
+
+    /// Starts a kernel with `config` and waits until it answers.
+    pub async fn start_with_config(config: &str) -> Kernel {
+        let dir = tempfile::Builder::new()
+            .prefix("burrow-e2e")
+            .tempdir()
+            .expect("tempdir");
+        let socket = dir.path().join("run").join("kernel.sock");
+        let state_dir = dir.path().join("state");
+        std::fs::write(dir.path().join("burrow.toml"), config).expect("write config");
+        let k = Self::spawn_in(dir, socket, state_dir, &[]);
+        k.wait_ready().await;
+        k
+    }
+
+    /// Starts another kernel process on the same socket, state and config as `self`
+    /// (extra args appended); does not wait.
+    pub fn spawn_again(&self, extra: &[&str]) -> Child {
+        kernel_command(
+            self.dir.path(),
+            &self.socket,
+            &self.state_dir,
+            extra,
+            &self.log,
+        )
+        .spawn()
+        .expect("spawn burrow kernel")
+    }
+
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        state_dir: PathBuf,
+        extra: &[&str],
+    ) -> Kernel {
+        let log = dir.path().join("kernel.log");
+        let child = kernel_command(dir.path(), &socket, &state_dir, extra, &log)
+            .spawn()
+            .expect("spawn burrow kernel");
+        Kernel {
+            child,
+            dir,
+            socket,
+            state_dir,
+            log,
+        }
+    }
+
+    /// Restarts the kernel (after it exited) on the same socket, state and config.
+    pub async fn restart(&mut self) {
+        self.child = self.spawn_again(&[]);
+        self.wait_ready().await;
+    }
+
+    /// Waits until `kernel.info` answers.
+    pub async fn wait_ready(&self) {
+        let socket = self.socket.clone();
+        let up = poll_until(DEADLINE, || {
+            let socket = socket.clone();
+            async move {
+                match burrow_sdk::Client::connect(&socket).await {
+                    Ok(c) => c.kernel_info().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        assert!(up, "kernel did not come up; log:\n{}", self.log());
+    }
+
+    /// The temporary directory everything lives in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The kernel's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("kernel still running") as i32
+    }
+
+    /// Sends a signal to the kernel process (ours, by pid).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal kernel");
+    }
+
+    /// Waits for the kernel to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("kernel did not exit in {timeout:?}; log:\n{}", self.log()))
+            .expect("wait kernel")
+    }
+
+    /// What the kernel logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A plain SDK client.
+    pub async fn client(&self) -> burrow_sdk::Client {
+        burrow_sdk::Client::connect(&self.socket)
+            .await
+            .expect("connect client")
+    }
+
+    /// A raw frame-level connection.
+    pub async fn raw(&self) -> RawConn {
+        RawConn::connect(&self.socket).await
+    }
+
+    /// Runs the `burrow` CLI against this kernel.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new(bin("burrow"))
+            .args(args)
+            .env("BURROW_SOCKET", &self.socket)
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(DEADLINE, out)
+            .await
+            .expect("cli timed out")
+            .expect("run cli")
+    }
+
+    /// Starts the `hello` example app against this kernel, as `id`.
+    pub async fn hello(&self, id: &str) -> AppProcess {
+        AppProcess::spawn(bin("hello"), &self.socket, id)
+    }
+
+    /// The app ids `kernel.apps` lists.
+    pub async fn app_ids(&self) -> Vec<String> {
+        let apps = self
+            .client()
+            .await
+            .request("kernel.apps", json!({}))
+            .await
+            .expect("kernel.apps");
+        apps["apps"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["appId"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn kernel_command(dir: &Path, socket: &Path, state: &Path, extra: &[&str], log: &Path) -> Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut cmd = Command::new(bin("burrow"));
+    cmd.arg("kernel")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--config")
+        .arg(dir.join("burrow.toml"))
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env_remove("BURROW_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A running app process whose stdout lines can be awaited.
+#[allow(missing_debug_implementations)]
+pub struct AppProcess {
+    /// The process.
+    pub child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl AppProcess {
+    /// Spawns `program` with `BURROW_SOCKET` and `BURROW_APP_ID` set.
+    pub fn spawn(program: PathBuf, socket: &Path, id: &str) -> AppProcess {
+        let mut child = Command::new(program)
+            .env("BURROW_SOCKET", socket)
+            .env("BURROW_APP_ID", id)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn app");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        AppProcess {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line containing `needle`.
+    pub async fn wait_line(&mut self, needle: &str) {
+        if self.seen.iter().any(|l| l.contains(needle)) {
+            return;
+        }
+        let found = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = self.lines.recv().await {
+                let hit = line.contains(needle);
+                self.seen.push(line);
+                if hit {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "app never printed {needle:?}; saw {:?}",
+            self.seen
+        );
+    }
+
+    /// The app's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("app still running") as i32
+    }
+
+    /// Sends a signal to the app (ours, by pid).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal app");
+    }
+
+    /// Waits for the app to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .expect("app did not exit in time")
+            .expect("wait app")
+    }
+}
+
+/// A frame-level connection for sending malformed input.
+#[allow(missing_debug_implementations)]
+pub struct RawConn {
+    stream: interprocess::local_socket::tokio::Stream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    /// Connects to `socket`.
+    pub async fn connect(socket: &Path) -> RawConn {
+        let stream = burrow_sdk::transport::connect_stream(socket)
+            .await
+            .expect("raw connect");
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes raw bytes.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Writes a frame holding `body`.
+    pub async fn send_body(&mut self, body: &[u8]) {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        self.send_bytes(&frame).await;
+    }
+
+    /// Writes `value` as one MessagePack frame.
+    pub async fn send_value(&mut self, value: &Value) {
+        let body = rmp_serde_named(value);
+        self.send_body(&body).await;
+    }
+
+    /// Sends a request.
+    pub async fn request(&mut self, id: u64, method: &str, params: Value) {
+        self.send_value(&json!({"id": id, "method": method, "params": params}))
+            .await;
+    }
+
+    /// Reads the next message, or `None` when the kernel closed the connection.
+    pub async fn recv(&mut self) -> Option<Message> {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                if let Some((msg, used)) = codec::decode_frame(&self.buf, codec::MAX_FRAME_BYTES) {
+                    self.buf.drain(..used);
+                    return Some(msg.expect("kernel sent a valid message"));
+                }
+                let mut chunk = vec![0u8; 64 * 1024];
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+        .expect("no message from the kernel in time")
+    }
+
+    /// Reads the next message and expects it to be a response; returns its JSON form.
+    pub async fn recv_json(&mut self) -> Value {
+        let msg = self.recv().await.expect("connection closed");
+        serde_json::to_value(to_json(&msg)).expect("json")
+    }
+
+    /// Registers as `id` and returns the result.
+    pub async fn register(&mut self, id: &str, token: Option<&str>) -> Value {
+        let mut params =
+            json!({"manifest": {"id": id, "version": "1.0.0"}, "protocolVersion": "1.0"});
+        if let Some(t) = token {
+            params["token"] = json!(t);
+        }
+        self.request(1, "app.register", params).await;
+        self.recv_json().await
+    }
+}
+
+/// A message as the JSON map it is on the wire.
+pub fn to_json(msg: &Message) -> Value {
+    let body = codec::encode_body(msg).expect("encode");
+    rmp_serde::from_slice(&body).expect("decode as json")
+}
+
+fn rmp_serde_named(value: &Value) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("encode value")
+}

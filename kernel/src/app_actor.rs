@@ -1,0 +1,253 @@
+//! The [`AppActor`]: one per client connection, the app's lifecycle once it registers.
+//!
+//! States: connected (unregistered) → registered → ready → leaving. The actor owns the
+//! connection handle and the app's registry entry; when it stops for any reason the entry
+//! is released and the connection closed, so every call waiting on the app fails with
+//! `CONNECTION_CLOSED`. A ticker enforces the heartbeat timeout, for unregistered
+//! connections too.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use burrow_protocol::methods::app::{AppShutdown, AppState, ShutdownParams};
+use burrow_protocol::methods::{Ack, Method, to_value};
+use burrow_protocol::{Id, Manifest, now_ms};
+use burrow_sdk::transport::Transport;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+
+use crate::connection::{Connection, Inbound, Limits};
+use crate::kernel::Kernel;
+use crate::methods::{self, Reply};
+
+/// How long a closing connection may take to flush before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Messages of an AppActor.
+#[derive(Debug)]
+pub enum AppMsg {
+    /// Something the connection read.
+    Inbound(Inbound),
+    /// Time to check the heartbeat deadline.
+    Tick,
+    /// Another connection took this app's id over with its token.
+    TakenOver,
+    /// The kernel is stopping: send `app.shutdown` to the app and leave.
+    KernelShutdown {
+        /// How long the app has to answer.
+        timeout: Duration,
+    },
+    /// Finish leaving: release the id, answer `reply_to` if any, close, stop.
+    Leave {
+        /// The app's own `app.shutdown` request, to answer last.
+        reply_to: Option<Id>,
+        /// For the log.
+        reason: String,
+    },
+}
+
+/// The actor.
+#[derive(Debug)]
+pub struct AppActor;
+
+/// Arguments of an AppActor.
+#[derive(Debug)]
+pub struct AppArgs {
+    /// The shared kernel context.
+    pub kernel: Arc<Kernel>,
+    /// The accepted connection, framed.
+    pub transport: Transport,
+    /// Its kernel-wide id.
+    pub conn_id: u64,
+}
+
+/// An app that registered on this connection.
+#[derive(Debug)]
+pub struct Registered {
+    /// Its id.
+    pub app_id: String,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its lifecycle state.
+    pub state: AppState,
+}
+
+/// State of an AppActor; the method families work on it.
+#[derive(Debug)]
+pub struct AppActorState {
+    /// The shared kernel context.
+    pub kernel: Arc<Kernel>,
+    /// The connection.
+    pub conn: Connection,
+    /// The registered app, once `app.register` succeeded.
+    pub app: Option<Registered>,
+    ticker: JoinHandle<()>,
+}
+
+impl AppActorState {
+    /// Moves the app to `state`, in the actor and in the registry.
+    pub fn set_state(&mut self, state: AppState) {
+        if let Some(app) = self.app.as_mut() {
+            app.state = state;
+            self.kernel
+                .apps
+                .set_state(&app.app_id, self.conn.id(), state);
+        }
+    }
+
+    /// The app id, or `-` before registration (for logs).
+    pub fn name(&self) -> &str {
+        self.app.as_ref().map_or("-", |a| a.app_id.as_str())
+    }
+}
+
+impl Actor for AppActor {
+    type Msg = AppMsg;
+    type State = AppActorState;
+    type Arguments = AppArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AppMsg>,
+        args: AppArgs,
+    ) -> Result<AppActorState, ActorProcessingErr> {
+        let ipc = args.kernel.config().ipc.clone();
+        let limits = Limits {
+            max_frame_bytes: ipc.max_frame_bytes,
+            max_in_flight: ipc.max_in_flight,
+            writer_queue: ipc.writer_queue,
+        };
+        let me = myself.clone();
+        let conn = Connection::spawn(args.conn_id, args.transport, limits, move |inbound| {
+            me.cast(AppMsg::Inbound(inbound)).is_ok()
+        });
+        let period = Duration::from_millis((ipc.heartbeat_timeout_ms / 4).clamp(10, 1000));
+        let ticker = tokio::spawn(tick(myself, conn.clone(), period));
+        tracing::debug!(conn = args.conn_id, "client connected");
+        Ok(AppActorState {
+            kernel: args.kernel,
+            conn,
+            app: None,
+            ticker,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AppMsg>,
+        msg: AppMsg,
+        state: &mut AppActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AppMsg::Inbound(Inbound::Request(req, permit)) => {
+                let id = req.id.clone();
+                if let Reply::Now(outcome) = methods::dispatch(state, &myself, req) {
+                    state.conn.reply(id, outcome);
+                }
+                drop(permit);
+            }
+            AppMsg::Inbound(Inbound::Notification(n)) => methods::notification(state, n),
+            AppMsg::Inbound(Inbound::Closed(reason)) => {
+                if state.app.is_some() {
+                    tracing::info!(app = state.name(), conn = state.conn.id(), %reason, "app disconnected");
+                } else {
+                    tracing::debug!(conn = state.conn.id(), %reason, "client disconnected");
+                }
+                myself.stop(Some(reason));
+            }
+            AppMsg::Tick => {
+                let timeout = state.kernel.config().ipc.heartbeat_timeout_ms;
+                let silent =
+                    now_ms().saturating_sub(state.conn.last_seen().load(Ordering::Relaxed));
+                if silent > timeout {
+                    tracing::warn!(
+                        app = state.name(),
+                        conn = state.conn.id(),
+                        silent_ms = silent,
+                        "no heartbeat within {timeout} ms: dropping the app"
+                    );
+                    state.conn.abort();
+                    myself.stop(Some("heartbeat timeout".into()));
+                }
+            }
+            AppMsg::TakenOver => {
+                tracing::info!(
+                    app = state.name(),
+                    conn = state.conn.id(),
+                    "taken over by a new connection"
+                );
+                state.app = None; // the id belongs to the new connection now
+                state.conn.close();
+                myself.stop(Some("taken over".into()));
+            }
+            AppMsg::KernelShutdown { timeout } => kernel_shutdown(state, &myself, timeout),
+            AppMsg::Leave { reply_to, reason } => {
+                tracing::info!(app = state.name(), %reason, "app left");
+                if let Some(app) = state.app.take() {
+                    state.kernel.apps.release(&app.app_id, state.conn.id());
+                }
+                if let Some(id) = reply_to {
+                    state.conn.reply(id, Ok(to_value(&Ack::OK)));
+                }
+                state.conn.close();
+                myself.stop(Some(reason));
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AppMsg>,
+        state: &mut AppActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ticker.abort();
+        if let Some(app) = state.app.take() {
+            state.kernel.apps.release(&app.app_id, state.conn.id());
+        }
+        state.conn.close_within(CLOSE_GRACE);
+        Ok(())
+    }
+}
+
+/// Sends the app `app.shutdown` and leaves when it answers or the timeout passes.
+fn kernel_shutdown(state: &mut AppActorState, myself: &ActorRef<AppMsg>, timeout: Duration) {
+    let reason = "kernel stopping".to_owned();
+    if state.app.is_none() {
+        state.conn.close();
+        myself.stop(Some(reason));
+        return;
+    }
+    state.set_state(AppState::Leaving);
+    let params = ShutdownParams {
+        reason: Some(reason.clone()),
+        timeout: Some(timeout.as_millis() as u64),
+    };
+    let answer = state
+        .conn
+        .request(AppShutdown::NAME, to_value(&params), timeout);
+    let me = myself.clone();
+    tokio::spawn(async move {
+        if let Err(e) = answer.await {
+            tracing::debug!(error = %e, "app did not acknowledge app.shutdown");
+        }
+        let _ = me.cast(AppMsg::Leave {
+            reply_to: None,
+            reason,
+        });
+    });
+}
+
+/// Casts `Tick` every `period`; closes the connection if the actor is gone.
+async fn tick(actor: ActorRef<AppMsg>, conn: Connection, period: Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if actor.cast(AppMsg::Tick).is_err() {
+            conn.abort();
+            return;
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The `burrow` command line: `kernel` runs a kernel; `info`, `apps` and `call` are
+//! clients of a running one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod client;
+mod logging;
+
+/// Burrow: an actor-model microkernel for AI-agent apps.
+///
+/// Run a kernel with `burrow kernel`; talk to it with the other commands. Clients find the
+/// kernel through `--socket` or `BURROW_SOCKET`, else the default socket
+/// (`$XDG_RUNTIME_DIR/burrow/kernel.sock`, else `<state dir>/run/kernel.sock`).
+#[derive(Debug, Parser)]
+#[command(name = "burrow", version, propagate_version = true)]
+pub struct Cli {
+    /// The kernel's socket.
+    #[arg(long, global = true, env = "BURROW_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the kernel in the foreground until SIGTERM or Ctrl-C.
+    Kernel(KernelArgs),
+    /// Show the running kernel's version, uptime and counts.
+    Info {
+        /// Print the raw `kernel.info` result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the live apps with their state and version.
+    Apps {
+        /// Print the raw `kernel.apps` result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call any kernel method and print its result as JSON.
+    ///
+    /// Exits 0 with the result on stdout, or 1 with the error object
+    /// (`{code, message, data?}`) on stderr.
+    Call {
+        /// The method, e.g. `kernel.info`.
+        method: String,
+        /// The params as a JSON object (default `{}`).
+        params: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value_t = 30_000, value_name = "MS")]
+        timeout_ms: u64,
+    },
+}
+
+/// Arguments of `burrow kernel`.
+#[derive(Debug, clap::Args)]
+struct KernelArgs {
+    /// Where the kernel keeps its key and state [default: $XDG_STATE_HOME/burrow].
+    #[arg(long, env = "BURROW_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The TOML configuration file [default: $XDG_CONFIG_HOME/burrow/burrow.toml if it exists].
+    #[arg(long, env = "BURROW_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr (the level comes from RUST_LOG, default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Runs the CLI.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("burrow: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Kernel(args) => run_kernel(cli.socket, args).await,
+            Command::Info { json } => client::info(cli.socket, json).await,
+            Command::Apps { json } => client::apps(cli.socket, json).await,
+            Command::Call {
+                method,
+                params,
+                timeout_ms,
+            } => client::call(cli.socket, &method, params.as_deref(), timeout_ms).await,
+        }
+    })
+}
+
+async fn run_kernel(socket: Option<PathBuf>, args: KernelArgs) -> ExitCode {
+    logging::init(args.log_format);
+    let state_dir = args
+        .state_dir
+        .unwrap_or_else(burrow_sdk::transport::default_state_dir);
+    let socket = socket.unwrap_or_else(|| burrow_sdk::transport::default_socket_path(&state_dir));
+    let config_path = args.config.or_else(default_config_file);
+    let settings = crate::server::Settings {
+        socket,
+        state_dir,
+        config_path,
+    };
+    match crate::server::run(settings, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("burrow: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `$XDG_CONFIG_HOME/burrow/burrow.toml` (else `~/.config/...`), when it exists.
+fn default_config_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("burrow").join("burrow.toml")).filter(|p| p.is_file())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the kernel");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,196 @@
+//! The kernel's TOML configuration (PROTOCOL.md §7). Only the `[ipc]` section has typed
+//! settings so far; the whole document is kept for `config.get`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use burrow_protocol::codec::MAX_FRAME_BYTES;
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a mistyped setting.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the position.
+        message: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The loaded configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Typed `[ipc]` settings.
+    pub ipc: IpcConfig,
+    /// The whole document, for `config.get`.
+    pub document: toml::Table,
+}
+
+/// `[ipc]`: framing, heartbeats and per-connection bounds. All values in ms or counts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpcConfig {
+    /// Largest frame accepted or sent (default 8 MiB; 64 B to 1 GiB).
+    pub max_frame_bytes: usize,
+    /// How often apps must send something.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which an app (or an unregistered connection) is dropped.
+    pub heartbeat_timeout_ms: u64,
+    /// Requests one connection may have in flight; further ones wait to be read.
+    pub max_in_flight: usize,
+    /// Frames queued for one connection's writer; a client that lets it fill up is
+    /// disconnected.
+    pub writer_queue: usize,
+    /// How long the kernel waits for apps to answer `app.shutdown` when it stops.
+    pub shutdown_timeout_ms: u64,
+    /// How long an app token stays valid.
+    pub token_ttl_ms: u64,
+}
+
+impl Default for IpcConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: MAX_FRAME_BYTES,
+            heartbeat_interval_ms: 5_000,
+            heartbeat_timeout_ms: 15_000,
+            max_in_flight: 256,
+            writer_queue: 1024,
+            shutdown_timeout_ms: 5_000,
+            token_ttl_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl IpcConfig {
+    /// The heartbeat timeout as a duration.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+
+    /// The shutdown timeout as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        if !(64..=1 << 30).contains(&self.max_frame_bytes) {
+            return invalid("ipc.max_frame_bytes", "must be between 64 bytes and 1 GiB");
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.heartbeat_timeout_ms <= self.heartbeat_interval_ms
+        {
+            return invalid(
+                "ipc.heartbeat_timeout_ms",
+                "heartbeat_interval_ms must be positive and below heartbeat_timeout_ms",
+            );
+        }
+        if self.max_in_flight == 0 || self.writer_queue == 0 {
+            return invalid(
+                "ipc.max_in_flight",
+                "max_in_flight and writer_queue must be positive",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parses a configuration document.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let document: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let ipc = match document.get("ipc") {
+            None => IpcConfig::default(),
+            Some(section) => section
+                .clone()
+                .try_into::<IpcConfig>()
+                .map_err(|e| parse_err(format!("[ipc]: {e}")))?,
+        };
+        ipc.validate()?;
+        Ok(Self { ipc, document })
+    }
+
+    /// Loads the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.ipc, IpcConfig::default());
+    }
+
+    #[test]
+    fn ipc_section_is_read() {
+        let c = parse(
+            "[ipc]\nheartbeat_interval_ms = 100\nheartbeat_timeout_ms = 300\n[apps.x]\na = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.ipc.heartbeat_interval_ms, 100);
+        assert_eq!(c.ipc.heartbeat_timeout_ms, 300);
+        assert_eq!(c.ipc.max_frame_bytes, MAX_FRAME_BYTES);
+        assert!(c.document.get("apps").is_some());
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_key() {
+        assert!(matches!(
+            parse("[ipc]\nheartbeat_interval_ms = \"x\"\n"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            parse("[ipc]\nunknown_key = 1\n"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            parse("not toml ="),
+            Err(ConfigError::Parse { .. })
+        ));
+        let e =
+            parse("[ipc]\nheartbeat_interval_ms = 500\nheartbeat_timeout_ms = 400\n").unwrap_err();
+        assert!(e.to_string().contains("ipc.heartbeat_timeout_ms"), "{e}");
+        assert!(parse("[ipc]\nmax_frame_bytes = 1\n").is_err());
+    }
+}

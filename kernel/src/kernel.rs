@@ -1,0 +1,237 @@
+//! The root [`KernelActor`] and the [`Kernel`] context every actor shares.
+//!
+//! The KernelActor owns the accept loop and supervises one AppActor per connection. Its
+//! supervision handler is overridden: a child stopping or failing is cleaned up and never
+//! stops the kernel. Shutdown flows down from it: it stops accepting, asks every AppActor
+//! to send `app.shutdown` to its app, and stops when all are gone or the deadline passes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use burrow_sdk::transport::Transport;
+use interprocess::local_socket::tokio::Listener;
+use interprocess::local_socket::traits::tokio::Listener as _;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::app_actor::{AppActor, AppArgs, AppMsg};
+use crate::config::Config;
+use crate::registry::AppRegistry;
+use crate::token::KernelKey;
+
+/// State shared by all actors: configuration, key, registries. Read-mostly.
+#[derive(Debug)]
+pub struct Kernel {
+    config: RwLock<Arc<Config>>,
+    /// Signs and checks app tokens.
+    pub key: KernelKey,
+    /// Live apps.
+    pub apps: AppRegistry,
+    /// When the kernel started, ms since the epoch.
+    pub started_at: u64,
+    next_conn: AtomicU64,
+}
+
+impl Kernel {
+    /// A context with `config` and `key`.
+    pub fn new(config: Config, key: KernelKey) -> Self {
+        Self {
+            config: RwLock::new(Arc::new(config)),
+            key,
+            apps: AppRegistry::default(),
+            started_at: burrow_protocol::now_ms(),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Messages of the KernelActor.
+#[derive(Debug)]
+pub enum KernelMsg {
+    /// A client connected.
+    Accepted(interprocess::local_socket::tokio::Stream),
+    /// Stop: shut every app down, then answer.
+    Shutdown(oneshot::Sender<()>),
+    /// The shutdown deadline passed: stop whatever is left.
+    ShutdownDeadline,
+}
+
+/// The root actor.
+#[derive(Debug)]
+pub struct KernelActor;
+
+/// Arguments of the KernelActor.
+#[derive(Debug)]
+pub struct KernelArgs {
+    /// The shared context.
+    pub kernel: Arc<Kernel>,
+    /// The bound listener; dropping it removes the socket file.
+    pub listener: Listener,
+}
+
+/// State of the KernelActor.
+#[derive(Debug)]
+pub struct KernelState {
+    kernel: Arc<Kernel>,
+    accepting: CancellationToken,
+    children: HashMap<ActorId, (u64, ActorRef<AppMsg>)>,
+    stopping: Option<oneshot::Sender<()>>,
+}
+
+impl Actor for KernelActor {
+    type Msg = KernelMsg;
+    type State = KernelState;
+    type Arguments = KernelArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<KernelMsg>,
+        args: KernelArgs,
+    ) -> Result<KernelState, ActorProcessingErr> {
+        let accepting = CancellationToken::new();
+        tokio::spawn(accept_loop(args.listener, myself, accepting.clone()));
+        Ok(KernelState {
+            kernel: args.kernel,
+            accepting,
+            children: HashMap::new(),
+            stopping: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<KernelMsg>,
+        msg: KernelMsg,
+        state: &mut KernelState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            KernelMsg::Accepted(stream) => {
+                if state.stopping.is_some() {
+                    return Ok(());
+                }
+                let conn_id = state.kernel.next_conn_id();
+                let (read, write) = tokio::io::split(stream);
+                let limits = state.kernel.config().ipc.max_frame_bytes;
+                let transport = Transport::new(read, write, limits);
+                let args = AppArgs {
+                    kernel: state.kernel.clone(),
+                    transport,
+                    conn_id,
+                };
+                match Actor::spawn_linked(None, AppActor, args, myself.get_cell()).await {
+                    Ok((child, _)) => {
+                        state.children.insert(child.get_id(), (conn_id, child));
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not start an app actor"),
+                }
+            }
+            KernelMsg::Shutdown(done) => {
+                state.accepting.cancel();
+                state.stopping = Some(done);
+                let timeout = state.kernel.config().ipc.shutdown_timeout();
+                tracing::info!(
+                    apps = state.kernel.apps.len(),
+                    "kernel stopping: shutting apps down"
+                );
+                for (_, child) in state.children.values() {
+                    let _ = child.cast(AppMsg::KernelShutdown { timeout });
+                }
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout + Duration::from_millis(500)).await;
+                    let _ = me.cast(KernelMsg::ShutdownDeadline);
+                });
+                finish_if_idle(&myself, state);
+            }
+            KernelMsg::ShutdownDeadline => {
+                for (_, child) in state.children.values() {
+                    child.stop(Some("kernel shutdown deadline".into()));
+                }
+                if let Some(done) = state.stopping.take() {
+                    let _ = done.send(());
+                }
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<KernelMsg>,
+        event: SupervisionEvent,
+        state: &mut KernelState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err)),
+            _ => return Ok(()),
+        };
+        if let Some((conn_id, _)) = state.children.remove(&cell.get_id())
+            && let Some(err) = failure
+        {
+            // A failed actor may not have cleaned up: release what it held.
+            let released = state.kernel.apps.release_conn(conn_id);
+            tracing::error!(conn = conn_id, error = %err, ?released, "app actor failed");
+        }
+        finish_if_idle(&myself, state);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<KernelMsg>,
+        state: &mut KernelState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.accepting.cancel();
+        Ok(())
+    }
+}
+
+/// During shutdown, stops the kernel once no app actor is left.
+fn finish_if_idle(myself: &ActorRef<KernelMsg>, state: &mut KernelState) {
+    if state.children.is_empty()
+        && let Some(done) = state.stopping.take()
+    {
+        let _ = done.send(());
+        myself.stop(None);
+    }
+}
+
+async fn accept_loop(listener: Listener, kernel: ActorRef<KernelMsg>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(stream) => {
+                if kernel.cast(KernelMsg::Accepted(stream)).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // Dropping the listener removes the socket file.
+    drop(listener);
+}

@@ -1,0 +1,137 @@
+//! The app lifecycle (PROTOCOL.md §4): `app.register`, `app.heartbeat`, `app.ready`,
+//! `app.shutdown` from the app.
+
+use std::time::Duration;
+
+use burrow_protocol::methods::Ack;
+use burrow_protocol::methods::app::{
+    AppState, HeartbeatResult, PROTOCOL_VERSION, RegisterParams, RegisterResult, ShutdownParams,
+    protocol_major_matches,
+};
+use burrow_protocol::{ErrorCode, ErrorObject, Id, now_ms};
+use ractor::ActorRef;
+use serde_json::json;
+
+use super::Reply;
+use crate::app_actor::{AppActorState, AppMsg, Registered};
+use crate::registry::{AppEntry, Claim};
+
+/// Longest an app may ask the kernel to wait for its in-flight calls when it leaves.
+const MAX_LEAVE_WAIT: Duration = Duration::from_secs(60);
+
+/// `app.register`: validate, check the token, claim the id (or take it over), sign a token.
+pub fn register(
+    state: &mut AppActorState,
+    myself: &ActorRef<AppMsg>,
+    p: RegisterParams,
+) -> Result<RegisterResult, ErrorObject> {
+    if let Some(app) = &state.app {
+        return Err(ErrorObject::new(
+            ErrorCode::InvalidRequest,
+            format!("this connection is already registered as {:?}", app.app_id),
+        )
+        .with_data(json!({ "appId": app.app_id })));
+    }
+    if !protocol_major_matches(&p.protocol_version) {
+        return Err(ErrorObject::new(
+            ErrorCode::InvalidRequest,
+            format!("protocol version {:?} is not supported", p.protocol_version),
+        )
+        .with_data(json!({ "supported": [PROTOCOL_VERSION] })));
+    }
+    p.manifest.validate()?;
+    let app_id = p.manifest.id.clone();
+    let now = now_ms();
+    let ipc = state.kernel.config().ipc.clone();
+    let token_ok = match &p.token {
+        None => false,
+        Some(token) => {
+            state.kernel.key.verify(token, &app_id, now).map_err(|e| {
+                ErrorObject::new(ErrorCode::Unauthorized, format!("token refused: {e}"))
+            })?;
+            true
+        }
+    };
+    let entry = AppEntry {
+        conn_id: state.conn.id(),
+        actor: myself.clone(),
+        version: p.manifest.version.clone(),
+        state: AppState::Registered,
+        registered_at: now,
+        last_seen: state.conn.last_seen(),
+    };
+    match state.kernel.apps.claim(&app_id, entry, token_ok) {
+        Claim::Registered => {}
+        Claim::TookOver(old) => {
+            tracing::info!(app = %app_id, "taking over a live registration with its token");
+            let _ = old.cast(AppMsg::TakenOver);
+        }
+        Claim::Conflict => {
+            return Err(ErrorObject::new(
+                ErrorCode::Conflict,
+                format!("app id {app_id:?} is held by a live app (present its token to take over)"),
+            )
+            .with_data(json!({ "appId": app_id })));
+        }
+    }
+    tracing::info!(app = %app_id, version = %p.manifest.version, conn = state.conn.id(), "app registered");
+    state.app = Some(Registered {
+        app_id: app_id.clone(),
+        manifest: p.manifest,
+        state: AppState::Registered,
+    });
+    Ok(RegisterResult {
+        token: state.kernel.key.issue(&app_id, now, ipc.token_ttl_ms),
+        app_id,
+        protocol_version: PROTOCOL_VERSION.to_owned(),
+        heartbeat_interval_ms: ipc.heartbeat_interval_ms,
+        heartbeat_timeout_ms: ipc.heartbeat_timeout_ms,
+    })
+}
+
+/// `app.heartbeat`: the frame itself already counted as a sign of life.
+pub fn heartbeat() -> HeartbeatResult {
+    HeartbeatResult {
+        ok: true,
+        server_time: now_ms(),
+    }
+}
+
+/// `app.ready`: from now on the kernel routes traffic to the app.
+pub fn ready(state: &mut AppActorState) -> Ack {
+    if state
+        .app
+        .as_ref()
+        .is_some_and(|a| a.state == AppState::Registered)
+    {
+        state.set_state(AppState::Ready);
+        tracing::info!(app = state.name(), "app ready");
+    }
+    Ack::OK
+}
+
+/// `app.shutdown` from the app: stop routing to it, let in-flight kernel → app calls
+/// finish for up to `timeout`, then release everything, answer, and close.
+pub fn shutdown(
+    state: &mut AppActorState,
+    myself: &ActorRef<AppMsg>,
+    id: Id,
+    p: ShutdownParams,
+) -> Reply {
+    state.set_state(AppState::Leaving);
+    let reason = p.reason.unwrap_or_else(|| "app asked to leave".to_owned());
+    let wait = Duration::from_millis(p.timeout.unwrap_or(0)).min(MAX_LEAVE_WAIT);
+    let conn = state.conn.clone();
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + wait;
+        while conn.pending_requests() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = me.cast(AppMsg::Leave {
+            reply_to: Some(id),
+            reason,
+        });
+    });
+    Reply::Later
+}

@@ -1,0 +1,212 @@
+//! Starting and stopping a kernel: state directory, configuration, key, the local-socket
+//! listener (stale sockets reclaimed, live ones never stolen), the root actor, and
+//! graceful shutdown driven by a future (`run(settings, shutdown)`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use interprocess::local_socket::tokio::Listener;
+use ractor::Actor;
+use tokio::sync::oneshot;
+
+use crate::config::{Config, ConfigError};
+use crate::fsutil;
+use crate::kernel::{Kernel, KernelActor, KernelArgs, KernelMsg};
+use crate::token::{KernelKey, KeyError};
+
+/// Where and how a kernel runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The local socket (a path on Unix, a pipe name on Windows).
+    pub socket: PathBuf,
+    /// Where the key and other state live.
+    pub state_dir: PathBuf,
+    /// The TOML configuration file, if any.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Why a kernel could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// Another kernel is serving the socket.
+    #[error("another kernel is already listening on {0}")]
+    AlreadyRunning(PathBuf),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The key is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A file or socket operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The actor system failed.
+    #[error("actor system: {0}")]
+    Actor(String),
+}
+
+/// A bound listener and the lock that makes it ours.
+#[derive(Debug)]
+pub struct BoundSocket {
+    listener: Listener,
+    _lock: File,
+}
+
+/// Binds the kernel socket with mode 0600. A lock file beside the socket
+/// (`<socket>.lock`) tells a live kernel from a stale socket file: while another kernel
+/// holds it, this fails with [`KernelError::AlreadyRunning`]; once we hold it, a leftover
+/// socket file is stale and is replaced.
+pub async fn bind(socket: &Path) -> Result<BoundSocket, KernelError> {
+    let io = |what, source| KernelError::Io {
+        what,
+        path: socket.to_owned(),
+        source,
+    };
+    #[cfg(unix)]
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsutil::create_private_dir(dir).map_err(|e| io("cannot create socket directory for", e))?;
+    }
+    let lock = lock_socket(socket)?;
+    if socket_file_exists(socket) {
+        // Belt and braces: something answering there is never stolen, lock or not.
+        let probe = tokio::time::timeout(
+            Duration::from_secs(1),
+            burrow_sdk::transport::connect_stream(socket),
+        )
+        .await;
+        if matches!(probe, Ok(Ok(_))) {
+            return Err(KernelError::AlreadyRunning(socket.to_owned()));
+        }
+        tracing::info!(socket = %socket.display(), "reclaiming a stale socket left by a dead kernel");
+        std::fs::remove_file(socket).map_err(|e| io("cannot remove stale socket", e))?;
+    }
+    let listener = create_listener(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => KernelError::AlreadyRunning(socket.to_owned()),
+        _ => io("cannot listen on", e),
+    })?;
+    Ok(BoundSocket {
+        listener,
+        _lock: lock,
+    })
+}
+
+fn lock_socket(socket: &Path) -> Result<File, KernelError> {
+    let mut lock_path = socket.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    if cfg!(windows) {
+        // Named pipes need no lock file: a live pipe name cannot be created twice.
+        return File::open(std::env::current_exe().unwrap_or_default()).map_err(|source| {
+            KernelError::Io {
+                what: "cannot open",
+                path: lock_path,
+                source,
+            }
+        });
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&lock_path).map_err(|source| KernelError::Io {
+        what: "cannot open lock file",
+        path: lock_path.clone(),
+        source,
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(KernelError::AlreadyRunning(socket.to_owned()))
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(KernelError::Io {
+            what: "cannot lock",
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
+fn socket_file_exists(socket: &Path) -> bool {
+    cfg!(unix) && std::fs::symlink_metadata(socket).is_ok()
+}
+
+#[cfg(unix)]
+fn create_listener(socket: &Path) -> std::io::Result<Listener> {
+    use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+    use interprocess::os::unix::local_socket::ListenerOptionsExt;
+    ListenerOptions::new()
+        .name(socket.to_fs_name::<GenericFilePath>()?)
+        .mode(0o600)
+        .create_tokio()
+}
+
+#[cfg(windows)]
+fn create_listener(socket: &Path) -> std::io::Result<Listener> {
+    use interprocess::local_socket::{GenericNamespaced, ListenerOptions, ToNsName};
+    ListenerOptions::new()
+        .name(socket.as_os_str().to_ns_name::<GenericNamespaced>()?)
+        .create_tokio()
+}
+
+/// Loads the configuration, or the defaults when there is no file.
+pub fn load_config(path: Option<&Path>) -> Result<Config, KernelError> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    })
+}
+
+/// Runs a kernel until `shutdown` resolves, then stops it gracefully: every app gets
+/// `app.shutdown` and up to `ipc.shutdown_timeout_ms` to answer.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), KernelError> {
+    let config = load_config(settings.config_path.as_deref())?;
+    fsutil::create_private_dir(&settings.state_dir).map_err(|source| KernelError::Io {
+        what: "cannot create state directory",
+        path: settings.state_dir.clone(),
+        source,
+    })?;
+    let key = KernelKey::load_or_create(&settings.state_dir)?;
+    let bound = bind(&settings.socket).await?;
+    let kernel = Arc::new(Kernel::new(config, key));
+    let args = KernelArgs {
+        kernel,
+        listener: bound.listener,
+    };
+    let (actor, handle) = Actor::spawn(Some("kernel".into()), KernelActor, args)
+        .await
+        .map_err(|e| KernelError::Actor(e.to_string()))?;
+    tracing::info!(
+        socket = %settings.socket.display(),
+        state_dir = %settings.state_dir.display(),
+        version = crate::VERSION,
+        "kernel listening"
+    );
+    let mut handle = std::pin::pin!(handle);
+    tokio::select! {
+        _ = shutdown => {}
+        joined = &mut handle => {
+            return Err(KernelError::Actor(format!("kernel actor stopped unexpectedly: {joined:?}")));
+        }
+    }
+    tracing::info!("shutdown requested");
+    let (done_tx, done_rx) = oneshot::channel();
+    if actor.cast(KernelMsg::Shutdown(done_tx)).is_ok() {
+        let _ = done_rx.await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    drop(bound._lock);
+    tracing::info!("kernel stopped");
+    Ok(())
+}

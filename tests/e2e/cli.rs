@@ -1,0 +1,104 @@
+//! The `burrow` CLI against a real kernel.
+
+use burrow_tests::Kernel;
+use serde_json::Value;
+
+fn stdout_json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[tokio::test]
+async fn info_apps_and_call() {
+    let kernel = Kernel::start().await;
+    let mut app = kernel.hello("listed").await;
+    app.wait_line("hello: ready as listed").await;
+
+    let out = kernel.cli(&["info"]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("apps:     1"), "{text}");
+
+    let info = stdout_json(&kernel.cli(&["info", "--json"]).await);
+    assert_eq!(info["protocolVersion"], "1.0");
+
+    let out = kernel.cli(&["apps"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("listed") && text.contains("ready") && text.contains("0.1.0"),
+        "{text}"
+    );
+    let apps = stdout_json(&kernel.cli(&["apps", "--json"]).await);
+    assert_eq!(apps["apps"][0]["appId"], "listed");
+
+    let out = kernel.cli(&["call", "kernel.info", "{}"]).await;
+    assert!(out.status.success());
+    assert_eq!(stdout_json(&out)["apps"], 1);
+
+    // An error answer: non-zero exit, the error object on stderr.
+    let out = kernel.cli(&["call", "app.heartbeat"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err: Value = serde_json::from_slice(&out.stderr).expect("error JSON on stderr");
+    assert_eq!(err["code"], "APP_NOT_REGISTERED");
+
+    let out = kernel.cli(&["call", "kernel.info", "{not json"]).await;
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn cli_without_a_kernel_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(burrow_tests::bin("burrow"))
+        .args(["info", "--socket"])
+        .arg(dir.path().join("nothing.sock"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the kernel"));
+}
+
+#[tokio::test]
+async fn json_logs() {
+    let kernel_dir = tempfile::tempdir().unwrap();
+    let socket = kernel_dir.path().join("k.sock");
+    let child = tokio::process::Command::new(burrow_tests::bin("burrow"))
+        .args(["kernel", "--log-format", "json", "--state-dir"])
+        .arg(kernel_dir.path().join("state"))
+        .arg("--socket")
+        .arg(&socket)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let up = burrow_tests::poll_until(burrow_tests::DEADLINE, || {
+        let socket = socket.clone();
+        async move { burrow_sdk::Client::connect(&socket).await.is_ok() }
+    })
+    .await;
+    assert!(up);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = tokio::time::timeout(burrow_tests::DEADLINE, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    assert!(stderr.contains("kernel listening"));
+}

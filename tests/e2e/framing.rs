@@ -1,0 +1,201 @@
+//! PROTOCOL.md §2–3 against the real kernel: malformed, oversize, zero-length and non-map
+//! frames, string ids, unknown methods, bad params, pipelining.
+
+use burrow_tests::{Kernel, RawConn};
+use serde_json::{Value, json};
+
+fn error_code(resp: &Value) -> &str {
+    resp["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {resp}"))
+}
+
+/// The connection still works: kernel.info answers on it.
+async fn still_open(raw: &mut RawConn) {
+    raw.request(999, "kernel.info", json!({})).await;
+    let resp = raw.recv_json().await;
+    assert_eq!(resp["id"], 999, "{resp}");
+    assert!(resp["result"]["version"].is_string(), "{resp}");
+}
+
+#[tokio::test]
+async fn malformed_frames_get_invalid_request_and_the_connection_stays_open() {
+    let kernel = Kernel::start().await;
+    let mut raw = kernel.raw().await;
+
+    // Not MessagePack at all.
+    raw.send_body(&[0xc1, 0xff, 0x00]).await;
+    let resp = raw.recv_json().await;
+    assert_eq!(error_code(&resp), "INVALID_REQUEST");
+    assert!(resp.get("id").is_none(), "{resp}");
+    still_open(&mut raw).await;
+
+    // Zero-length frame.
+    raw.send_bytes(&[0, 0, 0, 0]).await;
+    assert_eq!(error_code(&raw.recv_json().await), "INVALID_REQUEST");
+    still_open(&mut raw).await;
+
+    // A value that is not a map.
+    raw.send_value(&json!([1, 2, 3])).await;
+    assert_eq!(error_code(&raw.recv_json().await), "INVALID_REQUEST");
+    raw.send_value(&json!("just a string")).await;
+    assert_eq!(error_code(&raw.recv_json().await), "INVALID_REQUEST");
+    still_open(&mut raw).await;
+
+    // A map that is not a message keeps its id in the error.
+    raw.send_value(&json!({"id": 5, "method": 42})).await;
+    let resp = raw.recv_json().await;
+    assert_eq!(
+        (error_code(&resp), &resp["id"]),
+        ("INVALID_REQUEST", &json!(5))
+    );
+    raw.send_value(&json!({"id": "str-id", "neither": true}))
+        .await;
+    let resp = raw.recv_json().await;
+    assert_eq!(
+        (error_code(&resp), &resp["id"]),
+        ("INVALID_REQUEST", &json!("str-id"))
+    );
+
+    // Trailing bytes after the value.
+    let mut body = rmp_serde::to_vec_named(&json!({"id": 6, "method": "kernel.info"})).unwrap();
+    body.push(0xc0);
+    raw.send_body(&body).await;
+    assert_eq!(error_code(&raw.recv_json().await), "INVALID_REQUEST");
+    still_open(&mut raw).await;
+}
+
+#[tokio::test]
+async fn oversize_frame_gets_an_error_then_the_connection_closes() {
+    let kernel = Kernel::start_with_config(
+        "[ipc]\nmax_frame_bytes = 1024\nheartbeat_interval_ms = 200\nheartbeat_timeout_ms = 1000\n",
+    )
+    .await;
+    let mut raw = kernel.raw().await;
+    raw.send_bytes(&(10_000u32).to_be_bytes()).await;
+    let resp = raw.recv_json().await;
+    assert_eq!(error_code(&resp), "INVALID_REQUEST");
+    assert!(resp.get("id").is_none(), "{resp}");
+    assert!(raw.recv().await.is_none(), "connection should be closed");
+    // The kernel is fine.
+    kernel
+        .client()
+        .await
+        .kernel_info()
+        .await
+        .expect("kernel still serves");
+}
+
+#[tokio::test]
+async fn string_ids_unknown_methods_and_bad_params() {
+    let kernel = Kernel::start().await;
+    let mut raw = kernel.raw().await;
+
+    raw.send_value(&json!({"id": "abc", "method": "kernel.info"}))
+        .await;
+    let resp = raw.recv_json().await;
+    assert_eq!(resp["id"], "abc");
+    assert_eq!(resp["result"]["protocolVersion"], "1.0");
+
+    raw.request(2, "app.heartbeat", json!({})).await;
+    assert_eq!(error_code(&raw.recv_json().await), "APP_NOT_REGISTERED");
+    raw.request(3, "no.such.method", json!({})).await;
+    assert_eq!(error_code(&raw.recv_json().await), "APP_NOT_REGISTERED");
+
+    raw.request(4, "app.register", json!({"protocolVersion": "1.0"}))
+        .await;
+    let resp = raw.recv_json().await;
+    assert_eq!(error_code(&resp), "INVALID_PARAMS");
+    assert_eq!(resp["error"]["data"]["field"], "manifest");
+
+    raw.request(
+        5,
+        "app.register",
+        json!({"manifest": {"id": "Bad", "version": "1.0.0"}, "protocolVersion": "1.0"}),
+    )
+    .await;
+    let resp = raw.recv_json().await;
+    assert_eq!(resp["error"]["data"]["field"], "manifest.id", "{resp}");
+
+    raw.request(
+        6,
+        "app.register",
+        json!({"manifest": {"id": "ok", "version": 7}, "protocolVersion": "1.0"}),
+    )
+    .await;
+    let resp = raw.recv_json().await;
+    assert_eq!(resp["error"]["data"]["field"], "manifest.version", "{resp}");
+
+    raw.request(
+        7,
+        "app.register",
+        json!({"manifest": {"id": "ok", "version": "1.0.0"}, "protocolVersion": "2.0"}),
+    )
+    .await;
+    let resp = raw.recv_json().await;
+    assert_eq!(error_code(&resp), "INVALID_REQUEST");
+    assert_eq!(resp["error"]["data"]["supported"], json!(["1.0"]));
+
+    raw.request(8, "app.register", json!("not a map")).await;
+    let resp = raw.recv_json().await;
+    assert_eq!(resp["error"]["data"]["field"], "params", "{resp}");
+
+    let reg = raw.register("ok", None).await;
+    assert_eq!(reg["result"]["appId"], "ok", "{reg}");
+    raw.request(9, "no.such.method", json!({})).await;
+    let resp = raw.recv_json().await;
+    assert_eq!(error_code(&resp), "METHOD_NOT_FOUND");
+    assert_eq!(resp["error"]["data"]["method"], "no.such.method");
+
+    raw.request(
+        10,
+        "app.register",
+        json!({"manifest": {"id": "ok", "version": "1.0.0"}, "protocolVersion": "1.0"}),
+    )
+    .await;
+    assert_eq!(error_code(&raw.recv_json().await), "INVALID_REQUEST");
+
+    // Notifications get no answer, known or not: the next answer is for id 11.
+    raw.send_value(&json!({"method": "whatever"})).await;
+    raw.request(11, "app.heartbeat", json!({"status": {"load": 1}}))
+        .await;
+    let resp = raw.recv_json().await;
+    assert_eq!(resp["id"], 11);
+    assert_eq!(resp["result"]["ok"], true);
+    assert!(resp["result"]["serverTime"].as_u64().unwrap() > 1_600_000_000_000);
+}
+
+#[tokio::test]
+async fn pipelining_a_thousand_requests_returns_a_thousand_matching_answers() {
+    let kernel = Kernel::start().await;
+    let mut raw = kernel.raw().await;
+    assert_eq!(
+        raw.register("pipeliner", None).await["result"]["appId"],
+        "pipeliner"
+    );
+    let mut batch = Vec::new();
+    for i in 0..1000u64 {
+        let (method, id) = if i % 2 == 0 {
+            ("app.heartbeat", json!(i))
+        } else {
+            ("kernel.info", json!(format!("s{i}")))
+        };
+        let body = rmp_serde::to_vec_named(&json!({"id": id, "method": method})).unwrap();
+        batch.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        batch.extend_from_slice(&body);
+    }
+    raw.send_bytes(&batch).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let resp = raw.recv_json().await;
+        let id = resp["id"].clone();
+        let expect_heartbeat = id.is_u64();
+        if expect_heartbeat {
+            assert_eq!(resp["result"]["ok"], true, "{resp}");
+        } else {
+            assert_eq!(resp["result"]["protocolVersion"], "1.0", "{resp}");
+        }
+        assert!(seen.insert(id.to_string()), "duplicate answer {id}");
+    }
+    assert_eq!(seen.len(), 1000);
+}

@@ -1,0 +1,77 @@
+//! Stopping: SIGTERM reaches every app as `app.shutdown`; a second kernel never steals a
+//! live socket.
+
+use burrow_tests::{DEADLINE, Kernel};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+#[tokio::test]
+async fn sigterm_sends_app_shutdown_to_every_app_and_exits_zero() {
+    let mut kernel = Kernel::start().await;
+    let mut a = kernel.hello("alpha").await;
+    let mut b = kernel.hello("beta").await;
+    a.wait_line("hello: ready as alpha").await;
+    b.wait_line("hello: ready as beta").await;
+    // A raw client that registered and will answer app.shutdown by hand.
+    let mut raw = kernel.raw().await;
+    raw.register("gamma", None).await;
+
+    kernel.signal(Signal::SIGTERM);
+    let req = raw.recv_json().await;
+    assert_eq!(req["method"], "app.shutdown", "{req}");
+    assert!(req["params"]["timeout"].is_u64());
+    let id = req["id"].clone();
+    raw.send_value(&json!({"id": id, "result": {"ok": true}}))
+        .await;
+
+    a.wait_line("hello: kernel asked us to shut down").await;
+    b.wait_line("hello: kernel asked us to shut down").await;
+    assert!(a.wait_exit(DEADLINE).await.success());
+    assert!(b.wait_exit(DEADLINE).await.success());
+    let status = kernel.wait_exit(DEADLINE).await;
+    assert!(
+        status.success(),
+        "kernel exit {status:?}; log:\n{}",
+        kernel.log()
+    );
+    assert!(
+        !kernel.socket.exists(),
+        "socket file removed on a clean stop"
+    );
+}
+
+#[tokio::test]
+async fn a_second_kernel_on_a_live_socket_exits_non_zero_and_steals_nothing() {
+    let kernel = Kernel::start().await;
+    let mut second = kernel.spawn_again(&[]);
+    let status = tokio::time::timeout(DEADLINE, second.wait())
+        .await
+        .expect("second kernel exits")
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        kernel.log().contains("another kernel is already listening"),
+        "{}",
+        kernel.log()
+    );
+    // The first one still serves.
+    kernel
+        .client()
+        .await
+        .kernel_info()
+        .await
+        .expect("first kernel still serves");
+}
+
+#[tokio::test]
+async fn an_app_that_does_not_answer_app_shutdown_does_not_hold_the_kernel() {
+    let mut kernel = Kernel::start().await; // shutdown_timeout_ms = 2000
+    let mut raw = kernel.raw().await;
+    raw.register("mute", None).await;
+    kernel.signal(Signal::SIGTERM);
+    let req = raw.recv_json().await;
+    assert_eq!(req["method"], "app.shutdown");
+    // Never answer: the kernel still stops within its shutdown timeout.
+    let status = kernel.wait_exit(DEADLINE).await;
+    assert!(status.success());
+}
