@@ -75,3 +75,31 @@ async fn an_app_that_does_not_answer_app_shutdown_does_not_hold_the_kernel() {
     let status = kernel.wait_exit(DEADLINE).await;
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_the_kernel_like_sigterm() {
+    let mut kernel = Kernel::start().await;
+    let mut app = kernel.hello("interrupted").await;
+    app.wait_line("hello: ready as interrupted").await;
+    kernel.signal(Signal::SIGINT);
+    app.wait_line("hello: kernel asked us to shut down").await;
+    assert!(kernel.wait_exit(DEADLINE).await.success());
+    assert!(app.wait_exit(DEADLINE).await.success());
+}
+
+#[tokio::test]
+async fn the_hello_app_leaves_cleanly_on_ctrl_c() {
+    let kernel = Kernel::start().await;
+    let mut app = kernel.hello("polite").await;
+    app.wait_line("hello: ready as polite").await;
+    app.signal(Signal::SIGINT);
+    app.wait_line("hello: leaving").await;
+    assert!(app.wait_exit(DEADLINE).await.success());
+    // It said app.shutdown before going: the kernel logged a leave, not a lost connection.
+    let gone = burrow_tests::poll_until(DEADLINE, || async {
+        !kernel.app_ids().await.iter().any(|a| a == "polite")
+    })
+    .await;
+    assert!(gone);
+    assert!(kernel.log().contains("app left"), "{}", kernel.log());
+}

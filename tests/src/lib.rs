@@ -29,9 +29,16 @@ pub fn bin_dir() -> &'static Path {
             .and_then(Path::parent)
             .expect("target dir")
             .to_path_buf();
+        // Build with the profile this test binary was built with (its directory's name).
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
         let status = std::process::Command::new(env!("CARGO"))
             .args([
                 "build",
+                "--profile",
+                profile,
                 "--bins",
                 "-p",
                 "burrow-kernel",
