@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use burrow_protocol::Manifest;
 use burrow_protocol::methods::app::{AppShutdown, AppState, ShutdownParams};
 use burrow_protocol::methods::{Ack, Method, to_value};
-use burrow_protocol::{Id, Manifest, now_ms};
 use burrow_sdk::transport::Transport;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use crate::connection::{Connection, Inbound, Limits};
+use crate::clock::mono_ms;
+use crate::connection::{Connection, Inbound, Limits, Responder};
 use crate::kernel::Kernel;
-use crate::methods::{self, Reply};
+use crate::methods;
 
 /// How long a closing connection may take to flush before it is cut.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -38,10 +39,9 @@ pub enum AppMsg {
         /// How long the app has to answer.
         timeout: Duration,
     },
-    /// Finish leaving: release the id, answer `reply_to` if any, close, stop.
+    /// Finish leaving: release the id, answer the app's `app.shutdown` requests, close,
+    /// stop.
     Leave {
-        /// The app's own `app.shutdown` request, to answer last.
-        reply_to: Option<Id>,
         /// For the log.
         reason: String,
     },
@@ -82,6 +82,8 @@ pub struct AppActorState {
     pub conn: Connection,
     /// The registered app, once `app.register` succeeded.
     pub app: Option<Registered>,
+    /// The app's own `app.shutdown` requests, answered when it has left.
+    pub leave_requests: Vec<Responder>,
     ticker: JoinHandle<()>,
 }
 
@@ -119,9 +121,14 @@ impl Actor for AppActor {
             writer_queue: ipc.writer_queue,
         };
         let me = myself.clone();
-        let conn = Connection::spawn(args.conn_id, args.transport, limits, move |inbound| {
-            me.cast(AppMsg::Inbound(inbound)).is_ok()
-        });
+        let tasks = &args.kernel.tasks;
+        let conn = Connection::spawn(
+            args.conn_id,
+            args.transport,
+            limits,
+            tasks,
+            move |inbound| me.cast(AppMsg::Inbound(inbound)).is_ok(),
+        );
         let period = Duration::from_millis((ipc.heartbeat_timeout_ms / 4).clamp(10, 1000));
         let ticker = tokio::spawn(tick(myself, conn.clone(), period));
         tracing::debug!(conn = args.conn_id, "client connected");
@@ -129,6 +136,7 @@ impl Actor for AppActor {
             kernel: args.kernel,
             conn,
             app: None,
+            leave_requests: Vec::new(),
             ticker,
         })
     }
@@ -140,14 +148,10 @@ impl Actor for AppActor {
         state: &mut AppActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AppMsg::Inbound(Inbound::Request(req, permit)) => {
-                let id = req.id.clone();
-                if let Reply::Now(outcome) = methods::dispatch(state, &myself, req) {
-                    state.conn.reply(id, outcome);
-                }
-                drop(permit);
+            AppMsg::Inbound(Inbound::Request(req, responder)) => {
+                methods::dispatch(state, &myself, req, responder);
             }
-            AppMsg::Inbound(Inbound::Notification(n)) => methods::notification(state, n),
+            AppMsg::Inbound(Inbound::Notification(n, _permit)) => methods::notification(state, n),
             AppMsg::Inbound(Inbound::Closed(reason)) => {
                 if state.app.is_some() {
                     tracing::info!(app = state.name(), conn = state.conn.id(), %reason, "app disconnected");
@@ -159,7 +163,7 @@ impl Actor for AppActor {
             AppMsg::Tick => {
                 let timeout = state.kernel.config().ipc.heartbeat_timeout_ms;
                 let silent =
-                    now_ms().saturating_sub(state.conn.last_seen().load(Ordering::Relaxed));
+                    mono_ms().saturating_sub(state.conn.last_seen().load(Ordering::Relaxed));
                 if silent > timeout {
                     tracing::warn!(
                         app = state.name(),
@@ -178,19 +182,11 @@ impl Actor for AppActor {
                     "taken over by a new connection"
                 );
                 state.app = None; // the id belongs to the new connection now
-                state.conn.close();
                 myself.stop(Some("taken over".into()));
             }
             AppMsg::KernelShutdown { timeout } => kernel_shutdown(state, &myself, timeout),
-            AppMsg::Leave { reply_to, reason } => {
+            AppMsg::Leave { reason } => {
                 tracing::info!(app = state.name(), %reason, "app left");
-                if let Some(app) = state.app.take() {
-                    state.kernel.apps.release(&app.app_id, state.conn.id());
-                }
-                if let Some(id) = reply_to {
-                    state.conn.reply(id, Ok(to_value(&Ack::OK)));
-                }
-                state.conn.close();
                 myself.stop(Some(reason));
             }
         }
@@ -206,6 +202,10 @@ impl Actor for AppActor {
         if let Some(app) = state.app.take() {
             state.kernel.apps.release(&app.app_id, state.conn.id());
         }
+        // The app is gone from the registry before it learns it has left.
+        for responder in state.leave_requests.drain(..) {
+            responder.reply(Ok(to_value(&Ack::OK)));
+        }
         state.conn.close_within(CLOSE_GRACE);
         Ok(())
     }
@@ -215,8 +215,7 @@ impl Actor for AppActor {
 fn kernel_shutdown(state: &mut AppActorState, myself: &ActorRef<AppMsg>, timeout: Duration) {
     let reason = "kernel stopping".to_owned();
     if state.app.is_none() {
-        state.conn.close();
-        myself.stop(Some(reason));
+        myself.stop(Some(reason)); // post_stop closes the connection
         return;
     }
     state.set_state(AppState::Leaving);
@@ -232,10 +231,7 @@ fn kernel_shutdown(state: &mut AppActorState, myself: &ActorRef<AppMsg>, timeout
         if let Err(e) = answer.await {
             tracing::debug!(error = %e, "app did not acknowledge app.shutdown");
         }
-        let _ = me.cast(AppMsg::Leave {
-            reply_to: None,
-            reason,
-        });
+        let _ = me.cast(AppMsg::Leave { reason });
     });
 }
 
@@ -246,7 +242,7 @@ async fn tick(actor: ActorRef<AppMsg>, conn: Connection, period: Duration) {
     loop {
         interval.tick().await;
         if actor.cast(AppMsg::Tick).is_err() {
-            conn.abort();
+            conn.close_within(CLOSE_GRACE);
             return;
         }
     }

@@ -55,10 +55,11 @@ pub struct IpcConfig {
     pub heartbeat_interval_ms: u64,
     /// Silence after which an app (or an unregistered connection) is dropped.
     pub heartbeat_timeout_ms: u64,
-    /// Requests one connection may have in flight; further ones wait to be read.
+    /// Requests and notifications one connection may have in flight (until their answer
+    /// is written); beyond it the kernel stops reading that connection.
     pub max_in_flight: usize,
-    /// Frames queued for one connection's writer; a client that lets it fill up is
-    /// disconnected.
+    /// Frames queued for one connection's writer (must exceed `max_in_flight`); a
+    /// client that lets it fill up is disconnected.
     pub writer_queue: usize,
     /// How long the kernel waits for apps to answer `app.shutdown` when it stops.
     pub shutdown_timeout_ms: u64,
@@ -109,10 +110,10 @@ impl IpcConfig {
                 "heartbeat_interval_ms must be positive and below heartbeat_timeout_ms",
             );
         }
-        if self.max_in_flight == 0 || self.writer_queue == 0 {
+        if self.max_in_flight == 0 || self.writer_queue <= self.max_in_flight {
             return invalid(
-                "ipc.max_in_flight",
-                "max_in_flight and writer_queue must be positive",
+                "ipc.writer_queue",
+                "max_in_flight must be positive and writer_queue larger than max_in_flight",
             );
         }
         Ok(())
@@ -192,5 +193,9 @@ mod tests {
             parse("[ipc]\nheartbeat_interval_ms = 500\nheartbeat_timeout_ms = 400\n").unwrap_err();
         assert!(e.to_string().contains("ipc.heartbeat_timeout_ms"), "{e}");
         assert!(parse("[ipc]\nmax_frame_bytes = 1\n").is_err());
+        let e = parse("[ipc]\nmax_in_flight = 10\nwriter_queue = 10\n").unwrap_err();
+        assert!(e.to_string().contains("ipc.writer_queue"), "{e}");
+        let e = parse("[ipc]\nmax_in_flight = 10\nwriter_queue = 10\n").unwrap_err();
+        assert!(e.to_string().contains("ipc.writer_queue"), "{e}");
     }
 }

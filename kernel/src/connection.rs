@@ -3,28 +3,39 @@
 //!
 //! Actors see whole messages only. The reader answers malformed frames itself (they never
 //! reach an actor), resolves responses to the kernel's own requests, and hands requests
-//! and notifications to the owner through a callback. Requests hold an in-flight permit
-//! until their answer is queued, which bounds what one client can make the kernel hold.
+//! and notifications to the owner through a callback, each holding one of the
+//! connection's `max_in_flight` permits. A request's permit travels with its
+//! [`Responder`] and is released only once the answer has been written to the socket, so
+//! a client that sends without reading stops being read: the kernel's memory for it is
+//! bounded by the permits and the writer queue.
+//!
+//! Closing is graceful by default ([`Connection::close`]: what is queued is written
+//! first); [`Connection::abort`] cuts at once and is kept for dead peers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Notification, Request, Value, now_ms};
-use burrow_sdk::transport::Transport;
+use burrow_protocol::{
+    ErrorCode, ErrorObject, Id, Message, Notification, Request, Response, Value,
+};
+use burrow_sdk::transport::{FrameReader, FrameWriter, Transport};
 use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::mono_ms;
 
 /// What the reader hands to the connection's owner.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A request; the permit is released when its answer has been queued.
-    Request(Request, OwnedSemaphorePermit),
-    /// A notification.
-    Notification(Notification),
-    /// The connection is gone (read side ended, write failed, or it was closed).
+    /// A request, with the handle that must answer it.
+    Request(Request, Responder),
+    /// A notification; the permit is released when it has been handled (dropped).
+    Notification(Notification, OwnedSemaphorePermit),
+    /// The read side ended (peer closed, read error, fatal frame, or closed by us).
     Closed(String),
 }
 
@@ -33,14 +44,15 @@ pub enum Inbound {
 pub struct Limits {
     /// Largest frame, both directions.
     pub max_frame_bytes: usize,
-    /// Requests in flight at once.
+    /// Requests and notifications being handled at once.
     pub max_in_flight: usize,
     /// Frames queued for the writer.
     pub writer_queue: usize,
 }
 
 enum Outbound {
-    Message(Message),
+    /// A message, and the permit of the request it answers (released once written).
+    Message(Message, Option<OwnedSemaphorePermit>),
     /// Flush what is queued, then close.
     Close,
 }
@@ -54,8 +66,12 @@ pub struct Connection {
     out: mpsc::Sender<Outbound>,
     pending: Arc<Pending>,
     next_request: Arc<AtomicU64>,
+    /// Monotonic ms of the last frame read.
     last_seen: Arc<AtomicU64>,
+    /// Set once the read side has ended: no answer to a kernel request can come.
+    read_done: Arc<AtomicBool>,
     closing: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Connection {
@@ -66,10 +82,57 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// Answers one request. Dropping it unanswered answers `INTERNAL_ERROR`, so every request
+/// gets exactly one answer.
+#[derive(Debug)]
+#[must_use = "a request must be answered"]
+pub struct Responder {
+    conn: Connection,
+    id: Option<Id>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Responder {
+    /// The request's id.
+    pub fn id(&self) -> Option<&Id> {
+        self.id.as_ref()
+    }
+
+    /// Sends the answer; the in-flight permit is released once it is written.
+    pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
+        if let Some(id) = self.id.take() {
+            let msg = Message::Response(Response {
+                id: Some(id),
+                outcome,
+            });
+            self.conn
+                .enqueue(Outbound::Message(msg, self.permit.take()));
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
+            let msg = Message::error(Some(id), err);
+            self.conn
+                .enqueue(Outbound::Message(msg, self.permit.take()));
+        }
+    }
+}
+
 impl Connection {
-    /// Starts the reader and writer tasks over `transport`; `deliver` receives what the
-    /// reader reads and returns false when the owner is gone (the connection then closes).
-    pub fn spawn<F>(id: u64, transport: Transport, limits: Limits, deliver: F) -> Self
+    /// Starts the reader and writer tasks over `transport` (on `tasks`, so a stopping
+    /// kernel can wait for the last answers to be written); `deliver` receives what the
+    /// reader reads and returns false when the owner is gone.
+    pub fn spawn<F>(
+        id: u64,
+        transport: Transport,
+        limits: Limits,
+        tasks: &TaskTracker,
+        deliver: F,
+    ) -> Self
     where
         F: Fn(Inbound) -> bool + Send + Sync + 'static,
     {
@@ -79,11 +142,13 @@ impl Connection {
             out: tx,
             pending: Arc::new(DashMap::new()),
             next_request: Arc::new(AtomicU64::new(1)),
-            last_seen: Arc::new(AtomicU64::new(now_ms())),
+            last_seen: Arc::new(AtomicU64::new(mono_ms())),
+            read_done: Arc::new(AtomicBool::new(false)),
             closing: CancellationToken::new(),
+            tasks: tasks.clone(),
         };
-        tokio::spawn(write_loop(transport.writer, rx, conn.closing.clone(), id));
-        tokio::spawn(conn.clone().read_loop(transport.reader, limits, deliver));
+        tasks.spawn(write_loop(transport.writer, rx, conn.closing.clone(), id));
+        tasks.spawn(conn.clone().read_loop(transport.reader, limits, deliver));
         conn
     }
 
@@ -92,14 +157,14 @@ impl Connection {
         self.id
     }
 
-    /// The shared last-activity clock (ms since the epoch), updated on every frame.
+    /// The shared last-activity clock (monotonic ms, see [`crate::clock`]), updated on
+    /// every frame read.
     pub fn last_seen(&self) -> Arc<AtomicU64> {
         self.last_seen.clone()
     }
 
-    /// Queues a message. A full queue means the client does not read: it is disconnected.
-    pub fn send(&self, msg: Message) {
-        match self.out.try_send(Outbound::Message(msg)) {
+    fn enqueue(&self, item: Outbound) {
+        match self.out.try_send(item) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(
@@ -112,29 +177,34 @@ impl Connection {
         }
     }
 
-    /// Answers a request.
-    pub fn reply(&self, id: Id, outcome: Result<Value, ErrorObject>) {
-        self.send(Message::Response(burrow_protocol::Response {
-            id: Some(id),
-            outcome,
-        }));
+    /// Queues a message that answers no request of the client (a kernel request or
+    /// notification). A full queue means the client does not read: it is disconnected.
+    pub fn send(&self, msg: Message) {
+        self.enqueue(Outbound::Message(msg, None));
     }
 
-    /// Sends what is queued, then closes.
+    /// Writes what is queued, then closes.
     pub fn close(&self) {
         if self.out.try_send(Outbound::Close).is_err() {
             self.closing.cancel();
         }
     }
 
+    /// [`close`](Self::close), cutting the connection if it has not closed within
+    /// `grace` (a client that does not read must not hold the writer).
+    pub fn close_within(&self, grace: Duration) {
+        self.close();
+        let conn = self.clone();
+        self.tasks.spawn(async move {
+            if tokio::time::timeout(grace, conn.closed()).await.is_err() {
+                conn.abort();
+            }
+        });
+    }
+
     /// Closes at once, dropping what is queued.
     pub fn abort(&self) {
         self.closing.cancel();
-    }
-
-    /// Whether the connection is closed or closing.
-    pub fn is_closed(&self) -> bool {
-        self.closing.is_cancelled() || self.out.is_closed()
     }
 
     /// Resolves when the connection is closed.
@@ -153,13 +223,18 @@ impl Connection {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.insert(id, tx);
-        self.send(Message::request(id, method, params));
+        // The reader sets `read_done` before clearing the table: an entry inserted after
+        // the clear is caught here, one inserted before it is dropped by the clear.
+        let gone = self.read_done.load(Ordering::SeqCst) || self.closing.is_cancelled();
+        if gone {
+            self.pending.remove(&id);
+        } else {
+            self.send(Message::request(id, method, params));
+        }
         let pending = self.pending.clone();
-        let closed = self.is_closed();
         let method = method.to_owned();
         async move {
-            if closed {
-                pending.remove(&id);
+            if gone {
                 return Err(connection_closed());
             }
             match tokio::time::timeout(timeout, rx).await {
@@ -181,12 +256,8 @@ impl Connection {
         self.pending.len()
     }
 
-    async fn read_loop<F>(
-        self,
-        mut reader: burrow_sdk::transport::FrameReader,
-        limits: Limits,
-        deliver: F,
-    ) where
+    async fn read_loop<F>(self, mut reader: FrameReader, limits: Limits, deliver: F)
+    where
         F: Fn(Inbound) -> bool + Send + Sync + 'static,
     {
         let permits = Arc::new(Semaphore::new(limits.max_in_flight));
@@ -200,67 +271,63 @@ impl Connection {
                 Some(Err(e)) => break format!("read error: {e}"),
                 Some(Ok(decoded)) => decoded,
             };
-            self.last_seen.store(now_ms(), Ordering::Relaxed);
+            self.last_seen.store(mono_ms(), Ordering::Relaxed);
             let msg = match decoded {
                 Ok(msg) => msg,
                 Err(e) => {
                     tracing::debug!(conn = self.id, error = %e, "bad frame");
                     self.send(e.to_response());
                     if e.is_fatal() {
-                        self.close();
+                        // The owner answers what it already received, then closes.
                         break format!("fatal frame error: {e}");
                     }
                     continue;
                 }
             };
-            let delivered = match msg {
-                Message::Request(req) => {
-                    let permit = tokio::select! {
-                        _ = self.closing.cancelled() => break "closed by the kernel".to_owned(),
-                        permit = permits.clone().acquire_owned() => permit,
-                    };
-                    let Ok(permit) = permit else {
-                        break "permits closed".to_owned();
-                    };
-                    deliver(Inbound::Request(req, permit))
-                }
-                Message::Notification(n) => deliver(Inbound::Notification(n)),
-                Message::Response(resp) => {
-                    self.resolve(resp);
-                    true
-                }
-                Message::Chunk(chunk) => {
-                    tracing::debug!(conn = self.id, id = %chunk.id, "unexpected stream chunk ignored");
-                    true
-                }
+            if let Message::Response(resp) = msg {
+                self.resolve(resp);
+                continue;
+            }
+            if let Message::Chunk(chunk) = msg {
+                tracing::debug!(conn = self.id, id = %chunk.id, "unexpected stream chunk ignored");
+                continue;
+            }
+            // Requests and notifications wait for a permit: back-pressure on the client.
+            let permit = tokio::select! {
+                _ = self.closing.cancelled() => break "closed by the kernel".to_owned(),
+                permit = permits.clone().acquire_owned() => permit,
             };
-            if !delivered {
+            let Ok(permit) = permit else {
+                break "permits closed".to_owned();
+            };
+            let inbound = match msg {
+                Message::Request(req) => {
+                    let responder = Responder {
+                        conn: self.clone(),
+                        id: Some(req.id.clone()),
+                        permit: Some(permit),
+                    };
+                    Inbound::Request(req, responder)
+                }
+                Message::Notification(n) => Inbound::Notification(n, permit),
+                Message::Response(_) | Message::Chunk(_) => continue,
+            };
+            if !deliver(inbound) {
                 break "owner stopped".to_owned();
             }
         };
         // Every kernel → app request still waiting fails with CONNECTION_CLOSED.
+        self.read_done.store(true, Ordering::SeqCst);
         self.pending.clear();
         tracing::debug!(conn = self.id, %reason, "connection read side ended");
-        // The owner answers what it already received, then closes gracefully; if it is
-        // gone, nobody will: cut the connection now.
+        // The owner answers what it already received, then closes; if it is gone, close
+        // gracefully here so answers already queued still go out.
         if !deliver(Inbound::Closed(reason)) {
-            self.abort();
+            self.close_within(Duration::from_secs(2));
         }
     }
 
-    /// Queues a graceful close and cuts the connection if it has not closed within
-    /// `grace` (a client that does not read must not hold the writer).
-    pub fn close_within(&self, grace: Duration) {
-        self.close();
-        let conn = self.clone();
-        tokio::spawn(async move {
-            if tokio::time::timeout(grace, conn.closed()).await.is_err() {
-                conn.abort();
-            }
-        });
-    }
-
-    fn resolve(&self, resp: burrow_protocol::Response) {
+    fn resolve(&self, resp: Response) {
         let entry = match &resp.id {
             Some(Id::Num(n)) => self.pending.remove(n),
             _ => None,
@@ -289,17 +356,19 @@ fn connection_closed() -> ErrorObject {
 }
 
 async fn write_loop(
-    mut writer: burrow_sdk::transport::FrameWriter,
+    mut writer: FrameWriter,
     mut rx: mpsc::Receiver<Outbound>,
     closing: CancellationToken,
     conn: u64,
 ) {
+    // Permits of answers fed but not yet flushed; released after the flush.
+    let mut written: Vec<OwnedSemaphorePermit> = Vec::new();
     loop {
         let item = tokio::select! {
             _ = closing.cancelled() => break,
             item = rx.recv() => item,
         };
-        let Some(Outbound::Message(msg)) = item else {
+        let Some(Outbound::Message(msg, permit)) = item else {
             break;
         };
         let reply_id = match &msg {
@@ -326,6 +395,10 @@ async fn write_loop(
                 tracing::debug!(conn, error = %e, "write failed");
                 break;
             }
+        }
+        written.extend(permit);
+        if flush {
+            written.clear();
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.close()).await;

@@ -15,7 +15,9 @@ use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::app_actor::{AppActor, AppArgs, AppMsg};
 use crate::config::Config;
@@ -32,6 +34,8 @@ pub struct Kernel {
     pub apps: AppRegistry,
     /// When the kernel started, ms since the epoch.
     pub started_at: u64,
+    /// Connection tasks, so a stopping kernel can let the last answers be written.
+    pub tasks: TaskTracker,
     next_conn: AtomicU64,
 }
 
@@ -43,6 +47,7 @@ impl Kernel {
             key,
             apps: AppRegistry::default(),
             started_at: burrow_protocol::now_ms(),
+            tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -89,6 +94,7 @@ pub struct KernelArgs {
 pub struct KernelState {
     kernel: Arc<Kernel>,
     accepting: CancellationToken,
+    accept_task: Option<JoinHandle<()>>,
     children: HashMap<ActorId, (u64, ActorRef<AppMsg>)>,
     stopping: Option<oneshot::Sender<()>>,
 }
@@ -104,10 +110,11 @@ impl Actor for KernelActor {
         args: KernelArgs,
     ) -> Result<KernelState, ActorProcessingErr> {
         let accepting = CancellationToken::new();
-        tokio::spawn(accept_loop(args.listener, myself, accepting.clone()));
+        let accept_task = tokio::spawn(accept_loop(args.listener, myself, accepting.clone()));
         Ok(KernelState {
             kernel: args.kernel,
             accepting,
+            accept_task: Some(accept_task),
             children: HashMap::new(),
             stopping: None,
         })
@@ -199,6 +206,11 @@ impl Actor for KernelActor {
         state: &mut KernelState,
     ) -> Result<(), ActorProcessingErr> {
         state.accepting.cancel();
+        // The listener is dropped (and its socket file removed) before the kernel's lock
+        // is released, so a successor's socket is never removed by ours.
+        if let Some(task) = state.accept_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         Ok(())
     }
 }

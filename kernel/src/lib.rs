@@ -28,6 +28,7 @@
 //! | [`token`] | the ed25519 kernel key and app tokens |
 //! | [`config`] | the TOML configuration (`[ipc]`) |
 //! | [`fsutil`] | owner-only files and directories |
+//! | [`clock`] | the monotonic clock behind heartbeat deadlines |
 //! | [`cli`] | the `burrow` command line |
 //!
 //! ## Rules the code keeps
@@ -39,6 +40,7 @@
 
 pub mod app_actor;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod fsutil;

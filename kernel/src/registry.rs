@@ -24,7 +24,7 @@ pub struct AppEntry {
     pub state: AppState,
     /// When it registered, ms since the epoch.
     pub registered_at: u64,
-    /// Last frame from it, ms since the epoch.
+    /// Last frame from it, on the monotonic clock ([`crate::clock`]).
     pub last_seen: Arc<AtomicU64>,
 }
 
@@ -111,7 +111,7 @@ impl AppRegistry {
                 version: e.version.clone(),
                 state: e.state,
                 registered_at: e.registered_at,
-                last_seen_at: e.last_seen.load(Ordering::Relaxed),
+                last_seen_at: crate::clock::wall_of(e.last_seen.load(Ordering::Relaxed)),
             })
             .collect();
         apps.sort_by(|a, b| a.app_id.cmp(&b.app_id));

@@ -33,6 +33,9 @@ pub enum KernelError {
     /// Another kernel is serving the socket.
     #[error("another kernel is already listening on {0}")]
     AlreadyRunning(PathBuf),
+    /// Something that is not a socket is in the way; it is never deleted.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -76,18 +79,25 @@ pub async fn bind(socket: &Path) -> Result<BoundSocket, KernelError> {
         fsutil::create_private_dir(dir).map_err(|e| io("cannot create socket directory for", e))?;
     }
     let lock = lock_socket(socket)?;
-    if socket_file_exists(socket) {
-        // Belt and braces: something answering there is never stolen, lock or not.
+    if let Some(is_socket) = existing_file_is_socket(socket) {
+        if !is_socket {
+            return Err(KernelError::NotASocket(socket.to_owned()));
+        }
+        // Belt and braces: something answering there is never stolen, lock or not. Only
+        // a refused connection proves the socket stale.
         let probe = tokio::time::timeout(
             Duration::from_secs(1),
             burrow_sdk::transport::connect_stream(socket),
         )
         .await;
-        if matches!(probe, Ok(Ok(_))) {
-            return Err(KernelError::AlreadyRunning(socket.to_owned()));
+        match probe {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tracing::info!(socket = %socket.display(), "reclaiming a stale socket left by a dead kernel");
+                std::fs::remove_file(socket).map_err(|e| io("cannot remove stale socket", e))?;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => return Err(KernelError::AlreadyRunning(socket.to_owned())),
         }
-        tracing::info!(socket = %socket.display(), "reclaiming a stale socket left by a dead kernel");
-        std::fs::remove_file(socket).map_err(|e| io("cannot remove stale socket", e))?;
     }
     let listener = create_listener(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => KernelError::AlreadyRunning(socket.to_owned()),
@@ -135,8 +145,21 @@ fn lock_socket(socket: &Path) -> Result<File, KernelError> {
     }
 }
 
-fn socket_file_exists(socket: &Path) -> bool {
-    cfg!(unix) && std::fs::symlink_metadata(socket).is_ok()
+/// `None` when nothing is at `path` (or on Windows, where pipes leave no files), else
+/// whether it is a socket.
+fn existing_file_is_socket(path: &Path) -> Option<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| m.file_type().is_socket())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 #[cfg(unix)]
@@ -181,10 +204,10 @@ pub async fn run(
     let bound = bind(&settings.socket).await?;
     let kernel = Arc::new(Kernel::new(config, key));
     let args = KernelArgs {
-        kernel,
+        kernel: kernel.clone(),
         listener: bound.listener,
     };
-    let (actor, handle) = Actor::spawn(Some("kernel".into()), KernelActor, args)
+    let (actor, handle) = Actor::spawn(None, KernelActor, args)
         .await
         .map_err(|e| KernelError::Actor(e.to_string()))?;
     tracing::info!(
@@ -206,7 +229,57 @@ pub async fn run(
         let _ = done_rx.await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    // Let the last answers (e.g. to an app's own app.shutdown) reach the socket.
+    kernel.tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(3), kernel.tasks.wait()).await;
     drop(bound._lock);
     tracing::info!("kernel stopped");
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        std::fs::write(&path, "keep me").unwrap();
+        assert!(matches!(bind(&path).await, Err(KernelError::NotASocket(_))));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_reclaimed_and_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.sock");
+        // A socket file with nobody listening: what a SIGKILLed kernel leaves.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let first = bind(&path).await.expect("stale socket reclaimed");
+        // Same process, second bind: the lock refuses it and the socket stays.
+        assert!(matches!(
+            bind(&path).await,
+            Err(KernelError::AlreadyRunning(_))
+        ));
+        assert!(burrow_sdk::transport::connect_stream(&path).await.is_ok());
+        drop(first);
+        assert!(
+            !path.exists(),
+            "dropping the listener removes the socket file"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_listener_without_our_lock_is_not_stolen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.sock");
+        let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(matches!(
+            bind(&path).await,
+            Err(KernelError::AlreadyRunning(_))
+        ));
+        assert!(path.exists());
+    }
 }

@@ -13,6 +13,10 @@ pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// Length of the frame header.
 pub const HEADER_BYTES: usize = 4;
 
+/// Deepest nesting of maps and arrays a frame may hold. Deeper frames are refused as
+/// `INVALID_REQUEST`, so a small hostile frame cannot exhaust a decoder's stack.
+pub const MAX_DEPTH: usize = 128;
+
 /// Why a frame could not be read as a message. Every case maps to `INVALID_REQUEST`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
@@ -110,6 +114,7 @@ pub fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::Empty);
     }
     let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
+    de.set_max_depth(MAX_DEPTH);
     let value = match Value::deserialize(&mut de) {
         Ok(v) => v,
         Err(e) => {
@@ -148,20 +153,25 @@ pub fn decode_frame(
     Some((decode_body(body), HEADER_BYTES + len))
 }
 
-/// Best effort: read `id` out of a frame that is valid MessagePack but not JSON-shaped.
+/// Best effort: read `id` out of a frame that did not decode as a JSON-shaped value
+/// (binary values, too deep, ...). Walks the top-level map entry by entry, so an `id`
+/// before the offending value is found.
 fn salvage_id(body: &[u8]) -> Option<Id> {
     let mut cursor = Cursor::new(body);
-    let value = rmpv::decode::read_value(&mut cursor).ok()?;
-    let rmpv::Value::Map(entries) = value else {
-        return None;
-    };
-    entries
-        .into_iter()
-        .find_map(|(k, v)| match (k.as_str(), v) {
-            (Some("id"), rmpv::Value::Integer(n)) => n.as_u64().map(Id::Num),
-            (Some("id"), rmpv::Value::String(s)) => s.into_str().map(Id::Str),
-            _ => None,
-        })
+    let entries = rmp::decode::read_map_len(&mut cursor).ok()?;
+    for _ in 0..entries {
+        // Keys are scalars: a small depth bound suffices (rmpv counts a string as two).
+        let key = rmpv::decode::read_value_with_max_depth(&mut cursor, 4).ok()?;
+        let value = rmpv::decode::read_value_with_max_depth(&mut cursor, MAX_DEPTH).ok()?;
+        if key.as_str() == Some("id") {
+            return match value {
+                rmpv::Value::Integer(n) => n.as_u64().map(Id::Num),
+                rmpv::Value::String(s) => s.into_str().map(Id::Str),
+                _ => None,
+            };
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -241,7 +251,7 @@ mod tests {
         let mut body = Vec::new();
         rmpv::encode::write_value(&mut body, &raw).unwrap();
         let err = decode_body(&body).unwrap_err();
-        assert_eq!(err.id(), Some(Id::Num(42)));
+        assert_eq!(err.id(), Some(Id::Num(42)), "{err:?}");
 
         let neg = rmp_serde::to_vec_named(&json!({"id": -1, "method": "m"})).unwrap();
         assert_eq!(decode_body(&neg).unwrap_err().id(), None);
@@ -270,6 +280,30 @@ mod tests {
         assert!(dec(json!({"id": 1})).is_err());
         assert!(dec(json!({})).is_err());
         assert!(dec(json!({"id": 1, "error": "x"})).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let mut value = json!(1);
+        for _ in 0..MAX_DEPTH + 10 {
+            value = json!([value]);
+        }
+        let body =
+            rmp_serde::to_vec_named(&json!({"id": 3, "method": "m", "params": value})).unwrap();
+        let err = decode_body(&body).unwrap_err();
+        assert!(matches!(err, DecodeError::NotMessagePack { .. }), "{err:?}");
+        // A raw frame of 100k nested array markers (no serde_json on the way in).
+        let mut raw = vec![0x91u8; 100_000];
+        raw.push(0xc0);
+        assert!(decode_body(&raw).is_err());
+
+        let mut fine = json!(1);
+        for _ in 0..MAX_DEPTH - 5 {
+            fine = json!([fine]);
+        }
+        let body =
+            rmp_serde::to_vec_named(&json!({"id": 3, "method": "m", "params": fine})).unwrap();
+        assert!(decode_body(&body).is_ok());
     }
 
     #[test]

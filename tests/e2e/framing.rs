@@ -199,3 +199,118 @@ async fn pipelining_a_thousand_requests_returns_a_thousand_matching_answers() {
     }
     assert_eq!(seen.len(), 1000);
 }
+
+#[tokio::test]
+async fn deeply_nested_frames_are_refused_and_the_kernel_survives() {
+    let kernel = Kernel::start().await;
+    let mut raw = kernel.raw().await;
+    // A 1 KB frame nesting 1000 arrays: small, but deep enough to exhaust a naive
+    // recursive decoder's stack.
+    let mut body = rmp_serde::to_vec_named(&json!({"id": 77, "method": "app.heartbeat"})).unwrap();
+    body[0] += 1; // one more map entry: "params" → [[[...]]]
+    body.push(0xa6);
+    body.extend_from_slice(b"params");
+    body.extend(std::iter::repeat_n(0x91u8, 1000));
+    body.push(0xc0);
+    raw.send_body(&body).await;
+    let resp = raw.recv_json().await;
+    assert_eq!(error_code(&resp), "INVALID_REQUEST", "{resp}");
+    assert_eq!(resp["id"], 77);
+    still_open(&mut raw).await;
+}
+
+#[tokio::test]
+async fn answers_to_requests_before_an_oversize_frame_are_not_lost() {
+    let kernel = Kernel::start_with_config(
+        "[ipc]\nmax_frame_bytes = 1024\nheartbeat_interval_ms = 200\nheartbeat_timeout_ms = 1000\n",
+    )
+    .await;
+    for _ in 0..20 {
+        let mut raw = kernel.raw().await;
+        let body = rmp_serde::to_vec_named(&json!({"id": 1, "method": "kernel.info"})).unwrap();
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&100_000u32.to_be_bytes());
+        raw.send_bytes(&bytes).await;
+        let mut seen = Vec::new();
+        while let Some(msg) = raw.recv().await {
+            seen.push(burrow_tests::to_json(&msg));
+        }
+        assert!(
+            seen.iter().any(|m| m["id"] == 1 && m["result"].is_object()),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|m| m["error"]["code"] == "INVALID_REQUEST" && m.get("id").is_none()),
+            "{seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_writes_faster_than_it_reads_is_slowed_down_not_dropped() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let kernel = Kernel::start_with_config("[ipc]\nmax_in_flight = 64\nwriter_queue = 128\n").await;
+    const N: usize = 20_000;
+    let stream = burrow_sdk::transport::connect_stream(&kernel.socket)
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let written = Arc::new(AtomicUsize::new(0));
+    let progress = written.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0..N {
+            let body = rmp_serde::to_vec_named(&json!({"id": i, "method": "kernel.apps"})).unwrap();
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            wr.write_all(&frame).await.unwrap();
+            progress.store(i + 1, Ordering::Relaxed);
+        }
+        wr
+    });
+    // Read nothing until the writer stalls (the kernel stopped reading us) or finishes.
+    let mut last = usize::MAX;
+    let stalled = burrow_tests::poll_until(burrow_tests::DEADLINE, || {
+        let now = written.load(Ordering::Relaxed);
+        let still = now == last;
+        last = now;
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            still
+        }
+    })
+    .await;
+    assert!(stalled);
+    assert!(
+        written.load(Ordering::Relaxed) < N,
+        "the kernel should have stopped reading us"
+    );
+    // Now read every answer: none may be missing, the connection must still be open.
+    let mut buf = Vec::new();
+    let mut answers = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while answers < N {
+        let n = tokio::time::timeout(burrow_tests::DEADLINE, rd.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "kernel closed the connection after {answers} answers"
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((msg, used)) =
+            burrow_protocol::codec::decode_frame(&buf, burrow_protocol::codec::MAX_FRAME_BYTES)
+        {
+            buf.drain(..used);
+            let msg = burrow_tests::to_json(&msg.unwrap());
+            assert_eq!(msg["id"], answers, "answers come in order");
+            answers += 1;
+        }
+    }
+    writer.await.unwrap();
+}

@@ -182,3 +182,35 @@ async fn tokens_survive_a_kernel_restart_and_the_app_reconnects() {
     app.wait_line("hello: ready as phoenix").await;
     assert!(app.child.try_wait().unwrap().is_none());
 }
+
+#[tokio::test]
+async fn an_app_that_keeps_talking_while_leaving_still_gets_its_answers() {
+    let kernel = Kernel::start().await;
+    for round in 0..20 {
+        let mut raw = kernel.raw().await;
+        raw.register(&format!("chatty-{round}"), None).await;
+        let mut bytes = Vec::new();
+        let mut push = |v: serde_json::Value| {
+            let body = rmp_serde::to_vec_named(&v).unwrap();
+            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&body);
+        };
+        push(json!({"id": 100, "method": "app.shutdown", "params": {}}));
+        push(json!({"id": 101, "method": "app.shutdown", "params": {}}));
+        for i in 0..50 {
+            push(json!({"id": 200 + i, "method": "app.heartbeat"}));
+        }
+        raw.send_bytes(&bytes).await;
+        let mut answered = Vec::new();
+        while let Some(msg) = raw.recv().await {
+            let m = burrow_tests::to_json(&msg);
+            if m["result"]["ok"] == true {
+                answered.push(m["id"].as_u64().unwrap());
+            }
+        }
+        assert!(
+            answered.contains(&100) && answered.contains(&101),
+            "round {round}: {answered:?}"
+        );
+    }
+}

@@ -8,12 +8,12 @@ use burrow_protocol::methods::app::{
     AppState, HeartbeatResult, PROTOCOL_VERSION, RegisterParams, RegisterResult, ShutdownParams,
     protocol_major_matches,
 };
-use burrow_protocol::{ErrorCode, ErrorObject, Id, now_ms};
+use burrow_protocol::{ErrorCode, ErrorObject, now_ms};
 use ractor::ActorRef;
 use serde_json::json;
 
-use super::Reply;
 use crate::app_actor::{AppActorState, AppMsg, Registered};
+use crate::connection::Responder;
 use crate::registry::{AppEntry, Claim};
 
 /// Longest an app may ask the kernel to wait for its in-flight calls when it leaves.
@@ -111,13 +111,18 @@ pub fn ready(state: &mut AppActorState) -> Ack {
 }
 
 /// `app.shutdown` from the app: stop routing to it, let in-flight kernel → app calls
-/// finish for up to `timeout`, then release everything, answer, and close.
+/// finish for up to `timeout`, then release everything, answer, and close. A repeated
+/// `app.shutdown` is answered together with the first.
 pub fn shutdown(
     state: &mut AppActorState,
     myself: &ActorRef<AppMsg>,
-    id: Id,
     p: ShutdownParams,
-) -> Reply {
+    responder: Responder,
+) {
+    state.leave_requests.push(responder);
+    if state.leave_requests.len() > 1 {
+        return;
+    }
     state.set_state(AppState::Leaving);
     let reason = p.reason.unwrap_or_else(|| "app asked to leave".to_owned());
     let wait = Duration::from_millis(p.timeout.unwrap_or(0)).min(MAX_LEAVE_WAIT);
@@ -128,10 +133,6 @@ pub fn shutdown(
         while conn.pending_requests() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let _ = me.cast(AppMsg::Leave {
-            reply_to: Some(id),
-            reason,
-        });
+        let _ = me.cast(AppMsg::Leave { reason });
     });
-    Reply::Later
 }
