@@ -102,3 +102,69 @@ async fn json_logs() {
     }
     assert!(stderr.contains("kernel listening"));
 }
+
+#[tokio::test]
+async fn default_paths_follow_xdg_and_burrow_socket_overrides_them() {
+    let home = tempfile::tempdir().unwrap();
+    let runtime = home.path().join("rt");
+    std::fs::create_dir(&runtime).unwrap();
+    let env = |cmd: &mut tokio::process::Command| {
+        cmd.env("HOME", home.path())
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_STATE_HOME", home.path().join("state"))
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env_remove("BURROW_SOCKET")
+            .env_remove("BURROW_STATE_DIR")
+            .env_remove("BURROW_CONFIG")
+            .kill_on_drop(true);
+    };
+    let mut kernel = tokio::process::Command::new(burrow_tests::bin("burrow"));
+    kernel.arg("kernel").stderr(std::process::Stdio::null());
+    env(&mut kernel);
+    let mut kernel = kernel.spawn().unwrap();
+    let socket = runtime.join("burrow").join("kernel.sock");
+    let up = burrow_tests::poll_until(burrow_tests::DEADLINE, || {
+        let socket = socket.clone();
+        async move { burrow_sdk::Client::connect(&socket).await.is_ok() }
+    })
+    .await;
+    assert!(up, "no socket at {}", socket.display());
+    assert!(home.path().join("state/burrow/kernel.key").is_file());
+    // A client with the same environment finds it without being told.
+    let mut info = tokio::process::Command::new(burrow_tests::bin("burrow"));
+    info.args(["info", "--json"]);
+    env(&mut info);
+    let out = info.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // BURROW_SOCKET wins over the defaults, for clients and kernels alike.
+    let elsewhere = home.path().join("elsewhere.sock");
+    let mut second = tokio::process::Command::new(burrow_tests::bin("burrow"));
+    second
+        .arg("kernel")
+        .arg("--state-dir")
+        .arg(home.path().join("state2"));
+    env(&mut second);
+    second
+        .env("BURROW_SOCKET", &elsewhere)
+        .stderr(std::process::Stdio::null());
+    let mut second = second.spawn().unwrap();
+    let up = burrow_tests::poll_until(burrow_tests::DEADLINE, || {
+        let socket = elsewhere.clone();
+        async move { burrow_sdk::Client::connect(&socket).await.is_ok() }
+    })
+    .await;
+    assert!(up, "BURROW_SOCKET not honoured by the kernel");
+    for child in [&mut kernel, &mut second] {
+        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = tokio::time::timeout(burrow_tests::DEADLINE, child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success());
+    }
+}
