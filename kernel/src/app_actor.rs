@@ -10,12 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use burrow_protocol::Manifest;
+use std::collections::HashMap;
+
 use burrow_protocol::methods::app::{AppShutdown, AppState, ShutdownParams};
 use burrow_protocol::methods::{Ack, Method, to_value};
+use burrow_protocol::{Id, Manifest};
 use burrow_sdk::transport::Transport;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::mono_ms;
 use crate::connection::{Connection, Inbound, Limits, Responder};
@@ -84,6 +87,10 @@ pub struct AppActorState {
     pub app: Option<Registered>,
     /// The app's own `app.shutdown` requests, answered when it has left.
     pub leave_requests: Vec<Responder>,
+    /// Open `config.watch` streams by request id.
+    pub watches: HashMap<Id, CancellationToken>,
+    /// Why the actor stops, for `app_disconnected`.
+    pub stop_reason: String,
     ticker: JoinHandle<()>,
 }
 
@@ -137,6 +144,8 @@ impl Actor for AppActor {
             conn,
             app: None,
             leave_requests: Vec::new(),
+            watches: HashMap::new(),
+            stop_reason: "connection closed".to_owned(),
             ticker,
         })
     }
@@ -158,7 +167,7 @@ impl Actor for AppActor {
                 } else {
                     tracing::debug!(conn = state.conn.id(), %reason, "client disconnected");
                 }
-                myself.stop(Some(reason));
+                stop(state, &myself, reason);
             }
             AppMsg::Tick => {
                 let timeout = state.kernel.config().ipc.heartbeat_timeout_ms;
@@ -172,7 +181,7 @@ impl Actor for AppActor {
                         "no heartbeat within {timeout} ms: dropping the app"
                     );
                     state.conn.abort();
-                    myself.stop(Some("heartbeat timeout".into()));
+                    stop(state, &myself, "heartbeat timeout");
                 }
             }
             AppMsg::TakenOver => {
@@ -182,12 +191,12 @@ impl Actor for AppActor {
                     "taken over by a new connection"
                 );
                 state.app = None; // the id belongs to the new connection now
-                myself.stop(Some("taken over".into()));
+                stop(state, &myself, "taken over");
             }
             AppMsg::KernelShutdown { timeout } => kernel_shutdown(state, &myself, timeout),
             AppMsg::Leave { reason } => {
                 tracing::info!(app = state.name(), %reason, "app left");
-                myself.stop(Some(reason));
+                stop(state, &myself, reason);
             }
         }
         Ok(())
@@ -199,8 +208,28 @@ impl Actor for AppActor {
         state: &mut AppActorState,
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
+        for (_, watch) in state.watches.drain() {
+            watch.cancel();
+        }
+        // Everything the app held is released before anyone hears it is gone.
+        let kernel = &state.kernel;
+        for cap in kernel.caps.release_conn(state.conn.id()) {
+            let payload = methods::capability::event_payload(&cap);
+            kernel.emit(
+                "capability_unregistered",
+                payload,
+                methods::capability::app_context(&cap.app_id),
+            );
+        }
+        kernel.hooks.release_conn(state.conn.id());
         if let Some(app) = state.app.take() {
-            state.kernel.apps.release(&app.app_id, state.conn.id());
+            kernel.apps.release(&app.app_id, state.conn.id());
+            let payload = serde_json::json!({ "appId": app.app_id, "reason": state.stop_reason });
+            kernel.emit(
+                "app_disconnected",
+                payload,
+                methods::capability::app_context(&app.app_id),
+            );
         }
         // The app is gone from the registry before it learns it has left.
         for responder in state.leave_requests.drain(..) {
@@ -211,11 +240,17 @@ impl Actor for AppActor {
     }
 }
 
+/// Stops the actor, remembering why for `app_disconnected`.
+fn stop(state: &mut AppActorState, myself: &ActorRef<AppMsg>, reason: impl Into<String>) {
+    state.stop_reason = reason.into();
+    myself.stop(Some(state.stop_reason.clone()));
+}
+
 /// Sends the app `app.shutdown` and leaves when it answers or the timeout passes.
 fn kernel_shutdown(state: &mut AppActorState, myself: &ActorRef<AppMsg>, timeout: Duration) {
     let reason = "kernel stopping".to_owned();
     if state.app.is_none() {
-        myself.stop(Some(reason)); // post_stop closes the connection
+        stop(state, myself, reason); // post_stop closes the connection
         return;
     }
     state.set_state(AppState::Leaving);

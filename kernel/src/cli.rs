@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
 mod logging;
+mod ops;
 
 /// Burrow: an actor-model microkernel for AI-agent apps.
 ///
@@ -53,6 +54,50 @@ enum Command {
         /// How long to wait for the answer.
         #[arg(long, default_value_t = 30_000, value_name = "MS")]
         timeout_ms: u64,
+        /// Register as a short-lived app first (needed for app methods such as
+        /// `tool.call` or gateway methods).
+        #[arg(long)]
+        register: bool,
+    },
+    /// List the tools apps provide.
+    Tools {
+        /// Print the raw `kernel.capabilities` result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show hook subscriptions and interceptors, per app.
+    Hooks {
+        /// Print the raw `kernel.hooks` result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a tool through the kernel (passing its interceptors) and print the result.
+    ///
+    /// Exits 0 with the result on stdout; 1 when the tool reports `isError` (result on
+    /// stdout) or the call fails (error object on stderr).
+    CallTool {
+        /// The tool's name.
+        name: String,
+        /// The arguments as a JSON object (default `{}`).
+        arguments: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value_t = 60_000, value_name = "MS")]
+        timeout_ms: u64,
+    },
+    /// Read the kernel's configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the value at a dotted path (the whole configuration without one) as JSON;
+    /// `null` when absent.
+    Get {
+        /// A dotted path, e.g. `ipc.heartbeat_timeout_ms`.
+        path: Option<String>,
     },
 }
 
@@ -101,7 +146,18 @@ pub fn main() -> ExitCode {
                 method,
                 params,
                 timeout_ms,
-            } => client::call(cli.socket, &method, params.as_deref(), timeout_ms).await,
+                register,
+            } => client::call(cli.socket, &method, params.as_deref(), timeout_ms, register).await,
+            Command::Tools { json } => ops::tools(cli.socket, json).await,
+            Command::Hooks { json } => ops::hooks(cli.socket, json).await,
+            Command::CallTool {
+                name,
+                arguments,
+                timeout_ms,
+            } => ops::call_tool(cli.socket, &name, arguments.as_deref(), timeout_ms).await,
+            Command::Config {
+                command: ConfigCommand::Get { path },
+            } => ops::config_get(cli.socket, path.as_deref()).await,
         }
     })
 }

@@ -1,5 +1,6 @@
-//! The kernel's TOML configuration (PROTOCOL.md §7). Only the `[ipc]` section has typed
-//! settings so far; the whole document is kept for `config.get`.
+//! The kernel's TOML configuration (PROTOCOL.md §7): typed `[ipc]`, `[hooks]` and
+//! `[policy]` / `[apps.<id>.policy]` settings, and the whole document as JSON for
+//! `config.get`, `config.watch` and diffs. [`watch`] reloads the file when it changes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,13 +37,56 @@ pub enum ConfigError {
     },
 }
 
+pub mod access;
+pub mod policy;
+pub mod watch;
+
+pub use policy::Policy;
+
 /// The loaded configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Typed `[ipc]` settings.
     pub ipc: IpcConfig,
-    /// The whole document, for `config.get`.
-    pub document: toml::Table,
+    /// Typed `[hooks]` settings.
+    pub hooks: HookSettings,
+    /// `[policy]` and every `[apps.<id>.policy]`.
+    pub policy: Policy,
+    /// The whole document as JSON (TOML datetimes become strings).
+    pub document: serde_json::Value,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ipc: IpcConfig::default(),
+            hooks: HookSettings::default(),
+            policy: Policy::default(),
+            document: serde_json::Value::Object(Default::default()),
+        }
+    }
+}
+
+/// `[hooks]`: observer queues and interception deadlines.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    /// Notifications queued per observer; beyond it they are dropped and counted.
+    pub observer_queue: usize,
+    /// Deadline of an interceptor that names no `timeoutMs`.
+    pub intercept_timeout_ms: u64,
+    /// Longest `timeoutMs` an interceptor may ask for.
+    pub max_intercept_timeout_ms: u64,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        Self {
+            observer_queue: 256,
+            intercept_timeout_ms: 5_000,
+            max_intercept_timeout_ms: 60_000,
+        }
+    }
 }
 
 /// `[ipc]`: framing, heartbeats and per-connection bounds. All values in ms or counts.
@@ -65,6 +109,9 @@ pub struct IpcConfig {
     pub shutdown_timeout_ms: u64,
     /// How long an app token stays valid.
     pub token_ttl_ms: u64,
+    /// Deadline of a routed call (`tool.invoke`, `gateway.invoke`) whose capability
+    /// names none.
+    pub call_timeout_ms: u64,
 }
 
 impl Default for IpcConfig {
@@ -77,6 +124,7 @@ impl Default for IpcConfig {
             writer_queue: 1024,
             shutdown_timeout_ms: 5_000,
             token_ttl_ms: 30 * 24 * 3600 * 1000,
+            call_timeout_ms: 30_000,
         }
     }
 }
@@ -121,22 +169,29 @@ impl IpcConfig {
 }
 
 impl Config {
-    /// Parses a configuration document.
+    /// Parses a configuration document; nothing is taken from a document with any error.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let parse_err = |message: String| ConfigError::Parse {
             path: path.to_owned(),
             message,
         };
         let document: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
-        let ipc = match document.get("ipc") {
-            None => IpcConfig::default(),
-            Some(section) => section
-                .clone()
-                .try_into::<IpcConfig>()
-                .map_err(|e| parse_err(format!("[ipc]: {e}")))?,
-        };
+        let ipc: IpcConfig = section(&document, "ipc").map_err(parse_err)?;
         ipc.validate()?;
-        Ok(Self { ipc, document })
+        let hooks: HookSettings = section(&document, "hooks").map_err(parse_err)?;
+        let policy = Policy::from_document(&document).map_err(parse_err)?;
+        let document = serde_json::to_value(&document).map_err(|e| parse_err(e.to_string()))?;
+        Ok(Self {
+            ipc,
+            hooks,
+            policy,
+            document,
+        })
+    }
+
+    /// The value at a dotted `path` of the document, if any.
+    pub fn get(&self, path: &str) -> Option<&serde_json::Value> {
+        lookup(&self.document, path)
     }
 
     /// Loads the file at `path`.
@@ -147,6 +202,29 @@ impl Config {
         })?;
         Self::parse(&text, path)
     }
+}
+
+/// Reads the table `[name]` into `T`; absent means `T::default()`.
+fn section<T: serde::de::DeserializeOwned + Default>(
+    document: &toml::Table,
+    name: &str,
+) -> Result<T, String> {
+    match document.get(name) {
+        None => Ok(T::default()),
+        Some(value) => value
+            .clone()
+            .try_into::<T>()
+            .map_err(|e| format!("[{name}]: {e}")),
+    }
+}
+
+/// The value at a dotted `path` under `root`; the empty path is the root.
+pub fn lookup<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    if path.is_empty() {
+        return Some(root);
+    }
+    path.split('.')
+        .try_fold(root, |value, key| value.as_object()?.get(key))
 }
 
 #[cfg(test)]
@@ -172,7 +250,9 @@ mod tests {
         assert_eq!(c.ipc.heartbeat_interval_ms, 100);
         assert_eq!(c.ipc.heartbeat_timeout_ms, 300);
         assert_eq!(c.ipc.max_frame_bytes, MAX_FRAME_BYTES);
-        assert!(c.document.get("apps").is_some());
+        assert_eq!(c.get("apps.x.a"), Some(&serde_json::json!(1)));
+        assert_eq!(c.get("apps.y"), None);
+        assert!(c.get("").is_some());
     }
 
     #[test]

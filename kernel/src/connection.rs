@@ -183,6 +183,15 @@ impl Connection {
         self.enqueue(Outbound::Message(msg, None));
     }
 
+    /// Queues a message, waiting for room in the writer queue; false once the connection
+    /// is closed. For senders that must not disconnect a slow reader (observer queues).
+    pub async fn send_wait(&self, msg: Message) -> bool {
+        tokio::select! {
+            _ = self.closing.cancelled() => false,
+            sent = self.out.send(Outbound::Message(msg, None)) => sent.is_ok(),
+        }
+    }
+
     /// Writes what is queued, then closes.
     pub fn close(&self) {
         if self.out.try_send(Outbound::Close).is_err() {

@@ -19,19 +19,41 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use burrow_protocol::methods::config::ConfigChange;
+use burrow_protocol::{Map, Value};
+use tokio::sync::broadcast;
+
 use crate::app_actor::{AppActor, AppArgs, AppMsg};
+use crate::capabilities::Capabilities;
 use crate::config::Config;
+use crate::hooks::{Hooks, InterceptScope};
 use crate::registry::AppRegistry;
 use crate::token::KernelKey;
+
+/// A configuration change as watchers receive it.
+#[derive(Debug)]
+pub struct ConfigUpdate {
+    /// The configuration before.
+    pub old: Arc<Config>,
+    /// The configuration now in force.
+    pub new: Arc<Config>,
+    /// What changed.
+    pub changes: Vec<ConfigChange>,
+}
 
 /// State shared by all actors: configuration, key, registries. Read-mostly.
 #[derive(Debug)]
 pub struct Kernel {
     config: RwLock<Arc<Config>>,
+    config_updates: broadcast::Sender<Arc<ConfigUpdate>>,
     /// Signs and checks app tokens.
     pub key: KernelKey,
     /// Live apps.
     pub apps: AppRegistry,
+    /// Granted capabilities.
+    pub caps: Capabilities,
+    /// Hook subscriptions and interceptions in progress.
+    pub hooks: Hooks,
     /// When the kernel started, ms since the epoch.
     pub started_at: u64,
     /// Connection tasks, so a stopping kernel can let the last answers be written.
@@ -44,8 +66,11 @@ impl Kernel {
     pub fn new(config: Config, key: KernelKey) -> Self {
         Self {
             config: RwLock::new(Arc::new(config)),
+            config_updates: broadcast::channel(64).0,
             key,
             apps: AppRegistry::default(),
+            caps: Capabilities::default(),
+            hooks: Hooks::default(),
             started_at: burrow_protocol::now_ms(),
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
@@ -58,6 +83,53 @@ impl Kernel {
             .read()
             .map(|c| c.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Puts `new` in force and tells watchers and `config_changed` observers what changed.
+    pub fn apply_config(&self, new: Config) {
+        let new = Arc::new(new);
+        let old = {
+            let mut slot = self.config.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *slot, new.clone())
+        };
+        let changes = crate::config::watch::diff(&old.document, &new.document);
+        if changes.is_empty() {
+            return;
+        }
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        tracing::info!(?paths, "configuration reloaded");
+        if new.ipc != old.ipc {
+            tracing::info!(
+                "[ipc] changed: new connections use the new limits; see docs for what needs a restart"
+            );
+        }
+        self.emit(
+            "config_changed",
+            serde_json::json!({ "paths": paths }),
+            Map::new(),
+        );
+        let _ = self
+            .config_updates
+            .send(Arc::new(ConfigUpdate { old, new, changes }));
+    }
+
+    /// Subscribes to configuration changes.
+    pub fn config_updates(&self) -> broadcast::Receiver<Arc<ConfigUpdate>> {
+        self.config_updates.subscribe()
+    }
+
+    /// Delivers a hook event to its observers.
+    pub fn emit(&self, event: &str, payload: Value, context: Map) {
+        self.hooks.emit(&self.config(), event, payload, context);
+    }
+
+    /// What interception needs.
+    pub fn intercept_scope(&self) -> InterceptScope<'_> {
+        InterceptScope {
+            caps: &self.caps,
+            apps: &self.apps,
+            hooks: &self.hooks,
+        }
     }
 
     fn next_conn_id(&self) -> u64 {
@@ -111,6 +183,8 @@ impl Actor for KernelActor {
     ) -> Result<KernelState, ActorProcessingErr> {
         let accepting = CancellationToken::new();
         let accept_task = tokio::spawn(accept_loop(args.listener, myself, accepting.clone()));
+        let start = serde_json::json!({ "version": crate::VERSION });
+        args.kernel.emit("gateway_start", start, Map::new());
         Ok(KernelState {
             kernel: args.kernel,
             accepting,
@@ -151,6 +225,8 @@ impl Actor for KernelActor {
                 state.accepting.cancel();
                 state.stopping = Some(done);
                 let timeout = state.kernel.config().ipc.shutdown_timeout();
+                let stop = serde_json::json!({ "reason": "kernel stopping" });
+                state.kernel.emit("gateway_stop", stop, Map::new());
                 tracing::info!(
                     apps = state.kernel.apps.len(),
                     "kernel stopping: shutting apps down"

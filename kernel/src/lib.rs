@@ -25,8 +25,10 @@
 //! | [`connection`] | framing, reader/writer tasks, bounded writer queue, in-flight bound, kernel → app requests awaiting answers |
 //! | [`methods`] | the one dispatch point; one module per family of methods |
 //! | [`registry`] | live apps (dashmap), written only by their own actor |
+//! | [`capabilities`] | granted capabilities, unique names, grant decisions |
+//! | [`hooks`] | subscriptions, observer delivery (bounded, drop-and-count), interception chains |
 //! | [`token`] | the ed25519 kernel key and app tokens |
-//! | [`config`] | the TOML configuration (`[ipc]`) |
+//! | [`config`] | the TOML configuration, policy, access rules, hot reload |
 //! | [`fsutil`] | owner-only files and directories |
 //! | [`clock`] | the monotonic clock behind heartbeat deadlines |
 //! | [`cli`] | the `burrow` command line |
@@ -39,11 +41,13 @@
 //!   deadline, and nothing a client sends can panic the kernel.
 
 pub mod app_actor;
+pub mod capabilities;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod fsutil;
+pub mod hooks;
 pub mod kernel;
 pub mod methods;
 pub mod registry;

@@ -1,10 +1,17 @@
 //! The one dispatch point for requests from clients, and one module per family of
-//! methods. Each family parses typed params and applies them to the AppActor's state.
+//! methods. Each family parses typed params and applies them to the AppActor's state;
+//! work that waits on another app runs in a task holding the request's [`Responder`].
 
 use burrow_protocol::methods::app::{
     AppHeartbeat, AppReady, AppRegister, AppShutdown, KernelApps, KernelInfo,
 };
-use burrow_protocol::methods::{Method, parse_params, to_value};
+use burrow_protocol::methods::capability::{
+    CapabilityRegister, CapabilityType, CapabilityUnregister,
+};
+use burrow_protocol::methods::config::{ConfigGet, ConfigWatch};
+use burrow_protocol::methods::hook::{HookResult, HookSubscribe, HookUnsubscribe};
+use burrow_protocol::methods::invoke::ToolCall;
+use burrow_protocol::methods::{Cancel, CancelParams, Method, parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Notification, Request, Value};
 use ractor::ActorRef;
 
@@ -12,7 +19,11 @@ use crate::app_actor::{AppActorState, AppMsg};
 use crate::connection::Responder;
 
 mod app;
+pub mod capability;
+mod config;
+mod hook;
 mod kernel;
+mod route;
 
 /// Parses params as `M::Params`, applies `f`, serializes the result.
 fn typed<M: Method>(
@@ -24,8 +35,16 @@ fn typed<M: Method>(
         .map(|r| to_value(&r))
 }
 
+/// `APP_NOT_REGISTERED` for `method`.
+pub fn not_registered(method: &str) -> ErrorObject {
+    ErrorObject::new(
+        ErrorCode::AppNotRegistered,
+        format!("call app.register before {method}"),
+    )
+}
+
 /// Routes one request to its family, which answers through `responder` (now, or later
-/// for methods that wait, like `app.shutdown`).
+/// for methods that wait).
 pub fn dispatch(
     state: &mut AppActorState,
     myself: &ActorRef<AppMsg>,
@@ -36,21 +55,58 @@ pub fn dispatch(
     let outcome = match method.as_str() {
         KernelInfo::NAME => typed::<KernelInfo>(params, |_| Ok(kernel::info(state))),
         KernelApps::NAME => typed::<KernelApps>(params, |_| Ok(kernel::apps(state))),
+        kernel::CAPABILITIES => kernel::capabilities(state, params),
+        kernel::HOOKS => Ok(kernel::hooks(state)),
         AppRegister::NAME => typed::<AppRegister>(params, |p| app::register(state, myself, p)),
-        _ if state.app.is_none() => Err(ErrorObject::new(
-            ErrorCode::AppNotRegistered,
-            format!("call app.register before {method}"),
-        )),
+        _ if state.app.is_none() => Err(not_registered(&method)),
         AppHeartbeat::NAME => typed::<AppHeartbeat>(params, |_| Ok(app::heartbeat())),
         AppReady::NAME => typed::<AppReady>(params, |_| Ok(app::ready(state))),
         AppShutdown::NAME => match parse_params(params) {
             Ok(p) => return app::shutdown(state, myself, p, responder),
             Err(e) => Err(e),
         },
-        _ => Err(
-            ErrorObject::new(ErrorCode::MethodNotFound, format!("no method {method:?}"))
-                .with_data(serde_json::json!({ "method": method })),
-        ),
+        CapabilityRegister::NAME => {
+            typed::<CapabilityRegister>(params, |p| capability::register(state, p))
+        }
+        CapabilityUnregister::NAME => {
+            typed::<CapabilityUnregister>(params, |p| capability::unregister(state, p))
+        }
+        HookSubscribe::NAME => typed::<HookSubscribe>(params, |p| hook::subscribe(state, p)),
+        HookUnsubscribe::NAME => {
+            typed::<HookUnsubscribe>(params, |p| Ok(hook::unsubscribe(state, p)))
+        }
+        HookResult::NAME => typed::<HookResult>(params, |p| hook::result(state, p)),
+        ConfigGet::NAME => typed::<ConfigGet>(params, |p| config::get(state, p)),
+        ConfigWatch::NAME => match parse_params(params) {
+            Ok(p) => return config::watch(state, p, responder),
+            Err(e) => Err(e),
+        },
+        ToolCall::NAME => match parse_params(params) {
+            Ok(p) => {
+                return route::tool_call(
+                    state.kernel.clone(),
+                    state.name().to_owned(),
+                    p,
+                    responder,
+                );
+            }
+            Err(e) => Err(e),
+        },
+        _ => match state
+            .kernel
+            .caps
+            .by_name(CapabilityType::GatewayMethod, &method)
+        {
+            Some(cap) => {
+                let caller = state.name().to_owned();
+                return route::gateway_call(state.kernel.clone(), cap, caller, params, responder);
+            }
+            None => Err(ErrorObject::new(
+                ErrorCode::MethodNotFound,
+                format!("no method {method:?}"),
+            )
+            .with_data(serde_json::json!({ "method": method }))),
+        },
     };
     responder.reply(outcome);
 }
@@ -58,8 +114,10 @@ pub fn dispatch(
 /// Handles a notification from a client. None needs an answer; unknown ones are logged.
 pub fn notification(state: &mut AppActorState, n: Notification) {
     match n.method.as_str() {
-        // Nothing the kernel does for an app yet can be cancelled.
-        burrow_protocol::methods::Cancel::NAME => {}
+        Cancel::NAME => match parse_params::<CancelParams>(n.params) {
+            Ok(p) => config::cancel(state, &p.id),
+            Err(e) => tracing::debug!(app = state.name(), error = %e, "malformed $/cancel ignored"),
+        },
         _ => {
             tracing::debug!(app = state.name(), method = %n.method, "unknown notification ignored")
         }

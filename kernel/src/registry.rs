@@ -91,6 +91,13 @@ impl AppRegistry {
         }
     }
 
+    /// Whether `app_id` is registered and ready for traffic.
+    pub fn is_ready(&self, app_id: &str) -> bool {
+        self.apps
+            .get(app_id)
+            .is_some_and(|e| e.state == AppState::Ready)
+    }
+
     /// How many apps are registered.
     pub fn len(&self) -> usize {
         self.apps.len()

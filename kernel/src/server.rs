@@ -207,6 +207,17 @@ pub async fn run(
         kernel: kernel.clone(),
         listener: bound.listener,
     };
+    // Hot reload: watching ends when `_watcher` is dropped at the end of the run.
+    let _watcher = match &settings.config_path {
+        Some(path) => match crate::config::watch::spawn(kernel.clone(), path.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot watch the config file; changes need a restart");
+                None
+            }
+        },
+        None => None,
+    };
     let (actor, handle) = Actor::spawn(None, KernelActor, args)
         .await
         .map_err(|e| KernelError::Actor(e.to_string()))?;

@@ -1,6 +1,9 @@
 //! End-to-end tests: the real `burrow` binary on a temporary socket, real app processes.
 
+mod capabilities;
 mod cli;
+mod config;
 mod framing;
+mod hooks;
 mod lifecycle;
 mod shutdown;

@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use burrow_protocol::{Message, codec};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+mod raw;
+pub use raw::RawConn;
 
 /// A generous bound for anything that should happen "soon" in a test.
 pub const DEADLINE: Duration = Duration::from_secs(15);
@@ -349,92 +352,8 @@ impl AppProcess {
     }
 }
 
-/// A frame-level connection for sending malformed input.
-#[allow(missing_debug_implementations)]
-pub struct RawConn {
-    stream: interprocess::local_socket::tokio::Stream,
-    buf: Vec<u8>,
-}
-
-impl RawConn {
-    /// Connects to `socket`.
-    pub async fn connect(socket: &Path) -> RawConn {
-        let stream = burrow_sdk::transport::connect_stream(socket)
-            .await
-            .expect("raw connect");
-        RawConn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Writes raw bytes.
-    pub async fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-    }
-
-    /// Writes a frame holding `body`.
-    pub async fn send_body(&mut self, body: &[u8]) {
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(body);
-        self.send_bytes(&frame).await;
-    }
-
-    /// Writes `value` as one MessagePack frame.
-    pub async fn send_value(&mut self, value: &Value) {
-        let body = rmp_serde_named(value);
-        self.send_body(&body).await;
-    }
-
-    /// Sends a request.
-    pub async fn request(&mut self, id: u64, method: &str, params: Value) {
-        self.send_value(&json!({"id": id, "method": method, "params": params}))
-            .await;
-    }
-
-    /// Reads the next message, or `None` when the kernel closed the connection.
-    pub async fn recv(&mut self) -> Option<Message> {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                if let Some((msg, used)) = codec::decode_frame(&self.buf, codec::MAX_FRAME_BYTES) {
-                    self.buf.drain(..used);
-                    return Some(msg.expect("kernel sent a valid message"));
-                }
-                let mut chunk = vec![0u8; 64 * 1024];
-                match self.stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        })
-        .await
-        .expect("no message from the kernel in time")
-    }
-
-    /// Reads the next message and expects it to be a response; returns its JSON form.
-    pub async fn recv_json(&mut self) -> Value {
-        let msg = self.recv().await.expect("connection closed");
-        serde_json::to_value(to_json(&msg)).expect("json")
-    }
-
-    /// Registers as `id` and returns the result.
-    pub async fn register(&mut self, id: &str, token: Option<&str>) -> Value {
-        let mut params =
-            json!({"manifest": {"id": id, "version": "1.0.0"}, "protocolVersion": "1.0"});
-        if let Some(t) = token {
-            params["token"] = json!(t);
-        }
-        self.request(1, "app.register", params).await;
-        self.recv_json().await
-    }
-}
-
 /// A message as the JSON map it is on the wire.
 pub fn to_json(msg: &Message) -> Value {
     let body = codec::encode_body(msg).expect("encode");
     rmp_serde::from_slice(&body).expect("decode as json")
-}
-
-fn rmp_serde_named(value: &Value) -> Vec<u8> {
-    rmp_serde::to_vec_named(value).expect("encode value")
 }

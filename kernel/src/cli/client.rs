@@ -1,4 +1,4 @@
-//! The client commands: `info`, `apps`, `call`.
+//! The client commands: `info`, `apps`, `call`, and the shared connect/print helpers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use burrow_protocol::methods::app::{KernelApps, KernelInfo};
 use burrow_protocol::{ErrorObject, Value, now_ms};
 use burrow_sdk::{Client, Error};
 
-async fn connect(socket: Option<PathBuf>) -> Result<Client, ExitCode> {
+pub(super) async fn connect(socket: Option<PathBuf>) -> Result<Client, ExitCode> {
     let path = socket.unwrap_or_else(burrow_sdk::transport::socket_from_env);
     Client::connect(&path).await.map_err(|e| {
         eprintln!("burrow: cannot reach the kernel at {}: {e}", path.display());
@@ -17,7 +17,7 @@ async fn connect(socket: Option<PathBuf>) -> Result<Client, ExitCode> {
     })
 }
 
-fn print_json(value: &impl serde::Serialize) {
+pub(super) fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
         Err(e) => eprintln!("burrow: cannot print result: {e}"),
@@ -25,7 +25,7 @@ fn print_json(value: &impl serde::Serialize) {
 }
 
 /// Prints an error: remote errors as their JSON error object, others as text.
-fn fail(e: Error) -> ExitCode {
+pub(super) fn fail(e: Error) -> ExitCode {
     match e {
         Error::Remote(obj) => eprintln!("{}", serde_json::to_string(&obj).unwrap_or_default()),
         other => {
@@ -110,6 +110,7 @@ pub async fn call(
     method: &str,
     params: Option<&str>,
     timeout_ms: u64,
+    register: bool,
 ) -> ExitCode {
     let params: Value = match params.map(serde_json::from_str).transpose() {
         Ok(p) => p.unwrap_or_else(|| Value::Object(Default::default())),
@@ -118,9 +119,17 @@ pub async fn call(
             return ExitCode::from(2);
         }
     };
-    let client = match connect(socket).await {
-        Ok(c) => c,
-        Err(code) => return code,
+    // Keeps the registration (and its heartbeats) alive until the answer arrives.
+    let (client, _registration) = if register {
+        match super::ops::registered(socket).await {
+            Ok(r) => (r.client.clone(), Some(r)),
+            Err(code) => return code,
+        }
+    } else {
+        match connect(socket).await {
+            Ok(c) => (c, None),
+            Err(code) => return code,
+        }
     };
     match client
         .request_with_timeout(method, params, Duration::from_millis(timeout_ms))

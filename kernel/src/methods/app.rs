@@ -75,6 +75,12 @@ pub fn register(
         }
     }
     tracing::info!(app = %app_id, version = %p.manifest.version, conn = state.conn.id(), "app registered");
+    let payload = json!({ "appId": app_id, "version": p.manifest.version });
+    state.kernel.emit(
+        "app_registered",
+        payload,
+        super::capability::app_context(&app_id),
+    );
     state.app = Some(Registered {
         app_id: app_id.clone(),
         manifest: p.manifest,
@@ -106,6 +112,12 @@ pub fn ready(state: &mut AppActorState) -> Ack {
     {
         state.set_state(AppState::Ready);
         tracing::info!(app = state.name(), "app ready");
+        let app_id = state.name().to_owned();
+        state.kernel.emit(
+            "app_ready",
+            json!({ "appId": app_id }),
+            super::capability::app_context(&app_id),
+        );
     }
     Ack::OK
 }

@@ -1,8 +1,19 @@
-//! `kernel.info` and `kernel.apps`: allowed before registering, for health checks and the CLI.
+//! Kernel introspection, allowed before registering (health checks and the CLI):
+//! `kernel.info`, `kernel.apps`, `kernel.capabilities`, `kernel.hooks`.
 
 use burrow_protocol::methods::app::{KernelAppsResult, KernelInfoResult, PROTOCOL_VERSION};
+use burrow_protocol::methods::capability::CapabilityType;
+use burrow_protocol::methods::parse_params;
+use burrow_protocol::{ErrorObject, Value};
+use serde_json::json;
 
 use crate::app_actor::AppActorState;
+use crate::capabilities::fail_mode;
+
+/// `kernel.capabilities {type?}` → `{capabilities: [{capabilityId, appId, type, config}]}`.
+pub const CAPABILITIES: &str = "kernel.capabilities";
+/// `kernel.hooks {}` → `{subscribers: [...], interceptors: [...]}`.
+pub const HOOKS: &str = "kernel.hooks";
 
 /// `kernel.info {}`.
 pub fn info(state: &AppActorState) -> KernelInfoResult {
@@ -21,4 +32,45 @@ pub fn apps(state: &AppActorState) -> KernelAppsResult {
     KernelAppsResult {
         apps: state.kernel.apps.summaries(),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct CapabilitiesParams {
+    #[serde(default, rename = "type")]
+    kind: Option<CapabilityType>,
+}
+
+/// `kernel.capabilities {type?}`.
+pub fn capabilities(state: &AppActorState, params: Value) -> Result<Value, ErrorObject> {
+    let p: CapabilitiesParams = parse_params(params)?;
+    let caps: Vec<Value> = state
+        .kernel
+        .caps
+        .list(p.kind)
+        .iter()
+        .map(|c| c.summary())
+        .collect();
+    Ok(json!({ "capabilities": caps }))
+}
+
+/// `kernel.hooks {}`: every subscriber (with its dropped-event count) and interceptor.
+pub fn hooks(state: &AppActorState) -> Value {
+    let interceptors: Vec<Value> = state
+        .kernel
+        .caps
+        .list(Some(CapabilityType::Hook))
+        .iter()
+        .filter_map(|c| {
+            let h = c.as_hook()?;
+            Some(json!({
+                "capabilityId": c.id,
+                "appId": c.app_id,
+                "event": h.event,
+                "priority": h.priority.unwrap_or(0),
+                "timeoutMs": h.timeout_ms,
+                "failMode": fail_mode(h),
+            }))
+        })
+        .collect();
+    json!({ "subscribers": state.kernel.hooks.summaries(), "interceptors": interceptors })
 }

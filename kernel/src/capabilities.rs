@@ -1,0 +1,424 @@
+//! The capability registry (PROTOCOL.md §5): what each app provides, unique names per
+//! type, and the grant decision (config validity, manifest, policy, namespaces,
+//! uniqueness). Entries are written only by their own AppActor and read lock-free by
+//! routing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use burrow_protocol::manifest::{Manifest, pattern_matches};
+use burrow_protocol::methods::capability::{
+    CapabilityConfig, CapabilityType, FailMode, HookConfig, is_valid_tool_name,
+};
+use burrow_protocol::{ErrorObject, Value};
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use crate::connection::Connection;
+
+/// Method namespaces that belong to the kernel: no gateway method may live in them.
+pub const RESERVED_NAMESPACES: &[&str] = &[
+    "app",
+    "kernel",
+    "capability",
+    "hook",
+    "config",
+    "session",
+    "message",
+    "agent",
+    "tool",
+    "channel",
+    "gateway",
+    "http",
+    "provider",
+    "comms",
+    "burrow",
+    "$",
+];
+
+/// Events an interceptor may hold (PROTOCOL.md §6), with the payload fields a `modify`
+/// may change.
+pub const INTERCEPTABLE: &[(&str, &[&str])] = &[
+    ("message_received", &["content", "metadata"]),
+    ("message_sending", &["content", "metadata"]),
+    ("before_agent_start", &["input", "systemPrompt"]),
+    ("before_tool_call", &["arguments"]),
+    ("tool_result_persist", &["result"]),
+];
+
+/// The fields of `event`'s payload a `modify` may change; `None` if not interceptable.
+pub fn modifiable_fields(event: &str) -> Option<&'static [&'static str]> {
+    INTERCEPTABLE
+        .iter()
+        .find(|(e, _)| *e == event)
+        .map(|(_, f)| *f)
+}
+
+/// One granted capability.
+#[derive(Debug)]
+pub struct Capability {
+    /// Its id.
+    pub id: String,
+    /// The app that holds it.
+    pub app_id: String,
+    /// That app's connection: requests for the capability go there.
+    pub conn: Connection,
+    /// What it is.
+    pub config: CapabilityConfig,
+    /// Registration order, the tie-break among interceptors of equal priority.
+    pub seq: u64,
+}
+
+impl Capability {
+    /// Its unique name within its type (`None` for hooks, which are not unique).
+    pub fn name(&self) -> Option<String> {
+        unique_name(&self.config)
+    }
+
+    /// The unique name of a config (`None` for hooks).
+    pub fn unique_name_of(config: &CapabilityConfig) -> Option<String> {
+        unique_name(config)
+    }
+
+    /// For a hook: its event, priority, deadline (ms) and fail mode.
+    pub fn as_hook(&self) -> Option<&HookConfig> {
+        match &self.config {
+            CapabilityConfig::Hook(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// A JSON summary for `kernel.capabilities`.
+    pub fn summary(&self) -> Value {
+        serde_json::json!({
+            "capabilityId": self.id,
+            "appId": self.app_id,
+            "type": self.config.kind(),
+            "config": config_value(&self.config),
+        })
+    }
+}
+
+fn config_value(config: &CapabilityConfig) -> Value {
+    use burrow_protocol::methods::to_value;
+    match config {
+        CapabilityConfig::Tool(c) => to_value(c),
+        CapabilityConfig::Channel(c) => to_value(c),
+        CapabilityConfig::Hook(c) => to_value(c),
+        CapabilityConfig::GatewayMethod(c) => to_value(c),
+        CapabilityConfig::HttpRoute(c) => to_value(c),
+        CapabilityConfig::Provider(c) => to_value(c),
+    }
+}
+
+/// The name a capability is unique by, per type.
+fn unique_name(config: &CapabilityConfig) -> Option<String> {
+    Some(match config {
+        CapabilityConfig::Tool(c) => c.name.clone(),
+        CapabilityConfig::Channel(c) => c.channel_id.clone(),
+        CapabilityConfig::Provider(c) => c.provider_id.clone(),
+        CapabilityConfig::GatewayMethod(c) => c.method.clone(),
+        CapabilityConfig::HttpRoute(c) => format!("{} {}", c.method, c.path),
+        CapabilityConfig::Hook(_) => return None,
+    })
+}
+
+/// The name the manifest and policy judge: for routes the path, for hooks the event.
+fn grant_name(config: &CapabilityConfig) -> &str {
+    match config {
+        CapabilityConfig::Tool(c) => &c.name,
+        CapabilityConfig::Channel(c) => &c.channel_id,
+        CapabilityConfig::Provider(c) => &c.provider_id,
+        CapabilityConfig::GatewayMethod(c) => &c.method,
+        CapabilityConfig::HttpRoute(c) => &c.path,
+        CapabilityConfig::Hook(c) => &c.event,
+    }
+}
+
+/// Checks the shape of a parsed config beyond its types; errors are `INVALID_PARAMS`.
+pub fn validate(config: &CapabilityConfig) -> Result<(), ErrorObject> {
+    let bad =
+        |field: &str, msg: String| Err(ErrorObject::invalid_params(format!("config.{field}"), msg));
+    match config {
+        CapabilityConfig::Tool(c) if !is_valid_tool_name(&c.name) => bad(
+            "name",
+            format!("tool name {:?} must match [a-zA-Z0-9_-]{{1,64}}", c.name),
+        ),
+        CapabilityConfig::Tool(c) if c.timeout_ms == Some(0) => {
+            bad("timeoutMs", "must be positive".into())
+        }
+        CapabilityConfig::Channel(c) if !is_id(&c.channel_id) => bad(
+            "channelId",
+            format!("{:?} must be 1–128 printable characters", c.channel_id),
+        ),
+        CapabilityConfig::Provider(c) if !is_id(&c.provider_id) => bad(
+            "providerId",
+            format!("{:?} must be 1–128 printable characters", c.provider_id),
+        ),
+        CapabilityConfig::GatewayMethod(c) if !c.method.contains('.') || !is_id(&c.method) => {
+            bad("method", format!("{:?} must be `<appId>.<name>`", c.method))
+        }
+        CapabilityConfig::HttpRoute(c) if !is_http_method(&c.method) => {
+            bad("method", format!("{:?} is not an HTTP method", c.method))
+        }
+        CapabilityConfig::HttpRoute(c)
+            if !c.path.starts_with('/') || c.path.chars().any(char::is_whitespace) =>
+        {
+            bad("path", format!("{:?} must be an absolute path", c.path))
+        }
+        CapabilityConfig::Hook(c) if c.event.is_empty() || c.event.contains('*') => {
+            bad("event", "must name one event".into())
+        }
+        CapabilityConfig::Hook(c) if c.timeout_ms == Some(0) => {
+            bad("timeoutMs", "must be positive".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn is_id(s: &str) -> bool {
+    (1..=128).contains(&s.len()) && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn is_http_method(m: &str) -> bool {
+    matches!(
+        m,
+        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" | "*"
+    )
+}
+
+/// Why the manifest or the namespace rules refuse `config` to `manifest`'s app, if so.
+pub fn refusal(manifest: &Manifest, config: &CapabilityConfig) -> Option<String> {
+    let id = &manifest.id;
+    let caps = &manifest.capabilities;
+    let (grants, field): (&[String], &str) = match config {
+        CapabilityConfig::Tool(_) => (&caps.tools, "tools"),
+        CapabilityConfig::Channel(_) => (&caps.channels, "channels"),
+        CapabilityConfig::Provider(_) => (&caps.providers, "providers"),
+        CapabilityConfig::GatewayMethod(_) => (&caps.gateway_methods, "gatewayMethods"),
+        CapabilityConfig::HttpRoute(_) => (&caps.http_routes, "httpRoutes"),
+        CapabilityConfig::Hook(_) => (&caps.hooks.intercept, "hooks.intercept"),
+    };
+    match config {
+        CapabilityConfig::GatewayMethod(c) => {
+            let namespace = c.method.split('.').next().unwrap_or_default();
+            if RESERVED_NAMESPACES.contains(&namespace) {
+                return Some(format!(
+                    "the {namespace}.* namespace is reserved for the kernel"
+                ));
+            }
+            if namespace != id {
+                return Some(format!(
+                    "gateway methods of app {id:?} must be named {id}.<name>"
+                ));
+            }
+        }
+        CapabilityConfig::HttpRoute(c) if !c.path.starts_with(&format!("/apps/{id}/")) => {
+            return Some(format!("routes of app {id:?} must be under /apps/{id}/"));
+        }
+        CapabilityConfig::Hook(c) if modifiable_fields(&c.event).is_none() => {
+            return Some(format!("event {:?} cannot be intercepted", c.event));
+        }
+        _ => {}
+    }
+    let name = grant_name(config);
+    if !grants.iter().any(|g| pattern_matches(g, name)) {
+        return Some(format!(
+            "{name:?} is not in the manifest's capabilities.{field}"
+        ));
+    }
+    None
+}
+
+/// Every granted capability, with unique names per type.
+#[derive(Debug, Default)]
+pub struct Capabilities {
+    by_id: DashMap<String, Arc<Capability>>,
+    names: DashMap<(CapabilityType, String), String>,
+    seq: AtomicU64,
+}
+
+impl Capabilities {
+    /// Adds a capability unless its name is taken; `Err(holder app id)` when it is.
+    pub fn insert(
+        &self,
+        app_id: &str,
+        conn: &Connection,
+        config: CapabilityConfig,
+    ) -> Result<Arc<Capability>, String> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let cap = Arc::new(Capability {
+            id: format!("cap-{}", uuid::Uuid::now_v7()),
+            app_id: app_id.to_owned(),
+            conn: conn.clone(),
+            config,
+            seq,
+        });
+        if let Some(name) = cap.name() {
+            match self.names.entry((cap.config.kind(), name)) {
+                Entry::Occupied(o) => {
+                    let holder = self
+                        .by_id
+                        .get(o.get())
+                        .map(|c| c.app_id.clone())
+                        .unwrap_or_default();
+                    return Err(holder);
+                }
+                Entry::Vacant(v) => {
+                    v.insert(cap.id.clone());
+                }
+            }
+        }
+        self.by_id.insert(cap.id.clone(), cap.clone());
+        Ok(cap)
+    }
+
+    /// A capability by id.
+    pub fn get(&self, id: &str) -> Option<Arc<Capability>> {
+        self.by_id.get(id).map(|c| c.clone())
+    }
+
+    /// Removes a capability by id.
+    pub fn remove(&self, id: &str) -> Option<Arc<Capability>> {
+        let (_, cap) = self.by_id.remove(id)?;
+        if let Some(name) = cap.name() {
+            self.names
+                .remove_if(&(cap.config.kind(), name), |_, holder| holder == id);
+        }
+        Some(cap)
+    }
+
+    /// Removes everything a connection held.
+    pub fn release_conn(&self, conn_id: u64) -> Vec<Arc<Capability>> {
+        let ids: Vec<String> = self
+            .by_id
+            .iter()
+            .filter(|c| c.conn.id() == conn_id)
+            .map(|c| c.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// The capability of `kind` named `name`.
+    pub fn by_name(&self, kind: CapabilityType, name: &str) -> Option<Arc<Capability>> {
+        let id = self.names.get(&(kind, name.to_owned()))?.clone();
+        self.get(&id)
+    }
+
+    /// Whether `app_id` already intercepts `event`.
+    pub fn intercepts(&self, app_id: &str, event: &str) -> bool {
+        self.by_id
+            .iter()
+            .any(|c| c.app_id == app_id && c.as_hook().is_some_and(|h| h.event == event))
+    }
+
+    /// The interceptors of `event`, lowest priority first, then in registration order.
+    pub fn interceptors(&self, event: &str) -> Vec<Arc<Capability>> {
+        let mut chain: Vec<Arc<Capability>> = self
+            .by_id
+            .iter()
+            .filter(|c| c.as_hook().is_some_and(|h| h.event == event))
+            .map(|c| c.clone())
+            .collect();
+        chain.sort_by_key(|c| (c.as_hook().and_then(|h| h.priority).unwrap_or(0), c.seq));
+        chain
+    }
+
+    /// Every capability (optionally of one type), ordered by app then registration.
+    pub fn list(&self, kind: Option<CapabilityType>) -> Vec<Arc<Capability>> {
+        let mut all: Vec<Arc<Capability>> = self
+            .by_id
+            .iter()
+            .filter(|c| kind.is_none_or(|k| c.config.kind() == k))
+            .map(|c| c.clone())
+            .collect();
+        all.sort_by(|a, b| (&a.app_id, a.seq).cmp(&(&b.app_id, b.seq)));
+        all
+    }
+}
+
+/// An interceptor's fail mode, defaulting to open.
+pub fn fail_mode(h: &HookConfig) -> FailMode {
+    h.fail_mode.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_protocol::methods::capability::{GatewayMethodConfig, HttpRouteConfig, ToolConfig};
+
+    fn tool(name: &str) -> CapabilityConfig {
+        CapabilityConfig::Tool(ToolConfig {
+            name: name.into(),
+            description: "d".into(),
+            input_schema: None,
+            timeout_ms: None,
+        })
+    }
+
+    #[test]
+    fn manifest_and_namespace_refusals() {
+        let mut m = Manifest::new("weather", "1.0.0");
+        m.capabilities.tools = vec!["weather_*".into()];
+        m.capabilities.gateway_methods = vec!["*".into()];
+        m.capabilities.http_routes = vec!["/apps/weather/*".into()];
+        assert!(refusal(&m, &tool("weather_now")).is_none());
+        assert!(
+            refusal(&m, &tool("rm"))
+                .unwrap()
+                .contains("capabilities.tools")
+        );
+        let gw = |method: &str| {
+            CapabilityConfig::GatewayMethod(GatewayMethodConfig {
+                method: method.into(),
+                description: None,
+            })
+        };
+        assert!(refusal(&m, &gw("weather.now")).is_none());
+        assert!(
+            refusal(&m, &gw("other.now"))
+                .unwrap()
+                .contains("must be named weather.")
+        );
+        let mut k = Manifest::new("kernel", "1.0.0");
+        k.capabilities.gateway_methods = vec!["*".into()];
+        assert!(
+            refusal(&k, &gw("kernel.info"))
+                .unwrap()
+                .contains("reserved")
+        );
+        let route = |path: &str| {
+            CapabilityConfig::HttpRoute(HttpRouteConfig {
+                method: "GET".into(),
+                path: path.into(),
+            })
+        };
+        assert!(refusal(&m, &route("/apps/weather/x")).is_none());
+        assert!(refusal(&m, &route("/apps/other/x")).is_some());
+        let hook = |event: &str| {
+            CapabilityConfig::Hook(HookConfig {
+                event: event.into(),
+                priority: None,
+                timeout_ms: None,
+                fail_mode: None,
+            })
+        };
+        assert!(
+            refusal(&m, &hook("app_ready"))
+                .unwrap()
+                .contains("cannot be intercepted")
+        );
+        assert!(
+            refusal(&m, &hook("before_tool_call"))
+                .unwrap()
+                .contains("hooks.intercept")
+        );
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let e = validate(&tool("bad name")).unwrap_err();
+        assert_eq!(e.data.unwrap()["field"], "config.name");
+        assert!(validate(&tool("ok_name")).is_ok());
+    }
+}

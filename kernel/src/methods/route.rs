@@ -1,0 +1,153 @@
+//! Calls routed to other apps (PROTOCOL.md §5): `tool.call` → `tool.invoke`, and a
+//! registered gateway method → `gateway.invoke`. Each call runs in its own task, so a
+//! slow provider delays only its own callers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType};
+use burrow_protocol::methods::invoke::{
+    GatewayInvoke, GatewayInvokeParams, ToolCallParams, ToolInvoke, ToolInvokeParams, ToolResult,
+};
+use burrow_protocol::methods::{Method, to_value};
+use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
+use serde_json::json;
+
+use crate::capabilities::Capability;
+use crate::connection::Responder;
+use crate::hooks;
+use crate::kernel::Kernel;
+
+/// `tool.call` from `caller`: answered from a task.
+pub fn tool_call(kernel: Arc<Kernel>, caller: String, p: ToolCallParams, responder: Responder) {
+    tokio::spawn(async move { responder.reply(call_tool(&kernel, &caller, p).await) });
+}
+
+/// A call to a registered gateway method from `caller`: answered from a task.
+pub fn gateway_call(
+    kernel: Arc<Kernel>,
+    cap: Arc<Capability>,
+    caller: String,
+    params: Value,
+    responder: Responder,
+) {
+    tokio::spawn(async move {
+        let outcome = if !kernel.apps.is_ready(&cap.app_id) {
+            Err(unavailable("gateway method", &cap))
+        } else {
+            let method = cap.name().unwrap_or_default();
+            let params = GatewayInvokeParams {
+                method,
+                params,
+                caller,
+            };
+            let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
+            cap.conn
+                .request(GatewayInvoke::NAME, to_value(&params), timeout)
+                .await
+        };
+        responder.reply(outcome);
+    });
+}
+
+fn unavailable(what: &str, cap: &Capability) -> ErrorObject {
+    ErrorObject::new(
+        ErrorCode::NotFound,
+        format!(
+            "{what} {:?} is unavailable: app {:?} is not ready",
+            cap.name().unwrap_or_default(),
+            cap.app_id
+        ),
+    )
+}
+
+/// Runs a tool call through `before_tool_call`, the providing app, and `after_tool_call`.
+pub async fn call_tool(
+    kernel: &Kernel,
+    caller: &str,
+    p: ToolCallParams,
+) -> Result<Value, ErrorObject> {
+    let cap = kernel
+        .caps
+        .by_name(CapabilityType::Tool, &p.name)
+        .ok_or_else(|| {
+            ErrorObject::new(ErrorCode::NotFound, format!("no tool named {:?}", p.name))
+                .with_data(json!({ "name": p.name }))
+        })?;
+    let CapabilityConfig::Tool(tool) = &cap.config else {
+        return Err(ErrorObject::new(
+            ErrorCode::InternalError,
+            "tool registry holds a non-tool",
+        ));
+    };
+    if !kernel.apps.is_ready(&cap.app_id) {
+        return Err(unavailable("tool", &cap));
+    }
+    let config = kernel.config();
+    let mut context = Map::new();
+    context.insert("callerAppId".into(), caller.into());
+    let mut payload = json!({ "name": p.name, "arguments": p.arguments, "callerAppId": caller });
+    if let Some(key) = &p.session_key {
+        context.insert("sessionKey".into(), key.clone().into());
+        payload["sessionKey"] = key.clone().into();
+    }
+    let payload = hooks::intercept(
+        kernel.intercept_scope(),
+        &config,
+        "before_tool_call",
+        payload,
+        &context,
+    )
+    .await
+    .map_err(|blocked| blocked.to_error())?;
+    let arguments = payload["arguments"].clone();
+    kernel.emit("before_tool_call", payload, context.clone());
+
+    let params = ToolInvokeParams {
+        call_id: uuid::Uuid::now_v7().to_string(),
+        name: p.name.clone(),
+        arguments: arguments.clone(),
+        session_key: p.session_key.clone(),
+        run_id: None,
+    };
+    let timeout = Duration::from_millis(tool.timeout_ms.unwrap_or(config.ipc.call_timeout_ms));
+    let started = Instant::now();
+    let outcome = cap
+        .conn
+        .request(ToolInvoke::NAME, to_value(&params), timeout)
+        .await
+        .and_then(|v| {
+            serde_json::from_value::<ToolResult>(v.clone())
+                .map(|_| v)
+                .map_err(|e| {
+                    ErrorObject::new(
+                        ErrorCode::InternalError,
+                        format!(
+                            "app {:?} answered tool.invoke with a malformed result: {e}",
+                            cap.app_id
+                        ),
+                    )
+                })
+        });
+    let mut after = json!({
+        "name": p.name,
+        "arguments": arguments,
+        "callerAppId": caller,
+        "durationMs": started.elapsed().as_millis() as u64,
+    });
+    match &outcome {
+        Ok(result) => {
+            after["result"] = result.clone();
+            after["isError"] = result.get("isError").cloned().unwrap_or(false.into());
+        }
+        Err(e) => {
+            after["error"] = to_value(e);
+            after["isError"] = true.into();
+        }
+    }
+    if let Some(key) = &p.session_key {
+        after["sessionKey"] = key.clone().into();
+    }
+    kernel.emit("after_tool_call", after, context);
+    outcome
+}
