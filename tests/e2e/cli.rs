@@ -168,3 +168,73 @@ async fn default_paths_follow_xdg_and_burrow_socket_overrides_them() {
         assert!(status.success());
     }
 }
+
+#[tokio::test]
+async fn tools_hooks_call_tool_and_config_get() {
+    use burrow_tests::RawConn;
+    use serde_json::json;
+    let kernel = Kernel::start_with_config(&format!(
+        "{}[apps.shop]\ncurrency = \"EUR\"\n",
+        burrow_tests::FAST_CONFIG
+    ))
+    .await;
+    let manifest = json!({"id": "shop", "version": "2.0.0", "capabilities": {"tools": ["*"], "hooks": {"subscribe": ["app_*"]}}});
+    let mut shop = RawConn::app(&kernel.socket, manifest).await;
+    shop.register_tool("price", Some(5000)).await;
+    shop.call("hook.subscribe", json!({"events": ["app_*"]}))
+        .await;
+
+    let out = kernel.cli(&["tools"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("price") && text.contains("shop") && text.contains("5000ms"),
+        "{text}"
+    );
+    let tools = stdout_json(&kernel.cli(&["tools", "--json"]).await);
+    assert_eq!(tools["capabilities"][0]["config"]["name"], "price");
+
+    let out = kernel.cli(&["hooks"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("shop") && text.contains("observes:    app_*"),
+        "{text}"
+    );
+
+    // call-tool: the CLI registers as an app, the tool answers, the result is printed.
+    let cli = tokio::spawn({
+        let socket = kernel.socket.clone();
+        async move {
+            tokio::process::Command::new(burrow_tests::bin("burrow"))
+                .args(["call-tool", "price", r#"{"item": "apple"}"#])
+                .env("BURROW_SOCKET", socket)
+                .output()
+                .await
+                .unwrap()
+        }
+    });
+    let invoke = shop.expect_method("tool.invoke").await;
+    assert_eq!(invoke["params"]["arguments"], json!({"item": "apple"}));
+    shop.answer(&invoke["id"], json!({"content": {"cents": 42}}))
+        .await;
+    let out = cli.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(&out)["content"]["cents"], 42);
+
+    let out = kernel.cli(&["call-tool", "missing"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["code"], "NOT_FOUND");
+
+    let out = kernel.cli(&["config", "get", "apps.shop.currency"]).await;
+    assert_eq!(stdout_json(&out), json!("EUR"));
+    let out = kernel
+        .cli(&["config", "get", "ipc.heartbeat_timeout_ms"])
+        .await;
+    assert_eq!(stdout_json(&out), json!(1000));
+    let out = kernel.cli(&["config", "get", "no.such.path"]).await;
+    assert_eq!(stdout_json(&out), Value::Null);
+}
