@@ -415,6 +415,73 @@ mod tests {
         );
     }
 
+    fn conn(id: u64) -> Connection {
+        let (transport, _peer) = burrow_sdk::transport::Transport::memory_pair();
+        let limits = crate::connection::Limits {
+            max_frame_bytes: 1 << 20,
+            max_in_flight: 4,
+            writer_queue: 8,
+        };
+        Connection::spawn(
+            id,
+            transport,
+            limits,
+            &tokio_util::task::TaskTracker::new(),
+            |_| true,
+        )
+    }
+
+    fn hook(event: &str, priority: Option<i64>) -> CapabilityConfig {
+        CapabilityConfig::Hook(HookConfig {
+            event: event.into(),
+            priority,
+            timeout_ms: None,
+            fail_mode: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn names_are_unique_until_released() {
+        let caps = Capabilities::default();
+        let (a, b) = (conn(1), conn(2));
+        let first = caps.insert("a", &a, tool("t")).unwrap();
+        assert_eq!(caps.insert("b", &b, tool("t")).unwrap_err(), "a");
+        assert_eq!(
+            caps.by_name(CapabilityType::Tool, "t").unwrap().id,
+            first.id
+        );
+        caps.remove(&first.id).unwrap();
+        assert!(caps.by_name(CapabilityType::Tool, "t").is_none());
+        caps.insert("b", &b, tool("t")).unwrap();
+        caps.insert("b", &b, tool("u")).unwrap();
+        assert_eq!(caps.release_conn(2).len(), 2);
+        assert!(caps.list(None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn interceptors_sort_by_priority_then_registration() {
+        let caps = Capabilities::default();
+        let c = conn(1);
+        caps.insert("late", &c, hook("before_tool_call", Some(10)))
+            .unwrap();
+        caps.insert("first", &c, hook("before_tool_call", None))
+            .unwrap();
+        caps.insert("second", &c, hook("before_tool_call", Some(0)))
+            .unwrap();
+        caps.insert("early", &c, hook("before_tool_call", Some(-5)))
+            .unwrap();
+        caps.insert("other", &c, hook("message_received", None))
+            .unwrap();
+        let order: Vec<String> = caps
+            .interceptors("before_tool_call")
+            .iter()
+            .map(|c| c.app_id.clone())
+            .collect();
+        assert_eq!(order, ["early", "first", "second", "late"]);
+        assert!(caps.intercepts("other", "message_received"));
+        assert!(!caps.intercepts("other", "before_tool_call"));
+    }
+
     #[test]
     fn validation_names_fields() {
         let e = validate(&tool("bad name")).unwrap_err();
