@@ -1,16 +1,24 @@
 //! [`App`]: the builder an app is written with, and the lifecycle it runs.
 //!
-//! A run: connect → `app.register` → `app.ready` → `on_ready` → serve the kernel's
-//! requests and send `app.heartbeat` every interval, until
+//! A run: connect → `app.register` → `hook.subscribe` (every observed pattern and
+//! intercepted event, in one call) → one `capability.register` per tool, gateway method
+//! and interceptor → `app.ready` → `on_ready` → serve the kernel's requests and send
+//! `app.heartbeat` every interval, until
 //! - the shutdown future resolves (Ctrl-C/SIGTERM for [`App::run`]): send `app.shutdown`,
 //!   close, return `Ok`;
 //! - the kernel sends `app.shutdown`: answer `{ok: true}`, let the handlers in flight
 //!   finish (up to the request's `timeout`), close, return `Ok`;
 //! - the connection drops: reconnect with bounded backoff ([`ReconnectPolicy`]),
-//!   registering again with the token the kernel gave; giving up is an `Err`.
+//!   registering again with the token the kernel gave, and declaring everything again;
+//!   giving up is an `Err`.
 //!
-//! Mistakes in the app's setup (an invalid manifest, a refused registration, no kernel at
-//! start-up) end the run with an `Err` at once.
+//! Mistakes in the app's setup (an invalid manifest, a bad tool name, a refused
+//! registration, no kernel at start-up) end the run with an `Err` at once. A subscription
+//! or capability the kernel denies does not: it is logged and recorded in [`Grants`].
+//!
+//! Submodules: `tools` (tools and gateway methods), `hooks` (observers and
+//! interceptors), `setup` (what is declared between register and ready, [`Grants`],
+//! manifest auto-grants), `router` (dispatch of the kernel's traffic), `run` (the loop).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,19 +29,28 @@ use std::time::Duration;
 
 use burrow_protocol::methods::app::{
     AppHeartbeat, AppReady, AppRegister, AppShutdown, PROTOCOL_VERSION, ReadyParams,
-    RegisterParams, RegisterResult, ShutdownParams, protocol_major_matches,
+    RegisterParams, RegisterResult, protocol_major_matches,
 };
-use burrow_protocol::methods::{Ack, Method, parse_params, to_value};
-use burrow_protocol::{ErrorCode, ErrorObject, Id, Manifest, Notification, Request, Value};
+use burrow_protocol::methods::hook::HookEvent as HookEventMethod;
+use burrow_protocol::methods::invoke::{GatewayInvoke, ToolInvoke};
+use burrow_protocol::methods::{Method, parse_params, to_value};
+use burrow_protocol::{ErrorCode, ErrorObject, Id, Manifest, Value};
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::peer::{BoxFuture, Service, method_not_found};
+use crate::peer::BoxFuture;
 use crate::transport::{self, APP_ID_ENV, Transport};
 use crate::{Client, Error, Result};
 
+mod hooks;
+mod router;
 mod run;
+mod setup;
+mod tools;
+
+pub use hooks::{HookEvent, InterceptSpec, MAX_INTERCEPT_TASKS, MAX_OBSERVER_TASKS};
+pub use setup::{CapabilityGrant, Grants};
+pub use tools::{GatewayContext, ToolContext};
 
 /// Deadline of `app.register` and `app.ready`.
 const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,10 +124,46 @@ type RequestFn =
 type NotificationFn = Arc<dyn Fn(Value, Context) -> BoxFuture<()> + Send + Sync>;
 type ReadyFn = Arc<dyn Fn(Client) -> BoxFuture<()> + Send + Sync>;
 
+/// Everything an app answers the kernel with.
 #[derive(Default)]
 struct Handlers {
     requests: HashMap<String, RequestFn>,
     notifications: HashMap<String, NotificationFn>,
+    tools: tools::Tools,
+    hooks: hooks::Hooks,
+}
+
+impl Handlers {
+    /// Raw handlers that the declared tools, gateway methods or hooks would shadow.
+    fn conflicts(&self) -> Vec<String> {
+        let mut conflicts = Vec::new();
+        let mut check = |declared: bool, raw: bool, method: &str, what: &str| {
+            if declared && raw {
+                conflicts.push(format!(
+                    "a handler for {method} cannot be combined with {what}"
+                ));
+            }
+        };
+        check(
+            self.tools.has_tools(),
+            self.requests.contains_key(ToolInvoke::NAME),
+            ToolInvoke::NAME,
+            "App::tool",
+        );
+        check(
+            self.tools.has_gateway_methods(),
+            self.requests.contains_key(GatewayInvoke::NAME),
+            GatewayInvoke::NAME,
+            "App::gateway_method",
+        );
+        check(
+            !self.hooks.is_empty(),
+            self.notifications.contains_key(HookEventMethod::NAME),
+            HookEventMethod::NAME,
+            "App::on_event or App::intercept",
+        );
+        conflicts
+    }
 }
 
 /// A Burrow app: a manifest, handlers for what the kernel sends it, and a run loop.
@@ -151,6 +204,15 @@ impl std::fmt::Debug for App {
             .field("socket", &self.socket)
             .field("reconnect", &self.reconnect)
             .field("requests", &requests)
+            .field(
+                "tools",
+                &self.handlers.tools.tool_names().collect::<Vec<_>>(),
+            )
+            .field(
+                "gateway_methods",
+                &self.handlers.tools.gateway_methods().collect::<Vec<_>>(),
+            )
+            .field("events", &self.handlers.hooks.subscriptions())
             .finish_non_exhaustive()
     }
 }
@@ -187,9 +249,11 @@ impl App {
         self
     }
 
-    /// Answers the kernel's requests for `method` (e.g. `tool.invoke`). Each request runs
-    /// in a task of its own; a panic answers `INTERNAL_ERROR`. Methods without a handler
-    /// answer `METHOD_NOT_FOUND`. `app.shutdown` is the SDK's own and cannot be handled.
+    /// Answers the kernel's requests for `method`. Each request runs in a task of its own;
+    /// a panic answers `INTERNAL_ERROR`. Methods without a handler answer
+    /// `METHOD_NOT_FOUND`. `app.shutdown` is the SDK's own and cannot be handled; prefer
+    /// [`App::tool`] and [`App::gateway_method`] to raw `tool.invoke`/`gateway.invoke`
+    /// handlers (combining them fails the run at start-up).
     pub fn on_request<F, Fut>(mut self, method: impl Into<String>, handler: F) -> Self
     where
         F: Fn(Value, Context) -> Fut + Send + Sync + 'static,
@@ -231,8 +295,9 @@ impl App {
         })
     }
 
-    /// Takes the kernel's notifications for `method` (e.g. `hook.event`), one at a time
-    /// in the order they came.
+    /// Takes the kernel's notifications for `method`, one at a time in the order they
+    /// came. For `hook.event`, prefer [`App::on_event`] and [`App::intercept`] (combining
+    /// them with a raw handler fails the run at start-up).
     pub fn on_notification<F, Fut>(mut self, method: impl Into<String>, handler: F) -> Self
     where
         F: Fn(Value, Context) -> Fut + Send + Sync + 'static,
@@ -253,7 +318,8 @@ impl App {
     }
 
     /// Called each time the app (re)became ready, in a task of its own that is cancelled
-    /// when the connection ends. The client knows the app id ([`Client::app_id`]).
+    /// when the connection ends. The client knows the app id ([`Client::app_id`]) and
+    /// what the kernel granted ([`Client::grants`]).
     pub fn on_ready<F, Fut>(mut self, callback: F) -> Self
     where
         F: Fn(Client) -> Fut + Send + Sync + 'static,
@@ -294,7 +360,8 @@ impl App {
         }
     }
 
-    /// Settles the configuration: the app id, the manifest's validity, builder mistakes.
+    /// Settles the configuration: the app id, gateway namespaces, the manifest's grants
+    /// and validity, builder mistakes.
     fn prepare(mut self) -> Result<run::Runner> {
         if self.manifest.id.is_empty()
             && let Some(id) = std::env::var(APP_ID_ENV).ok().filter(|id| !id.is_empty())
@@ -302,9 +369,14 @@ impl App {
             self.manifest.id = id;
         }
         self.manifest.validate().map_err(Error::InvalidManifest)?;
+        let namespace = self.handlers.tools.resolve(&self.manifest.id);
+        self.mistakes.extend(namespace);
+        self.mistakes.extend(self.handlers.conflicts());
         if !self.mistakes.is_empty() {
             return Err(Error::Config(self.mistakes.join("; ")));
         }
+        setup::grant_in_manifest(&mut self.manifest, &self.handlers);
+        self.manifest.validate().map_err(Error::InvalidManifest)?;
         Ok(run::Runner {
             manifest: self.manifest,
             socket: self.socket.unwrap_or_else(transport::socket_from_env),
@@ -335,51 +407,6 @@ pub async fn shutdown_signal() {
     if let Err(e) = tokio::signal::ctrl_c().await {
         tracing::warn!(error = %e, "cannot listen for Ctrl-C; only the kernel can stop this app");
         std::future::pending::<()>().await;
-    }
-}
-
-/// Serves one connection's incoming traffic with the app's handlers.
-struct Router {
-    handlers: Arc<Handlers>,
-    /// Told when the kernel sends `app.shutdown`.
-    kernel_shutdown: mpsc::Sender<ShutdownParams>,
-}
-
-impl Service for Router {
-    fn request(
-        &self,
-        request: Request,
-        client: Client,
-    ) -> BoxFuture<std::result::Result<Value, ErrorObject>> {
-        if request.method == AppShutdown::NAME {
-            // Runs on the reader task, so the run loop hears of it before it can see the
-            // connection close.
-            let params = parse_params::<ShutdownParams>(request.params).unwrap_or_default();
-            let _ = self.kernel_shutdown.try_send(params);
-            return Box::pin(std::future::ready(Ok(to_value(&Ack::OK))));
-        }
-        let Some(handler) = self.handlers.requests.get(&request.method) else {
-            return Box::pin(std::future::ready(Err(method_not_found(&request.method))));
-        };
-        let cx = Context {
-            client,
-            method: request.method,
-            request_id: Some(request.id),
-        };
-        handler(request.params, cx)
-    }
-
-    fn notification(&self, notification: Notification, client: Client) -> BoxFuture<()> {
-        let Some(handler) = self.handlers.notifications.get(&notification.method) else {
-            tracing::debug!(method = %notification.method, "notification without a handler");
-            return Box::pin(async {});
-        };
-        let cx = Context {
-            client,
-            method: notification.method,
-            request_id: None,
-        };
-        handler(notification.params, cx)
     }
 }
 

@@ -1,7 +1,9 @@
 //! [`Client`]: a cheap, cloneable handle to one connection, for calling the far side.
 
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use burrow_protocol::Value;
@@ -9,9 +11,23 @@ use burrow_protocol::methods::app::{
     AppHeartbeat, HeartbeatParams, HeartbeatResult, KernelApps, KernelAppsResult, KernelInfo,
     KernelInfoResult,
 };
+use burrow_protocol::methods::capability::{
+    CapabilityRegister, CapabilityType, CapabilityUnregister, RegisterCapabilityParams,
+    RegisterCapabilityResult, UnregisterCapabilityParams,
+};
+use burrow_protocol::methods::config::{
+    ConfigChange, ConfigGet, ConfigGetParams, ConfigWatch, ConfigWatchParams,
+};
+use burrow_protocol::methods::hook::{
+    HookSubscribe, HookUnsubscribe, SubscribeParams, SubscribeResult, UnsubscribeParams,
+    UnsubscribeResult,
+};
+use burrow_protocol::methods::invoke::{ToolCall, ToolCallParams, ToolResult};
 use burrow_protocol::methods::{Empty, Method, to_value};
+use futures_util::Stream;
 
-use crate::peer::{self, CallStream, Service, Shared};
+use crate::app::Grants;
+use crate::peer::{self, CallStream, Service, Shared, StreamItem};
 use crate::transport::{self, Transport};
 use crate::{Error, Result};
 
@@ -140,6 +156,118 @@ impl Client {
         self.shared.set_app_id(app_id);
     }
 
+    /// What the kernel granted the app on this connection (subscriptions and
+    /// capabilities), once an [`crate::App`] has declared them: set before `app.ready`, so
+    /// `on_ready` and every handler see it. `None` on a plain client.
+    pub fn grants(&self) -> Option<Arc<Grants>> {
+        self.shared.grants()
+    }
+
+    pub(crate) fn set_grants(&self, grants: Grants) {
+        self.shared.set_grants(grants);
+    }
+
+    /// Sends one chunk of the far side's streaming request `id`.
+    pub(crate) async fn send_chunk(&self, id: burrow_protocol::Id, chunk: Value) -> Result<()> {
+        self.shared.send_chunk(id, chunk).await
+    }
+
+    /// `tool.call`: calls a tool through the kernel, outside any session. A tool that
+    /// failed in its own terms is `Ok` with `is_error: Some(true)`; the kernel's refusals
+    /// (`NOT_FOUND`, `TIMEOUT`, `FORBIDDEN` when an interceptor blocked it, ...) are
+    /// [`Error::Remote`].
+    pub async fn call_tool(&self, name: &str, arguments: Value) -> Result<ToolResult> {
+        self.call_tool_params(ToolCallParams {
+            name: name.to_owned(),
+            arguments,
+            session_key: None,
+        })
+        .await
+    }
+
+    /// [`Client::call_tool`] on behalf of a session.
+    pub async fn call_tool_in_session(
+        &self,
+        name: &str,
+        arguments: Value,
+        session_key: &str,
+    ) -> Result<ToolResult> {
+        self.call_tool_params(ToolCallParams {
+            name: name.to_owned(),
+            arguments,
+            session_key: Some(session_key.to_owned()),
+        })
+        .await
+    }
+
+    /// `tool.call` with every parameter.
+    pub async fn call_tool_params(&self, params: ToolCallParams) -> Result<ToolResult> {
+        self.call::<ToolCall>(params).await
+    }
+
+    /// `config.get`: the value at a dotted `path` of the kernel's configuration (`null`
+    /// when missing); `None` reads the app's own subtree `apps.<appId>`. Paths outside it
+    /// need the manifest's `config.read` (else `FORBIDDEN`).
+    pub async fn config_get(&self, path: Option<&str>) -> Result<Value> {
+        let params = ConfigGetParams {
+            path: path.map(str::to_owned),
+        };
+        Ok(self.call::<ConfigGet>(params).await?.value)
+    }
+
+    /// `config.watch`: a stream of the changes under `paths` (`None`: the app's own
+    /// subtree) each time the kernel's configuration file changes. Dropping the stream
+    /// sends the kernel `$/cancel`; the stream ends when the kernel ends the watch.
+    pub async fn config_watch(&self, paths: Option<Vec<String>>) -> Result<ConfigWatchStream> {
+        let params = to_value(&ConfigWatchParams { paths });
+        let inner = self.request_stream(ConfigWatch::NAME, params).await?;
+        Ok(ConfigWatchStream { inner, ended: None })
+    }
+
+    /// `hook.subscribe`: observe `events` (names or trailing-`*` patterns). The events
+    /// arrive as `hook.event` notifications; an [`crate::App`] declares its subscriptions
+    /// with [`crate::App::on_event`] instead.
+    pub async fn hook_subscribe(
+        &self,
+        events: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<SubscribeResult> {
+        let events = events.into_iter().map(Into::into).collect();
+        self.call::<HookSubscribe>(SubscribeParams { events }).await
+    }
+
+    /// `hook.unsubscribe`: stop observing `events` (as subscribed).
+    pub async fn hook_unsubscribe(
+        &self,
+        events: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<UnsubscribeResult> {
+        let events = events.into_iter().map(Into::into).collect();
+        self.call::<HookUnsubscribe>(UnsubscribeParams { events })
+            .await
+    }
+
+    /// `capability.register`: ask for a capability of `kind` with `config` (e.g. a
+    /// [`burrow_protocol::methods::capability::ToolConfig`] or a `json!` map). A refusal
+    /// is `Ok` with `granted: false` and a `reason`. An [`crate::App`] declares its
+    /// capabilities with the builder instead, and registers them on every connection.
+    pub async fn register_capability(
+        &self,
+        kind: CapabilityType,
+        config: impl serde::Serialize,
+    ) -> Result<RegisterCapabilityResult> {
+        let config = serde_json::to_value(config)
+            .map_err(|e| Error::Protocol(format!("unencodable capability config: {e}")))?;
+        self.call::<CapabilityRegister>(RegisterCapabilityParams { kind, config })
+            .await
+    }
+
+    /// `capability.unregister`: give a capability back.
+    pub async fn unregister_capability(&self, capability_id: &str) -> Result<()> {
+        let params = UnregisterCapabilityParams {
+            capability_id: capability_id.to_owned(),
+        };
+        self.call::<CapabilityUnregister>(params).await.map(drop)
+    }
+
     /// Resolves once the connection is gone.
     pub async fn closed(&self) {
         self.shared.closed().await;
@@ -163,3 +291,56 @@ fn decode_result<M: Method>(value: Value) -> Result<M::Result> {
     serde_json::from_value(value)
         .map_err(|e| Error::Protocol(format!("unexpected result of {}: {e}", M::NAME)))
 }
+
+/// The changes of a `config.watch` ([`Client::config_watch`]).
+///
+/// Yields one `Ok(ConfigChange)` per chunk; a chunk that does not decode is an
+/// `Err(Error::Protocol)` and the stream goes on. It ends (`None`) when the kernel ends
+/// the watch with `{ended}` ([`ConfigWatchStream::ended`] tells why), or after one `Err`
+/// when the watch fails or the connection closes. Dropping it before the end sends the
+/// kernel `$/cancel {id}`.
+#[derive(Debug)]
+pub struct ConfigWatchStream {
+    inner: CallStream,
+    ended: Option<String>,
+}
+
+impl ConfigWatchStream {
+    /// Why the kernel ended the watch (e.g. `"cancelled"`), once it has.
+    pub fn ended(&self) -> Option<&str> {
+        self.ended.as_deref()
+    }
+
+    /// The id of the `config.watch` request (what `$/cancel` names).
+    pub fn id(&self) -> u64 {
+        self.inner.id()
+    }
+}
+
+impl Stream for ConfigWatchStream {
+    type Item = Result<ConfigChange>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let item = match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+            None => None,
+            Some(Ok(StreamItem::Chunk(chunk))) => Some(
+                serde_json::from_value(chunk)
+                    .map_err(|e| Error::Protocol(format!("unexpected config.watch chunk: {e}"))),
+            ),
+            Some(Ok(StreamItem::End(end))) => {
+                let reason = end.get("ended").and_then(Value::as_str).unwrap_or("ended");
+                this.ended = Some(reason.to_owned());
+                None
+            }
+            Some(Err(e)) => Some(Err(e)),
+        };
+        Poll::Ready(item)
+    }
+}
+
+#[cfg(test)]
+mod tests;

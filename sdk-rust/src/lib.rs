@@ -1,7 +1,8 @@
 //! # burrow-sdk
 //!
 //! Write Burrow apps and clients in Rust. An app connects to the kernel's socket,
-//! registers its [`Manifest`], becomes ready, answers the kernel's requests and
+//! registers its [`Manifest`], declares what it offers (tools, gateway methods, event
+//! observers and interceptors), becomes ready, answers the kernel's requests and
 //! heartbeats until it leaves; a client just calls kernel methods.
 //!
 //! Layout, from the wire up:
@@ -11,25 +12,42 @@
 //!   ids, pending requests resolved by their responses, streams, the far side's requests
 //!   served concurrently by a [`peer::Service`];
 //! - [`client`]: [`Client`], a cheap handle for calling the far side (typed with
-//!   [`protocol::methods::Method`], or by name);
-//! - [`app`]: [`App`], the consuming builder an app is written with, and its run loop
-//!   (register, ready, heartbeat, shutdown both ways, reconnect with the kernel's token);
-//! - [`testing`]: [`testing::FakeKernel`], to unit-test apps without a kernel;
+//!   [`protocol::methods::Method`], or by name), with helpers for tools
+//!   ([`Client::call_tool`]), configuration ([`Client::config_get`],
+//!   [`Client::config_watch`]), hooks and capabilities;
+//! - [`app`]: [`App`], the consuming builder an app is written with ([`App::tool`],
+//!   [`App::gateway_method`], [`App::on_event`], [`App::intercept`], ...), and its run loop
+//!   (register, subscribe and register capabilities, ready, heartbeat, shutdown both
+//!   ways, reconnect with the kernel's token and declare everything again);
+//! - [`testing`]: [`testing::FakeKernel`], to unit-test apps without a kernel: it
+//!   records what an app declares, invokes its tools and gateway methods, sends it events
+//!   and interceptions, and serves configuration;
 //! - [`error`]: [`Error`] and its mapping to the wire's error codes.
 //!
+//! Each app declares things once: the builder adds what its tools, gateway methods and
+//! hooks need to the manifest's `capabilities`, unless a pattern there covers it.
+//!
 //! ```no_run
-//! use burrow_sdk::{App, Manifest};
+//! use burrow_sdk::{App, HookVerdict, Manifest, ToolResult};
 //! use serde_json::json;
 //!
 //! #[tokio::main]
 //! async fn main() -> burrow_sdk::Result<()> {
 //!     App::new(Manifest::new("hello", "0.1.0"))
-//!         .on_request("hello.greet", |params, _cx| async move {
+//!         .tool("shout", "Upper-cases `text`", json!({"type": "object"}), |args, _cx| async move {
+//!             let text = args["text"].as_str().unwrap_or_default().to_uppercase();
+//!             Ok(ToolResult { content: json!(text), is_error: None })
+//!         })
+//!         .gateway_method("greet", |params, _cx| async move {
 //!             Ok(json!({ "greeting": format!("Hello, {}!", params["name"]) }))
 //!         })
+//!         .on_event("session_*", |event| async move {
+//!             tracing::info!(event = %event.event, "observed");
+//!         })
+//!         .intercept("before_tool_call", 10, |_event| async { HookVerdict::Continue })
 //!         .on_ready(|client| async move {
-//!             let info = client.kernel_info().await;
-//!             tracing::info!(?info, "ready");
+//!             let grants = client.grants();
+//!             tracing::info!(?grants, "ready");
 //!         })
 //!         .run() // until Ctrl-C/SIGTERM or the kernel's app.shutdown
 //!         .await
@@ -44,11 +62,21 @@ pub mod peer;
 pub mod testing;
 pub mod transport;
 
+#[cfg(test)]
+mod test_support;
+
 pub use burrow_protocol as protocol;
 pub use burrow_protocol::{ErrorCode, ErrorObject, Manifest, Value};
 
-pub use app::{App, Context, ReconnectPolicy, shutdown_signal};
-pub use client::Client;
+pub use app::{
+    App, CapabilityGrant, Context, GatewayContext, Grants, HookEvent, InterceptSpec,
+    ReconnectPolicy, ToolContext, shutdown_signal,
+};
+pub use burrow_protocol::methods::capability::{CapabilityType, FailMode};
+pub use burrow_protocol::methods::config::ConfigChange;
+pub use burrow_protocol::methods::hook::HookVerdict;
+pub use burrow_protocol::methods::invoke::ToolResult;
+pub use client::{Client, ConfigWatchStream};
 pub use error::{Error, Result};
 pub use peer::{CallStream, StreamItem};
 pub use transport::Transport;

@@ -33,6 +33,7 @@ use futures_util::Stream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::Grants;
 use crate::transport::Transport;
 use crate::{Client, Error, Result};
 
@@ -138,6 +139,8 @@ pub(crate) struct Shared {
     idle: Notify,
     /// The app id, once an `App` registered on this connection.
     app_id: OnceLock<String>,
+    /// What the kernel granted, once an `App` announced its capabilities here.
+    grants: OnceLock<Arc<Grants>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -163,6 +166,7 @@ pub(crate) fn spawn(transport: Transport, service: Option<Arc<dyn Service>>) -> 
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
         app_id: OnceLock::new(),
+        grants: OnceLock::new(),
     });
     let Transport { reader, writer } = transport;
     let weak = Arc::downgrade(&shared);
@@ -204,6 +208,14 @@ impl Shared {
 
     pub(crate) fn set_app_id(&self, id: String) {
         let _ = self.app_id.set(id);
+    }
+
+    pub(crate) fn grants(&self) -> Option<Arc<Grants>> {
+        self.grants.get().cloned()
+    }
+
+    pub(crate) fn set_grants(&self, grants: Grants) {
+        let _ = self.grants.set(Arc::new(grants));
     }
 
     /// Refuses new outgoing work once closing or closed.
@@ -256,6 +268,12 @@ impl Shared {
             sent = self.out.send(Outbound::Frame(msg)) => sent.map_err(|_| Error::Closed),
             () = self.closed.cancelled() => Err(Error::Closed),
         }
+    }
+
+    /// Sends one chunk of the far side's streaming request `id` (we answer it later).
+    pub(crate) async fn send_chunk(&self, id: Id, chunk: Value) -> Result<()> {
+        self.check_open()?;
+        self.send_frame(Message::chunk(id, chunk)).await
     }
 
     /// Queues a frame without waiting; drops it with a warning when the queue is full.

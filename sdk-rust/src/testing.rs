@@ -1,51 +1,83 @@
 //! Test support: a [`FakeKernel`] to unit-test apps without a kernel.
 //!
-//! The fake speaks the app lifecycle of PROTOCOL.md §4 over [`Transport::memory_pair`]
-//! (or any transport): it answers `app.register` (recording the manifest and handing out a
-//! token and a short heartbeat interval), `app.ready`, `app.heartbeat`, `app.shutdown` and
-//! `kernel.info`, and any method you give it a handler for; everything else is
-//! `METHOD_NOT_FOUND`. It can call the app, ask it to shut down, and wait for its state.
+//! The fake speaks the kernel's side of PROTOCOL.md §4–7 over [`Transport::memory_pair`]
+//! (or any transport):
+//! - lifecycle: it answers `app.register` (recording the manifest and handing out a token
+//!   and a short heartbeat interval), `app.ready`, `app.heartbeat`, `app.shutdown` and
+//!   `kernel.info`;
+//! - capabilities: it records every `capability.register` and grants it with an id
+//!   `cap-N`, unless its name is in [`FakeConfig::deny_capabilities`], the manifest does
+//!   not cover it, or the name is taken (then `granted: false` with a reason, as the
+//!   kernel does); a `hook` capability for an event not subscribed first is
+//!   `HOOK_NOT_SUBSCRIBED`;
+//! - hooks: `hook.subscribe` subscribes every event the manifest covers and
+//!   [`FakeConfig::deny_events`] does not name; [`FakeKernel::send_event`] and
+//!   [`FakeKernel::intercept`] send `hook.event` (the latter waits for `hook.result`);
+//! - calls into the app: [`FakeKernel::invoke_tool`], [`FakeKernel::invoke_gateway`],
+//!   [`FakeKernel::request`];
+//! - configuration: `config.get` reads the document of [`FakeKernel::set_config`],
+//!   `config.watch` streams what [`FakeKernel::push_config_change`] pushes, until the app
+//!   cancels it or leaves;
+//!
+//! and any method you give it a handler for ([`FakeKernel::on_request`], e.g. `tool.call`);
+//! everything else is `METHOD_NOT_FOUND`. Unlike the kernel it sends events to the app
+//! whether or not it subscribed, so tests can check the app's own dispatch.
 //!
 //! ```
 //! use std::time::Duration;
-//! use burrow_sdk::{App, Manifest, testing::FakeKernel};
+//! use burrow_sdk::{App, HookVerdict, Manifest, ToolResult, testing::FakeKernel};
 //! use serde_json::json;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let (kernel, transport) = FakeKernel::new();
 //! let app = App::new(Manifest::new("echo", "0.1.0"))
-//!     .on_request("echo.say", |params, _cx| async move { Ok(params) });
+//!     .tool("echo", "Echoes", json!({}), |args, _cx| async move {
+//!         Ok(ToolResult { content: args, is_error: None })
+//!     })
+//!     .intercept("before_tool_call", 0, |_event| async { HookVerdict::Continue });
 //! let running = tokio::spawn(app.run_on(transport, std::future::pending()));
 //!
 //! kernel.wait_ready(Duration::from_secs(5)).await.unwrap();
-//! let answer = kernel.request("echo.say", json!({"text": "hi"})).await.unwrap();
-//! assert_eq!(answer, json!({"text": "hi"}));
+//! assert!(kernel.capabilities().iter().all(|c| c.result.granted));
+//! let answer = kernel.invoke_tool("echo", json!({"text": "hi"})).await.unwrap();
+//! assert_eq!(answer.content, json!({"text": "hi"}));
+//! let verdict = kernel
+//!     .intercept("before_tool_call", json!({}), Duration::from_secs(5))
+//!     .await
+//!     .unwrap();
+//! assert_eq!(verdict, HookVerdict::Continue);
 //!
 //! kernel.shutdown_app().await.unwrap();
 //! running.await.unwrap().unwrap();
 //! # }
 //! ```
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use burrow_protocol::methods::app::{
-    AppHeartbeat, AppReady, AppRegister, AppShutdown, HeartbeatResult, KernelInfo,
-    KernelInfoResult, PROTOCOL_VERSION, RegisterParams, RegisterResult, ShutdownParams,
-    protocol_major_matches,
+use burrow_protocol::methods::app::{AppShutdown, RegisterParams, ShutdownParams};
+use burrow_protocol::methods::capability::{RegisterCapabilityParams, RegisterCapabilityResult};
+use burrow_protocol::methods::config::ConfigChange;
+use burrow_protocol::methods::hook::HookVerdict;
+use burrow_protocol::methods::invoke::{
+    GatewayInvoke, GatewayInvokeParams, ToolInvoke, ToolInvokeParams, ToolResult,
 };
-use burrow_protocol::methods::{Ack, Method, parse_params, to_value};
-use burrow_protocol::{ErrorCode, ErrorObject, Manifest, Request, Value, now_ms};
-use tokio::sync::Notify;
+use burrow_protocol::methods::{Method, to_value};
+use burrow_protocol::{ErrorObject, Manifest, Value};
 
-use crate::peer::{BoxFuture, Service, method_not_found};
 use crate::transport::Transport;
 use crate::{Client, Error, Result};
 
-/// The deadline of [`FakeKernel::request`].
+mod state;
+
+use state::{FakeService, State};
+
+/// The deadline of [`FakeKernel::request`], [`FakeKernel::invoke_tool`] and
+/// [`FakeKernel::invoke_gateway`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `caller` of [`FakeKernel::invoke_gateway`].
+pub const FAKE_CALLER: &str = "fake-caller";
 
 /// How a [`FakeKernel`] behaves.
 #[derive(Debug, Clone)]
@@ -59,6 +91,11 @@ pub struct FakeConfig {
     /// Answer `app.register` with `UNAUTHORIZED` when it presents a token (a kernel with
     /// a new key).
     pub reject_tokens: bool,
+    /// Capability names to deny (`granted: false`): tool names, full gateway methods,
+    /// intercepted events, channel and provider ids, route paths.
+    pub deny_capabilities: Vec<String>,
+    /// Events (or patterns, as the app sends them) `hook.subscribe` denies.
+    pub deny_events: Vec<String>,
 }
 
 impl Default for FakeConfig {
@@ -68,162 +105,23 @@ impl Default for FakeConfig {
             heartbeat_timeout: Duration::from_secs(1),
             refuse_registration: None,
             reject_tokens: false,
+            deny_capabilities: Vec::new(),
+            deny_events: Vec::new(),
         }
     }
 }
 
-type FakeHandler = Arc<dyn Fn(Value) -> std::result::Result<Value, ErrorObject> + Send + Sync>;
-
-/// What the fake has seen; every change wakes the waiters.
-#[derive(Default)]
-struct Seen {
-    registrations: Vec<RegisterParams>,
-    manifest: Option<Manifest>,
-    app_shutdown: Option<ShutdownParams>,
-}
-
-struct State {
-    config: FakeConfig,
-    seen: Mutex<Seen>,
-    ready: AtomicBool,
-    heartbeats: AtomicU64,
-    changed: Notify,
-    handlers: Mutex<HashMap<String, FakeHandler>>,
-}
-
-impl State {
-    fn seen(&self) -> MutexGuard<'_, Seen> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn registered(&self) -> std::result::Result<(), ErrorObject> {
-        if self.seen().manifest.is_some() {
-            Ok(())
-        } else {
-            Err(ErrorObject::new(
-                ErrorCode::AppNotRegistered,
-                "register first",
-            ))
-        }
-    }
-
-    fn register(&self, params: Value) -> std::result::Result<Value, ErrorObject> {
-        let params: RegisterParams = parse_params(params)?;
-        let presented_token = params.token.is_some();
-        let manifest = params.manifest.clone();
-        let mut seen = self.seen();
-        seen.registrations.push(params.clone());
-        let attempt = seen.registrations.len();
-        drop(seen);
-        self.changed.notify_waiters();
-        if let Some(e) = &self.config.refuse_registration {
-            return Err(e.clone());
-        }
-        if presented_token && self.config.reject_tokens {
-            return Err(ErrorObject::new(ErrorCode::Unauthorized, "unknown token"));
-        }
-        if !protocol_major_matches(&params.protocol_version) {
-            return Err(ErrorObject::new(
-                ErrorCode::InvalidRequest,
-                "unsupported protocol version",
-            )
-            .with_data(serde_json::json!({ "supported": [PROTOCOL_VERSION] })));
-        }
-        manifest.validate()?;
-        let result = RegisterResult {
-            app_id: manifest.id.clone(),
-            token: format!("fake-token-{}-{attempt}", manifest.id),
-            protocol_version: PROTOCOL_VERSION.to_owned(),
-            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
-            heartbeat_timeout_ms: self.config.heartbeat_timeout.as_millis() as u64,
-        };
-        self.seen().manifest = Some(manifest);
-        self.changed.notify_waiters();
-        Ok(to_value(&result))
-    }
-
-    fn answer(&self, request: &Request) -> Option<std::result::Result<Value, ErrorObject>> {
-        let answer = match request.method.as_str() {
-            AppRegister::NAME => self.register(request.params.clone()),
-            AppReady::NAME => self.registered().map(|()| {
-                self.ready.store(true, Ordering::Release);
-                to_value(&Ack::OK)
-            }),
-            AppHeartbeat::NAME => self.registered().map(|()| {
-                self.heartbeats.fetch_add(1, Ordering::AcqRel);
-                to_value(&HeartbeatResult {
-                    ok: true,
-                    server_time: now_ms(),
-                })
-            }),
-            AppShutdown::NAME => {
-                let params = parse_params(request.params.clone()).unwrap_or_default();
-                self.seen().app_shutdown = Some(params);
-                self.ready.store(false, Ordering::Release);
-                Ok(to_value(&Ack::OK))
-            }
-            KernelInfo::NAME => Ok(to_value(&KernelInfoResult {
-                version: "fake".to_owned(),
-                protocol_version: PROTOCOL_VERSION.to_owned(),
-                started_at: 0,
-                apps: u64::from(self.seen().manifest.is_some()),
-                sessions: 0,
-            })),
-            _ => return None,
-        };
-        self.changed.notify_waiters();
-        Some(answer)
-    }
-
-    /// Waits until `done` holds, for at most `timeout`.
-    async fn wait_for(&self, timeout: Duration, done: impl Fn(&State) -> bool) -> Result<()> {
-        let wait = async {
-            loop {
-                let notified = self.changed.notified();
-                let mut notified = std::pin::pin!(notified);
-                notified.as_mut().enable();
-                if done(self) {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| Error::Timeout)
-    }
-}
-
-struct FakeService(Arc<State>);
-
-impl Service for FakeService {
-    fn request(
-        &self,
-        request: Request,
-        client: Client,
-    ) -> BoxFuture<std::result::Result<Value, ErrorObject>> {
-        let answer = match self.0.answer(&request) {
-            Some(answer) => answer,
-            None => {
-                let handler = self
-                    .0
-                    .handlers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&request.method)
-                    .cloned();
-                match handler {
-                    Some(handler) => handler(request.params),
-                    None => Err(method_not_found(&request.method)),
-                }
-            }
-        };
-        if request.method == AppShutdown::NAME {
-            // Like the kernel: answer, then close.
-            tokio::spawn(async move { client.close(Duration::from_secs(1)).await });
-        }
-        Box::pin(std::future::ready(answer))
-    }
+/// One `capability.register` the fake received, and its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCapability {
+    /// The request.
+    pub params: RegisterCapabilityParams,
+    /// The name it is granted by: tool name, gateway method, event, ...
+    pub name: String,
+    /// The answer.
+    pub result: RegisterCapabilityResult,
+    /// Granted and not unregistered since.
+    pub active: bool,
 }
 
 /// A stand-in for the kernel on one connection. See the [module docs](self).
@@ -256,19 +154,13 @@ impl FakeKernel {
 
     /// A fake kernel serving an established transport (e.g. an accepted socket).
     pub fn serve(transport: Transport, config: FakeConfig) -> FakeKernel {
-        let state = Arc::new(State {
-            config,
-            seen: Mutex::default(),
-            ready: AtomicBool::new(false),
-            heartbeats: AtomicU64::new(0),
-            changed: Notify::new(),
-            handlers: Mutex::default(),
-        });
+        let state = Arc::new(State::new(config));
         let client = Client::with_service(transport, FakeService(state.clone()));
         FakeKernel { client, state }
     }
 
-    /// Answers the app's requests for `method` with `handler` (e.g. `config.get`).
+    /// Answers the app's requests for `method` with `handler` (e.g. `tool.call`); the
+    /// methods the fake answers itself cannot be overridden.
     pub fn on_request(
         &self,
         method: impl Into<String>,
@@ -293,9 +185,10 @@ impl FakeKernel {
         self.client.notify(method, params).await
     }
 
-    /// Sends the app `app.shutdown` (as the kernel does when it stops) and returns once
-    /// it answered.
+    /// Sends the app `app.shutdown` (as the kernel does when it stops), after ending its
+    /// config watches with `{ended: "closed"}`, and returns once it answered.
     pub async fn shutdown_app(&self) -> Result<()> {
+        self.state.end_watches("closed");
         let params = ShutdownParams {
             reason: Some("fake kernel stopping".to_owned()),
             timeout: Some(1000),
@@ -307,6 +200,7 @@ impl FakeKernel {
 
     /// Drops the connection abruptly, as a dying kernel would.
     pub async fn disconnect(&self) {
+        self.state.end_watches("closed");
         self.client.close(Duration::ZERO).await;
     }
 
@@ -355,6 +249,118 @@ impl FakeKernel {
             .wait_for(timeout, |s| s.seen().app_shutdown.is_some())
             .await?;
         Ok(self.state.seen().app_shutdown.clone().unwrap_or_default())
+    }
+
+    /// Every request the app sent, by method, in arrival order (`app.heartbeat` left
+    /// out), e.g. `["app.register", "hook.subscribe", "capability.register", "app.ready"]`.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.seen().calls.clone()
+    }
+
+    /// Every `capability.register` received, in order, with the fake's answers.
+    pub fn capabilities(&self) -> Vec<RecordedCapability> {
+        self.state.seen().capabilities.clone()
+    }
+
+    /// The events and patterns the app is subscribed to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.state.seen().subscriptions.clone()
+    }
+
+    /// Calls one of the app's tools (`tool.invoke` with a fresh `callId`, no session).
+    pub async fn invoke_tool(&self, name: &str, arguments: Value) -> Result<ToolResult> {
+        let params = ToolInvokeParams {
+            call_id: self.state.mint("call"),
+            name: name.to_owned(),
+            arguments,
+            session_key: None,
+            run_id: None,
+        };
+        self.invoke_tool_with(params).await
+    }
+
+    /// `tool.invoke` with every parameter.
+    pub async fn invoke_tool_with(&self, params: ToolInvokeParams) -> Result<ToolResult> {
+        self.client
+            .call_with_timeout::<ToolInvoke>(params, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// Calls one of the app's gateway methods by its full name (`gateway.invoke`, with
+    /// [`FAKE_CALLER`] as the caller).
+    pub async fn invoke_gateway(&self, method: &str, params: Value) -> Result<Value> {
+        let params = GatewayInvokeParams {
+            method: method.to_owned(),
+            params,
+            caller: FAKE_CALLER.to_owned(),
+        };
+        self.client
+            .call_with_timeout::<GatewayInvoke>(params, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// Sends the app an observed event (`hook.event` notification, empty context) and
+    /// returns its `eventId`.
+    pub async fn send_event(&self, event: &str, payload: Value) -> Result<String> {
+        let event_id = self.state.mint("evt");
+        let params = serde_json::json!({
+            "eventId": event_id, "event": event, "payload": payload, "context": {},
+        });
+        self.client.notify("hook.event", params).await?;
+        Ok(event_id)
+    }
+
+    /// Asks the app to intercept an event (`hook.event` with `intercept: true` and a
+    /// `deadlineMs` `timeout` from now) and waits for its `hook.result`;
+    /// [`Error::Timeout`] when none came in time (e.g. the handler panicked).
+    pub async fn intercept(
+        &self,
+        event: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<HookVerdict> {
+        self.state
+            .intercept(&self.client, event, payload, timeout)
+            .await
+    }
+
+    /// Sets the configuration document `config.get` reads (default `{}`).
+    pub fn set_config(&self, document: Value) {
+        self.state.set_document(document);
+    }
+
+    /// Applies a change to the configuration document (`newValue` at `path`; `null`
+    /// removes it) and sends it to every open `config.watch` concerned, as the kernel
+    /// would: as it is to a watch of `path` or of a path above it, narrowed to the watched
+    /// path (with the values there) to a watch of a path under it. Returns how many
+    /// chunks were sent.
+    pub async fn push_config_change(&self, change: ConfigChange) -> Result<usize> {
+        let chunks = self.state.change(&change);
+        for (id, chunk) in &chunks {
+            self.client.send_chunk(id.clone(), to_value(chunk)).await?;
+        }
+        Ok(chunks.len())
+    }
+
+    /// How many `config.watch` streams are open.
+    pub fn config_watches(&self) -> usize {
+        self.state.watch_count()
+    }
+
+    /// Waits until exactly `count` `config.watch` streams are open.
+    pub async fn wait_config_watches(&self, count: usize, timeout: Duration) -> Result<()> {
+        self.state
+            .wait_for(timeout, |s| s.watch_count() == count)
+            .await
+    }
+
+    /// Waits until the app sent `count` requests for `method`.
+    pub async fn wait_calls(&self, method: &str, count: usize, timeout: Duration) -> Result<()> {
+        self.state
+            .wait_for(timeout, |s| {
+                s.seen().calls.iter().filter(|m| *m == method).count() >= count
+            })
+            .await
     }
 
     /// Waits until the connection is gone.

@@ -3,6 +3,7 @@
 mod capabilities;
 mod cli;
 mod config;
+mod examples;
 mod framing;
 mod hooks;
 mod lifecycle;

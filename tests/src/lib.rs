@@ -38,16 +38,7 @@ pub fn bin_dir() -> &'static Path {
             Some(other) => other,
         };
         let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--profile",
-                profile,
-                "--bins",
-                "-p",
-                "burrow-kernel",
-                "-p",
-                "burrow-example-hello",
-            ])
+            .args(["build", "--profile", profile, "--workspace", "--bins"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build");
@@ -225,7 +216,12 @@ impl Kernel {
 
     /// Starts the `hello` example app against this kernel, as `id`.
     pub async fn hello(&self, id: &str) -> AppProcess {
-        AppProcess::spawn(bin("hello"), &self.socket, id)
+        AppProcess::spawn(bin("hello"), &self.socket, id, &[])
+    }
+
+    /// Starts the example app binary `name` against this kernel, as `id`, with `args`.
+    pub fn example(&self, name: &str, id: &str, args: &[&str]) -> AppProcess {
+        AppProcess::spawn(bin(name), &self.socket, id, args)
     }
 
     /// The app ids `kernel.apps` lists.
@@ -271,6 +267,22 @@ fn kernel_command(dir: &Path, socket: &Path, state: &Path, extra: &[&str], log: 
     cmd
 }
 
+/// Where an app's stderr goes: `<id>.log` beside the kernel's socket directory.
+fn app_log(socket: &Path, id: &str) -> Stdio {
+    let dir = socket
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{id}.log")))
+    {
+        Ok(file) => Stdio::from(file),
+        Err(_) => Stdio::null(),
+    }
+}
+
 /// A running app process whose stdout lines can be awaited.
 #[allow(missing_debug_implementations)]
 pub struct AppProcess {
@@ -282,14 +294,15 @@ pub struct AppProcess {
 
 impl AppProcess {
     /// Spawns `program` with `BURROW_SOCKET` and `BURROW_APP_ID` set.
-    pub fn spawn(program: PathBuf, socket: &Path, id: &str) -> AppProcess {
+    pub fn spawn(program: PathBuf, socket: &Path, id: &str, args: &[&str]) -> AppProcess {
         let mut child = Command::new(program)
+            .args(args)
             .env("BURROW_SOCKET", socket)
             .env("BURROW_APP_ID", id)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(app_log(socket, id))
             .kill_on_drop(true)
             .spawn()
             .expect("spawn app");

@@ -10,9 +10,10 @@ use burrow_protocol::methods::app::{AppShutdown, ShutdownParams};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::router::Router;
 use super::{
-    DEFAULT_DRAIN, Handlers, ReadyFn, ReadyTask, ReconnectPolicy, Router, Shutdown, heartbeat_loop,
-    is_refusal, ready, register,
+    DEFAULT_DRAIN, Handlers, ReadyFn, ReadyTask, ReconnectPolicy, Shutdown, heartbeat_loop,
+    is_refusal, ready, register, setup,
 };
 use crate::transport::Transport;
 use crate::{Client, Error, Result};
@@ -129,10 +130,7 @@ impl Runner {
         mut shutdown: Shutdown<'_, F>,
     ) -> Outcome {
         let (kernel_tx, mut kernel_rx) = mpsc::channel(1);
-        let router = Router {
-            handlers: self.handlers.clone(),
-            kernel_shutdown: kernel_tx,
-        };
+        let router = Router::new(self.handlers.clone(), kernel_tx);
         let client = Client::with_service(transport, router);
 
         let registered = tokio::select! {
@@ -158,8 +156,13 @@ impl Runner {
         client.set_app_id(app_id.clone());
         tracing::info!(%app_id, "registered with the kernel");
 
+        // Declare everything, then become ready.
         let readied = tokio::select! {
-            readied = ready(&client) => readied,
+            readied = async {
+                let grants = setup::announce(&client, &self.handlers).await?;
+                client.set_grants(grants);
+                ready(&client).await
+            } => readied,
             () = shutdown.as_mut() => {
                 self.leave(&client).await;
                 return Outcome::Done;

@@ -260,6 +260,51 @@ mod reconnect {
     }
 
     #[tokio::test]
+    async fn declares_everything_again_after_reconnecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kernel.sock");
+        let listener = listen(&path);
+        let app = app()
+            .socket(&path)
+            .reconnect(fast())
+            .tool("t", "a tool", json!({}), |args, _cx| async move {
+                Ok(burrow_protocol::methods::invoke::ToolResult {
+                    content: args,
+                    is_error: None,
+                })
+            })
+            .intercept("before_tool_call", 0, |_event| async {
+                burrow_protocol::methods::hook::HookVerdict::Continue
+            });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let run = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let first = accept(&listener, FakeConfig::default()).await;
+        within(first.wait_ready(WAIT)).await.unwrap();
+        first.disconnect().await;
+
+        let second = accept(&listener, FakeConfig::default()).await;
+        within(second.wait_ready(WAIT)).await.unwrap();
+        let register = "capability.register";
+        let expected = [
+            "app.register",
+            "hook.subscribe",
+            register,
+            register,
+            "app.ready",
+        ];
+        assert_eq!(second.calls(), expected);
+        assert_eq!(second.subscriptions(), ["before_tool_call"]);
+        assert!(second.capabilities().iter().all(|c| c.result.granted));
+        let echoed = second.invoke_tool("t", json!(7)).await.unwrap();
+        assert_eq!(echoed.content, json!(7));
+
+        stop.send(()).unwrap();
+        within(run).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn gives_up_when_the_kernel_stays_away() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kernel.sock");

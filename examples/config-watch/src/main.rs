@@ -1,0 +1,194 @@
+//! `config-watch`: a Burrow app that reads its own configuration subtree (`apps.<id>`)
+//! and prints every change the kernel reports while the configuration file is edited.
+//!
+//! Each time it is ready it opens `config.watch` on `apps.<id>`, then reads the subtree
+//! with `config.get` and prints it, so a change made after the `value` line is seen. It
+//! prints one line per change, until the kernel ends the watch or the app leaves.
+//!
+//! Usage: `config-watch [--id ID] [--socket PATH]`. The id defaults to `BURROW_APP_ID`,
+//! else `watcher`; the socket to `BURROW_SOCKET`, else the default socket. Logs go to
+//! stderr (`RUST_LOG`, default `info`); stdout carries the lines scripts wait for:
+//! `config-watch: ready as <appId>`, `config-watch: value <json>`,
+//! `config-watch: changed <path> <old json> -> <new json>` for each change, then
+//! `config-watch: leaving` or `config-watch: kernel asked us to shut down`.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burrow_sdk::transport::APP_ID_ENV;
+use burrow_sdk::{App, Client, ConfigChange, Error, Manifest, Value, shutdown_signal};
+use futures_util::StreamExt;
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "usage: config-watch [--id ID] [--socket PATH]";
+
+/// The command line.
+struct Args {
+    id: Option<String>,
+    socket: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        id: None,
+        socket: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let slot = match flag.as_str() {
+            "--id" => &mut args.id,
+            "--socket" => &mut args.socket,
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        };
+        let value = inline
+            .or_else(|| it.next())
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        *slot = Some(value);
+    }
+    Ok(args)
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Compact JSON of a value.
+fn json(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// The line printed for one change.
+fn changed_line(change: &ConfigChange) -> String {
+    format!(
+        "config-watch: changed {} {} -> {}",
+        change.path,
+        json(&change.old_value),
+        json(&change.new_value)
+    )
+}
+
+/// Prints the subtree, then every change to it, while this connection lasts.
+async fn watch(client: Client) {
+    let app_id = client.app_id().unwrap_or_default().to_owned();
+    say(&format!("config-watch: ready as {app_id}"));
+    // Watch first, read second: nothing changed after the `value` line is missed.
+    let mut changes = match client
+        .config_watch(Some(vec![format!("apps.{app_id}")]))
+        .await
+    {
+        Ok(changes) => changes,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the configuration");
+            return;
+        }
+    };
+    match client.config_get(None).await {
+        Ok(value) => say(&format!("config-watch: value {}", json(&value))),
+        Err(e) => tracing::error!(error = %e, "cannot read the configuration"),
+    }
+    while let Some(change) = changes.next().await {
+        match change {
+            Ok(change) => say(&changed_line(&change)),
+            Err(e @ Error::Protocol(_)) => tracing::warn!(error = %e, "bad config.watch chunk"),
+            Err(e) => {
+                // The connection is closing; the SDK reconnects or the app leaves.
+                tracing::info!(error = %e, "the configuration watch stopped");
+                return;
+            }
+        }
+    }
+    tracing::info!(ended = ?changes.ended(), "the kernel ended the configuration watch");
+}
+
+fn app(id: String) -> App {
+    let mut manifest = Manifest::new(id, "0.1.0");
+    manifest.description = Some("Prints its configuration and every change to it".to_owned());
+    App::new(manifest).on_ready(watch)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("config-watch: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let id = args
+        .id
+        .or_else(|| std::env::var(APP_ID_ENV).ok().filter(|id| !id.is_empty()))
+        .unwrap_or_else(|| "watcher".to_owned());
+    let mut app = app(id);
+    if let Some(socket) = args.socket {
+        app = app.socket(socket);
+    }
+
+    let signalled = Arc::new(AtomicBool::new(false));
+    let flag = signalled.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        flag.store(true, Ordering::Release);
+    };
+    match app.run_until(shutdown).await {
+        Ok(()) if signalled.load(Ordering::Acquire) => {
+            say("config-watch: leaving");
+            ExitCode::SUCCESS
+        }
+        Ok(()) => {
+            say("config-watch: kernel asked us to shut down");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("config-watch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use burrow_sdk::testing::FakeKernel;
+    use serde_json::json;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn watches_its_own_subtree() {
+        let (kernel, transport) = FakeKernel::new();
+        kernel.set_config(json!({"apps": {"watcher": {"greeting": "hi"}}}));
+        let running = tokio::spawn(app("watcher".into()).run_on(transport, std::future::pending()));
+        kernel.wait_config_watches(1, WAIT).await.unwrap();
+        kernel.wait_calls("config.get", 1, WAIT).await.unwrap();
+        let change = ConfigChange {
+            path: "apps.watcher.greeting".into(),
+            old_value: json!("hi"),
+            new_value: json!("hello"),
+        };
+        assert_eq!(kernel.push_config_change(change.clone()).await.unwrap(), 1);
+        assert_eq!(
+            changed_line(&change),
+            r#"config-watch: changed apps.watcher.greeting "hi" -> "hello""#
+        );
+        kernel.shutdown_app().await.unwrap();
+        running.await.unwrap().unwrap();
+    }
+}
