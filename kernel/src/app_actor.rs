@@ -29,6 +29,9 @@ use crate::methods;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Messages of an AppActor.
+// Nearly every message is `Inbound`: boxing it would add an allocation per request to
+// make the rare small variants smaller.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AppMsg {
     /// Something the connection read.
@@ -99,9 +102,7 @@ impl AppActorState {
     pub fn set_state(&mut self, state: AppState) {
         if let Some(app) = self.app.as_mut() {
             app.state = state;
-            self.kernel
-                .apps
-                .set_state(&app.app_id, self.conn.id(), state);
+            self.kernel.apps.set_state(&app.app_id, self.conn.id(), state);
         }
     }
 
@@ -124,18 +125,15 @@ impl Actor for AppActor {
         let ipc = args.kernel.config().ipc.clone();
         let limits = Limits {
             max_frame_bytes: ipc.max_frame_bytes,
+            max_queued: ipc.max_queued,
             max_in_flight: ipc.max_in_flight,
             writer_queue: ipc.writer_queue,
         };
         let me = myself.clone();
         let tasks = &args.kernel.tasks;
-        let conn = Connection::spawn(
-            args.conn_id,
-            args.transport,
-            limits,
-            tasks,
-            move |inbound| me.cast(AppMsg::Inbound(inbound)).is_ok(),
-        );
+        let conn = Connection::spawn(args.conn_id, args.transport, limits, tasks, move |inbound| {
+            me.cast(AppMsg::Inbound(inbound)).is_ok()
+        });
         let period = Duration::from_millis((ipc.heartbeat_timeout_ms / 4).clamp(10, 1000));
         let ticker = tokio::spawn(tick(myself, conn.clone(), period));
         tracing::debug!(conn = args.conn_id, "client connected");
@@ -157,7 +155,7 @@ impl Actor for AppActor {
         state: &mut AppActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AppMsg::Inbound(Inbound::Request(req, responder)) => {
+            AppMsg::Inbound(Inbound::Request(req, responder, _queued)) => {
                 methods::dispatch(state, &myself, req, responder);
             }
             AppMsg::Inbound(Inbound::Notification(n, _permit)) => methods::notification(state, n),
@@ -225,11 +223,7 @@ impl Actor for AppActor {
         if let Some(app) = state.app.take() {
             kernel.apps.release(&app.app_id, state.conn.id());
             let payload = serde_json::json!({ "appId": app.app_id, "reason": state.stop_reason });
-            kernel.emit(
-                "app_disconnected",
-                payload,
-                methods::capability::app_context(&app.app_id),
-            );
+            kernel.emit("app_disconnected", payload, methods::capability::app_context(&app.app_id));
         }
         // The app is gone from the registry before it learns it has left.
         for responder in state.leave_requests.drain(..) {
@@ -254,13 +248,9 @@ fn kernel_shutdown(state: &mut AppActorState, myself: &ActorRef<AppMsg>, timeout
         return;
     }
     state.set_state(AppState::Leaving);
-    let params = ShutdownParams {
-        reason: Some(reason.clone()),
-        timeout: Some(timeout.as_millis() as u64),
-    };
-    let answer = state
-        .conn
-        .request(AppShutdown::NAME, to_value(&params), timeout);
+    let params =
+        ShutdownParams { reason: Some(reason.clone()), timeout: Some(timeout.as_millis() as u64) };
+    let answer = state.conn.request(AppShutdown::NAME, to_value(&params), timeout);
     let me = myself.clone();
     tokio::spawn(async move {
         if let Err(e) = answer.await {

@@ -48,10 +48,7 @@ pub const INTERCEPTABLE: &[(&str, &[&str])] = &[
 
 /// The fields of `event`'s payload a `modify` may change; `None` if not interceptable.
 pub fn modifiable_fields(event: &str) -> Option<&'static [&'static str]> {
-    INTERCEPTABLE
-        .iter()
-        .find(|(e, _)| *e == event)
-        .map(|(_, f)| *f)
+    INTERCEPTABLE.iter().find(|(e, _)| *e == event).map(|(_, f)| *f)
 }
 
 /// One granted capability.
@@ -140,21 +137,18 @@ pub fn validate(config: &CapabilityConfig) -> Result<(), ErrorObject> {
     let bad =
         |field: &str, msg: String| Err(ErrorObject::invalid_params(format!("config.{field}"), msg));
     match config {
-        CapabilityConfig::Tool(c) if !is_valid_tool_name(&c.name) => bad(
-            "name",
-            format!("tool name {:?} must match [a-zA-Z0-9_-]{{1,64}}", c.name),
-        ),
+        CapabilityConfig::Tool(c) if !is_valid_tool_name(&c.name) => {
+            bad("name", format!("tool name {:?} must match [a-zA-Z0-9_-]{{1,64}}", c.name))
+        }
         CapabilityConfig::Tool(c) if c.timeout_ms == Some(0) => {
             bad("timeoutMs", "must be positive".into())
         }
-        CapabilityConfig::Channel(c) if !is_id(&c.channel_id) => bad(
-            "channelId",
-            format!("{:?} must be 1–128 printable characters", c.channel_id),
-        ),
-        CapabilityConfig::Provider(c) if !is_id(&c.provider_id) => bad(
-            "providerId",
-            format!("{:?} must be 1–128 printable characters", c.provider_id),
-        ),
+        CapabilityConfig::Channel(c) if !is_id(&c.channel_id) => {
+            bad("channelId", format!("{:?} must be 1–128 printable characters", c.channel_id))
+        }
+        CapabilityConfig::Provider(c) if !is_id(&c.provider_id) => {
+            bad("providerId", format!("{:?} must be 1–128 printable characters", c.provider_id))
+        }
         CapabilityConfig::GatewayMethod(c) if !c.method.contains('.') || !is_id(&c.method) => {
             bad("method", format!("{:?} must be `<appId>.<name>`", c.method))
         }
@@ -181,10 +175,7 @@ fn is_id(s: &str) -> bool {
 }
 
 fn is_http_method(m: &str) -> bool {
-    matches!(
-        m,
-        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" | "*"
-    )
+    matches!(m, "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" | "*")
 }
 
 /// Why the manifest or the namespace rules refuse `config` to `manifest`'s app, if so.
@@ -203,14 +194,10 @@ pub fn refusal(manifest: &Manifest, config: &CapabilityConfig) -> Option<String>
         CapabilityConfig::GatewayMethod(c) => {
             let namespace = c.method.split('.').next().unwrap_or_default();
             if RESERVED_NAMESPACES.contains(&namespace) {
-                return Some(format!(
-                    "the {namespace}.* namespace is reserved for the kernel"
-                ));
+                return Some(format!("the {namespace}.* namespace is reserved for the kernel"));
             }
             if namespace != id {
-                return Some(format!(
-                    "gateway methods of app {id:?} must be named {id}.<name>"
-                ));
+                return Some(format!("gateway methods of app {id:?} must be named {id}.<name>"));
             }
         }
         CapabilityConfig::HttpRoute(c) if !c.path.starts_with(&format!("/apps/{id}/")) => {
@@ -223,9 +210,7 @@ pub fn refusal(manifest: &Manifest, config: &CapabilityConfig) -> Option<String>
     }
     let name = grant_name(config);
     if !grants.iter().any(|g| pattern_matches(g, name)) {
-        return Some(format!(
-            "{name:?} is not in the manifest's capabilities.{field}"
-        ));
+        return Some(format!("{name:?} is not in the manifest's capabilities.{field}"));
     }
     None
 }
@@ -257,11 +242,8 @@ impl Capabilities {
         if let Some(name) = cap.name() {
             match self.names.entry((cap.config.kind(), name)) {
                 Entry::Occupied(o) => {
-                    let holder = self
-                        .by_id
-                        .get(o.get())
-                        .map(|c| c.app_id.clone())
-                        .unwrap_or_default();
+                    let holder =
+                        self.by_id.get(o.get()).map(|c| c.app_id.clone()).unwrap_or_default();
                     return Err(holder);
                 }
                 Entry::Vacant(v) => {
@@ -282,20 +264,15 @@ impl Capabilities {
     pub fn remove(&self, id: &str) -> Option<Arc<Capability>> {
         let (_, cap) = self.by_id.remove(id)?;
         if let Some(name) = cap.name() {
-            self.names
-                .remove_if(&(cap.config.kind(), name), |_, holder| holder == id);
+            self.names.remove_if(&(cap.config.kind(), name), |_, holder| holder == id);
         }
         Some(cap)
     }
 
     /// Removes everything a connection held.
     pub fn release_conn(&self, conn_id: u64) -> Vec<Arc<Capability>> {
-        let ids: Vec<String> = self
-            .by_id
-            .iter()
-            .filter(|c| c.conn.id() == conn_id)
-            .map(|c| c.id.clone())
-            .collect();
+        let ids: Vec<String> =
+            self.by_id.iter().filter(|c| c.conn.id() == conn_id).map(|c| c.id.clone()).collect();
         ids.iter().filter_map(|id| self.remove(id)).collect()
     }
 
@@ -363,11 +340,7 @@ mod tests {
         m.capabilities.gateway_methods = vec!["*".into()];
         m.capabilities.http_routes = vec!["/apps/weather/*".into()];
         assert!(refusal(&m, &tool("weather_now")).is_none());
-        assert!(
-            refusal(&m, &tool("rm"))
-                .unwrap()
-                .contains("capabilities.tools")
-        );
+        assert!(refusal(&m, &tool("rm")).unwrap().contains("capabilities.tools"));
         let gw = |method: &str| {
             CapabilityConfig::GatewayMethod(GatewayMethodConfig {
                 method: method.into(),
@@ -375,23 +348,12 @@ mod tests {
             })
         };
         assert!(refusal(&m, &gw("weather.now")).is_none());
-        assert!(
-            refusal(&m, &gw("other.now"))
-                .unwrap()
-                .contains("must be named weather.")
-        );
+        assert!(refusal(&m, &gw("other.now")).unwrap().contains("must be named weather."));
         let mut k = Manifest::new("kernel", "1.0.0");
         k.capabilities.gateway_methods = vec!["*".into()];
-        assert!(
-            refusal(&k, &gw("kernel.info"))
-                .unwrap()
-                .contains("reserved")
-        );
+        assert!(refusal(&k, &gw("kernel.info")).unwrap().contains("reserved"));
         let route = |path: &str| {
-            CapabilityConfig::HttpRoute(HttpRouteConfig {
-                method: "GET".into(),
-                path: path.into(),
-            })
+            CapabilityConfig::HttpRoute(HttpRouteConfig { method: "GET".into(), path: path.into() })
         };
         assert!(refusal(&m, &route("/apps/weather/x")).is_none());
         assert!(refusal(&m, &route("/apps/other/x")).is_some());
@@ -403,32 +365,19 @@ mod tests {
                 fail_mode: None,
             })
         };
-        assert!(
-            refusal(&m, &hook("app_ready"))
-                .unwrap()
-                .contains("cannot be intercepted")
-        );
-        assert!(
-            refusal(&m, &hook("before_tool_call"))
-                .unwrap()
-                .contains("hooks.intercept")
-        );
+        assert!(refusal(&m, &hook("app_ready")).unwrap().contains("cannot be intercepted"));
+        assert!(refusal(&m, &hook("before_tool_call")).unwrap().contains("hooks.intercept"));
     }
 
     fn conn(id: u64) -> Connection {
         let (transport, _peer) = burrow_sdk::transport::Transport::memory_pair();
         let limits = crate::connection::Limits {
             max_frame_bytes: 1 << 20,
+            max_queued: 4,
             max_in_flight: 4,
             writer_queue: 8,
         };
-        Connection::spawn(
-            id,
-            transport,
-            limits,
-            &tokio_util::task::TaskTracker::new(),
-            |_| true,
-        )
+        Connection::spawn(id, transport, limits, &tokio_util::task::TaskTracker::new(), |_| true)
     }
 
     fn hook(event: &str, priority: Option<i64>) -> CapabilityConfig {
@@ -446,10 +395,7 @@ mod tests {
         let (a, b) = (conn(1), conn(2));
         let first = caps.insert("a", &a, tool("t")).unwrap();
         assert_eq!(caps.insert("b", &b, tool("t")).unwrap_err(), "a");
-        assert_eq!(
-            caps.by_name(CapabilityType::Tool, "t").unwrap().id,
-            first.id
-        );
+        assert_eq!(caps.by_name(CapabilityType::Tool, "t").unwrap().id, first.id);
         caps.remove(&first.id).unwrap();
         assert!(caps.by_name(CapabilityType::Tool, "t").is_none());
         caps.insert("b", &b, tool("t")).unwrap();
@@ -462,21 +408,13 @@ mod tests {
     async fn interceptors_sort_by_priority_then_registration() {
         let caps = Capabilities::default();
         let c = conn(1);
-        caps.insert("late", &c, hook("before_tool_call", Some(10)))
-            .unwrap();
-        caps.insert("first", &c, hook("before_tool_call", None))
-            .unwrap();
-        caps.insert("second", &c, hook("before_tool_call", Some(0)))
-            .unwrap();
-        caps.insert("early", &c, hook("before_tool_call", Some(-5)))
-            .unwrap();
-        caps.insert("other", &c, hook("message_received", None))
-            .unwrap();
-        let order: Vec<String> = caps
-            .interceptors("before_tool_call")
-            .iter()
-            .map(|c| c.app_id.clone())
-            .collect();
+        caps.insert("late", &c, hook("before_tool_call", Some(10))).unwrap();
+        caps.insert("first", &c, hook("before_tool_call", None)).unwrap();
+        caps.insert("second", &c, hook("before_tool_call", Some(0))).unwrap();
+        caps.insert("early", &c, hook("before_tool_call", Some(-5))).unwrap();
+        caps.insert("other", &c, hook("message_received", None)).unwrap();
+        let order: Vec<String> =
+            caps.interceptors("before_tool_call").iter().map(|c| c.app_id.clone()).collect();
         assert_eq!(order, ["early", "first", "second", "late"]);
         assert!(caps.intercepts("other", "message_received"));
         assert!(!caps.intercepts("other", "before_tool_call"));

@@ -127,10 +127,7 @@ pub enum LogFormat {
 /// Runs the CLI.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("burrow: cannot start the async runtime: {e}");
@@ -142,38 +139,27 @@ pub fn main() -> ExitCode {
             Command::Kernel(args) => run_kernel(cli.socket, args).await,
             Command::Info { json } => client::info(cli.socket, json).await,
             Command::Apps { json } => client::apps(cli.socket, json).await,
-            Command::Call {
-                method,
-                params,
-                timeout_ms,
-                register,
-            } => client::call(cli.socket, &method, params.as_deref(), timeout_ms, register).await,
+            Command::Call { method, params, timeout_ms, register } => {
+                client::call(cli.socket, &method, params.as_deref(), timeout_ms, register).await
+            }
             Command::Tools { json } => ops::tools(cli.socket, json).await,
             Command::Hooks { json } => ops::hooks(cli.socket, json).await,
-            Command::CallTool {
-                name,
-                arguments,
-                timeout_ms,
-            } => ops::call_tool(cli.socket, &name, arguments.as_deref(), timeout_ms).await,
-            Command::Config {
-                command: ConfigCommand::Get { path },
-            } => ops::config_get(cli.socket, path.as_deref()).await,
+            Command::CallTool { name, arguments, timeout_ms } => {
+                ops::call_tool(cli.socket, &name, arguments.as_deref(), timeout_ms).await
+            }
+            Command::Config { command: ConfigCommand::Get { path } } => {
+                ops::config_get(cli.socket, path.as_deref()).await
+            }
         }
     })
 }
 
 async fn run_kernel(socket: Option<PathBuf>, args: KernelArgs) -> ExitCode {
     logging::init(args.log_format);
-    let state_dir = args
-        .state_dir
-        .unwrap_or_else(burrow_sdk::transport::default_state_dir);
+    let state_dir = args.state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir);
     let socket = socket.unwrap_or_else(|| burrow_sdk::transport::default_socket_path(&state_dir));
     let config_path = args.config.or_else(default_config_file);
-    let settings = crate::server::Settings {
-        socket,
-        state_dir,
-        config_path,
-    };
+    let settings = crate::server::Settings { socket, state_dir, config_path };
     match crate::server::run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

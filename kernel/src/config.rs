@@ -81,11 +81,7 @@ pub struct HookSettings {
 
 impl Default for HookSettings {
     fn default() -> Self {
-        Self {
-            observer_queue: 256,
-            intercept_timeout_ms: 5_000,
-            max_intercept_timeout_ms: 60_000,
-        }
+        Self { observer_queue: 256, intercept_timeout_ms: 5_000, max_intercept_timeout_ms: 60_000 }
     }
 }
 
@@ -99,12 +95,18 @@ pub struct IpcConfig {
     pub heartbeat_interval_ms: u64,
     /// Silence after which an app (or an unregistered connection) is dropped.
     pub heartbeat_timeout_ms: u64,
-    /// Requests and notifications one connection may have in flight (until their answer
-    /// is written); beyond it the kernel stops reading that connection.
+    /// Requests and notifications read from one connection but not yet handled; beyond
+    /// it the kernel stops reading that connection until some are (back-pressure).
+    pub max_queued: usize,
+    /// Requests of one connection being worked on after their handler returned (routed
+    /// calls, streams, a leaving app's `app.shutdown`); beyond it further ones are
+    /// answered at once with an error until some finish.
     pub max_in_flight: usize,
-    /// Frames queued for one connection's writer (must exceed `max_in_flight`); a
-    /// client that lets it fill up is disconnected.
+    /// Frames queued for one connection's writer (at least `max_queued`); a client that
+    /// does not read what the kernel writes fills it and is disconnected.
     pub writer_queue: usize,
+    /// Connections at once; one more is answered with an error and closed.
+    pub max_connections: usize,
     /// How long the kernel waits for apps to answer `app.shutdown` when it stops.
     pub shutdown_timeout_ms: u64,
     /// How long an app token stays valid.
@@ -120,8 +122,10 @@ impl Default for IpcConfig {
             max_frame_bytes: MAX_FRAME_BYTES,
             heartbeat_interval_ms: 5_000,
             heartbeat_timeout_ms: 15_000,
+            max_queued: 256,
             max_in_flight: 256,
             writer_queue: 1024,
+            max_connections: 512,
             shutdown_timeout_ms: 5_000,
             token_ttl_ms: 30 * 24 * 3600 * 1000,
             call_timeout_ms: 30_000,
@@ -141,12 +145,8 @@ impl IpcConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.into(),
-            })
-        };
+        let invalid =
+            |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
         if !(64..=1 << 30).contains(&self.max_frame_bytes) {
             return invalid("ipc.max_frame_bytes", "must be between 64 bytes and 1 GiB");
         }
@@ -158,11 +158,14 @@ impl IpcConfig {
                 "heartbeat_interval_ms must be positive and below heartbeat_timeout_ms",
             );
         }
-        if self.max_in_flight == 0 || self.writer_queue <= self.max_in_flight {
+        if self.max_in_flight == 0 || self.max_queued == 0 || self.max_connections == 0 {
             return invalid(
-                "ipc.writer_queue",
-                "max_in_flight must be positive and writer_queue larger than max_in_flight",
+                "ipc.max_in_flight",
+                "max_in_flight, max_queued and max_connections must be positive",
             );
+        }
+        if self.writer_queue < self.max_queued {
+            return invalid("ipc.writer_queue", "writer_queue must be at least max_queued");
         }
         Ok(())
     }
@@ -171,22 +174,14 @@ impl IpcConfig {
 impl Config {
     /// Parses a configuration document; nothing is taken from a document with any error.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let parse_err = |message: String| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        };
+        let parse_err = |message: String| ConfigError::Parse { path: path.to_owned(), message };
         let document: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
         let ipc: IpcConfig = section(&document, "ipc").map_err(parse_err)?;
         ipc.validate()?;
         let hooks: HookSettings = section(&document, "hooks").map_err(parse_err)?;
         let policy = Policy::from_document(&document).map_err(parse_err)?;
         let document = serde_json::to_value(&document).map_err(|e| parse_err(e.to_string()))?;
-        Ok(Self {
-            ipc,
-            hooks,
-            policy,
-            document,
-        })
+        Ok(Self { ipc, hooks, policy, document })
     }
 
     /// The value at a dotted `path` of the document, if any.
@@ -196,10 +191,8 @@ impl Config {
 
     /// Loads the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 }
@@ -211,10 +204,7 @@ fn section<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<T, String> {
     match document.get(name) {
         None => Ok(T::default()),
-        Some(value) => value
-            .clone()
-            .try_into::<T>()
-            .map_err(|e| format!("[{name}]: {e}")),
+        Some(value) => value.clone().try_into::<T>().map_err(|e| format!("[{name}]: {e}")),
     }
 }
 
@@ -223,8 +213,7 @@ pub fn lookup<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a serde_j
     if path.is_empty() {
         return Some(root);
     }
-    path.split('.')
-        .try_fold(root, |value, key| value.as_object()?.get(key))
+    path.split('.').try_fold(root, |value, key| value.as_object()?.get(key))
 }
 
 #[cfg(test)]
@@ -261,21 +250,15 @@ mod tests {
             parse("[ipc]\nheartbeat_interval_ms = \"x\"\n"),
             Err(ConfigError::Parse { .. })
         ));
-        assert!(matches!(
-            parse("[ipc]\nunknown_key = 1\n"),
-            Err(ConfigError::Parse { .. })
-        ));
-        assert!(matches!(
-            parse("not toml ="),
-            Err(ConfigError::Parse { .. })
-        ));
+        assert!(matches!(parse("[ipc]\nunknown_key = 1\n"), Err(ConfigError::Parse { .. })));
+        assert!(matches!(parse("not toml ="), Err(ConfigError::Parse { .. })));
         let e =
             parse("[ipc]\nheartbeat_interval_ms = 500\nheartbeat_timeout_ms = 400\n").unwrap_err();
         assert!(e.to_string().contains("ipc.heartbeat_timeout_ms"), "{e}");
         assert!(parse("[ipc]\nmax_frame_bytes = 1\n").is_err());
-        let e = parse("[ipc]\nmax_in_flight = 10\nwriter_queue = 10\n").unwrap_err();
+        let e = parse("[ipc]\nmax_queued = 10\nwriter_queue = 9\n").unwrap_err();
         assert!(e.to_string().contains("ipc.writer_queue"), "{e}");
-        let e = parse("[ipc]\nmax_in_flight = 10\nwriter_queue = 10\n").unwrap_err();
+        let e = parse("[ipc]\nmax_queued = 10\nwriter_queue = 9\n").unwrap_err();
         assert!(e.to_string().contains("ipc.writer_queue"), "{e}");
     }
 }

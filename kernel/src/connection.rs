@@ -3,11 +3,16 @@
 //!
 //! Actors see whole messages only. The reader answers malformed frames itself (they never
 //! reach an actor), resolves responses to the kernel's own requests, and hands requests
-//! and notifications to the owner through a callback, each holding one of the
-//! connection's `max_in_flight` permits. A request's permit travels with its
-//! [`Responder`] and is released only once the answer has been written to the socket, so
-//! a client that sends without reading stops being read: the kernel's memory for it is
-//! bounded by the permits and the writer queue.
+//! and notifications to the owner through a callback. Three bounds keep one client from
+//! growing the kernel's memory:
+//!
+//! - **queued**: each request or notification holds a [`QueuePermit`] until its owner has
+//!   handled it; with `max_queued` waiting, the reader stops reading (back-pressure);
+//! - **in flight**: a request whose answer comes later (a routed call, a stream) must take
+//!   one of `max_in_flight` permits ([`Responder::hold_in_flight`]); with none left it is
+//!   answered at once with an error, until some finish;
+//! - **writer queue**: a client that does not read what the kernel writes fills its
+//!   `writer_queue` and is disconnected.
 //!
 //! Closing is graceful by default ([`Connection::close`]: what is queued is written
 //! first); [`Connection::abort`] cuts at once and is kept for dead peers.
@@ -32,9 +37,9 @@ use crate::clock::mono_ms;
 #[derive(Debug)]
 pub enum Inbound {
     /// A request, with the handle that must answer it.
-    Request(Request, Responder),
-    /// A notification; the permit is released when it has been handled (dropped).
-    Notification(Notification, OwnedSemaphorePermit),
+    Request(Request, Responder, QueuePermit),
+    /// A notification.
+    Notification(Notification, QueuePermit),
     /// The read side ended (peer closed, read error, fatal frame, or closed by us).
     Closed(String),
 }
@@ -44,15 +49,20 @@ pub enum Inbound {
 pub struct Limits {
     /// Largest frame, both directions.
     pub max_frame_bytes: usize,
-    /// Requests and notifications being handled at once.
+    /// Requests and notifications read but not yet handled by the owner.
+    pub max_queued: usize,
+    /// Requests being worked on after their handler returned (routed calls, streams).
     pub max_in_flight: usize,
     /// Frames queued for the writer.
     pub writer_queue: usize,
 }
 
+/// Held while a request or notification waits for its owner; drop it once handled.
+#[derive(Debug)]
+pub struct QueuePermit(#[allow(dead_code)] OwnedSemaphorePermit);
+
 enum Outbound {
-    /// A message, and the permit of the request it answers (released once written).
-    Message(Message, Option<OwnedSemaphorePermit>),
+    Message(Message),
     /// Flush what is queued, then close.
     Close,
 }
@@ -72,13 +82,13 @@ pub struct Connection {
     read_done: Arc<AtomicBool>,
     closing: CancellationToken,
     tasks: TaskTracker,
+    in_flight: Arc<Semaphore>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("Connection").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -98,16 +108,28 @@ impl Responder {
         self.id.as_ref()
     }
 
-    /// Sends the answer; the in-flight permit is released once it is written.
+    /// Takes one of the connection's in-flight permits for work answered later; with
+    /// none left, the error to answer (`UNKNOWN_ERROR`, `data.reason = "too_many_in_flight"`).
+    pub fn hold_in_flight(&mut self) -> Result<(), ErrorObject> {
+        let permit = self.conn.in_flight.clone().try_acquire_owned().map_err(|_| {
+            let limit = self.conn.limits.max_in_flight;
+            ErrorObject::new(
+                ErrorCode::UnknownError,
+                format!("too many requests in flight on this connection (limit {limit}); retry when some finish"),
+            )
+            .with_data(serde_json::json!({ "reason": "too_many_in_flight", "limit": limit }))
+        })?;
+        self.permit = Some(permit);
+        Ok(())
+    }
+
+    /// Sends the answer and releases the in-flight permit, if one was held.
     pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
         if let Some(id) = self.id.take() {
-            let msg = Message::Response(Response {
-                id: Some(id),
-                outcome,
-            });
             self.conn
-                .enqueue(Outbound::Message(msg, self.permit.take()));
+                .enqueue(Outbound::Message(Message::Response(Response { id: Some(id), outcome })));
         }
+        self.permit = None;
     }
 }
 
@@ -115,9 +137,7 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
-            let msg = Message::error(Some(id), err);
-            self.conn
-                .enqueue(Outbound::Message(msg, self.permit.take()));
+            self.conn.enqueue(Outbound::Message(Message::error(Some(id), err)));
         }
     }
 }
@@ -146,6 +166,8 @@ impl Connection {
             read_done: Arc::new(AtomicBool::new(false)),
             closing: CancellationToken::new(),
             tasks: tasks.clone(),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            limits,
         };
         tasks.spawn(write_loop(transport.writer, rx, conn.closing.clone(), id));
         tasks.spawn(conn.clone().read_loop(transport.reader, limits, deliver));
@@ -180,7 +202,7 @@ impl Connection {
     /// Queues a message that answers no request of the client (a kernel request or
     /// notification). A full queue means the client does not read: it is disconnected.
     pub fn send(&self, msg: Message) {
-        self.enqueue(Outbound::Message(msg, None));
+        self.enqueue(Outbound::Message(msg));
     }
 
     /// Queues a message, waiting for room in the writer queue; false once the connection
@@ -188,7 +210,7 @@ impl Connection {
     pub async fn send_wait(&self, msg: Message) -> bool {
         tokio::select! {
             _ = self.closing.cancelled() => false,
-            sent = self.out.send(Outbound::Message(msg, None)) => sent.is_ok(),
+            sent = self.out.send(Outbound::Message(msg)) => sent.is_ok(),
         }
     }
 
@@ -269,7 +291,7 @@ impl Connection {
     where
         F: Fn(Inbound) -> bool + Send + Sync + 'static,
     {
-        let permits = Arc::new(Semaphore::new(limits.max_in_flight));
+        let queued = Arc::new(Semaphore::new(limits.max_queued));
         let reason = loop {
             let frame = tokio::select! {
                 _ = self.closing.cancelled() => break "closed by the kernel".to_owned(),
@@ -304,19 +326,17 @@ impl Connection {
             // Requests and notifications wait for a permit: back-pressure on the client.
             let permit = tokio::select! {
                 _ = self.closing.cancelled() => break "closed by the kernel".to_owned(),
-                permit = permits.clone().acquire_owned() => permit,
+                permit = queued.clone().acquire_owned() => permit,
             };
             let Ok(permit) = permit else {
                 break "permits closed".to_owned();
             };
+            let permit = QueuePermit(permit);
             let inbound = match msg {
                 Message::Request(req) => {
-                    let responder = Responder {
-                        conn: self.clone(),
-                        id: Some(req.id.clone()),
-                        permit: Some(permit),
-                    };
-                    Inbound::Request(req, responder)
+                    let responder =
+                        Responder { conn: self.clone(), id: Some(req.id.clone()), permit: None };
+                    Inbound::Request(req, responder, permit)
                 }
                 Message::Notification(n) => Inbound::Notification(n, permit),
                 Message::Response(_) | Message::Chunk(_) => continue,
@@ -358,10 +378,7 @@ impl Connection {
 }
 
 fn connection_closed() -> ErrorObject {
-    ErrorObject::new(
-        ErrorCode::ConnectionClosed,
-        "the app disconnected before answering",
-    )
+    ErrorObject::new(ErrorCode::ConnectionClosed, "the app disconnected before answering")
 }
 
 async fn write_loop(
@@ -370,14 +387,12 @@ async fn write_loop(
     closing: CancellationToken,
     conn: u64,
 ) {
-    // Permits of answers fed but not yet flushed; released after the flush.
-    let mut written: Vec<OwnedSemaphorePermit> = Vec::new();
     loop {
         let item = tokio::select! {
             _ = closing.cancelled() => break,
             item = rx.recv() => item,
         };
-        let Some(Outbound::Message(msg, permit)) = item else {
+        let Some(Outbound::Message(msg)) = item else {
             break;
         };
         let reply_id = match &msg {
@@ -404,10 +419,6 @@ async fn write_loop(
                 tracing::debug!(conn, error = %e, "write failed");
                 break;
             }
-        }
-        written.extend(permit);
-        if flush {
-            written.clear();
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.close()).await;

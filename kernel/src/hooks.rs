@@ -123,11 +123,8 @@ impl Hooks {
         let Some(mut entry) = self.subscribers.get_mut(&conn_id) else {
             return Vec::new();
         };
-        let removed: Vec<String> = patterns
-            .iter()
-            .filter(|p| entry.patterns.contains(p))
-            .cloned()
-            .collect();
+        let removed: Vec<String> =
+            patterns.iter().filter(|p| entry.patterns.contains(p)).cloned().collect();
         entry.patterns.retain(|p| !removed.contains(p));
         removed
     }
@@ -177,10 +174,7 @@ impl Hooks {
     /// Resolves an interception with the app's verdict; false if the app on `conn_id` was
     /// not asked about `event_id` (or already answered, or was too late).
     pub fn resolve(&self, conn_id: u64, event_id: &str, verdict: HookVerdict) -> bool {
-        match self
-            .pending
-            .remove_if(event_id, |_, p| p.conn_id == conn_id)
-        {
+        match self.pending.remove_if(event_id, |_, p| p.conn_id == conn_id) {
             Some((_, p)) => {
                 let _ = p.answer.send(verdict);
                 true
@@ -238,13 +232,10 @@ pub async fn intercept(
         );
         let event_id = uuid::Uuid::now_v7().to_string();
         let (tx, rx) = oneshot::channel();
-        scope.hooks.pending.insert(
-            event_id.clone(),
-            PendingIntercept {
-                conn_id: cap.conn.id(),
-                answer: tx,
-            },
-        );
+        scope
+            .hooks
+            .pending
+            .insert(event_id.clone(), PendingIntercept { conn_id: cap.conn.id(), answer: tx });
         let params = HookEventParams {
             event_id: event_id.clone(),
             event: event.to_owned(),
@@ -253,8 +244,7 @@ pub async fn intercept(
             intercept: true,
             deadline_ms: Some(now_ms() + timeout.as_millis() as u64),
         };
-        cap.conn
-            .send(Message::notification(HookEvent::NAME, to_value(&params)));
+        cap.conn.send(Message::notification(HookEvent::NAME, to_value(&params)));
         let verdict = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(verdict)) => Some(verdict),
             Ok(Err(_)) | Err(_) => {
@@ -266,10 +256,7 @@ pub async fn intercept(
             Some(HookVerdict::Continue) => {}
             Some(HookVerdict::Modify { payload: new }) => apply_modify(&mut payload, &new, fields),
             Some(HookVerdict::Block { reason }) => {
-                return Err(Blocked {
-                    by: cap.app_id.clone(),
-                    reason,
-                });
+                return Err(Blocked { by: cap.app_id.clone(), reason });
             }
             None => {
                 tracing::warn!(app = %cap.app_id, event, "interceptor did not answer in time");
@@ -278,10 +265,7 @@ pub async fn intercept(
                         "interceptor did not answer within {} ms (fail-closed)",
                         timeout.as_millis()
                     );
-                    return Err(Blocked {
-                        by: cap.app_id.clone(),
-                        reason,
-                    });
+                    return Err(Blocked { by: cap.app_id.clone(), reason });
                 }
             }
         }
@@ -309,30 +293,16 @@ mod tests {
     #[test]
     fn modify_takes_only_modifiable_fields() {
         let mut payload = json!({"name": "t", "arguments": {"a": 1}, "callerAppId": "x"});
-        apply_modify(
-            &mut payload,
-            &json!({"name": "evil", "arguments": {"a": 2}}),
-            &["arguments"],
-        );
-        assert_eq!(
-            payload,
-            json!({"name": "t", "arguments": {"a": 2}, "callerAppId": "x"})
-        );
+        apply_modify(&mut payload, &json!({"name": "evil", "arguments": {"a": 2}}), &["arguments"]);
+        assert_eq!(payload, json!({"name": "t", "arguments": {"a": 2}, "callerAppId": "x"}));
         apply_modify(&mut payload, &json!("not a map"), &["arguments"]);
         assert_eq!(payload["arguments"], json!({"a": 2}));
     }
 
     #[test]
     fn blocked_is_forbidden_with_data() {
-        let e = Blocked {
-            by: "guard".into(),
-            reason: "no".into(),
-        }
-        .to_error();
+        let e = Blocked { by: "guard".into(), reason: "no".into() }.to_error();
         assert_eq!(e.code, burrow_protocol::ErrorCode::Forbidden);
-        assert_eq!(
-            e.data.unwrap(),
-            json!({"blockedBy": "guard", "reason": "no"})
-        );
+        assert_eq!(e.data.unwrap(), json!({"blockedBy": "guard", "reason": "no"}));
     }
 }

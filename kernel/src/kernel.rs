@@ -79,10 +79,7 @@ impl Kernel {
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Puts `new` in force and tells watchers and `config_changed` observers what changed.
@@ -103,14 +100,8 @@ impl Kernel {
                 "[ipc] changed: new connections use the new limits; see docs for what needs a restart"
             );
         }
-        self.emit(
-            "config_changed",
-            serde_json::json!({ "paths": paths }),
-            Map::new(),
-        );
-        let _ = self
-            .config_updates
-            .send(Arc::new(ConfigUpdate { old, new, changes }));
+        self.emit("config_changed", serde_json::json!({ "paths": paths }), Map::new());
+        let _ = self.config_updates.send(Arc::new(ConfigUpdate { old, new, changes }));
     }
 
     /// Subscribes to configuration changes.
@@ -125,11 +116,7 @@ impl Kernel {
 
     /// What interception needs.
     pub fn intercept_scope(&self) -> InterceptScope<'_> {
-        InterceptScope {
-            caps: &self.caps,
-            apps: &self.apps,
-            hooks: &self.hooks,
-        }
+        InterceptScope { caps: &self.caps, apps: &self.apps, hooks: &self.hooks }
     }
 
     fn next_conn_id(&self) -> u64 {
@@ -205,15 +192,21 @@ impl Actor for KernelActor {
                 if state.stopping.is_some() {
                     return Ok(());
                 }
+                let max = state.kernel.config().ipc.max_connections;
+                if state.children.len() >= max {
+                    tracing::warn!(max, "connection refused: too many connections");
+                    tokio::spawn(refuse(
+                        stream,
+                        "too_many_connections",
+                        format!("the kernel serves at most {max} connections"),
+                    ));
+                    return Ok(());
+                }
                 let conn_id = state.kernel.next_conn_id();
                 let (read, write) = tokio::io::split(stream);
                 let limits = state.kernel.config().ipc.max_frame_bytes;
                 let transport = Transport::new(read, write, limits);
-                let args = AppArgs {
-                    kernel: state.kernel.clone(),
-                    transport,
-                    conn_id,
-                };
+                let args = AppArgs { kernel: state.kernel.clone(), transport, conn_id };
                 match Actor::spawn_linked(None, AppActor, args, myself.get_cell()).await {
                     Ok((child, _)) => {
                         state.children.insert(child.get_id(), (conn_id, child));
@@ -301,6 +294,45 @@ fn finish_if_idle(myself: &ActorRef<KernelMsg>, state: &mut KernelState) {
     }
 }
 
+/// Answers a connection the kernel will not serve with one error frame (no `id`,
+/// `UNKNOWN_ERROR`, `data.reason`), then closes it.
+async fn refuse(
+    mut stream: interprocess::local_socket::tokio::Stream,
+    reason: &'static str,
+    message: String,
+) {
+    use tokio::io::AsyncWriteExt;
+    let err = burrow_protocol::ErrorObject::new(burrow_protocol::ErrorCode::UnknownError, message)
+        .with_data(serde_json::json!({ "reason": reason }));
+    let msg = burrow_protocol::Message::error(None, err);
+    if let Ok(frame) =
+        burrow_protocol::codec::encode_frame(&msg, burrow_protocol::codec::MAX_FRAME_BYTES)
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    }
+}
+
+/// Whether the peer runs as this process's user. Connections from other users are
+/// refused even when the socket's permissions have been loosened.
+#[cfg(unix)]
+fn same_user(stream: &interprocess::local_socket::tokio::Stream) -> Result<(), String> {
+    use interprocess::local_socket::traits::StreamCommon;
+    let ours = nix::unistd::geteuid().as_raw();
+    let creds = stream.peer_creds().map_err(|e| format!("cannot read peer credentials: {e}"))?;
+    match creds.euid() {
+        Some(uid) if uid == ours => Ok(()),
+        Some(uid) => Err(format!("peer runs as uid {uid}, the kernel as uid {ours}")),
+        None => Err("peer credentials carry no uid".to_owned()),
+    }
+}
+
+#[cfg(not(unix))]
+fn same_user(_stream: &interprocess::local_socket::tokio::Stream) -> Result<(), String> {
+    // Named pipes are created for the current user only.
+    Ok(())
+}
+
 async fn accept_loop(listener: Listener, kernel: ActorRef<KernelMsg>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
@@ -309,6 +341,15 @@ async fn accept_loop(listener: Listener, kernel: ActorRef<KernelMsg>, stop: Canc
         };
         match accepted {
             Ok(stream) => {
+                if let Err(why) = same_user(&stream) {
+                    tracing::warn!(%why, "connection refused: another user");
+                    tokio::spawn(refuse(
+                        stream,
+                        "wrong_user",
+                        "connections from other users are refused".to_owned(),
+                    ));
+                    continue;
+                }
                 if kernel.cast(KernelMsg::Accepted(stream)).is_err() {
                     break;
                 }

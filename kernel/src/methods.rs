@@ -30,17 +30,12 @@ fn typed<M: Method>(
     params: Value,
     f: impl FnOnce(M::Params) -> Result<M::Result, ErrorObject>,
 ) -> Result<Value, ErrorObject> {
-    parse_params::<M::Params>(params)
-        .and_then(f)
-        .map(|r| to_value(&r))
+    parse_params::<M::Params>(params).and_then(f).map(|r| to_value(&r))
 }
 
 /// `APP_NOT_REGISTERED` for `method`.
 pub fn not_registered(method: &str) -> ErrorObject {
-    ErrorObject::new(
-        ErrorCode::AppNotRegistered,
-        format!("call app.register before {method}"),
-    )
+    ErrorObject::new(ErrorCode::AppNotRegistered, format!("call app.register before {method}"))
 }
 
 /// Routes one request to its family, which answers through `responder` (now, or later
@@ -52,6 +47,12 @@ pub fn dispatch(
     responder: Responder,
 ) {
     let Request { method, params, .. } = req;
+    let mut responder = responder;
+    if is_long_running(state, &method)
+        && let Err(e) = responder.hold_in_flight()
+    {
+        return responder.reply(Err(e));
+    }
     let outcome = match method.as_str() {
         KernelInfo::NAME => typed::<KernelInfo>(params, |_| Ok(kernel::info(state))),
         KernelApps::NAME => typed::<KernelApps>(params, |_| Ok(kernel::apps(state))),
@@ -92,23 +93,25 @@ pub fn dispatch(
             }
             Err(e) => Err(e),
         },
-        _ => match state
-            .kernel
-            .caps
-            .by_name(CapabilityType::GatewayMethod, &method)
-        {
+        _ => match state.kernel.caps.by_name(CapabilityType::GatewayMethod, &method) {
             Some(cap) => {
                 let caller = state.name().to_owned();
                 return route::gateway_call(state.kernel.clone(), cap, caller, params, responder);
             }
-            None => Err(ErrorObject::new(
-                ErrorCode::MethodNotFound,
-                format!("no method {method:?}"),
-            )
-            .with_data(serde_json::json!({ "method": method }))),
+            None => {
+                Err(ErrorObject::new(ErrorCode::MethodNotFound, format!("no method {method:?}"))
+                    .with_data(serde_json::json!({ "method": method })))
+            }
         },
     };
     responder.reply(outcome);
+}
+
+/// Whether `method` is answered after its handler returns, so it holds an in-flight
+/// permit: routed calls, streams, and an app's own `app.shutdown`.
+fn is_long_running(state: &AppActorState, method: &str) -> bool {
+    matches!(method, ToolCall::NAME | ConfigWatch::NAME | AppShutdown::NAME)
+        || state.kernel.caps.by_name(CapabilityType::GatewayMethod, method).is_some()
 }
 
 /// Handles a notification from a client. None needs an answer; unknown ones are logged.

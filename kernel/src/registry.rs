@@ -64,22 +64,14 @@ impl AppRegistry {
 
     /// Releases `app_id` if `conn_id` still holds it; true when it did.
     pub fn release(&self, app_id: &str, conn_id: u64) -> bool {
-        self.apps
-            .remove_if(app_id, |_, e| e.conn_id == conn_id)
-            .is_some()
+        self.apps.remove_if(app_id, |_, e| e.conn_id == conn_id).is_some()
     }
 
     /// Releases every id held by `conn_id` (cleanup after an actor failure).
     pub fn release_conn(&self, conn_id: u64) -> Vec<String> {
-        let ids: Vec<String> = self
-            .apps
-            .iter()
-            .filter(|e| e.conn_id == conn_id)
-            .map(|e| e.key().clone())
-            .collect();
-        ids.into_iter()
-            .filter(|id| self.release(id, conn_id))
-            .collect()
+        let ids: Vec<String> =
+            self.apps.iter().filter(|e| e.conn_id == conn_id).map(|e| e.key().clone()).collect();
+        ids.into_iter().filter(|id| self.release(id, conn_id)).collect()
     }
 
     /// Sets the state of `app_id` if `conn_id` holds it.
@@ -93,9 +85,7 @@ impl AppRegistry {
 
     /// Whether `app_id` is registered and ready for traffic.
     pub fn is_ready(&self, app_id: &str) -> bool {
-        self.apps
-            .get(app_id)
-            .is_some_and(|e| e.state == AppState::Ready)
+        self.apps.get(app_id).is_some_and(|e| e.state == AppState::Ready)
     }
 
     /// How many apps are registered.

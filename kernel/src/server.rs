@@ -69,11 +69,7 @@ pub struct BoundSocket {
 /// holds it, this fails with [`KernelError::AlreadyRunning`]; once we hold it, a leftover
 /// socket file is stale and is replaced.
 pub async fn bind(socket: &Path) -> Result<BoundSocket, KernelError> {
-    let io = |what, source| KernelError::Io {
-        what,
-        path: socket.to_owned(),
-        source,
-    };
+    let io = |what, source| KernelError::Io { what, path: socket.to_owned(), source };
     #[cfg(unix)]
     if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
         fsutil::create_private_dir(dir).map_err(|e| io("cannot create socket directory for", e))?;
@@ -103,10 +99,7 @@ pub async fn bind(socket: &Path) -> Result<BoundSocket, KernelError> {
         std::io::ErrorKind::AddrInUse => KernelError::AlreadyRunning(socket.to_owned()),
         _ => io("cannot listen on", e),
     })?;
-    Ok(BoundSocket {
-        listener,
-        _lock: lock,
-    })
+    Ok(BoundSocket { listener, _lock: lock })
 }
 
 fn lock_socket(socket: &Path) -> Result<File, KernelError> {
@@ -115,13 +108,8 @@ fn lock_socket(socket: &Path) -> Result<File, KernelError> {
     let lock_path = PathBuf::from(lock_path);
     if cfg!(windows) {
         // Named pipes need no lock file: a live pipe name cannot be created twice.
-        return File::open(std::env::current_exe().unwrap_or_default()).map_err(|source| {
-            KernelError::Io {
-                what: "cannot open",
-                path: lock_path,
-                source,
-            }
-        });
+        return File::open(std::env::current_exe().unwrap_or_default())
+            .map_err(|source| KernelError::Io { what: "cannot open", path: lock_path, source });
     }
     let mut options = std::fs::OpenOptions::new();
     options.create(true).truncate(false).write(true);
@@ -137,11 +125,9 @@ fn lock_socket(socket: &Path) -> Result<File, KernelError> {
         Err(std::fs::TryLockError::WouldBlock) => {
             Err(KernelError::AlreadyRunning(socket.to_owned()))
         }
-        Err(std::fs::TryLockError::Error(source)) => Err(KernelError::Io {
-            what: "cannot lock",
-            path: lock_path,
-            source,
-        }),
+        Err(std::fs::TryLockError::Error(source)) => {
+            Err(KernelError::Io { what: "cannot lock", path: lock_path, source })
+        }
     }
 }
 
@@ -151,9 +137,7 @@ fn existing_file_is_socket(path: &Path) -> Option<bool> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
-        std::fs::symlink_metadata(path)
-            .ok()
-            .map(|m| m.file_type().is_socket())
+        std::fs::symlink_metadata(path).ok().map(|m| m.file_type().is_socket())
     }
     #[cfg(not(unix))]
     {
@@ -166,10 +150,7 @@ fn existing_file_is_socket(path: &Path) -> Option<bool> {
 fn create_listener(socket: &Path) -> std::io::Result<Listener> {
     use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
     use interprocess::os::unix::local_socket::ListenerOptionsExt;
-    ListenerOptions::new()
-        .name(socket.to_fs_name::<GenericFilePath>()?)
-        .mode(0o600)
-        .create_tokio()
+    ListenerOptions::new().name(socket.to_fs_name::<GenericFilePath>()?).mode(0o600).create_tokio()
 }
 
 #[cfg(windows)]
@@ -203,10 +184,7 @@ pub async fn run(
     let key = KernelKey::load_or_create(&settings.state_dir)?;
     let bound = bind(&settings.socket).await?;
     let kernel = Arc::new(Kernel::new(config, key));
-    let args = KernelArgs {
-        kernel: kernel.clone(),
-        listener: bound.listener,
-    };
+    let args = KernelArgs { kernel: kernel.clone(), listener: bound.listener };
     // Hot reload: watching ends when `_watcher` is dropped at the end of the run.
     let _watcher = match &settings.config_path {
         Some(path) => match crate::config::watch::spawn(kernel.clone(), path.clone()) {
@@ -270,16 +248,10 @@ mod tests {
         assert!(path.exists());
         let first = bind(&path).await.expect("stale socket reclaimed");
         // Same process, second bind: the lock refuses it and the socket stays.
-        assert!(matches!(
-            bind(&path).await,
-            Err(KernelError::AlreadyRunning(_))
-        ));
+        assert!(matches!(bind(&path).await, Err(KernelError::AlreadyRunning(_))));
         assert!(burrow_sdk::transport::connect_stream(&path).await.is_ok());
         drop(first);
-        assert!(
-            !path.exists(),
-            "dropping the listener removes the socket file"
-        );
+        assert!(!path.exists(), "dropping the listener removes the socket file");
     }
 
     #[tokio::test]
@@ -287,10 +259,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.sock");
         let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        assert!(matches!(
-            bind(&path).await,
-            Err(KernelError::AlreadyRunning(_))
-        ));
+        assert!(matches!(bind(&path).await, Err(KernelError::AlreadyRunning(_))));
         assert!(path.exists());
     }
 }

@@ -67,9 +67,7 @@ pub struct KernelKey {
 
 impl std::fmt::Debug for KernelKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelKey")
-            .field("public", &B64.encode(self.verifying.as_bytes()))
-            .finish()
+        f.debug_struct("KernelKey").field("public", &B64.encode(self.verifying.as_bytes())).finish()
     }
 }
 
@@ -77,15 +75,11 @@ impl KernelKey {
     /// Loads `<state_dir>/kernel.key`, creating it (mode 0600 from the start) if missing.
     pub fn load_or_create(state_dir: &Path) -> Result<Self, KeyError> {
         let path = state_dir.join(KEY_FILE);
-        let io = |source| KeyError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| KeyError::Io { path: path.clone(), source };
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let seed: [u8; 32] = bytes
-                    .try_into()
-                    .map_err(|_| KeyError::Corrupt(path.clone()))?;
+                let seed: [u8; 32] =
+                    bytes.try_into().map_err(|_| KeyError::Corrupt(path.clone()))?;
                 crate::fsutil::restrict_file(&path).map_err(io)?;
                 Ok(Self::from_seed(seed))
             }
@@ -93,9 +87,7 @@ impl KernelKey {
                 let mut seed = [0u8; 32];
                 getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
                 let mut file = crate::fsutil::create_private_file(&path).map_err(io)?;
-                file.write_all(&seed)
-                    .and_then(|()| file.sync_all())
-                    .map_err(io)?;
+                file.write_all(&seed).and_then(|()| file.sync_all()).map_err(io)?;
                 Ok(Self::from_seed(seed))
             }
             Err(e) => Err(io(e)),
@@ -111,11 +103,8 @@ impl KernelKey {
 
     /// Issues a token naming `app_id`, valid for `ttl_ms` from `now_ms`.
     pub fn issue(&self, app_id: &str, now_ms: u64, ttl_ms: u64) -> String {
-        let claims = Claims {
-            app_id: app_id.to_owned(),
-            iat: now_ms,
-            exp: now_ms.saturating_add(ttl_ms),
-        };
+        let claims =
+            Claims { app_id: app_id.to_owned(), iat: now_ms, exp: now_ms.saturating_add(ttl_ms) };
         let claims = serde_json::to_vec(&claims).unwrap_or_default();
         let signed = format!("{VERSION}.{}", B64.encode(claims));
         let sig = self.signing.sign(signed.as_bytes());
@@ -129,11 +118,8 @@ impl KernelKey {
         if version != VERSION {
             return Err(TokenError::Malformed);
         }
-        let sig: [u8; 64] = B64
-            .decode(sig)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or(TokenError::Malformed)?;
+        let sig: [u8; 64] =
+            B64.decode(sig).ok().and_then(|b| b.try_into().ok()).ok_or(TokenError::Malformed)?;
         self.verifying
             .verify(signed.as_bytes(), &Signature::from_bytes(&sig))
             .map_err(|_| TokenError::BadSignature)?;
@@ -161,10 +147,7 @@ mod tests {
         let key = KernelKey::from_seed([7; 32]);
         let t = key.issue("weather", 1_000, 10_000);
         assert_eq!(key.verify(&t, "weather", 2_000), Ok(()));
-        assert_eq!(
-            key.verify(&t, "other", 2_000),
-            Err(TokenError::WrongApp("weather".into()))
-        );
+        assert_eq!(key.verify(&t, "other", 2_000), Err(TokenError::WrongApp("weather".into())));
         assert_eq!(key.verify(&t, "weather", 11_000), Err(TokenError::Expired));
     }
 
@@ -173,19 +156,13 @@ mod tests {
         let key = KernelKey::from_seed([7; 32]);
         let other = KernelKey::from_seed([8; 32]);
         let t = other.issue("weather", 1_000, 10_000);
-        assert_eq!(
-            key.verify(&t, "weather", 2_000),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(key.verify(&t, "weather", 2_000), Err(TokenError::BadSignature));
         // Claims rewritten to another app keep the old signature: refused.
         let good = key.issue("weather", 1_000, 10_000);
         let (_, sig) = good.rsplit_once('.').unwrap();
         let claims = B64.encode(br#"{"appId":"evil","iat":0,"exp":99999999999999}"#);
         let forged = format!("v1.{claims}.{sig}");
-        assert_eq!(
-            key.verify(&forged, "evil", 2_000),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(key.verify(&forged, "evil", 2_000), Err(TokenError::BadSignature));
         for junk in ["", "v1", "v1.x.y", "v2.a.b", "....", "v1.!!.!!"] {
             assert!(key.verify(junk, "weather", 2_000).is_err(), "{junk}");
         }
@@ -197,18 +174,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let a = KernelKey::load_or_create(dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = KernelKey::load_or_create(dir.path()).unwrap();
         let t = a.issue("x", 0, 100);
         assert_eq!(b.verify(&t, "x", 1), Ok(()));
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
-        assert!(matches!(
-            KernelKey::load_or_create(dir.path()),
-            Err(KeyError::Corrupt(_))
-        ));
+        assert!(matches!(KernelKey::load_or_create(dir.path()), Err(KeyError::Corrupt(_))));
     }
 }

@@ -65,10 +65,7 @@ impl DecodeError {
 
     /// The error response to send back for this frame.
     pub fn to_response(&self) -> Message {
-        Message::error(
-            self.id(),
-            ErrorObject::new(ErrorCode::InvalidRequest, self.to_string()),
-        )
+        Message::error(self.id(), ErrorObject::new(ErrorCode::InvalidRequest, self.to_string()))
     }
 }
 
@@ -97,10 +94,7 @@ pub fn encode_body(msg: &Message) -> Result<Vec<u8>, EncodeError> {
 pub fn encode_frame(msg: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
     let body = encode_body(msg)?;
     if body.len() > max_frame_bytes || body.len() > u32::MAX as usize {
-        return Err(EncodeError::TooLarge {
-            len: body.len(),
-            max: max_frame_bytes,
-        });
+        return Err(EncodeError::TooLarge { len: body.len(), max: max_frame_bytes });
     }
     let mut frame = Vec::with_capacity(HEADER_BYTES + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -141,13 +135,7 @@ pub fn decode_frame(
     let header: [u8; HEADER_BYTES] = buf.get(..HEADER_BYTES)?.try_into().ok()?;
     let len = u32::from_be_bytes(header) as usize;
     if len > max_frame_bytes {
-        return Some((
-            Err(DecodeError::TooLarge {
-                len,
-                max: max_frame_bytes,
-            }),
-            0,
-        ));
+        return Some((Err(DecodeError::TooLarge { len, max: max_frame_bytes }), 0));
     }
     let body = buf.get(HEADER_BYTES..HEADER_BYTES + len)?;
     Some((decode_body(body), HEADER_BYTES + len))
@@ -190,10 +178,7 @@ mod tests {
         let msg = Message::request(1u64, "kernel.info", json!({}));
         let full = encode_frame(&msg, MAX_FRAME_BYTES).unwrap();
         for cut in 0..full.len() {
-            assert!(
-                decode_frame(&full[..cut], MAX_FRAME_BYTES).is_none(),
-                "cut at {cut}"
-            );
+            assert!(decode_frame(&full[..cut], MAX_FRAME_BYTES).is_none(), "cut at {cut}");
         }
     }
 
@@ -208,25 +193,17 @@ mod tests {
         assert!(!err.is_fatal());
 
         let garbage = decode_body(&[0xc1]).unwrap_err();
-        assert!(matches!(
-            garbage,
-            DecodeError::NotMessagePack { id: None, .. }
-        ));
+        assert!(matches!(garbage, DecodeError::NotMessagePack { id: None, .. }));
 
         let mut trailing = rmp_serde::to_vec_named(&json!({"id": 1, "method": "m"})).unwrap();
         trailing.push(0xc0);
-        assert_eq!(
-            decode_body(&trailing).unwrap_err(),
-            DecodeError::TrailingBytes(1)
-        );
+        assert_eq!(decode_body(&trailing).unwrap_err(), DecodeError::TrailingBytes(1));
 
         let (r, used) = decode_frame(&[0xff, 0xff, 0xff, 0xff], 1024).unwrap();
         let err = r.unwrap_err();
         assert!(err.is_fatal());
         assert_eq!(used, 0);
-        let Message::Response(resp) = err.to_response() else {
-            panic!()
-        };
+        let Message::Response(resp) = err.to_response() else { panic!() };
         assert_eq!(resp.id, None);
         assert_eq!(resp.outcome.unwrap_err().code, ErrorCode::InvalidRequest);
     }
@@ -234,19 +211,13 @@ mod tests {
     #[test]
     fn invalid_messages_keep_their_id() {
         let body = rmp_serde::to_vec_named(&json!({"id": "abc", "method": 5})).unwrap();
-        assert_eq!(
-            decode_body(&body).unwrap_err().id(),
-            Some(Id::Str("abc".into()))
-        );
+        assert_eq!(decode_body(&body).unwrap_err().id(), Some(Id::Str("abc".into())));
 
         // A binary value is valid MessagePack but not JSON-shaped; the id is salvaged.
         let raw = rmpv::Value::Map(vec![
             (rmpv::Value::from("id"), rmpv::Value::from(42)),
             (rmpv::Value::from("method"), rmpv::Value::from("m")),
-            (
-                rmpv::Value::from("params"),
-                rmpv::Value::Binary(vec![1, 2, 3]),
-            ),
+            (rmpv::Value::from("params"), rmpv::Value::Binary(vec![1, 2, 3])),
         ]);
         let mut body = Vec::new();
         rmpv::encode::write_value(&mut body, &raw).unwrap();
@@ -260,23 +231,14 @@ mod tests {
     #[test]
     fn classification() {
         let dec = |v: serde_json::Value| decode_body(&rmp_serde::to_vec_named(&v).unwrap());
-        assert!(matches!(
-            dec(json!({"method": "m"})).unwrap(),
-            Message::Notification(_)
-        ));
+        assert!(matches!(dec(json!({"method": "m"})).unwrap(), Message::Notification(_)));
         let Message::Request(r) = dec(json!({"id": "s", "method": "m", "extra": 1})).unwrap()
         else {
             panic!()
         };
         assert_eq!(r.params, json!({}));
-        assert!(matches!(
-            dec(json!({"id": 1, "result": null})).unwrap(),
-            Message::Response(_)
-        ));
-        assert!(matches!(
-            dec(json!({"id": 1, "chunk": 1})).unwrap(),
-            Message::Chunk(_)
-        ));
+        assert!(matches!(dec(json!({"id": 1, "result": null})).unwrap(), Message::Response(_)));
+        assert!(matches!(dec(json!({"id": 1, "chunk": 1})).unwrap(), Message::Chunk(_)));
         assert!(dec(json!({"id": 1})).is_err());
         assert!(dec(json!({})).is_err());
         assert!(dec(json!({"id": 1, "error": "x"})).is_err());
@@ -309,9 +271,6 @@ mod tests {
     #[test]
     fn encode_refuses_oversize() {
         let big = Message::notification("m", json!({"x": "a".repeat(100)}));
-        assert!(matches!(
-            encode_frame(&big, 50),
-            Err(EncodeError::TooLarge { .. })
-        ));
+        assert!(matches!(encode_frame(&big, 50), Err(EncodeError::TooLarge { .. })));
     }
 }

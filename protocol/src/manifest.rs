@@ -90,11 +90,7 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
 impl Manifest {
     /// A manifest with an id and a version and nothing else.
     pub fn new(id: impl Into<String>, version: impl Into<String>) -> Self {
-        Self {
-            id: id.into(),
-            version: version.into(),
-            ..Self::default()
-        }
+        Self { id: id.into(), version: version.into(), ..Self::default() }
     }
 
     /// Checks the manifest; the error names the offending field under `manifest.`.
@@ -156,16 +152,7 @@ mod tests {
         for ok in ["a", "weather", "a-1", &"a".repeat(64)] {
             assert!(is_valid_app_id(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "1a",
-            "-a",
-            "Weather",
-            "a_b",
-            "a.b",
-            &"a".repeat(65),
-            "é",
-        ] {
+        for bad in ["", "1a", "-a", "Weather", "a_b", "a.b", &"a".repeat(65), "é"] {
             assert!(!is_valid_app_id(bad), "{bad}");
         }
     }
@@ -180,10 +167,7 @@ mod tests {
         m.version = "1.2.3-beta.1".into();
         assert!(m.validate().is_ok());
         m.capabilities.hooks.subscribe = vec!["session_*".into(), "a*b".into()];
-        assert_eq!(
-            field_of(m.validate().unwrap_err()),
-            "manifest.capabilities.hooks.subscribe[1]"
-        );
+        assert_eq!(field_of(m.validate().unwrap_err()), "manifest.capabilities.hooks.subscribe[1]");
     }
 
     #[test]

@@ -113,35 +113,22 @@ pub struct InvalidMessage {
 impl Message {
     /// A request.
     pub fn request(id: impl Into<Id>, method: impl Into<String>, params: Value) -> Self {
-        Message::Request(Request {
-            id: id.into(),
-            method: method.into(),
-            params,
-        })
+        Message::Request(Request { id: id.into(), method: method.into(), params })
     }
 
     /// A notification.
     pub fn notification(method: impl Into<String>, params: Value) -> Self {
-        Message::Notification(Notification {
-            method: method.into(),
-            params,
-        })
+        Message::Notification(Notification { method: method.into(), params })
     }
 
     /// A success response.
     pub fn success(id: Id, result: Value) -> Self {
-        Message::Response(Response {
-            id: Some(id),
-            outcome: Ok(result),
-        })
+        Message::Response(Response { id: Some(id), outcome: Ok(result) })
     }
 
     /// An error response; `id` is `None` when the offending frame had no readable id.
     pub fn error(id: Option<Id>, error: ErrorObject) -> Self {
-        Message::Response(Response {
-            id,
-            outcome: Err(error),
-        })
+        Message::Response(Response { id, outcome: Err(error) })
     }
 
     /// A stream chunk.
@@ -152,10 +139,7 @@ impl Message {
     /// Classifies a decoded value. Unknown keys are ignored.
     pub fn from_value(value: Value) -> Result<Self, InvalidMessage> {
         let Value::Object(mut map) = value else {
-            return Err(InvalidMessage {
-                id: None,
-                reason: "a message must be a map".into(),
-            });
+            return Err(InvalidMessage { id: None, reason: "a message must be a map".into() });
         };
         let raw_id = map.remove("id");
         let id = match &raw_id {
@@ -170,10 +154,7 @@ impl Message {
                 }
             },
         };
-        let invalid = |reason: &str| InvalidMessage {
-            id: id.clone(),
-            reason: reason.into(),
-        };
+        let invalid = |reason: &str| InvalidMessage { id: id.clone(), reason: reason.into() };
         if let Some(method) = map.remove("method") {
             let Value::String(method) = method else {
                 return Err(invalid("`method` must be a string"));
@@ -193,10 +174,7 @@ impl Message {
         if let Some(error) = map.remove("error") {
             let error: ErrorObject = serde_json::from_value(error)
                 .map_err(|e| invalid(&format!("malformed `error`: {e}")))?;
-            return Ok(Message::Response(Response {
-                id,
-                outcome: Err(error),
-            }));
+            return Ok(Message::Response(Response { id, outcome: Err(error) }));
         }
         let Some(id) = id else {
             return Err(invalid("a message needs a `method` or an `id`"));

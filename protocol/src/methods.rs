@@ -46,10 +46,7 @@ pub(crate) use methods;
 /// Params must be a map; `params` is the field named when they are not.
 pub fn parse_params<T: DeserializeOwned>(params: Value) -> Result<T, ErrorObject> {
     if !params.is_object() {
-        return Err(ErrorObject::invalid_params(
-            "params",
-            "params must be a map",
-        ));
+        return Err(ErrorObject::invalid_params("params", "params must be a map"));
     }
     serde_path_to_error::deserialize::<_, T>(params).map_err(|e| {
         let path = e.path().to_string();
@@ -132,10 +129,7 @@ mod tests {
     #[test]
     fn invalid_params_name_the_field() {
         assert_eq!(field(parse_params(json!({}))), "inner");
-        assert_eq!(
-            field(parse_params(json!({"inner": {"count": 1}}))),
-            "inner.name"
-        );
+        assert_eq!(field(parse_params(json!({"inner": {"count": 1}}))), "inner.name");
         assert_eq!(
             field(parse_params(json!({"inner": {"count": "x", "name": "n"}}))),
             "inner.count"

@@ -28,17 +28,13 @@ where
 {
     for id in [Id::Num(7), Id::Str("req-7".into())] {
         let req = Message::request(id.clone(), M::NAME, to_value(&params));
-        let Message::Request(r) = through_codec(req) else {
-            panic!("not a request")
-        };
+        let Message::Request(r) = through_codec(req) else { panic!("not a request") };
         assert_eq!(r.method, M::NAME);
         let back: M::Params = methods::parse_params(r.params).unwrap();
         assert_eq!(back, params, "{} params", M::NAME);
 
         let resp = Message::success(id.clone(), to_value(&result));
-        let Message::Response(r) = through_codec(resp) else {
-            panic!("not a response")
-        };
+        let Message::Response(r) = through_codec(resp) else { panic!("not a response") };
         let back: M::Result = serde_json::from_value(r.outcome.unwrap()).unwrap();
         assert_eq!(back, result, "{} result", M::NAME);
     }
@@ -83,17 +79,11 @@ fn lifecycle_methods() {
     let status = json!({"load": 0.5}).as_object().cloned();
     round_trip::<AppHeartbeat>(
         HeartbeatParams { status },
-        HeartbeatResult {
-            ok: true,
-            server_time: 1_700_000_000_000,
-        },
+        HeartbeatResult { ok: true, server_time: 1_700_000_000_000 },
     );
     round_trip::<AppReady>(ReadyParams::default(), Ack::OK);
     round_trip::<AppShutdown>(
-        ShutdownParams {
-            reason: Some("bye".into()),
-            timeout: Some(500),
-        },
+        ShutdownParams { reason: Some("bye".into()), timeout: Some(500) },
         Ack::OK,
     );
     round_trip::<KernelInfo>(
@@ -133,18 +123,9 @@ fn capability_methods() {
             CapabilityType::Hook,
             json!({"event": "e", "priority": -1, "timeoutMs": 5, "failMode": "closed"}),
         ),
-        (
-            CapabilityType::GatewayMethod,
-            json!({"method": "weather.now"}),
-        ),
-        (
-            CapabilityType::HttpRoute,
-            json!({"method": "GET", "path": "/apps/weather/x"}),
-        ),
-        (
-            CapabilityType::Provider,
-            json!({"providerId": "p", "models": ["m"]}),
-        ),
+        (CapabilityType::GatewayMethod, json!({"method": "weather.now"})),
+        (CapabilityType::HttpRoute, json!({"method": "GET", "path": "/apps/weather/x"})),
+        (CapabilityType::Provider, json!({"providerId": "p", "models": ["m"]})),
     ];
     for (kind, config) in configs {
         let parsed = CapabilityConfig::parse(kind, config.clone()).unwrap();
@@ -159,9 +140,7 @@ fn capability_methods() {
         );
     }
     round_trip::<CapabilityUnregister>(
-        UnregisterCapabilityParams {
-            capability_id: "cap-1".into(),
-        },
+        UnregisterCapabilityParams { capability_id: "cap-1".into() },
         Ack::OK,
     );
 }
@@ -169,21 +148,12 @@ fn capability_methods() {
 #[test]
 fn hook_methods() {
     round_trip::<HookSubscribe>(
-        SubscribeParams {
-            events: vec!["session_*".into()],
-        },
-        SubscribeResult {
-            subscribed: vec!["session_*".into()],
-            denied: vec!["x".into()],
-        },
+        SubscribeParams { events: vec!["session_*".into()] },
+        SubscribeResult { subscribed: vec!["session_*".into()], denied: vec!["x".into()] },
     );
     round_trip::<HookUnsubscribe>(
-        UnsubscribeParams {
-            events: vec!["a".into()],
-        },
-        UnsubscribeResult {
-            unsubscribed: vec!["a".into()],
-        },
+        UnsubscribeParams { events: vec!["a".into()] },
+        UnsubscribeResult { unsubscribed: vec!["a".into()] },
     );
     round_trip::<HookEvent>(
         HookEventParams {
@@ -198,55 +168,31 @@ fn hook_methods() {
     );
     for result in [
         HookVerdict::Continue,
-        HookVerdict::Modify {
-            payload: json!({"arguments": {}}),
-        },
-        HookVerdict::Block {
-            reason: "no".into(),
-        },
+        HookVerdict::Modify { payload: json!({"arguments": {}}) },
+        HookVerdict::Block { reason: "no".into() },
     ] {
-        round_trip::<HookResult>(
-            HookResultParams {
-                event_id: "e1".into(),
-                result,
-            },
-            Ack::OK,
-        );
+        round_trip::<HookResult>(HookResultParams { event_id: "e1".into(), result }, Ack::OK);
     }
 }
 
 #[test]
 fn config_methods() {
     round_trip::<ConfigGet>(
-        ConfigGetParams {
-            path: Some("apps.a".into()),
-        },
-        ConfigGetResult {
-            value: json!({"x": 1}),
-        },
+        ConfigGetParams { path: Some("apps.a".into()) },
+        ConfigGetResult { value: json!({"x": 1}) },
     );
     round_trip::<ConfigWatch>(
-        ConfigWatchParams {
-            paths: Some(vec!["apps.a".into()]),
-        },
-        ConfigWatchEnd {
-            ended: "cancelled".into(),
-        },
+        ConfigWatchParams { paths: Some(vec!["apps.a".into()]) },
+        ConfigWatchEnd { ended: "cancelled".into() },
     );
-    let change = ConfigChange {
-        path: "apps.a.x".into(),
-        old_value: json!(1),
-        new_value: json!(null),
-    };
+    let change =
+        ConfigChange { path: "apps.a.x".into(), old_value: json!(1), new_value: json!(null) };
     through_codec(Message::chunk(Id::Num(1), to_value(&change)));
 }
 
 #[test]
 fn invoke_methods() {
-    let result = ToolResult {
-        content: json!("ok"),
-        is_error: Some(false),
-    };
+    let result = ToolResult { content: json!("ok"), is_error: Some(false) };
     round_trip::<ToolCall>(
         ToolCallParams {
             name: "t".into(),
@@ -273,9 +219,7 @@ fn invoke_methods() {
             content: "hi".into(),
             metadata: None,
         },
-        ChannelSendResult {
-            message_id: Some("m".into()),
-        },
+        ChannelSendResult { message_id: Some("m".into()) },
     );
     round_trip::<GatewayInvoke>(
         GatewayInvokeParams {
@@ -293,17 +237,9 @@ fn invoke_methods() {
             headers: Default::default(),
             body: None,
         },
-        HttpResponse {
-            status: 200,
-            headers: None,
-            body: Some("ok".into()),
-        },
+        HttpResponse { status: 200, headers: None, body: Some("ok".into()) },
     );
-    let call = ToolCallRequest {
-        id: "1".into(),
-        name: "t".into(),
-        arguments: json!({}),
-    };
+    let call = ToolCallRequest { id: "1".into(), name: "t".into(), arguments: json!({}) };
     round_trip::<ProviderComplete>(
         ProviderCompleteParams {
             provider_id: "p".into(),
@@ -335,10 +271,7 @@ fn invoke_methods() {
             }],
         },
         ProviderCompleteResult {
-            message: AssistantMessage {
-                content: "c".into(),
-                tool_calls: Some(vec![call]),
-            },
+            message: AssistantMessage { content: "c".into(), tool_calls: Some(vec![call]) },
             usage: None,
         },
     );
@@ -358,9 +291,7 @@ fn session_methods() {
     };
     round_trip::<SessionGet>(
         SessionGetParams { key: "k".into() },
-        SessionGetResult {
-            session: Some(info.clone()),
-        },
+        SessionGetResult { session: Some(info.clone()) },
     );
     round_trip::<SessionGet>(
         SessionGetParams { key: "k".into() },
@@ -376,17 +307,10 @@ fn session_methods() {
             limit: Some(10),
             offset: Some(5),
         },
-        SessionListResult {
-            sessions: vec![info],
-            total: 1,
-        },
+        SessionListResult { sessions: vec![info], total: 1 },
     );
     round_trip::<SessionHistory>(
-        SessionHistoryParams {
-            key: "k".into(),
-            limit: Some(2),
-            before: Some("m9".into()),
-        },
+        SessionHistoryParams { key: "k".into(), limit: Some(2), before: Some("m9".into()) },
         SessionHistoryResult {
             messages: vec![TranscriptMessage {
                 id: "m1".into(),
@@ -400,11 +324,7 @@ fn session_methods() {
         },
     );
     round_trip::<MessageDispatch>(
-        DispatchParams {
-            session_key: "k".into(),
-            content: "hi".into(),
-            metadata: None,
-        },
+        DispatchParams { session_key: "k".into(), content: "hi".into(), metadata: None },
         DispatchResult {
             dispatch_id: "d".into(),
             queued: true,
@@ -413,15 +333,8 @@ fn session_methods() {
         },
     );
     round_trip::<AgentQueue>(
-        AgentQueueParams {
-            session_key: "k".into(),
-            text: "go".into(),
-            metadata: None,
-        },
-        AgentQueueResult {
-            run_id: "r".into(),
-            queued: false,
-        },
+        AgentQueueParams { session_key: "k".into(), text: "go".into(), metadata: None },
+        AgentQueueResult { run_id: "r".into(), queued: false },
     );
     for status in [
         RunStatus::Queued,
@@ -431,16 +344,8 @@ fn session_methods() {
         RunStatus::Cancelled,
     ] {
         round_trip::<AgentWait>(
-            AgentWaitParams {
-                run_id: "r".into(),
-                timeout_ms: Some(100),
-            },
-            AgentWaitResult {
-                run_id: "r".into(),
-                status,
-                output: None,
-                error: None,
-            },
+            AgentWaitParams { run_id: "r".into(), timeout_ms: Some(100) },
+            AgentWaitResult { run_id: "r".into(), status, output: None, error: None },
         );
     }
 }

@@ -139,9 +139,7 @@ impl Handlers {
         let mut conflicts = Vec::new();
         let mut check = |declared: bool, raw: bool, method: &str, what: &str| {
             if declared && raw {
-                conflicts.push(format!(
-                    "a handler for {method} cannot be combined with {what}"
-                ));
+                conflicts.push(format!("a handler for {method} cannot be combined with {what}"));
             }
         };
         check(
@@ -204,14 +202,8 @@ impl std::fmt::Debug for App {
             .field("socket", &self.socket)
             .field("reconnect", &self.reconnect)
             .field("requests", &requests)
-            .field(
-                "tools",
-                &self.handlers.tools.tool_names().collect::<Vec<_>>(),
-            )
-            .field(
-                "gateway_methods",
-                &self.handlers.tools.gateway_methods().collect::<Vec<_>>(),
-            )
+            .field("tools", &self.handlers.tools.tool_names().collect::<Vec<_>>())
+            .field("gateway_methods", &self.handlers.tools.gateway_methods().collect::<Vec<_>>())
             .field("events", &self.handlers.hooks.subscriptions())
             .finish_non_exhaustive()
     }
@@ -261,18 +253,11 @@ impl App {
     {
         let method = method.into();
         if method == AppShutdown::NAME {
-            self.mistakes
-                .push(format!("{method} is handled by the SDK itself"));
+            self.mistakes.push(format!("{method} is handled by the SDK itself"));
         }
         let handler: RequestFn = Arc::new(move |params, cx| Box::pin(handler(params, cx)));
-        if self
-            .handlers
-            .requests
-            .insert(method.clone(), handler)
-            .is_some()
-        {
-            self.mistakes
-                .push(format!("two request handlers for {method}"));
+        if self.handlers.requests.insert(method.clone(), handler).is_some() {
+            self.mistakes.push(format!("two request handlers for {method}"));
         }
         self
     }
@@ -305,14 +290,8 @@ impl App {
     {
         let method = method.into();
         let handler: NotificationFn = Arc::new(move |params, cx| Box::pin(handler(params, cx)));
-        if self
-            .handlers
-            .notifications
-            .insert(method.clone(), handler)
-            .is_some()
-        {
-            self.mistakes
-                .push(format!("two notification handlers for {method}"));
+        if self.handlers.notifications.insert(method.clone(), handler).is_some() {
+            self.mistakes.push(format!("two notification handlers for {method}"));
         }
         self
     }
@@ -460,10 +439,7 @@ async fn register(
 
 /// `app.ready`.
 async fn ready(client: &Client) -> Result<()> {
-    client
-        .call_with_timeout::<AppReady>(ReadyParams::default(), LIFECYCLE_TIMEOUT)
-        .await
-        .map(drop)
+    client.call_with_timeout::<AppReady>(ReadyParams::default(), LIFECYCLE_TIMEOUT).await.map(drop)
 }
 
 /// Sends `app.heartbeat` every `every`; returns the error that ended the connection.
@@ -473,10 +449,7 @@ async fn heartbeat_loop(client: Client, every: Duration, deadline: Duration) -> 
     loop {
         ticker.tick().await;
         let params = Default::default();
-        match client
-            .call_with_timeout::<AppHeartbeat>(params, deadline)
-            .await
-        {
+        match client.call_with_timeout::<AppHeartbeat>(params, deadline).await {
             Ok(_) => tracing::trace!("heartbeat"),
             Err(e @ (Error::Closed | Error::Shutdown)) => return e,
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
@@ -492,11 +465,7 @@ impl ReadyTask {
         Self(callback.map(|callback| {
             let future = callback(client.clone());
             tokio::spawn(async move {
-                if std::panic::AssertUnwindSafe(future)
-                    .catch_unwind()
-                    .await
-                    .is_err()
-                {
+                if std::panic::AssertUnwindSafe(future).catch_unwind().await.is_err() {
                     tracing::error!("on_ready panicked");
                 }
             })

@@ -98,9 +98,7 @@ impl Client {
         params: M::Params,
         timeout: Duration,
     ) -> Result<M::Result> {
-        let value = self
-            .request_with_timeout(M::NAME, to_value(&params), timeout)
-            .await?;
+        let value = self.request_with_timeout(M::NAME, to_value(&params), timeout).await?;
         decode_result::<M>(value)
     }
 
@@ -209,9 +207,7 @@ impl Client {
     /// when missing); `None` reads the app's own subtree `apps.<appId>`. Paths outside it
     /// need the manifest's `config.read` (else `FORBIDDEN`).
     pub async fn config_get(&self, path: Option<&str>) -> Result<Value> {
-        let params = ConfigGetParams {
-            path: path.map(str::to_owned),
-        };
+        let params = ConfigGetParams { path: path.map(str::to_owned) };
         Ok(self.call::<ConfigGet>(params).await?.value)
     }
 
@@ -241,8 +237,7 @@ impl Client {
         events: impl IntoIterator<Item = impl Into<String>>,
     ) -> Result<UnsubscribeResult> {
         let events = events.into_iter().map(Into::into).collect();
-        self.call::<HookUnsubscribe>(UnsubscribeParams { events })
-            .await
+        self.call::<HookUnsubscribe>(UnsubscribeParams { events }).await
     }
 
     /// `capability.register`: ask for a capability of `kind` with `config` (e.g. a
@@ -256,15 +251,12 @@ impl Client {
     ) -> Result<RegisterCapabilityResult> {
         let config = serde_json::to_value(config)
             .map_err(|e| Error::Protocol(format!("unencodable capability config: {e}")))?;
-        self.call::<CapabilityRegister>(RegisterCapabilityParams { kind, config })
-            .await
+        self.call::<CapabilityRegister>(RegisterCapabilityParams { kind, config }).await
     }
 
     /// `capability.unregister`: give a capability back.
     pub async fn unregister_capability(&self, capability_id: &str) -> Result<()> {
-        let params = UnregisterCapabilityParams {
-            capability_id: capability_id.to_owned(),
-        };
+        let params = UnregisterCapabilityParams { capability_id: capability_id.to_owned() };
         self.call::<CapabilityUnregister>(params).await.map(drop)
     }
 

@@ -96,15 +96,9 @@ mod tests {
         assert_eq!(Error::Closed.code(), Some(ErrorCode::ConnectionClosed));
         assert_eq!(Error::Timeout.code(), Some(ErrorCode::Timeout));
         assert_eq!(Error::Protocol("x".into()).code(), None);
-        let gave_up = Error::ReconnectFailed {
-            attempts: 3,
-            last: Box::new(Error::Closed),
-        };
+        let gave_up = Error::ReconnectFailed { attempts: 3, last: Box::new(Error::Closed) };
         assert_eq!(gave_up.code(), Some(ErrorCode::ConnectionClosed));
-        assert_eq!(
-            ErrorObject::from(Error::Shutdown).code,
-            ErrorCode::InternalError
-        );
+        assert_eq!(ErrorObject::from(Error::Shutdown).code, ErrorCode::InternalError);
         assert_eq!(ErrorObject::from(remote).message, "taken");
     }
 }

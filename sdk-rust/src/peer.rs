@@ -89,10 +89,7 @@ impl Service for NoService {
 
 /// `METHOD_NOT_FOUND` for `method`.
 pub(crate) fn method_not_found(method: &str) -> ErrorObject {
-    ErrorObject::new(
-        ErrorCode::MethodNotFound,
-        format!("no handler for method {method:?}"),
-    )
+    ErrorObject::new(ErrorCode::MethodNotFound, format!("no handler for method {method:?}"))
 }
 
 /// One item of a [`CallStream`].
@@ -118,10 +115,7 @@ enum StreamEvent {
 
 enum Pending {
     Call(oneshot::Sender<Result<Value>>),
-    Stream {
-        tx: mpsc::Sender<StreamEvent>,
-        overflowed: Arc<AtomicBool>,
-    },
+    Stream { tx: mpsc::Sender<StreamEvent>, overflowed: Arc<AtomicBool> },
 }
 
 /// State shared by a connection's handles and tasks.
@@ -171,19 +165,10 @@ pub(crate) fn spawn(transport: Transport, service: Option<Arc<dyn Service>>) -> 
     let Transport { reader, writer } = transport;
     let weak = Arc::downgrade(&shared);
     let token = shared.closed.clone();
-    tokio::spawn(tasks::write_loop(
-        writer,
-        out_rx,
-        token.clone(),
-        weak.clone(),
-    ));
+    tokio::spawn(tasks::write_loop(writer, out_rx, token.clone(), weak.clone()));
     let service = service.unwrap_or_else(|| Arc::new(NoService));
     let (note_tx, note_rx) = mpsc::channel(NOTIFICATION_QUEUE);
-    tokio::spawn(tasks::notification_loop(
-        note_rx,
-        service.clone(),
-        weak.clone(),
-    ));
+    tokio::spawn(tasks::notification_loop(note_rx, service.clone(), weak.clone()));
     tokio::spawn(tasks::read_loop(reader, token, weak, service, note_tx));
     shared
 }
@@ -303,8 +288,7 @@ impl Shared {
         // Forgets the request however this future ends (answer, timeout, dropped).
         let _guard = PendingGuard { shared: self, id };
         let call = async {
-            self.send_frame(Message::request(id, method, params))
-                .await?;
+            self.send_frame(Message::request(id, method, params)).await?;
             rx.await.unwrap_or(Err(Error::Closed))
         };
         match timeout {
@@ -333,19 +317,9 @@ impl Shared {
     ) -> Result<CallStream> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let overflowed = Arc::new(AtomicBool::new(false));
-        let id = self.insert_pending(Pending::Stream {
-            tx,
-            overflowed: overflowed.clone(),
-        })?;
-        let stream = CallStream {
-            shared: self.clone(),
-            id,
-            rx,
-            overflowed,
-            done: false,
-        };
-        self.send_frame(Message::request(id, method, params))
-            .await?;
+        let id = self.insert_pending(Pending::Stream { tx, overflowed: overflowed.clone() })?;
+        let stream = CallStream { shared: self.clone(), id, rx, overflowed, done: false };
+        self.send_frame(Message::request(id, method, params)).await?;
         Ok(stream)
     }
 
@@ -488,10 +462,7 @@ pub struct CallStream {
 
 impl std::fmt::Debug for CallStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallStream")
-            .field("id", &self.id)
-            .field("done", &self.done)
-            .finish()
+        f.debug_struct("CallStream").field("id", &self.id).field("done", &self.done).finish()
     }
 }
 

@@ -175,9 +175,7 @@ impl FakeKernel {
 
     /// Sends the app a request, waiting at most [`REQUEST_TIMEOUT`] for the answer.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value> {
-        self.client
-            .request_with_timeout(method, params, REQUEST_TIMEOUT)
-            .await
+        self.client.request_with_timeout(method, params, REQUEST_TIMEOUT).await
     }
 
     /// Sends the app a notification.
@@ -189,13 +187,9 @@ impl FakeKernel {
     /// config watches with `{ended: "closed"}`, and returns once it answered.
     pub async fn shutdown_app(&self) -> Result<()> {
         self.state.end_watches("closed");
-        let params = ShutdownParams {
-            reason: Some("fake kernel stopping".to_owned()),
-            timeout: Some(1000),
-        };
-        self.request(AppShutdown::NAME, to_value(&params))
-            .await
-            .map(drop)
+        let params =
+            ShutdownParams { reason: Some("fake kernel stopping".to_owned()), timeout: Some(1000) };
+        self.request(AppShutdown::NAME, to_value(&params)).await.map(drop)
     }
 
     /// Drops the connection abruptly, as a dying kernel would.
@@ -231,23 +225,17 @@ impl FakeKernel {
 
     /// Waits until the app is ready; [`Error::Timeout`] after `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        self.state
-            .wait_for(timeout, |s| s.ready.load(Ordering::Acquire))
-            .await
+        self.state.wait_for(timeout, |s| s.ready.load(Ordering::Acquire)).await
     }
 
     /// Waits until the app has sent at least `count` heartbeats.
     pub async fn wait_heartbeats(&self, count: u64, timeout: Duration) -> Result<()> {
-        self.state
-            .wait_for(timeout, |s| s.heartbeats.load(Ordering::Acquire) >= count)
-            .await
+        self.state.wait_for(timeout, |s| s.heartbeats.load(Ordering::Acquire) >= count).await
     }
 
     /// Waits until the app sent `app.shutdown` itself, and returns its params.
     pub async fn wait_app_shutdown(&self, timeout: Duration) -> Result<ShutdownParams> {
-        self.state
-            .wait_for(timeout, |s| s.seen().app_shutdown.is_some())
-            .await?;
+        self.state.wait_for(timeout, |s| s.seen().app_shutdown.is_some()).await?;
         Ok(self.state.seen().app_shutdown.clone().unwrap_or_default())
     }
 
@@ -281,9 +269,7 @@ impl FakeKernel {
 
     /// `tool.invoke` with every parameter.
     pub async fn invoke_tool_with(&self, params: ToolInvokeParams) -> Result<ToolResult> {
-        self.client
-            .call_with_timeout::<ToolInvoke>(params, REQUEST_TIMEOUT)
-            .await
+        self.client.call_with_timeout::<ToolInvoke>(params, REQUEST_TIMEOUT).await
     }
 
     /// Calls one of the app's gateway methods by its full name (`gateway.invoke`, with
@@ -294,9 +280,7 @@ impl FakeKernel {
             params,
             caller: FAKE_CALLER.to_owned(),
         };
-        self.client
-            .call_with_timeout::<GatewayInvoke>(params, REQUEST_TIMEOUT)
-            .await
+        self.client.call_with_timeout::<GatewayInvoke>(params, REQUEST_TIMEOUT).await
     }
 
     /// Sends the app an observed event (`hook.event` notification, empty context) and
@@ -319,9 +303,7 @@ impl FakeKernel {
         payload: Value,
         timeout: Duration,
     ) -> Result<HookVerdict> {
-        self.state
-            .intercept(&self.client, event, payload, timeout)
-            .await
+        self.state.intercept(&self.client, event, payload, timeout).await
     }
 
     /// Sets the configuration document `config.get` reads (default `{}`).
@@ -349,24 +331,18 @@ impl FakeKernel {
 
     /// Waits until exactly `count` `config.watch` streams are open.
     pub async fn wait_config_watches(&self, count: usize, timeout: Duration) -> Result<()> {
-        self.state
-            .wait_for(timeout, |s| s.watch_count() == count)
-            .await
+        self.state.wait_for(timeout, |s| s.watch_count() == count).await
     }
 
     /// Waits until the app sent `count` requests for `method`.
     pub async fn wait_calls(&self, method: &str, count: usize, timeout: Duration) -> Result<()> {
         self.state
-            .wait_for(timeout, |s| {
-                s.seen().calls.iter().filter(|m| *m == method).count() >= count
-            })
+            .wait_for(timeout, |s| s.seen().calls.iter().filter(|m| *m == method).count() >= count)
             .await
     }
 
     /// Waits until the connection is gone.
     pub async fn wait_disconnected(&self, timeout: Duration) -> Result<()> {
-        tokio::time::timeout(timeout, self.client.closed())
-            .await
-            .map_err(|_| Error::Timeout)
+        tokio::time::timeout(timeout, self.client.closed()).await.map_err(|_| Error::Timeout)
     }
 }

@@ -29,10 +29,7 @@ pub struct MessageCodec {
 impl MessageCodec {
     /// A codec refusing frames over `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> Self {
-        Self {
-            max_frame_bytes,
-            broken: false,
-        }
+        Self { max_frame_bytes, broken: false }
     }
 }
 
@@ -132,10 +129,7 @@ impl Transport {
         let (a, b) = tokio::io::duplex(256 * 1024);
         let (ar, aw) = tokio::io::split(a);
         let (br, bw) = tokio::io::split(b);
-        (
-            Self::new(ar, aw, codec::MAX_FRAME_BYTES),
-            Self::new(br, bw, codec::MAX_FRAME_BYTES),
-        )
+        (Self::new(ar, aw, codec::MAX_FRAME_BYTES), Self::new(br, bw, codec::MAX_FRAME_BYTES))
     }
 }
 
@@ -146,24 +140,16 @@ pub async fn connect_stream(path: &Path) -> io::Result<interprocess::local_socke
     #[cfg(unix)]
     let name = path.to_fs_name::<interprocess::local_socket::GenericFilePath>()?;
     #[cfg(windows)]
-    let name = path
-        .as_os_str()
-        .to_ns_name::<interprocess::local_socket::GenericNamespaced>()?;
+    let name = path.as_os_str().to_ns_name::<interprocess::local_socket::GenericNamespaced>()?;
     LocalSocketStream::connect(name).await
 }
 
 /// The kernel's default state directory: `$XDG_STATE_HOME/burrow`, else
 /// `~/.local/state/burrow` (on Windows `%LOCALAPPDATA%\burrow`).
 pub fn default_state_dir() -> PathBuf {
-    let env_dir = |var: &str| {
-        std::env::var_os(var)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    let env_dir = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
     if cfg!(windows) {
-        return env_dir("LOCALAPPDATA")
-            .unwrap_or_else(std::env::temp_dir)
-            .join("burrow");
+        return env_dir("LOCALAPPDATA").unwrap_or_else(std::env::temp_dir).join("burrow");
     }
     if let Some(dir) = env_dir("XDG_STATE_HOME") {
         return dir.join("burrow");

@@ -16,10 +16,7 @@ fn granted(resp: &Value) -> bool {
 
 fn reason(resp: &Value) -> String {
     assert_eq!(resp["result"]["granted"], false, "{resp}");
-    resp["result"]["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    resp["result"]["reason"].as_str().unwrap_or_default().to_owned()
 }
 
 const POLICY: &str = "[ipc]\nheartbeat_interval_ms = 200\nheartbeat_timeout_ms = 1000\n\
@@ -57,53 +54,32 @@ async fn grants_follow_manifest_policy_namespaces_and_uniqueness() {
         )
         .await;
     assert_eq!(
-        (
-            bad["error"]["code"].as_str(),
-            bad["error"]["data"]["field"].as_str()
-        ),
+        (bad["error"]["code"].as_str(), bad["error"]["data"]["field"].as_str()),
         (Some("INVALID_PARAMS"), Some("config.name"))
     );
     let missing = alpha
-        .call(
-            "capability.register",
-            json!({"type": "tool", "config": {"name": "alpha_two"}}),
-        )
+        .call("capability.register", json!({"type": "tool", "config": {"name": "alpha_two"}}))
         .await;
-    assert_eq!(
-        missing["error"]["data"]["field"], "config.description",
-        "{missing}"
-    );
-    let bad_type = alpha
-        .call(
-            "capability.register",
-            json!({"type": "rocket", "config": {}}),
-        )
-        .await;
+    assert_eq!(missing["error"]["data"]["field"], "config.description", "{missing}");
+    let bad_type = alpha.call("capability.register", json!({"type": "rocket", "config": {}})).await;
     assert_eq!(bad_type["error"]["data"]["field"], "type", "{bad_type}");
 
     let gw = |m: &str| json!({"type": "gateway_method", "config": {"method": m}});
-    assert!(granted(
-        &alpha.call("capability.register", gw("alpha.greet")).await
-    ));
+    assert!(granted(&alpha.call("capability.register", gw("alpha.greet")).await));
     assert!(
         reason(&alpha.call("capability.register", gw("beta.greet")).await).contains("alpha.<name>")
     );
     let route = json!({"type": "http_route", "config": {"method": "GET", "path": "/apps/alpha/x"}});
     assert!(reason(&alpha.call("capability.register", route).await).contains("policy"));
     let ch = json!({"type": "channel", "config": {"channelId": "tg"}});
-    assert!(granted(
-        &alpha.call("capability.register", ch.clone()).await
-    ));
+    assert!(granted(&alpha.call("capability.register", ch.clone()).await));
     assert!(reason(&alpha.call("capability.register", ch).await).contains("already taken"));
     let provider = json!({"type": "provider", "config": {"providerId": "p1", "models": ["m"]}});
     assert!(granted(&alpha.call("capability.register", provider).await));
 
     // The kernel's own namespaces are reserved whatever the app is called.
-    let mut k = RawConn::app(
-        &kernel.socket,
-        manifest("kernel", json!({"gatewayMethods": ["*"]})),
-    )
-    .await;
+    let mut k =
+        RawConn::app(&kernel.socket, manifest("kernel", json!({"gatewayMethods": ["*"]}))).await;
     assert!(reason(&k.call("capability.register", gw("kernel.info")).await).contains("reserved"));
 
     let listed = kernel
@@ -127,17 +103,12 @@ async fn unregister_own_only_and_names_come_free() {
     let mut a = RawConn::app(&kernel.socket, manifest("a", json!({"tools": ["*"]}))).await;
     let mut b = RawConn::app(&kernel.socket, manifest("b", json!({"tools": ["*"]}))).await;
     let cap = a.register_tool("shared", None).await["result"]["capabilityId"].clone();
-    let resp = b
-        .call("capability.unregister", json!({"capabilityId": cap}))
-        .await;
+    let resp = b.call("capability.unregister", json!({"capabilityId": cap})).await;
     assert_eq!(resp["error"]["code"], "FORBIDDEN");
-    let resp = b
-        .call("capability.unregister", json!({"capabilityId": "cap-nope"}))
-        .await;
+    let resp = b.call("capability.unregister", json!({"capabilityId": "cap-nope"})).await;
     assert_eq!(resp["error"]["code"], "NOT_FOUND");
     assert_eq!(
-        a.call("capability.unregister", json!({"capabilityId": cap}))
-            .await["result"]["ok"],
+        a.call("capability.unregister", json!({"capabilityId": cap})).await["result"]["ok"],
         true
     );
     assert!(granted(&b.register_tool("shared", None).await));
@@ -160,11 +131,7 @@ async fn tool_calls_reach_the_provider_and_its_answer_comes_back() {
     let invoke = provider.expect_method("tool.invoke").await;
     let p = &invoke["params"];
     assert_eq!(
-        (
-            p["name"].clone(),
-            p["arguments"].clone(),
-            p["sessionKey"].clone()
-        ),
+        (p["name"].clone(), p["arguments"].clone(), p["sessionKey"].clone()),
         (json!("adder"), json!({"a": 2, "b": 3}), json!("s1"))
     );
     assert!(p["callId"].is_string());
@@ -175,17 +142,12 @@ async fn tool_calls_reach_the_provider_and_its_answer_comes_back() {
     assert_eq!(unknown["error"]["code"], "NOT_FOUND");
 
     // A provider's error answer reaches the caller as it is.
-    let id = caller
-        .send_call("tool.call", json!({"name": "adder", "arguments": {}}))
-        .await;
+    let id = caller.send_call("tool.call", json!({"name": "adder", "arguments": {}})).await;
     let invoke = provider.expect_method("tool.invoke").await;
     provider.send_value(&json!({"id": invoke["id"], "error": {"code": "INVALID_PARAMS", "message": "need a and b", "data": {"field": "a"}}})).await;
     let resp = caller.answer_to(id).await;
     assert_eq!(
-        (
-            resp["error"]["code"].clone(),
-            resp["error"]["data"]["field"].clone()
-        ),
+        (resp["error"]["code"].clone(), resp["error"]["data"]["field"].clone()),
         (json!("INVALID_PARAMS"), json!("a"))
     );
 }
@@ -202,9 +164,7 @@ async fn deadlines_death_mid_call_and_readiness() {
     let resp = caller.call("tool.call", json!({"name": "sleepy"})).await;
     assert_eq!(resp["error"]["code"], "TIMEOUT", "{resp}");
 
-    let id = caller
-        .send_call("tool.call", json!({"name": "doomed"}))
-        .await;
+    let id = caller.send_call("tool.call", json!({"name": "doomed"})).await;
     provider
         .expect("doomed invoke", |v: &Value| {
             v["method"] == "tool.invoke" && v["params"]["name"] == "doomed"
@@ -214,23 +174,15 @@ async fn deadlines_death_mid_call_and_readiness() {
     let resp = caller.answer_to(id).await;
     assert_eq!(resp["error"]["code"], "CONNECTION_CLOSED", "{resp}");
     // Its capabilities are gone with it.
-    let resp = caller.call("tool.call", json!({"name": "doomed"})).await;
-    assert_eq!(resp["error"]["code"], "NOT_FOUND");
+    assert!(caller.wait_tool_gone("doomed").await);
 
     // Registered but not ready: not routable.
     let mut early = RawConn::connect(&kernel.socket).await;
     early.call("app.register", json!({"manifest": manifest("early", json!({"tools": ["*"]})), "protocolVersion": "1.0"})).await;
     assert!(granted(&early.register_tool("early_tool", None).await));
-    let resp = caller
-        .call("tool.call", json!({"name": "early_tool"}))
-        .await;
+    let resp = caller.call("tool.call", json!({"name": "early_tool"})).await;
     assert_eq!(resp["error"]["code"], "NOT_FOUND");
-    assert!(
-        resp["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not ready")
-    );
+    assert!(resp["error"]["message"].as_str().unwrap().contains("not ready"));
 }
 
 #[tokio::test]
@@ -242,34 +194,23 @@ async fn one_slow_tool_does_not_delay_other_calls() {
     fast.register_tool("fast_tool", None).await;
     let mut caller = RawConn::app(&kernel.socket, manifest("caller", json!({}))).await;
 
-    let slow_id = caller
-        .send_call("tool.call", json!({"name": "slow_tool"}))
-        .await;
+    let slow_id = caller.send_call("tool.call", json!({"name": "slow_tool"})).await;
     let slow_invoke = slow.expect_method("tool.invoke").await; // held, not answered yet
-    let fast_id = caller
-        .send_call("tool.call", json!({"name": "fast_tool"}))
-        .await;
+    let fast_id = caller.send_call("tool.call", json!({"name": "fast_tool"})).await;
     let invoke = fast.expect_method("tool.invoke").await;
-    fast.answer(&invoke["id"], json!({"content": "quick"}))
-        .await;
+    fast.answer(&invoke["id"], json!({"content": "quick"})).await;
     // The fast answer arrives while the slow call is still outstanding.
-    assert_eq!(
-        caller.answer_to(fast_id).await["result"]["content"],
-        "quick"
-    );
-    slow.answer(&slow_invoke["id"], json!({"content": "late"}))
-        .await;
+    assert_eq!(caller.answer_to(fast_id).await["result"]["content"], "quick");
+    slow.answer(&slow_invoke["id"], json!({"content": "late"})).await;
     assert_eq!(caller.answer_to(slow_id).await["result"]["content"], "late");
 }
 
 #[tokio::test]
 async fn gateway_methods_reach_their_owner() {
     let kernel = Kernel::start().await;
-    let mut owner = RawConn::app(
-        &kernel.socket,
-        manifest("weather", json!({"gatewayMethods": ["weather.*"]})),
-    )
-    .await;
+    let mut owner =
+        RawConn::app(&kernel.socket, manifest("weather", json!({"gatewayMethods": ["weather.*"]})))
+            .await;
     let resp = owner
         .call(
             "capability.register",
@@ -278,9 +219,7 @@ async fn gateway_methods_reach_their_owner() {
         .await;
     assert!(granted(&resp));
     let mut caller = RawConn::app(&kernel.socket, manifest("caller", json!({}))).await;
-    let id = caller
-        .send_call("weather.now", json!({"city": "Oslo"}))
-        .await;
+    let id = caller.send_call("weather.now", json!({"city": "Oslo"})).await;
     let invoke = owner.expect_method("gateway.invoke").await;
     assert_eq!(
         invoke["params"],
@@ -288,10 +227,7 @@ async fn gateway_methods_reach_their_owner() {
     );
     owner.answer(&invoke["id"], json!({"tempC": -3})).await;
     assert_eq!(caller.answer_to(id).await["result"], json!({"tempC": -3}));
-    assert_eq!(
-        caller.call("weather.later", json!({})).await["error"]["code"],
-        "METHOD_NOT_FOUND"
-    );
+    assert_eq!(caller.call("weather.later", json!({})).await["error"]["code"], "METHOD_NOT_FOUND");
     drop(owner);
     let gone = burrow_tests::poll_until(Duration::from_secs(5), || async {
         let c = kernel.client().await;
@@ -300,8 +236,5 @@ async fn gateway_methods_reach_their_owner() {
     })
     .await;
     assert!(gone);
-    assert_eq!(
-        caller.call("weather.now", json!({})).await["error"]["code"],
-        "METHOD_NOT_FOUND"
-    );
+    assert_eq!(caller.call("weather.now", json!({})).await["error"]["code"], "METHOD_NOT_FOUND");
 }

@@ -5,10 +5,7 @@ use serde_json::Value;
 
 fn stdout_json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
+        panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
     })
 }
 
@@ -28,10 +25,7 @@ async fn info_apps_and_call() {
 
     let out = kernel.cli(&["apps"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("listed") && text.contains("ready") && text.contains("0.1.0"),
-        "{text}"
-    );
+    assert!(text.contains("listed") && text.contains("ready") && text.contains("0.1.0"), "{text}");
     let apps = stdout_json(&kernel.cli(&["apps", "--json"]).await);
     assert_eq!(apps["apps"][0]["appId"], "listed");
 
@@ -135,22 +129,13 @@ async fn default_paths_follow_xdg_and_burrow_socket_overrides_them() {
     info.args(["info", "--json"]);
     env(&mut info);
     let out = info.output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // BURROW_SOCKET wins over the defaults, for clients and kernels alike.
     let elsewhere = home.path().join("elsewhere.sock");
     let mut second = tokio::process::Command::new(burrow_tests::bin("burrow"));
-    second
-        .arg("kernel")
-        .arg("--state-dir")
-        .arg(home.path().join("state2"));
+    second.arg("kernel").arg("--state-dir").arg(home.path().join("state2"));
     env(&mut second);
-    second
-        .env("BURROW_SOCKET", &elsewhere)
-        .stderr(std::process::Stdio::null());
+    second.env("BURROW_SOCKET", &elsewhere).stderr(std::process::Stdio::null());
     let mut second = second.spawn().unwrap();
     let up = burrow_tests::poll_until(burrow_tests::DEADLINE, || {
         let socket = elsewhere.clone();
@@ -161,10 +146,8 @@ async fn default_paths_follow_xdg_and_burrow_socket_overrides_them() {
     for child in [&mut kernel, &mut second] {
         let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = tokio::time::timeout(burrow_tests::DEADLINE, child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        let status =
+            tokio::time::timeout(burrow_tests::DEADLINE, child.wait()).await.unwrap().unwrap();
         assert!(status.success());
     }
 }
@@ -181,24 +164,17 @@ async fn tools_hooks_call_tool_and_config_get() {
     let manifest = json!({"id": "shop", "version": "2.0.0", "capabilities": {"tools": ["*"], "hooks": {"subscribe": ["app_*"]}}});
     let mut shop = RawConn::app(&kernel.socket, manifest).await;
     shop.register_tool("price", Some(5000)).await;
-    shop.call("hook.subscribe", json!({"events": ["app_*"]}))
-        .await;
+    shop.call("hook.subscribe", json!({"events": ["app_*"]})).await;
 
     let out = kernel.cli(&["tools"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("price") && text.contains("shop") && text.contains("5000ms"),
-        "{text}"
-    );
+    assert!(text.contains("price") && text.contains("shop") && text.contains("5000ms"), "{text}");
     let tools = stdout_json(&kernel.cli(&["tools", "--json"]).await);
     assert_eq!(tools["capabilities"][0]["config"]["name"], "price");
 
     let out = kernel.cli(&["hooks"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("shop") && text.contains("observes:    app_*"),
-        "{text}"
-    );
+    assert!(text.contains("shop") && text.contains("observes:    app_*"), "{text}");
 
     // call-tool: the CLI registers as an app, the tool answers, the result is printed.
     let cli = tokio::spawn({
@@ -214,14 +190,9 @@ async fn tools_hooks_call_tool_and_config_get() {
     });
     let invoke = shop.expect_method("tool.invoke").await;
     assert_eq!(invoke["params"]["arguments"], json!({"item": "apple"}));
-    shop.answer(&invoke["id"], json!({"content": {"cents": 42}}))
-        .await;
+    shop.answer(&invoke["id"], json!({"content": {"cents": 42}})).await;
     let out = cli.await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout_json(&out)["content"]["cents"], 42);
 
     let out = kernel.cli(&["call-tool", "missing"]).await;
@@ -231,9 +202,7 @@ async fn tools_hooks_call_tool_and_config_get() {
 
     let out = kernel.cli(&["config", "get", "apps.shop.currency"]).await;
     assert_eq!(stdout_json(&out), json!("EUR"));
-    let out = kernel
-        .cli(&["config", "get", "ipc.heartbeat_timeout_ms"])
-        .await;
+    let out = kernel.cli(&["config", "get", "ipc.heartbeat_timeout_ms"]).await;
     assert_eq!(stdout_json(&out), json!(1000));
     let out = kernel.cli(&["config", "get", "no.such.path"]).await;
     assert_eq!(stdout_json(&out), Value::Null);

@@ -5,9 +5,7 @@ use burrow_tests::{Kernel, RawConn};
 use serde_json::{Value, json};
 
 fn error_code(resp: &Value) -> &str {
-    resp["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not an error: {resp}"))
+    resp["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error: {resp}"))
 }
 
 /// The connection still works: kernel.info answers on it.
@@ -45,17 +43,10 @@ async fn malformed_frames_get_invalid_request_and_the_connection_stays_open() {
     // A map that is not a message keeps its id in the error.
     raw.send_value(&json!({"id": 5, "method": 42})).await;
     let resp = raw.recv_json().await;
-    assert_eq!(
-        (error_code(&resp), &resp["id"]),
-        ("INVALID_REQUEST", &json!(5))
-    );
-    raw.send_value(&json!({"id": "str-id", "neither": true}))
-        .await;
+    assert_eq!((error_code(&resp), &resp["id"]), ("INVALID_REQUEST", &json!(5)));
+    raw.send_value(&json!({"id": "str-id", "neither": true})).await;
     let resp = raw.recv_json().await;
-    assert_eq!(
-        (error_code(&resp), &resp["id"]),
-        ("INVALID_REQUEST", &json!("str-id"))
-    );
+    assert_eq!((error_code(&resp), &resp["id"]), ("INVALID_REQUEST", &json!("str-id")));
 
     // Trailing bytes after the value.
     let mut body = rmp_serde::to_vec_named(&json!({"id": 6, "method": "kernel.info"})).unwrap();
@@ -78,12 +69,7 @@ async fn oversize_frame_gets_an_error_then_the_connection_closes() {
     assert!(resp.get("id").is_none(), "{resp}");
     assert!(raw.recv().await.is_none(), "connection should be closed");
     // The kernel is fine.
-    kernel
-        .client()
-        .await
-        .kernel_info()
-        .await
-        .expect("kernel still serves");
+    kernel.client().await.kernel_info().await.expect("kernel still serves");
 }
 
 #[tokio::test]
@@ -91,8 +77,7 @@ async fn string_ids_unknown_methods_and_bad_params() {
     let kernel = Kernel::start().await;
     let mut raw = kernel.raw().await;
 
-    raw.send_value(&json!({"id": "abc", "method": "kernel.info"}))
-        .await;
+    raw.send_value(&json!({"id": "abc", "method": "kernel.info"})).await;
     let resp = raw.recv_json().await;
     assert_eq!(resp["id"], "abc");
     assert_eq!(resp["result"]["protocolVersion"], "1.0");
@@ -102,8 +87,7 @@ async fn string_ids_unknown_methods_and_bad_params() {
     raw.request(3, "no.such.method", json!({})).await;
     assert_eq!(error_code(&raw.recv_json().await), "APP_NOT_REGISTERED");
 
-    raw.request(4, "app.register", json!({"protocolVersion": "1.0"}))
-        .await;
+    raw.request(4, "app.register", json!({"protocolVersion": "1.0"})).await;
     let resp = raw.recv_json().await;
     assert_eq!(error_code(&resp), "INVALID_PARAMS");
     assert_eq!(resp["error"]["data"]["field"], "manifest");
@@ -157,8 +141,7 @@ async fn string_ids_unknown_methods_and_bad_params() {
 
     // Notifications get no answer, known or not: the next answer is for id 11.
     raw.send_value(&json!({"method": "whatever"})).await;
-    raw.request(11, "app.heartbeat", json!({"status": {"load": 1}}))
-        .await;
+    raw.request(11, "app.heartbeat", json!({"status": {"load": 1}})).await;
     let resp = raw.recv_json().await;
     assert_eq!(resp["id"], 11);
     assert_eq!(resp["result"]["ok"], true);
@@ -169,10 +152,7 @@ async fn string_ids_unknown_methods_and_bad_params() {
 async fn pipelining_a_thousand_requests_returns_a_thousand_matching_answers() {
     let kernel = Kernel::start().await;
     let mut raw = kernel.raw().await;
-    assert_eq!(
-        raw.register("pipeliner", None).await["result"]["appId"],
-        "pipeliner"
-    );
+    assert_eq!(raw.register("pipeliner", None).await["result"]["appId"], "pipeliner");
     let mut batch = Vec::new();
     for i in 0..1000u64 {
         let (method, id) = if i % 2 == 0 {
@@ -236,81 +216,155 @@ async fn answers_to_requests_before_an_oversize_frame_are_not_lost() {
         while let Some(msg) = raw.recv().await {
             seen.push(burrow_tests::to_json(&msg));
         }
+        assert!(seen.iter().any(|m| m["id"] == 1 && m["result"].is_object()), "{seen:?}");
         assert!(
-            seen.iter().any(|m| m["id"] == 1 && m["result"].is_object()),
-            "{seen:?}"
-        );
-        assert!(
-            seen.iter()
-                .any(|m| m["error"]["code"] == "INVALID_REQUEST" && m.get("id").is_none()),
+            seen.iter().any(|m| m["error"]["code"] == "INVALID_REQUEST" && m.get("id").is_none()),
             "{seen:?}"
         );
     }
 }
 
 #[tokio::test]
-async fn a_client_that_writes_faster_than_it_reads_is_slowed_down_not_dropped() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let kernel = Kernel::start_with_config("[ipc]\nmax_in_flight = 64\nwriter_queue = 128\n").await;
-    const N: usize = 20_000;
-    let stream = burrow_sdk::transport::connect_stream(&kernel.socket)
-        .await
-        .unwrap();
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let written = Arc::new(AtomicUsize::new(0));
-    let progress = written.clone();
-    let writer = tokio::spawn(async move {
-        for i in 0..N {
-            let body = rmp_serde::to_vec_named(&json!({"id": i, "method": "kernel.apps"})).unwrap();
-            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-            frame.extend_from_slice(&body);
-            wr.write_all(&frame).await.unwrap();
-            progress.store(i + 1, Ordering::Relaxed);
+async fn a_client_that_never_reads_is_cut_off_while_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let kernel = Kernel::start_with_config("[ipc]\nmax_queued = 64\nwriter_queue = 64\n").await;
+    let stream = burrow_sdk::transport::connect_stream(&kernel.socket).await.unwrap();
+    let (_rd, mut wr) = tokio::io::split(stream);
+    let body = rmp_serde::to_vec_named(&json!({"id": 1, "method": "kernel.info"})).unwrap();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 1000).collect();
+    // Write and never read: the kernel's answers pile up until it cuts the connection,
+    // after which writing fails.
+    let mut cut = false;
+    for _ in 0..200 {
+        if tokio::time::timeout(burrow_tests::DEADLINE, wr.write_all(&batch))
+            .await
+            .expect("write stalled")
+            .is_err()
+        {
+            cut = true;
+            break;
         }
-        wr
-    });
-    // Read nothing until the writer stalls (the kernel stopped reading us) or finishes.
-    let mut last = usize::MAX;
-    let stalled = burrow_tests::poll_until(burrow_tests::DEADLINE, || {
-        let now = written.load(Ordering::Relaxed);
-        let still = now == last;
-        last = now;
-        async move {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            still
+    }
+    assert!(cut, "the kernel never cut off a client that does not read");
+    assert!(kernel.log().contains("not reading"), "{}", kernel.log());
+    // Everyone else is served as usual.
+    kernel.client().await.kernel_info().await.expect("other clients are served");
+}
+
+#[tokio::test]
+async fn too_many_requests_in_flight_get_an_error_until_some_finish() {
+    let kernel =
+        Kernel::start_with_config("[ipc]\nmax_in_flight = 2\nheartbeat_timeout_ms = 20000\n").await;
+    let mut provider = RawConn::app(
+        &kernel.socket,
+        json!({"id": "prov", "version": "1.0.0", "capabilities": {"tools": ["*"]}}),
+    )
+    .await;
+    provider.register_tool("hold", None).await;
+    let mut caller =
+        RawConn::app(&kernel.socket, json!({"id": "caller", "version": "1.0.0"})).await;
+    let first = caller.send_call("tool.call", json!({"name": "hold"})).await;
+    let second = caller.send_call("tool.call", json!({"name": "hold"})).await;
+    let a = provider.expect_method("tool.invoke").await;
+    provider
+        .expect("the second invoke", |v| v["method"] == "tool.invoke" && v["id"] != a["id"])
+        .await;
+    let third = caller.call("tool.call", json!({"name": "hold"})).await;
+    assert_eq!(third["error"]["code"], "UNKNOWN_ERROR", "{third}");
+    assert_eq!(third["error"]["data"]["reason"], "too_many_in_flight");
+    // Quick requests are not in flight: they are still answered.
+    assert!(caller.call("app.heartbeat", json!({})).await["result"]["ok"] == true);
+    provider.answer(&a["id"], json!({"content": 1})).await;
+    // Either call may have reached the provider first; the one answered comes back.
+    let done = caller
+        .expect("an answer", |v| (v["id"] == first || v["id"] == second) && v["result"].is_object())
+        .await;
+    assert_eq!(done["result"]["content"], 1);
+    // One finished: there is room again.
+    let again = caller.send_call("tool.call", json!({"name": "hold"})).await;
+    let c = provider
+        .expect("a new invoke", |v| v["method"] == "tool.invoke" && v["id"] != a["id"])
+        .await;
+    provider.answer(&c["id"], json!({"content": 3})).await;
+    let answered = caller
+        .expect("another answer", |v| {
+            (v["id"] == again || v["id"] == first || v["id"] == second) && v["id"] != done["id"]
+        })
+        .await;
+    assert!(answered["result"].is_object(), "{answered}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused_with_an_error() {
+    let kernel =
+        Kernel::start_with_config("[ipc]\nmax_connections = 3\nheartbeat_timeout_ms = 20000\n")
+            .await;
+    let mut open = Vec::new();
+    let mut refused = None;
+    for i in 0..10 {
+        let mut conn = kernel.raw().await;
+        // A refused connection gets its error frame at once, before any request.
+        let wait = std::time::Duration::from_millis(300);
+        if conn.sees_within(wait, |v| v["error"].is_object()).await {
+            refused = Some((i, conn.recv_json().await));
+            break;
+        }
+        open.push(conn);
+    }
+    let (at, msg) = refused.expect("a connection beyond the cap must be refused");
+    assert!(at <= 3, "refused only at connection {at}");
+    assert_eq!(msg["error"]["data"]["reason"], "too_many_connections", "{msg}");
+    for conn in &mut open {
+        assert!(conn.call("kernel.info", json!({})).await["result"].is_object());
+    }
+    // Closing one makes room.
+    open.pop();
+    let served = burrow_tests::poll_until(burrow_tests::DEADLINE, || async {
+        match burrow_sdk::Client::connect(&kernel.socket).await {
+            Ok(c) => c.kernel_info().await.is_ok(),
+            Err(_) => false,
         }
     })
     .await;
-    assert!(stalled);
-    assert!(
-        written.load(Ordering::Relaxed) < N,
-        "the kernel should have stopped reading us"
-    );
-    // Now read every answer: none may be missing, the connection must still be open.
-    let mut buf = Vec::new();
-    let mut answers = 0;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while answers < N {
-        let n = tokio::time::timeout(burrow_tests::DEADLINE, rd.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            n > 0,
-            "kernel closed the connection after {answers} answers"
+    assert!(served);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn connections_from_another_user_are_refused_even_with_open_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED: connections_from_another_user_are_refused: needs root to run a client as another uid"
         );
-        buf.extend_from_slice(&chunk[..n]);
-        while let Some((msg, used)) =
-            burrow_protocol::codec::decode_frame(&buf, burrow_protocol::codec::MAX_FRAME_BYTES)
-        {
-            buf.drain(..used);
-            let msg = burrow_tests::to_json(&msg.unwrap());
-            assert_eq!(msg["id"], answers, "answers come in order");
-            answers += 1;
-        }
+        return;
     }
-    writer.await.unwrap();
+    let kernel = Kernel::start().await;
+    let open = |p: &std::path::Path| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap()
+    };
+    open(kernel.dir());
+    open(kernel.socket.parent().unwrap());
+    open(&kernel.socket);
+    // A copy of the CLI that the other user can run.
+    let cli = kernel.dir().join("burrow-cli");
+    std::fs::copy(burrow_tests::bin("burrow"), &cli).unwrap();
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = tokio::process::Command::new(&cli)
+        .args(["info", "--json", "--socket"])
+        .arg(&kernel.socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "another uid was served: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(kernel.log().contains("another user"), "{}", kernel.log());
+    kernel.client().await.kernel_info().await.expect("the owner is still served");
 }

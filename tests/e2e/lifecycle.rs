@@ -16,22 +16,12 @@ async fn hello_app_registers_becomes_ready_and_is_listed() {
     let kernel = Kernel::start().await;
     let mut app = kernel.hello("greeter").await;
     app.wait_line("hello: ready as greeter").await;
-    let apps = kernel
-        .client()
-        .await
-        .request("kernel.apps", json!({}))
-        .await
-        .unwrap();
+    let apps = kernel.client().await.request("kernel.apps", json!({})).await.unwrap();
     let entry = &apps["apps"][0];
     assert_eq!(entry["appId"], "greeter");
     assert_eq!(entry["state"], "ready");
     assert_eq!(entry["version"], "0.1.0");
-    let info = kernel
-        .client()
-        .await
-        .request("kernel.info", json!({}))
-        .await
-        .unwrap();
+    let info = kernel.client().await.request("kernel.info", json!({})).await.unwrap();
     assert_eq!(info["apps"], 1);
 }
 
@@ -53,21 +43,12 @@ async fn an_app_killed_with_sigkill_disappears() {
 async fn a_silent_app_is_dropped_after_the_heartbeat_timeout() {
     let kernel = Kernel::start().await; // heartbeat timeout 1000 ms
     let mut raw = kernel.raw().await;
-    assert_eq!(
-        raw.register("silent", None).await["result"]["heartbeatTimeoutMs"],
-        1000
-    );
+    assert_eq!(raw.register("silent", None).await["result"]["heartbeatTimeoutMs"], 1000);
     assert!(app_listed(&kernel, "silent").await);
     let started = std::time::Instant::now();
     // Say nothing: the kernel closes the connection and forgets the app.
-    assert!(
-        raw.recv().await.is_none(),
-        "kernel should close a silent connection"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "dropped too early"
-    );
+    assert!(raw.recv().await.is_none(), "kernel should close a silent connection");
+    assert!(started.elapsed() >= Duration::from_millis(900), "dropped too early");
     assert!(!app_listed(&kernel, "silent").await);
     assert!(kernel.log().contains("no heartbeat"), "{}", kernel.log());
 }
@@ -78,10 +59,9 @@ async fn a_heartbeating_app_stays() {
     let mut app = kernel.hello("steady").await;
     app.wait_line("hello: ready as steady").await;
     // Three heartbeat timeouts later it is still there, because it heartbeats.
-    let stayed = poll_until(Duration::from_millis(3000), || async {
-        !app_listed(&kernel, "steady").await
-    })
-    .await;
+    let stayed =
+        poll_until(Duration::from_millis(3000), || async { !app_listed(&kernel, "steady").await })
+            .await;
     assert!(!stayed, "a heartbeating app was dropped");
 }
 
@@ -105,26 +85,18 @@ async fn a_live_id_is_a_conflict_without_the_token_and_taken_over_with_it() {
 
     // Another app's valid token does not open this id.
     let mut other = kernel.raw().await;
-    let other_token = other.register("other", None).await["result"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other_token =
+        other.register("other", None).await["result"]["token"].as_str().unwrap().to_owned();
     let resp = forger.register("twin", Some(&other_token)).await;
     assert_eq!(resp["error"]["code"], "UNAUTHORIZED", "{resp}");
 
     let resp = second.register("twin", Some(&token)).await;
     assert_eq!(resp["result"]["appId"], "twin", "{resp}");
-    assert!(
-        first.recv().await.is_none(),
-        "the old connection must be closed"
-    );
+    assert!(first.recv().await.is_none(), "the old connection must be closed");
     // The new holder is the live one.
     second.request(2, "app.heartbeat", json!({})).await;
     assert_eq!(second.recv_json().await["result"]["ok"], true);
-    assert_eq!(
-        kernel.app_ids().await,
-        vec!["other".to_owned(), "twin".to_owned()]
-    );
+    assert_eq!(kernel.app_ids().await, vec!["other".to_owned(), "twin".to_owned()]);
 }
 
 #[tokio::test]
@@ -134,21 +106,14 @@ async fn an_app_that_leaves_is_answered_then_closed_and_forgotten() {
     raw.register("leaver", None).await;
     raw.request(2, "app.ready", json!({})).await;
     assert_eq!(raw.recv_json().await["result"]["ok"], true);
-    raw.request(3, "app.shutdown", json!({"reason": "done", "timeout": 100}))
-        .await;
+    raw.request(3, "app.shutdown", json!({"reason": "done", "timeout": 100})).await;
     let resp = raw.recv_json().await;
-    assert_eq!(
-        (resp["id"].clone(), resp["result"]["ok"].clone()),
-        (json!(3), json!(true))
-    );
+    assert_eq!((resp["id"].clone(), resp["result"]["ok"].clone()), (json!(3), json!(true)));
     assert!(raw.recv().await.is_none(), "closed after the answer");
     assert!(!app_listed(&kernel, "leaver").await);
     // The id is free again.
     let mut again = kernel.raw().await;
-    assert_eq!(
-        again.register("leaver", None).await["result"]["appId"],
-        "leaver"
-    );
+    assert_eq!(again.register("leaver", None).await["result"]["appId"], "leaver");
 }
 
 #[cfg(unix)]
@@ -208,9 +173,6 @@ async fn an_app_that_keeps_talking_while_leaving_still_gets_its_answers() {
                 answered.push(m["id"].as_u64().unwrap());
             }
         }
-        assert!(
-            answered.contains(&100) && answered.contains(&101),
-            "round {round}: {answered:?}"
-        );
+        assert!(answered.contains(&100) && answered.contains(&101), "round {round}: {answered:?}");
     }
 }

@@ -21,46 +21,27 @@ async fn sigterm_sends_app_shutdown_to_every_app_and_exits_zero() {
     assert_eq!(req["method"], "app.shutdown", "{req}");
     assert!(req["params"]["timeout"].is_u64());
     let id = req["id"].clone();
-    raw.send_value(&json!({"id": id, "result": {"ok": true}}))
-        .await;
+    raw.send_value(&json!({"id": id, "result": {"ok": true}})).await;
 
     a.wait_line("hello: kernel asked us to shut down").await;
     b.wait_line("hello: kernel asked us to shut down").await;
     assert!(a.wait_exit(DEADLINE).await.success());
     assert!(b.wait_exit(DEADLINE).await.success());
     let status = kernel.wait_exit(DEADLINE).await;
-    assert!(
-        status.success(),
-        "kernel exit {status:?}; log:\n{}",
-        kernel.log()
-    );
-    assert!(
-        !kernel.socket.exists(),
-        "socket file removed on a clean stop"
-    );
+    assert!(status.success(), "kernel exit {status:?}; log:\n{}", kernel.log());
+    assert!(!kernel.socket.exists(), "socket file removed on a clean stop");
 }
 
 #[tokio::test]
 async fn a_second_kernel_on_a_live_socket_exits_non_zero_and_steals_nothing() {
     let kernel = Kernel::start().await;
     let mut second = kernel.spawn_again(&[]);
-    let status = tokio::time::timeout(DEADLINE, second.wait())
-        .await
-        .expect("second kernel exits")
-        .unwrap();
+    let status =
+        tokio::time::timeout(DEADLINE, second.wait()).await.expect("second kernel exits").unwrap();
     assert!(!status.success());
-    assert!(
-        kernel.log().contains("another kernel is already listening"),
-        "{}",
-        kernel.log()
-    );
+    assert!(kernel.log().contains("another kernel is already listening"), "{}", kernel.log());
     // The first one still serves.
-    kernel
-        .client()
-        .await
-        .kernel_info()
-        .await
-        .expect("first kernel still serves");
+    kernel.client().await.kernel_info().await.expect("first kernel still serves");
 }
 
 #[tokio::test]

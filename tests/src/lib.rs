@@ -27,11 +27,7 @@ pub fn bin_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/e2e-<hash> → target/<profile>
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .to_path_buf();
+        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
         // Build with the profile this test binary was built with (its directory's name).
         let profile = match dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => "dev",
@@ -94,10 +90,7 @@ impl Kernel {
 
     /// Starts a kernel with `config` and waits until it answers.
     pub async fn start_with_config(config: &str) -> Kernel {
-        let dir = tempfile::Builder::new()
-            .prefix("burrow-e2e")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("burrow-e2e").tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("kernel.sock");
         let state_dir = dir.path().join("state");
         std::fs::write(dir.path().join("burrow.toml"), config).expect("write config");
@@ -109,15 +102,9 @@ impl Kernel {
     /// Starts another kernel process on the same socket, state and config as `self`
     /// (extra args appended); does not wait.
     pub fn spawn_again(&self, extra: &[&str]) -> Child {
-        kernel_command(
-            self.dir.path(),
-            &self.socket,
-            &self.state_dir,
-            extra,
-            &self.log,
-        )
-        .spawn()
-        .expect("spawn burrow kernel")
+        kernel_command(self.dir.path(), &self.socket, &self.state_dir, extra, &self.log)
+            .spawn()
+            .expect("spawn burrow kernel")
     }
 
     fn spawn_in(
@@ -130,13 +117,7 @@ impl Kernel {
         let child = kernel_command(dir.path(), &socket, &state_dir, extra, &log)
             .spawn()
             .expect("spawn burrow kernel");
-        Kernel {
-            child,
-            dir,
-            socket,
-            state_dir,
-            log,
-        }
+        Kernel { child, dir, socket, state_dir, log }
     }
 
     /// Restarts the kernel (after it exited) on the same socket, state and config.
@@ -191,9 +172,7 @@ impl Kernel {
 
     /// A plain SDK client.
     pub async fn client(&self) -> burrow_sdk::Client {
-        burrow_sdk::Client::connect(&self.socket)
-            .await
-            .expect("connect client")
+        burrow_sdk::Client::connect(&self.socket).await.expect("connect client")
     }
 
     /// A raw frame-level connection.
@@ -208,10 +187,7 @@ impl Kernel {
             .env("BURROW_SOCKET", &self.socket)
             .kill_on_drop(true)
             .output();
-        tokio::time::timeout(DEADLINE, out)
-            .await
-            .expect("cli timed out")
-            .expect("run cli")
+        tokio::time::timeout(DEADLINE, out).await.expect("cli timed out").expect("run cli")
     }
 
     /// Starts the `hello` example app against this kernel, as `id`.
@@ -226,29 +202,17 @@ impl Kernel {
 
     /// The app ids `kernel.apps` lists.
     pub async fn app_ids(&self) -> Vec<String> {
-        let apps = self
-            .client()
-            .await
-            .request("kernel.apps", json!({}))
-            .await
-            .expect("kernel.apps");
+        let apps =
+            self.client().await.request("kernel.apps", json!({})).await.expect("kernel.apps");
         apps["apps"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x["appId"].as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|x| x["appId"].as_str().map(str::to_owned)).collect())
             .unwrap_or_default()
     }
 }
 
 fn kernel_command(dir: &Path, socket: &Path, state: &Path, extra: &[&str], log: &Path) -> Command {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
     let mut cmd = Command::new(bin("burrow"));
     cmd.arg("kernel")
         .arg("--socket")
@@ -269,14 +233,8 @@ fn kernel_command(dir: &Path, socket: &Path, state: &Path, extra: &[&str], log: 
 
 /// Where an app's stderr goes: `<id>.log` beside the kernel's socket directory.
 fn app_log(socket: &Path, id: &str) -> Stdio {
-    let dir = socket
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."));
-    match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{id}.log")))
+    let dir = socket.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    match std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{id}.log")))
     {
         Ok(file) => Stdio::from(file),
         Err(_) => Stdio::null(),
@@ -316,11 +274,7 @@ impl AppProcess {
                 }
             }
         });
-        AppProcess {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
+        AppProcess { child, lines: rx, seen: Vec::new() }
     }
 
     /// Waits for a stdout line containing `needle`.
@@ -339,11 +293,7 @@ impl AppProcess {
             false
         })
         .await;
-        assert!(
-            matches!(found, Ok(true)),
-            "app never printed {needle:?}; saw {:?}",
-            self.seen
-        );
+        assert!(matches!(found, Ok(true)), "app never printed {needle:?}; saw {:?}", self.seen);
     }
 
     /// The app's pid.

@@ -23,15 +23,8 @@ pub struct RawConn {
 impl RawConn {
     /// Connects to `socket`.
     pub async fn connect(socket: &Path) -> RawConn {
-        let stream = burrow_sdk::transport::connect_stream(socket)
-            .await
-            .expect("raw connect");
-        RawConn {
-            stream,
-            buf: Vec::new(),
-            next_id: 1000,
-            stash: VecDeque::new(),
-        }
+        let stream = burrow_sdk::transport::connect_stream(socket).await.expect("raw connect");
+        RawConn { stream, buf: Vec::new(), next_id: 1000, stash: VecDeque::new() }
     }
 
     /// Writes raw bytes.
@@ -54,8 +47,7 @@ impl RawConn {
 
     /// Sends a request.
     pub async fn request(&mut self, id: u64, method: &str, params: Value) {
-        self.send_value(&json!({"id": id, "method": method, "params": params}))
-            .await;
+        self.send_value(&json!({"id": id, "method": method, "params": params})).await;
     }
 
     /// Answers a request of the kernel's.
@@ -112,10 +104,7 @@ impl RawConn {
         .await;
         match found {
             Ok(Some(v)) => v,
-            Ok(None) => panic!(
-                "connection closed while waiting for {what}; saw {:?}",
-                self.stash
-            ),
+            Ok(None) => panic!("connection closed while waiting for {what}; saw {:?}", self.stash),
             Err(_) => panic!("no {what} in time; saw {:?}", self.stash),
         }
     }
@@ -131,11 +120,13 @@ impl RawConn {
         }
         tokio::time::timeout(wait, async {
             while let Some(msg) = self.read_message().await {
+                // The match stays stashed too: this only looks.
                 let v = to_json(&msg);
-                if pred(&v) {
+                let hit = pred(&v);
+                self.stash.push_back(v);
+                if hit {
                     return true;
                 }
-                self.stash.push_back(v);
             }
             false
         })
@@ -164,8 +155,7 @@ impl RawConn {
 
     /// Waits for the answer to a request sent with [`send_call`](Self::send_call).
     pub async fn answer_to(&mut self, id: u64) -> Value {
-        self.expect("an answer", |v| v["id"] == id && v.get("method").is_none())
-            .await
+        self.expect("an answer", |v| v["id"] == id && v.get("method").is_none()).await
     }
 
     /// Waits for a request or notification of `method` from the kernel.
@@ -196,18 +186,30 @@ impl RawConn {
     pub async fn app(socket: &Path, manifest: Value) -> RawConn {
         let mut conn = RawConn::connect(socket).await;
         let reg = conn
-            .call(
-                "app.register",
-                json!({"manifest": manifest, "protocolVersion": "1.0"}),
-            )
+            .call("app.register", json!({"manifest": manifest, "protocolVersion": "1.0"}))
             .await;
-        assert!(
-            reg["result"]["appId"].is_string(),
-            "register refused: {reg}"
-        );
+        assert!(reg["result"]["appId"].is_string(), "register refused: {reg}");
         let ready = conn.call("app.ready", json!({})).await;
         assert_eq!(ready["result"]["ok"], true);
         conn
+    }
+
+    /// Calls `name` until the kernel answers `NOT_FOUND` (its app's death has been
+    /// processed); calls in between may fail with `CONNECTION_CLOSED`. False if it never
+    /// does within the deadline.
+    pub async fn wait_tool_gone(&mut self, name: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while tokio::time::Instant::now() < deadline {
+            let resp = self.call("tool.call", json!({"name": name})).await;
+            match resp["error"]["code"].as_str() {
+                Some("NOT_FOUND") => return true,
+                Some("CONNECTION_CLOSED") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                _ => panic!("unexpected answer while waiting for {name} to go: {resp}"),
+            }
+        }
+        false
     }
 
     /// Registers a tool capability and returns the whole answer.
@@ -216,10 +218,6 @@ impl RawConn {
         if let Some(ms) = timeout_ms {
             config["timeoutMs"] = json!(ms);
         }
-        self.call(
-            "capability.register",
-            json!({"type": "tool", "config": config}),
-        )
-        .await
+        self.call("capability.register", json!({"type": "tool", "config": config})).await
     }
 }

@@ -13,65 +13,21 @@
 //! `clock-tool: ready as <appId>`, then `clock-tool: leaving` or
 //! `clock-tool: kernel asked us to shut down`.
 
-use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use burrow_sdk::transport::APP_ID_ENV;
-use burrow_sdk::{App, ErrorCode, ErrorObject, Manifest, ToolResult, Value, shutdown_signal};
+use burrow_example_common::{Example, say};
+use burrow_sdk::{App, ErrorCode, ErrorObject, Manifest, ToolResult, Value};
 use serde_json::json;
-use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: clock-tool [--id ID] [--socket PATH]";
+const EXAMPLE: Example = Example::new("clock-tool", "clock");
 /// How long `slow_echo` sleeps when `ms` is not given.
 const DEFAULT_SLOW_MS: u64 = 500;
 /// The deadline the kernel gives `slow_echo`.
 const SLOW_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The command line.
-struct Args {
-    id: Option<String>,
-    socket: Option<String>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        id: None,
-        socket: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-            None => (arg, None),
-        };
-        let slot = match flag.as_str() {
-            "--id" => &mut args.id,
-            "--socket" => &mut args.socket,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        };
-        let value = inline
-            .or_else(|| it.next())
-            .ok_or_else(|| format!("{flag} needs a value"))?;
-        *slot = Some(value);
-    }
-    Ok(args)
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
 fn content(content: Value) -> Result<ToolResult, ErrorObject> {
-    Ok(ToolResult {
-        content,
-        is_error: None,
-    })
+    Ok(ToolResult { content, is_error: None })
 }
 
 fn unix_ms() -> u64 {
@@ -103,10 +59,7 @@ fn app(id: String) -> App {
             json!({"type": "object", "properties": {"ms": {"type": "integer", "minimum": 0}}}),
             SLOW_TIMEOUT,
             |arguments, _cx| async move {
-                let ms = arguments
-                    .get("ms")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(DEFAULT_SLOW_MS);
+                let ms = arguments.get("ms").and_then(Value::as_u64).unwrap_or(DEFAULT_SLOW_MS);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 content(arguments)
             },
@@ -124,56 +77,14 @@ fn app(id: String) -> App {
             },
         )
         .on_ready(|client| async move {
-            say(&format!(
-                "clock-tool: ready as {}",
-                client.app_id().unwrap_or_default()
-            ));
+            say(&format!("clock-tool: ready as {}", client.app_id().unwrap_or_default()));
         })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("clock-tool: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    let id = args
-        .id
-        .or_else(|| std::env::var(APP_ID_ENV).ok().filter(|id| !id.is_empty()))
-        .unwrap_or_else(|| "clock".to_owned());
-    let mut app = app(id);
-    if let Some(socket) = args.socket {
-        app = app.socket(socket);
-    }
-
-    let signalled = Arc::new(AtomicBool::new(false));
-    let flag = signalled.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        flag.store(true, Ordering::Release);
-    };
-    match app.run_until(shutdown).await {
-        Ok(()) if signalled.load(Ordering::Acquire) => {
-            say("clock-tool: leaving");
-            ExitCode::SUCCESS
-        }
-        Ok(()) => {
-            say("clock-tool: kernel asked us to shut down");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("clock-tool: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let args = EXAMPLE.start();
+    EXAMPLE.run(app(args.id), args.socket).await
 }
 
 #[cfg(test)]
@@ -197,15 +108,9 @@ mod tests {
         assert!(now.content["unixMs"].as_u64().unwrap() >= before);
         let echo = kernel.invoke_tool("echo", json!({"a": 1})).await.unwrap();
         assert_eq!(echo.content, json!({"a": 1}));
-        let slow = kernel
-            .invoke_tool("slow_echo", json!({"ms": 1}))
-            .await
-            .unwrap();
+        let slow = kernel.invoke_tool("slow_echo", json!({"ms": 1})).await.unwrap();
         assert_eq!(slow.content, json!({"ms": 1}));
-        let failed = kernel
-            .invoke_tool("fail", json!({"message": "boom"}))
-            .await
-            .unwrap_err();
+        let failed = kernel.invoke_tool("fail", json!({"message": "boom"})).await.unwrap_err();
         assert_eq!(failed.code(), Some(ErrorCode::UnknownError));
         assert!(failed.to_string().contains("boom"), "{failed}");
 

@@ -12,54 +12,13 @@
 //! `config-watch: changed <path> <old json> -> <new json>` for each change, then
 //! `config-watch: leaving` or `config-watch: kernel asked us to shut down`.
 
-use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use burrow_sdk::transport::APP_ID_ENV;
-use burrow_sdk::{App, Client, ConfigChange, Error, Manifest, Value, shutdown_signal};
+use burrow_example_common::{Example, say};
+use burrow_sdk::{App, Client, ConfigChange, Error, Manifest, Value};
 use futures_util::StreamExt;
-use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: config-watch [--id ID] [--socket PATH]";
-
-/// The command line.
-struct Args {
-    id: Option<String>,
-    socket: Option<String>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        id: None,
-        socket: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-            None => (arg, None),
-        };
-        let slot = match flag.as_str() {
-            "--id" => &mut args.id,
-            "--socket" => &mut args.socket,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        };
-        let value = inline
-            .or_else(|| it.next())
-            .ok_or_else(|| format!("{flag} needs a value"))?;
-        *slot = Some(value);
-    }
-    Ok(args)
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
+const EXAMPLE: Example = Example::new("config-watch", "watcher");
 
 /// Compact JSON of a value.
 fn json(value: &Value) -> String {
@@ -81,10 +40,7 @@ async fn watch(client: Client) {
     let app_id = client.app_id().unwrap_or_default().to_owned();
     say(&format!("config-watch: ready as {app_id}"));
     // Watch first, read second: nothing changed after the `value` line is missed.
-    let mut changes = match client
-        .config_watch(Some(vec![format!("apps.{app_id}")]))
-        .await
-    {
+    let mut changes = match client.config_watch(Some(vec![format!("apps.{app_id}")])).await {
         Ok(changes) => changes,
         Err(e) => {
             tracing::error!(error = %e, "cannot watch the configuration");
@@ -117,47 +73,8 @@ fn app(id: String) -> App {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("config-watch: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    let id = args
-        .id
-        .or_else(|| std::env::var(APP_ID_ENV).ok().filter(|id| !id.is_empty()))
-        .unwrap_or_else(|| "watcher".to_owned());
-    let mut app = app(id);
-    if let Some(socket) = args.socket {
-        app = app.socket(socket);
-    }
-
-    let signalled = Arc::new(AtomicBool::new(false));
-    let flag = signalled.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        flag.store(true, Ordering::Release);
-    };
-    match app.run_until(shutdown).await {
-        Ok(()) if signalled.load(Ordering::Acquire) => {
-            say("config-watch: leaving");
-            ExitCode::SUCCESS
-        }
-        Ok(()) => {
-            say("config-watch: kernel asked us to shut down");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("config-watch: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let args = EXAMPLE.start();
+    EXAMPLE.run(app(args.id), args.socket).await
 }
 
 #[cfg(test)]

@@ -30,9 +30,7 @@ pub(super) fn fail(e: Error) -> ExitCode {
         Error::Remote(obj) => eprintln!("{}", serde_json::to_string(&obj).unwrap_or_default()),
         other => {
             let obj = ErrorObject::new(
-                other
-                    .code()
-                    .unwrap_or(burrow_protocol::ErrorCode::UnknownError),
+                other.code().unwrap_or(burrow_protocol::ErrorCode::UnknownError),
                 other.to_string(),
             );
             eprintln!("{}", serde_json::to_string(&obj).unwrap_or_default());
@@ -54,10 +52,7 @@ pub async fn info(socket: Option<PathBuf>, json: bool) -> ExitCode {
         }
         Ok(info) => {
             let up = now_ms().saturating_sub(info.started_at) / 1000;
-            println!(
-                "burrow kernel {} (protocol {})",
-                info.version, info.protocol_version
-            );
+            println!("burrow kernel {} (protocol {})", info.version, info.protocol_version);
             println!("uptime:   {}", human_duration(up));
             println!("apps:     {}", info.apps);
             println!("sessions: {}", info.sessions);
@@ -131,10 +126,7 @@ pub async fn call(
             Err(code) => return code,
         }
     };
-    match client
-        .request_with_timeout(method, params, Duration::from_millis(timeout_ms))
-        .await
-    {
+    match client.request_with_timeout(method, params, Duration::from_millis(timeout_ms)).await {
         Ok(result) => {
             print_json(&result);
             ExitCode::SUCCESS

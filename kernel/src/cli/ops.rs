@@ -33,11 +33,8 @@ pub(super) async fn registered(socket: Option<PathBuf>) -> Result<Registered, Ex
     let mut manifest = Manifest::new(format!("cli-{}", std::process::id()), crate::VERSION);
     manifest.description = Some("the burrow command line".into());
     manifest.config.read = vec!["*".into()];
-    let params = RegisterParams {
-        manifest,
-        protocol_version: PROTOCOL_VERSION.into(),
-        token: None,
-    };
+    let params =
+        RegisterParams { manifest, protocol_version: PROTOCOL_VERSION.into(), token: None };
     let reg = client.call::<AppRegister>(params).await.map_err(fail)?;
     let every = Duration::from_millis(reg.heartbeat_interval_ms.max(50));
     let hb_client = client.clone();
@@ -59,10 +56,7 @@ pub async fn tools(socket: Option<PathBuf>, json_out: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let list = match client
-        .request("kernel.capabilities", json!({ "type": "tool" }))
-        .await
-    {
+    let list = match client.request("kernel.capabilities", json!({ "type": "tool" })).await {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -78,9 +72,7 @@ pub async fn tools(socket: Option<PathBuf>, json_out: bool) -> ExitCode {
     println!("{:<28} {:<20} {:>9}  DESCRIPTION", "TOOL", "APP", "TIMEOUT");
     for cap in caps {
         let c = &cap["config"];
-        let timeout = c["timeoutMs"]
-            .as_u64()
-            .map_or("default".to_owned(), |ms| format!("{ms}ms"));
+        let timeout = c["timeoutMs"].as_u64().map_or("default".to_owned(), |ms| format!("{ms}ms"));
         println!(
             "{:<28} {:<20} {:>9}  {}",
             c["name"].as_str().unwrap_or("?"),
@@ -113,11 +105,8 @@ pub async fn hooks(socket: Option<PathBuf>, json_out: bool) -> ExitCode {
         println!("no hook subscriptions or interceptors");
         return ExitCode::SUCCESS;
     }
-    let mut apps: Vec<&str> = subs
-        .iter()
-        .chain(interceptors)
-        .filter_map(|x| x["appId"].as_str())
-        .collect();
+    let mut apps: Vec<&str> =
+        subs.iter().chain(interceptors).filter_map(|x| x["appId"].as_str()).collect();
     apps.sort();
     apps.dedup();
     for app in apps {
@@ -139,12 +128,8 @@ pub async fn hooks(socket: Option<PathBuf>, json_out: bool) -> ExitCode {
                 "  intercepts:  {} (priority {}, {}, timeout {})",
                 i["event"].as_str().unwrap_or("?"),
                 i["priority"],
-                i["failMode"]
-                    .as_str()
-                    .map_or("open".to_owned(), |m| format!("fail-{m}")),
-                i["timeoutMs"]
-                    .as_u64()
-                    .map_or("default".to_owned(), |ms| format!("{ms}ms")),
+                i["failMode"].as_str().map_or("open".to_owned(), |m| format!("fail-{m}")),
+                i["timeoutMs"].as_u64().map_or("default".to_owned(), |ms| format!("{ms}ms")),
             );
         }
     }
@@ -177,11 +162,7 @@ pub async fn call_tool(
     {
         Ok(result) => {
             print_json(&result);
-            if result["isError"] == true {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
+            if result["isError"] == true { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
         Err(e) => fail(e),
     }

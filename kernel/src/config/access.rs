@@ -50,10 +50,7 @@ mod tests {
         assert!(check("w", &read, "agents.main.model").is_ok());
         assert!(check("w", &read, "agents.main").is_err());
         assert!(check("w", &read, "shared.anything.deep").is_ok());
-        assert_eq!(
-            check("w", &read, "ipc").unwrap_err().code,
-            ErrorCode::Forbidden
-        );
+        assert_eq!(check("w", &read, "ipc").unwrap_err().code, ErrorCode::Forbidden);
         assert!(check("w", &["*".to_owned()], "ipc.max_frame_bytes").is_ok());
     }
 }

@@ -39,10 +39,8 @@ impl Policy {
         if let Some(toml::Value::Table(table)) = document.get("apps") {
             for (id, section) in table {
                 if let Some(rules) = section.get("policy") {
-                    let rules: Rules = rules
-                        .clone()
-                        .try_into()
-                        .map_err(|e| format!("[apps.{id}.policy]: {e}"))?;
+                    let rules: Rules =
+                        rules.clone().try_into().map_err(|e| format!("[apps.{id}.policy]: {e}"))?;
                     apps.insert(id.clone(), rules);
                 }
             }
@@ -76,14 +74,12 @@ impl Policy {
 
     /// Whether `app_id` may not observe or intercept `event`.
     pub fn denies_event(&self, app_id: &str, event: &str) -> bool {
-        self.rules(app_id)
-            .any(|(_, r)| r.deny_events.iter().any(|p| pattern_matches(p, event)))
+        self.rules(app_id).any(|(_, r)| r.deny_events.iter().any(|p| pattern_matches(p, event)))
     }
 
     /// Whether every event matched by the subscription `pattern` is denied to `app_id`.
     pub fn denies_pattern(&self, app_id: &str, pattern: &str) -> bool {
-        self.rules(app_id)
-            .any(|(_, r)| r.deny_events.iter().any(|p| covers(p, pattern)))
+        self.rules(app_id).any(|(_, r)| r.deny_events.iter().any(|p| covers(p, pattern)))
     }
 }
 
@@ -112,25 +108,13 @@ mod tests {
              [apps.weather.policy]\ndeny_names = [\"exec_*\"]\n[apps.other]\nx = 1\n",
         )
         .unwrap();
-        assert!(
-            p.denies_capability("any", CapabilityType::HttpRoute, "/apps/any/x")
-                .is_some()
-        );
-        assert!(
-            p.denies_capability("any", CapabilityType::Tool, "exec_sh")
-                .is_none()
-        );
-        assert!(
-            p.denies_capability("weather", CapabilityType::Tool, "exec_sh")
-                .is_some()
-        );
+        assert!(p.denies_capability("any", CapabilityType::HttpRoute, "/apps/any/x").is_some());
+        assert!(p.denies_capability("any", CapabilityType::Tool, "exec_sh").is_none());
+        assert!(p.denies_capability("weather", CapabilityType::Tool, "exec_sh").is_some());
         assert!(p.denies_event("any", "message_received"));
         assert!(!p.denies_event("any", "session_start"));
         assert!(p.denies_pattern("any", "message_*"));
-        assert!(
-            !p.denies_pattern("any", "*"),
-            "partly denied patterns are filtered per event"
-        );
+        assert!(!p.denies_pattern("any", "*"), "partly denied patterns are filtered per event");
     }
 
     #[test]

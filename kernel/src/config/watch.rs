@@ -30,29 +30,19 @@ pub fn diff(old: &Value, new: &Value) -> Vec<ConfigChange> {
 fn diff_into(old: &Value, new: &Value, path: String, out: &mut Vec<ConfigChange>) {
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
-            let mut keys: Vec<&String> = a
-                .keys()
-                .chain(b.keys().filter(|k| !a.contains_key(*k)))
-                .collect();
+            let mut keys: Vec<&String> =
+                a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).collect();
             keys.sort();
             for key in keys {
-                let sub = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                let (x, y) = (
-                    a.get(key).unwrap_or(&Value::Null),
-                    b.get(key).unwrap_or(&Value::Null),
-                );
+                let sub = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let (x, y) =
+                    (a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null));
                 diff_into(x, y, sub, out);
             }
         }
-        _ if old != new => out.push(ConfigChange {
-            path,
-            old_value: old.clone(),
-            new_value: new.clone(),
-        }),
+        _ if old != new => {
+            out.push(ConfigChange { path, old_value: old.clone(), new_value: new.clone() })
+        }
         _ => {}
     }
 }
@@ -65,23 +55,13 @@ pub fn changes_under(
     old: &Config,
     new: &Config,
 ) -> Vec<ConfigChange> {
-    let mut out: Vec<ConfigChange> = changes
-        .iter()
-        .filter(|c| is_under(&c.path, watched))
-        .cloned()
-        .collect();
-    if changes
-        .iter()
-        .any(|c| is_under(watched, &c.path) && c.path != watched)
-    {
+    let mut out: Vec<ConfigChange> =
+        changes.iter().filter(|c| is_under(&c.path, watched)).cloned().collect();
+    if changes.iter().any(|c| is_under(watched, &c.path) && c.path != watched) {
         let old_value = old.get(watched).cloned().unwrap_or(Value::Null);
         let new_value = new.get(watched).cloned().unwrap_or(Value::Null);
         if old_value != new_value {
-            out.push(ConfigChange {
-                path: watched.to_owned(),
-                old_value,
-                new_value,
-            });
+            out.push(ConfigChange { path: watched.to_owned(), old_value, new_value });
         }
     }
     out
@@ -102,19 +82,12 @@ pub fn spawn(kernel: Arc<Kernel>, path: PathBuf) -> notify::Result<FileWatcher> 
         if event.kind.is_access() {
             return;
         }
-        if event
-            .paths
-            .iter()
-            .any(|p| p.file_name().map(|n| n.to_owned()) == name)
-        {
+        if event.paths.iter().any(|p| p.file_name().map(|n| n.to_owned()) == name) {
             // A full queue already holds a wake-up: nothing is lost by dropping this one.
             let _ = tx.try_send(());
         }
     })?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     tokio::spawn(reload_loop(kernel, path, rx));
     Ok(FileWatcher { _watcher: watcher })
@@ -152,10 +125,8 @@ mod tests {
     fn diff_descends_maps_and_reports_values() {
         let old = json!({"a": {"x": 1, "y": 2}, "b": 1, "gone": {"deep": true}});
         let new = json!({"a": {"x": 1, "y": 3, "z": [1]}, "b": "one"});
-        let paths: Vec<(String, Value, Value)> = diff(&old, &new)
-            .into_iter()
-            .map(|c| (c.path, c.old_value, c.new_value))
-            .collect();
+        let paths: Vec<(String, Value, Value)> =
+            diff(&old, &new).into_iter().map(|c| (c.path, c.old_value, c.new_value)).collect();
         assert_eq!(
             paths,
             vec![
@@ -180,10 +151,7 @@ mod tests {
         let gone = config("");
         let changes = diff(&old.document, &gone.document);
         let seen = changes_under("apps.w.x", &changes, &old, &gone);
-        assert_eq!(
-            (seen[0].path.as_str(), &seen[0].new_value),
-            ("apps.w.x", &json!(null))
-        );
+        assert_eq!((seen[0].path.as_str(), &seen[0].new_value), ("apps.w.x", &json!(null)));
         assert!(changes_under("apps.z", &changes, &old, &gone).is_empty());
     }
 }

@@ -76,11 +76,7 @@ pub fn register(
     }
     tracing::info!(app = %app_id, version = %p.manifest.version, conn = state.conn.id(), "app registered");
     let payload = json!({ "appId": app_id, "version": p.manifest.version });
-    state.kernel.emit(
-        "app_registered",
-        payload,
-        super::capability::app_context(&app_id),
-    );
+    state.kernel.emit("app_registered", payload, super::capability::app_context(&app_id));
     state.app = Some(Registered {
         app_id: app_id.clone(),
         manifest: p.manifest,
@@ -97,19 +93,12 @@ pub fn register(
 
 /// `app.heartbeat`: the frame itself already counted as a sign of life.
 pub fn heartbeat() -> HeartbeatResult {
-    HeartbeatResult {
-        ok: true,
-        server_time: now_ms(),
-    }
+    HeartbeatResult { ok: true, server_time: now_ms() }
 }
 
 /// `app.ready`: from now on the kernel routes traffic to the app.
 pub fn ready(state: &mut AppActorState) -> Ack {
-    if state
-        .app
-        .as_ref()
-        .is_some_and(|a| a.state == AppState::Registered)
-    {
+    if state.app.as_ref().is_some_and(|a| a.state == AppState::Registered) {
         state.set_state(AppState::Ready);
         tracing::info!(app = state.name(), "app ready");
         let app_id = state.name().to_owned();

@@ -39,10 +39,7 @@ pub fn register(
         if !kernel.hooks.is_subscribed(state.conn.id(), &hook.event) {
             return Err(ErrorObject::new(
                 ErrorCode::HookNotSubscribed,
-                format!(
-                    "subscribe to {:?} with hook.subscribe before intercepting it",
-                    hook.event
-                ),
+                format!("subscribe to {:?} with hook.subscribe before intercepting it", hook.event),
             )
             .with_data(json!({ "event": hook.event })));
         }
@@ -65,11 +62,7 @@ pub fn register(
         Err(holder) => denied(format!("{name:?} is already taken by app {holder:?}")),
         Ok(cap) => {
             tracing::info!(app = %app_id, capability = %cap.id, kind = ?cap.config.kind(), %name, "capability granted");
-            kernel.emit(
-                "capability_registered",
-                event_payload(&cap),
-                app_context(&app_id),
-            );
+            kernel.emit("capability_registered", event_payload(&cap), app_context(&app_id));
             Ok(RegisterCapabilityResult {
                 capability_id: cap.id.clone(),
                 granted: true,
@@ -98,11 +91,7 @@ pub fn unregister(
         ));
     }
     if let Some(cap) = kernel.caps.remove(&cap.id) {
-        kernel.emit(
-            "capability_unregistered",
-            event_payload(&cap),
-            app_context(&cap.app_id),
-        );
+        kernel.emit("capability_unregistered", event_payload(&cap), app_context(&cap.app_id));
     }
     Ok(Ack::OK)
 }

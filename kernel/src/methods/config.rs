@@ -20,12 +20,7 @@ pub fn get(state: &mut AppActorState, p: ConfigGetParams) -> Result<ConfigGetRes
     };
     let path = p.path.unwrap_or_else(|| access::own_subtree(&app.app_id));
     access::check(&app.app_id, &app.manifest.config.read, &path)?;
-    let value = state
-        .kernel
-        .config()
-        .get(&path)
-        .cloned()
-        .unwrap_or(Value::Null);
+    let value = state.kernel.config().get(&path).cloned().unwrap_or(Value::Null);
     Ok(ConfigGetResult { value })
 }
 
@@ -35,9 +30,7 @@ pub fn watch(state: &mut AppActorState, p: ConfigWatchParams, responder: Respond
     let Some(app) = state.app.as_ref() else {
         return responder.reply(Err(super::not_registered("config.watch")));
     };
-    let paths = p
-        .paths
-        .unwrap_or_else(|| vec![access::own_subtree(&app.app_id)]);
+    let paths = p.paths.unwrap_or_else(|| vec![access::own_subtree(&app.app_id)]);
     for (i, path) in paths.iter().enumerate() {
         if let Err(mut e) = access::check(&app.app_id, &app.manifest.config.read, path) {
             e.data = Some(serde_json::json!({ "path": path, "field": format!("paths[{i}]") }));
@@ -72,9 +65,7 @@ pub fn watch(state: &mut AppActorState, p: ConfigWatchParams, responder: Respond
                 Err(RecvError::Closed) => break "closed",
             }
         };
-        responder.reply(Ok(to_value(&ConfigWatchEnd {
-            ended: ended.to_owned(),
-        })));
+        responder.reply(Ok(to_value(&ConfigWatchEnd { ended: ended.to_owned() })));
     });
 }
 

@@ -33,35 +33,24 @@ pub fn subscribe(
         grants.iter().any(|g| covers(g, e)) && !policy.denies_pattern(&app.app_id, e)
     });
     let queue = kernel.config().hooks.observer_queue;
-    kernel
-        .hooks
-        .subscribe(&app.app_id, &state.conn, &subscribed, queue);
+    kernel.hooks.subscribe(&app.app_id, &state.conn, &subscribed, queue);
     Ok(SubscribeResult { subscribed, denied })
 }
 
 /// Removes subscriptions (hook capabilities already granted stay).
 pub fn unsubscribe(state: &mut AppActorState, p: UnsubscribeParams) -> UnsubscribeResult {
-    UnsubscribeResult {
-        unsubscribed: state.kernel.hooks.unsubscribe(state.conn.id(), &p.events),
-    }
+    UnsubscribeResult { unsubscribed: state.kernel.hooks.unsubscribe(state.conn.id(), &p.events) }
 }
 
 /// An interceptor's verdict; anything but an answer to a pending question of this app is
 /// `HOOK_NOT_SUBSCRIBED` and changes nothing.
 pub fn result(state: &mut AppActorState, p: HookResultParams) -> Result<Ack, ErrorObject> {
-    if state
-        .kernel
-        .hooks
-        .resolve(state.conn.id(), &p.event_id, p.result)
-    {
+    if state.kernel.hooks.resolve(state.conn.id(), &p.event_id, p.result) {
         Ok(Ack::OK)
     } else {
         Err(ErrorObject::new(
             ErrorCode::HookNotSubscribed,
-            format!(
-                "no interception {:?} is waiting for this app's answer",
-                p.event_id
-            ),
+            format!("no interception {:?} is waiting for this app's answer", p.event_id),
         )
         .with_data(serde_json::json!({ "eventId": p.event_id })))
     }

@@ -29,9 +29,7 @@ pub fn info(state: &AppActorState) -> KernelInfoResult {
 
 /// `kernel.apps {}`.
 pub fn apps(state: &AppActorState) -> KernelAppsResult {
-    KernelAppsResult {
-        apps: state.kernel.apps.summaries(),
-    }
+    KernelAppsResult { apps: state.kernel.apps.summaries() }
 }
 
 #[derive(serde::Deserialize)]
@@ -43,13 +41,7 @@ struct CapabilitiesParams {
 /// `kernel.capabilities {type?}`.
 pub fn capabilities(state: &AppActorState, params: Value) -> Result<Value, ErrorObject> {
     let p: CapabilitiesParams = parse_params(params)?;
-    let caps: Vec<Value> = state
-        .kernel
-        .caps
-        .list(p.kind)
-        .iter()
-        .map(|c| c.summary())
-        .collect();
+    let caps: Vec<Value> = state.kernel.caps.list(p.kind).iter().map(|c| c.summary()).collect();
     Ok(json!({ "capabilities": caps }))
 }
 

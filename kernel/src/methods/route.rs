@@ -36,15 +36,9 @@ pub fn gateway_call(
             Err(unavailable("gateway method", &cap))
         } else {
             let method = cap.name().unwrap_or_default();
-            let params = GatewayInvokeParams {
-                method,
-                params,
-                caller,
-            };
+            let params = GatewayInvokeParams { method, params, caller };
             let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
-            cap.conn
-                .request(GatewayInvoke::NAME, to_value(&params), timeout)
-                .await
+            cap.conn.request(GatewayInvoke::NAME, to_value(&params), timeout).await
         };
         responder.reply(outcome);
     });
@@ -67,18 +61,12 @@ pub async fn call_tool(
     caller: &str,
     p: ToolCallParams,
 ) -> Result<Value, ErrorObject> {
-    let cap = kernel
-        .caps
-        .by_name(CapabilityType::Tool, &p.name)
-        .ok_or_else(|| {
-            ErrorObject::new(ErrorCode::NotFound, format!("no tool named {:?}", p.name))
-                .with_data(json!({ "name": p.name }))
-        })?;
+    let cap = kernel.caps.by_name(CapabilityType::Tool, &p.name).ok_or_else(|| {
+        ErrorObject::new(ErrorCode::NotFound, format!("no tool named {:?}", p.name))
+            .with_data(json!({ "name": p.name }))
+    })?;
     let CapabilityConfig::Tool(tool) = &cap.config else {
-        return Err(ErrorObject::new(
-            ErrorCode::InternalError,
-            "tool registry holds a non-tool",
-        ));
+        return Err(ErrorObject::new(ErrorCode::InternalError, "tool registry holds a non-tool"));
     };
     if !kernel.apps.is_ready(&cap.app_id) {
         return Err(unavailable("tool", &cap));
@@ -91,15 +79,10 @@ pub async fn call_tool(
         context.insert("sessionKey".into(), key.clone().into());
         payload["sessionKey"] = key.clone().into();
     }
-    let payload = hooks::intercept(
-        kernel.intercept_scope(),
-        &config,
-        "before_tool_call",
-        payload,
-        &context,
-    )
-    .await
-    .map_err(|blocked| blocked.to_error())?;
+    let payload =
+        hooks::intercept(kernel.intercept_scope(), &config, "before_tool_call", payload, &context)
+            .await
+            .map_err(|blocked| blocked.to_error())?;
     let arguments = payload["arguments"].clone();
     kernel.emit("before_tool_call", payload, context.clone());
 
@@ -112,22 +95,17 @@ pub async fn call_tool(
     };
     let timeout = Duration::from_millis(tool.timeout_ms.unwrap_or(config.ipc.call_timeout_ms));
     let started = Instant::now();
-    let outcome = cap
-        .conn
-        .request(ToolInvoke::NAME, to_value(&params), timeout)
-        .await
-        .and_then(|v| {
-            serde_json::from_value::<ToolResult>(v.clone())
-                .map(|_| v)
-                .map_err(|e| {
-                    ErrorObject::new(
-                        ErrorCode::InternalError,
-                        format!(
-                            "app {:?} answered tool.invoke with a malformed result: {e}",
-                            cap.app_id
-                        ),
-                    )
-                })
+    let outcome =
+        cap.conn.request(ToolInvoke::NAME, to_value(&params), timeout).await.and_then(|v| {
+            serde_json::from_value::<ToolResult>(v.clone()).map(|_| v).map_err(|e| {
+                ErrorObject::new(
+                    ErrorCode::InternalError,
+                    format!(
+                        "app {:?} answered tool.invoke with a malformed result: {e}",
+                        cap.app_id
+                    ),
+                )
+            })
         });
     let mut after = json!({
         "name": p.name,

@@ -154,11 +154,7 @@ impl AppState {
 
 /// Whether `version` (e.g. `"1.3"`) has the same major version as [`PROTOCOL_VERSION`].
 pub fn protocol_major_matches(version: &str) -> bool {
-    let major = |v: &str| {
-        v.split('.')
-            .next()
-            .and_then(|m| m.trim().parse::<u64>().ok())
-    };
+    let major = |v: &str| v.split('.').next().and_then(|m| m.trim().parse::<u64>().ok());
     major(version).is_some() && major(version) == major(PROTOCOL_VERSION)
 }
 

@@ -204,9 +204,7 @@ impl CapabilityConfig {
 /// Whether `name` is a valid tool name: `[a-zA-Z0-9_-]{1,64}`.
 pub fn is_valid_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[cfg(test)]

@@ -82,12 +82,7 @@ pub struct InterceptSpec {
 impl InterceptSpec {
     /// Intercepts `event` at `priority`, with the kernel's deadline and fail mode.
     pub fn new(event: impl Into<String>, priority: i64) -> Self {
-        Self {
-            event: event.into(),
-            priority,
-            timeout: None,
-            fail_mode: None,
-        }
+        Self { event: event.into(), priority, timeout: None, fail_mode: None }
     }
 
     /// Sets the deadline (`timeoutMs`, rounded up to whole milliseconds).
@@ -175,11 +170,7 @@ impl Hooks {
     pub(super) fn capabilities(&self) -> impl Iterator<Item = (CapabilityType, String, Value)> {
         self.intercepts.iter().map(|i| {
             let config = i.spec.config();
-            (
-                CapabilityType::Hook,
-                i.spec.event.clone(),
-                to_value(&config),
-            )
+            (CapabilityType::Hook, i.spec.event.clone(), to_value(&config))
         })
     }
 
@@ -259,9 +250,8 @@ async fn intercept(handler: Option<InterceptFn>, event: HookEventParams, client:
             HookVerdict::Continue
         }
         Some(handler) => {
-            let left = event
-                .deadline_ms
-                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+            let left =
+                event.deadline_ms.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
             let delivery = HookEvent::new(event, client.clone());
             let run = AssertUnwindSafe(async move { handler(delivery).await }).catch_unwind();
             let outcome = match left {
@@ -282,14 +272,8 @@ async fn intercept(handler: Option<InterceptFn>, event: HookEventParams, client:
             }
         }
     };
-    let params = HookResultParams {
-        event_id: event_id.clone(),
-        result: verdict,
-    };
-    if let Err(e) = client
-        .call_with_timeout::<HookResult>(params, RESULT_TIMEOUT)
-        .await
-    {
+    let params = HookResultParams { event_id: event_id.clone(), result: verdict };
+    if let Err(e) = client.call_with_timeout::<HookResult>(params, RESULT_TIMEOUT).await {
         tracing::warn!(event = %name, %event_id, error = %e, "hook.result was not accepted");
     }
 }
@@ -318,9 +302,8 @@ impl App {
     {
         let pattern = pattern.into();
         if !is_event_pattern(&pattern) {
-            self.mistakes.push(format!(
-                "{pattern:?} is not an event name or a trailing-`*` pattern"
-            ));
+            self.mistakes
+                .push(format!("{pattern:?} is not an event name or a trailing-`*` pattern"));
         }
         let handler: ObserverFn = Arc::new(move |event| Box::pin(handler(event)));
         self.handlers.hooks.observers.push((pattern, handler));
@@ -371,22 +354,16 @@ impl App {
     {
         let event = &spec.event;
         if event.is_empty() || event.contains('*') || event.chars().any(char::is_whitespace) {
-            self.mistakes
-                .push(format!("{event:?} does not name one event to intercept"));
+            self.mistakes.push(format!("{event:?} does not name one event to intercept"));
         }
         if self.handlers.hooks.intercepted().any(|e| e == event) {
             self.mistakes.push(format!("{event} is intercepted twice"));
         }
         if spec.timeout.is_some_and(|t| deadline_ms(t).is_none()) {
-            self.mistakes.push(format!(
-                "the timeout of the {event} interceptor must be positive"
-            ));
+            self.mistakes.push(format!("the timeout of the {event} interceptor must be positive"));
         }
         let handler: InterceptFn = Arc::new(move |event| Box::pin(handler(event)));
-        self.handlers
-            .hooks
-            .intercepts
-            .push(Intercept { spec, handler });
+        self.handlers.hooks.intercepts.push(Intercept { spec, handler });
         self
     }
 }

@@ -28,11 +28,7 @@ impl Router {
         handlers: Arc<Handlers>,
         kernel_shutdown: mpsc::Sender<ShutdownParams>,
     ) -> Self {
-        Self {
-            handlers,
-            kernel_shutdown,
-            permits: Permits::default(),
-        }
+        Self { handlers, kernel_shutdown, permits: Permits::default() }
     }
 }
 
@@ -62,30 +58,19 @@ impl Service for Router {
         let Some(handler) = self.handlers.requests.get(&request.method) else {
             return Box::pin(std::future::ready(Err(method_not_found(&request.method))));
         };
-        let cx = Context {
-            client,
-            method: request.method,
-            request_id: Some(request.id),
-        };
+        let cx = Context { client, method: request.method, request_id: Some(request.id) };
         handler(request.params, cx)
     }
 
     fn notification(&self, notification: Notification, client: Client) -> BoxFuture<()> {
         if notification.method == HookEvent::NAME && !self.handlers.hooks.is_empty() {
-            return self
-                .handlers
-                .hooks
-                .deliver(notification.params, client, &self.permits);
+            return self.handlers.hooks.deliver(notification.params, client, &self.permits);
         }
         let Some(handler) = self.handlers.notifications.get(&notification.method) else {
             tracing::debug!(method = %notification.method, "notification without a handler");
             return Box::pin(async {});
         };
-        let cx = Context {
-            client,
-            method: notification.method,
-            request_id: None,
-        };
+        let cx = Context { client, method: notification.method, request_id: None };
         handler(notification.params, cx)
     }
 }

@@ -55,10 +55,7 @@ impl Runner {
         let transport = connected.map_err(|e| {
             Error::Io(std::io::Error::new(
                 e.kind(),
-                format!(
-                    "cannot connect to the kernel at {}: {e}",
-                    self.socket.display()
-                ),
+                format!("cannot connect to the kernel at {}: {e}", self.socket.display()),
             ))
         })?;
         let mut outcome = self.serve(transport, &mut token, shutdown.as_mut()).await;
@@ -90,10 +87,7 @@ impl Runner {
         loop {
             let left = policy.max_elapsed.saturating_sub(started.elapsed());
             if left.is_zero() {
-                return Err(Error::ReconnectFailed {
-                    attempts,
-                    last: Box::new(last),
-                });
+                return Err(Error::ReconnectFailed { attempts, last: Box::new(last) });
             }
             tokio::select! {
                 () = tokio::time::sleep(delay.min(left)) => {}
@@ -215,24 +209,16 @@ impl Runner {
     /// finish within its timeout, then close.
     async fn obey(&self, client: &Client, params: ShutdownParams) {
         tracing::info!(reason = ?params.reason, "the kernel asked us to shut down");
-        let grace = params
-            .timeout
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_DRAIN);
+        let grace = params.timeout.map(Duration::from_millis).unwrap_or(DEFAULT_DRAIN);
         client.close(grace).await;
     }
 
     /// Our own shutdown: tell the kernel (within the shutdown timeout), then close.
     async fn leave(&self, client: &Client) {
         tracing::info!("leaving the kernel");
-        let params = ShutdownParams {
-            reason: Some("the app is stopping".to_owned()),
-            timeout: None,
-        };
-        match client
-            .call_with_timeout::<AppShutdown>(params, self.shutdown_timeout)
-            .await
-        {
+        let params =
+            ShutdownParams { reason: Some("the app is stopping".to_owned()), timeout: None };
+        match client.call_with_timeout::<AppShutdown>(params, self.shutdown_timeout).await {
             Ok(_) => tracing::debug!("the kernel let us go"),
             Err(e) => tracing::warn!(error = %e, "app.shutdown was not acknowledged"),
         }

@@ -54,9 +54,7 @@ pub struct CapabilityGrant {
 impl Grants {
     /// Whether the capability of this type and name was granted.
     pub fn is_granted(&self, kind: CapabilityType, name: &str) -> bool {
-        self.capabilities
-            .iter()
-            .any(|c| c.kind == kind && c.name == name && c.granted)
+        self.capabilities.iter().any(|c| c.kind == kind && c.name == name && c.granted)
     }
 
     /// The capabilities that were denied.
@@ -72,10 +70,7 @@ impl Grants {
 
 /// Every capability the app asks for on a connection: `(type, name, config)`.
 fn capabilities(handlers: &Handlers) -> impl Iterator<Item = (CapabilityType, String, Value)> {
-    handlers
-        .tools
-        .capabilities()
-        .chain(handlers.hooks.capabilities())
+    handlers.tools.capabilities().chain(handlers.hooks.capabilities())
 }
 
 /// Adds to `list` each name no pattern in it covers yet.
@@ -95,10 +90,7 @@ pub(super) fn grant_in_manifest(manifest: &mut Manifest, handlers: &Handlers) {
     grant(&mut caps.tools, handlers.tools.tool_names());
     grant(&mut caps.gateway_methods, handlers.tools.gateway_methods());
     let subscriptions = handlers.hooks.subscriptions();
-    grant(
-        &mut caps.hooks.subscribe,
-        subscriptions.iter().map(String::as_str),
-    );
+    grant(&mut caps.hooks.subscribe, subscriptions.iter().map(String::as_str));
     grant(&mut caps.hooks.intercept, handlers.hooks.intercepted());
 }
 
@@ -108,13 +100,8 @@ pub(super) async fn announce(client: &Client, handlers: &Handlers) -> Result<Gra
     let mut grants = Grants::default();
     let events = handlers.hooks.subscriptions();
     if !events.is_empty() {
-        let params = SubscribeParams {
-            events: events.clone(),
-        };
-        match client
-            .call_with_timeout::<HookSubscribe>(params, SETUP_TIMEOUT)
-            .await
-        {
+        let params = SubscribeParams { events: events.clone() };
+        match client.call_with_timeout::<HookSubscribe>(params, SETUP_TIMEOUT).await {
             Ok(result) => {
                 if !result.denied.is_empty() {
                     tracing::warn!(denied = ?result.denied, "the kernel refused some event subscriptions");
@@ -131,9 +118,7 @@ pub(super) async fn announce(client: &Client, handlers: &Handlers) -> Result<Gra
     }
     for (kind, name, config) in capabilities(handlers) {
         let params = RegisterCapabilityParams { kind, config };
-        let answer = client
-            .call_with_timeout::<CapabilityRegister>(params, SETUP_TIMEOUT)
-            .await;
+        let answer = client.call_with_timeout::<CapabilityRegister>(params, SETUP_TIMEOUT).await;
         let entry = match answer {
             Ok(result) if result.granted => {
                 tracing::debug!(?kind, %name, id = %result.capability_id, "capability granted");
@@ -146,9 +131,7 @@ pub(super) async fn announce(client: &Client, handlers: &Handlers) -> Result<Gra
                 }
             }
             Ok(result) => {
-                let reason = result
-                    .reason
-                    .unwrap_or_else(|| "no reason given".to_owned());
+                let reason = result.reason.unwrap_or_else(|| "no reason given".to_owned());
                 tracing::warn!(?kind, %name, %reason, "the kernel denied a capability");
                 CapabilityGrant {
                     kind,

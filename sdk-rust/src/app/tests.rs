@@ -21,24 +21,14 @@ fn app() -> App {
             let info = cx.client().call::<KernelInfo>(Default::default()).await?;
             Ok(json!({ "appId": cx.app_id(), "method": cx.method(), "kernel": info.version }))
         })
-        .on_request("tester.panic", |_params, _cx| async move {
-            panic!("handler bug")
-        })
+        .on_request("tester.panic", |_params, _cx| async move { panic!("handler bug") })
         .on::<ConfigGet, _, _>(|params, _cx| async move {
-            Ok(ConfigGetResult {
-                value: json!(params.path),
-            })
+            Ok(ConfigGetResult { value: json!(params.path) })
         })
 }
 
 /// Runs `app` on a fake kernel until the returned sender fires.
-fn start(
-    app: App,
-) -> (
-    FakeKernel,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<()>>,
-) {
+fn start(app: App) -> (FakeKernel, oneshot::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
     let (kernel, transport) = FakeKernel::new();
     let (stop, stopped) = oneshot::channel::<()>();
     let run = tokio::spawn(app.run_on(transport, async move {
@@ -63,25 +53,13 @@ async fn registers_becomes_ready_and_heartbeats() {
 async fn handlers_answer_the_kernel_and_can_call_it() {
     let (kernel, _stop, _run) = start(app());
     within(kernel.wait_ready(WAIT)).await.unwrap();
-    let echo = kernel
-        .request("tester.echo", json!({"x": 1}))
-        .await
-        .unwrap();
+    let echo = kernel.request("tester.echo", json!({"x": 1})).await.unwrap();
     assert_eq!(echo, json!({"x": 1}));
     let who = kernel.request("tester.whoami", json!({})).await.unwrap();
-    assert_eq!(
-        who,
-        json!({"appId": "tester", "method": "tester.whoami", "kernel": "fake"})
-    );
-    let typed = kernel
-        .request("config.get", json!({"path": "a.b"}))
-        .await
-        .unwrap();
+    assert_eq!(who, json!({"appId": "tester", "method": "tester.whoami", "kernel": "fake"}));
+    let typed = kernel.request("config.get", json!({"path": "a.b"})).await.unwrap();
     assert_eq!(typed, json!({"value": "a.b"}));
-    let bad = kernel
-        .request("config.get", json!({"path": 5}))
-        .await
-        .unwrap_err();
+    let bad = kernel.request("config.get", json!({"path": 5})).await.unwrap_err();
     assert_eq!(bad.code(), Some(ErrorCode::InvalidParams));
 }
 
@@ -141,9 +119,7 @@ async fn a_refused_registration_is_a_startup_error() {
         ..FakeConfig::default()
     };
     let (_kernel, transport) = FakeKernel::with_config(config);
-    let err = within(app().run_on(transport, std::future::pending()))
-        .await
-        .unwrap_err();
+    let err = within(app().run_on(transport, std::future::pending())).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Conflict));
 }
 
@@ -160,24 +136,16 @@ async fn losing_the_kernel_ends_run_on_with_an_error() {
 async fn mistakes_fail_before_connecting() {
     let (_kernel, transport) = FakeKernel::new();
     let bad_manifest = App::new(Manifest::new("Bad Id", "0.1.0"));
-    let err = bad_manifest
-        .run_on(transport, std::future::pending())
-        .await
-        .unwrap_err();
+    let err = bad_manifest.run_on(transport, std::future::pending()).await.unwrap_err();
     assert!(matches!(err, Error::InvalidManifest(_)), "{err:?}");
 
     let (_kernel, transport) = FakeKernel::new();
     let twice = app().on_request("tester.echo", |p, _| async move { Ok(p) });
-    let err = twice
-        .run_on(transport, std::future::pending())
-        .await
-        .unwrap_err();
+    let err = twice.run_on(transport, std::future::pending()).await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
 
     let nowhere = app().socket("/nonexistent/burrow/kernel.sock");
-    let err = within(nowhere.run_until(std::future::pending()))
-        .await
-        .unwrap_err();
+    let err = within(nowhere.run_until(std::future::pending())).await.unwrap_err();
     assert!(matches!(err, Error::Io(_)), "{err:?}");
 }
 
@@ -215,13 +183,10 @@ mod reconnect {
         let listener = listen(&path);
         let readies = Arc::new(AtomicUsize::new(0));
         let counter = readies.clone();
-        let app = app()
-            .socket(&path)
-            .reconnect(fast())
-            .on_ready(move |_client| {
-                counter.fetch_add(1, Ordering::AcqRel);
-                async {}
-            });
+        let app = app().socket(&path).reconnect(fast()).on_ready(move |_client| {
+            counter.fetch_add(1, Ordering::AcqRel);
+            async {}
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let run = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
@@ -232,17 +197,10 @@ mod reconnect {
         first.disconnect().await;
 
         // The second kernel has a new key: it refuses the old token.
-        let config = FakeConfig {
-            reject_tokens: true,
-            ..FakeConfig::default()
-        };
+        let config = FakeConfig { reject_tokens: true, ..FakeConfig::default() };
         let second = accept(&listener, config).await;
         within(second.wait_ready(WAIT)).await.unwrap();
-        let tokens: Vec<_> = second
-            .registrations()
-            .into_iter()
-            .map(|r| r.token)
-            .collect();
+        let tokens: Vec<_> = second.registrations().into_iter().map(|r| r.token).collect();
         assert_eq!(tokens, [Some("fake-token-tester-1".to_owned()), None]);
         second.disconnect().await;
 
@@ -268,10 +226,7 @@ mod reconnect {
             .socket(&path)
             .reconnect(fast())
             .tool("t", "a tool", json!({}), |args, _cx| async move {
-                Ok(burrow_protocol::methods::invoke::ToolResult {
-                    content: args,
-                    is_error: None,
-                })
+                Ok(burrow_protocol::methods::invoke::ToolResult { content: args, is_error: None })
             })
             .intercept("before_tool_call", 0, |_event| async {
                 burrow_protocol::methods::hook::HookVerdict::Continue
@@ -287,13 +242,7 @@ mod reconnect {
         let second = accept(&listener, FakeConfig::default()).await;
         within(second.wait_ready(WAIT)).await.unwrap();
         let register = "capability.register";
-        let expected = [
-            "app.register",
-            "hook.subscribe",
-            register,
-            register,
-            "app.ready",
-        ];
+        let expected = ["app.register", "hook.subscribe", register, register, "app.ready"];
         assert_eq!(second.calls(), expected);
         assert_eq!(second.subscriptions(), ["before_tool_call"]);
         assert!(second.capabilities().iter().all(|c| c.result.granted));
@@ -309,16 +258,9 @@ mod reconnect {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kernel.sock");
         let listener = listen(&path);
-        let policy = ReconnectPolicy {
-            max_elapsed: Duration::from_millis(200),
-            ..fast()
-        };
-        let run = tokio::spawn(
-            app()
-                .socket(&path)
-                .reconnect(policy)
-                .run_until(std::future::pending()),
-        );
+        let policy = ReconnectPolicy { max_elapsed: Duration::from_millis(200), ..fast() };
+        let run =
+            tokio::spawn(app().socket(&path).reconnect(policy).run_until(std::future::pending()));
         let kernel = accept(&listener, FakeConfig::default()).await;
         within(kernel.wait_ready(WAIT)).await.unwrap();
         drop(listener);

@@ -118,23 +118,13 @@ impl Tools {
 
     /// The `capability.register` requests: `(type, name, config)`.
     pub(super) fn capabilities(&self) -> impl Iterator<Item = (CapabilityType, String, Value)> {
-        let tools = self.tools.iter().map(|t| {
-            (
-                CapabilityType::Tool,
-                t.config.name.clone(),
-                to_value(&t.config),
-            )
-        });
+        let tools = self
+            .tools
+            .iter()
+            .map(|t| (CapabilityType::Tool, t.config.name.clone(), to_value(&t.config)));
         let gateway = self.gateway.iter().map(|g| {
-            let config = GatewayMethodConfig {
-                method: g.method.clone(),
-                description: None,
-            };
-            (
-                CapabilityType::GatewayMethod,
-                g.method.clone(),
-                to_value(&config),
-            )
+            let config = GatewayMethodConfig { method: g.method.clone(), description: None };
+            (CapabilityType::GatewayMethod, g.method.clone(), to_value(&config))
         });
         tools.chain(gateway)
     }
@@ -204,11 +194,7 @@ impl Tools {
         let Some(gateway) = self.gateway.iter().find(|g| g.method == params.method) else {
             return Box::pin(std::future::ready(Err(method_not_found(&params.method))));
         };
-        let cx = GatewayContext {
-            caller: params.caller,
-            method: params.method,
-            client,
-        };
+        let cx = GatewayContext { caller: params.caller, method: params.method, client };
         (gateway.handler)(params.params, cx)
     }
 }
@@ -269,13 +255,7 @@ impl App {
         F: Fn(Value, ToolContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<ToolResult, ErrorObject>> + Send + 'static,
     {
-        self.add_tool(
-            name.into(),
-            description.into(),
-            input_schema,
-            Some(timeout),
-            handler,
-        )
+        self.add_tool(name.into(), description.into(), input_schema, Some(timeout), handler)
     }
 
     fn add_tool<F, Fut>(
@@ -291,17 +271,14 @@ impl App {
         Fut: Future<Output = std::result::Result<ToolResult, ErrorObject>> + Send + 'static,
     {
         if !is_valid_tool_name(&name) {
-            self.mistakes.push(format!(
-                "tool name {name:?} must match [a-zA-Z0-9_-]{{1,64}}"
-            ));
+            self.mistakes.push(format!("tool name {name:?} must match [a-zA-Z0-9_-]{{1,64}}"));
         }
         if self.handlers.tools.tool_names().any(|n| n == name) {
             self.mistakes.push(format!("two tools named {name}"));
         }
         let timeout_ms = timeout.map(deadline_ms);
         if timeout_ms == Some(None) {
-            self.mistakes
-                .push(format!("the timeout of tool {name} must be positive"));
+            self.mistakes.push(format!("the timeout of tool {name} must be positive"));
         }
         let config = ToolConfig {
             name,
@@ -330,14 +307,10 @@ impl App {
     {
         let method = name.into();
         if method.is_empty() || method.chars().any(char::is_whitespace) {
-            self.mistakes
-                .push(format!("gateway method {method:?} is not a method name"));
+            self.mistakes.push(format!("gateway method {method:?} is not a method name"));
         }
         let handler: GatewayFn = Arc::new(move |params, cx| Box::pin(handler(params, cx)));
-        self.handlers
-            .tools
-            .gateway
-            .push(Gateway { method, handler });
+        self.handlers.tools.gateway.push(Gateway { method, handler });
         self
     }
 }

@@ -14,11 +14,7 @@ fn document() -> Value {
 }
 
 fn change(path: &str, old: Value, new: Value) -> ConfigChange {
-    ConfigChange {
-        path: path.to_owned(),
-        old_value: old,
-        new_value: new,
-    }
+    ConfigChange { path: path.to_owned(), old_value: old, new_value: new }
 }
 
 #[tokio::test]
@@ -53,11 +49,7 @@ async fn config_watch_streams_changes_and_cancels_when_dropped() {
     // A change above the watched path is narrowed to it.
     let above = change("apps", Value::Null, json!({}));
     assert_eq!(kernel.push_config_change(above).await.unwrap(), 1);
-    let narrowed = change(
-        "apps.tester",
-        json!({"greeting": "hi", "n": 2}),
-        Value::Null,
-    );
+    let narrowed = change("apps.tester", json!({"greeting": "hi", "n": 2}), Value::Null);
     assert_eq!(within(watch.next()).await.unwrap().unwrap(), narrowed);
     assert_eq!(watch.ended(), None);
     // The changes were applied to the document.
@@ -97,11 +89,7 @@ async fn an_undecodable_chunk_is_an_error_item() {
     let mut watch = client.config_watch(None).await.unwrap();
     within(kernel.wait_config_watches(1, WAIT)).await.unwrap();
     let id = burrow_protocol::Id::Num(watch.id());
-    kernel
-        .client()
-        .send_chunk(id, json!({"nonsense": 1}))
-        .await
-        .unwrap();
+    kernel.client().send_chunk(id, json!({"nonsense": 1})).await.unwrap();
     let bad = within(watch.next()).await.unwrap().unwrap_err();
     assert!(matches!(bad, Error::Protocol(_)), "{bad:?}");
     let fine = change("apps.tester.n", json!(1), json!(3));

@@ -97,9 +97,7 @@ enum Sent {
 impl Sent {
     fn of(msg: &Message) -> Self {
         match msg {
-            Message::Request(Request {
-                id: Id::Num(id), ..
-            }) => Sent::Request(*id),
+            Message::Request(Request { id: Id::Num(id), .. }) => Sent::Request(*id),
             Message::Response(Response { id: Some(id), .. }) => Sent::Answer(id.clone()),
             _ => Sent::Other,
         }

@@ -75,9 +75,7 @@ async fn remote_errors_panics_and_unsendable_messages_are_answers() {
     let _server = Client::with_service(b, Echo);
     let err = within(client.request("nope", json!({}))).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::MethodNotFound));
-    let err = within(client.request("panic", json!({})))
-        .await
-        .unwrap_err();
+    let err = within(client.request("panic", json!({}))).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InternalError));
     let err = within(client.request("huge", json!({}))).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InternalError));
@@ -85,9 +83,7 @@ async fn remote_errors_panics_and_unsendable_messages_are_answers() {
     let err = within(client.request("echo", huge)).await.unwrap_err();
     assert!(matches!(err, Error::Protocol(_)), "{err:?}");
     // Still serving.
-    let ok = within(client.request("echo", json!({"n": 1})))
-        .await
-        .unwrap();
+    let ok = within(client.request("echo", json!({"n": 1}))).await.unwrap();
     assert_eq!(ok, json!({"n": 1}));
 }
 
@@ -95,13 +91,8 @@ async fn remote_errors_panics_and_unsendable_messages_are_answers() {
 async fn a_plain_client_answers_method_not_found() {
     let (a, mut raw) = Transport::memory_pair();
     let _client = Client::from_transport(a);
-    raw.writer
-        .send(Message::request(7u64, "tool.invoke", json!({})))
-        .await
-        .unwrap();
-    let Message::Response(r) = next_message(&mut raw).await else {
-        panic!("expected a response")
-    };
+    raw.writer.send(Message::request(7u64, "tool.invoke", json!({}))).await.unwrap();
+    let Message::Response(r) = next_message(&mut raw).await else { panic!("expected a response") };
     assert_eq!(r.id, Some(Id::Num(7)));
     assert_eq!(r.outcome.unwrap_err().code, ErrorCode::MethodNotFound);
 }
@@ -146,15 +137,9 @@ async fn timeout_forgets_the_request_and_cancels_it() {
         panic!("expected $/cancel")
     };
     assert_eq!(cancel.method, "$/cancel");
-    assert_eq!(
-        Id::from_value(&cancel.params["id"]),
-        Some(request.id.clone())
-    );
+    assert_eq!(Id::from_value(&cancel.params["id"]), Some(request.id.clone()));
     // A late answer is ignored; the connection still works.
-    raw.writer
-        .send(Message::success(request.id, json!("late")))
-        .await
-        .unwrap();
+    raw.writer.send(Message::success(request.id, json!("late"))).await.unwrap();
     let next = tokio::spawn({
         let client = client.clone();
         async move { client.request("again", json!({})).await }
@@ -162,10 +147,7 @@ async fn timeout_forgets_the_request_and_cancels_it() {
     let Message::Request(again) = next_message(&mut raw).await else {
         panic!("expected the second request")
     };
-    raw.writer
-        .send(Message::success(again.id, json!("fresh")))
-        .await
-        .unwrap();
+    raw.writer.send(Message::success(again.id, json!("fresh"))).await.unwrap();
     assert_eq!(within(next).await.unwrap().unwrap(), json!("fresh"));
 }
 
@@ -173,22 +155,14 @@ async fn timeout_forgets_the_request_and_cancels_it() {
 async fn streams_yield_chunks_then_the_result() {
     let (a, mut raw) = Transport::memory_pair();
     let client = Client::from_transport(a);
-    let mut stream = within(client.request_stream("config.watch", json!({})))
-        .await
-        .unwrap();
+    let mut stream = within(client.request_stream("config.watch", json!({}))).await.unwrap();
     let Message::Request(request) = next_message(&mut raw).await else {
         panic!("expected the request")
     };
     for n in 0..3 {
-        raw.writer
-            .send(Message::chunk(request.id.clone(), json!(n)))
-            .await
-            .unwrap();
+        raw.writer.send(Message::chunk(request.id.clone(), json!(n))).await.unwrap();
     }
-    raw.writer
-        .send(Message::success(request.id, json!({"ended": "cancelled"})))
-        .await
-        .unwrap();
+    raw.writer.send(Message::success(request.id, json!({"ended": "cancelled"}))).await.unwrap();
     for n in 0..3 {
         let item = within(stream.next()).await.unwrap().unwrap();
         assert_eq!(item, StreamItem::Chunk(json!(n)));
@@ -202,9 +176,7 @@ async fn streams_yield_chunks_then_the_result() {
 async fn dropping_a_stream_cancels_it() {
     let (a, mut raw) = Transport::memory_pair();
     let client = Client::from_transport(a);
-    let stream = within(client.request_stream("config.watch", json!({})))
-        .await
-        .unwrap();
+    let stream = within(client.request_stream("config.watch", json!({}))).await.unwrap();
     let id = stream.id();
     drop(stream);
     assert!(matches!(next_message(&mut raw).await, Message::Request(_)));
@@ -271,17 +243,8 @@ async fn close_waits_for_answers_in_flight_and_flushes_them() {
     let (a, mut raw) = Transport::memory_pair();
     let (started_tx, mut started) = mpsc::channel(1);
     let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let server = Client::with_service(
-        a,
-        Gate {
-            started: started_tx,
-            release: release.clone(),
-        },
-    );
-    raw.writer
-        .send(Message::request(1u64, "work", json!({})))
-        .await
-        .unwrap();
+    let server = Client::with_service(a, Gate { started: started_tx, release: release.clone() });
+    raw.writer.send(Message::request(1u64, "work", json!({}))).await.unwrap();
     within(started.recv()).await.unwrap();
     let closing = tokio::spawn({
         let server = server.clone();
@@ -295,16 +258,11 @@ async fn close_waits_for_answers_in_flight_and_flushes_them() {
     let Message::Request(lookup) = next_message(&mut raw).await else {
         panic!("expected the handler's request")
     };
-    raw.writer
-        .send(Message::success(lookup.id, json!("found")))
-        .await
-        .unwrap();
+    raw.writer.send(Message::success(lookup.id, json!("found"))).await.unwrap();
     assert_eq!(within(call).await.unwrap().unwrap(), json!("found"));
     release.add_permits(1);
     within(closing).await.unwrap();
-    let Message::Response(r) = next_message(&mut raw).await else {
-        panic!("expected the answer")
-    };
+    let Message::Response(r) = next_message(&mut raw).await else { panic!("expected the answer") };
     assert_eq!(r.outcome.unwrap(), json!("done"));
     assert!(within(raw.reader.next()).await.is_none());
     assert!(server.is_closed());

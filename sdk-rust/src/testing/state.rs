@@ -76,9 +76,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn is_under(path: &str, base: &str) -> bool {
     path == base
         || base.is_empty()
-        || path
-            .strip_prefix(base)
-            .is_some_and(|rest| rest.starts_with('.'))
+        || path.strip_prefix(base).is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// The value at a dotted path of `document`; `null` when missing.
@@ -86,10 +84,7 @@ fn lookup(document: &Value, path: &str) -> Value {
     if path.is_empty() {
         return document.clone();
     }
-    path.split('.')
-        .try_fold(document, |v, key| v.get(key))
-        .cloned()
-        .unwrap_or(Value::Null)
+    path.split('.').try_fold(document, |v, key| v.get(key)).cloned().unwrap_or(Value::Null)
 }
 
 /// Sets the value at a dotted path of `document` (`null` removes it), creating maps.
@@ -163,10 +158,7 @@ impl State {
 
     /// A fresh id with this prefix.
     pub(super) fn mint(&self, prefix: &str) -> String {
-        format!(
-            "{prefix}-{}",
-            self.counter.fetch_add(1, Ordering::Relaxed) + 1
-        )
+        format!("{prefix}-{}", self.counter.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
     fn manifest(&self) -> std::result::Result<Manifest, ErrorObject> {
@@ -216,10 +208,7 @@ impl State {
         let (name, field) = grant_name(&config);
         let mut seen = self.seen();
         if let CapabilityConfig::Hook(hook) = &config
-            && !seen
-                .subscriptions
-                .iter()
-                .any(|s| pattern_matches(s, &hook.event))
+            && !seen.subscriptions.iter().any(|s| pattern_matches(s, &hook.event))
         {
             return Err(ErrorObject::new(
                 ErrorCode::HookNotSubscribed,
@@ -233,24 +222,15 @@ impl State {
                 .any(|c| c.active && c.params.kind == params.kind && c.name == name);
         let reason = if self.config.deny_capabilities.iter().any(|d| d == name) {
             Some(format!("{name:?} is denied by the fake kernel"))
-        } else if !manifest_list(&manifest, field)
-            .iter()
-            .any(|p| pattern_matches(p, name))
-        {
-            Some(format!(
-                "{name:?} is not in the manifest's capabilities.{field}"
-            ))
+        } else if !manifest_list(&manifest, field).iter().any(|p| pattern_matches(p, name)) {
+            Some(format!("{name:?} is not in the manifest's capabilities.{field}"))
         } else if taken {
             Some(format!("{name:?} is taken"))
         } else {
             None
         };
         let result = RegisterCapabilityResult {
-            capability_id: if reason.is_none() {
-                self.mint("cap")
-            } else {
-                String::new()
-            },
+            capability_id: if reason.is_none() { self.mint("cap") } else { String::new() },
             granted: reason.is_none(),
             reason,
         };
@@ -281,10 +261,7 @@ impl State {
         let manifest = self.manifest()?;
         let params: SubscribeParams = parse_params(params)?;
         let allowed = &manifest.capabilities.hooks.subscribe;
-        let mut result = SubscribeResult {
-            subscribed: Vec::new(),
-            denied: Vec::new(),
-        };
+        let mut result = SubscribeResult { subscribed: Vec::new(), denied: Vec::new() };
         let mut seen = self.seen();
         for event in params.events {
             let denied = self.config.deny_events.contains(&event)
@@ -333,9 +310,7 @@ impl State {
     fn config_get(&self, params: Value) -> Answer {
         let manifest = self.manifest()?;
         let params: ConfigGetParams = parse_params(params)?;
-        let path = params
-            .path
-            .unwrap_or_else(|| format!("apps.{}", manifest.id));
+        let path = params.path.unwrap_or_else(|| format!("apps.{}", manifest.id));
         let value = lookup(&lock(&self.document), &path);
         Ok(to_value(&ConfigGetResult { value }))
     }
@@ -351,10 +326,7 @@ impl State {
             }),
             AppHeartbeat::NAME => self.manifest().map(|_| {
                 self.heartbeats.fetch_add(1, Ordering::AcqRel);
-                to_value(&HeartbeatResult {
-                    ok: true,
-                    server_time: now_ms(),
-                })
+                to_value(&HeartbeatResult { ok: true, server_time: now_ms() })
             }),
             AppShutdown::NAME => {
                 self.seen().app_shutdown = Some(parse_params(params()).unwrap_or_default());
@@ -384,9 +356,7 @@ impl State {
     fn watch(self: &Arc<Self>, request: Request) -> BoxFuture<Answer> {
         let opened = self.manifest().and_then(|manifest| {
             let params: ConfigWatchParams = parse_params(request.params)?;
-            let paths = params
-                .paths
-                .unwrap_or_else(|| vec![format!("apps.{}", manifest.id)]);
+            let paths = params.paths.unwrap_or_else(|| vec![format!("apps.{}", manifest.id)]);
             Ok(paths)
         });
         let paths = match opened {
@@ -433,11 +403,7 @@ impl State {
             for path in watch.paths.iter().filter(|p| is_under(p, &change.path)) {
                 let (old_value, new_value) = (lookup(&old, path), lookup(&new, path));
                 if old_value != new_value {
-                    let narrowed = ConfigChange {
-                        path: path.clone(),
-                        old_value,
-                        new_value,
-                    };
+                    let narrowed = ConfigChange { path: path.clone(), old_value, new_value };
                     chunks.push((id.clone(), narrowed));
                 }
             }
@@ -495,9 +461,7 @@ impl State {
                 notified.await;
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| Error::Timeout)
+        tokio::time::timeout(timeout, wait).await.map_err(|_| Error::Timeout)
     }
 }
 

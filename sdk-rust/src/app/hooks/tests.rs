@@ -38,17 +38,8 @@ async fn observed_events_reach_every_handler_whose_pattern_matches() {
         .on_event("barrier", observer("barrier", &tx));
     let running = start_ready(app).await;
     let kernel = &running.kernel;
-    assert_eq!(
-        kernel.subscriptions(),
-        ["session_*", "session_start", "message_*", "barrier"]
-    );
-    for event in [
-        "session_start",
-        "session_end",
-        "message_sent",
-        "app_ready",
-        "barrier",
-    ] {
+    assert_eq!(kernel.subscriptions(), ["session_*", "session_start", "message_*", "barrier"]);
+    for event in ["session_start", "session_end", "message_sent", "app_ready", "barrier"] {
         kernel.send_event(event, json!({})).await.unwrap();
     }
     let mut seen = Vec::new();
@@ -71,9 +62,9 @@ async fn observed_events_reach_every_handler_whose_pattern_matches() {
 #[tokio::test]
 async fn observers_get_the_whole_event_and_a_panic_is_contained() {
     let (tx, mut rx) = mpsc::channel(8);
-    let app = base()
-        .on_event("boom", |_event| async { panic!("observer bug") })
-        .on_event("app_*", move |event| {
+    let app = base().on_event("boom", |_event| async { panic!("observer bug") }).on_event(
+        "app_*",
+        move |event| {
             let tx = tx.clone();
             async move {
                 let deadline = event.deadline_ms;
@@ -82,14 +73,11 @@ async fn observers_get_the_whole_event_and_a_panic_is_contained() {
                     .await
                     .unwrap();
             }
-        });
+        },
+    );
     let running = start_ready(app).await;
     running.kernel.send_event("boom", json!({})).await.unwrap();
-    let id = running
-        .kernel
-        .send_event("app_ready", json!({"appId": "x"}))
-        .await
-        .unwrap();
+    let id = running.kernel.send_event("app_ready", json!({"appId": "x"})).await.unwrap();
     let (event_id, payload, context, deadline, who) = within(rx.recv()).await.unwrap();
     assert_eq!(event_id, id);
     assert_eq!(payload, json!({"appId": "x"}));
@@ -101,14 +89,9 @@ async fn observers_get_the_whole_event_and_a_panic_is_contained() {
 
 fn verdicts() -> App {
     base().intercept("before_tool_call", 5, |event| async move {
-        let name = event.payload["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let name = event.payload["name"].as_str().unwrap_or_default().to_owned();
         match name.as_str() {
-            "rm" => HookVerdict::Block {
-                reason: "no rm".into(),
-            },
+            "rm" => HookVerdict::Block { reason: "no rm".into() },
             "login" => {
                 let mut payload = event.payload;
                 payload["arguments"]["password"] = json!("[redacted]");
@@ -125,18 +108,12 @@ async fn interceptors_continue_modify_and_block() {
     let kernel = &running.kernel;
     let intercept = |payload| kernel.intercept("before_tool_call", payload, WAIT);
     assert_eq!(
-        intercept(json!({"name": "ls", "arguments": {}}))
-            .await
-            .unwrap(),
+        intercept(json!({"name": "ls", "arguments": {}})).await.unwrap(),
         HookVerdict::Continue
     );
     assert_eq!(
-        intercept(json!({"name": "rm", "arguments": {}}))
-            .await
-            .unwrap(),
-        HookVerdict::Block {
-            reason: "no rm".into()
-        }
+        intercept(json!({"name": "rm", "arguments": {}})).await.unwrap(),
+        HookVerdict::Block { reason: "no rm".into() }
     );
     let modified =
         intercept(json!({"name": "login", "arguments": {"user": "a", "password": "pw"}}))
@@ -158,10 +135,7 @@ async fn interceptors_are_registered_after_subscribing_with_their_config() {
     let app = verdicts().intercept_with(spec, |_event| async { HookVerdict::Continue });
     let running = start_ready(app).await;
     let kernel = &running.kernel;
-    assert_eq!(
-        kernel.subscriptions(),
-        ["before_tool_call", "message_received"]
-    );
+    assert_eq!(kernel.subscriptions(), ["before_tool_call", "message_received"]);
     let hooks: Vec<HookConfig> = kernel
         .capabilities()
         .into_iter()
@@ -246,15 +220,10 @@ async fn a_panicking_or_late_interceptor_sends_nothing() {
     let kernel = &running.kernel;
     // No verdict comes: the fake gives up at its deadline.
     let short = Duration::from_millis(300);
-    let panicked = kernel
-        .intercept("message_received", json!({"panic": true}), short)
-        .await
-        .unwrap_err();
+    let panicked =
+        kernel.intercept("message_received", json!({"panic": true}), short).await.unwrap_err();
     assert!(matches!(panicked, Error::Timeout), "{panicked:?}");
-    let late = kernel
-        .intercept("message_sending", json!({}), short)
-        .await
-        .unwrap_err();
+    let late = kernel.intercept("message_sending", json!({}), short).await.unwrap_err();
     assert!(matches!(late, Error::Timeout), "{late:?}");
     // The late handler was abandoned at the deadline.
     within(async {
@@ -264,21 +233,14 @@ async fn a_panicking_or_late_interceptor_sends_nothing() {
     })
     .await;
     // And the app still answers.
-    let fine = kernel
-        .intercept("message_received", json!({}), WAIT)
-        .await
-        .unwrap();
+    let fine = kernel.intercept("message_received", json!({}), WAIT).await.unwrap();
     assert_eq!(fine, HookVerdict::Continue);
 }
 
 #[tokio::test]
 async fn an_unexpected_interception_is_answered_continue() {
     let running = start_ready(verdicts()).await;
-    let verdict = running
-        .kernel
-        .intercept("message_sending", json!({}), WAIT)
-        .await
-        .unwrap();
+    let verdict = running.kernel.intercept("message_sending", json!({}), WAIT).await.unwrap();
     assert_eq!(verdict, HookVerdict::Continue);
 }
 
@@ -298,9 +260,7 @@ async fn hook_mistakes_fail_at_start_up() {
     ];
     for (i, case) in cases.into_iter().enumerate() {
         let (_kernel, transport) = FakeKernel::new();
-        let err = within(case.run_on(transport, std::future::pending()))
-            .await
-            .unwrap_err();
+        let err = within(case.run_on(transport, std::future::pending())).await.unwrap_err();
         assert!(matches!(err, Error::Config(_)), "case {i}: {err:?}");
     }
     assert_eq!(Error::Timeout.code(), Some(ErrorCode::Timeout));

@@ -9,20 +9,13 @@ use burrow_protocol::methods::hook::HookVerdict;
 
 /// An app that declares one of everything.
 fn app(manifest: Manifest) -> App {
-    let tool = |_args, _cx| async {
-        Ok(ToolResult {
-            content: json!("done"),
-            is_error: None,
-        })
-    };
+    let tool = |_args, _cx| async { Ok(ToolResult { content: json!("done"), is_error: None }) };
     App::new(manifest)
         .on_event("session_*", |_event| async {})
         .tool("t1", "first", json!({}), tool)
         .tool("t2", "second", json!({}), tool)
         .gateway_method("g", |p, _cx| async move { Ok(p) })
-        .intercept("before_tool_call", 1, |_event| async {
-            HookVerdict::Continue
-        })
+        .intercept("before_tool_call", 1, |_event| async { HookVerdict::Continue })
 }
 
 fn tester() -> Manifest {
@@ -36,15 +29,7 @@ async fn declares_everything_between_register_and_ready_in_order() {
     let register = "capability.register";
     assert_eq!(
         kernel.calls(),
-        [
-            "app.register",
-            "hook.subscribe",
-            register,
-            register,
-            register,
-            register,
-            "app.ready"
-        ]
+        ["app.register", "hook.subscribe", register, register, register, register, "app.ready"]
     );
     assert_eq!(kernel.subscriptions(), ["session_*", "before_tool_call"]);
     let asked: Vec<(CapabilityType, String, bool)> = kernel
@@ -58,10 +43,7 @@ async fn declares_everything_between_register_and_ready_in_order() {
         (CapabilityType::GatewayMethod, "tester.g", true),
         (CapabilityType::Hook, "before_tool_call", true),
     ];
-    let expected: Vec<_> = expected
-        .into_iter()
-        .map(|(k, n, g)| (k, n.to_owned(), g))
-        .collect();
+    let expected: Vec<_> = expected.into_iter().map(|(k, n, g)| (k, n.to_owned(), g)).collect();
     assert_eq!(asked, expected);
 }
 
@@ -77,10 +59,7 @@ async fn the_manifest_grants_what_the_app_declares_unless_covered() {
     manifest.capabilities.tools = vec!["t*".into()];
     manifest.capabilities.hooks.subscribe = vec!["session_*".into()];
     let app = app(manifest).tool("other", "", json!({}), |_args, _cx| async {
-        Ok(ToolResult {
-            content: json!(null),
-            is_error: None,
-        })
+        Ok(ToolResult { content: json!(null), is_error: None })
     });
     let running = start_ready(app).await;
     let caps = running.kernel.manifest().unwrap().capabilities;
@@ -88,13 +67,7 @@ async fn the_manifest_grants_what_the_app_declares_unless_covered() {
     assert_eq!(caps.gateway_methods, ["tester.g"]);
     assert_eq!(caps.hooks.subscribe, ["session_*", "before_tool_call"]);
     assert_eq!(caps.hooks.intercept, ["before_tool_call"]);
-    assert!(
-        running
-            .kernel
-            .capabilities()
-            .iter()
-            .all(|c| c.result.granted)
-    );
+    assert!(running.kernel.capabilities().iter().all(|c| c.result.granted));
 }
 
 #[tokio::test]
@@ -116,12 +89,7 @@ async fn denials_are_recorded_and_the_app_keeps_running() {
     assert!(!grants.all_granted());
     let denied: Vec<(&str, bool)> = grants
         .denied()
-        .map(|c| {
-            (
-                c.name.as_str(),
-                c.reason.as_deref().unwrap().contains("denied"),
-            )
-        })
+        .map(|c| (c.name.as_str(), c.reason.as_deref().unwrap().contains("denied")))
         .collect();
     assert_eq!(denied, [("t2", true), ("before_tool_call", true)]);
     let granted = &grants.capabilities[0];
@@ -135,20 +103,15 @@ async fn denials_are_recorded_and_the_app_keeps_running() {
 #[tokio::test]
 async fn an_error_answer_to_a_registration_counts_as_a_denial() {
     // The fake answers HOOK_NOT_SUBSCRIBED when the subscription was denied.
-    let config = FakeConfig {
-        deny_events: vec!["before_tool_call".into()],
-        ..FakeConfig::default()
-    };
+    let config =
+        FakeConfig { deny_events: vec!["before_tool_call".into()], ..FakeConfig::default() };
     let (app, client) = with_client(app(tester()));
     let running = start_with(app, config);
     within(running.kernel.wait_ready(WAIT)).await.unwrap();
     let grants = within(client).await.unwrap().grants().unwrap();
     let hook = grants.denied().next().unwrap();
     assert_eq!(hook.kind, CapabilityType::Hook);
-    assert!(
-        hook.reason.as_deref().unwrap().contains("subscribe"),
-        "{hook:?}"
-    );
+    assert!(hook.reason.as_deref().unwrap().contains("subscribe"), "{hook:?}");
 }
 
 #[tokio::test]
@@ -165,20 +128,10 @@ async fn clients_can_subscribe_and_register_by_hand() {
         input_schema: None,
         timeout_ms: None,
     };
-    let result = client
-        .register_capability(CapabilityType::Tool, &config)
-        .await
-        .unwrap();
+    let result = client.register_capability(CapabilityType::Tool, &config).await.unwrap();
     assert!(!result.granted);
     assert!(result.reason.unwrap().contains("manifest"));
     let err = client.unregister_capability("cap-404").await.unwrap_err();
     assert_eq!(err.code(), Some(burrow_protocol::ErrorCode::NotFound));
-    assert!(
-        client
-            .hook_unsubscribe(["x"])
-            .await
-            .unwrap()
-            .unsubscribed
-            .is_empty()
-    );
+    assert!(client.hook_unsubscribe(["x"]).await.unwrap().unsubscribed.is_empty());
 }

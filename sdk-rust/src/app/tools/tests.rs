@@ -11,31 +11,18 @@ use crate::test_support::{WAIT, start_ready, within};
 use crate::testing::FakeKernel;
 
 fn ok(content: Value) -> std::result::Result<ToolResult, ErrorObject> {
-    Ok(ToolResult {
-        content,
-        is_error: None,
-    })
+    Ok(ToolResult { content, is_error: None })
 }
 
 fn app() -> App {
     App::new(Manifest::new("tester", "0.1.0"))
-        .tool(
-            "echo",
-            "Echoes",
-            json!({"type": "object"}),
-            |args, _cx| async move { ok(args) },
-        )
-        .tool(
-            "whoami",
-            "The call's context",
-            json!({}),
-            |_args, cx| async move {
-                ok(json!({
-                    "callId": cx.call_id, "name": cx.name, "sessionKey": cx.session_key,
-                    "runId": cx.run_id, "appId": cx.app_id(),
-                }))
-            },
-        )
+        .tool("echo", "Echoes", json!({"type": "object"}), |args, _cx| async move { ok(args) })
+        .tool("whoami", "The call's context", json!({}), |_args, cx| async move {
+            ok(json!({
+                "callId": cx.call_id, "name": cx.name, "sessionKey": cx.session_key,
+                "runId": cx.run_id, "appId": cx.app_id(),
+            }))
+        })
         .tool_with_timeout(
             "fail",
             "Fails",
@@ -45,25 +32,18 @@ fn app() -> App {
                 Err(ErrorObject::new(ErrorCode::UnknownError, "failed on purpose").with_data(args))
             },
         )
-        .tool("panic", "Panics", json!({}), |_args, _cx| async move {
-            panic!("tool bug")
-        })
+        .tool("panic", "Panics", json!({}), |_args, _cx| async move { panic!("tool bug") })
         .gateway_method("greet", |params, cx| async move {
             Ok(json!({"hello": params["name"], "caller": cx.caller, "method": cx.method}))
         })
-        .gateway_method("tester.full", |_params, cx| async move {
-            Ok(json!(cx.app_id()))
-        })
+        .gateway_method("tester.full", |_params, cx| async move { Ok(json!(cx.app_id())) })
 }
 
 #[tokio::test]
 async fn tools_answer_with_their_content_and_context() {
     let running = start_ready(app()).await;
     let kernel = &running.kernel;
-    let echo = kernel
-        .invoke_tool("echo", json!({"x": [1, 2]}))
-        .await
-        .unwrap();
+    let echo = kernel.invoke_tool("echo", json!({"x": [1, 2]})).await.unwrap();
     assert_eq!(echo.content, json!({"x": [1, 2]}));
     assert_eq!(echo.is_error, None);
 
@@ -85,13 +65,8 @@ async fn tools_answer_with_their_content_and_context() {
 async fn tool_errors_panics_and_unknown_tools_are_error_answers() {
     let running = start_ready(app()).await;
     let kernel = &running.kernel;
-    let failed = kernel
-        .invoke_tool("fail", json!({"why": 1}))
-        .await
-        .unwrap_err();
-    let Error::Remote(e) = failed else {
-        panic!("{failed:?}")
-    };
+    let failed = kernel.invoke_tool("fail", json!({"why": 1})).await.unwrap_err();
+    let Error::Remote(e) = failed else { panic!("{failed:?}") };
     assert_eq!(e.code, ErrorCode::UnknownError);
     assert_eq!(e.message, "failed on purpose");
     assert_eq!(e.data, Some(json!({"why": 1})));
@@ -100,10 +75,7 @@ async fn tool_errors_panics_and_unknown_tools_are_error_answers() {
     assert_eq!(panicked.code(), Some(ErrorCode::InternalError));
     let unknown = kernel.invoke_tool("nope", json!({})).await.unwrap_err();
     assert_eq!(unknown.code(), Some(ErrorCode::NotFound));
-    let malformed = kernel
-        .request("tool.invoke", json!({"name": "echo"}))
-        .await
-        .unwrap_err();
+    let malformed = kernel.request("tool.invoke", json!({"name": "echo"})).await.unwrap_err();
     assert_eq!(malformed.code(), Some(ErrorCode::InvalidParams));
 
     // Still serving.
@@ -142,23 +114,14 @@ async fn gateway_methods_live_in_the_apps_namespace() {
         .collect();
     assert_eq!(methods, ["tester.greet", "tester.full"]);
 
-    let greet = kernel
-        .invoke_gateway("tester.greet", json!({"name": "Ada"}))
-        .await
-        .unwrap();
+    let greet = kernel.invoke_gateway("tester.greet", json!({"name": "Ada"})).await.unwrap();
     assert_eq!(
         greet,
         json!({"hello": "Ada", "caller": crate::testing::FAKE_CALLER, "method": "tester.greet"})
     );
-    let full = kernel
-        .invoke_gateway("tester.full", json!({}))
-        .await
-        .unwrap();
+    let full = kernel.invoke_gateway("tester.full", json!({})).await.unwrap();
     assert_eq!(full, json!("tester"));
-    let missing = kernel
-        .invoke_gateway("tester.nope", json!({}))
-        .await
-        .unwrap_err();
+    let missing = kernel.invoke_gateway("tester.nope", json!({})).await.unwrap_err();
     assert_eq!(missing.code(), Some(ErrorCode::MethodNotFound));
 }
 
@@ -173,10 +136,7 @@ async fn call_tool_goes_through_the_kernel() {
     let plain = client.call_tool("weather", json!({})).await.unwrap();
     assert_eq!(plain.content, json!({"called": "weather", "session": null}));
     assert_eq!(plain.is_error, Some(true));
-    let in_session = client
-        .call_tool_in_session("weather", json!({}), "s-9")
-        .await
-        .unwrap();
+    let in_session = client.call_tool_in_session("weather", json!({}), "s-9").await.unwrap();
     assert_eq!(in_session.content["session"], "s-9");
 }
 
@@ -194,9 +154,7 @@ async fn tool_and_gateway_mistakes_fail_at_start_up() {
     ];
     for (i, case) in cases.into_iter().enumerate() {
         let (_kernel, transport) = FakeKernel::new();
-        let err = within(case.run_on(transport, std::future::pending()))
-            .await
-            .unwrap_err();
+        let err = within(case.run_on(transport, std::future::pending())).await.unwrap_err();
         assert!(matches!(err, Error::Config(_)), "case {i}: {err:?}");
     }
     let _ = WAIT;
