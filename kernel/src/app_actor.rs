@@ -179,6 +179,11 @@ impl Actor for AppActor {
                         "no heartbeat within {timeout} ms: dropping the app"
                     );
                     state.conn.abort();
+                    if let Some(app) = &state.app {
+                        let lost =
+                            crate::supervisor::SupervisorMsg::HeartbeatLost(app.app_id.clone());
+                        state.kernel.notify_supervisor(lost);
+                    }
                     stop(state, &myself, "heartbeat timeout");
                 }
             }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod apps;
 mod client;
 mod logging;
 mod ops;
@@ -37,10 +38,36 @@ enum Command {
         json: bool,
     },
     /// List the live apps with their state and version.
+    ///
+    /// Managed apps (those with `[apps.<id>.run]`) show their process state: starting,
+    /// running, restarting, failed or stopped; others show connected-unmanaged.
     Apps {
         /// Print the raw `kernel.apps` result as JSON.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<AppsAction>,
+    },
+    /// Show a managed app's captured stdout/stderr.
+    Logs {
+        /// The app id.
+        id: String,
+        /// Keep printing new lines as they come.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Internal: become a managed app (used by the kernel's supervisor).
+    #[command(name = "__exec", hide = true)]
+    Exec {
+        /// The kernel's pid: the child exits if it is no longer its parent.
+        #[arg(long)]
+        parent_pid: u32,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Call any kernel method and print its result as JSON.
     ///
@@ -92,6 +119,25 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum AppsAction {
+    /// Start a managed app that is stopped or failed.
+    Start {
+        /// The app id.
+        id: String,
+    },
+    /// Stop a managed app (SIGTERM, then SIGKILL) and keep it stopped.
+    Stop {
+        /// The app id.
+        id: String,
+    },
+    /// Restart a managed app.
+    Restart {
+        /// The app id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print the value at a dotted path (the whole configuration without one) as JSON;
     /// `null` when absent.
@@ -127,6 +173,12 @@ pub enum LogFormat {
 /// Runs the CLI.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Exec { parent_pid, command } = &cli.command {
+        let (program, args) = command.split_first().expect("clap requires a command");
+        return ExitCode::from(
+            crate::supervisor::process::exec_child(*parent_pid, program, args) as u8
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -138,7 +190,17 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Kernel(args) => run_kernel(cli.socket, args).await,
             Command::Info { json } => client::info(cli.socket, json).await,
-            Command::Apps { json } => client::apps(cli.socket, json).await,
+            Command::Apps { json, action: None } => apps::list(cli.socket, json).await,
+            Command::Apps { action: Some(action), .. } => {
+                let (verb, id) = match action {
+                    AppsAction::Start { id } => ("start", id),
+                    AppsAction::Stop { id } => ("stop", id),
+                    AppsAction::Restart { id } => ("restart", id),
+                };
+                apps::control(cli.socket, verb, &id).await
+            }
+            Command::Logs { id, follow, lines } => apps::logs(cli.socket, &id, follow, lines).await,
+            Command::Exec { .. } => unreachable!("handled before the runtime starts"),
             Command::Call { method, params, timeout_ms, register } => {
                 client::call(cli.socket, &method, params.as_deref(), timeout_ms, register).await
             }

@@ -43,6 +43,10 @@ pub mod watch;
 
 pub use policy::Policy;
 
+use std::collections::BTreeMap;
+
+use crate::supervisor::spec::{RunSpec, SupervisorSettings};
+
 /// The loaded configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -52,6 +56,12 @@ pub struct Config {
     pub hooks: HookSettings,
     /// `[policy]` and every `[apps.<id>.policy]`.
     pub policy: Policy,
+    /// `[supervisor]`.
+    pub supervisor: SupervisorSettings,
+    /// Every `[apps.<id>.run]`: the apps the kernel starts and keeps alive.
+    pub run: BTreeMap<String, RunSpec>,
+    /// The configuration file's directory: relative `command` paths start there.
+    pub base_dir: Option<PathBuf>,
     /// The whole document as JSON (TOML datetimes become strings).
     pub document: serde_json::Value,
 }
@@ -62,6 +72,9 @@ impl Default for Config {
             ipc: IpcConfig::default(),
             hooks: HookSettings::default(),
             policy: Policy::default(),
+            supervisor: SupervisorSettings::default(),
+            run: BTreeMap::new(),
+            base_dir: None,
             document: serde_json::Value::Object(Default::default()),
         }
     }
@@ -180,8 +193,12 @@ impl Config {
         ipc.validate()?;
         let hooks: HookSettings = section(&document, "hooks").map_err(parse_err)?;
         let policy = Policy::from_document(&document).map_err(parse_err)?;
+        let supervisor: SupervisorSettings = section(&document, "supervisor").map_err(parse_err)?;
+        supervisor.validate().map_err(parse_err)?;
+        let run = crate::supervisor::spec::run_specs(&document).map_err(parse_err)?;
+        let base_dir = path.parent().map(Path::to_path_buf);
         let document = serde_json::to_value(&document).map_err(|e| parse_err(e.to_string()))?;
-        Ok(Self { ipc, hooks, policy, document })
+        Ok(Self { ipc, hooks, policy, supervisor, run, base_dir, document })
     }
 
     /// The value at a dotted `path` of the document, if any.

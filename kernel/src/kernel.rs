@@ -28,6 +28,7 @@ use crate::capabilities::Capabilities;
 use crate::config::Config;
 use crate::hooks::{Hooks, InterceptScope};
 use crate::registry::AppRegistry;
+use crate::supervisor::{ManagedSummary, SupervisorMsg};
 use crate::token::KernelKey;
 
 /// A configuration change as watchers receive it.
@@ -41,9 +42,23 @@ pub struct ConfigUpdate {
     pub changes: Vec<ConfigChange>,
 }
 
+/// Where the kernel listens and keeps its state.
+#[derive(Debug, Clone, Default)]
+pub struct KernelPaths {
+    /// The socket apps connect to.
+    pub socket: std::path::PathBuf,
+    /// The state directory (key, logs, records).
+    pub state_dir: std::path::PathBuf,
+}
+
 /// State shared by all actors: configuration, key, registries. Read-mostly.
 #[derive(Debug)]
 pub struct Kernel {
+    /// Where the kernel listens and keeps its state.
+    pub paths: KernelPaths,
+    supervisor: std::sync::OnceLock<ActorRef<SupervisorMsg>>,
+    managed: RwLock<Vec<ManagedSummary>>,
+    log_feeds: dashmap::DashMap<String, broadcast::Sender<String>>,
     config: RwLock<Arc<Config>>,
     config_updates: broadcast::Sender<Arc<ConfigUpdate>>,
     /// Signs and checks app tokens.
@@ -63,8 +78,12 @@ pub struct Kernel {
 
 impl Kernel {
     /// A context with `config` and `key`.
-    pub fn new(config: Config, key: KernelKey) -> Self {
+    pub fn new(config: Config, key: KernelKey, paths: KernelPaths) -> Self {
         Self {
+            paths,
+            supervisor: std::sync::OnceLock::new(),
+            managed: RwLock::new(Vec::new()),
+            log_feeds: dashmap::DashMap::new(),
             config: RwLock::new(Arc::new(config)),
             config_updates: broadcast::channel(64).0,
             key,
@@ -101,7 +120,42 @@ impl Kernel {
             );
         }
         self.emit("config_changed", serde_json::json!({ "paths": paths }), Map::new());
+        self.notify_supervisor(SupervisorMsg::Sync);
         let _ = self.config_updates.send(Arc::new(ConfigUpdate { old, new, changes }));
+    }
+
+    /// Connects the supervisor of app processes (once).
+    pub fn set_supervisor(&self, supervisor: ActorRef<SupervisorMsg>) {
+        let _ = self.supervisor.set(supervisor);
+    }
+
+    /// Tells the supervisor something, if there is one.
+    pub fn notify_supervisor(&self, msg: SupervisorMsg) {
+        if let Some(s) = self.supervisor.get() {
+            let _ = s.cast(msg);
+        }
+    }
+
+    /// The supervisor, if running.
+    pub fn supervisor(&self) -> Option<ActorRef<SupervisorMsg>> {
+        self.supervisor.get().cloned()
+    }
+
+    /// The managed apps as the supervisor last published them.
+    pub fn managed(&self) -> Vec<ManagedSummary> {
+        self.managed.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the published picture of managed apps (the supervisor's job).
+    pub fn set_managed(&self, summaries: Vec<ManagedSummary>) {
+        if let Ok(mut slot) = self.managed.write() {
+            *slot = summaries;
+        }
+    }
+
+    /// The feed of `app_id`'s captured log lines, for followers.
+    pub fn log_feed(&self, app_id: &str) -> broadcast::Sender<String> {
+        self.log_feeds.entry(app_id.to_owned()).or_insert_with(crate::supervisor::new_feed).clone()
     }
 
     /// Subscribes to configuration changes.

@@ -20,6 +20,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`server`] | state dir, config, key, socket binding (stale reclaimed, live never stolen), graceful stop |
+//! | [`supervisor`] | managed app processes: start, restart with backoff, stop, logs, strays |
 //! | [`kernel`] | the root [`kernel::KernelActor`]: accept loop, supervision of app actors, shutdown; the shared [`kernel::Kernel`] context |
 //! | [`app_actor`] | one [`app_actor::AppActor`] per connection: lifecycle, heartbeat deadline, cleanup |
 //! | [`connection`] | framing, reader/writer tasks, bounded writer queue, in-flight bound, kernel → app requests awaiting answers |
@@ -52,6 +53,7 @@ pub mod kernel;
 pub mod methods;
 pub mod registry;
 pub mod server;
+pub mod supervisor;
 pub mod token;
 
 /// The kernel's version.

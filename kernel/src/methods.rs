@@ -17,6 +17,7 @@ use ractor::ActorRef;
 
 use crate::app_actor::{AppActorState, AppMsg};
 use crate::connection::Responder;
+use crate::supervisor::Control;
 
 mod app;
 pub mod capability;
@@ -24,6 +25,7 @@ mod config;
 mod hook;
 mod kernel;
 mod route;
+mod supervisor;
 
 /// Parses params as `M::Params`, applies `f`, serializes the result.
 fn typed<M: Method>(
@@ -55,9 +57,23 @@ pub fn dispatch(
     }
     let outcome = match method.as_str() {
         KernelInfo::NAME => typed::<KernelInfo>(params, |_| Ok(kernel::info(state))),
-        KernelApps::NAME => typed::<KernelApps>(params, |_| Ok(kernel::apps(state))),
+        KernelApps::NAME => {
+            parse_params::<burrow_protocol::methods::Empty>(params).map(|_| kernel::apps(state))
+        }
         kernel::CAPABILITIES => kernel::capabilities(state, params),
         kernel::HOOKS => Ok(kernel::hooks(state)),
+        supervisor::START => {
+            return supervisor::control(state.kernel.clone(), Control::Start, params, responder);
+        }
+        supervisor::STOP => {
+            return supervisor::control(state.kernel.clone(), Control::Stop, params, responder);
+        }
+        supervisor::RESTART => {
+            return supervisor::control(state.kernel.clone(), Control::Restart, params, responder);
+        }
+        supervisor::LOGS => {
+            return supervisor::stream_logs(&state.kernel, &state.conn, params, responder);
+        }
         AppRegister::NAME => typed::<AppRegister>(params, |p| app::register(state, myself, p)),
         _ if state.app.is_none() => Err(not_registered(&method)),
         AppHeartbeat::NAME => typed::<AppHeartbeat>(params, |_| Ok(app::heartbeat())),
@@ -110,8 +126,16 @@ pub fn dispatch(
 /// Whether `method` is answered after its handler returns, so it holds an in-flight
 /// permit: routed calls, streams, and an app's own `app.shutdown`.
 fn is_long_running(state: &AppActorState, method: &str) -> bool {
-    matches!(method, ToolCall::NAME | ConfigWatch::NAME | AppShutdown::NAME)
-        || state.kernel.caps.by_name(CapabilityType::GatewayMethod, method).is_some()
+    matches!(
+        method,
+        ToolCall::NAME
+            | ConfigWatch::NAME
+            | AppShutdown::NAME
+            | supervisor::START
+            | supervisor::STOP
+            | supervisor::RESTART
+            | supervisor::LOGS
+    ) || state.kernel.caps.by_name(CapabilityType::GatewayMethod, method).is_some()
 }
 
 /// Handles a notification from a client. None needs an answer; unknown ones are logged.

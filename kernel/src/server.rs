@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::config::{Config, ConfigError};
 use crate::fsutil;
 use crate::kernel::{Kernel, KernelActor, KernelArgs, KernelMsg};
+use crate::supervisor::{SupervisorActor, SupervisorMsg};
 use crate::token::{KernelKey, KeyError};
 
 /// Where and how a kernel runs.
@@ -183,7 +184,11 @@ pub async fn run(
     })?;
     let key = KernelKey::load_or_create(&settings.state_dir)?;
     let bound = bind(&settings.socket).await?;
-    let kernel = Arc::new(Kernel::new(config, key));
+    let paths = crate::kernel::KernelPaths {
+        socket: settings.socket.clone(),
+        state_dir: settings.state_dir.clone(),
+    };
+    let kernel = Arc::new(Kernel::new(config, key, paths));
     let args = KernelArgs { kernel: kernel.clone(), listener: bound.listener };
     // Hot reload: watching ends when `_watcher` is dropped at the end of the run.
     let _watcher = match &settings.config_path {
@@ -199,6 +204,11 @@ pub async fn run(
     let (actor, handle) = Actor::spawn(None, KernelActor, args)
         .await
         .map_err(|e| KernelError::Actor(e.to_string()))?;
+    // The supervisor ends strays of an earlier run, then starts the managed apps.
+    let (supervisor, supervisor_handle) = Actor::spawn(None, SupervisorActor, kernel.clone())
+        .await
+        .map_err(|e| KernelError::Actor(e.to_string()))?;
+    kernel.set_supervisor(supervisor.clone());
     tracing::info!(
         socket = %settings.socket.display(),
         state_dir = %settings.state_dir.display(),
@@ -213,11 +223,24 @@ pub async fn run(
         }
     }
     tracing::info!("shutdown requested");
+    // No restarts from now on; then app.shutdown to every app; then whatever process is
+    // left gets SIGTERM, and SIGKILL after the stop timeout.
+    let (quiet_tx, quiet_rx) = oneshot::channel();
+    if supervisor.cast(SupervisorMsg::Quiesce(quiet_tx)).is_ok() {
+        let _ = quiet_rx.await;
+    }
     let (done_tx, done_rx) = oneshot::channel();
     if actor.cast(KernelMsg::Shutdown(done_tx)).is_ok() {
         let _ = done_rx.await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    let stop_timeout = Duration::from_millis(kernel.config().supervisor.stop_timeout_ms);
+    let (all_tx, all_rx) = oneshot::channel();
+    if supervisor.cast(SupervisorMsg::StopAll(all_tx)).is_ok() {
+        let _ = tokio::time::timeout(stop_timeout + Duration::from_secs(2), all_rx).await;
+    }
+    supervisor.stop(None);
+    let _ = tokio::time::timeout(Duration::from_secs(2), supervisor_handle).await;
     // Let the last answers (e.g. to an app's own app.shutdown) reach the socket.
     kernel.tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), kernel.tasks.wait()).await;

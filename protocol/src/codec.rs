@@ -108,7 +108,9 @@ pub fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::Empty);
     }
     let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
-    de.set_max_depth(MAX_DEPTH);
+    // rmp-serde refuses the container that brings its counter to 0, i.e. it allows one
+    // level less than the number given: MAX_DEPTH + 1 allows exactly MAX_DEPTH levels.
+    de.set_max_depth(MAX_DEPTH + 1);
     let value = match Value::deserialize(&mut de) {
         Ok(v) => v,
         Err(e) => {

@@ -25,7 +25,10 @@ async fn info_apps_and_call() {
 
     let out = kernel.cli(&["apps"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("listed") && text.contains("ready") && text.contains("0.1.0"), "{text}");
+    assert!(
+        text.contains("listed") && text.contains("connected-unmanaged") && text.contains("0.1.0"),
+        "{text}"
+    );
     let apps = stdout_json(&kernel.cli(&["apps", "--json"]).await);
     assert_eq!(apps["apps"][0]["appId"], "listed");
 

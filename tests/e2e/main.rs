@@ -8,3 +8,4 @@ mod framing;
 mod hooks;
 mod lifecycle;
 mod shutdown;
+mod supervisor;

@@ -1,11 +1,11 @@
-//! The client commands: `info`, `apps`, `call`, and the shared connect/print helpers.
+//! The client commands `info` and `call`, and the shared connect/print helpers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use burrow_protocol::methods::Empty;
-use burrow_protocol::methods::app::{KernelApps, KernelInfo};
+use burrow_protocol::methods::app::KernelInfo;
 use burrow_protocol::{ErrorObject, Value, now_ms};
 use burrow_sdk::{Client, Error};
 
@@ -62,43 +62,6 @@ pub async fn info(socket: Option<PathBuf>, json: bool) -> ExitCode {
     }
 }
 
-/// `burrow apps`.
-pub async fn apps(socket: Option<PathBuf>, json: bool) -> ExitCode {
-    let client = match connect(socket).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match client.call::<KernelApps>(Empty {}).await {
-        Ok(list) if json => {
-            print_json(&list);
-            ExitCode::SUCCESS
-        }
-        Ok(list) => {
-            if list.apps.is_empty() {
-                println!("no apps connected");
-                return ExitCode::SUCCESS;
-            }
-            let now = now_ms();
-            println!(
-                "{:<24} {:<12} {:<10} {:>10} {:>10}",
-                "APP", "VERSION", "STATE", "UPTIME", "SEEN"
-            );
-            for app in list.apps {
-                println!(
-                    "{:<24} {:<12} {:<10} {:>10} {:>10}",
-                    app.app_id,
-                    app.version,
-                    app.state.as_str(),
-                    human_duration(now.saturating_sub(app.registered_at) / 1000),
-                    format!("{}s ago", now.saturating_sub(app.last_seen_at) / 1000),
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
-}
-
 /// `burrow call METHOD [PARAMS]`.
 pub async fn call(
     socket: Option<PathBuf>,
@@ -135,7 +98,7 @@ pub async fn call(
     }
 }
 
-fn human_duration(secs: u64) -> String {
+pub(super) fn human_duration(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),

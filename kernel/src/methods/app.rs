@@ -75,6 +75,7 @@ pub fn register(
         }
     }
     tracing::info!(app = %app_id, version = %p.manifest.version, conn = state.conn.id(), "app registered");
+    state.kernel.notify_supervisor(crate::supervisor::SupervisorMsg::Registered(app_id.clone()));
     let payload = json!({ "appId": app_id, "version": p.manifest.version });
     state.kernel.emit("app_registered", payload, super::capability::app_context(&app_id));
     state.app = Some(Registered {

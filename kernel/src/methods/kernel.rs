@@ -27,9 +27,14 @@ pub fn info(state: &AppActorState) -> KernelInfoResult {
     }
 }
 
-/// `kernel.apps {}`.
-pub fn apps(state: &AppActorState) -> KernelAppsResult {
-    KernelAppsResult { apps: state.kernel.apps.summaries() }
+/// `kernel.apps {}`: the registered apps, and (a Burrow addition) `managed`, the apps
+/// the kernel runs, with their process state.
+pub fn apps(state: &AppActorState) -> Value {
+    let mut value = burrow_protocol::methods::to_value(&KernelAppsResult {
+        apps: state.kernel.apps.summaries(),
+    });
+    value["managed"] = burrow_protocol::methods::to_value(&state.kernel.managed());
+    value
 }
 
 #[derive(serde::Deserialize)]

@@ -1,0 +1,571 @@
+//! The supervisor of app processes: the apps named in `[apps.<id>.run]` are started with
+//! `BURROW_SOCKET` and `BURROW_APP_ID`, must register within a start timeout, and are
+//! restarted like OTP children — exponential backoff, a restart intensity after which the
+//! app stays `failed`, and a reset of the backoff after a run that stayed up. The
+//! supervisor also ends strays of an earlier kernel, captures logs, follows configuration
+//! changes, and stops everything (SIGTERM, then SIGKILL) when the kernel stops.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use burrow_protocol::{ErrorCode, ErrorObject, now_ms};
+use burrow_sdk::transport::{APP_ID_ENV, SOCKET_ENV};
+use nix::sys::signal::Signal;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::kernel::Kernel;
+use spec::{RestartPolicy, RunSpec};
+
+pub mod logs;
+pub mod process;
+pub mod spec;
+pub mod strays;
+
+/// Where a managed app stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProcState {
+    /// Started, not registered yet.
+    Starting,
+    /// Registered with the kernel.
+    Running,
+    /// Waiting out its backoff before the next start.
+    Restarting,
+    /// Gave up: restart intensity exceeded, or it failed with `restart = "never"`.
+    Failed,
+    /// Not running, on purpose.
+    Stopped,
+}
+
+/// One managed app as `kernel.apps` reports it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedSummary {
+    /// The app id.
+    pub app_id: String,
+    /// Where it stands.
+    pub state: ProcState,
+    /// Its process, while there is one.
+    pub pid: Option<u32>,
+    /// When the current process started, ms since the epoch.
+    pub started_at: Option<u64>,
+    /// How many times it was restarted.
+    pub restarts: u64,
+    /// How the last process ended.
+    pub last_exit: Option<String>,
+    /// Its restart policy.
+    pub restart: RestartPolicy,
+    /// The command from the configuration.
+    pub command: String,
+}
+
+/// An operator's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Start a stopped or failed app.
+    Start,
+    /// Stop it (SIGTERM, then SIGKILL) and keep it stopped.
+    Stop,
+    /// Stop it and start it again.
+    Restart,
+}
+
+/// Messages of the supervisor.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// The configuration changed: start, stop or restart to match `[apps.*.run]`.
+    Sync,
+    /// `burrow apps start|stop|restart`.
+    Control(String, Control, oneshot::Sender<Result<(), ErrorObject>>),
+    /// A process ended.
+    Exited(String, u64, std::io::Result<ExitStatus>),
+    /// The start timeout of a generation passed.
+    StartDeadline(String, u64),
+    /// A backoff ended.
+    RestartDue(String, u64),
+    /// The stop timeout of a generation passed: SIGKILL.
+    StopDeadline(String, u64),
+    /// An app registered with the kernel.
+    Registered(String),
+    /// The kernel dropped an app for missing heartbeats.
+    HeartbeatLost(String),
+    /// The kernel is stopping: start nothing any more.
+    Quiesce(oneshot::Sender<()>),
+    /// Stop every process; answer when all have ended.
+    StopAll(oneshot::Sender<()>),
+}
+
+/// What to do when the current process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Policy,
+    Stop,
+    Restart,
+    Remove,
+}
+
+#[derive(Debug)]
+struct Managed {
+    spec: RunSpec,
+    state: ProcState,
+    pid: Option<u32>,
+    generation: u64,
+    started: Option<(Instant, u64)>,
+    window: VecDeque<Instant>,
+    restarts: u64,
+    failures_in_row: u32,
+    last_exit: Option<String>,
+    then: Then,
+    kill_reason: Option<String>,
+    log: Arc<Mutex<logs::LogFile>>,
+}
+
+/// The actor.
+#[derive(Debug)]
+pub struct SupervisorActor;
+
+/// Its state.
+#[derive(Debug)]
+pub struct SupervisorState {
+    kernel: Arc<Kernel>,
+    spawner: process::Spawner,
+    records: strays::Registry,
+    apps: BTreeMap<String, Managed>,
+    quiesced: bool,
+    stopping: Option<oneshot::Sender<()>>,
+}
+
+impl Actor for SupervisorActor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Kernel>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        kernel: Arc<Kernel>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let records = strays::Registry::new(&kernel.paths.state_dir);
+        let ended = records.end_strays(Duration::from_secs(2)).await;
+        if !ended.is_empty() {
+            tracing::warn!(?ended, "ended managed processes left by an earlier kernel");
+        }
+        let spawner = process::Spawner::start()?;
+        let _ = myself.cast(SupervisorMsg::Sync);
+        Ok(SupervisorState {
+            kernel,
+            spawner,
+            records,
+            apps: BTreeMap::new(),
+            quiesced: false,
+            stopping: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Sync => sync(state, &myself).await,
+            SupervisorMsg::Control(id, control, reply) => {
+                let _ = reply.send(control_app(state, &myself, &id, control).await);
+            }
+            SupervisorMsg::Exited(id, generation, status) => {
+                exited(state, &myself, &id, generation, status).await
+            }
+            SupervisorMsg::StartDeadline(id, generation) => {
+                let timeout = state.kernel.config().supervisor.start_timeout_ms;
+                if let Some(m) = current(state, &id, generation)
+                    && m.state == ProcState::Starting
+                {
+                    kill(m, format!("did not register within {timeout} ms"));
+                }
+            }
+            SupervisorMsg::RestartDue(id, generation) => {
+                if !state.quiesced
+                    && current(state, &id, generation)
+                        .is_some_and(|m| m.state == ProcState::Restarting)
+                {
+                    start(state, &myself, &id).await;
+                }
+            }
+            SupervisorMsg::StopDeadline(id, generation) => {
+                if let Some(m) = current(state, &id, generation)
+                    && let Some(pid) = m.pid
+                {
+                    tracing::warn!(app = %id, pid, "did not stop after SIGTERM: SIGKILL");
+                    process::signal(pid, Signal::SIGKILL);
+                }
+            }
+            SupervisorMsg::Registered(id) => {
+                if let Some(m) = state.apps.get_mut(&id)
+                    && m.state == ProcState::Starting
+                {
+                    m.state = ProcState::Running;
+                }
+            }
+            SupervisorMsg::HeartbeatLost(id) => {
+                if let Some(m) = state.apps.get_mut(&id) {
+                    kill(m, "dropped for missing heartbeats".to_owned());
+                }
+            }
+            SupervisorMsg::Quiesce(reply) => {
+                state.quiesced = true;
+                let _ = reply.send(());
+            }
+            SupervisorMsg::StopAll(reply) => {
+                state.quiesced = true;
+                state.stopping = Some(reply);
+                let ids: Vec<String> = state.apps.keys().cloned().collect();
+                for id in ids {
+                    terminate(state, &myself, &id, Then::Stop);
+                }
+                finish_stop_all(state);
+            }
+        }
+        publish(state);
+        Ok(())
+    }
+}
+
+fn current<'a>(
+    state: &'a mut SupervisorState,
+    id: &str,
+    generation: u64,
+) -> Option<&'a mut Managed> {
+    state.apps.get_mut(id).filter(|m| m.generation == generation)
+}
+
+/// SIGKILL for a process that must go now; its exit counts as a failure.
+fn kill(m: &mut Managed, reason: String) {
+    if let Some(pid) = m.pid {
+        tracing::warn!(pid, %reason, "killing a managed app");
+        m.kill_reason = Some(reason);
+        process::signal(pid, Signal::SIGKILL);
+    }
+}
+
+/// Asks a process to end (SIGTERM, SIGKILL after the stop timeout); `then` says what
+/// follows its exit. An app without a process takes `then` at once.
+fn terminate(state: &mut SupervisorState, myself: &ActorRef<SupervisorMsg>, id: &str, then: Then) {
+    let stop_timeout = Duration::from_millis(state.kernel.config().supervisor.stop_timeout_ms);
+    let Some(m) = state.apps.get_mut(id) else { return };
+    m.then = then;
+    match m.pid {
+        Some(pid) => {
+            process::signal(pid, Signal::SIGTERM);
+            send_after(
+                myself,
+                stop_timeout,
+                SupervisorMsg::StopDeadline(id.to_owned(), m.generation),
+            );
+        }
+        None => {
+            m.generation += 1; // cancels a pending restart
+            match then {
+                Then::Remove => {
+                    state.apps.remove(id);
+                }
+                _ => m.state = ProcState::Stopped,
+            }
+        }
+    }
+}
+
+fn send_after(myself: &ActorRef<SupervisorMsg>, delay: Duration, msg: SupervisorMsg) {
+    let me = myself.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = me.cast(msg);
+    });
+}
+
+/// Matches the running set to the configuration's `[apps.*.run]` tables.
+async fn sync(state: &mut SupervisorState, myself: &ActorRef<SupervisorMsg>) {
+    if state.quiesced {
+        return;
+    }
+    let desired = state.kernel.config().run.clone();
+    let gone: Vec<String> =
+        state.apps.keys().filter(|id| !desired.contains_key(*id)).cloned().collect();
+    for id in gone {
+        tracing::info!(app = %id, "run table removed: stopping the app");
+        terminate(state, myself, &id, Then::Remove);
+    }
+    for (id, spec) in desired {
+        let restart_now = match state.apps.get_mut(&id) {
+            Some(m) if m.spec == spec => continue,
+            Some(m) => {
+                tracing::info!(app = %id, "run table changed: restarting the app");
+                m.spec = spec;
+                m.failures_in_row = 0;
+                m.window.clear();
+                m.pid.is_none()
+            }
+            None => {
+                let log = open_log(&state.kernel, &id);
+                let managed = Managed {
+                    spec,
+                    state: ProcState::Stopped,
+                    pid: None,
+                    generation: 0,
+                    started: None,
+                    window: VecDeque::new(),
+                    restarts: 0,
+                    failures_in_row: 0,
+                    last_exit: None,
+                    then: Then::Policy,
+                    kill_reason: None,
+                    log,
+                };
+                state.apps.insert(id.clone(), managed);
+                true
+            }
+        };
+        if restart_now {
+            start(state, myself, &id).await;
+        } else {
+            terminate(state, myself, &id, Then::Restart);
+        }
+    }
+}
+
+fn open_log(kernel: &Kernel, id: &str) -> Arc<Mutex<logs::LogFile>> {
+    let settings = kernel.config().supervisor.clone();
+    let feed = kernel.log_feed(id);
+    let path = logs::log_path(&kernel.paths.state_dir, id);
+    Arc::new(Mutex::new(logs::LogFile::open(
+        path,
+        settings.log_max_bytes,
+        settings.log_files,
+        feed,
+    )))
+}
+
+/// Starts a new process for `id`.
+async fn start(state: &mut SupervisorState, myself: &ActorRef<SupervisorMsg>, id: &str) {
+    let config = state.kernel.config();
+    let socket = state.kernel.paths.socket.clone();
+    let Some(m) = state.apps.get_mut(id) else { return };
+    m.generation += 1;
+    m.then = Then::Policy;
+    m.kill_reason = None;
+    let generation = m.generation;
+    let Some(program) = spec::resolve_command(&m.spec.command, config.base_dir.as_deref()) else {
+        let reason = format!(
+            "command {:?} not found (as a path, next to burrow, or on PATH)",
+            m.spec.command
+        );
+        tracing::error!(app = %id, %reason, "cannot start managed app");
+        m.last_exit = Some(reason);
+        m.state = ProcState::Failed;
+        return;
+    };
+    let command = process::managed_command(&program, &m.spec.args).map(|mut c| {
+        c.envs(&m.spec.env).env(SOCKET_ENV, &socket).env(APP_ID_ENV, id);
+        c
+    });
+    let spawned = match command {
+        Ok(c) => state.spawner.spawn(c).await,
+        Err(e) => Err(e),
+    };
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            tracing::error!(app = %id, error = %e, "cannot start managed app");
+            m.last_exit = Some(format!("cannot start: {e}"));
+            let _ = myself.cast(SupervisorMsg::Exited(id.to_owned(), generation, Err(e)));
+            return;
+        }
+    };
+    let pid = child.id();
+    tracing::info!(app = %id, pid, program = %program.display(), "started managed app");
+    for pipe in [
+        child.stdout.take().map(|p| tokio::process::ChildStdout::from_std(p).map(Pipe::Out)),
+        child.stderr.take().map(|p| tokio::process::ChildStderr::from_std(p).map(Pipe::Err)),
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    {
+        let log = m.log.clone();
+        match pipe {
+            Pipe::Out(p) => drop(tokio::spawn(logs::pump(p, log))),
+            Pipe::Err(p) => drop(tokio::spawn(logs::pump(p, log))),
+        }
+    }
+    let me = myself.clone();
+    let app = id.to_owned();
+    process::watch_exit(child, move |status| {
+        let _ = me.cast(SupervisorMsg::Exited(app, generation, status));
+    });
+    m.pid = Some(pid);
+    m.started = Some((Instant::now(), now_ms()));
+    m.state = ProcState::Starting;
+    let timeout = Duration::from_millis(config.supervisor.start_timeout_ms);
+    send_after(myself, timeout, SupervisorMsg::StartDeadline(id.to_owned(), generation));
+    record(state);
+}
+
+enum Pipe {
+    Out(tokio::process::ChildStdout),
+    Err(tokio::process::ChildStderr),
+}
+
+/// Writes the live pids to the record file.
+fn record(state: &SupervisorState) {
+    let live: BTreeMap<String, strays::Record> = state
+        .apps
+        .iter()
+        .filter_map(|(id, m)| {
+            let pid = m.pid?;
+            let start_time = strays::start_time(pid)?;
+            Some((id.clone(), strays::Record { app_id: id.clone(), pid, start_time }))
+        })
+        .collect();
+    state.records.write(&live);
+}
+
+async fn exited(
+    state: &mut SupervisorState,
+    myself: &ActorRef<SupervisorMsg>,
+    id: &str,
+    generation: u64,
+    status: std::io::Result<ExitStatus>,
+) {
+    let settings = state.kernel.config().supervisor.clone();
+    let quiesced = state.quiesced;
+    let Some(m) = current(state, id, generation) else { return };
+    let (how, mut failed) = process::describe(&status);
+    if let Some(reason) = m.kill_reason.take() {
+        failed = true;
+        m.last_exit = Some(reason);
+    } else {
+        m.last_exit = Some(how);
+    }
+    let ran = m.started.map(|(t, _)| t.elapsed()).unwrap_or_default();
+    m.pid = None;
+    m.started = None;
+    tracing::info!(app = %id, exit = ?m.last_exit, "managed app ended");
+    let then = m.then;
+    m.then = Then::Policy;
+    let mut restart_now = false;
+    match then {
+        Then::Remove => {
+            state.apps.remove(id);
+        }
+        Then::Stop => m.state = ProcState::Stopped,
+        _ if quiesced => m.state = ProcState::Stopped,
+        Then::Restart => restart_now = true,
+        Then::Policy => match (m.spec.restart, failed) {
+            (RestartPolicy::Never | RestartPolicy::OnFailure, false) => {
+                m.state = ProcState::Stopped
+            }
+            (RestartPolicy::Never, true) => m.state = ProcState::Failed,
+            _ => schedule_restart(m, myself, id, &settings, ran),
+        },
+    }
+    if restart_now {
+        start(state, myself, id).await;
+    }
+    record(state);
+    finish_stop_all(state);
+}
+
+/// Backoff and restart intensity: after a run, decide when (or whether) to start again.
+fn schedule_restart(
+    m: &mut Managed,
+    myself: &ActorRef<SupervisorMsg>,
+    id: &str,
+    settings: &spec::SupervisorSettings,
+    ran: Duration,
+) {
+    let now = Instant::now();
+    let window = Duration::from_millis(settings.restart_window_ms);
+    m.window.retain(|t| now.duration_since(*t) < window);
+    if m.window.len() >= settings.max_restarts {
+        tracing::error!(app = %id, restarts = m.window.len(), window_ms = settings.restart_window_ms,
+            "restart intensity exceeded: the app stays failed (burrow apps start to try again)");
+        m.state = ProcState::Failed;
+        return;
+    }
+    if ran >= Duration::from_millis(settings.stable_after_ms) {
+        m.failures_in_row = 0;
+    }
+    let delay = settings.backoff(m.failures_in_row);
+    m.failures_in_row += 1;
+    m.window.push_back(now);
+    m.restarts += 1;
+    m.state = ProcState::Restarting;
+    tracing::info!(app = %id, delay_ms = delay.as_millis() as u64, "restarting after backoff");
+    send_after(myself, delay, SupervisorMsg::RestartDue(id.to_owned(), m.generation));
+}
+
+async fn control_app(
+    state: &mut SupervisorState,
+    myself: &ActorRef<SupervisorMsg>,
+    id: &str,
+    control: Control,
+) -> Result<(), ErrorObject> {
+    if state.quiesced {
+        return Err(ErrorObject::new(ErrorCode::Forbidden, "the kernel is stopping"));
+    }
+    let Some(m) = state.apps.get_mut(id) else {
+        return Err(ErrorObject::new(
+            ErrorCode::NotFound,
+            format!("{id:?} is not a managed app (no [apps.{id}.run] in the config)"),
+        ));
+    };
+    let running = m.pid.is_some();
+    match (control, running) {
+        (Control::Start, true) => {}
+        (Control::Start | Control::Restart, false) => {
+            m.failures_in_row = 0;
+            m.window.clear();
+            start(state, myself, id).await;
+        }
+        (Control::Restart, true) => terminate(state, myself, id, Then::Restart),
+        (Control::Stop, _) => terminate(state, myself, id, Then::Stop),
+    }
+    Ok(())
+}
+
+fn finish_stop_all(state: &mut SupervisorState) {
+    if state.stopping.is_some()
+        && state.apps.values().all(|m| m.pid.is_none())
+        && let Some(done) = state.stopping.take()
+    {
+        let _ = done.send(());
+    }
+}
+
+/// Shares the current picture with the kernel (for `kernel.apps`).
+fn publish(state: &SupervisorState) {
+    let summaries = state
+        .apps
+        .iter()
+        .map(|(id, m)| ManagedSummary {
+            app_id: id.clone(),
+            state: m.state,
+            pid: m.pid,
+            started_at: m.started.map(|(_, wall)| wall),
+            restarts: m.restarts,
+            last_exit: m.last_exit.clone(),
+            restart: m.spec.restart,
+            command: m.spec.command.clone(),
+        })
+        .collect();
+    state.kernel.set_managed(summaries);
+}
+
+/// A follower feed for an app's log lines.
+pub fn new_feed() -> broadcast::Sender<String> {
+    broadcast::channel(1024).0
+}
