@@ -31,6 +31,8 @@
 
 pub mod codec;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 pub mod message;
 pub mod methods;
