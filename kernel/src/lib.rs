@@ -53,6 +53,7 @@ pub mod kernel;
 pub mod methods;
 pub mod registry;
 pub mod server;
+pub mod store;
 pub mod supervisor;
 pub mod token;
 

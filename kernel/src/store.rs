@@ -1,0 +1,140 @@
+//! Durable sessions, transcripts and runs (PROTOCOL.md §8), behind the [`Storage`] trait;
+//! [`sqlite::SqliteStore`] is the embedded default.
+//!
+//! Writes are acknowledged only once on disk. They go to one writer thread that takes
+//! every write waiting at that moment, runs them in one transaction and commits once
+//! (group commit), so concurrent writers share one flush of the WAL.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use burrow_protocol::Map;
+use burrow_protocol::methods::invoke::{Role, ToolCallRequest};
+use burrow_protocol::methods::session::{RunStatus, SessionFilter, SessionInfo, TranscriptMessage};
+
+pub mod sqlite;
+
+/// A boxed future, so the trait stays object-safe.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why the store failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("store: {0}")]
+    Db(String),
+    /// The store is shut down.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// A session row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    /// Its key.
+    pub key: String,
+    /// Its agent.
+    pub agent_id: String,
+    /// Replies go through this channel.
+    pub channel_id: Option<String>,
+    /// The account on the channel.
+    pub account_id: Option<String>,
+    /// Creation time, ms.
+    pub created_at: u64,
+    /// Last activity, ms.
+    pub last_active_at: u64,
+    /// Messages stored.
+    pub message_count: u64,
+}
+
+impl SessionRow {
+    /// As the wire reports it.
+    pub fn info(&self, active: bool) -> SessionInfo {
+        SessionInfo {
+            key: self.key.clone(),
+            agent_id: self.agent_id.clone(),
+            channel_id: self.channel_id.clone(),
+            account_id: self.account_id.clone(),
+            created_at: self.created_at,
+            last_active_at: self.last_active_at,
+            message_count: self.message_count,
+            active,
+        }
+    }
+}
+
+/// A message to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// Its id.
+    pub id: String,
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub content: String,
+    /// Free-form metadata.
+    pub metadata: Option<Map>,
+    /// An assistant's tool calls.
+    pub tool_calls: Option<Vec<ToolCallRequest>>,
+    /// For a tool message: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// When, ms.
+    pub created_at: u64,
+}
+
+/// An agent run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// Its id.
+    pub id: String,
+    /// Its session.
+    pub session_key: String,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// Its output, when completed.
+    pub output: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Creates the session if missing.
+    CreateSession(SessionRow),
+    /// Appends a message and touches the session.
+    Append {
+        /// The session.
+        session_key: String,
+        /// The message.
+        message: NewMessage,
+    },
+    /// Creates or updates a run.
+    Run(RunRow),
+}
+
+/// The storage engine's interface.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Applies `writes` atomically; `Ok` means they are on disk.
+    fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()>;
+    /// One session.
+    fn session(&self, key: &str) -> StoreFuture<'_, Option<SessionRow>>;
+    /// Sessions matching `filter` (except `active`), newest activity first, and the total.
+    fn sessions(
+        &self,
+        filter: SessionFilter,
+        limit: u32,
+        offset: u32,
+    ) -> StoreFuture<'_, (Vec<SessionRow>, u64)>;
+    /// Up to `limit` newest messages before `before` (a message id), oldest first.
+    fn history(
+        &self,
+        key: &str,
+        limit: u32,
+        before: Option<String>,
+    ) -> StoreFuture<'_, Vec<TranscriptMessage>>;
+    /// One run.
+    fn run(&self, id: &str) -> StoreFuture<'_, Option<RunRow>>;
+    /// Runs not finished (queued or running), oldest first: work to resume after a restart.
+    fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRow>>;
+}
