@@ -60,6 +60,10 @@ pub struct Config {
     pub supervisor: SupervisorSettings,
     /// Every `[apps.<id>.run]`: the apps the kernel starts and keeps alive.
     pub run: BTreeMap<String, RunSpec>,
+    /// `[agents.<id>]`; `main` always exists.
+    pub agents: BTreeMap<String, crate::sessions::AgentSpec>,
+    /// `[sessions]`.
+    pub sessions: crate::sessions::SessionSettings,
     /// The configuration file's directory: relative `command` paths start there.
     pub base_dir: Option<PathBuf>,
     /// The whole document as JSON (TOML datetimes become strings).
@@ -74,6 +78,8 @@ impl Default for Config {
             policy: Policy::default(),
             supervisor: SupervisorSettings::default(),
             run: BTreeMap::new(),
+            agents: BTreeMap::from([("main".to_owned(), crate::sessions::AgentSpec::default())]),
+            sessions: crate::sessions::SessionSettings::default(),
             base_dir: None,
             document: serde_json::Value::Object(Default::default()),
         }
@@ -197,8 +203,11 @@ impl Config {
         supervisor.validate().map_err(parse_err)?;
         let run = crate::supervisor::spec::run_specs(&document).map_err(parse_err)?;
         let base_dir = path.parent().map(Path::to_path_buf);
+        let agents = crate::sessions::agents(&document).map_err(parse_err)?;
+        let sessions: crate::sessions::SessionSettings =
+            section(&document, "sessions").map_err(parse_err)?;
         let document = serde_json::to_value(&document).map_err(|e| parse_err(e.to_string()))?;
-        Ok(Self { ipc, hooks, policy, supervisor, run, base_dir, document })
+        Ok(Self { ipc, hooks, policy, supervisor, run, agents, sessions, base_dir, document })
     }
 
     /// The value at a dotted `path` of the document, if any.

@@ -28,6 +28,8 @@ use crate::capabilities::Capabilities;
 use crate::config::Config;
 use crate::hooks::{Hooks, InterceptScope};
 use crate::registry::AppRegistry;
+use crate::sessions::Sessions;
+use crate::store::Storage;
 use crate::supervisor::{ManagedSummary, SupervisorMsg};
 use crate::token::KernelKey;
 
@@ -56,6 +58,9 @@ pub struct KernelPaths {
 pub struct Kernel {
     /// Where the kernel listens and keeps its state.
     pub paths: KernelPaths,
+    store: Arc<dyn Storage>,
+    /// Resident sessions and live runs.
+    pub sessions: Sessions,
     supervisor: std::sync::OnceLock<ActorRef<SupervisorMsg>>,
     managed: RwLock<Vec<ManagedSummary>>,
     log_feeds: dashmap::DashMap<String, broadcast::Sender<String>>,
@@ -78,9 +83,16 @@ pub struct Kernel {
 
 impl Kernel {
     /// A context with `config` and `key`.
-    pub fn new(config: Config, key: KernelKey, paths: KernelPaths) -> Self {
+    pub fn new(
+        config: Config,
+        key: KernelKey,
+        paths: KernelPaths,
+        store: Arc<dyn Storage>,
+    ) -> Self {
         Self {
             paths,
+            store,
+            sessions: Sessions::default(),
             supervisor: std::sync::OnceLock::new(),
             managed: RwLock::new(Vec::new()),
             log_feeds: dashmap::DashMap::new(),
@@ -122,6 +134,11 @@ impl Kernel {
         self.emit("config_changed", serde_json::json!({ "paths": paths }), Map::new());
         self.notify_supervisor(SupervisorMsg::Sync);
         let _ = self.config_updates.send(Arc::new(ConfigUpdate { old, new, changes }));
+    }
+
+    /// The durable store.
+    pub fn store(&self) -> &dyn Storage {
+        self.store.as_ref()
     }
 
     /// Connects the supervisor of app processes (once).

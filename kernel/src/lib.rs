@@ -21,6 +21,8 @@
 //! |---|---|
 //! | [`server`] | state dir, config, key, socket binding (stale reclaimed, live never stolen), graceful stop |
 //! | [`supervisor`] | managed app processes: start, restart with backoff, stop, logs, strays |
+//! | [`sessions`] | session actors, their queues, the agent loop |
+//! | [`store`] | durable sessions, transcripts, runs (SQLite, group commit) |
 //! | [`kernel`] | the root [`kernel::KernelActor`]: accept loop, supervision of app actors, shutdown; the shared [`kernel::Kernel`] context |
 //! | [`app_actor`] | one [`app_actor::AppActor`] per connection: lifecycle, heartbeat deadline, cleanup |
 //! | [`connection`] | framing, reader/writer tasks, bounded writer queue, in-flight bound, kernel → app requests awaiting answers |
@@ -53,6 +55,7 @@ pub mod kernel;
 pub mod methods;
 pub mod registry;
 pub mod server;
+pub mod sessions;
 pub mod store;
 pub mod supervisor;
 pub mod token;

@@ -24,7 +24,8 @@ pub mod capability;
 mod config;
 mod hook;
 mod kernel;
-mod route;
+pub(crate) mod route;
+mod session;
 mod supervisor;
 
 /// Parses params as `M::Params`, applies `f`, serializes the result.
@@ -109,6 +110,10 @@ pub fn dispatch(
             }
             Err(e) => Err(e),
         },
+        _ if session::handles(&method) => {
+            let caller = state.name().to_owned();
+            return session::dispatch(&state.kernel, &caller, &method, params, responder);
+        }
         _ => match state.kernel.caps.by_name(CapabilityType::GatewayMethod, &method) {
             Some(cap) => {
                 let caller = state.name().to_owned();
@@ -135,7 +140,8 @@ fn is_long_running(state: &AppActorState, method: &str) -> bool {
             | supervisor::STOP
             | supervisor::RESTART
             | supervisor::LOGS
-    ) || state.kernel.caps.by_name(CapabilityType::GatewayMethod, method).is_some()
+    ) || session::handles(method)
+        || state.kernel.caps.by_name(CapabilityType::GatewayMethod, method).is_some()
 }
 
 /// Handles a notification from a client. None needs an answer; unknown ones are logged.

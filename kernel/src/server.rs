@@ -188,7 +188,9 @@ pub async fn run(
         socket: settings.socket.clone(),
         state_dir: settings.state_dir.clone(),
     };
-    let kernel = Arc::new(Kernel::new(config, key, paths));
+    let store = crate::store::sqlite::SqliteStore::open(&settings.state_dir.join("burrow.db"))
+        .map_err(|e| KernelError::Actor(format!("cannot open the store: {e}")))?;
+    let kernel = Arc::new(Kernel::new(config, key, paths, Arc::new(store)));
     let args = KernelArgs { kernel: kernel.clone(), listener: bound.listener };
     // Hot reload: watching ends when `_watcher` is dropped at the end of the run.
     let _watcher = match &settings.config_path {
@@ -201,14 +203,19 @@ pub async fn run(
         },
         None => None,
     };
-    let (actor, handle) = Actor::spawn(None, KernelActor, args)
-        .await
-        .map_err(|e| KernelError::Actor(e.to_string()))?;
     // The supervisor ends strays of an earlier run, then starts the managed apps.
     let (supervisor, supervisor_handle) = Actor::spawn(None, SupervisorActor, kernel.clone())
         .await
         .map_err(|e| KernelError::Actor(e.to_string()))?;
     kernel.set_supervisor(supervisor.clone());
+    // Sessions resume the runs acknowledged before the last stop.
+    let (sessions, sessions_handle) =
+        Actor::spawn(None, crate::sessions::SessionsActor, kernel.clone())
+            .await
+            .map_err(|e| KernelError::Actor(e.to_string()))?;
+    let (actor, handle) = Actor::spawn(None, KernelActor, args)
+        .await
+        .map_err(|e| KernelError::Actor(e.to_string()))?;
     tracing::info!(
         socket = %settings.socket.display(),
         state_dir = %settings.state_dir.display(),
@@ -241,6 +248,8 @@ pub async fn run(
     }
     supervisor.stop(None);
     let _ = tokio::time::timeout(Duration::from_secs(2), supervisor_handle).await;
+    sessions.stop(None);
+    let _ = tokio::time::timeout(Duration::from_secs(2), sessions_handle).await;
     // Let the last answers (e.g. to an app's own app.shutdown) reach the socket.
     kernel.tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), kernel.tasks.wait()).await;

@@ -1,8 +1,8 @@
 //! [`App`]: the builder an app is written with, and the lifecycle it runs.
 //!
 //! A run: connect → `app.register` → `hook.subscribe` (every observed pattern and
-//! intercepted event, in one call) → one `capability.register` per tool, gateway method
-//! and interceptor → `app.ready` → `on_ready` → serve the kernel's requests and send
+//! intercepted event, in one call) → one `capability.register` per tool, gateway method,
+//! provider, channel and interceptor → `app.ready` → `on_ready` → serve the kernel's requests and send
 //! `app.heartbeat` every interval, until
 //! - the shutdown future resolves (Ctrl-C/SIGTERM for [`App::run`]): send `app.shutdown`,
 //!   close, return `Ok`;
@@ -16,8 +16,8 @@
 //! registration, no kernel at start-up) end the run with an `Err` at once. A subscription
 //! or capability the kernel denies does not: it is logged and recorded in [`Grants`].
 //!
-//! Submodules: `tools` (tools and gateway methods), `hooks` (observers and
-//! interceptors), `setup` (what is declared between register and ready, [`Grants`],
+//! Submodules: `tools` (tools and gateway methods), `agents` (model providers and
+//! channels), `hooks` (observers and interceptors), `setup` (what is declared between register and ready, [`Grants`],
 //! manifest auto-grants), `router` (dispatch of the kernel's traffic), `run` (the loop).
 
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ use burrow_protocol::methods::app::{
     RegisterParams, RegisterResult, protocol_major_matches,
 };
 use burrow_protocol::methods::hook::HookEvent as HookEventMethod;
-use burrow_protocol::methods::invoke::{GatewayInvoke, ToolInvoke};
+use burrow_protocol::methods::invoke::{ChannelSend, GatewayInvoke, ProviderComplete, ToolInvoke};
 use burrow_protocol::methods::{Method, parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Id, Manifest, Value};
 use futures_util::FutureExt;
@@ -42,12 +42,14 @@ use crate::peer::BoxFuture;
 use crate::transport::{self, APP_ID_ENV, Transport};
 use crate::{Client, Error, Result};
 
+mod agents;
 mod hooks;
 mod router;
 mod run;
 mod setup;
 mod tools;
 
+pub use agents::{ChannelContext, MAX_ID_LEN, ProviderContext};
 pub use hooks::{HookEvent, InterceptSpec, MAX_INTERCEPT_TASKS, MAX_OBSERVER_TASKS};
 pub use setup::{CapabilityGrant, Grants};
 pub use tools::{GatewayContext, ToolContext};
@@ -130,6 +132,7 @@ struct Handlers {
     requests: HashMap<String, RequestFn>,
     notifications: HashMap<String, NotificationFn>,
     tools: tools::Tools,
+    agents: agents::Agents,
     hooks: hooks::Hooks,
 }
 
@@ -153,6 +156,18 @@ impl Handlers {
             self.requests.contains_key(GatewayInvoke::NAME),
             GatewayInvoke::NAME,
             "App::gateway_method",
+        );
+        check(
+            self.agents.has_providers(),
+            self.requests.contains_key(ProviderComplete::NAME),
+            ProviderComplete::NAME,
+            "App::provider",
+        );
+        check(
+            self.agents.has_channels(),
+            self.requests.contains_key(ChannelSend::NAME),
+            ChannelSend::NAME,
+            "App::channel",
         );
         check(
             !self.hooks.is_empty(),
@@ -204,6 +219,8 @@ impl std::fmt::Debug for App {
             .field("requests", &requests)
             .field("tools", &self.handlers.tools.tool_names().collect::<Vec<_>>())
             .field("gateway_methods", &self.handlers.tools.gateway_methods().collect::<Vec<_>>())
+            .field("providers", &self.handlers.agents.provider_ids().collect::<Vec<_>>())
+            .field("channels", &self.handlers.agents.channel_ids().collect::<Vec<_>>())
             .field("events", &self.handlers.hooks.subscriptions())
             .finish_non_exhaustive()
     }
@@ -244,7 +261,8 @@ impl App {
     /// Answers the kernel's requests for `method`. Each request runs in a task of its own;
     /// a panic answers `INTERNAL_ERROR`. Methods without a handler answer
     /// `METHOD_NOT_FOUND`. `app.shutdown` is the SDK's own and cannot be handled; prefer
-    /// [`App::tool`] and [`App::gateway_method`] to raw `tool.invoke`/`gateway.invoke`
+    /// [`App::tool`], [`App::gateway_method`], [`App::provider`] and [`App::channel`] to
+    /// raw `tool.invoke`, `gateway.invoke`, `provider.complete` and `channel.send`
     /// handlers (combining them fails the run at start-up).
     pub fn on_request<F, Fut>(mut self, method: impl Into<String>, handler: F) -> Self
     where

@@ -334,5 +334,7 @@ impl Stream for ConfigWatchStream {
     }
 }
 
+mod sessions;
+
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
 //! # burrow-sdk
 //!
 //! Write Burrow apps and clients in Rust. An app connects to the kernel's socket,
-//! registers its [`Manifest`], declares what it offers (tools, gateway methods, event
-//! observers and interceptors), becomes ready, answers the kernel's requests and
+//! registers its [`Manifest`], declares what it offers (tools, gateway methods, model
+//! providers, channels, event observers and interceptors), becomes ready, answers the kernel's requests and
 //! heartbeats until it leaves; a client just calls kernel methods.
 //!
 //! Layout, from the wire up:
@@ -14,18 +14,22 @@
 //! - [`client`]: [`Client`], a cheap handle for calling the far side (typed with
 //!   [`protocol::methods::Method`], or by name), with helpers for tools
 //!   ([`Client::call_tool`]), configuration ([`Client::config_get`],
-//!   [`Client::config_watch`]), hooks and capabilities;
+//!   [`Client::config_watch`]), sessions and agent runs ([`Client::dispatch`],
+//!   [`Client::agent_queue`], [`Client::agent_wait`], [`Client::session_history`], ...),
+//!   hooks and capabilities;
 //! - [`app`]: [`App`], the consuming builder an app is written with ([`App::tool`],
-//!   [`App::gateway_method`], [`App::on_event`], [`App::intercept`], ...), and its run loop
+//!   [`App::gateway_method`], [`App::provider`], [`App::channel`], [`App::on_event`],
+//!   [`App::intercept`], ...), and its run loop
 //!   (register, subscribe and register capabilities, ready, heartbeat, shutdown both
 //!   ways, reconnect with the kernel's token and declare everything again);
 //! - [`testing`]: [`testing::FakeKernel`], to unit-test apps without a kernel: it
-//!   records what an app declares, invokes its tools and gateway methods, sends it events
-//!   and interceptions, and serves configuration;
+//!   records what an app declares, invokes its tools, gateway methods, providers and
+//!   channels, sends it events and interceptions, and serves configuration;
 //! - [`error`]: [`Error`] and its mapping to the wire's error codes.
 //!
-//! Each app declares things once: the builder adds what its tools, gateway methods and
-//! hooks need to the manifest's `capabilities`, unless a pattern there covers it.
+//! Each app declares things once: the builder adds what its tools, gateway methods,
+//! providers, channels and hooks need to the manifest's `capabilities`, unless a pattern
+//! there covers it.
 //!
 //! ```no_run
 //! use burrow_sdk::{App, HookVerdict, Manifest, ToolResult};
@@ -66,16 +70,19 @@ pub mod transport;
 mod test_support;
 
 pub use burrow_protocol as protocol;
-pub use burrow_protocol::{ErrorCode, ErrorObject, Manifest, Value};
+pub use burrow_protocol::{ErrorCode, ErrorObject, Manifest, Map, Value};
 
 pub use app::{
-    App, CapabilityGrant, Context, GatewayContext, Grants, HookEvent, InterceptSpec,
-    ReconnectPolicy, ToolContext, shutdown_signal,
+    App, CapabilityGrant, ChannelContext, Context, GatewayContext, Grants, HookEvent,
+    InterceptSpec, ProviderContext, ReconnectPolicy, ToolContext, shutdown_signal,
 };
 pub use burrow_protocol::methods::capability::{CapabilityType, FailMode};
 pub use burrow_protocol::methods::config::ConfigChange;
 pub use burrow_protocol::methods::hook::HookVerdict;
-pub use burrow_protocol::methods::invoke::ToolResult;
+pub use burrow_protocol::methods::invoke::{
+    AssistantMessage, ChannelSendParams, ChannelSendResult, ChatMessage, ProviderCompleteParams,
+    ProviderCompleteResult, Role, ToolCallRequest, ToolResult, ToolSpec,
+};
 pub use client::{Client, ConfigWatchStream};
 pub use error::{Error, Result};
 pub use peer::{CallStream, StreamItem};

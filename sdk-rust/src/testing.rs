@@ -14,7 +14,9 @@
 //!   [`FakeConfig::deny_events`] does not name; [`FakeKernel::send_event`] and
 //!   [`FakeKernel::intercept`] send `hook.event` (the latter waits for `hook.result`);
 //! - calls into the app: [`FakeKernel::invoke_tool`], [`FakeKernel::invoke_gateway`],
-//!   [`FakeKernel::request`];
+//!   [`FakeKernel::complete`] (`provider.complete`), [`FakeKernel::channel_send`]
+//!   (`channel.send`), [`FakeKernel::request`]; [`FakeKernel::providers`] and
+//!   [`FakeKernel::channels`] list the providers and channels the app holds;
 //! - configuration: `config.get` reads the document of [`FakeKernel::set_config`],
 //!   `config.watch` streams what [`FakeKernel::push_config_change`] pushes, until the app
 //!   cancels it or leaves;
@@ -57,11 +59,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use burrow_protocol::methods::app::{AppShutdown, RegisterParams, ShutdownParams};
-use burrow_protocol::methods::capability::{RegisterCapabilityParams, RegisterCapabilityResult};
+use burrow_protocol::methods::capability::{
+    CapabilityType, ChannelConfig, ProviderConfig, RegisterCapabilityParams,
+    RegisterCapabilityResult,
+};
 use burrow_protocol::methods::config::ConfigChange;
 use burrow_protocol::methods::hook::HookVerdict;
 use burrow_protocol::methods::invoke::{
-    GatewayInvoke, GatewayInvokeParams, ToolInvoke, ToolInvokeParams, ToolResult,
+    ChannelSend, ChannelSendParams, ChannelSendResult, GatewayInvoke, GatewayInvokeParams,
+    ProviderComplete, ProviderCompleteParams, ProviderCompleteResult, ToolInvoke, ToolInvokeParams,
+    ToolResult,
 };
 use burrow_protocol::methods::{Method, to_value};
 use burrow_protocol::{ErrorObject, Manifest, Value};
@@ -73,8 +80,9 @@ mod state;
 
 use state::{FakeService, State};
 
-/// The deadline of [`FakeKernel::request`], [`FakeKernel::invoke_tool`] and
-/// [`FakeKernel::invoke_gateway`].
+/// The deadline of [`FakeKernel::request`] and of the calls into the app
+/// ([`FakeKernel::invoke_tool`], [`FakeKernel::invoke_gateway`], [`FakeKernel::complete`],
+/// [`FakeKernel::channel_send`]).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `caller` of [`FakeKernel::invoke_gateway`].
 pub const FAKE_CALLER: &str = "fake-caller";
@@ -281,6 +289,45 @@ impl FakeKernel {
             caller: FAKE_CALLER.to_owned(),
         };
         self.client.call_with_timeout::<GatewayInvoke>(params, REQUEST_TIMEOUT).await
+    }
+
+    /// The configs of the providers the app holds (granted and not unregistered), in
+    /// registration order.
+    pub fn providers(&self) -> Vec<ProviderConfig> {
+        self.active_configs(CapabilityType::Provider)
+    }
+
+    /// The configs of the channels the app holds (granted and not unregistered), in
+    /// registration order.
+    pub fn channels(&self) -> Vec<ChannelConfig> {
+        self.active_configs(CapabilityType::Channel)
+    }
+
+    fn active_configs<T: serde::de::DeserializeOwned>(&self, kind: CapabilityType) -> Vec<T> {
+        self.state
+            .seen()
+            .capabilities
+            .iter()
+            .filter(|c| c.active && c.params.kind == kind)
+            .filter_map(|c| serde_json::from_value(c.params.config.clone()).ok())
+            .collect()
+    }
+
+    /// Asks one of the app's providers for a completion: `provider.complete` with
+    /// `params`, its `providerId` set to `provider_id`. Whether the app registered that
+    /// provider is not checked, so tests can see how the app answers an unknown one.
+    pub async fn complete(
+        &self,
+        provider_id: &str,
+        mut params: ProviderCompleteParams,
+    ) -> Result<ProviderCompleteResult> {
+        provider_id.clone_into(&mut params.provider_id);
+        self.client.call_with_timeout::<ProviderComplete>(params, REQUEST_TIMEOUT).await
+    }
+
+    /// Hands one of the app's channels a message to deliver (`channel.send`).
+    pub async fn channel_send(&self, params: ChannelSendParams) -> Result<ChannelSendResult> {
+        self.client.call_with_timeout::<ChannelSend>(params, REQUEST_TIMEOUT).await
     }
 
     /// Sends the app an observed event (`hook.event` notification, empty context) and

@@ -7,5 +7,6 @@ mod examples;
 mod framing;
 mod hooks;
 mod lifecycle;
+mod sessions;
 mod shutdown;
 mod supervisor;

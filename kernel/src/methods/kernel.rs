@@ -22,8 +22,7 @@ pub fn info(state: &AppActorState) -> KernelInfoResult {
         protocol_version: PROTOCOL_VERSION.to_owned(),
         started_at: state.kernel.started_at,
         apps: state.kernel.apps.len() as u64,
-        // Sessions arrive with the session runtime; none exist yet.
-        sessions: 0,
+        sessions: state.kernel.sessions.active() as u64,
     }
 }
 

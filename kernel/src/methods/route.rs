@@ -61,6 +61,16 @@ pub async fn call_tool(
     caller: &str,
     p: ToolCallParams,
 ) -> Result<Value, ErrorObject> {
+    call_tool_in_run(kernel, caller, p, None).await
+}
+
+/// [`call_tool`] on behalf of an agent run (`runId` in the events and in `tool.invoke`).
+pub async fn call_tool_in_run(
+    kernel: &Kernel,
+    caller: &str,
+    p: ToolCallParams,
+    run_id: Option<String>,
+) -> Result<Value, ErrorObject> {
     let cap = kernel.caps.by_name(CapabilityType::Tool, &p.name).ok_or_else(|| {
         ErrorObject::new(ErrorCode::NotFound, format!("no tool named {:?}", p.name))
             .with_data(json!({ "name": p.name }))
@@ -79,6 +89,10 @@ pub async fn call_tool(
         context.insert("sessionKey".into(), key.clone().into());
         payload["sessionKey"] = key.clone().into();
     }
+    if let Some(run) = &run_id {
+        context.insert("runId".into(), run.clone().into());
+        payload["runId"] = run.clone().into();
+    }
     let payload =
         hooks::intercept(kernel.intercept_scope(), &config, "before_tool_call", payload, &context)
             .await
@@ -91,7 +105,7 @@ pub async fn call_tool(
         name: p.name.clone(),
         arguments: arguments.clone(),
         session_key: p.session_key.clone(),
-        run_id: None,
+        run_id: run_id.clone(),
     };
     let timeout = Duration::from_millis(tool.timeout_ms.unwrap_or(config.ipc.call_timeout_ms));
     let started = Instant::now();

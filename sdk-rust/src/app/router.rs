@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use burrow_protocol::methods::app::{AppShutdown, ShutdownParams};
 use burrow_protocol::methods::hook::HookEvent;
-use burrow_protocol::methods::invoke::{GatewayInvoke, ToolInvoke};
+use burrow_protocol::methods::invoke::{ChannelSend, GatewayInvoke, ProviderComplete, ToolInvoke};
 use burrow_protocol::methods::{Ack, Method, parse_params, to_value};
 use burrow_protocol::{ErrorObject, Notification, Request, Value};
 use tokio::sync::mpsc;
@@ -39,6 +39,7 @@ impl Service for Router {
         client: Client,
     ) -> BoxFuture<std::result::Result<Value, ErrorObject>> {
         let tools = &self.handlers.tools;
+        let agents = &self.handlers.agents;
         match request.method.as_str() {
             AppShutdown::NAME => {
                 // Runs on the reader task, so the run loop hears of it before it can see
@@ -52,6 +53,12 @@ impl Service for Router {
             }
             GatewayInvoke::NAME if tools.has_gateway_methods() => {
                 return tools.invoke_gateway(request.params, client);
+            }
+            ProviderComplete::NAME if agents.has_providers() => {
+                return agents.complete(request.params, client);
+            }
+            ChannelSend::NAME if agents.has_channels() => {
+                return agents.send(request.params, client);
             }
             _ => {}
         }

@@ -1,7 +1,7 @@
 //! What an app declares to the kernel on each connection, between `app.register` and
 //! `app.ready`: one `hook.subscribe` for every observed pattern and intercepted event,
-//! then one `capability.register` per tool, gateway method and interceptor (in that
-//! order, each in declaration order). Also the manifest grants those need, and
+//! then one `capability.register` per tool, gateway method, provider, channel and
+//! interceptor (in that order, each in declaration order). Also the manifest grants those need, and
 //! [`Grants`], the record of what the kernel said.
 
 use std::time::Duration;
@@ -41,7 +41,8 @@ pub struct Grants {
 pub struct CapabilityGrant {
     /// What was asked for.
     pub kind: CapabilityType,
-    /// Its name: the tool name, the full gateway method, the intercepted event.
+    /// Its name: the tool name, the full gateway method, the provider or channel id, the
+    /// intercepted event.
     pub name: String,
     /// Whether it was granted.
     pub granted: bool,
@@ -70,7 +71,8 @@ impl Grants {
 
 /// Every capability the app asks for on a connection: `(type, name, config)`.
 fn capabilities(handlers: &Handlers) -> impl Iterator<Item = (CapabilityType, String, Value)> {
-    handlers.tools.capabilities().chain(handlers.hooks.capabilities())
+    let tools = handlers.tools.capabilities();
+    tools.chain(handlers.agents.capabilities()).chain(handlers.hooks.capabilities())
 }
 
 /// Adds to `list` each name no pattern in it covers yet.
@@ -82,13 +84,15 @@ fn grant<'a>(list: &mut Vec<String>, names: impl IntoIterator<Item = &'a str>) {
     }
 }
 
-/// Adds what the declared tools, gateway methods and hooks need to the manifest's
+/// Adds what the declared tools, gateway methods, providers, channels and hooks need to the manifest's
 /// `capabilities`, unless a pattern there already covers it. Gateway methods must be
 /// resolved first.
 pub(super) fn grant_in_manifest(manifest: &mut Manifest, handlers: &Handlers) {
     let caps = &mut manifest.capabilities;
     grant(&mut caps.tools, handlers.tools.tool_names());
     grant(&mut caps.gateway_methods, handlers.tools.gateway_methods());
+    grant(&mut caps.providers, handlers.agents.provider_ids());
+    grant(&mut caps.channels, handlers.agents.channel_ids());
     let subscriptions = handlers.hooks.subscriptions();
     grant(&mut caps.hooks.subscribe, subscriptions.iter().map(String::as_str));
     grant(&mut caps.hooks.intercept, handlers.hooks.intercepted());

@@ -96,3 +96,106 @@ async fn an_undecodable_chunk_is_an_error_item() {
     kernel.push_config_change(fine.clone()).await.unwrap();
     assert_eq!(within(watch.next()).await.unwrap().unwrap(), fine);
 }
+
+/// Records the params of every call to `method` and answers with `result`.
+fn answer_with(
+    kernel: &crate::testing::FakeKernel,
+    method: &str,
+    result: Value,
+) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    kernel.on_request(method, move |params| {
+        record.lock().unwrap().push(params);
+        Ok(result.clone())
+    });
+    seen
+}
+
+#[tokio::test]
+async fn session_helpers_send_typed_params_and_decode_the_answers() {
+    use burrow_protocol::methods::session::{RunStatus, SessionFilter, SessionListParams};
+    use std::time::Duration;
+
+    let (app, client) = with_client(App::new(Manifest::new("tester", "0.1.0")));
+    let running = start_ready(app).await;
+    let kernel = &running.kernel;
+    let client = within(client).await.unwrap();
+    let session = json!({
+        "key": "s-1", "agentId": "main", "createdAt": 1, "lastActiveAt": 2,
+        "messageCount": 3, "active": true,
+    });
+    let dispatched = answer_with(
+        kernel,
+        "message.dispatch",
+        json!({"dispatchId": "d-1", "queued": false, "runId": "r-1"}),
+    );
+    let queued = answer_with(kernel, "agent.queue", json!({"runId": "r-2", "queued": true}));
+    let waited = answer_with(
+        kernel,
+        "agent.wait",
+        json!({"runId": "r-2", "status": "completed", "output": "hi"}),
+    );
+    let got = answer_with(kernel, "session.get", json!({"session": session}));
+    let listed = answer_with(kernel, "session.list", json!({"sessions": [session], "total": 7}));
+    let history = answer_with(
+        kernel,
+        "session.history",
+        json!({"messages": [{"id": "m-1", "role": "user", "content": "hi", "createdAt": 5}]}),
+    );
+
+    let mut metadata = burrow_protocol::Map::new();
+    metadata.insert("channelId".into(), json!("console"));
+    let d = client.dispatch("s-1", "hello", Some(metadata)).await.unwrap();
+    assert_eq!(
+        (d.dispatch_id.as_str(), d.queued, d.run_id.as_deref()),
+        ("d-1", false, Some("r-1"))
+    );
+    assert_eq!(
+        dispatched.lock().unwrap()[0],
+        json!({"sessionKey": "s-1", "content": "hello", "metadata": {"channelId": "console"}})
+    );
+
+    let q = client.agent_queue("s-1", "do it", None).await.unwrap();
+    assert_eq!((q.run_id.as_str(), q.queued), ("r-2", true));
+    assert_eq!(queued.lock().unwrap()[0], json!({"sessionKey": "s-1", "text": "do it"}));
+
+    let w = client.agent_wait("r-2", Some(Duration::from_micros(1500))).await.unwrap();
+    assert_eq!((w.status, w.output.as_deref()), (RunStatus::Completed, Some("hi")));
+    client.agent_wait("r-2", Some(Duration::ZERO)).await.unwrap();
+    client.agent_wait("r-2", None).await.unwrap();
+    let waits = waited.lock().unwrap().clone();
+    assert_eq!(
+        waits,
+        [
+            json!({"runId": "r-2", "timeoutMs": 2}),
+            json!({"runId": "r-2", "timeoutMs": 0}),
+            json!({"runId": "r-2"})
+        ]
+    );
+
+    let info = client.session_get("s-1").await.unwrap().unwrap();
+    assert_eq!((info.key.as_str(), info.message_count), ("s-1", 3));
+    assert_eq!(got.lock().unwrap()[0], json!({"key": "s-1"}));
+
+    let filter = SessionFilter { active: Some(true), ..SessionFilter::default() };
+    let params = SessionListParams { filter: Some(filter), limit: Some(10), offset: None };
+    let page = client.session_list(params).await.unwrap();
+    assert_eq!((page.sessions.len(), page.total), (1, 7));
+    assert_eq!(listed.lock().unwrap()[0], json!({"filter": {"active": true}, "limit": 10}));
+
+    let h = client.session_history("s-1", Some(20), Some("m-9")).await.unwrap();
+    assert_eq!(h.messages[0].content, "hi");
+    client.session_history("s-1", None, None).await.unwrap();
+    let asked = history.lock().unwrap().clone();
+    assert_eq!(asked, [json!({"key": "s-1", "limit": 20, "before": "m-9"}), json!({"key": "s-1"})]);
+
+    // A null session is `None`; an error answer is `Error::Remote`.
+    kernel.on_request("session.get", |_| Ok(json!({"session": null})));
+    assert_eq!(client.session_get("nope").await.unwrap(), None);
+    kernel.on_request("agent.wait", |_| {
+        Err(burrow_protocol::ErrorObject::new(burrow_protocol::ErrorCode::NotFound, "no run"))
+    });
+    let e = client.agent_wait("r-9", None).await.unwrap_err();
+    assert_eq!(e.code(), Some(burrow_protocol::ErrorCode::NotFound));
+}

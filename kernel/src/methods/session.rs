@@ -1,0 +1,300 @@
+//! Sessions, messages and agent runs (PROTOCOL.md §8): `session.get`, `session.list`,
+//! `session.history`, `message.dispatch`, `agent.queue`, `agent.wait`, and (a Burrow
+//! addition) `agent.cancel`. Each is answered from a task: the store and the session
+//! actor do the work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType};
+use burrow_protocol::methods::session::{
+    AgentQueueParams, AgentQueueResult, AgentWaitParams, AgentWaitResult, DispatchParams,
+    DispatchResult, MAX_HISTORY_LIMIT, MAX_LIST_LIMIT, RunStatus, SessionGetParams,
+    SessionGetResult, SessionHistoryParams, SessionHistoryResult, SessionListParams,
+    SessionListResult,
+};
+use burrow_protocol::methods::{Ack, parse_params, to_value};
+use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::connection::Responder;
+use crate::hooks;
+use crate::kernel::Kernel;
+use crate::sessions::SessionMsg;
+
+/// `agent.cancel {runId}` → `{ok}`.
+pub const AGENT_CANCEL: &str = "agent.cancel";
+/// Whether `method` belongs to this family.
+pub fn handles(method: &str) -> bool {
+    matches!(
+        method,
+        "session.get"
+            | "session.list"
+            | "session.history"
+            | "message.dispatch"
+            | "agent.queue"
+            | "agent.wait"
+            | AGENT_CANCEL
+    )
+}
+
+/// Longest `agent.wait`.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+fn store_err(e: crate::store::StoreError) -> ErrorObject {
+    ErrorObject::new(ErrorCode::InternalError, e.to_string())
+}
+
+fn check_key(key: &str, field: &str) -> Result<(), ErrorObject> {
+    if key.is_empty() || key.chars().count() > 256 {
+        return Err(ErrorObject::invalid_params(field, "a session key is 1 to 256 characters"));
+    }
+    Ok(())
+}
+
+/// Runs `f` in a task and answers with its outcome.
+fn answer<F>(responder: Responder, f: F)
+where
+    F: Future<Output = Result<Value, ErrorObject>> + Send + 'static,
+{
+    tokio::spawn(async move { responder.reply(f.await) });
+}
+
+/// Routes the §8 methods (see [`handles`]).
+pub fn dispatch(
+    kernel: &Arc<Kernel>,
+    caller: &str,
+    method: &str,
+    params: Value,
+    responder: Responder,
+) {
+    let kernel = kernel.clone();
+    let caller = caller.to_owned();
+    match method {
+        "session.get" => answer(responder, async move {
+            let p: SessionGetParams = parse_params(params)?;
+            let row = kernel.store().session(&p.key).await.map_err(store_err)?;
+            let session = row.map(|r| r.info(kernel.sessions.is_active(&r.key)));
+            Ok(to_value(&SessionGetResult { session }))
+        }),
+        "session.list" => answer(responder, async move {
+            let p: SessionListParams = parse_params(params)?;
+            let limit = p.limit.unwrap_or(50);
+            if limit == 0 || limit > MAX_LIST_LIMIT {
+                return Err(ErrorObject::invalid_params(
+                    "limit",
+                    format!("limit is 1 to {MAX_LIST_LIMIT}"),
+                ));
+            }
+            let filter = p.filter.unwrap_or_default();
+            let active = filter.active;
+            let (rows, total) = if active.is_some() {
+                // `active` is in memory, not in the store: filter the whole match set.
+                let (all, _) =
+                    kernel.store().sessions(filter, u32::MAX, 0).await.map_err(store_err)?;
+                let all: Vec<_> = all
+                    .into_iter()
+                    .filter(|r| Some(kernel.sessions.is_active(&r.key)) == active)
+                    .collect();
+                let total = all.len() as u64;
+                (
+                    all.into_iter()
+                        .skip(p.offset.unwrap_or(0) as usize)
+                        .take(limit as usize)
+                        .collect(),
+                    total,
+                )
+            } else {
+                kernel
+                    .store()
+                    .sessions(filter, limit, p.offset.unwrap_or(0))
+                    .await
+                    .map_err(store_err)?
+            };
+            let sessions = rows.iter().map(|r| r.info(kernel.sessions.is_active(&r.key))).collect();
+            Ok(to_value(&SessionListResult { sessions, total }))
+        }),
+        "session.history" => answer(responder, async move {
+            let p: SessionHistoryParams = parse_params(params)?;
+            let limit = p.limit.unwrap_or(100);
+            if limit == 0 || limit > MAX_HISTORY_LIMIT {
+                return Err(ErrorObject::invalid_params(
+                    "limit",
+                    format!("limit is 1 to {MAX_HISTORY_LIMIT}"),
+                ));
+            }
+            let messages =
+                kernel.store().history(&p.key, limit, p.before).await.map_err(store_err)?;
+            Ok(to_value(&SessionHistoryResult { messages }))
+        }),
+        "message.dispatch" => answer(responder, async move {
+            let p: DispatchParams = parse_params(params)?;
+            check_key(&p.session_key, "sessionKey")?;
+            message_dispatch(&kernel, &caller, p).await.map(|r| to_value(&r))
+        }),
+        "agent.queue" => answer(responder, async move {
+            let p: AgentQueueParams = parse_params(params)?;
+            check_key(&p.session_key, "sessionKey")?;
+            let r = to_session(&kernel, &caller, p.session_key, p.text, p.metadata, true).await?;
+            let run_id = r
+                .run_id
+                .ok_or_else(|| ErrorObject::new(ErrorCode::InternalError, "no run was queued"))?;
+            Ok(to_value(&AgentQueueResult { run_id, queued: r.queued }))
+        }),
+        "agent.wait" => answer(responder, async move {
+            let p: AgentWaitParams = parse_params(params)?;
+            wait(&kernel, p).await.map(|r| to_value(&r))
+        }),
+        AGENT_CANCEL => answer(responder, async move {
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct P {
+                run_id: String,
+            }
+            let p: P = parse_params(params)?;
+            cancel(&kernel, &p.run_id).await.map(|()| to_value(&Ack::OK))
+        }),
+        _ => responder.reply(Err(ErrorObject::new(
+            ErrorCode::MethodNotFound,
+            format!("no method {method:?}"),
+        ))),
+    }
+}
+
+/// `message.dispatch`: `message_received` interceptors, then the session actor.
+async fn message_dispatch(
+    kernel: &Arc<Kernel>,
+    caller: &str,
+    p: DispatchParams,
+) -> Result<DispatchResult, ErrorObject> {
+    let mut ctx = Map::new();
+    ctx.insert("sessionKey".into(), p.session_key.clone().into());
+    ctx.insert("appId".into(), caller.into());
+    let payload = json!({ "sessionKey": p.session_key, "content": p.content, "metadata": p.metadata.clone().unwrap_or_default() });
+    let config = kernel.config();
+    let payload = match hooks::intercept(
+        kernel.intercept_scope(),
+        &config,
+        "message_received",
+        payload,
+        &ctx,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(b) => {
+            return Ok(DispatchResult {
+                dispatch_id: uuid::Uuid::now_v7().to_string(),
+                queued: false,
+                run_id: None,
+                reason: Some(format!("blocked by {}: {}", b.by, b.reason)),
+            });
+        }
+    };
+    kernel.emit("message_received", payload.clone(), ctx);
+    let content = payload["content"].as_str().unwrap_or_default().to_owned();
+    let metadata = payload["metadata"].as_object().cloned().filter(|m| !m.is_empty());
+    to_session(kernel, caller, p.session_key, content, metadata, false).await
+}
+
+/// The caller's channel, when it holds exactly one.
+fn caller_channel(kernel: &Kernel, caller: &str) -> Option<String> {
+    let channels: Vec<String> = kernel
+        .caps
+        .list(Some(CapabilityType::Channel))
+        .iter()
+        .filter(|c| c.app_id == caller)
+        .filter_map(|c| match &c.config {
+            CapabilityConfig::Channel(ch) => Some(ch.channel_id.clone()),
+            _ => None,
+        })
+        .collect();
+    (channels.len() == 1).then(|| channels[0].clone())
+}
+
+/// Hands a message to its session's actor (spawning it if needed) and waits for the
+/// durable acknowledgement. A session actor that stops in between (evicted) is replaced.
+async fn to_session(
+    kernel: &Arc<Kernel>,
+    caller: &str,
+    key: String,
+    content: String,
+    metadata: Option<Map>,
+    force_run: bool,
+) -> Result<DispatchResult, ErrorObject> {
+    for _ in 0..3 {
+        let actor = kernel.sessions.actor(kernel, &key).ok_or_else(|| {
+            ErrorObject::new(ErrorCode::InternalError, "the session runtime is not running")
+        })?;
+        let (tx, rx) = oneshot::channel();
+        let msg = SessionMsg::Dispatch {
+            content: content.clone(),
+            metadata: metadata.clone(),
+            caller_channel: caller_channel(kernel, caller),
+            force_run,
+            reply: tx,
+        };
+        if actor.cast(msg).is_err() {
+            kernel.sessions.release(&key, &actor.get_cell());
+            continue;
+        }
+        match rx.await {
+            Ok(outcome) => return outcome,
+            Err(_) => kernel.sessions.release(&key, &actor.get_cell()),
+        }
+    }
+    Err(ErrorObject::new(ErrorCode::InternalError, "the session could not take the message"))
+}
+
+async fn wait(kernel: &Kernel, p: AgentWaitParams) -> Result<AgentWaitResult, ErrorObject> {
+    let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(30_000)).min(MAX_WAIT);
+    let result = |r: &crate::store::RunRow| AgentWaitResult {
+        run_id: r.id.clone(),
+        status: r.status,
+        output: r.output.clone(),
+        error: r.error.clone(),
+    };
+    let terminal =
+        |s: RunStatus| matches!(s, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled);
+    if let Some(mut rx) = kernel.sessions.watch_run(&p.run_id) {
+        let done = tokio::time::timeout(timeout, rx.wait_for(|r| terminal(r.status)))
+            .await
+            .ok()
+            .and_then(|r| r.ok().map(|row| row.clone()));
+        if let Some(row) = done {
+            return Ok(result(&row));
+        }
+        let now = rx.borrow().clone();
+        if !terminal(now.status) {
+            return Ok(result(&now));
+        }
+    }
+    match kernel.store().run(&p.run_id).await.map_err(store_err)? {
+        Some(row) => Ok(result(&row)),
+        None => Err(ErrorObject::new(ErrorCode::NotFound, format!("no run {:?}", p.run_id))),
+    }
+}
+
+async fn cancel(kernel: &Arc<Kernel>, run_id: &str) -> Result<(), ErrorObject> {
+    let row = kernel
+        .store()
+        .run(run_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| ErrorObject::new(ErrorCode::NotFound, format!("no run {run_id:?}")))?;
+    if !matches!(row.status, RunStatus::Queued | RunStatus::Running) {
+        return Err(ErrorObject::new(
+            ErrorCode::Conflict,
+            format!("run {run_id:?} already ended ({:?})", row.status),
+        ));
+    }
+    let actor = kernel.sessions.actor(kernel, &row.session_key).ok_or_else(|| {
+        ErrorObject::new(ErrorCode::InternalError, "the session runtime is not running")
+    })?;
+    let (tx, rx) = oneshot::channel();
+    actor
+        .cast(SessionMsg::Cancel(run_id.to_owned(), tx))
+        .map_err(|_| ErrorObject::new(ErrorCode::InternalError, "the session stopped"))?;
+    rx.await.map_err(|_| ErrorObject::new(ErrorCode::InternalError, "the session stopped"))?
+}

@@ -1,0 +1,203 @@
+//! The session runtime (PROTOCOL.md §8): one [`actor::SessionActor`] per active session,
+//! created on first use, evicted when idle and brought back from the store on demand,
+//! supervised by [`SessionsActor`] so a failed session restarts from the store with its
+//! acknowledged work. Agent definitions come from `[agents.<id>]`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use burrow_protocol::methods::session::RunStatus;
+use dashmap::DashMap;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorRuntime, SupervisionEvent};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::kernel::Kernel;
+use crate::store::RunRow;
+
+pub mod actor;
+pub mod agent;
+
+pub use actor::{SessionActor, SessionMsg};
+
+/// `[agents.<id>]`: one agent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSpec {
+    /// A `providerId` registered by some app.
+    pub provider: String,
+    /// The model name passed to the provider.
+    pub model: String,
+    /// The system prompt.
+    pub system_prompt: String,
+    /// Tool names (or patterns) the agent may call; `"*"` is all.
+    pub tools: Vec<String>,
+    /// Provider calls per run at most.
+    pub max_turns: u32,
+    /// Whether `message.dispatch` starts a run.
+    pub auto_reply: bool,
+    /// Deadline of one `provider.complete`.
+    pub timeout_ms: u64,
+}
+
+impl Default for AgentSpec {
+    /// The built-in `main` agent: the offline `echo` provider, all tools.
+    fn default() -> Self {
+        Self {
+            provider: "echo".into(),
+            model: "echo".into(),
+            system_prompt: "You are a helpful assistant.".into(),
+            tools: vec!["*".into()],
+            max_turns: 8,
+            auto_reply: true,
+            timeout_ms: 60_000,
+        }
+    }
+}
+
+/// `[sessions]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// A session with no work for this long leaves memory (it stays in the store).
+    pub idle_timeout_ms: u64,
+    /// Work items queued in one session at most.
+    pub max_queue: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self { idle_timeout_ms: 300_000, max_queue: 1024 }
+    }
+}
+
+/// Reads `[agents.*]`; `main` exists even when not configured.
+pub fn agents(document: &toml::Table) -> Result<BTreeMap<String, AgentSpec>, String> {
+    let mut out = BTreeMap::new();
+    if let Some(toml::Value::Table(table)) = document.get("agents") {
+        for (id, spec) in table {
+            let spec: AgentSpec =
+                spec.clone().try_into().map_err(|e| format!("[agents.{id}]: {e}"))?;
+            if spec.max_turns == 0 || spec.timeout_ms == 0 {
+                return Err(format!("[agents.{id}]: max_turns and timeout_ms must be positive"));
+            }
+            out.insert(id.clone(), spec);
+        }
+    }
+    out.entry("main".to_owned()).or_default();
+    Ok(out)
+}
+
+/// Live sessions and runs.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    actors: DashMap<String, ActorRef<SessionMsg>>,
+    runs: DashMap<String, watch::Sender<RunRow>>,
+    supervisor: std::sync::OnceLock<ActorCell>,
+}
+
+impl Sessions {
+    /// The actor of `key`, spawned (loading from the store) if there is none.
+    pub fn actor(&self, kernel: &Arc<Kernel>, key: &str) -> Option<ActorRef<SessionMsg>> {
+        if let Some(a) = self.actors.get(key) {
+            return Some(a.clone());
+        }
+        let supervisor = self.supervisor.get()?.clone();
+        let entry = self.actors.entry(key.to_owned()).or_try_insert_with(|| {
+            let args = actor::SessionArgs { kernel: kernel.clone(), key: key.to_owned() };
+            ActorRuntime::<SessionActor>::spawn_linked_instant(None, SessionActor, args, supervisor)
+                .map(|(a, _)| a)
+                .map_err(|e| tracing::error!(error = %e, "cannot start a session actor"))
+        });
+        entry.ok().map(|a| a.clone())
+    }
+
+    /// Whether `key` has a resident actor.
+    pub fn is_active(&self, key: &str) -> bool {
+        self.actors.contains_key(key)
+    }
+
+    /// How many sessions are resident.
+    pub fn active(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// Forgets `key`'s actor if it is `actor` (eviction or failure).
+    pub fn release(&self, key: &str, actor: &ActorCell) {
+        self.actors.remove_if(key, |_, a| a.get_id() == actor.get_id());
+    }
+
+    /// Publishes a run's current state to waiters.
+    pub fn publish_run(&self, run: RunRow) {
+        let terminal =
+            matches!(run.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled);
+        let tx = self
+            .runs
+            .entry(run.id.clone())
+            .or_insert_with(|| watch::channel(run.clone()).0)
+            .clone();
+        let _ = tx.send(run.clone());
+        if terminal {
+            // Waiters already subscribed keep their receiver; new ones read the store.
+            self.runs.remove(&run.id);
+        }
+    }
+
+    /// A receiver of a run's state, while it is queued or running.
+    pub fn watch_run(&self, id: &str) -> Option<watch::Receiver<RunRow>> {
+        self.runs.get(id).map(|tx| tx.subscribe())
+    }
+}
+
+/// Supervises every session actor; a failed one is forgotten and, since its queued work
+/// is in the store, started again.
+#[derive(Debug)]
+pub struct SessionsActor;
+
+impl Actor for SessionsActor {
+    type Msg = ();
+    type State = Arc<Kernel>;
+    type Arguments = Arc<Kernel>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<()>,
+        kernel: Arc<Kernel>,
+    ) -> Result<Arc<Kernel>, ActorProcessingErr> {
+        let _ = kernel.sessions.supervisor.set(myself.get_cell());
+        // Resume the work acknowledged before the last stop or crash.
+        match kernel.store().unfinished_runs().await {
+            Ok(runs) => {
+                let mut keys: Vec<String> = runs.into_iter().map(|r| r.session_key).collect();
+                keys.dedup();
+                for key in keys {
+                    kernel.sessions.actor(&kernel, &key);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read unfinished runs"),
+        }
+        Ok(kernel)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<()>,
+        event: SupervisionEvent,
+        kernel: &mut Arc<Kernel>,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, err) = event {
+            let key = kernel
+                .sessions
+                .actors
+                .iter()
+                .find(|e| e.value().get_id() == cell.get_id())
+                .map(|e| e.key().clone());
+            if let Some(key) = key {
+                tracing::error!(session = %key, error = %err, "session actor failed; restarting it from the store");
+                kernel.sessions.release(&key, &cell);
+                kernel.sessions.actor(kernel, &key);
+            }
+        }
+        Ok(())
+    }
+}

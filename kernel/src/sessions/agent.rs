@@ -1,0 +1,363 @@
+//! The agent loop. A run builds its context from the transcript, passes
+//! `before_agent_start` (interceptable) and `llm_input`, asks the agent's provider app
+//! (`provider.complete`), records `llm_output`, runs tool calls through the same path as
+//! `tool.call` (with `before_tool_call`, `after_tool_call`, `tool_result_persist`), loops
+//! up to `max_turns`, stores every step, ends with `agent_end`, and delivers the reply
+//! through the session's channel app (`message_sending`, `channel.send`, `message_sent`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use burrow_protocol::methods::capability::CapabilityType;
+use burrow_protocol::methods::invoke::{
+    ChannelSend, ChannelSendParams, ChatMessage, ProviderComplete, ProviderCompleteParams,
+    ProviderCompleteResult, Role, ToolCallParams, ToolCallRequest, ToolSpec,
+};
+use burrow_protocol::methods::session::RunStatus;
+use burrow_protocol::methods::{Method, to_value};
+use burrow_protocol::{Map, Value, now_ms};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::AgentSpec;
+use super::actor::context;
+use crate::capabilities::Capability;
+use crate::hooks;
+use crate::kernel::Kernel;
+use crate::store::{NewMessage, RunRow, SessionRow, Write};
+
+/// How a run ended.
+enum End {
+    Completed(String),
+    Failed(String),
+    Cancelled,
+}
+
+/// Runs `run_id` for `session` to its end, storing every step and the final status.
+pub async fn run(
+    kernel: Arc<Kernel>,
+    session: SessionRow,
+    run_id: String,
+    cancel: CancellationToken,
+) {
+    let key = session.key.clone();
+    let running = RunRow {
+        id: run_id.clone(),
+        session_key: key.clone(),
+        status: RunStatus::Running,
+        output: None,
+        error: None,
+    };
+    if kernel.store().write(vec![Write::Run(running.clone())]).await.is_ok() {
+        kernel.sessions.publish_run(running);
+    }
+    let end = tokio::select! {
+        end = turns(&kernel, &session, &run_id) => end,
+        _ = cancel.cancelled() => End::Cancelled,
+    };
+    let (status, output, error) = match &end {
+        End::Completed(out) => (RunStatus::Completed, Some(out.clone()), None),
+        End::Failed(why) => (RunStatus::Failed, None, Some(why.clone())),
+        End::Cancelled => (RunStatus::Cancelled, None, None),
+    };
+    if let Some(why) = &error {
+        tracing::warn!(session = %key, run = %run_id, %why, "run failed");
+    }
+    let row = RunRow {
+        id: run_id.clone(),
+        session_key: key.clone(),
+        status,
+        output: output.clone(),
+        error: error.clone(),
+    };
+    if let Err(e) = kernel.store().write(vec![Write::Run(row.clone())]).await {
+        tracing::error!(error = %e, "cannot store a run's end");
+    }
+    let payload = json!({ "sessionKey": key, "runId": run_id, "agentId": session.agent_id, "status": status, "output": output, "error": error });
+    kernel.emit("agent_end", payload, run_context(&key, &run_id));
+    kernel.sessions.publish_run(row);
+    if let End::Completed(text) = end
+        && !text.is_empty()
+    {
+        deliver(&kernel, &session, &run_id, text).await;
+    }
+}
+
+fn run_context(key: &str, run_id: &str) -> Map {
+    let mut c = context(key);
+    c.insert("runId".into(), run_id.into());
+    c
+}
+
+async fn append(kernel: &Kernel, key: &str, message: &ChatMessage) -> Result<(), String> {
+    let m = NewMessage {
+        id: uuid::Uuid::now_v7().to_string(),
+        role: message.role,
+        content: message.content.clone(),
+        metadata: None,
+        tool_calls: message.tool_calls.clone(),
+        tool_call_id: message.tool_call_id.clone(),
+        created_at: now_ms(),
+    };
+    kernel
+        .store()
+        .write(vec![Write::Append { session_key: key.to_owned(), message: m }])
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn turns(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> End {
+    let config = kernel.config();
+    let agent: AgentSpec = config.agents.get(&session.agent_id).cloned().unwrap_or_default();
+    let key = &session.key;
+    let ctx = run_context(key, run_id);
+    let history = match kernel.store().history(key, 1000, None).await {
+        Ok(h) => h,
+        Err(e) => return End::Failed(format!("cannot read the transcript: {e}")),
+    };
+    let mut messages: Vec<ChatMessage> = history
+        .into_iter()
+        .map(|m| ChatMessage {
+            role: m.role,
+            content: m.content,
+            tool_calls: m.tool_calls,
+            tool_call_id: m.tool_call_id,
+        })
+        .collect();
+    // The run's input: the user messages since the last assistant message.
+    let first_new = messages.iter().rposition(|m| m.role == Role::Assistant).map_or(0, |i| i + 1);
+    let input: Vec<&str> = messages[first_new..]
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.as_str())
+        .collect();
+    let payload = json!({
+        "sessionKey": key, "runId": run_id, "agentId": session.agent_id,
+        "input": input.join("\n"), "systemPrompt": agent.system_prompt,
+    });
+    let payload = match hooks::intercept(
+        kernel.intercept_scope(),
+        &config,
+        "before_agent_start",
+        payload,
+        &ctx,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(b) => return End::Failed(format!("blocked by {}: {}", b.by, b.reason)),
+    };
+    kernel.emit("before_agent_start", payload.clone(), ctx.clone());
+    // A modified input replaces the new user messages in the context (the transcript keeps them).
+    let new_input = payload["input"].as_str().unwrap_or_default().to_owned();
+    if new_input != input.join("\n") {
+        messages.truncate(first_new);
+        messages.push(ChatMessage {
+            role: Role::User,
+            content: new_input,
+            tool_calls: None,
+            tool_call_id: None,
+        });
+    }
+    let system = payload["systemPrompt"].as_str().unwrap_or_default().to_owned();
+
+    let Some(provider) = kernel.caps.by_name(CapabilityType::Provider, &agent.provider) else {
+        return End::Failed(format!("no provider {:?} is registered", agent.provider));
+    };
+    if !kernel.apps.is_ready(&provider.app_id) {
+        return End::Failed(format!("provider {:?} is not ready", agent.provider));
+    }
+    let tools = offered_tools(kernel, &agent);
+    for _turn in 0..agent.max_turns {
+        let mut prompt = vec![ChatMessage {
+            role: Role::System,
+            content: system.clone(),
+            tool_calls: None,
+            tool_call_id: None,
+        }];
+        prompt.extend(messages.iter().cloned());
+        let params = ProviderCompleteParams {
+            provider_id: agent.provider.clone(),
+            model: agent.model.clone(),
+            messages: prompt,
+            tools: tools.clone(),
+        };
+        kernel.emit("llm_input", json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone());
+        let answer =
+            match complete(&provider, &params, Duration::from_millis(agent.timeout_ms)).await {
+                Ok(a) => a,
+                Err(why) => return End::Failed(why),
+            };
+        kernel.emit("llm_output", json!({ "sessionKey": key, "runId": run_id, "message": answer.message, "usage": answer.usage }), ctx.clone());
+        let calls = answer.message.tool_calls.clone().filter(|c| !c.is_empty());
+        let assistant = ChatMessage {
+            role: Role::Assistant,
+            content: answer.message.content.clone(),
+            tool_calls: calls.clone(),
+            tool_call_id: None,
+        };
+        if let Err(e) = append(kernel, key, &assistant).await {
+            return End::Failed(format!("cannot store the reply: {e}"));
+        }
+        messages.push(assistant);
+        let Some(calls) = calls else { return End::Completed(answer.message.content) };
+        for call in calls {
+            let result = call_tool(kernel, session, run_id, &agent, &call, &config, &ctx).await;
+            let tool = ChatMessage {
+                role: Role::Tool,
+                content: result,
+                tool_calls: None,
+                tool_call_id: Some(call.id.clone()),
+            };
+            if let Err(e) = append(kernel, key, &tool).await {
+                return End::Failed(format!("cannot store a tool result: {e}"));
+            }
+            messages.push(tool);
+        }
+    }
+    End::Failed(format!("no final answer within max_turns = {}", agent.max_turns))
+}
+
+fn offered_tools(kernel: &Kernel, agent: &AgentSpec) -> Vec<ToolSpec> {
+    kernel
+        .caps
+        .list(Some(CapabilityType::Tool))
+        .iter()
+        .filter_map(|c| match &c.config {
+            burrow_protocol::methods::capability::CapabilityConfig::Tool(t)
+                if agent
+                    .tools
+                    .iter()
+                    .any(|p| burrow_protocol::manifest::pattern_matches(p, &t.name)) =>
+            {
+                Some(ToolSpec {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    input_schema: t
+                        .input_schema
+                        .clone()
+                        .unwrap_or_else(|| json!({ "type": "object" })),
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn complete(
+    provider: &Capability,
+    params: &ProviderCompleteParams,
+    timeout: Duration,
+) -> Result<ProviderCompleteResult, String> {
+    let value = provider
+        .conn
+        .request(ProviderComplete::NAME, to_value(params), timeout)
+        .await
+        .map_err(|e| format!("provider {:?}: {}: {}", params.provider_id, e.code, e.message))?;
+    serde_json::from_value(value).map_err(|e| {
+        format!("provider {:?} answered a malformed completion: {e}", params.provider_id)
+    })
+}
+
+/// One tool call of a run; every outcome becomes a tool result text (errors and blocks
+/// with `isError`), so the run goes on.
+async fn call_tool(
+    kernel: &Arc<Kernel>,
+    session: &SessionRow,
+    run_id: &str,
+    agent: &AgentSpec,
+    call: &ToolCallRequest,
+    config: &crate::config::Config,
+    ctx: &Map,
+) -> String {
+    let allowed =
+        agent.tools.iter().any(|p| burrow_protocol::manifest::pattern_matches(p, &call.name));
+    let result: Value = if !allowed {
+        json!({ "content": format!("tool {:?} is not allowed for this agent", call.name), "isError": true })
+    } else {
+        let params = ToolCallParams {
+            name: call.name.clone(),
+            arguments: call.arguments.clone(),
+            session_key: Some(session.key.clone()),
+        };
+        let caller = format!("agent:{}", session.agent_id);
+        match crate::methods::route::call_tool_in_run(
+            kernel,
+            &caller,
+            params,
+            Some(run_id.to_owned()),
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => json!({ "content": e.message, "isError": true }),
+        }
+    };
+    let payload = json!({ "name": call.name, "arguments": call.arguments, "result": result, "sessionKey": session.key, "runId": run_id });
+    let result = match hooks::intercept(
+        kernel.intercept_scope(),
+        config,
+        "tool_result_persist",
+        payload,
+        ctx,
+    )
+    .await
+    {
+        Ok(p) => p["result"].clone(),
+        Err(b) => {
+            json!({ "content": format!("result withheld by {}: {}", b.by, b.reason), "isError": true })
+        }
+    };
+    match &result["content"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Sends the reply through the session's channel app.
+async fn deliver(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str, content: String) {
+    let Some(channel_id) = session.channel_id.clone() else { return };
+    let ctx = run_context(&session.key, run_id);
+    let Some(channel) = kernel
+        .caps
+        .by_name(CapabilityType::Channel, &channel_id)
+        .filter(|c| kernel.apps.is_ready(&c.app_id))
+    else {
+        tracing::warn!(session = %session.key, channel = %channel_id, "no ready app holds the session's channel; reply not delivered");
+        return;
+    };
+    let config = kernel.config();
+    let payload = json!({ "sessionKey": session.key, "channelId": channel_id, "content": content, "metadata": {} });
+    let payload = match hooks::intercept(
+        kernel.intercept_scope(),
+        &config,
+        "message_sending",
+        payload,
+        &ctx,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(b) => {
+            tracing::info!(session = %session.key, by = %b.by, reason = %b.reason, "reply blocked by an interceptor");
+            return;
+        }
+    };
+    let params = ChannelSendParams {
+        channel_id: channel_id.clone(),
+        session_key: session.key.clone(),
+        account_id: session.account_id.clone(),
+        content: payload["content"].as_str().unwrap_or_default().to_owned(),
+        metadata: payload["metadata"].as_object().cloned(),
+    };
+    let timeout = Duration::from_millis(config.ipc.call_timeout_ms);
+    match channel.conn.request(ChannelSend::NAME, to_value(&params), timeout).await {
+        Ok(result) => {
+            let sent = json!({ "sessionKey": session.key, "channelId": channel_id, "content": params.content, "messageId": result.get("messageId") });
+            kernel.emit("message_sent", sent, ctx);
+        }
+        Err(e) => {
+            tracing::warn!(session = %session.key, channel = %channel_id, error = %e, "channel.send failed")
+        }
+    }
+}
