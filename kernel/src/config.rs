@@ -210,6 +210,20 @@ impl Config {
         Ok(Self { ipc, hooks, policy, supervisor, run, agents, sessions, base_dir, document })
     }
 
+    /// The configuration without a file: the defaults plus the bundled apps
+    /// (`echo-provider`, `burrow-files` rooted at the working directory, `audit-log`
+    /// writing to `<state dir>/audit.jsonl`), so `burrow kernel` alone gives a working
+    /// agent.
+    pub fn builtin(state_dir: &Path) -> Self {
+        let audit = state_dir.join("audit.jsonl");
+        let text = BUILTIN
+            .replace("{audit}", &toml::Value::String(audit.display().to_string()).to_string());
+        Self::parse(&text, Path::new("(built-in configuration)")).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the built-in configuration is invalid; running without bundled apps");
+            Self::default()
+        })
+    }
+
     /// The value at a dotted `path` of the document, if any.
     pub fn get(&self, path: &str) -> Option<&serde_json::Value> {
         lookup(&self.document, path)
@@ -222,6 +236,20 @@ impl Config {
         Self::parse(&text, path)
     }
 }
+
+/// The built-in configuration's text; `{audit}` is replaced by a quoted path.
+const BUILTIN: &str = r#"
+[apps.echo-provider.run]
+command = "echo-provider"
+
+[apps.files.run]
+command = "burrow-files"
+args = ["--root", "."]
+
+[apps.audit-log.run]
+command = "audit-log"
+args = ["--out", {audit}]
+"#;
 
 /// Reads the table `[name]` into `T`; absent means `T::default()`.
 fn section<T: serde::de::DeserializeOwned + Default>(
@@ -248,6 +276,14 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn the_builtin_configuration_runs_the_bundled_apps() {
+        let c = Config::builtin(Path::new("/var/lib/burrow"));
+        assert_eq!(c.run.keys().collect::<Vec<_>>(), ["audit-log", "echo-provider", "files"]);
+        assert_eq!(c.run["audit-log"].args, ["--out", "/var/lib/burrow/audit.jsonl"]);
+        assert_eq!(c.agents["main"].provider, "echo");
     }
 
     #[test]

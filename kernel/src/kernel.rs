@@ -170,7 +170,12 @@ impl Kernel {
         }
     }
 
-    /// The feed of `app_id`'s captured log lines, for followers.
+    /// The feed of `app_id`'s captured log lines, if the supervisor created one.
+    pub fn existing_log_feed(&self, app_id: &str) -> Option<broadcast::Sender<String>> {
+        self.log_feeds.get(app_id).map(|f| f.clone())
+    }
+
+    /// The feed of `app_id`'s captured log lines, created if missing (the supervisor's).
     pub fn log_feed(&self, app_id: &str) -> broadcast::Sender<String> {
         self.log_feeds.entry(app_id.to_owned()).or_insert_with(crate::supervisor::new_feed).clone()
     }

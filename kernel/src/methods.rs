@@ -73,7 +73,7 @@ pub fn dispatch(
             return supervisor::control(state.kernel.clone(), Control::Restart, params, responder);
         }
         supervisor::LOGS => {
-            return supervisor::stream_logs(&state.kernel, &state.conn, params, responder);
+            return supervisor::stream_logs(state, params, responder);
         }
         AppRegister::NAME => typed::<AppRegister>(params, |p| app::register(state, myself, p)),
         _ if state.app.is_none() => Err(not_registered(&method)),

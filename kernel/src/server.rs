@@ -34,6 +34,9 @@ pub enum KernelError {
     /// Another kernel is serving the socket.
     #[error("another kernel is already listening on {0}")]
     AlreadyRunning(PathBuf),
+    /// Another kernel uses the state directory.
+    #[error("another kernel is using the state directory {0}")]
+    StateDirInUse(PathBuf),
     /// Something that is not a socket is in the way; it is never deleted.
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
@@ -103,6 +106,20 @@ pub async fn bind(socket: &Path) -> Result<BoundSocket, KernelError> {
     Ok(BoundSocket { listener, _lock: lock })
 }
 
+/// Opens `path` (0600) and takes an exclusive lock on it, held while the file is open.
+fn lock_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => std::io::Error::from(std::io::ErrorKind::WouldBlock),
+        std::fs::TryLockError::Error(e) => e,
+    })?;
+    Ok(file)
+}
+
 fn lock_socket(socket: &Path) -> Result<File, KernelError> {
     let mut lock_path = socket.as_os_str().to_owned();
     lock_path.push(".lock");
@@ -162,11 +179,12 @@ fn create_listener(socket: &Path) -> std::io::Result<Listener> {
         .create_tokio()
 }
 
-/// Loads the configuration, or the defaults when there is no file.
-pub fn load_config(path: Option<&Path>) -> Result<Config, KernelError> {
+/// Loads the configuration file, or the built-in configuration (with the bundled apps)
+/// when there is none.
+pub fn load_config(path: Option<&Path>, state_dir: &Path) -> Result<Config, KernelError> {
     Ok(match path {
         Some(path) => Config::load(path)?,
-        None => Config::default(),
+        None => Config::builtin(state_dir),
     })
 }
 
@@ -176,7 +194,7 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KernelError> {
-    let config = load_config(settings.config_path.as_deref())?;
+    let config = load_config(settings.config_path.as_deref(), &settings.state_dir)?;
     fsutil::create_private_dir(&settings.state_dir).map_err(|source| KernelError::Io {
         what: "cannot create state directory",
         path: settings.state_dir.clone(),
@@ -184,6 +202,10 @@ pub async fn run(
     })?;
     let key = KernelKey::load_or_create(&settings.state_dir)?;
     let bound = bind(&settings.socket).await?;
+    // One kernel per state directory: two would end each other's managed apps as strays.
+    let state_lock = lock_file(&settings.state_dir.join("kernel.lock"))
+        .map_err(|_| KernelError::StateDirInUse(settings.state_dir.clone()))?;
+
     let paths = crate::kernel::KernelPaths {
         socket: settings.socket.clone(),
         state_dir: settings.state_dir.clone(),
@@ -254,6 +276,7 @@ pub async fn run(
     kernel.tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), kernel.tasks.wait()).await;
     drop(bound._lock);
+    drop(state_lock);
     tracing::info!("kernel stopped");
     Ok(())
 }

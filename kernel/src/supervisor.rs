@@ -81,8 +81,8 @@ pub enum SupervisorMsg {
     Sync,
     /// `burrow apps start|stop|restart`.
     Control(String, Control, oneshot::Sender<Result<(), ErrorObject>>),
-    /// A process ended.
-    Exited(String, u64, std::io::Result<ExitStatus>),
+    /// A process ended (or could not start: the error); reaping waits for the handle.
+    Exited(String, u64, Result<ExitStatus, String>, Option<process::Reap>),
     /// The start timeout of a generation passed.
     StartDeadline(String, u64),
     /// A backoff ended.
@@ -177,7 +177,7 @@ impl Actor for SupervisorActor {
             SupervisorMsg::Control(id, control, reply) => {
                 let _ = reply.send(control_app(state, &myself, &id, control).await);
             }
-            SupervisorMsg::Exited(id, generation, status) => {
+            SupervisorMsg::Exited(id, generation, status, _reap) => {
                 exited(state, &myself, &id, generation, status).await
             }
             SupervisorMsg::StartDeadline(id, generation) => {
@@ -301,7 +301,13 @@ async fn sync(state: &mut SupervisorState, myself: &ActorRef<SupervisorMsg>) {
     }
     for (id, spec) in desired {
         let restart_now = match state.apps.get_mut(&id) {
-            Some(m) if m.spec == spec => continue,
+            Some(m) if m.spec == spec => {
+                // Removed and put back before its process ended: keep it after all.
+                if m.then == Then::Remove {
+                    m.then = Then::Restart;
+                }
+                continue;
+            }
             Some(m) => {
                 tracing::info!(app = %id, "run table changed: restarting the app");
                 m.spec = spec;
@@ -381,7 +387,12 @@ async fn start(state: &mut SupervisorState, myself: &ActorRef<SupervisorMsg>, id
         Err(e) => {
             tracing::error!(app = %id, error = %e, "cannot start managed app");
             m.last_exit = Some(format!("cannot start: {e}"));
-            let _ = myself.cast(SupervisorMsg::Exited(id.to_owned(), generation, Err(e)));
+            let _ = myself.cast(SupervisorMsg::Exited(
+                id.to_owned(),
+                generation,
+                Err(format!("cannot start: {e}")),
+                None,
+            ));
             return;
         }
     };
@@ -403,9 +414,15 @@ async fn start(state: &mut SupervisorState, myself: &ActorRef<SupervisorMsg>, id
     }
     let me = myself.clone();
     let app = id.to_owned();
-    process::watch_exit(child, move |status| {
-        let _ = me.cast(SupervisorMsg::Exited(app, generation, status));
+    let watched = process::watch_exit(child, move |status, reap| {
+        let status = status.map_err(|e| format!("wait failed: {e}"));
+        let _ = me.cast(SupervisorMsg::Exited(app, generation, status, Some(reap)));
     });
+    if !watched {
+        process::signal(pid, Signal::SIGKILL);
+        let why = Err("cannot watch the process".to_owned());
+        let _ = myself.cast(SupervisorMsg::Exited(id.to_owned(), generation, why, None));
+    }
     m.pid = Some(pid);
     m.started = Some((Instant::now(), now_ms()));
     m.state = ProcState::Starting;
@@ -438,7 +455,7 @@ async fn exited(
     myself: &ActorRef<SupervisorMsg>,
     id: &str,
     generation: u64,
-    status: std::io::Result<ExitStatus>,
+    status: Result<ExitStatus, String>,
 ) {
     let settings = state.kernel.config().supervisor.clone();
     let quiesced = state.quiesced;
@@ -523,8 +540,16 @@ async fn control_app(
             format!("{id:?} is not a managed app (no [apps.{id}.run] in the config)"),
         ));
     };
+    if m.then == Then::Remove {
+        return Err(ErrorObject::new(
+            ErrorCode::NotFound,
+            format!("{id:?} is being removed from the config"),
+        ));
+    }
     let running = m.pid.is_some();
     match (control, running) {
+        // Still stopping (stop answered before the exit): start it again afterwards.
+        (Control::Start, true) if m.then == Then::Stop => m.then = Then::Restart,
         (Control::Start, true) => {}
         (Control::Start | Control::Restart, false) => {
             m.failures_in_row = 0;

@@ -84,3 +84,26 @@ async fn the_hello_app_leaves_cleanly_on_ctrl_c() {
     assert!(gone);
     assert!(kernel.log().contains("app left"), "{}", kernel.log());
 }
+
+#[tokio::test]
+async fn a_second_kernel_on_the_same_state_directory_is_refused() {
+    let kernel = Kernel::start().await;
+    let other_socket = kernel.dir().join("other.sock");
+    let out = tokio::process::Command::new(burrow_tests::bin("burrow"))
+        .arg("kernel")
+        .arg("--socket")
+        .arg(&other_socket)
+        .arg("--state-dir")
+        .arg(&kernel.state_dir)
+        .arg("--config")
+        .arg(kernel.dir().join("burrow.toml"))
+        .output();
+    let out = tokio::time::timeout(DEADLINE, out).await.expect("second kernel exits").unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("state directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kernel.client().await.kernel_info().await.expect("the first kernel still serves");
+}

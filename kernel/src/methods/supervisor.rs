@@ -67,14 +67,24 @@ pub fn control(kernel: Arc<Kernel>, control: Control, params: Value, responder: 
     });
 }
 
-/// Streams an app's captured log.
-pub fn stream_logs(kernel: &Kernel, conn: &Connection, params: Value, responder: Responder) {
+/// Streams an app's captured log: the tail, then (following) new lines until `$/cancel`
+/// or the connection closes. Chunks wait for room in the writer queue rather than
+/// overflowing it, so a slow reader is slowed, not cut off.
+pub fn stream_logs(
+    state: &mut crate::app_actor::AppActorState,
+    params: Value,
+    responder: Responder,
+) {
+    let kernel = state.kernel.clone();
     let p: LogsParams = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return responder.reply(Err(e)),
     };
-    let known = kernel.managed().iter().any(|m| m.app_id == p.app_id);
+    if !burrow_protocol::manifest::is_valid_app_id(&p.app_id) {
+        return responder.reply(Err(ErrorObject::invalid_params("appId", "not a valid app id")));
+    }
     let path = logs::log_path(&kernel.paths.state_dir, &p.app_id);
+    let known = kernel.managed().iter().any(|m| m.app_id == p.app_id);
     if !known && !path.exists() {
         let err =
             ErrorObject::new(ErrorCode::NotFound, format!("no captured log for {:?}", p.app_id));
@@ -82,28 +92,44 @@ pub fn stream_logs(kernel: &Kernel, conn: &Connection, params: Value, responder:
     }
     let Some(id) = responder.id().cloned() else { return };
     // Subscribe before reading the tail so no line falls between the two.
-    let mut feed = kernel.log_feed(&p.app_id).subscribe();
+    let mut feed =
+        p.follow.then(|| kernel.existing_log_feed(&p.app_id)).flatten().map(|f| f.subscribe());
+    let stop = tokio_util::sync::CancellationToken::new();
+    if p.follow {
+        state.watches.insert(id.clone(), stop.clone());
+    }
+    let conn: Connection = state.conn.clone();
     let keep = kernel.config().supervisor.log_files;
-    for line in logs::tail(&path, p.lines.min(10_000), keep) {
-        conn.send(Message::chunk(id.clone(), json!({ "line": line })));
-    }
-    if !p.follow {
-        return responder.reply(Ok(json!({ "ended": "eof" })));
-    }
-    let conn = conn.clone();
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = conn.closed() => return,
-                line = feed.recv() => match line {
-                    Ok(line) => conn.send(Message::chunk(id.clone(), json!({ "line": line }))),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        conn.send(Message::chunk(id.clone(), json!({ "line": format!("[{n} lines skipped]") })));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                },
+        let tail =
+            tokio::task::spawn_blocking(move || logs::tail(&path, p.lines.min(10_000), keep))
+                .await
+                .unwrap_or_default();
+        for line in tail {
+            if !conn.send_wait(Message::chunk(id.clone(), json!({ "line": line }))).await {
+                return;
             }
         }
-        responder.reply(Ok(json!({ "ended": "closed" })));
+        let Some(feed) = feed.as_mut() else {
+            return responder.reply(Ok(json!({ "ended": "eof" })));
+        };
+        let ended = loop {
+            let line = tokio::select! {
+                _ = stop.cancelled() => break "cancelled",
+                _ = conn.closed() => return,
+                line = feed.recv() => line,
+            };
+            let text = match line {
+                Ok(line) => line,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    format!("[{n} lines skipped]")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break "closed",
+            };
+            if !conn.send_wait(Message::chunk(id.clone(), json!({ "line": text }))).await {
+                return;
+            }
+        };
+        responder.reply(Ok(json!({ "ended": ended })));
     });
 }

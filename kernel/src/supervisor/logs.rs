@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::broadcast;
 
 /// Where an app's log lives.
@@ -81,13 +81,43 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Copies lines from a child's pipe into the shared log until the pipe closes.
+/// Longest line kept; longer ones are split.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Copies lines from a child's pipe into the shared log until the pipe closes. Lines are
+/// capped (longer ones are split) and decoded lossily, and the pipe is drained whatever
+/// it carries, so the app never blocks or dies writing its output.
 pub async fn pump(reader: impl AsyncRead + Unpin, log: std::sync::Arc<std::sync::Mutex<LogFile>>) {
-    let mut lines = BufReader::new(reader).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Ok(mut log) = log.lock() {
-            log.write_line(&line);
+    use tokio::io::AsyncReadExt;
+    let mut reader = BufReader::new(reader);
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let n = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &chunk[..n] {
+            if b == b'\n' || line.len() >= MAX_LINE {
+                flush_line(&log, &line);
+                line.clear();
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            line.push(b);
         }
+    }
+    if !line.is_empty() {
+        flush_line(&log, &line);
+    }
+}
+
+fn flush_line(log: &std::sync::Mutex<LogFile>, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.strip_suffix('\r').unwrap_or(&text);
+    if let Ok(mut log) = log.lock() {
+        log.write_line(text);
     }
 }
 
@@ -111,6 +141,26 @@ pub fn tail(path: &Path, n: usize, keep: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pump_survives_bad_bytes_and_endless_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), "app");
+        let (tx, _rx) = broadcast::channel(16);
+        let log =
+            std::sync::Arc::new(std::sync::Mutex::new(LogFile::open(path.clone(), 1 << 20, 1, tx)));
+        let mut input = b"ok\n\xff\xfe bad\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        input.extend(b"\ntail".iter());
+        pump(&input[..], log).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "ok");
+        assert!(lines[1].ends_with(" bad"));
+        assert_eq!(lines[2].len(), MAX_LINE);
+        assert_eq!(lines[3], "x".repeat(10));
+        assert_eq!(lines[4], "tail");
+    }
 
     #[test]
     fn rotation_keeps_a_bounded_number_of_files_and_tail_spans_them() {

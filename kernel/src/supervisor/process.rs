@@ -51,7 +51,13 @@ impl Spawner {
 
 /// The command that starts `program args` as a managed app through `burrow __exec`.
 pub fn managed_command(program: &PathBuf, args: &[String]) -> std::io::Result<Command> {
-    let burrow = std::env::current_exe()?;
+    // After an upgrade replaced the binary, current_exe() names a deleted file; the
+    // running image is still reachable through /proc.
+    let burrow = if cfg!(target_os = "linux") && std::path::Path::new("/proc/self/exe").exists() {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe()?
+    };
     let mut command = Command::new(burrow);
     command
         .arg(EXEC_SUBCOMMAND)
@@ -101,33 +107,83 @@ pub fn exec_child(parent_pid: u32, program: &str, args: &[String]) -> i32 {
     }
 }
 
-/// Sends `signal` to `pid`, ignoring a process that is already gone.
+/// Sends `signal` to the process group `pid` leads (managed apps run in their own
+/// group), then to `pid` itself in case it left the group; a process already gone is
+/// ignored.
 pub fn signal(pid: u32, signal: Signal) {
     #[cfg(unix)]
     {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::killpg(pid, signal);
+        let _ = nix::sys::signal::kill(pid, signal);
     }
     #[cfg(not(unix))]
     let _ = (pid, signal);
 }
 
-/// Waits for `child` on its own thread and calls `done` with how it ended.
+/// Lets the waiter reap a child once the supervisor has forgotten its pid, so a pid is
+/// never signalled after it could have been recycled.
+pub type Reap = std::sync::mpsc::Sender<()>;
+
+/// Waits for `child` on its own thread and calls `done` with how it ended and a [`Reap`]
+/// handle: the child stays a zombie (its pid reserved) until `done`'s owner sends on it
+/// (or drops it). Returns false if no thread could be started.
 pub fn watch_exit(
     mut child: Child,
-    done: impl FnOnce(std::io::Result<ExitStatus>) + Send + 'static,
-) {
+    done: impl FnOnce(std::io::Result<ExitStatus>, Reap) + Send + 'static,
+) -> bool {
     let spawned = std::thread::Builder::new().name("burrow-child-wait".into()).spawn(move || {
-        done(child.wait());
+        #[cfg(target_os = "linux")]
+        {
+            use nix::sys::wait::{Id, WaitPidFlag, waitid};
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            // Wait for the exit without reaping it.
+            while let Err(nix::errno::Errno::EINTR) =
+                waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+            {}
+        }
+        let (reap, reaped) = std::sync::mpsc::channel();
+        #[cfg(target_os = "linux")]
+        {
+            // Report the status from a non-reaping peek; reap only once allowed.
+            let status = peek_status(&child);
+            done(status, reap);
+            let _ = reaped.recv();
+            let _ = child.wait();
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = reaped;
+            done(child.wait(), reap);
+        }
     });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start a thread to wait for a managed app");
+    match spawned {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a thread to wait for a managed app");
+            false
+        }
+    }
+}
+
+/// The exit status of a child that has exited but is not reaped yet.
+#[cfg(target_os = "linux")]
+fn peek_status(child: &Child) -> std::io::Result<ExitStatus> {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    use std::os::unix::process::ExitStatusExt;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+        Ok(WaitStatus::Exited(_, code)) => Ok(ExitStatus::from_raw((code & 0xff) << 8)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Ok(ExitStatus::from_raw(sig as i32)),
+        Ok(other) => Err(std::io::Error::other(format!("unexpected wait status {other:?}"))),
+        Err(e) => Err(std::io::Error::from(e)),
     }
 }
 
 /// A human description of an exit status, and whether it counts as a failure.
-pub fn describe(status: &std::io::Result<ExitStatus>) -> (String, bool) {
+pub fn describe(status: &Result<ExitStatus, String>) -> (String, bool) {
     match status {
-        Err(e) => (format!("wait failed: {e}"), true),
+        Err(e) => (e.clone(), true),
         Ok(s) if s.success() => ("exited 0".to_owned(), false),
         Ok(s) => {
             #[cfg(unix)]
