@@ -136,39 +136,276 @@ async fn a_missing_provider_fails_the_run_and_the_session_keeps_working() {
 }
 
 #[tokio::test]
-async fn acknowledged_messages_survive_a_kernel_sigkill_and_their_runs_resume() {
+async fn acknowledged_messages_survive_a_kernel_sigkill_under_concurrent_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let mut kernel = Kernel::start_with_config(CONFIG).await;
-    let mut chan = channel(&kernel).await;
-    // No provider yet: runs wait in the queue of each session... the first fails fast, so
-    // use agent.queue on a session whose provider is absent only after the kill.
-    let mut acked = Vec::new();
-    for i in 0..50 {
-        let key = format!("load-{}", i % 5);
-        let d = chan
-            .call("message.dispatch", json!({"sessionKey": key, "content": format!("msg {i}")}))
-            .await;
-        assert!(d["result"]["dispatchId"].is_string(), "{d}");
-        acked.push((key, format!("msg {i}")));
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for t in 0..8 {
+        let mut conn =
+            RawConn::app(&kernel.socket, json!({"id": format!("sender-{t}"), "version": "1.0.0"}))
+                .await;
+        let count = count.clone();
+        senders.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..100_000 {
+                let key = format!("load-{}", (t + i) % 6);
+                let text = format!("t{t} m{i}");
+                let id = conn
+                    .send_call("message.dispatch", json!({"sessionKey": key, "content": text}))
+                    .await;
+                // The kernel dies at some point: stop at the first unanswered request.
+                match conn.try_answer_to(id).await {
+                    Some(d) if d["result"]["dispatchId"].is_string() => {
+                        acked.push((key, text));
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => break,
+                }
+            }
+            acked
+        }));
     }
+    let enough =
+        burrow_tests::poll_until(DEADLINE, || async { count.load(Ordering::Relaxed) >= 300 }).await;
+    assert!(enough, "dispatches did not get going");
     kernel.signal(Signal::SIGKILL);
     kernel.wait_exit(DEADLINE).await;
+    let mut acked = Vec::new();
+    for s in senders {
+        acked.extend(s.await.unwrap());
+    }
     kernel.restart().await;
     let mut reader =
         RawConn::app(&kernel.socket, json!({"id": "reader", "version": "1.0.0"})).await;
-    for s in 0..5 {
-        let key = format!("load-{s}");
-        let h = reader.call("session.history", json!({"key": key, "limit": 1000})).await;
-        let texts: Vec<String> = h["result"]["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["role"] == "user")
-            .map(|m| m["content"].as_str().unwrap().to_owned())
-            .collect();
-        for (k, text) in &acked {
-            if *k == key {
-                assert!(texts.contains(text), "{text} lost from {key}: {texts:?}");
+    let mut stored = std::collections::HashSet::new();
+    for s in 0..6 {
+        let h = reader
+            .call("session.history", json!({"key": format!("load-{s}"), "limit": 1000}))
+            .await;
+        let mut before: Option<String> = None;
+        let mut page = h["result"]["messages"].as_array().unwrap().clone();
+        loop {
+            for m in &page {
+                if m["role"] == "user" {
+                    stored.insert((format!("load-{s}"), m["content"].as_str().unwrap().to_owned()));
+                }
             }
+            if page.len() < 1000 {
+                break;
+            }
+            before = page.first().and_then(|m| m["id"].as_str()).map(str::to_owned);
+            let h = reader
+                .call(
+                    "session.history",
+                    json!({"key": format!("load-{s}"), "limit": 1000, "before": before}),
+                )
+                .await;
+            page = h["result"]["messages"].as_array().unwrap().clone();
         }
+        let _ = &before;
     }
+    let lost: Vec<_> = acked.iter().filter(|a| !stored.contains(*a)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        lost.first()
+    );
+}
+
+#[tokio::test]
+async fn sessions_run_in_parallel_and_messages_during_a_run_are_answered_together() {
+    let kernel = Kernel::start_with_config(CONFIG).await;
+    let mut prov = provider(&kernel).await;
+    let mut chan = channel(&kernel).await;
+    // Two sessions: both provider calls are outstanding at once — neither waits for the other.
+    let a = chan.call("message.dispatch", json!({"sessionKey": "par-a", "content": "a1"})).await;
+    let b = chan.call("message.dispatch", json!({"sessionKey": "par-b", "content": "b1"})).await;
+    let first = prov.expect_method("provider.complete").await;
+    let second = prov
+        .expect("the other session's call", |v| {
+            v["method"] == "provider.complete" && v["id"] != first["id"]
+        })
+        .await;
+    // Within session a, two more messages arrive while its run is going: they queue, and
+    // are answered together by one next run.
+    let (run_a, call_a, call_b) = if first["params"]["messages"].to_string().contains("a1") {
+        (a["result"]["runId"].clone(), first, second)
+    } else {
+        (a["result"]["runId"].clone(), second, first)
+    };
+    let a2 = chan.call("message.dispatch", json!({"sessionKey": "par-a", "content": "a2"})).await;
+    let a3 = chan.call("message.dispatch", json!({"sessionKey": "par-a", "content": "a3"})).await;
+    assert_eq!(a2["result"]["queued"], true);
+    assert_eq!(a2["result"]["runId"], a3["result"]["runId"], "later messages share the next run");
+    assert_ne!(a2["result"]["runId"], run_a);
+    prov.answer(&call_b["id"], json!({"message": {"content": "B"}})).await;
+    prov.answer(&call_a["id"], json!({"message": {"content": "A"}})).await;
+    let next = prov.expect_method("provider.complete").await;
+    let msgs = next["params"]["messages"].as_array().unwrap();
+    let users: Vec<&str> = msgs
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["a1", "a2", "a3"]);
+    assert_eq!(msgs.iter().filter(|m| m["role"] == "assistant").count(), 1);
+    prov.answer(&next["id"], json!({"message": {"content": "A again"}})).await;
+    let w =
+        chan.call("agent.wait", json!({"runId": a3["result"]["runId"], "timeoutMs": 5000})).await;
+    assert_eq!(w["result"]["output"], "A again");
+    let w =
+        chan.call("agent.wait", json!({"runId": b["result"]["runId"], "timeoutMs": 5000})).await;
+    assert_eq!(w["result"]["output"], "B");
+}
+
+#[tokio::test]
+async fn idle_sessions_leave_memory_and_come_back_from_the_store() {
+    let kernel = Kernel::start_with_config(
+        "[ipc]\nheartbeat_timeout_ms = 30000\n[sessions]\nidle_timeout_ms = 300\n",
+    )
+    .await;
+    let mut prov = provider(&kernel).await;
+    let mut chan = channel(&kernel).await;
+    let d = chan.call("message.dispatch", json!({"sessionKey": "napper", "content": "one"})).await;
+    let c = prov.expect_method("provider.complete").await;
+    prov.answer(&c["id"], json!({"message": {"content": "first"}})).await;
+    chan.call("agent.wait", json!({"runId": d["result"]["runId"], "timeoutMs": 5000})).await;
+    let evicted = burrow_tests::poll_until(DEADLINE, || async {
+        let mut c = RawConn::app(&kernel.socket, json!({"id": format!("probe-{}", burrow_protocol::now_ms() % 1_000_000), "version": "1.0.0"})).await;
+        c.call("session.get", json!({"key": "napper"})).await["result"]["session"]["active"] == false
+    })
+    .await;
+    assert!(evicted, "the idle session never left memory");
+    let d = chan.call("message.dispatch", json!({"sessionKey": "napper", "content": "two"})).await;
+    let c = prov.expect_method("provider.complete").await;
+    let users: Vec<&str> = c["params"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["one", "two"], "the transcript came back from the store");
+    prov.answer(&c["id"], json!({"message": {"content": "second"}})).await;
+    let w =
+        chan.call("agent.wait", json!({"runId": d["result"]["runId"], "timeoutMs": 5000})).await;
+    assert_eq!(w["result"]["status"], "completed");
+}
+
+/// An interceptor app for one event; answers with `verdict` built from the payload.
+async fn interceptor(kernel: &Kernel, id: &str, event: &str) -> RawConn {
+    let m = json!({"id": id, "version": "1.0.0", "capabilities": {"hooks": {"subscribe": [event], "intercept": [event]}}});
+    let mut app = RawConn::app(&kernel.socket, m).await;
+    app.call("hook.subscribe", json!({"events": [event]})).await;
+    let r =
+        app.call("capability.register", json!({"type": "hook", "config": {"event": event}})).await;
+    assert_eq!(r["result"]["granted"], true, "{r}");
+    app
+}
+
+async fn next_interception(app: &mut RawConn, event: &str) -> Value {
+    app.expect(event, |v| {
+        v["method"] == "hook.event"
+            && v["params"]["intercept"] == true
+            && v["params"]["event"] == event
+    })
+    .await
+}
+
+#[tokio::test]
+async fn interceptors_modify_and_block_at_each_hook_point() {
+    let kernel = Kernel::start_with_config(CONFIG).await;
+    let mut prov = provider(&kernel).await;
+    let mut chan = channel(&kernel).await;
+    let mut tools = RawConn::app(
+        &kernel.socket,
+        json!({"id": "tools", "version": "1.0.0", "capabilities": {"tools": ["*"]}}),
+    )
+    .await;
+    tools.register_tool("secret", None).await;
+    let mut recv = interceptor(&kernel, "g-recv", "message_received").await;
+    let mut start = interceptor(&kernel, "g-start", "before_agent_start").await;
+    let mut persist = interceptor(&kernel, "g-persist", "tool_result_persist").await;
+    let mut sending = interceptor(&kernel, "g-send", "message_sending").await;
+
+    // message_received: block → queued false with the reason, nothing stored.
+    let id =
+        chan.send_call("message.dispatch", json!({"sessionKey": "h", "content": "spam"})).await;
+    let ev = next_interception(&mut recv, "message_received").await;
+    recv.call("hook.result", json!({"eventId": ev["params"]["eventId"], "result": {"action": "block", "reason": "spam"}})).await;
+    let d = chan.answer_to(id).await;
+    assert_eq!(
+        (d["result"]["queued"].clone(), d["result"]["reason"].as_str().unwrap().contains("spam")),
+        (json!(false), true)
+    );
+
+    // message_received: modify the content; before_agent_start: modify input and prompt.
+    let id =
+        chan.send_call("message.dispatch", json!({"sessionKey": "h", "content": "hello"})).await;
+    let ev = next_interception(&mut recv, "message_received").await;
+    recv.call("hook.result", json!({"eventId": ev["params"]["eventId"], "result": {"action": "modify", "payload": {"content": "hello (checked)"}}})).await;
+    let d = chan.answer_to(id).await;
+    let ev = next_interception(&mut start, "before_agent_start").await;
+    assert_eq!(ev["params"]["payload"]["input"], "hello (checked)");
+    start.call("hook.result", json!({"eventId": ev["params"]["eventId"], "result": {"action": "modify", "payload": {"input": "rewritten", "systemPrompt": "be brief"}}})).await;
+    let call = prov.expect_method("provider.complete").await;
+    let msgs = call["params"]["messages"].as_array().unwrap();
+    assert_eq!(
+        (msgs[0]["content"].clone(), msgs.last().unwrap()["content"].clone()),
+        (json!("be brief"), json!("rewritten"))
+    );
+    prov.answer(&call["id"], json!({"message": {"content": "", "toolCalls": [{"id": "t1", "name": "secret", "arguments": {}}]}})).await;
+    let inv = tools.expect_method("tool.invoke").await;
+    tools.answer(&inv["id"], json!({"content": "the password is hunter2"})).await;
+    // tool_result_persist: modify the result the transcript keeps and the model sees.
+    let ev = next_interception(&mut persist, "tool_result_persist").await;
+    persist.call("hook.result", json!({"eventId": ev["params"]["eventId"], "result": {"action": "modify", "payload": {"result": {"content": "[redacted]"}}}})).await;
+    let call = prov.expect_method("provider.complete").await;
+    assert_eq!(
+        call["params"]["messages"].as_array().unwrap().last().unwrap()["content"],
+        "[redacted]"
+    );
+    prov.answer(&call["id"], json!({"message": {"content": "done: hunter2"}})).await;
+    // message_sending: modify what the channel gets.
+    let ev = next_interception(&mut sending, "message_sending").await;
+    sending.call("hook.result", json!({"eventId": ev["params"]["eventId"], "result": {"action": "modify", "payload": {"content": "done: ***"}}})).await;
+    let sent = chan.expect_method("channel.send").await;
+    assert_eq!(sent["params"]["content"], "done: ***");
+    chan.answer(&sent["id"], json!({})).await;
+    let w =
+        chan.call("agent.wait", json!({"runId": d["result"]["runId"], "timeoutMs": 5000})).await;
+    assert_eq!(w["result"]["status"], "completed");
+    let h = chan.call("session.history", json!({"key": "h"})).await;
+    let texts: Vec<String> = h["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        texts.contains(&"hello (checked)".to_owned()) && texts.contains(&"[redacted]".to_owned()),
+        "{texts:?}"
+    );
+    assert!(!texts.iter().any(|t| t.contains("spam")));
+
+    // before_agent_start: block → the run fails with the reason.
+    let id =
+        chan.send_call("message.dispatch", json!({"sessionKey": "h", "content": "again"})).await;
+    let ev = next_interception(&mut recv, "message_received").await;
+    recv.call(
+        "hook.result",
+        json!({"eventId": ev["params"]["eventId"], "result": {"action": "continue"}}),
+    )
+    .await;
+    let d = chan.answer_to(id).await;
+    let ev = next_interception(&mut start, "before_agent_start").await;
+    start.call("hook.result", json!({"eventId": ev["params"]["eventId"], "result": {"action": "block", "reason": "quiet hours"}})).await;
+    let w =
+        chan.call("agent.wait", json!({"runId": d["result"]["runId"], "timeoutMs": 5000})).await;
+    assert_eq!(w["result"]["status"], "failed");
+    assert!(w["result"]["error"].as_str().unwrap().contains("quiet hours"));
 }

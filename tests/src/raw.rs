@@ -158,6 +158,25 @@ impl RawConn {
         self.expect("an answer", |v| v["id"] == id && v.get("method").is_none()).await
     }
 
+    /// Like [`answer_to`](Self::answer_to), but `None` if the connection closes first.
+    pub async fn try_answer_to(&mut self, id: u64) -> Option<Value> {
+        let is_answer = |v: &Value| v["id"] == id && v.get("method").is_none();
+        if let Some(i) = self.stash.iter().position(is_answer) {
+            return self.stash.remove(i);
+        }
+        let wait = tokio::time::timeout(DEADLINE, async {
+            while let Some(msg) = self.read_message().await {
+                let v = to_json(&msg);
+                if is_answer(&v) {
+                    return Some(v);
+                }
+                self.stash.push_back(v);
+            }
+            None
+        });
+        wait.await.ok().flatten()
+    }
+
     /// Waits for a request or notification of `method` from the kernel.
     pub async fn expect_method(&mut self, method: &str) -> Value {
         self.expect(method, |v| v["method"] == method).await

@@ -123,7 +123,9 @@ impl Actor for SessionActor {
         msg: SessionMsg,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        state.last_activity = Instant::now();
+        if !matches!(msg, SessionMsg::IdleCheck) {
+            state.last_activity = Instant::now();
+        }
         match msg {
             SessionMsg::Dispatch { content, metadata, caller_channel, force_run, reply } => {
                 let outcome = dispatch(state, content, metadata, caller_channel, force_run).await;

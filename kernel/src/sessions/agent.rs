@@ -76,10 +76,12 @@ pub async fn run(
     let payload = json!({ "sessionKey": key, "runId": run_id, "agentId": session.agent_id, "status": status, "output": output, "error": error });
     kernel.emit("agent_end", payload, run_context(&key, &run_id));
     kernel.sessions.publish_run(row);
+    // Delivery does not hold up the session's next run: a slow or dead channel app
+    // delays only its own replies.
     if let End::Completed(text) = end
         && !text.is_empty()
     {
-        deliver(&kernel, &session, &run_id, text).await;
+        tokio::spawn(async move { deliver(&kernel, &session, &run_id, text).await });
     }
 }
 
