@@ -10,6 +10,7 @@ mod apps;
 mod client;
 mod logging;
 mod ops;
+mod sessions;
 
 /// Burrow: an actor-model microkernel for AI-agent apps.
 ///
@@ -116,6 +117,22 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// List sessions, newest activity first.
+    Sessions(sessions::ListArgs),
+    /// Print a session's transcript, oldest first.
+    History(sessions::HistoryArgs),
+    /// Send a message into a session (as `message.dispatch`) and print what it started.
+    ///
+    /// With `--wait`, also wait for the agent run and print its output; exits 1 when the
+    /// run failed (its error on stderr).
+    Send(sessions::SendArgs),
+    /// Chat with a session's agent from the terminal.
+    ///
+    /// Registers a terminal channel `terminal-<pid>` and sends each line typed as a
+    /// message; the agent's replies are printed as `agent: ...`. A session keeps the
+    /// channel it was created with, so chat in a new key to get the replies here. `/quit`
+    /// or end of input leaves.
+    Chat(sessions::ChatArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +229,10 @@ pub fn main() -> ExitCode {
             Command::Config { command: ConfigCommand::Get { path } } => {
                 ops::config_get(cli.socket, path.as_deref()).await
             }
+            Command::Sessions(args) => sessions::list(cli.socket, args).await,
+            Command::History(args) => sessions::history(cli.socket, args).await,
+            Command::Send(args) => sessions::send(cli.socket, args).await,
+            Command::Chat(args) => sessions::chat(cli.socket, args).await,
         }
     })
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `burrow` binary on a temporary socket, real app processes.
 
 mod capabilities;
+mod chat;
 mod cli;
 mod config;
 mod examples;

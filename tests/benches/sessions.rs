@@ -1,0 +1,109 @@
+//! Session benchmark against the real kernel: durable `message.dispatch` throughput with
+//! 64 concurrent senders, and memory per resident session at 10k and 100k sessions.
+//!
+//! Run with `cargo bench -p burrow-tests --bench sessions` (add `-- --quick` for 10k
+//! sessions only). Agents do not auto-reply here, so this measures the dispatch path:
+//! hooks, the session actor, and the durable (fsynced, group-committed) append.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use burrow_protocol::Manifest;
+use burrow_protocol::methods::app::{AppRegister, PROTOCOL_VERSION, RegisterParams};
+use burrow_sdk::Client;
+use burrow_tests::Kernel;
+use serde_json::json;
+
+const SENDERS: usize = 64;
+const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 600000\nheartbeat_interval_ms = 300000\n\
+[agents.main]\nauto_reply = false\n[sessions]\nidle_timeout_ms = 3600000\n";
+
+async fn sender(kernel: &Kernel, n: usize) -> Client {
+    let client = Client::connect(&kernel.socket).await.expect("connect");
+    let params = RegisterParams {
+        manifest: Manifest::new(format!("bench-{n}"), "1.0.0"),
+        protocol_version: PROTOCOL_VERSION.into(),
+        token: None,
+    };
+    client.call::<AppRegister>(params).await.expect("register");
+    client
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Dispatches to `keys(i)` from 64 senders until `total` are done or `for_time` passes.
+async fn dispatch_load(
+    clients: &[Client],
+    total: u64,
+    for_time: Duration,
+    keys: impl Fn(u64) -> String + Send + Sync + 'static,
+) -> (u64, Duration) {
+    let next = Arc::new(AtomicU64::new(0));
+    let keys = Arc::new(keys);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in clients {
+        let (c, next, keys) = (c.clone(), next.clone(), keys.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total || start.elapsed() > for_time {
+                    return done;
+                }
+                let params = json!({"sessionKey": keys(i), "content": "benchmark message"});
+                c.request("message.dispatch", params).await.expect("dispatch");
+                done += 1;
+            }
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        done += t.await.expect("sender");
+    }
+    (done, start.elapsed())
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let kernel = Kernel::start_with_config(CONFIG).await;
+    let mut clients = Vec::new();
+    for n in 0..SENDERS {
+        clients.push(sender(&kernel, n).await);
+    }
+
+    // Throughput: 64 senders over 256 sessions for 5 s.
+    let (done, took) =
+        dispatch_load(&clients, u64::MAX, Duration::from_secs(5), |i| format!("tp-{}", i % 256))
+            .await;
+    println!(
+        "durable message.dispatch, {SENDERS} concurrent senders: {done} in {took:.2?} = {:.0}/s",
+        done as f64 / took.as_secs_f64()
+    );
+
+    // Memory per resident session.
+    for target in if quick { vec![10_000u64] } else { vec![10_000u64, 100_000] } {
+        let base = kernel.client().await.kernel_info().await.expect("info").sessions;
+        let before = rss_kib(kernel.pid());
+        let fresh = target - base.min(target);
+        let (done, took) = dispatch_load(&clients, fresh, Duration::from_secs(600), move |i| {
+            format!("mem-{target}-{i}")
+        })
+        .await;
+        let resident = kernel.client().await.kernel_info().await.expect("info").sessions;
+        let after = rss_kib(kernel.pid());
+        println!(
+            "resident sessions {resident}: +{done} sessions in {took:.2?}; kernel RSS {before} KiB -> {after} KiB = {:.1} KiB per session",
+            after.saturating_sub(before) as f64 / done.max(1) as f64
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The session commands of the `burrow` CLI against a real kernel and the real
+//! `echo-provider` app: `chat` (a terminal channel on piped stdin), `send --wait`,
+//! `sessions` and `history`.
+
+use std::process::{Output, Stdio};
+
+use burrow_tests::{AppProcess, DEADLINE, FAST_CONFIG, Kernel, bin, poll_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+async fn kernel_with_echo() -> (Kernel, AppProcess) {
+    let kernel = Kernel::start_with_config(FAST_CONFIG).await;
+    let mut echo = kernel.example("echo-provider", "echo-provider", &[]);
+    echo.wait_line("echo-provider: ready as echo-provider").await;
+    (kernel, echo)
+}
+
+fn spawn_chat(kernel: &Kernel, key: &str) -> Child {
+    Command::new(bin("burrow"))
+        .args(["chat", key])
+        .env("BURROW_SOCKET", &kernel.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn burrow chat")
+}
+
+/// Waits (bounded) for the chat to exit and collects what it printed.
+async fn finish(child: Child, kernel: &Kernel) -> Output {
+    match tokio::time::timeout(DEADLINE, child.wait_with_output()).await {
+        Ok(out) => out.expect("wait burrow chat"),
+        Err(_) => panic!("burrow chat did not exit; kernel log:\n{}", kernel.log()),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Whether no `chat-*` app is registered any more.
+async fn chat_app_gone(kernel: &Kernel) -> bool {
+    poll_until(DEADLINE, || async {
+        !kernel.app_ids().await.iter().any(|id| id.starts_with("chat-"))
+    })
+    .await
+}
+
+/// Chats one line interactively: writes it, waits for `reply` on stdout, then `/quit`.
+async fn chat_once(kernel: &Kernel, key: &str, line: &str, reply: &str) -> String {
+    let mut child = spawn_chat(kernel, key);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    stdin.write_all(format!("{line}\n").as_bytes()).await.expect("write a line");
+    let mut seen = String::new();
+    let found = tokio::time::timeout(DEADLINE, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+            if seen.contains(reply) {
+                return true;
+            }
+        }
+    })
+    .await;
+    if !matches!(found, Ok(true)) {
+        let _ = child.start_kill();
+        let out = finish(child, kernel).await;
+        panic!("no {reply:?} on stdout: {seen:?}; stderr: {}", text(&out.stderr));
+    }
+    stdin.write_all(b"/quit\n").await.expect("write /quit");
+    drop(stdin);
+    let mut rest = String::new();
+    let read = tokio::time::timeout(DEADLINE, stdout.read_to_string(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(_))), "stdout did not end after /quit");
+    let out = finish(child, kernel).await;
+    assert!(out.status.success(), "burrow chat failed: {}", text(&out.stderr));
+    seen + &rest
+}
+
+#[tokio::test]
+async fn chat_sends_lines_and_prints_the_agents_replies_until_quit() {
+    let (kernel, _echo) = kernel_with_echo().await;
+    let mut child = spawn_chat(&kernel, "t1");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Both lines at once: the chat waits for the reply to `hello` before reading `/quit`.
+    stdin.write_all(b"hello\n/quit\n").await.expect("write stdin");
+    drop(stdin);
+    let out = finish(child, &kernel).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "stdout: {stdout:?}; stderr: {stderr}");
+    assert!(stdout.contains("agent: echo: hello"), "stdout: {stdout:?}; stderr: {stderr}");
+    assert!(stdout.starts_with("you: "), "{stdout:?}");
+    // It left with app.shutdown: its app is gone.
+    assert!(chat_app_gone(&kernel).await, "apps: {:?}", kernel.app_ids().await);
+}
+
+#[tokio::test]
+async fn send_waits_for_the_run_and_sessions_and_history_show_the_conversations() {
+    let (kernel, _echo) = kernel_with_echo().await;
+    let seen = chat_once(&kernel, "t1", "hello there", "agent: echo: hello there").await;
+    assert!(seen.contains("you: "), "{seen:?}");
+
+    let out = kernel.cli(&["send", "k1", "hi", "--wait"]).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "stdout: {stdout:?}; stderr: {stderr}");
+    assert!(stdout.lines().any(|l| l == "echo: hi"), "{stdout:?}");
+    assert!(stdout.contains("in session k1: run "), "{stdout:?}");
+
+    let out = kernel.cli(&["sessions"]).await;
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(table.starts_with("KEY "), "{table}");
+    let row = |key: &str| table.lines().find(|l| l.split_whitespace().next() == Some(key));
+    let t1 = row("t1").unwrap_or_else(|| panic!("no t1 in {table}"));
+    assert!(t1.contains("terminal-"), "{t1}");
+    let k1 = row("k1").unwrap_or_else(|| panic!("no k1 in {table}"));
+    assert!(k1.split_whitespace().any(|c| c == "2"), "two messages in k1: {k1}");
+
+    let out = kernel.cli(&["sessions", "--channel", "nope"]).await;
+    assert_eq!(text(&out.stdout), "no sessions\n");
+    let out = kernel.cli(&["sessions", "--json", "--limit", "1"]).await;
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sessions --json");
+    assert_eq!(
+        (page["total"].as_u64(), page["sessions"].as_array().map(Vec::len)),
+        (Some(2), Some(1))
+    );
+
+    let out = kernel.cli(&["history", "k1"]).await;
+    let history = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines, ["user: hi", "assistant: echo: hi"], "{history}");
+    let out = kernel.cli(&["history", "t1"]).await;
+    assert!(text(&out.stdout).contains("assistant: echo: hello there"));
+}
