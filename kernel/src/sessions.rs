@@ -63,11 +63,14 @@ pub struct SessionSettings {
     pub idle_timeout_ms: u64,
     /// Work items queued in one session at most.
     pub max_queue: usize,
+    /// How long a run waits for its provider to be registered and ready before failing
+    /// (apps reconnect after a kernel restart while resumed runs start).
+    pub provider_wait_ms: u64,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { idle_timeout_ms: 300_000, max_queue: 1024 }
+        Self { idle_timeout_ms: 300_000, max_queue: 1024, provider_wait_ms: 5_000 }
     }
 }
 

@@ -117,7 +117,8 @@ async fn a_message_runs_the_agent_through_provider_and_tool_and_the_reply_comes_
 
 #[tokio::test]
 async fn a_missing_provider_fails_the_run_and_the_session_keeps_working() {
-    let kernel = Kernel::start_with_config(CONFIG).await;
+    let kernel =
+        Kernel::start_with_config(&format!("{CONFIG}[sessions]\nprovider_wait_ms = 0\n")).await;
     let mut chan = channel(&kernel).await;
     let d =
         chan.call("message.dispatch", json!({"sessionKey": "lonely", "content": "hello?"})).await;
@@ -214,6 +215,13 @@ async fn acknowledged_messages_survive_a_kernel_sigkill_under_concurrent_load() 
         acked.len(),
         lost.first()
     );
+    // The runs that were queued or going when the kernel died start again, and finish
+    // once a provider is there.
+    let mut prov = provider(&kernel).await;
+    let call = prov.expect_method("provider.complete").await;
+    let users = call["params"]["messages"].to_string();
+    assert!(users.contains("benchmark") || users.contains(" m"), "{users}");
+    prov.answer(&call["id"], json!({"message": {"content": "resumed"}})).await;
 }
 
 #[tokio::test]

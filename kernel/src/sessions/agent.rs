@@ -163,12 +163,11 @@ async fn turns(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> End 
     }
     let system = payload["systemPrompt"].as_str().unwrap_or_default().to_owned();
 
-    let Some(provider) = kernel.caps.by_name(CapabilityType::Provider, &agent.provider) else {
-        return End::Failed(format!("no provider {:?} is registered", agent.provider));
-    };
-    if !kernel.apps.is_ready(&provider.app_id) {
-        return End::Failed(format!("provider {:?} is not ready", agent.provider));
-    }
+    let provider =
+        match ready_provider(kernel, &agent.provider, config.sessions.provider_wait_ms).await {
+            Ok(p) => p,
+            Err(why) => return End::Failed(why),
+        };
     let tools = offered_tools(kernel, &agent);
     for _turn in 0..agent.max_turns {
         let mut prompt = vec![ChatMessage {
@@ -218,6 +217,28 @@ async fn turns(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> End 
         }
     }
     End::Failed(format!("no final answer within max_turns = {}", agent.max_turns))
+}
+
+/// The app holding `provider_id`, once it is registered and ready; waits up to `wait_ms`.
+async fn ready_provider(
+    kernel: &Kernel,
+    provider_id: &str,
+    wait_ms: u64,
+) -> Result<Arc<Capability>, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    loop {
+        let found = kernel.caps.by_name(CapabilityType::Provider, provider_id);
+        match &found {
+            Some(p) if kernel.apps.is_ready(&p.app_id) => return Ok(p.clone()),
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(match found {
+                    None => format!("no provider {provider_id:?} is registered"),
+                    Some(_) => format!("provider {provider_id:?} is not ready"),
+                });
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 fn offered_tools(kernel: &Kernel, agent: &AgentSpec) -> Vec<ToolSpec> {
