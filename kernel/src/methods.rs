@@ -25,7 +25,7 @@ mod config;
 mod hook;
 mod kernel;
 pub(crate) mod route;
-mod session;
+pub(crate) mod session;
 mod supervisor;
 
 /// Parses params as `M::Params`, applies `f`, serializes the result.

@@ -30,6 +30,16 @@ async fn sender(kernel: &Kernel, n: usize) -> Client {
     client
 }
 
+/// User + system CPU seconds of `pid` so far.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (11 and 12 after the command name).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -82,12 +92,19 @@ async fn main() {
     }
 
     // Throughput: 64 senders over 256 sessions for 5 s.
+    let (k0, c0) = (cpu_seconds(kernel.pid()), cpu_seconds(std::process::id() as i32));
     let (done, took) =
         dispatch_load(&clients, u64::MAX, Duration::from_secs(5), |i| format!("tp-{}", i % 256))
             .await;
+    let (k1, c1) = (cpu_seconds(kernel.pid()), cpu_seconds(std::process::id() as i32));
     println!(
         "durable message.dispatch, {SENDERS} concurrent senders: {done} in {took:.2?} = {:.0}/s",
         done as f64 / took.as_secs_f64()
+    );
+    println!(
+        "  CPU per dispatch: kernel {:.1} µs, benchmark clients {:.1} µs",
+        (k1 - k0) * 1e6 / done.max(1) as f64,
+        (c1 - c0) * 1e6 / done.max(1) as f64
     );
 
     // Memory per resident session.

@@ -199,7 +199,7 @@ async fn message_dispatch(
 }
 
 /// The caller's channel, when it holds exactly one.
-fn caller_channel(kernel: &Kernel, caller: &str) -> Option<String> {
+pub fn caller_channel(kernel: &Kernel, caller: &str) -> Option<String> {
     let channels: Vec<String> = kernel
         .caps
         .list(Some(CapabilityType::Channel))
@@ -231,7 +231,7 @@ async fn to_session(
         let msg = SessionMsg::Dispatch {
             content: content.clone(),
             metadata: metadata.clone(),
-            caller_channel: caller_channel(kernel, caller),
+            caller: caller.to_owned(),
             force_run,
             reply: tx,
         };

@@ -25,8 +25,8 @@ pub enum SessionMsg {
         content: String,
         /// Its metadata (`agentId`, `channelId`, `accountId`, ...).
         metadata: Option<Map>,
-        /// The caller's channel, when it holds exactly one.
-        caller_channel: Option<String>,
+        /// The calling app: a new session's channel is its channel when it holds one.
+        caller: String,
         /// Start a run even if the agent does not reply automatically (`agent.queue`).
         force_run: bool,
         /// The answer.
@@ -127,8 +127,8 @@ impl Actor for SessionActor {
             state.last_activity = Instant::now();
         }
         match msg {
-            SessionMsg::Dispatch { content, metadata, caller_channel, force_run, reply } => {
-                let outcome = dispatch(state, content, metadata, caller_channel, force_run).await;
+            SessionMsg::Dispatch { content, metadata, caller, force_run, reply } => {
+                let outcome = dispatch(state, content, metadata, &caller, force_run).await;
                 let _ = reply.send(outcome);
                 start_next(state, &myself).await;
             }
@@ -186,7 +186,7 @@ async fn dispatch(
     state: &mut SessionState,
     content: String,
     metadata: Option<Map>,
-    caller_channel: Option<String>,
+    caller: &str,
     force_run: bool,
 ) -> Result<DispatchResult, ErrorObject> {
     let now = now_ms();
@@ -195,7 +195,8 @@ async fn dispatch(
     let session = state.session.get_or_insert_with(|| SessionRow {
         key: state.key.clone(),
         agent_id: meta_str(&metadata, "agentId").unwrap_or_else(|| "main".into()),
-        channel_id: meta_str(&metadata, "channelId").or(caller_channel),
+        channel_id: meta_str(&metadata, "channelId")
+            .or_else(|| crate::methods::session::caller_channel(&state.kernel, caller)),
         account_id: meta_str(&metadata, "accountId"),
         created_at: now,
         last_active_at: now,
@@ -204,8 +205,9 @@ async fn dispatch(
     if created {
         writes.push(Write::CreateSession(session.clone()));
     }
-    let agent = state.kernel.config().agents.get(&session.agent_id).cloned().unwrap_or_default();
-    if state.queue.len() >= state.kernel.config().sessions.max_queue {
+    let config = state.kernel.config();
+    let auto_reply = config.agents.get(&session.agent_id).is_none_or(|a| a.auto_reply);
+    if state.queue.len() >= config.sessions.max_queue {
         return Err(ErrorObject::new(
             ErrorCode::UnknownError,
             "the session's queue is full; retry later",
@@ -227,7 +229,7 @@ async fn dispatch(
     });
     let waits = state.running.is_some() || !state.queue.is_empty();
     let mut new_run = None;
-    let run_id = if agent.auto_reply || force_run {
+    let run_id = if auto_reply || force_run {
         match &state.joinable {
             Some(run) => Some(run.clone()),
             None => {

@@ -161,20 +161,20 @@ fn apply(conn: &mut Connection, batch: &[Job]) -> Result<(), StoreError> {
 fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Error> {
     match w {
         Write::CreateSession(s) => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO sessions (key, agent_id, channel_id, account_id, created_at, last_active_at, message_count)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
-                params![s.key, s.agent_id, s.channel_id, s.account_id, s.created_at as i64, s.last_active_at as i64],
-            )?;
+            )?
+            .execute(params![s.key, s.agent_id, s.channel_id, s.account_id, s.created_at as i64, s.last_active_at as i64])?;
         }
         Write::Append { session_key, message } => append(tx, session_key, message)?,
         Write::Run(r) => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO runs (id, session_key, status, output, error, created_seq)
                  VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM runs))
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, error = excluded.error",
-                params![r.id, r.session_key, status_str(r.status), r.output, r.error],
-            )?;
+            )?
+            .execute(params![r.id, r.session_key, status_str(r.status), r.output, r.error])?;
         }
     }
     Ok(())
@@ -185,25 +185,24 @@ fn append(
     key: &str,
     m: &NewMessage,
 ) -> Result<(), rusqlite::Error> {
-    let json = |v: Option<String>| v;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    )?
+    .execute(params![
             m.id,
             key,
             role_str(m.role),
             m.content,
-            json(m.metadata.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default())),
-            json(m.tool_calls.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default())),
+            m.metadata.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
+            m.tool_calls.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
             m.tool_call_id,
             m.created_at as i64
-        ],
-    )?;
-    tx.execute(
+        ])?;
+    tx.prepare_cached(
         "UPDATE sessions SET message_count = message_count + 1, last_active_at = MAX(last_active_at, ?2) WHERE key = ?1",
-        params![key, m.created_at as i64],
-    )?;
+    )?
+    .execute(params![key, m.created_at as i64])?;
     Ok(())
 }
 
