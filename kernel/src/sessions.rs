@@ -18,7 +18,7 @@ use crate::store::RunRow;
 pub mod actor;
 pub mod agent;
 
-pub use actor::{SessionActor, SessionMsg};
+pub use actor::{DispatchReply, SessionActor, SessionMsg};
 
 /// `[agents.<id>]`: one agent.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

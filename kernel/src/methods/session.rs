@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType};
 use burrow_protocol::methods::session::{
-    AgentQueueParams, AgentQueueResult, AgentWaitParams, AgentWaitResult, DispatchParams,
-    DispatchResult, MAX_HISTORY_LIMIT, MAX_LIST_LIMIT, RunStatus, SessionGetParams,
-    SessionGetResult, SessionHistoryParams, SessionHistoryResult, SessionListParams,
-    SessionListResult,
+    AgentQueueParams, AgentWaitParams, AgentWaitResult, DispatchParams, DispatchResult,
+    MAX_HISTORY_LIMIT, MAX_LIST_LIMIT, RunStatus, SessionGetParams, SessionGetResult,
+    SessionHistoryParams, SessionHistoryResult, SessionListParams, SessionListResult,
 };
 use burrow_protocol::methods::{Ack, parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
@@ -21,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::connection::Responder;
 use crate::hooks;
 use crate::kernel::Kernel;
-use crate::sessions::SessionMsg;
+use crate::sessions::{DispatchReply, SessionMsg};
 
 /// `agent.cancel {runId}` → `{ok}`.
 pub const AGENT_CANCEL: &str = "agent.cancel";
@@ -128,20 +127,49 @@ pub fn dispatch(
                 kernel.store().history(&p.key, limit, p.before).await.map_err(store_err)?;
             Ok(to_value(&SessionHistoryResult { messages }))
         }),
-        "message.dispatch" => answer(responder, async move {
-            let p: DispatchParams = parse_params(params)?;
-            check_key(&p.session_key, "sessionKey")?;
-            message_dispatch(&kernel, &caller, p).await.map(|r| to_value(&r))
-        }),
-        "agent.queue" => answer(responder, async move {
-            let p: AgentQueueParams = parse_params(params)?;
-            check_key(&p.session_key, "sessionKey")?;
-            let r = to_session(&kernel, &caller, p.session_key, p.text, p.metadata, true).await?;
-            let run_id = r
-                .run_id
-                .ok_or_else(|| ErrorObject::new(ErrorCode::InternalError, "no run was queued"))?;
-            Ok(to_value(&AgentQueueResult { run_id, queued: r.queued }))
-        }),
+        "message.dispatch" => {
+            let p: DispatchParams = match parse_params(params)
+                .and_then(|p: DispatchParams| check_key(&p.session_key, "sessionKey").map(|()| p))
+            {
+                Ok(p) => p,
+                Err(e) => return responder.reply(Err(e)),
+            };
+            // Fast path: nobody intercepts `message_received`, so the session actor can
+            // take the message and answer the client itself.
+            if kernel.caps.interceptors("message_received").is_empty() {
+                emit_received(&kernel, &caller, &p.session_key, &p.content, p.metadata.as_ref());
+                let reply = DispatchReply::Dispatch(responder);
+                return direct(
+                    &kernel,
+                    &caller,
+                    p.session_key,
+                    p.content,
+                    p.metadata,
+                    false,
+                    reply,
+                );
+            }
+            answer(responder, async move {
+                message_dispatch(&kernel, &caller, p).await.map(|r| to_value(&r))
+            })
+        }
+        "agent.queue" => {
+            let p: AgentQueueParams = match parse_params(params)
+                .and_then(|p: AgentQueueParams| check_key(&p.session_key, "sessionKey").map(|()| p))
+            {
+                Ok(p) => p,
+                Err(e) => return responder.reply(Err(e)),
+            };
+            direct(
+                &kernel,
+                &caller,
+                p.session_key,
+                p.text,
+                p.metadata,
+                true,
+                DispatchReply::Queue(responder),
+            );
+        }
         "agent.wait" => answer(responder, async move {
             let p: AgentWaitParams = parse_params(params)?;
             wait(&kernel, p).await.map(|r| to_value(&r))
@@ -162,7 +190,68 @@ pub fn dispatch(
     }
 }
 
-/// `message.dispatch`: `message_received` interceptors, then the session actor.
+/// `message_received` for observers.
+fn emit_received(kernel: &Kernel, caller: &str, key: &str, content: &str, metadata: Option<&Map>) {
+    let mut ctx = Map::new();
+    ctx.insert("sessionKey".into(), key.into());
+    ctx.insert("appId".into(), caller.into());
+    let payload = json!({ "sessionKey": key, "content": content, "metadata": metadata.cloned().unwrap_or_default() });
+    kernel.emit("message_received", payload, ctx);
+}
+
+/// Hands a message to its session's actor, which answers through `reply`.
+fn direct(
+    kernel: &Arc<Kernel>,
+    caller: &str,
+    key: String,
+    content: String,
+    metadata: Option<Map>,
+    force_run: bool,
+    reply: DispatchReply,
+) {
+    let msg =
+        SessionMsg::Dispatch { content, metadata, caller: caller.to_owned(), force_run, reply };
+    let Some(actor) = kernel.sessions.actor(kernel, &key) else {
+        if let SessionMsg::Dispatch { reply, .. } = msg {
+            reply_error(reply, "the session runtime is not running");
+        }
+        return;
+    };
+    if let Err(e) = actor.cast(msg) {
+        // The actor stopped (evicted) just now: forget it and try a fresh one once.
+        kernel.sessions.release(&key, &actor.get_cell());
+        let msg = match e {
+            ractor::MessagingErr::SendErr(msg) => msg,
+            _ => return,
+        };
+        match kernel.sessions.actor(kernel, &key) {
+            Some(fresh) => {
+                if let Err(ractor::MessagingErr::SendErr(SessionMsg::Dispatch { reply, .. })) =
+                    fresh.cast(msg)
+                {
+                    reply_error(reply, "the session could not take the message");
+                }
+            }
+            None => {
+                if let SessionMsg::Dispatch { reply, .. } = msg {
+                    reply_error(reply, "the session runtime is not running");
+                }
+            }
+        }
+    }
+}
+
+fn reply_error(reply: DispatchReply, why: &str) {
+    let err = ErrorObject::new(ErrorCode::InternalError, why);
+    match reply {
+        DispatchReply::Task(tx) => {
+            let _ = tx.send(Err(err));
+        }
+        DispatchReply::Dispatch(r) | DispatchReply::Queue(r) => r.reply(Err(err)),
+    }
+}
+
+/// `message.dispatch` with interceptors: `message_received`, then the session actor.
 async fn message_dispatch(
     kernel: &Arc<Kernel>,
     caller: &str,
@@ -192,9 +281,9 @@ async fn message_dispatch(
             });
         }
     };
-    kernel.emit("message_received", payload.clone(), ctx);
     let content = payload["content"].as_str().unwrap_or_default().to_owned();
     let metadata = payload["metadata"].as_object().cloned().filter(|m| !m.is_empty());
+    emit_received(kernel, caller, &p.session_key, &content, metadata.as_ref());
     to_session(kernel, caller, p.session_key, content, metadata, false).await
 }
 
@@ -233,7 +322,7 @@ async fn to_session(
             metadata: metadata.clone(),
             caller: caller.to_owned(),
             force_run,
-            reply: tx,
+            reply: DispatchReply::Task(tx),
         };
         if actor.cast(msg).is_err() {
             kernel.sessions.release(&key, &actor.get_cell());

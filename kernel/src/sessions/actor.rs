@@ -7,16 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::invoke::Role;
-use burrow_protocol::methods::session::{DispatchResult, RunStatus};
+use burrow_protocol::methods::session::{AgentQueueResult, DispatchResult, RunStatus};
+use burrow_protocol::methods::to_value;
 use burrow_protocol::{ErrorCode, ErrorObject, Map, now_ms};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::Responder;
 use crate::kernel::Kernel;
 use crate::store::{NewMessage, RunRow, SessionRow, Write};
 
 /// Messages of a session actor.
+// Nearly every message is `Dispatch`: boxing it would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SessionMsg {
     /// A message to store and (for auto-reply agents) answer.
@@ -29,8 +33,8 @@ pub enum SessionMsg {
         caller: String,
         /// Start a run even if the agent does not reply automatically (`agent.queue`).
         force_run: bool,
-        /// The answer.
-        reply: oneshot::Sender<Result<DispatchResult, ErrorObject>>,
+        /// Where the answer goes.
+        reply: DispatchReply,
     },
     /// A run ended.
     RunFinished(String),
@@ -38,6 +42,34 @@ pub enum SessionMsg {
     Cancel(String, oneshot::Sender<Result<(), ErrorObject>>),
     /// Time to check for idleness.
     IdleCheck,
+}
+
+/// Where a dispatch's answer goes: back to a waiting task, or straight to the client.
+#[derive(Debug)]
+pub enum DispatchReply {
+    /// A task waits for it.
+    Task(oneshot::Sender<Result<DispatchResult, ErrorObject>>),
+    /// Answer the client's `message.dispatch` directly.
+    Dispatch(Responder),
+    /// Answer the client's `agent.queue` directly.
+    Queue(Responder),
+}
+
+impl DispatchReply {
+    fn send(self, outcome: Result<DispatchResult, ErrorObject>) {
+        match self {
+            DispatchReply::Task(tx) => {
+                let _ = tx.send(outcome);
+            }
+            DispatchReply::Dispatch(r) => r.reply(outcome.map(|d| to_value(&d))),
+            DispatchReply::Queue(r) => r.reply(outcome.and_then(|d| {
+                let run_id = d.run_id.ok_or_else(|| {
+                    ErrorObject::new(ErrorCode::InternalError, "no run was queued")
+                })?;
+                Ok(to_value(&AgentQueueResult { run_id, queued: d.queued }))
+            })),
+        }
+    }
 }
 
 /// Arguments of a session actor.
@@ -129,7 +161,7 @@ impl Actor for SessionActor {
         match msg {
             SessionMsg::Dispatch { content, metadata, caller, force_run, reply } => {
                 let outcome = dispatch(state, content, metadata, &caller, force_run).await;
-                let _ = reply.send(outcome);
+                reply.send(outcome);
                 start_next(state, &myself).await;
             }
             SessionMsg::RunFinished(run_id) => {
