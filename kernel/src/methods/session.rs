@@ -303,7 +303,7 @@ pub fn caller_channel(kernel: &Kernel, caller: &str) -> Option<String> {
 }
 
 /// Hands a message to its session's actor (spawning it if needed) and waits for the
-/// durable acknowledgement. A session actor that stops in between (evicted) is replaced.
+/// durable acknowledgement.
 async fn to_session(
     kernel: &Arc<Kernel>,
     caller: &str,
@@ -312,28 +312,11 @@ async fn to_session(
     metadata: Option<Map>,
     force_run: bool,
 ) -> Result<DispatchResult, ErrorObject> {
-    for _ in 0..3 {
-        let actor = kernel.sessions.actor(kernel, &key).ok_or_else(|| {
-            ErrorObject::new(ErrorCode::InternalError, "the session runtime is not running")
-        })?;
-        let (tx, rx) = oneshot::channel();
-        let msg = SessionMsg::Dispatch {
-            content: content.clone(),
-            metadata: metadata.clone(),
-            caller: caller.to_owned(),
-            force_run,
-            reply: DispatchReply::Task(tx),
-        };
-        if actor.cast(msg).is_err() {
-            kernel.sessions.release(&key, &actor.get_cell());
-            continue;
-        }
-        match rx.await {
-            Ok(outcome) => return outcome,
-            Err(_) => kernel.sessions.release(&key, &actor.get_cell()),
-        }
-    }
-    Err(ErrorObject::new(ErrorCode::InternalError, "the session could not take the message"))
+    let (tx, rx) = oneshot::channel();
+    direct(kernel, caller, key, content, metadata, force_run, DispatchReply::Task(tx));
+    rx.await.unwrap_or_else(|_| {
+        Err(ErrorObject::new(ErrorCode::InternalError, "the session could not take the message"))
+    })
 }
 
 async fn wait(kernel: &Kernel, p: AgentWaitParams) -> Result<AgentWaitResult, ErrorObject> {
