@@ -169,7 +169,7 @@ impl Actor for SessionsActor {
     ) -> Result<Arc<Kernel>, ActorProcessingErr> {
         let _ = kernel.sessions.supervisor.set(myself.get_cell());
         // Resume the work acknowledged before the last stop or crash.
-        match kernel.store().unfinished_runs().await {
+        match kernel.store().unfinished_runs(None).await {
             Ok(runs) => {
                 let mut keys: Vec<String> = runs.into_iter().map(|r| r.session_key).collect();
                 keys.dedup();

@@ -135,6 +135,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> StoreFuture<'_, Vec<TranscriptMessage>>;
     /// One run.
     fn run(&self, id: &str) -> StoreFuture<'_, Option<RunRow>>;
-    /// Runs not finished (queued or running), oldest first: work to resume after a restart.
-    fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRow>>;
+    /// Runs not finished (queued or running), oldest first, of one session or of all:
+    /// work to resume after a restart.
+    fn unfinished_runs(&self, session_key: Option<&str>) -> StoreFuture<'_, Vec<RunRow>>;
 }

@@ -417,3 +417,26 @@ async fn interceptors_modify_and_block_at_each_hook_point() {
     assert_eq!(w["result"]["status"], "failed");
     assert!(w["result"]["error"].as_str().unwrap().contains("quiet hours"));
 }
+
+#[tokio::test]
+async fn the_bundled_apps_give_an_agent_with_tools() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("notes.txt"), "hello file").unwrap();
+    let config = format!(
+        "{CONFIG}[apps.echo-provider.run]\ncommand = \"echo-provider\"\n\
+         [apps.files.run]\ncommand = \"burrow-files\"\nargs = [\"--root\", {:?}]\n",
+        root.path().display().to_string()
+    );
+    let kernel = Kernel::start_with_config(&config).await;
+    let ready = burrow_tests::poll_until(DEADLINE, || async {
+        let apps = kernel.app_ids().await;
+        apps.contains(&"echo-provider".to_owned()) && apps.contains(&"files".to_owned())
+    })
+    .await;
+    assert!(ready, "bundled apps did not come up; log:\n{}", kernel.log());
+    let out =
+        kernel.cli(&["send", "demo", r#"/tool read_file {"path": "notes.txt"}"#, "--wait"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("tool read_file returned: hello file"), "{text}");
+}

@@ -52,6 +52,15 @@ fn check_key(key: &str, field: &str) -> Result<(), ErrorObject> {
     Ok(())
 }
 
+/// A `limit` param: `default` when absent, else 1 to `max`.
+fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, ErrorObject> {
+    match given.unwrap_or(default) {
+        0 => Err(ErrorObject::invalid_params("limit", format!("limit is 1 to {max}"))),
+        n if n > max => Err(ErrorObject::invalid_params("limit", format!("limit is 1 to {max}"))),
+        n => Ok(n),
+    }
+}
+
 /// Runs `f` in a task and answers with its outcome.
 fn answer<F>(responder: Responder, f: F)
 where
@@ -79,13 +88,7 @@ pub fn dispatch(
         }),
         "session.list" => answer(responder, async move {
             let p: SessionListParams = parse_params(params)?;
-            let limit = p.limit.unwrap_or(50);
-            if limit == 0 || limit > MAX_LIST_LIMIT {
-                return Err(ErrorObject::invalid_params(
-                    "limit",
-                    format!("limit is 1 to {MAX_LIST_LIMIT}"),
-                ));
-            }
+            let limit = limit(p.limit, 50, MAX_LIST_LIMIT)?;
             let filter = p.filter.unwrap_or_default();
             let active = filter.active;
             let (rows, total) = if active.is_some() {
@@ -116,13 +119,7 @@ pub fn dispatch(
         }),
         "session.history" => answer(responder, async move {
             let p: SessionHistoryParams = parse_params(params)?;
-            let limit = p.limit.unwrap_or(100);
-            if limit == 0 || limit > MAX_HISTORY_LIMIT {
-                return Err(ErrorObject::invalid_params(
-                    "limit",
-                    format!("limit is 1 to {MAX_HISTORY_LIMIT}"),
-                ));
-            }
+            let limit = limit(p.limit, 100, MAX_HISTORY_LIMIT)?;
             let messages =
                 kernel.store().history(&p.key, limit, p.before).await.map_err(store_err)?;
             Ok(to_value(&SessionHistoryResult { messages }))

@@ -111,13 +111,8 @@ impl Actor for SessionActor {
         let store = args.kernel.store();
         let session = store.session(&args.key).await?;
         // Acknowledged work survives evictions, failures and restarts.
-        let queue: VecDeque<String> = store
-            .unfinished_runs()
-            .await?
-            .into_iter()
-            .filter(|r| r.session_key == args.key)
-            .map(|r| r.id)
-            .collect();
+        let queue: VecDeque<String> =
+            store.unfinished_runs(Some(&args.key)).await?.into_iter().map(|r| r.id).collect();
         if !queue.is_empty() {
             tracing::info!(session = %args.key, runs = queue.len(), "resuming unfinished runs");
         }

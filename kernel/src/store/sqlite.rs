@@ -358,12 +358,14 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn unfinished_runs(&self) -> StoreFuture<'_, Vec<RunRow>> {
-        Box::pin(self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, session_key, status, output, error FROM runs WHERE status IN ('queued', 'running') ORDER BY created_seq",
+    fn unfinished_runs(&self, session_key: Option<&str>) -> StoreFuture<'_, Vec<RunRow>> {
+        let key = session_key.map(str::to_owned);
+        Box::pin(self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, session_key, status, output, error FROM runs
+                 WHERE status IN ('queued', 'running') AND (?1 IS NULL OR session_key = ?1) ORDER BY created_seq",
             )?;
-            let rows = stmt.query_map([], run_row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = stmt.query_map([key], run_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         }))
     }
@@ -446,7 +448,7 @@ mod tests {
         let back = store.history("a", 100, Some("m2".into())).await.unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(store.history("a", 1, None).await.unwrap()[0].id, "m2");
-        assert_eq!(store.unfinished_runs().await.unwrap().len(), 1);
+        assert_eq!(store.unfinished_runs(None).await.unwrap().len(), 1);
         store
             .write(vec![Write::Run(RunRow {
                 id: "r1".into(),
@@ -457,7 +459,7 @@ mod tests {
             })])
             .await
             .unwrap();
-        assert!(store.unfinished_runs().await.unwrap().is_empty());
+        assert!(store.unfinished_runs(None).await.unwrap().is_empty());
         assert_eq!(store.run("r1").await.unwrap().unwrap().output.as_deref(), Some("ok"));
     }
 
