@@ -22,7 +22,10 @@
 //! | [`server`] | state dir, config, key, socket binding (stale reclaimed, live never stolen), graceful stop |
 //! | [`supervisor`] | managed app processes: start, restart with backoff, stop, logs, strays |
 //! | [`sessions`] | session actors, their queues, the agent loop |
-//! | [`store`] | durable sessions, transcripts, runs (SQLite, group commit) |
+//! | [`store`] | durable sessions, transcripts, runs, peer requests (SQLite, group commit) |
+//! | [`host`] | the host methods (`session/create`, `comms/send`, ...) behind every surface |
+//! | [`comms`] | comms between peers: local delivery, request/response correlation, remote kernels |
+//! | [`surface`] | JSON-RPC (TCP, stdio) and REST host surfaces over a [`surface::Host`] |
 //! | [`kernel`] | the root [`kernel::KernelActor`]: accept loop, supervision of app actors, shutdown; the shared [`kernel::Kernel`] context |
 //! | [`app_actor`] | one [`app_actor::AppActor`] per connection: lifecycle, heartbeat deadline, cleanup |
 //! | [`connection`] | framing, reader/writer tasks, bounded writer queue, in-flight bound, kernel → app requests awaiting answers |
@@ -47,10 +50,12 @@ pub mod app_actor;
 pub mod capabilities;
 pub mod cli;
 pub mod clock;
+pub mod comms;
 pub mod config;
 pub mod connection;
 pub mod fsutil;
 pub mod hooks;
+pub mod host;
 pub mod kernel;
 pub mod methods;
 pub mod registry;
@@ -58,6 +63,7 @@ pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod supervisor;
+pub mod surface;
 pub mod token;
 
 /// The kernel's version.

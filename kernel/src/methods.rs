@@ -21,6 +21,7 @@ use crate::supervisor::Control;
 
 mod app;
 pub mod capability;
+mod comms;
 mod config;
 mod hook;
 mod kernel;
@@ -110,6 +111,7 @@ pub fn dispatch(
             }
             Err(e) => Err(e),
         },
+        _ if comms::handles(&method) => return comms::dispatch(state, &method, params, responder),
         _ if session::handles(&method) => {
             let caller = state.name().to_owned();
             return session::dispatch(&state.kernel, &caller, &method, params, responder);
@@ -141,6 +143,7 @@ fn is_long_running(state: &AppActorState, method: &str) -> bool {
             | supervisor::RESTART
             | supervisor::LOGS
     ) || session::handles(method)
+        || comms::handles(method)
         || state.kernel.caps.by_name(CapabilityType::GatewayMethod, method).is_some()
 }
 

@@ -1,24 +1,28 @@
 //! The session runtime (PROTOCOL.md §8): one [`actor::SessionActor`] per active session,
 //! created on first use, evicted when idle and brought back from the store on demand,
 //! supervised by [`SessionsActor`] so a failed session restarts from the store with its
-//! acknowledged work. Agent definitions come from `[agents.<id>]`.
+//! acknowledged work. Keep-alive sessions are never evicted and are made resident when
+//! the kernel starts. Agent definitions come from `[agents.<id>]`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use burrow_protocol::Value;
 use burrow_protocol::methods::session::RunStatus;
 use dashmap::DashMap;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorRuntime, SupervisionEvent};
 use serde::Deserialize;
-use tokio::sync::watch;
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
 
 use crate::kernel::Kernel;
-use crate::store::RunRow;
+use crate::store::{NewMessage, RunRow};
 
 pub mod actor;
 pub mod agent;
+pub mod context;
 
-pub use actor::{DispatchReply, SessionActor, SessionMsg};
+pub use actor::{DispatchReply, Inbound, SessionActor, SessionMsg, Wake};
 
 /// `[agents.<id>]`: one agent.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -92,14 +96,64 @@ pub fn agents(document: &toml::Table) -> Result<BTreeMap<String, AgentSpec>, Str
 }
 
 /// Live sessions and runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     actors: DashMap<String, ActorRef<SessionMsg>>,
     runs: DashMap<String, watch::Sender<RunRow>>,
     supervisor: std::sync::OnceLock<ActorCell>,
+    events: broadcast::Sender<SessionEvent>,
+}
+
+/// Something that happened in a session, for followers (`GET /sessions/{id}/events`,
+/// `session.events`): `{type: "message" | "run", ...}`.
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    /// The session.
+    pub session_key: Arc<str>,
+    /// The event.
+    pub event: Arc<Value>,
+}
+
+/// Events buffered for followers; a follower that falls further behind is told it lagged.
+const EVENT_BUFFER: usize = 4096;
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            actors: DashMap::new(),
+            runs: DashMap::new(),
+            supervisor: std::sync::OnceLock::new(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+        }
+    }
 }
 
 impl Sessions {
+    /// Follows every session's events from now on.
+    pub fn follow(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    fn publish(&self, key: &str, event: impl FnOnce() -> Value) {
+        // Building the event costs: only when someone follows.
+        if self.events.receiver_count() > 0 {
+            let _ = self
+                .events
+                .send(SessionEvent { session_key: key.into(), event: Arc::new(event()) });
+        }
+    }
+
+    /// Publishes a stored message to followers.
+    pub fn publish_message(&self, key: &str, m: &NewMessage) {
+        self.publish(key, || {
+            json!({
+                "type": "message", "session_id": key, "id": m.id, "role": m.role,
+                "content": m.content, "created_at": m.created_at, "metadata": m.metadata,
+                "tool_calls": m.tool_calls, "tool_call_id": m.tool_call_id, "run_id": m.run_id,
+            })
+        });
+    }
+
     /// The actor of `key`, spawned (loading from the store) if there is none.
     pub fn actor(&self, kernel: &Arc<Kernel>, key: &str) -> Option<ActorRef<SessionMsg>> {
         if let Some(a) = self.actors.get(key) {
@@ -139,6 +193,9 @@ impl Sessions {
             .entry(run.id.clone())
             .or_insert_with(|| watch::channel(run.clone()).0)
             .clone();
+        self.publish(&run.session_key, || {
+            json!({ "type": "run", "session_id": run.session_key, "run_id": run.id, "status": run.status, "output": run.output, "error": run.error })
+        });
         let _ = tx.send(run.clone());
         if terminal {
             // Waiters already subscribed keep their receiver; new ones read the store.
@@ -178,6 +235,15 @@ impl Actor for SessionsActor {
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot read unfinished runs"),
+        }
+        // Keep-alive sessions are resident for as long as the kernel runs.
+        match kernel.store().resident_sessions().await {
+            Ok(rows) => {
+                for row in rows {
+                    kernel.sessions.actor(&kernel, &row.key);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read keep-alive sessions"),
         }
         Ok(kernel)
     }

@@ -1,4 +1,4 @@
-//! Durable sessions, transcripts and runs (PROTOCOL.md §8), behind the [`Storage`] trait;
+//! Durable sessions, transcripts, runs and peer requests (PROTOCOL.md §8), behind the [`Storage`] trait;
 //! [`sqlite::SqliteStore`] is the embedded default.
 //!
 //! Writes are acknowledged only once on disk. They go to one writer thread that takes
@@ -45,6 +45,10 @@ pub struct SessionRow {
     pub last_active_at: u64,
     /// Messages stored.
     pub message_count: u64,
+    /// Stays resident: never evicted when idle, loaded when the kernel starts.
+    pub keep_alive: bool,
+    /// Its display name as a comms peer; `None` when it is not a peer.
+    pub comms_name: Option<String>,
 }
 
 impl SessionRow {
@@ -59,6 +63,8 @@ impl SessionRow {
             last_active_at: self.last_active_at,
             message_count: self.message_count,
             active,
+            keep_alive: self.keep_alive,
+            comms_name: self.comms_name.clone(),
         }
     }
 }
@@ -80,6 +86,23 @@ pub struct NewMessage {
     pub tool_call_id: Option<String>,
     /// When, ms.
     pub created_at: u64,
+    /// For an input: the run that answers it.
+    pub run_id: Option<String>,
+}
+
+/// An open or answered `peer_request`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRequestRow {
+    /// The request id.
+    pub id: String,
+    /// The session that asked.
+    pub requester: String,
+    /// The peer asked (a session id, local or remote).
+    pub responder: String,
+    /// When, ms.
+    pub created_at: u64,
+    /// When its `peer_response` came.
+    pub answered_at: Option<u64>,
 }
 
 /// An agent run.
@@ -111,6 +134,15 @@ pub enum Write {
     },
     /// Creates or updates a run.
     Run(RunRow),
+    /// Makes a stored message the input of a run.
+    AssignRun {
+        /// The message.
+        message_id: String,
+        /// The run.
+        run_id: String,
+    },
+    /// Records a peer request, or its answer.
+    PeerRequest(PeerRequestRow),
 }
 
 /// The storage engine's interface.
@@ -138,4 +170,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Runs not finished (queued or running), oldest first, of one session or of all:
     /// work to resume after a restart.
     fn unfinished_runs(&self, session_key: Option<&str>) -> StoreFuture<'_, Vec<RunRow>>;
+    /// Keep-alive sessions, to make resident at start.
+    fn resident_sessions(&self) -> StoreFuture<'_, Vec<SessionRow>>;
+    /// Sessions with a comms name, by name.
+    fn peers(&self) -> StoreFuture<'_, Vec<SessionRow>>;
+    /// One peer request.
+    fn peer_request(&self, id: &str) -> StoreFuture<'_, Option<PeerRequestRow>>;
 }

@@ -10,6 +10,7 @@ use crate::{ErrorObject, Value};
 
 pub mod app;
 pub mod capability;
+pub mod comms;
 pub mod config;
 pub mod hook;
 pub mod invoke;

@@ -288,6 +288,8 @@ fn session_methods() {
         last_active_at: 2,
         message_count: 3,
         active: true,
+        keep_alive: true,
+        comms_name: Some("agent-a".into()),
     };
     round_trip::<SessionGet>(
         SessionGetParams { key: "k".into() },
@@ -320,6 +322,7 @@ fn session_methods() {
                 metadata: None,
                 tool_calls: None,
                 tool_call_id: None,
+                run_id: Some("r1".into()),
             }],
         },
     );

@@ -275,6 +275,8 @@ mod tests {
             last_active_at: 1_000_000 - ago_s * 1000,
             message_count: 12,
             active,
+            keep_alive: false,
+            comms_name: None,
         }
     }
 
@@ -287,6 +289,7 @@ mod tests {
             metadata: None,
             tool_calls: None,
             tool_call_id: None,
+            run_id: None,
         }
     }
 

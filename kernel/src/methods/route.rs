@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType};
 use burrow_protocol::methods::invoke::{
-    GatewayInvoke, GatewayInvokeParams, ToolCallParams, ToolInvoke, ToolInvokeParams, ToolResult,
+    GatewayInvoke, GatewayInvokeParams, HttpRequest, HttpRequestParams, HttpResponse,
+    ToolCallParams, ToolInvoke, ToolInvokeParams, ToolResult,
 };
 use burrow_protocol::methods::{Method, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
@@ -32,16 +33,62 @@ pub fn gateway_call(
     responder: Responder,
 ) {
     tokio::spawn(async move {
-        let outcome = if !kernel.apps.is_ready(&cap.app_id) {
-            Err(unavailable("gateway method", &cap))
-        } else {
-            let method = cap.name().unwrap_or_default();
-            let params = GatewayInvokeParams { method, params, caller };
-            let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
-            cap.conn.request(GatewayInvoke::NAME, to_value(&params), timeout).await
-        };
-        responder.reply(outcome);
+        responder.reply(gateway_request(&kernel, &cap, caller, params).await);
     });
+}
+
+/// Asks the app holding a gateway method to answer a call from `caller`.
+pub async fn gateway_request(
+    kernel: &Kernel,
+    cap: &Capability,
+    caller: String,
+    params: Value,
+) -> Result<Value, ErrorObject> {
+    if !kernel.apps.is_ready(&cap.app_id) {
+        return Err(unavailable("gateway method", cap));
+    }
+    let method = cap.name().unwrap_or_default();
+    let params = GatewayInvokeParams { method, params, caller };
+    let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
+    cap.conn.request(GatewayInvoke::NAME, to_value(&params), timeout).await
+}
+
+/// Asks the app holding the `http_route` that matches `request` (exactly, or a route
+/// ending in `/*` as a prefix) to answer it with `http.request`.
+pub async fn http_request(
+    kernel: &Kernel,
+    request: HttpRequestParams,
+) -> Result<HttpResponse, ErrorObject> {
+    let method = request.method.to_ascii_uppercase();
+    let cap = kernel
+        .caps
+        .by_name(CapabilityType::HttpRoute, &format!("{method} {}", request.path))
+        .or_else(|| {
+            kernel.caps.list(Some(CapabilityType::HttpRoute)).into_iter().find(|c| {
+                match &c.config {
+                    CapabilityConfig::HttpRoute(r) => {
+                        r.method.eq_ignore_ascii_case(&method)
+                            && r.path.strip_suffix('*').is_some_and(|p| request.path.starts_with(p))
+                    }
+                    _ => false,
+                }
+            })
+        })
+        .ok_or_else(|| {
+            ErrorObject::new(ErrorCode::NotFound, format!("no route {method} {}", request.path))
+                .with_data(json!({ "reason": "no_route" }))
+        })?;
+    if !kernel.apps.is_ready(&cap.app_id) {
+        return Err(unavailable("http route", &cap));
+    }
+    let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
+    let answer = cap.conn.request(HttpRequest::NAME, to_value(&request), timeout).await?;
+    serde_json::from_value(answer).map_err(|e| {
+        ErrorObject::new(
+            ErrorCode::InternalError,
+            format!("app {:?} answered a malformed http.request result: {e}", cap.app_id),
+        )
+    })
 }
 
 fn unavailable(what: &str, cap: &Capability) -> ErrorObject {

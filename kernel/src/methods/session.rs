@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::connection::Responder;
 use crate::hooks;
 use crate::kernel::Kernel;
-use crate::sessions::{DispatchReply, SessionMsg};
+use crate::sessions::{DispatchReply, Inbound, SessionMsg, Wake};
 
 /// `agent.cancel {runId}` → `{ok}`.
 pub const AGENT_CANCEL: &str = "agent.cancel";
@@ -41,7 +41,7 @@ pub fn handles(method: &str) -> bool {
 /// Longest `agent.wait`.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
-fn store_err(e: crate::store::StoreError) -> ErrorObject {
+pub(crate) fn store_err(e: crate::store::StoreError) -> ErrorObject {
     ErrorObject::new(ErrorCode::InternalError, e.to_string())
 }
 
@@ -53,7 +53,7 @@ fn check_key(key: &str, field: &str) -> Result<(), ErrorObject> {
 }
 
 /// A `limit` param: `default` when absent, else 1 to `max`.
-fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, ErrorObject> {
+pub(crate) fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, ErrorObject> {
     match given.unwrap_or(default) {
         0 => Err(ErrorObject::invalid_params("limit", format!("limit is 1 to {max}"))),
         n if n > max => Err(ErrorObject::invalid_params("limit", format!("limit is 1 to {max}"))),
@@ -135,16 +135,8 @@ pub fn dispatch(
             // take the message and answer the client itself.
             if kernel.caps.interceptors("message_received").is_empty() {
                 emit_received(&kernel, &caller, &p.session_key, &p.content, p.metadata.as_ref());
-                let reply = DispatchReply::Dispatch(responder);
-                return direct(
-                    &kernel,
-                    &caller,
-                    p.session_key,
-                    p.content,
-                    p.metadata,
-                    false,
-                    reply,
-                );
+                let item = Inbound::new(p.content, p.metadata, caller, Wake::Auto);
+                return direct(&kernel, &p.session_key, item, DispatchReply::Dispatch(responder));
             }
             answer(responder, async move {
                 message_dispatch(&kernel, &caller, p).await.map(|r| to_value(&r))
@@ -157,15 +149,8 @@ pub fn dispatch(
                 Ok(p) => p,
                 Err(e) => return responder.reply(Err(e)),
             };
-            direct(
-                &kernel,
-                &caller,
-                p.session_key,
-                p.text,
-                p.metadata,
-                true,
-                DispatchReply::Queue(responder),
-            );
+            let item = Inbound::new(p.text, p.metadata, caller, Wake::Always);
+            direct(&kernel, &p.session_key, item, DispatchReply::Queue(responder));
         }
         "agent.wait" => answer(responder, async move {
             let p: AgentWaitParams = parse_params(params)?;
@@ -197,40 +182,28 @@ fn emit_received(kernel: &Kernel, caller: &str, key: &str, content: &str, metada
 }
 
 /// Hands a message to its session's actor, which answers through `reply`.
-fn direct(
-    kernel: &Arc<Kernel>,
-    caller: &str,
-    key: String,
-    content: String,
-    metadata: Option<Map>,
-    force_run: bool,
-    reply: DispatchReply,
-) {
-    let msg =
-        SessionMsg::Dispatch { content, metadata, caller: caller.to_owned(), force_run, reply };
-    let Some(actor) = kernel.sessions.actor(kernel, &key) else {
-        if let SessionMsg::Dispatch { reply, .. } = msg {
+pub(crate) fn direct(kernel: &Arc<Kernel>, key: &str, item: Inbound, reply: DispatchReply) {
+    let msg = SessionMsg::Inbound(item, reply);
+    let Some(actor) = kernel.sessions.actor(kernel, key) else {
+        if let SessionMsg::Inbound(_, reply) = msg {
             reply_error(reply, "the session runtime is not running");
         }
         return;
     };
     if let Err(e) = actor.cast(msg) {
         // The actor stopped (evicted) just now: forget it and try a fresh one once.
-        kernel.sessions.release(&key, &actor.get_cell());
-        let msg = match e {
-            ractor::MessagingErr::SendErr(msg) => msg,
-            _ => return,
-        };
-        match kernel.sessions.actor(kernel, &key) {
+        kernel.sessions.release(key, &actor.get_cell());
+        let ractor::MessagingErr::SendErr(msg) = e else { return };
+        match kernel.sessions.actor(kernel, key) {
             Some(fresh) => {
-                if let Err(ractor::MessagingErr::SendErr(SessionMsg::Dispatch { reply, .. })) =
+                if let Err(ractor::MessagingErr::SendErr(SessionMsg::Inbound(_, reply))) =
                     fresh.cast(msg)
                 {
                     reply_error(reply, "the session could not take the message");
                 }
             }
             None => {
-                if let SessionMsg::Dispatch { reply, .. } = msg {
+                if let SessionMsg::Inbound(_, reply) = msg {
                     reply_error(reply, "the session runtime is not running");
                 }
             }
@@ -281,7 +254,8 @@ async fn message_dispatch(
     let content = payload["content"].as_str().unwrap_or_default().to_owned();
     let metadata = payload["metadata"].as_object().cloned().filter(|m| !m.is_empty());
     emit_received(kernel, caller, &p.session_key, &content, metadata.as_ref());
-    to_session(kernel, caller, p.session_key, content, metadata, false).await
+    let item = Inbound::new(content, metadata, caller.to_owned(), Wake::Auto);
+    to_session(kernel, &p.session_key, item).await
 }
 
 /// The caller's channel, when it holds exactly one.
@@ -301,22 +275,22 @@ pub fn caller_channel(kernel: &Kernel, caller: &str) -> Option<String> {
 
 /// Hands a message to its session's actor (spawning it if needed) and waits for the
 /// durable acknowledgement.
-async fn to_session(
+pub(crate) async fn to_session(
     kernel: &Arc<Kernel>,
-    caller: &str,
-    key: String,
-    content: String,
-    metadata: Option<Map>,
-    force_run: bool,
+    key: &str,
+    item: Inbound,
 ) -> Result<DispatchResult, ErrorObject> {
     let (tx, rx) = oneshot::channel();
-    direct(kernel, caller, key, content, metadata, force_run, DispatchReply::Task(tx));
+    direct(kernel, key, item, DispatchReply::Task(tx));
     rx.await.unwrap_or_else(|_| {
         Err(ErrorObject::new(ErrorCode::InternalError, "the session could not take the message"))
     })
 }
 
-async fn wait(kernel: &Kernel, p: AgentWaitParams) -> Result<AgentWaitResult, ErrorObject> {
+pub(crate) async fn wait(
+    kernel: &Kernel,
+    p: AgentWaitParams,
+) -> Result<AgentWaitResult, ErrorObject> {
     let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(30_000)).min(MAX_WAIT);
     let result = |r: &crate::store::RunRow| AgentWaitResult {
         run_id: r.id.clone(),

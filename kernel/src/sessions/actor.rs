@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use burrow_protocol::methods::comms::HandlingMode;
 use burrow_protocol::methods::invoke::Role;
 use burrow_protocol::methods::session::{AgentQueueResult, DispatchResult, RunStatus};
 use burrow_protocol::methods::to_value;
 use burrow_protocol::{ErrorCode, ErrorObject, Map, now_ms};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::Responder;
@@ -19,29 +20,63 @@ use crate::kernel::Kernel;
 use crate::store::{NewMessage, RunRow, SessionRow, Write};
 
 /// Messages of a session actor.
-// Nearly every message is `Dispatch`: boxing it would add an allocation per message.
+// Nearly every message is `Inbound`: boxing it would add an allocation per message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SessionMsg {
-    /// A message to store and (for auto-reply agents) answer.
-    Dispatch {
-        /// The text.
-        content: String,
-        /// Its metadata (`agentId`, `channelId`, `accountId`, ...).
-        metadata: Option<Map>,
-        /// The calling app: a new session's channel is its channel when it holds one.
-        caller: String,
-        /// Start a run even if the agent does not reply automatically (`agent.queue`).
-        force_run: bool,
-        /// Where the answer goes.
-        reply: DispatchReply,
-    },
-    /// A run ended.
-    RunFinished(String),
+    /// A message to store and (depending on [`Wake`]) answer, and where the answer goes.
+    Inbound(Inbound, DispatchReply),
+    /// A run ended, leaving these steered messages untaken.
+    RunFinished(String, Vec<String>),
     /// Cancel a queued or running run.
     Cancel(String, oneshot::Sender<Result<(), ErrorObject>>),
     /// Time to check for idleness.
     IdleCheck,
+}
+
+/// Whether an inbound message starts (or joins) a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// When the session's agent replies automatically (`message.dispatch`).
+    Auto,
+    /// Always (`agent.queue`, comms, external events, `session/create`).
+    Always,
+    /// Never (peer lifecycle notices): it is only recorded.
+    Never,
+}
+
+/// A message for the session.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The text.
+    pub content: String,
+    /// Its metadata (`agentId`, `channelId`, `accountId`, `comms`, `external_event`...).
+    pub metadata: Option<Map>,
+    /// The calling app: a new session's channel is its channel when it holds one.
+    pub caller: String,
+    /// Whether it starts a run.
+    pub wake: Wake,
+    /// `steer` injects it into the running turn at its next boundary.
+    pub mode: HandlingMode,
+    /// For a session that must be new (`session/create`): its row.
+    pub create: Option<Box<SessionRow>>,
+    /// For a session that must exist already (comms, external events).
+    pub must_exist: bool,
+}
+
+impl Inbound {
+    /// A plain inbound message: queued, for a session created on first use.
+    pub fn new(content: String, metadata: Option<Map>, caller: String, wake: Wake) -> Self {
+        Self {
+            content,
+            metadata,
+            caller,
+            wake,
+            mode: HandlingMode::Queue,
+            create: None,
+            must_exist: false,
+        }
+    }
 }
 
 /// Where a dispatch's answer goes: back to a waiting task, or straight to the client.
@@ -85,6 +120,15 @@ pub struct SessionArgs {
 #[derive(Debug)]
 pub struct SessionActor;
 
+/// The run in progress.
+#[derive(Debug)]
+struct Running {
+    id: String,
+    cancel: CancellationToken,
+    /// Steered messages for its next turn boundary.
+    steer: mpsc::Sender<super::agent::Steered>,
+}
+
 /// Its state.
 #[derive(Debug)]
 pub struct SessionState {
@@ -94,7 +138,7 @@ pub struct SessionState {
     queue: VecDeque<String>,
     /// The queued run new messages join (the last one, not started yet).
     joinable: Option<String>,
-    running: Option<(String, CancellationToken)>,
+    running: Option<Running>,
     last_activity: Instant,
 }
 
@@ -154,14 +198,19 @@ impl Actor for SessionActor {
             state.last_activity = Instant::now();
         }
         match msg {
-            SessionMsg::Dispatch { content, metadata, caller, force_run, reply } => {
-                let outcome = dispatch(state, content, metadata, &caller, force_run).await;
+            SessionMsg::Inbound(inbound, reply) => {
+                let outcome = dispatch(state, inbound).await;
                 reply.send(outcome);
                 start_next(state, &myself).await;
             }
-            SessionMsg::RunFinished(run_id) => {
-                if state.running.as_ref().is_some_and(|(id, _)| *id == run_id) {
+            SessionMsg::RunFinished(run_id, leftover) => {
+                if state.running.as_ref().is_some_and(|r| r.id == run_id) {
                     state.running = None;
+                }
+                for message_id in leftover {
+                    if let Err(e) = requeue(state, &message_id).await {
+                        tracing::error!(session = %state.key, error = %e, "cannot queue a steered message");
+                    }
                 }
                 start_next(state, &myself).await;
             }
@@ -172,6 +221,7 @@ impl Actor for SessionActor {
                 let idle = Duration::from_millis(state.kernel.config().sessions.idle_timeout_ms);
                 if state.running.is_none()
                     && state.queue.is_empty()
+                    && !state.session.as_ref().is_some_and(|s| s.keep_alive)
                     && state.last_activity.elapsed() >= idle
                 {
                     tracing::debug!(session = %state.key, "idle: leaving memory");
@@ -191,8 +241,8 @@ impl Actor for SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         state.kernel.sessions.release(&state.key, &myself.get_cell());
-        if let Some((_, cancel)) = state.running.take() {
-            cancel.cancel();
+        if let Some(running) = state.running.take() {
+            running.cancel.cancel();
         }
         Ok(())
     }
@@ -209,31 +259,48 @@ fn meta_str(metadata: &Option<Map>, key: &str) -> Option<String> {
     metadata.as_ref()?.get(key)?.as_str().map(str::to_owned)
 }
 
-async fn dispatch(
-    state: &mut SessionState,
-    content: String,
-    metadata: Option<Map>,
-    caller: &str,
-    force_run: bool,
-) -> Result<DispatchResult, ErrorObject> {
+async fn dispatch(state: &mut SessionState, item: Inbound) -> Result<DispatchResult, ErrorObject> {
+    let Inbound { content, metadata, caller, wake, mode, create, must_exist } = item;
     let now = now_ms();
     let mut writes = Vec::new();
+    match (&state.session, &create) {
+        (Some(_), Some(_)) => {
+            return Err(ErrorObject::new(ErrorCode::Conflict, "the session exists already"));
+        }
+        (None, None) if must_exist => {
+            return Err(ErrorObject::new(
+                ErrorCode::NotFound,
+                format!("no session {:?}", state.key),
+            )
+            .with_data(serde_json::json!({ "reason": "unknown_session" })));
+        }
+        _ => {}
+    }
     let created = state.session.is_none();
-    let session = state.session.get_or_insert_with(|| SessionRow {
-        key: state.key.clone(),
-        agent_id: meta_str(&metadata, "agentId").unwrap_or_else(|| "main".into()),
-        channel_id: meta_str(&metadata, "channelId")
-            .or_else(|| crate::methods::session::caller_channel(&state.kernel, caller)),
-        account_id: meta_str(&metadata, "accountId"),
-        created_at: now,
-        last_active_at: now,
-        message_count: 0,
+    let session = state.session.get_or_insert_with(|| match create {
+        Some(row) => *row,
+        None => SessionRow {
+            key: state.key.clone(),
+            agent_id: meta_str(&metadata, "agentId").unwrap_or_else(|| "main".into()),
+            channel_id: meta_str(&metadata, "channelId")
+                .or_else(|| crate::methods::session::caller_channel(&state.kernel, &caller)),
+            account_id: meta_str(&metadata, "accountId"),
+            created_at: now,
+            last_active_at: now,
+            message_count: 0,
+            keep_alive: false,
+            comms_name: None,
+        },
     });
     if created {
         writes.push(Write::CreateSession(session.clone()));
     }
     let config = state.kernel.config();
-    let auto_reply = config.agents.get(&session.agent_id).is_none_or(|a| a.auto_reply);
+    let runs = match wake {
+        Wake::Auto => config.agents.get(&session.agent_id).is_none_or(|a| a.auto_reply),
+        Wake::Always => true,
+        Wake::Never => false,
+    };
     if state.queue.len() >= config.sessions.max_queue {
         return Err(ErrorObject::new(
             ErrorCode::UnknownError,
@@ -242,21 +309,16 @@ async fn dispatch(
         .with_data(serde_json::json!({ "reason": "session_queue_full" })));
     }
     let message_id = uuid::Uuid::now_v7().to_string();
-    writes.push(Write::Append {
-        session_key: state.key.clone(),
-        message: NewMessage {
-            id: message_id.clone(),
-            role: Role::User,
-            content,
-            metadata,
-            tool_calls: None,
-            tool_call_id: None,
-            created_at: now,
-        },
-    });
-    let waits = state.running.is_some() || !state.queue.is_empty();
+    // Steering goes into the running turn when it can still take it; otherwise the
+    // message queues like any other.
+    let steer = runs
+        && mode == HandlingMode::Steer
+        && state.running.as_ref().is_some_and(|r| r.steer.capacity() > 0 && !r.steer.is_closed());
+    let waits = !steer && (state.running.is_some() || !state.queue.is_empty());
     let mut new_run = None;
-    let run_id = if auto_reply || force_run {
+    let run_id = if steer {
+        state.running.as_ref().map(|r| r.id.clone())
+    } else if runs {
         match &state.joinable {
             Some(run) => Some(run.clone()),
             None => {
@@ -276,6 +338,19 @@ async fn dispatch(
     } else {
         None
     };
+    let message = NewMessage {
+        id: message_id.clone(),
+        role: Role::User,
+        content,
+        metadata,
+        tool_calls: None,
+        tool_call_id: None,
+        created_at: now,
+        // A steered message is answered live by the running turn, not read as a queued
+        // run's input.
+        run_id: if steer { None } else { run_id.clone() },
+    };
+    writes.push(Write::Append { session_key: state.key.clone(), message: message.clone() });
     if let Err(e) = state.kernel.store().write(writes).await {
         if created {
             state.session = None;
@@ -293,12 +368,57 @@ async fn dispatch(
         let payload = serde_json::json!({ "sessionKey": state.key, "agentId": state.session.as_ref().map(|s| s.agent_id.clone()) });
         state.kernel.emit("session_start", payload, context(&state.key));
     }
+    state.kernel.sessions.publish_message(&state.key, &message);
     if let Some(row) = new_run {
         state.queue.push_back(row.id.clone());
         state.joinable = Some(row.id.clone());
         state.kernel.sessions.publish_run(row);
     }
+    let mut run_id = run_id;
+    if steer && let Some(running) = &state.running {
+        let steered = super::agent::Steered {
+            message_id: message_id.clone(),
+            content: message.content,
+            metadata: message.metadata,
+        };
+        if running.steer.try_send(steered).is_err() {
+            // The turn ended between the check and now: answer it with the next run.
+            run_id = Some(requeue(state, &message_id).await?);
+        }
+    }
     Ok(DispatchResult { dispatch_id: message_id, queued: waits, run_id, reason: None })
+}
+
+/// Makes a stored message the input of the next run (joining the queued one or a new one).
+async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, ErrorObject> {
+    let mut writes = Vec::new();
+    let mut new_run = None;
+    let run_id = match &state.joinable {
+        Some(run) => run.clone(),
+        None => {
+            let row = RunRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                session_key: state.key.clone(),
+                status: RunStatus::Queued,
+                output: None,
+                error: None,
+            };
+            writes.push(Write::Run(row.clone()));
+            let id = row.id.clone();
+            new_run = Some(row);
+            id
+        }
+    };
+    writes.push(Write::AssignRun { message_id: message_id.to_owned(), run_id: run_id.clone() });
+    state.kernel.store().write(writes).await.map_err(|e| {
+        ErrorObject::new(ErrorCode::InternalError, format!("could not queue the message: {e}"))
+    })?;
+    if let Some(row) = new_run {
+        state.queue.push_back(row.id.clone());
+        state.joinable = Some(row.id.clone());
+        state.kernel.sessions.publish_run(row);
+    }
+    Ok(run_id)
 }
 
 /// Starts the next queued run when none is running.
@@ -315,20 +435,21 @@ async fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
         return;
     };
     let cancel = CancellationToken::new();
-    state.running = Some((run_id.clone(), cancel.clone()));
+    let (steer, steered) = mpsc::channel(state.kernel.config().sessions.max_queue.max(1));
+    state.running = Some(Running { id: run_id.clone(), cancel: cancel.clone(), steer });
     let kernel = state.kernel.clone();
     let me = myself.clone();
     tokio::spawn(async move {
-        super::agent::run(kernel, session, run_id.clone(), cancel).await;
-        let _ = me.cast(SessionMsg::RunFinished(run_id));
+        let leftover = super::agent::run(kernel, session, run_id.clone(), cancel, steered).await;
+        let _ = me.cast(SessionMsg::RunFinished(run_id, leftover));
     });
 }
 
 async fn cancel(state: &mut SessionState, run_id: &str) -> Result<(), ErrorObject> {
-    if let Some((id, token)) = &state.running
-        && id == run_id
+    if let Some(running) = &state.running
+        && running.id == run_id
     {
-        token.cancel();
+        running.cancel.cancel();
         return Ok(());
     }
     let Some(pos) = state.queue.iter().position(|r| r == run_id) else {

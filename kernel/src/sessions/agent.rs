@@ -17,6 +17,7 @@ use burrow_protocol::methods::session::RunStatus;
 use burrow_protocol::methods::{Method, to_value};
 use burrow_protocol::{Map, Value, now_ms};
 use serde_json::json;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::AgentSpec;
@@ -26,6 +27,17 @@ use crate::hooks;
 use crate::kernel::Kernel;
 use crate::store::{NewMessage, RunRow, SessionRow, Write};
 
+/// A message steered into a running turn, taken at its next turn boundary.
+#[derive(Debug)]
+pub struct Steered {
+    /// Its stored id.
+    pub message_id: String,
+    /// Its text.
+    pub content: String,
+    /// Its metadata.
+    pub metadata: Option<Map>,
+}
+
 /// How a run ended.
 enum End {
     Completed(String),
@@ -34,12 +46,15 @@ enum End {
 }
 
 /// Runs `run_id` for `session` to its end, storing every step and the final status.
+/// Returns the steered messages it did not take (a failed or cancelled run): they go to
+/// the next run.
 pub async fn run(
     kernel: Arc<Kernel>,
     session: SessionRow,
     run_id: String,
     cancel: CancellationToken,
-) {
+    mut steered: mpsc::Receiver<Steered>,
+) -> Vec<String> {
     let key = session.key.clone();
     let running = RunRow {
         id: run_id.clone(),
@@ -52,9 +67,14 @@ pub async fn run(
         kernel.sessions.publish_run(running);
     }
     let end = tokio::select! {
-        end = turns(&kernel, &session, &run_id) => end,
+        end = turns(&kernel, &session, &run_id, &mut steered) => end,
         _ = cancel.cancelled() => End::Cancelled,
     };
+    steered.close();
+    let mut leftover = Vec::new();
+    while let Ok(s) = steered.try_recv() {
+        leftover.push(s.message_id);
+    }
     let (status, output, error) = match &end {
         End::Completed(out) => (RunStatus::Completed, Some(out.clone()), None),
         End::Failed(why) => (RunStatus::Failed, None, Some(why.clone())),
@@ -83,6 +103,7 @@ pub async fn run(
     {
         tokio::spawn(async move { deliver(&kernel, &session, &run_id, text).await });
     }
+    leftover
 }
 
 fn run_context(key: &str, run_id: &str) -> Map {
@@ -100,15 +121,36 @@ async fn append(kernel: &Kernel, key: &str, message: &ChatMessage) -> Result<(),
         tool_calls: message.tool_calls.clone(),
         tool_call_id: message.tool_call_id.clone(),
         created_at: now_ms(),
+        run_id: None,
     };
     kernel
         .store()
-        .write(vec![Write::Append { session_key: key.to_owned(), message: m }])
+        .write(vec![Write::Append { session_key: key.to_owned(), message: m.clone() }])
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    kernel.sessions.publish_message(key, &m);
+    Ok(())
 }
 
-async fn turns(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> End {
+/// The steered messages waiting at a turn boundary, as user messages.
+fn take_steered(steered: &mut mpsc::Receiver<Steered>) -> Vec<ChatMessage> {
+    let mut out = Vec::new();
+    while let Ok(s) = steered.try_recv() {
+        out.push(user(super::context::render(&s.content, s.metadata.as_ref())));
+    }
+    out
+}
+
+fn user(content: String) -> ChatMessage {
+    ChatMessage { role: Role::User, content, tool_calls: None, tool_call_id: None }
+}
+
+async fn turns(
+    kernel: &Arc<Kernel>,
+    session: &SessionRow,
+    run_id: &str,
+    steered: &mut mpsc::Receiver<Steered>,
+) -> End {
     let config = kernel.config();
     let agent: AgentSpec = config.agents.get(&session.agent_id).cloned().unwrap_or_default();
     let key = &session.key;
@@ -117,25 +159,12 @@ async fn turns(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> End 
         Ok(h) => h,
         Err(e) => return End::Failed(format!("cannot read the transcript: {e}")),
     };
-    let mut messages: Vec<ChatMessage> = history
-        .into_iter()
-        .map(|m| ChatMessage {
-            role: m.role,
-            content: m.content,
-            tool_calls: m.tool_calls,
-            tool_call_id: m.tool_call_id,
-        })
-        .collect();
-    // The run's input: the user messages since the last assistant message.
-    let first_new = messages.iter().rposition(|m| m.role == Role::Assistant).map_or(0, |i| i + 1);
-    let input: Vec<&str> = messages[first_new..]
-        .iter()
-        .filter(|m| m.role == Role::User)
-        .map(|m| m.content.as_str())
-        .collect();
+    let (mut messages, input) = super::context::build(history, run_id);
+    let first_new = messages.len() - input.len();
+    let input = input.join("\n");
     let payload = json!({
         "sessionKey": key, "runId": run_id, "agentId": session.agent_id,
-        "input": input.join("\n"), "systemPrompt": agent.system_prompt,
+        "input": input, "systemPrompt": agent.system_prompt,
     });
     let payload = match hooks::intercept(
         kernel.intercept_scope(),
@@ -152,14 +181,9 @@ async fn turns(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> End 
     kernel.emit("before_agent_start", payload.clone(), ctx.clone());
     // A modified input replaces the new user messages in the context (the transcript keeps them).
     let new_input = payload["input"].as_str().unwrap_or_default().to_owned();
-    if new_input != input.join("\n") {
+    if new_input != input {
         messages.truncate(first_new);
-        messages.push(ChatMessage {
-            role: Role::User,
-            content: new_input,
-            tool_calls: None,
-            tool_call_id: None,
-        });
+        messages.push(user(new_input));
     }
     let system = payload["systemPrompt"].as_str().unwrap_or_default().to_owned();
 
@@ -201,7 +225,22 @@ async fn turns(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> End 
             return End::Failed(format!("cannot store the reply: {e}"));
         }
         messages.push(assistant);
-        let Some(calls) = calls else { return End::Completed(answer.message.content) };
+        let Some(calls) = calls else {
+            // A turn boundary: steered messages get another turn; once none is waiting
+            // the run stops taking them (later ones queue for the next run).
+            let late = take_steered(steered);
+            if late.is_empty() {
+                steered.close();
+                let late = take_steered(steered);
+                if late.is_empty() {
+                    return End::Completed(answer.message.content);
+                }
+                messages.extend(late);
+            } else {
+                messages.extend(late);
+            }
+            continue;
+        };
         for call in calls {
             let result = call_tool(kernel, session, run_id, &agent, &call, &config, &ctx).await;
             let tool = ChatMessage {
@@ -215,6 +254,7 @@ async fn turns(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> End 
             }
             messages.push(tool);
         }
+        messages.extend(take_steered(steered));
     }
     End::Failed(format!("no final answer within max_turns = {}", agent.max_turns))
 }

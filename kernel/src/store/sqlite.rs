@@ -8,7 +8,9 @@ use burrow_protocol::methods::session::{RunStatus, SessionFilter, TranscriptMess
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{NewMessage, RunRow, SessionRow, Storage, StoreError, StoreFuture, Write};
+use super::{
+    NewMessage, PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture, Write,
+};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -44,6 +46,19 @@ const MIGRATIONS: &[&str] = &[
         created_seq INTEGER NOT NULL
      );
      CREATE INDEX runs_unfinished ON runs (status, created_seq);",
+    // 2: keep-alive sessions and peers, the run that answers a message, open peer requests.
+    "ALTER TABLE sessions ADD COLUMN keep_alive INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sessions ADD COLUMN comms_name TEXT;
+     CREATE INDEX sessions_peers ON sessions (comms_name) WHERE comms_name IS NOT NULL;
+     CREATE INDEX sessions_keep_alive ON sessions (keep_alive) WHERE keep_alive = 1;
+     ALTER TABLE messages ADD COLUMN run_id TEXT;
+     CREATE TABLE peer_requests (
+        id TEXT PRIMARY KEY,
+        requester TEXT NOT NULL,
+        responder TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        answered_at INTEGER
+     );",
 ];
 
 /// Most writes one transaction takes.
@@ -162,10 +177,10 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
     match w {
         Write::CreateSession(s) => {
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO sessions (key, agent_id, channel_id, account_id, created_at, last_active_at, message_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+                "INSERT OR IGNORE INTO sessions (key, agent_id, channel_id, account_id, created_at, last_active_at, message_count, keep_alive, comms_name)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
             )?
-            .execute(params![s.key, s.agent_id, s.channel_id, s.account_id, s.created_at as i64, s.last_active_at as i64])?;
+            .execute(params![s.key, s.agent_id, s.channel_id, s.account_id, s.created_at as i64, s.last_active_at as i64, s.keep_alive, s.comms_name])?;
         }
         Write::Append { session_key, message } => append(tx, session_key, message)?,
         Write::Run(r) => {
@@ -175,6 +190,17 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, error = excluded.error",
             )?
             .execute(params![r.id, r.session_key, status_str(r.status), r.output, r.error])?;
+        }
+        Write::AssignRun { message_id, run_id } => {
+            tx.prepare_cached("UPDATE messages SET run_id = ?2 WHERE id = ?1")?
+                .execute(params![message_id, run_id])?;
+        }
+        Write::PeerRequest(r) => {
+            tx.prepare_cached(
+                "INSERT INTO peer_requests (id, requester, responder, created_at, answered_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET answered_at = excluded.answered_at",
+            )?
+            .execute(params![r.id, r.requester, r.responder, r.created_at as i64, r.answered_at.map(|t| t as i64)])?;
         }
     }
     Ok(())
@@ -186,8 +212,8 @@ fn append(
     m: &NewMessage,
 ) -> Result<(), rusqlite::Error> {
     tx.prepare_cached(
-        "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
             m.id,
@@ -197,7 +223,8 @@ fn append(
             m.metadata.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
             m.tool_calls.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
             m.tool_call_id,
-            m.created_at as i64
+            m.created_at as i64,
+            m.run_id
         ])?;
     tx.prepare_cached(
         "UPDATE sessions SET message_count = message_count + 1, last_active_at = MAX(last_active_at, ?2) WHERE key = ?1",
@@ -255,6 +282,8 @@ fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRow, rusqlite::Error> {
         created_at: r.get::<_, i64>(4)? as u64,
         last_active_at: r.get::<_, i64>(5)? as u64,
         message_count: r.get::<_, i64>(6)? as u64,
+        keep_alive: r.get(7)?,
+        comms_name: r.get(8)?,
     })
 }
 
@@ -268,8 +297,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> Result<RunRow, rusqlite::Error> {
     })
 }
 
-const SESSION_COLUMNS: &str =
-    "key, agent_id, channel_id, account_id, created_at, last_active_at, message_count";
+const SESSION_COLUMNS: &str = "key, agent_id, channel_id, account_id, created_at, last_active_at, message_count, keep_alive, comms_name";
 
 impl Storage for SqliteStore {
     fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()> {
@@ -321,7 +349,7 @@ impl Storage for SqliteStore {
         let key = key.to_owned();
         Box::pin(self.read(move |c| {
             let mut stmt = c.prepare(
-                "SELECT id, role, content, created_at, metadata, tool_calls, tool_call_id FROM messages
+                "SELECT id, role, content, created_at, metadata, tool_calls, tool_call_id, run_id FROM messages
                  WHERE session_key = ?1 AND seq < COALESCE((SELECT seq FROM messages WHERE id = ?2 AND session_key = ?1), 9223372036854775807)
                  ORDER BY seq DESC LIMIT ?3",
             )?;
@@ -338,6 +366,7 @@ impl Storage for SqliteStore {
                         metadata: parse(r.get(4)?),
                         tool_calls: parse(r.get(5)?),
                         tool_call_id: r.get(6)?,
+                        run_id: r.get(7)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -369,6 +398,45 @@ impl Storage for SqliteStore {
             Ok(rows)
         }))
     }
+
+    fn resident_sessions(&self) -> StoreFuture<'_, Vec<SessionRow>> {
+        Box::pin(self.read(|c| {
+            let mut stmt =
+                c.prepare(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE keep_alive = 1"))?;
+            let rows = stmt.query_map([], session_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        }))
+    }
+
+    fn peers(&self) -> StoreFuture<'_, Vec<SessionRow>> {
+        Box::pin(self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE comms_name IS NOT NULL ORDER BY comms_name, key"
+            ))?;
+            let rows = stmt.query_map([], session_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        }))
+    }
+
+    fn peer_request(&self, id: &str) -> StoreFuture<'_, Option<PeerRequestRow>> {
+        let id = id.to_owned();
+        Box::pin(self.read(move |c| {
+            c.query_row(
+                "SELECT id, requester, responder, created_at, answered_at FROM peer_requests WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(PeerRequestRow {
+                        id: r.get(0)?,
+                        requester: r.get(1)?,
+                        responder: r.get(2)?,
+                        created_at: r.get::<_, i64>(3)? as u64,
+                        answered_at: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
+                    })
+                },
+            )
+            .optional()
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +453,7 @@ mod tests {
             tool_calls: None,
             tool_call_id: None,
             created_at: at,
+            run_id: None,
         }
     }
 
@@ -397,6 +466,8 @@ mod tests {
             created_at: at,
             last_active_at: at,
             message_count: 0,
+            keep_alive: false,
+            comms_name: None,
         }
     }
 

@@ -63,6 +63,12 @@ pub struct SessionInfo {
     pub message_count: u64,
     /// Whether its actor is resident.
     pub active: bool,
+    /// Whether it stays resident (a keep-alive session).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_alive: bool,
+    /// Its display name as a comms peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comms_name: Option<String>,
 }
 
 /// Params of `session.list`.
@@ -147,6 +153,9 @@ pub struct TranscriptMessage {
     /// For a `tool` message: the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// For an input: the run that answers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 /// Params of `message.dispatch`.

@@ -367,6 +367,8 @@ mod tests {
             last_active_at: 0,
             message_count: 2,
             active: true,
+            keep_alive: false,
+            comms_name: None,
         }
     }
 

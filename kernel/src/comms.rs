@@ -1,0 +1,410 @@
+//! Comms between sessions (`comms/send`, `comms/peers`). A session with a comms name is
+//! a peer; its canonical peer id is its session id. A message to a peer on this kernel
+//! goes straight into that session's queue; one to a peer on a trusted kernel goes over
+//! the signed peer channel ([`remote`]), and the receipt comes only after the other
+//! kernel stored it and signed its acknowledgement.
+//!
+//! Every delivered message is a `user` message in the receiver's transcript with
+//! `metadata.comms = {kind, from, from_name, from_kernel?, request_id?, in_reply_to?}`;
+//! `peer_request`s are recorded so their `peer_response` can be checked and correlated.
+
+use std::sync::Arc;
+
+use burrow_protocol::methods::comms::{
+    CommsKind, CommsPeersParams, CommsPeersResult, CommsReceipt, CommsSendParams, HandlingMode,
+    PeerInfo,
+};
+use burrow_protocol::{ErrorCode, ErrorObject, Map, Value, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::host::existing;
+use crate::kernel::Kernel;
+use crate::methods::session::{store_err, to_session};
+use crate::sessions::{Inbound, Wake};
+use crate::store::{PeerRequestRow, Write};
+
+pub mod remote;
+
+/// A comms message on its way to a session of this kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Letter {
+    /// The sending session (peer id).
+    pub from: String,
+    /// Its display name.
+    pub from_name: String,
+    /// Its kernel, when it is another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_kernel: Option<String>,
+    /// The receiving session (peer id).
+    pub to: String,
+    /// What it is.
+    pub kind: CommsKind,
+    /// The text.
+    pub body: String,
+    /// Queue or steer.
+    pub handling_mode: HandlingMode,
+    /// A request's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The request a response answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+}
+
+/// What the receiving kernel says it did with a letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivered {
+    /// The stored message.
+    pub message_id: String,
+    /// The run that will answer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Whether it waits behind earlier work.
+    pub queued: bool,
+}
+
+/// A typed comms error: `code`, and `data.reason` a stable snake_case word.
+pub fn refused(
+    code: ErrorCode,
+    reason: &str,
+    message: impl Into<String>,
+    extra: Value,
+) -> ErrorObject {
+    let mut data = json!({ "reason": reason });
+    if let (Some(d), Value::Object(extra)) = (data.as_object_mut(), extra) {
+        d.extend(extra);
+    }
+    ErrorObject::new(code, message).with_data(data)
+}
+
+/// The body's text: a string as it is, anything else as its JSON text.
+fn body_text(body: &Value) -> String {
+    match body {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `comms/send`.
+pub async fn send(
+    kernel: &Arc<Kernel>,
+    caller: &str,
+    p: CommsSendParams,
+) -> Result<CommsReceipt, ErrorObject> {
+    let sender = existing(kernel, &p.session_id).await?;
+    let mode = p.handling_mode.unwrap_or_default();
+    let body = body_text(&p.body);
+    if p.kind == CommsKind::Input {
+        if p.to.as_ref().is_some_and(|to| *to != sender.key) {
+            return Err(ErrorObject::invalid_params(
+                "to",
+                "input goes to the session itself: leave `to` out",
+            ));
+        }
+        if body.trim().is_empty() {
+            return Err(ErrorObject::invalid_params("body", "the input is empty"));
+        }
+        let mut item = Inbound::new(body, None, caller.to_owned(), Wake::Always);
+        item.mode = mode;
+        item.must_exist = true;
+        let acked = to_session(kernel, &sender.key, item).await?;
+        return Ok(CommsReceipt {
+            status: "accepted".into(),
+            message_id: acked.dispatch_id,
+            kind: p.kind,
+            to: sender.key,
+            handling_mode: mode,
+            request_id: None,
+            in_reply_to: None,
+            run_id: acked.run_id,
+            queued: acked.queued,
+            remote_kernel: None,
+        });
+    }
+    let Some(from_name) = sender.comms_name.clone() else {
+        return Err(refused(
+            ErrorCode::Forbidden,
+            "not_a_peer",
+            format!("session {:?} has no comms_name, so it cannot message peers", sender.key),
+            Value::Null,
+        ));
+    };
+    let to = p.to.clone().ok_or_else(|| {
+        ErrorObject::invalid_params(
+            "to",
+            format!("{} needs `to`: a peer id from comms/peers", p.kind.as_str()),
+        )
+    })?;
+    if to == sender.key {
+        return Err(refused(
+            ErrorCode::InvalidParams,
+            "self_addressed",
+            "a session cannot message itself as a peer; use kind \"input\"",
+            Value::Null,
+        ));
+    }
+    let target = resolve(kernel, &to).await?;
+    let (request_id, in_reply_to) = match p.kind {
+        CommsKind::PeerRequest => (Some(uuid::Uuid::now_v7().to_string()), None),
+        CommsKind::PeerResponse => {
+            let id = p.in_reply_to.clone().ok_or_else(|| {
+                ErrorObject::invalid_params(
+                    "in_reply_to",
+                    "a peer_response names the request_id it answers",
+                )
+            })?;
+            open_request(kernel, &id, &to, &sender.key).await?;
+            (None, Some(id))
+        }
+        _ => {
+            if p.in_reply_to.is_some() {
+                return Err(ErrorObject::invalid_params(
+                    "in_reply_to",
+                    "only a peer_response answers a request",
+                ));
+            }
+            (None, None)
+        }
+    };
+    let letter = Letter {
+        from: sender.key.clone(),
+        from_name,
+        from_kernel: None,
+        to: to.clone(),
+        kind: p.kind,
+        body,
+        handling_mode: mode,
+        request_id: request_id.clone(),
+        in_reply_to: in_reply_to.clone(),
+    };
+    if let Some(id) = &request_id {
+        record_request(kernel, id, &sender.key, &to, None).await?;
+    }
+    let (delivered, remote_kernel) = match target {
+        Target::Local => (deliver(kernel, caller, letter.clone()).await?, None),
+        Target::Remote(peer) => {
+            let kernel_id = peer.kernel_id.clone();
+            (remote::send_letter(kernel, &peer, &letter).await?, Some(kernel_id))
+        }
+    };
+    if let Some(id) = &in_reply_to {
+        record_request(kernel, id, &to, &sender.key, Some(now_ms())).await?;
+    }
+    Ok(CommsReceipt {
+        status: "delivered".into(),
+        message_id: delivered.message_id,
+        kind: p.kind,
+        to,
+        handling_mode: mode,
+        request_id,
+        in_reply_to,
+        run_id: delivered.run_id,
+        queued: delivered.queued,
+        remote_kernel,
+    })
+}
+
+/// Where a peer id leads.
+enum Target {
+    Local,
+    Remote(remote::RemotePeer),
+}
+
+/// Resolves a canonical peer id; a display name is refused with the ids it could mean.
+async fn resolve(kernel: &Arc<Kernel>, to: &str) -> Result<Target, ErrorObject> {
+    if let Some(row) = kernel.store().session(to).await.map_err(store_err)?
+        && row.comms_name.is_some()
+    {
+        return Ok(Target::Local);
+    }
+    let remote = remote::peers(kernel, false).await;
+    if let Some(peer) = remote.peers.iter().find(|p| p.peer_id == to) {
+        return Ok(Target::Remote(peer.clone()));
+    }
+    let mut candidates: Vec<String> = kernel
+        .store()
+        .peers()
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|r| r.comms_name.as_deref() == Some(to))
+        .map(|r| r.key)
+        .collect();
+    candidates.extend(remote.peers.iter().filter(|p| p.name == to).map(|p| p.peer_id.clone()));
+    let extra = json!({ "to": to, "candidates": candidates });
+    Err(match candidates.len() {
+        0 => refused(
+            ErrorCode::NotFound,
+            "unknown_peer",
+            format!("no peer {to:?}; use a peer_id from comms/peers"),
+            extra,
+        ),
+        1 => refused(
+            ErrorCode::InvalidParams,
+            "display_name",
+            format!("{to:?} is a display name; `to` takes the canonical peer id"),
+            extra,
+        ),
+        _ => refused(
+            ErrorCode::Conflict,
+            "ambiguous_peer",
+            format!(
+                "{} peers are named {to:?}; `to` takes the canonical peer id",
+                candidates.len()
+            ),
+            extra,
+        ),
+    })
+}
+
+/// Checks that `id` is an open request from `requester` to `responder`.
+async fn open_request(
+    kernel: &Kernel,
+    id: &str,
+    requester: &str,
+    responder: &str,
+) -> Result<PeerRequestRow, ErrorObject> {
+    let row = kernel.store().peer_request(id).await.map_err(store_err)?;
+    let extra = json!({ "in_reply_to": id });
+    match row {
+        None => Err(refused(
+            ErrorCode::NotFound,
+            "unknown_request",
+            format!("no peer_request {id:?}"),
+            extra,
+        )),
+        Some(r) if r.requester != requester || r.responder != responder => Err(refused(
+            ErrorCode::Forbidden,
+            "not_your_request",
+            format!("request {id:?} was not sent by {requester:?} to {responder:?}"),
+            extra,
+        )),
+        Some(r) if r.answered_at.is_some() => Err(refused(
+            ErrorCode::Conflict,
+            "already_answered",
+            format!("request {id:?} was answered already"),
+            extra,
+        )),
+        Some(r) => Ok(r),
+    }
+}
+
+async fn record_request(
+    kernel: &Kernel,
+    id: &str,
+    requester: &str,
+    responder: &str,
+    answered_at: Option<u64>,
+) -> Result<(), ErrorObject> {
+    let row = PeerRequestRow {
+        id: id.to_owned(),
+        requester: requester.to_owned(),
+        responder: responder.to_owned(),
+        created_at: now_ms(),
+        answered_at,
+    };
+    kernel.store().write(vec![Write::PeerRequest(row)]).await.map_err(store_err)
+}
+
+/// Stores `letter` in the transcript of its local receiver (and wakes it unless it is a
+/// lifecycle notice). Letters from another kernel are checked the same way as local
+/// ones: the receiver must be a peer here, and a response must answer an open request.
+pub async fn deliver(
+    kernel: &Arc<Kernel>,
+    caller: &str,
+    letter: Letter,
+) -> Result<Delivered, ErrorObject> {
+    let target = kernel.store().session(&letter.to).await.map_err(store_err)?;
+    if target.as_ref().is_none_or(|t| t.comms_name.is_none()) {
+        return Err(refused(
+            ErrorCode::NotFound,
+            "unknown_peer",
+            format!("no peer {:?} here", letter.to),
+            Value::Null,
+        ));
+    }
+    if letter.from_kernel.is_some() {
+        match (letter.kind, &letter.in_reply_to, &letter.request_id) {
+            (CommsKind::PeerResponse, Some(id), _) => {
+                open_request(kernel, id, &letter.to, &letter.from).await?;
+            }
+            (CommsKind::PeerRequest, _, Some(id)) => {
+                record_request(kernel, id, &letter.from, &letter.to, None).await?;
+            }
+            _ => {}
+        }
+    }
+    let mut comms =
+        json!({ "kind": letter.kind, "from": letter.from, "from_name": letter.from_name });
+    for (k, v) in [
+        ("from_kernel", &letter.from_kernel),
+        ("request_id", &letter.request_id),
+        ("in_reply_to", &letter.in_reply_to),
+    ] {
+        if let Some(v) = v {
+            comms[k] = v.clone().into();
+        }
+    }
+    let mut meta = Map::new();
+    meta.insert("comms".into(), comms.clone());
+    let wake = if letter.kind.wakes() { Wake::Always } else { Wake::Never };
+    let mut item = Inbound::new(letter.body, Some(meta), caller.to_owned(), wake);
+    item.mode = letter.handling_mode;
+    item.must_exist = true;
+    let acked = to_session(kernel, &letter.to, item).await?;
+    if letter.from_kernel.is_some()
+        && let (CommsKind::PeerResponse, Some(id)) = (letter.kind, &letter.in_reply_to)
+    {
+        record_request(kernel, id, &letter.to, &letter.from, Some(now_ms())).await?;
+    }
+    let mut ctx = Map::new();
+    ctx.insert("sessionKey".into(), letter.to.clone().into());
+    comms["to"] = letter.to.into();
+    comms["messageId"] = acked.dispatch_id.clone().into();
+    kernel.emit("comms_message", comms, ctx);
+    Ok(Delivered { message_id: acked.dispatch_id, run_id: acked.run_id, queued: acked.queued })
+}
+
+/// The local peers other than `except`.
+pub async fn local_peers(
+    kernel: &Kernel,
+    except: Option<&str>,
+) -> Result<Vec<PeerInfo>, ErrorObject> {
+    Ok(kernel
+        .store()
+        .peers()
+        .await
+        .map_err(store_err)?
+        .into_iter()
+        .filter(|r| Some(r.key.as_str()) != except)
+        .map(|r| PeerInfo {
+            name: r.comms_name.unwrap_or_default(),
+            peer_id: r.key,
+            location: "local".into(),
+            kernel_id: None,
+            kernel_name: None,
+            keep_alive: r.keep_alive,
+        })
+        .collect())
+}
+
+/// `comms/peers`: the peers on this kernel, then those on trusted kernels.
+pub async fn peers(
+    kernel: &Arc<Kernel>,
+    p: CommsPeersParams,
+) -> Result<CommsPeersResult, ErrorObject> {
+    existing(kernel, &p.session_id).await?;
+    let mut peers = local_peers(kernel, Some(&p.session_id)).await?;
+    let remote = remote::peers(kernel, true).await;
+    peers.extend(remote.peers.into_iter().map(|r| PeerInfo {
+        peer_id: r.peer_id,
+        name: r.name,
+        location: "remote".into(),
+        kernel_id: Some(r.kernel_id),
+        kernel_name: Some(r.kernel_name),
+        keep_alive: r.keep_alive,
+    }));
+    Ok(CommsPeersResult { peers, unreachable: remote.unreachable })
+}
