@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod apps;
 mod client;
+mod host;
 mod logging;
 mod ops;
 mod sessions;
@@ -133,6 +134,20 @@ enum Command {
     /// channel it was created with, so chat in a new key to get the replies here. `/quit`
     /// or end of input leaves.
     Chat(sessions::ChatArgs),
+    /// Create a session with PROMPT as its first turn and print the answer.
+    ///
+    /// With `--keep-alive` the session stays resident and the command keeps following it
+    /// (until Ctrl-C): messages from peers, external events, and the agent's answers.
+    Run(host::RunArgs),
+    /// Append a durable external event to a session and wake it; prints the receipt.
+    Event {
+        /// The session id.
+        session: String,
+        /// The event type, e.g. `deploy_complete`.
+        event_type: String,
+        /// The payload as JSON.
+        payload: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +235,10 @@ pub fn main() -> ExitCode {
             Command::Exec { .. } => unreachable!("handled before the runtime starts"),
             Command::Call { method, params, timeout_ms, register } => {
                 client::call(cli.socket, &method, params.as_deref(), timeout_ms, register).await
+            }
+            Command::Run(args) => host::run(cli.socket, args).await,
+            Command::Event { session, event_type, payload } => {
+                host::event(cli.socket, &session, &event_type, &payload).await
             }
             Command::Tools { json } => ops::tools(cli.socket, json).await,
             Command::Hooks { json } => ops::hooks(cli.socket, json).await,

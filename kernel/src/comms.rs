@@ -26,6 +26,44 @@ use crate::store::{PeerRequestRow, Write};
 
 pub mod remote;
 
+/// `[comms]`: the signed peer channel.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommsSettings {
+    /// This kernel's display name in its binding file (default: the host name).
+    pub kernel_name: Option<String>,
+    /// Envelopes older or newer than this are refused as `stale`, ms.
+    pub freshness_ms: u64,
+    /// Longest envelope line, bytes.
+    pub max_envelope_bytes: usize,
+    /// Deadline of a send to another kernel (connect, write, signed acknowledgement), ms.
+    pub send_timeout_ms: u64,
+    /// How long another kernel's list of peers is trusted before it is asked again, ms.
+    pub directory_ttl_ms: u64,
+}
+
+impl Default for CommsSettings {
+    fn default() -> Self {
+        Self {
+            kernel_name: None,
+            freshness_ms: 60_000,
+            max_envelope_bytes: 64 * 1024,
+            send_timeout_ms: 5_000,
+            directory_ttl_ms: 10_000,
+        }
+    }
+}
+
+impl CommsSettings {
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.freshness_ms == 0 || self.send_timeout_ms == 0 || self.max_envelope_bytes < 1024 {
+            return Err("[comms]: freshness_ms and send_timeout_ms must be positive, max_envelope_bytes at least 1024".into());
+        }
+        Ok(())
+    }
+}
+
 /// A comms message on its way to a session of this kernel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Letter {

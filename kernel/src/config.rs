@@ -64,6 +64,10 @@ pub struct Config {
     pub agents: BTreeMap<String, crate::sessions::AgentSpec>,
     /// `[sessions]`.
     pub sessions: crate::sessions::SessionSettings,
+    /// `[host]`: the JSON-RPC and REST surfaces.
+    pub host: crate::host::HostSettings,
+    /// `[comms]`: the signed peer channel.
+    pub comms: crate::comms::CommsSettings,
     /// The configuration file's directory: relative `command` paths start there.
     pub base_dir: Option<PathBuf>,
     /// The whole document as JSON (TOML datetimes become strings).
@@ -80,6 +84,8 @@ impl Default for Config {
             run: BTreeMap::new(),
             agents: BTreeMap::from([("main".to_owned(), crate::sessions::AgentSpec::default())]),
             sessions: crate::sessions::SessionSettings::default(),
+            host: Default::default(),
+            comms: Default::default(),
             base_dir: None,
             document: serde_json::Value::Object(Default::default()),
         }
@@ -206,8 +212,23 @@ impl Config {
         let agents = crate::sessions::agents(&document).map_err(parse_err)?;
         let sessions: crate::sessions::SessionSettings =
             section(&document, "sessions").map_err(parse_err)?;
+        let host = section(&document, "host").map_err(parse_err)?;
+        let comms: crate::comms::CommsSettings = section(&document, "comms").map_err(parse_err)?;
+        comms.validate().map_err(parse_err)?;
         let document = serde_json::to_value(&document).map_err(|e| parse_err(e.to_string()))?;
-        Ok(Self { ipc, hooks, policy, supervisor, run, agents, sessions, base_dir, document })
+        Ok(Self {
+            ipc,
+            hooks,
+            policy,
+            supervisor,
+            run,
+            agents,
+            sessions,
+            host,
+            comms,
+            base_dir,
+            document,
+        })
     }
 
     /// The configuration without a file: the defaults plus the bundled apps

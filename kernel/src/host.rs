@@ -34,6 +34,14 @@ use crate::sessions::{Inbound, Wake};
 use crate::store::SessionRow;
 use crate::surface::{BoxFuture, Host};
 
+/// `[host]`: the JSON-RPC and REST surfaces.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSettings {
+    /// Require a bearer token even on loopback (off loopback it is always required).
+    pub require_token: bool,
+}
+
 /// Longest wait of `session/create` and `run/wait`, ms.
 const MAX_WAIT_MS: u64 = 600_000;
 

@@ -79,6 +79,10 @@ pub struct Kernel {
     /// Connection tasks, so a stopping kernel can let the last answers be written.
     pub tasks: TaskTracker,
     next_conn: AtomicU64,
+    /// Bound addresses of the host surfaces and the peer channel, by name.
+    pub endpoints: RwLock<std::collections::BTreeMap<String, String>>,
+    /// The signed peer channel, when it is on.
+    pub peers: std::sync::OnceLock<Arc<crate::comms::remote::PeerNet>>,
 }
 
 impl Kernel {
@@ -105,6 +109,8 @@ impl Kernel {
             started_at: burrow_protocol::now_ms(),
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
+            endpoints: RwLock::new(Default::default()),
+            peers: std::sync::OnceLock::new(),
         }
     }
 

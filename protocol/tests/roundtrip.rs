@@ -94,6 +94,7 @@ fn lifecycle_methods() {
             started_at: 1,
             apps: 2,
             sessions: 3,
+            endpoints: [("rpc_tcp".to_owned(), "127.0.0.1:7000".to_owned())].into(),
         },
     );
     round_trip::<KernelApps>(

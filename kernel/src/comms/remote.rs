@@ -7,6 +7,11 @@ use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use super::{Delivered, Letter, refused};
 use crate::kernel::Kernel;
 
+/// The peer channel of this kernel: its node (identity, trust store, replay cache) and
+/// what it learned of other kernels' peers.
+#[derive(Debug)]
+pub struct PeerNet {}
+
 /// A peer on a trusted kernel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemotePeer {

@@ -23,6 +23,7 @@ pub fn info(state: &AppActorState) -> KernelInfoResult {
         started_at: state.kernel.started_at,
         apps: state.kernel.apps.len() as u64,
         sessions: state.kernel.sessions.active() as u64,
+        endpoints: state.kernel.endpoints.read().map(|e| e.clone()).unwrap_or_default(),
     }
 }
 

@@ -104,6 +104,10 @@ pub struct KernelInfoResult {
     pub apps: u64,
     /// How many sessions are active.
     pub sessions: u64,
+    /// Addresses the kernel listens on besides its socket, by name (`rpc_tcp`, `http`,
+    /// `comms`): a Burrow addition, absent when there are none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub endpoints: std::collections::BTreeMap<String, String>,
 }
 
 /// Result of `kernel.apps`.

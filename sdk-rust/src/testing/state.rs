@@ -340,6 +340,7 @@ impl State {
                 started_at: 0,
                 apps: u64::from(self.seen().manifest.is_some()),
                 sessions: 0,
+                endpoints: Default::default(),
             })),
             CapabilityRegister::NAME => self.register_capability(params()),
             CapabilityUnregister::NAME => self.unregister_capability(params()),
