@@ -150,8 +150,10 @@ impl Binding {
         Self::from_json(&text)
     }
 
-    /// Writes the binding to `path` (mode 0600), replacing any file there atomically.
+    /// Validates the binding (so a bad name or address fails here, not at the peer), then
+    /// writes it to `path` (mode 0600), replacing any file there atomically.
     pub fn write(&self, path: &Path) -> Result<(), BindingError> {
+        self.validate()?;
         let mut text = serde_json::to_vec_pretty(self).unwrap_or_default();
         text.push(b'\n');
         write_private_atomic(path, &text)
@@ -239,6 +241,9 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(Binding::read(&path).unwrap(), b2);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let bad = Binding { address: "no port".into(), ..b2.clone() };
+        assert!(matches!(bad.write(&path), Err(BindingError::Address(_))));
+        assert_eq!(Binding::read(&path).unwrap(), b2);
     }
 
     #[test]
