@@ -34,6 +34,7 @@
 //! | [`capabilities`] | granted capabilities, unique names, grant decisions |
 //! | [`hooks`] | subscriptions, observer delivery (bounded, drop-and-count), interception chains |
 //! | [`token`] | the ed25519 kernel key and app tokens |
+//! | [`peers`] | the signed kernel-to-kernel channel: bindings, trust store, envelopes, TCP listener and client |
 //! | [`config`] | the TOML configuration, policy, access rules, hot reload |
 //! | [`fsutil`] | owner-only files and directories |
 //! | [`clock`] | the monotonic clock behind heartbeat deadlines |
@@ -58,6 +59,7 @@ pub mod hooks;
 pub mod host;
 pub mod kernel;
 pub mod methods;
+pub mod peers;
 pub mod registry;
 pub mod server;
 pub mod sessions;

@@ -101,6 +101,16 @@ impl KernelKey {
         Self { signing, verifying }
     }
 
+    /// The signing key, e.g. for signing peer envelopes ([`crate::peers`]).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    /// The public half of the key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.verifying
+    }
+
     /// Issues a token naming `app_id`, valid for `ttl_ms` from `now_ms`.
     pub fn issue(&self, app_id: &str, now_ms: u64, ttl_ms: u64) -> String {
         let claims =
