@@ -11,6 +11,7 @@ mod client;
 mod host;
 mod logging;
 mod ops;
+mod peers;
 mod sessions;
 
 /// Burrow: an actor-model microkernel for AI-agent apps.
@@ -139,6 +140,11 @@ enum Command {
     /// With `--keep-alive` the session stays resident and the command keeps following it
     /// (until Ctrl-C): messages from peers, external events, and the agent's answers.
     Run(host::RunArgs),
+    /// Manage the kernels this one trusts as peers (default: list them).
+    Peers {
+        #[command(subcommand)]
+        action: Option<peers::PeersAction>,
+    },
     /// Append a durable external event to a session and wake it; prints the receipt.
     Event {
         /// The session id.
@@ -191,6 +197,25 @@ struct KernelArgs {
     /// Log format on stderr (the level comes from RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Serve JSON-RPC 2.0 for hosts (one JSON object per line) on this TCP address.
+    /// Off loopback, clients must authenticate with a token (`burrow token create`).
+    #[arg(long, value_name = "ADDR")]
+    rpc_tcp: Option<std::net::SocketAddr>,
+    /// Serve REST (and server-sent events, apps' HTTP routes) on this TCP address.
+    /// Off loopback, requests need `Authorization: Bearer <token>`.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Listen for signed envelopes from other kernels on this TCP address.
+    #[arg(long, value_name = "ADDR")]
+    comms_listen_tcp: Option<std::net::SocketAddr>,
+    /// The `HOST:PORT` other kernels dial (port 0: the bound port) [default: the bound
+    /// address].
+    #[arg(long, value_name = "HOST:PORT")]
+    comms_advertise_tcp: Option<String>,
+    /// Write this kernel's binding file (its key and address, mode 0600) here, for
+    /// `burrow peers trust` on other kernels.
+    #[arg(long, value_name = "FILE")]
+    comms_binding_out: Option<PathBuf>,
 }
 
 /// How logs are written.
@@ -237,6 +262,7 @@ pub fn main() -> ExitCode {
                 client::call(cli.socket, &method, params.as_deref(), timeout_ms, register).await
             }
             Command::Run(args) => host::run(cli.socket, args).await,
+            Command::Peers { action } => peers::run(cli.socket, action).await,
             Command::Event { session, event_type, payload } => {
                 host::event(cli.socket, &session, &event_type, &payload).await
             }
@@ -261,7 +287,14 @@ async fn run_kernel(socket: Option<PathBuf>, args: KernelArgs) -> ExitCode {
     let state_dir = args.state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir);
     let socket = socket.unwrap_or_else(|| burrow_sdk::transport::default_socket_path(&state_dir));
     let config_path = args.config.or_else(default_config_file);
-    let settings = crate::server::Settings { socket, state_dir, config_path };
+    let listen = crate::endpoints::Listen {
+        rpc_tcp: args.rpc_tcp,
+        http: args.http,
+        comms_listen: args.comms_listen_tcp,
+        comms_advertise: args.comms_advertise_tcp,
+        comms_binding_out: args.comms_binding_out,
+    };
+    let settings = crate::server::Settings { socket, state_dir, config_path, listen };
     match crate::server::run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -257,7 +257,11 @@ async fn resolve(kernel: &Arc<Kernel>, to: &str) -> Result<Target, ErrorObject> 
     {
         return Ok(Target::Local);
     }
-    let remote = remote::peers(kernel, false).await;
+    let mut remote = remote::peers(kernel, false).await;
+    if !remote.peers.iter().any(|p| p.peer_id == to) {
+        // Maybe a peer that appeared since we last asked.
+        remote = remote::peers(kernel, true).await;
+    }
     if let Some(peer) = remote.peers.iter().find(|p| p.peer_id == to) {
         return Ok(Target::Remote(peer.clone()));
     }

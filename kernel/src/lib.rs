@@ -10,6 +10,7 @@
 //!     socket: "/tmp/burrow-demo/kernel.sock".into(),
 //!     state_dir: "/tmp/burrow-demo/state".into(),
 //!     config_path: None,
+//!     listen: Default::default(),
 //! };
 //! run(settings, async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
@@ -19,6 +20,7 @@
 //!
 //! | module | role |
 //! |---|---|
+//! | [`endpoints`] | listeners besides the socket: JSON-RPC, REST, the peer channel |
 //! | [`server`] | state dir, config, key, socket binding (stale reclaimed, live never stolen), graceful stop |
 //! | [`supervisor`] | managed app processes: start, restart with backoff, stop, logs, strays |
 //! | [`sessions`] | session actors, their queues, the agent loop |
@@ -54,6 +56,7 @@ pub mod clock;
 pub mod comms;
 pub mod config;
 pub mod connection;
+pub mod endpoints;
 pub mod fsutil;
 pub mod hooks;
 pub mod host;

@@ -25,6 +25,7 @@ mod comms;
 mod config;
 mod hook;
 mod kernel;
+mod peers;
 pub(crate) mod route;
 pub(crate) mod session;
 mod supervisor;
@@ -75,6 +76,9 @@ pub fn dispatch(
         }
         supervisor::LOGS => {
             return supervisor::stream_logs(state, params, responder);
+        }
+        _ if peers::handles(&method) => {
+            return peers::dispatch(state.kernel.clone(), &method, params, responder);
         }
         AppRegister::NAME => typed::<AppRegister>(params, |p| app::register(state, myself, p)),
         _ if state.app.is_none() => Err(not_registered(&method)),
@@ -144,6 +148,7 @@ fn is_long_running(state: &AppActorState, method: &str) -> bool {
             | supervisor::LOGS
     ) || session::handles(method)
         || comms::handles(method)
+        || peers::handles(method)
         || state.kernel.caps.by_name(CapabilityType::GatewayMethod, method).is_some()
 }
 

@@ -26,6 +26,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// The TOML configuration file, if any.
     pub config_path: Option<PathBuf>,
+    /// Host surfaces and the peer channel to listen on.
+    pub listen: crate::endpoints::Listen,
 }
 
 /// Why a kernel could not start or stopped abnormally.
@@ -213,6 +215,7 @@ pub async fn run(
     let store = crate::store::sqlite::SqliteStore::open(&settings.state_dir.join("burrow.db"))
         .map_err(|e| KernelError::Actor(format!("cannot open the store: {e}")))?;
     let kernel = Arc::new(Kernel::new(config, key, paths, Arc::new(store)));
+    let endpoints = crate::endpoints::bind_all(&kernel, &settings.listen).await?;
     let args = KernelArgs { kernel: kernel.clone(), listener: bound.listener };
     // Hot reload: watching ends when `_watcher` is dropped at the end of the run.
     let _watcher = match &settings.config_path {
@@ -238,6 +241,7 @@ pub async fn run(
     let (actor, handle) = Actor::spawn(None, KernelActor, args)
         .await
         .map_err(|e| KernelError::Actor(e.to_string()))?;
+    let endpoints = endpoints.serve(&kernel);
     tracing::info!(
         socket = %settings.socket.display(),
         state_dir = %settings.state_dir.display(),
@@ -252,6 +256,8 @@ pub async fn run(
         }
     }
     tracing::info!("shutdown requested");
+    // Hosts and peer kernels first: no new work while apps are asked to leave.
+    endpoints.stop().await;
     // No restarts from now on; then app.shutdown to every app; then whatever process is
     // left gets SIGTERM, and SIGKILL after the stop timeout.
     let (quiet_tx, quiet_rx) = oneshot::channel();

@@ -3,11 +3,14 @@
 mod capabilities;
 mod chat;
 mod cli;
+mod comms;
 mod config;
 mod examples;
 mod framing;
 mod hooks;
 mod lifecycle;
+mod peers;
+mod rest;
 mod sessions;
 mod shutdown;
 mod supervisor;

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod host;
 mod raw;
+pub use host::{Rpc, http_client};
 pub use raw::RawConn;
 
 /// A generous bound for anything that should happen "soon" in a test.
@@ -80,6 +82,7 @@ pub struct Kernel {
     /// Its state directory.
     pub state_dir: PathBuf,
     log: PathBuf,
+    args: Vec<String>,
 }
 
 impl Kernel {
@@ -90,19 +93,37 @@ impl Kernel {
 
     /// Starts a kernel with `config` and waits until it answers.
     pub async fn start_with_config(config: &str) -> Kernel {
+        Self::start_with(config, &[]).await
+    }
+
+    /// Starts a kernel with `config` and extra `burrow kernel` arguments (kept for
+    /// restarts; `{dir}` in them is the kernel's temporary directory) and waits until it
+    /// answers.
+    pub async fn start_with(config: &str, args: &[&str]) -> Kernel {
         let dir = tempfile::Builder::new().prefix("burrow-e2e").tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("kernel.sock");
         let state_dir = dir.path().join("state");
         std::fs::write(dir.path().join("burrow.toml"), config).expect("write config");
-        let k = Self::spawn_in(dir, socket, state_dir, &[]);
+        let k = Self::spawn_in(dir, socket, state_dir, args);
         k.wait_ready().await;
         k
+    }
+
+    /// An endpoint the kernel reports in `kernel.info` (`rpc_tcp`, `http`, `comms`).
+    pub async fn endpoint(&self, name: &str) -> std::net::SocketAddr {
+        let info = self.client().await.request("kernel.info", json!({})).await.expect("info");
+        info["endpoints"][name]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no endpoint {name:?} in {info}"))
     }
 
     /// Starts another kernel process on the same socket, state and config as `self`
     /// (extra args appended); does not wait.
     pub fn spawn_again(&self, extra: &[&str]) -> Child {
-        kernel_command(self.dir.path(), &self.socket, &self.state_dir, extra, &self.log)
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        kernel_command(self.dir.path(), &self.socket, &self.state_dir, &args, &self.log)
             .spawn()
             .expect("spawn burrow kernel")
     }
@@ -114,10 +135,15 @@ impl Kernel {
         extra: &[&str],
     ) -> Kernel {
         let log = dir.path().join("kernel.log");
+        let extra: Vec<String> =
+            extra.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())).collect();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let extra = extra.as_slice();
         let child = kernel_command(dir.path(), &socket, &state_dir, extra, &log)
             .spawn()
             .expect("spawn burrow kernel");
-        Kernel { child, dir, socket, state_dir, log }
+        let args = extra.iter().map(|a| a.to_string()).collect();
+        Kernel { child, dir, socket, state_dir, log, args }
     }
 
     /// Restarts the kernel (after it exited) on the same socket, state and config.

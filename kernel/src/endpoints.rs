@@ -1,0 +1,147 @@
+//! The kernel's listeners besides its socket: the host surfaces (`--rpc-tcp`, `--http`)
+//! and the signed peer channel (`--comms-listen-tcp`). Each bound address is published in
+//! `kernel.info` (`endpoints`), so `127.0.0.1:0` works: the port chosen is reported.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::comms::remote::{KernelInbox, PeerNet};
+use crate::host::KernelHost;
+use crate::kernel::Kernel;
+use crate::server::KernelError;
+use crate::surface::Host;
+
+/// What to listen on, besides the socket.
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    /// JSON-RPC over TCP.
+    pub rpc_tcp: Option<SocketAddr>,
+    /// REST.
+    pub http: Option<SocketAddr>,
+    /// The signed peer channel.
+    pub comms_listen: Option<SocketAddr>,
+    /// `HOST:PORT` other kernels dial (port 0: the bound port); default: the bound address.
+    pub comms_advertise: Option<String>,
+    /// Where to write this kernel's binding file (0600).
+    pub comms_binding_out: Option<PathBuf>,
+}
+
+/// The running listeners.
+#[derive(Debug)]
+pub struct Endpoints {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Endpoints {
+    /// Stops accepting and waits for the listeners to end.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn setup(what: &str, e: impl std::fmt::Display) -> KernelError {
+    KernelError::Actor(format!("{what}: {e}"))
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<(TcpListener, SocketAddr), KernelError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| setup(&format!("cannot listen for {what} on {addr}"), e))?;
+    let bound = listener.local_addr().map_err(|e| setup("cannot read a bound address", e))?;
+    Ok((listener, bound))
+}
+
+/// Listeners bound (so a taken port fails the start before anything runs), not yet
+/// serving.
+#[derive(Debug)]
+pub struct Bound {
+    comms: Option<TcpListener>,
+}
+
+/// Opens the peer channel (trust store, binding file) and binds every listener `listen`
+/// asks for.
+pub async fn bind_all(kernel: &Arc<Kernel>, listen: &Listen) -> Result<Bound, KernelError> {
+    let net = Arc::new(PeerNet::open(kernel).map_err(|e| setup("cannot open the trust store", e))?);
+    let _ = kernel.peers.set(net.clone());
+    if listen.comms_binding_out.is_some() && listen.comms_listen.is_none() {
+        return Err(setup("--comms-binding-out", "needs --comms-listen-tcp"));
+    }
+    let mut bound = Bound { comms: None };
+    if let Some(addr) = listen.comms_listen {
+        let (listener, local) = bind(addr, "peers").await?;
+        let address = advertised(listen.comms_advertise.as_deref(), local)?;
+        let binding = net.node.binding(&net.name, &address);
+        if let Some(path) = &listen.comms_binding_out {
+            binding.write(path).map_err(|e| setup(&format!("cannot write {}", path.display()), e))?;
+        }
+        if let Ok(mut own) = net.binding.lock() {
+            *own = Some(binding);
+        }
+        publish(kernel, "comms", local);
+        tracing::info!(%local, %address, kernel_id = net.node.kernel_id(), "listening for peer kernels");
+        bound.comms = Some(listener);
+    }
+    Ok(bound)
+}
+
+fn publish(kernel: &Kernel, name: &str, addr: SocketAddr) {
+    if let Ok(mut e) = kernel.endpoints.write() {
+        e.insert(name.to_owned(), addr.to_string());
+    }
+}
+
+impl Bound {
+    /// Starts serving on every bound listener.
+    pub fn serve(self, kernel: &Arc<Kernel>) -> Endpoints {
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if let (Some(listener), Some(net)) = (self.comms, kernel.peers.get()) {
+            let inbox = Arc::new(KernelInbox { kernel: kernel.clone() });
+            tasks.push(tokio::spawn(crate::peers::serve(listener, net.node.clone(), inbox, stop.clone())));
+        }
+        let _host: Arc<dyn Host> =
+            Arc::new(KernelHost { kernel: kernel.clone(), caller: "host:rpc".into() });
+        Endpoints { stop, tasks }
+    }
+}
+
+/// The address other kernels dial: `--comms-advertise-tcp` (a port of 0 meaning the bound
+/// one), else the bound address when it is a specific one.
+fn advertised(advertise: Option<&str>, bound: SocketAddr) -> Result<String, KernelError> {
+    match advertise {
+        Some(a) => match a.rsplit_once(':') {
+            Some((host, "0")) => Ok(format!("{host}:{}", bound.port())),
+            Some(_) => Ok(a.to_owned()),
+            None => Err(setup("--comms-advertise-tcp", format!("{a:?} is not HOST:PORT"))),
+        },
+        None if bound.ip().is_unspecified() => Err(setup(
+            "--comms-listen-tcp",
+            format!("{bound} is not an address others can dial; add --comms-advertise-tcp HOST:PORT"),
+        )),
+        None => Ok(bound.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advertised_address_takes_the_bound_port_when_asked() {
+        let bound: SocketAddr = "127.0.0.1:4200".parse().unwrap();
+        assert_eq!(advertised(Some("reviewer.example.com:0"), bound).unwrap(), "reviewer.example.com:4200");
+        assert_eq!(advertised(Some("reviewer.example.com:7"), bound).unwrap(), "reviewer.example.com:7");
+        assert_eq!(advertised(None, bound).unwrap(), "127.0.0.1:4200");
+        assert!(advertised(None, "0.0.0.0:4200".parse().unwrap()).is_err());
+        assert!(advertised(Some("no-port"), bound).is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! The REST surface (`--http`), its server-sent events, apps' HTTP routes and gateway
+//! methods, bearer tokens, `burrow rpc` on stdio, and the `run`/`event` commands.
+
+use std::process::Stdio;
+
+use burrow_tests::{DEADLINE, Kernel, RawConn, Rpc, bin, http_client};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 60000\n";
+
+async fn echo(kernel: &Kernel) -> burrow_tests::AppProcess {
+    let mut echo = kernel.example("echo-provider", "echo-provider", &[]);
+    echo.wait_line("echo-provider: ready as echo-provider").await;
+    echo
+}
+
+#[tokio::test]
+async fn rest_creates_sessions_sends_comms_and_streams_events() {
+    let kernel = Kernel::start_with(CONFIG, &["--http", "127.0.0.1:0"]).await;
+    let _echo = echo(&kernel).await;
+    let base = format!("http://{}", kernel.endpoint("http").await);
+    let http = http_client();
+
+    let created = http
+        .post(format!("{base}/sessions"))
+        .json(&json!({"prompt": "You are a coordinator.", "keep_alive": true, "comms_name": "agent-a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["output"], "echo: You are a coordinator.", "{created}");
+    let id = created["session_id"].as_str().unwrap().to_owned();
+
+    let list: Value =
+        http.get(format!("{base}/sessions")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        list["sessions"].as_array().unwrap().iter().any(|s| s["session_id"] == json!(id)),
+        "{list}"
+    );
+    let one: Value =
+        http.get(format!("{base}/sessions/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (one["comms_name"].clone(), one["keep_alive"].clone()),
+        (json!("agent-a"), json!(true))
+    );
+    let peers = http.get(format!("{base}/comms/peers?session_id={id}")).send().await.unwrap();
+    assert_eq!(peers.status(), 200);
+    let missing = http.get(format!("{base}/sessions/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "NOT_FOUND", "{body}");
+    let bad = http
+        .post(format!("{base}/comms/send"))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Follow the session's events, then wake it with input and with an external event.
+    let mut events = http.get(format!("{base}/sessions/{id}/events")).send().await.unwrap();
+    assert_eq!(events.status(), 200);
+    let sent = http
+        .post(format!("{base}/comms/send"))
+        .json(&json!({"session_id": id, "kind": "input", "body": "status report"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200, "{:?}", sent.text().await);
+    let ev = http
+        .post(format!("{base}/sessions/{id}/external-events"))
+        .json(&json!({"kind": "generic_json", "event_type": "deploy_complete", "payload": {"environment": "prod"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ev.status(), 202);
+    let receipt: Value = ev.json().await.unwrap();
+    assert_eq!(receipt["status"], "accepted", "{receipt}");
+
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !(seen.contains("echo: status report") && seen.contains("deploy_complete")) {
+        assert!(tokio::time::Instant::now() < deadline, "events not streamed; got:\n{seen}");
+        let chunk =
+            tokio::time::timeout_at(deadline, events.chunk()).await.expect("no event in time");
+        match chunk.expect("stream failed") {
+            Some(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            None => panic!("the event stream ended; got:\n{seen}"),
+        }
+    }
+    assert!(seen.contains("event: message") && seen.contains("event: run"), "{seen}");
+}
+
+#[tokio::test]
+async fn app_routes_and_gateway_methods_are_served_to_hosts() {
+    let kernel =
+        Kernel::start_with(CONFIG, &["--http", "127.0.0.1:0", "--rpc-tcp", "127.0.0.1:0"]).await;
+    let mut app = RawConn::app(
+        &kernel.socket,
+        json!({"id": "weather", "version": "1.0.0", "capabilities": {"gatewayMethods": ["weather.*"], "httpRoutes": ["/apps/weather/*"]}}),
+    )
+    .await;
+    let r = app
+        .call(
+            "capability.register",
+            json!({"type": "gateway_method", "config": {"method": "weather.now"}}),
+        )
+        .await;
+    assert_eq!(r["result"]["granted"], true, "{r}");
+    let r = app
+        .call("capability.register", json!({"type": "http_route", "config": {"method": "GET", "path": "/apps/weather/today"}}))
+        .await;
+    assert_eq!(r["result"]["granted"], true, "{r}");
+
+    let addr = kernel.endpoint("rpc_tcp").await;
+    let call = tokio::spawn(async move {
+        let mut rpc = Rpc::connect(addr).await;
+        rpc.ok("weather.now", json!({"city": "Oslo"})).await
+    });
+    let inv = app.expect_method("gateway.invoke").await;
+    assert_eq!(inv["params"]["params"]["city"], "Oslo");
+    assert_eq!(inv["params"]["caller"], "host:rpc");
+    app.answer(&inv["id"], json!({"tempC": 3})).await;
+    assert_eq!(call.await.unwrap(), json!({"tempC": 3}));
+
+    let base = format!("http://{}", kernel.endpoint("http").await);
+    let get = tokio::spawn(async move {
+        http_client().get(format!("{base}/apps/weather/today?unit=c")).send().await.unwrap()
+    });
+    let req = app.expect_method("http.request").await;
+    assert_eq!(
+        (req["params"]["method"].clone(), req["params"]["path"].clone()),
+        (json!("GET"), json!("/apps/weather/today"))
+    );
+    assert_eq!(req["params"]["query"]["unit"], "c");
+    app.answer(
+        &req["id"],
+        json!({"status": 200, "headers": {"content-type": "text/plain"}, "body": "sunny"}),
+    )
+    .await;
+    let resp = get.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "sunny");
+}
+
+#[tokio::test]
+async fn a_surface_that_requires_a_token_refuses_requests_without_one() {
+    let config = format!("{CONFIG}\n[host]\nrequire_token = true\n");
+    let kernel =
+        Kernel::start_with(&config, &["--http", "127.0.0.1:0", "--rpc-tcp", "127.0.0.1:0"]).await;
+    let out = tokio::process::Command::new(bin("burrow"))
+        .args(["token", "create", "--state-dir"])
+        .arg(&kernel.state_dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("brw_"), "{token}");
+
+    let base = format!("http://{}", kernel.endpoint("http").await);
+    let http = http_client();
+    let anon = http.get(format!("{base}/sessions")).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+    let wrong = http.get(format!("{base}/sessions")).bearer_auth("brw_wrong").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = http.get(format!("{base}/sessions")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+
+    let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+    let refused = rpc.call("session/list", json!({})).await;
+    assert_eq!(refused["error"]["code"], -32001, "{refused}");
+    let bad = rpc.call("rpc/authenticate", json!({"token": "brw_wrong"})).await;
+    assert_eq!(bad["error"]["code"], -32001, "{bad}");
+    rpc.ok("rpc/authenticate", json!({"token": token})).await;
+    rpc.ok("session/list", json!({})).await;
+}
+
+#[tokio::test]
+async fn burrow_rpc_serves_json_rpc_on_stdio_and_the_cli_runs_sessions_and_events() {
+    let kernel = Kernel::start_with_config(CONFIG).await;
+    let _echo = echo(&kernel).await;
+    let mut rpc = tokio::process::Command::new(bin("burrow"))
+        .arg("rpc")
+        .env("BURROW_SOCKET", &kernel.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = rpc.stdin.take().unwrap();
+    let mut stdout = BufReader::new(rpc.stdout.take().unwrap()).lines();
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": "session/create", "params": {"prompt": "hi", "keep_alive": true, "comms_name": "stdio-peer"}});
+    stdin.write_all(format!("{req}\n").as_bytes()).await.unwrap();
+    let line = tokio::time::timeout(DEADLINE, stdout.next_line()).await.unwrap().unwrap().unwrap();
+    let answer: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (answer["id"].clone(), answer["result"]["output"].clone()),
+        (json!(1), json!("echo: hi")),
+        "{answer}"
+    );
+    let id = answer["result"]["session_id"].as_str().unwrap().to_owned();
+
+    // `burrow event` appends a durable event; the session answers it.
+    let out = kernel.cli(&["event", &id, "deploy_complete", r#"{"release": "1.2"}"#]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wait = json!({"jsonrpc": "2.0", "id": 2, "method": "run/wait", "params": {"run_id": receipt["run_id"], "timeout_ms": 15000}});
+    stdin.write_all(format!("{wait}\n").as_bytes()).await.unwrap();
+    let line = tokio::time::timeout(DEADLINE, stdout.next_line()).await.unwrap().unwrap().unwrap();
+    let done: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(done["result"]["status"], "completed", "{done}");
+
+    // `burrow run --keep-alive` prints the first answer, then follows the session.
+    let mut run = tokio::process::Command::new(bin("burrow"))
+        .args(["run", "--comms-name", "runner", "--keep-alive", "You are a coordinator."])
+        .env("BURROW_SOCKET", &kernel.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut run_out = BufReader::new(run.stdout.take().unwrap()).lines();
+    let mut run_err = BufReader::new(run.stderr.take().unwrap()).lines();
+    let first =
+        tokio::time::timeout(DEADLINE, run_out.next_line()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first, "echo: You are a coordinator.");
+    let session_line =
+        tokio::time::timeout(DEADLINE, run_err.next_line()).await.unwrap().unwrap().unwrap();
+    let runner = session_line.strip_prefix("session ").unwrap().to_owned();
+    let send = json!({"jsonrpc": "2.0", "id": 3, "method": "comms/send", "params": {"session_id": id, "kind": "peer_message", "to": runner, "body": "ping"}});
+    stdin.write_all(format!("{send}\n").as_bytes()).await.unwrap();
+    let mut lines = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !lines.iter().any(|l: &String| l.starts_with("echo: [peer_message from stdio-peer")) {
+        let line = tokio::time::timeout_at(deadline, run_out.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("`burrow run` printed only {lines:?}"))
+            .unwrap()
+            .unwrap();
+        lines.push(line);
+    }
+    assert!(lines.iter().any(|l| l == "<< peer_message from stdio-peer: ping"), "{lines:?}");
+}
