@@ -30,6 +30,7 @@
 //! | [`registry`] | live apps (dashmap), written only by their own actor |
 //! | [`capabilities`] | granted capabilities, unique names, grant decisions |
 //! | [`hooks`] | subscriptions, observer delivery (bounded, drop-and-count), interception chains |
+//! | [`surface`] | host surfaces over a [`surface::Host`]: JSON-RPC 2.0 (TCP, stdio), REST + SSE, host tokens |
 //! | [`token`] | the ed25519 kernel key and app tokens |
 //! | [`config`] | the TOML configuration, policy, access rules, hot reload |
 //! | [`fsutil`] | owner-only files and directories |
@@ -58,6 +59,7 @@ pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod supervisor;
+pub mod surface;
 pub mod token;
 
 /// The kernel's version.
