@@ -18,6 +18,7 @@
 //! `host_not_allowed`), so a web page cannot reach the kernel by DNS rebinding.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 
 use burrow_protocol::{ErrorCode, ErrorObject};
 use serde_json::json;
@@ -32,6 +33,22 @@ pub fn requires_token(addr: &SocketAddr, configured: bool) -> bool {
     configured || !addr.ip().is_loopback()
 }
 
+/// Why a surface cannot start with its token check ([`Auth::for_surface`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token file exists but cannot be read.
+    #[error("cannot read the host tokens: {0}")]
+    Store(#[from] std::io::Error),
+    /// Tokens are required but none exists.
+    #[error(
+        "{addr} requires a host token and there is none; create one with `burrow token create`"
+    )]
+    NoTokens {
+        /// The surface's address.
+        addr: SocketAddr,
+    },
+}
+
 /// The token check of one surface.
 #[derive(Debug)]
 pub struct Auth {
@@ -44,6 +61,21 @@ impl Auth {
     /// [`requires_token`] and verified against `store`.
     pub fn new(addr: &SocketAddr, require_token: bool, store: TokenStore) -> Auth {
         Auth { required: requires_token(addr, require_token), store: Some(store) }
+    }
+
+    /// The check for a surface bound to `addr` with the tokens of `state_dir`; refuses
+    /// to start one that requires tokens while none exists.
+    pub fn for_surface(
+        addr: &SocketAddr,
+        require_token: bool,
+        state_dir: &Path,
+    ) -> Result<Auth, AuthError> {
+        let store = TokenStore::open(state_dir)?;
+        let auth = Auth::new(addr, require_token, store);
+        if auth.required() && auth.store.as_ref().is_none_or(TokenStore::is_empty) {
+            return Err(AuthError::NoTokens { addr: *addr });
+        }
+        Ok(auth)
     }
 
     /// No token required (loopback without a store, and tests).
@@ -123,6 +155,24 @@ mod tests {
         assert_eq!(reason(auth.check(Some("brw_nope"))), "invalid_token");
         assert!(auth.check(Some(&made.token)).is_ok());
         assert!(Auth::open().check(None).is_ok());
+    }
+
+    #[test]
+    fn a_surface_that_requires_tokens_needs_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let wide: SocketAddr = "0.0.0.0:1".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(matches!(
+            Auth::for_surface(&wide, false, dir.path()),
+            Err(AuthError::NoTokens { .. })
+        ));
+        assert!(matches!(
+            Auth::for_surface(&local, true, dir.path()),
+            Err(AuthError::NoTokens { .. })
+        ));
+        assert!(!Auth::for_surface(&local, false, dir.path()).unwrap().required());
+        TokenStore::create(dir.path()).unwrap();
+        assert!(Auth::for_surface(&wide, false, dir.path()).unwrap().required());
     }
 
     #[test]

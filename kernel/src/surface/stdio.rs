@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::json;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -116,6 +116,16 @@ pub enum StdioEnd {
 /// Serves JSON-RPC on stdin/stdout with `client`'s kernel as the host, until end of input
 /// or until the kernel goes away.
 pub async fn serve_stdio(client: Client, limits: RpcLimits) -> StdioEnd {
+    let stdin = ChannelReader::spawn(std::io::stdin());
+    serve_ipc(stdin, tokio::io::stdout(), client, limits).await
+}
+
+/// [`serve_stdio`] on any reader and writer.
+pub async fn serve_ipc<R, W>(reader: R, writer: W, client: Client, limits: RpcLimits) -> StdioEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let stop = CancellationToken::new();
     let watcher = {
         let (client, stop) = (client.clone(), stop.clone());
@@ -125,8 +135,7 @@ pub async fn serve_stdio(client: Client, limits: RpcLimits) -> StdioEnd {
         })
     };
     let host: Arc<dyn Host> = Arc::new(IpcHost::new(client));
-    let stdin = ChannelReader::spawn(std::io::stdin());
-    run_connection(stdin, tokio::io::stdout(), host, limits, Gate::trusted(), stop.clone()).await;
+    run_connection(reader, writer, host, limits, Gate::trusted(), stop.clone()).await;
     watcher.abort();
     if stop.is_cancelled() { StdioEnd::KernelGone } else { StdioEnd::EndOfInput }
 }
@@ -188,8 +197,14 @@ impl AsyncRead for ChannelReader {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use burrow_sdk::testing::FakeKernel;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
     use super::*;
-    use tokio::io::AsyncReadExt;
+
+    const DEADLINE: Duration = Duration::from_secs(5);
 
     #[tokio::test]
     async fn channel_reader_passes_bytes_then_end_of_input() {
@@ -198,6 +213,62 @@ mod tests {
         let mut all = String::new();
         reader.read_to_string(&mut all).await.unwrap();
         assert_eq!(all, "{\"a\":1}\nsecond line\n");
+    }
+
+    #[tokio::test]
+    async fn json_rpc_calls_go_to_the_kernel_as_host_call() {
+        let (kernel, transport) = FakeKernel::new();
+        kernel.on_request(HOST_CALL, |params| match params["method"].as_str() {
+            Some("session/read") if params["params"]["session_id"] == "gone" => {
+                Err(ErrorObject::new(ErrorCode::NotFound, "no such session"))
+            }
+            Some(_) => Ok(json!({"seen": params})),
+            None => Err(ErrorObject::invalid_params("method", "missing")),
+        });
+        let client = Client::from_transport(transport);
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (reader, writer) = tokio::io::split(theirs);
+        let served = tokio::spawn(serve_ipc(reader, writer, client.clone(), RpcLimits::default()));
+        let (read, mut write) = tokio::io::split(ours);
+        let mut lines = BufReader::new(read).lines();
+        let line =
+            r#"{"jsonrpc":"2.0","id":1,"method":"comms/peers","params":{"session_id":"s1"}}"#;
+        write.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        let answer =
+            tokio::time::timeout(DEADLINE, lines.next_line()).await.unwrap().unwrap().unwrap();
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(
+            answer["result"],
+            json!({"seen": {"method": "comms/peers", "params": {"session_id": "s1"}}})
+        );
+
+        let host = IpcHost::new(client);
+        let missing = host.session_events("gone".into()).await.map(drop).unwrap_err();
+        assert_eq!(missing.code, ErrorCode::NotFound);
+        let app = HttpRequestParams {
+            method: "GET".into(),
+            path: "/apps/x".into(),
+            query: Default::default(),
+            headers: Default::default(),
+            body: None,
+        };
+        assert_eq!(host.http_request(app).await.unwrap_err().code, ErrorCode::MethodNotFound);
+
+        // The kernel goes away: serving ends although input is still open.
+        kernel.disconnect().await;
+        let end = tokio::time::timeout(DEADLINE, served).await.unwrap().unwrap();
+        assert_eq!(end, StdioEnd::KernelGone);
+        let failed = host.call("session/list".into(), json!({})).await.unwrap_err();
+        assert_eq!(failed.code, ErrorCode::ConnectionClosed);
+    }
+
+    #[tokio::test]
+    async fn end_of_input_ends_serving() {
+        let (_kernel, transport) = FakeKernel::new();
+        let client = Client::from_transport(transport);
+        let input = ChannelReader::spawn(std::io::Cursor::new(Vec::new()));
+        let end = serve_ipc(input, tokio::io::sink(), client, RpcLimits::default()).await;
+        assert_eq!(end, StdioEnd::EndOfInput);
     }
 
     #[test]

@@ -73,10 +73,15 @@ struct Cache {
 }
 
 /// The host tokens of one state dir (their hashes), re-read when the file changes.
-#[derive(Debug)]
 pub struct TokenStore {
     path: PathBuf,
     cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStore").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 impl TokenStore {
@@ -153,20 +158,27 @@ impl TokenStore {
         let now = match stamp(&self.path) {
             Ok(now) => now,
             Err(e) => {
+                if cache.hashes.is_ok() {
+                    let path = self.path.display();
+                    tracing::error!(%path, error = %e, "cannot read host tokens; refusing all");
+                }
                 cache.stamp = None;
                 cache.hashes = Err(e.to_string());
-                tracing::error!(path = %self.path.display(), error = %e, "cannot read host tokens");
                 return cache;
             }
         };
-        if now != cache.stamp || cache.hashes.is_err() {
-            cache.hashes = match now {
+        // Read once per version of the file (so a broken file is logged once, not per
+        // request); `None` after an error means "gone since": read that too.
+        if now != cache.stamp || (now.is_none() && cache.hashes.is_err()) {
+            let read = match now {
                 None => Ok(Vec::new()),
                 Some(_) => read(&self.path).and_then(|f| hashes(&f)).map_err(|e| e.to_string()),
             };
-            if let Err(e) = &cache.hashes {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot read host tokens; refusing all");
+            if let Err(e) = &read {
+                let path = self.path.display();
+                tracing::error!(%path, error = %e, "cannot read host tokens; refusing all");
             }
+            cache.hashes = read;
             cache.stamp = now;
         }
         cache
