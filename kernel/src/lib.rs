@@ -35,6 +35,7 @@
 //! | [`registry`] | live apps (dashmap), written only by their own actor |
 //! | [`capabilities`] | granted capabilities, unique names, grant decisions |
 //! | [`hooks`] | subscriptions, observer delivery (bounded, drop-and-count), interception chains |
+//! | [`surface`] | host surfaces over a [`surface::Host`]: JSON-RPC 2.0 (TCP, stdio), REST + SSE, host tokens |
 //! | [`token`] | the ed25519 kernel key and app tokens |
 //! | [`peers`] | the signed kernel-to-kernel channel: bindings, trust store, envelopes, TCP listener and client |
 //! | [`config`] | the TOML configuration, policy, access rules, hot reload |

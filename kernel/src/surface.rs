@@ -3,13 +3,35 @@
 //! events (`burrow kernel --http`). Both are thin: they turn requests into calls on a
 //! [`Host`] and its answers and errors into their own shapes. Off loopback, every request
 //! must carry a bearer token (`burrow token create`), compared in constant time.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`rpc`] | JSON-RPC 2.0: one connection ([`rpc::serve_connection`]), the TCP listener ([`rpc::serve_tcp`]) |
+//! | [`http`] | REST routes, server-sent events, the `/apps/...` proxy ([`http::router`], [`http::serve_http`]) |
+//! | [`auth`] | when a token is required ([`auth::requires_token`]), [`auth::Auth`], the hashed [`auth::TokenStore`] |
+//! | [`stdio`] | `burrow rpc`: [`stdio::IpcHost`], a [`Host`] over the kernel's IPC socket |
+//!
+//! This file holds the [`Host`] trait and the one mapping of Burrow's [`ErrorCode`]s onto
+//! JSON-RPC error codes ([`rpc_code`], [`RpcError`]) and HTTP statuses ([`http_status`],
+//! [`http_error_body`]).
 
 use std::future::Future;
 use std::pin::Pin;
 
+use axum::http::StatusCode;
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
-use burrow_protocol::{ErrorObject, Value};
+use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use futures_util::stream::BoxStream;
+use serde::Serialize;
+use serde_json::json;
+
+pub mod auth;
+pub mod http;
+pub mod rpc;
+pub mod stdio;
+
+#[cfg(test)]
+mod fake;
 
 /// A boxed future, so [`Host`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,4 +55,187 @@ pub trait Host: Send + Sync + 'static {
         &self,
         request: HttpRequestParams,
     ) -> BoxFuture<'_, Result<HttpResponse, ErrorObject>>;
+}
+
+/// JSON-RPC's code for a line that is not JSON. It has no Burrow [`ErrorCode`]: it is
+/// the transport's own (its `data.code` says `INVALID_REQUEST`).
+pub const PARSE_ERROR: i64 = -32700;
+
+/// The JSON-RPC error code of a Burrow [`ErrorCode`]: the spec's reserved codes where one
+/// fits, `-320xx` (the spec's server-error range) for Burrow's own.
+pub const fn rpc_code(code: ErrorCode) -> i64 {
+    // Exhaustive on purpose: a new ErrorCode does not compile until it has a number.
+    match code {
+        ErrorCode::InvalidRequest => -32600,
+        ErrorCode::MethodNotFound => -32601,
+        ErrorCode::InvalidParams => -32602,
+        ErrorCode::InternalError => -32603,
+        ErrorCode::UnknownError => -32000,
+        ErrorCode::Unauthorized => -32001,
+        ErrorCode::Forbidden => -32003,
+        ErrorCode::NotFound => -32004,
+        ErrorCode::Timeout => -32008,
+        ErrorCode::Conflict => -32009,
+        ErrorCode::ConnectionClosed => -32010,
+        ErrorCode::AppNotRegistered => -32011,
+        ErrorCode::CapabilityDenied => -32012,
+        ErrorCode::HookNotSubscribed => -32013,
+    }
+}
+
+/// The `error` member of a JSON-RPC error response: `{code, message, data}`.
+///
+/// `data` is always an object whose `code` is the Burrow code string (`"NOT_FOUND"`); the
+/// original `data` is merged in when it is an object (its keys win, except `code`), else
+/// kept under `detail`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RpcError {
+    /// The JSON-RPC code ([`rpc_code`], or [`PARSE_ERROR`]).
+    pub code: i64,
+    /// Text for humans.
+    pub message: String,
+    /// `{code: "<Burrow code>", ...}`.
+    pub data: Value,
+}
+
+impl RpcError {
+    /// A parse error (`-32700`): the line is not JSON.
+    pub fn parse(detail: impl std::fmt::Display) -> Self {
+        RpcError {
+            code: PARSE_ERROR,
+            message: format!("parse error: {detail}"),
+            data: json!({ "code": ErrorCode::InvalidRequest.as_str(), "reason": "parse_error" }),
+        }
+    }
+
+    /// The error as a JSON value.
+    pub fn to_value(&self) -> Value {
+        json!({ "code": self.code, "message": self.message, "data": self.data })
+    }
+}
+
+impl From<&ErrorObject> for RpcError {
+    fn from(err: &ErrorObject) -> Self {
+        let mut data = Map::new();
+        data.insert("code".into(), Value::from(err.code.as_str()));
+        match &err.data {
+            None => {}
+            Some(Value::Object(fields)) => {
+                for (key, value) in fields {
+                    if key != "code" {
+                        data.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            Some(other) => {
+                data.insert("detail".into(), other.clone());
+            }
+        }
+        RpcError {
+            code: rpc_code(err.code),
+            message: err.message.clone(),
+            data: Value::Object(data),
+        }
+    }
+}
+
+/// The HTTP status of a Burrow [`ErrorCode`] on the REST surface.
+pub fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidParams | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden | ErrorCode::CapabilityDenied => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound | ErrorCode::MethodNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::ConnectionClosed => StatusCode::BAD_GATEWAY,
+        ErrorCode::UnknownError
+        | ErrorCode::InternalError
+        | ErrorCode::AppNotRegistered
+        | ErrorCode::HookNotSubscribed => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The body of a REST error: `{"error": {"code": "NOT_FOUND", "message", "data"?}}`,
+/// i.e. the Burrow error object as the IPC protocol has it.
+pub fn http_error_body(err: &ErrorObject) -> Value {
+    json!({ "error": err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_distinct_rpc_code_in_the_reserved_ranges() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let n = rpc_code(code);
+            assert!(seen.insert(n), "{code} shares {n}");
+            assert!((-32768..=-32000).contains(&n), "{code} → {n}");
+            assert_ne!(n, PARSE_ERROR);
+        }
+        assert_eq!(rpc_code(ErrorCode::NotFound), -32004);
+        assert_eq!(rpc_code(ErrorCode::HookNotSubscribed), -32013);
+    }
+
+    #[test]
+    fn data_is_an_object_with_the_burrow_code() {
+        let plain = RpcError::from(&ErrorObject::new(ErrorCode::NotFound, "no session"));
+        assert_eq!(plain.code, -32004);
+        assert_eq!(plain.message, "no session");
+        assert_eq!(plain.data, json!({"code": "NOT_FOUND"}));
+
+        let merged = RpcError::from(
+            &ErrorObject::invalid_params("prompt", "missing")
+                .with_data(json!({"field": "prompt", "code": "sneaky"})),
+        );
+        assert_eq!(merged.code, -32602);
+        assert_eq!(merged.data, json!({"code": "INVALID_PARAMS", "field": "prompt"}));
+
+        let detail =
+            RpcError::from(&ErrorObject::new(ErrorCode::Timeout, "slow").with_data(json!([1, 2])));
+        assert_eq!(detail.data, json!({"code": "TIMEOUT", "detail": [1, 2]}));
+        assert_eq!(
+            detail.to_value(),
+            json!({"code": -32008, "message": "slow", "data": {"code": "TIMEOUT", "detail": [1, 2]}})
+        );
+
+        let parse = RpcError::parse("expected value");
+        assert_eq!(parse.code, -32700);
+        assert_eq!(parse.data["code"], "INVALID_REQUEST");
+    }
+
+    #[test]
+    fn http_statuses_and_body() {
+        let cases = [
+            (ErrorCode::InvalidParams, 400),
+            (ErrorCode::InvalidRequest, 400),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::Forbidden, 403),
+            (ErrorCode::CapabilityDenied, 403),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::MethodNotFound, 404),
+            (ErrorCode::Conflict, 409),
+            (ErrorCode::Timeout, 504),
+            (ErrorCode::ConnectionClosed, 502),
+            (ErrorCode::InternalError, 500),
+            (ErrorCode::UnknownError, 500),
+            (ErrorCode::AppNotRegistered, 500),
+            (ErrorCode::HookNotSubscribed, 500),
+        ];
+        assert_eq!(cases.len(), ErrorCode::ALL.len());
+        for (code, status) in cases {
+            assert_eq!(http_status(code).as_u16(), status, "{code}");
+        }
+        let body = http_error_body(
+            &ErrorObject::new(ErrorCode::NotFound, "gone").with_data(json!({"id": "s1"})),
+        );
+        assert_eq!(
+            body,
+            json!({"error": {"code": "NOT_FOUND", "message": "gone", "data": {"id": "s1"}}})
+        );
+        let bare = http_error_body(&ErrorObject::new(ErrorCode::Conflict, "taken"));
+        assert_eq!(bare, json!({"error": {"code": "CONFLICT", "message": "taken"}}));
+    }
 }

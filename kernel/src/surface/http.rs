@@ -1,0 +1,406 @@
+//! REST with server-sent events: routes that each call one host method, plus `/rpc` (one
+//! JSON-RPC message over HTTP) and `/apps/...` (an app's own HTTP routes).
+//!
+//! | route | host call | success |
+//! |---|---|---|
+//! | `POST /sessions` (JSON body) | `session/create` (body as params) | 201 |
+//! | `GET /sessions?limit=&offset=` | `session/list` | 200 |
+//! | `GET /sessions/{id}` | `session/read {session_id}` | 200 |
+//! | `GET /sessions/{id}/history?limit=&before=` | `session/history {session_id, ...}` | 200 |
+//! | `GET /sessions/{id}/events` | [`Host::session_events`] as `text/event-stream` | 200 |
+//! | `POST /sessions/{id}/external-events` (JSON body) | `session/external_event` (body + `session_id` from the path) | 202 |
+//! | `POST /comms/send` (JSON body) | `comms/send` (body as params) | 200 |
+//! | `GET /comms/peers?session_id=` | `comms/peers` | 200 |
+//! | `POST /rpc` (JSON-RPC request or batch) | as [`super::rpc`]; notifications only → 204 | 200 |
+//! | any method `/apps/{*rest}` | [`Host::http_request`] | the app's |
+//!
+//! Success bodies are the host's result as JSON. Errors are
+//! `{"error": {"code": "NOT_FOUND", "message": "...", "data": {...}}}` with the status of
+//! [`super::http_status`]; besides host errors: a JSON body that is not JSON → 400
+//! (`INVALID_REQUEST`, `data.reason: "invalid_json"`), not an object → 400
+//! (`INVALID_PARAMS`); no `Content-Type: application/json` → 415 (`reason:
+//! "content_type"`); a body over 8 MiB → 413 (`reason: "oversize"`); a query number that
+//! is not one → 400 (`INVALID_PARAMS`, `data.field`); no such route → 404 (`reason:
+//! "no_route"`); wrong method → 405 (`reason: "method_not_allowed"`); auth → 401/403 (see
+//! [`super::auth`]).
+//!
+//! Events: one SSE event per item, `event:` its `type` (omitted when it has none or it
+//! would break the framing), `data:` the item as one line of JSON; a keep-alive comment
+//! every 15 s. The stream ends when the host's does, or when the server stops.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Extension, Json, Router};
+use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::surface::auth::{Auth, is_loopback_host};
+use crate::surface::rpc::{Gate, complete, triage};
+use crate::surface::{Host, http_error_body, http_status};
+
+mod apps;
+
+/// Largest request body.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Host calls one `/rpc` batch makes at once.
+const RPC_BATCH_CONCURRENCY: usize = 16;
+/// How often an idle event stream gets a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long [`serve_http`] waits for requests in progress after `stop`.
+const DRAIN: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+struct AppState {
+    host: Arc<dyn Host>,
+}
+
+/// Tells event streams that the server is stopping (added by [`serve_http`]).
+#[derive(Clone)]
+struct StopSignal(CancellationToken);
+
+/// The REST routes over `host`, every request checked by `auth`.
+pub fn router(host: Arc<dyn Host>, auth: Arc<Auth>) -> Router {
+    Router::new()
+        .route("/sessions", post(create_session).get(list_sessions))
+        .route("/sessions/{id}", get(read_session))
+        .route("/sessions/{id}/history", get(session_history))
+        .route("/sessions/{id}/events", get(session_events))
+        .route("/sessions/{id}/external-events", post(external_event))
+        .route("/comms/send", post(comms_send))
+        .route("/comms/peers", get(comms_peers))
+        .route("/rpc", post(rpc))
+        .route("/apps/{*rest}", any(apps::proxy))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(auth, require_auth))
+        .with_state(AppState { host })
+}
+
+/// Serves `router` on `listener` until `stop`; then stops accepting, ends event streams,
+/// and waits (up to 10 s) for requests in progress.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router.layer(Extension(StopSignal(stop.clone())));
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        served = &mut server => served,
+        () = async { stop.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("http: stopped with requests still in progress");
+            Ok(())
+        }
+    }
+}
+
+/// An error answer: `{"error": {...}}` with its status.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    error: ErrorObject,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>, data: Value) -> Self {
+        ApiError { status, error: ErrorObject::new(code, message).with_data(data) }
+    }
+}
+
+impl From<ErrorObject> for ApiError {
+    fn from(error: ErrorObject) -> Self {
+        ApiError { status: http_status(error.code), error }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(http_error_body(&self.error))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            let invalid = self.error.data.as_ref().and_then(|d| d.get("reason"))
+                == Some(&Value::from("invalid_token"));
+            let challenge = if invalid { r#"Bearer error="invalid_token""# } else { "Bearer" };
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
+    }
+}
+
+async fn require_auth(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
+    if auth.required() {
+        let presented = request.headers().get(header::AUTHORIZATION).map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map_or("", |(_, token)| token.trim())
+        });
+        if let Err(e) = auth.check(presented) {
+            return ApiError::from(e).into_response();
+        }
+    } else if let Some(host) = request.headers().get(header::HOST)
+        && !host.to_str().is_ok_and(is_loopback_host)
+    {
+        let message = "this server answers loopback names only (or set a host token)";
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            message,
+            json!({"reason": "host_not_allowed"}),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// The text of a body declared as JSON (`Content-Type: application/json` or `+json`).
+struct JsonText(String);
+
+impl<S: Send + Sync> FromRequest<S> for JsonText {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|v| {
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::InvalidRequest,
+                "the body must be JSON with Content-Type: application/json",
+                json!({"reason": "content_type"}),
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
+        String::from_utf8(bytes.into())
+            .map(JsonText)
+            .map_err(|_| invalid_json("the body is not UTF-8"))
+    }
+}
+
+/// A JSON object body.
+struct JsonObject(Map);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let JsonText(text) = JsonText::from_request(request, state).await?;
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => Ok(JsonObject(map)),
+            Ok(_) => {
+                Err(ErrorObject::invalid_params("body", "the body must be a JSON object").into())
+            }
+            Err(e) => Err(invalid_json(&format!("the body is not JSON: {e}"))),
+        }
+    }
+}
+
+fn invalid_json(message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidRequest,
+        message,
+        json!({"reason": "invalid_json"}),
+    )
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidRequest,
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            json!({"reason": "oversize", "max_bytes": MAX_BODY_BYTES}),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            rejection.body_text(),
+            json!({"reason": "body_unreadable"}),
+        )
+    }
+}
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            e.body_text(),
+            json!({"reason": "bad_path"}),
+        )
+    })
+}
+
+fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            e.body_text(),
+            json!({"reason": "bad_query"}),
+        )
+    })?;
+    Ok(pairs)
+}
+
+/// Every query parameter as a string (the last value of a repeated key).
+fn query_params_all(uri: &Uri) -> Result<Map, ApiError> {
+    Ok(query_pairs(uri)?.into_iter().map(|(k, v)| (k, Value::from(v))).collect())
+}
+
+/// The query's `keys` as params: numbers for `numeric` ones, strings otherwise; other
+/// keys are ignored.
+fn query_params(uri: &Uri, keys: &[&str], numeric: &[&str]) -> Result<Map, ApiError> {
+    let mut params = Map::new();
+    for (key, value) in query_pairs(uri)? {
+        if !keys.contains(&key.as_str()) {
+            continue;
+        }
+        let value = if numeric.contains(&key.as_str()) {
+            let n: u64 = value.parse().map_err(|_| {
+                ErrorObject::invalid_params(&key, format!("{key} must be a non-negative integer"))
+            })?;
+            Value::from(n)
+        } else {
+            Value::from(value)
+        };
+        params.insert(key, value);
+    }
+    Ok(params)
+}
+
+async fn call(state: &AppState, method: &str, params: Map) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.host.call(method.to_owned(), Value::Object(params)).await?))
+}
+
+async fn create_session(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    Ok((StatusCode::CREATED, call(&state, "session/create", body).await?).into_response())
+}
+
+async fn list_sessions(State(state): State<AppState>, uri: Uri) -> Result<Json<Value>, ApiError> {
+    let params = query_params(&uri, &["limit", "offset"], &["limit", "offset"])?;
+    call(&state, "session/list", params).await
+}
+
+async fn read_session(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Map::from_iter([("session_id".to_owned(), Value::from(path_id(id)?))]);
+    call(&state, "session/read", params).await
+}
+
+async fn session_history(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    let mut params = query_params(&uri, &["limit", "before"], &["limit"])?;
+    params.insert("session_id".into(), Value::from(path_id(id)?));
+    call(&state, "session/history", params).await
+}
+
+async fn external_event(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    JsonObject(mut body): JsonObject,
+) -> Result<Response, ApiError> {
+    body.insert("session_id".into(), Value::from(path_id(id)?));
+    Ok((StatusCode::ACCEPTED, call(&state, "session/external_event", body).await?).into_response())
+}
+
+async fn comms_send(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    call(&state, "comms/send", body).await
+}
+
+async fn comms_peers(State(state): State<AppState>, uri: Uri) -> Result<Json<Value>, ApiError> {
+    call(&state, "comms/peers", query_params(&uri, &["session_id"], &[])?).await
+}
+
+async fn session_events(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    stop: Option<Extension<StopSignal>>,
+) -> Result<Response, ApiError> {
+    let mut events = state.host.session_events(path_id(id)?).await?;
+    if let Some(Extension(StopSignal(stop))) = stop {
+        events = events.take_until(stop.cancelled_owned()).boxed();
+    }
+    let events = events.map(|event| Ok::<_, Infallible>(sse_event(&event)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
+
+fn sse_event(item: &Value) -> Event {
+    let mut event = Event::default();
+    if let Some(kind) = item.get("type").and_then(Value::as_str)
+        && !kind.is_empty()
+        && !kind.contains(['\r', '\n'])
+    {
+        event = event.event(kind);
+    }
+    event
+        .json_data(item)
+        .unwrap_or_else(|_| Event::default().comment("an event could not be encoded"))
+}
+
+async fn rpc(State(state): State<AppState>, JsonText(text): JsonText) -> Response {
+    let triaged = triage(&text, &mut Gate::trusted());
+    match complete(&*state.host, triaged, RPC_BATCH_CONCURRENCY).await {
+        Some(answer) => Json(answer).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such route",
+        json!({"reason": "no_route", "path": uri.path()}),
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotFound,
+        "this route does not take that method",
+        json!({"reason": "method_not_allowed"}),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,323 @@
+//! JSON-RPC 2.0 over newline-delimited JSON: one connection ([`serve_connection`]; stdio
+//! for `burrow rpc`) or a TCP listener ([`serve_tcp`], `burrow kernel --rpc-tcp`).
+//!
+//! ## Wire
+//!
+//! One JSON value per line (UTF-8, `\n`-terminated, `\r\n` accepted; blank lines are
+//! skipped). Requests are answered as their calls finish, so answers may come out of
+//! order; match them by `id`. Notifications (no `id`) run and are never answered. A batch
+//! (an array) is answered with one array once all of its calls are done, or not at all if
+//! it held only notifications; an empty batch is one `-32600` error.
+//!
+//! - `params` may be omitted (it is then `{}`) and must be an object; an array is
+//!   answered `-32602`, any other value `-32600`.
+//! - Errors: a line that is not JSON (or not UTF-8) is `-32700` with `id: null`; a request
+//!   that is not an object, lacks `"jsonrpc": "2.0"`, has a non-string `method` or an `id`
+//!   that is not a string, number or null is `-32600`; a line over
+//!   [`RpcLimits::max_line_bytes`] (8 MiB) is `-32600` with `data.reason: "oversize"`,
+//!   and reading goes on with the next line. Host errors map per
+//!   [`crate::surface::rpc_code`]; `data` is always an object with the Burrow `code`.
+//! - Bad input never closes a connection, with one exception: a line that looks like
+//!   HTTP (`POST / HTTP/1.1`, `Host: ...`) closes it at once, so that a web page cannot
+//!   smuggle JSON-RPC to a loopback port inside an HTTP request (cross-protocol attack).
+//!
+//! ## Authentication (TCP)
+//!
+//! Where a token is required ([`crate::surface::auth`]), a connection must first call
+//!
+//! ```json
+//! {"jsonrpc": "2.0", "id": 1, "method": "rpc/authenticate", "params": {"token": "brw_..."}}
+//! ```
+//!
+//! answered `{"ok": true}`, or `-32001` (`UNAUTHORIZED`) with `data.reason`
+//! `token_required` / `invalid_token`. Until it succeeds every other request is answered
+//! `-32001` with `data.reason: "token_required"` (notifications are dropped). Messages are
+//! admitted in the order they are read, so a client may pipeline its calls right behind
+//! `rpc/authenticate`. Where no token is required, `rpc/authenticate` answers
+//! `{"ok": true}` without looking at the token.
+//!
+//! ## Bounds
+//!
+//! At most [`RpcLimits::max_in_flight`] host calls run per connection; beyond that the
+//! connection stops reading until one finishes (back-pressure, not errors). Answers go
+//! through a bounded queue to one writer task; a peer that takes longer than
+//! [`RpcLimits::write_timeout`] to accept an answer is disconnected. At end of input the
+//! answers still owed are written (for up to [`RpcLimits::drain_timeout`]) before the
+//! connection closes. [`serve_tcp`] serves at most [`RpcLimits::max_connections`] at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::surface::Host;
+use crate::surface::auth::Auth;
+
+mod message;
+
+pub use message::AUTHENTICATE;
+pub(crate) use message::{Gate, complete, triage};
+
+/// How much is read from the peer at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Bounds of the JSON-RPC surface.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcLimits {
+    /// Longest line (one message or batch), in bytes.
+    pub max_line_bytes: usize,
+    /// Host calls running at once per connection (a batch counts each of its calls).
+    pub max_in_flight: usize,
+    /// Answers queued for the writer.
+    pub writer_queue: usize,
+    /// How long writing one answer may take before the peer is dropped.
+    pub write_timeout: Duration,
+    /// How long answers still owed are waited for when input ends.
+    pub drain_timeout: Duration,
+    /// Connections [`serve_tcp`] serves at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        RpcLimits {
+            max_line_bytes: 8 * 1024 * 1024,
+            max_in_flight: 64,
+            writer_queue: 256,
+            write_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            max_connections: 256,
+        }
+    }
+}
+
+/// Serves JSON-RPC on one connection until end of input, then writes the answers still
+/// owed (within [`RpcLimits::drain_timeout`]) and shuts `writer` down. No token is asked
+/// for: the caller owns the transport (e.g. stdio).
+pub async fn serve_connection<R, W>(reader: R, writer: W, host: Arc<dyn Host>, limits: RpcLimits)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    run_connection(reader, writer, host, limits, Gate::trusted(), CancellationToken::new()).await;
+}
+
+/// Accepts JSON-RPC connections on `listener` until `stop`, each checked by `auth`, at
+/// most [`RpcLimits::max_connections`] at once. After `stop`, open connections stop
+/// reading, write what they owe, and close; this returns when all have.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    host: Arc<dyn Host>,
+    auth: Arc<Auth>,
+    limits: RpcLimits,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let tracker = TaskTracker::new();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = stop.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // E.g. out of file descriptors: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "rpc: accept failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        () = stop.cancelled() => break,
+                    }
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        let (host, gate, stop) = (host.clone(), Gate::new(auth.clone()), stop.child_token());
+        tracker.spawn(async move {
+            tracing::debug!(%peer, "rpc: connection opened");
+            run_connection(reader, writer, host, limits, gate, stop).await;
+            tracing::debug!(%peer, "rpc: connection closed");
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// The connection loop behind [`serve_connection`] and [`serve_tcp`]; `stop` ends reading
+/// early (what is owed is still written).
+pub(crate) async fn run_connection<R, W>(
+    mut reader: R,
+    writer: W,
+    host: Arc<dyn Host>,
+    limits: RpcLimits,
+    mut gate: Gate,
+    stop: CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<String>(limits.writer_queue.max(1));
+    let writer_failed = CancellationToken::new();
+    let mut writer_task =
+        tokio::spawn(write_answers(writer, rx, limits.write_timeout, writer_failed.clone()));
+    let max_in_flight = limits.max_in_flight.max(1);
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let mut tasks = JoinSet::new();
+    let mut codec = LinesCodec::new_with_max_length(limits.max_line_bytes);
+    let mut buf = BytesMut::new();
+    let mut eof = false;
+
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let decoded = if eof { codec.decode_eof(&mut buf) } else { codec.decode(&mut buf) };
+        let answer_now = match decoded {
+            Ok(Some(line)) => {
+                let text = line.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                if looks_like_http(text) {
+                    tracing::warn!("rpc: an HTTP request was sent to the JSON-RPC port; closing");
+                    break;
+                }
+                let triaged = triage(text, &mut gate);
+                let calls = triaged.calls();
+                if calls == 0 {
+                    complete(&*host, triaged, 1).await
+                } else {
+                    let wanted = u32::try_from(calls.min(max_in_flight)).unwrap_or(1);
+                    let permit = tokio::select! {
+                        permit = permits.clone().acquire_many_owned(wanted) => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => break,
+                        },
+                        () = stop.cancelled() => break,
+                        () = writer_failed.cancelled() => break,
+                    };
+                    let (host, tx) = (host.clone(), tx.clone());
+                    tasks.spawn(async move {
+                        if let Some(answer) = complete(&*host, triaged, wanted as usize).await {
+                            let _ = tx.send(to_line(&answer)).await;
+                        }
+                        drop(permit);
+                    });
+                    None
+                }
+            }
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                Some(message::oversize(limits.max_line_bytes))
+            }
+            Err(LinesCodecError::Io(_)) => Some(message::not_utf8()),
+            Ok(None) if eof => break,
+            Ok(None) => {
+                buf.reserve(READ_CHUNK);
+                tokio::select! {
+                    read = reader.read_buf(&mut buf) => match read {
+                        Ok(0) => eof = true,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "rpc: read failed");
+                            break;
+                        }
+                    },
+                    () = stop.cancelled() => break,
+                    () = writer_failed.cancelled() => break,
+                }
+                None
+            }
+        };
+        if let Some(answer) = answer_now
+            && tx.send(to_line(&answer)).await.is_err()
+        {
+            break;
+        }
+    }
+
+    // Write what is owed, within the deadline; then let the writer finish its queue.
+    drop(tx);
+    if writer_failed.is_cancelled() {
+        tasks.abort_all();
+    }
+    let drained = tokio::time::timeout(limits.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(unanswered = tasks.len(), "rpc: closing with calls still running");
+        tasks.shutdown().await;
+    }
+    if tokio::time::timeout(limits.drain_timeout, &mut writer_task).await.is_err() {
+        writer_task.abort();
+    }
+}
+
+/// Writes queued answers, one per line, flushing whenever the queue is empty; on a write
+/// error or timeout cancels `failed` and stops.
+async fn write_answers<W: AsyncWrite + Unpin>(
+    writer: W,
+    mut rx: mpsc::Receiver<String>,
+    write_timeout: Duration,
+    failed: CancellationToken,
+) {
+    let mut writer = BufWriter::new(writer);
+    let result: std::io::Result<()> = async {
+        while let Some(line) = rx.recv().await {
+            let write = async {
+                writer.write_all(line.as_bytes()).await?;
+                if rx.is_empty() {
+                    writer.flush().await?;
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            tokio::time::timeout(write_timeout, write).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer does not read")
+            })??;
+        }
+        tokio::time::timeout(write_timeout, async {
+            writer.flush().await?;
+            writer.shutdown().await
+        })
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer does not read"))?
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "rpc: write failed; dropping the connection");
+        failed.cancel();
+    }
+}
+
+fn to_line(answer: &serde_json::Value) -> String {
+    let mut line = serde_json::to_string(answer).unwrap_or_else(|_| {
+        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"unserializable answer","data":{"code":"INTERNAL_ERROR"}}}"#.to_owned()
+    });
+    line.push('\n');
+    line
+}
+
+/// Whether a line is an HTTP request line or a `Host` header rather than JSON.
+fn looks_like_http(line: &str) -> bool {
+    const METHODS: [&str; 9] =
+        ["GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "OPTIONS ", "PATCH ", "CONNECT ", "TRACE "];
+    let request_line = METHODS.iter().any(|m| line.starts_with(m)) && line.contains(" HTTP/");
+    let host_header = line.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("host:"));
+    request_line || host_header
+}
+
+#[cfg(test)]
+mod tests;

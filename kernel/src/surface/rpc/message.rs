@@ -1,0 +1,243 @@
+//! One JSON-RPC message (a request, a notification or a batch): from its text to its
+//! answer, in two steps.
+//!
+//! [`triage`] runs in order, where the message was read: it parses, validates, and
+//! decides admission (`rpc/authenticate` is answered here, so what follows it on the same
+//! connection sees the result). [`complete`] then makes the host calls, possibly
+//! concurrently with other messages, and builds the answer (`None` when nothing is owed:
+//! notifications, or a batch of notifications only).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
+use futures_util::{FutureExt, StreamExt, stream};
+use serde_json::json;
+
+use crate::surface::auth::Auth;
+use crate::surface::{Host, RpcError};
+
+/// The method that authenticates a connection: `{"token": "brw_..."}` → `{"ok": true}`.
+pub const AUTHENTICATE: &str = "rpc/authenticate";
+
+/// Admission of one connection: whether its caller has authenticated.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    auth: Arc<Auth>,
+    authenticated: bool,
+}
+
+impl Gate {
+    /// A connection checked by `auth`: open from the start when no token is required.
+    pub(crate) fn new(auth: Arc<Auth>) -> Gate {
+        let authenticated = !auth.required();
+        Gate { auth, authenticated }
+    }
+
+    /// A caller already admitted by its transport (REST's bearer token, stdio).
+    pub(crate) fn trusted() -> Gate {
+        Gate::new(Arc::new(Auth::open()))
+    }
+
+    fn authenticate(&mut self, params: &Value) -> Result<Value, ErrorObject> {
+        let token = params.get("token").and_then(Value::as_str);
+        self.auth.check(token)?;
+        self.authenticated = true;
+        Ok(json!({ "ok": true }))
+    }
+}
+
+/// A host call to make; `id` is `None` for a notification.
+#[derive(Debug)]
+pub(crate) struct Call {
+    id: Option<Value>,
+    method: String,
+    params: Value,
+}
+
+/// One request or notification after triage.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// Answered without the host.
+    Answer(Value),
+    /// For the host.
+    Call(Call),
+    /// Nothing to do or answer (a notification that was not admitted or not valid).
+    Nothing,
+}
+
+/// A message after triage, ready for [`complete`].
+#[derive(Debug)]
+pub(crate) enum Triaged {
+    Single(Item),
+    Batch(Vec<Item>),
+}
+
+impl Triaged {
+    /// How many host calls completing it makes.
+    pub(crate) fn calls(&self) -> usize {
+        let is_call = |item: &Item| matches!(item, Item::Call(_));
+        match self {
+            Triaged::Single(item) => usize::from(is_call(item)),
+            Triaged::Batch(items) => items.iter().filter(|i| is_call(i)).count(),
+        }
+    }
+}
+
+/// Parses and validates one message and decides its admission.
+pub(crate) fn triage(text: &str, gate: &mut Gate) -> Triaged {
+    match serde_json::from_str::<Value>(text) {
+        Err(e) => Triaged::Single(Item::Answer(failure(Value::Null, RpcError::parse(e)))),
+        Ok(Value::Array(items)) if items.is_empty() => Triaged::Single(Item::Answer(failure(
+            Value::Null,
+            invalid_request("empty_batch", "a batch must not be empty"),
+        ))),
+        Ok(Value::Array(items)) => {
+            Triaged::Batch(items.into_iter().map(|item| triage_one(item, gate)).collect())
+        }
+        Ok(other) => Triaged::Single(triage_one(other, gate)),
+    }
+}
+
+/// Makes the host calls of `triaged`, at most `concurrency` at once, and builds the answer.
+pub(crate) async fn complete(
+    host: &dyn Host,
+    triaged: Triaged,
+    concurrency: usize,
+) -> Option<Value> {
+    match triaged {
+        Triaged::Single(item) => run(host, item).await,
+        Triaged::Batch(items) => {
+            let answers: Vec<Value> = stream::iter(items)
+                .map(|item| run(host, item))
+                .buffered(concurrency.max(1))
+                .filter_map(std::future::ready)
+                .collect()
+                .await;
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+    }
+}
+
+/// The answer to a line longer than the limit (`-32600`, `data.reason` `oversize`).
+pub(crate) fn oversize(max_bytes: usize) -> Value {
+    let mut err = invalid_request("oversize", "the message is longer than the limit");
+    err.data["max_bytes"] = Value::from(max_bytes);
+    failure(Value::Null, err)
+}
+
+/// The answer to a line that is not UTF-8.
+pub(crate) fn not_utf8() -> Value {
+    failure(Value::Null, RpcError::parse("the line is not UTF-8"))
+}
+
+fn triage_one(value: Value, gate: &mut Gate) -> Item {
+    let Value::Object(mut request) = value else {
+        return Item::Answer(failure(
+            Value::Null,
+            invalid_request("not_an_object", "a request must be an object"),
+        ));
+    };
+    let id = request.remove("id");
+    if !matches!(id, None | Some(Value::Null | Value::String(_) | Value::Number(_))) {
+        return Item::Answer(failure(
+            Value::Null,
+            invalid_request("bad_id", "id must be a string, a number or null"),
+        ));
+    }
+    let reply_id = id.clone().unwrap_or(Value::Null);
+    if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Item::Answer(failure(
+            reply_id,
+            invalid_request("bad_version", "jsonrpc must be \"2.0\""),
+        ));
+    }
+    let method = match request.remove("method") {
+        Some(Value::String(method)) => method,
+        _ => {
+            return Item::Answer(failure(
+                reply_id,
+                invalid_request("bad_method", "method must be a string"),
+            ));
+        }
+    };
+    let params = match request.remove("params") {
+        None => Value::Object(Map::new()),
+        Some(params @ Value::Object(_)) => params,
+        Some(Value::Array(_)) => {
+            let err = ErrorObject::invalid_params("params", "params must be an object");
+            return answer_or_nothing(id, &method, Err(err));
+        }
+        Some(_) => {
+            return Item::Answer(failure(
+                reply_id,
+                invalid_request("bad_params", "params must be an object"),
+            ));
+        }
+    };
+    if method == AUTHENTICATE {
+        let outcome = gate.authenticate(&params);
+        return answer_or_nothing(id, &method, outcome);
+    }
+    if !gate.authenticated {
+        let err = ErrorObject::new(ErrorCode::Unauthorized, "call rpc/authenticate first")
+            .with_data(json!({ "reason": "token_required" }));
+        return answer_or_nothing(id, &method, Err(err));
+    }
+    Item::Call(Call { id, method, params })
+}
+
+/// An answer when there is an id; a notification is never answered (its error is logged).
+fn answer_or_nothing(id: Option<Value>, method: &str, outcome: Result<Value, ErrorObject>) -> Item {
+    match (id, outcome) {
+        (Some(id), outcome) => Item::Answer(respond(id, outcome)),
+        (None, Err(err)) => {
+            tracing::debug!(method, error = %err, "notification refused");
+            Item::Nothing
+        }
+        (None, Ok(_)) => Item::Nothing,
+    }
+}
+
+async fn run(host: &dyn Host, item: Item) -> Option<Value> {
+    let call = match item {
+        Item::Answer(answer) => return Some(answer),
+        Item::Nothing => return None,
+        Item::Call(call) => call,
+    };
+    let Call { id, method, params } = call;
+    let name = method.clone();
+    let outcome = AssertUnwindSafe(async move { host.call(method, params).await })
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(method = %name, "the host panicked");
+            Err(ErrorObject::new(ErrorCode::InternalError, "the host failed"))
+        });
+    match id {
+        Some(id) => Some(respond(id, outcome)),
+        None => {
+            if let Err(err) = outcome {
+                tracing::debug!(method = %name, error = %err, "notification failed");
+            }
+            None
+        }
+    }
+}
+
+fn respond(id: Value, outcome: Result<Value, ErrorObject>) -> Value {
+    match outcome {
+        Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+        Err(err) => failure(id, RpcError::from(&err)),
+    }
+}
+
+fn failure(id: Value, err: RpcError) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "error": err.to_value() })
+}
+
+fn invalid_request(reason: &str, message: &str) -> RpcError {
+    let err =
+        ErrorObject::new(ErrorCode::InvalidRequest, message).with_data(json!({ "reason": reason }));
+    RpcError::from(&err)
+}
