@@ -12,7 +12,9 @@ mod host;
 mod logging;
 mod ops;
 mod peers;
+mod rpc;
 mod sessions;
+mod token;
 
 /// Burrow: an actor-model microkernel for AI-agent apps.
 ///
@@ -140,6 +142,15 @@ enum Command {
     /// With `--keep-alive` the session stays resident and the command keeps following it
     /// (until Ctrl-C): messages from peers, external events, and the agent's answers.
     Run(host::RunArgs),
+    /// Serve JSON-RPC 2.0 on stdin/stdout (one JSON object per line), answered by the
+    /// running kernel: the host methods (`session/create`, `comms/send`, ...) and
+    /// registered gateway methods.
+    Rpc,
+    /// Manage host tokens for `--rpc-tcp` and `--http`.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Manage the kernels this one trusts as peers (default: list them).
     Peers {
         #[command(subcommand)]
@@ -172,6 +183,17 @@ enum AppsAction {
     Restart {
         /// The app id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Create a token and print it once (only its hash is kept); a running kernel
+    /// accepts it at once.
+    Create {
+        /// The kernel's state directory [default: $XDG_STATE_HOME/burrow].
+        #[arg(long, env = "BURROW_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -263,6 +285,10 @@ pub fn main() -> ExitCode {
             }
             Command::Run(args) => host::run(cli.socket, args).await,
             Command::Peers { action } => peers::run(cli.socket, action).await,
+            Command::Rpc => rpc::run_stdio(cli.socket).await,
+            Command::Token { action: TokenAction::Create { state_dir } } => {
+                token::create(&state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir))
+            }
             Command::Event { session, event_type, payload } => {
                 host::event(cli.socket, &session, &event_type, &payload).await
             }

@@ -15,6 +15,8 @@ use crate::host::KernelHost;
 use crate::kernel::Kernel;
 use crate::server::KernelError;
 use crate::surface::Host;
+use crate::surface::auth::Auth;
+use crate::surface::rpc::RpcLimits;
 
 /// What to listen on, besides the socket.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +67,8 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<(TcpListener, SocketAddr),
 #[derive(Debug)]
 pub struct Bound {
     comms: Option<TcpListener>,
+    rpc: Option<(TcpListener, Arc<Auth>)>,
+    http: Option<(TcpListener, Arc<Auth>)>,
 }
 
 /// Opens the peer channel (trust store, binding file) and binds every listener `listen`
@@ -75,13 +79,35 @@ pub async fn bind_all(kernel: &Arc<Kernel>, listen: &Listen) -> Result<Bound, Ke
     if listen.comms_binding_out.is_some() && listen.comms_listen.is_none() {
         return Err(setup("--comms-binding-out", "needs --comms-listen-tcp"));
     }
-    let mut bound = Bound { comms: None };
+    let mut bound = Bound { comms: None, rpc: None, http: None };
+    let require = kernel.config().host.require_token;
+    let state_dir = &kernel.paths.state_dir;
+    let surface = |addr: SocketAddr, what: &str| {
+        let auth = Auth::for_surface(&addr, require, state_dir).map_err(|e| setup(what, e))?;
+        Ok::<_, KernelError>(Arc::new(auth))
+    };
+    if let Some(addr) = listen.rpc_tcp {
+        let auth = surface(addr, "--rpc-tcp")?;
+        let (listener, local) = bind(addr, "JSON-RPC").await?;
+        publish(kernel, "rpc_tcp", local);
+        tracing::info!(%local, token_required = auth.required(), "serving JSON-RPC for hosts");
+        bound.rpc = Some((listener, auth));
+    }
+    if let Some(addr) = listen.http {
+        let auth = surface(addr, "--http")?;
+        let (listener, local) = bind(addr, "HTTP").await?;
+        publish(kernel, "http", local);
+        tracing::info!(%local, token_required = auth.required(), "serving REST for hosts");
+        bound.http = Some((listener, auth));
+    }
     if let Some(addr) = listen.comms_listen {
         let (listener, local) = bind(addr, "peers").await?;
         let address = advertised(listen.comms_advertise.as_deref(), local)?;
         let binding = net.node.binding(&net.name, &address);
         if let Some(path) = &listen.comms_binding_out {
-            binding.write(path).map_err(|e| setup(&format!("cannot write {}", path.display()), e))?;
+            binding
+                .write(path)
+                .map_err(|e| setup(&format!("cannot write {}", path.display()), e))?;
         }
         if let Ok(mut own) = net.binding.lock() {
             *own = Some(binding);
@@ -106,10 +132,36 @@ impl Bound {
         let mut tasks = Vec::new();
         if let (Some(listener), Some(net)) = (self.comms, kernel.peers.get()) {
             let inbox = Arc::new(KernelInbox { kernel: kernel.clone() });
-            tasks.push(tokio::spawn(crate::peers::serve(listener, net.node.clone(), inbox, stop.clone())));
+            tasks.push(tokio::spawn(crate::peers::serve(
+                listener,
+                net.node.clone(),
+                inbox,
+                stop.clone(),
+            )));
         }
-        let _host: Arc<dyn Host> =
-            Arc::new(KernelHost { kernel: kernel.clone(), caller: "host:rpc".into() });
+        let host = |caller: &str| -> Arc<dyn Host> {
+            Arc::new(KernelHost { kernel: kernel.clone(), caller: caller.into() })
+        };
+        if let Some((listener, auth)) = self.rpc {
+            let limits = RpcLimits::default();
+            let serve = crate::surface::rpc::serve_tcp(
+                listener,
+                host("host:rpc"),
+                auth,
+                limits,
+                stop.clone(),
+            );
+            tasks.push(tokio::spawn(serve));
+        }
+        if let Some((listener, auth)) = self.http {
+            let router = crate::surface::http::router(host("host:http"), auth);
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::surface::http::serve_http(listener, router, stop).await {
+                    tracing::error!(error = %e, "the HTTP surface stopped");
+                }
+            }));
+        }
         Endpoints { stop, tasks }
     }
 }
@@ -125,7 +177,9 @@ fn advertised(advertise: Option<&str>, bound: SocketAddr) -> Result<String, Kern
         },
         None if bound.ip().is_unspecified() => Err(setup(
             "--comms-listen-tcp",
-            format!("{bound} is not an address others can dial; add --comms-advertise-tcp HOST:PORT"),
+            format!(
+                "{bound} is not an address others can dial; add --comms-advertise-tcp HOST:PORT"
+            ),
         )),
         None => Ok(bound.to_string()),
     }
@@ -138,8 +192,14 @@ mod tests {
     #[test]
     fn the_advertised_address_takes_the_bound_port_when_asked() {
         let bound: SocketAddr = "127.0.0.1:4200".parse().unwrap();
-        assert_eq!(advertised(Some("reviewer.example.com:0"), bound).unwrap(), "reviewer.example.com:4200");
-        assert_eq!(advertised(Some("reviewer.example.com:7"), bound).unwrap(), "reviewer.example.com:7");
+        assert_eq!(
+            advertised(Some("reviewer.example.com:0"), bound).unwrap(),
+            "reviewer.example.com:4200"
+        );
+        assert_eq!(
+            advertised(Some("reviewer.example.com:7"), bound).unwrap(),
+            "reviewer.example.com:7"
+        );
         assert_eq!(advertised(None, bound).unwrap(), "127.0.0.1:4200");
         assert!(advertised(None, "0.0.0.0:4200".parse().unwrap()).is_err());
         assert!(advertised(Some("no-port"), bound).is_err());

@@ -66,29 +66,44 @@ async fn a_session_messages_a_keep_alive_session_on_another_kernel() {
     let mut rpc_a = Rpc::connect(a.endpoint("rpc_tcp").await).await;
     let mut rpc_b = Rpc::connect(b.endpoint("rpc_tcp").await).await;
     let reviewer = rpc_b
-        .ok("session/create", json!({"prompt": "You review work.", "keep_alive": true, "comms_name": "reviewer"}))
+        .ok(
+            "session/create",
+            json!({"prompt": "You review work.", "keep_alive": true, "comms_name": "reviewer"}),
+        )
         .await["session_id"]
         .as_str()
         .unwrap()
         .to_owned();
     let coordinator = rpc_a
-        .ok("session/create", json!({"prompt": "You coordinate.", "keep_alive": true, "comms_name": "coordinator"}))
+        .ok(
+            "session/create",
+            json!({"prompt": "You coordinate.", "keep_alive": true, "comms_name": "coordinator"}),
+        )
         .await["session_id"]
         .as_str()
         .unwrap()
         .to_owned();
 
     let peers = rpc_a.ok("comms/peers", json!({"session_id": coordinator})).await;
-    let remote = peers["peers"].as_array().unwrap().iter().find(|p| p["peer_id"] == json!(reviewer));
+    let remote =
+        peers["peers"].as_array().unwrap().iter().find(|p| p["peer_id"] == json!(reviewer));
     let remote = remote.unwrap_or_else(|| panic!("the remote peer is not listed: {peers}"));
-    assert_eq!((remote["location"].clone(), remote["kernel_id"].clone()), (json!("remote"), json!(beta.kernel_id)));
+    assert_eq!(
+        (remote["location"].clone(), remote["kernel_id"].clone()),
+        (json!("remote"), json!(beta.kernel_id))
+    );
 
     let receipt = rpc_a
         .ok("comms/send", json!({"session_id": coordinator, "kind": "peer_request", "to": reviewer, "body": "Please review PR 7."}))
         .await;
-    assert_eq!((receipt["status"].clone(), receipt["remote_kernel"].clone()), (json!("delivered"), json!(beta.kernel_id)), "{receipt}");
+    assert_eq!(
+        (receipt["status"].clone(), receipt["remote_kernel"].clone()),
+        (json!("delivered"), json!(beta.kernel_id)),
+        "{receipt}"
+    );
     let request_id = receipt["request_id"].clone();
-    let done = rpc_b.ok("run/wait", json!({"run_id": receipt["run_id"], "timeout_ms": 15000})).await;
+    let done =
+        rpc_b.ok("run/wait", json!({"run_id": receipt["run_id"], "timeout_ms": 15000})).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert!(done["output"].as_str().unwrap().contains("[peer_request from coordinator"), "{done}");
 
@@ -98,9 +113,11 @@ async fn a_session_messages_a_keep_alive_session_on_another_kernel() {
         .await;
     assert_eq!(answer["remote_kernel"], json!(listed_self_id(&a).await), "{answer}");
     let history = rpc_a.ok("session/history", json!({"session_id": coordinator})).await;
-    let got = history["messages"].as_array().unwrap().iter().any(|m| {
-        m["content"] == "LGTM" && m["metadata"]["comms"]["in_reply_to"] == request_id
-    });
+    let got = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["content"] == "LGTM" && m["metadata"]["comms"]["in_reply_to"] == request_id);
     assert!(got, "the response is not in the coordinator's transcript: {history}");
 
     // Once beta stops trusting alpha, alpha's envelopes are refused.
@@ -150,32 +167,43 @@ async fn forged_untrusted_misaddressed_stale_replayed_and_oversize_envelopes_are
     let me = Binding::new(key.verifying_key(), "tester", "127.0.0.1:9");
     std::fs::write(dir.path().join("me.json"), serde_json::to_string(&me).unwrap()).unwrap();
     trust(&b, &dir.path().join("me.json")).await;
-    let letter = |body: &str| {
-        json!({"from": "tester-session", "from_name": "tester", "to": target, "kind": "peer_message", "body": body, "handling_mode": "queue"})
-    };
-    let envelope = Envelope::new(&me.kernel_id, &beta.kernel_id, "comms", letter("signed and fresh"));
+    let letter = |body: &str| json!({"from": "tester-session", "from_name": "tester", "to": target, "kind": "peer_message", "body": body, "handling_mode": "queue"});
+    let envelope =
+        Envelope::new(&me.kernel_id, &beta.kernel_id, "comms", letter("signed and fresh"));
     let line = sign_envelope(key.signing_key(), &envelope).to_line();
     assert_eq!(exchange(&beta, &line).await, "accepted");
     assert_eq!(exchange(&beta, &line).await, "replayed");
 
-    let mut forged = sign_envelope(key.signing_key(), &Envelope::new(&me.kernel_id, &beta.kernel_id, "comms", letter("original")));
+    let mut forged = sign_envelope(
+        key.signing_key(),
+        &Envelope::new(&me.kernel_id, &beta.kernel_id, "comms", letter("original")),
+    );
     forged.payload = forged.payload.replace("original", "tampered");
     assert_eq!(exchange(&beta, &forged.to_line()).await, "invalid_signature");
 
     let stranger = KernelKey::from_seed([7; 32]);
     let stranger_id = burrow_kernel::peers::kernel_id(stranger.verifying_key());
     let untrusted = Envelope::new(&stranger_id, &beta.kernel_id, "comms", letter("who am i"));
-    assert_eq!(exchange(&beta, &sign_envelope(stranger.signing_key(), &untrusted).to_line()).await, "untrusted_sender");
+    assert_eq!(
+        exchange(&beta, &sign_envelope(stranger.signing_key(), &untrusted).to_line()).await,
+        "untrusted_sender"
+    );
 
     let elsewhere = Envelope::new(&me.kernel_id, &stranger_id, "comms", letter("wrong kernel"));
-    assert_eq!(exchange(&beta, &sign_envelope(key.signing_key(), &elsewhere).to_line()).await, "misaddressed");
+    assert_eq!(
+        exchange(&beta, &sign_envelope(key.signing_key(), &elsewhere).to_line()).await,
+        "misaddressed"
+    );
 
     let mut old = Envelope::new(&me.kernel_id, &beta.kernel_id, "comms", letter("from the past"));
     old.sent_at -= Duration::from_secs(600).as_millis() as u64;
     assert_eq!(exchange(&beta, &sign_envelope(key.signing_key(), &old).to_line()).await, "stale");
 
     let huge = Envelope::new(&me.kernel_id, &beta.kernel_id, "comms", letter(&"x".repeat(100_000)));
-    assert_eq!(exchange(&beta, &sign_envelope(key.signing_key(), &huge).to_line()).await, "oversize");
+    assert_eq!(
+        exchange(&beta, &sign_envelope(key.signing_key(), &huge).to_line()).await,
+        "oversize"
+    );
 
     // Only the good envelope reached the session; every refusal is counted.
     let history = rpc.ok("session/history", json!({"session_id": target})).await;
@@ -189,7 +217,9 @@ async fn forged_untrusted_misaddressed_stale_replayed_and_oversize_envelopes_are
     assert_eq!(bodies, ["signed and fresh"], "{history}");
     let out = b.cli(&["peers", "list", "--json"]).await;
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for reason in ["replayed", "invalid_signature", "untrusted_sender", "misaddressed", "stale", "oversize"] {
+    for reason in
+        ["replayed", "invalid_signature", "untrusted_sender", "misaddressed", "stale", "oversize"]
+    {
         assert!(listed["refusals"][reason].as_u64() >= Some(1), "{reason} not counted: {listed}");
     }
 }

@@ -149,16 +149,40 @@ async fn app_routes_and_gateway_methods_are_served_to_hosts() {
 #[tokio::test]
 async fn a_surface_that_requires_a_token_refuses_requests_without_one() {
     let config = format!("{CONFIG}\n[host]\nrequire_token = true\n");
-    let kernel =
-        Kernel::start_with(&config, &["--http", "127.0.0.1:0", "--rpc-tcp", "127.0.0.1:0"]).await;
+    let args = ["--http", "127.0.0.1:0", "--rpc-tcp", "127.0.0.1:0"];
+    // Without any token, a surface that requires one does not start.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("burrow.toml"), &config).unwrap();
     let out = tokio::process::Command::new(bin("burrow"))
-        .args(["token", "create", "--state-dir"])
-        .arg(&kernel.state_dir)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        .arg("kernel")
+        .arg("--socket")
+        .arg(empty.path().join("k.sock"))
+        .arg("--state-dir")
+        .arg(empty.path().join("state"))
+        .arg("--config")
+        .arg(empty.path().join("burrow.toml"))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(DEADLINE, out).await.expect("the kernel did not exit").unwrap();
+    assert!(!out.status.success(), "a kernel requiring tokens started without any");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("token create"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut token = String::new();
+    let kernel = Kernel::start_prepared(&config, &args, |state| {
+        let out = std::process::Command::new(bin("burrow"))
+            .args(["token", "create", "--state-dir"])
+            .arg(state)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    })
+    .await;
     assert!(token.starts_with("brw_"), "{token}");
 
     let base = format!("http://{}", kernel.endpoint("http").await);

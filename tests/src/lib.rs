@@ -100,10 +100,21 @@ impl Kernel {
     /// restarts; `{dir}` in them is the kernel's temporary directory) and waits until it
     /// answers.
     pub async fn start_with(config: &str, args: &[&str]) -> Kernel {
+        Self::start_prepared(config, args, |_| {}).await
+    }
+
+    /// [`Kernel::start_with`], running `prepare` on the (not yet created) state directory
+    /// first, e.g. to create host tokens.
+    pub async fn start_prepared(
+        config: &str,
+        args: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Kernel {
         let dir = tempfile::Builder::new().prefix("burrow-e2e").tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("kernel.sock");
         let state_dir = dir.path().join("state");
         std::fs::write(dir.path().join("burrow.toml"), config).expect("write config");
+        prepare(&state_dir);
         let k = Self::spawn_in(dir, socket, state_dir, args);
         k.wait_ready().await;
         k

@@ -11,11 +11,12 @@ use crate::surface::stdio::{StdioEnd, serve_stdio};
 /// Exits 0 at end of input, 1 when the kernel went away first, 2 when it cannot be
 /// reached.
 pub async fn run_stdio(socket: Option<PathBuf>) -> ExitCode {
-    let client = match super::client::connect(socket).await {
-        Ok(client) => client,
+    // Registered (as `cli-<pid>`, heartbeating) for as long as it serves.
+    let registration = match super::ops::registered(socket).await {
+        Ok(r) => r,
         Err(code) => return code,
     };
-    match serve_stdio(client, RpcLimits::default()).await {
+    match serve_stdio(registration.client.clone(), RpcLimits::default()).await {
         StdioEnd::EndOfInput => ExitCode::SUCCESS,
         StdioEnd::KernelGone => {
             eprintln!("burrow: the kernel closed the connection");

@@ -123,7 +123,8 @@ struct DirectoryEntry {
 pub async fn peers(kernel: &Arc<Kernel>, fresh: bool) -> RemoteView {
     let Some(net) = kernel.peers.get() else { return RemoteView::default() };
     let config = kernel.config();
-    let ttl = if fresh { Duration::ZERO } else { Duration::from_millis(config.comms.directory_ttl_ms) };
+    let ttl =
+        if fresh { Duration::ZERO } else { Duration::from_millis(config.comms.directory_ttl_ms) };
     let deadline = Duration::from_millis(config.comms.send_timeout_ms);
     let asks = net.node.trust_store().list().into_iter().map(|b| {
         let net = net.clone();
@@ -133,7 +134,8 @@ pub async fn peers(kernel: &Arc<Kernel>, fresh: bool) -> RemoteView {
             }
             let answer = send(&net.node, &b, KIND_DIRECTORY, json!({}), deadline).await;
             let peers = answer.ok().and_then(|v| {
-                let entries: Vec<DirectoryEntry> = serde_json::from_value(v["peers"].clone()).ok()?;
+                let entries: Vec<DirectoryEntry> =
+                    serde_json::from_value(v["peers"].clone()).ok()?;
                 Some(
                     entries
                         .into_iter()
@@ -195,14 +197,37 @@ pub async fn send_letter(
     let extra = json!({ "kernel_id": peer.kernel_id });
     match send(&net.node, &binding, KIND_COMMS, body, deadline).await {
         Ok(ack) => serde_json::from_value(ack).map_err(|e| {
-            refused(ErrorCode::UnknownError, "bad_ack", format!("an unreadable receipt: {e}"), extra)
+            refused(
+                ErrorCode::UnknownError,
+                "bad_ack",
+                format!("an unreadable receipt: {e}"),
+                extra,
+            )
         }),
         Err(SendError::Refused(r)) => {
             let reason = r.as_str().to_owned();
-            Err(refused(refusal_code(&r), &reason, format!("kernel {} refused the message: {reason}", peer.kernel_id), extra))
+            Err(refused(
+                refusal_code(&r),
+                &reason,
+                format!("kernel {} refused the message: {reason}", peer.kernel_id),
+                extra,
+            ))
         }
-        Err(SendError::Unreachable(why)) => Err(refused(ErrorCode::ConnectionClosed, "peer_unreachable", format!("kernel {} is unreachable: {why}", peer.kernel_id), extra)),
-        Err(SendError::Timeout | SendError::Lost(_)) => Err(refused(ErrorCode::Timeout, "no_ack", format!("kernel {} did not acknowledge in time; the message may or may not have arrived", peer.kernel_id), extra)),
+        Err(SendError::Unreachable(why)) => Err(refused(
+            ErrorCode::ConnectionClosed,
+            "peer_unreachable",
+            format!("kernel {} is unreachable: {why}", peer.kernel_id),
+            extra,
+        )),
+        Err(SendError::Timeout | SendError::Lost(_)) => Err(refused(
+            ErrorCode::Timeout,
+            "no_ack",
+            format!(
+                "kernel {} did not acknowledge in time; the message may or may not have arrived",
+                peer.kernel_id
+            ),
+            extra,
+        )),
         Err(e) => Err(refused(ErrorCode::UnknownError, "bad_ack", e.to_string(), extra)),
     }
 }

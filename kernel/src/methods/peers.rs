@@ -34,7 +34,8 @@ struct RevokeParams {
 pub fn dispatch(kernel: Arc<Kernel>, method: &str, params: Value, responder: Responder) {
     let method = method.to_owned();
     tokio::spawn(async move {
-        let outcome = match tokio::task::spawn_blocking(move || run(&kernel, &method, params)).await {
+        let outcome = match tokio::task::spawn_blocking(move || run(&kernel, &method, params)).await
+        {
             Ok(outcome) => outcome,
             Err(e) => Err(ErrorObject::new(ErrorCode::InternalError, e.to_string())),
         };
@@ -48,7 +49,8 @@ fn run(kernel: &Kernel, method: &str, params: Value) -> Result<Value, ErrorObjec
         .get()
         .ok_or_else(|| ErrorObject::new(ErrorCode::NotFound, "the peer channel is off"))?;
     let trust = net.node.trust_store();
-    let failed = |e: crate::peers::TrustError| ErrorObject::new(ErrorCode::InvalidParams, e.to_string());
+    let failed =
+        |e: crate::peers::TrustError| ErrorObject::new(ErrorCode::InvalidParams, e.to_string());
     match method {
         "peers.trust" => {
             let p: TrustParams = parse_params(params)?;
@@ -67,7 +69,10 @@ fn run(kernel: &Kernel, method: &str, params: Value) -> Result<Value, ErrorObjec
         _ => {
             let p: RevokeParams = parse_params(params)?;
             if !trust.revoke(&p.kernel_id).map_err(failed)? {
-                return Err(ErrorObject::new(ErrorCode::NotFound, format!("kernel {:?} is not trusted", p.kernel_id)));
+                return Err(ErrorObject::new(
+                    ErrorCode::NotFound,
+                    format!("kernel {:?} is not trusted", p.kernel_id),
+                ));
             }
             net.forget(&p.kernel_id);
             tracing::info!(kernel_id = %p.kernel_id, "peer kernel revoked");
