@@ -196,7 +196,8 @@ impl Sessions {
         self.publish(&run.session_key, || {
             json!({ "type": "run", "session_id": run.session_key, "run_id": run.id, "status": run.status, "output": run.output, "error": run.error })
         });
-        let _ = tx.send(run.clone());
+        // `send_replace`: the value changes even while nobody watches.
+        tx.send_replace(run.clone());
         if terminal {
             // Waiters already subscribed keep their receiver; new ones read the store.
             self.runs.remove(&run.id);
@@ -268,5 +269,63 @@ impl Actor for SessionsActor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::kernel::KernelPaths;
+    use crate::token::KernelKey;
+
+    /// A kernel context with a real store in a temporary directory and no provider:
+    /// runs wait for one, so they stay unfinished.
+    fn kernel(dir: &std::path::Path) -> Arc<Kernel> {
+        let mut config = Config::default();
+        config.sessions.provider_wait_ms = 60_000;
+        let store = crate::store::sqlite::SqliteStore::open(&dir.join("burrow.db")).unwrap();
+        let paths = KernelPaths { socket: dir.join("k.sock"), state_dir: dir.to_owned() };
+        Arc::new(Kernel::new(config, KernelKey::from_seed([1; 32]), paths, Arc::new(store)))
+    }
+
+    #[tokio::test]
+    async fn a_failed_session_actor_restarts_from_the_store_with_its_queued_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = kernel(dir.path());
+        let (sessions, _handle) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
+        let item = Inbound::new("hello".into(), None, "test".into(), Wake::Always);
+        let acked = crate::methods::session::to_session(&kernel, "k1", item).await.unwrap();
+        let run_id = acked.run_id.unwrap();
+        let first = kernel.sessions.actor(&kernel, "k1").unwrap();
+        first.cast(SessionMsg::Crash).unwrap();
+
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let restarted = loop {
+            match kernel.sessions.actors.get("k1").map(|a| a.clone()) {
+                Some(a) if a.get_id() != first.get_id() => break a,
+                _ => {
+                    assert!(tokio::time::Instant::now() < deadline, "no new actor for k1");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        };
+        // The acknowledged message and its run are still there, and the new actor took
+        // the run up again: it is running (waiting for a provider), not lost.
+        let history = kernel.store().history("k1", 10, None).await.unwrap();
+        assert_eq!(history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["hello"]);
+        let mut watch = kernel.sessions.watch_run(&run_id).expect("the run is live again");
+        let running = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            watch.wait_for(|r| r.status == RunStatus::Running),
+        )
+        .await;
+        assert!(running.is_ok(), "the resumed run did not start");
+        // The new actor takes new work.
+        let item = Inbound::new("again".into(), None, "test".into(), Wake::Always);
+        let again = crate::methods::session::to_session(&kernel, "k1", item).await.unwrap();
+        assert!(again.queued, "new work waits behind the resumed run");
+        restarted.stop(None);
+        sessions.stop(None);
     }
 }

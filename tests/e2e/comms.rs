@@ -116,9 +116,16 @@ async fn keep_alive_sessions_are_peers_that_message_and_answer_each_other() {
 
     // A lifecycle notice is recorded but starts no turn.
     let notice = rpc
-        .ok("comms/send", json!({"session_id": a, "kind": "peer_added", "to": b, "body": {"peer": "agent-c"}}))
+        .ok(
+            "comms/send",
+            json!({"session_id": a, "kind": "peer_added", "to": b, "body": {"peer": "agent-c"}}),
+        )
         .await;
-    assert_eq!((notice["status"].clone(), notice.get("run_id").cloned()), (json!("delivered"), None), "{notice}");
+    assert_eq!(
+        (notice["status"].clone(), notice.get("run_id").cloned()),
+        (json!("delivered"), None),
+        "{notice}"
+    );
 
     // A request is answered by a response that names it; a request is answered once.
     let req = rpc

@@ -32,6 +32,9 @@ pub enum SessionMsg {
     Cancel(String, oneshot::Sender<Result<(), ErrorObject>>),
     /// Time to check for idleness.
     IdleCheck,
+    /// Fail, as a bug would (tests of the supervision).
+    #[cfg(test)]
+    Crash,
 }
 
 /// Whether an inbound message starts (or joins) a run.
@@ -127,6 +130,9 @@ struct Running {
     cancel: CancellationToken,
     /// Steered messages for its next turn boundary.
     steer: mpsc::Sender<super::agent::Steered>,
+    /// Its task: aborted, not cancelled, when the actor stops, so the run stays
+    /// unfinished in the store and the session's next actor resumes it.
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Its state.
@@ -214,6 +220,8 @@ impl Actor for SessionActor {
                 }
                 start_next(state, &myself).await;
             }
+            #[cfg(test)]
+            SessionMsg::Crash => return Err("crash requested by a test".into()),
             SessionMsg::Cancel(run_id, reply) => {
                 let _ = reply.send(cancel(state, &run_id).await);
             }
@@ -242,7 +250,7 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         state.kernel.sessions.release(&state.key, &myself.get_cell());
         if let Some(running) = state.running.take() {
-            running.cancel.cancel();
+            running.task.abort();
         }
         Ok(())
     }
@@ -436,13 +444,15 @@ async fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
     };
     let cancel = CancellationToken::new();
     let (steer, steered) = mpsc::channel(state.kernel.config().sessions.max_queue.max(1));
-    state.running = Some(Running { id: run_id.clone(), cancel: cancel.clone(), steer });
     let kernel = state.kernel.clone();
     let me = myself.clone();
-    tokio::spawn(async move {
-        let leftover = super::agent::run(kernel, session, run_id.clone(), cancel, steered).await;
-        let _ = me.cast(SessionMsg::RunFinished(run_id, leftover));
+    let id = run_id.clone();
+    let token = cancel.clone();
+    let task = tokio::spawn(async move {
+        let leftover = super::agent::run(kernel, session, id.clone(), token, steered).await;
+        let _ = me.cast(SessionMsg::RunFinished(id, leftover));
     });
+    state.running = Some(Running { id: run_id, cancel, steer, task });
 }
 
 async fn cancel(state: &mut SessionState, run_id: &str) -> Result<(), ErrorObject> {
