@@ -204,11 +204,16 @@ impl PeerNode {
         }
     }
 
-    /// Counts and logs a refusal.
+    /// Counts and logs a refusal: the first ten of each reason, then the 16th, 32nd,
+    /// 64th... so a flood of bad envelopes cannot flood the log (the counts stay exact).
     pub(crate) fn record(&self, rejected: &Rejected, peer: Option<SocketAddr>) {
-        self.refusals.add(&rejected.refusal);
+        let count = self.refusals.add(&rejected.refusal);
+        if count > 10 && !count.is_power_of_two() {
+            return;
+        }
         tracing::warn!(
             reason = rejected.refusal.as_str(),
+            count,
             from = %rejected.from,
             envelope_id = %rejected.envelope_id,
             peer = ?peer,

@@ -95,14 +95,18 @@ impl Refusal {
 pub(crate) struct RefusalCounts(Mutex<BTreeMap<String, u64>>);
 
 impl RefusalCounts {
-    pub(crate) fn add(&self, refusal: &Refusal) {
+    /// Counts one refusal; gives how many of its name there have been.
+    pub(crate) fn add(&self, refusal: &Refusal) -> u64 {
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // Bound the map against an inbox inventing names without end.
-        if counts.len() < 256 || counts.contains_key(refusal.as_str()) {
-            *counts.entry(refusal.as_str().to_owned()).or_default() += 1;
+        let name = if counts.len() < 256 || counts.contains_key(refusal.as_str()) {
+            refusal.as_str()
         } else {
-            *counts.entry("other".to_owned()).or_default() += 1;
-        }
+            "other"
+        };
+        let count = counts.entry(name.to_owned()).or_default();
+        *count += 1;
+        *count
     }
 
     pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
@@ -122,9 +126,9 @@ mod tests {
         assert_eq!(Refusal::from_reason("quota"), Refusal::Other("quota".into()));
         assert_eq!(Refusal::Other("quota".into()).as_str(), "quota");
         let counts = RefusalCounts::default();
-        counts.add(&Refusal::Stale);
-        counts.add(&Refusal::Stale);
-        counts.add(&Refusal::Replayed);
+        assert_eq!(counts.add(&Refusal::Stale), 1);
+        assert_eq!(counts.add(&Refusal::Stale), 2);
+        assert_eq!(counts.add(&Refusal::Replayed), 1);
         assert_eq!(
             counts.snapshot(),
             BTreeMap::from([("replayed".into(), 1), ("stale".into(), 2)])
