@@ -208,6 +208,13 @@ impl Sessions {
     pub fn watch_run(&self, id: &str) -> Option<watch::Receiver<RunRow>> {
         self.runs.get(id).map(|tx| tx.subscribe())
     }
+
+    /// A receiver of the state of `row`'s run, starting from `row` unless the run has
+    /// published a newer state (for waiters on runs only the store knows of yet).
+    pub fn watch_stored_run(&self, row: RunRow) -> watch::Receiver<RunRow> {
+        let id = row.id.clone();
+        self.runs.entry(id).or_insert_with(|| watch::channel(row).0).subscribe()
+    }
 }
 
 /// Supervises every session actor; a failed one is forgotten and, since its queued work

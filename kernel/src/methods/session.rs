@@ -300,23 +300,45 @@ pub(crate) async fn wait(
     };
     let terminal =
         |s: RunStatus| matches!(s, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled);
-    if let Some(mut rx) = kernel.sessions.watch_run(&p.run_id) {
-        let done = tokio::time::timeout(timeout, rx.wait_for(|r| terminal(r.status)))
-            .await
-            .ok()
-            .and_then(|r| r.ok().map(|row| row.clone()));
-        if let Some(row) = done {
-            return Ok(result(&row));
+
+    let mut rx = match kernel.sessions.watch_run(&p.run_id) {
+        Some(rx) => rx,
+        None => {
+            let row = stored_run(kernel, &p.run_id).await?;
+            if terminal(row.status) {
+                return Ok(result(&row));
+            }
+            // A run only the store knows of yet (queued behind others after a restart):
+            // watch it from its stored state; it may have ended between the read and now.
+            let rx = kernel.sessions.watch_stored_run(row);
+            let row = stored_run(kernel, &p.run_id).await?;
+            if terminal(row.status) {
+                return Ok(result(&row));
+            }
+            rx
         }
-        let now = rx.borrow().clone();
-        if !terminal(now.status) {
-            return Ok(result(&now));
-        }
+    };
+    let done = tokio::time::timeout(timeout, rx.wait_for(|r| terminal(r.status)))
+        .await
+        .ok()
+        .and_then(|r| r.ok().map(|row| row.clone()));
+    if let Some(row) = done {
+        return Ok(result(&row));
     }
-    match kernel.store().run(&p.run_id).await.map_err(store_err)? {
-        Some(row) => Ok(result(&row)),
-        None => Err(ErrorObject::new(ErrorCode::NotFound, format!("no run {:?}", p.run_id))),
+    let now = rx.borrow().clone();
+    if !terminal(now.status) {
+        return Ok(result(&now));
     }
+    stored_run(kernel, &p.run_id).await.map(|row| result(&row))
+}
+
+async fn stored_run(kernel: &Kernel, id: &str) -> Result<crate::store::RunRow, ErrorObject> {
+    kernel
+        .store()
+        .run(id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| ErrorObject::new(ErrorCode::NotFound, format!("no run {id:?}")))
 }
 
 async fn cancel(kernel: &Arc<Kernel>, run_id: &str) -> Result<(), ErrorObject> {

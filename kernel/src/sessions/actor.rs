@@ -144,6 +144,8 @@ pub struct SessionState {
     queue: VecDeque<String>,
     /// The queued run new messages join (the last one, not started yet).
     joinable: Option<String>,
+    /// Messages waiting for queued runs, by run: bounded by `[sessions] max_queue` too.
+    waiting: std::collections::HashMap<String, usize>,
     running: Option<Running>,
     last_activity: Instant,
 }
@@ -187,6 +189,7 @@ impl Actor for SessionActor {
             session,
             queue,
             joinable,
+            waiting: Default::default(),
             running: None,
             last_activity: Instant::now(),
         };
@@ -309,7 +312,8 @@ async fn dispatch(state: &mut SessionState, item: Inbound) -> Result<DispatchRes
         Wake::Always => true,
         Wake::Never => false,
     };
-    if state.queue.len() >= config.sessions.max_queue {
+    let waiting: usize = state.waiting.values().sum();
+    if state.queue.len() >= config.sessions.max_queue || waiting >= config.sessions.max_queue {
         return Err(ErrorObject::new(
             ErrorCode::UnknownError,
             "the session's queue is full; retry later",
@@ -354,9 +358,9 @@ async fn dispatch(state: &mut SessionState, item: Inbound) -> Result<DispatchRes
         tool_calls: None,
         tool_call_id: None,
         created_at: now,
-        // A steered message is answered live by the running turn, not read as a queued
-        // run's input.
-        run_id: if steer { None } else { run_id.clone() },
+        // A steered message belongs to the running run, which takes it live; stored with
+        // that run, it is its input again should the run be resumed after a restart.
+        run_id: run_id.clone(),
     };
     writes.push(Write::Append { session_key: state.key.clone(), message: message.clone() });
     if let Err(e) = state.kernel.store().write(writes).await {
@@ -382,6 +386,9 @@ async fn dispatch(state: &mut SessionState, item: Inbound) -> Result<DispatchRes
         state.joinable = Some(row.id.clone());
         state.kernel.sessions.publish_run(row);
     }
+    if !steer && let Some(run) = &run_id {
+        *state.waiting.entry(run.clone()).or_default() += 1;
+    }
     let mut run_id = run_id;
     if steer && let Some(running) = &state.running {
         let steered = super::agent::Steered {
@@ -392,6 +399,12 @@ async fn dispatch(state: &mut SessionState, item: Inbound) -> Result<DispatchRes
         if running.steer.try_send(steered).is_err() {
             // The turn ended between the check and now: answer it with the next run.
             run_id = Some(requeue(state, &message_id).await?);
+            return Ok(DispatchResult {
+                dispatch_id: message_id,
+                queued: true,
+                run_id,
+                reason: None,
+            });
         }
     }
     Ok(DispatchResult { dispatch_id: message_id, queued: waits, run_id, reason: None })
@@ -426,6 +439,7 @@ async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, E
         state.joinable = Some(row.id.clone());
         state.kernel.sessions.publish_run(row);
     }
+    *state.waiting.entry(run_id.clone()).or_default() += 1;
     Ok(run_id)
 }
 
@@ -438,6 +452,7 @@ async fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
     if state.joinable.as_deref() == Some(run_id.as_str()) {
         state.joinable = None;
     }
+    state.waiting.remove(&run_id);
     let Some(session) = state.session.clone() else {
         tracing::error!(session = %state.key, "run without a session row: dropping it");
         return;
@@ -472,6 +487,7 @@ async fn cancel(state: &mut SessionState, run_id: &str) -> Result<(), ErrorObjec
     if state.joinable.as_deref() == Some(run_id) {
         state.joinable = None;
     }
+    state.waiting.remove(run_id);
     let row = RunRow {
         id: run_id.to_owned(),
         session_key: state.key.clone(),

@@ -66,14 +66,18 @@ pub async fn run(
     if kernel.store().write(vec![Write::Run(running.clone())]).await.is_ok() {
         kernel.sessions.publish_run(running);
     }
+    let mut seen = std::collections::HashSet::new();
     let end = tokio::select! {
-        end = turns(&kernel, &session, &run_id, &mut steered) => end,
+        end = turns(&kernel, &session, &run_id, &mut steered, &mut seen) => end,
         _ = cancel.cancelled() => End::Cancelled,
     };
     steered.close();
     let mut leftover = Vec::new();
     while let Ok(s) = steered.try_recv() {
-        leftover.push(s.message_id);
+        // One the run read from the transcript was answered with its input.
+        if !seen.contains(&s.message_id) {
+            leftover.push(s.message_id);
+        }
     }
     let (status, output, error) = match &end {
         End::Completed(out) => (RunStatus::Completed, Some(out.clone()), None),
@@ -132,11 +136,17 @@ async fn append(kernel: &Kernel, key: &str, message: &ChatMessage) -> Result<(),
     Ok(())
 }
 
-/// The steered messages waiting at a turn boundary, as user messages.
-fn take_steered(steered: &mut mpsc::Receiver<Steered>) -> Vec<ChatMessage> {
+/// The steered messages waiting at a turn boundary, as user messages; those the context
+/// already has (read from the transcript when the run started) are skipped.
+fn take_steered(
+    steered: &mut mpsc::Receiver<Steered>,
+    seen: &mut std::collections::HashSet<String>,
+) -> Vec<ChatMessage> {
     let mut out = Vec::new();
     while let Ok(s) = steered.try_recv() {
-        out.push(user(super::context::render(&s.content, s.metadata.as_ref())));
+        if seen.insert(s.message_id) {
+            out.push(user(super::context::render(&s.content, s.metadata.as_ref())));
+        }
     }
     out
 }
@@ -150,6 +160,7 @@ async fn turns(
     session: &SessionRow,
     run_id: &str,
     steered: &mut mpsc::Receiver<Steered>,
+    seen: &mut std::collections::HashSet<String>,
 ) -> End {
     let config = kernel.config();
     let agent: AgentSpec = config.agents.get(&session.agent_id).cloned().unwrap_or_default();
@@ -159,7 +170,8 @@ async fn turns(
         Ok(h) => h,
         Err(e) => return End::Failed(format!("cannot read the transcript: {e}")),
     };
-    let (mut messages, input) = super::context::build(history, run_id);
+    let ((mut messages, input), ids) = super::context::build_with_ids(history, run_id);
+    seen.extend(ids);
     let first_new = messages.len() - input.len();
     let input = input.join("\n");
     let payload = json!({
@@ -193,7 +205,10 @@ async fn turns(
             Err(why) => return End::Failed(why),
         };
     let tools = offered_tools(kernel, &agent);
-    for _turn in 0..agent.max_turns {
+    for turn in 0..agent.max_turns {
+        // Steered messages are taken only while another turn can answer them; the last
+        // turn leaves them to the next run.
+        let can_take = turn + 1 < agent.max_turns;
         let mut prompt = vec![ChatMessage {
             role: Role::System,
             content: system.clone(),
@@ -228,17 +243,18 @@ async fn turns(
         let Some(calls) = calls else {
             // A turn boundary: steered messages get another turn; once none is waiting
             // the run stops taking them (later ones queue for the next run).
-            let late = take_steered(steered);
+            if !can_take {
+                return End::Completed(answer.message.content);
+            }
+            let mut late = take_steered(steered, seen);
             if late.is_empty() {
                 steered.close();
-                let late = take_steered(steered);
+                late = take_steered(steered, seen);
                 if late.is_empty() {
                     return End::Completed(answer.message.content);
                 }
-                messages.extend(late);
-            } else {
-                messages.extend(late);
             }
+            messages.extend(late);
             continue;
         };
         for call in calls {
@@ -254,7 +270,9 @@ async fn turns(
             }
             messages.push(tool);
         }
-        messages.extend(take_steered(steered));
+        if can_take {
+            messages.extend(take_steered(steered, seen));
+        }
     }
     End::Failed(format!("no final answer within max_turns = {}", agent.max_turns))
 }

@@ -13,8 +13,32 @@ use burrow_protocol::methods::session::TranscriptMessage;
 /// The context for `run_id` from `history` (oldest first), and the run's input texts
 /// (already at the end of the context).
 pub fn build(history: Vec<TranscriptMessage>, run_id: &str) -> (Vec<ChatMessage>, Vec<String>) {
+    build_with_ids(history, run_id).0
+}
+
+/// [`build`], and the ids of the messages it used (so a steered message already read from
+/// the transcript is not added twice).
+pub fn build_with_ids(
+    history: Vec<TranscriptMessage>,
+    run_id: &str,
+) -> ((Vec<ChatMessage>, Vec<String>), std::collections::HashSet<String>) {
+    let ids = history.iter().map(|m| m.id.clone()).collect();
+    (build_inner(history, run_id), ids)
+}
+
+fn build_inner(history: Vec<TranscriptMessage>, run_id: &str) -> (Vec<ChatMessage>, Vec<String>) {
     let mine = |m: &TranscriptMessage| m.role == Role::User && m.run_id.as_deref() == Some(run_id);
-    let (inputs, rest): (Vec<_>, Vec<_>) = if history.iter().any(mine) {
+    let (inputs, rest): (Vec<_>, Vec<_>) = if let Some(first) = history.iter().position(mine) {
+        // Inputs of later runs (stored after this run's first input) are theirs to answer.
+        let later = |i: usize, m: &TranscriptMessage| {
+            i > first && m.role == Role::User && m.run_id.as_deref().is_some_and(|r| r != run_id)
+        };
+        let history: Vec<_> = history
+            .into_iter()
+            .enumerate()
+            .filter(|(i, m)| !later(*i, m))
+            .map(|(_, m)| m)
+            .collect();
         history.into_iter().partition(mine)
     } else {
         // Runs recorded before inputs named their run: the user messages since the last
@@ -137,9 +161,13 @@ mod tests {
             result,
             msg("reply", Role::Assistant, None),
         ];
-        let (context, input) = build(history, "r2");
+        let (context, input) = build(history.clone(), "r2");
         assert_eq!(ids(&context), ["first", "call", "result", "aside", "reply", "later"]);
         assert_eq!(input, ["later"]);
+        // The earlier run does not see the later run's input.
+        let (context, input) = build(history, "r1");
+        assert_eq!(ids(&context), ["call", "result", "aside", "reply", "first"]);
+        assert_eq!(input, ["first"]);
     }
 
     #[test]
