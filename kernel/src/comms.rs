@@ -184,6 +184,11 @@ pub async fn send(
         ));
     }
     let target = resolve(kernel, &to).await?;
+    let target_kernel = match &target {
+        Target::Local => None,
+        Target::Remote(peer) => Some(peer.kernel_id.clone()),
+    };
+    let mut claimed = None;
     let (request_id, in_reply_to) = match p.kind {
         CommsKind::PeerRequest => (Some(uuid::Uuid::now_v7().to_string()), None),
         CommsKind::PeerResponse => {
@@ -193,7 +198,8 @@ pub async fn send(
                     "a peer_response names the request_id it answers",
                 )
             })?;
-            open_request(kernel, &id, &to, &sender.key).await?;
+            claimed = Some(claim(kernel, &id)?);
+            open_request(kernel, &id, &to, &sender.key, target_kernel.as_deref()).await?;
             (None, Some(id))
         }
         _ => {
@@ -218,7 +224,7 @@ pub async fn send(
         in_reply_to: in_reply_to.clone(),
     };
     if let Some(id) = &request_id {
-        record_request(kernel, id, &sender.key, &to, None).await?;
+        record_request(kernel, id, &sender.key, &to, None, target_kernel.as_deref()).await?;
     }
     let (delivered, remote_kernel) = match target {
         Target::Local => (deliver(kernel, caller, letter.clone()).await?, None),
@@ -228,8 +234,10 @@ pub async fn send(
         }
     };
     if let Some(id) = &in_reply_to {
-        record_request(kernel, id, &to, &sender.key, Some(now_ms())).await?;
+        let at = Some(now_ms());
+        record_request(kernel, id, &to, &sender.key, at, target_kernel.as_deref()).await?;
     }
+    drop(claimed);
     Ok(CommsReceipt {
         status: "delivered".into(),
         message_id: delivered.message_id,
@@ -262,8 +270,21 @@ async fn resolve(kernel: &Arc<Kernel>, to: &str) -> Result<Target, ErrorObject> 
         // Maybe a peer that appeared since we last asked.
         remote = remote::peers(kernel, true).await;
     }
-    if let Some(peer) = remote.peers.iter().find(|p| p.peer_id == to) {
-        return Ok(Target::Remote(peer.clone()));
+    let claimed_by: Vec<&remote::RemotePeer> =
+        remote.peers.iter().filter(|p| p.peer_id == to).collect();
+    match claimed_by.as_slice() {
+        [peer] => return Ok(Target::Remote((*peer).clone())),
+        [] => {}
+        several => {
+            // Two kernels claim one id: one of them lies; send to neither.
+            let kernels: Vec<&str> = several.iter().map(|p| p.kernel_id.as_str()).collect();
+            return Err(refused(
+                ErrorCode::Conflict,
+                "ambiguous_peer",
+                format!("peer id {to:?} is claimed by {} kernels", kernels.len()),
+                json!({ "to": to, "kernels": kernels }),
+            ));
+        }
     }
     let mut candidates: Vec<String> = kernel
         .store()
@@ -301,12 +322,39 @@ async fn resolve(kernel: &Arc<Kernel>, to: &str) -> Result<Target, ErrorObject> 
     })
 }
 
-/// Checks that `id` is an open request from `requester` to `responder`.
+/// The right to deliver the response to request `id`, held until it is recorded: two
+/// responses to one request cannot both pass [`open_request`].
+struct Claim<'a> {
+    kernel: &'a Kernel,
+    id: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.kernel.comms_claims.remove(&self.id);
+    }
+}
+
+fn claim<'a>(kernel: &'a Kernel, id: &str) -> Result<Claim<'a>, ErrorObject> {
+    if kernel.comms_claims.insert(id.to_owned(), ()).is_some() {
+        return Err(refused(
+            ErrorCode::Conflict,
+            "already_answered",
+            format!("request {id:?} is being answered"),
+            json!({ "in_reply_to": id }),
+        ));
+    }
+    Ok(Claim { kernel, id: id.to_owned() })
+}
+
+/// Checks that `id` is an open request from `requester` to `responder`, the remote one of
+/// them on `peer_kernel`.
 async fn open_request(
     kernel: &Kernel,
     id: &str,
     requester: &str,
     responder: &str,
+    peer_kernel: Option<&str>,
 ) -> Result<PeerRequestRow, ErrorObject> {
     let row = kernel.store().peer_request(id).await.map_err(store_err)?;
     let extra = json!({ "in_reply_to": id });
@@ -317,12 +365,18 @@ async fn open_request(
             format!("no peer_request {id:?}"),
             extra,
         )),
-        Some(r) if r.requester != requester || r.responder != responder => Err(refused(
-            ErrorCode::Forbidden,
-            "not_your_request",
-            format!("request {id:?} was not sent by {requester:?} to {responder:?}"),
-            extra,
-        )),
+        Some(r)
+            if r.requester != requester
+                || r.responder != responder
+                || r.peer_kernel.as_deref() != peer_kernel =>
+        {
+            Err(refused(
+                ErrorCode::Forbidden,
+                "not_your_request",
+                format!("request {id:?} was not sent by {requester:?} to {responder:?}"),
+                extra,
+            ))
+        }
         Some(r) if r.answered_at.is_some() => Err(refused(
             ErrorCode::Conflict,
             "already_answered",
@@ -339,6 +393,7 @@ async fn record_request(
     requester: &str,
     responder: &str,
     answered_at: Option<u64>,
+    peer_kernel: Option<&str>,
 ) -> Result<(), ErrorObject> {
     let row = PeerRequestRow {
         id: id.to_owned(),
@@ -346,6 +401,7 @@ async fn record_request(
         responder: responder.to_owned(),
         created_at: now_ms(),
         answered_at,
+        peer_kernel: peer_kernel.map(str::to_owned),
     };
     kernel.store().write(vec![Write::PeerRequest(row)]).await.map_err(store_err)
 }
@@ -367,13 +423,33 @@ pub async fn deliver(
             Value::Null,
         ));
     }
-    if letter.from_kernel.is_some() {
+    let mut claimed = None;
+    if let Some(origin) = letter.from_kernel.as_deref() {
+        // Another kernel speaks only for its own sessions.
+        let local = kernel.store().session(&letter.from).await.map_err(store_err)?;
+        if local.is_some() || crate::host::check_comms_name(&letter.from_name).is_err() {
+            return Err(refused(
+                ErrorCode::Forbidden,
+                "forged_sender",
+                format!("kernel {origin} cannot send as {:?}", letter.from),
+                Value::Null,
+            ));
+        }
         match (letter.kind, &letter.in_reply_to, &letter.request_id) {
             (CommsKind::PeerResponse, Some(id), _) => {
-                open_request(kernel, id, &letter.to, &letter.from).await?;
+                claimed = Some(claim(kernel, id)?);
+                open_request(kernel, id, &letter.to, &letter.from, Some(origin)).await?;
             }
             (CommsKind::PeerRequest, _, Some(id)) => {
-                record_request(kernel, id, &letter.from, &letter.to, None).await?;
+                if kernel.store().peer_request(id).await.map_err(store_err)?.is_some() {
+                    return Err(refused(
+                        ErrorCode::Conflict,
+                        "duplicate_request",
+                        format!("request {id:?} exists already"),
+                        Value::Null,
+                    ));
+                }
+                record_request(kernel, id, &letter.from, &letter.to, None, Some(origin)).await?;
             }
             _ => {}
         }
@@ -396,11 +472,13 @@ pub async fn deliver(
     item.mode = letter.handling_mode;
     item.must_exist = true;
     let acked = to_session(kernel, &letter.to, item).await?;
-    if letter.from_kernel.is_some()
+    if let Some(origin) = letter.from_kernel.as_deref()
         && let (CommsKind::PeerResponse, Some(id)) = (letter.kind, &letter.in_reply_to)
     {
-        record_request(kernel, id, &letter.to, &letter.from, Some(now_ms())).await?;
+        let at = Some(now_ms());
+        record_request(kernel, id, &letter.to, &letter.from, at, Some(origin)).await?;
     }
+    drop(claimed);
     let mut ctx = Map::new();
     ctx.insert("sessionKey".into(), letter.to.clone().into());
     comms["to"] = letter.to.into();

@@ -265,6 +265,8 @@ async fn external_event(
             format!("event_type is 1 to {MAX_EVENT_TYPE} characters"),
         ));
     }
+    // Checked here too, so an unknown id does not start a session actor.
+    existing(kernel, &p.session_id).await?;
     let mut meta = Map::new();
     meta.insert("external_event".into(), json!({ "kind": p.kind, "event_type": p.event_type }));
     let content = serde_json::to_string(&p.payload).unwrap_or_default();

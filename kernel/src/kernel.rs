@@ -83,6 +83,8 @@ pub struct Kernel {
     pub endpoints: RwLock<std::collections::BTreeMap<String, String>>,
     /// The signed peer channel, when it is on.
     pub peers: std::sync::OnceLock<Arc<crate::comms::remote::PeerNet>>,
+    /// Peer requests whose response is being delivered right now (one at a time each).
+    pub comms_claims: dashmap::DashMap<String, ()>,
 }
 
 impl Kernel {
@@ -111,6 +113,7 @@ impl Kernel {
             next_conn: AtomicU64::new(1),
             endpoints: RwLock::new(Default::default()),
             peers: std::sync::OnceLock::new(),
+            comms_claims: dashmap::DashMap::new(),
         }
     }
 

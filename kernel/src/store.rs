@@ -101,8 +101,10 @@ pub struct PeerRequestRow {
     pub responder: String,
     /// When, ms.
     pub created_at: u64,
-    /// When its `peer_response` came.
+    /// When its `peer_response` came (once set, never cleared).
     pub answered_at: Option<u64>,
+    /// The kernel of the party that is not on this kernel, if any.
+    pub peer_kernel: Option<String>,
 }
 
 /// An agent run.

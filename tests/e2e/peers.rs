@@ -174,6 +174,15 @@ async fn forged_untrusted_misaddressed_stale_replayed_and_oversize_envelopes_are
     assert_eq!(exchange(&beta, &line).await, "accepted");
     assert_eq!(exchange(&beta, &line).await, "replayed");
 
+    // A trusted kernel cannot speak for a session of the receiving kernel.
+    let mut impostor = letter("I am you");
+    impostor["from"] = target.clone();
+    let impostor = Envelope::new(&me.kernel_id, &beta.kernel_id, "comms", impostor);
+    assert_eq!(
+        exchange(&beta, &sign_envelope(key.signing_key(), &impostor).to_line()).await,
+        "forged_sender"
+    );
+
     let mut forged = sign_envelope(
         key.signing_key(),
         &Envelope::new(&me.kernel_id, &beta.kernel_id, "comms", letter("original")),

@@ -35,7 +35,7 @@ pub struct PeerNet {
     pub name: String,
     /// Our binding, when we listen.
     pub binding: Mutex<Option<Binding>>,
-    directory: Mutex<HashMap<String, (Instant, Vec<RemotePeer>)>>,
+    directory: Mutex<HashMap<String, Asked>>,
 }
 
 impl PeerNet {
@@ -47,6 +47,8 @@ impl PeerNet {
         let settings = PeerSettings {
             max_line_bytes: config.comms.max_envelope_bytes,
             freshness: Duration::from_millis(config.comms.freshness_ms),
+            // Within a sender's deadline (same defaults), so it gets a definite answer.
+            delivery_timeout: Duration::from_millis(config.comms.send_timeout_ms * 3 / 4),
             ..PeerSettings::default()
         };
         let name = config.comms.kernel_name.clone().unwrap_or_else(host_name);
@@ -58,14 +60,15 @@ impl PeerNet {
         })
     }
 
-    fn cached(&self, kernel_id: &str, ttl: Duration) -> Option<Vec<RemotePeer>> {
+    /// A recent answer: its peers, and whether the kernel was reachable.
+    fn cached(&self, kernel_id: &str, ttl: Duration) -> Option<(Vec<RemotePeer>, bool)> {
         let dir = self.directory.lock().ok()?;
-        dir.get(kernel_id).filter(|(at, _)| at.elapsed() < ttl).map(|(_, p)| p.clone())
+        dir.get(kernel_id).filter(|(at, ..)| at.elapsed() < ttl).map(|(_, p, ok)| (p.clone(), *ok))
     }
 
     fn last_known(&self, kernel_id: &str) -> Vec<RemotePeer> {
         let dir = self.directory.lock();
-        dir.ok().and_then(|d| d.get(kernel_id).map(|(_, p)| p.clone())).unwrap_or_default()
+        dir.ok().and_then(|d| d.get(kernel_id).map(|(_, p, _)| p.clone())).unwrap_or_default()
     }
 
     /// Forgets what a kernel told us (after it is revoked).
@@ -75,6 +78,10 @@ impl PeerNet {
         }
     }
 }
+
+/// What a trusted kernel said when it was last asked: when, its peers, whether it
+/// answered at all.
+type Asked = (Instant, Vec<RemotePeer>, bool);
 
 /// The machine's host name, for a kernel without `[comms] kernel_name`.
 fn host_name() -> String {
@@ -129,8 +136,10 @@ pub async fn peers(kernel: &Arc<Kernel>, fresh: bool) -> RemoteView {
     let asks = net.node.trust_store().list().into_iter().map(|b| {
         let net = net.clone();
         async move {
-            if let Some(peers) = net.cached(&b.kernel_id, ttl) {
-                return Ok(peers);
+            match net.cached(&b.kernel_id, ttl) {
+                Some((peers, true)) => return Ok(peers),
+                Some((peers, false)) => return Err((b.kernel_id.clone(), peers)),
+                None => {}
             }
             let answer = send(&net.node, &b, KIND_DIRECTORY, json!({}), deadline).await;
             let peers = answer.ok().and_then(|v| {
@@ -152,11 +161,18 @@ pub async fn peers(kernel: &Arc<Kernel>, fresh: bool) -> RemoteView {
             match peers {
                 Some(p) => {
                     if let Ok(mut dir) = net.directory.lock() {
-                        dir.insert(b.kernel_id.clone(), (Instant::now(), p.clone()));
+                        dir.insert(b.kernel_id.clone(), (Instant::now(), p.clone(), true));
                     }
                     Ok(p)
                 }
-                None => Err((b.kernel_id.clone(), net.last_known(&b.kernel_id))),
+                None => {
+                    // Remembered as unreachable (with what it last said) for the TTL.
+                    let last = net.last_known(&b.kernel_id);
+                    if let Ok(mut dir) = net.directory.lock() {
+                        dir.insert(b.kernel_id.clone(), (Instant::now(), last.clone(), false));
+                    }
+                    Err((b.kernel_id.clone(), last))
+                }
             }
         }
     });
@@ -180,7 +196,12 @@ pub async fn send_letter(
     letter: &Letter,
 ) -> Result<Delivered, ErrorObject> {
     let net = kernel.peers.get().ok_or_else(|| {
-        refused(ErrorCode::NotFound, "peer_unreachable", "the peer channel is off", Value::Null)
+        refused(
+            ErrorCode::ConnectionClosed,
+            "peer_unreachable",
+            "the peer channel is off",
+            Value::Null,
+        )
     })?;
     let binding = net.node.trust_store().get(&peer.kernel_id).ok_or_else(|| {
         refused(
@@ -204,8 +225,21 @@ pub async fn send_letter(
                 extra,
             )
         }),
+        Err(SendError::Refused(Refusal::Timeout)) => Err(refused(
+            ErrorCode::Timeout,
+            "no_ack",
+            format!(
+                "kernel {} did not finish storing the message in time; it may or may not have arrived",
+                peer.kernel_id
+            ),
+            extra,
+        )),
         Err(SendError::Refused(r)) => {
-            let reason = r.as_str().to_owned();
+            // The other kernel's reasons, in this kernel's words where they mean the same.
+            let reason = match &r {
+                Refusal::UnknownRecipient => "unknown_peer".to_owned(),
+                other => other.as_str().to_owned(),
+            };
             Err(refused(
                 refusal_code(&r),
                 &reason,
@@ -234,7 +268,8 @@ pub async fn send_letter(
 
 fn refusal_code(r: &Refusal) -> ErrorCode {
     match r {
-        Refusal::UntrustedSender | Refusal::InvalidSignature => ErrorCode::Unauthorized,
+        // Not `UNAUTHORIZED`: that would read as the host's own token being wrong.
+        Refusal::UntrustedSender | Refusal::InvalidSignature => ErrorCode::Forbidden,
         Refusal::Misaddressed | Refusal::UnknownRecipient => ErrorCode::NotFound,
         Refusal::Stale | Refusal::Replayed => ErrorCode::Conflict,
         Refusal::Oversize => ErrorCode::InvalidParams,
@@ -243,8 +278,8 @@ fn refusal_code(r: &Refusal) -> ErrorCode {
         Refusal::InboxFull | Refusal::Busy => ErrorCode::UnknownError,
         Refusal::Other(reason) => match reason.as_str() {
             "unknown_request" | "unknown_peer" | "unknown_session" => ErrorCode::NotFound,
-            "already_answered" => ErrorCode::Conflict,
-            "not_your_request" => ErrorCode::Forbidden,
+            "already_answered" | "duplicate_request" => ErrorCode::Conflict,
+            "not_your_request" | "forged_sender" => ErrorCode::Forbidden,
             _ => ErrorCode::UnknownError,
         },
     }

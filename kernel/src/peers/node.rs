@@ -82,6 +82,9 @@ pub struct PeerNode {
     settings: PeerSettings,
     replay: Mutex<ReplayCache>,
     refusals: RefusalCounts,
+    /// Envelopes signed before this (ms) are `stale`: the replay cache does not survive
+    /// a restart, so nothing from before it can be told from a replay.
+    started_at: u64,
 }
 
 impl std::fmt::Debug for PeerNode {
@@ -106,6 +109,7 @@ impl PeerNode {
             trust,
             settings,
             refusals: RefusalCounts::default(),
+            started_at: burrow_protocol::now_ms(),
         }
     }
 
@@ -180,7 +184,7 @@ impl PeerNode {
             return Err(reject(Refusal::Misaddressed));
         }
         let window = u64::try_from(self.settings.freshness.as_millis()).unwrap_or(u64::MAX);
-        if now_ms.abs_diff(envelope.sent_at) > window {
+        if now_ms.abs_diff(envelope.sent_at) > window || envelope.sent_at < self.started_at {
             return Err(reject(Refusal::Stale));
         }
         self.replay
@@ -287,7 +291,8 @@ mod tests {
     #[test]
     fn every_check_refuses_its_crafted_line() {
         let (_dir, me, friend, stranger) = setup(PeerSettings::default());
-        let now = burrow_protocol::now_ms();
+        // Checked as if two minutes after the node started.
+        let now = burrow_protocol::now_ms() + 120_000;
         let to_me = |from: &str| Envelope {
             sent_at: now,
             ..Envelope::new(from, me.kernel_id(), "m", json!(1))
@@ -328,6 +333,12 @@ mod tests {
         assert_eq!(refusal(&line(2, &future)), Err(Refusal::Stale));
         let edge = Envelope { sent_at: now - 60_000, ..to_me(&friend) };
         assert_eq!(refusal(&line(2, &edge)), Ok(()));
+        // Signed before the node started: a replay could not be told from it.
+        let before = Envelope { sent_at: me.started_at - 1, ..to_me(&friend) };
+        assert_eq!(
+            me.check_line(&line(2, &before), me.started_at).map(|_| ()).map_err(|r| r.refusal),
+            Err(Refusal::Stale)
+        );
     }
 
     #[test]

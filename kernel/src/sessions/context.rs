@@ -108,6 +108,10 @@ pub fn render(content: &str, metadata: Option<&Map>) -> String {
         let from = field(c, "from").unwrap_or_default();
         let name = field(c, "from_name").unwrap_or_else(|| from.clone());
         let mut head = format!("[{kind} from {name} ({from})");
+        if let Some(k) = field(c, "from_kernel") {
+            let short: String = k.chars().take(12).collect();
+            head.push_str(&format!(" on kernel {short}"));
+        }
         if let Some(r) = field(c, "request_id") {
             head.push_str(&format!(", request {r}"));
         }

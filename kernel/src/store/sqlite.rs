@@ -59,6 +59,8 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         answered_at INTEGER
      );",
+    // 3: the kernel of a request's remote party (NULL when both are here).
+    "ALTER TABLE peer_requests ADD COLUMN peer_kernel TEXT;",
 ];
 
 /// Most writes one transaction takes.
@@ -197,10 +199,10 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
         }
         Write::PeerRequest(r) => {
             tx.prepare_cached(
-                "INSERT INTO peer_requests (id, requester, responder, created_at, answered_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET answered_at = excluded.answered_at",
+                "INSERT INTO peer_requests (id, requester, responder, created_at, answered_at, peer_kernel) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET answered_at = COALESCE(peer_requests.answered_at, excluded.answered_at)",
             )?
-            .execute(params![r.id, r.requester, r.responder, r.created_at as i64, r.answered_at.map(|t| t as i64)])?;
+            .execute(params![r.id, r.requester, r.responder, r.created_at as i64, r.answered_at.map(|t| t as i64), r.peer_kernel])?;
         }
     }
     Ok(())
@@ -422,7 +424,7 @@ impl Storage for SqliteStore {
         let id = id.to_owned();
         Box::pin(self.read(move |c| {
             c.query_row(
-                "SELECT id, requester, responder, created_at, answered_at FROM peer_requests WHERE id = ?1",
+                "SELECT id, requester, responder, created_at, answered_at, peer_kernel FROM peer_requests WHERE id = ?1",
                 [id],
                 |r| {
                     Ok(PeerRequestRow {
@@ -431,6 +433,7 @@ impl Storage for SqliteStore {
                         responder: r.get(2)?,
                         created_at: r.get::<_, i64>(3)? as u64,
                         answered_at: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
+                        peer_kernel: r.get(5)?,
                     })
                 },
             )
