@@ -83,6 +83,9 @@ pub struct RpcLimits {
     pub drain_timeout: Duration,
     /// Connections [`serve_tcp`] serves at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// How long a TCP connection that must authenticate may take to call
+    /// `rpc/authenticate` before it is closed.
+    pub auth_deadline: Duration,
 }
 
 impl Default for RpcLimits {
@@ -94,6 +97,7 @@ impl Default for RpcLimits {
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             max_connections: 256,
+            auth_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -146,6 +150,19 @@ pub async fn serve_tcp(
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
         let (host, gate, stop) = (host.clone(), Gate::new(auth.clone()), stop.child_token());
+        // A connection that must authenticate and does not do so in time gives its slot
+        // back: silent connections cannot hold the surface.
+        let (admitted, login_over) = (gate.admitted(), stop.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                () = admitted.cancelled() => {}
+                () = tokio::time::sleep(limits.auth_deadline) => {
+                    tracing::debug!(%peer, "rpc: no rpc/authenticate in time; closing");
+                    login_over.cancel();
+                }
+                () = login_over.cancelled() => {}
+            }
+        });
         tracker.spawn(async move {
             tracing::debug!(%peer, "rpc: connection opened");
             run_connection(reader, writer, host, limits, gate, stop).await;

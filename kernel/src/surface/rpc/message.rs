@@ -25,13 +25,24 @@ pub const AUTHENTICATE: &str = "rpc/authenticate";
 pub(crate) struct Gate {
     auth: Arc<Auth>,
     authenticated: bool,
+    /// Told once the caller authenticates (the TCP server's login deadline watches it).
+    admitted: tokio_util::sync::CancellationToken,
 }
 
 impl Gate {
     /// A connection checked by `auth`: open from the start when no token is required.
     pub(crate) fn new(auth: Arc<Auth>) -> Gate {
         let authenticated = !auth.required();
-        Gate { auth, authenticated }
+        let admitted = tokio_util::sync::CancellationToken::new();
+        if authenticated {
+            admitted.cancel();
+        }
+        Gate { auth, authenticated, admitted }
+    }
+
+    /// Completes once the caller is admitted.
+    pub(crate) fn admitted(&self) -> tokio_util::sync::CancellationToken {
+        self.admitted.clone()
     }
 
     /// A caller already admitted by its transport (REST's bearer token, stdio).
@@ -43,6 +54,7 @@ impl Gate {
         let token = params.get("token").and_then(Value::as_str);
         self.auth.check(token)?;
         self.authenticated = true;
+        self.admitted.cancel();
         Ok(json!({ "ok": true }))
     }
 }

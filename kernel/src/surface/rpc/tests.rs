@@ -324,6 +324,23 @@ async fn tcp_requires_rpc_authenticate_first_when_a_token_is_required() {
 }
 
 #[tokio::test]
+async fn a_connection_that_does_not_authenticate_in_time_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    TokenStore::create(dir.path()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let auth = Arc::new(Auth::new(&addr, true, TokenStore::open(dir.path()).unwrap()));
+    let limits = RpcLimits { auth_deadline: Duration::from_millis(200), ..RpcLimits::default() };
+    let stop = CancellationToken::new();
+    let server =
+        tokio::spawn(serve_tcp(listener, Arc::new(FakeHost::new()), auth, limits, stop.clone()));
+    let mut silent = TcpPeer::connect(addr).await;
+    assert_eq!(silent.next().await, None, "the silent connection was not closed");
+    stop.cancel();
+    tokio::time::timeout(DEADLINE, server).await.expect("serve_tcp ends on stop").unwrap();
+}
+
+#[tokio::test]
 async fn tcp_on_loopback_needs_no_token_and_stop_waits_for_answers() {
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
