@@ -114,6 +114,9 @@ impl PeerConnection {
     }
 }
 
+/// How old a refusal of a whole line may be, ms.
+const LINE_REFUSAL_FRESHNESS_MS: u64 = 60_000;
+
 /// Verifies a raw ack line from `peer` answering envelope `envelope_id` sent by `self_id`.
 ///
 /// Gives the ack whatever its status, once its signature (by `peer`'s key), version,
@@ -139,8 +142,15 @@ pub fn open_ack(
     if ack.from != peer.kernel_id {
         return Err(SendError::BadAck(format!("ack from {:?}, expected the peer", ack.from)));
     }
-    let line_refusal =
-        ack.ack_of.is_empty() && ack.to.is_empty() && ack.status == AckStatus::Refused;
+    // A refusal of the whole line names no envelope, so only its kinds may, and only a
+    // fresh one counts (an old one replayed by someone on the path would not).
+    let line_refusal = ack.ack_of.is_empty()
+        && ack.to.is_empty()
+        && ack.status == AckStatus::Refused
+        && matches!(ack.reason.as_deref(), Some("oversize" | "malformed" | "busy"));
+    if line_refusal && burrow_protocol::now_ms().abs_diff(ack.sent_at) > LINE_REFUSAL_FRESHNESS_MS {
+        return Err(SendError::BadAck("a stale refusal of the whole line".into()));
+    }
     if !line_refusal && ack.to != self_id {
         return Err(SendError::BadAck(format!("ack addressed to {:?}, not to us", ack.to)));
     }
