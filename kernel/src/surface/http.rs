@@ -65,7 +65,14 @@ const DRAIN: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 struct AppState {
     host: Arc<dyn Host>,
+    /// Event streams open at once.
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Requests answered at once; one more gets 503 `busy`.
+pub const MAX_CONCURRENT: usize = 512;
+/// Event streams open at once; one more gets 503 `busy`.
+pub const MAX_STREAMS: usize = 256;
 
 /// Tells event streams that the server is stopping (added by [`serve_http`]).
 #[derive(Clone)]
@@ -73,6 +80,19 @@ struct StopSignal(CancellationToken);
 
 /// The REST routes over `host`, every request checked by `auth`.
 pub fn router(host: Arc<dyn Host>, auth: Arc<Auth>) -> Router {
+    router_with_limits(host, auth, MAX_CONCURRENT, MAX_STREAMS)
+}
+
+/// [`router`] answering at most `requests` requests and keeping at most `streams` event
+/// streams open at once.
+pub fn router_with_limits(
+    host: Arc<dyn Host>,
+    auth: Arc<Auth>,
+    requests: usize,
+    streams: usize,
+) -> Router {
+    let busy = Arc::new(tokio::sync::Semaphore::new(requests));
+    let streams = Arc::new(tokio::sync::Semaphore::new(streams));
     Router::new()
         .route("/sessions", post(create_session).get(list_sessions))
         .route("/sessions/{id}", get(read_session))
@@ -86,8 +106,9 @@ pub fn router(host: Arc<dyn Host>, auth: Arc<Auth>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(busy.clone(), limit_concurrency))
         .layer(middleware::from_fn_with_state(auth, require_auth))
-        .with_state(AppState { host })
+        .with_state(AppState { host, streams })
 }
 
 /// Serves `router` on `listener` until `stop`; then stops accepting, ends event streams,
@@ -140,6 +161,18 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         response
+    }
+}
+
+/// Holds a permit while a request is answered; none left: 503 `busy`.
+async fn limit_concurrency(
+    State(busy): State<Arc<tokio::sync::Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match busy.try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => busy_error().into_response(),
     }
 }
 
@@ -355,12 +388,27 @@ async fn session_events(
     id: Result<Path<String>, PathRejection>,
     stop: Option<Extension<StopSignal>>,
 ) -> Result<Response, ApiError> {
+    // A stream holds its permit for as long as it lasts.
+    let permit = state.streams.clone().try_acquire_owned().map_err(|_| busy_error())?;
     let mut events = state.host.session_events(path_id(id)?).await?;
     if let Some(Extension(StopSignal(stop))) = stop {
         events = events.take_until(stop.cancelled_owned()).boxed();
     }
-    let events = events.map(|event| Ok::<_, Infallible>(sse_event(&event)));
+    let events = events.map(move |event| {
+        let _held = &permit;
+        Ok::<_, Infallible>(sse_event(&event))
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
+
+/// 503: too many requests, or event streams, at once.
+fn busy_error() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::UnknownError,
+        "too many requests at once; retry later",
+        json!({"reason": "busy"}),
+    )
 }
 
 fn sse_event(item: &Value) -> Event {

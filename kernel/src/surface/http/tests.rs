@@ -173,6 +173,42 @@ async fn session_events_are_server_sent_events() {
 }
 
 #[tokio::test]
+async fn event_streams_and_requests_are_bounded() {
+    let host = Arc::new(FakeHost::new());
+    let router = router_with_limits(host, Arc::new(Auth::open()), 1, 1);
+    let open = |router: &Router| {
+        tokio::time::timeout(DEADLINE, router.clone().oneshot(get("/sessions/s1/events")))
+    };
+    let stream = open(&router).await.unwrap().unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    // The open stream holds its place: a second one is refused, other requests are not.
+    let refused = open(&router).await.unwrap().unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(send(&router, get("/sessions")).await.status, StatusCode::OK);
+    drop(stream);
+    assert_eq!(open(&router).await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn beyond_the_request_limit_requests_get_503() {
+    let host = Arc::new(FakeHost::new());
+    let router = router_with_limits(host.clone(), Arc::new(Auth::open()), 1, 1);
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"slow"}"#;
+    let slow = tokio::spawn({
+        let router = router.clone();
+        async move { send(&router, post_json("/rpc", body)).await }
+    });
+    host.wait_calls(1).await;
+    let error = send(&router, get("/sessions"))
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE, "UNKNOWN_ERROR");
+    assert_eq!(error["data"]["reason"], "busy");
+    host.release();
+    assert_eq!(slow.await.unwrap().status, StatusCode::OK);
+    assert_eq!(send(&router, get("/sessions")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn rpc_over_http() {
     let (router, _) = open_router();
     let single = r#"{"jsonrpc":"2.0","id":1,"method":"gateway/hello","params":{"n":1}}"#;
