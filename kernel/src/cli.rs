@@ -219,16 +219,18 @@ struct KernelArgs {
     /// Log format on stderr (the level comes from RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
-    /// Serve JSON-RPC 2.0 for hosts (one JSON object per line) on this TCP address.
-    /// Off loopback, clients must authenticate with a token (`burrow token create`).
-    #[arg(long, value_name = "ADDR")]
+    /// Serve JSON-RPC 2.0 for hosts (one JSON object per line) on this TCP address (a
+    /// bare port means 127.0.0.1). Off loopback, clients must authenticate with a token
+    /// (`burrow token create`).
+    #[arg(long, value_name = "ADDR", value_parser = tcp_addr)]
     rpc_tcp: Option<std::net::SocketAddr>,
-    /// Serve REST (and server-sent events, apps' HTTP routes) on this TCP address.
-    /// Off loopback, requests need `Authorization: Bearer <token>`.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve REST (and server-sent events, apps' HTTP routes) on this TCP address (a bare
+    /// port means 127.0.0.1). Off loopback, requests need `Authorization: Bearer <token>`.
+    #[arg(long, value_name = "ADDR", value_parser = tcp_addr)]
     http: Option<std::net::SocketAddr>,
-    /// Listen for signed envelopes from other kernels on this TCP address.
-    #[arg(long, value_name = "ADDR")]
+    /// Listen for signed envelopes from other kernels on this TCP address (a bare port
+    /// means 127.0.0.1).
+    #[arg(long, value_name = "ADDR", value_parser = tcp_addr)]
     comms_listen_tcp: Option<std::net::SocketAddr>,
     /// The `HOST:PORT` other kernels dial (port 0: the bound port) [default: the bound
     /// address].
@@ -238,6 +240,14 @@ struct KernelArgs {
     /// `burrow peers trust` on other kernels.
     #[arg(long, value_name = "FILE")]
     comms_binding_out: Option<PathBuf>,
+}
+
+/// `HOST:PORT`, or a bare port on loopback.
+fn tcp_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:7400 or a port"))
 }
 
 /// How logs are written.
@@ -361,5 +371,18 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tcp_addr;
+
+    #[test]
+    fn a_bare_port_is_on_loopback() {
+        assert_eq!(tcp_addr("7400").unwrap().to_string(), "127.0.0.1:7400");
+        assert_eq!(tcp_addr("0.0.0.0:80").unwrap().to_string(), "0.0.0.0:80");
+        assert_eq!(tcp_addr("[::1]:9").unwrap().to_string(), "[::1]:9");
+        assert!(tcp_addr("example.com:80").is_err());
     }
 }
