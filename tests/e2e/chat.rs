@@ -10,8 +10,7 @@ use tokio::process::{Child, Command};
 
 async fn kernel_with_echo() -> (Kernel, AppProcess) {
     let kernel = Kernel::start_with_config(FAST_CONFIG).await;
-    let mut echo = kernel.example("echo-provider", "echo-provider", &[]);
-    echo.wait_line("echo-provider: ready as echo-provider").await;
+    let echo = kernel.echo_provider().await;
     (kernel, echo)
 }
 

@@ -2,7 +2,7 @@
 //! request/response correlation, steer vs queue, durable external events across a
 //! kernel SIGKILL.
 
-use burrow_tests::{DEADLINE, Kernel, RawConn, Rpc};
+use burrow_tests::{DEADLINE, Kernel, Rpc};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -15,29 +15,6 @@ async fn kernel() -> Kernel {
 
 async fn rpc(kernel: &Kernel) -> Rpc {
     Rpc::connect(kernel.endpoint("rpc_tcp").await).await
-}
-
-async fn echo(kernel: &Kernel) -> burrow_tests::AppProcess {
-    let mut echo = kernel.example("echo-provider", "echo-provider", &[]);
-    echo.wait_line("echo-provider: ready as echo-provider").await;
-    echo
-}
-
-/// A hand-played provider `echo`: the test answers each completion itself.
-async fn hand_provider(kernel: &Kernel) -> RawConn {
-    let mut p = RawConn::app(
-        &kernel.socket,
-        json!({"id": "prov", "version": "1.0.0", "capabilities": {"providers": ["echo"]}}),
-    )
-    .await;
-    let r = p
-        .call(
-            "capability.register",
-            json!({"type": "provider", "config": {"providerId": "echo", "models": ["echo"]}}),
-        )
-        .await;
-    assert_eq!(r["result"]["granted"], true, "{r}");
-    p
 }
 
 async fn create(rpc: &mut Rpc, prompt: &str, name: &str) -> String {
@@ -58,7 +35,7 @@ fn last_user(prompt: &Value) -> String {
 #[tokio::test]
 async fn keep_alive_sessions_are_peers_that_message_and_answer_each_other() {
     let kernel = kernel().await;
-    let _echo = echo(&kernel).await;
+    let _echo = kernel.echo_provider().await;
     let mut rpc = rpc(&kernel).await;
     let a = create(&mut rpc, "You are a coordinator.", "agent-a").await;
     let b = create(&mut rpc, "You review work.", "agent-b").await;
@@ -216,7 +193,7 @@ async fn host_errors_are_json_rpc_errors_with_stable_codes_and_reasons() {
 #[tokio::test]
 async fn steer_joins_the_running_turn_and_queue_waits_for_the_next() {
     let kernel = kernel().await;
-    let mut prov = hand_provider(&kernel).await;
+    let mut prov = kernel.hand_provider().await;
     let mut rpc = rpc(&kernel).await;
     let created = rpc
         .ok("session/create", json!({"prompt": "start", "keep_alive": true, "wait": false}))
@@ -299,7 +276,7 @@ async fn an_external_event_is_durable_across_a_kernel_kill_and_wakes_the_session
     assert_eq!(session["active"], true, "a keep-alive session is resident after a restart");
 
     // The event wakes the session once a provider is there.
-    let _echo = echo(&kernel).await;
+    let _echo = kernel.echo_provider().await;
     let done = rpc.ok("run/wait", json!({"run_id": receipt["run_id"], "timeout_ms": 15000})).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert!(

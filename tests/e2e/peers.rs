@@ -33,12 +33,6 @@ async fn peer_kernel(name: &str) -> (Kernel, std::path::PathBuf) {
     (kernel, binding)
 }
 
-async fn echo(kernel: &Kernel) -> burrow_tests::AppProcess {
-    let mut echo = kernel.example("echo-provider", "echo-provider", &[]);
-    echo.wait_line("echo-provider: ready as echo-provider").await;
-    echo
-}
-
 async fn trust(kernel: &Kernel, binding: &std::path::Path) {
     let out = kernel.cli(&["peers", "trust", binding.to_str().unwrap()]).await;
     assert!(out.status.success(), "peers trust: {}", String::from_utf8_lossy(&out.stderr));
@@ -62,7 +56,7 @@ async fn a_session_messages_a_keep_alive_session_on_another_kernel() {
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed["trusted"][0]["kernel_id"], json!(beta.kernel_id), "{listed}");
 
-    let (_echo_a, _echo_b) = (echo(&a).await, echo(&b).await);
+    let (_echo_a, _echo_b) = (a.echo_provider().await, b.echo_provider().await);
     let mut rpc_a = Rpc::connect(a.endpoint("rpc_tcp").await).await;
     let mut rpc_b = Rpc::connect(b.endpoint("rpc_tcp").await).await;
     let reviewer = rpc_b
@@ -154,7 +148,7 @@ async fn exchange(to: &Binding, line: &str) -> String {
 async fn forged_untrusted_misaddressed_stale_replayed_and_oversize_envelopes_are_refused() {
     let (b, b_binding) = peer_kernel("beta").await;
     let beta = Binding::read(&b_binding).unwrap();
-    let _echo = echo(&b).await;
+    let _echo = b.echo_provider().await;
     let mut rpc = Rpc::connect(b.endpoint("rpc_tcp").await).await;
     let target = rpc
         .ok("session/create", json!({"prompt": "hi", "keep_alive": true, "comms_name": "target"}))

@@ -9,16 +9,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 60000\n";
 
-async fn echo(kernel: &Kernel) -> burrow_tests::AppProcess {
-    let mut echo = kernel.example("echo-provider", "echo-provider", &[]);
-    echo.wait_line("echo-provider: ready as echo-provider").await;
-    echo
-}
-
 #[tokio::test]
 async fn rest_creates_sessions_sends_comms_and_streams_events() {
     let kernel = Kernel::start_with(CONFIG, &["--http", "127.0.0.1:0"]).await;
-    let _echo = echo(&kernel).await;
+    let _echo = kernel.echo_provider().await;
     let base = format!("http://{}", kernel.endpoint("http").await);
     let http = http_client();
 
@@ -206,7 +200,7 @@ async fn a_surface_that_requires_a_token_refuses_requests_without_one() {
 #[tokio::test]
 async fn burrow_rpc_serves_json_rpc_on_stdio_and_the_cli_runs_sessions_and_events() {
     let kernel = Kernel::start_with_config(CONFIG).await;
-    let _echo = echo(&kernel).await;
+    let _echo = kernel.echo_provider().await;
     let mut rpc = tokio::process::Command::new(bin("burrow"))
         .arg("rpc")
         .env("BURROW_SOCKET", &kernel.socket)

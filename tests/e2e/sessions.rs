@@ -7,22 +7,6 @@ use serde_json::{Value, json};
 
 const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 30000\n";
 
-async fn provider(kernel: &Kernel) -> RawConn {
-    let mut p = RawConn::app(
-        &kernel.socket,
-        json!({"id": "prov", "version": "1.0.0", "capabilities": {"providers": ["echo"]}}),
-    )
-    .await;
-    let r = p
-        .call(
-            "capability.register",
-            json!({"type": "provider", "config": {"providerId": "echo", "models": ["echo"]}}),
-        )
-        .await;
-    assert_eq!(r["result"]["granted"], true, "{r}");
-    p
-}
-
 async fn channel(kernel: &Kernel) -> RawConn {
     let mut c = RawConn::app(
         &kernel.socket,
@@ -40,7 +24,7 @@ async fn channel(kernel: &Kernel) -> RawConn {
 async fn a_message_runs_the_agent_through_provider_and_tool_and_the_reply_comes_back_on_the_channel()
  {
     let kernel = Kernel::start_with_config(CONFIG).await;
-    let mut prov = provider(&kernel).await;
+    let mut prov = kernel.hand_provider().await;
     let mut chan = channel(&kernel).await;
     let mut tools = RawConn::app(
         &kernel.socket,
@@ -127,7 +111,7 @@ async fn a_missing_provider_fails_the_run_and_the_session_keeps_working() {
     assert_eq!(w["result"]["status"], "failed", "{w}");
     assert!(w["result"]["error"].as_str().unwrap().contains("no provider"), "{w}");
     // The message itself was kept, and the session takes more.
-    let mut prov = provider(&kernel).await;
+    let mut prov = kernel.hand_provider().await;
     let d = chan.call("message.dispatch", json!({"sessionKey": "lonely", "content": "now?"})).await;
     let c = prov.expect_method("provider.complete").await;
     prov.answer(&c["id"], json!({"message": {"content": "yes"}})).await;
@@ -217,7 +201,7 @@ async fn acknowledged_messages_survive_a_kernel_sigkill_under_concurrent_load() 
     );
     // The runs that were queued or going when the kernel died start again, and finish
     // once a provider is there.
-    let mut prov = provider(&kernel).await;
+    let mut prov = kernel.hand_provider().await;
     let call = prov.expect_method("provider.complete").await;
     let users = call["params"]["messages"].to_string();
     assert!(users.contains("benchmark") || users.contains(" m"), "{users}");
@@ -227,7 +211,7 @@ async fn acknowledged_messages_survive_a_kernel_sigkill_under_concurrent_load() 
 #[tokio::test]
 async fn sessions_run_in_parallel_and_messages_during_a_run_are_answered_together() {
     let kernel = Kernel::start_with_config(CONFIG).await;
-    let mut prov = provider(&kernel).await;
+    let mut prov = kernel.hand_provider().await;
     let mut chan = channel(&kernel).await;
     // Two sessions: both provider calls are outstanding at once — neither waits for the other.
     let a = chan.call("message.dispatch", json!({"sessionKey": "par-a", "content": "a1"})).await;
@@ -276,7 +260,7 @@ async fn idle_sessions_leave_memory_and_come_back_from_the_store() {
         "[ipc]\nheartbeat_timeout_ms = 30000\n[sessions]\nidle_timeout_ms = 300\n",
     )
     .await;
-    let mut prov = provider(&kernel).await;
+    let mut prov = kernel.hand_provider().await;
     let mut chan = channel(&kernel).await;
     let d = chan.call("message.dispatch", json!({"sessionKey": "napper", "content": "one"})).await;
     let c = prov.expect_method("provider.complete").await;
@@ -327,7 +311,7 @@ async fn next_interception(app: &mut RawConn, event: &str) -> Value {
 #[tokio::test]
 async fn interceptors_modify_and_block_at_each_hook_point() {
     let kernel = Kernel::start_with_config(CONFIG).await;
-    let mut prov = provider(&kernel).await;
+    let mut prov = kernel.hand_provider().await;
     let mut chan = channel(&kernel).await;
     let mut tools = RawConn::app(
         &kernel.socket,

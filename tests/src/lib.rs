@@ -237,6 +237,31 @@ impl Kernel {
         AppProcess::spawn(bin(name), &self.socket, id, args)
     }
 
+    /// The bundled `echo-provider` app (provider `echo`) against this kernel, once ready.
+    pub async fn echo_provider(&self) -> AppProcess {
+        let mut echo = self.example("echo-provider", "echo-provider", &[]);
+        echo.wait_line("echo-provider: ready as echo-provider").await;
+        echo
+    }
+
+    /// A provider `echo` played by the test (app `prov`): the test answers each
+    /// `provider.complete` itself.
+    pub async fn hand_provider(&self) -> RawConn {
+        let mut p = RawConn::app(
+            &self.socket,
+            json!({"id": "prov", "version": "1.0.0", "capabilities": {"providers": ["echo"]}}),
+        )
+        .await;
+        let r = p
+            .call(
+                "capability.register",
+                json!({"type": "provider", "config": {"providerId": "echo", "models": ["echo"]}}),
+            )
+            .await;
+        assert_eq!(r["result"]["granted"], true, "{r}");
+        p
+    }
+
     /// The app ids `kernel.apps` lists.
     pub async fn app_ids(&self) -> Vec<String> {
         let apps =
