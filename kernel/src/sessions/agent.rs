@@ -170,8 +170,9 @@ async fn turns(
         Ok(h) => h,
         Err(e) => return End::Failed(format!("cannot read the transcript: {e}")),
     };
-    let ((mut messages, input), ids) = super::context::build_with_ids(history, run_id);
-    seen.extend(ids);
+    let context = super::context::build(history, run_id);
+    let (mut messages, input) = (context.messages, context.input);
+    seen.extend(context.seen);
     let first_new = messages.len() - input.len();
     let input = input.join("\n");
     let payload = json!({

@@ -6,24 +6,29 @@
 //! [`build`] keeps each assistant tool call next to its results and puts the run's own
 //! inputs last; [`render`] shows comms and external events with who sent them.
 
+use std::collections::HashSet;
+
 use burrow_protocol::Map;
 use burrow_protocol::methods::invoke::{ChatMessage, Role};
 use burrow_protocol::methods::session::TranscriptMessage;
 
-/// The context for `run_id` from `history` (oldest first), and the run's input texts
-/// (already at the end of the context).
-pub fn build(history: Vec<TranscriptMessage>, run_id: &str) -> (Vec<ChatMessage>, Vec<String>) {
-    build_with_ids(history, run_id).0
+/// What a run sends its model, built from the transcript.
+#[derive(Debug)]
+pub struct Context {
+    /// The messages, the run's input last.
+    pub messages: Vec<ChatMessage>,
+    /// The run's input texts (already at the end of `messages`).
+    pub input: Vec<String>,
+    /// The ids of the stored messages used (a steered message already read from the
+    /// transcript is not added twice).
+    pub seen: HashSet<String>,
 }
 
-/// [`build`], and the ids of the messages it used (so a steered message already read from
-/// the transcript is not added twice).
-pub fn build_with_ids(
-    history: Vec<TranscriptMessage>,
-    run_id: &str,
-) -> ((Vec<ChatMessage>, Vec<String>), std::collections::HashSet<String>) {
-    let ids = history.iter().map(|m| m.id.clone()).collect();
-    (build_inner(history, run_id), ids)
+/// The context for `run_id` from `history` (oldest first).
+pub fn build(history: Vec<TranscriptMessage>, run_id: &str) -> Context {
+    let seen = history.iter().map(|m| m.id.clone()).collect();
+    let (messages, input) = build_inner(history, run_id);
+    Context { messages, input, seen }
 }
 
 fn build_inner(history: Vec<TranscriptMessage>, run_id: &str) -> (Vec<ChatMessage>, Vec<String>) {
@@ -165,13 +170,13 @@ mod tests {
             result,
             msg("reply", Role::Assistant, None),
         ];
-        let (context, input) = build(history.clone(), "r2");
-        assert_eq!(ids(&context), ["first", "call", "result", "aside", "reply", "later"]);
-        assert_eq!(input, ["later"]);
+        let c = build(history.clone(), "r2");
+        assert_eq!(ids(&c.messages), ["first", "call", "result", "aside", "reply", "later"]);
+        assert_eq!(c.input, ["later"]);
         // The earlier run does not see the later run's input.
-        let (context, input) = build(history, "r1");
-        assert_eq!(ids(&context), ["call", "result", "aside", "reply", "first"]);
-        assert_eq!(input, ["first"]);
+        let c = build(history, "r1");
+        assert_eq!(ids(&c.messages), ["call", "result", "aside", "reply", "first"]);
+        assert_eq!(c.input, ["first"]);
     }
 
     #[test]
@@ -182,9 +187,9 @@ mod tests {
             msg("b", Role::User, None),
             msg("c", Role::User, None),
         ];
-        let (context, input) = build(history, "r9");
-        assert_eq!(ids(&context), ["a", "reply", "b", "c"]);
-        assert_eq!(input, ["b", "c"]);
+        let c = build(history, "r9");
+        assert_eq!(ids(&c.messages), ["a", "reply", "b", "c"]);
+        assert_eq!(c.input, ["b", "c"]);
     }
 
     #[test]
