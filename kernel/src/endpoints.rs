@@ -51,7 +51,7 @@ impl Endpoints {
 }
 
 fn setup(what: &str, e: impl std::fmt::Display) -> KernelError {
-    KernelError::Actor(format!("{what}: {e}"))
+    KernelError::Endpoint(format!("{what}: {e}"))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<(TcpListener, SocketAddr), KernelError> {

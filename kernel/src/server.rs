@@ -61,6 +61,9 @@ pub enum KernelError {
     /// The actor system failed.
     #[error("actor system: {0}")]
     Actor(String),
+    /// A host surface or the peer channel could not be set up.
+    #[error("{0}")]
+    Endpoint(String),
 }
 
 /// A bound listener and the lock that makes it ours.
