@@ -20,17 +20,23 @@ async fn channel(kernel: &Kernel) -> RawConn {
     c
 }
 
-#[tokio::test]
-async fn a_message_runs_the_agent_through_provider_and_tool_and_the_reply_comes_back_on_the_channel()
- {
+/// A kernel with a hand-played provider, the `term` channel and a tools app.
+async fn agent_apps() -> (Kernel, RawConn, RawConn, RawConn) {
     let kernel = Kernel::start_with_config(CONFIG).await;
-    let mut prov = kernel.hand_provider().await;
-    let mut chan = channel(&kernel).await;
-    let mut tools = RawConn::app(
+    let prov = kernel.hand_provider().await;
+    let chan = channel(&kernel).await;
+    let tools = RawConn::app(
         &kernel.socket,
         json!({"id": "tools", "version": "1.0.0", "capabilities": {"tools": ["*"]}}),
     )
     .await;
+    (kernel, prov, chan, tools)
+}
+
+#[tokio::test]
+async fn a_message_runs_the_agent_through_provider_and_tool_and_the_reply_comes_back_on_the_channel()
+ {
+    let (_kernel, mut prov, mut chan, mut tools) = agent_apps().await;
     tools.register_tool("lookup", None).await;
 
     let d =
@@ -310,14 +316,7 @@ async fn next_interception(app: &mut RawConn, event: &str) -> Value {
 
 #[tokio::test]
 async fn interceptors_modify_and_block_at_each_hook_point() {
-    let kernel = Kernel::start_with_config(CONFIG).await;
-    let mut prov = kernel.hand_provider().await;
-    let mut chan = channel(&kernel).await;
-    let mut tools = RawConn::app(
-        &kernel.socket,
-        json!({"id": "tools", "version": "1.0.0", "capabilities": {"tools": ["*"]}}),
-    )
-    .await;
+    let (kernel, mut prov, mut chan, mut tools) = agent_apps().await;
     tools.register_tool("secret", None).await;
     let mut recv = interceptor(&kernel, "g-recv", "message_received").await;
     let mut start = interceptor(&kernel, "g-start", "before_agent_start").await;
