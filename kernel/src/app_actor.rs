@@ -5,9 +5,16 @@
 //! is released and the connection closed, so every call waiting on the app fails with
 //! `CONNECTION_CLOSED`. A ticker enforces the heartbeat timeout, for unregistered
 //! connections too.
+//!
+//! The session family (`message.dispatch` and friends) needs only the kernel and the
+//! caller's app id, so once an app is registered and the actor has nothing queued, the
+//! connection's reader hands those requests straight to the session runtime
+//! ([`Shortcut`]): one task hop fewer on the hottest path, with the same order as
+//! through the actor (the shortcut is taken only when every earlier request was
+//! handled).
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use std::collections::HashMap;
@@ -79,6 +86,44 @@ pub struct Registered {
     pub state: AppState,
 }
 
+/// What the connection's reader needs to answer session-family requests itself.
+#[derive(Debug, Default)]
+pub struct Shortcut {
+    /// Inbound messages cast to the actor and not yet handled.
+    queued: AtomicUsize,
+    /// The registered app's id; `None` before registration and once it left.
+    caller: RwLock<Option<Arc<str>>>,
+}
+
+impl Shortcut {
+    /// Records who the connection speaks for (`None` when nobody).
+    pub fn set_caller(&self, app_id: Option<&str>) {
+        if let Ok(mut caller) = self.caller.write() {
+            *caller = app_id.map(Arc::from);
+        }
+    }
+
+    /// Handles `inbound` here when it is a session-family request, the app is registered
+    /// and the actor has nothing queued; gives it back otherwise.
+    fn take(&self, kernel: &Arc<Kernel>, inbound: Inbound) -> Option<Inbound> {
+        let Inbound::Request(req, responder, permit) = inbound else { return Some(inbound) };
+        let caller = self.caller.read().ok().and_then(|c| c.clone());
+        let Some(caller) = caller.filter(|_| {
+            methods::session::handles(&req.method) && self.queued.load(Ordering::Acquire) == 0
+        }) else {
+            return Some(Inbound::Request(req, responder, permit));
+        };
+        let mut responder = responder;
+        if let Err(e) = responder.hold_in_flight() {
+            responder.reply(Err(e));
+        } else {
+            methods::session::dispatch(kernel, &caller, &req.method, req.params, responder);
+        }
+        drop(permit);
+        None
+    }
+}
+
 /// State of an AppActor; the method families work on it.
 #[derive(Debug)]
 pub struct AppActorState {
@@ -94,6 +139,8 @@ pub struct AppActorState {
     pub watches: HashMap<Id, CancellationToken>,
     /// Why the actor stops, for `app_disconnected`.
     pub stop_reason: String,
+    /// Shared with the connection's reader.
+    pub shortcut: Arc<Shortcut>,
     ticker: JoinHandle<()>,
 }
 
@@ -131,8 +178,16 @@ impl Actor for AppActor {
         };
         let me = myself.clone();
         let tasks = &args.kernel.tasks;
+        let shortcut = Arc::new(Shortcut::default());
+        let (short, kernel) = (shortcut.clone(), args.kernel.clone());
         let conn = Connection::spawn(args.conn_id, args.transport, limits, tasks, move |inbound| {
-            me.cast(AppMsg::Inbound(inbound)).is_ok()
+            let Some(inbound) = short.take(&kernel, inbound) else { return true };
+            short.queued.fetch_add(1, Ordering::AcqRel);
+            let sent = me.cast(AppMsg::Inbound(inbound)).is_ok();
+            if !sent {
+                short.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            sent
         });
         let period = Duration::from_millis((ipc.heartbeat_timeout_ms / 4).clamp(10, 1000));
         let ticker = tokio::spawn(tick(myself, conn.clone(), period));
@@ -144,6 +199,7 @@ impl Actor for AppActor {
             leave_requests: Vec::new(),
             watches: HashMap::new(),
             stop_reason: "connection closed".to_owned(),
+            shortcut,
             ticker,
         })
     }
@@ -154,6 +210,7 @@ impl Actor for AppActor {
         msg: AppMsg,
         state: &mut AppActorState,
     ) -> Result<(), ActorProcessingErr> {
+        let inbound = matches!(msg, AppMsg::Inbound(_));
         match msg {
             AppMsg::Inbound(Inbound::Request(req, responder, _queued)) => {
                 methods::dispatch(state, &myself, req, responder);
@@ -194,6 +251,7 @@ impl Actor for AppActor {
                     "taken over by a new connection"
                 );
                 state.app = None; // the id belongs to the new connection now
+                state.shortcut.set_caller(None);
                 stop(state, &myself, "taken over");
             }
             AppMsg::KernelShutdown { timeout } => kernel_shutdown(state, &myself, timeout),
@@ -201,6 +259,9 @@ impl Actor for AppActor {
                 tracing::info!(app = state.name(), %reason, "app left");
                 stop(state, &myself, reason);
             }
+        }
+        if inbound {
+            state.shortcut.queued.fetch_sub(1, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -242,6 +303,7 @@ impl Actor for AppActor {
 /// Stops the actor, remembering why for `app_disconnected`.
 fn stop(state: &mut AppActorState, myself: &ActorRef<AppMsg>, reason: impl Into<String>) {
     state.stop_reason = reason.into();
+    state.shortcut.set_caller(None);
     myself.stop(Some(state.stop_reason.clone()));
 }
 

@@ -350,27 +350,36 @@ fn default_config_file() -> Option<PathBuf> {
     Some(base.join("burrow").join("burrow.toml")).filter(|p| p.is_file())
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed now, not when the
+/// future is first polled: the socket accepts connections before the kernel waits on
+/// this, and a SIGTERM in between must stop it gracefully rather than kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the kernel");
-                let _ = tokio::signal::ctrl_c().await;
+                (term, int) => {
+                    let e = term.err().or(int.err()).map(|e| e.to_string()).unwrap_or_default();
+                    tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT; falling back to Ctrl-C");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

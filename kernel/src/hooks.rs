@@ -142,6 +142,12 @@ impl Hooks {
         self.pending.retain(|_, p| p.conn_id != conn_id);
     }
 
+    /// Whether any observer subscribes to `event`: when none does, callers can skip
+    /// building its payload.
+    pub fn observed(&self, event: &str) -> bool {
+        self.subscribers.iter().any(|s| s.patterns.iter().any(|p| pattern_matches(p, event)))
+    }
+
     /// Delivers `event` to every observer subscribed to it (and allowed by policy).
     pub fn emit(&self, config: &Config, event: &str, payload: Value, context: Map) {
         let mut msg = None;

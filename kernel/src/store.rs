@@ -1,9 +1,12 @@
 //! Durable sessions, transcripts, runs and peer requests (PROTOCOL.md §8), behind the [`Storage`] trait;
 //! [`sqlite::SqliteStore`] is the embedded default.
 //!
-//! Writes are acknowledged only once on disk. They go to one writer thread that takes
-//! every write waiting at that moment, runs them in one transaction and commits once
-//! (group commit), so concurrent writers share one flush of the WAL.
+//! Writes are acknowledged only once on disk: in the SQLite engine they go to a
+//! write-ahead journal ([`journal`]) whose thread takes every write waiting at that
+//! moment, appends them and flushes once (group commit), so concurrent writers share one
+//! flush. The engine applies journaled writes behind the acknowledgement, in large
+//! transactions; reads wait until everything acknowledged before them is applied, so a
+//! caller always reads its own writes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +15,7 @@ use burrow_protocol::Map;
 use burrow_protocol::methods::invoke::{Role, ToolCallRequest};
 use burrow_protocol::methods::session::{RunStatus, SessionFilter, SessionInfo, TranscriptMessage};
 
+mod journal;
 pub mod sqlite;
 
 /// A boxed future, so the trait stays object-safe.
@@ -29,7 +33,7 @@ pub enum StoreError {
 }
 
 /// A session row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRow {
     /// Its key.
     pub key: String,
@@ -70,7 +74,7 @@ impl SessionRow {
 }
 
 /// A message to append.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewMessage {
     /// Its id.
     pub id: String,
@@ -91,7 +95,7 @@ pub struct NewMessage {
 }
 
 /// An open or answered `peer_request`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PeerRequestRow {
     /// The request id.
     pub id: String,
@@ -108,7 +112,7 @@ pub struct PeerRequestRow {
 }
 
 /// An agent run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunRow {
     /// Its id.
     pub id: String,
@@ -123,7 +127,7 @@ pub struct RunRow {
 }
 
 /// One write of a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Write {
     /// Creates the session if missing.
     CreateSession(SessionRow),

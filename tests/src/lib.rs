@@ -3,7 +3,7 @@
 //! with deadlines.
 //!
 //! The binaries are built on first use (`cargo build --bins`), so `cargo test` alone is
-//! enough on a fresh clone.
+//! enough on a fresh clone; `BURROW_BIN_DIR` points at prebuilt ones instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -27,6 +27,10 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // Prebuilt binaries, e.g. to compare two builds in one benchmark sitting.
+        if let Some(dir) = std::env::var_os("BURROW_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/e2e-<hash> → target/<profile>
         let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();

@@ -78,6 +78,7 @@ pub fn register(
     state.kernel.notify_supervisor(crate::supervisor::SupervisorMsg::Registered(app_id.clone()));
     let payload = json!({ "appId": app_id, "version": p.manifest.version });
     state.kernel.emit("app_registered", payload, super::capability::app_context(&app_id));
+    state.shortcut.set_caller(Some(&app_id));
     state.app = Some(Registered {
         app_id: app_id.clone(),
         manifest: p.manifest,

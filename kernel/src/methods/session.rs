@@ -174,6 +174,9 @@ pub fn dispatch(
 
 /// `message_received` for observers.
 fn emit_received(kernel: &Kernel, caller: &str, key: &str, content: &str, metadata: Option<&Map>) {
+    if !kernel.hooks.observed("message_received") {
+        return;
+    }
     let mut ctx = Map::new();
     ctx.insert("sessionKey".into(), key.into());
     ctx.insert("appId".into(), caller.into());
