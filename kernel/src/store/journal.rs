@@ -9,16 +9,22 @@
 //! hold, `00000000000000000001.log`, each a run of frames:
 //!
 //! ```text
-//! u32 LE payload length | u32 LE CRC-32 of the payload | payload
-//! payload = MessagePack (lsn: u64, writes: [Write])
+//! u32 LE length of the rest | u32 LE CRC-32 of the rest | u64 LE lsn | MessagePack [Write]
 //! ```
 //!
-//! LSNs are consecutive. A segment that passes [`SEGMENT_BYTES`] is sealed and a new one
-//! started; the engine deletes a sealed segment once everything in it is durable in the
-//! database. At open, [`recover`] replays the frames the database has not applied.
-//! A frame cut short or failing its CRC at the end of the newest segment is a write that
-//! was never acknowledged (the process died mid-append) and ends the replay; anywhere
-//! else it is damage, and opening fails rather than skip acknowledged writes.
+//! LSNs are consecutive, across segments too. A segment that passes [`SEGMENT_BYTES`] is
+//! sealed and the next one started. Once the database durably holds a sealed segment's
+//! writes, the segment becomes the spare (`spare.log`) that the next segment is renamed
+//! from: overwriting blocks that are already written makes each `fdatasync` cheaper than
+//! growing a file. When a segment is half full and there is no spare, one is filled with
+//! zeros in the background.
+//!
+//! So a segment's frames end at the first one that is cut short, zero, fails its CRC or
+//! does not carry the next LSN (older content of a recycled file). At open, [`recover`]
+//! replays the frames the database has not applied. The end of the newest segment is
+//! where writing stopped: a frame cut short there was never acknowledged. An older
+//! segment must end where the next one begins; if it does not, the journal is damaged
+//! and opening fails rather than skip acknowledged writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -27,13 +33,18 @@ use std::path::{Path, PathBuf};
 use super::{StoreError, Write};
 
 /// A segment is sealed once it grows past this.
-pub const SEGMENT_BYTES: u64 = 64 << 20;
-/// Largest frame payload accepted when reading back (a frame is one caller's writes).
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+/// Largest frame accepted when reading back (a frame is one caller's writes).
 const MAX_FRAME: usize = 256 << 20;
 const HEADER: usize = 8;
+const SPARE: &str = "spare.log";
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Db(format!("journal: {what} {}: {e}", path.display()))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("cannot sync", dir, e))
 }
 
 /// The segment file of the run starting at `first_lsn`.
@@ -41,52 +52,47 @@ fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
     dir.join(format!("{first_lsn:020}.log"))
 }
 
-/// Appends `lsn`'s frame for `writes` to `buf`.
-pub fn encode(buf: &mut Vec<u8>, lsn: u64, writes: &[Write]) -> Result<(), StoreError> {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; HEADER]);
-    if let Err(e) = rmp_serde::encode::write_named(buf, &(lsn, writes)) {
-        buf.truncate(start);
-        return Err(StoreError::Db(format!("journal: cannot encode a write: {e}")));
-    }
-    let payload = &buf[start + HEADER..];
-    let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
+/// The encoded form of one caller's writes; made by the caller, framed by the journal.
+pub fn payload(writes: &[Write]) -> Result<Vec<u8>, StoreError> {
+    rmp_serde::to_vec_named(writes)
+        .map_err(|e| StoreError::Db(format!("journal: cannot encode a write: {e}")))
 }
 
-/// How reading a segment's frames ended.
-#[derive(Debug, PartialEq)]
-enum Tail {
-    /// At the end of the file, on a frame boundary.
-    Clean,
-    /// At a frame cut short or damaged, at this byte offset.
-    Torn(usize),
+/// Appends the frame of `payload` as `lsn` to `buf`.
+pub fn frame(buf: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
+    let len = (8 + payload.len()) as u32;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&lsn.to_le_bytes());
+    crc.update(payload);
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&crc.finalize().to_le_bytes());
+    buf.extend_from_slice(&lsn.to_le_bytes());
+    buf.extend_from_slice(payload);
 }
 
-/// The frames of one segment, in order, and how the segment ends.
-fn frames(bytes: &[u8]) -> (Vec<(u64, Vec<Write>)>, Tail) {
+/// The frames of a segment whose first LSN is `first`, up to where they end.
+fn frames(bytes: &[u8], first: u64) -> Vec<(u64, Vec<Write>)> {
     let mut out = Vec::new();
     let mut at = 0;
-    while at < bytes.len() {
-        let Some(header) = bytes.get(at..at + HEADER) else { return (out, Tail::Torn(at)) };
+    while let Some(header) = bytes.get(at..at + HEADER) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len).filter(|_| len <= MAX_FRAME)
+        let Some(rest) =
+            bytes.get(at + HEADER..at + HEADER + len).filter(|_| (9..=MAX_FRAME).contains(&len))
         else {
-            return (out, Tail::Torn(at));
+            break;
         };
-        if crc32fast::hash(payload) != crc {
-            return (out, Tail::Torn(at));
+        let expected = first + out.len() as u64;
+        if crc32fast::hash(rest) != crc || rest[..8] != expected.to_le_bytes() {
+            break;
         }
-        match rmp_serde::from_slice::<(u64, Vec<Write>)>(payload) {
-            Ok(frame) => out.push(frame),
-            Err(_) => return (out, Tail::Torn(at)),
+        match rmp_serde::from_slice::<Vec<Write>>(&rest[8..]) {
+            Ok(writes) => out.push((expected, writes)),
+            Err(_) => break,
         }
         at += HEADER + len;
     }
-    (out, Tail::Clean)
+    out
 }
 
 /// The segment files in `dir`, oldest first, with their first LSN.
@@ -110,7 +116,7 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
 
 /// Replays, through `apply`, every journaled write after `applied` (in LSN order, in
 /// chunks ending at the LSN given), then returns the segments read and the next LSN.
-/// The caller deletes the segments once what `apply` did is durable.
+/// The caller retires the segments ([`retire`]) once what `apply` did is durable.
 pub fn recover(
     dir: &Path,
     applied: u64,
@@ -119,37 +125,37 @@ pub fn recover(
     std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
     let segments = segments(dir)?;
     let mut next = applied + 1;
+    let mut previous: Option<&Path> = None;
     let mut chunk = Vec::new();
-    for (i, (_, path)) in segments.iter().enumerate() {
-        let bytes = std::fs::read(path).map_err(|e| io("cannot read", path, e))?;
-        let (frames, tail) = frames(&bytes);
-        if let Tail::Torn(at) = tail {
-            if i + 1 < segments.len() {
-                return Err(StoreError::Db(format!(
-                    "journal: {} is damaged at byte {at}, before newer segments; \
-                     move the journal directory aside to start without the writes it holds",
-                    path.display()
-                )));
-            }
-            tracing::warn!(segment = %path.display(), at, "journal ends in a write cut short; it was never acknowledged");
+    for (first, path) in &segments {
+        let continues = match previous {
+            Some(_) => *first == next,
+            None => *first <= next,
+        };
+        if !continues {
+            let after = previous.map_or("the database".to_owned(), |p| p.display().to_string());
+            return Err(StoreError::Db(format!(
+                "journal: {} starts at LSN {first} but {after} ends at LSN {}: the journal is \
+                 damaged; move its directory aside to start without the writes it holds",
+                path.display(),
+                next - 1
+            )));
         }
+        let bytes = std::fs::read(path).map_err(|e| io("cannot read", path, e))?;
+        let frames = frames(&bytes, *first);
+        let end = first + frames.len() as u64;
         for (lsn, writes) in frames {
             if lsn < next {
                 continue; // applied before
             }
-            if lsn != next {
-                return Err(StoreError::Db(format!(
-                    "journal: {} jumps from LSN {} to {lsn}",
-                    path.display(),
-                    next - 1
-                )));
-            }
             chunk.push(writes);
-            next += 1;
+            next = lsn + 1;
             if chunk.len() >= 1024 {
                 apply(std::mem::take(&mut chunk), next - 1)?;
             }
         }
+        next = next.max(end);
+        previous = Some(path);
     }
     if !chunk.is_empty() {
         apply(chunk, next - 1)?;
@@ -158,6 +164,36 @@ pub fn recover(
         tracing::info!(writes = next - applied - 1, "replayed journaled writes into the store");
     }
     Ok((segments.into_iter().map(|(_, p)| p).collect(), next))
+}
+
+/// Retires segments whose writes the database durably holds: one becomes the spare
+/// (if there is none and it is full size), the others are deleted.
+pub fn retire(dir: &Path, segments: impl IntoIterator<Item = PathBuf>) {
+    let spare = dir.join(SPARE);
+    for path in segments {
+        let full = std::fs::metadata(&path).is_ok_and(|m| m.len() >= SEGMENT_BYTES);
+        let kept = full && !spare.exists() && std::fs::rename(&path, &spare).is_ok();
+        if !kept && let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(segment = %path.display(), error = %e, "cannot remove an applied journal segment");
+        }
+    }
+}
+
+/// Makes a zero-filled spare segment if there is none (run in the background).
+pub fn fill_spare(dir: &Path) -> Result<(), StoreError> {
+    let spare = dir.join(SPARE);
+    if spare.exists() {
+        return Ok(());
+    }
+    let tmp = dir.join("spare.tmp");
+    let mut file = File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..SEGMENT_BYTES / zeros.len() as u64 {
+        file.write_all(&zeros).map_err(|e| io("cannot fill", &tmp, e))?;
+    }
+    file.sync_all().map_err(|e| io("cannot sync", &tmp, e))?;
+    std::fs::rename(&tmp, &spare).map_err(|e| io("cannot rename", &tmp, e))?;
+    sync_dir(dir)
 }
 
 /// The segment being appended to.
@@ -169,21 +205,31 @@ pub struct Journal {
     size: u64,
     next_lsn: u64,
     broken: bool,
+    /// A spare was asked for while this segment filled.
+    spare_asked: bool,
 }
 
 impl Journal {
-    /// Starts a new segment in `dir` whose first frame will be `next_lsn`.
+    /// Starts a new segment in `dir` whose first frame will be `next_lsn`, from the
+    /// spare when there is one.
     pub fn create(dir: &Path, next_lsn: u64) -> Result<Self, StoreError> {
         let path = segment_path(dir, next_lsn);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io("cannot create", &path, e))?;
+        let file = match std::fs::rename(dir.join(SPARE), &path) {
+            Ok(()) => OpenOptions::new().write(true).open(&path),
+            Err(_) => OpenOptions::new().create(true).truncate(true).write(true).open(&path),
+        }
+        .map_err(|e| io("cannot create", &path, e))?;
         // The new name must survive a crash too.
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("cannot sync", dir, e))?;
-        Ok(Self { dir: dir.to_owned(), file, path, size: 0, next_lsn, broken: false })
+        sync_dir(dir)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            file,
+            path,
+            size: 0,
+            next_lsn,
+            broken: false,
+            spare_asked: false,
+        })
     }
 
     /// The LSN the next frame gets.
@@ -191,10 +237,12 @@ impl Journal {
         self.next_lsn
     }
 
-    /// Appends `frames` (encoded from LSN [`Self::next_lsn`] on, `count` of them) and
-    /// syncs. On failure nothing of them counts: the file is cut back to where it was,
-    /// and if even that fails the journal refuses every later append.
+    /// Appends `frames` (framed from LSN [`Self::next_lsn`] on, `count` of them) and
+    /// syncs. On failure nothing of them counts: they are overwritten with zeros (the
+    /// end of the segment), and if even that fails the journal refuses every later
+    /// append.
     pub fn append(&mut self, frames: &[u8], count: u64) -> Result<(), StoreError> {
+        use std::io::{Seek, SeekFrom};
         if self.broken {
             return Err(StoreError::Db(
                 "journal: an earlier append failed and could not be undone".into(),
@@ -202,13 +250,29 @@ impl Journal {
         }
         let written = self.file.write_all(frames).and_then(|()| self.file.sync_data());
         if let Err(e) = written {
-            if self.file.set_len(self.size).and_then(|()| self.file.sync_data()).is_err() {
-                self.broken = true;
-            }
+            let undo = self
+                .file
+                .seek(SeekFrom::Start(self.size))
+                .and_then(|_| self.file.write_all(&vec![0; frames.len()]))
+                .and_then(|()| self.file.sync_data())
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.size)));
+            self.broken = undo.is_err();
             return Err(io("cannot append to", &self.path, e));
         }
         self.size += frames.len() as u64;
         self.next_lsn += count;
+        if self.size >= SEGMENT_BYTES / 2 && !std::mem::replace(&mut self.spare_asked, true) {
+            let dir = self.dir.clone();
+            let filler = std::thread::Builder::new().name("burrow-journal-spare".into());
+            let spawned = filler.spawn(move || {
+                if let Err(e) = fill_spare(&dir) {
+                    tracing::warn!(error = %e, "cannot prepare a spare journal segment");
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start filling a spare journal segment");
+            }
+        }
         Ok(())
     }
 
@@ -257,13 +321,17 @@ mod tests {
             .collect()
     }
 
+    fn framed(lsn: u64, id: &str) -> Vec<u8> {
+        let mut buf = Vec::new();
+        frame(&mut buf, lsn, &payload(&[append("s", id)]).unwrap());
+        buf
+    }
+
     /// Journals `ids` one frame each into a fresh segment of `dir` starting at `lsn`.
     fn journal(dir: &Path, lsn: u64, ids: &[&str]) -> Journal {
         let mut j = Journal::create(dir, lsn).unwrap();
         for (i, id) in ids.iter().enumerate() {
-            let mut buf = Vec::new();
-            encode(&mut buf, lsn + i as u64, &[append("s", id)]).unwrap();
-            j.append(&buf, 1).unwrap();
+            j.append(&framed(lsn + i as u64, id), 1).unwrap();
         }
         j
     }
@@ -296,8 +364,7 @@ mod tests {
     fn a_write_cut_short_at_the_end_was_never_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path(), 1, &["a", "b"]);
-        let mut buf = Vec::new();
-        encode(&mut buf, 3, &[append("s", "c")]).unwrap();
+        let buf = framed(3, "c");
         let mut f = OpenOptions::new().append(true).open(&j.path).unwrap();
         f.write_all(&buf[..buf.len() - 3]).unwrap();
         assert_eq!(replay(dir.path(), 0).unwrap(), (vec!["a".into(), "b".into()], 2, 3));
@@ -313,7 +380,7 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&old.path, bytes).unwrap();
         let err = replay(dir.path(), 0).unwrap_err().to_string();
-        assert!(err.contains("damaged"), "{err}");
+        assert!(err.contains("starts at LSN 3") && err.contains("ends at LSN 1"), "{err}");
     }
 
     #[test]
@@ -322,7 +389,55 @@ mod tests {
         journal(dir.path(), 1, &["a"]);
         journal(dir.path(), 5, &["e"]);
         let err = replay(dir.path(), 0).unwrap_err().to_string();
-        assert!(err.contains("jumps from LSN 1 to 5"), "{err}");
+        assert!(err.contains("starts at LSN 5") && err.contains("damaged"), "{err}");
+        // A journal starting after what the database applied lost writes too.
+        let err = replay(dir.path(), 0).map(|_| ());
+        assert!(err.is_err());
+        let later = tempfile::tempdir().unwrap();
+        journal(later.path(), 9, &["i"]);
+        let err = replay(later.path(), 3).unwrap_err().to_string();
+        assert!(err.contains("starts at LSN 9") && err.contains("the database"), "{err}");
+    }
+
+    #[test]
+    fn a_recycled_segment_ends_where_the_new_frames_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = journal(dir.path(), 1, &["a", "b", "c", "d"]);
+        old.size = SEGMENT_BYTES;
+        let sealed = old.rotate_if_full().unwrap().unwrap();
+        // Applied and retired: a full-size segment becomes the spare...
+        let mut bytes = std::fs::read(&sealed).unwrap();
+        bytes.resize(SEGMENT_BYTES as usize, 0);
+        std::fs::write(&sealed, bytes).unwrap();
+        retire(dir.path(), [sealed.clone()]);
+        assert!(!sealed.exists() && dir.path().join(SPARE).exists());
+        drop(old);
+        std::fs::remove_file(segment_path(dir.path(), 5)).unwrap();
+        // ...that the next segment is made from, over the old frames.
+        let j = journal(dir.path(), 5, &["e"]);
+        assert!(!dir.path().join(SPARE).exists());
+        assert_eq!(std::fs::metadata(&j.path).unwrap().len(), SEGMENT_BYTES);
+        assert_eq!(replay(dir.path(), 4).unwrap(), (vec!["e".into()], 5, 6));
+    }
+
+    #[test]
+    fn a_zero_filled_spare_reads_as_an_empty_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        fill_spare(dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(dir.path().join(SPARE)).unwrap().len(), SEGMENT_BYTES);
+        let j = journal(dir.path(), 1, &["a"]);
+        assert_eq!(std::fs::metadata(&j.path).unwrap().len(), SEGMENT_BYTES);
+        assert_eq!(replay(dir.path(), 0).unwrap(), (vec!["a".into()], 1, 2));
+        // Retired, the full-size segment is the spare again; a second one is deleted, and
+        // so is one too small to be worth keeping.
+        let small = tempfile::tempdir().unwrap();
+        let fresh = journal(small.path(), 1, &["a"]);
+        retire(small.path(), [fresh.path.clone()]);
+        assert!(!fresh.path.exists() && !small.path().join(SPARE).exists());
+        let copy = dir.path().join("00000000000000000002.log");
+        std::fs::copy(&j.path, &copy).unwrap();
+        retire(dir.path(), [j.path.clone(), copy.clone()]);
+        assert!(dir.path().join(SPARE).exists() && !j.path.exists() && !copy.exists());
     }
 
     #[test]
@@ -333,9 +448,7 @@ mod tests {
         j.size = SEGMENT_BYTES;
         let sealed = j.rotate_if_full().unwrap().expect("sealed");
         assert!(sealed.ends_with("00000000000000000001.log"));
-        let mut buf = Vec::new();
-        encode(&mut buf, 2, &[append("s", "b")]).unwrap();
-        j.append(&buf, 1).unwrap();
+        j.append(&framed(2, "b"), 1).unwrap();
         assert!(j.path.ends_with("00000000000000000002.log"));
         assert_eq!(replay(dir.path(), 0).unwrap(), (vec!["a".into(), "b".into()], 2, 3));
     }

@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ const MAX_BATCH: usize = 1024;
 /// Writes waiting for the journal thread.
 const QUEUE: usize = 8192;
 /// Groups journaled and waiting for the applier (back-pressure beyond).
-const APPLY_QUEUE: usize = 32;
+const APPLY_QUEUE: usize = 1024;
 /// Most writes one applier transaction takes.
 const MAX_APPLY: usize = 16 * 1024;
 /// How often, at most, the applier commits while nobody waits to read.
@@ -93,7 +93,8 @@ const READ_BARRIER: Duration = Duration::from_secs(30);
 /// How long opening waits for a previous store of the same database to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-type Job = (Vec<Write>, oneshot::Sender<Result<(), StoreError>>);
+/// One caller's writes, their encoded form for the journal, and where to answer.
+type Job = (Vec<Write>, Vec<u8>, oneshot::Sender<Result<(), StoreError>>);
 
 /// What the journal thread hands the applier.
 enum ToApply {
@@ -101,8 +102,26 @@ enum ToApply {
     Writes { jobs: Vec<Vec<Write>>, last_lsn: u64 },
     /// A sealed segment, to delete once the database durably holds its writes.
     Sealed(PathBuf),
-    /// A reader waits: wake up and apply what is there now.
-    Hurry,
+}
+
+/// How the applier is woken before its interval is up.
+#[derive(Debug, Default)]
+struct Nudge {
+    /// Readers waiting for the applier.
+    readers: AtomicUsize,
+    /// Set with an unpark: apply what is there now.
+    now: AtomicBool,
+    /// The applier's thread, once started.
+    applier: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Nudge {
+    fn wake(&self) {
+        self.now.store(true, Ordering::SeqCst);
+        if let Some(applier) = self.applier.get() {
+            applier.unpark();
+        }
+    }
 }
 
 /// The SQLite store.
@@ -114,10 +133,8 @@ pub struct SqliteStore {
     acked: Arc<AtomicU64>,
     /// The last LSN applied to the database.
     applied: watch::Receiver<u64>,
-    /// Readers waiting for the applier, which does not linger while there are any.
-    waiting: Arc<AtomicUsize>,
-    /// To the applier, for [`ToApply::Hurry`].
-    hurry: std_mpsc::SyncSender<ToApply>,
+    /// Wakes the applier for waiting readers.
+    nudge: Arc<Nudge>,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -192,40 +209,36 @@ impl SqliteStore {
         })?;
         // What was replayed is durable (a FULL commit) before its segments go.
         set_applied(&mut writer, next - 1)?;
-        for segment in replayed {
-            std::fs::remove_file(&segment)
-                .map_err(|e| StoreError::Db(format!("cannot remove {}: {e}", segment.display())))?;
-        }
+        journal::retire(&dir, replayed);
         writer.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
         let journal = Journal::create(&dir, next)?;
         let reader = open(path)?;
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let (apply_tx, apply_rx) = std_mpsc::sync_channel(APPLY_QUEUE);
-        let hurry = apply_tx.clone();
         let (applied_tx, applied_rx) = watch::channel(next - 1);
         let acked = Arc::new(AtomicU64::new(next - 1));
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(f)
-                .map(|_| ())
-                .map_err(|e| StoreError::Db(format!("cannot start the {name} thread: {e}")))
+        let thread_err = |name: &str, e: std::io::Error| {
+            StoreError::Db(format!("cannot start the {name} thread: {e}"))
         };
-        let applier = Applier { waiting: waiting.clone(), applied: applied_tx, _lock: lock };
-        spawn("burrow-store", Box::new(move || applier.run(writer, apply_rx)))?;
-        let journal_acked = acked.clone();
-        spawn(
-            "burrow-journal",
-            Box::new(move || journal_loop(journal, rx, apply_tx, journal_acked)),
-        )?;
+        let applier = Applier { dir: dir.clone(), applied: applied_tx, _lock: lock };
+        let nudge = Arc::new(Nudge::default());
+        let applier_nudge = nudge.clone();
+        let handle = std::thread::Builder::new()
+            .name("burrow-store".into())
+            .spawn(move || applier.run(writer, apply_rx, &applier_nudge))
+            .map_err(|e| thread_err("store", e))?;
+        let _ = nudge.applier.set(handle.thread().clone());
+        let (journal_acked, journal_nudge) = (acked.clone(), nudge.clone());
+        std::thread::Builder::new()
+            .name("burrow-journal".into())
+            .spawn(move || journal_loop(journal, rx, apply_tx, journal_acked, journal_nudge))
+            .map_err(|e| thread_err("journal", e))?;
         Ok(Self {
             jobs: tx,
             reader: Arc::new(Mutex::new(reader)),
             acked,
             applied: applied_rx,
-            waiting,
-            hurry,
+            nudge,
         })
     }
 
@@ -237,9 +250,8 @@ impl SqliteStore {
         let target = self.acked.load(Ordering::Acquire);
         let mut applied = self.applied.clone();
         if *applied.borrow() < target {
-            let _waiting = Waiting::new(&self.waiting);
-            // When the queue is full the applier is busy and comes to it soon anyway.
-            let _ = self.hurry.try_send(ToApply::Hurry);
+            let _waiting = Waiting::new(&self.nudge.readers);
+            self.nudge.wake();
             match tokio::time::timeout(READ_BARRIER, applied.wait_for(|a| *a >= target)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => return Err(StoreError::Closed),
@@ -265,14 +277,14 @@ struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
     fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
+        count.fetch_add(1, Ordering::SeqCst);
         Self(count)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -283,7 +295,18 @@ fn journal_loop(
     mut rx: mpsc::Receiver<Job>,
     apply: std_mpsc::SyncSender<ToApply>,
     acked: Arc<AtomicU64>,
+    nudge: Arc<Nudge>,
 ) {
+    // The applier sleeps between transactions: wake it when it must make room, when
+    // readers wait, and when the journal closes.
+    let send = |msg: ToApply| match apply.try_send(msg) {
+        Ok(()) => true,
+        Err(std_mpsc::TrySendError::Full(msg)) => {
+            nudge.wake();
+            apply.send(msg).is_ok()
+        }
+        Err(std_mpsc::TrySendError::Disconnected(_)) => false,
+    };
     let mut frames = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -294,21 +317,10 @@ fn journal_loop(
             }
         }
         frames.clear();
-        let mut lsn = journal.next_lsn();
         let mut taken = Vec::with_capacity(batch.len());
-        for (writes, reply) in batch {
-            match journal::encode(&mut frames, lsn, &writes) {
-                Ok(()) => {
-                    taken.push((writes, reply));
-                    lsn += 1;
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
-        if taken.is_empty() {
-            continue;
+        for (lsn, (writes, payload, reply)) in (journal.next_lsn()..).zip(batch) {
+            journal::frame(&mut frames, lsn, &payload);
+            taken.push((writes, reply));
         }
         if let Err(e) = journal.append(&frames, taken.len() as u64) {
             tracing::error!(error = %e, "journal append failed; the writes are refused");
@@ -324,24 +336,29 @@ fn journal_loop(
             let _ = reply.send(Ok(()));
             jobs.push(writes);
         }
-        if apply.send(ToApply::Writes { jobs, last_lsn }).is_err() {
+        if !send(ToApply::Writes { jobs, last_lsn }) {
             tracing::error!("the store's applier stopped; journaled writes wait for a restart");
             return;
         }
+        if nudge.readers.load(Ordering::SeqCst) > 0 {
+            nudge.wake();
+        }
         match journal.rotate_if_full() {
             Ok(Some(sealed)) => {
-                let _ = apply.send(ToApply::Sealed(sealed));
+                send(ToApply::Sealed(sealed));
             }
             Ok(None) => {}
             // The segment just grows on; rotation is tried again after the next append.
             Err(e) => tracing::warn!(error = %e, "cannot start a new journal segment"),
         }
     }
+    drop(apply);
+    nudge.wake();
 }
 
 /// The applier thread's state.
 struct Applier {
-    waiting: Arc<AtomicUsize>,
+    dir: PathBuf,
     applied: watch::Sender<u64>,
     /// Held until the thread ends.
     _lock: File,
@@ -350,34 +367,37 @@ struct Applier {
 impl Applier {
     /// Applies journaled writes in large transactions, publishes the LSN reached, and
     /// deletes sealed segments once durably applied.
-    fn run(self, mut conn: Connection, rx: std_mpsc::Receiver<ToApply>) {
+    fn run(self, mut conn: Connection, rx: std_mpsc::Receiver<ToApply>, nudge: &Nudge) {
         let mut sealed = Vec::new();
         let mut since = Instant::now();
-        while let Ok(first) = rx.recv() {
-            // Linger until APPLY_EVERY has passed since the last transaction began, unless
-            // a reader waits or the transaction is full: the larger the transaction, the
-            // fewer B-tree pages each write dirties.
+        let mut open = true;
+        while open {
+            // Sleep until APPLY_EVERY has passed since the last transaction began, unless
+            // nudged (a reader waits, the queue is full, the journal closed): the larger
+            // the transaction, the fewer B-tree pages each write dirties.
             let until = since + APPLY_EVERY;
+            while !nudge.now.swap(false, Ordering::SeqCst) {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::park_timeout(left);
+            }
             let mut jobs = Vec::new();
             let mut last = None;
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    ToApply::Writes { jobs: more, last_lsn } => {
+            while jobs.len() < MAX_APPLY {
+                match rx.try_recv() {
+                    Ok(ToApply::Writes { jobs: more, last_lsn }) => {
                         jobs.extend(more);
                         last = Some(last_lsn);
                     }
-                    ToApply::Sealed(path) => sealed.push(path),
-                    ToApply::Hurry => {}
+                    Ok(ToApply::Sealed(path)) => sealed.push(path),
+                    Err(std_mpsc::TryRecvError::Empty) => break,
+                    Err(std_mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
                 }
-                if jobs.len() >= MAX_APPLY {
-                    break;
-                }
-                next = match rx.try_recv() {
-                    Ok(msg) => Some(msg),
-                    Err(_) if self.waiting.load(Ordering::Acquire) > 0 => None,
-                    Err(_) => rx.recv_timeout(until.saturating_duration_since(Instant::now())).ok(),
-                };
             }
             since = Instant::now();
             if let Some(last) = last {
@@ -393,11 +413,7 @@ impl Applier {
                     tracing::error!(error = %e, "cannot make applied writes durable; keeping journal segments");
                     continue;
                 }
-                for path in sealed.drain(..) {
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        tracing::warn!(segment = %path.display(), error = %e, "cannot remove an applied journal segment");
-                    }
-                }
+                journal::retire(&self.dir, sealed.drain(..));
             }
         }
     }
@@ -585,8 +601,9 @@ const SESSION_COLUMNS: &str = "key, agent_id, channel_id, account_id, created_at
 impl Storage for SqliteStore {
     fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            let payload = journal::payload(&writes)?;
             let (tx, rx) = oneshot::channel();
-            self.jobs.send((writes, tx)).await.map_err(|_| StoreError::Closed)?;
+            self.jobs.send((writes, payload, tx)).await.map_err(|_| StoreError::Closed)?;
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }
@@ -877,16 +894,12 @@ mod tests {
         }
         // As if the process died after journaling two more writes but before the
         // database applied them: append their frames by hand.
-        let segment = std::fs::read_dir(&journal_dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "log"))
-            .unwrap();
         // The segment holds LSNs 1 and 2, both applied.
+        let segment = journal_dir.join("00000000000000000001.log");
         let mut frames = std::fs::read(&segment).unwrap();
         for (lsn, id) in [(3, "b"), (4, "c")] {
             let w = Write::Append { session_key: "s".into(), message: msg(id, "y", 3) };
-            journal::encode(&mut frames, lsn, &[w]).unwrap();
+            journal::frame(&mut frames, lsn, &journal::payload(&[w]).unwrap());
         }
         std::fs::write(&segment, frames).unwrap();
         let store = SqliteStore::open(&path).unwrap();
@@ -894,14 +907,10 @@ mod tests {
             store.history("s", 100, None).await.unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 3);
-        // Replayed segments are gone; only the new, empty one remains.
-        let left: Vec<_> = std::fs::read_dir(&journal_dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        assert_eq!(left.len(), 1);
-        assert_eq!(std::fs::metadata(&left[0]).unwrap().len(), 0);
+        // The replayed segment is gone; the new one starts after it, empty.
+        assert!(!segment.exists());
+        let new = journal_dir.join("00000000000000000005.log");
+        assert_eq!(std::fs::metadata(new).unwrap().len(), 0);
     }
 
     #[tokio::test]
