@@ -76,6 +76,26 @@ const MIGRATIONS: &[&str] = &[
     // 4: the last journal LSN applied to the database.
     "CREATE TABLE journal_state (id INTEGER PRIMARY KEY CHECK (id = 1), applied_lsn INTEGER NOT NULL);
      INSERT INTO journal_state (id, applied_lsn) VALUES (1, 0);",
+    // 5: messages without AUTOINCREMENT (messages are never deleted, so the plain rowid
+    // still only grows, and an append no longer updates sqlite_sequence).
+    "CREATE TABLE messages_v5 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        session_key TEXT NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        metadata TEXT,
+        tool_calls TEXT,
+        tool_call_id TEXT,
+        created_at INTEGER NOT NULL,
+        run_id TEXT
+     );
+     INSERT INTO messages_v5 (seq, id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id)
+        SELECT seq, id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id FROM messages;
+     DROP TABLE messages;
+     ALTER TABLE messages_v5 RENAME TO messages;
+     CREATE INDEX messages_by_session ON messages (session_key, seq);
+     DELETE FROM sqlite_sequence WHERE name = 'messages';",
 ];
 
 /// Most writes the journal thread takes in one group.
@@ -425,9 +445,11 @@ impl Applier {
 fn apply_all(conn: &mut Connection, jobs: &[Vec<Write>], last_lsn: u64) -> Result<(), StoreError> {
     let mut together = || -> Result<(), rusqlite::Error> {
         let tx = conn.transaction()?;
+        let mut touched = Touched::default();
         for w in jobs.iter().flatten() {
-            apply_one(&tx, w)?;
+            apply_one(&tx, w, &mut touched)?;
         }
+        touched.flush(&tx)?;
         record_lsn(&tx, last_lsn)?;
         tx.commit()
     };
@@ -437,9 +459,11 @@ fn apply_all(conn: &mut Connection, jobs: &[Vec<Write>], last_lsn: u64) -> Resul
     for writes in jobs {
         let mut alone = || -> Result<(), rusqlite::Error> {
             let tx = conn.transaction()?;
+            let mut touched = Touched::default();
             for w in writes {
-                apply_one(&tx, w)?;
+                apply_one(&tx, w, &mut touched)?;
             }
+            touched.flush(&tx)?;
             tx.commit()
         };
         if let Err(e) = alone() {
@@ -472,7 +496,34 @@ fn set_applied(conn: &mut Connection, lsn: u64) -> Result<(), StoreError> {
     done
 }
 
-fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Error> {
+/// Sessions that got messages in a transaction: how many, and the latest time. One
+/// `UPDATE` per session at the end of the transaction instead of one per message.
+#[derive(Default)]
+struct Touched<'a>(std::collections::HashMap<&'a str, (u64, u64)>);
+
+impl<'a> Touched<'a> {
+    fn add(&mut self, key: &'a str, at: u64) {
+        let entry = self.0.entry(key).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(at);
+    }
+
+    fn flush(self, tx: &rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error> {
+        let mut update = tx.prepare_cached(
+            "UPDATE sessions SET message_count = message_count + ?2, last_active_at = MAX(last_active_at, ?3) WHERE key = ?1",
+        )?;
+        for (key, (count, at)) in self.0 {
+            update.execute(params![key, count as i64, at as i64])?;
+        }
+        Ok(())
+    }
+}
+
+fn apply_one<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    w: &'a Write,
+    touched: &mut Touched<'a>,
+) -> Result<(), rusqlite::Error> {
     match w {
         Write::CreateSession(s) => {
             tx.prepare_cached(
@@ -481,7 +532,10 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
             )?
             .execute(params![s.key, s.agent_id, s.channel_id, s.account_id, s.created_at as i64, s.last_active_at as i64, s.keep_alive, s.comms_name])?;
         }
-        Write::Append { session_key, message } => append(tx, session_key, message)?,
+        Write::Append { session_key, message } => {
+            append(tx, session_key, message)?;
+            touched.add(session_key, message.created_at);
+        }
         Write::Run(r) => {
             tx.prepare_cached(
                 "INSERT INTO runs (id, session_key, status, output, error, created_seq)
@@ -525,10 +579,6 @@ fn append(
             m.created_at as i64,
             m.run_id
         ])?;
-    tx.prepare_cached(
-        "UPDATE sessions SET message_count = message_count + 1, last_active_at = MAX(last_active_at, ?2) WHERE key = ?1",
-    )?
-    .execute(params![key, m.created_at as i64])?;
     Ok(())
 }
 
@@ -911,6 +961,36 @@ mod tests {
         assert!(!segment.exists());
         let new = journal_dir.join("00000000000000000005.log");
         assert_eq!(std::fs::metadata(new).unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn migrations_keep_the_messages_of_an_older_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // A database as schema version 4 left it.
+            let mut conn = open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..4].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", (i + 1) as i64).unwrap();
+            }
+            let tx = conn.transaction().unwrap();
+            apply_one(&tx, &Write::CreateSession(session("s", 1)), &mut Touched::default())
+                .unwrap();
+            append(&tx, "s", &msg("old-1", "before", 2)).unwrap();
+            append(&tx, "s", &msg("old-2", "before", 3)).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .write(vec![Write::Append { session_key: "s".into(), message: msg("new", "after", 4) }])
+            .await
+            .unwrap();
+        let ids: Vec<String> =
+            store.history("s", 100, None).await.unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["old-1", "old-2", "new"]);
+        let back = store.history("s", 100, Some("new".into())).await.unwrap();
+        assert_eq!(back.len(), 2, "seq order survives the rebuild");
     }
 
     #[tokio::test]
