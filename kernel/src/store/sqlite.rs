@@ -108,6 +108,8 @@ const APPLY_QUEUE: usize = 1024;
 const MAX_APPLY: usize = 16 * 1024;
 /// How often, at most, the applier commits while nobody waits to read.
 const APPLY_EVERY: Duration = Duration::from_millis(100);
+/// How long the applier waits before trying again writes the database refused.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How long a read waits for the applier to catch up.
 const READ_BARRIER: Duration = Duration::from_secs(30);
 /// How long opening waits for a previous store of the same database to finish.
@@ -225,7 +227,7 @@ impl SqliteStore {
             .query_row("SELECT applied_lsn FROM journal_state", [], |r| r.get(0))
             .map_err(db)?;
         let (replayed, next) = journal::recover(&dir, applied as u64, |jobs, last| {
-            apply_all(&mut writer, &jobs, last)
+            apply_all(&mut writer, &jobs, last).map_err(db)
         })?;
         // What was replayed is durable (a FULL commit) before its segments go.
         set_applied(&mut writer, next - 1)?;
@@ -389,13 +391,17 @@ impl Applier {
     /// deletes sealed segments once durably applied.
     fn run(self, mut conn: Connection, rx: std_mpsc::Receiver<ToApply>, nudge: &Nudge) {
         let mut sealed = Vec::new();
+        // Journaled writes not applied yet, and the LSN they end at.
+        let mut jobs = Vec::new();
+        let mut last = None;
         let mut since = Instant::now();
+        let mut failing = false;
         let mut open = true;
         while open {
             // Sleep until APPLY_EVERY has passed since the last transaction began, unless
             // nudged (a reader waits, the queue is full, the journal closed): the larger
             // the transaction, the fewer B-tree pages each write dirties.
-            let until = since + APPLY_EVERY;
+            let until = since + if failing { RETRY_EVERY } else { APPLY_EVERY };
             while !nudge.now.swap(false, Ordering::SeqCst) {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -403,8 +409,6 @@ impl Applier {
                 }
                 std::thread::park_timeout(left);
             }
-            let mut jobs = Vec::new();
-            let mut last = None;
             while jobs.len() < MAX_APPLY {
                 match rx.try_recv() {
                     Ok(ToApply::Writes { jobs: more, last_lsn }) => {
@@ -420,13 +424,24 @@ impl Applier {
                 }
             }
             since = Instant::now();
-            if let Some(last) = last {
-                if let Err(e) = apply_all(&mut conn, &jobs, last) {
-                    // Only the LSN bookkeeping failed: the writes stay journaled and are
-                    // replayed at the next start.
-                    tracing::error!(error = %e, "cannot record applied journal writes");
+            if let Some(lsn) = last {
+                match apply_all(&mut conn, &jobs, lsn) {
+                    Ok(()) => {
+                        jobs.clear();
+                        last = None;
+                        failing = false;
+                        self.applied.send_replace(lsn);
+                    }
+                    // Kept, and tried again: they stay journaled meanwhile, and readers
+                    // wait (up to their deadline) rather than miss them.
+                    Err(e) => {
+                        if !failing {
+                            tracing::error!(error = %e, writes = jobs.len(), "cannot apply journaled writes to the database; retrying");
+                        }
+                        failing = true;
+                        continue;
+                    }
                 }
-                self.applied.send_replace(last);
             }
             if !sealed.is_empty() {
                 if let Err(e) = set_applied(&mut conn, *self.applied.borrow()) {
@@ -439,10 +454,16 @@ impl Applier {
     }
 }
 
-/// Applies `jobs` (journaled up to `last_lsn`) in one transaction. When the engine refuses
-/// one of them, each is applied on its own and the refused ones are logged and skipped:
-/// they were acknowledged, so this is a kernel bug, reported loudly.
-fn apply_all(conn: &mut Connection, jobs: &[Vec<Write>], last_lsn: u64) -> Result<(), StoreError> {
+/// Applies `jobs` (journaled up to `last_lsn`) and records `last_lsn`, in one transaction.
+/// When that fails, they are applied again one by one within one transaction: a job the
+/// database refuses as a constraint violation is logged and skipped (it was acknowledged,
+/// so this is a kernel bug, reported loudly); any other failure fails the whole call, to
+/// be tried again.
+fn apply_all(
+    conn: &mut Connection,
+    jobs: &[Vec<Write>],
+    last_lsn: u64,
+) -> Result<(), rusqlite::Error> {
     let mut together = || -> Result<(), rusqlite::Error> {
         let tx = conn.transaction()?;
         let mut touched = Touched::default();
@@ -456,26 +477,30 @@ fn apply_all(conn: &mut Connection, jobs: &[Vec<Write>], last_lsn: u64) -> Resul
     if together().is_ok() {
         return Ok(());
     }
+    let mut tx = conn.transaction()?;
+    let mut touched = Touched::default();
     for writes in jobs {
-        let mut alone = || -> Result<(), rusqlite::Error> {
-            let tx = conn.transaction()?;
-            let mut touched = Touched::default();
-            for w in writes {
-                apply_one(&tx, w, &mut touched)?;
+        let mut job = Touched::default();
+        let sp = tx.savepoint()?;
+        let applied = writes.iter().try_for_each(|w| apply_one(&sp, w, &mut job));
+        match applied {
+            Ok(()) => {
+                sp.commit()?;
+                touched.merge(job);
             }
-            touched.flush(&tx)?;
-            tx.commit()
-        };
-        if let Err(e) = alone() {
-            tracing::error!(error = %e, ?writes, "the database refused an acknowledged write; skipped");
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                drop(sp); // rolls the job back
+                tracing::error!(error = %e, ?writes, "the database refused an acknowledged write; skipped");
+            }
+            Err(e) => return Err(e),
         }
     }
-    let tx = conn.transaction().map_err(db)?;
-    record_lsn(&tx, last_lsn).map_err(db)?;
-    tx.commit().map_err(db)
+    touched.flush(&tx)?;
+    record_lsn(&tx, last_lsn)?;
+    tx.commit()
 }
 
-fn record_lsn(tx: &rusqlite::Transaction<'_>, lsn: u64) -> Result<(), rusqlite::Error> {
+fn record_lsn(tx: &Connection, lsn: u64) -> Result<(), rusqlite::Error> {
     tx.prepare_cached("UPDATE journal_state SET applied_lsn = ?1 WHERE id = 1")?
         .execute([lsn as i64])?;
     Ok(())
@@ -502,13 +527,21 @@ fn set_applied(conn: &mut Connection, lsn: u64) -> Result<(), StoreError> {
 struct Touched<'a>(std::collections::HashMap<&'a str, (u64, u64)>);
 
 impl<'a> Touched<'a> {
+    fn merge(&mut self, other: Touched<'a>) {
+        for (key, (count, at)) in other.0 {
+            let entry = self.0.entry(key).or_default();
+            entry.0 += count;
+            entry.1 = entry.1.max(at);
+        }
+    }
+
     fn add(&mut self, key: &'a str, at: u64) {
         let entry = self.0.entry(key).or_default();
         entry.0 += 1;
         entry.1 = entry.1.max(at);
     }
 
-    fn flush(self, tx: &rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error> {
+    fn flush(self, tx: &Connection) -> Result<(), rusqlite::Error> {
         let mut update = tx.prepare_cached(
             "UPDATE sessions SET message_count = message_count + ?2, last_active_at = MAX(last_active_at, ?3) WHERE key = ?1",
         )?;
@@ -520,7 +553,7 @@ impl<'a> Touched<'a> {
 }
 
 fn apply_one<'a>(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     w: &'a Write,
     touched: &mut Touched<'a>,
 ) -> Result<(), rusqlite::Error> {
@@ -559,11 +592,7 @@ fn apply_one<'a>(
     Ok(())
 }
 
-fn append(
-    tx: &rusqlite::Transaction<'_>,
-    key: &str,
-    m: &NewMessage,
-) -> Result<(), rusqlite::Error> {
+fn append(tx: &Connection, key: &str, m: &NewMessage) -> Result<(), rusqlite::Error> {
     tx.prepare_cached(
         "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -961,6 +990,33 @@ mod tests {
         assert!(!segment.exists());
         let new = journal_dir.join("00000000000000000005.log");
         assert_eq!(std::fs::metadata(new).unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn writes_the_database_cannot_take_yet_are_retried_and_readers_wait_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.write(vec![Write::CreateSession(session("s", 1))]).await.unwrap();
+        // Every insert into messages now fails, and not as a constraint violation.
+        let other = open(&path).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER broken AFTER INSERT ON messages BEGIN INSERT INTO missing VALUES (1); END;",
+            )
+            .unwrap();
+        store
+            .write(vec![Write::Append { session_key: "s".into(), message: msg("m1", "x", 2) }])
+            .await
+            .expect("acknowledged once journaled");
+        let fixed = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            other.execute_batch("DROP TRIGGER broken;").unwrap();
+        });
+        let history = store.history("s", 100, None).await.unwrap();
+        assert_eq!(history.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m1"]);
+        assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 1);
+        fixed.await.unwrap();
     }
 
     #[tokio::test]
