@@ -87,8 +87,10 @@ pub struct Registered {
 }
 
 /// What the connection's reader needs to answer session-family requests itself.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shortcut {
+    /// The connection.
+    conn_id: u64,
     /// Inbound messages cast to the actor and not yet handled.
     queued: AtomicUsize,
     /// The registered app's id; `None` before registration and once it left.
@@ -108,8 +110,11 @@ impl Shortcut {
     fn take(&self, kernel: &Arc<Kernel>, inbound: Inbound) -> Option<Inbound> {
         let Inbound::Request(req, responder, permit) = inbound else { return Some(inbound) };
         let caller = self.caller.read().ok().and_then(|c| c.clone());
-        let Some(caller) = caller.filter(|_| {
-            methods::session::handles(&req.method) && self.queued.load(Ordering::Acquire) == 0
+        // Taken over, stopped from outside or failed: the actor answers (or drops) it.
+        let Some(caller) = caller.filter(|c| {
+            methods::session::handles(&req.method)
+                && self.queued.load(Ordering::Acquire) == 0
+                && kernel.apps.holds(c, self.conn_id)
         }) else {
             return Some(Inbound::Request(req, responder, permit));
         };
@@ -178,7 +183,11 @@ impl Actor for AppActor {
         };
         let me = myself.clone();
         let tasks = &args.kernel.tasks;
-        let shortcut = Arc::new(Shortcut::default());
+        let shortcut = Arc::new(Shortcut {
+            conn_id: args.conn_id,
+            queued: AtomicUsize::new(0),
+            caller: RwLock::new(None),
+        });
         let (short, kernel) = (shortcut.clone(), args.kernel.clone());
         let conn = Connection::spawn(args.conn_id, args.transport, limits, tasks, move |inbound| {
             let Some(inbound) = short.take(&kernel, inbound) else { return true };
@@ -272,6 +281,7 @@ impl Actor for AppActor {
         state: &mut AppActorState,
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
+        state.shortcut.set_caller(None);
         for (_, watch) in state.watches.drain() {
             watch.cancel();
         }

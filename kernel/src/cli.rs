@@ -360,18 +360,20 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         let term = signal(SignalKind::terminate());
         let int = signal(SignalKind::interrupt());
         async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
+            for e in [term.as_ref().err(), int.as_ref().err()].into_iter().flatten() {
+                tracing::warn!(error = %e, "cannot watch a stop signal");
+            }
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
                     }
+                    Err(_) => std::future::pending().await,
                 }
-                (term, int) => {
-                    let e = term.err().or(int.err()).map(|e| e.to_string()).unwrap_or_default();
-                    tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT; falling back to Ctrl-C");
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+            };
+            tokio::select! {
+                _ = wait(term) => {}
+                _ = wait(int) => {}
             }
         }
     }

@@ -74,6 +74,11 @@ impl AppRegistry {
         ids.into_iter().filter(|id| self.release(id, conn_id)).collect()
     }
 
+    /// Whether `conn_id` holds `app_id`.
+    pub fn holds(&self, app_id: &str, conn_id: u64) -> bool {
+        self.apps.get(app_id).is_some_and(|e| e.conn_id == conn_id)
+    }
+
     /// Sets the state of `app_id` if `conn_id` holds it.
     pub fn set_state(&self, app_id: &str, conn_id: u64, state: AppState) {
         if let Some(mut e) = self.apps.get_mut(app_id)

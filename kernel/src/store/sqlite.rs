@@ -5,25 +5,27 @@
 //! syncs once and acknowledges them (group commit); `burrow-store` applies what was
 //! journaled to the database in one transaction per backlog (`synchronous = NORMAL`:
 //! the journal, not the database, is what a crash is recovered from) and records the
-//! last applied LSN in the same transaction. A sealed journal segment is deleted after
+//! last applied LSN in the same transaction. A sealed journal segment is retired after
 //! a fully synced commit covers it. Reads first wait until every acknowledged write is
 //! applied. A lock file keeps a second store (in this process or another) off the same
-//! database until the first one's threads are done.
+//! database until the first one's threads are done. The threads live in [`write`]; this
+//! file opens, migrates and recovers, and answers queries.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::session::{RunStatus, SessionFilter, TranscriptMessage};
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot, watch};
+
+mod write;
 
 use super::journal::{self, Journal};
-use super::{
-    NewMessage, PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture, Write,
-};
+use super::{PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture, Write};
+#[cfg(test)]
+use write::{Touched, append, apply_one};
+use write::{Writer, apply_all, set_applied};
 
 const MIGRATIONS: &[&str] = &[
     // 1: sessions, transcripts, runs.
@@ -98,65 +100,16 @@ const MIGRATIONS: &[&str] = &[
      DELETE FROM sqlite_sequence WHERE name = 'messages';",
 ];
 
-/// Most writes the journal thread takes in one group.
-const MAX_BATCH: usize = 1024;
-/// Writes waiting for the journal thread.
-const QUEUE: usize = 8192;
-/// Groups journaled and waiting for the applier (back-pressure beyond).
-const APPLY_QUEUE: usize = 1024;
-/// Most writes one applier transaction takes.
-const MAX_APPLY: usize = 16 * 1024;
-/// How often, at most, the applier commits while nobody waits to read.
-const APPLY_EVERY: Duration = Duration::from_millis(100);
-/// How long the applier waits before trying again writes the database refused.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How long a read waits for the applier to catch up.
 const READ_BARRIER: Duration = Duration::from_secs(30);
 /// How long opening waits for a previous store of the same database to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// One caller's writes, their encoded form for the journal, and where to answer.
-type Job = (Vec<Write>, Vec<u8>, oneshot::Sender<Result<(), StoreError>>);
-
-/// What the journal thread hands the applier.
-enum ToApply {
-    /// Journaled (and acknowledged) writes, one entry per caller, ending at `last_lsn`.
-    Writes { jobs: Vec<Vec<Write>>, last_lsn: u64 },
-    /// A sealed segment, to delete once the database durably holds its writes.
-    Sealed(PathBuf),
-}
-
-/// How the applier is woken before its interval is up.
-#[derive(Debug, Default)]
-struct Nudge {
-    /// Readers waiting for the applier.
-    readers: AtomicUsize,
-    /// Set with an unpark: apply what is there now.
-    now: AtomicBool,
-    /// The applier's thread, once started.
-    applier: std::sync::OnceLock<std::thread::Thread>,
-}
-
-impl Nudge {
-    fn wake(&self) {
-        self.now.store(true, Ordering::SeqCst);
-        if let Some(applier) = self.applier.get() {
-            applier.unpark();
-        }
-    }
-}
-
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    writer: Writer,
     reader: Arc<Mutex<Connection>>,
-    /// The last LSN acknowledged to a caller.
-    acked: Arc<AtomicU64>,
-    /// The last LSN applied to the database.
-    applied: watch::Receiver<u64>,
-    /// Wakes the applier for waiting readers.
-    nudge: Arc<Nudge>,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -203,11 +156,14 @@ fn lock(dir: &Path) -> Result<File, StoreError> {
             Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Err(e) => {
+            Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(StoreError::Db(format!(
-                    "{} is held by another store (another kernel on this state directory?): {e}",
+                    "{} is held by another store (another kernel on this state directory?)",
                     path.display()
                 )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Db(format!("cannot lock {}: {e}", path.display())));
             }
         }
     }
@@ -226,7 +182,10 @@ impl SqliteStore {
         let applied: i64 = writer
             .query_row("SELECT applied_lsn FROM journal_state", [], |r| r.get(0))
             .map_err(db)?;
-        let (replayed, next) = journal::recover(&dir, applied as u64, |jobs, last| {
+        let applied = u64::try_from(applied).map_err(|_| {
+            StoreError::Db(format!("the database records an impossible LSN {applied}"))
+        })?;
+        let (replayed, next) = journal::recover(&dir, applied, |jobs, last| {
             apply_all(&mut writer, &jobs, last).map_err(db)
         })?;
         // What was replayed is durable (a FULL commit) before its segments go.
@@ -235,33 +194,8 @@ impl SqliteStore {
         writer.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
         let journal = Journal::create(&dir, next)?;
         let reader = open(path)?;
-        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
-        let (apply_tx, apply_rx) = std_mpsc::sync_channel(APPLY_QUEUE);
-        let (applied_tx, applied_rx) = watch::channel(next - 1);
-        let acked = Arc::new(AtomicU64::new(next - 1));
-        let thread_err = |name: &str, e: std::io::Error| {
-            StoreError::Db(format!("cannot start the {name} thread: {e}"))
-        };
-        let applier = Applier { dir: dir.clone(), applied: applied_tx, _lock: lock };
-        let nudge = Arc::new(Nudge::default());
-        let applier_nudge = nudge.clone();
-        let handle = std::thread::Builder::new()
-            .name("burrow-store".into())
-            .spawn(move || applier.run(writer, apply_rx, &applier_nudge))
-            .map_err(|e| thread_err("store", e))?;
-        let _ = nudge.applier.set(handle.thread().clone());
-        let (journal_acked, journal_nudge) = (acked.clone(), nudge.clone());
-        std::thread::Builder::new()
-            .name("burrow-journal".into())
-            .spawn(move || journal_loop(journal, rx, apply_tx, journal_acked, journal_nudge))
-            .map_err(|e| thread_err("journal", e))?;
-        Ok(Self {
-            jobs: tx,
-            reader: Arc::new(Mutex::new(reader)),
-            acked,
-            applied: applied_rx,
-            nudge,
-        })
+        let writer = write::start(writer, journal, dir, lock, next - 1)?;
+        Ok(Self { writer, reader: Arc::new(Mutex::new(reader)) })
     }
 
     async fn read<T: Send + 'static>(
@@ -269,21 +203,7 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
         // Read your writes: everything acknowledged so far is applied first.
-        let target = self.acked.load(Ordering::Acquire);
-        let mut applied = self.applied.clone();
-        if *applied.borrow() < target {
-            let _waiting = Waiting::new(&self.nudge.readers);
-            self.nudge.wake();
-            match tokio::time::timeout(READ_BARRIER, applied.wait_for(|a| *a >= target)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return Err(StoreError::Closed),
-                Err(_) => {
-                    return Err(StoreError::Db(format!(
-                        "the database did not catch up with the journal within {READ_BARRIER:?}"
-                    )));
-                }
-            }
-        }
+        self.writer.caught_up(READ_BARRIER).await?;
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().map_err(|_| StoreError::Closed)?;
@@ -294,333 +214,6 @@ impl SqliteStore {
     }
 }
 
-/// Counts a waiting reader for as long as it lives.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The journal thread: take what waits, append it, sync once, acknowledge everyone, hand
-/// it to the applier.
-fn journal_loop(
-    mut journal: Journal,
-    mut rx: mpsc::Receiver<Job>,
-    apply: std_mpsc::SyncSender<ToApply>,
-    acked: Arc<AtomicU64>,
-    nudge: Arc<Nudge>,
-) {
-    // The applier sleeps between transactions: wake it when it must make room, when
-    // readers wait, and when the journal closes.
-    let send = |msg: ToApply| match apply.try_send(msg) {
-        Ok(()) => true,
-        Err(std_mpsc::TrySendError::Full(msg)) => {
-            nudge.wake();
-            apply.send(msg).is_ok()
-        }
-        Err(std_mpsc::TrySendError::Disconnected(_)) => false,
-    };
-    let mut frames = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        frames.clear();
-        let mut taken = Vec::with_capacity(batch.len());
-        for (lsn, (writes, payload, reply)) in (journal.next_lsn()..).zip(batch) {
-            journal::frame(&mut frames, lsn, &payload);
-            taken.push((writes, reply));
-        }
-        if let Err(e) = journal.append(&frames, taken.len() as u64) {
-            tracing::error!(error = %e, "journal append failed; the writes are refused");
-            for (_, reply) in taken {
-                let _ = reply.send(Err(e.clone()));
-            }
-            continue;
-        }
-        let last_lsn = journal.next_lsn() - 1;
-        acked.store(last_lsn, Ordering::Release);
-        let mut jobs = Vec::with_capacity(taken.len());
-        for (writes, reply) in taken {
-            let _ = reply.send(Ok(()));
-            jobs.push(writes);
-        }
-        if !send(ToApply::Writes { jobs, last_lsn }) {
-            tracing::error!("the store's applier stopped; journaled writes wait for a restart");
-            return;
-        }
-        if nudge.readers.load(Ordering::SeqCst) > 0 {
-            nudge.wake();
-        }
-        match journal.rotate_if_full() {
-            Ok(Some(sealed)) => {
-                send(ToApply::Sealed(sealed));
-            }
-            Ok(None) => {}
-            // The segment just grows on; rotation is tried again after the next append.
-            Err(e) => tracing::warn!(error = %e, "cannot start a new journal segment"),
-        }
-    }
-    drop(apply);
-    nudge.wake();
-}
-
-/// The applier thread's state.
-struct Applier {
-    dir: PathBuf,
-    applied: watch::Sender<u64>,
-    /// Held until the thread ends.
-    _lock: File,
-}
-
-impl Applier {
-    /// Applies journaled writes in large transactions, publishes the LSN reached, and
-    /// deletes sealed segments once durably applied.
-    fn run(self, mut conn: Connection, rx: std_mpsc::Receiver<ToApply>, nudge: &Nudge) {
-        let mut sealed = Vec::new();
-        // Journaled writes not applied yet, and the LSN they end at.
-        let mut jobs = Vec::new();
-        let mut last = None;
-        let mut since = Instant::now();
-        let mut failing = false;
-        let mut open = true;
-        while open {
-            // Sleep until APPLY_EVERY has passed since the last transaction began, unless
-            // nudged (a reader waits, the queue is full, the journal closed): the larger
-            // the transaction, the fewer B-tree pages each write dirties.
-            let until = since + if failing { RETRY_EVERY } else { APPLY_EVERY };
-            while !nudge.now.swap(false, Ordering::SeqCst) {
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                std::thread::park_timeout(left);
-            }
-            while jobs.len() < MAX_APPLY {
-                match rx.try_recv() {
-                    Ok(ToApply::Writes { jobs: more, last_lsn }) => {
-                        jobs.extend(more);
-                        last = Some(last_lsn);
-                    }
-                    Ok(ToApply::Sealed(path)) => sealed.push(path),
-                    Err(std_mpsc::TryRecvError::Empty) => break,
-                    Err(std_mpsc::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
-            since = Instant::now();
-            if let Some(lsn) = last {
-                match apply_all(&mut conn, &jobs, lsn) {
-                    Ok(()) => {
-                        jobs.clear();
-                        last = None;
-                        failing = false;
-                        self.applied.send_replace(lsn);
-                    }
-                    // Kept, and tried again: they stay journaled meanwhile, and readers
-                    // wait (up to their deadline) rather than miss them.
-                    Err(e) => {
-                        if !failing {
-                            tracing::error!(error = %e, writes = jobs.len(), "cannot apply journaled writes to the database; retrying");
-                        }
-                        failing = true;
-                        continue;
-                    }
-                }
-            }
-            if !sealed.is_empty() {
-                if let Err(e) = set_applied(&mut conn, *self.applied.borrow()) {
-                    tracing::error!(error = %e, "cannot make applied writes durable; keeping journal segments");
-                    continue;
-                }
-                journal::retire(&self.dir, sealed.drain(..));
-            }
-        }
-    }
-}
-
-/// Applies `jobs` (journaled up to `last_lsn`) and records `last_lsn`, in one transaction.
-/// When that fails, they are applied again one by one within one transaction: a job the
-/// database refuses as a constraint violation is logged and skipped (it was acknowledged,
-/// so this is a kernel bug, reported loudly); any other failure fails the whole call, to
-/// be tried again.
-fn apply_all(
-    conn: &mut Connection,
-    jobs: &[Vec<Write>],
-    last_lsn: u64,
-) -> Result<(), rusqlite::Error> {
-    let mut together = || -> Result<(), rusqlite::Error> {
-        let tx = conn.transaction()?;
-        let mut touched = Touched::default();
-        for w in jobs.iter().flatten() {
-            apply_one(&tx, w, &mut touched)?;
-        }
-        touched.flush(&tx)?;
-        record_lsn(&tx, last_lsn)?;
-        tx.commit()
-    };
-    if together().is_ok() {
-        return Ok(());
-    }
-    let mut tx = conn.transaction()?;
-    let mut touched = Touched::default();
-    for writes in jobs {
-        let mut job = Touched::default();
-        let sp = tx.savepoint()?;
-        let applied = writes.iter().try_for_each(|w| apply_one(&sp, w, &mut job));
-        match applied {
-            Ok(()) => {
-                sp.commit()?;
-                touched.merge(job);
-            }
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
-                drop(sp); // rolls the job back
-                tracing::error!(error = %e, ?writes, "the database refused an acknowledged write; skipped");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    touched.flush(&tx)?;
-    record_lsn(&tx, last_lsn)?;
-    tx.commit()
-}
-
-fn record_lsn(tx: &Connection, lsn: u64) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached("UPDATE journal_state SET applied_lsn = ?1 WHERE id = 1")?
-        .execute([lsn as i64])?;
-    Ok(())
-}
-
-/// Records `lsn` in a fully synced commit, which also makes every earlier commit durable.
-fn set_applied(conn: &mut Connection, lsn: u64) -> Result<(), StoreError> {
-    conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
-    let done = conn
-        .transaction()
-        .and_then(|tx| {
-            // Touch the row even when the LSN is unchanged so the commit is not empty.
-            tx.execute("UPDATE journal_state SET applied_lsn = ?1 WHERE id = 1", [lsn as i64])?;
-            tx.commit()
-        })
-        .map_err(db);
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
-    done
-}
-
-/// Sessions that got messages in a transaction: how many, and the latest time. One
-/// `UPDATE` per session at the end of the transaction instead of one per message.
-#[derive(Default)]
-struct Touched<'a>(std::collections::HashMap<&'a str, (u64, u64)>);
-
-impl<'a> Touched<'a> {
-    fn merge(&mut self, other: Touched<'a>) {
-        for (key, (count, at)) in other.0 {
-            let entry = self.0.entry(key).or_default();
-            entry.0 += count;
-            entry.1 = entry.1.max(at);
-        }
-    }
-
-    fn add(&mut self, key: &'a str, at: u64) {
-        let entry = self.0.entry(key).or_default();
-        entry.0 += 1;
-        entry.1 = entry.1.max(at);
-    }
-
-    fn flush(self, tx: &Connection) -> Result<(), rusqlite::Error> {
-        let mut update = tx.prepare_cached(
-            "UPDATE sessions SET message_count = message_count + ?2, last_active_at = MAX(last_active_at, ?3) WHERE key = ?1",
-        )?;
-        for (key, (count, at)) in self.0 {
-            update.execute(params![key, count as i64, at as i64])?;
-        }
-        Ok(())
-    }
-}
-
-fn apply_one<'a>(
-    tx: &Connection,
-    w: &'a Write,
-    touched: &mut Touched<'a>,
-) -> Result<(), rusqlite::Error> {
-    match w {
-        Write::CreateSession(s) => {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO sessions (key, agent_id, channel_id, account_id, created_at, last_active_at, message_count, keep_alive, comms_name)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
-            )?
-            .execute(params![s.key, s.agent_id, s.channel_id, s.account_id, s.created_at as i64, s.last_active_at as i64, s.keep_alive, s.comms_name])?;
-        }
-        Write::Append { session_key, message } => {
-            append(tx, session_key, message)?;
-            touched.add(session_key, message.created_at);
-        }
-        Write::Run(r) => {
-            tx.prepare_cached(
-                "INSERT INTO runs (id, session_key, status, output, error, created_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM runs))
-                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, error = excluded.error",
-            )?
-            .execute(params![r.id, r.session_key, status_str(r.status), r.output, r.error])?;
-        }
-        Write::AssignRun { message_id, run_id } => {
-            tx.prepare_cached("UPDATE messages SET run_id = ?2 WHERE id = ?1")?
-                .execute(params![message_id, run_id])?;
-        }
-        Write::PeerRequest(r) => {
-            tx.prepare_cached(
-                "INSERT INTO peer_requests (id, requester, responder, created_at, answered_at, peer_kernel) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO UPDATE SET answered_at = COALESCE(peer_requests.answered_at, excluded.answered_at)",
-            )?
-            .execute(params![r.id, r.requester, r.responder, r.created_at as i64, r.answered_at.map(|t| t as i64), r.peer_kernel])?;
-        }
-    }
-    Ok(())
-}
-
-fn append(tx: &Connection, key: &str, m: &NewMessage) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached(
-        "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-            m.id,
-            key,
-            role_str(m.role),
-            m.content,
-            m.metadata.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
-            m.tool_calls.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
-            m.tool_call_id,
-            m.created_at as i64,
-            m.run_id
-        ])?;
-    Ok(())
-}
-
-fn role_str(r: burrow_protocol::methods::invoke::Role) -> &'static str {
-    use burrow_protocol::methods::invoke::Role::*;
-    match r {
-        System => "system",
-        User => "user",
-        Assistant => "assistant",
-        Tool => "tool",
-    }
-}
-
 fn parse_role(s: &str) -> burrow_protocol::methods::invoke::Role {
     use burrow_protocol::methods::invoke::Role::*;
     match s {
@@ -628,16 +221,6 @@ fn parse_role(s: &str) -> burrow_protocol::methods::invoke::Role {
         "assistant" => Assistant,
         "tool" => Tool,
         _ => User,
-    }
-}
-
-fn status_str(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Queued => "queued",
-        RunStatus::Running => "running",
-        RunStatus::Completed => "completed",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
     }
 }
 
@@ -679,12 +262,7 @@ const SESSION_COLUMNS: &str = "key, agent_id, channel_id, account_id, created_at
 
 impl Storage for SqliteStore {
     fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let payload = journal::payload(&writes)?;
-            let (tx, rx) = oneshot::channel();
-            self.jobs.send((writes, payload, tx)).await.map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(self.writer.write(writes))
     }
 
     fn session(&self, key: &str) -> StoreFuture<'_, Option<SessionRow>> {
@@ -822,6 +400,7 @@ impl Storage for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NewMessage;
     use burrow_protocol::methods::invoke::Role;
 
     fn msg(id: &str, text: &str, at: u64) -> NewMessage {
@@ -976,9 +555,10 @@ mod tests {
         // The segment holds LSNs 1 and 2, both applied.
         let segment = journal_dir.join("00000000000000000001.log");
         let mut frames = std::fs::read(&segment).unwrap();
+        let salt = journal::salt(&frames).unwrap();
         for (lsn, id) in [(3, "b"), (4, "c")] {
             let w = Write::Append { session_key: "s".into(), message: msg(id, "y", 3) };
-            journal::frame(&mut frames, lsn, &journal::payload(&[w]).unwrap());
+            journal::frame(&mut frames, salt, lsn, &journal::payload(&[w]).unwrap());
         }
         std::fs::write(&segment, frames).unwrap();
         let store = SqliteStore::open(&path).unwrap();
@@ -986,14 +566,14 @@ mod tests {
             store.history("s", 100, None).await.unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 3);
-        // The replayed segment is gone; the new one starts after it, empty.
+        // The replayed segment is gone; the new one starts after it, with no frames.
         assert!(!segment.exists());
-        let new = journal_dir.join("00000000000000000005.log");
-        assert_eq!(std::fs::metadata(new).unwrap().len(), 0);
+        let new = std::fs::read(journal_dir.join("00000000000000000005.log")).unwrap();
+        assert!(journal::salt(&new).is_some() && new.len() == 16);
     }
 
     #[tokio::test]
-    async fn writes_the_database_cannot_take_yet_are_retried_and_readers_wait_for_them() {
+    async fn writes_the_database_cannot_take_yet_are_retried_and_new_ones_refused_meanwhile() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.db");
         let store = SqliteStore::open(&path).unwrap();
@@ -1005,18 +585,29 @@ mod tests {
                 "CREATE TRIGGER broken AFTER INSERT ON messages BEGIN INSERT INTO missing VALUES (1); END;",
             )
             .unwrap();
-        store
-            .write(vec![Write::Append { session_key: "s".into(), message: msg("m1", "x", 2) }])
-            .await
-            .expect("acknowledged once journaled");
-        let fixed = tokio::task::spawn_blocking(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            other.execute_batch("DROP TRIGGER broken;").unwrap();
-        });
-        let history = store.history("s", 100, None).await.unwrap();
-        assert_eq!(history.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m1"]);
-        assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 1);
-        fixed.await.unwrap();
+        let append =
+            |id: String| Write::Append { session_key: "s".into(), message: msg(&id, "x", 2) };
+        store.write(vec![append("m1".into())]).await.expect("acknowledged once journaled");
+        // Once the applier has failed, new writes are refused rather than queued.
+        let mut accepted = vec!["m1".to_owned()];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let refused = loop {
+            assert!(Instant::now() < deadline, "writes were never refused");
+            let id = format!("probe-{}", accepted.len());
+            match store.write(vec![append(id.clone())]).await {
+                Ok(()) => accepted.push(id),
+                Err(e) => break e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(refused.contains("cannot take writes"), "{refused}");
+        other.execute_batch("DROP TRIGGER broken;").unwrap();
+        // Everything acknowledged arrives; readers waited for it.
+        let history = store.history("s", 1000, None).await.unwrap();
+        assert_eq!(history.into_iter().map(|m| m.id).collect::<Vec<_>>(), accepted);
+        let count = store.session("s").await.unwrap().unwrap().message_count;
+        assert_eq!(count, accepted.len() as u64);
+        store.write(vec![append("after".into())]).await.expect("taken again");
     }
 
     #[tokio::test]

@@ -1,0 +1,495 @@
+//! Writing: the journal thread (append, sync, acknowledge) and the applier thread (apply
+//! journaled writes to SQLite in large transactions), and how readers wake the applier.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use burrow_protocol::methods::session::RunStatus;
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::super::journal::{self, Journal};
+use super::super::{NewMessage, StoreError, Write};
+use super::db;
+
+/// Most writes the journal thread takes in one group.
+const MAX_BATCH: usize = 1024;
+/// Writes waiting for the journal thread.
+const QUEUE: usize = 8192;
+/// Groups journaled and waiting for the applier (back-pressure beyond).
+const APPLY_QUEUE: usize = 1024;
+/// Most writes one applier transaction takes.
+const MAX_APPLY: usize = 16 * 1024;
+/// How often, at most, the applier commits while nobody waits to read.
+const APPLY_EVERY: Duration = Duration::from_millis(100);
+/// How long the applier waits before trying again writes the database refused.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// The writing side of the store: cheap to clone.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+    /// The last LSN acknowledged to a caller.
+    acked: Arc<AtomicU64>,
+    /// The last LSN applied to the database.
+    applied: watch::Receiver<u64>,
+    /// Wakes the applier for waiting readers.
+    nudge: Arc<Nudge>,
+}
+
+/// Starts the journal and applier threads; `conn` has applied everything up to
+/// `applied`, which `journal` continues after. The applier holds `lock` until it ends.
+pub(super) fn start(
+    conn: Connection,
+    journal: Journal,
+    dir: PathBuf,
+    lock: File,
+    applied: u64,
+) -> Result<Writer, StoreError> {
+    let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+    let (apply_tx, apply_rx) = std_mpsc::sync_channel(APPLY_QUEUE);
+    let (applied_tx, applied_rx) = watch::channel(applied);
+    let acked = Arc::new(AtomicU64::new(applied));
+    let thread_err = |name: &str, e: std::io::Error| {
+        StoreError::Db(format!("cannot start the {name} thread: {e}"))
+    };
+    let applier = Applier { dir, applied: applied_tx, _lock: lock };
+    let nudge = Arc::new(Nudge::default());
+    let applier_nudge = nudge.clone();
+    let handle = std::thread::Builder::new()
+        .name("burrow-store".into())
+        .spawn(move || applier.run(conn, apply_rx, &applier_nudge))
+        .map_err(|e| thread_err("store", e))?;
+    let _ = nudge.applier.set(handle.thread().clone());
+    let (journal_acked, journal_nudge) = (acked.clone(), nudge.clone());
+    std::thread::Builder::new()
+        .name("burrow-journal".into())
+        .spawn(move || journal_loop(journal, rx, apply_tx, journal_acked, journal_nudge))
+        .map_err(|e| thread_err("journal", e))?;
+    Ok(Writer { jobs: tx, acked, applied: applied_rx, nudge })
+}
+
+impl Writer {
+    /// Journals `writes`; `Ok` once they are on disk.
+    pub(super) async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let payload = journal::payload(&writes)?;
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send((writes, payload, tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Waits (up to `deadline`) until every write acknowledged so far is applied.
+    pub(super) async fn caught_up(&self, deadline: Duration) -> Result<(), StoreError> {
+        let target = self.acked.load(Ordering::Acquire);
+        let mut applied = self.applied.clone();
+        if *applied.borrow() >= target {
+            return Ok(());
+        }
+        let _waiting = Waiting::new(&self.nudge.readers);
+        self.nudge.wake();
+        match tokio::time::timeout(deadline, applied.wait_for(|a| *a >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Err(StoreError::Db(format!(
+                "the database did not catch up with the journal within {deadline:?}"
+            ))),
+        }
+    }
+}
+
+/// One caller's writes, their encoded form for the journal, and where to answer.
+type Job = (Vec<Write>, Vec<u8>, oneshot::Sender<Result<(), StoreError>>);
+
+/// What the journal thread hands the applier.
+enum ToApply {
+    /// Journaled (and acknowledged) writes, one entry per caller, ending at `last_lsn`.
+    Writes { jobs: Vec<Vec<Write>>, last_lsn: u64 },
+    /// A sealed segment, to delete once the database durably holds its writes.
+    Sealed(PathBuf),
+}
+
+/// How the applier is woken before its interval is up.
+#[derive(Debug, Default)]
+struct Nudge {
+    /// Readers waiting for the applier.
+    readers: AtomicUsize,
+    /// Set with an unpark: apply what is there now.
+    now: AtomicBool,
+    /// The database refuses what the applier has: the journal takes no more meanwhile.
+    failing: AtomicBool,
+    /// The applier's thread, once started.
+    applier: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Nudge {
+    fn wake(&self) {
+        self.now.store(true, Ordering::SeqCst);
+        if let Some(applier) = self.applier.get() {
+            applier.unpark();
+        }
+    }
+}
+
+/// Counts a waiting reader for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The journal thread: take what waits, append it, sync once, acknowledge everyone, hand
+/// it to the applier.
+fn journal_loop(
+    mut journal: Journal,
+    mut rx: mpsc::Receiver<Job>,
+    apply: std_mpsc::SyncSender<ToApply>,
+    acked: Arc<AtomicU64>,
+    nudge: Arc<Nudge>,
+) {
+    // The applier sleeps between transactions: wake it when it must make room, when
+    // readers wait, and when the journal closes.
+    let send = |msg: ToApply| match apply.try_send(msg) {
+        Ok(()) => true,
+        Err(std_mpsc::TrySendError::Full(msg)) => {
+            nudge.wake();
+            apply.send(msg).is_ok()
+        }
+        Err(std_mpsc::TrySendError::Disconnected(_)) => false,
+    };
+    let mut frames = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if nudge.failing.load(Ordering::Acquire) {
+            // What is journaled must reach the database before more is taken: callers
+            // hear so now instead of waiting behind it.
+            let e = StoreError::Db(
+                "the database cannot take writes now (see the kernel log); refused".into(),
+            );
+            for (_, _, reply) in batch {
+                let _ = reply.send(Err(e.clone()));
+            }
+            continue;
+        }
+        frames.clear();
+        let mut taken = Vec::with_capacity(batch.len());
+        for (lsn, (writes, payload, reply)) in (journal.next_lsn()..).zip(batch) {
+            journal.frame(&mut frames, lsn, &payload);
+            taken.push((writes, reply));
+        }
+        if let Err(e) = journal.append(&frames, taken.len() as u64) {
+            tracing::error!(error = %e, "journal append failed; the writes are refused");
+            for (_, reply) in taken {
+                let _ = reply.send(Err(e.clone()));
+            }
+            continue;
+        }
+        let last_lsn = journal.next_lsn() - 1;
+        acked.store(last_lsn, Ordering::Release);
+        let mut jobs = Vec::with_capacity(taken.len());
+        for (writes, reply) in taken {
+            let _ = reply.send(Ok(()));
+            jobs.push(writes);
+        }
+        if !send(ToApply::Writes { jobs, last_lsn }) {
+            tracing::error!("the store's applier stopped; journaled writes wait for a restart");
+            return;
+        }
+        if nudge.readers.load(Ordering::SeqCst) > 0 {
+            nudge.wake();
+        }
+        match journal.rotate_if_full() {
+            Ok(Some(sealed)) => {
+                send(ToApply::Sealed(sealed));
+            }
+            Ok(None) => {}
+            // The segment just grows on; rotation is tried again after the next append.
+            Err(e) => tracing::warn!(error = %e, "cannot start a new journal segment"),
+        }
+    }
+    drop(apply);
+    nudge.wake();
+}
+
+/// The applier thread's state.
+struct Applier {
+    dir: PathBuf,
+    applied: watch::Sender<u64>,
+    /// Held until the thread ends.
+    _lock: File,
+}
+
+impl Applier {
+    /// Applies journaled writes in large transactions, publishes the LSN reached, and
+    /// deletes sealed segments once durably applied.
+    fn run(self, mut conn: Connection, rx: std_mpsc::Receiver<ToApply>, nudge: &Nudge) {
+        let mut sealed = Vec::new();
+        // Journaled writes not applied yet, and the LSN they end at.
+        let mut jobs = Vec::new();
+        let mut last = None;
+        let mut since = Instant::now();
+        let mut failing = false;
+        // The last drain stopped at MAX_APPLY: more may be waiting.
+        let mut backlog = false;
+        let mut open = true;
+        while open {
+            // Sleep until APPLY_EVERY has passed since the last transaction began, unless
+            // nudged (a reader waits, the queue is full, the journal closed) or a backlog
+            // is left: the larger the transaction, the fewer B-tree pages each write
+            // dirties. While the database refuses writes, try again every RETRY_EVERY
+            // whatever the nudges.
+            let until = since + if failing { RETRY_EVERY } else { APPLY_EVERY };
+            if failing || !backlog {
+                loop {
+                    if nudge.now.swap(false, Ordering::SeqCst) && !failing {
+                        break;
+                    }
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::park_timeout(left);
+                }
+            }
+            // While failing, take everything so the journal thread never blocks on a
+            // full queue (it takes no new writes meanwhile, so this is bounded).
+            while jobs.len() < MAX_APPLY || failing {
+                match rx.try_recv() {
+                    Ok(ToApply::Writes { jobs: more, last_lsn }) => {
+                        jobs.extend(more);
+                        last = Some(last_lsn);
+                    }
+                    Ok(ToApply::Sealed(path)) => sealed.push(path),
+                    Err(std_mpsc::TryRecvError::Empty) => break,
+                    Err(std_mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            backlog = jobs.len() >= MAX_APPLY;
+            since = Instant::now();
+            if let Some(lsn) = last {
+                match apply_all(&mut conn, &jobs, lsn) {
+                    Ok(()) => {
+                        jobs.clear();
+                        last = None;
+                        failing = false;
+                        nudge.failing.store(false, Ordering::Release);
+                        self.applied.send_replace(lsn);
+                    }
+                    // Kept, and tried again: they stay journaled meanwhile, and readers
+                    // wait (up to their deadline) rather than miss them.
+                    Err(e) => {
+                        if !failing {
+                            tracing::error!(error = %e, writes = jobs.len(), "cannot apply journaled writes to the database; retrying");
+                        }
+                        failing = true;
+                        nudge.failing.store(true, Ordering::Release);
+                        continue;
+                    }
+                }
+            }
+            if !sealed.is_empty() {
+                if let Err(e) = set_applied(&mut conn, *self.applied.borrow()) {
+                    tracing::error!(error = %e, "cannot make applied writes durable; keeping journal segments");
+                    continue;
+                }
+                journal::retire(&self.dir, sealed.drain(..));
+            }
+        }
+    }
+}
+
+/// Applies `jobs` (journaled up to `last_lsn`) and records `last_lsn`, in one transaction.
+/// When that fails, they are applied again one by one within one transaction: a job the
+/// database refuses as a constraint violation is logged and skipped (it was acknowledged,
+/// so this is a kernel bug, reported loudly); any other failure fails the whole call, to
+/// be tried again.
+pub(super) fn apply_all(
+    conn: &mut Connection,
+    jobs: &[Vec<Write>],
+    last_lsn: u64,
+) -> Result<(), rusqlite::Error> {
+    let mut together = || -> Result<(), rusqlite::Error> {
+        let tx = conn.transaction()?;
+        let mut touched = Touched::default();
+        for w in jobs.iter().flatten() {
+            apply_one(&tx, w, &mut touched)?;
+        }
+        touched.flush(&tx)?;
+        record_lsn(&tx, last_lsn)?;
+        tx.commit()
+    };
+    if together().is_ok() {
+        return Ok(());
+    }
+    let mut tx = conn.transaction()?;
+    let mut touched = Touched::default();
+    for writes in jobs {
+        let mut job = Touched::default();
+        let sp = tx.savepoint()?;
+        let applied = writes.iter().try_for_each(|w| apply_one(&sp, w, &mut job));
+        match applied {
+            Ok(()) => {
+                sp.commit()?;
+                touched.merge(job);
+            }
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                drop(sp); // rolls the job back
+                tracing::error!(error = %e, ?writes, "the database refused an acknowledged write; skipped");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    touched.flush(&tx)?;
+    record_lsn(&tx, last_lsn)?;
+    tx.commit()
+}
+
+fn record_lsn(tx: &Connection, lsn: u64) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached("UPDATE journal_state SET applied_lsn = ?1 WHERE id = 1")?
+        .execute([lsn as i64])?;
+    Ok(())
+}
+
+/// Records `lsn` in a fully synced commit, which also makes every earlier commit durable.
+pub(super) fn set_applied(conn: &mut Connection, lsn: u64) -> Result<(), StoreError> {
+    conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+    let done = conn
+        .transaction()
+        .and_then(|tx| {
+            // Touch the row even when the LSN is unchanged so the commit is not empty.
+            tx.execute("UPDATE journal_state SET applied_lsn = ?1 WHERE id = 1", [lsn as i64])?;
+            tx.commit()
+        })
+        .map_err(db);
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+    done
+}
+
+/// Sessions that got messages in a transaction: how many, and the latest time. One
+/// `UPDATE` per session at the end of the transaction instead of one per message.
+#[derive(Default)]
+pub(super) struct Touched<'a>(std::collections::HashMap<&'a str, (u64, u64)>);
+
+impl<'a> Touched<'a> {
+    fn merge(&mut self, other: Touched<'a>) {
+        for (key, (count, at)) in other.0 {
+            let entry = self.0.entry(key).or_default();
+            entry.0 += count;
+            entry.1 = entry.1.max(at);
+        }
+    }
+
+    fn add(&mut self, key: &'a str, at: u64) {
+        let entry = self.0.entry(key).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(at);
+    }
+
+    fn flush(self, tx: &Connection) -> Result<(), rusqlite::Error> {
+        let mut update = tx.prepare_cached(
+            "UPDATE sessions SET message_count = message_count + ?2, last_active_at = MAX(last_active_at, ?3) WHERE key = ?1",
+        )?;
+        for (key, (count, at)) in self.0 {
+            update.execute(params![key, count as i64, at as i64])?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn apply_one<'a>(
+    tx: &Connection,
+    w: &'a Write,
+    touched: &mut Touched<'a>,
+) -> Result<(), rusqlite::Error> {
+    match w {
+        Write::CreateSession(s) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO sessions (key, agent_id, channel_id, account_id, created_at, last_active_at, message_count, keep_alive, comms_name)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
+            )?
+            .execute(params![s.key, s.agent_id, s.channel_id, s.account_id, s.created_at as i64, s.last_active_at as i64, s.keep_alive, s.comms_name])?;
+        }
+        Write::Append { session_key, message } => {
+            append(tx, session_key, message)?;
+            touched.add(session_key, message.created_at);
+        }
+        Write::Run(r) => {
+            tx.prepare_cached(
+                "INSERT INTO runs (id, session_key, status, output, error, created_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM runs))
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, error = excluded.error",
+            )?
+            .execute(params![r.id, r.session_key, status_str(r.status), r.output, r.error])?;
+        }
+        Write::AssignRun { message_id, run_id } => {
+            tx.prepare_cached("UPDATE messages SET run_id = ?2 WHERE id = ?1")?
+                .execute(params![message_id, run_id])?;
+        }
+        Write::PeerRequest(r) => {
+            tx.prepare_cached(
+                "INSERT INTO peer_requests (id, requester, responder, created_at, answered_at, peer_kernel) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET answered_at = COALESCE(peer_requests.answered_at, excluded.answered_at)",
+            )?
+            .execute(params![r.id, r.requester, r.responder, r.created_at as i64, r.answered_at.map(|t| t as i64), r.peer_kernel])?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn append(tx: &Connection, key: &str, m: &NewMessage) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+            m.id,
+            key,
+            role_str(m.role),
+            m.content,
+            m.metadata.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
+            m.tool_calls.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
+            m.tool_call_id,
+            m.created_at as i64,
+            m.run_id
+        ])?;
+    Ok(())
+}
+
+fn role_str(r: burrow_protocol::methods::invoke::Role) -> &'static str {
+    use burrow_protocol::methods::invoke::Role::*;
+    match r {
+        System => "system",
+        User => "user",
+        Assistant => "assistant",
+        Tool => "tool",
+    }
+}
+
+fn status_str(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Queued => "queued",
+        RunStatus::Running => "running",
+        RunStatus::Completed => "completed",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
+    }
+}
