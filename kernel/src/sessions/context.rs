@@ -69,7 +69,9 @@ fn build_inner(history: Vec<TranscriptMessage>, run_id: &str) -> (Vec<ChatMessag
 }
 
 /// Moves messages that arrived between an assistant's tool calls and their results to
-/// after the results.
+/// after the results. A call left without a result (the kernel stopped while it ran, and
+/// the resumed run does not run it again) gets a result saying so, in the context only:
+/// providers refuse a conversation with an unanswered tool call.
 fn tool_groups_together(history: Vec<TranscriptMessage>) -> Vec<TranscriptMessage> {
     let mut out = Vec::with_capacity(history.len());
     let mut deferred = Vec::new();
@@ -83,6 +85,7 @@ fn tool_groups_together(history: Vec<TranscriptMessage>) -> Vec<TranscriptMessag
         } else if !open.is_empty() && m.role != Role::Assistant {
             deferred.push(m);
         } else {
+            out.extend(open.drain(..).map(interrupted));
             out.append(&mut deferred);
             open = m.tool_calls.iter().flatten().map(|c| c.id.clone()).collect();
             out.push(m);
@@ -91,8 +94,27 @@ fn tool_groups_together(history: Vec<TranscriptMessage>) -> Vec<TranscriptMessag
             out.append(&mut deferred);
         }
     }
+    out.extend(open.drain(..).map(interrupted));
     out.append(&mut deferred);
     out
+}
+
+/// The result of a tool call that never returned one.
+fn interrupted(call_id: String) -> TranscriptMessage {
+    TranscriptMessage {
+        id: format!("interrupted-{call_id}"),
+        role: Role::Tool,
+        content: serde_json::json!({
+            "error": "interrupted",
+            "message": "the kernel stopped before this tool call returned; its outcome is unknown",
+        })
+        .to_string(),
+        created_at: 0,
+        metadata: None,
+        tool_calls: None,
+        tool_call_id: Some(call_id),
+        run_id: None,
+    }
 }
 
 fn chat(m: TranscriptMessage) -> ChatMessage {
@@ -177,6 +199,52 @@ mod tests {
         let c = build(history, "r1");
         assert_eq!(ids(&c.messages), ["call", "result", "aside", "reply", "first"]);
         assert_eq!(c.input, ["first"]);
+    }
+
+    #[test]
+    fn a_tool_call_left_without_a_result_gets_one_in_the_context() {
+        let calls = |ids: &[&str]| {
+            Some(
+                ids.iter()
+                    .map(|id| ToolCallRequest {
+                        id: (*id).into(),
+                        name: "x".into(),
+                        arguments: json!({}),
+                    })
+                    .collect(),
+            )
+        };
+        let mut first = msg("call-1", Role::Assistant, None);
+        first.tool_calls = calls(&["a", "b"]);
+        let mut answered = msg("result-a", Role::Tool, None);
+        answered.tool_call_id = Some("a".into());
+        let mut last = msg("call-2", Role::Assistant, None);
+        last.tool_calls = calls(&["c"]);
+        let history = vec![
+            msg("ask", Role::User, Some("r1")),
+            first,
+            answered,
+            msg("meanwhile", Role::User, None),
+            last,
+        ];
+        let c = build(history, "r1");
+        let results: Vec<_> = c
+            .messages
+            .iter()
+            .map(|m| (m.role, m.tool_call_id.as_deref(), m.content.contains("interrupted")))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                (Role::Assistant, None, false),
+                (Role::Tool, Some("a"), false),
+                (Role::Tool, Some("b"), true),
+                (Role::User, None, false),
+                (Role::Assistant, None, false),
+                (Role::Tool, Some("c"), true),
+                (Role::User, None, false),
+            ]
+        );
     }
 
     #[test]
