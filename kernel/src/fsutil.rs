@@ -1,4 +1,4 @@
-//! Owner-only files and directories (0600 / 0700 on Unix).
+//! Owner-only files and directories (0600 / 0700 on Unix), and lock files.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -24,6 +24,30 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)
+}
+
+/// Opens (creating, owner-only) the lock file `path` and takes its exclusive lock,
+/// trying again for up to `wait`; `WouldBlock` when another holder keeps it. The lock
+/// lasts as long as the returned file (the OS releases it if the process dies).
+pub fn lock_file(path: &Path, wait: std::time::Duration) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::from(io::ErrorKind::WouldBlock));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
 }
 
 /// Makes an existing file owner-only.

@@ -112,19 +112,6 @@ pub async fn bind(socket: &Path) -> Result<BoundSocket, KernelError> {
 }
 
 /// Opens `path` (0600) and takes an exclusive lock on it, held while the file is open.
-fn lock_file(path: &Path) -> std::io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).truncate(false).write(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(path)?;
-    file.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::WouldBlock => std::io::Error::from(std::io::ErrorKind::WouldBlock),
-        std::fs::TryLockError::Error(e) => e,
-    })?;
-    Ok(file)
-}
-
 fn lock_socket(socket: &Path) -> Result<File, KernelError> {
     let mut lock_path = socket.as_os_str().to_owned();
     lock_path.push(".lock");
@@ -208,7 +195,7 @@ pub async fn run(
     let key = KernelKey::load_or_create(&settings.state_dir)?;
     let bound = bind(&settings.socket).await?;
     // One kernel per state directory: two would end each other's managed apps as strays.
-    let state_lock = lock_file(&settings.state_dir.join("kernel.lock"))
+    let state_lock = fsutil::lock_file(&settings.state_dir.join("kernel.lock"), Duration::ZERO)
         .map_err(|_| KernelError::StateDirInUse(settings.state_dir.clone()))?;
 
     let paths = crate::kernel::KernelPaths {

@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use burrow_protocol::methods::session::{RunStatus, SessionFilter, TranscriptMessage};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -144,29 +144,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Takes the lock file of the database at `path`, waiting for a previous holder.
+/// Takes the store's lock file in `dir`, waiting for a previous holder.
 fn lock(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join("LOCK");
-    let file = File::create(&path)
-        .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", path.display())))?;
-    let deadline = Instant::now() + LOCK_WAIT;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Db(format!(
-                    "{} is held by another store (another kernel on this state directory?)",
-                    path.display()
-                )));
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StoreError::Db(format!("cannot lock {}: {e}", path.display())));
-            }
-        }
-    }
+    crate::fsutil::lock_file(&path, LOCK_WAIT).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => StoreError::Db(format!(
+            "{} is held by another store (another kernel on this state directory?)",
+            path.display()
+        )),
+        _ => StoreError::Db(format!("cannot lock {}: {e}", path.display())),
+    })
 }
 
 impl SqliteStore {
@@ -402,6 +389,7 @@ mod tests {
     use super::*;
     use crate::store::NewMessage;
     use burrow_protocol::methods::invoke::Role;
+    use std::time::Instant;
 
     fn msg(id: &str, text: &str, at: u64) -> NewMessage {
         NewMessage {

@@ -6,8 +6,9 @@
 //! ```
 //!
 //! A running kernel sees tokens created after it started: [`TokenStore::verify`] re-reads
-//! the file when its size, mtime or inode changed. Two `burrow token create` racing each
-//! other may lose one token (last writer wins); run them one at a time.
+//! the file when its size, mtime or inode changed. `burrow token create` holds
+//! `<state_dir>/host-tokens.lock` while it rewrites the file, so concurrent creations
+//! all keep their token.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ use crate::fsutil;
 
 /// The file holding the hashes, in the state dir.
 pub const TOKENS_FILE: &str = "host-tokens.json";
+/// Held while the tokens file is rewritten.
+const LOCK_FILE: &str = "host-tokens.lock";
+/// How long a creation waits for another one to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Longer tokens are refused without hashing.
 const MAX_TOKEN_BYTES: usize = 512;
@@ -102,6 +107,7 @@ impl TokenStore {
     pub fn create(state_dir: &Path) -> io::Result<NewToken> {
         fsutil::create_private_dir(state_dir)?;
         let path = state_dir.join(TOKENS_FILE);
+        let _lock = fsutil::lock_file(&state_dir.join(LOCK_FILE), LOCK_WAIT)?;
         let mut file = match read(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => TokensFile::default(),
@@ -276,8 +282,25 @@ mod tests {
             let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(leftovers, 1, "no temporary files are left behind");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [TOKENS_FILE, LOCK_FILE], "no temporary files are left behind");
+    }
+
+    #[test]
+    fn concurrent_creations_keep_every_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let made: Vec<NewToken> = std::thread::scope(|s| {
+            let handles: Vec<_> =
+                (0..8).map(|_| s.spawn(|| TokenStore::create(dir.path()).unwrap())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let store = TokenStore::open(dir.path()).unwrap();
+        assert_eq!(store.len(), 8);
+        assert!(made.iter().all(|t| store.verify(&t.token)));
     }
 
     #[test]
