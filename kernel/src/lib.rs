@@ -24,7 +24,7 @@
 //! | [`server`] | state dir, config, key, socket binding (stale reclaimed, live never stolen), graceful stop |
 //! | [`supervisor`] | managed app processes: start, restart with backoff, stop, logs, strays |
 //! | [`sessions`] | session actors, their queues, the agent loop |
-//! | [`store`] | durable sessions, transcripts, runs, peer requests (SQLite, group commit) |
+//! | [`store`] | durable sessions, transcripts, runs, peer requests (write-ahead journal with group commit, applied to SQLite) |
 //! | [`host`] | the host methods (`session/create`, `comms/send`, ...) behind every surface |
 //! | [`comms`] | comms between peers: local delivery, request/response correlation, remote kernels |
 //! | [`surface`] | JSON-RPC (TCP, stdio) and REST host surfaces over a [`surface::Host`] |
