@@ -27,6 +27,7 @@ const MAX_APPLY: usize = 16 * 1024;
 const APPLY_EVERY: Duration = Duration::from_millis(100);
 /// How long the applier waits before trying again writes the database refused.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+
 /// The writing side of the store: cheap to clone.
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
