@@ -371,6 +371,10 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
                     Err(_) => std::future::pending().await,
                 }
             };
+            if term.is_err() && int.is_err() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
             tokio::select! {
                 _ = wait(term) => {}
                 _ = wait(int) => {}

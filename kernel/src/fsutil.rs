@@ -43,7 +43,8 @@ pub fn lock_file(path: &Path, wait: std::time::Duration) -> io::Result<File> {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(io::Error::from(io::ErrorKind::WouldBlock));
+                let held = format!("{} is held by another process", path.display());
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, held));
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }

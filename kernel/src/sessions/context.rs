@@ -69,9 +69,10 @@ fn build_inner(history: Vec<TranscriptMessage>, run_id: &str) -> (Vec<ChatMessag
 }
 
 /// Moves messages that arrived between an assistant's tool calls and their results to
-/// after the results. A call left without a result (the kernel stopped while it ran, and
-/// the resumed run does not run it again) gets a result saying so, in the context only:
-/// providers refuse a conversation with an unanswered tool call.
+/// after the results. A call left without a result (its run stopped while it ran: the
+/// kernel stopped, the run was cancelled, or its result could not be stored) gets a
+/// result saying so, in the context only: providers refuse a conversation with an
+/// unanswered tool call.
 fn tool_groups_together(history: Vec<TranscriptMessage>) -> Vec<TranscriptMessage> {
     let mut out = Vec::with_capacity(history.len());
     let mut deferred = Vec::new();
@@ -106,7 +107,7 @@ fn interrupted(call_id: String) -> TranscriptMessage {
         role: Role::Tool,
         content: serde_json::json!({
             "error": "interrupted",
-            "message": "the kernel stopped before this tool call returned; its outcome is unknown",
+            "message": "the run stopped before this tool call returned; its outcome is unknown",
         })
         .to_string(),
         created_at: 0,

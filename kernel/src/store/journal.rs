@@ -195,7 +195,8 @@ pub fn recover(
 pub fn retire(dir: &Path, segments: impl IntoIterator<Item = PathBuf>) {
     let spare = dir.join(SPARE);
     for path in segments {
-        let full = std::fs::metadata(&path).is_ok_and(|m| m.len() >= SEGMENT_BYTES);
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let full = (SEGMENT_BYTES..=2 * SEGMENT_BYTES).contains(&len);
         let kept = full && !spare.exists() && std::fs::rename(&path, &spare).is_ok();
         if !kept && let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!(segment = %path.display(), error = %e, "cannot remove an applied journal segment");
@@ -257,6 +258,8 @@ pub struct Journal {
     path: PathBuf,
     salt: u64,
     size: u64,
+    /// The file's length when the segment began: blocks up to it are already allocated.
+    created_len: u64,
     next_lsn: u64,
     broken: bool,
     /// A spare was asked for while this segment filled.
@@ -301,12 +304,14 @@ impl Journal {
                 return Err(e);
             }
         };
+        let created_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Self {
             dir: dir.to_owned(),
             file,
             path,
             salt,
             size: SEGMENT_HEADER as u64,
+            created_len,
             next_lsn,
             broken: false,
             spare_asked: false,
@@ -325,9 +330,9 @@ impl Journal {
     }
 
     /// Appends `frames` (framed from LSN [`Self::next_lsn`] on, `count` of them) and
-    /// syncs. On failure nothing of them counts: they are overwritten with zeros (the
-    /// end of the segment), and if even that fails the journal refuses every later
-    /// append.
+    /// syncs. On failure nothing of them counts: what grew the file is cut off and what
+    /// overwrote allocated blocks is zeroed (the end of the segment), neither of which
+    /// needs new disk space; if even that fails the journal refuses every later append.
     pub fn append(&mut self, frames: &[u8], count: u64) -> Result<(), StoreError> {
         use std::io::{Seek, SeekFrom};
         if self.broken {
@@ -337,13 +342,20 @@ impl Journal {
         }
         let written = self.file.write_all(frames).and_then(|()| self.file.sync_data());
         if let Err(e) = written {
-            let undo = self
-                .file
-                .seek(SeekFrom::Start(self.size))
-                .and_then(|_| self.file.write_all(&vec![0; frames.len()]))
-                .and_then(|()| self.file.sync_data())
-                .and_then(|()| self.file.seek(SeekFrom::Start(self.size)));
-            self.broken = undo.is_err();
+            let end = self.size + frames.len() as u64;
+            let mut undo = || -> std::io::Result<()> {
+                if end > self.created_len {
+                    self.file.set_len(self.size.max(self.created_len))?;
+                }
+                let zero_to = end.min(self.created_len);
+                if zero_to > self.size {
+                    self.file.seek(SeekFrom::Start(self.size))?;
+                    self.file.write_all(&vec![0; (zero_to - self.size) as usize])?;
+                }
+                self.file.sync_data()?;
+                self.file.seek(SeekFrom::Start(self.size)).map(|_| ())
+            };
+            self.broken = undo().is_err();
             return Err(io("cannot append to", &self.path, e));
         }
         self.size += frames.len() as u64;

@@ -589,9 +589,21 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert!(refused.contains("cannot take writes"), "{refused}");
+        // Reads say so too, rather than wait.
+        let read = store.history("s", 1000, None).await.unwrap_err().to_string();
+        assert!(read.contains("cannot take the journaled writes"), "{read}");
         other.execute_batch("DROP TRIGGER broken;").unwrap();
-        // Everything acknowledged arrives; readers waited for it.
-        let history = store.history("s", 1000, None).await.unwrap();
+        // Everything acknowledged arrives once the database takes it again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let history = loop {
+            match store.history("s", 1000, None).await {
+                Ok(history) => break history,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the store never recovered: {e}"),
+            }
+        };
         assert_eq!(history.into_iter().map(|m| m.id).collect::<Vec<_>>(), accepted);
         let count = store.session("s").await.unwrap().unwrap().message_count;
         assert_eq!(count, accepted.len() as u64);

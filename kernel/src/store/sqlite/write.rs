@@ -90,12 +90,25 @@ impl Writer {
         }
         let _waiting = Waiting::new(&self.nudge.readers);
         self.nudge.wake();
-        match tokio::time::timeout(deadline, applied.wait_for(|a| *a >= target)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(StoreError::Closed),
-            Err(_) => Err(StoreError::Db(format!(
-                "the database did not catch up with the journal within {deadline:?}"
-            ))),
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            // While the database refuses writes, say so rather than hold the reader.
+            if self.nudge.failing.load(Ordering::Acquire) {
+                return Err(StoreError::Db(
+                    "the database cannot take the journaled writes now (see the kernel log)".into(),
+                ));
+            }
+            let step = until.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            match tokio::time::timeout_at(step, applied.wait_for(|a| *a >= target)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(_)) => return Err(StoreError::Closed),
+                Err(_) if tokio::time::Instant::now() >= until => {
+                    return Err(StoreError::Db(format!(
+                        "the database did not catch up with the journal within {deadline:?}"
+                    )));
+                }
+                Err(_) => {}
+            }
         }
     }
 }
@@ -248,6 +261,8 @@ impl Applier {
         let mut failing = false;
         // The last drain stopped at MAX_APPLY: more may be waiting.
         let mut backlog = false;
+        // Sealed segments could not be made durable: try again after RETRY_EVERY.
+        let mut retiring_failed = false;
         let mut open = true;
         while open {
             // Sleep until APPLY_EVERY has passed since the last transaction began, unless
@@ -255,7 +270,7 @@ impl Applier {
             // is left: the larger the transaction, the fewer B-tree pages each write
             // dirties. While the database refuses writes, try again every RETRY_EVERY
             // whatever the nudges.
-            let until = since + if failing { RETRY_EVERY } else { APPLY_EVERY };
+            let until = since + if failing || retiring_failed { RETRY_EVERY } else { APPLY_EVERY };
             if failing || !backlog {
                 loop {
                     if nudge.now.swap(false, Ordering::SeqCst) && !failing {
@@ -309,9 +324,13 @@ impl Applier {
             }
             if !sealed.is_empty() {
                 if let Err(e) = set_applied(&mut conn, *self.applied.borrow()) {
-                    tracing::error!(error = %e, "cannot make applied writes durable; keeping journal segments");
+                    if !retiring_failed {
+                        tracing::error!(error = %e, "cannot make applied writes durable; keeping journal segments");
+                    }
+                    retiring_failed = true;
                     continue;
                 }
+                retiring_failed = false;
                 journal::retire(&self.dir, sealed.drain(..));
             }
         }
