@@ -294,6 +294,33 @@ async fn idle_sessions_leave_memory_and_come_back_from_the_store() {
     assert_eq!(w["result"]["status"], "completed");
 }
 
+#[tokio::test]
+async fn pipelined_requests_of_one_app_are_handled_in_order() {
+    // A session request the connection reader could hand straight to the session runtime
+    // must not overtake the app's earlier request still queued at its actor: a dispatch
+    // sent right behind the registration of a `message_received` interceptor meets it.
+    let kernel = Kernel::start_with_config(CONFIG).await;
+    let event = "message_received";
+    let m = json!({"id": "guard", "version": "1.0.0", "capabilities": {"hooks": {"subscribe": [event], "intercept": [event]}}});
+    let mut app = RawConn::app(&kernel.socket, m).await;
+    app.call("hook.subscribe", json!({"events": [event]})).await;
+    for round in 0..10 {
+        let hook = json!({"type": "hook", "config": {"event": event}});
+        let registered = app.send_call("capability.register", hook).await;
+        let dispatch = json!({"sessionKey": format!("guarded-{round}"), "content": "hi"});
+        let dispatched = app.send_call("message.dispatch", dispatch).await;
+        let ev = next_interception(&mut app, event).await;
+        let verdict = json!({"action": "block", "reason": format!("held {round}")});
+        app.call("hook.result", json!({"eventId": ev["params"]["eventId"], "result": verdict}))
+            .await;
+        let d = app.answer_to(dispatched).await;
+        assert_eq!(d["result"]["reason"], format!("blocked by guard: held {round}"), "{d}");
+        let cap = app.answer_to(registered).await["result"]["capabilityId"].clone();
+        let gone = app.call("capability.unregister", json!({"capabilityId": cap})).await;
+        assert_eq!(gone["result"]["ok"], true, "{gone}");
+    }
+}
+
 /// An interceptor app for one event; answers with `verdict` built from the payload.
 async fn interceptor(kernel: &Kernel, id: &str, event: &str) -> RawConn {
     let m = json!({"id": id, "version": "1.0.0", "capabilities": {"hooks": {"subscribe": [event], "intercept": [event]}}});
