@@ -144,6 +144,8 @@ pub struct AppActorState {
     pub watches: HashMap<Id, CancellationToken>,
     /// Why the actor stops, for `app_disconnected`.
     pub stop_reason: String,
+    /// Whether the connection is cut when the actor stops, instead of closed gracefully.
+    pub cut: bool,
     /// Shared with the connection's reader.
     pub shortcut: Arc<Shortcut>,
     ticker: JoinHandle<()>,
@@ -208,6 +210,7 @@ impl Actor for AppActor {
             leave_requests: Vec::new(),
             watches: HashMap::new(),
             stop_reason: "connection closed".to_owned(),
+            cut: false,
             shortcut,
             ticker,
         })
@@ -244,7 +247,9 @@ impl Actor for AppActor {
                         silent_ms = silent,
                         "no heartbeat within {timeout} ms: dropping the app"
                     );
-                    state.conn.abort();
+                    // Cut, not closed gracefully: a silent app may not read either. The
+                    // cut comes in post_stop, once the app is released.
+                    state.cut = true;
                     if let Some(app) = &state.app {
                         let lost =
                             crate::supervisor::SupervisorMsg::HeartbeatLost(app.app_id.clone());
@@ -305,7 +310,11 @@ impl Actor for AppActor {
         for responder in state.leave_requests.drain(..) {
             responder.reply(Ok(to_value(&Ack::OK)));
         }
-        state.conn.close_within(CLOSE_GRACE);
+        if state.cut {
+            state.conn.abort();
+        } else {
+            state.conn.close_within(CLOSE_GRACE);
+        }
         Ok(())
     }
 }

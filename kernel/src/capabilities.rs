@@ -220,6 +220,9 @@ pub fn refusal(manifest: &Manifest, config: &CapabilityConfig) -> Option<String>
 pub struct Capabilities {
     by_id: DashMap<String, Arc<Capability>>,
     names: DashMap<(CapabilityType, String), String>,
+    /// How many interceptors each event has: lets the hot paths skip the scan of
+    /// `by_id` for events nobody intercepts.
+    hooked: DashMap<String, usize>,
     seq: AtomicU64,
 }
 
@@ -252,6 +255,9 @@ impl Capabilities {
             }
         }
         self.by_id.insert(cap.id.clone(), cap.clone());
+        if let Some(hook) = cap.as_hook() {
+            *self.hooked.entry(hook.event.clone()).or_default() += 1;
+        }
         Ok(cap)
     }
 
@@ -263,6 +269,10 @@ impl Capabilities {
     /// Removes a capability by id.
     pub fn remove(&self, id: &str) -> Option<Arc<Capability>> {
         let (_, cap) = self.by_id.remove(id)?;
+        if let Some(hook) = cap.as_hook() {
+            self.hooked.alter(&hook.event, |_, n| n.saturating_sub(1));
+            self.hooked.remove_if(&hook.event, |_, n| *n == 0);
+        }
         if let Some(name) = cap.name() {
             self.names.remove_if(&(cap.config.kind(), name), |_, holder| holder == id);
         }
@@ -289,8 +299,16 @@ impl Capabilities {
             .any(|c| c.app_id == app_id && c.as_hook().is_some_and(|h| h.event == event))
     }
 
+    /// Whether any app intercepts `event`.
+    pub fn intercepted(&self, event: &str) -> bool {
+        self.hooked.get(event).is_some_and(|n| *n > 0)
+    }
+
     /// The interceptors of `event`, lowest priority first, then in registration order.
     pub fn interceptors(&self, event: &str) -> Vec<Arc<Capability>> {
+        if !self.intercepted(event) {
+            return Vec::new();
+        }
         let mut chain: Vec<Arc<Capability>> = self
             .by_id
             .iter()

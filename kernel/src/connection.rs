@@ -1,5 +1,6 @@
-//! One [`Connection`] per client socket: framing, a reader task, a writer task fed by a
-//! bounded queue, and the table of kernel → app requests awaiting answers.
+//! One [`Connection`] per client socket: framing, a reader task, an [`Outbox`] (senders
+//! write their frames themselves when the socket takes them; its flusher task writes the
+//! rest), and the table of kernel → app requests awaiting answers.
 //!
 //! Actors see whole messages only. The reader answers malformed frames itself (they never
 //! reach an actor), resolves responses to the kernel's own requests, and hands requests
@@ -24,10 +25,10 @@ use std::time::Duration;
 use burrow_protocol::{
     ErrorCode, ErrorObject, Id, Message, Notification, Request, Response, Value,
 };
-use burrow_sdk::transport::{FrameReader, FrameWriter, Transport};
+use burrow_sdk::transport::{FrameReader, Outbox, SendError, Transport};
 use dashmap::DashMap;
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use futures_util::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -61,19 +62,13 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct QueuePermit(#[allow(dead_code)] OwnedSemaphorePermit);
 
-enum Outbound {
-    Message(Message),
-    /// Flush what is queued, then close.
-    Close,
-}
-
 type Pending = DashMap<u64, oneshot::Sender<Result<Value, ErrorObject>>>;
 
 /// A cheap handle to one client connection.
 #[derive(Clone)]
 pub struct Connection {
     id: u64,
-    out: mpsc::Sender<Outbound>,
+    out: Outbox,
     pending: Arc<Pending>,
     next_request: Arc<AtomicU64>,
     /// Monotonic ms of the last frame read.
@@ -126,8 +121,7 @@ impl Responder {
     /// Sends the answer and releases the in-flight permit, if one was held.
     pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
         if let Some(id) = self.id.take() {
-            self.conn
-                .enqueue(Outbound::Message(Message::Response(Response { id: Some(id), outcome })));
+            self.conn.send(Message::Response(Response { id: Some(id), outcome }));
         }
         self.permit = None;
     }
@@ -137,7 +131,7 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
-            self.conn.enqueue(Outbound::Message(Message::error(Some(id), err)));
+            self.conn.send(Message::error(Some(id), err));
         }
     }
 }
@@ -156,20 +150,21 @@ impl Connection {
     where
         F: Fn(Inbound) -> bool + Send + Sync + 'static,
     {
-        let (tx, rx) = mpsc::channel(limits.writer_queue);
+        let closing = CancellationToken::new();
+        let (out, flusher) = Outbox::new(transport.writer, limits.writer_queue, closing.clone());
         let conn = Self {
             id,
-            out: tx,
+            out,
             pending: Arc::new(DashMap::new()),
             next_request: Arc::new(AtomicU64::new(1)),
             last_seen: Arc::new(AtomicU64::new(mono_ms())),
             read_done: Arc::new(AtomicBool::new(false)),
-            closing: CancellationToken::new(),
+            closing,
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
         };
-        tasks.spawn(write_loop(transport.writer, rx, conn.closing.clone(), id));
+        tasks.spawn(flusher);
         tasks.spawn(conn.clone().read_loop(transport.reader, limits, deliver));
         conn
     }
@@ -185,40 +180,45 @@ impl Connection {
         self.last_seen.clone()
     }
 
-    fn enqueue(&self, item: Outbound) {
-        match self.out.try_send(item) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+    /// Sends a message, without waiting. A full writer queue means the client does not
+    /// read: it is disconnected. An answer too large for a frame is replaced by an error
+    /// saying so.
+    pub fn send(&self, msg: Message) {
+        let reply_id = match &msg {
+            Message::Response(r) => r.id.clone(),
+            _ => None,
+        };
+        match self.out.try_send(msg) {
+            Ok(()) | Err(SendError::Closed) => {}
+            Err(SendError::Full(_)) => {
                 tracing::warn!(
                     conn = self.id,
                     "writer queue full: client is not reading; disconnecting"
                 );
                 self.closing.cancel();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(SendError::Encode(e)) => match reply_id {
+                Some(id) => {
+                    let err = ErrorObject::new(
+                        ErrorCode::InternalError,
+                        format!("result too large: {e}"),
+                    );
+                    self.send(Message::error(Some(id), err));
+                }
+                None => tracing::warn!(conn = self.id, error = %e, "could not encode a message"),
+            },
         }
     }
 
-    /// Queues a message that answers no request of the client (a kernel request or
-    /// notification). A full queue means the client does not read: it is disconnected.
-    pub fn send(&self, msg: Message) {
-        self.enqueue(Outbound::Message(msg));
-    }
-
-    /// Queues a message, waiting for room in the writer queue; false once the connection
+    /// Sends a message, waiting for room in the writer queue; false once the connection
     /// is closed. For senders that must not disconnect a slow reader (observer queues).
     pub async fn send_wait(&self, msg: Message) -> bool {
-        tokio::select! {
-            _ = self.closing.cancelled() => false,
-            sent = self.out.send(Outbound::Message(msg)) => sent.is_ok(),
-        }
+        self.out.send(msg).await.is_ok()
     }
 
     /// Writes what is queued, then closes.
     pub fn close(&self) {
-        if self.out.try_send(Outbound::Close).is_err() {
-            self.closing.cancel();
-        }
+        self.out.close();
     }
 
     /// [`close`](Self::close), cutting the connection if it has not closed within
@@ -379,48 +379,4 @@ impl Connection {
 
 fn connection_closed() -> ErrorObject {
     ErrorObject::new(ErrorCode::ConnectionClosed, "the app disconnected before answering")
-}
-
-async fn write_loop(
-    mut writer: FrameWriter,
-    mut rx: mpsc::Receiver<Outbound>,
-    closing: CancellationToken,
-    conn: u64,
-) {
-    loop {
-        let item = tokio::select! {
-            _ = closing.cancelled() => break,
-            item = rx.recv() => item,
-        };
-        let Some(Outbound::Message(msg)) = item else {
-            break;
-        };
-        let reply_id = match &msg {
-            Message::Response(r) => r.id.clone(),
-            _ => None,
-        };
-        let flush = rx.is_empty();
-        // A client that stops reading must not hold the writer forever: closing wins.
-        let result = tokio::select! {
-            _ = closing.cancelled() => break,
-            r = async { if flush { writer.send(msg).await } else { writer.feed(msg).await } } => r,
-        };
-        match result {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput && reply_id.is_some() => {
-                // Our answer does not fit in a frame: say so instead.
-                let err =
-                    ErrorObject::new(ErrorCode::InternalError, format!("result too large: {e}"));
-                if writer.send(Message::error(reply_id, err)).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::debug!(conn, error = %e, "write failed");
-                break;
-            }
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.close()).await;
-    closing.cancel();
 }

@@ -92,13 +92,15 @@ pub fn encode_body(msg: &Message) -> Result<Vec<u8>, EncodeError> {
 
 /// Encodes a whole frame: header plus body, refusing bodies over `max_frame_bytes`.
 pub fn encode_frame(msg: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
-    let body = encode_body(msg)?;
-    if body.len() > max_frame_bytes || body.len() > u32::MAX as usize {
-        return Err(EncodeError::TooLarge { len: body.len(), max: max_frame_bytes });
+    // The body is written after room for the header, which is filled in once its length
+    // is known: one buffer, no copy.
+    let mut frame = vec![0; HEADER_BYTES];
+    rmp_serde::encode::write_named(&mut frame, msg)?;
+    let len = frame.len() - HEADER_BYTES;
+    if len > max_frame_bytes || len > u32::MAX as usize {
+        return Err(EncodeError::TooLarge { len, max: max_frame_bytes });
     }
-    let mut frame = Vec::with_capacity(HEADER_BYTES + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
+    frame[..HEADER_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(frame)
 }
 

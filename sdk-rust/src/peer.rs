@@ -1,8 +1,10 @@
 //! The correlation engine over one [`Transport`], in both directions.
 //!
 //! Each connection runs three tasks:
-//! - a **writer** fed by a bounded queue ([`OUTGOING_QUEUE`]): every frame this side
-//!   sends (requests, answers, notifications) goes through it, in order;
+//! - a **writer**: every frame this side sends (requests, answers, notifications) goes
+//!   through one [`Outbox`], in order; the sender writes it itself when the socket takes
+//!   it at once, and the outbox's flusher task writes the rest (at most
+//!   [`OUTGOING_QUEUE`] frames wait);
 //! - a **reader** that routes every frame it decodes: a response resolves the pending
 //!   request with its id, a chunk goes to its pending stream, a request from the far side
 //!   is answered by the [`Service`] in a task of its own (so handlers run concurrently, and
@@ -13,8 +15,8 @@
 //! Requests get fresh `u64` ids. When the connection ends (far side gone, I/O error, or
 //! [`crate::Client::close`]), every pending request fails with [`Error::Closed`] and
 //! [`crate::Client::closed`] resolves. The tasks hold the shared state weakly: when the last
-//! [`crate::Client`] is dropped the writer's queue closes, the socket is shut down and both
-//! tasks end.
+//! [`crate::Client`] is dropped the outbox closes, the socket is shut down and the tasks
+//! end.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,10 +36,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Grants;
-use crate::transport::Transport;
+use crate::transport::{Outbox, SendError, Transport};
 use crate::{Client, Error, Result};
 
-/// Capacity of the queue of frames waiting for the writer.
+/// Most frames waiting to be written.
 pub const OUTGOING_QUEUE: usize = 1024;
 /// Capacity of the queue of notifications waiting for the service; beyond it they are
 /// dropped with a warning (never blocking the reader).
@@ -101,13 +103,6 @@ pub enum StreamItem {
     End(Value),
 }
 
-/// What the writer task is asked to do.
-enum Outbound {
-    Frame(Message),
-    /// Flush, shut the write half down, report, stop.
-    Close(oneshot::Sender<()>),
-}
-
 enum StreamEvent {
     Chunk(Value),
     End(Result<Value>),
@@ -120,7 +115,7 @@ enum Pending {
 
 /// State shared by a connection's handles and tasks.
 pub(crate) struct Shared {
-    out: mpsc::Sender<Outbound>,
+    out: Outbox,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     /// Cancelled once the connection is gone.
@@ -150,22 +145,24 @@ impl std::fmt::Debug for Shared {
 
 /// Starts the reader and writer tasks of a connection. Needs a tokio runtime.
 pub(crate) fn spawn(transport: Transport, service: Option<Arc<dyn Service>>) -> Arc<Shared> {
-    let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
+    let Transport { reader, writer } = transport;
+    // The outbox ends with the connection, and the connection with the outbox.
+    let closed = CancellationToken::new();
+    let (out, flusher) = Outbox::new(writer, OUTGOING_QUEUE, closed.clone());
     let shared = Arc::new(Shared {
-        out: out_tx,
+        out,
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
-        closed: CancellationToken::new(),
+        closed,
         closing: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
         app_id: OnceLock::new(),
         grants: OnceLock::new(),
     });
-    let Transport { reader, writer } = transport;
     let weak = Arc::downgrade(&shared);
     let token = shared.closed.clone();
-    tokio::spawn(tasks::write_loop(writer, out_rx, token.clone(), weak.clone()));
+    tokio::spawn(tasks::write_loop(flusher, token.clone(), weak.clone()));
     let service = service.unwrap_or_else(|| Arc::new(NoService));
     let (note_tx, note_rx) = mpsc::channel(NOTIFICATION_QUEUE);
     tokio::spawn(tasks::notification_loop(note_rx, service.clone(), weak.clone()));
@@ -247,12 +244,12 @@ impl Shared {
         }
     }
 
-    /// Queues a frame for the writer, waiting while the queue is full.
+    /// Sends a frame, waiting while the outbox is full.
     async fn send_frame(&self, msg: Message) -> Result<()> {
-        tokio::select! {
-            sent = self.out.send(Outbound::Frame(msg)) => sent.map_err(|_| Error::Closed),
-            () = self.closed.cancelled() => Err(Error::Closed),
-        }
+        self.out.send(msg).await.map_err(|e| match e {
+            SendError::Encode(e) => Error::Protocol(format!("cannot send: {e}")),
+            SendError::Full(_) | SendError::Closed => Error::Closed,
+        })
     }
 
     /// Sends one chunk of the far side's streaming request `id` (we answer it later).
@@ -261,10 +258,12 @@ impl Shared {
         self.send_frame(Message::chunk(id, chunk)).await
     }
 
-    /// Queues a frame without waiting; drops it with a warning when the queue is full.
+    /// Sends a frame without waiting; drops it with a warning when the outbox is full.
     fn try_send_frame(&self, msg: Message) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(Outbound::Frame(msg)) {
-            tracing::warn!("outgoing queue full; dropped a frame");
+        match self.out.try_send(msg) {
+            Ok(()) | Err(SendError::Closed) => {}
+            Err(SendError::Full(_)) => tracing::warn!("outgoing queue full; dropped a frame"),
+            Err(SendError::Encode(e)) => tracing::warn!(error = %e, "could not encode a frame"),
         }
     }
 
@@ -334,19 +333,10 @@ impl Shared {
             );
         }
         self.closing.store(true, Ordering::Release);
-        let (tx, rx) = oneshot::channel();
-        let flush = async {
-            if self.out.send(Outbound::Close(tx)).await.is_ok() {
-                let _ = rx.await;
-            }
-        };
-        tokio::select! {
-            flushed = tokio::time::timeout(FLUSH_TIMEOUT, flush) => {
-                if flushed.is_err() {
-                    tracing::warn!("could not flush the connection in time");
-                }
-            }
-            () = self.closed.cancelled() => {}
+        self.out.close();
+        if tokio::time::timeout(FLUSH_TIMEOUT, self.out.closed()).await.is_err() {
+            tracing::warn!("could not flush the connection in time");
+            self.out.abort();
         }
         self.fail_pending();
     }

@@ -1,5 +1,6 @@
-//! Transports: the frame codec for tokio streams, local-socket connect, the default
-//! socket path, and an in-memory pipe for tests. The kernel uses the same codec.
+//! Transports: the frame codec for tokio streams, the [`Outbox`] every sender of a
+//! connection writes through, local-socket connect, the default socket path, and an
+//! in-memory pipe for tests. The kernel uses the same codec and outbox.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,10 @@ use burrow_protocol::codec::{self, DecodeError, EncodeError};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
+
+pub mod outbox;
+
+pub use outbox::{Outbox, SendError};
 
 /// The environment variable that names the kernel's socket.
 pub const SOCKET_ENV: &str = "BURROW_SOCKET";
@@ -30,6 +35,11 @@ impl MessageCodec {
     /// A codec refusing frames over `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> Self {
         Self { max_frame_bytes, broken: false }
+    }
+
+    /// The largest frame body it reads or writes.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
     }
 }
 

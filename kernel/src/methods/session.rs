@@ -133,7 +133,7 @@ pub fn dispatch(
             };
             // Fast path: nobody intercepts `message_received`, so the session actor can
             // take the message and answer the client itself.
-            if kernel.caps.interceptors("message_received").is_empty() {
+            if !kernel.caps.intercepted("message_received") {
                 emit_received(&kernel, &caller, &p.session_key, &p.content, p.metadata.as_ref());
                 let item = Inbound::new(p.content, p.metadata, caller, Wake::Auto);
                 return direct(&kernel, &p.session_key, item, DispatchReply::Dispatch(responder));

@@ -5,14 +5,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Notification, Request, Response};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use burrow_protocol::{ErrorCode, ErrorObject, Message, Notification, Request};
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Outbound, Pending, Service, Shared, StreamEvent};
-use crate::transport::{FrameReader, FrameWriter};
-use crate::{Client, Error};
+use super::{Service, Shared};
+use crate::Client;
+use crate::transport::{FrameReader, SendError};
 
 /// Counts a request from the far side as in flight until dropped.
 struct InFlight(Arc<Shared>);
@@ -40,96 +40,15 @@ fn mark_closed(token: &CancellationToken, shared: &Weak<Shared>) {
     }
 }
 
+/// Runs the outbox's flusher; when it ends (closed, or a write failed) so does the
+/// connection.
 pub(super) async fn write_loop(
-    mut writer: FrameWriter,
-    mut rx: mpsc::Receiver<Outbound>,
+    flusher: impl Future<Output = ()>,
     token: CancellationToken,
     shared: Weak<Shared>,
 ) {
-    loop {
-        let next = tokio::select! {
-            next = rx.recv() => next,
-            () = token.cancelled() => break,
-        };
-        match next {
-            Some(Outbound::Frame(msg)) => {
-                let what = Sent::of(&msg);
-                let sent = tokio::select! {
-                    sent = writer.send(msg) => sent,
-                    () = token.cancelled() => break,
-                };
-                if let Err(e) = sent {
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
-                    ) {
-                        // The codec refused this message (too large, unencodable) before
-                        // writing a byte: the stream is still in sync.
-                        reject_unsendable(&shared, what, &e);
-                        continue;
-                    }
-                    tracing::debug!(error = %e, "write failed; closing the connection");
-                    break;
-                }
-            }
-            Some(Outbound::Close(done)) => {
-                let _ = writer.close().await;
-                let _ = done.send(());
-                break;
-            }
-            None => {
-                // Every handle is gone.
-                let _ = writer.close().await;
-                break;
-            }
-        }
-    }
+    flusher.await;
     mark_closed(&token, &shared);
-}
-
-/// What a message that could not be encoded was, to report the failure to its owner.
-enum Sent {
-    Request(u64),
-    Answer(Id),
-    Other,
-}
-
-impl Sent {
-    fn of(msg: &Message) -> Self {
-        match msg {
-            Message::Request(Request { id: Id::Num(id), .. }) => Sent::Request(*id),
-            Message::Response(Response { id: Some(id), .. }) => Sent::Answer(id.clone()),
-            _ => Sent::Other,
-        }
-    }
-}
-
-/// A message the codec refused: fail its request, or answer its id with an error instead.
-fn reject_unsendable(shared: &Weak<Shared>, what: Sent, error: &std::io::Error) {
-    tracing::warn!(%error, "could not encode an outgoing message");
-    let Some(shared) = shared.upgrade() else {
-        return;
-    };
-    let failure = || Error::Protocol(format!("cannot send request: {error}"));
-    match what {
-        Sent::Request(id) => match shared.remove_pending(id) {
-            Some(Pending::Call(tx)) => {
-                let _ = tx.send(Err(failure()));
-            }
-            Some(Pending::Stream { tx, .. }) => {
-                let _ = tx.try_send(StreamEvent::End(Err(failure())));
-            }
-            None => {}
-        },
-        Sent::Answer(id) => {
-            let answer = ErrorObject::new(
-                ErrorCode::InternalError,
-                format!("the answer could not be sent: {error}"),
-            );
-            shared.try_send_frame(Message::error(Some(id), answer));
-        }
-        Sent::Other => {}
-    }
 }
 
 pub(super) async fn read_loop(
@@ -202,11 +121,20 @@ fn handle_request(shared: &Arc<Shared>, service: &Arc<dyn Service>, request: Req
             ))
         });
         let msg = match answer {
-            Ok(result) => Message::success(id, result),
-            Err(error) => Message::error(Some(id), error),
+            Ok(result) => Message::success(id.clone(), result),
+            Err(error) => Message::error(Some(id.clone()), error),
         };
-        if in_flight.0.send_frame(msg).await.is_err() {
-            tracing::debug!(%method, "connection closed before the answer went out");
+        match in_flight.0.out.send(msg).await {
+            Ok(()) => {}
+            Err(SendError::Encode(e)) => {
+                tracing::warn!(%method, error = %e, "could not encode an answer");
+                let answer = ErrorObject::new(
+                    ErrorCode::InternalError,
+                    format!("the answer could not be sent: {e}"),
+                );
+                in_flight.0.try_send_frame(Message::error(Some(id), answer));
+            }
+            Err(_) => tracing::debug!(%method, "connection closed before the answer went out"),
         }
         drop(in_flight);
     });

@@ -24,7 +24,7 @@ const APPLY_QUEUE: usize = 1024;
 /// Most writes one applier transaction takes.
 const MAX_APPLY: usize = 16 * 1024;
 /// How often, at most, the applier commits while nobody waits to read.
-const APPLY_EVERY: Duration = Duration::from_millis(100);
+const APPLY_EVERY: Duration = Duration::from_millis(400);
 /// How long the applier waits before trying again writes the database refused.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 

@@ -1,0 +1,330 @@
+//! The [`Outbox`]: the sending side of a framed connection, shared by every task that
+//! sends on it.
+//!
+//! A sender encodes its message and, when nothing is being written at that moment,
+//! writes it to the stream itself, without waiting (a non-blocking attempt). That is the
+//! common case, and it costs no hand-off to another task. What the stream does not take
+//! at once stays in the outbox's buffer, and the outbox's flusher task writes it as the
+//! stream drains; while the flusher works, senders only append behind it. Frames leave
+//! in the order their senders took the outbox's lock, whole.
+//!
+//! The buffer is bounded in frames: with `max_frames` waiting, [`Outbox::try_send`]
+//! refuses ([`SendError::Full`]) and [`Outbox::send`] waits for room. Closing is graceful
+//! ([`Outbox::close`]: what is buffered is written, then the stream is shut down) or at
+//! once ([`Outbox::abort`]). Either way the `closed` token passed to [`Outbox::new`] is
+//! cancelled once the outbox is done, and so is the flusher future.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use burrow_protocol::Message;
+use burrow_protocol::codec::{self, EncodeError};
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::FrameWriter;
+
+/// Why a message was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// `max_frames` frames wait already: the far side is not reading.
+    #[error("the outgoing buffer is full")]
+    Full(Message),
+    /// The outbox is closing or closed.
+    #[error("the connection is closed")]
+    Closed,
+    /// The message cannot be encoded (too large, unserializable); nothing was written,
+    /// and the stream is still in sync.
+    #[error("cannot encode the message: {0}")]
+    Encode(EncodeError),
+}
+
+/// A cheap handle to a connection's sending side. When the last handle is dropped, the
+/// outbox closes gracefully.
+#[derive(Clone)]
+pub struct Outbox {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("closed", &self.inner().closed.is_cancelled()).finish()
+    }
+}
+
+/// Shared by the handles, not by the flusher: its drop is the last handle's.
+struct Handle(Arc<Inner>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Wakes the flusher: there is something to write, or to close.
+    work: Notify,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    /// Cancelled once the outbox is done (closed, failed or aborted).
+    closed: CancellationToken,
+    max_frames: usize,
+    max_frame_bytes: usize,
+}
+
+struct State {
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+    /// Encoded bytes not yet written.
+    buf: BytesMut,
+    /// Where each frame in `buf` ends, counted from the first byte ever buffered, and
+    /// how many such bytes were written: together, how many frames still wait.
+    ends: VecDeque<u64>,
+    written: u64,
+    buffered: u64,
+    /// The flusher owns the writing: senders only append.
+    flushing: bool,
+    /// Close requested: write what is buffered, then shut down.
+    closing: bool,
+    /// A write failed; the flusher ends the outbox with it.
+    failed: Option<io::Error>,
+}
+
+impl State {
+    /// Records that `n` more bytes of `buf` were written.
+    fn advance(&mut self, n: usize) {
+        self.buf.advance(n);
+        self.written += n as u64;
+        while self.ends.front().is_some_and(|&end| end <= self.written) {
+            self.ends.pop_front();
+        }
+    }
+
+    /// Writes from `buf` until it is empty or the stream would block.
+    fn poll_write_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.buf.is_empty() {
+            match Pin::new(&mut self.writer).poll_write(cx, &self.buf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Pin::new(&mut self.writer).poll_flush(cx)
+    }
+}
+
+impl Outbox {
+    /// An outbox over `writer` holding at most `max_frames` unwritten frames, and its
+    /// flusher, which the caller spawns. Bytes `writer` buffered already go out first.
+    pub fn new(
+        writer: FrameWriter,
+        max_frames: usize,
+        closed: CancellationToken,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let max_frame_bytes = writer.encoder().max_frame_bytes();
+        let parts = writer.into_parts();
+        let pending = parts.write_buf.len() as u64;
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State {
+                writer: parts.io,
+                flushing: pending > 0,
+                ends: if pending > 0 { VecDeque::from([pending]) } else { VecDeque::new() },
+                buf: parts.write_buf,
+                written: 0,
+                buffered: pending,
+                closing: false,
+                failed: None,
+            }),
+            work: Notify::new(),
+            room: Notify::new(),
+            closed,
+            max_frames: max_frames.max(1),
+            max_frame_bytes,
+        });
+        let flusher = flush_loop(inner.clone());
+        (Self { handle: Arc::new(Handle(inner)) }, flusher)
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.handle.0
+    }
+
+    /// Sends `msg` unless the buffer is full or the outbox closed; never waits.
+    pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
+        let frame =
+            codec::encode_frame(&msg, self.inner().max_frame_bytes).map_err(SendError::Encode)?;
+        let mut state = self.inner().lock();
+        if state.closing || self.inner().closed.is_cancelled() {
+            return Err(SendError::Closed);
+        }
+        if state.ends.len() >= self.inner().max_frames {
+            return Err(SendError::Full(msg));
+        }
+        drop(msg);
+        let state = &mut *state;
+        let mut rest = &frame[..];
+        if !state.flushing {
+            // Nothing is being written: try to write it now. A stream that would block
+            // (or fails) leaves the rest to the flusher.
+            let mut cx = Context::from_waker(Waker::noop());
+            while !rest.is_empty() {
+                match Pin::new(&mut state.writer).poll_write(&mut cx, rest) {
+                    Poll::Ready(Ok(n)) if n > 0 => rest = &rest[n..],
+                    Poll::Ready(Ok(_)) => {
+                        state.failed = Some(io::ErrorKind::WriteZero.into());
+                        break;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        state.failed = Some(e);
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            let written = (frame.len() - rest.len()) as u64;
+            state.written += written;
+            state.buffered += written;
+            if rest.is_empty() && state.failed.is_none() {
+                return Ok(());
+            }
+        }
+        state.buf.extend_from_slice(rest);
+        state.buffered += rest.len() as u64;
+        state.ends.push_back(state.buffered);
+        if !std::mem::replace(&mut state.flushing, true) {
+            self.inner().work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Sends `msg`, waiting while the buffer is full; fails once the outbox closed.
+    pub async fn send(&self, msg: Message) -> Result<(), SendError> {
+        let mut msg = msg;
+        loop {
+            let room = self.inner().room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(msg) {
+                Err(SendError::Full(back)) => msg = back,
+                other => return other,
+            }
+            tokio::select! {
+                () = room => {}
+                () = self.inner().closed.cancelled() => return Err(SendError::Closed),
+            }
+        }
+    }
+
+    /// Writes what is buffered, then shuts the stream down; sends fail from now on.
+    pub fn close(&self) {
+        self.inner().close();
+    }
+
+    /// Closes at once, dropping what is buffered.
+    pub fn abort(&self) {
+        self.inner().closed.cancel();
+    }
+
+    /// Resolves once the outbox is done: closed, failed or aborted.
+    pub async fn closed(&self) {
+        self.inner().closed.cancelled().await;
+    }
+
+    /// Whether the outbox is done.
+    pub fn is_closed(&self) -> bool {
+        self.inner().closed.is_cancelled()
+    }
+}
+
+impl Inner {
+    fn close(&self) {
+        let mut state = self.lock();
+        if !std::mem::replace(&mut state.closing, true) {
+            self.work.notify_one();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update of the state is complete before anything that could panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes what is buffered with the flusher's waker; `Ready(false)` when it is all
+    /// written and the flusher may sleep, `Ready(true)` when it is time to stop.
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let mut state = self.lock();
+        if self.closed.is_cancelled() {
+            // Aborted: not one byte more.
+            return Poll::Ready(Ok(true));
+        }
+        if let Some(e) = state.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        let frames = state.ends.len();
+        let polled = state.poll_write_buf(cx);
+        if state.ends.len() < frames {
+            self.room.notify_waiters();
+        }
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) if state.closing => {
+                Pin::new(&mut state.writer).poll_shutdown(cx).map_ok(|()| true)
+            }
+            Poll::Ready(Ok(())) => {
+                state.flushing = false;
+                Poll::Ready(Ok(false))
+            }
+        }
+    }
+
+    /// Whether the flusher has something to do.
+    fn has_work(&self) -> bool {
+        let state = self.lock();
+        state.flushing || state.closing || state.failed.is_some()
+    }
+}
+
+/// The flusher: writes what senders could not, closes when asked.
+async fn flush_loop(inner: Arc<Inner>) {
+    loop {
+        let work = inner.work.notified();
+        let mut work = std::pin::pin!(work);
+        work.as_mut().enable();
+        if !inner.has_work() {
+            tokio::select! {
+                biased;
+                () = inner.closed.cancelled() => break,
+                () = work => {}
+            }
+        }
+        let flushed = tokio::select! {
+            biased;
+            () = inner.closed.cancelled() => break,
+            flushed = std::future::poll_fn(|cx| inner.poll_flush(cx)) => flushed,
+        };
+        match flushed {
+            Ok(false) => {}
+            Ok(true) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "write failed; closing the connection");
+                break;
+            }
+        }
+    }
+    inner.closed.cancel();
+    // The stream goes now, not when the last handle does: that is what cuts it.
+    let writer = std::mem::replace(&mut inner.lock().writer, Box::new(tokio::io::sink()));
+    drop(writer);
+    // Senders waiting for room see the close.
+    inner.room.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+use std::time::Duration;
+
+use burrow_protocol::Message;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, DuplexStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::{Outbox, SendError};
+use crate::transport::{FrameReader, MessageCodec};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// An outbox writing into an in-memory pipe of `capacity` bytes, the pipe's far end
+/// framed for reading, and the outbox's closed token.
+fn outbox(capacity: usize, max_frames: usize) -> (Outbox, FrameReader, CancellationToken) {
+    let (ours, theirs) = tokio::io::duplex(capacity);
+    let (far, near) = (framed_read(theirs), ours);
+    let write: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = Box::new(near);
+    let closed = CancellationToken::new();
+    let (out, flusher) = Outbox::new(
+        FramedWrite::new(write, MessageCodec::new(1024 * 1024)),
+        max_frames,
+        closed.clone(),
+    );
+    tokio::spawn(flusher);
+    (out, far, closed)
+}
+
+fn framed_read(stream: DuplexStream) -> FrameReader {
+    let read: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(stream);
+    FramedRead::new(read, MessageCodec::default())
+}
+
+fn note(n: u64) -> Message {
+    Message::notification("n", json!({ "n": n, "pad": "x".repeat(200) }))
+}
+
+async fn next_n(far: &mut FrameReader) -> u64 {
+    let frame = tokio::time::timeout(WAIT, far.next()).await.expect("a frame in time");
+    let Ok(Message::Notification(n)) = frame.expect("open").expect("read").map_err(|_| ()) else {
+        panic!("not a notification");
+    };
+    n.params["n"].as_u64().expect("n")
+}
+
+#[tokio::test]
+async fn frames_from_many_senders_arrive_whole_and_each_senders_in_order() {
+    // A pipe far smaller than what is sent: most frames go through the flusher.
+    let (out, mut far, _closed) = outbox(512, 4096);
+    let mut senders = Vec::new();
+    for s in 0..4u64 {
+        let out = out.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..200u64 {
+                out.send(note(s * 1000 + i)).await.expect("send");
+            }
+        }));
+    }
+    let mut last = [None::<u64>; 4];
+    for _ in 0..800 {
+        let n = next_n(&mut far).await;
+        let (s, i) = ((n / 1000) as usize, n % 1000);
+        assert!(last[s].is_none_or(|prev| prev + 1 == i), "sender {s}: {i} after {:?}", last[s]);
+        last[s] = Some(i);
+    }
+    for s in senders {
+        s.await.expect("sender");
+    }
+    assert_eq!(last, [Some(199); 4]);
+}
+
+#[tokio::test]
+async fn a_full_buffer_refuses_try_send_and_holds_send_until_the_far_side_reads() {
+    // Room for one frame in the pipe, two in the outbox.
+    let (out, mut far, _closed) = outbox(300, 2);
+    let mut n = 0;
+    let full = loop {
+        match out.try_send(note(n)) {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+        assert!(n < 100, "the outbox never filled");
+    };
+    assert!(matches!(full, SendError::Full(_)), "{full:?}");
+    let waiting = tokio::spawn({
+        let out = out.clone();
+        async move { out.send(note(n)).await }
+    });
+    for want in 0..=n {
+        assert_eq!(next_n(&mut far).await, want);
+    }
+    tokio::time::timeout(WAIT, waiting).await.expect("in time").expect("task").expect("sent");
+}
+
+#[tokio::test]
+async fn close_writes_what_is_buffered_then_ends_the_stream() {
+    let (out, mut far, closed) = outbox(300, 64);
+    for n in 0..10 {
+        out.try_send(note(n)).expect("send");
+    }
+    out.close();
+    assert!(matches!(out.try_send(note(99)), Err(SendError::Closed)));
+    for want in 0..10 {
+        assert_eq!(next_n(&mut far).await, want);
+    }
+    let end = tokio::time::timeout(WAIT, far.next()).await.expect("in time");
+    assert!(end.is_none(), "the stream ends after the last frame");
+    tokio::time::timeout(WAIT, closed.cancelled()).await.expect("closed");
+}
+
+#[tokio::test]
+async fn abort_drops_what_is_buffered() {
+    let (out, far, closed) = outbox(300, 64);
+    for n in 0..10 {
+        out.try_send(note(n)).expect("send");
+    }
+    out.abort();
+    tokio::time::timeout(WAIT, out.closed()).await.expect("closed");
+    assert!(closed.is_cancelled() && out.is_closed());
+    assert!(matches!(out.send(note(99)).await, Err(SendError::Closed)));
+    // The flusher dropped the pipe's end: the far side reads what fitted, then the end.
+    let mut far = far.into_inner();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, far.read_to_end(&mut rest)).await.expect("in time").expect("read");
+    assert!(rest.len() <= 300, "only what fitted in the pipe was written: {}", rest.len());
+}
+
+#[tokio::test]
+async fn a_message_too_large_is_refused_and_the_stream_stays_in_sync() {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let write: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = Box::new(ours);
+    let (out, flusher) =
+        Outbox::new(FramedWrite::new(write, MessageCodec::new(256)), 16, CancellationToken::new());
+    tokio::spawn(flusher);
+    let mut far = framed_read(theirs);
+    let big = Message::notification("n", json!({ "n": 1, "pad": "x".repeat(1000) }));
+    assert!(matches!(out.try_send(big), Err(SendError::Encode(_))));
+    out.try_send(Message::notification("n", json!({ "n": 2 }))).expect("send");
+    assert_eq!(next_n(&mut far).await, 2);
+}
+
+#[tokio::test]
+async fn a_far_side_that_went_away_closes_the_outbox() {
+    let (out, far, closed) = outbox(300, 64);
+    drop(far);
+    // The first write may fail directly or in the flusher; either way the outbox ends.
+    let _ = out.try_send(note(1));
+    tokio::time::timeout(WAIT, closed.cancelled()).await.expect("closed");
+    assert!(matches!(out.try_send(note(2)), Err(SendError::Closed)));
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_closes_gracefully() {
+    let (out, mut far, closed) = outbox(300, 64);
+    for n in 0..5 {
+        out.try_send(note(n)).expect("send");
+    }
+    let other = out.clone();
+    drop(out);
+    assert!(!closed.is_cancelled(), "a handle is left");
+    drop(other);
+    for want in 0..5 {
+        assert_eq!(next_n(&mut far).await, want);
+    }
+    let end = tokio::time::timeout(WAIT, far.next()).await.expect("in time");
+    assert!(end.is_none(), "the stream ends after the last frame");
+    tokio::time::timeout(WAIT, closed.cancelled()).await.expect("closed");
+}
