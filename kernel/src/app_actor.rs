@@ -144,8 +144,6 @@ pub struct AppActorState {
     pub watches: HashMap<Id, CancellationToken>,
     /// Why the actor stops, for `app_disconnected`.
     pub stop_reason: String,
-    /// Whether the connection is cut when the actor stops, instead of closed gracefully.
-    pub cut: bool,
     /// Shared with the connection's reader.
     pub shortcut: Arc<Shortcut>,
     ticker: JoinHandle<()>,
@@ -210,7 +208,6 @@ impl Actor for AppActor {
             leave_requests: Vec::new(),
             watches: HashMap::new(),
             stop_reason: "connection closed".to_owned(),
-            cut: false,
             shortcut,
             ticker,
         })
@@ -247,14 +244,16 @@ impl Actor for AppActor {
                         silent_ms = silent,
                         "no heartbeat within {timeout} ms: dropping the app"
                     );
-                    // Cut, not closed gracefully: a silent app may not read either. The
-                    // cut comes in post_stop, once the app is released.
-                    state.cut = true;
                     if let Some(app) = &state.app {
                         let lost =
                             crate::supervisor::SupervisorMsg::HeartbeatLost(app.app_id.clone());
                         state.kernel.notify_supervisor(lost);
                     }
+                    // Cut at once, not closed gracefully: a silent app may not read
+                    // either. Released first, so nobody sees the cut before the release.
+                    state.stop_reason = "heartbeat timeout".to_owned();
+                    release(state);
+                    state.conn.abort();
                     stop(state, &myself, "heartbeat timeout");
                 }
             }
@@ -290,32 +289,33 @@ impl Actor for AppActor {
         for (_, watch) in state.watches.drain() {
             watch.cancel();
         }
-        // Everything the app held is released before anyone hears it is gone.
-        let kernel = &state.kernel;
-        for cap in kernel.caps.release_conn(state.conn.id()) {
-            let payload = methods::capability::event_payload(&cap);
-            kernel.emit(
-                "capability_unregistered",
-                payload,
-                methods::capability::app_context(&cap.app_id),
-            );
-        }
-        kernel.hooks.release_conn(state.conn.id());
-        if let Some(app) = state.app.take() {
-            kernel.apps.release(&app.app_id, state.conn.id());
-            let payload = serde_json::json!({ "appId": app.app_id, "reason": state.stop_reason });
-            kernel.emit("app_disconnected", payload, methods::capability::app_context(&app.app_id));
-        }
+        release(state);
         // The app is gone from the registry before it learns it has left.
         for responder in state.leave_requests.drain(..) {
             responder.reply(Ok(to_value(&Ack::OK)));
         }
-        if state.cut {
-            state.conn.abort();
-        } else {
-            state.conn.close_within(CLOSE_GRACE);
-        }
+        state.conn.close_within(CLOSE_GRACE);
         Ok(())
+    }
+}
+
+/// Releases everything the app held (capabilities, subscriptions, its id) and says so,
+/// before anyone hears it is gone. Safe to call twice.
+fn release(state: &mut AppActorState) {
+    let kernel = &state.kernel;
+    for cap in kernel.caps.release_conn(state.conn.id()) {
+        let payload = methods::capability::event_payload(&cap);
+        kernel.emit(
+            "capability_unregistered",
+            payload,
+            methods::capability::app_context(&cap.app_id),
+        );
+    }
+    kernel.hooks.release_conn(state.conn.id());
+    if let Some(app) = state.app.take() {
+        kernel.apps.release(&app.app_id, state.conn.id());
+        let payload = serde_json::json!({ "appId": app.app_id, "reason": state.stop_reason });
+        kernel.emit("app_disconnected", payload, methods::capability::app_context(&app.app_id));
     }
 }
 

@@ -181,39 +181,63 @@ impl Connection {
     }
 
     /// Sends a message, without waiting. A full writer queue means the client does not
-    /// read: it is disconnected. An answer too large for a frame is replaced by an error
-    /// saying so.
+    /// read: it is disconnected. An answer that cannot be encoded (too large for a frame)
+    /// is replaced by an error saying so.
     pub fn send(&self, msg: Message) {
         let reply_id = match &msg {
             Message::Response(r) => r.id.clone(),
             _ => None,
         };
         match self.out.try_send(msg) {
-            Ok(()) | Err(SendError::Closed) => {}
-            Err(SendError::Full(_)) => {
+            Err(SendError::Encode(e)) => match reply_id {
+                Some(id) => {
+                    let err = ErrorObject::new(
+                        ErrorCode::InternalError,
+                        format!("the answer cannot be sent: {e}"),
+                    );
+                    // Once: if even the error does not fit, the connection goes.
+                    if let Err(again) = self.out.try_send(Message::error(Some(id), err)) {
+                        self.refused(again);
+                    }
+                }
+                None => tracing::warn!(conn = self.id, error = %e, "could not encode a message"),
+            },
+            Err(e) => self.refused(e),
+            Ok(()) => {}
+        }
+    }
+
+    /// What a refused send means for the connection.
+    fn refused(&self, e: SendError) {
+        match e {
+            SendError::Closed => {}
+            SendError::Full(_) => {
                 tracing::warn!(
                     conn = self.id,
                     "writer queue full: client is not reading; disconnecting"
                 );
                 self.closing.cancel();
             }
-            Err(SendError::Encode(e)) => match reply_id {
-                Some(id) => {
-                    let err = ErrorObject::new(
-                        ErrorCode::InternalError,
-                        format!("result too large: {e}"),
-                    );
-                    self.send(Message::error(Some(id), err));
-                }
-                None => tracing::warn!(conn = self.id, error = %e, "could not encode a message"),
-            },
+            SendError::Encode(e) => {
+                tracing::warn!(conn = self.id, error = %e, "cannot answer within a frame; disconnecting");
+                self.closing.cancel();
+            }
         }
     }
 
     /// Sends a message, waiting for room in the writer queue; false once the connection
     /// is closed. For senders that must not disconnect a slow reader (observer queues).
+    /// A message that cannot be encoded is skipped with a warning (true: the connection
+    /// goes on).
     pub async fn send_wait(&self, msg: Message) -> bool {
-        self.out.send(msg).await.is_ok()
+        match self.out.send(msg).await {
+            Ok(()) => true,
+            Err(SendError::Encode(e)) => {
+                tracing::warn!(conn = self.id, error = %e, "could not encode a message; skipped");
+                true
+            }
+            Err(SendError::Full(_) | SendError::Closed) => false,
+        }
     }
 
     /// Writes what is queued, then closes.
@@ -257,16 +281,29 @@ impl Connection {
         // The reader sets `read_done` before clearing the table: an entry inserted after
         // the clear is caught here, one inserted before it is dropped by the clear.
         let gone = self.read_done.load(Ordering::SeqCst) || self.closing.is_cancelled();
-        if gone {
-            self.pending.remove(&id);
+        let refused = if gone {
+            Some(connection_closed())
         } else {
-            self.send(Message::request(id, method, params));
+            match self.out.try_send(Message::request(id, method, params)) {
+                Ok(()) => None,
+                Err(SendError::Encode(e)) => Some(ErrorObject::new(
+                    ErrorCode::InvalidParams,
+                    format!("the request to the app cannot be sent: {e}"),
+                )),
+                Err(e) => {
+                    self.refused(e);
+                    Some(connection_closed())
+                }
+            }
+        };
+        if refused.is_some() {
+            self.pending.remove(&id);
         }
         let pending = self.pending.clone();
         let method = method.to_owned();
         async move {
-            if gone {
-                return Err(connection_closed());
+            if let Some(e) = refused {
+                return Err(e);
             }
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(outcome)) => outcome,
@@ -379,4 +416,79 @@ impl Connection {
 
 fn connection_closed() -> ErrorObject {
     ErrorObject::new(ErrorCode::ConnectionClosed, "the app disconnected before answering")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::json;
+
+    use super::*;
+
+    /// A connection whose frames may be at most `max_frame_bytes`, and the far side's
+    /// transport (with a generous limit of its own).
+    fn pair(max_frame_bytes: usize, answer: Value) -> (Connection, Transport) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let limits = Limits { max_frame_bytes, max_queued: 4, max_in_flight: 4, writer_queue: 8 };
+        let conn = Connection::spawn(
+            1,
+            Transport::new(ar, aw, max_frame_bytes),
+            limits,
+            &TaskTracker::new(),
+            move |inbound| {
+                if let Inbound::Request(_, responder, _) = inbound {
+                    responder.reply(Ok(answer.clone()));
+                }
+                true
+            },
+        );
+        (conn, Transport::new(br, bw, 1 << 20))
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_large_becomes_an_error_answer() {
+        let (_conn, mut theirs) = pair(256, json!({ "pad": "x".repeat(1000) }));
+        theirs.writer.send(Message::request(1u64, "m", json!({}))).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), theirs.reader.next()).await;
+        let Ok(Some(Ok(Ok(Message::Response(r))))) = got else { panic!("{got:?}") };
+        let err = r.outcome.expect_err("an error answer");
+        assert_eq!(err.code, ErrorCode::InternalError);
+        assert!(err.message.contains("cannot be sent"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn when_even_the_error_does_not_fit_the_connection_closes() {
+        let (conn, mut theirs) = pair(64, json!({ "pad": "x".repeat(200) }));
+        theirs.writer.send(Message::request(1u64, "m", json!({}))).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.expect("closed");
+    }
+
+    #[tokio::test]
+    async fn a_message_too_large_for_send_wait_is_skipped_and_the_connection_goes_on() {
+        let (conn, mut theirs) = pair(256, json!(null));
+        let big = Message::notification("hook.event", json!({ "pad": "x".repeat(1000) }));
+        assert!(conn.send_wait(big).await, "the connection is open");
+        assert!(conn.send_wait(Message::notification("small", json!({}))).await);
+        let got = tokio::time::timeout(Duration::from_secs(10), theirs.reader.next()).await;
+        let Ok(Some(Ok(Ok(Message::Notification(n))))) = got else { panic!("{got:?}") };
+        assert_eq!(n.method, "small");
+    }
+
+    #[tokio::test]
+    async fn a_request_too_large_for_the_app_fails_at_once() {
+        let (conn, _theirs) = pair(256, json!(null));
+        let asked = conn.request(
+            "tool.invoke",
+            json!({ "pad": "x".repeat(1000) }),
+            Duration::from_secs(60),
+        );
+        let err = tokio::time::timeout(Duration::from_secs(5), asked).await.expect("at once");
+        assert_eq!(err.expect_err("refused").code, ErrorCode::InvalidParams);
+        assert_eq!(conn.pending_requests(), 0);
+        assert!(!conn.closing.is_cancelled());
+    }
 }

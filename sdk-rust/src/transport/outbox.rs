@@ -29,6 +29,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::FrameWriter;
 
+/// Most bytes the flusher writes under one hold of the lock.
+const WRITE_SLICE: usize = 1024 * 1024;
+/// Buffer capacity kept once drained; more is freed.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 /// Why a message was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -64,6 +69,12 @@ impl Drop for Handle {
     fn drop(&mut self) {
         self.0.close();
     }
+}
+
+/// Why [`Outbox::push`] refused a frame.
+enum Refused {
+    Full,
+    Closed,
 }
 
 struct Inner {
@@ -105,15 +116,28 @@ impl State {
         }
     }
 
-    /// Writes from `buf` until it is empty or the stream would block.
+    /// Writes from `buf` until it is empty or the stream would block. Yields after
+    /// [`WRITE_SLICE`] bytes, so senders waiting for the lock get their turn.
     fn poll_write_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut slice = 0;
         while !self.buf.is_empty() {
+            if slice >= WRITE_SLICE {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             match Pin::new(&mut self.writer).poll_write(cx, &self.buf) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.advance(n),
+                Poll::Ready(Ok(n)) => {
+                    self.advance(n);
+                    slice += n;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
+        }
+        if self.buf.capacity() > KEEP_CAPACITY {
+            // A burst is over: give its memory back.
+            self.buf = BytesMut::new();
         }
         Pin::new(&mut self.writer).poll_flush(cx)
     }
@@ -159,16 +183,47 @@ impl Outbox {
     pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
         let frame =
             codec::encode_frame(&msg, self.inner().max_frame_bytes).map_err(SendError::Encode)?;
-        let mut state = self.inner().lock();
-        if state.closing || self.inner().closed.is_cancelled() {
-            return Err(SendError::Closed);
+        match self.push(&frame) {
+            Ok(()) => Ok(()),
+            Err(Refused::Full) => Err(SendError::Full(msg)),
+            Err(Refused::Closed) => Err(SendError::Closed),
         }
-        if state.ends.len() >= self.inner().max_frames {
-            return Err(SendError::Full(msg));
-        }
+    }
+
+    /// Sends `msg`, waiting while the buffer is full; fails once the outbox closed.
+    pub async fn send(&self, msg: Message) -> Result<(), SendError> {
+        let frame =
+            codec::encode_frame(&msg, self.inner().max_frame_bytes).map_err(SendError::Encode)?;
         drop(msg);
+        loop {
+            let room = self.inner().room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            match self.push(&frame) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed) => return Err(SendError::Closed),
+                Err(Refused::Full) => {}
+            }
+            tokio::select! {
+                () = room => {}
+                () = self.inner().closed.cancelled() => return Err(SendError::Closed),
+            }
+        }
+    }
+
+    /// Writes an encoded frame now when nothing else is being written and the stream
+    /// takes it at once; buffers it (or what is left of it) for the flusher otherwise.
+    fn push(&self, frame: &[u8]) -> Result<(), Refused> {
+        let inner = self.inner();
+        let mut state = inner.lock();
+        if state.closing || inner.closed.is_cancelled() {
+            return Err(Refused::Closed);
+        }
+        if state.ends.len() >= inner.max_frames {
+            return Err(Refused::Full);
+        }
         let state = &mut *state;
-        let mut rest = &frame[..];
+        let mut rest = frame;
         if !state.flushing {
             // Nothing is being written: try to write it now. A stream that would block
             // (or fails) leaves the rest to the flusher.
@@ -191,6 +246,16 @@ impl Outbox {
             state.written += written;
             state.buffered += written;
             if rest.is_empty() && state.failed.is_none() {
+                // A writer that holds data back (a `BufWriter`, TLS) must be flushed; one
+                // that cannot flush at once leaves that to the flusher (`buf` is empty,
+                // so it only flushes).
+                match Pin::new(&mut state.writer).poll_flush(&mut cx) {
+                    Poll::Ready(Ok(())) => return Ok(()),
+                    Poll::Ready(Err(e)) => state.failed = Some(e),
+                    Poll::Pending => {}
+                }
+                state.flushing = true;
+                inner.work.notify_one();
                 return Ok(());
             }
         }
@@ -198,27 +263,9 @@ impl Outbox {
         state.buffered += rest.len() as u64;
         state.ends.push_back(state.buffered);
         if !std::mem::replace(&mut state.flushing, true) {
-            self.inner().work.notify_one();
+            inner.work.notify_one();
         }
         Ok(())
-    }
-
-    /// Sends `msg`, waiting while the buffer is full; fails once the outbox closed.
-    pub async fn send(&self, msg: Message) -> Result<(), SendError> {
-        let mut msg = msg;
-        loop {
-            let room = self.inner().room.notified();
-            let mut room = std::pin::pin!(room);
-            room.as_mut().enable();
-            match self.try_send(msg) {
-                Err(SendError::Full(back)) => msg = back,
-                other => return other,
-            }
-            tokio::select! {
-                () = room => {}
-                () = self.inner().closed.cancelled() => return Err(SendError::Closed),
-            }
-        }
     }
 
     /// Writes what is buffered, then shuts the stream down; sends fail from now on.
@@ -251,7 +298,8 @@ impl Inner {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every update of the state is complete before anything that could panic.
+        // A panic under the lock can only come from the writer itself (a foreign
+        // `AsyncWrite`); the stream may then be torn, and a write error ends it anyway.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -168,3 +168,19 @@ async fn dropping_the_last_handle_closes_gracefully() {
     assert!(end.is_none(), "the stream ends after the last frame");
     tokio::time::timeout(WAIT, closed.cancelled()).await.expect("closed");
 }
+
+#[tokio::test]
+async fn a_writer_that_holds_data_back_is_flushed() {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let write: Box<dyn tokio::io::AsyncWrite + Send + Unpin> =
+        Box::new(tokio::io::BufWriter::new(ours));
+    let (out, flusher) = Outbox::new(
+        FramedWrite::new(write, MessageCodec::new(1024 * 1024)),
+        16,
+        CancellationToken::new(),
+    );
+    tokio::spawn(flusher);
+    let mut far = framed_read(theirs);
+    out.try_send(note(7)).expect("send");
+    assert_eq!(next_n(&mut far).await, 7);
+}
