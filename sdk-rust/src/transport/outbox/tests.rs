@@ -45,6 +45,16 @@ async fn next_n(far: &mut FrameReader) -> u64 {
     n.params["n"].as_u64().expect("n")
 }
 
+/// Reads frames 0..count, then the end of the stream; the outbox is closed by then.
+async fn all_then_the_end(far: &mut FrameReader, count: u64, closed: &CancellationToken) {
+    for want in 0..count {
+        assert_eq!(next_n(far).await, want);
+    }
+    let end = tokio::time::timeout(WAIT, far.next()).await.expect("in time");
+    assert!(end.is_none(), "the stream ends after the last frame");
+    tokio::time::timeout(WAIT, closed.cancelled()).await.expect("closed");
+}
+
 #[tokio::test]
 async fn frames_from_many_senders_arrive_whole_and_each_senders_in_order() {
     // A pipe far smaller than what is sent: most frames go through the flusher.
@@ -102,12 +112,7 @@ async fn close_writes_what_is_buffered_then_ends_the_stream() {
     }
     out.close();
     assert!(matches!(out.try_send(note(99)), Err(SendError::Closed)));
-    for want in 0..10 {
-        assert_eq!(next_n(&mut far).await, want);
-    }
-    let end = tokio::time::timeout(WAIT, far.next()).await.expect("in time");
-    assert!(end.is_none(), "the stream ends after the last frame");
-    tokio::time::timeout(WAIT, closed.cancelled()).await.expect("closed");
+    all_then_the_end(&mut far, 10, &closed).await;
 }
 
 #[tokio::test]
@@ -161,12 +166,7 @@ async fn dropping_the_last_handle_closes_gracefully() {
     drop(out);
     assert!(!closed.is_cancelled(), "a handle is left");
     drop(other);
-    for want in 0..5 {
-        assert_eq!(next_n(&mut far).await, want);
-    }
-    let end = tokio::time::timeout(WAIT, far.next()).await.expect("in time");
-    assert!(end.is_none(), "the stream ends after the last frame");
-    tokio::time::timeout(WAIT, closed.cancelled()).await.expect("closed");
+    all_then_the_end(&mut far, 5, &closed).await;
 }
 
 #[tokio::test]
