@@ -251,10 +251,9 @@ impl Actor for AppActor {
                     }
                     // Cut at once, not closed gracefully: a silent app may not read
                     // either. Released first, so nobody sees the cut before the release.
-                    state.stop_reason = "heartbeat timeout".to_owned();
+                    stop(state, &myself, "heartbeat timeout");
                     release(state);
                     state.conn.abort();
-                    stop(state, &myself, "heartbeat timeout");
                 }
             }
             AppMsg::TakenOver => {
