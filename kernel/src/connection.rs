@@ -34,6 +34,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::mono_ms;
 
+/// How long a connection whose owner stopped waits for the owner's last answers (and
+/// then for them to be written) before it closes.
+const OWNER_GRACE: Duration = Duration::from_secs(2);
+
 /// What the reader hands to the connection's owner.
 #[derive(Debug)]
 pub enum Inbound {
@@ -386,10 +390,14 @@ impl Connection {
         self.read_done.store(true, Ordering::SeqCst);
         self.pending.clear();
         tracing::debug!(conn = self.id, %reason, "connection read side ended");
-        // The owner answers what it already received, then closes; if it is gone, close
-        // gracefully here so answers already queued still go out.
-        if !deliver(Inbound::Closed(reason)) {
-            self.close_within(Duration::from_secs(2));
+        // The owner answers what it already received, then closes. One that is gone or
+        // on its way out (an app actor answering its app's `app.shutdown` as it stops)
+        // gets a moment to do so; then the connection closes gracefully here, so answers
+        // already queued still go out.
+        if !deliver(Inbound::Closed(reason))
+            && tokio::time::timeout(OWNER_GRACE, self.closed()).await.is_err()
+        {
+            self.close_within(OWNER_GRACE);
         }
     }
 
@@ -447,6 +455,37 @@ mod tests {
             },
         );
         (conn, Transport::new(br, bw, 1 << 20))
+    }
+
+    #[tokio::test]
+    async fn a_stopping_owner_still_gets_its_last_answers_out() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let limits =
+            Limits { max_frame_bytes: 1024, max_queued: 4, max_in_flight: 4, writer_queue: 8 };
+        // The owner takes the request and stops at once (refuses everything after it),
+        // answering a moment later, as an app actor answers `app.shutdown` in post_stop.
+        let _conn = Connection::spawn(
+            1,
+            Transport::new(ar, aw, 1024),
+            limits,
+            &TaskTracker::new(),
+            |inbound| {
+                if let Inbound::Request(_, responder, _) = inbound {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        responder.reply(Ok(json!("bye")));
+                    });
+                }
+                false
+            },
+        );
+        let mut theirs = Transport::new(br, bw, 1 << 20);
+        theirs.writer.send(Message::request(1u64, "app.shutdown", json!({}))).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), theirs.reader.next()).await;
+        let Ok(Some(Ok(Ok(Message::Response(r))))) = got else { panic!("{got:?}") };
+        assert_eq!(r.outcome.expect("answered"), json!("bye"));
     }
 
     #[tokio::test]
