@@ -146,9 +146,10 @@ impl std::fmt::Debug for Shared {
 /// Starts the reader and writer tasks of a connection. Needs a tokio runtime.
 pub(crate) fn spawn(transport: Transport, service: Option<Arc<dyn Service>>) -> Arc<Shared> {
     let Transport { reader, writer } = transport;
-    // The outbox ends with the connection, and the connection with the outbox.
+    // The outbox has a token of its own: its end (the far side stopped reading) must
+    // not stop the reader before it delivered the answers already sent.
+    let (out, flusher) = Outbox::new(writer, OUTGOING_QUEUE, CancellationToken::new());
     let closed = CancellationToken::new();
-    let (out, flusher) = Outbox::new(writer, OUTGOING_QUEUE, closed.clone());
     let shared = Arc::new(Shared {
         out,
         pending: Mutex::new(HashMap::new()),
@@ -231,6 +232,7 @@ impl Shared {
 
     /// Marks the connection closed and fails every pending request with `Closed`.
     fn fail_pending(&self) {
+        self.out.abort();
         let drained: Vec<Pending> = {
             let mut pending = self.lock_pending();
             self.closed.cancel();

@@ -143,10 +143,12 @@ async fn acknowledged_messages_survive_a_kernel_sigkill_under_concurrent_load() 
             for i in 0..100_000 {
                 let key = format!("load-{}", (t + i) % 6);
                 let text = format!("t{t} m{i}");
-                let id = conn
-                    .send_call("message.dispatch", json!({"sessionKey": key, "content": text}))
-                    .await;
-                // The kernel dies at some point: stop at the first unanswered request.
+                // The kernel dies at some point: stop at the first request it cannot
+                // take or does not answer.
+                let params = json!({"sessionKey": key, "content": text});
+                let Some(id) = conn.try_send_call("message.dispatch", params).await else {
+                    break;
+                };
                 match conn.try_answer_to(id).await {
                     Some(d) if d["result"]["dispatchId"].is_string() => {
                         acked.push((key, text));

@@ -34,9 +34,7 @@ impl RawConn {
 
     /// Writes a frame holding `body`.
     pub async fn send_body(&mut self, body: &[u8]) {
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(body);
-        self.send_bytes(&frame).await;
+        self.send_bytes(&frame(body)).await;
     }
 
     /// Writes `value` as one MessagePack frame.
@@ -153,6 +151,16 @@ impl RawConn {
         id
     }
 
+    /// Like [`send_call`](Self::send_call), but `None` when the write fails (the kernel
+    /// is gone) instead of a panic.
+    pub async fn try_send_call(&mut self, method: &str, params: Value) -> Option<u64> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let body = rmp_serde::to_vec_named(&json!({"id": id, "method": method, "params": params}))
+            .expect("encode");
+        self.stream.write_all(&frame(&body)).await.ok().map(|()| id)
+    }
+
     /// Waits for the answer to a request sent with [`send_call`](Self::send_call).
     pub async fn answer_to(&mut self, id: u64) -> Value {
         self.expect("an answer", |v| v["id"] == id && v.get("method").is_none()).await
@@ -239,4 +247,11 @@ impl RawConn {
         }
         self.call("capability.register", json!({"type": "tool", "config": config})).await
     }
+}
+
+/// `body` with its length header.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    frame
 }

@@ -4,6 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use burrow_protocol::{ErrorCode, ErrorObject, Message, Notification, Request};
 use futures_util::{FutureExt, StreamExt};
@@ -40,14 +41,21 @@ fn mark_closed(token: &CancellationToken, shared: &Weak<Shared>) {
     }
 }
 
-/// Runs the outbox's flusher; when it ends (closed, or a write failed) so does the
-/// connection.
+/// How long the reader may go on after the writing side ended, to deliver answers the far
+/// side sent before it went away.
+const READ_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the outbox's flusher. When it ends (closed, or a write failed because the far
+/// side went away) the connection ends too, but only once the reader has had a moment to
+/// deliver what the far side sent before it left: an answer already in the socket still
+/// reaches its caller.
 pub(super) async fn write_loop(
     flusher: impl Future<Output = ()>,
     token: CancellationToken,
     shared: Weak<Shared>,
 ) {
     flusher.await;
+    let _ = tokio::time::timeout(READ_GRACE, token.cancelled()).await;
     mark_closed(&token, &shared);
 }
 
