@@ -16,7 +16,9 @@
 //!   `writer_queue` and is disconnected.
 //!
 //! Closing is graceful by default ([`Connection::close`]: what is queued is written
-//! first); [`Connection::abort`] cuts at once and is kept for dead peers.
+//! first); [`Connection::abort`] cuts at once and is kept for dead peers. When a write fails
+//! because the app went away, the reader still gets a moment to deliver what the app sent
+//! before it left.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +39,10 @@ use crate::clock::mono_ms;
 /// How long a connection whose owner stopped waits for the owner's last answers (and
 /// then for them to be written) before it closes.
 const OWNER_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the reader may go on after a write failed because the app went away, so
+/// that answers the app sent before it left still reach their callers.
+const READ_GRACE: Duration = Duration::from_secs(2);
 
 /// What the reader hands to the connection's owner.
 #[derive(Debug)]
@@ -79,6 +85,12 @@ pub struct Connection {
     last_seen: Arc<AtomicU64>,
     /// Set once the read side has ended: no answer to a kernel request can come.
     read_done: Arc<AtomicBool>,
+    /// Cancelled with `read_done`, for the writing side to wait on.
+    read_ended: CancellationToken,
+    /// Set by [`Connection::close`]: the kernel reads no more once the rest is written.
+    close_asked: Arc<AtomicBool>,
+    /// Cancelled when the connection is closed: both sides are done, or it was cut.
+    /// The outbox has a token of its own, so a failed write does not stop the reader.
     closing: CancellationToken,
     tasks: TaskTracker,
     in_flight: Arc<Semaphore>,
@@ -155,7 +167,10 @@ impl Connection {
         F: Fn(Inbound) -> bool + Send + Sync + 'static,
     {
         let closing = CancellationToken::new();
-        let (out, flusher) = Outbox::new(transport.writer, limits.writer_queue, closing.clone());
+        let read_ended = CancellationToken::new();
+        let close_asked = Arc::new(AtomicBool::new(false));
+        let (out, flusher) =
+            Outbox::new(transport.writer, limits.writer_queue, CancellationToken::new());
         let conn = Self {
             id,
             out,
@@ -163,12 +178,26 @@ impl Connection {
             next_request: Arc::new(AtomicU64::new(1)),
             last_seen: Arc::new(AtomicU64::new(mono_ms())),
             read_done: Arc::new(AtomicBool::new(false)),
-            closing,
+            read_ended: read_ended.clone(),
+            close_asked: close_asked.clone(),
+            closing: closing.clone(),
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
         };
-        tasks.spawn(flusher);
+        tasks.spawn(async move {
+            flusher.await;
+            // Unless the kernel closed it, the writing side ended because the app went
+            // away: the reader gets a moment to deliver what the app sent before it left.
+            if !close_asked.load(Ordering::Acquire) {
+                tokio::select! {
+                    () = read_ended.cancelled() => {}
+                    () = closing.cancelled() => {}
+                    () = tokio::time::sleep(READ_GRACE) => {}
+                }
+            }
+            closing.cancel();
+        });
         tasks.spawn(conn.clone().read_loop(transport.reader, limits, deliver));
         conn
     }
@@ -220,11 +249,11 @@ impl Connection {
                     conn = self.id,
                     "writer queue full: client is not reading; disconnecting"
                 );
-                self.closing.cancel();
+                self.abort();
             }
             SendError::Encode(e) => {
                 tracing::warn!(conn = self.id, error = %e, "cannot answer within a frame; disconnecting");
-                self.closing.cancel();
+                self.abort();
             }
         }
     }
@@ -246,6 +275,7 @@ impl Connection {
 
     /// Writes what is queued, then closes.
     pub fn close(&self) {
+        self.close_asked.store(true, Ordering::Release);
         self.out.close();
     }
 
@@ -263,6 +293,7 @@ impl Connection {
 
     /// Closes at once, dropping what is queued.
     pub fn abort(&self) {
+        self.out.abort();
         self.closing.cancel();
     }
 
@@ -389,6 +420,7 @@ impl Connection {
         // Every kernel → app request still waiting fails with CONNECTION_CLOSED.
         self.read_done.store(true, Ordering::SeqCst);
         self.pending.clear();
+        self.read_ended.cancel();
         tracing::debug!(conn = self.id, %reason, "connection read side ended");
         // The owner answers what it already received, then closes. One that is gone or
         // on its way out (an app actor answering its app's `app.shutdown` as it stops)
@@ -486,6 +518,24 @@ mod tests {
         let got = tokio::time::timeout(Duration::from_secs(10), theirs.reader.next()).await;
         let Ok(Some(Ok(Ok(Message::Response(r))))) = got else { panic!("{got:?}") };
         assert_eq!(r.outcome.expect("answered"), json!("bye"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_just_before_the_app_left_still_arrives() {
+        for round in 0..20 {
+            let (conn, mut theirs) = pair(1024, json!(null));
+            let asked = conn.request("tool.invoke", json!({}), Duration::from_secs(10));
+            let got = tokio::time::timeout(Duration::from_secs(5), theirs.reader.next()).await;
+            let Ok(Some(Ok(Ok(Message::Request(req))))) = got else { panic!("{got:?}") };
+            // The app answers and leaves at once; the kernel's next write then fails.
+            let answer = Message::Response(Response { id: Some(req.id), outcome: Ok(json!(7)) });
+            theirs.writer.send(answer).await.unwrap();
+            drop(theirs);
+            conn.send(Message::notification("hook.event", json!({})));
+            let outcome = tokio::time::timeout(Duration::from_secs(5), asked).await;
+            assert_eq!(outcome.expect("in time").expect("answered"), json!(7), "round {round}");
+            tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("closed");
+        }
     }
 
     #[tokio::test]
