@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo bench -p burrow-tests --bench sessions` (add `-- --quick` for 10k
 //! sessions only). Agents do not auto-reply here, so this measures the dispatch path:
-//! hooks, the session actor, and the durable (fsynced, group-committed) append.
+//! hooks, the session actor, and the durable (fsynced, group-committed) append. The same
+//! load of `app.heartbeat` gives the floor: what the IPC alone costs on this machine.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use burrow_protocol::Manifest;
 use burrow_protocol::methods::app::{AppRegister, PROTOCOL_VERSION, RegisterParams};
 use burrow_sdk::Client;
 use burrow_tests::Kernel;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const SENDERS: usize = 64;
 const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 600000\nheartbeat_interval_ms = 300000\n\
@@ -49,19 +50,20 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Dispatches to `keys(i)` from 64 senders until `total` are done or `for_time` passes.
-async fn dispatch_load(
+/// Sends `request(i)` from 64 senders, one request at a time each, until `total` are
+/// done or `for_time` passes.
+async fn load(
     clients: &[Client],
     total: u64,
     for_time: Duration,
-    keys: impl Fn(u64) -> String + Send + Sync + 'static,
+    request: impl Fn(u64) -> (&'static str, Value) + Send + Sync + 'static,
 ) -> (u64, Duration) {
     let next = Arc::new(AtomicU64::new(0));
-    let keys = Arc::new(keys);
+    let request = Arc::new(request);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in clients {
-        let (c, next, keys) = (c.clone(), next.clone(), keys.clone());
+        let (c, next, request) = (c.clone(), next.clone(), request.clone());
         tasks.push(tokio::spawn(async move {
             let mut done = 0u64;
             loop {
@@ -69,8 +71,8 @@ async fn dispatch_load(
                 if i >= total || start.elapsed() > for_time {
                     return done;
                 }
-                let params = json!({"sessionKey": keys(i), "content": "benchmark message"});
-                c.request("message.dispatch", params).await.expect("dispatch");
+                let (method, params) = request(i);
+                c.request(method, params).await.expect(method);
                 done += 1;
             }
         }));
@@ -80,6 +82,33 @@ async fn dispatch_load(
         done += t.await.expect("sender");
     }
     (done, start.elapsed())
+}
+
+/// `message.dispatch` of a short text to `key`.
+fn dispatch(key: String) -> (&'static str, Value) {
+    ("message.dispatch", json!({"sessionKey": key, "content": "benchmark message"}))
+}
+
+/// Runs `load` for `for_time` and prints its rate and the CPU each side spent per request.
+async fn measure(
+    what: &str,
+    kernel: &Kernel,
+    clients: &[Client],
+    for_time: Duration,
+    request: impl Fn(u64) -> (&'static str, Value) + Send + Sync + 'static,
+) {
+    let (k0, c0) = (cpu_seconds(kernel.pid()), cpu_seconds(std::process::id() as i32));
+    let (done, took) = load(clients, u64::MAX, for_time, request).await;
+    let (k1, c1) = (cpu_seconds(kernel.pid()), cpu_seconds(std::process::id() as i32));
+    println!(
+        "{what}, {SENDERS} concurrent senders: {done} in {took:.2?} = {:.0}/s",
+        done as f64 / took.as_secs_f64()
+    );
+    println!(
+        "  CPU per request: kernel {:.1} µs, benchmark clients {:.1} µs",
+        (k1 - k0) * 1e6 / done.max(1) as f64,
+        (c1 - c0) * 1e6 / done.max(1) as f64
+    );
 }
 
 #[tokio::main]
@@ -92,28 +121,17 @@ async fn main() {
     }
 
     // Throughput: 64 senders over 256 sessions for 5 s.
-    let (k0, c0) = (cpu_seconds(kernel.pid()), cpu_seconds(std::process::id() as i32));
-    let (done, took) =
-        dispatch_load(&clients, u64::MAX, Duration::from_secs(5), |i| format!("tp-{}", i % 256))
-            .await;
-    let (k1, c1) = (cpu_seconds(kernel.pid()), cpu_seconds(std::process::id() as i32));
-    println!(
-        "durable message.dispatch, {SENDERS} concurrent senders: {done} in {took:.2?} = {:.0}/s",
-        done as f64 / took.as_secs_f64()
-    );
-    println!(
-        "  CPU per dispatch: kernel {:.1} µs, benchmark clients {:.1} µs",
-        (k1 - k0) * 1e6 / done.max(1) as f64,
-        (c1 - c0) * 1e6 / done.max(1) as f64
-    );
-
+    measure("durable message.dispatch", &kernel, &clients, Duration::from_secs(5), |i| {
+        dispatch(format!("tp-{}", i % 256))
+    })
+    .await;
     // Memory per resident session.
     for target in if quick { vec![10_000u64] } else { vec![10_000u64, 100_000] } {
         let base = kernel.client().await.kernel_info().await.expect("info").sessions;
         let before = rss_kib(kernel.pid());
         let fresh = target - base.min(target);
-        let (done, took) = dispatch_load(&clients, fresh, Duration::from_secs(600), move |i| {
-            format!("mem-{target}-{i}")
+        let (done, took) = load(&clients, fresh, Duration::from_secs(600), move |i| {
+            dispatch(format!("mem-{target}-{i}"))
         })
         .await;
         let resident = kernel.client().await.kernel_info().await.expect("info").sessions;
@@ -123,4 +141,11 @@ async fn main() {
             after.saturating_sub(before) as f64 / done.max(1) as f64
         );
     }
+
+    // The floor under the dispatch: the same load of a request the kernel answers at
+    // once; what a dispatch costs beyond it is the dispatch itself.
+    measure("app.heartbeat (the IPC floor)", &kernel, &clients, Duration::from_secs(3), |_| {
+        ("app.heartbeat", json!({}))
+    })
+    .await;
 }
