@@ -1,8 +1,8 @@
 //! Comms and host surfaces over JSON-RPC (TCP): keep-alive sessions as peers,
-//! request/response correlation, steer vs queue, durable external events across a
-//! kernel SIGKILL.
+//! request/response correlation, steer vs queue (and the replies of a steered run on
+//! the channel), durable external events across a kernel SIGKILL.
 
-use burrow_tests::{DEADLINE, Kernel, Rpc};
+use burrow_tests::{DEADLINE, Kernel, RawConn, Rpc};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -238,6 +238,42 @@ async fn steer_joins_the_running_turn_and_queue_waits_for_the_next() {
     prov.answer(&turn3["id"], json!({"message": {"content": "reply to queue"}})).await;
     let done = rpc.ok("run/wait", json!({"run_id": queued["run_id"]})).await;
     assert_eq!(done["output"], "reply to queue", "{done}");
+}
+
+#[tokio::test]
+async fn a_steered_run_delivers_each_answer_to_the_channel_in_order() {
+    let kernel = kernel().await;
+    let mut prov = kernel.hand_provider().await;
+    let mut chan = RawConn::app(
+        &kernel.socket,
+        json!({"id": "term", "version": "1.0.0", "capabilities": {"channels": ["term"]}}),
+    )
+    .await;
+    let r = chan
+        .call("capability.register", json!({"type": "channel", "config": {"channelId": "term"}}))
+        .await;
+    assert_eq!(r["result"]["granted"], true, "{r}");
+    let mut rpc = rpc(&kernel).await;
+
+    let d = chan.call("message.dispatch", json!({"sessionKey": "chat", "content": "first"})).await;
+    let run_id = d["result"]["runId"].clone();
+    let turn1 = prov.expect_method("provider.complete").await;
+    let steered = rpc
+        .ok("comms/send", json!({"session_id": "chat", "kind": "input", "body": "second", "handling_mode": "steer"}))
+        .await;
+    assert_eq!((steered["queued"].clone(), steered["run_id"].clone()), (json!(false), run_id));
+    prov.answer(&turn1["id"], json!({"message": {"content": "reply to first"}})).await;
+    let turn2 = prov.expect_method("provider.complete").await;
+    assert_eq!(last_user(&turn2), "second");
+    prov.answer(&turn2["id"], json!({"message": {"content": "reply to second"}})).await;
+
+    // Both answers reach the channel, the second once the first is through.
+    let sent = chan.expect_method("channel.send").await;
+    assert_eq!(sent["params"]["content"], "reply to first", "{sent}");
+    chan.answer(&sent["id"], json!({"messageId": "m-1"})).await;
+    let sent = chan.expect_method("channel.send").await;
+    assert_eq!(sent["params"]["content"], "reply to second", "{sent}");
+    chan.answer(&sent["id"], json!({"messageId": "m-2"})).await;
 }
 
 #[tokio::test]

@@ -4,8 +4,11 @@
 //! `tool.call` (with `before_tool_call`, `after_tool_call`, `tool_result_persist`), loops
 //! up to `max_turns`, stores every step, ends with `agent_end`, and delivers the reply
 //! through the session's channel app (`message_sending`, `channel.send`, `message_sent`).
+//! A run that takes steered messages delivers the answer it had before it took them
+//! too; a session's replies reach its channel in order ([`Outgoing`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use burrow_protocol::methods::capability::CapabilityType;
@@ -38,6 +41,51 @@ pub struct Steered {
     pub metadata: Option<Map>,
 }
 
+/// A session's replies on their way to its channel. Each delivery waits for the one
+/// before it (of the same run or an earlier one), so they arrive in order, and none holds
+/// up a run. A channel more than [`MAX_UNDELIVERED`] replies behind misses the newest
+/// (they are in the transcript).
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    last: Option<tokio::task::JoinHandle<()>>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// Replies of one session waiting for its channel, at most.
+pub const MAX_UNDELIVERED: usize = 64;
+
+impl Outgoing {
+    /// Sends `text` through the session's channel after every earlier reply.
+    fn push(&mut self, kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        let (kernel, row, run) = (kernel.clone(), session.clone(), run_id.to_owned());
+        if !self.then(async move { deliver(&kernel, &row, &run, text).await }) {
+            tracing::warn!(session = %session.key, run = %run_id, "the channel is {MAX_UNDELIVERED} replies behind; this one is not delivered");
+        }
+    }
+
+    /// Runs `delivery` once every earlier one is done; false (and dropped) when
+    /// [`MAX_UNDELIVERED`] are waiting already.
+    fn then(&mut self, delivery: impl Future<Output = ()> + Send + 'static) -> bool {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_UNDELIVERED {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        let before = self.last.take();
+        let pending = self.pending.clone();
+        self.last = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            delivery.await;
+            pending.fetch_sub(1, Ordering::AcqRel);
+        }));
+        true
+    }
+}
+
 /// How a run ended.
 enum End {
     Completed(String),
@@ -45,16 +93,17 @@ enum End {
     Cancelled,
 }
 
-/// Runs `run_id` for `session` to its end, storing every step and the final status.
-/// Returns the steered messages it did not take (a failed or cancelled run): they go to
-/// the next run.
+/// Runs `run_id` for `session` to its end, storing every step and the final status, and
+/// delivering its answers after those in `outgoing`. Returns the steered messages it did
+/// not take (a failed or cancelled run), which go to the next run, and `outgoing`.
 pub async fn run(
     kernel: Arc<Kernel>,
     session: SessionRow,
     run_id: String,
     cancel: CancellationToken,
     mut steered: mpsc::Receiver<Steered>,
-) -> Vec<String> {
+    mut outgoing: Outgoing,
+) -> (Vec<String>, Outgoing) {
     let key = session.key.clone();
     let running = RunRow {
         id: run_id.clone(),
@@ -68,7 +117,7 @@ pub async fn run(
     }
     let mut seen = std::collections::HashSet::new();
     let end = tokio::select! {
-        end = turns(&kernel, &session, &run_id, &mut steered, &mut seen) => end,
+        end = turns(&kernel, &session, &run_id, &mut steered, &mut seen, &mut outgoing) => end,
         _ = cancel.cancelled() => End::Cancelled,
     };
     steered.close();
@@ -100,14 +149,10 @@ pub async fn run(
     let payload = json!({ "sessionKey": key, "runId": run_id, "agentId": session.agent_id, "status": status, "output": output, "error": error });
     kernel.emit("agent_end", payload, run_context(&key, &run_id));
     kernel.sessions.publish_run(row);
-    // Delivery does not hold up the session's next run: a slow or dead channel app
-    // delays only its own replies.
-    if let End::Completed(text) = end
-        && !text.is_empty()
-    {
-        tokio::spawn(async move { deliver(&kernel, &session, &run_id, text).await });
+    if let End::Completed(text) = end {
+        outgoing.push(&kernel, &session, &run_id, text);
     }
-    leftover
+    (leftover, outgoing)
 }
 
 fn run_context(key: &str, run_id: &str) -> Map {
@@ -161,6 +206,7 @@ async fn turns(
     run_id: &str,
     steered: &mut mpsc::Receiver<Steered>,
     seen: &mut std::collections::HashSet<String>,
+    outgoing: &mut Outgoing,
 ) -> End {
     let config = kernel.config();
     let agent: AgentSpec = config.agents.get(&session.agent_id).cloned().unwrap_or_default();
@@ -255,6 +301,8 @@ async fn turns(
                     return End::Completed(answer.message.content);
                 }
             }
+            // This answer is final for what came before the steered messages.
+            outgoing.push(kernel, session, run_id, answer.message.content.clone());
             messages.extend(late);
             continue;
         };
@@ -441,5 +489,38 @@ async fn deliver(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str, conte
         Err(e) => {
             tracing::warn!(session = %session.key, channel = %channel_id, error = %e, "channel.send failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn deliveries_run_in_order_and_a_channel_too_far_behind_misses_the_newest() {
+        let mut outgoing = Outgoing::default();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let (open, gate) = oneshot::channel::<()>();
+        let first = done.clone();
+        assert!(outgoing.then(async move {
+            let _ = gate.await;
+            first.lock().unwrap().push(0);
+        }));
+        for i in 1..MAX_UNDELIVERED {
+            let done = done.clone();
+            assert!(outgoing.then(async move { done.lock().unwrap().push(i) }));
+        }
+        assert!(!outgoing.then(async {}), "one more than the bound is refused");
+        open.send(()).unwrap();
+        let last = outgoing.last.take().expect("a delivery");
+        tokio::time::timeout(Duration::from_secs(10), last).await.expect("in time").unwrap();
+        assert_eq!(*done.lock().unwrap(), (0..MAX_UNDELIVERED).collect::<Vec<_>>());
+        assert_eq!(outgoing.pending.load(Ordering::Acquire), 0);
+        let done = done.clone();
+        assert!(outgoing.then(async move { done.lock().unwrap().push(99) }), "room again");
     }
 }
