@@ -160,6 +160,11 @@ impl SqliteStore {
     /// Opens (creating and migrating) the database at `path`, replays its journal
     /// (`<path>.journal/`), and starts the journal and applier threads.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, write::APPLY_BACKLOG)
+    }
+
+    /// [`open`](Self::open), the applier falling at most `max_backlog` bytes behind.
+    fn open_with(path: &Path, max_backlog: usize) -> Result<Self, StoreError> {
         let dir = PathBuf::from(format!("{}.journal", path.display()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
@@ -184,7 +189,7 @@ impl SqliteStore {
         writer.pragma_update(None, "cache_size", -32768).map_err(db)?;
         let journal = Journal::create(&dir, next)?;
         let reader = open(path)?;
-        let writer = write::start(writer, journal, dir, lock, next - 1)?;
+        let writer = write::start(writer, journal, dir, lock, next - 1, max_backlog)?;
         Ok(Self { writer, reader: Arc::new(Mutex::new(reader)) })
     }
 
@@ -506,6 +511,31 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 800);
+    }
+
+    #[tokio::test]
+    async fn writers_wait_for_an_applier_held_to_a_tiny_backlog_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // One byte: every group waits until the applier has applied the one before.
+        let store = SqliteStore::open_with(&dir.path().join("b.db"), 1).unwrap();
+        store.write(vec![Write::CreateSession(session("s", 1))]).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    let m = msg(&format!("m-{t}-{i}"), "x", 2);
+                    store
+                        .write(vec![Write::Append { session_key: "s".into(), message: m }])
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(60), t).await.expect("in time").unwrap();
+        }
+        assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 200);
     }
 
     #[tokio::test]

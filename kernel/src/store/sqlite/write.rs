@@ -21,6 +21,11 @@ const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 8192;
 /// Groups journaled and waiting for the applier (back-pressure beyond).
 const APPLY_QUEUE: usize = 1024;
+/// Bytes (as journaled) of writes waiting for the applier, at most: the journal takes no
+/// more writes while the applier is this far behind (back-pressure on the callers).
+pub(super) const APPLY_BACKLOG: usize = 64 << 20;
+/// How long the journal thread sleeps at most between looks at a full backlog.
+const BACKLOG_POLL: Duration = Duration::from_millis(100);
 /// Most writes one applier transaction takes.
 const MAX_APPLY: usize = 16 * 1024;
 /// How often, at most, the applier commits while nobody waits to read.
@@ -41,13 +46,15 @@ pub(super) struct Writer {
 }
 
 /// Starts the journal and applier threads; `conn` has applied everything up to
-/// `applied`, which `journal` continues after. The applier holds `lock` until it ends.
+/// `applied`, which `journal` continues after. The applier holds `lock` until it ends,
+/// and falls at most `max_backlog` bytes behind the journal.
 pub(super) fn start(
     conn: Connection,
     journal: Journal,
     dir: PathBuf,
     lock: File,
     applied: u64,
+    max_backlog: usize,
 ) -> Result<Writer, StoreError> {
     let (tx, rx) = mpsc::channel::<Job>(QUEUE);
     let (apply_tx, apply_rx) = std_mpsc::sync_channel(APPLY_QUEUE);
@@ -61,14 +68,21 @@ pub(super) fn start(
     let applier_nudge = nudge.clone();
     let handle = std::thread::Builder::new()
         .name("burrow-store".into())
-        .spawn(move || applier.run(conn, apply_rx, &applier_nudge))
+        .spawn(move || {
+            // However it ends, the journal thread stops waiting for it.
+            let _gone = Gone(&applier_nudge);
+            applier.run(conn, apply_rx, &applier_nudge)
+        })
         .map_err(|e| thread_err("store", e))?;
     let _ = nudge.applier.set(handle.thread().clone());
     let (journal_acked, journal_nudge) = (acked.clone(), nudge.clone());
-    std::thread::Builder::new()
+    let journal = std::thread::Builder::new()
         .name("burrow-journal".into())
-        .spawn(move || journal_loop(journal, rx, apply_tx, journal_acked, journal_nudge))
+        .spawn(move || {
+            journal_loop(journal, rx, apply_tx, journal_acked, &journal_nudge, max_backlog)
+        })
         .map_err(|e| thread_err("journal", e))?;
+    let _ = nudge.journal.set(journal.thread().clone());
     Ok(Writer { jobs: tx, acked, applied: applied_rx, nudge })
 }
 
@@ -118,8 +132,9 @@ type Job = (Vec<Write>, Vec<u8>, oneshot::Sender<Result<(), StoreError>>);
 
 /// What the journal thread hands the applier.
 enum ToApply {
-    /// Journaled (and acknowledged) writes, one entry per caller, ending at `last_lsn`.
-    Writes { jobs: Vec<Vec<Write>>, last_lsn: u64 },
+    /// Journaled (and acknowledged) writes, one entry per caller, ending at `last_lsn`;
+    /// `bytes` as journaled.
+    Writes { jobs: Vec<Vec<Write>>, last_lsn: u64, bytes: usize },
     /// A sealed segment, to delete once the database durably holds its writes.
     Sealed(PathBuf),
 }
@@ -135,6 +150,12 @@ struct Nudge {
     failing: AtomicBool,
     /// The applier's thread, once started.
     applier: std::sync::OnceLock<std::thread::Thread>,
+    /// Bytes of journaled writes not applied yet.
+    backlog: AtomicUsize,
+    /// The applier thread has ended: the backlog no longer shrinks.
+    applier_gone: AtomicBool,
+    /// The journal's thread, once started: woken when the backlog shrinks.
+    journal: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Nudge {
@@ -142,6 +163,39 @@ impl Nudge {
         self.now.store(true, Ordering::SeqCst);
         if let Some(applier) = self.applier.get() {
             applier.unpark();
+        }
+    }
+
+    /// The applier applied `bytes`: the journal thread may go on.
+    fn applied(&self, bytes: usize) {
+        self.backlog.fetch_sub(bytes, Ordering::AcqRel);
+        if let Some(journal) = self.journal.get() {
+            journal.unpark();
+        }
+    }
+
+    /// Waits (on the journal thread) while more than `max` bytes wait for the applier,
+    /// waking it; returns at once while the database refuses writes or once the applier
+    /// is gone, since the backlog would then never shrink.
+    fn wait_for_room(&self, max: usize) {
+        while self.backlog.load(Ordering::Acquire) > max
+            && !self.failing.load(Ordering::Acquire)
+            && !self.applier_gone.load(Ordering::Acquire)
+        {
+            self.wake();
+            std::thread::park_timeout(BACKLOG_POLL);
+        }
+    }
+}
+
+/// Marks the applier gone when dropped.
+struct Gone<'a>(&'a Nudge);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        self.0.applier_gone.store(true, Ordering::Release);
+        if let Some(journal) = self.0.journal.get() {
+            journal.unpark();
         }
     }
 }
@@ -169,7 +223,8 @@ fn journal_loop(
     mut rx: mpsc::Receiver<Job>,
     apply: std_mpsc::SyncSender<ToApply>,
     acked: Arc<AtomicU64>,
-    nudge: Arc<Nudge>,
+    nudge: &Nudge,
+    max_backlog: usize,
 ) {
     // The applier sleeps between transactions: wake it when it must make room, when
     // readers wait, and when the journal closes.
@@ -190,6 +245,7 @@ fn journal_loop(
                 Err(_) => break,
             }
         }
+        nudge.wait_for_room(max_backlog);
         if nudge.failing.load(Ordering::Acquire) {
             // What is journaled must reach the database before more is taken: callers
             // hear so now instead of waiting behind it.
@@ -203,6 +259,7 @@ fn journal_loop(
         }
         frames.clear();
         let mut taken = Vec::with_capacity(batch.len());
+        let bytes: usize = batch.iter().map(|(_, payload, _)| payload.len()).sum();
         for (lsn, (writes, payload, reply)) in (journal.next_lsn()..).zip(batch) {
             journal.frame(&mut frames, lsn, &payload);
             taken.push((writes, reply));
@@ -221,7 +278,8 @@ fn journal_loop(
             let _ = reply.send(Ok(()));
             jobs.push(writes);
         }
-        if !send(ToApply::Writes { jobs, last_lsn }) {
+        nudge.backlog.fetch_add(bytes, Ordering::AcqRel);
+        if !send(ToApply::Writes { jobs, last_lsn, bytes }) {
             tracing::error!("the store's applier stopped; journaled writes wait for a restart");
             return;
         }
@@ -256,6 +314,8 @@ impl Applier {
         let mut sealed = Vec::new();
         // Journaled writes not applied yet, and the LSN they end at.
         let mut jobs = Vec::new();
+        // Their size as journaled, and the LSN they end at.
+        let mut bytes = 0;
         let mut last = None;
         let mut since = Instant::now();
         let mut failing = false;
@@ -287,8 +347,9 @@ impl Applier {
             // full queue (it takes no new writes meanwhile, so this is bounded).
             while jobs.len() < MAX_APPLY || failing {
                 match rx.try_recv() {
-                    Ok(ToApply::Writes { jobs: more, last_lsn }) => {
+                    Ok(ToApply::Writes { jobs: more, last_lsn, bytes: size }) => {
                         jobs.extend(more);
+                        bytes += size;
                         last = Some(last_lsn);
                     }
                     Ok(ToApply::Sealed(path)) => sealed.push(path),
@@ -305,6 +366,7 @@ impl Applier {
                 match apply_all(&mut conn, &jobs, lsn) {
                     Ok(()) => {
                         jobs.clear();
+                        nudge.applied(std::mem::take(&mut bytes));
                         last = None;
                         failing = false;
                         nudge.failing.store(false, Ordering::Release);
@@ -511,5 +573,45 @@ fn status_str(s: RunStatus) -> &'static str {
         RunStatus::Completed => "completed",
         RunStatus::Failed => "failed",
         RunStatus::Cancelled => "cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_waits_while_the_backlog_is_full_and_goes_on_once_applied() {
+        let nudge = Arc::new(Nudge::default());
+        let _ = nudge.journal.set(std::thread::current());
+        nudge.backlog.store(100, Ordering::SeqCst);
+        // Stands in for the applier: applies once woken.
+        let fake = nudge.clone();
+        let applier = std::thread::spawn(move || {
+            for _ in 0..1000 {
+                if fake.now.swap(false, Ordering::SeqCst) {
+                    fake.applied(60);
+                    return true;
+                }
+                std::thread::park_timeout(Duration::from_millis(10));
+            }
+            false
+        });
+        let _ = nudge.applier.set(applier.thread().clone());
+        nudge.wait_for_room(50);
+        assert_eq!(nudge.backlog.load(Ordering::SeqCst), 40, "returned once applied");
+        assert!(applier.join().unwrap(), "the applier was woken");
+    }
+
+    #[test]
+    fn the_journal_does_not_wait_for_an_applier_that_cannot_apply() {
+        let nudge = Nudge::default();
+        nudge.backlog.store(100, Ordering::SeqCst);
+        nudge.failing.store(true, Ordering::SeqCst);
+        nudge.wait_for_room(50); // the database refuses: callers hear so instead
+        nudge.failing.store(false, Ordering::SeqCst);
+        drop(Gone(&nudge));
+        nudge.wait_for_room(50); // the applier ended
+        assert_eq!(nudge.backlog.load(Ordering::SeqCst), 100);
     }
 }
