@@ -87,8 +87,9 @@ pub struct Connection {
     read_done: Arc<AtomicBool>,
     /// Cancelled with `read_done`, for the writing side to wait on.
     read_ended: CancellationToken,
-    /// Set by [`Connection::close`]: the kernel reads no more once the rest is written.
-    close_asked: Arc<AtomicBool>,
+    /// Cancelled by [`Connection::close`]: the kernel reads no more once the rest is
+    /// written.
+    close_asked: CancellationToken,
     /// Cancelled when the connection is closed: both sides are done, or it was cut.
     /// The outbox has a token of its own, so a failed write does not stop the reader.
     closing: CancellationToken,
@@ -168,7 +169,7 @@ impl Connection {
     {
         let closing = CancellationToken::new();
         let read_ended = CancellationToken::new();
-        let close_asked = Arc::new(AtomicBool::new(false));
+        let close_asked = CancellationToken::new();
         let (out, flusher) =
             Outbox::new(transport.writer, limits.writer_queue, CancellationToken::new());
         let conn = Self {
@@ -189,12 +190,11 @@ impl Connection {
             flusher.await;
             // Unless the kernel closed it, the writing side ended because the app went
             // away: the reader gets a moment to deliver what the app sent before it left.
-            if !close_asked.load(Ordering::Acquire) {
-                tokio::select! {
-                    () = read_ended.cancelled() => {}
-                    () = closing.cancelled() => {}
-                    () = tokio::time::sleep(READ_GRACE) => {}
-                }
+            tokio::select! {
+                () = close_asked.cancelled() => {}
+                () = read_ended.cancelled() => {}
+                () = closing.cancelled() => {}
+                () = tokio::time::sleep(READ_GRACE) => {}
             }
             closing.cancel();
         });
@@ -275,7 +275,7 @@ impl Connection {
 
     /// Writes what is queued, then closes.
     pub fn close(&self) {
-        self.close_asked.store(true, Ordering::Release);
+        self.close_asked.cancel();
         self.out.close();
     }
 

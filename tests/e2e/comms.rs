@@ -2,7 +2,7 @@
 //! request/response correlation, steer vs queue (and the replies of a steered run on
 //! the channel), durable external events across a kernel SIGKILL.
 
-use burrow_tests::{DEADLINE, Kernel, RawConn, Rpc};
+use burrow_tests::{DEADLINE, Kernel, Rpc};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -244,15 +244,7 @@ async fn steer_joins_the_running_turn_and_queue_waits_for_the_next() {
 async fn a_steered_run_delivers_each_answer_to_the_channel_in_order() {
     let kernel = kernel().await;
     let mut prov = kernel.hand_provider().await;
-    let mut chan = RawConn::app(
-        &kernel.socket,
-        json!({"id": "term", "version": "1.0.0", "capabilities": {"channels": ["term"]}}),
-    )
-    .await;
-    let r = chan
-        .call("capability.register", json!({"type": "channel", "config": {"channelId": "term"}}))
-        .await;
-    assert_eq!(r["result"]["granted"], true, "{r}");
+    let mut chan = kernel.hand_channel().await;
     let mut rpc = rpc(&kernel).await;
 
     let d = chan.call("message.dispatch", json!({"sessionKey": "chat", "content": "first"})).await;
@@ -270,6 +262,9 @@ async fn a_steered_run_delivers_each_answer_to_the_channel_in_order() {
     // Both answers reach the channel, the second once the first is through.
     let sent = chan.expect_method("channel.send").await;
     assert_eq!(sent["params"]["content"], "reply to first", "{sent}");
+    let early =
+        chan.sees_within(std::time::Duration::from_millis(300), |m| m["method"] == "channel.send");
+    assert!(!early.await, "the second reply went out before the first was answered");
     chan.answer(&sent["id"], json!({"messageId": "m-1"})).await;
     let sent = chan.expect_method("channel.send").await;
     assert_eq!(sent["params"]["content"], "reply to second", "{sent}");

@@ -7,24 +7,11 @@ use serde_json::{Value, json};
 
 const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 30000\n";
 
-async fn channel(kernel: &Kernel) -> RawConn {
-    let mut c = RawConn::app(
-        &kernel.socket,
-        json!({"id": "term", "version": "1.0.0", "capabilities": {"channels": ["term"]}}),
-    )
-    .await;
-    let r = c
-        .call("capability.register", json!({"type": "channel", "config": {"channelId": "term"}}))
-        .await;
-    assert_eq!(r["result"]["granted"], true, "{r}");
-    c
-}
-
 /// A kernel with a hand-played provider, the `term` channel and a tools app.
 async fn agent_apps() -> (Kernel, RawConn, RawConn, RawConn) {
     let kernel = Kernel::start_with_config(CONFIG).await;
     let prov = kernel.hand_provider().await;
-    let chan = channel(&kernel).await;
+    let chan = kernel.hand_channel().await;
     let tools = RawConn::app(
         &kernel.socket,
         json!({"id": "tools", "version": "1.0.0", "capabilities": {"tools": ["*"]}}),
@@ -109,7 +96,7 @@ async fn a_message_runs_the_agent_through_provider_and_tool_and_the_reply_comes_
 async fn a_missing_provider_fails_the_run_and_the_session_keeps_working() {
     let kernel =
         Kernel::start_with_config(&format!("{CONFIG}[sessions]\nprovider_wait_ms = 0\n")).await;
-    let mut chan = channel(&kernel).await;
+    let mut chan = kernel.hand_channel().await;
     let d =
         chan.call("message.dispatch", json!({"sessionKey": "lonely", "content": "hello?"})).await;
     let run = d["result"]["runId"].clone();
@@ -220,7 +207,7 @@ async fn acknowledged_messages_survive_a_kernel_sigkill_under_concurrent_load() 
 async fn sessions_run_in_parallel_and_messages_during_a_run_are_answered_together() {
     let kernel = Kernel::start_with_config(CONFIG).await;
     let mut prov = kernel.hand_provider().await;
-    let mut chan = channel(&kernel).await;
+    let mut chan = kernel.hand_channel().await;
     // Two sessions: both provider calls are outstanding at once — neither waits for the other.
     let a = chan.call("message.dispatch", json!({"sessionKey": "par-a", "content": "a1"})).await;
     let b = chan.call("message.dispatch", json!({"sessionKey": "par-b", "content": "b1"})).await;
@@ -269,7 +256,7 @@ async fn idle_sessions_leave_memory_and_come_back_from_the_store() {
     )
     .await;
     let mut prov = kernel.hand_provider().await;
-    let mut chan = channel(&kernel).await;
+    let mut chan = kernel.hand_channel().await;
     let d = chan.call("message.dispatch", json!({"sessionKey": "napper", "content": "one"})).await;
     let c = prov.expect_method("provider.complete").await;
     prov.answer(&c["id"], json!({"message": {"content": "first"}})).await;

@@ -248,22 +248,28 @@ impl Kernel {
         echo
     }
 
+    /// A channel `term` played by the test (app `term`): the test answers each
+    /// `channel.send` itself.
+    pub async fn hand_channel(&self) -> RawConn {
+        let config = json!({"channelId": "term"});
+        self.hand_app("term", json!({"channels": ["term"]}), "channel", config).await
+    }
+
     /// A provider `echo` played by the test (app `prov`): the test answers each
     /// `provider.complete` itself.
     pub async fn hand_provider(&self) -> RawConn {
-        let mut p = RawConn::app(
-            &self.socket,
-            json!({"id": "prov", "version": "1.0.0", "capabilities": {"providers": ["echo"]}}),
-        )
-        .await;
-        let r = p
-            .call(
-                "capability.register",
-                json!({"type": "provider", "config": {"providerId": "echo", "models": ["echo"]}}),
-            )
-            .await;
+        let config = json!({"providerId": "echo", "models": ["echo"]});
+        self.hand_app("prov", json!({"providers": ["echo"]}), "provider", config).await
+    }
+
+    /// App `id`, declaring `capabilities` in its manifest, ready and holding one
+    /// capability of `kind` registered with `config`.
+    async fn hand_app(&self, id: &str, capabilities: Value, kind: &str, config: Value) -> RawConn {
+        let manifest = json!({"id": id, "version": "1.0.0", "capabilities": capabilities});
+        let mut app = RawConn::app(&self.socket, manifest).await;
+        let r = app.call("capability.register", json!({"type": kind, "config": config})).await;
         assert_eq!(r["result"]["granted"], true, "{r}");
-        p
+        app
     }
 
     /// The app ids `kernel.apps` lists.

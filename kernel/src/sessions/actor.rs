@@ -234,8 +234,11 @@ impl Actor for SessionActor {
             }
             SessionMsg::IdleCheck => {
                 let idle = Duration::from_millis(state.kernel.config().sessions.idle_timeout_ms);
+                // Replies still on their way keep the session: the next ones must
+                // follow them.
                 if state.running.is_none()
                     && state.queue.is_empty()
+                    && state.outgoing.as_ref().is_none_or(|o| o.pending() == 0)
                     && !state.session.as_ref().is_some_and(|s| s.keep_alive)
                     && state.last_activity.elapsed() >= idle
                 {

@@ -74,15 +74,30 @@ impl Outgoing {
             return false;
         }
         let before = self.last.take();
-        let pending = self.pending.clone();
+        // Given back however the task ends (a panic, an abort).
+        let slot = Slot(self.pending.clone());
         self.last = Some(tokio::spawn(async move {
+            let _slot = slot;
             if let Some(before) = before {
                 let _ = before.await;
             }
             delivery.await;
-            pending.fetch_sub(1, Ordering::AcqRel);
         }));
         true
+    }
+
+    /// Replies not through yet.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+}
+
+/// One reply's place in the bound of [`Outgoing`], given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -522,5 +537,14 @@ mod tests {
         assert_eq!(outgoing.pending.load(Ordering::Acquire), 0);
         let done = done.clone();
         assert!(outgoing.then(async move { done.lock().unwrap().push(99) }), "room again");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_panics_gives_its_place_back() {
+        let mut outgoing = Outgoing::default();
+        assert!(outgoing.then(async { panic!("a delivery panics") }));
+        let last = outgoing.last.take().expect("a delivery");
+        assert!(last.await.is_err(), "it panicked");
+        assert_eq!(outgoing.pending(), 0);
     }
 }

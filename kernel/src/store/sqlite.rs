@@ -489,41 +489,15 @@ mod tests {
         assert_eq!(store.run("r1").await.unwrap().unwrap().output.as_deref(), Some("ok"));
     }
 
-    #[tokio::test]
-    async fn concurrent_writers_share_commits_and_lose_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("b.db")).unwrap();
+    /// Creates session `s`, then appends `each` messages to it from each of `writers`
+    /// tasks at once.
+    async fn append_concurrently(store: &SqliteStore, writers: usize, each: usize) {
         store.write(vec![Write::CreateSession(session("s", 1))]).await.unwrap();
         let mut tasks = Vec::new();
-        for t in 0..16 {
+        for t in 0..writers {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                for i in 0..50 {
-                    let m = msg(&format!("m-{t}-{i}"), "x", 2);
-                    store
-                        .write(vec![Write::Append { session_key: "s".into(), message: m }])
-                        .await
-                        .unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 800);
-    }
-
-    #[tokio::test]
-    async fn writers_wait_for_an_applier_held_to_a_tiny_backlog_and_lose_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        // One byte: every group waits until the applier has applied the one before.
-        let store = SqliteStore::open_with(&dir.path().join("b.db"), 1).unwrap();
-        store.write(vec![Write::CreateSession(session("s", 1))]).await.unwrap();
-        let mut tasks = Vec::new();
-        for t in 0..8 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in 0..25 {
+                for i in 0..each {
                     let m = msg(&format!("m-{t}-{i}"), "x", 2);
                     store
                         .write(vec![Write::Append { session_key: "s".into(), message: m }])
@@ -535,7 +509,40 @@ mod tests {
         for t in tasks {
             tokio::time::timeout(Duration::from_secs(60), t).await.expect("in time").unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_share_commits_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("b.db")).unwrap();
+        append_concurrently(&store, 16, 50).await;
+        assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 800);
+    }
+
+    #[tokio::test]
+    async fn writers_wait_for_an_applier_held_to_a_tiny_backlog_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // One byte: every group waits until the applier has applied the one before.
+        let store = SqliteStore::open_with(&dir.path().join("b.db"), 1).unwrap();
+        append_concurrently(&store, 8, 25).await;
         assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 200);
+    }
+
+    #[tokio::test]
+    async fn a_writer_never_finds_more_than_its_own_write_behind_a_one_byte_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(&dir.path().join("r.db"), 1).unwrap();
+        store.write(vec![Write::CreateSession(session("s", 1))]).await.unwrap();
+        let append = |i: usize| Write::Append {
+            session_key: "s".into(),
+            message: msg(&format!("m-{i:04}"), "x", 2),
+        };
+        let one = super::journal::payload(&[append(0)]).unwrap().len();
+        for i in 0..50 {
+            store.write(vec![append(i)]).await.unwrap();
+            let behind = store.writer.backlog();
+            assert!(behind <= one, "write {i}: {behind} bytes behind");
+        }
     }
 
     #[tokio::test]

@@ -87,6 +87,12 @@ pub(super) fn start(
 }
 
 impl Writer {
+    /// Bytes of journaled writes the applier has not applied yet.
+    #[cfg(test)]
+    pub(super) fn backlog(&self) -> usize {
+        self.nudge.backlog.load(Ordering::Acquire)
+    }
+
     /// Journals `writes`; `Ok` once they are on disk.
     pub(super) async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let payload = journal::payload(&writes)?;
