@@ -102,6 +102,8 @@ pub struct Sessions {
     runs: DashMap<String, watch::Sender<RunRow>>,
     supervisor: std::sync::OnceLock<ActorCell>,
     events: broadcast::Sender<SessionEvent>,
+    /// Replies on their way to channels, of the sessions that have some.
+    outgoing: DashMap<String, agent::Outgoing>,
 }
 
 /// Something that happened in a session, for followers (`GET /sessions/{id}/events`,
@@ -124,11 +126,29 @@ impl Default for Sessions {
             runs: DashMap::new(),
             supervisor: std::sync::OnceLock::new(),
             events: broadcast::channel(EVENT_BUFFER).0,
+            outgoing: DashMap::new(),
         }
     }
 }
 
 impl Sessions {
+    /// Runs `delivery` (a reply to `key`'s channel) after every earlier one of that
+    /// session, whatever became of its actor since, then `after`; false when too many
+    /// wait already.
+    pub(crate) fn deliver_in_order(
+        &self,
+        key: &str,
+        delivery: impl Future<Output = ()> + Send + 'static,
+        after: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        self.outgoing.entry(key.to_owned()).or_default().then(delivery, after)
+    }
+
+    /// Forgets `key`'s chain of replies once none is on its way.
+    pub(crate) fn delivered(&self, key: &str) {
+        self.outgoing.remove_if(key, |_, o| o.pending() == 0);
+    }
+
     /// Follows every session's events from now on.
     pub fn follow(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()

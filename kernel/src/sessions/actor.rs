@@ -26,8 +26,8 @@ use crate::store::{NewMessage, RunRow, SessionRow, Write};
 pub enum SessionMsg {
     /// A message to store and (depending on [`Wake`]) answer, and where the answer goes.
     Inbound(Inbound, DispatchReply),
-    /// A run ended, leaving these steered messages untaken, and its replies on their way.
-    RunFinished(String, Vec<String>, super::agent::Outgoing),
+    /// A run ended, leaving these steered messages untaken.
+    RunFinished(String, Vec<String>),
     /// Cancel a queued or running run.
     Cancel(String, oneshot::Sender<Result<(), ErrorObject>>),
     /// Time to check for idleness.
@@ -147,8 +147,6 @@ pub struct SessionState {
     /// Messages waiting for queued runs, by run: bounded by `[sessions] max_queue` too.
     waiting: std::collections::HashMap<String, usize>,
     running: Option<Running>,
-    /// The replies of earlier runs on their way to the channel; the next run's follow.
-    outgoing: Option<super::agent::Outgoing>,
     last_activity: Instant,
 }
 
@@ -193,7 +191,6 @@ impl Actor for SessionActor {
             joinable,
             waiting: Default::default(),
             running: None,
-            outgoing: None,
             last_activity: Instant::now(),
         };
         start_next(&mut state, &myself).await;
@@ -215,11 +212,10 @@ impl Actor for SessionActor {
                 reply.send(outcome);
                 start_next(state, &myself).await;
             }
-            SessionMsg::RunFinished(run_id, leftover, outgoing) => {
+            SessionMsg::RunFinished(run_id, leftover) => {
                 if state.running.as_ref().is_some_and(|r| r.id == run_id) {
                     state.running = None;
                 }
-                state.outgoing = Some(outgoing);
                 for message_id in leftover {
                     if let Err(e) = requeue(state, &message_id).await {
                         tracing::error!(session = %state.key, error = %e, "cannot queue a steered message");
@@ -234,11 +230,8 @@ impl Actor for SessionActor {
             }
             SessionMsg::IdleCheck => {
                 let idle = Duration::from_millis(state.kernel.config().sessions.idle_timeout_ms);
-                // Replies still on their way keep the session: the next ones must
-                // follow them.
                 if state.running.is_none()
                     && state.queue.is_empty()
-                    && state.outgoing.as_ref().is_none_or(|o| o.pending() == 0)
                     && !state.session.as_ref().is_some_and(|s| s.keep_alive)
                     && state.last_activity.elapsed() >= idle
                 {
@@ -470,11 +463,9 @@ async fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
     let me = myself.clone();
     let id = run_id.clone();
     let token = cancel.clone();
-    let outgoing = state.outgoing.take().unwrap_or_default();
     let task = tokio::spawn(async move {
-        let (leftover, outgoing) =
-            super::agent::run(kernel, session, id.clone(), token, steered, outgoing).await;
-        let _ = me.cast(SessionMsg::RunFinished(id, leftover, outgoing));
+        let leftover = super::agent::run(kernel, session, id.clone(), token, steered).await;
+        let _ = me.cast(SessionMsg::RunFinished(id, leftover));
     });
     state.running = Some(Running { id: run_id, cancel, steer, task });
 }

@@ -5,7 +5,8 @@
 //! up to `max_turns`, stores every step, ends with `agent_end`, and delivers the reply
 //! through the session's channel app (`message_sending`, `channel.send`, `message_sent`).
 //! A run that takes steered messages delivers the answer it had before it took them
-//! too; a session's replies reach its channel in order ([`Outgoing`]).
+//! too; a session's replies reach its channel in order ([`Outgoing`], kept by
+//! [`super::Sessions`] so that neither the session's eviction nor a restart breaks it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,7 +47,7 @@ pub struct Steered {
 /// up a run. A channel more than [`MAX_UNDELIVERED`] replies behind misses the newest
 /// (they are in the transcript).
 #[derive(Debug, Default)]
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     last: Option<tokio::task::JoinHandle<()>>,
     pending: Arc<AtomicUsize>,
 }
@@ -54,21 +55,28 @@ pub struct Outgoing {
 /// Replies of one session waiting for its channel, at most.
 pub const MAX_UNDELIVERED: usize = 64;
 
-impl Outgoing {
-    /// Sends `text` through the session's channel after every earlier reply.
-    fn push(&mut self, kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str, text: String) {
-        if text.is_empty() {
-            return;
-        }
-        let (kernel, row, run) = (kernel.clone(), session.clone(), run_id.to_owned());
-        if !self.then(async move { deliver(&kernel, &row, &run, text).await }) {
-            tracing::warn!(session = %session.key, run = %run_id, "the channel is {MAX_UNDELIVERED} replies behind; this one is not delivered");
-        }
+/// Sends `text` through the session's channel after every earlier reply of the session.
+fn send_reply(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str, text: String) {
+    if text.is_empty() {
+        return;
     }
+    let (k, row, run) = (kernel.clone(), session.clone(), run_id.to_owned());
+    let delivery = async move { deliver(&k, &row, &run, text).await };
+    let (k, key) = (kernel.clone(), session.key.clone());
+    let after = move || k.sessions.delivered(&key);
+    if !kernel.sessions.deliver_in_order(&session.key, delivery, after) {
+        tracing::warn!(session = %session.key, run = %run_id, "the channel is {MAX_UNDELIVERED} replies behind; this one is not delivered");
+    }
+}
 
-    /// Runs `delivery` once every earlier one is done; false (and dropped) when
-    /// [`MAX_UNDELIVERED`] are waiting already.
-    fn then(&mut self, delivery: impl Future<Output = ()> + Send + 'static) -> bool {
+impl Outgoing {
+    /// Runs `delivery` once every earlier one is done, then `after` (once its place is
+    /// given back); false (and dropped) when [`MAX_UNDELIVERED`] are waiting already.
+    pub(crate) fn then(
+        &mut self,
+        delivery: impl Future<Output = ()> + Send + 'static,
+        after: impl FnOnce() + Send + 'static,
+    ) -> bool {
         if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_UNDELIVERED {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return false;
@@ -77,17 +85,20 @@ impl Outgoing {
         // Given back however the task ends (a panic, an abort).
         let slot = Slot(self.pending.clone());
         self.last = Some(tokio::spawn(async move {
-            let _slot = slot;
-            if let Some(before) = before {
-                let _ = before.await;
+            {
+                let _slot = slot;
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                delivery.await;
             }
-            delivery.await;
+            after();
         }));
         true
     }
 
     /// Replies not through yet.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
 }
@@ -108,17 +119,16 @@ enum End {
     Cancelled,
 }
 
-/// Runs `run_id` for `session` to its end, storing every step and the final status, and
-/// delivering its answers after those in `outgoing`. Returns the steered messages it did
-/// not take (a failed or cancelled run), which go to the next run, and `outgoing`.
+/// Runs `run_id` for `session` to its end, storing every step and the final status.
+/// Returns the steered messages it did not take (a failed or cancelled run): they go to
+/// the next run.
 pub async fn run(
     kernel: Arc<Kernel>,
     session: SessionRow,
     run_id: String,
     cancel: CancellationToken,
     mut steered: mpsc::Receiver<Steered>,
-    mut outgoing: Outgoing,
-) -> (Vec<String>, Outgoing) {
+) -> Vec<String> {
     let key = session.key.clone();
     let running = RunRow {
         id: run_id.clone(),
@@ -132,7 +142,7 @@ pub async fn run(
     }
     let mut seen = std::collections::HashSet::new();
     let end = tokio::select! {
-        end = turns(&kernel, &session, &run_id, &mut steered, &mut seen, &mut outgoing) => end,
+        end = turns(&kernel, &session, &run_id, &mut steered, &mut seen) => end,
         _ = cancel.cancelled() => End::Cancelled,
     };
     steered.close();
@@ -165,9 +175,9 @@ pub async fn run(
     kernel.emit("agent_end", payload, run_context(&key, &run_id));
     kernel.sessions.publish_run(row);
     if let End::Completed(text) = end {
-        outgoing.push(&kernel, &session, &run_id, text);
+        send_reply(&kernel, &session, &run_id, text);
     }
-    (leftover, outgoing)
+    leftover
 }
 
 fn run_context(key: &str, run_id: &str) -> Map {
@@ -221,7 +231,6 @@ async fn turns(
     run_id: &str,
     steered: &mut mpsc::Receiver<Steered>,
     seen: &mut std::collections::HashSet<String>,
-    outgoing: &mut Outgoing,
 ) -> End {
     let config = kernel.config();
     let agent: AgentSpec = config.agents.get(&session.agent_id).cloned().unwrap_or_default();
@@ -317,7 +326,7 @@ async fn turns(
                 }
             }
             // This answer is final for what came before the steered messages.
-            outgoing.push(kernel, session, run_id, answer.message.content.clone());
+            send_reply(kernel, session, run_id, answer.message.content.clone());
             messages.extend(late);
             continue;
         };
@@ -521,28 +530,31 @@ mod tests {
         let done = Arc::new(Mutex::new(Vec::new()));
         let (open, gate) = oneshot::channel::<()>();
         let first = done.clone();
-        assert!(outgoing.then(async move {
-            let _ = gate.await;
-            first.lock().unwrap().push(0);
-        }));
+        assert!(outgoing.then(
+            async move {
+                let _ = gate.await;
+                first.lock().unwrap().push(0);
+            },
+            || {}
+        ));
         for i in 1..MAX_UNDELIVERED {
             let done = done.clone();
-            assert!(outgoing.then(async move { done.lock().unwrap().push(i) }));
+            assert!(outgoing.then(async move { done.lock().unwrap().push(i) }, || {}));
         }
-        assert!(!outgoing.then(async {}), "one more than the bound is refused");
+        assert!(!outgoing.then(async {}, || {}), "one more than the bound is refused");
         open.send(()).unwrap();
         let last = outgoing.last.take().expect("a delivery");
         tokio::time::timeout(Duration::from_secs(10), last).await.expect("in time").unwrap();
         assert_eq!(*done.lock().unwrap(), (0..MAX_UNDELIVERED).collect::<Vec<_>>());
         assert_eq!(outgoing.pending.load(Ordering::Acquire), 0);
         let done = done.clone();
-        assert!(outgoing.then(async move { done.lock().unwrap().push(99) }), "room again");
+        assert!(outgoing.then(async move { done.lock().unwrap().push(99) }, || {}), "room again");
     }
 
     #[tokio::test]
     async fn a_delivery_that_panics_gives_its_place_back() {
         let mut outgoing = Outgoing::default();
-        assert!(outgoing.then(async { panic!("a delivery panics") }));
+        assert!(outgoing.then(async { panic!("a delivery panics") }, || {}));
         let last = outgoing.last.take().expect("a delivery");
         assert!(last.await.is_err(), "it panicked");
         assert_eq!(outgoing.pending(), 0);
