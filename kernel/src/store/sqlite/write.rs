@@ -265,9 +265,10 @@ fn journal_loop(
         }
         frames.clear();
         let mut taken = Vec::with_capacity(batch.len());
-        let bytes: usize = batch.iter().map(|(_, payload, _)| payload.len()).sum();
+        let mut bytes = 0;
         for (lsn, (writes, payload, reply)) in (journal.next_lsn()..).zip(batch) {
             journal.frame(&mut frames, lsn, &payload);
+            bytes += payload.len();
             taken.push((writes, reply));
         }
         if let Err(e) = journal.append(&frames, taken.len() as u64) {
