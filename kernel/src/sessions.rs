@@ -154,9 +154,14 @@ impl Sessions {
         self.events.subscribe()
     }
 
+    /// Whether anyone follows the sessions' events.
+    pub fn followed(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     fn publish(&self, key: &str, event: impl FnOnce() -> Value) {
         // Building the event costs: only when someone follows.
-        if self.events.receiver_count() > 0 {
+        if self.followed() {
             let _ = self
                 .events
                 .send(SessionEvent { session_key: key.into(), event: Arc::new(event()) });

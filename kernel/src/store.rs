@@ -10,6 +10,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burrow_protocol::Map;
 use burrow_protocol::methods::invoke::{Role, ToolCallRequest};
@@ -20,6 +22,29 @@ pub mod sqlite;
 
 /// A boxed future, so the trait stays object-safe.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What to do once submitted writes are on disk, or refused ([`Storage::submit`]). It
+/// runs on the engine's writing thread: it must be quick and must never block.
+pub type WriteDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Keeps one writer's submitted writes consistent with each other: once one of them is
+/// refused, every later one behind the same fence is refused too, so nothing written on
+/// the assumption that an earlier write took effect is ever acknowledged without it. A
+/// writer that sees a refusal starts again from what the store holds, with a new fence.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(Arc<AtomicBool>);
+
+impl Fence {
+    /// Whether a write behind this fence was refused.
+    pub fn is_broken(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Refuses every later write behind this fence.
+    pub fn break_now(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 /// Why the store failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -155,6 +180,16 @@ pub enum Write {
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Applies `writes` atomically; `Ok` means they are on disk.
     fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()>;
+    /// Queues `writes` (applied atomically, after every write queued before them) and
+    /// returns once they are queued, waiting only for room, not for the disk. `done` runs
+    /// exactly once: with `Ok` once they are on disk, or with why they were refused.
+    /// Writes behind a broken `fence` are refused, and a refusal breaks `fence`.
+    fn submit<'a>(
+        &'a self,
+        writes: Vec<Write>,
+        fence: &Fence,
+        done: WriteDone,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
     /// One session.
     fn session(&self, key: &str) -> StoreFuture<'_, Option<SessionRow>>;
     /// Sessions matching `filter` (except `active`), newest activity first, and the total.

@@ -1,9 +1,18 @@
 //! One session: its ordered queue of runs, one at a time. Every message and run is
 //! written to the store before it is acknowledged; the actor holds only what the store
 //! can give back, so it can be evicted when idle and rebuilt after a failure or restart.
+//!
+//! The actor does not wait for the disk: it submits a message's writes and goes on with
+//! the next message, assuming they take effect; the store's journal thread answers the
+//! caller once they are on disk ([`Storage::submit`](crate::store::Storage::submit)), and
+//! tells the actor when there is more to do ([`SessionMsg::Written`]): only then does it
+//! publish them and start the run they feed. Should a write be refused, the session's
+//! later writes are refused too (its [`Fence`]) and the actor fails, to be started again
+//! from what the store holds.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::comms::HandlingMode;
@@ -17,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::Responder;
 use crate::kernel::Kernel;
-use crate::store::{NewMessage, RunRow, SessionRow, Write};
+use crate::store::{Fence, NewMessage, RunRow, SessionRow, StoreError, Write, WriteDone};
 
 /// Messages of a session actor.
 // Nearly every message is `Inbound`: boxing it would add an allocation per message.
@@ -26,6 +35,8 @@ use crate::store::{NewMessage, RunRow, SessionRow, Write};
 pub enum SessionMsg {
     /// A message to store and (depending on [`Wake`]) answer, and where the answer goes.
     Inbound(Inbound, DispatchReply),
+    /// A dispatch's writes are on disk (or were refused): what to make known and start.
+    Written(Result<(), StoreError>, AfterWrite),
     /// A run ended, leaving these steered messages untaken.
     RunFinished(String, Vec<String>),
     /// Cancel a queued or running run.
@@ -35,6 +46,9 @@ pub enum SessionMsg {
     /// Fail, as a bug would (tests of the supervision).
     #[cfg(test)]
     Crash,
+    /// The running run's id (tests).
+    #[cfg(test)]
+    Running(oneshot::Sender<Option<String>>),
 }
 
 /// Whether an inbound message starts (or joins) a run.
@@ -110,6 +124,17 @@ impl DispatchReply {
     }
 }
 
+/// What a dispatch makes known once its writes are on disk.
+#[derive(Debug, Default)]
+pub struct AfterWrite {
+    /// It created the session: `session_start`.
+    created: bool,
+    /// The stored message, for followers (only when someone follows).
+    message: Option<NewMessage>,
+    /// The run it queued.
+    run: Option<RunRow>,
+}
+
 /// Arguments of a session actor.
 #[derive(Debug)]
 pub struct SessionArgs {
@@ -135,19 +160,33 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A run waiting in the queue.
+#[derive(Debug)]
+struct Queued {
+    id: String,
+    /// It may start once the actor's submissions up to this one are on disk: its row
+    /// and every message it takes.
+    ready_at: u64,
+}
+
 /// Its state.
 #[derive(Debug)]
 pub struct SessionState {
     kernel: Arc<Kernel>,
     key: String,
     session: Option<SessionRow>,
-    queue: VecDeque<String>,
+    queue: VecDeque<Queued>,
     /// The queued run new messages join (the last one, not started yet).
     joinable: Option<String>,
     /// Messages waiting for queued runs, by run: bounded by `[sessions] max_queue` too.
     waiting: std::collections::HashMap<String, usize>,
     running: Option<Running>,
     last_activity: Instant,
+    /// Refuses the actor's writes after one of them was refused.
+    fence: Fence,
+    /// Submissions so far, and how many of them are on disk (they are written in order).
+    submitted: u64,
+    written: Arc<AtomicU64>,
 }
 
 impl Actor for SessionActor {
@@ -163,8 +202,12 @@ impl Actor for SessionActor {
         let store = args.kernel.store();
         let session = store.session(&args.key).await?;
         // Acknowledged work survives evictions, failures and restarts.
-        let queue: VecDeque<String> =
-            store.unfinished_runs(Some(&args.key)).await?.into_iter().map(|r| r.id).collect();
+        let queue: VecDeque<Queued> = store
+            .unfinished_runs(Some(&args.key))
+            .await?
+            .into_iter()
+            .map(|r| Queued { id: r.id, ready_at: 0 })
+            .collect();
         if !queue.is_empty() {
             tracing::info!(session = %args.key, runs = queue.len(), "resuming unfinished runs");
         }
@@ -182,7 +225,7 @@ impl Actor for SessionActor {
                 }
             }
         });
-        let joinable = queue.back().cloned();
+        let joinable = queue.back().map(|q| q.id.clone());
         let mut state = SessionState {
             kernel: args.kernel,
             key: args.key,
@@ -192,6 +235,9 @@ impl Actor for SessionActor {
             waiting: Default::default(),
             running: None,
             last_activity: Instant::now(),
+            fence: Fence::default(),
+            submitted: 0,
+            written: Arc::default(),
         };
         start_next(&mut state, &myself).await;
         Ok(state)
@@ -208,10 +254,21 @@ impl Actor for SessionActor {
         }
         match msg {
             SessionMsg::Inbound(inbound, reply) => {
-                let outcome = dispatch(state, inbound).await;
-                reply.send(outcome);
+                dispatch(state, &myself, inbound, reply).await;
                 start_next(state, &myself).await;
             }
+            SessionMsg::Written(Ok(()), after) => {
+                published(state, after.created, after.message.as_ref());
+                // Unless it was cancelled meanwhile (it cannot have started yet).
+                if let Some(run) = after.run
+                    && state.queue.iter().any(|q| q.id == run.id)
+                {
+                    state.kernel.sessions.publish_run(run);
+                }
+                start_next(state, &myself).await;
+            }
+            // The fence is broken: the actor fails below.
+            SessionMsg::Written(Err(_), _) => {}
             SessionMsg::RunFinished(run_id, leftover) => {
                 if state.running.as_ref().is_some_and(|r| r.id == run_id) {
                     state.running = None;
@@ -225,6 +282,8 @@ impl Actor for SessionActor {
             }
             #[cfg(test)]
             SessionMsg::Crash => return Err("crash requested by a test".into()),
+            #[cfg(test)]
+            SessionMsg::Running(tx) => drop(tx.send(state.running.as_ref().map(|r| r.id.clone()))),
             SessionMsg::Cancel(run_id, reply) => {
                 let _ = reply.send(cancel(state, &run_id).await);
             }
@@ -232,6 +291,7 @@ impl Actor for SessionActor {
                 let idle = Duration::from_millis(state.kernel.config().sessions.idle_timeout_ms);
                 if state.running.is_none()
                     && state.queue.is_empty()
+                    && state.written.load(Ordering::Acquire) >= state.submitted
                     && !state.session.as_ref().is_some_and(|s| s.keep_alive)
                     && state.last_activity.elapsed() >= idle
                 {
@@ -242,6 +302,10 @@ impl Actor for SessionActor {
                     myself.stop(Some("idle".into()));
                 }
             }
+        }
+        if state.fence.is_broken() {
+            // What it holds assumed writes the store refused: start again from the store.
+            return Err(format!("a write of session {:?} was refused", state.key).into());
         }
         Ok(())
     }
@@ -270,22 +334,36 @@ fn meta_str(metadata: &Option<Map>, key: &str) -> Option<String> {
     metadata.as_ref()?.get(key)?.as_str().map(str::to_owned)
 }
 
-async fn dispatch(state: &mut SessionState, item: Inbound) -> Result<DispatchResult, ErrorObject> {
+/// Takes an inbound message: validates it, updates the session as if its writes took
+/// effect, and submits them; the answer goes to `reply` once they are on disk.
+async fn dispatch(
+    state: &mut SessionState,
+    myself: &ActorRef<SessionMsg>,
+    item: Inbound,
+    reply: DispatchReply,
+) {
     let Inbound { content, metadata, caller, wake, mode, create, must_exist } = item;
     let now = now_ms();
     let mut writes = Vec::new();
     match (&state.session, &create) {
         (Some(_), Some(_)) => {
-            return Err(ErrorObject::new(ErrorCode::Conflict, "the session exists already"));
+            let e = ErrorObject::new(ErrorCode::Conflict, "the session exists already");
+            return reply.send(Err(e));
         }
         (None, None) if must_exist => {
-            return Err(ErrorObject::new(
-                ErrorCode::NotFound,
-                format!("no session {:?}", state.key),
-            )
-            .with_data(serde_json::json!({ "reason": "unknown_session" })));
+            let e = ErrorObject::new(ErrorCode::NotFound, format!("no session {:?}", state.key))
+                .with_data(serde_json::json!({ "reason": "unknown_session" }));
+            return reply.send(Err(e));
         }
         _ => {}
+    }
+    let config = state.kernel.config();
+    let waiting: usize = state.waiting.values().sum();
+    if state.queue.len() >= config.sessions.max_queue || waiting >= config.sessions.max_queue {
+        let e =
+            ErrorObject::new(ErrorCode::UnknownError, "the session's queue is full; retry later")
+                .with_data(serde_json::json!({ "reason": "session_queue_full" }));
+        return reply.send(Err(e));
     }
     let created = state.session.is_none();
     let session = state.session.get_or_insert_with(|| match create {
@@ -306,20 +384,11 @@ async fn dispatch(state: &mut SessionState, item: Inbound) -> Result<DispatchRes
     if created {
         writes.push(Write::CreateSession(session.clone()));
     }
-    let config = state.kernel.config();
     let runs = match wake {
         Wake::Auto => config.agents.get(&session.agent_id).is_none_or(|a| a.auto_reply),
         Wake::Always => true,
         Wake::Never => false,
     };
-    let waiting: usize = state.waiting.values().sum();
-    if state.queue.len() >= config.sessions.max_queue || waiting >= config.sessions.max_queue {
-        return Err(ErrorObject::new(
-            ErrorCode::UnknownError,
-            "the session's queue is full; retry later",
-        )
-        .with_data(serde_json::json!({ "reason": "session_queue_full" })));
-    }
     let message_id = uuid::Uuid::now_v7().to_string();
     // Steering goes into the running turn when it can still take it; otherwise the
     // message queues like any other.
@@ -334,15 +403,9 @@ async fn dispatch(state: &mut SessionState, item: Inbound) -> Result<DispatchRes
         match &state.joinable {
             Some(run) => Some(run.clone()),
             None => {
-                let id = uuid::Uuid::now_v7().to_string();
-                let row = RunRow {
-                    id: id.clone(),
-                    session_key: state.key.clone(),
-                    status: RunStatus::Queued,
-                    output: None,
-                    error: None,
-                };
+                let row = queued_run(&state.key);
                 writes.push(Write::Run(row.clone()));
+                let id = row.id.clone();
                 new_run = Some(row);
                 Some(id)
             }
@@ -362,52 +425,135 @@ async fn dispatch(state: &mut SessionState, item: Inbound) -> Result<DispatchRes
         // that run, it is its input again should the run be resumed after a restart.
         run_id: run_id.clone(),
     };
-    writes.push(Write::Append { session_key: state.key.clone(), message: message.clone() });
-    if let Err(e) = state.kernel.store().write(writes).await {
-        if created {
-            state.session = None;
-        }
-        return Err(ErrorObject::new(
-            ErrorCode::InternalError,
-            format!("could not store the message: {e}"),
-        ));
-    }
     if let Some(session) = state.session.as_mut() {
         session.message_count += 1;
         session.last_active_at = now;
     }
-    if created {
-        let payload = serde_json::json!({ "sessionKey": state.key, "agentId": state.session.as_ref().map(|s| s.agent_id.clone()) });
-        state.kernel.emit("session_start", payload, context(&state.key));
+    if steer {
+        // The run takes it live, so it must be on disk first: wait for it.
+        writes.push(Write::Append { session_key: state.key.clone(), message: message.clone() });
+        let outcome = match write_now(state, writes).await {
+            Ok(()) => {
+                published(state, created, Some(&message));
+                steer_into_run(state, message).await
+            }
+            Err(e) => Err(not_stored(e)),
+        };
+        return reply.send(outcome);
     }
-    state.kernel.sessions.publish_message(&state.key, &message);
-    if let Some(row) = new_run {
-        state.queue.push_back(row.id.clone());
+    // The run it queues or joins may start once this submission (the next) is on disk.
+    let seq = state.submitted + 1;
+    if let Some(row) = &new_run {
+        state.queue.push_back(Queued { id: row.id.clone(), ready_at: seq });
         state.joinable = Some(row.id.clone());
-        state.kernel.sessions.publish_run(row);
+    } else if let Some(run) = &run_id
+        && let Some(queued) = state.queue.iter_mut().rev().find(|q| q.id == *run)
+    {
+        queued.ready_at = seq;
     }
-    if !steer && let Some(run) = &run_id {
+    if let Some(run) = &run_id {
         *state.waiting.entry(run.clone()).or_default() += 1;
     }
-    let mut run_id = run_id;
-    if steer && let Some(running) = &state.running {
+    // The actor hears back when it has something to do then: a run to start, an event
+    // to emit, followers to tell (the copy is made only when someone follows), a refusal.
+    let followed = state.kernel.sessions.followed();
+    let tell = created || run_id.is_some() || followed;
+    let after = AfterWrite { created, message: followed.then(|| message.clone()), run: new_run };
+    let result = DispatchResult { dispatch_id: message_id, queued: waits, run_id, reason: None };
+    writes.push(Write::Append { session_key: state.key.clone(), message });
+    let me = myself.clone();
+    submit(state, writes, move |outcome| {
+        reply.send(outcome.clone().map(|()| result).map_err(not_stored));
+        if tell || outcome.is_err() {
+            let _ = me.cast(SessionMsg::Written(outcome, after));
+        }
+    })
+    .await;
+}
+
+/// Why a message was not taken.
+fn not_stored(e: StoreError) -> ErrorObject {
+    ErrorObject::new(ErrorCode::InternalError, format!("could not store the message: {e}"))
+}
+
+/// A new queued run of `key`.
+fn queued_run(key: &str) -> RunRow {
+    RunRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        session_key: key.to_owned(),
+        status: RunStatus::Queued,
+        output: None,
+        error: None,
+    }
+}
+
+/// Submits `writes` behind the actor's fence as its next submission; `then` runs (on the
+/// store's writing thread: quick, never blocking) once they are on disk or refused.
+async fn submit(
+    state: &mut SessionState,
+    writes: Vec<Write>,
+    then: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+) {
+    state.submitted += 1;
+    let (seq, written) = (state.submitted, state.written.clone());
+    let done: WriteDone = Box::new(move |outcome| {
+        if outcome.is_ok() {
+            // Submissions are written in order: every earlier one is on disk too.
+            written.fetch_max(seq, Ordering::AcqRel);
+        }
+        then(outcome);
+    });
+    state.kernel.store().submit(writes, &state.fence, done).await;
+}
+
+/// Writes behind the actor's fence and waits until they are on disk (or refused).
+async fn write_now(state: &mut SessionState, writes: Vec<Write>) -> Result<(), StoreError> {
+    let (tx, rx) = oneshot::channel();
+    submit(state, writes, move |outcome| {
+        let _ = tx.send(outcome);
+    })
+    .await;
+    rx.await.map_err(|_| StoreError::Closed)?
+}
+
+/// Makes a message on disk now known: `session_start` if it created the session, and
+/// the message to followers.
+fn published(state: &SessionState, created: bool, message: Option<&NewMessage>) {
+    if created {
+        let agent = state.session.as_ref().map(|s| s.agent_id.clone());
+        let payload = serde_json::json!({ "sessionKey": state.key, "agentId": agent });
+        state.kernel.emit("session_start", payload, context(&state.key));
+    }
+    if let Some(message) = message {
+        state.kernel.sessions.publish_message(&state.key, message);
+    }
+}
+
+/// Hands a stored message to the running run; should its turn have ended meanwhile, the
+/// message waits for the next run instead.
+async fn steer_into_run(
+    state: &mut SessionState,
+    message: NewMessage,
+) -> Result<DispatchResult, ErrorObject> {
+    let run_id = state.running.as_ref().map(|r| r.id.clone());
+    let message_id = message.id.clone();
+    if let Some(running) = &state.running {
         let steered = super::agent::Steered {
-            message_id: message_id.clone(),
+            message_id: message.id,
             content: message.content,
             metadata: message.metadata,
         };
-        if running.steer.try_send(steered).is_err() {
-            // The turn ended between the check and now: answer it with the next run.
-            run_id = Some(requeue(state, &message_id).await?);
+        if running.steer.try_send(steered).is_ok() {
             return Ok(DispatchResult {
                 dispatch_id: message_id,
-                queued: true,
+                queued: false,
                 run_id,
                 reason: None,
             });
         }
     }
-    Ok(DispatchResult { dispatch_id: message_id, queued: waits, run_id, reason: None })
+    let run_id = Some(requeue(state, &message_id).await?);
+    Ok(DispatchResult { dispatch_id: message_id, queued: true, run_id, reason: None })
 }
 
 /// Makes a stored message the input of the next run (joining the queued one or a new one).
@@ -417,13 +563,7 @@ async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, E
     let run_id = match &state.joinable {
         Some(run) => run.clone(),
         None => {
-            let row = RunRow {
-                id: uuid::Uuid::now_v7().to_string(),
-                session_key: state.key.clone(),
-                status: RunStatus::Queued,
-                output: None,
-                error: None,
-            };
+            let row = queued_run(&state.key);
             writes.push(Write::Run(row.clone()));
             let id = row.id.clone();
             new_run = Some(row);
@@ -431,11 +571,12 @@ async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, E
         }
     };
     writes.push(Write::AssignRun { message_id: message_id.to_owned(), run_id: run_id.clone() });
-    state.kernel.store().write(writes).await.map_err(|e| {
+    write_now(state, writes).await.map_err(|e| {
         ErrorObject::new(ErrorCode::InternalError, format!("could not queue the message: {e}"))
     })?;
     if let Some(row) = new_run {
-        state.queue.push_back(row.id.clone());
+        // On disk already, like everything submitted before it.
+        state.queue.push_back(Queued { id: row.id.clone(), ready_at: 0 });
         state.joinable = Some(row.id.clone());
         state.kernel.sessions.publish_run(row);
     }
@@ -443,12 +584,13 @@ async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, E
     Ok(run_id)
 }
 
-/// Starts the next queued run when none is running.
+/// Starts the next queued run when none is running and its input is on disk.
 async fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
-    if state.running.is_some() {
+    let written = state.written.load(Ordering::Acquire);
+    if state.running.is_some() || state.queue.front().is_none_or(|q| q.ready_at > written) {
         return;
     }
-    let Some(run_id) = state.queue.pop_front() else { return };
+    let Some(Queued { id: run_id, .. }) = state.queue.pop_front() else { return };
     if state.joinable.as_deref() == Some(run_id.as_str()) {
         state.joinable = None;
     }
@@ -477,7 +619,7 @@ async fn cancel(state: &mut SessionState, run_id: &str) -> Result<(), ErrorObjec
         running.cancel.cancel();
         return Ok(());
     }
-    let Some(pos) = state.queue.iter().position(|r| r == run_id) else {
+    let Some(pos) = state.queue.iter().position(|q| q.id == run_id) else {
         return Err(ErrorObject::new(
             ErrorCode::NotFound,
             format!("run {run_id:?} is not queued or running in this session"),
@@ -495,12 +637,12 @@ async fn cancel(state: &mut SessionState, run_id: &str) -> Result<(), ErrorObjec
         output: None,
         error: None,
     };
-    state
-        .kernel
-        .store()
-        .write(vec![Write::Run(row.clone())])
+    write_now(state, vec![Write::Run(row.clone())])
         .await
         .map_err(|e| ErrorObject::new(ErrorCode::InternalError, e.to_string()))?;
     state.kernel.sessions.publish_run(row);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,9 @@
 //! file opens, migrates and recovers, and answers queries.
 
 use std::fs::File;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +24,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 mod write;
 
 use super::journal::{self, Journal};
-use super::{PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture, Write};
+use super::{
+    Fence, PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture, Write, WriteDone,
+};
 #[cfg(test)]
 use write::{Touched, append, apply_one};
 use write::{Writer, apply_all, set_applied};
@@ -258,6 +262,15 @@ const SESSION_COLUMNS: &str = "key, agent_id, channel_id, account_id, created_at
 impl Storage for SqliteStore {
     fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()> {
         Box::pin(self.writer.write(writes))
+    }
+
+    fn submit<'a>(
+        &'a self,
+        writes: Vec<Write>,
+        fence: &Fence,
+        done: WriteDone,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.writer.submit(writes, Some(fence.clone()), done))
     }
 
     fn session(&self, key: &str) -> StoreFuture<'_, Option<SessionRow>> {
@@ -600,6 +613,66 @@ mod tests {
         assert!(journal::salt(&new).is_some() && new.len() == 16);
     }
 
+    /// Submits `writes` behind `fence` and waits for the outcome.
+    async fn submitted(
+        store: &SqliteStore,
+        writes: Vec<Write>,
+        fence: &Fence,
+    ) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.submit(writes, fence, Box::new(move |outcome| drop(tx.send(outcome)))).await;
+        rx.await.expect("done runs exactly once")
+    }
+
+    #[tokio::test]
+    async fn submitted_writes_complete_in_order_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("o.db")).unwrap();
+        let fence = Fence::default();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut last = Some(tx);
+        store.submit(vec![Write::CreateSession(session("s", 1))], &fence, Box::new(|_| {})).await;
+        for i in 0..200u64 {
+            let append = Write::Append {
+                session_key: "s".into(),
+                message: msg(&format!("m{i:03}"), "x", i),
+            };
+            let (done, last) = (done.clone(), if i == 199 { last.take() } else { None });
+            // Returns once queued: the journal thread answers each in turn.
+            store
+                .submit(
+                    vec![append],
+                    &fence,
+                    Box::new(move |outcome| {
+                        done.lock().unwrap().push((i, outcome.is_ok()));
+                        if let Some(tx) = last {
+                            let _ = tx.send(());
+                        }
+                    }),
+                )
+                .await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+        let done = done.lock().unwrap().clone();
+        assert_eq!(done, (0..200).map(|i| (i, true)).collect::<Vec<_>>());
+        // Acknowledged means readable.
+        let history = store.history("s", 1000, None).await.unwrap();
+        assert_eq!(history.len(), 200);
+        assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 200);
+    }
+
+    #[tokio::test]
+    async fn a_completion_that_panics_leaves_the_journal_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("p.db")).unwrap();
+        let create = vec![Write::CreateSession(session("s", 1))];
+        store.submit(create, &Fence::default(), Box::new(|_| panic!("a buggy completion"))).await;
+        let append = Write::Append { session_key: "s".into(), message: msg("m", "x", 2) };
+        submitted(&store, vec![append], &Fence::default()).await.expect("the journal goes on");
+        assert_eq!(store.history("s", 10, None).await.unwrap().len(), 1);
+    }
+
     #[tokio::test]
     async fn writes_the_database_cannot_take_yet_are_retried_and_new_ones_refused_meanwhile() {
         let dir = tempfile::tempdir().unwrap();
@@ -619,10 +692,11 @@ mod tests {
         // Once the applier has failed, new writes are refused rather than queued.
         let mut accepted = vec!["m1".to_owned()];
         let deadline = Instant::now() + Duration::from_secs(10);
+        let fence = Fence::default();
         let refused = loop {
             assert!(Instant::now() < deadline, "writes were never refused");
             let id = format!("probe-{}", accepted.len());
-            match store.write(vec![append(id.clone())]).await {
+            match submitted(&store, vec![append(id.clone())], &fence).await {
                 Ok(()) => accepted.push(id),
                 Err(e) => break e.to_string(),
             }
@@ -648,6 +722,16 @@ mod tests {
         let count = store.session("s").await.unwrap().unwrap().message_count;
         assert_eq!(count, accepted.len() as u64);
         store.write(vec![append("after".into())]).await.expect("taken again");
+        // Not behind the refused write's fence: its writer must start again first.
+        let behind = submitted(&store, vec![append("behind".into())], &fence).await;
+        let behind = behind.expect_err("refused behind a broken fence").to_string();
+        assert!(behind.contains("earlier write of the same writer was refused"), "{behind}");
+        submitted(&store, vec![append("anew".into())], &Fence::default())
+            .await
+            .expect("a new fence");
+        let ids: Vec<String> =
+            store.history("s", 1000, None).await.unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids[accepted.len()..], ["after", "anew"]);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::super::journal::{self, Journal};
-use super::super::{NewMessage, StoreError, Write};
+use super::super::{Fence, NewMessage, StoreError, Write, WriteDone};
 use super::db;
 
 /// Most writes the journal thread takes in one group.
@@ -95,10 +95,24 @@ impl Writer {
 
     /// Journals `writes`; `Ok` once they are on disk.
     pub(super) async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let payload = journal::payload(&writes)?;
         let (tx, rx) = oneshot::channel();
-        self.jobs.send((writes, payload, tx)).await.map_err(|_| StoreError::Closed)?;
+        let done: WriteDone = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        self.submit(writes, None, done).await;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `writes` for the journal thread, which runs `done` once they are on disk
+    /// or refused (see [`Storage::submit`](super::super::Storage::submit)).
+    pub(super) async fn submit(&self, writes: Vec<Write>, fence: Option<Fence>, done: WriteDone) {
+        let job = match journal::payload(&writes) {
+            Ok(payload) => Job { writes, payload, fence, done },
+            Err(e) => return refuse(fence.as_ref(), done, e),
+        };
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job).await {
+            refuse(job.fence.as_ref(), job.done, StoreError::Closed);
+        }
     }
 
     /// Waits (up to `deadline`) until every write acknowledged so far is applied.
@@ -133,8 +147,30 @@ impl Writer {
     }
 }
 
-/// One caller's writes, their encoded form for the journal, and where to answer.
-type Job = (Vec<Write>, Vec<u8>, oneshot::Sender<Result<(), StoreError>>);
+/// One caller's writes, their encoded form for the journal, and what to do once they are
+/// on disk.
+struct Job {
+    writes: Vec<Write>,
+    payload: Vec<u8>,
+    fence: Option<Fence>,
+    done: WriteDone,
+}
+
+/// Tells a caller its writes were refused, refusing its later ones too.
+fn refuse(fence: Option<&Fence>, done: WriteDone, e: StoreError) {
+    if let Some(fence) = fence {
+        fence.break_now();
+    }
+    done_now(done, Err(e));
+}
+
+/// Runs a caller's `done`: one that panics (a bug) is logged, and the journal thread,
+/// which everyone's writes need, goes on.
+fn done_now(done: WriteDone, outcome: Result<(), StoreError>) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(outcome))).is_err() {
+        tracing::error!("a write's completion panicked; the journal goes on");
+    }
+}
 
 /// What the journal thread hands the applier.
 enum ToApply {
@@ -258,36 +294,52 @@ fn journal_loop(
             let e = StoreError::Db(
                 "the database cannot take writes now (see the kernel log); refused".into(),
             );
-            for (_, _, reply) in batch {
-                let _ = reply.send(Err(e.clone()));
+            for job in batch {
+                refuse(job.fence.as_ref(), job.done, e.clone());
             }
             continue;
         }
         frames.clear();
         let mut taken = Vec::with_capacity(batch.len());
         let mut bytes = 0;
-        for (lsn, (writes, payload, reply)) in (journal.next_lsn()..).zip(batch) {
-            journal.frame(&mut frames, lsn, &payload);
-            bytes += payload.len();
-            taken.push((writes, reply));
+        let mut lsn = journal.next_lsn();
+        for job in batch {
+            // Written on the assumption that a refused write took effect: refused too.
+            if job.fence.as_ref().is_some_and(Fence::is_broken) {
+                let e = StoreError::Db("an earlier write of the same writer was refused".into());
+                done_now(job.done, Err(e));
+                continue;
+            }
+            journal.frame(&mut frames, lsn, &job.payload);
+            lsn += 1;
+            bytes += job.payload.len();
+            taken.push((job.writes, job.fence, job.done));
+        }
+        if taken.is_empty() {
+            continue;
         }
         if let Err(e) = journal.append(&frames, taken.len() as u64) {
             tracing::error!(error = %e, "journal append failed; the writes are refused");
-            for (_, reply) in taken {
-                let _ = reply.send(Err(e.clone()));
+            for (_, fence, done) in taken {
+                refuse(fence.as_ref(), done, e.clone());
             }
             continue;
         }
         let last_lsn = journal.next_lsn() - 1;
         acked.store(last_lsn, Ordering::Release);
         let mut jobs = Vec::with_capacity(taken.len());
-        for (writes, reply) in taken {
-            let _ = reply.send(Ok(()));
+        for (writes, _, done) in taken {
+            done_now(done, Ok(()));
             jobs.push(writes);
         }
         nudge.backlog.fetch_add(bytes, Ordering::AcqRel);
         if !send(ToApply::Writes { jobs, last_lsn, bytes }) {
             tracing::error!("the store's applier stopped; journaled writes wait for a restart");
+            // Whoever waits hears so; later submissions find the queue closed.
+            rx.close();
+            while let Ok(job) = rx.try_recv() {
+                refuse(job.fence.as_ref(), job.done, StoreError::Closed);
+            }
             return;
         }
         if nudge.readers.load(Ordering::SeqCst) > 0 {

@@ -1,0 +1,200 @@
+//! The actor over a store whose writes a test holds back and lets go (or refuses): what
+//! waits for the disk, and what a refused write does to the session.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::Actor;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::config::Config;
+use crate::kernel::KernelPaths;
+use crate::methods::session::to_session;
+use crate::sessions::SessionsActor;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{PeerRequestRow, Storage, StoreFuture, Write, WriteDone};
+use crate::token::KernelKey;
+use burrow_protocol::methods::session::{SessionFilter, TranscriptMessage};
+
+type Held = Vec<(Vec<Write>, Fence, WriteDone)>;
+
+/// SQLite, except that submissions are held back while `held` is `Some`.
+struct Gated {
+    inner: SqliteStore,
+    held: Mutex<Option<Held>>,
+}
+
+impl std::fmt::Debug for Gated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gated")
+    }
+}
+
+impl Gated {
+    fn hold(&self) {
+        *self.held.lock().unwrap() = Some(Vec::new());
+    }
+
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().as_ref().map_or(0, Vec::len)
+    }
+
+    /// Hands what was held to the store, in order, refusing the first if asked (as the
+    /// store would: breaking its fence).
+    async fn release(&self, refuse_first: bool) {
+        let held = self.held.lock().unwrap().take().unwrap_or_default();
+        for (i, (writes, fence, done)) in held.into_iter().enumerate() {
+            if i == 0 && refuse_first {
+                fence.break_now();
+                done(Err(StoreError::Db("refused by the test".into())));
+            } else {
+                self.inner.submit(writes, &fence, done).await;
+            }
+        }
+    }
+}
+
+impl Storage for Gated {
+    fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()> {
+        self.inner.write(writes)
+    }
+    fn submit<'a>(
+        &'a self,
+        writes: Vec<Write>,
+        fence: &Fence,
+        done: WriteDone,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        if let Some(held) = self.held.lock().unwrap().as_mut() {
+            held.push((writes, fence.clone(), done));
+            return Box::pin(async {});
+        }
+        self.inner.submit(writes, fence, done)
+    }
+    fn session(&self, key: &str) -> StoreFuture<'_, Option<SessionRow>> {
+        self.inner.session(key)
+    }
+    fn sessions(
+        &self,
+        filter: SessionFilter,
+        limit: u32,
+        offset: u32,
+    ) -> StoreFuture<'_, (Vec<SessionRow>, u64)> {
+        self.inner.sessions(filter, limit, offset)
+    }
+    fn history(
+        &self,
+        key: &str,
+        limit: u32,
+        before: Option<String>,
+    ) -> StoreFuture<'_, Vec<TranscriptMessage>> {
+        self.inner.history(key, limit, before)
+    }
+    fn run(&self, id: &str) -> StoreFuture<'_, Option<RunRow>> {
+        self.inner.run(id)
+    }
+    fn unfinished_runs(&self, session_key: Option<&str>) -> StoreFuture<'_, Vec<RunRow>> {
+        self.inner.unfinished_runs(session_key)
+    }
+    fn resident_sessions(&self) -> StoreFuture<'_, Vec<SessionRow>> {
+        self.inner.resident_sessions()
+    }
+    fn peers(&self) -> StoreFuture<'_, Vec<SessionRow>> {
+        self.inner.peers()
+    }
+    fn peer_request(&self, id: &str) -> StoreFuture<'_, Option<PeerRequestRow>> {
+        self.inner.peer_request(id)
+    }
+}
+
+/// A kernel over a gated store, with its session supervisor; no provider, so a started
+/// run waits for one (and stays running).
+async fn kernel(dir: &std::path::Path) -> (Arc<Kernel>, Arc<Gated>, ActorRef<()>) {
+    let mut config = Config::default();
+    config.sessions.provider_wait_ms = 60_000;
+    let inner = SqliteStore::open(&dir.join("burrow.db")).unwrap();
+    let store = Arc::new(Gated { inner, held: Mutex::new(None) });
+    let paths = KernelPaths { socket: dir.join("k.sock"), state_dir: dir.to_owned() };
+    let kernel = Arc::new(Kernel::new(config, KernelKey::from_seed([2; 32]), paths, store.clone()));
+    let (sessions, _) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
+    (kernel, store, sessions)
+}
+
+/// Polls `ready` every 10 ms for up to 10 s.
+async fn until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ready().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The id of `key`'s running run, asked of its actor (after everything sent it before).
+async fn running(kernel: &Arc<Kernel>, key: &str) -> Option<String> {
+    let (tx, rx) = oneshot::channel();
+    kernel.sessions.actor(kernel, key).unwrap().cast(SessionMsg::Running(tx)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rx).await.expect("the actor answers").unwrap()
+}
+
+fn inbound(text: &str, wake: Wake) -> Inbound {
+    Inbound::new(text.into(), None, "test".into(), wake)
+}
+
+#[tokio::test]
+async fn a_run_starts_and_the_caller_hears_only_once_the_message_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, store, sessions) = kernel(dir.path()).await;
+    store.hold();
+    let k = kernel.clone();
+    let answer =
+        tokio::spawn(async move { to_session(&k, "k1", inbound("hello", Wake::Always)).await });
+    until("the message's writes are submitted", async || store.held() == 1).await;
+    // The actor took the message and answers others, but neither told the caller nor
+    // started the run: the store has not said the message is on disk.
+    assert_eq!(running(&kernel, "k1").await, None);
+    assert!(!answer.is_finished(), "answered before the message was on disk");
+
+    store.release(false).await;
+    let acked = answer.await.unwrap().expect("taken once on disk");
+    let run_id = acked.run_id.expect("a run");
+    until("the run starts", async || running(&kernel, "k1").await.as_ref() == Some(&run_id)).await;
+    let history = kernel.store().history("k1", 10, None).await.unwrap();
+    assert_eq!(history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["hello"]);
+    sessions.stop(None);
+}
+
+#[tokio::test]
+async fn a_refused_write_refuses_the_sessions_later_ones_and_restarts_it_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, store, sessions) = kernel(dir.path()).await;
+    to_session(&kernel, "k1", inbound("one", Wake::Never)).await.expect("taken");
+    let first = kernel.sessions.actor(&kernel, "k1").unwrap();
+
+    store.hold();
+    let send = |text: &'static str| {
+        let k = kernel.clone();
+        tokio::spawn(async move { to_session(&k, "k1", inbound(text, Wake::Never)).await })
+    };
+    let two = send("two");
+    until("the second message's writes are submitted", async || store.held() == 1).await;
+    let three = send("three");
+    until("the third message's writes are submitted", async || store.held() == 2).await;
+    // "two" is refused; "three" was written assuming "two" took effect: refused too, by
+    // the store itself, although the store takes writes again.
+    store.release(true).await;
+    let two = two.await.unwrap().expect_err("refused").message;
+    assert!(two.contains("refused by the test"), "{two}");
+    let three = three.await.unwrap().expect_err("refused behind it").message;
+    assert!(three.contains("earlier write of the same writer was refused"), "{three}");
+
+    // The actor started again from the store, and takes messages again.
+    until("a new actor for k1", async || {
+        kernel.sessions.actors.get("k1").is_some_and(|a| a.get_id() != first.get_id())
+    })
+    .await;
+    to_session(&kernel, "k1", inbound("four", Wake::Never)).await.expect("taken again");
+    let history = kernel.store().history("k1", 10, None).await.unwrap();
+    assert_eq!(history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["one", "four"]);
+    assert_eq!(kernel.store().session("k1").await.unwrap().unwrap().message_count, 2);
+    sessions.stop(None);
+}
