@@ -347,12 +347,14 @@ mod tests {
         let history = kernel.store().history("k1", 10, None).await.unwrap();
         assert_eq!(history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["hello"]);
         let mut watch = kernel.sessions.watch_run(&run_id).expect("the run is live again");
+        // Not holding on to the value seen: its sender would wait for it.
         let running = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             watch.wait_for(|r| r.status == RunStatus::Running),
         )
-        .await;
-        assert!(running.is_ok(), "the resumed run did not start");
+        .await
+        .is_ok_and(|seen| seen.is_ok());
+        assert!(running, "the resumed run did not start");
         // The new actor takes new work.
         let item = Inbound::new("again".into(), None, "test".into(), Wake::Always);
         let again = crate::methods::session::to_session(&kernel, "k1", item).await.unwrap();

@@ -24,7 +24,8 @@ pub mod sqlite;
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// What to do once submitted writes are on disk, or refused ([`Storage::submit`]). It
-/// runs on the engine's writing thread: it must be quick and must never block.
+/// runs on the engine's writing thread (or at once on the submitter's, when the engine is
+/// shut down): it must be quick and must never block.
 pub type WriteDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 /// Keeps one writer's submitted writes consistent with each other: once one of them is
@@ -182,8 +183,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()>;
     /// Queues `writes` (applied atomically, after every write queued before them) and
     /// returns once they are queued, waiting only for room, not for the disk. `done` runs
-    /// exactly once: with `Ok` once they are on disk, or with why they were refused.
-    /// Writes behind a broken `fence` are refused, and a refusal breaks `fence`.
+    /// exactly once, in the order of submission: with `Ok` once they are on disk, or
+    /// with why they were refused. Writes behind a broken `fence` are refused, and a
+    /// refusal breaks `fence`. No writes make a barrier: `Ok` once everything submitted
+    /// before is done.
     fn submit<'a>(
         &'a self,
         writes: Vec<Write>,

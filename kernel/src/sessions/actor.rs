@@ -7,12 +7,11 @@
 //! caller once they are on disk ([`Storage::submit`](crate::store::Storage::submit)), and
 //! tells the actor when there is more to do ([`SessionMsg::Written`]): only then does it
 //! publish them and start the run they feed. Should a write be refused, the session's
-//! later writes are refused too (its [`Fence`]) and the actor fails, to be started again
-//! from what the store holds.
+//! later writes are refused too (its fence, see [`writes`]) and the actor starts again
+//! from what the store holds, keeping the run in progress.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::comms::HandlingMode;
@@ -26,8 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::Responder;
 use crate::kernel::Kernel;
-use crate::store::{Fence, NewMessage, RunRow, SessionRow, StoreError, Write, WriteDone};
+use crate::store::{NewMessage, RunRow, SessionRow, StoreError, Write};
 
+mod writes;
+use writes::Writes;
+
+/// How often a session whose writes were refused tries to read itself back from the store.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// Messages of a session actor.
 // Nearly every message is `Inbound`: boxing it would add an allocation per message.
 #[allow(clippy::large_enum_variant)]
@@ -35,8 +39,11 @@ use crate::store::{Fence, NewMessage, RunRow, SessionRow, StoreError, Write, Wri
 pub enum SessionMsg {
     /// A message to store and (depending on [`Wake`]) answer, and where the answer goes.
     Inbound(Inbound, DispatchReply),
-    /// A dispatch's writes are on disk (or were refused): what to make known and start.
-    Written(Result<(), StoreError>, AfterWrite),
+    /// A dispatch's writes (the actor's `seq`th submission) are on disk, or were
+    /// refused; what to make known once they are.
+    Written(u64, Result<(), StoreError>, AfterWrite),
+    /// Time to try again to read the session back from the store.
+    Reload,
     /// A run ended, leaving these steered messages untaken.
     RunFinished(String, Vec<String>),
     /// Cancel a queued or running run.
@@ -155,17 +162,24 @@ struct Running {
     cancel: CancellationToken,
     /// Steered messages for its next turn boundary.
     steer: mpsc::Sender<super::agent::Steered>,
-    /// Its task: aborted, not cancelled, when the actor stops, so the run stays
-    /// unfinished in the store and the session's next actor resumes it.
+    /// Its task: aborted, not cancelled, when the actor stops or fails (when this is
+    /// dropped), so the run stays unfinished in the store and the session's next actor
+    /// resumes it.
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A run waiting in the queue.
 #[derive(Debug)]
 struct Queued {
     id: String,
-    /// It may start once the actor's submissions up to this one are on disk: its row
-    /// and every message it takes.
+    /// It may start once the actor knows its submissions up to this one are on disk:
+    /// its row and every message it takes.
     ready_at: u64,
 }
 
@@ -182,11 +196,15 @@ pub struct SessionState {
     waiting: std::collections::HashMap<String, usize>,
     running: Option<Running>,
     last_activity: Instant,
-    /// Refuses the actor's writes after one of them was refused.
-    fence: Fence,
-    /// Submissions so far, and how many of them are on disk (they are written in order).
-    submitted: u64,
-    written: Arc<AtomicU64>,
+    /// Its writes in flight.
+    writes: Writes,
+    /// A write was refused and the session could not be read back yet: it takes no
+    /// work until it is.
+    stale: bool,
+    /// A `Reload` is on its way.
+    reload_due: bool,
+    /// Steered messages a run left while the session was stale: queued once it is not.
+    leftover: Vec<String>,
 }
 
 impl Actor for SessionActor {
@@ -235,9 +253,10 @@ impl Actor for SessionActor {
             waiting: Default::default(),
             running: None,
             last_activity: Instant::now(),
-            fence: Fence::default(),
-            submitted: 0,
-            written: Arc::default(),
+            writes: Writes::default(),
+            stale: false,
+            reload_due: false,
+            leftover: Vec::new(),
         };
         start_next(&mut state, &myself).await;
         Ok(state)
@@ -252,12 +271,17 @@ impl Actor for SessionActor {
         if !matches!(msg, SessionMsg::IdleCheck) {
             state.last_activity = Instant::now();
         }
+        if state.stale {
+            reload(state, &myself).await;
+        }
         match msg {
+            SessionMsg::Inbound(_, reply) if state.stale => reply.send(Err(restoring())),
             SessionMsg::Inbound(inbound, reply) => {
                 dispatch(state, &myself, inbound, reply).await;
                 start_next(state, &myself).await;
             }
-            SessionMsg::Written(Ok(()), after) => {
+            SessionMsg::Written(seq, Ok(()), after) => {
+                state.writes.heard(seq);
                 published(state, after.created, after.message.as_ref());
                 // Unless it was cancelled meanwhile (it cannot have started yet).
                 if let Some(run) = after.run
@@ -267,16 +291,16 @@ impl Actor for SessionActor {
                 }
                 start_next(state, &myself).await;
             }
-            // The fence is broken: the actor fails below.
-            SessionMsg::Written(Err(_), _) => {}
+            // The fence is broken: the session is read back below.
+            SessionMsg::Written(seq, Err(_), _) => state.writes.heard(seq),
+            SessionMsg::Reload => state.reload_due = false,
             SessionMsg::RunFinished(run_id, leftover) => {
                 if state.running.as_ref().is_some_and(|r| r.id == run_id) {
                     state.running = None;
                 }
-                for message_id in leftover {
-                    if let Err(e) = requeue(state, &message_id).await {
-                        tracing::error!(session = %state.key, error = %e, "cannot queue a steered message");
-                    }
+                state.leftover.extend(leftover);
+                if !state.stale {
+                    requeue_leftover(state).await;
                 }
                 start_next(state, &myself).await;
             }
@@ -284,6 +308,7 @@ impl Actor for SessionActor {
             SessionMsg::Crash => return Err("crash requested by a test".into()),
             #[cfg(test)]
             SessionMsg::Running(tx) => drop(tx.send(state.running.as_ref().map(|r| r.id.clone()))),
+            SessionMsg::Cancel(_, reply) if state.stale => drop(reply.send(Err(restoring()))),
             SessionMsg::Cancel(run_id, reply) => {
                 let _ = reply.send(cancel(state, &run_id).await);
             }
@@ -291,7 +316,8 @@ impl Actor for SessionActor {
                 let idle = Duration::from_millis(state.kernel.config().sessions.idle_timeout_ms);
                 if state.running.is_none()
                     && state.queue.is_empty()
-                    && state.written.load(Ordering::Acquire) >= state.submitted
+                    && !state.writes.busy()
+                    && !state.stale
                     && !state.session.as_ref().is_some_and(|s| s.keep_alive)
                     && state.last_activity.elapsed() >= idle
                 {
@@ -303,9 +329,10 @@ impl Actor for SessionActor {
                 }
             }
         }
-        if state.fence.is_broken() {
-            // What it holds assumed writes the store refused: start again from the store.
-            return Err(format!("a write of session {:?} was refused", state.key).into());
+        if state.writes.refused() && !state.stale {
+            // What it holds assumed writes the store refused.
+            tracing::warn!(session = %state.key, "a write was refused: reading the session back from the store");
+            reload(state, &myself).await;
         }
         Ok(())
     }
@@ -316,9 +343,8 @@ impl Actor for SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         state.kernel.sessions.release(&state.key, &myself.get_cell());
-        if let Some(running) = state.running.take() {
-            running.task.abort();
-        }
+        // Dropping it aborts its task.
+        state.running = None;
         Ok(())
     }
 }
@@ -348,12 +374,12 @@ async fn dispatch(
     match (&state.session, &create) {
         (Some(_), Some(_)) => {
             let e = ErrorObject::new(ErrorCode::Conflict, "the session exists already");
-            return reply.send(Err(e));
+            return answer_in_turn(state, reply, e).await;
         }
         (None, None) if must_exist => {
             let e = ErrorObject::new(ErrorCode::NotFound, format!("no session {:?}", state.key))
                 .with_data(serde_json::json!({ "reason": "unknown_session" }));
-            return reply.send(Err(e));
+            return answer_in_turn(state, reply, e).await;
         }
         _ => {}
     }
@@ -363,7 +389,7 @@ async fn dispatch(
         let e =
             ErrorObject::new(ErrorCode::UnknownError, "the session's queue is full; retry later")
                 .with_data(serde_json::json!({ "reason": "session_queue_full" }));
-        return reply.send(Err(e));
+        return answer_in_turn(state, reply, e).await;
     }
     let created = state.session.is_none();
     let session = state.session.get_or_insert_with(|| match create {
@@ -442,7 +468,7 @@ async fn dispatch(
         return reply.send(outcome);
     }
     // The run it queues or joins may start once this submission (the next) is on disk.
-    let seq = state.submitted + 1;
+    let seq = state.writes.next();
     if let Some(row) = &new_run {
         state.queue.push_back(Queued { id: row.id.clone(), ready_at: seq });
         state.joinable = Some(row.id.clone());
@@ -462,13 +488,86 @@ async fn dispatch(
     let result = DispatchResult { dispatch_id: message_id, queued: waits, run_id, reason: None };
     writes.push(Write::Append { session_key: state.key.clone(), message });
     let me = myself.clone();
-    submit(state, writes, move |outcome| {
+    let store = state.kernel.store();
+    let submitted = state.writes.submit(store, writes, tell, move |outcome| {
         reply.send(outcome.clone().map(|()| result).map_err(not_stored));
         if tell || outcome.is_err() {
-            let _ = me.cast(SessionMsg::Written(outcome, after));
+            let _ = me.cast(SessionMsg::Written(seq, outcome, after));
         }
-    })
-    .await;
+    });
+    submitted.await;
+}
+
+/// Answers `reply` with `e` after the answers to the session's writes in flight (at once
+/// when there are none): in order, and truthfully should those writes, which `e` took
+/// for done, be refused.
+async fn answer_in_turn(state: &mut SessionState, reply: DispatchReply, e: ErrorObject) {
+    if !state.writes.busy() {
+        return reply.send(Err(e));
+    }
+    let store = state.kernel.store();
+    let barrier = state.writes.submit(store, Vec::new(), false, move |outcome| {
+        reply.send(Err(outcome.map_or_else(not_stored, |()| e)));
+    });
+    barrier.await;
+}
+
+/// Why a stale session takes no work.
+fn restoring() -> ErrorObject {
+    ErrorObject::new(
+        ErrorCode::InternalError,
+        "the session is being read back from the store after a refused write; retry later",
+    )
+}
+
+/// Reads the session back from the store after a refused write: its row and its queued
+/// runs (the run in progress goes on), behind a new fence. While the store cannot be
+/// read, the session stays stale and tries again every [`RELOAD_EVERY`].
+async fn reload(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
+    let store = state.kernel.store();
+    let read = async {
+        Ok::<_, StoreError>((
+            store.session(&state.key).await?,
+            store.unfinished_runs(Some(&state.key)).await?,
+        ))
+    };
+    match read.await {
+        Ok((session, runs)) => {
+            let running = state.running.as_ref().map(|r| r.id.clone());
+            state.session = session;
+            state.queue = runs
+                .into_iter()
+                .filter(|r| running.as_ref() != Some(&r.id))
+                .map(|r| Queued { id: r.id, ready_at: 0 })
+                .collect();
+            state.joinable = state.queue.back().map(|q| q.id.clone());
+            // Its count of waiting messages starts again; the runs are bounded anyway.
+            state.waiting.clear();
+            state.writes.renew();
+            state.stale = false;
+            requeue_leftover(state).await;
+            start_next(state, myself).await;
+        }
+        Err(e) => {
+            if !state.stale {
+                tracing::error!(session = %state.key, error = %e, "cannot read the session back from the store; trying again");
+            }
+            state.stale = true;
+            if !state.reload_due {
+                state.reload_due = true;
+                myself.send_after(RELOAD_EVERY, || SessionMsg::Reload);
+            }
+        }
+    }
+}
+
+/// Queues the steered messages finished runs left untaken.
+async fn requeue_leftover(state: &mut SessionState) {
+    for message_id in std::mem::take(&mut state.leftover) {
+        if let Err(e) = requeue(state, &message_id).await {
+            tracing::error!(session = %state.key, error = %e, "cannot queue a steered message");
+        }
+    }
 }
 
 /// Why a message was not taken.
@@ -487,33 +586,18 @@ fn queued_run(key: &str) -> RunRow {
     }
 }
 
-/// Submits `writes` behind the actor's fence as its next submission; `then` runs (on the
-/// store's writing thread: quick, never blocking) once they are on disk or refused.
-async fn submit(
-    state: &mut SessionState,
-    writes: Vec<Write>,
-    then: impl FnOnce(Result<(), StoreError>) + Send + 'static,
-) {
-    state.submitted += 1;
-    let (seq, written) = (state.submitted, state.written.clone());
-    let done: WriteDone = Box::new(move |outcome| {
-        if outcome.is_ok() {
-            // Submissions are written in order: every earlier one is on disk too.
-            written.fetch_max(seq, Ordering::AcqRel);
-        }
-        then(outcome);
-    });
-    state.kernel.store().submit(writes, &state.fence, done).await;
-}
-
 /// Writes behind the actor's fence and waits until they are on disk (or refused).
 async fn write_now(state: &mut SessionState, writes: Vec<Write>) -> Result<(), StoreError> {
     let (tx, rx) = oneshot::channel();
-    submit(state, writes, move |outcome| {
+    let store = state.kernel.store();
+    let submitted = state.writes.submit(store, writes, false, move |outcome| {
         let _ = tx.send(outcome);
-    })
-    .await;
-    rx.await.map_err(|_| StoreError::Closed)?
+    });
+    let seq = submitted.await;
+    rx.await.map_err(|_| StoreError::Closed)??;
+    // Submissions are written in order: every earlier one is on disk too.
+    state.writes.heard(seq);
+    Ok(())
 }
 
 /// Makes a message on disk now known: `session_start` if it created the session, and
@@ -586,8 +670,11 @@ async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, E
 
 /// Starts the next queued run when none is running and its input is on disk.
 async fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
-    let written = state.written.load(Ordering::Acquire);
-    if state.running.is_some() || state.queue.front().is_none_or(|q| q.ready_at > written) {
+    let known = state.writes.known();
+    if state.stale
+        || state.running.is_some()
+        || state.queue.front().is_none_or(|q| q.ready_at > known)
+    {
         return;
     }
     let Some(Queued { id: run_id, .. }) = state.queue.pop_front() else { return };

@@ -726,9 +726,13 @@ mod tests {
         let behind = submitted(&store, vec![append("behind".into())], &fence).await;
         let behind = behind.expect_err("refused behind a broken fence").to_string();
         assert!(behind.contains("earlier write of the same writer was refused"), "{behind}");
+        let barrier = submitted(&store, Vec::new(), &fence).await;
+        assert!(barrier.is_err(), "a barrier behind a broken fence is refused too");
         submitted(&store, vec![append("anew".into())], &Fence::default())
             .await
             .expect("a new fence");
+        let barrier = submitted(&store, Vec::new(), &Fence::default()).await;
+        barrier.expect("a barrier writes nothing and is done");
         let ids: Vec<String> =
             store.history("s", 1000, None).await.unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(ids[accepted.len()..], ["after", "anew"]);

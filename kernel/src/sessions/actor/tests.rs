@@ -1,6 +1,8 @@
-//! The actor over a store whose writes a test holds back and lets go (or refuses): what
-//! waits for the disk, and what a refused write does to the session.
+//! The actor over a store whose writes a test holds back and lets go (or refuses), and
+//! whose reads it can make fail: what waits for the disk, and what a refused write does
+//! to the session.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,16 +15,18 @@ use crate::kernel::KernelPaths;
 use crate::methods::session::to_session;
 use crate::sessions::SessionsActor;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{PeerRequestRow, Storage, StoreFuture, Write, WriteDone};
+use crate::store::{Fence, PeerRequestRow, Storage, StoreFuture, Write, WriteDone};
 use crate::token::KernelKey;
 use burrow_protocol::methods::session::{SessionFilter, TranscriptMessage};
 
 type Held = Vec<(Vec<Write>, Fence, WriteDone)>;
 
-/// SQLite, except that submissions are held back while `held` is `Some`.
+/// SQLite, except that submissions are held back while `held` is `Some`, and that
+/// reads of sessions fail while `unreadable`.
 struct Gated {
     inner: SqliteStore,
     held: Mutex<Option<Held>>,
+    unreadable: AtomicBool,
 }
 
 impl std::fmt::Debug for Gated {
@@ -32,6 +36,13 @@ impl std::fmt::Debug for Gated {
 }
 
 impl Gated {
+    fn read<'a, T: 'a>(&'a self, read: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
+        if self.unreadable.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError::Db("unreadable for the test".into())) });
+        }
+        read
+    }
+
     fn hold(&self) {
         *self.held.lock().unwrap() = Some(Vec::new());
     }
@@ -72,7 +83,7 @@ impl Storage for Gated {
         self.inner.submit(writes, fence, done)
     }
     fn session(&self, key: &str) -> StoreFuture<'_, Option<SessionRow>> {
-        self.inner.session(key)
+        self.read(self.inner.session(key))
     }
     fn sessions(
         &self,
@@ -94,7 +105,7 @@ impl Storage for Gated {
         self.inner.run(id)
     }
     fn unfinished_runs(&self, session_key: Option<&str>) -> StoreFuture<'_, Vec<RunRow>> {
-        self.inner.unfinished_runs(session_key)
+        self.read(self.inner.unfinished_runs(session_key))
     }
     fn resident_sessions(&self) -> StoreFuture<'_, Vec<SessionRow>> {
         self.inner.resident_sessions()
@@ -113,7 +124,8 @@ async fn kernel(dir: &std::path::Path) -> (Arc<Kernel>, Arc<Gated>, ActorRef<()>
     let mut config = Config::default();
     config.sessions.provider_wait_ms = 60_000;
     let inner = SqliteStore::open(&dir.join("burrow.db")).unwrap();
-    let store = Arc::new(Gated { inner, held: Mutex::new(None) });
+    let store =
+        Arc::new(Gated { inner, held: Mutex::new(None), unreadable: AtomicBool::new(false) });
     let paths = KernelPaths { socket: dir.join("k.sock"), state_dir: dir.to_owned() };
     let kernel = Arc::new(Kernel::new(config, KernelKey::from_seed([2; 32]), paths, store.clone()));
     let (sessions, _) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
@@ -163,21 +175,34 @@ async fn a_run_starts_and_the_caller_hears_only_once_the_message_is_on_disk() {
     sessions.stop(None);
 }
 
+/// Sends `text` to `key` from a task: its answer, when it comes.
+fn send(
+    kernel: &Arc<Kernel>,
+    key: &'static str,
+    text: &'static str,
+) -> tokio::task::JoinHandle<Result<DispatchResult, ErrorObject>> {
+    let k = kernel.clone();
+    tokio::spawn(async move { to_session(&k, key, inbound(text, Wake::Never)).await })
+}
+
+fn contents(history: &[TranscriptMessage]) -> Vec<&str> {
+    history.iter().map(|m| m.content.as_str()).collect()
+}
+
 #[tokio::test]
-async fn a_refused_write_refuses_the_sessions_later_ones_and_restarts_it_from_the_store() {
+async fn a_refused_write_refuses_the_sessions_later_ones_and_the_session_reads_itself_back() {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, store, sessions) = kernel(dir.path()).await;
-    to_session(&kernel, "k1", inbound("one", Wake::Never)).await.expect("taken");
-    let first = kernel.sessions.actor(&kernel, "k1").unwrap();
+    // A run in progress (waiting for a provider), which the refusal must not disturb.
+    let one = to_session(&kernel, "k1", inbound("one", Wake::Always)).await.expect("taken");
+    let run = one.run_id.expect("a run");
+    until("the run starts", async || running(&kernel, "k1").await.as_ref() == Some(&run)).await;
+    let actor = kernel.sessions.actor(&kernel, "k1").unwrap();
 
     store.hold();
-    let send = |text: &'static str| {
-        let k = kernel.clone();
-        tokio::spawn(async move { to_session(&k, "k1", inbound(text, Wake::Never)).await })
-    };
-    let two = send("two");
+    let two = send(&kernel, "k1", "two");
     until("the second message's writes are submitted", async || store.held() == 1).await;
-    let three = send("three");
+    let three = send(&kernel, "k1", "three");
     until("the third message's writes are submitted", async || store.held() == 2).await;
     // "two" is refused; "three" was written assuming "two" took effect: refused too, by
     // the store itself, although the store takes writes again.
@@ -187,14 +212,80 @@ async fn a_refused_write_refuses_the_sessions_later_ones_and_restarts_it_from_th
     let three = three.await.unwrap().expect_err("refused behind it").message;
     assert!(three.contains("earlier write of the same writer was refused"), "{three}");
 
-    // The actor started again from the store, and takes messages again.
-    until("a new actor for k1", async || {
-        kernel.sessions.actors.get("k1").is_some_and(|a| a.get_id() != first.get_id())
-    })
-    .await;
+    // The same actor goes on from what the store holds, with its run still going (not
+    // started a second time), and takes messages again.
     to_session(&kernel, "k1", inbound("four", Wake::Never)).await.expect("taken again");
+    assert_eq!(kernel.sessions.actor(&kernel, "k1").unwrap().get_id(), actor.get_id());
+    assert_eq!(running(&kernel, "k1").await, Some(run.clone()));
+    let unfinished = kernel.store().unfinished_runs(Some("k1")).await.unwrap();
+    assert_eq!(unfinished.into_iter().map(|r| r.id).collect::<Vec<_>>(), [run]);
     let history = kernel.store().history("k1", 10, None).await.unwrap();
-    assert_eq!(history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["one", "four"]);
+    assert_eq!(contents(&history), ["one", "four"]);
     assert_eq!(kernel.store().session("k1").await.unwrap().unwrap().message_count, 2);
     sessions.stop(None);
+}
+
+#[tokio::test]
+async fn a_session_that_cannot_read_itself_back_refuses_work_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, store, sessions) = kernel(dir.path()).await;
+    to_session(&kernel, "k1", inbound("one", Wake::Never)).await.expect("taken");
+    store.hold();
+    let two = send(&kernel, "k1", "two");
+    until("the second message's writes are submitted", async || store.held() == 1).await;
+    store.unreadable.store(true, Ordering::SeqCst);
+    store.release(true).await;
+    assert!(two.await.unwrap().is_err());
+    let three = to_session(&kernel, "k1", inbound("three", Wake::Never)).await;
+    let three = three.expect_err("no work while stale").message;
+    assert!(three.contains("read back from the store"), "{three}");
+
+    // Readable again: it reads itself back by itself and takes work.
+    store.unreadable.store(false, Ordering::SeqCst);
+    until("the session takes work again", async || {
+        to_session(&kernel, "k1", inbound("four", Wake::Never)).await.is_ok()
+    })
+    .await;
+    let history = kernel.store().history("k1", 10, None).await.unwrap();
+    assert_eq!(contents(&history), ["one", "four"]);
+    sessions.stop(None);
+}
+
+#[tokio::test]
+async fn an_error_answer_waits_for_the_answers_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, store, sessions) = kernel(dir.path()).await;
+    to_session(&kernel, "k1", inbound("one", Wake::Never)).await.expect("taken");
+    store.hold();
+    let two = send(&kernel, "k1", "two");
+    until("the second message's writes are submitted", async || store.held() == 1).await;
+    // The session exists: a create is refused, but only after the answer to "two".
+    let k = kernel.clone();
+    let create = tokio::spawn(async move {
+        let row = kernel_row("k1");
+        let mut item = inbound("again", Wake::Never);
+        item.create = Some(Box::new(row));
+        to_session(&k, "k1", item).await
+    });
+    until("the refusal waits in turn", async || store.held() == 2).await;
+    assert!(!create.is_finished() && !two.is_finished());
+    store.release(false).await;
+    two.await.unwrap().expect("taken");
+    let create = create.await.unwrap().expect_err("exists");
+    assert_eq!(create.code, ErrorCode::Conflict);
+    sessions.stop(None);
+}
+
+fn kernel_row(key: &str) -> SessionRow {
+    SessionRow {
+        key: key.into(),
+        agent_id: "main".into(),
+        channel_id: None,
+        account_id: None,
+        created_at: 1,
+        last_active_at: 1,
+        message_count: 0,
+        keep_alive: false,
+        comms_name: None,
+    }
 }

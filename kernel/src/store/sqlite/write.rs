@@ -104,14 +104,14 @@ impl Writer {
     }
 
     /// Queues `writes` for the journal thread, which runs `done` once they are on disk
-    /// or refused (see [`Storage::submit`](super::super::Storage::submit)).
+    /// or refused (see [`Storage::submit`](super::super::Storage::submit)). Writes that
+    /// cannot be encoded are refused in their turn, so the writes queued before them are
+    /// not refused with them.
     pub(super) async fn submit(&self, writes: Vec<Write>, fence: Option<Fence>, done: WriteDone) {
-        let job = match journal::payload(&writes) {
-            Ok(payload) => Job { writes, payload, fence, done },
-            Err(e) => return refuse(fence.as_ref(), done, e),
-        };
+        let payload = if writes.is_empty() { Ok(Vec::new()) } else { journal::payload(&writes) };
+        let job = Job { writes, payload, fence, done: Some(done) };
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job).await {
-            refuse(job.fence.as_ref(), job.done, StoreError::Closed);
+            job.finish(Err(StoreError::Closed));
         }
     }
 
@@ -147,21 +147,39 @@ impl Writer {
     }
 }
 
-/// One caller's writes, their encoded form for the journal, and what to do once they are
-/// on disk.
+/// One caller's submission: its writes and their encoded form for the journal (or why
+/// they cannot be encoded), its fence, and what to do once they are on disk. No writes
+/// make a barrier: it only keeps its place in the order. A job dropped unfinished (the
+/// journal thread gone) is refused.
 struct Job {
     writes: Vec<Write>,
-    payload: Vec<u8>,
+    payload: Result<Vec<u8>, StoreError>,
     fence: Option<Fence>,
-    done: WriteDone,
+    done: Option<WriteDone>,
 }
 
-/// Tells a caller its writes were refused, refusing its later ones too.
-fn refuse(fence: Option<&Fence>, done: WriteDone, e: StoreError) {
-    if let Some(fence) = fence {
-        fence.break_now();
+impl Job {
+    /// Tells the caller; a refusal refuses the writes behind the same fence too.
+    fn finish(mut self, outcome: Result<(), StoreError>) {
+        self.complete(outcome);
     }
-    done_now(done, Err(e));
+
+    /// The first call tells; later ones (the drop after `finish`) do nothing.
+    fn complete(&mut self, outcome: Result<(), StoreError>) {
+        let Some(done) = self.done.take() else { return };
+        if outcome.is_err()
+            && let Some(fence) = &self.fence
+        {
+            fence.break_now();
+        }
+        done_now(done, outcome);
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.complete(Err(StoreError::Closed));
+    }
 }
 
 /// Runs a caller's `done`: one that panics (a bug) is logged, and the journal thread,
@@ -295,50 +313,67 @@ fn journal_loop(
                 "the database cannot take writes now (see the kernel log); refused".into(),
             );
             for job in batch {
-                refuse(job.fence.as_ref(), job.done, e.clone());
+                job.finish(Err(e.clone()));
             }
             continue;
         }
         frames.clear();
-        let mut taken = Vec::with_capacity(batch.len());
+        // Every job in its order, refused now or waiting for the append.
+        let mut order = Vec::with_capacity(batch.len());
+        let mut jobs = Vec::with_capacity(batch.len());
         let mut bytes = 0;
         let mut lsn = journal.next_lsn();
-        for job in batch {
-            // Written on the assumption that a refused write took effect: refused too.
-            if job.fence.as_ref().is_some_and(Fence::is_broken) {
-                let e = StoreError::Db("an earlier write of the same writer was refused".into());
-                done_now(job.done, Err(e));
-                continue;
+        for mut job in batch {
+            let refused = if job.fence.as_ref().is_some_and(Fence::is_broken) {
+                // Written on the assumption that a refused write took effect.
+                Some(StoreError::Db("an earlier write of the same writer was refused".into()))
+            } else {
+                match &job.payload {
+                    Err(e) => Some(e.clone()),
+                    Ok(_) if job.writes.is_empty() => None,
+                    Ok(payload) => {
+                        journal.frame(&mut frames, lsn, payload);
+                        lsn += 1;
+                        bytes += payload.len();
+                        jobs.push(std::mem::take(&mut job.writes));
+                        None
+                    }
+                }
+            };
+            if refused.is_some()
+                && let Some(fence) = &job.fence
+            {
+                // At once: its writer's later jobs in this batch are refused too.
+                fence.break_now();
             }
-            journal.frame(&mut frames, lsn, &job.payload);
-            lsn += 1;
-            bytes += job.payload.len();
-            taken.push((job.writes, job.fence, job.done));
+            order.push((job, refused));
         }
-        if taken.is_empty() {
-            continue;
-        }
-        if let Err(e) = journal.append(&frames, taken.len() as u64) {
+        if !jobs.is_empty()
+            && let Err(e) = journal.append(&frames, jobs.len() as u64)
+        {
             tracing::error!(error = %e, "journal append failed; the writes are refused");
-            for (_, fence, done) in taken {
-                refuse(fence.as_ref(), done, e.clone());
+            for (job, refused) in order {
+                job.finish(Err(refused.unwrap_or_else(|| e.clone())));
             }
             continue;
         }
-        let last_lsn = journal.next_lsn() - 1;
-        acked.store(last_lsn, Ordering::Release);
-        let mut jobs = Vec::with_capacity(taken.len());
-        for (writes, _, done) in taken {
-            done_now(done, Ok(()));
-            jobs.push(writes);
+        if !jobs.is_empty() {
+            acked.store(lsn - 1, Ordering::Release);
         }
+        for (job, refused) in order {
+            job.finish(refused.map_or(Ok(()), Err));
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        let last_lsn = lsn - 1;
         nudge.backlog.fetch_add(bytes, Ordering::AcqRel);
         if !send(ToApply::Writes { jobs, last_lsn, bytes }) {
             tracing::error!("the store's applier stopped; journaled writes wait for a restart");
             // Whoever waits hears so; later submissions find the queue closed.
             rx.close();
             while let Ok(job) = rx.try_recv() {
-                refuse(job.fence.as_ref(), job.done, StoreError::Closed);
+                job.finish(Err(StoreError::Closed));
             }
             return;
         }
