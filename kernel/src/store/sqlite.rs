@@ -625,7 +625,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn submitted_writes_complete_in_order_once_on_disk() {
+    async fn submitted_writes_complete_in_order_and_are_then_readable() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("o.db")).unwrap();
         let fence = Fence::default();
