@@ -45,6 +45,11 @@ impl Fence {
     pub fn break_now(&self) {
         self.0.store(true, Ordering::Release);
     }
+
+    /// Whether `other` is this fence.
+    pub fn is(&self, other: &Fence) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Why the store failed.

@@ -317,37 +317,7 @@ fn journal_loop(
             }
             continue;
         }
-        frames.clear();
-        // Every job in its order, refused now or waiting for the append.
-        let mut order = Vec::with_capacity(batch.len());
-        let mut jobs = Vec::with_capacity(batch.len());
-        let mut bytes = 0;
-        let mut lsn = journal.next_lsn();
-        for mut job in batch {
-            let refused = if job.fence.as_ref().is_some_and(Fence::is_broken) {
-                // Written on the assumption that a refused write took effect.
-                Some(StoreError::Db("an earlier write of the same writer was refused".into()))
-            } else {
-                match &job.payload {
-                    Err(e) => Some(e.clone()),
-                    Ok(_) if job.writes.is_empty() => None,
-                    Ok(payload) => {
-                        journal.frame(&mut frames, lsn, payload);
-                        lsn += 1;
-                        bytes += payload.len();
-                        jobs.push(std::mem::take(&mut job.writes));
-                        None
-                    }
-                }
-            };
-            if refused.is_some()
-                && let Some(fence) = &job.fence
-            {
-                // At once: its writer's later jobs in this batch are refused too.
-                fence.break_now();
-            }
-            order.push((job, refused));
-        }
+        let Framed { order, jobs, bytes, lsn } = frame_batch(&journal, &mut frames, batch);
         if !jobs.is_empty()
             && let Err(e) = journal.append(&frames, jobs.len() as u64)
         {
@@ -391,6 +361,59 @@ fn journal_loop(
     }
     drop(apply);
     nudge.wake();
+}
+
+/// A batch framed for the journal.
+struct Framed {
+    /// Every job in its order, with why it is refused when it is refused now; the others
+    /// wait for the append.
+    order: Vec<(Job, Option<StoreError>)>,
+    /// The writes framed, for the applier, and their size as journaled.
+    jobs: Vec<Vec<Write>>,
+    bytes: usize,
+    /// The LSN after the last frame.
+    lsn: u64,
+}
+
+/// Frames a batch's jobs into `frames` (cleared first), refusing those behind a broken
+/// fence and those that could not be encoded. A refusal breaks its fence only when it is
+/// answered, after the jobs before it, so a writer that sees its fence broken finds those
+/// written; its writer's later jobs in this batch are refused meanwhile.
+fn frame_batch(journal: &Journal, frames: &mut Vec<u8>, batch: Vec<Job>) -> Framed {
+    frames.clear();
+    let mut framed = Framed {
+        order: Vec::with_capacity(batch.len()),
+        jobs: Vec::with_capacity(batch.len()),
+        bytes: 0,
+        lsn: journal.next_lsn(),
+    };
+    let mut refusing: Vec<Fence> = Vec::new();
+    for mut job in batch {
+        let broken = |f: &Fence| f.is_broken() || refusing.iter().any(|r| r.is(f));
+        let refused = if job.fence.as_ref().is_some_and(broken) {
+            // Written on the assumption that a refused write took effect.
+            Some(StoreError::Db("an earlier write of the same writer was refused".into()))
+        } else {
+            match &job.payload {
+                Err(e) => Some(e.clone()),
+                Ok(_) if job.writes.is_empty() => None,
+                Ok(payload) => {
+                    journal.frame(frames, framed.lsn, payload);
+                    framed.lsn += 1;
+                    framed.bytes += payload.len();
+                    framed.jobs.push(std::mem::take(&mut job.writes));
+                    None
+                }
+            }
+        };
+        if refused.is_some()
+            && let Some(fence) = &job.fence
+        {
+            refusing.push(fence.clone());
+        }
+        framed.order.push((job, refused));
+    }
+    framed
 }
 
 /// The applier thread's state.
@@ -673,6 +696,53 @@ fn status_str(s: RunStatus) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_job_refuses_its_writers_later_ones_and_breaks_its_fence_only_when_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::create(dir.path(), 1).unwrap();
+        let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (f, g) = (Fence::default(), Fence::default());
+        let job = |name: &'static str, writes: Vec<Write>, payload, fence: &Fence| {
+            let (answers, seen) = (answers.clone(), fence.clone());
+            let done: WriteDone = Box::new(move |outcome: Result<(), StoreError>| {
+                answers.lock().unwrap().push((name, outcome.is_ok(), seen.is_broken()));
+            });
+            Job { writes, payload, fence: Some(fence.clone()), done: Some(done) }
+        };
+        let run = Write::AssignRun { message_id: "m".into(), run_id: "r".into() };
+        let payload = journal::payload(std::slice::from_ref(&run));
+        let too_big = Err(StoreError::Db("too big".into()));
+        let batch = vec![
+            job("a", vec![run.clone()], payload.clone(), &f),
+            job("b", vec![run.clone()], too_big, &f),
+            job("c", vec![run.clone()], payload.clone(), &f),
+            job("d", vec![run.clone()], payload, &g),
+            job("barrier", Vec::new(), Ok(Vec::new()), &g),
+        ];
+        let mut frames = Vec::new();
+        let framed = frame_batch(&journal, &mut frames, batch);
+        // a and d are framed; b cannot be encoded, and c is its writer's after it.
+        assert_eq!(framed.jobs.len(), 2);
+        assert_eq!(framed.lsn, 3);
+        let refused: Vec<bool> = framed.order.iter().map(|(_, r)| r.is_some()).collect();
+        assert_eq!(refused, [false, true, true, false, false]);
+        assert!(!f.is_broken(), "not before the jobs before the refusal are answered");
+        for (job, refused) in framed.order {
+            job.finish(refused.map_or(Ok(()), Err));
+        }
+        let answers = answers.lock().unwrap().clone();
+        assert_eq!(
+            answers,
+            [
+                ("a", true, false),
+                ("b", false, true),
+                ("c", false, true),
+                ("d", true, false),
+                ("barrier", true, false)
+            ]
+        );
+    }
 
     #[test]
     fn the_journal_waits_while_the_backlog_is_full_and_goes_on_once_applied() {
