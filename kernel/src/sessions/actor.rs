@@ -9,16 +9,18 @@
 //! publish them and start the run they feed. Should a write be refused, the session's
 //! later writes are refused too (its fence, see [`writes`]) and the actor starts again
 //! from what the store holds, keeping the run in progress.
+//!
+//! Here: the messages, the state, the actor's loop, runs and reading back; taking a
+//! message is in [`dispatch`], the writes in flight in [`writes`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::comms::HandlingMode;
-use burrow_protocol::methods::invoke::Role;
 use burrow_protocol::methods::session::{AgentQueueResult, DispatchResult, RunStatus};
 use burrow_protocol::methods::to_value;
-use burrow_protocol::{ErrorCode, ErrorObject, Map, now_ms};
+use burrow_protocol::{ErrorCode, ErrorObject, Map};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +29,9 @@ use crate::connection::Responder;
 use crate::kernel::Kernel;
 use crate::store::{NewMessage, RunRow, SessionRow, StoreError, Write};
 
+mod dispatch;
 mod writes;
+use dispatch::dispatch;
 use writes::Writes;
 
 /// How often a session whose writes were refused tries to read itself back from the store.
@@ -356,162 +360,6 @@ pub fn context(key: &str) -> Map {
     c
 }
 
-fn meta_str(metadata: &Option<Map>, key: &str) -> Option<String> {
-    metadata.as_ref()?.get(key)?.as_str().map(str::to_owned)
-}
-
-/// Takes an inbound message: validates it, updates the session as if its writes took
-/// effect, and submits them; the answer goes to `reply` once they are on disk.
-async fn dispatch(
-    state: &mut SessionState,
-    myself: &ActorRef<SessionMsg>,
-    item: Inbound,
-    reply: DispatchReply,
-) {
-    let Inbound { content, metadata, caller, wake, mode, create, must_exist } = item;
-    let now = now_ms();
-    let mut writes = Vec::new();
-    match (&state.session, &create) {
-        (Some(_), Some(_)) => {
-            let e = ErrorObject::new(ErrorCode::Conflict, "the session exists already");
-            return answer_in_turn(state, reply, e).await;
-        }
-        (None, None) if must_exist => {
-            let e = ErrorObject::new(ErrorCode::NotFound, format!("no session {:?}", state.key))
-                .with_data(serde_json::json!({ "reason": "unknown_session" }));
-            return answer_in_turn(state, reply, e).await;
-        }
-        _ => {}
-    }
-    let config = state.kernel.config();
-    let waiting: usize = state.waiting.values().sum();
-    if state.queue.len() >= config.sessions.max_queue || waiting >= config.sessions.max_queue {
-        let e =
-            ErrorObject::new(ErrorCode::UnknownError, "the session's queue is full; retry later")
-                .with_data(serde_json::json!({ "reason": "session_queue_full" }));
-        return answer_in_turn(state, reply, e).await;
-    }
-    let created = state.session.is_none();
-    let session = state.session.get_or_insert_with(|| match create {
-        Some(row) => *row,
-        None => SessionRow {
-            key: state.key.clone(),
-            agent_id: meta_str(&metadata, "agentId").unwrap_or_else(|| "main".into()),
-            channel_id: meta_str(&metadata, "channelId")
-                .or_else(|| crate::methods::session::caller_channel(&state.kernel, &caller)),
-            account_id: meta_str(&metadata, "accountId"),
-            created_at: now,
-            last_active_at: now,
-            message_count: 0,
-            keep_alive: false,
-            comms_name: None,
-        },
-    });
-    if created {
-        writes.push(Write::CreateSession(session.clone()));
-    }
-    let runs = match wake {
-        Wake::Auto => config.agents.get(&session.agent_id).is_none_or(|a| a.auto_reply),
-        Wake::Always => true,
-        Wake::Never => false,
-    };
-    let message_id = uuid::Uuid::now_v7().to_string();
-    // Steering goes into the running turn when it can still take it; otherwise the
-    // message queues like any other.
-    let steer = runs
-        && mode == HandlingMode::Steer
-        && state.running.as_ref().is_some_and(|r| r.steer.capacity() > 0 && !r.steer.is_closed());
-    let waits = !steer && (state.running.is_some() || !state.queue.is_empty());
-    let mut new_run = None;
-    let run_id = if steer {
-        state.running.as_ref().map(|r| r.id.clone())
-    } else if runs {
-        match &state.joinable {
-            Some(run) => Some(run.clone()),
-            None => {
-                let row = queued_run(&state.key);
-                writes.push(Write::Run(row.clone()));
-                let id = row.id.clone();
-                new_run = Some(row);
-                Some(id)
-            }
-        }
-    } else {
-        None
-    };
-    let message = NewMessage {
-        id: message_id.clone(),
-        role: Role::User,
-        content,
-        metadata,
-        tool_calls: None,
-        tool_call_id: None,
-        created_at: now,
-        // A steered message belongs to the running run, which takes it live; stored with
-        // that run, it is its input again should the run be resumed after a restart.
-        run_id: run_id.clone(),
-    };
-    if let Some(session) = state.session.as_mut() {
-        session.message_count += 1;
-        session.last_active_at = now;
-    }
-    if steer {
-        // The run takes it live, so it must be on disk first: wait for it.
-        writes.push(Write::Append { session_key: state.key.clone(), message: message.clone() });
-        let outcome = match write_now(state, writes).await {
-            Ok(()) => {
-                published(state, created, Some(&message));
-                steer_into_run(state, message).await
-            }
-            Err(e) => Err(not_stored(e)),
-        };
-        return reply.send(outcome);
-    }
-    // The run it queues or joins may start once this submission (the next) is on disk.
-    let seq = state.writes.next();
-    if let Some(row) = &new_run {
-        state.queue.push_back(Queued { id: row.id.clone(), ready_at: seq });
-        state.joinable = Some(row.id.clone());
-    } else if let Some(run) = &run_id
-        && let Some(queued) = state.queue.iter_mut().rev().find(|q| q.id == *run)
-    {
-        queued.ready_at = seq;
-    }
-    if let Some(run) = &run_id {
-        *state.waiting.entry(run.clone()).or_default() += 1;
-    }
-    // The actor hears back when it has something to do then: a run to start, an event
-    // to emit, followers to tell (the copy is made only when someone follows), a refusal.
-    let followed = state.kernel.sessions.followed();
-    let tell = created || run_id.is_some() || followed;
-    let after = AfterWrite { created, message: followed.then(|| message.clone()), run: new_run };
-    let result = DispatchResult { dispatch_id: message_id, queued: waits, run_id, reason: None };
-    writes.push(Write::Append { session_key: state.key.clone(), message });
-    let me = myself.clone();
-    let store = state.kernel.store();
-    let submitted = state.writes.submit(store, writes, tell, move |outcome| {
-        reply.send(outcome.clone().map(|()| result).map_err(not_stored));
-        if tell || outcome.is_err() {
-            let _ = me.cast(SessionMsg::Written(seq, outcome, after));
-        }
-    });
-    submitted.await;
-}
-
-/// Answers `reply` with `e` after the answers to the session's writes in flight (at once
-/// when there are none): in order, and truthfully should those writes, which `e` took
-/// for done, be refused.
-async fn answer_in_turn(state: &mut SessionState, reply: DispatchReply, e: ErrorObject) {
-    if !state.writes.busy() {
-        return reply.send(Err(e));
-    }
-    let store = state.kernel.store();
-    let barrier = state.writes.submit(store, Vec::new(), false, move |outcome| {
-        reply.send(Err(outcome.map_or_else(not_stored, |()| e)));
-    });
-    barrier.await;
-}
-
 /// Why a stale session takes no work.
 fn restoring() -> ErrorObject {
     ErrorObject::new(
@@ -570,11 +418,6 @@ async fn requeue_leftover(state: &mut SessionState) {
     }
 }
 
-/// Why a message was not taken.
-fn not_stored(e: StoreError) -> ErrorObject {
-    ErrorObject::new(ErrorCode::InternalError, format!("could not store the message: {e}"))
-}
-
 /// A new queued run of `key`.
 fn queued_run(key: &str) -> RunRow {
     RunRow {
@@ -611,33 +454,6 @@ fn published(state: &SessionState, created: bool, message: Option<&NewMessage>) 
     if let Some(message) = message {
         state.kernel.sessions.publish_message(&state.key, message);
     }
-}
-
-/// Hands a stored message to the running run; should its turn have ended meanwhile, the
-/// message waits for the next run instead.
-async fn steer_into_run(
-    state: &mut SessionState,
-    message: NewMessage,
-) -> Result<DispatchResult, ErrorObject> {
-    let run_id = state.running.as_ref().map(|r| r.id.clone());
-    let message_id = message.id.clone();
-    if let Some(running) = &state.running {
-        let steered = super::agent::Steered {
-            message_id: message.id,
-            content: message.content,
-            metadata: message.metadata,
-        };
-        if running.steer.try_send(steered).is_ok() {
-            return Ok(DispatchResult {
-                dispatch_id: message_id,
-                queued: false,
-                run_id,
-                reason: None,
-            });
-        }
-    }
-    let run_id = Some(requeue(state, &message_id).await?);
-    Ok(DispatchResult { dispatch_id: message_id, queued: true, run_id, reason: None })
 }
 
 /// Makes a stored message the input of the next run (joining the queued one or a new one).
