@@ -225,14 +225,23 @@ async fn a_refused_write_refuses_the_sessions_later_ones_and_the_session_reads_i
     sessions.stop(None);
 }
 
+/// Stores "one" in session k1, then sends "two", whose writes the store holds back.
+async fn one_stored_two_held(
+    kernel: &Arc<Kernel>,
+    store: &Gated,
+) -> tokio::task::JoinHandle<Result<DispatchResult, ErrorObject>> {
+    to_session(kernel, "k1", inbound("one", Wake::Never)).await.expect("taken");
+    store.hold();
+    let two = send(kernel, "k1", "two");
+    until("the second message's writes are submitted", async || store.held() == 1).await;
+    two
+}
+
 #[tokio::test]
 async fn a_session_that_cannot_read_itself_back_refuses_work_until_it_can() {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, store, sessions) = kernel(dir.path()).await;
-    to_session(&kernel, "k1", inbound("one", Wake::Never)).await.expect("taken");
-    store.hold();
-    let two = send(&kernel, "k1", "two");
-    until("the second message's writes are submitted", async || store.held() == 1).await;
+    let two = one_stored_two_held(&kernel, &store).await;
     store.unreadable.store(true, Ordering::SeqCst);
     store.release(true).await;
     assert!(two.await.unwrap().is_err());
@@ -255,10 +264,7 @@ async fn a_session_that_cannot_read_itself_back_refuses_work_until_it_can() {
 async fn an_error_answer_waits_for_the_answers_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, store, sessions) = kernel(dir.path()).await;
-    to_session(&kernel, "k1", inbound("one", Wake::Never)).await.expect("taken");
-    store.hold();
-    let two = send(&kernel, "k1", "two");
-    until("the second message's writes are submitted", async || store.held() == 1).await;
+    let two = one_stored_two_held(&kernel, &store).await;
     // The session exists: a create is refused, but only after the answer to "two".
     let k = kernel.clone();
     let create = tokio::spawn(async move {
