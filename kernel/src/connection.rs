@@ -135,17 +135,20 @@ impl Responder {
         Ok(())
     }
 
-    /// Sends the answer and releases the in-flight permit, if one was held.
+    /// Releases the in-flight permit, if one was held, and sends the answer: in that
+    /// order, so a client that sends its next request on reading this answer finds the
+    /// room it freed.
     pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
+        self.permit = None;
         if let Some(id) = self.id.take() {
             self.conn.send(Message::Response(Response { id: Some(id), outcome }));
         }
-        self.permit = None;
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
+        self.permit = None;
         if let Some(id) = self.id.take() {
             let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
             self.conn.send(Message::error(Some(id), err));
