@@ -275,6 +275,10 @@ impl Actor for SessionActor {
         if !matches!(msg, SessionMsg::IdleCheck) {
             state.last_activity = Instant::now();
         }
+        if matches!(msg, SessionMsg::Reload) {
+            // This was the one on its way: a failed try below schedules the next.
+            state.reload_due = false;
+        }
         if state.stale {
             reload(state, &myself).await;
         }
@@ -297,7 +301,7 @@ impl Actor for SessionActor {
             }
             // The fence is broken: the session is read back below.
             SessionMsg::Written(seq, Err(_), _) => state.writes.heard(seq),
-            SessionMsg::Reload => state.reload_due = false,
+            SessionMsg::Reload => {}
             SessionMsg::RunFinished(run_id, leftover) => {
                 if state.running.as_ref().is_some_and(|r| r.id == run_id) {
                     state.running = None;

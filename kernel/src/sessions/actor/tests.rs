@@ -2,7 +2,7 @@
 //! whose reads it can make fail: what waits for the disk, and what a refused write does
 //! to the session.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ struct Gated {
     inner: SqliteStore,
     held: Mutex<Option<Held>>,
     unreadable: AtomicBool,
+    /// Reads refused while unreadable.
+    refused_reads: AtomicUsize,
 }
 
 impl std::fmt::Debug for Gated {
@@ -38,6 +40,7 @@ impl std::fmt::Debug for Gated {
 impl Gated {
     fn read<'a, T: 'a>(&'a self, read: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
         if self.unreadable.load(Ordering::SeqCst) {
+            self.refused_reads.fetch_add(1, Ordering::SeqCst);
             return Box::pin(async { Err(StoreError::Db("unreadable for the test".into())) });
         }
         read
@@ -124,8 +127,12 @@ async fn kernel(dir: &std::path::Path) -> (Arc<Kernel>, Arc<Gated>, ActorRef<()>
     let mut config = Config::default();
     config.sessions.provider_wait_ms = 60_000;
     let inner = SqliteStore::open(&dir.join("burrow.db")).unwrap();
-    let store =
-        Arc::new(Gated { inner, held: Mutex::new(None), unreadable: AtomicBool::new(false) });
+    let store = Arc::new(Gated {
+        inner,
+        held: Mutex::new(None),
+        unreadable: AtomicBool::new(false),
+        refused_reads: AtomicUsize::new(0),
+    });
     let paths = KernelPaths { socket: dir.join("k.sock"), state_dir: dir.to_owned() };
     let kernel = Arc::new(Kernel::new(config, KernelKey::from_seed([2; 32]), paths, store.clone()));
     let (sessions, _) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
@@ -248,6 +255,12 @@ async fn a_session_that_cannot_read_itself_back_refuses_work_until_it_can() {
     let three = to_session(&kernel, "k1", inbound("three", Wake::Never)).await;
     let three = three.expect_err("no work while stale").message;
     assert!(three.contains("read back from the store"), "{three}");
+    // It keeps trying by itself, with nothing sent to it.
+    let tries = store.refused_reads.load(Ordering::SeqCst);
+    until("two more tries to read the session back", async || {
+        store.refused_reads.load(Ordering::SeqCst) >= tries + 2
+    })
+    .await;
 
     // Readable again: it reads itself back by itself and takes work.
     store.unreadable.store(false, Ordering::SeqCst);
