@@ -45,7 +45,7 @@ pub enum SessionMsg {
     Inbound(Inbound, DispatchReply),
     /// A dispatch's writes (the actor's `seq`th submission) are on disk, or were
     /// refused; what to make known once they are.
-    Written(u64, Result<(), StoreError>, AfterWrite),
+    Written(u64, Result<(), StoreError>, Box<AfterWrite>),
     /// Time to try again to read the session back from the store.
     Reload,
     /// A run ended, leaving these steered messages untaken.
@@ -262,7 +262,7 @@ impl Actor for SessionActor {
             reload_due: false,
             leftover: Vec::new(),
         };
-        start_next(&mut state, &myself).await;
+        start_next(&mut state, &myself);
         Ok(state)
     }
 
@@ -279,14 +279,16 @@ impl Actor for SessionActor {
             // This was the one on its way: a failed try below schedules the next.
             state.reload_due = false;
         }
+        // What awaits is boxed: ractor moves each message's future about, several times
+        // over, and a small one is cheaper to move than an allocation is to make.
         if state.stale {
-            reload(state, &myself).await;
+            Box::pin(reload(state, &myself)).await;
         }
         match msg {
             SessionMsg::Inbound(_, reply) if state.stale => reply.send(Err(restoring())),
             SessionMsg::Inbound(inbound, reply) => {
-                dispatch(state, &myself, inbound, reply).await;
-                start_next(state, &myself).await;
+                Box::pin(dispatch(state, &myself, inbound, reply)).await;
+                start_next(state, &myself);
             }
             SessionMsg::Written(seq, Ok(()), after) => {
                 state.writes.heard(seq);
@@ -297,7 +299,7 @@ impl Actor for SessionActor {
                 {
                     state.kernel.sessions.publish_run(run);
                 }
-                start_next(state, &myself).await;
+                start_next(state, &myself);
             }
             // The fence is broken: the session is read back below.
             SessionMsg::Written(seq, Err(_), _) => state.writes.heard(seq),
@@ -308,9 +310,9 @@ impl Actor for SessionActor {
                 }
                 state.leftover.extend(leftover);
                 if !state.stale {
-                    requeue_leftover(state).await;
+                    Box::pin(requeue_leftover(state)).await;
                 }
-                start_next(state, &myself).await;
+                start_next(state, &myself);
             }
             #[cfg(test)]
             SessionMsg::Crash => return Err("crash requested by a test".into()),
@@ -318,7 +320,7 @@ impl Actor for SessionActor {
             SessionMsg::Running(tx) => drop(tx.send(state.running.as_ref().map(|r| r.id.clone()))),
             SessionMsg::Cancel(_, reply) if state.stale => drop(reply.send(Err(restoring()))),
             SessionMsg::Cancel(run_id, reply) => {
-                let _ = reply.send(cancel(state, &run_id).await);
+                let _ = reply.send(Box::pin(cancel(state, &run_id)).await);
             }
             SessionMsg::IdleCheck => {
                 let idle = Duration::from_millis(state.kernel.config().sessions.idle_timeout_ms);
@@ -340,7 +342,7 @@ impl Actor for SessionActor {
         if state.writes.refused() && !state.stale {
             // What it holds assumed writes the store refused.
             tracing::warn!(session = %state.key, "a write was refused: reading the session back from the store");
-            reload(state, &myself).await;
+            Box::pin(reload(state, &myself)).await;
         }
         Ok(())
     }
@@ -398,7 +400,7 @@ async fn reload(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
             state.writes.renew();
             state.stale = false;
             requeue_leftover(state).await;
-            start_next(state, myself).await;
+            start_next(state, myself);
         }
         Err(e) => {
             if !state.stale {
@@ -489,7 +491,7 @@ async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, E
 }
 
 /// Starts the next queued run when none is running and its input is on disk.
-async fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
+fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
     let known = state.writes.known();
     if state.stale
         || state.running.is_some()

@@ -32,12 +32,12 @@ pub(super) async fn dispatch(
     match (&state.session, &create) {
         (Some(_), Some(_)) => {
             let e = ErrorObject::new(ErrorCode::Conflict, "the session exists already");
-            return answer_in_turn(state, reply, e).await;
+            return Box::pin(answer_in_turn(state, reply, e)).await;
         }
         (None, None) if must_exist => {
             let e = ErrorObject::new(ErrorCode::NotFound, format!("no session {:?}", state.key))
                 .with_data(serde_json::json!({ "reason": "unknown_session" }));
-            return answer_in_turn(state, reply, e).await;
+            return Box::pin(answer_in_turn(state, reply, e)).await;
         }
         _ => {}
     }
@@ -47,7 +47,7 @@ pub(super) async fn dispatch(
         let e =
             ErrorObject::new(ErrorCode::UnknownError, "the session's queue is full; retry later")
                 .with_data(serde_json::json!({ "reason": "session_queue_full" }));
-        return answer_in_turn(state, reply, e).await;
+        return Box::pin(answer_in_turn(state, reply, e)).await;
     }
     let created = state.session.is_none();
     let session = state.session.get_or_insert_with(|| match create {
@@ -116,14 +116,7 @@ pub(super) async fn dispatch(
     if steer {
         // The run takes it live, so it must be on disk first: wait for it.
         writes.push(Write::Append { session_key: state.key.clone(), message: message.clone() });
-        let outcome = match write_now(state, writes).await {
-            Ok(()) => {
-                published(state, created, Some(&message));
-                steer_into_run(state, message).await
-            }
-            Err(e) => Err(not_stored(e)),
-        };
-        return reply.send(outcome);
+        return reply.send(Box::pin(store_and_steer(state, writes, created, message)).await);
     }
     // The run it queues or joins may start once this submission (the next) is on disk.
     let seq = state.writes.next();
@@ -150,10 +143,22 @@ pub(super) async fn dispatch(
     let submitted = state.writes.submit(store, writes, tell, move |outcome| {
         reply.send(outcome.clone().map(|()| result).map_err(not_stored));
         if tell || outcome.is_err() {
-            let _ = me.cast(SessionMsg::Written(seq, outcome, after));
+            let _ = me.cast(SessionMsg::Written(seq, outcome, Box::new(after)));
         }
     });
     submitted.await;
+}
+
+/// Stores a steered message (the running run takes it live) and hands it to the run.
+async fn store_and_steer(
+    state: &mut SessionState,
+    writes: Vec<Write>,
+    created: bool,
+    message: NewMessage,
+) -> Result<DispatchResult, ErrorObject> {
+    write_now(state, writes).await.map_err(not_stored)?;
+    published(state, created, Some(&message));
+    steer_into_run(state, message).await
 }
 
 /// Answers `reply` with `e` after the answers to the session's writes in flight (at once
