@@ -49,6 +49,11 @@ pub fn parse_params<T: DeserializeOwned>(params: Value) -> Result<T, ErrorObject
     if !params.is_object() {
         return Err(ErrorObject::invalid_params("params", "params must be a map"));
     }
+    // The path is tracked only to explain a failure: tracking it costs more than the
+    // deserializing itself, so it is done again only when the plain pass fails.
+    if let Ok(parsed) = T::deserialize(&params) {
+        return Ok(parsed);
+    }
     serde_path_to_error::deserialize::<_, T>(params).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
