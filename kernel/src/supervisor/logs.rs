@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::broadcast;
@@ -63,15 +64,34 @@ impl LogFile {
 
     /// Appends one line and tells followers.
     pub fn write_line(&mut self, line: &str) {
-        if self.size + line.len() as u64 + 1 > self.max_bytes && self.size > 0 {
-            self.rotate();
+        self.write_lines(&[line]);
+    }
+
+    /// Appends lines and tells followers: one write per run of lines between rotations.
+    pub fn write_lines(&mut self, lines: &[impl AsRef<str>]) {
+        let mut pending = Vec::new();
+        for line in lines {
+            let line = line.as_ref();
+            let written = self.size + pending.len() as u64;
+            if written + line.len() as u64 + 1 > self.max_bytes && written > 0 {
+                self.write_out(&mut pending);
+                self.rotate();
+            }
+            pending.extend_from_slice(line.as_bytes());
+            pending.push(b'\n');
+            let _ = self.lines.send(line.to_owned());
         }
+        self.write_out(&mut pending);
+    }
+
+    fn write_out(&mut self, pending: &mut Vec<u8>) {
         if let Some(file) = self.file.as_mut()
-            && writeln!(file, "{line}").is_ok()
+            && !pending.is_empty()
+            && file.write_all(pending).is_ok()
         {
-            self.size += line.len() as u64 + 1;
+            self.size += pending.len() as u64;
         }
-        let _ = self.lines.send(line.to_owned());
+        pending.clear();
     }
 }
 
@@ -86,12 +106,15 @@ const MAX_LINE: usize = 64 * 1024;
 
 /// Copies lines from a child's pipe into the shared log until the pipe closes. Lines are
 /// capped (longer ones are split) and decoded lossily, and the pipe is drained whatever
-/// it carries, so the app never blocks or dies writing its output.
-pub async fn pump(reader: impl AsyncRead + Unpin, log: std::sync::Arc<std::sync::Mutex<LogFile>>) {
+/// it carries, so the app never dies writing its output. The lines of each read are
+/// written together on a blocking thread, never on the runtime's: a slow disk slows this
+/// app's output (its pipe fills), not the kernel.
+pub async fn pump(reader: impl AsyncRead + Unpin, log: Arc<Mutex<LogFile>>) {
     use tokio::io::AsyncReadExt;
     let mut reader = BufReader::new(reader);
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let mut chunk = vec![0u8; 8192];
+    let mut lines = Vec::new();
     loop {
         let n = match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -99,7 +122,7 @@ pub async fn pump(reader: impl AsyncRead + Unpin, log: std::sync::Arc<std::sync:
         };
         for &b in &chunk[..n] {
             if b == b'\n' || line.len() >= MAX_LINE {
-                flush_line(&log, &line);
+                lines.push(decode(&line));
                 line.clear();
                 if b == b'\n' {
                     continue;
@@ -107,18 +130,33 @@ pub async fn pump(reader: impl AsyncRead + Unpin, log: std::sync::Arc<std::sync:
             }
             line.push(b);
         }
+        lines = write(&log, lines).await;
     }
     if !line.is_empty() {
-        flush_line(&log, &line);
+        lines.push(decode(&line));
     }
+    write(&log, lines).await;
 }
 
-fn flush_line(log: &std::sync::Mutex<LogFile>, bytes: &[u8]) {
+fn decode(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let text = text.strip_suffix('\r').unwrap_or(&text);
-    if let Ok(mut log) = log.lock() {
-        log.write_line(text);
+    text.strip_suffix('\r').unwrap_or(&text).to_owned()
+}
+
+/// Writes `lines` to the log on a blocking thread; gives back the emptied vector.
+async fn write(log: &Arc<Mutex<LogFile>>, mut lines: Vec<String>) -> Vec<String> {
+    if lines.is_empty() {
+        return lines;
     }
+    let log = log.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        if let Ok(mut log) = log.lock() {
+            log.write_lines(&lines);
+        }
+        lines.clear();
+        lines
+    });
+    written.await.unwrap_or_default()
 }
 
 /// The last `n` lines of an app's log (the current file, then older ones if needed).
@@ -147,8 +185,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = log_path(dir.path(), "app");
         let (tx, _rx) = broadcast::channel(16);
-        let log =
-            std::sync::Arc::new(std::sync::Mutex::new(LogFile::open(path.clone(), 1 << 20, 1, tx)));
+        let log = Arc::new(Mutex::new(LogFile::open(path.clone(), 1 << 20, 1, tx)));
         let mut input = b"ok\n\xff\xfe bad\n".to_vec();
         input.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
         input.extend(b"\ntail".iter());
@@ -181,5 +218,60 @@ mod tests {
         // Followers see lines as they come; one that lags skips ahead.
         assert!(matches!(rx.try_recv(), Err(broadcast::error::TryRecvError::Lagged(14))));
         assert_eq!(rx.try_recv().unwrap(), "line 14 ........");
+    }
+
+    #[test]
+    fn lines_written_together_rotate_as_lines_written_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = |name: &str, together: bool| {
+            let path = log_path(dir.path(), name);
+            let (tx, _rx) = broadcast::channel(64);
+            let mut log = LogFile::open(path.clone(), 100, 2, tx);
+            let lines: Vec<String> = (0..30).map(|i| format!("line {i:02} ........")).collect();
+            if together {
+                log.write_lines(&lines);
+            } else {
+                lines.iter().for_each(|l| log.write_line(l));
+            }
+            (0..=3)
+                .map(|n| {
+                    let file = if n == 0 { path.clone() } else { numbered(&path, n) };
+                    std::fs::read_to_string(file).ok()
+                })
+                .collect::<Vec<_>>()
+        };
+        let together = files("together", true);
+        assert!(together[0].as_ref().is_some_and(|t| t.ends_with("line 29 ........\n")));
+        assert_eq!(together, files("one-by-one", false));
+    }
+
+    /// The log's writes happen off the runtime: with the log held (as by a disk that does
+    /// not answer), a single-threaded runtime still runs its other tasks.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stalled_log_does_not_stall_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), "app");
+        let (tx, _rx) = broadcast::channel(16);
+        let log = Arc::new(Mutex::new(LogFile::open(path.clone(), 1 << 20, 1, tx)));
+        let (locked_tx, locked) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let _held = log.lock().unwrap();
+                locked_tx.send(()).unwrap();
+                // Released when the test says so; a timeout means the runtime stalled.
+                release_rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok()
+            })
+        };
+        locked.recv().unwrap();
+        let pump = tokio::spawn(pump(&b"one\ntwo\n"[..], log));
+        // The pump is stuck behind the held log; this runtime's only thread is not.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!pump.is_finished());
+        release.send(()).unwrap();
+        assert!(holder.join().unwrap(), "the runtime stalled behind the held log");
+        pump.await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
     }
 }
