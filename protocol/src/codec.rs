@@ -13,6 +13,9 @@ pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// Length of the frame header.
 pub const HEADER_BYTES: usize = 4;
 
+/// Bytes reserved for an encoded frame before encoding (one allocation size class).
+const FRAME_CAPACITY: usize = 256;
+
 /// Deepest nesting of maps and arrays a frame may hold. Deeper frames are refused as
 /// `INVALID_REQUEST`, so a small hostile frame cannot exhaust a decoder's stack.
 pub const MAX_DEPTH: usize = 128;
@@ -94,7 +97,9 @@ pub fn encode_body(msg: &Message) -> Result<Vec<u8>, EncodeError> {
 pub fn encode_frame(msg: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
     // The body is written after room for the header, which is filled in once its length
     // is known: one buffer, no copy.
-    let mut frame = vec![0; HEADER_BYTES];
+    // Room for most messages up front: growing from a few bytes reallocates several times.
+    let mut frame = Vec::with_capacity(FRAME_CAPACITY);
+    frame.resize(HEADER_BYTES, 0);
     rmp_serde::encode::write_named(&mut frame, msg)?;
     let len = frame.len() - HEADER_BYTES;
     if len > max_frame_bytes || len > u32::MAX as usize {

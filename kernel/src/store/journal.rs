@@ -62,7 +62,9 @@ fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
 
 /// The encoded form of one caller's writes; made by the caller, framed by the journal.
 pub fn payload(writes: &[Write]) -> Result<Vec<u8>, StoreError> {
-    let payload = rmp_serde::to_vec_named(writes)
+    // Room for a dispatch's writes up front: growing from nothing reallocates many times.
+    let mut payload = Vec::with_capacity(512);
+    rmp_serde::encode::write_named(&mut payload, writes)
         .map_err(|e| StoreError::Db(format!("journal: cannot encode a write: {e}")))?;
     if payload.len() > MAX_PAYLOAD {
         return Err(StoreError::Db(format!(
