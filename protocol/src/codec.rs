@@ -5,7 +5,10 @@ use std::io::Cursor;
 
 use serde::Deserialize;
 
-use crate::{ErrorCode, ErrorObject, Id, InvalidMessage, Message, Value};
+use crate::message::not_a_map;
+use crate::{ErrorCode, ErrorObject, Id, InvalidMessage, Message};
+
+mod envelope;
 
 /// Default and ceiling for `ipc.max_frame_bytes`: 8 MiB.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -118,8 +121,8 @@ pub fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
     // rmp-serde refuses the container that brings its counter to 0, i.e. it allows one
     // level less than the number given: MAX_DEPTH + 1 allows exactly MAX_DEPTH levels.
     de.set_max_depth(MAX_DEPTH + 1);
-    let value = match Value::deserialize(&mut de) {
-        Ok(v) => v,
+    let top = match envelope::Top::deserialize(&mut de) {
+        Ok(top) => top,
         Err(e) => {
             return Err(DecodeError::NotMessagePack {
                 id: salvage_id(body),
@@ -131,7 +134,10 @@ pub fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
     if used != body.len() {
         return Err(DecodeError::TrailingBytes(body.len() - used));
     }
-    Ok(Message::from_value(value)?)
+    match top {
+        envelope::Top::Map(fields) => Ok(Message::from_fields(fields)?),
+        envelope::Top::NotMap => Err(not_a_map().into()),
+    }
 }
 
 /// Splits one frame off the front of `buf`: `Ok(None)` when more bytes are needed,

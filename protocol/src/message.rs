@@ -139,9 +139,22 @@ impl Message {
     /// Classifies a decoded value. Unknown keys are ignored.
     pub fn from_value(value: Value) -> Result<Self, InvalidMessage> {
         let Value::Object(mut map) = value else {
-            return Err(InvalidMessage { id: None, reason: "a message must be a map".into() });
+            return Err(not_a_map());
         };
-        let raw_id = map.remove("id");
+        let mut take = |key: &str| map.remove(key);
+        Self::from_fields(Fields {
+            id: take("id"),
+            method: take("method"),
+            params: take("params"),
+            result: take("result"),
+            error: take("error"),
+            chunk: take("chunk"),
+        })
+    }
+
+    /// Classifies the members of a message's map.
+    pub(crate) fn from_fields(fields: Fields) -> Result<Self, InvalidMessage> {
+        let Fields { id: raw_id, method, params, result, error, chunk } = fields;
         let id = match &raw_id {
             None | Some(Value::Null) => None,
             Some(v) => match Id::from_value(v) {
@@ -155,14 +168,14 @@ impl Message {
             },
         };
         let invalid = |reason: &str| InvalidMessage { id: id.clone(), reason: reason.into() };
-        if let Some(method) = map.remove("method") {
+        if let Some(method) = method {
             let Value::String(method) = method else {
                 return Err(invalid("`method` must be a string"));
             };
             if method.is_empty() {
                 return Err(invalid("`method` must not be empty"));
             }
-            let params = match map.remove("params") {
+            let params = match params {
                 None | Some(Value::Null) => Value::Object(Map::new()),
                 Some(p) => p,
             };
@@ -171,7 +184,7 @@ impl Message {
                 None => Message::Notification(Notification { method, params }),
             });
         }
-        if let Some(error) = map.remove("error") {
+        if let Some(error) = error {
             let error: ErrorObject = serde_json::from_value(error)
                 .map_err(|e| invalid(&format!("malformed `error`: {e}")))?;
             return Ok(Message::Response(Response { id, outcome: Err(error) }));
@@ -179,10 +192,10 @@ impl Message {
         let Some(id) = id else {
             return Err(invalid("a message needs a `method` or an `id`"));
         };
-        if let Some(result) = map.remove("result") {
+        if let Some(result) = result {
             return Ok(Message::success(id, result));
         }
-        if let Some(chunk) = map.remove("chunk") {
+        if let Some(chunk) = chunk {
             return Ok(Message::chunk(id, chunk));
         }
         Err(InvalidMessage {
@@ -190,6 +203,22 @@ impl Message {
             reason: "a message with an `id` needs `method`, `result`, `error` or `chunk`".into(),
         })
     }
+}
+
+/// The members of a message's map that classify it, each as it came; the others are
+/// ignored.
+#[derive(Debug, Default)]
+pub(crate) struct Fields {
+    pub(crate) id: Option<Value>,
+    pub(crate) method: Option<Value>,
+    pub(crate) params: Option<Value>,
+    pub(crate) result: Option<Value>,
+    pub(crate) error: Option<Value>,
+    pub(crate) chunk: Option<Value>,
+}
+
+pub(crate) fn not_a_map() -> InvalidMessage {
+    InvalidMessage { id: None, reason: "a message must be a map".into() }
 }
 
 impl Serialize for Message {

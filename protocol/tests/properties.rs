@@ -266,6 +266,68 @@ fn msgpackish() -> impl Strategy<Value = Vec<u8>> {
     vec(token, 0..48).prop_map(|t| t.concat())
 }
 
+/// A MessagePack value shaped like a message, often not quite: the members that classify
+/// one (or others, or non-string keys) holding anything MessagePack can, binary and
+/// extension values included; sometimes not a map at all.
+fn envelope_like() -> impl Strategy<Value = Vec<u8>> {
+    use rmpv::Value as Mp;
+    let leaf = prop_oneof![
+        Just(Mp::Nil),
+        any::<bool>().prop_map(Mp::from),
+        any::<i64>().prop_map(Mp::from),
+        any::<u64>().prop_map(Mp::from),
+        any::<f64>().prop_map(Mp::from),
+        text().prop_map(Mp::from),
+        vec(any::<u8>(), 0..4).prop_map(Mp::Binary),
+        (any::<i8>(), vec(any::<u8>(), 0..4)).prop_map(|(t, b)| Mp::Ext(t, b)),
+    ];
+    let member = leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..4).prop_map(Mp::Array),
+            vec((text().prop_map(Mp::from), inner), 0..4).prop_map(Mp::Map),
+        ]
+    });
+    let key = prop_oneof![
+        6 => select(&["id", "method", "params", "result", "error", "chunk", "x"][..]).prop_map(Mp::from),
+        1 => any::<u8>().prop_map(Mp::from),
+        1 => vec(any::<u8>(), 0..3).prop_map(Mp::Binary),
+    ];
+    let top = prop_oneof![
+        6 => vec((key, member.clone()), 0..5).prop_map(Mp::Map),
+        1 => member,
+    ];
+    top.prop_map(|v| {
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &v).expect("encodes into a vector");
+        body
+    })
+}
+
+/// How bodies were decoded before the envelope reader: the whole value as one `Value`,
+/// then classified. The reference the envelope reader must agree with.
+fn decode_via_value(body: &[u8]) -> Result<Message, DecodeError> {
+    use serde::Deserialize;
+    if body.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    // On purpose, the envelope reader refuses a binary top-level key, which a map value
+    // takes when it is UTF-8 and not the first.
+    if let Ok(rmpv::Value::Map(members)) = rmpv::decode::read_value(&mut &body[..])
+        && members.iter().any(|(key, _)| matches!(key, rmpv::Value::Binary(_)))
+    {
+        return Err(DecodeError::NotMessagePack { id: None, reason: "binary key".into() });
+    }
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
+    de.set_max_depth(codec::MAX_DEPTH + 1);
+    let value = Value::deserialize(&mut de)
+        .map_err(|e| DecodeError::NotMessagePack { id: None, reason: e.to_string() })?;
+    let used = de.get_ref().position() as usize;
+    if used != body.len() {
+        return Err(DecodeError::TrailingBytes(body.len() - used));
+    }
+    Ok(Message::from_value(value)?)
+}
+
 /// A manifest-shaped map whose members are sometimes right and often wrong.
 fn manifest_like() -> impl Strategy<Value = Value> {
     let list = prop_oneof![
@@ -498,6 +560,29 @@ proptest! {
         prop_assert_eq!(used, bytes.len());
         prop_assert_eq!(result.is_ok(), codec::decode_body(&body).is_ok());
         fuzzing::decode_frame_target(&bytes);
+    }
+
+    /// (c) The envelope reader decodes every body as reading it whole into one value
+    /// does: the same message, or the same kind of error (the same one, when the body
+    /// is MessagePack but not a valid message).
+    #[test]
+    fn the_envelope_reader_agrees_with_reading_a_whole_value(
+        body in prop_oneof![envelope_like(), vec(any::<u8>(), 0..64), msgpackish()],
+    ) {
+        match (codec::decode_body(&body), decode_via_value(&body)) {
+            (Ok(read), Ok(whole)) => prop_assert_eq!(read, whole),
+            (Err(read), Err(whole)) => {
+                prop_assert_eq!(
+                    std::mem::discriminant(&read),
+                    std::mem::discriminant(&whole),
+                    "{:?} against {:?}", read, whole
+                );
+                if matches!(read, DecodeError::Invalid(_) | DecodeError::TrailingBytes(_)) {
+                    prop_assert_eq!(read, whole);
+                }
+            }
+            (read, whole) => prop_assert!(false, "{:?} against {:?}", read, whole),
+        }
     }
 
     /// (d) Bytes after a valid frame do not change it; after a valid body they are
