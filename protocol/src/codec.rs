@@ -239,6 +239,22 @@ mod tests {
         let err = decode_body(&body).unwrap_err();
         assert_eq!(err.id(), Some(Id::Num(42)), "{err:?}");
 
+        // A binary key is refused wherever it is, even UTF-8 and after a map's first key.
+        let params = rmpv::Value::Map(vec![
+            (rmpv::Value::from("a"), rmpv::Value::from(1)),
+            (rmpv::Value::Binary(b"b".to_vec()), rmpv::Value::from(2)),
+        ]);
+        let raw = rmpv::Value::Map(vec![
+            (rmpv::Value::from("id"), rmpv::Value::from(7)),
+            (rmpv::Value::from("method"), rmpv::Value::from("m")),
+            (rmpv::Value::from("params"), params),
+        ]);
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &raw).unwrap();
+        let err = decode_body(&body).unwrap_err();
+        assert!(matches!(err, DecodeError::NotMessagePack { .. }), "{err:?}");
+        assert_eq!(err.id(), Some(Id::Num(7)));
+
         let neg = rmp_serde::to_vec_named(&json!({"id": -1, "method": "m"})).unwrap();
         assert_eq!(decode_body(&neg).unwrap_err().id(), None);
     }

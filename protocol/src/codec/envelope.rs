@@ -1,18 +1,18 @@
 //! Reading a frame's top-level map straight into the members that classify a message,
 //! without building a map value for it first: only the members' values are [`Value`]s.
 //!
-//! It takes what reading the whole frame as one [`Value`] takes, and refuses what that
-//! refuses (binary and extension values, non-string keys, anywhere in the frame), so the
-//! two ways decode bodies alike; the tests compare them on arbitrary bytes. One
-//! difference, on purpose: a top-level key must be a string, where a map value also
-//! takes UTF-8 binary for keys after the first.
+//! Values are read as `serde_json` reads a [`Value`], with one difference on purpose: a
+//! map's keys must be strings, wherever the map (`serde_json` takes UTF-8 binary for the
+//! keys after a map's first). So binary and extension values and non-string keys are
+//! refused anywhere in the frame, as docs/protocol.md §2 says; the tests compare this
+//! reader with reading the whole frame as one [`Value`] on arbitrary bytes.
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::Value;
 use crate::message::Fields;
+use crate::{Map, Value};
 
 /// A frame's value: a map's classifying members, or something other than a map.
 pub(super) enum Top {
@@ -63,20 +63,20 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Top, D::Error> {
-        Value::deserialize(d).map(|_| Top::NotMap)
+        Json.deserialize(d).map(|_| Top::NotMap)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top, A::Error> {
-        while seq.next_element::<Value>()?.is_some() {}
+        while seq.next_element_seed(Json)?.is_some() {}
         Ok(Top::NotMap)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
         let mut fields = Fields::default();
         // As in a map value, a key given twice keeps its last value.
-        while let Some(key) = map.next_key::<Key>()? {
+        while let Some(key) = map.next_key_seed(StrictKey)? {
             // Unknown members are read as values too, held to the same shape.
-            let value = map.next_value::<Value>()?;
+            let value = map.next_value_seed(Json)?;
             let slot = match key {
                 Key::Id => &mut fields.id,
                 Key::Method => &mut fields.method,
@@ -92,8 +92,111 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 }
 
-/// A top-level key: a string. (A map value takes UTF-8 binary as a key after the first
-/// one, a quirk of `serde_json`'s: here binary keys are refused wherever they are.)
+/// A JSON-shaped value, as `serde_json` reads a [`Value`] but for map keys, which must be
+/// strings.
+struct Json;
+
+impl<'de> DeserializeSeed<'de> for Json {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    /// NaN and the infinities have no JSON form: null, as `serde_json` reads them.
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Json.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Json)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(key) = map.next_key_seed(StrictString)? {
+            members.insert(key, map.next_value_seed(Json)?);
+        }
+        Ok(Value::Object(members))
+    }
+}
+
+/// A map key: a string, never binary.
+struct StrictString;
+
+impl<'de> DeserializeSeed<'de> for StrictString {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(StrictStringVisitor)
+    }
+}
+
+struct StrictStringVisitor;
+
+impl Visitor<'_> for StrictStringVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<String, E> {
+        Ok(key.to_owned())
+    }
+
+    fn visit_string<E: de::Error>(self, key: String) -> Result<String, E> {
+        Ok(key)
+    }
+}
+
+/// A top-level key: a string, read without a copy.
 enum Key {
     Id,
     Method,
@@ -104,8 +207,12 @@ enum Key {
     Other,
 }
 
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+struct StrictKey;
+
+impl<'de> DeserializeSeed<'de> for StrictKey {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
         d.deserialize_str(KeyVisitor)
     }
 }
