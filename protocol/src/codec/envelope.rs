@@ -74,7 +74,7 @@ impl<'de> Visitor<'de> for TopVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
         let mut fields = Fields::default();
         // As in a map value, a key given twice keeps its last value.
-        while let Some(key) = map.next_key_seed(StrictKey)? {
+        while let Some(key) = map.next_key_seed(StringKey(Key::of))? {
             // Unknown members are read as values too, held to the same shape.
             let value = map.next_value_seed(Json)?;
             let slot = match key {
@@ -160,43 +160,37 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
-        while let Some(key) = map.next_key_seed(StrictString)? {
+        while let Some(key) = map.next_key_seed(StringKey(str::to_owned))? {
             members.insert(key, map.next_value_seed(Json)?);
         }
         Ok(Value::Object(members))
     }
 }
 
-/// A map key: a string, never binary.
-struct StrictString;
+/// A map key: a string, never binary, made into a `T` by the function it holds.
+struct StringKey<T>(fn(&str) -> T);
 
-impl<'de> DeserializeSeed<'de> for StrictString {
-    type Value = String;
+impl<'de, T> DeserializeSeed<'de> for StringKey<T> {
+    type Value = T;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-        d.deserialize_str(StrictStringVisitor)
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_str(self)
     }
 }
 
-struct StrictStringVisitor;
-
-impl Visitor<'_> for StrictStringVisitor {
-    type Value = String;
+impl<T> Visitor<'_> for StringKey<T> {
+    type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string key")
     }
 
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<String, E> {
-        Ok(key.to_owned())
-    }
-
-    fn visit_string<E: de::Error>(self, key: String) -> Result<String, E> {
-        Ok(key)
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<T, E> {
+        Ok((self.0)(key))
     }
 }
 
-/// A top-level key: a string, read without a copy.
+/// A top-level key.
 enum Key {
     Id,
     Method,
@@ -207,27 +201,9 @@ enum Key {
     Other,
 }
 
-struct StrictKey;
-
-impl<'de> DeserializeSeed<'de> for StrictKey {
-    type Value = Key;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl Visitor<'_> for KeyVisitor {
-    type Value = Key;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string key")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-        Ok(match key {
+impl Key {
+    fn of(key: &str) -> Self {
+        match key {
             "id" => Key::Id,
             "method" => Key::Method,
             "params" => Key::Params,
@@ -235,6 +211,6 @@ impl Visitor<'_> for KeyVisitor {
             "error" => Key::Error,
             "chunk" => Key::Chunk,
             _ => Key::Other,
-        })
+        }
     }
 }
