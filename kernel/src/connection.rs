@@ -470,6 +470,24 @@ mod tests {
 
     use super::*;
 
+    /// With serde_json's `raw_value` feature (on in the kernel's build, through axum), a
+    /// map whose first key is `$serde_json::private::RawValue` means something else when
+    /// read as a `Value`: the frame codec reads it as the plain map it is.
+    #[test]
+    fn a_raw_value_key_in_a_frame_is_a_plain_key() {
+        use burrow_protocol::codec;
+        for params in [
+            json!({"$serde_json::private::RawValue": "[1, 2]"}),
+            json!({"$serde_json::private::RawValue": 5}),
+        ] {
+            let body = codec::encode_body(&Message::request(1u64, "m", params.clone())).unwrap();
+            let Ok(Message::Request(request)) = codec::decode_body(&body) else {
+                panic!("{params} did not decode as a request")
+            };
+            assert_eq!(request.params, params);
+        }
+    }
+
     /// A connection whose frames may be at most `max_frame_bytes`, and the far side's
     /// transport (with a generous limit of its own).
     fn pair(max_frame_bytes: usize, answer: Value) -> (Connection, Transport) {

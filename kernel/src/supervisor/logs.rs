@@ -68,23 +68,28 @@ impl LogFile {
     }
 
     /// Appends lines and tells followers: one write per run of lines between rotations.
+    /// Followers hear of a run only once it is written: one that subscribes and then reads
+    /// the file (as `burrow logs -f` does) misses no line between the two.
     pub fn write_lines(&mut self, lines: &[impl AsRef<str>]) {
         let mut pending = Vec::new();
-        for line in lines {
+        let mut run = 0;
+        for (i, line) in lines.iter().enumerate() {
             let line = line.as_ref();
             let written = self.size + pending.len() as u64;
             if written + line.len() as u64 + 1 > self.max_bytes && written > 0 {
-                self.write_out(&mut pending);
+                self.write_out(&mut pending, &lines[run..i]);
+                run = i;
                 self.rotate();
             }
             pending.extend_from_slice(line.as_bytes());
             pending.push(b'\n');
-            let _ = self.lines.send(line.to_owned());
         }
-        self.write_out(&mut pending);
+        self.write_out(&mut pending, &lines[run..]);
     }
 
-    fn write_out(&mut self, pending: &mut Vec<u8>) {
+    /// Writes `pending` (the text of `run`), then tells followers of `run`: even when the
+    /// write failed, they see what the app said.
+    fn write_out(&mut self, pending: &mut Vec<u8>, run: &[impl AsRef<str>]) {
         if let Some(file) = self.file.as_mut()
             && !pending.is_empty()
             && file.write_all(pending).is_ok()
@@ -92,6 +97,9 @@ impl LogFile {
             self.size += pending.len() as u64;
         }
         pending.clear();
+        for line in run {
+            let _ = self.lines.send(line.as_ref().to_owned());
+        }
     }
 }
 
@@ -243,6 +251,26 @@ mod tests {
         let together = files("together", true);
         assert!(together[0].as_ref().is_some_and(|t| t.ends_with("line 29 ........\n")));
         assert_eq!(together, files("one-by-one", false));
+    }
+
+    /// A follower that hears a line finds it in the file: it can subscribe, then read
+    /// the file, and miss nothing between the two.
+    #[test]
+    fn followers_hear_of_lines_only_once_they_are_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path(), "app");
+        let (tx, mut rx) = broadcast::channel(16);
+        let mut log = LogFile::open(path.clone(), 1 << 30, 1, tx);
+        let file = path.clone();
+        let follower = std::thread::spawn(move || {
+            let first = rx.blocking_recv().unwrap();
+            std::fs::read_to_string(&file).unwrap().lines().next() == Some(first.as_str())
+        });
+        // A batch large enough that a line told before the batch is written would be
+        // read back before it is there.
+        let lines: Vec<String> = (0..50_000).map(|i| format!("line {i:05} ........")).collect();
+        log.write_lines(&lines);
+        assert!(follower.join().unwrap(), "a follower heard of a line not yet in the file");
     }
 
     /// The log's writes happen off the runtime: with the log held (as by a disk that does

@@ -1,10 +1,13 @@
 //! Reading a frame's top-level map straight into the members that classify a message,
 //! without building a map value for it first: only the members' values are [`Value`]s.
 //!
-//! Values are read as `serde_json` reads a [`Value`], with one difference on purpose: a
+//! Values are read as `serde_json` reads a [`Value`], with two differences on purpose: a
 //! map's keys must be strings, wherever the map (`serde_json` takes UTF-8 binary for the
-//! keys after a map's first). So binary and extension values and non-string keys are
-//! refused anywhere in the frame, as docs/protocol.md §2 says; the tests compare this
+//! keys after a map's first), and no key means anything special (with its `raw_value`
+//! feature, which axum turns on in the kernel's build, `serde_json` parses the string
+//! under a first key `$serde_json::private::RawValue` as JSON text). So binary and
+//! extension values and non-string keys are refused anywhere in the frame, as
+//! docs/protocol.md §2 says, and every map is the map it is; the tests compare this
 //! reader with reading the whole frame as one [`Value`] on arbitrary bytes.
 
 use std::fmt;
