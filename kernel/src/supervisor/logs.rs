@@ -259,16 +259,19 @@ mod tests {
     fn followers_hear_of_lines_only_once_they_are_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = log_path(dir.path(), "app");
-        let (tx, mut rx) = broadcast::channel(16);
+        // A batch large enough that a line told before the batch is written would be
+        // read back before it is there; room for all of it, so the follower never lags.
+        let lines: Vec<String> = (0..50_000).map(|i| format!("line {i:05} ........")).collect();
+        let (tx, mut rx) = broadcast::channel(lines.len());
         let mut log = LogFile::open(path.clone(), 1 << 30, 1, tx);
         let file = path.clone();
+        let (ready, started) = std::sync::mpsc::channel();
         let follower = std::thread::spawn(move || {
+            ready.send(()).unwrap();
             let first = rx.blocking_recv().unwrap();
             std::fs::read_to_string(&file).unwrap().lines().next() == Some(first.as_str())
         });
-        // A batch large enough that a line told before the batch is written would be
-        // read back before it is there.
-        let lines: Vec<String> = (0..50_000).map(|i| format!("line {i:05} ........")).collect();
+        started.recv().unwrap();
         log.write_lines(&lines);
         assert!(follower.join().unwrap(), "a follower heard of a line not yet in the file");
     }
