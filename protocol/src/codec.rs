@@ -99,8 +99,8 @@ pub fn encode_body(msg: &Message) -> Result<Vec<u8>, EncodeError> {
 /// Encodes a whole frame: header plus body, refusing bodies over `max_frame_bytes`.
 pub fn encode_frame(msg: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
     // The body is written after room for the header, which is filled in once its length
-    // is known: one buffer, no copy.
-    // Room for most messages up front: growing from a few bytes reallocates several times.
+    // is known: one buffer, no copy, sized for most messages up front (growing from a few
+    // bytes reallocates several times).
     let mut frame = Vec::with_capacity(FRAME_CAPACITY);
     frame.resize(HEADER_BYTES, 0);
     rmp_serde::encode::write_named(&mut frame, msg)?;

@@ -279,8 +279,8 @@ impl Actor for SessionActor {
             // This was the one on its way: a failed try below schedules the next.
             state.reload_due = false;
         }
-        // What awaits is boxed: ractor moves each message's future about, several times
-        // over, and a small one is cheaper to move than an allocation is to make.
+        // What awaits is boxed: ractor moves each message's future about several times
+        // over, and moving a large one costs more than the allocation that keeps it small.
         if state.stale {
             Box::pin(reload(state, &myself)).await;
         }
