@@ -471,20 +471,19 @@ mod tests {
     use super::*;
 
     /// With serde_json's `raw_value` feature (on in the kernel's build, through axum), a
-    /// map whose first key is `$serde_json::private::RawValue` means something else when
-    /// read as a `Value`: the frame codec reads it as the plain map it is.
+    /// map holding `$serde_json::private::RawValue` would not read back as itself from the
+    /// journal or the database: a frame holding it, at any depth, is refused.
     #[test]
-    fn a_raw_value_key_in_a_frame_is_a_plain_key() {
-        use burrow_protocol::codec;
-        for params in [
-            json!({"$serde_json::private::RawValue": "[1, 2]"}),
-            json!({"$serde_json::private::RawValue": 5}),
-        ] {
-            let body = codec::encode_body(&Message::request(1u64, "m", params.clone())).unwrap();
-            let Ok(Message::Request(request)) = codec::decode_body(&body) else {
-                panic!("{params} did not decode as a request")
-            };
-            assert_eq!(request.params, params);
+    fn a_frame_holding_the_reserved_key_is_refused() {
+        use burrow_protocol::codec::{self, DecodeError, RESERVED_KEY};
+        for params in
+            [json!({ RESERVED_KEY: "[1, 2]" }), json!({"metadata": { "a": { RESERVED_KEY: 5 } }})]
+        {
+            let body = codec::encode_body(&Message::request(7u64, "m", params.clone())).unwrap();
+            let err = codec::decode_body(&body).unwrap_err();
+            assert!(matches!(err, DecodeError::NotMessagePack { .. }), "{params}: {err:?}");
+            assert!(err.to_string().contains("reserved"), "{err}");
+            assert_eq!(err.id(), Some(Id::Num(7)));
         }
     }
 

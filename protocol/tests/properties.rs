@@ -283,6 +283,7 @@ fn envelope_like() -> impl Strategy<Value = Vec<u8>> {
     ];
     let inner_key = prop_oneof![
         6 => text().prop_map(Mp::from),
+        1 => Just(Mp::from(codec::RESERVED_KEY)),
         1 => any::<u8>().prop_map(Mp::from),
         1 => prop_oneof!["[a-z]{0,3}".prop_map(String::into_bytes), vec(any::<u8>(), 0..3)]
             .prop_map(Mp::Binary),
@@ -294,7 +295,8 @@ fn envelope_like() -> impl Strategy<Value = Vec<u8>> {
         ]
     });
     let key = prop_oneof![
-        6 => select(&["id", "method", "params", "result", "error", "chunk", "x"][..]).prop_map(Mp::from),
+        6 => select(&["id", "method", "params", "result", "error", "chunk", "x", codec::RESERVED_KEY][..])
+            .prop_map(Mp::from),
         1 => any::<u8>().prop_map(Mp::from),
         1 => vec(any::<u8>(), 0..3).prop_map(Mp::Binary),
     ];
@@ -317,18 +319,19 @@ fn decode_via_value(body: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::Empty);
     }
     // On purpose, the envelope reader refuses binary map keys anywhere, which a `Value`
-    // takes when they are UTF-8 and not a map's first.
-    fn binary_key(v: &rmpv::Value) -> bool {
+    // takes when they are UTF-8 and not a map's first, and the reserved key.
+    fn refused_key(v: &rmpv::Value) -> bool {
+        let refused = |k: &rmpv::Value| {
+            matches!(k, rmpv::Value::Binary(_)) || k.as_str() == Some(codec::RESERVED_KEY)
+        };
         match v {
-            rmpv::Value::Map(members) => {
-                members.iter().any(|(k, v)| matches!(k, rmpv::Value::Binary(_)) || binary_key(v))
-            }
-            rmpv::Value::Array(items) => items.iter().any(binary_key),
+            rmpv::Value::Map(members) => members.iter().any(|(k, v)| refused(k) || refused_key(v)),
+            rmpv::Value::Array(items) => items.iter().any(refused_key),
             _ => false,
         }
     }
-    if rmpv::decode::read_value(&mut &body[..]).is_ok_and(|v| binary_key(&v)) {
-        return Err(DecodeError::NotMessagePack { id: None, reason: "binary key".into() });
+    if rmpv::decode::read_value(&mut &body[..]).is_ok_and(|v| refused_key(&v)) {
+        return Err(DecodeError::NotMessagePack { id: None, reason: "refused key".into() });
     }
     let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
     de.set_max_depth(codec::MAX_DEPTH + 1);
@@ -576,8 +579,9 @@ proptest! {
     }
 
     /// (c) The envelope reader decodes every body as reading it whole into one value
-    /// does (but for binary map keys, refused on purpose): the same message, or the same
-    /// kind of error (the same one, when the body is MessagePack but not a message).
+    /// does (but for binary map keys and the reserved key, refused on purpose): the same
+    /// message, or the same kind of error (the same one, when the body is MessagePack but
+    /// not a message).
     #[test]
     fn the_envelope_reader_agrees_with_reading_a_whole_value(
         body in prop_oneof![envelope_like(), vec(any::<u8>(), 0..64), msgpackish()],

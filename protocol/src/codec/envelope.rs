@@ -3,12 +3,12 @@
 //!
 //! Values are read as `serde_json` reads a [`Value`], with two differences on purpose: a
 //! map's keys must be strings, wherever the map (`serde_json` takes UTF-8 binary for the
-//! keys after a map's first), and no key means anything special (with its `raw_value`
-//! feature, which axum turns on in the kernel's build, `serde_json` parses the string
-//! under a first key `$serde_json::private::RawValue` as JSON text). So binary and
-//! extension values and non-string keys are refused anywhere in the frame, as
-//! docs/protocol.md §2 says, and every map is the map it is; the tests compare this
-//! reader with reading the whole frame as one [`Value`] on arbitrary bytes.
+//! keys after a map's first), and the key [`RESERVED_KEY`] is refused wherever it is
+//! (with its `raw_value` feature, which axum turns on in the kernel's build, `serde_json`
+//! parses the string under it as JSON text, so such a map would not read back as itself).
+//! So binary and extension values, non-string keys and the reserved key are refused
+//! anywhere in the frame, as docs/protocol.md §2 says; the tests compare this reader with
+//! reading the whole frame as one [`Value`] on arbitrary bytes.
 
 use std::fmt;
 
@@ -170,6 +170,11 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 }
 
+/// The key `serde_json` gives a meaning of its own (with its `raw_value` feature, which
+/// axum turns on in the kernel's build): a map holding it would not read back as itself
+/// from the journal or the database, so no frame may carry it.
+pub const RESERVED_KEY: &str = "$serde_json::private::RawValue";
+
 /// A map key: a string, never binary, made into a `T` by the function it holds.
 struct StringKey<T>(fn(&str) -> T);
 
@@ -189,6 +194,9 @@ impl<T> Visitor<'_> for StringKey<T> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<T, E> {
+        if key == RESERVED_KEY {
+            return Err(E::custom(format_args!("the key `{RESERVED_KEY}` is reserved")));
+        }
         Ok((self.0)(key))
     }
 }
