@@ -10,7 +10,7 @@ use crate::{ErrorCode, ErrorObject, Id, InvalidMessage, Message};
 
 mod envelope;
 
-pub use envelope::RESERVED_KEY;
+pub use crate::strict::RESERVED_KEY;
 
 /// Default and ceiling for `ipc.max_frame_bytes`: 8 MiB.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;

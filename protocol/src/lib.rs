@@ -36,6 +36,7 @@ pub mod fuzzing;
 pub mod manifest;
 pub mod message;
 pub mod methods;
+pub mod strict;
 
 pub use error::{ErrorCode, ErrorObject};
 pub use manifest::Manifest;

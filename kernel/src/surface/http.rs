@@ -243,7 +243,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let JsonText(text) = JsonText::from_request(request, state).await?;
-        match serde_json::from_str::<Value>(&text) {
+        match burrow_protocol::strict::from_json(&text) {
             Ok(Value::Object(map)) => Ok(JsonObject(map)),
             Ok(_) => {
                 Err(ErrorObject::invalid_params("body", "the body must be a JSON object").into())

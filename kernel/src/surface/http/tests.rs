@@ -122,6 +122,12 @@ async fn errors_have_one_shape_and_fitting_statuses() {
         .await
         .error(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
     assert_eq!(error["data"]["reason"], "invalid_json");
+    // The reserved key (docs/protocol.md §2) is refused in bodies as in frames.
+    let body = r#"{"prompt":"x","metadata":{"a":1,"$serde_json::private::RawValue":5}}"#;
+    let error = send(&router, post_json("/sessions", body))
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    assert!(error["message"].as_str().unwrap().contains("reserved"), "{error}");
 
     let error = send(&router, post_json("/sessions", "[1]"))
         .await

@@ -98,7 +98,7 @@ impl Triaged {
 
 /// Parses and validates one message and decides its admission.
 pub(crate) fn triage(text: &str, gate: &mut Gate) -> Triaged {
-    match serde_json::from_str::<Value>(text) {
+    match burrow_protocol::strict::from_json(text) {
         Err(e) => Triaged::Single(Item::Answer(failure(Value::Null, RpcError::parse(e)))),
         Ok(Value::Array(items)) if items.is_empty() => Triaged::Single(Item::Answer(failure(
             Value::Null,

@@ -69,6 +69,11 @@ async fn parse_errors_and_invalid_requests_are_answered_and_reading_goes_on() {
     assert_eq!(answer["id"], Value::Null);
     assert_eq!(answer["error"]["code"], -32700);
     assert_eq!(answer["error"]["data"]["code"], "INVALID_REQUEST");
+    // The reserved key, where serde_json would take it as a plain key (not a map's first).
+    peer.send(r#"{"jsonrpc":"2.0","id":9,"method":"echo","params":{"a":{"b":1,"$serde_json::private::RawValue":5}}}"#).await;
+    let answer = peer.next().await;
+    assert_eq!(answer["error"]["code"], -32700);
+    assert!(answer["error"]["message"].as_str().unwrap().contains("reserved"), "{answer}");
 
     let cases = [
         (r#"{"jsonrpc":"1.0","id":1,"method":"echo"}"#, json!(1), -32600, "bad_version"),
