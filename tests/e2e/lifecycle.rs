@@ -167,12 +167,19 @@ async fn an_app_that_keeps_talking_while_leaving_still_gets_its_answers() {
         }
         raw.send_bytes(&bytes).await;
         let mut answered = Vec::new();
+        let mut others = Vec::new();
         while let Some(msg) = raw.recv().await {
             let m = burrow_tests::to_json(&msg);
             if m["result"]["ok"] == true {
                 answered.push(m["id"].as_u64().unwrap());
+            } else {
+                others.push(m);
             }
         }
-        assert!(answered.contains(&100) && answered.contains(&101), "round {round}: {answered:?}");
+        assert!(
+            answered.contains(&100) && answered.contains(&101),
+            "round {round}: {answered:?}; other messages: {others:?}; kernel log:\n{}",
+            kernel.log()
+        );
     }
 }
