@@ -269,6 +269,12 @@ impl Actor for AppActor {
             AppMsg::KernelShutdown { timeout } => kernel_shutdown(state, &myself, timeout),
             AppMsg::Leave { reason } => {
                 tracing::info!(app = state.name(), %reason, "app left");
+                // Released and answered while the actor still runs: once it stops, its
+                // ticker finds it gone and closes the connection, which could come
+                // before `post_stop` and refuse these answers.
+                state.stop_reason = reason.clone();
+                release(state);
+                answer_leave_requests(state);
                 stop(state, &myself, reason);
             }
         }
@@ -289,12 +295,17 @@ impl Actor for AppActor {
             watch.cancel();
         }
         release(state);
-        // The app is gone from the registry before it learns it has left.
-        for responder in state.leave_requests.drain(..) {
-            responder.reply(Ok(to_value(&Ack::OK)));
-        }
+        answer_leave_requests(state);
         state.conn.close_within(CLOSE_GRACE);
         Ok(())
+    }
+}
+
+/// Answers the app's own `app.shutdown` requests; the app is gone from the registry
+/// (`release`) before it learns it has left.
+fn answer_leave_requests(state: &mut AppActorState) {
+    for responder in state.leave_requests.drain(..) {
+        responder.reply(Ok(to_value(&Ack::OK)));
     }
 }
 
