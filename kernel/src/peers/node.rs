@@ -162,7 +162,9 @@ impl PeerNode {
             return Err(Rejected::bare(Refusal::Oversize));
         }
         let signed = SignedEnvelope::from_line(line).ok_or(Rejected::bare(Refusal::Malformed))?;
-        let envelope: Envelope = serde_json::from_str(&signed.payload)
+        // Read strictly (docs/protocol.md §2, a reserved key), then typed.
+        let envelope: Envelope = burrow_protocol::strict::from_json(&signed.payload)
+            .and_then(serde_json::from_value)
             .map_err(|_| Rejected::bare(Refusal::Malformed))?;
         let reject = |refusal| Rejected {
             refusal,
@@ -312,6 +314,11 @@ mod tests {
         assert_eq!(refusal(&line(2, &v2)), Err(Refusal::Malformed));
         let no_id = Envelope { id: String::new(), ..to_me(&friend) };
         assert_eq!(refusal(&line(2, &no_id)), Err(Refusal::Malformed));
+        // The reserved key, where serde_json alone would take it as a plain key: not a
+        // map's first (keys are written sorted, and `!` sorts before `$`).
+        let body = json!({"metadata": {"!a": 1, "$serde_json::private::RawValue": 5}});
+        let reserved = Envelope { body, ..to_me(&friend) };
+        assert_eq!(refusal(&line(2, &reserved)), Err(Refusal::Malformed));
 
         assert_eq!(refusal(&line(3, &to_me(&stranger))), Err(Refusal::UntrustedSender));
         // Signed by the stranger but claiming to be the friend.
