@@ -470,23 +470,6 @@ mod tests {
 
     use super::*;
 
-    /// With serde_json's `raw_value` feature (on in the kernel's build, through axum), a
-    /// map holding `$serde_json::private::RawValue` would not read back as itself from the
-    /// journal or the database: a frame holding it, at any depth, is refused.
-    #[test]
-    fn a_frame_holding_the_reserved_key_is_refused() {
-        use burrow_protocol::codec::{self, DecodeError, RESERVED_KEY};
-        for params in
-            [json!({ RESERVED_KEY: "[1, 2]" }), json!({"metadata": { "a": { RESERVED_KEY: 5 } }})]
-        {
-            let body = codec::encode_body(&Message::request(7u64, "m", params.clone())).unwrap();
-            let err = codec::decode_body(&body).unwrap_err();
-            assert!(matches!(err, DecodeError::NotMessagePack { .. }), "{params}: {err:?}");
-            assert!(err.to_string().contains("reserved"), "{err}");
-            assert_eq!(err.id(), Some(Id::Num(7)));
-        }
-    }
-
     /// A connection whose frames may be at most `max_frame_bytes`, and the far side's
     /// transport (with a generous limit of its own).
     fn pair(max_frame_bytes: usize, answer: Value) -> (Connection, Transport) {

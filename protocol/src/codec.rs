@@ -261,6 +261,22 @@ mod tests {
         assert_eq!(decode_body(&neg).unwrap_err().id(), None);
     }
 
+    /// A map holding `$serde_json::private::RawValue` would not read back as itself from
+    /// the kernel's journal or database (serde_json's `raw_value` feature): a frame holding
+    /// it, at any depth, is refused.
+    #[test]
+    fn a_frame_holding_the_reserved_key_is_refused() {
+        for params in
+            [json!({ RESERVED_KEY: "[1, 2]" }), json!({"metadata": { "a": { RESERVED_KEY: 5 } }})]
+        {
+            let body = encode_body(&Message::request(7u64, "m", params.clone())).unwrap();
+            let err = decode_body(&body).unwrap_err();
+            assert!(matches!(err, DecodeError::NotMessagePack { .. }), "{params}: {err:?}");
+            assert!(err.to_string().contains("reserved"), "{err}");
+            assert_eq!(err.id(), Some(Id::Num(7)));
+        }
+    }
+
     #[test]
     fn classification() {
         let dec = |v: serde_json::Value| decode_body(&rmp_serde::to_vec_named(&v).unwrap());

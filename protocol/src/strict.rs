@@ -24,7 +24,7 @@ pub fn from_json(text: &str) -> Result<Value, serde_json::Error> {
 }
 
 /// A JSON-shaped value, as `serde_json` reads a [`Value`] but for map keys, which must be
-/// strings.
+/// strings other than [`RESERVED_KEY`].
 pub(crate) struct Json;
 
 impl<'de> DeserializeSeed<'de> for Json {

@@ -1,10 +1,11 @@
 //! Reading a frame's top-level map straight into the members that classify a message,
-//! without building a map value for it first: only the members' values are [`Value`](crate::Value)s.
+//! without building a map value for it first: only the members' values are
+//! [`Value`](crate::Value)s.
 //!
 //! Values are read strictly ([`crate::strict`]): binary and extension values, non-string
 //! keys and the reserved key are refused anywhere in the frame, as docs/protocol.md §2
-//! says. The tests compare this reader with reading the whole frame as one [`Value`](crate::Value)
-//! on arbitrary bytes.
+//! says. The tests compare this reader with reading the whole frame as one
+//! [`Value`](crate::Value) on arbitrary bytes.
 
 use std::fmt;
 
@@ -27,7 +28,8 @@ impl<'de> Deserialize<'de> for Top {
 
 struct TopVisitor;
 
-/// A value that is not a map: read whole, so that what a [`Value`](crate::Value) refuses is refused.
+/// A value that is not a map: read whole, so that what a [`Value`](crate::Value) refuses
+/// is refused.
 macro_rules! not_a_map {
     ($($method:ident($ty:ty)),* $(,)?) => {
         $(fn $method<E: de::Error>(self, _: $ty) -> Result<Top, E> {
