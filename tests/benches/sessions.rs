@@ -114,6 +114,10 @@ async fn measure(
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--seconds=N`: a longer throughput run, to see a rate held rather than a burst.
+    let seconds = std::env::args()
+        .find_map(|a| a.strip_prefix("--seconds=").and_then(|n| n.parse().ok()))
+        .unwrap_or(5);
     let kernel = Kernel::start_with_config(CONFIG).await;
     let mut clients = Vec::new();
     for n in 0..SENDERS {
@@ -121,7 +125,8 @@ async fn main() {
     }
 
     // Throughput: 64 senders over 256 sessions for 5 s.
-    measure("durable message.dispatch", &kernel, &clients, Duration::from_secs(5), |i| {
+    let for_time = Duration::from_secs(seconds);
+    measure("durable message.dispatch", &kernel, &clients, for_time, |i| {
         dispatch(format!("tp-{}", i % 256))
     })
     .await;
