@@ -137,6 +137,10 @@ mod tests {
     fn json_text_reads_as_serde_json_reads_it_but_for_the_reserved_key() {
         let text = r#"{"b": [1, -2, 2.5, "x", null, true], "a": {"c": {}}}"#;
         assert_eq!(from_json(text).unwrap(), serde_json::from_str::<Value>(text).unwrap());
+        // The nearest double, not one a step off (serde_json's default parse gives
+        // 5.756165480829174e-96 for this).
+        let f = 5.756_165_480_829_173_5e-96_f64;
+        assert_eq!(from_json(&f.to_string()).unwrap().as_f64(), Some(f));
         assert!(from_json("{} x").is_err(), "trailing text");
         assert!(from_json("{").is_err());
         for text in [

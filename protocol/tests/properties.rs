@@ -7,7 +7,6 @@
 use std::fmt::Debug;
 
 use burrow_protocol::codec::{self, DecodeError, HEADER_BYTES, MAX_FRAME_BYTES};
-use burrow_protocol::fuzzing;
 use burrow_protocol::manifest::{HookGrants, ManifestCapabilities, ManifestConfig};
 use burrow_protocol::methods::capability::{
     CapabilityConfig, ChannelConfig, FailMode, GatewayMethodConfig, HookConfig, HttpRouteConfig,
@@ -19,6 +18,7 @@ use burrow_protocol::methods::invoke::ToolCallParams;
 use burrow_protocol::methods::session::{SessionFilter, SessionListParams};
 use burrow_protocol::methods::{self, app::RegisterParams};
 use burrow_protocol::{ErrorCode, ErrorObject, Id, Manifest, Map, Message, Value};
+use burrow_protocol::{fuzzing, strict};
 use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
@@ -73,6 +73,10 @@ fn value() -> impl Strategy<Value = Value> {
 fn non_null_value() -> impl Strategy<Value = Value> {
     value().prop_filter("not null", |v| !v.is_null())
 }
+
+/// The characters of JSON's syntax, and a few that are not.
+const JSON_SYNTAX: &[char] =
+    &['{', '}', '[', ']', '"', ':', ',', '\\', '-', '.', 'e', '0', '9', ' ', 'u', 'x'];
 
 fn map() -> impl Strategy<Value = Map> {
     btree_map(text(), value(), 0..4).prop_map(|m| m.into_iter().collect())
@@ -599,6 +603,37 @@ proptest! {
                 }
             }
             (read, whole) => prop_assert!(false, "{:?} against {:?}", read, whole),
+        }
+    }
+
+    /// (c) The host surfaces' strict JSON reader reads text as `serde_json` reads a
+    /// `Value`: the same value or an error both times, but for the reserved key, which
+    /// it refuses on purpose. The text is a value's JSON, whole, cut short, or with a
+    /// character of JSON's syntax put in somewhere.
+    #[test]
+    fn strict_json_reads_text_as_serde_json_does(
+        v in value(),
+        edit in option::of((any::<prop::sample::Index>(), option::of(select(JSON_SYNTAX)))),
+    ) {
+        let mut text = serde_json::to_string(&v).expect("a value has JSON text");
+        if let Some((at, put)) = edit {
+            let mut at = at.index(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            match put {
+                Some(c) => text.insert(at, c),
+                None => text.truncate(at),
+            }
+        }
+        match (strict::from_json(&text), serde_json::from_str::<Value>(&text)) {
+            (Ok(read), Ok(plain)) => prop_assert_eq!(read, plain),
+            (Err(e), _) if e.to_string().contains(strict::RESERVED_KEY) => {}
+            (Err(_), Err(_)) => {}
+            (read, plain) => prop_assert!(false, "{text}: {read:?} against {plain:?}"),
+        }
+        if edit.is_none() {
+            prop_assert_eq!(strict::from_json(&text).ok(), Some(v));
         }
     }
 
