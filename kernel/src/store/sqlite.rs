@@ -503,17 +503,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn metadata_reads_back_as_it_was_written() {
+    async fn content_and_metadata_read_back_as_written() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("m.db")).unwrap();
         // Stored as JSON text: each float must read back as the same double (the first
-        // came back a step off before serde_json parsed floats to the nearest double).
+        // came back a step off before serde_json parsed floats to the nearest double);
+        // text keeps its NULs and the last code point.
         let metadata = serde_json::json!({
             "floats": [5.756_165_480_829_173_5e-96, 0.1, 1e300, -2.5, f64::MIN_POSITIVE],
             "ints": [u64::MAX, i64::MIN],
-            "nested": {"s": "ü\n\"", "empty": {}, "none": null},
+            "nested": {"s": "ü\n\"\0", "empty": {}, "none": null},
         });
-        let mut m = msg("m1", "hi", 2);
+        let mut m = msg("m1", "a\0b\u{10FFFF}", 2);
         m.metadata = metadata.as_object().cloned();
         let writes = vec![
             Write::CreateSession(session("a", 1)),
@@ -522,6 +523,7 @@ mod tests {
         store.write(writes).await.unwrap();
         let h = store.history("a", 10, None).await.unwrap();
         assert_eq!(h[0].metadata.clone().map(serde_json::Value::Object), Some(metadata));
+        assert_eq!(h[0].content, "a\0b\u{10FFFF}");
     }
 
     /// Creates session `s`, then appends `each` messages to it from each of `writers`
