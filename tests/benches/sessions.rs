@@ -1,10 +1,11 @@
 //! Session benchmark against the real kernel: durable `message.dispatch` throughput with
 //! 64 concurrent senders, and memory per resident session at 10k and 100k sessions.
 //!
-//! Run with `cargo bench -p burrow-tests --bench sessions` (add `-- --quick` for 10k
-//! sessions only). Agents do not auto-reply here, so this measures the dispatch path:
-//! hooks, the session actor, and the durable (fsynced, group-committed) append. The same
-//! load of `app.heartbeat` gives the floor: what the IPC alone costs on this machine.
+//! Run with `cargo bench -p burrow-tests --bench sessions`; add `-- --quick` for 10k
+//! sessions only, and `--seconds=N` for a throughput run of N seconds instead of 5.
+//! Agents do not auto-reply here, so this measures the dispatch path: hooks, the session
+//! actor, and the durable (fsynced, group-committed) append. The same load of
+//! `app.heartbeat` gives the floor: what the IPC alone costs on this machine.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,7 +125,7 @@ async fn main() {
         clients.push(sender(&kernel, n).await);
     }
 
-    // Throughput: 64 senders over 256 sessions for 5 s.
+    // Throughput: 64 senders over 256 sessions for 5 s, or as long as `--seconds` says.
     let for_time = Duration::from_secs(seconds);
     measure("durable message.dispatch", &kernel, &clients, for_time, |i| {
         dispatch(format!("tp-{}", i % 256))
