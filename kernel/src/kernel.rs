@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use burrow_protocol::methods::config::ConfigChange;
-use burrow_protocol::{Map, Value};
+use burrow_protocol::{Map, Value, codec};
 use tokio::sync::broadcast;
 
 use crate::app_actor::{AppActor, AppArgs, AppMsg};
@@ -290,7 +290,9 @@ impl Actor for KernelActor {
                 let conn_id = state.kernel.next_conn_id();
                 let (read, write) = tokio::io::split(stream);
                 let limits = state.kernel.config().ipc.max_frame_bytes;
-                let transport = Transport::new(read, write, limits);
+                let mut transport = Transport::new(read, write, limits);
+                // Room to send back, wrapped in its answers, whatever the kernel takes.
+                transport.reader.decoder_mut().set_max_depth(codec::MAX_DEPTH_TO_KERNEL);
                 let args = AppArgs { kernel: state.kernel.clone(), transport, conn_id };
                 match Actor::spawn_linked(None, AppActor, args, myself.get_cell()).await {
                     Ok((child, _)) => {

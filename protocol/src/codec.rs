@@ -21,9 +21,16 @@ pub const HEADER_BYTES: usize = 4;
 /// Bytes reserved for an encoded frame before encoding (one allocation size class).
 const FRAME_CAPACITY: usize = 256;
 
-/// Deepest nesting of maps and arrays a frame may hold. Deeper frames are refused as
-/// `INVALID_REQUEST`, so a small hostile frame cannot exhaust a decoder's stack.
+/// Deepest nesting of maps and arrays a frame may hold, and what every reader takes.
+/// Deeper frames are refused as `INVALID_REQUEST`, so a small hostile frame cannot
+/// exhaust a decoder's stack.
 pub const MAX_DEPTH: usize = 128;
+
+/// Deepest nesting the kernel takes in a frame sent to it. The levels up to [`MAX_DEPTH`]
+/// are room for the kernel to wrap what it took in its own frames: a message's metadata
+/// comes back inside a history page, a tool call's arguments inside the next provider
+/// request. Without that room, a value the kernel stored could not be sent back.
+pub const MAX_DEPTH_TO_KERNEL: usize = MAX_DEPTH - 16;
 
 /// Why a frame could not be read as a message. Every case maps to `INVALID_REQUEST`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -114,15 +121,22 @@ pub fn encode_frame(msg: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, En
     Ok(frame)
 }
 
-/// Decodes one frame body (the bytes after the length header).
+/// Decodes one frame body (the bytes after the length header), nested at most
+/// [`MAX_DEPTH`] deep.
 pub fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
+    decode_body_within(body, MAX_DEPTH)
+}
+
+/// [`decode_body`], refusing a body nested deeper than `max_depth` (at most
+/// [`MAX_DEPTH`]).
+pub fn decode_body_within(body: &[u8], max_depth: usize) -> Result<Message, DecodeError> {
     if body.is_empty() {
         return Err(DecodeError::Empty);
     }
     let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
     // rmp-serde refuses the container that brings its counter to 0, i.e. it allows one
-    // level less than the number given: MAX_DEPTH + 1 allows exactly MAX_DEPTH levels.
-    de.set_max_depth(MAX_DEPTH + 1);
+    // level less than the number given: max_depth + 1 allows exactly max_depth levels.
+    de.set_max_depth(max_depth.min(MAX_DEPTH) + 1);
     let top = match envelope::Top::deserialize(&mut de) {
         Ok(top) => top,
         Err(e) => {
@@ -149,13 +163,23 @@ pub fn decode_frame(
     buf: &[u8],
     max_frame_bytes: usize,
 ) -> Option<(Result<Message, DecodeError>, usize)> {
+    decode_frame_within(buf, max_frame_bytes, MAX_DEPTH)
+}
+
+/// [`decode_frame`], refusing a body nested deeper than `max_depth` (at most
+/// [`MAX_DEPTH`]).
+pub fn decode_frame_within(
+    buf: &[u8],
+    max_frame_bytes: usize,
+    max_depth: usize,
+) -> Option<(Result<Message, DecodeError>, usize)> {
     let header: [u8; HEADER_BYTES] = buf.get(..HEADER_BYTES)?.try_into().ok()?;
     let len = u32::from_be_bytes(header) as usize;
     if len > max_frame_bytes {
         return Some((Err(DecodeError::TooLarge { len, max: max_frame_bytes }), 0));
     }
     let body = buf.get(HEADER_BYTES..HEADER_BYTES + len)?;
-    Some((decode_body(body), HEADER_BYTES + len))
+    Some((decode_body_within(body, max_depth), HEADER_BYTES + len))
 }
 
 /// Best effort: read `id` out of a frame that did not decode as a JSON-shaped value

@@ -124,6 +124,12 @@ pub fn decode_frame_target(data: &[u8]) {
         split_frames(rest, usize::from(first));
     }
     check_decoded(codec::decode_body(data));
+    // What the kernel reads: a stricter depth only refuses, never reads differently.
+    let to_kernel = codec::decode_body_within(data, codec::MAX_DEPTH_TO_KERNEL);
+    if let Ok(msg) = &to_kernel {
+        assert_eq!(codec::decode_body(data).as_ref(), Ok(msg), "the depth limit changed a message");
+    }
+    check_decoded(to_kernel);
 }
 
 /// Target `validate`: decode `data` as a frame body; when it is a message carrying

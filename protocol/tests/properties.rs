@@ -739,11 +739,22 @@ fn nested_body(arrays: usize) -> Vec<u8> {
     b
 }
 
-/// Maps and arrays nest at most `MAX_DEPTH` levels (docs/protocol.md §2): exactly
-/// `MAX_DEPTH` decodes, one more is refused with the id, far more does not overflow.
+/// Maps and arrays nest at most `MAX_DEPTH` levels (docs/protocol.md §2), and at most
+/// `MAX_DEPTH_TO_KERNEL` in what the kernel reads: exactly the limit decodes, one more is
+/// refused with the id, far more does not overflow.
 #[test]
 fn nesting_depth_boundary() {
-    for levels in [3, 64, codec::MAX_DEPTH - 1, codec::MAX_DEPTH, codec::MAX_DEPTH + 1, 100_000] {
+    let to_kernel = codec::MAX_DEPTH_TO_KERNEL;
+    for levels in [
+        3,
+        64,
+        to_kernel,
+        to_kernel + 1,
+        codec::MAX_DEPTH - 1,
+        codec::MAX_DEPTH,
+        codec::MAX_DEPTH + 1,
+        100_000,
+    ] {
         let body = nested_body(levels - 2);
         let decoded = codec::decode_body(&body);
         match &decoded {
@@ -754,6 +765,12 @@ fn nesting_depth_boundary() {
             }
         }
         assert_eq!(decoded.is_ok(), levels <= codec::MAX_DEPTH, "{levels} levels");
+        // What the kernel reads: `MAX_DEPTH_TO_KERNEL` levels, refused beyond with the id.
+        let to_kernel = codec::decode_body_within(&body, codec::MAX_DEPTH_TO_KERNEL);
+        assert_eq!(to_kernel.is_ok(), levels <= codec::MAX_DEPTH_TO_KERNEL, "{levels} levels");
+        if let Err(e) = to_kernel {
+            assert_eq!(e.id(), Some(Id::Num(7)), "{levels} levels");
+        }
         if levels < 1000 {
             let mut frame = (body.len() as u32).to_be_bytes().to_vec();
             frame.extend_from_slice(&body);

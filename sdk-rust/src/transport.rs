@@ -27,14 +27,23 @@ pub const APP_ID_ENV: &str = "BURROW_APP_ID";
 #[derive(Debug, Clone)]
 pub struct MessageCodec {
     max_frame_bytes: usize,
+    /// Deepest nesting a frame it reads may hold.
+    max_depth: usize,
     /// Set after a fatal error: framing is lost, nothing more is decoded.
     broken: bool,
 }
 
 impl MessageCodec {
-    /// A codec refusing frames over `max_frame_bytes`.
+    /// A codec refusing frames over `max_frame_bytes`, or nested deeper than
+    /// [`codec::MAX_DEPTH`].
     pub fn new(max_frame_bytes: usize) -> Self {
-        Self { max_frame_bytes, broken: false }
+        Self { max_frame_bytes, max_depth: codec::MAX_DEPTH, broken: false }
+    }
+
+    /// Refuses frames it reads nested deeper than `max_depth` (at most
+    /// [`codec::MAX_DEPTH`]); the kernel reads with [`codec::MAX_DEPTH_TO_KERNEL`].
+    pub fn set_max_depth(&mut self, max_depth: usize) {
+        self.max_depth = max_depth.min(codec::MAX_DEPTH);
     }
 
     /// The largest frame body it reads or writes.
@@ -58,7 +67,7 @@ impl Decoder for MessageCodec {
             src.clear();
             return Ok(None);
         }
-        match codec::decode_frame(src, self.max_frame_bytes) {
+        match codec::decode_frame_within(src, self.max_frame_bytes, self.max_depth) {
             None => {
                 if let Some(header) = src.get(..codec::HEADER_BYTES) {
                     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);

@@ -199,6 +199,53 @@ async fn deeply_nested_frames_are_refused_and_the_kernel_survives() {
     still_open(&mut raw).await;
 }
 
+/// `levels` maps, each in the one before: `{"a": {"a": ... {}}}`.
+fn nested(levels: usize) -> Value {
+    (1..levels).fold(json!({}), |inner, _| json!({ "a": inner }))
+}
+
+/// The kernel takes frames nested at most `MAX_DEPTH_TO_KERNEL` deep (docs/protocol.md
+/// §2), so whatever metadata it takes comes back in a history page that a reader taking
+/// `MAX_DEPTH` can read. It took metadata 126 levels deep before, and the SDK could not
+/// read the history page holding it.
+#[tokio::test]
+async fn metadata_the_kernel_takes_comes_back_in_a_history_page_an_app_can_read() {
+    use burrow_protocol::codec::MAX_DEPTH_TO_KERNEL;
+    use burrow_protocol::methods::app::{AppRegister, PROTOCOL_VERSION, RegisterParams};
+
+    let kernel = Kernel::start_with_config("[agents.main]\nauto_reply = false\n").await;
+    let client = kernel.client().await;
+    let params = RegisterParams {
+        manifest: burrow_protocol::Manifest::new("deep", "1.0.0"),
+        protocol_version: PROTOCOL_VERSION.into(),
+        token: None,
+    };
+    client.call::<AppRegister>(params).await.expect("register");
+    // The frame, its params and the metadata's own levels.
+    let deepest = MAX_DEPTH_TO_KERNEL - 2;
+    for levels in [1, deepest - 1, deepest, deepest + 1, deepest + 16] {
+        let key = format!("deep-{levels}");
+        let metadata = nested(levels);
+        let sent = client
+            .request(
+                "message.dispatch",
+                json!({"sessionKey": key, "content": "deep", "metadata": metadata}),
+            )
+            .await;
+        if levels > deepest {
+            let e = sent.expect_err("too deep for the kernel");
+            assert!(e.to_string().contains("INVALID_REQUEST"), "{levels} levels: {e}");
+            continue;
+        }
+        sent.unwrap_or_else(|e| panic!("{levels} levels refused: {e}"));
+        let page = client
+            .request_with_timeout("session.history", json!({"key": key}), burrow_tests::DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("history with {levels} levels of metadata: {e}"));
+        assert_eq!(page["messages"][0]["metadata"], metadata, "{levels} levels");
+    }
+}
+
 #[tokio::test]
 async fn answers_to_requests_before_an_oversize_frame_are_not_lost() {
     let kernel = Kernel::start_with_config(
