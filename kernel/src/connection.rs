@@ -382,6 +382,13 @@ impl Connection {
                 Ok(msg) => msg,
                 Err(e) => {
                     tracing::debug!(conn = self.id, error = %e, "bad frame");
+                    // An answer the kernel cannot read fails the request it answered now,
+                    // not at its timeout.
+                    if let Some(id) = e.answered() {
+                        let why = format!("the app's answer could not be read: {e}");
+                        let outcome = Err(ErrorObject::new(ErrorCode::InternalError, why));
+                        self.resolve(Response { id: Some(id), outcome });
+                    }
                     self.send(e.to_response());
                     if e.is_fatal() {
                         // The owner answers what it already received, then closes.
@@ -539,6 +546,33 @@ mod tests {
             assert_eq!(outcome.expect("in time").expect("answered"), json!(7), "round {round}");
             tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("closed");
         }
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_kernel_cannot_read_fails_its_request_at_once() {
+        use tokio::io::AsyncWriteExt;
+        let (conn, mut theirs) = pair(1024, json!(null));
+        let asked = conn.request("tool.invoke", json!({}), Duration::from_secs(60));
+        let got = tokio::time::timeout(Duration::from_secs(5), theirs.reader.next()).await;
+        let Ok(Some(Ok(Ok(Message::Request(req))))) = got else { panic!("{got:?}") };
+        let Id::Num(id) = req.id else { panic!("{:?}", req.id) };
+        // `{"id": id, "result": <bin>}`: binary values are not part of the contract.
+        let mut body = vec![0x82, 0xa2, b'i', b'd', 0xcf];
+        body.extend_from_slice(&id.to_be_bytes());
+        body.extend_from_slice(&[0xa6, b'r', b'e', b's', b'u', b'l', b't', 0xc4, 0x01, 0xff]);
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        theirs.writer.get_mut().write_all(&frame).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), asked).await.expect("at once");
+        let err = outcome.expect_err("unreadable");
+        assert_eq!(err.code, ErrorCode::InternalError);
+        assert!(err.message.contains("answer could not be read"), "{}", err.message);
+        assert_eq!(conn.pending_requests(), 0);
+        // The app hears of it without its id, which is the kernel's.
+        let got = tokio::time::timeout(Duration::from_secs(5), theirs.reader.next()).await;
+        let Ok(Some(Ok(Ok(Message::Response(r))))) = got else { panic!("{got:?}") };
+        assert_eq!(r.id, None);
+        assert_eq!(r.outcome.expect_err("an error").code, ErrorCode::InvalidRequest);
     }
 
     #[tokio::test]

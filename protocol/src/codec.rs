@@ -54,6 +54,9 @@ pub enum DecodeError {
         id: Option<Id>,
         /// Detail for humans.
         reason: String,
+        /// The frame is an answer (it holds `result` or `error`, and no `method`): its id
+        /// names a request of the reader's, and it is not answered with that id.
+        answer: bool,
     },
     /// Bytes left over after the first value.
     #[error("{0} trailing bytes after the MessagePack value")]
@@ -78,8 +81,23 @@ impl DecodeError {
         matches!(self, DecodeError::TooLarge { .. })
     }
 
-    /// The error response to send back for this frame.
+    /// The reader's own request that this unreadable frame answered, when it was an
+    /// answer and its id could be read: that request has failed.
+    pub fn answered(&self) -> Option<Id> {
+        match self {
+            DecodeError::NotMessagePack { id, answer: true, .. } => id.clone(),
+            _ => None,
+        }
+    }
+
+    /// The error response to send back for this frame. An unreadable answer gets one
+    /// without an id: its id is the reader's, and would resolve a request of the sender's
+    /// that happened to have the same id.
     pub fn to_response(&self) -> Message {
+        if let Some(id) = self.answered() {
+            let message = format!("{self} (the answer to request {id})");
+            return Message::error(None, ErrorObject::new(ErrorCode::InvalidRequest, message));
+        }
         Message::error(self.id(), ErrorObject::new(ErrorCode::InvalidRequest, self.to_string()))
     }
 }
@@ -140,10 +158,8 @@ pub fn decode_body_within(body: &[u8], max_depth: usize) -> Result<Message, Deco
     let top = match envelope::Top::deserialize(&mut de) {
         Ok(top) => top,
         Err(e) => {
-            return Err(DecodeError::NotMessagePack {
-                id: salvage_id(body),
-                reason: e.to_string(),
-            });
+            let Salvaged { id, answer } = salvage(body);
+            return Err(DecodeError::NotMessagePack { id, reason: e.to_string(), answer });
         }
     };
     let used = de.get_ref().position() as usize;
@@ -182,25 +198,41 @@ pub fn decode_frame_within(
     Some((decode_body_within(body, max_depth), HEADER_BYTES + len))
 }
 
-/// Best effort: read `id` out of a frame that did not decode as a JSON-shaped value
-/// (binary values, too deep, ...). Walks the top-level map entry by entry, so an `id`
-/// before the offending value is found.
-fn salvage_id(body: &[u8]) -> Option<Id> {
+/// What [`salvage`] could read of a frame that did not decode.
+#[derive(Debug, Default)]
+struct Salvaged {
+    id: Option<Id>,
+    /// It has a `result` or `error` key, and no `method` key (as far as it could be read).
+    answer: bool,
+}
+
+/// Best effort: read `id`, and whether the frame is an answer, out of a frame that did
+/// not decode as a JSON-shaped value (binary values, too deep, ...). Walks the top-level
+/// map entry by entry until one cannot be read, so keys before the offending value are
+/// found, and the offending value's own key too.
+fn salvage(body: &[u8]) -> Salvaged {
+    let mut found = Salvaged::default();
     let mut cursor = Cursor::new(body);
-    let entries = rmp::decode::read_map_len(&mut cursor).ok()?;
+    let Ok(entries) = rmp::decode::read_map_len(&mut cursor) else { return found };
+    let (mut method, mut outcome) = (false, false);
     for _ in 0..entries {
         // Keys are scalars: a small depth bound suffices (rmpv counts a string as two).
-        let key = rmpv::decode::read_value_with_max_depth(&mut cursor, 4).ok()?;
-        let value = rmpv::decode::read_value_with_max_depth(&mut cursor, MAX_DEPTH).ok()?;
+        let Ok(key) = rmpv::decode::read_value_with_max_depth(&mut cursor, 4) else { break };
+        method |= key.as_str() == Some("method");
+        outcome |= matches!(key.as_str(), Some("result" | "error"));
+        let Ok(value) = rmpv::decode::read_value_with_max_depth(&mut cursor, MAX_DEPTH) else {
+            break;
+        };
         if key.as_str() == Some("id") {
-            return match value {
+            found.id = match value {
                 rmpv::Value::Integer(n) => n.as_u64().map(Id::Num),
                 rmpv::Value::String(s) => s.into_str().map(Id::Str),
                 _ => None,
             };
         }
     }
-    None
+    found.answer = outcome && !method;
+    found
 }
 
 #[cfg(test)]
@@ -220,6 +252,35 @@ mod tests {
         let full = encode_frame(&msg, MAX_FRAME_BYTES).unwrap();
         for cut in 0..full.len() {
             assert!(decode_frame(&full[..cut], MAX_FRAME_BYTES).is_none(), "cut at {cut}");
+        }
+    }
+
+    /// `{"id": 5, <key>: bin}` with the keys given, in order.
+    fn with_binary(keys: &[&str]) -> Vec<u8> {
+        let mut body = vec![0x80 | (keys.len() as u8 + 1), 0xa2, b'i', b'd', 0x05];
+        for key in keys {
+            body.push(0xa0 | key.len() as u8);
+            body.extend_from_slice(key.as_bytes());
+            body.extend_from_slice(&[0xc4, 0x01, 0xff]); // bin 8 of one byte
+        }
+        body
+    }
+
+    #[test]
+    fn an_unreadable_answer_names_the_request_it_answered_and_is_refused_without_its_id() {
+        for keys in [&["result"][..], &["error"], &["chunk", "result"]] {
+            let err = decode_body(&with_binary(keys)).unwrap_err();
+            assert_eq!(err.answered(), Some(Id::Num(5)), "{keys:?}");
+            let Message::Response(answer) = err.to_response() else { panic!("{keys:?}") };
+            assert_eq!(answer.id, None, "{keys:?}");
+            assert!(answer.outcome.unwrap_err().message.contains("answer to request 5"));
+        }
+        // A request (or anything with a method) is answered with its id, as before.
+        for keys in [&["params"][..], &["method", "result"], &["result", "method"]] {
+            let err = decode_body(&with_binary(keys)).unwrap_err();
+            assert_eq!((err.answered(), err.id()), (None, Some(Id::Num(5))), "{keys:?}");
+            let Message::Response(answer) = err.to_response() else { panic!("{keys:?}") };
+            assert_eq!(answer.id, Some(Id::Num(5)), "{keys:?}");
         }
     }
 

@@ -335,12 +335,19 @@ fn decode_via_value(body: &[u8]) -> Result<Message, DecodeError> {
         }
     }
     if rmpv::decode::read_value(&mut &body[..]).is_ok_and(|v| refused_key(&v)) {
-        return Err(DecodeError::NotMessagePack { id: None, reason: "refused key".into() });
+        return Err(DecodeError::NotMessagePack {
+            id: None,
+            reason: "refused key".into(),
+            answer: false,
+        });
     }
     let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
     de.set_max_depth(codec::MAX_DEPTH + 1);
-    let value = Value::deserialize(&mut de)
-        .map_err(|e| DecodeError::NotMessagePack { id: None, reason: e.to_string() })?;
+    let value = Value::deserialize(&mut de).map_err(|e| DecodeError::NotMessagePack {
+        id: None,
+        reason: e.to_string(),
+        answer: false,
+    })?;
     let used = de.get_ref().position() as usize;
     if used != body.len() {
         return Err(DecodeError::TrailingBytes(body.len() - used));

@@ -371,7 +371,11 @@ impl Shared {
                 return;
             }
         };
-        let outcome = response.outcome.map_err(Error::Remote);
+        self.finish(id, response.outcome.map_err(Error::Remote));
+    }
+
+    /// Ends pending request `id` with `outcome`.
+    fn finish(&self, id: u64, outcome: Result<Value>) {
         match self.remove_pending(id) {
             Some(Pending::Call(tx)) => {
                 let _ = tx.send(outcome);

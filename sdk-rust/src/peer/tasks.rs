@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use burrow_protocol::{ErrorCode, ErrorObject, Message, Notification, Request};
+use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Notification, Request};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -88,6 +88,11 @@ pub(super) async fn read_loop(
         match frame {
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable frame from the far side");
+                // An answer this side cannot read fails the request it answered now.
+                if let Some(Id::Num(id)) = e.answered() {
+                    let why = format!("the answer could not be read: {e}");
+                    shared.finish(id, Err(crate::Error::Protocol(why)));
+                }
                 shared.try_send_frame(e.to_response());
                 if e.is_fatal() {
                     break;

@@ -269,3 +269,30 @@ async fn close_waits_for_answers_in_flight_and_flushes_them() {
     let after = server.request("x", json!({})).await;
     assert!(matches!(after, Err(Error::Shutdown)), "{after:?}");
 }
+
+#[tokio::test]
+async fn an_answer_this_side_cannot_read_fails_its_call_at_once() {
+    let (a, mut raw) = Transport::memory_pair();
+    let client = Client::from_transport(a);
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("tool.call", json!({})).await }
+    });
+    let Message::Request(req) = next_message(&mut raw).await else { panic!("a request") };
+    let Id::Num(id @ 0..=127) = req.id else { panic!("{:?}", req.id) };
+    // `{"id": id, "result": <bin>}`: binary values are not part of the contract.
+    let body =
+        [0x82, 0xa2, b'i', b'd', id as u8, 0xa6, b'r', b'e', b's', b'u', b'l', b't', 0xc4, 1, 0];
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    raw.writer.get_mut().write_all(&frame).await.unwrap();
+    let outcome = within(call).await.unwrap();
+    assert!(
+        matches!(&outcome, Err(Error::Protocol(why)) if why.contains("could not be read")),
+        "{outcome:?}"
+    );
+    // The far side hears of it without the id, which is this side's.
+    let Message::Response(r) = next_message(&mut raw).await else { panic!("a response") };
+    assert_eq!(r.id, None);
+    assert_eq!(r.outcome.unwrap_err().code, ErrorCode::InvalidRequest);
+}
