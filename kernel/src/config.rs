@@ -215,7 +215,7 @@ impl Config {
         let host = section(&document, "host").map_err(parse_err)?;
         let comms: crate::comms::CommsSettings = section(&document, "comms").map_err(parse_err)?;
         comms.validate().map_err(parse_err)?;
-        let document = serde_json::to_value(&document).map_err(|e| parse_err(e.to_string()))?;
+        let document = json(&toml::Value::Table(document), "").map_err(parse_err)?;
         Ok(Self {
             ipc,
             hooks,
@@ -283,6 +283,37 @@ fn section<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
+/// The configuration as `config.get` serves it: a datetime becomes its TOML text (RFC
+/// 3339), and a NaN or infinite float, which JSON cannot hold, is refused by its `path`.
+fn json(value: &toml::Value, path: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value as Json;
+    let under = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+    Ok(match value {
+        toml::Value::String(s) => Json::String(s.clone()),
+        toml::Value::Integer(n) => Json::from(*n),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map(Json::Number).ok_or_else(|| {
+                format!("{path}: {f} has no JSON form, so apps could not read it; use a string")
+            })?
+        }
+        toml::Value::Boolean(b) => Json::Bool(*b),
+        toml::Value::Datetime(d) => Json::String(d.to_string()),
+        toml::Value::Array(items) => Json::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| json(v, &under(&i.to_string())))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(table) => Json::Object(
+            table
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), json(v, &under(k))?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
 /// The value at a dotted `path` under `root`; the empty path is the root.
 pub fn lookup<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     if path.is_empty() {
@@ -325,6 +356,26 @@ mod tests {
         assert_eq!(c.get("apps.x.a"), Some(&serde_json::json!(1)));
         assert_eq!(c.get("apps.y"), None);
         assert!(c.get("").is_some());
+    }
+
+    #[test]
+    fn apps_read_toml_values_as_json_and_floats_json_cannot_hold_are_refused() {
+        let c = parse(
+            "[apps.x]\nwhen = 1979-05-27T07:32:00Z\nday = 1979-05-27\nf = [0.5, -0.0]\n\
+             t = {n = [1, {s = \"x\"}]}\n",
+        )
+        .unwrap();
+        let json = serde_json::json!({
+            "when": "1979-05-27T07:32:00Z", "day": "1979-05-27", "f": [0.5, -0.0],
+            "t": {"n": [1, {"s": "x"}]},
+        });
+        assert_eq!(c.get("apps.x"), Some(&json));
+        for (text, key) in
+            [("[apps.x]\nv = nan\n", "apps.x.v"), ("[apps.y]\nv = [1.0, -inf]\n", "apps.y.v.1")]
+        {
+            let Err(ConfigError::Parse { message, .. }) = parse(text) else { panic!("{text}") };
+            assert!(message.starts_with(&format!("{key}: ")), "{text}: {message}");
+        }
     }
 
     #[test]
