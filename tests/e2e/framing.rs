@@ -223,7 +223,7 @@ async fn metadata_the_kernel_takes_comes_back_in_a_history_page_an_app_can_read(
     client.call::<AppRegister>(params).await.expect("register");
     // The frame, its params and the metadata's own levels.
     let deepest = MAX_DEPTH_TO_KERNEL - 2;
-    for levels in [1, deepest - 1, deepest, deepest + 1, deepest + 16] {
+    for levels in [2, deepest - 1, deepest, deepest + 1, deepest + 16] {
         let key = format!("deep-{levels}");
         let metadata = nested(levels);
         let sent = client

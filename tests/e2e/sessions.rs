@@ -439,3 +439,25 @@ async fn the_bundled_apps_give_an_agent_with_tools() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("tool read_file returned: hello file"), "{text}");
 }
+
+/// Empty metadata is stored as none, as it always was behind a `message_received`
+/// interceptor; without one it was stored as `{}`.
+#[tokio::test]
+async fn empty_metadata_is_stored_as_none() {
+    let kernel = Kernel::start_with_config("[agents.main]\nauto_reply = false\n").await;
+    let mut chan = kernel.hand_channel().await;
+    for (key, metadata) in [("empty", json!({})), ("some", json!({"k": 1}))] {
+        let d = chan
+            .call(
+                "message.dispatch",
+                json!({"sessionKey": key, "content": "x", "metadata": metadata}),
+            )
+            .await;
+        assert!(d["result"].is_object(), "{d}");
+        let h = chan.call("session.history", json!({"key": key})).await;
+        let stored = &h["result"]["messages"][0];
+        assert_eq!(stored["content"], "x", "{h}");
+        let expected = if key == "empty" { None } else { Some(&metadata) };
+        assert_eq!(stored.get("metadata"), expected, "{h}");
+    }
+}

@@ -93,11 +93,12 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// A plain inbound message: queued, for a session created on first use.
+    /// A plain inbound message: queued, for a session created on first use. Empty
+    /// metadata is stored as none, whichever way the message came.
     pub fn new(content: String, metadata: Option<Map>, caller: String, wake: Wake) -> Self {
         Self {
             content,
-            metadata,
+            metadata: metadata.filter(|m| !m.is_empty()),
             caller,
             wake,
             mode: HandlingMode::Queue,
