@@ -320,18 +320,27 @@ impl Storage for SqliteStore {
             )?;
             let mut out = stmt
                 .query_map(params![key, before, limit], |r| {
-                    fn parse<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
-                        s.and_then(|s| serde_json::from_str(&s).ok())
+                    let id: String = r.get(0)?;
+                    // What the store wrote reads back; should a row not, say so, and
+                    // leave the member out rather than the whole page.
+                    fn parse<T: serde::de::DeserializeOwned>(
+                        id: &str,
+                        column: &str,
+                        text: Option<String>,
+                    ) -> Option<T> {
+                        serde_json::from_str(&text?)
+                            .map_err(|e| tracing::error!(message = %id, column, error = %e, "a stored message's member cannot be read; left out"))
+                            .ok()
                     }
                     Ok(TranscriptMessage {
-                        id: r.get(0)?,
                         role: parse_role(&r.get::<_, String>(1)?),
                         content: r.get(2)?,
                         created_at: r.get::<_, i64>(3)? as u64,
-                        metadata: parse(r.get(4)?),
-                        tool_calls: parse(r.get(5)?),
+                        metadata: parse(&id, "metadata", r.get(4)?),
+                        tool_calls: parse(&id, "tool_calls", r.get(5)?),
                         tool_call_id: r.get(6)?,
                         run_id: r.get(7)?,
+                        id,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -524,6 +533,26 @@ mod tests {
         let h = store.history("a", 10, None).await.unwrap();
         assert_eq!(h[0].metadata.clone().map(serde_json::Value::Object), Some(metadata));
         assert_eq!(h[0].content, "a\0b\u{10FFFF}");
+    }
+
+    #[tokio::test]
+    async fn a_stored_member_that_cannot_be_read_is_left_out_not_the_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let mut m = msg("m1", "kept", 2);
+        m.metadata = serde_json::json!({"k": 1}).as_object().cloned();
+        let writes = vec![
+            Write::CreateSession(session("a", 1)),
+            Write::Append { session_key: "a".into(), message: m },
+        ];
+        store.write(writes).await.unwrap();
+        assert!(store.history("a", 10, None).await.unwrap()[0].metadata.is_some());
+        // Damaged behind the store's back.
+        let other = Connection::open(&path).unwrap();
+        other.execute("UPDATE messages SET metadata = '{not json' WHERE id = 'm1'", []).unwrap();
+        let page = store.history("a", 10, None).await.unwrap();
+        assert_eq!((page[0].content.as_str(), &page[0].metadata), ("kept", &None));
     }
 
     /// Creates session `s`, then appends `each` messages to it from each of `writers`
