@@ -255,7 +255,7 @@ async fn message_dispatch(
         }
     };
     let content = payload["content"].as_str().unwrap_or_default().to_owned();
-    let metadata = payload["metadata"].as_object().cloned().filter(|m| !m.is_empty());
+    let metadata = payload["metadata"].as_object().cloned();
     emit_received(kernel, caller, &p.session_key, &content, metadata.as_ref());
     let item = Inbound::new(content, metadata, caller.to_owned(), Wake::Auto);
     to_session(kernel, &p.session_key, item).await

@@ -320,7 +320,6 @@ impl Storage for SqliteStore {
             )?;
             let mut out = stmt
                 .query_map(params![key, before, limit], |r| {
-                    let id: String = r.get(0)?;
                     // What the store wrote reads back; should a row not, say so, and
                     // leave the member out rather than the whole page.
                     fn parse<T: serde::de::DeserializeOwned>(
@@ -332,6 +331,7 @@ impl Storage for SqliteStore {
                             .map_err(|e| tracing::error!(message = %id, column, error = %e, "a stored message's member cannot be read; left out"))
                             .ok()
                     }
+                    let id: String = r.get(0)?;
                     Ok(TranscriptMessage {
                         role: parse_role(&r.get::<_, String>(1)?),
                         content: r.get(2)?,
