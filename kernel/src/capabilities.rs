@@ -10,31 +10,12 @@ use burrow_protocol::manifest::{Manifest, pattern_matches};
 use burrow_protocol::methods::capability::{
     CapabilityConfig, CapabilityType, FailMode, HookConfig, is_valid_tool_name,
 };
+use burrow_protocol::methods::table;
 use burrow_protocol::{ErrorObject, Value};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::connection::Connection;
-
-/// Method namespaces that belong to the kernel: no gateway method may live in them.
-pub const RESERVED_NAMESPACES: &[&str] = &[
-    "app",
-    "kernel",
-    "capability",
-    "hook",
-    "config",
-    "session",
-    "message",
-    "agent",
-    "tool",
-    "channel",
-    "gateway",
-    "http",
-    "provider",
-    "comms",
-    "burrow",
-    "$",
-];
 
 /// Events an interceptor may hold (PROTOCOL.md §6), with the payload fields a `modify`
 /// may change.
@@ -192,9 +173,9 @@ pub fn refusal(manifest: &Manifest, config: &CapabilityConfig) -> Option<String>
     };
     match config {
         CapabilityConfig::GatewayMethod(c) => {
-            let namespace = c.method.split('.').next().unwrap_or_default();
-            if RESERVED_NAMESPACES.contains(&namespace) {
-                return Some(format!("the {namespace}.* namespace is reserved for the kernel"));
+            let namespace = table::family(&c.method);
+            if table::is_reserved_family(namespace) {
+                return Some(format!("the {namespace} method family is reserved for the kernel"));
             }
             if namespace != id {
                 return Some(format!("gateway methods of app {id:?} must be named {id}.<name>"));
@@ -367,9 +348,25 @@ mod tests {
         };
         assert!(refusal(&m, &gw("weather.now")).is_none());
         assert!(refusal(&m, &gw("other.now")).unwrap().contains("must be named weather."));
-        let mut k = Manifest::new("kernel", "1.0.0");
-        k.capabilities.gateway_methods = vec!["*".into()];
-        assert!(refusal(&k, &gw("kernel.info")).unwrap().contains("reserved"));
+        // Every family the kernel answers on any surface, and only those.
+        for (id, method) in [
+            ("kernel", "kernel.info"),
+            ("peers", "peers.trust"),
+            ("supervisor", "supervisor.logs"),
+            ("host", "host.call"),
+            ("rpc", "rpc.authenticate"),
+            ("run", "run.wait"),
+            ("session", "session.create"),
+            ("burrow", "burrow.x"),
+        ] {
+            let mut k = Manifest::new(id, "1.0.0");
+            k.capabilities.gateway_methods = vec!["*".into()];
+            let why = refusal(&k, &gw(method)).expect(method);
+            assert!(why.contains(&format!("the {id} method family is reserved")), "{why}");
+        }
+        let mut free = Manifest::new("peersx", "1.0.0");
+        free.capabilities.gateway_methods = vec!["*".into()];
+        assert!(refusal(&free, &gw("peersx.trust")).is_none());
         let route = |path: &str| {
             CapabilityConfig::HttpRoute(HttpRouteConfig { method: "GET".into(), path: path.into() })
         };

@@ -21,6 +21,7 @@ use burrow_protocol::methods::comms::{
 };
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
 use burrow_protocol::methods::session::{AgentWaitParams, MAX_HISTORY_LIMIT, MAX_LIST_LIMIT};
+use burrow_protocol::methods::table::host;
 use burrow_protocol::methods::{parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value, now_ms};
 use futures_util::StreamExt;
@@ -53,25 +54,25 @@ pub async fn call(
     params: Value,
 ) -> Result<Value, ErrorObject> {
     match method {
-        "session/create" => {
+        host::SESSION_CREATE => {
             create(kernel, caller, parse_params(params)?).await.map(|r| to_value(&r))
         }
-        "session/list" => list(kernel, parse_params(params)?).await,
-        "session/read" => {
+        host::SESSION_LIST => list(kernel, parse_params(params)?).await,
+        host::SESSION_READ => {
             let p: SessionRef = parse_params(params)?;
             read(kernel, &p.session_id).await.map(|s| to_value(&s))
         }
-        "session/history" => history(kernel, parse_params(params)?).await,
-        "session/external_event" => {
+        host::SESSION_HISTORY => history(kernel, parse_params(params)?).await,
+        host::SESSION_EXTERNAL_EVENT => {
             external_event(kernel, caller, parse_params(params)?).await.map(|r| to_value(&r))
         }
-        "comms/send" => {
+        host::COMMS_SEND => {
             crate::comms::send(kernel, caller, parse_params(params)?).await.map(|r| to_value(&r))
         }
-        "comms/peers" => {
+        host::COMMS_PEERS => {
             crate::comms::peers(kernel, parse_params(params)?).await.map(|r| to_value(&r))
         }
-        "run/wait" => {
+        host::RUN_WAIT => {
             let p: RunWait = parse_params(params)?;
             let p = AgentWaitParams { run_id: p.run_id, timeout_ms: p.timeout_ms };
             wait(kernel, p).await.map(|r| {

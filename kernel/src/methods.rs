@@ -11,7 +11,7 @@ use burrow_protocol::methods::capability::{
 use burrow_protocol::methods::config::{ConfigGet, ConfigWatch};
 use burrow_protocol::methods::hook::{HookResult, HookSubscribe, HookUnsubscribe};
 use burrow_protocol::methods::invoke::ToolCall;
-use burrow_protocol::methods::{Cancel, CancelParams, Method, parse_params, to_value};
+use burrow_protocol::methods::{Cancel, CancelParams, Method, parse_params, table, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Notification, Request, Value};
 use ractor::ActorRef;
 
@@ -53,7 +53,17 @@ pub fn dispatch(
 ) {
     let Request { method, params, .. } = req;
     let mut responder = responder;
-    if is_long_running(state, &method)
+    // Only the table's names reach the kernel's own families; any other is an app's.
+    let own = table::by_ipc_name(&method).filter(|m| {
+        m.direction != table::Direction::ToApp && m.shape != table::Shape::Notification
+    });
+    let Some(own) = own else {
+        return gateway(state, method, params, responder);
+    };
+    if !own.before_register && state.app.is_none() {
+        return responder.reply(Err(not_registered(&method)));
+    }
+    if own.long_running
         && let Err(e) = responder.hold_in_flight()
     {
         return responder.reply(Err(e));
@@ -81,7 +91,6 @@ pub fn dispatch(
             return peers::dispatch(state.kernel.clone(), &method, params, responder);
         }
         AppRegister::NAME => typed::<AppRegister>(params, |p| app::register(state, myself, p)),
-        _ if state.app.is_none() => Err(not_registered(&method)),
         AppHeartbeat::NAME => typed::<AppHeartbeat>(params, |_| Ok(app::heartbeat())),
         AppReady::NAME => typed::<AppReady>(params, |_| Ok(app::ready(state))),
         AppShutdown::NAME => match parse_params(params) {
@@ -120,36 +129,34 @@ pub fn dispatch(
             let caller = state.name().to_owned();
             return session::dispatch(&state.kernel, &caller, &method, params, responder);
         }
-        _ => match state.kernel.caps.by_name(CapabilityType::GatewayMethod, &method) {
-            Some(cap) => {
-                let caller = state.name().to_owned();
-                return route::gateway_call(state.kernel.clone(), cap, caller, params, responder);
-            }
-            None => {
-                Err(ErrorObject::new(ErrorCode::MethodNotFound, format!("no method {method:?}"))
-                    .with_data(serde_json::json!({ "method": method })))
-            }
-        },
+        _ => Err(no_method(&method)),
     };
     responder.reply(outcome);
 }
 
-/// Whether `method` is answered after its handler returns, so it holds an in-flight
-/// permit: routed calls, streams, and an app's own `app.shutdown`.
-fn is_long_running(state: &AppActorState, method: &str) -> bool {
-    matches!(
-        method,
-        ToolCall::NAME
-            | ConfigWatch::NAME
-            | AppShutdown::NAME
-            | supervisor::START
-            | supervisor::STOP
-            | supervisor::RESTART
-            | supervisor::LOGS
-    ) || session::handles(method)
-        || comms::handles(method)
-        || peers::handles(method)
-        || state.kernel.caps.by_name(CapabilityType::GatewayMethod, method).is_some()
+/// `METHOD_NOT_FOUND` for `method`.
+fn no_method(method: &str) -> ErrorObject {
+    ErrorObject::new(ErrorCode::MethodNotFound, format!("no method {method:?}"))
+        .with_data(serde_json::json!({ "method": method }))
+}
+
+/// A name that is not the kernel's: an app's gateway method (after registration), which
+/// holds an in-flight permit while the app answers, or `METHOD_NOT_FOUND`.
+fn gateway(state: &mut AppActorState, method: String, params: Value, responder: Responder) {
+    let mut responder = responder;
+    let cap = state.kernel.caps.by_name(CapabilityType::GatewayMethod, &method);
+    let outcome = match cap {
+        None => Err(no_method(&method)),
+        Some(_) if state.app.is_none() => Err(not_registered(&method)),
+        Some(cap) => match responder.hold_in_flight() {
+            Ok(()) => {
+                let caller = state.name().to_owned();
+                return route::gateway_call(state.kernel.clone(), cap, caller, params, responder);
+            }
+            Err(e) => Err(e),
+        },
+    };
+    responder.reply(outcome);
 }
 
 /// Handles a notification from a client. None needs an answer; unknown ones are logged.

@@ -15,6 +15,7 @@ pub mod config;
 pub mod hook;
 pub mod invoke;
 pub mod session;
+pub mod table;
 
 /// A protocol method: its wire name and the types of its params and result.
 pub trait Method {

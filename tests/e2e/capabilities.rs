@@ -238,3 +238,63 @@ async fn gateway_methods_reach_their_owner() {
     assert!(gone);
     assert_eq!(caller.call("weather.now", json!({})).await["error"]["code"], "METHOD_NOT_FOUND");
 }
+
+/// Issue 16.4: gateway methods named like any of the kernel's own methods, on any
+/// surface, are refused whatever the app is called; a host asking for such a name over
+/// JSON-RPC gets `METHOD_NOT_FOUND`, never an app's answer.
+#[tokio::test]
+async fn every_method_family_of_the_kernel_is_reserved() {
+    let kernel = Kernel::start_with(burrow_tests::FAST_CONFIG, &["--rpc-tcp", "127.0.0.1:0"]).await;
+    let gw = |m: &str| json!({"type": "gateway_method", "config": {"method": m}});
+    let mut apps = Vec::new();
+    for (id, method) in [
+        ("peers", "peers.trust"),
+        ("supervisor", "supervisor.logs"),
+        ("host", "host.call"),
+        ("rpc", "rpc.authenticate"),
+        ("run", "run.wait"),
+        ("agent", "agent.cancel"),
+    ] {
+        let mut app =
+            RawConn::app(&kernel.socket, manifest(id, json!({"gatewayMethods": ["*"]}))).await;
+        let why = reason(&app.call("capability.register", gw(method)).await);
+        assert!(why.contains(&format!("the {id} method family is reserved")), "{method}: {why}");
+        apps.push(app);
+    }
+    let mut rpc = burrow_tests::Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+    for method in ["peers.trust", "supervisor.logs", "host.call"] {
+        let answer = rpc.call(method, json!({})).await;
+        assert_eq!(answer["error"]["data"]["code"], "METHOD_NOT_FOUND", "{method}: {answer}");
+    }
+}
+
+/// The method table and the kernel agree: every method the table says the kernel
+/// answers is answered on its surface (params that are not a map: an error, but never
+/// `METHOD_NOT_FOUND`), and a name the table does not hold is not.
+#[tokio::test]
+async fn the_kernel_answers_every_method_of_the_table() {
+    use burrow_protocol::methods::table::{self, Direction, Shape};
+    let kernel = Kernel::start_with(burrow_tests::FAST_CONFIG, &["--rpc-tcp", "127.0.0.1:0"]).await;
+    let mut app = RawConn::app(&kernel.socket, manifest("probe", json!({}))).await;
+    let asked = table::METHODS
+        .iter()
+        .filter(|m| m.direction != Direction::ToApp && m.shape != Shape::Notification);
+    let mut checked = 0;
+    for method in asked.clone().filter_map(|m| m.ipc) {
+        let id = app.send_call(method, json!("not a map")).await;
+        let answer = app.answer_to(id).await;
+        assert_ne!(answer["error"]["code"], "METHOD_NOT_FOUND", "{method}: {answer}");
+        checked += 1;
+    }
+    let unknown = app.call("probe.nothing", json!({})).await;
+    assert_eq!(unknown["error"]["code"], "METHOD_NOT_FOUND", "{unknown}");
+    let mut rpc = burrow_tests::Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+    for method in asked.filter_map(|m| m.host) {
+        let answer = rpc.call(method, json!("not a map")).await;
+        assert_ne!(answer["error"]["data"]["code"], "METHOD_NOT_FOUND", "{method}: {answer}");
+        checked += 1;
+    }
+    let unknown = rpc.call("session/nothing", json!({})).await;
+    assert_eq!(unknown["error"]["data"]["code"], "METHOD_NOT_FOUND", "{unknown}");
+    assert!(checked > 40, "{checked} methods checked");
+}

@@ -85,7 +85,7 @@ async fn string_ids_unknown_methods_and_bad_params() {
     raw.request(2, "app.heartbeat", json!({})).await;
     assert_eq!(error_code(&raw.recv_json().await), "APP_NOT_REGISTERED");
     raw.request(3, "no.such.method", json!({})).await;
-    assert_eq!(error_code(&raw.recv_json().await), "APP_NOT_REGISTERED");
+    assert_eq!(error_code(&raw.recv_json().await), "METHOD_NOT_FOUND");
 
     raw.request(4, "app.register", json!({"protocolVersion": "1.0"})).await;
     let resp = raw.recv_json().await;

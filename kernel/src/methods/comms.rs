@@ -2,10 +2,8 @@
 //! `session.externalEvent` and `host.call` run [`crate::host::call`] with the app as the
 //! caller; `session.events` streams a session's events as chunks until `$/cancel`.
 
-use burrow_protocol::methods::comms::{
-    CommsPeers, CommsSend, HostCall, HostCallParams, SessionCreate, SessionExternalEvent,
-};
-use burrow_protocol::methods::{Method, parse_params};
+use burrow_protocol::methods::comms::{HostCall, HostCallParams};
+use burrow_protocol::methods::{Method, parse_params, table};
 use burrow_protocol::{Message, Value};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -14,18 +12,11 @@ use serde_json::json;
 use crate::app_actor::AppActorState;
 use crate::connection::Responder;
 
-/// `session.events {session_id}`: a stream of the session's events.
-pub const SESSION_EVENTS: &str = "session.events";
+pub use burrow_protocol::methods::table::SESSION_EVENTS;
 
 /// The JSON-RPC name of an IPC host method, if `method` is one.
 fn host_name(method: &str) -> Option<&'static str> {
-    Some(match method {
-        SessionCreate::NAME => "session/create",
-        CommsSend::NAME => "comms/send",
-        CommsPeers::NAME => "comms/peers",
-        SessionExternalEvent::NAME => "session/external_event",
-        _ => return None,
-    })
+    table::by_ipc_name(method).and_then(|m| m.host)
 }
 
 /// Whether `method` belongs to this family.

@@ -10,10 +10,11 @@ use serde_json::json;
 use crate::app_actor::AppActorState;
 use crate::capabilities::fail_mode;
 
-/// `kernel.capabilities {type?}` → `{capabilities: [{capabilityId, appId, type, config}]}`.
-pub const CAPABILITIES: &str = "kernel.capabilities";
+/// `kernel.capabilities {type?}` → `{capabilities: [{capabilityId, appId, type, config}]}`;
 /// `kernel.hooks {}` → `{subscribers: [...], interceptors: [...]}`.
-pub const HOOKS: &str = "kernel.hooks";
+pub use burrow_protocol::methods::table::{
+    KERNEL_CAPABILITIES as CAPABILITIES, KERNEL_HOOKS as HOOKS,
+};
 
 /// `kernel.info {}`.
 pub fn info(state: &AppActorState) -> KernelInfoResult {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use burrow_protocol::methods::parse_params;
+use burrow_protocol::methods::table::{PEERS_LIST, PEERS_REVOKE, PEERS_TRUST};
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use serde::Deserialize;
 use serde_json::json;
@@ -15,7 +16,7 @@ use crate::peers::Binding;
 
 /// Whether `method` belongs to this family.
 pub fn handles(method: &str) -> bool {
-    matches!(method, "peers.trust" | "peers.list" | "peers.revoke")
+    matches!(method, PEERS_TRUST | PEERS_LIST | PEERS_REVOKE)
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,7 +53,7 @@ fn run(kernel: &Kernel, method: &str, params: Value) -> Result<Value, ErrorObjec
     let failed =
         |e: crate::peers::TrustError| ErrorObject::new(ErrorCode::InvalidParams, e.to_string());
     match method {
-        "peers.trust" => {
+        PEERS_TRUST => {
             let p: TrustParams = parse_params(params)?;
             let binding = Binding::from_value(p.binding)
                 .map_err(|e| ErrorObject::invalid_params("binding", e.to_string()))?;
@@ -62,7 +63,7 @@ fn run(kernel: &Kernel, method: &str, params: Value) -> Result<Value, ErrorObjec
             tracing::info!(%kernel_id, %name, "peer kernel trusted");
             Ok(json!({ "kernel_id": kernel_id, "name": name, "added": added }))
         }
-        "peers.list" => {
+        PEERS_LIST => {
             let own = net.binding.lock().ok().and_then(|b| b.clone());
             Ok(json!({ "self": own, "trusted": trust.list(), "refusals": net.node.refusals() }))
         }

@@ -23,7 +23,7 @@ use crate::kernel::Kernel;
 use crate::sessions::{DispatchReply, Inbound, SessionMsg, Wake};
 
 /// `agent.cancel {runId}` → `{ok}`.
-pub const AGENT_CANCEL: &str = "agent.cancel";
+pub use burrow_protocol::methods::table::AGENT_CANCEL;
 /// Whether `method` belongs to this family.
 pub fn handles(method: &str) -> bool {
     matches!(

@@ -16,14 +16,10 @@ use crate::connection::{Connection, Responder};
 use crate::kernel::Kernel;
 use crate::supervisor::{Control, SupervisorMsg, logs};
 
-/// `supervisor.start`.
-pub const START: &str = "supervisor.start";
-/// `supervisor.stop`.
-pub const STOP: &str = "supervisor.stop";
-/// `supervisor.restart`.
-pub const RESTART: &str = "supervisor.restart";
-/// `supervisor.logs`.
-pub const LOGS: &str = "supervisor.logs";
+pub use burrow_protocol::methods::table::{
+    SUPERVISOR_LOGS as LOGS, SUPERVISOR_RESTART as RESTART, SUPERVISOR_START as START,
+    SUPERVISOR_STOP as STOP,
+};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use burrow_protocol::methods::Method;
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use burrow_sdk::{Client, Error, StreamItem};
@@ -27,9 +28,9 @@ use crate::surface::rpc::{Gate, RpcLimits, run_connection};
 use crate::surface::{BoxFuture, Host};
 
 /// The IPC method that runs one host method by its JSON-RPC name.
-pub const HOST_CALL: &str = "host.call";
+pub const HOST_CALL: &str = burrow_protocol::methods::comms::HostCall::NAME;
 /// The IPC stream of one session's events.
-pub const SESSION_EVENTS: &str = "session.events";
+pub use burrow_protocol::methods::table::SESSION_EVENTS;
 
 /// A [`Host`] over the kernel's IPC socket.
 #[derive(Debug, Clone)]

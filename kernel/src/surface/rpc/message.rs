@@ -18,7 +18,7 @@ use crate::surface::auth::Auth;
 use crate::surface::{Host, RpcError};
 
 /// The method that authenticates a connection: `{"token": "brw_..."}` → `{"ok": true}`.
-pub const AUTHENTICATE: &str = "rpc/authenticate";
+pub use burrow_protocol::methods::table::host::AUTHENTICATE;
 
 /// Admission of one connection: whether its caller has authenticated.
 #[derive(Debug)]

@@ -1,0 +1,333 @@
+//! The method table: every method the kernel answers or sends, on every surface, with
+//! the facts the kernel acts on (direction, whether it holds an in-flight slot, whether
+//! it is allowed before `app.register`, how large its answer can be, and its name on
+//! each surface).
+//!
+//! The kernel dispatches only names found here (anything else is an app's gateway
+//! method or `METHOD_NOT_FOUND`), and the reserved method families an app may not name
+//! a gateway method in are derived from it ([`is_reserved_family`]), so the two cannot
+//! drift apart.
+
+use super::Method;
+use super::app::{AppHeartbeat, AppReady, AppRegister, AppShutdown, KernelApps, KernelInfo};
+use super::capability::{CapabilityRegister, CapabilityUnregister};
+use super::comms::{CommsPeers, CommsSend, HostCall, SessionCreate, SessionExternalEvent};
+use super::config::{ConfigGet, ConfigWatch};
+use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
+use super::invoke::{
+    ChannelSend, GatewayInvoke, HttpRequest, ProviderComplete, ToolCall, ToolInvoke,
+};
+use super::session::{
+    AgentQueue, AgentWait, MessageDispatch, SessionGet, SessionHistory, SessionList,
+};
+
+/// `kernel.capabilities {type?}`: granted capabilities.
+pub const KERNEL_CAPABILITIES: &str = "kernel.capabilities";
+/// `kernel.hooks {}`: subscriptions and interceptors.
+pub const KERNEL_HOOKS: &str = "kernel.hooks";
+/// `supervisor.start {appId}`.
+pub const SUPERVISOR_START: &str = "supervisor.start";
+/// `supervisor.stop {appId}`.
+pub const SUPERVISOR_STOP: &str = "supervisor.stop";
+/// `supervisor.restart {appId}`.
+pub const SUPERVISOR_RESTART: &str = "supervisor.restart";
+/// `supervisor.logs {appId, lines?, follow?}`: a stream of `{line}` chunks.
+pub const SUPERVISOR_LOGS: &str = "supervisor.logs";
+/// `peers.trust {binding}`.
+pub const PEERS_TRUST: &str = "peers.trust";
+/// `peers.list {}`.
+pub const PEERS_LIST: &str = "peers.list";
+/// `peers.revoke {kernel_id}`.
+pub const PEERS_REVOKE: &str = "peers.revoke";
+/// `agent.cancel {runId}`.
+pub const AGENT_CANCEL: &str = "agent.cancel";
+/// `session.events {session_id}`: a stream of a session's events.
+pub const SESSION_EVENTS: &str = "session.events";
+/// `$/cancel {id}` (notification, both directions).
+pub const CANCEL: &str = "$/cancel";
+
+/// Host method names (JSON-RPC, and the REST routes over them).
+pub mod host {
+    /// `session/create`.
+    pub const SESSION_CREATE: &str = "session/create";
+    /// `session/list`.
+    pub const SESSION_LIST: &str = "session/list";
+    /// `session/read`.
+    pub const SESSION_READ: &str = "session/read";
+    /// `session/history`.
+    pub const SESSION_HISTORY: &str = "session/history";
+    /// `session/external_event`.
+    pub const SESSION_EXTERNAL_EVENT: &str = "session/external_event";
+    /// `comms/send`.
+    pub const COMMS_SEND: &str = "comms/send";
+    /// `comms/peers`.
+    pub const COMMS_PEERS: &str = "comms/peers";
+    /// `run/wait`.
+    pub const RUN_WAIT: &str = "run/wait";
+    /// `rpc/authenticate` (JSON-RPC over TCP only).
+    pub const AUTHENTICATE: &str = "rpc/authenticate";
+}
+
+/// Who sends a method's requests (or notifications).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A client (an app or a host) asks the kernel.
+    ToKernel,
+    /// The kernel asks an app.
+    ToApp,
+    /// Either side.
+    Both,
+}
+
+/// What a method's request gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One answer.
+    Request,
+    /// Chunks, then one answer.
+    Stream,
+    /// Nothing: a notification.
+    Notification,
+}
+
+/// How large a method's answer can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerSize {
+    /// Bounded by the kernel's own small shapes (acknowledgements, ids, statuses).
+    Small,
+    /// Up to a whole frame: stored messages, another app's answer. The kernel prepares
+    /// only a few such answers per connection at a time (`ipc.max_large_answers`).
+    Large,
+}
+
+/// One method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodInfo {
+    /// Its name on the IPC socket (`None`: host surfaces only).
+    pub ipc: Option<&'static str>,
+    /// Its name on the host surfaces (JSON-RPC, and the REST routes over them).
+    pub host: Option<&'static str>,
+    /// Who sends it.
+    pub direction: Direction,
+    /// What comes back.
+    pub shape: Shape,
+    /// Answered after its handler returns, so it holds one of the connection's
+    /// in-flight slots (`ipc.max_in_flight`).
+    pub long_running: bool,
+    /// Allowed on an IPC connection before `app.register`.
+    pub before_register: bool,
+    /// How large its answer can be.
+    pub answer: AnswerSize,
+}
+
+impl MethodInfo {
+    const fn ipc(name: &'static str) -> Self {
+        MethodInfo {
+            ipc: Some(name),
+            host: None,
+            direction: Direction::ToKernel,
+            shape: Shape::Request,
+            long_running: false,
+            before_register: false,
+            answer: AnswerSize::Small,
+        }
+    }
+
+    const fn host_only(name: &'static str) -> Self {
+        MethodInfo { ipc: None, host: Some(name), long_running: true, ..Self::ipc(name) }
+    }
+
+    const fn to_app(name: &'static str) -> Self {
+        MethodInfo { direction: Direction::ToApp, ..Self::ipc(name) }
+    }
+
+    const fn long(self) -> Self {
+        MethodInfo { long_running: true, ..self }
+    }
+
+    const fn open(self) -> Self {
+        MethodInfo { before_register: true, ..self }
+    }
+
+    const fn large(self) -> Self {
+        MethodInfo { answer: AnswerSize::Large, ..self }
+    }
+
+    const fn stream(self) -> Self {
+        MethodInfo { shape: Shape::Stream, long_running: true, ..self }
+    }
+
+    const fn notification(self) -> Self {
+        MethodInfo { shape: Shape::Notification, ..self }
+    }
+
+    const fn both(self) -> Self {
+        MethodInfo { direction: Direction::Both, ..self }
+    }
+
+    const fn on_host(self, name: &'static str) -> Self {
+        MethodInfo { host: Some(name), ..self }
+    }
+
+    /// Its names, on every surface it is on.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        self.ipc.into_iter().chain(self.host)
+    }
+}
+
+/// Every method of every surface.
+pub const METHODS: &[MethodInfo] = &[
+    // §4 lifecycle and introspection
+    MethodInfo::ipc(AppRegister::NAME).open(),
+    MethodInfo::ipc(AppHeartbeat::NAME),
+    MethodInfo::ipc(AppReady::NAME),
+    MethodInfo::ipc(AppShutdown::NAME).both().long(),
+    MethodInfo::ipc(KernelInfo::NAME).open(),
+    MethodInfo::ipc(KernelApps::NAME).open(),
+    MethodInfo::ipc(KERNEL_CAPABILITIES).open().large(),
+    MethodInfo::ipc(KERNEL_HOOKS).open(),
+    MethodInfo::ipc(SUPERVISOR_START).open().long(),
+    MethodInfo::ipc(SUPERVISOR_STOP).open().long(),
+    MethodInfo::ipc(SUPERVISOR_RESTART).open().long(),
+    MethodInfo::ipc(SUPERVISOR_LOGS).open().stream(),
+    MethodInfo::ipc(PEERS_TRUST).open().long(),
+    MethodInfo::ipc(PEERS_LIST).open().long(),
+    MethodInfo::ipc(PEERS_REVOKE).open().long(),
+    // §5 capabilities and routing
+    MethodInfo::ipc(CapabilityRegister::NAME),
+    MethodInfo::ipc(CapabilityUnregister::NAME),
+    MethodInfo::ipc(ToolCall::NAME).long().large(),
+    MethodInfo::to_app(ToolInvoke::NAME).large(),
+    MethodInfo::to_app(ChannelSend::NAME),
+    MethodInfo::to_app(GatewayInvoke::NAME).large(),
+    MethodInfo::to_app(HttpRequest::NAME).large(),
+    MethodInfo::to_app(ProviderComplete::NAME).large(),
+    // §6 hooks
+    MethodInfo::ipc(HookSubscribe::NAME),
+    MethodInfo::ipc(HookUnsubscribe::NAME),
+    MethodInfo::ipc(HookResult::NAME),
+    MethodInfo::to_app(HookEvent::NAME).notification(),
+    // §7 configuration
+    MethodInfo::ipc(ConfigGet::NAME).large(),
+    MethodInfo::ipc(ConfigWatch::NAME).stream(),
+    // §8 sessions
+    MethodInfo::ipc(SessionGet::NAME).long(),
+    MethodInfo::ipc(SessionList::NAME).long(),
+    MethodInfo::ipc(SessionHistory::NAME).long().large(),
+    MethodInfo::ipc(MessageDispatch::NAME).long(),
+    MethodInfo::ipc(AgentQueue::NAME).long(),
+    MethodInfo::ipc(AgentWait::NAME).long(),
+    MethodInfo::ipc(AGENT_CANCEL).long(),
+    // §9 comms and host methods
+    MethodInfo::ipc(SessionCreate::NAME).long().on_host(host::SESSION_CREATE),
+    MethodInfo::ipc(CommsSend::NAME).long().on_host(host::COMMS_SEND),
+    MethodInfo::ipc(CommsPeers::NAME).long().on_host(host::COMMS_PEERS),
+    MethodInfo::ipc(SessionExternalEvent::NAME).long().on_host(host::SESSION_EXTERNAL_EVENT),
+    MethodInfo::ipc(HostCall::NAME).long().large(),
+    MethodInfo::ipc(SESSION_EVENTS).stream(),
+    MethodInfo::host_only(host::SESSION_LIST),
+    MethodInfo::host_only(host::SESSION_READ),
+    MethodInfo::host_only(host::SESSION_HISTORY).large(),
+    MethodInfo::host_only(host::RUN_WAIT),
+    MethodInfo::host_only(host::AUTHENTICATE),
+    // §3
+    MethodInfo::ipc(CANCEL).both().notification(),
+];
+
+/// Families the kernel keeps for itself beyond those of [`METHODS`].
+pub const EXTRA_RESERVED_FAMILIES: &[&str] = &["burrow"];
+
+/// The method named `name` on the IPC socket.
+pub fn by_ipc_name(name: &str) -> Option<&'static MethodInfo> {
+    METHODS.iter().find(|m| m.ipc == Some(name))
+}
+
+/// The method named `name` on the host surfaces.
+pub fn by_host_name(name: &str) -> Option<&'static MethodInfo> {
+    METHODS.iter().find(|m| m.host == Some(name))
+}
+
+/// A method name's family: what comes before its first `.` or `/` (`peers` for
+/// `peers.trust`, `session` for `session/create`, `$` for `$/cancel`).
+pub fn family(name: &str) -> &str {
+    name.split(['.', '/']).next().unwrap_or(name)
+}
+
+/// Whether `family` belongs to the kernel: the family of any method in [`METHODS`], on
+/// any surface, or one of [`EXTRA_RESERVED_FAMILIES`]. No app may name a gateway
+/// method in it.
+pub fn is_reserved_family(name: &str) -> bool {
+    EXTRA_RESERVED_FAMILIES.contains(&name)
+        || METHODS.iter().flat_map(MethodInfo::names).any(|n| family(n) == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_on_each_surface() {
+        let mut ipc = std::collections::HashSet::new();
+        let mut host = std::collections::HashSet::new();
+        for m in METHODS {
+            if let Some(n) = m.ipc {
+                assert!(ipc.insert(n), "{n} twice on IPC");
+            }
+            if let Some(n) = m.host {
+                assert!(host.insert(n), "{n} twice on the host surfaces");
+            }
+            assert!(m.ipc.is_some() || m.host.is_some());
+        }
+    }
+
+    #[test]
+    fn families_come_from_every_surface() {
+        for reserved in [
+            "app",
+            "kernel",
+            "capability",
+            "hook",
+            "config",
+            "session",
+            "message",
+            "agent",
+            "tool",
+            "channel",
+            "gateway",
+            "http",
+            "provider",
+            "comms",
+            "burrow",
+            "$",
+            "peers",
+            "supervisor",
+            "host",
+            "rpc",
+            "run",
+        ] {
+            assert!(is_reserved_family(reserved), "{reserved}");
+        }
+        for free in ["weather", "files", "sessions", "kernels", ""] {
+            assert!(!is_reserved_family(free), "{free}");
+        }
+        assert_eq!(family("peers.trust"), "peers");
+        assert_eq!(family("session/create"), "session");
+        assert_eq!(family("$/cancel"), "$");
+        assert_eq!(family("plain"), "plain");
+    }
+
+    #[test]
+    fn streams_and_host_methods_hold_an_in_flight_slot() {
+        for m in METHODS {
+            if m.shape == Shape::Stream || (m.ipc.is_none() && m.host.is_some()) {
+                assert!(m.long_running, "{:?}", m.names().collect::<Vec<_>>());
+            }
+            if m.direction == Direction::ToApp {
+                assert!(!m.before_register && !m.long_running, "{:?}", m.ipc);
+            }
+        }
+        assert_eq!(by_ipc_name("session.history").map(|m| m.answer), Some(AnswerSize::Large));
+        assert_eq!(by_host_name("session/create").and_then(|m| m.ipc), Some("session.create"));
+        assert!(by_ipc_name("session/create").is_none());
+    }
+}
