@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::mono_ms;
-use crate::connection::{Connection, Inbound, Limits, Responder};
+use crate::connection::{Connection, Inbound, Responder};
 use crate::kernel::Kernel;
 use crate::methods;
 
@@ -175,12 +175,7 @@ impl Actor for AppActor {
         args: AppArgs,
     ) -> Result<AppActorState, ActorProcessingErr> {
         let ipc = args.kernel.config().ipc.clone();
-        let limits = Limits {
-            max_frame_bytes: ipc.max_frame_bytes,
-            max_queued: ipc.max_queued,
-            max_in_flight: ipc.max_in_flight,
-            writer_queue: ipc.writer_queue,
-        };
+        let limits = ipc.limits();
         let me = myself.clone();
         let tasks = &args.kernel.tasks;
         let shortcut = Arc::new(Shortcut {
@@ -234,26 +229,34 @@ impl Actor for AppActor {
                 stop(state, &myself, reason);
             }
             AppMsg::Tick => {
-                let timeout = state.kernel.config().ipc.heartbeat_timeout_ms;
-                let silent =
-                    mono_ms().saturating_sub(state.conn.last_seen().load(Ordering::Relaxed));
-                if silent > timeout {
+                let ipc = &state.kernel.config().ipc;
+                let (timeout, stall_timeout) =
+                    (ipc.heartbeat_timeout_ms, ipc.write_stall_timeout_ms);
+                let stalled = state.conn.write_stalled_ms();
+                // A reader held back by back-pressure reads nothing: that silence is the
+                // kernel's, not the client's.
+                let silent = match state.conn.reading_paused() {
+                    true => 0,
+                    false => {
+                        mono_ms().saturating_sub(state.conn.last_seen().load(Ordering::Relaxed))
+                    }
+                };
+                if stalled > stall_timeout {
+                    tracing::warn!(
+                        app = state.name(),
+                        conn = state.conn.id(),
+                        stalled_ms = stalled,
+                        "not reading: took nothing the kernel wrote for {stall_timeout} ms; dropping the app"
+                    );
+                    drop_unresponsive(state, &myself, "not reading");
+                } else if silent > timeout {
                     tracing::warn!(
                         app = state.name(),
                         conn = state.conn.id(),
                         silent_ms = silent,
                         "no heartbeat within {timeout} ms: dropping the app"
                     );
-                    if let Some(app) = &state.app {
-                        let lost =
-                            crate::supervisor::SupervisorMsg::HeartbeatLost(app.app_id.clone());
-                        state.kernel.notify_supervisor(lost);
-                    }
-                    // Cut at once, not closed gracefully: a silent app may not read
-                    // either. Released first, so nobody sees the cut before the release.
-                    stop(state, &myself, "heartbeat timeout");
-                    release(state);
-                    state.conn.abort();
+                    drop_unresponsive(state, &myself, "heartbeat timeout");
                 }
             }
             AppMsg::TakenOver => {
@@ -327,6 +330,19 @@ fn release(state: &mut AppActorState) {
         let payload = serde_json::json!({ "appId": app.app_id, "reason": state.stop_reason });
         kernel.emit("app_disconnected", payload, methods::capability::app_context(&app.app_id));
     }
+}
+
+/// Drops an app that stopped sending or stopped reading: its supervisor (if managed)
+/// hears of it, and the connection is cut at once, not closed gracefully (it would not
+/// be read). Released first, so nobody sees the cut before the release.
+fn drop_unresponsive(state: &mut AppActorState, myself: &ActorRef<AppMsg>, why: &str) {
+    if let Some(app) = &state.app {
+        let lost = crate::supervisor::SupervisorMsg::HeartbeatLost(app.app_id.clone());
+        state.kernel.notify_supervisor(lost);
+    }
+    stop(state, myself, why);
+    release(state);
+    state.conn.abort();
 }
 
 /// Stops the actor, remembering why for `app_disconnected`.

@@ -386,12 +386,7 @@ mod tests {
 
     fn conn(id: u64) -> Connection {
         let (transport, _peer) = burrow_sdk::transport::Transport::memory_pair();
-        let limits = crate::connection::Limits {
-            max_frame_bytes: 1 << 20,
-            max_queued: 4,
-            max_in_flight: 4,
-            writer_queue: 8,
-        };
+        let limits = crate::connection::Limits::small(1 << 20);
         Connection::spawn(id, transport, limits, &tokio_util::task::TaskTracker::new(), |_| true)
     }
 

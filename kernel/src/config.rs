@@ -123,13 +123,25 @@ pub struct IpcConfig {
     /// Requests and notifications read from one connection but not yet handled; beyond
     /// it the kernel stops reading that connection until some are (back-pressure).
     pub max_queued: usize,
+    /// Bytes (as decoded in memory) of the requests read from one connection and not yet
+    /// answered, and of its notifications not yet handled; beyond it the kernel stops
+    /// reading that connection until some are.
+    pub max_queued_bytes: usize,
     /// Requests of one connection being worked on after their handler returned (routed
     /// calls, streams, a leaving app's `app.shutdown`); beyond it further ones are
     /// answered at once with an error until some finish.
     pub max_in_flight: usize,
-    /// Frames queued for one connection's writer (at least `max_queued`); a client that
-    /// does not read what the kernel writes fills it and is disconnected.
+    /// Frames queued for one connection's writer; once reached, the kernel reads no more
+    /// requests from that connection until some are written (back-pressure).
     pub writer_queue: usize,
+    /// Bytes queued for one connection's writer; once reached, likewise.
+    pub writer_queue_bytes: usize,
+    /// Answers that may be as large as a frame (stored messages, another app's answer)
+    /// prepared at once for one connection.
+    pub max_large_answers: usize,
+    /// How long a client may take none of what the kernel has to write to it before it
+    /// is disconnected.
+    pub write_stall_timeout_ms: u64,
     /// Connections at once; one more is answered with an error and closed.
     pub max_connections: usize,
     /// How long the kernel waits for apps to answer `app.shutdown` when it stops.
@@ -148,8 +160,12 @@ impl Default for IpcConfig {
             heartbeat_interval_ms: 5_000,
             heartbeat_timeout_ms: 15_000,
             max_queued: 256,
+            max_queued_bytes: 8 * 1024 * 1024,
             max_in_flight: 256,
             writer_queue: 1024,
+            writer_queue_bytes: 8 * 1024 * 1024,
+            max_large_answers: 2,
+            write_stall_timeout_ms: 30_000,
             max_connections: 512,
             shutdown_timeout_ms: 5_000,
             token_ttl_ms: 30 * 24 * 3600 * 1000,
@@ -167,6 +183,19 @@ impl IpcConfig {
     /// The shutdown timeout as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The bounds of one connection.
+    pub fn limits(&self) -> crate::connection::Limits {
+        crate::connection::Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_queued: self.max_queued,
+            max_queued_bytes: self.max_queued_bytes,
+            max_in_flight: self.max_in_flight,
+            writer_queue: self.writer_queue,
+            writer_queue_bytes: self.writer_queue_bytes,
+            max_large_answers: self.max_large_answers,
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -189,8 +218,23 @@ impl IpcConfig {
                 "max_in_flight, max_queued and max_connections must be positive",
             );
         }
-        if self.writer_queue < self.max_queued {
-            return invalid("ipc.writer_queue", "writer_queue must be at least max_queued");
+        if self.writer_queue == 0 || self.max_large_answers == 0 {
+            return invalid(
+                "ipc.writer_queue",
+                "writer_queue and max_large_answers must be positive",
+            );
+        }
+        let gib = 1 << 30;
+        if !(1..=gib).contains(&self.max_queued_bytes)
+            || !(1..=gib).contains(&self.writer_queue_bytes)
+        {
+            return invalid(
+                "ipc.writer_queue_bytes",
+                "max_queued_bytes and writer_queue_bytes must be between 1 byte and 1 GiB",
+            );
+        }
+        if self.write_stall_timeout_ms == 0 {
+            return invalid("ipc.write_stall_timeout_ms", "must be positive");
         }
         Ok(())
     }
@@ -390,9 +434,13 @@ mod tests {
             parse("[ipc]\nheartbeat_interval_ms = 500\nheartbeat_timeout_ms = 400\n").unwrap_err();
         assert!(e.to_string().contains("ipc.heartbeat_timeout_ms"), "{e}");
         assert!(parse("[ipc]\nmax_frame_bytes = 1\n").is_err());
-        let e = parse("[ipc]\nmax_queued = 10\nwriter_queue = 9\n").unwrap_err();
+        let e = parse("[ipc]\nwriter_queue = 0\n").unwrap_err();
         assert!(e.to_string().contains("ipc.writer_queue"), "{e}");
-        let e = parse("[ipc]\nmax_queued = 10\nwriter_queue = 9\n").unwrap_err();
-        assert!(e.to_string().contains("ipc.writer_queue"), "{e}");
+        let e = parse("[ipc]\nwriter_queue_bytes = 0\n").unwrap_err();
+        assert!(e.to_string().contains("ipc.writer_queue_bytes"), "{e}");
+        let e = parse("[ipc]\nmax_queued_bytes = 2147483648\n").unwrap_err();
+        assert!(e.to_string().contains("ipc.writer_queue_bytes"), "{e}");
+        let e = parse("[ipc]\nwrite_stall_timeout_ms = 0\n").unwrap_err();
+        assert!(e.to_string().contains("ipc.write_stall_timeout_ms"), "{e}");
     }
 }

@@ -4,16 +4,33 @@
 //!
 //! Actors see whole messages only. The reader answers malformed frames itself (they never
 //! reach an actor), resolves responses to the kernel's own requests, and hands requests
-//! and notifications to the owner through a callback. Three bounds keep one client from
-//! growing the kernel's memory:
+//! and notifications to the owner through a callback. These bounds keep one client from
+//! growing the kernel's memory, by back-pressure: when one is reached the reader reads
+//! nothing more (the client's frames wait in its socket), and a client that reads is
+//! never cut off.
 //!
 //! - **queued**: each request or notification holds a [`QueuePermit`] until its owner has
-//!   handled it; with `max_queued` waiting, the reader stops reading (back-pressure);
+//!   handled it; with `max_queued` waiting, the reader stops reading;
+//! - **queued bytes**: the frames of requests not yet answered (and of notifications not
+//!   yet handled) hold their size out of `max_queued_bytes`; with none left, the reader
+//!   stops reading;
+//! - **writer queue**: with `writer_queue` frames or `writer_queue_bytes` bytes waiting
+//!   to be written, the reader stops reading. Answers are queued whatever the bound (the
+//!   requests they answer were already taken); what is not an answer (a request to the
+//!   app, a notification) is refused instead ([`Connection::request`] fails with
+//!   `reason: "not_reading"`);
+//! - **large answers**: an answer that may be as large as a frame (stored messages,
+//!   another app's answer) is prepared only while the writer queue has room and at most
+//!   `max_large_answers` at a time ([`Responder::prepare_large`]);
 //! - **in flight**: a request whose answer comes later (a routed call, a stream) must take
 //!   one of `max_in_flight` permits ([`Responder::hold_in_flight`]); with none left it is
-//!   answered at once with an error, until some finish;
-//! - **writer queue**: a client that does not read what the kernel writes fills its
-//!   `writer_queue` and is disconnected.
+//!   answered at once with an error, until some finish.
+//!
+//! So one connection holds at most about `max_queued_bytes + writer_queue_bytes +
+//! (max_large_answers + 1) × max_frame_bytes`. A client that reads nothing while the
+//! kernel has something to write to it is cut off after `write_stall_timeout_ms` (the
+//! owner checks [`Connection::write_stalled_ms`]); while its reader is held back
+//! ([`Connection::reading_paused`]) a client is not counted silent.
 //!
 //! Closing is graceful by default ([`Connection::close`]: what is queued is written
 //! first); [`Connection::abort`] cuts at once and is kept for dead peers. When a write fails
@@ -21,13 +38,13 @@
 //! before it left.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use burrow_protocol::{
     ErrorCode, ErrorObject, Id, Message, Notification, Request, Response, Value,
 };
-use burrow_sdk::transport::{FrameReader, Outbox, SendError, Transport};
+use burrow_sdk::transport::{Bounds, FrameReader, Outbox, SendError, Transport};
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -45,6 +62,9 @@ const OWNER_GRACE: Duration = Duration::from_secs(2);
 const READ_GRACE: Duration = Duration::from_secs(2);
 
 /// What the reader hands to the connection's owner.
+// Requests are nearly all of it: boxing them would add an allocation per request to
+// make the rarer variants smaller.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Inbound {
     /// A request, with the handle that must answer it.
@@ -62,15 +82,42 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Requests and notifications read but not yet handled by the owner.
     pub max_queued: usize,
+    /// Bytes of the requests read and not yet answered, and of the notifications read and
+    /// not yet handled.
+    pub max_queued_bytes: usize,
     /// Requests being worked on after their handler returned (routed calls, streams).
     pub max_in_flight: usize,
-    /// Frames queued for the writer.
+    /// Frames queued for the writer before the reader stops.
     pub writer_queue: usize,
+    /// Bytes queued for the writer before the reader stops.
+    pub writer_queue_bytes: usize,
+    /// Large answers prepared at once.
+    pub max_large_answers: usize,
+}
+
+impl Limits {
+    /// Small bounds, for tests.
+    #[doc(hidden)]
+    pub fn small(max_frame_bytes: usize) -> Self {
+        Limits {
+            max_frame_bytes,
+            max_queued: 4,
+            max_queued_bytes: 1 << 20,
+            max_in_flight: 4,
+            writer_queue: 8,
+            writer_queue_bytes: 1 << 20,
+            max_large_answers: 1,
+        }
+    }
 }
 
 /// Held while a request or notification waits for its owner; drop it once handled.
 #[derive(Debug)]
-pub struct QueuePermit(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct QueuePermit {
+    _queued: OwnedSemaphorePermit,
+    /// A notification's bytes (a request's go with its [`Responder`]).
+    _bytes: Option<OwnedSemaphorePermit>,
+}
 
 type Pending = DashMap<u64, oneshot::Sender<Result<Value, ErrorObject>>>;
 
@@ -95,6 +142,15 @@ pub struct Connection {
     closing: CancellationToken,
     tasks: TaskTracker,
     in_flight: Arc<Semaphore>,
+    /// Large answers being prepared.
+    large: Arc<Semaphore>,
+    /// Set while the reader waits for room instead of reading.
+    paused: Arc<AtomicBool>,
+    /// Bytes read and not yet handed over as messages (`usize::MAX` while one is being
+    /// handed over).
+    unread: Arc<AtomicUsize>,
+    /// `(written bytes, since when)` as last looked at, for [`Self::write_stalled_ms`].
+    progress: Arc<std::sync::Mutex<(u64, u64)>>,
     limits: Limits,
 }
 
@@ -112,6 +168,10 @@ pub struct Responder {
     conn: Connection,
     id: Option<Id>,
     permit: Option<OwnedSemaphorePermit>,
+    /// The request's share of `max_queued_bytes`, held until it is answered.
+    bytes: Option<OwnedSemaphorePermit>,
+    /// A large-answer slot, once [`Self::prepare_large`] took one.
+    large: Option<OwnedSemaphorePermit>,
 }
 
 impl Responder {
@@ -135,11 +195,34 @@ impl Responder {
         Ok(())
     }
 
+    /// Waits for a large-answer slot and for room in the writer queue: call it before
+    /// preparing an answer that may be as large as a frame (stored messages, another
+    /// app's answer), so that a client that does not read holds only a few of them.
+    /// Returns at once when the connection is closing.
+    pub async fn prepare_large(&mut self) {
+        if self.large.is_some() {
+            return;
+        }
+        let conn = &self.conn;
+        tokio::select! {
+            slot = conn.large.clone().acquire_owned() => self.large = slot.ok(),
+            () = conn.closing.cancelled() => return,
+        }
+        conn.out.room().await;
+    }
+
+    /// Gives the request's bytes back before it is answered: for streams, which run for
+    /// as long as the client wants once their params are read.
+    pub fn release_bytes(&mut self) {
+        self.bytes = None;
+    }
+
     /// Releases the in-flight permit, if one was held, and sends the answer: in that
     /// order, so a client that sends its next request on reading this answer finds the
     /// room it freed.
     pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
         self.permit = None;
+        self.bytes = None;
         if let Some(id) = self.id.take() {
             self.conn.send(Message::Response(Response { id: Some(id), outcome }));
         }
@@ -149,6 +232,7 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         self.permit = None;
+        self.bytes = None;
         if let Some(id) = self.id.take() {
             let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
             self.conn.send(Message::error(Some(id), err));
@@ -173,8 +257,8 @@ impl Connection {
         let closing = CancellationToken::new();
         let read_ended = CancellationToken::new();
         let close_asked = CancellationToken::new();
-        let (out, flusher) =
-            Outbox::new(transport.writer, limits.writer_queue, CancellationToken::new());
+        let bounds = Bounds { frames: limits.writer_queue, bytes: limits.writer_queue_bytes };
+        let (out, flusher) = Outbox::new(transport.writer, bounds, CancellationToken::new());
         let conn = Self {
             id,
             out,
@@ -187,6 +271,10 @@ impl Connection {
             closing: closing.clone(),
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            large: Arc::new(Semaphore::new(limits.max_large_answers.max(1))),
+            paused: Arc::new(AtomicBool::new(false)),
+            unread: Arc::new(AtomicUsize::new(0)),
+            progress: Arc::new(std::sync::Mutex::new((0, mono_ms()))),
             limits,
         };
         tasks.spawn(async move {
@@ -216,49 +304,68 @@ impl Connection {
         self.last_seen.clone()
     }
 
-    /// Sends a message, without waiting. A full writer queue means the client does not
-    /// read: it is disconnected. An answer that cannot be encoded (too large for a frame)
-    /// is replaced by an error saying so.
-    pub fn send(&self, msg: Message) {
-        let reply_id = match &msg {
-            Message::Response(r) => r.id.clone(),
-            _ => None,
-        };
-        match self.out.try_send(msg) {
-            Err(SendError::Encode(e)) => match reply_id {
-                Some(id) => {
-                    let err = ErrorObject::new(
-                        ErrorCode::InternalError,
-                        format!("the answer cannot be sent: {e}"),
-                    );
-                    // Once: if even the error does not fit, the connection goes.
-                    if let Err(again) = self.out.try_send(Message::error(Some(id), err)) {
-                        self.refused(again);
-                    }
+    /// Sends a message without waiting; whether it was queued. An answer is queued
+    /// whatever the writer queue's bounds (the reader took its request under them); an
+    /// answer that cannot be encoded (too large for a frame) is replaced by an error
+    /// saying so. Anything else is refused while the writer queue is full.
+    pub fn send(&self, msg: Message) -> bool {
+        let Message::Response(Response { id: reply_id, .. }) = &msg else {
+            return match self.out.try_send(msg) {
+                Ok(()) => true,
+                Err(SendError::Encode(e)) => {
+                    tracing::warn!(conn = self.id, error = %e, "could not encode a message");
+                    false
                 }
-                None => tracing::warn!(conn = self.id, error = %e, "could not encode a message"),
-            },
-            Err(e) => self.refused(e),
-            Ok(()) => {}
+                Err(SendError::Full(_)) => {
+                    tracing::debug!(conn = self.id, "writer queue full: a message was not sent");
+                    false
+                }
+                Err(SendError::Closed) => false,
+            };
+        };
+        let reply_id = reply_id.clone();
+        match self.out.force_send(msg) {
+            Ok(()) => true,
+            Err(SendError::Encode(e)) => {
+                let err = ErrorObject::new(
+                    ErrorCode::InternalError,
+                    format!("the answer cannot be sent: {e}"),
+                );
+                // Once: if even the error does not fit, the connection goes.
+                if let Err(again) = self.out.force_send(Message::error(reply_id, err)) {
+                    tracing::warn!(conn = self.id, error = %again, "cannot answer within a frame; disconnecting");
+                    self.abort();
+                }
+                false
+            }
+            Err(SendError::Full(_) | SendError::Closed) => false,
         }
     }
 
-    /// What a refused send means for the connection.
-    fn refused(&self, e: SendError) {
-        match e {
-            SendError::Closed => {}
-            SendError::Full(_) => {
-                tracing::warn!(
-                    conn = self.id,
-                    "writer queue full: client is not reading; disconnecting"
-                );
-                self.abort();
-            }
-            SendError::Encode(e) => {
-                tracing::warn!(conn = self.id, error = %e, "cannot answer within a frame; disconnecting");
-                self.abort();
-            }
+    /// Whether the reader holds input it has not handed to the owner yet: a leaving
+    /// app's last requests, sent before it learnt it had left.
+    pub fn has_unread_input(&self) -> bool {
+        self.unread.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether the reader is held back (waiting for room to write, for its queued
+    /// requests to be handled, or for their bytes to be freed) rather than reading: the
+    /// client's silence is then the kernel's doing.
+    pub fn reading_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// For how long the kernel has had something to write to this client without the
+    /// client taking any of it (ms; 0 when nothing waits or the client is reading).
+    pub fn write_stalled_ms(&self) -> u64 {
+        let (pending, written) = (self.out.pending_bytes(), self.out.written_bytes());
+        let now = mono_ms();
+        let Ok(mut progress) = self.progress.lock() else { return 0 };
+        if pending == 0 || written != progress.0 {
+            *progress = (written, now);
+            return 0;
         }
+        now.saturating_sub(progress.1)
     }
 
     /// Sends a message, waiting for room in the writer queue; false once the connection
@@ -328,10 +435,8 @@ impl Connection {
                     ErrorCode::InvalidParams,
                     format!("the request to the app cannot be sent: {e}"),
                 )),
-                Err(e) => {
-                    self.refused(e);
-                    Some(connection_closed())
-                }
+                Err(SendError::Full(_)) => Some(not_reading(&self.out)),
+                Err(SendError::Closed) => Some(connection_closed()),
             }
         };
         if refused.is_some() {
@@ -367,7 +472,16 @@ impl Connection {
         F: Fn(Inbound) -> bool + Send + Sync + 'static,
     {
         let queued = Arc::new(Semaphore::new(limits.max_queued));
+        let max_bytes = u32::try_from(limits.max_queued_bytes).unwrap_or(u32::MAX).max(1);
+        let bytes = Arc::new(Semaphore::new(max_bytes as usize));
         let reason = loop {
+            // Everything before is handed over; what the read buffer holds is not yet.
+            self.unread.store(reader.read_buffer().len(), Ordering::Release);
+            // What is read next may need an answer: read only while there is room to
+            // write it.
+            if !self.out.has_room() && self.paused_until(self.out.room()).await.is_none() {
+                break "closed by the kernel".to_owned();
+            }
             let frame = tokio::select! {
                 _ = self.closing.cancelled() => break "closed by the kernel".to_owned(),
                 frame = reader.next() => frame,
@@ -377,6 +491,7 @@ impl Connection {
                 Some(Err(e)) => break format!("read error: {e}"),
                 Some(Ok(decoded)) => decoded,
             };
+            self.unread.store(usize::MAX, Ordering::Release);
             self.last_seen.store(mono_ms(), Ordering::Relaxed);
             let msg = match decoded {
                 Ok(msg) => msg,
@@ -405,22 +520,35 @@ impl Connection {
                 tracing::debug!(conn = self.id, id = %chunk.id, "unexpected stream chunk ignored");
                 continue;
             }
-            // Requests and notifications wait for a permit: back-pressure on the client.
-            let permit = tokio::select! {
-                _ = self.closing.cancelled() => break "closed by the kernel".to_owned(),
-                permit = queued.clone().acquire_owned() => permit,
+            // Requests and notifications wait for a permit and for their bytes:
+            // back-pressure on the client.
+            let size = weight(reader.decoder().last_frame_bytes(), &msg);
+            let size = u32::try_from(size).unwrap_or(u32::MAX);
+            let permits = self
+                .paused_until(async {
+                    let permit = queued.clone().acquire_owned().await.ok()?;
+                    let held = bytes.clone().acquire_many_owned(size.clamp(1, max_bytes)).await;
+                    Some((permit, held.ok()?))
+                })
+                .await
+                .flatten();
+            let Some((permit, held)) = permits else {
+                break "closed by the kernel".to_owned();
             };
-            let Ok(permit) = permit else {
-                break "permits closed".to_owned();
-            };
-            let permit = QueuePermit(permit);
             let inbound = match msg {
                 Message::Request(req) => {
-                    let responder =
-                        Responder { conn: self.clone(), id: Some(req.id.clone()), permit: None };
-                    Inbound::Request(req, responder, permit)
+                    let responder = Responder {
+                        conn: self.clone(),
+                        id: Some(req.id.clone()),
+                        permit: None,
+                        bytes: Some(held),
+                        large: None,
+                    };
+                    Inbound::Request(req, responder, QueuePermit { _queued: permit, _bytes: None })
                 }
-                Message::Notification(n) => Inbound::Notification(n, permit),
+                Message::Notification(n) => {
+                    Inbound::Notification(n, QueuePermit { _queued: permit, _bytes: Some(held) })
+                }
                 Message::Response(_) | Message::Chunk(_) => continue,
             };
             if !deliver(inbound) {
@@ -428,6 +556,7 @@ impl Connection {
             }
         };
         // Every kernel → app request still waiting fails with CONNECTION_CLOSED.
+        self.unread.store(0, Ordering::Release);
         self.read_done.store(true, Ordering::SeqCst);
         self.pending.clear();
         self.read_ended.cancel();
@@ -441,6 +570,19 @@ impl Connection {
         {
             self.close_within(OWNER_GRACE);
         }
+    }
+
+    /// Awaits `wait` with the reader marked as held back; `None` if the connection
+    /// closes first. The client's silence meanwhile is not its own: its clock restarts.
+    async fn paused_until<T>(&self, wait: impl Future<Output = T>) -> Option<T> {
+        self.paused.store(true, Ordering::Relaxed);
+        let outcome = tokio::select! {
+            () = self.closing.cancelled() => None,
+            done = wait => Some(done),
+        };
+        self.paused.store(false, Ordering::Relaxed);
+        self.last_seen.store(mono_ms(), Ordering::Relaxed);
+        outcome
     }
 
     fn resolve(&self, resp: Response) {
@@ -464,8 +606,41 @@ impl Connection {
     }
 }
 
+/// About how much memory a decoded message holds: its frame, and a [`Value`] for every
+/// value in its params (a frame of many tiny values decodes to many times its size).
+fn weight(frame_bytes: usize, msg: &Message) -> usize {
+    fn values(v: &Value) -> usize {
+        match v {
+            Value::Array(items) => 1 + items.iter().map(values).sum::<usize>(),
+            Value::Object(map) => 1 + map.values().map(values).sum::<usize>(),
+            _ => 1,
+        }
+    }
+    let params = match msg {
+        Message::Request(r) => &r.params,
+        Message::Notification(n) => &n.params,
+        Message::Response(_) | Message::Chunk(_) => return frame_bytes,
+    };
+    frame_bytes.saturating_add(values(params).saturating_mul(std::mem::size_of::<Value>()))
+}
+
 fn connection_closed() -> ErrorObject {
     ErrorObject::new(ErrorCode::ConnectionClosed, "the app disconnected before answering")
+}
+
+/// A request the app's full writer queue did not take.
+fn not_reading(out: &Outbox) -> ErrorObject {
+    let bounds = out.bounds();
+    ErrorObject::new(
+        ErrorCode::UnknownError,
+        "the app is not reading what the kernel sends it (its queue is full); try again later",
+    )
+    .with_data(serde_json::json!({
+        "reason": "not_reading",
+        "queuedBytes": out.pending_bytes(),
+        "limitBytes": bounds.bytes,
+        "limitFrames": bounds.frames,
+    }))
 }
 
 #[cfg(test)]
@@ -483,7 +658,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (ar, aw) = tokio::io::split(a);
         let (br, bw) = tokio::io::split(b);
-        let limits = Limits { max_frame_bytes, max_queued: 4, max_in_flight: 4, writer_queue: 8 };
+        let limits = Limits::small(max_frame_bytes);
         let conn = Connection::spawn(
             1,
             Transport::new(ar, aw, max_frame_bytes),
@@ -499,13 +674,118 @@ mod tests {
         (conn, Transport::new(br, bw, 1 << 20))
     }
 
+    /// A connection with `limits` over a pipe of `pipe` bytes whose owner hands every
+    /// request to the returned channel; the far side's transport.
+    fn held(
+        limits: Limits,
+        pipe: usize,
+    ) -> (Connection, Transport, tokio::sync::mpsc::UnboundedReceiver<Responder>) {
+        let (a, b) = tokio::io::duplex(pipe);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let conn = Connection::spawn(
+            1,
+            Transport::new(ar, aw, limits.max_frame_bytes),
+            limits,
+            &TaskTracker::new(),
+            move |inbound| {
+                if let Inbound::Request(_, responder, _) = inbound {
+                    let _ = tx.send(responder);
+                }
+                true
+            },
+        );
+        (conn, Transport::new(br, bw, 1 << 20), rx)
+    }
+
+    async fn paused(conn: &Connection, want: bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while conn.reading_paused() != want {
+            assert!(tokio::time::Instant::now() < deadline, "reading_paused never became {want}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_writer_queue_holds_the_reader_and_refuses_requests_not_the_client() {
+        let limits = Limits { writer_queue_bytes: 2048, ..Limits::small(4096) };
+        let (conn, mut theirs, mut asked) = held(limits, 1024);
+        // The answers fill the pipe and then the writer queue: the reader stops.
+        let (mut sent, mut answered) = (0u64, 0);
+        loop {
+            theirs.writer.send(Message::request(sent, "m", json!({}))).await.unwrap();
+            sent += 1;
+            let responder = tokio::select! {
+                responder = asked.recv() => responder.expect("open"),
+                () = paused(&conn, true) => break,
+            };
+            responder.reply(Ok(json!({ "pad": "x".repeat(500) })));
+            answered += 1;
+            assert!(answered <= 20, "the reader never stopped");
+        }
+        for id in sent..20 {
+            theirs.writer.send(Message::request(id, "m", json!({}))).await.unwrap();
+        }
+        // What is not an answer is refused, and the client is not cut off.
+        let refused = conn.request("tool.invoke", json!({}), Duration::from_secs(60)).await;
+        let err = refused.expect_err("refused");
+        assert_eq!(err.data.as_ref().map(|d| d["reason"].clone()), Some(json!("not_reading")));
+        assert!(!conn.send(Message::notification("hook.event", json!({}))));
+        assert!(!conn.closing.is_cancelled());
+        let stall_from = mono_ms();
+        while conn.write_stalled_ms() == 0 || mono_ms() < stall_from + 20 {
+            assert!(mono_ms() < stall_from + 10_000, "never stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Once the client reads, the rest is read and answered.
+        let reading = tokio::spawn(async move {
+            let mut got = 0;
+            while got < 20 {
+                let next =
+                    tokio::time::timeout(Duration::from_secs(10), theirs.reader.next()).await;
+                let Ok(Some(Ok(Ok(Message::Response(r))))) = next else { panic!("{next:?}") };
+                assert!(r.outcome.is_ok());
+                got += 1;
+            }
+        });
+        while answered < 20 {
+            let responder = asked.recv().await.expect("open");
+            responder.reply(Ok(json!({ "pad": "x".repeat(500) })));
+            answered += 1;
+        }
+        tokio::time::timeout(Duration::from_secs(10), reading).await.expect("in time").unwrap();
+        assert_eq!(conn.write_stalled_ms(), 0);
+    }
+
+    #[tokio::test]
+    async fn requests_hold_their_bytes_until_answered() {
+        // Room for about three requests of ~1 KiB at once.
+        let limits = Limits { max_queued_bytes: 3500, max_queued: 100, ..Limits::small(4096) };
+        let (conn, mut theirs, mut asked) = held(limits, 64 * 1024);
+        for id in 0..6u64 {
+            let params = json!({ "pad": "x".repeat(1000) });
+            theirs.writer.send(Message::request(id, "m", params)).await.unwrap();
+        }
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(asked.recv().await.expect("a request"));
+        }
+        paused(&conn, true).await;
+        assert!(asked.try_recv().is_err(), "a fourth request was taken");
+        // One answered: one more comes in.
+        held.pop().expect("held").reply(Ok(json!(1)));
+        let next = tokio::time::timeout(Duration::from_secs(10), asked.recv()).await;
+        held.push(next.expect("in time").expect("a request"));
+        drop(held);
+    }
+
     #[tokio::test]
     async fn a_stopping_owner_still_gets_its_last_answers_out() {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (ar, aw) = tokio::io::split(a);
         let (br, bw) = tokio::io::split(b);
-        let limits =
-            Limits { max_frame_bytes: 1024, max_queued: 4, max_in_flight: 4, writer_queue: 8 };
+        let limits = Limits::small(1024);
         // The owner takes the request and stops at once (refuses everything after it),
         // answering a moment later, as an app actor answers `app.shutdown` in post_stop.
         let _conn = Connection::spawn(

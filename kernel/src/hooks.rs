@@ -250,14 +250,19 @@ pub async fn intercept(
             intercept: true,
             deadline_ms: Some(now_ms() + timeout.as_millis() as u64),
         };
-        cap.conn.send(Message::notification(HookEvent::NAME, to_value(&params)));
-        let verdict = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(verdict)) => Some(verdict),
-            Ok(Err(_)) | Err(_) => {
-                scope.hooks.pending.remove(&event_id);
-                None
+        // An interceptor whose queue is full (it is not reading) is one that did not
+        // answer, at once.
+        let sent = cap.conn.send(Message::notification(HookEvent::NAME, to_value(&params)));
+        let answer = async {
+            match sent {
+                true => tokio::time::timeout(timeout, rx).await.ok()?.ok(),
+                false => None,
             }
         };
+        let verdict = answer.await;
+        if verdict.is_none() {
+            scope.hooks.pending.remove(&event_id);
+        }
         match verdict {
             Some(HookVerdict::Continue) => {}
             Some(HookVerdict::Modify { payload: new }) => apply_modify(&mut payload, &new, fields),

@@ -38,6 +38,20 @@ fn typed<M: Method>(
     parse_params::<M::Params>(params).and_then(f).map(|r| to_value(&r))
 }
 
+/// Answers from a task with what `f` gives, started once a large-answer slot is free
+/// and the writer queue has room ([`Responder::prepare_large`]): for answers that may be
+/// as large as a frame.
+pub(crate) fn answer_large<F>(responder: Responder, f: F)
+where
+    F: Future<Output = Result<Value, ErrorObject>> + Send + 'static,
+{
+    let mut responder = responder;
+    tokio::spawn(async move {
+        responder.prepare_large().await;
+        responder.reply(f.await);
+    });
+}
+
 /// `APP_NOT_REGISTERED` for `method`.
 pub fn not_registered(method: &str) -> ErrorObject {
     ErrorObject::new(ErrorCode::AppNotRegistered, format!("call app.register before {method}"))
@@ -73,7 +87,10 @@ pub fn dispatch(
         KernelApps::NAME => {
             parse_params::<burrow_protocol::methods::Empty>(params).map(|_| kernel::apps(state))
         }
-        kernel::CAPABILITIES => kernel::capabilities(state, params),
+        kernel::CAPABILITIES => {
+            let kernel = state.kernel.clone();
+            return answer_large(responder, async move { kernel::capabilities(&kernel, params) });
+        }
         kernel::HOOKS => Ok(kernel::hooks(state)),
         supervisor::START => {
             return supervisor::control(state.kernel.clone(), Control::Start, params, responder);

@@ -4,7 +4,7 @@
 //! - a **writer**: every frame this side sends (requests, answers, notifications) goes
 //!   through one [`Outbox`], in order; the sender writes it itself when the socket takes
 //!   it at once, and the outbox's flusher task writes the rest (at most
-//!   [`OUTGOING_QUEUE`] frames wait);
+//!   [`OUTGOING_QUEUE`] frames and about [`OUTGOING_BYTES`] wait; a sender then waits);
 //! - a **reader** that routes every frame it decodes: a response resolves the pending
 //!   request with its id, a chunk goes to its pending stream, a request from the far side
 //!   is answered by the [`Service`] in a task of its own (so handlers run concurrently, and
@@ -36,11 +36,14 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Grants;
+use crate::transport::outbox::Bounds;
 use crate::transport::{Outbox, SendError, Transport};
 use crate::{Client, Error, Result};
 
 /// Most frames waiting to be written.
 pub const OUTGOING_QUEUE: usize = 1024;
+/// Most bytes waiting to be written (one frame more may be taken while below it).
+pub const OUTGOING_BYTES: usize = 16 * 1024 * 1024;
 /// Capacity of the queue of notifications waiting for the service; beyond it they are
 /// dropped with a warning (never blocking the reader).
 pub const NOTIFICATION_QUEUE: usize = 1024;
@@ -148,7 +151,8 @@ pub(crate) fn spawn(transport: Transport, service: Option<Arc<dyn Service>>) -> 
     let Transport { reader, writer } = transport;
     // The outbox has a token of its own: its end (the far side stopped reading) must
     // not stop the reader before it delivered the answers already sent.
-    let (out, flusher) = Outbox::new(writer, OUTGOING_QUEUE, CancellationToken::new());
+    let bounds = Bounds { frames: OUTGOING_QUEUE, bytes: OUTGOING_BYTES };
+    let (out, flusher) = Outbox::new(writer, bounds, CancellationToken::new());
     let closed = CancellationToken::new();
     let shared = Arc::new(Shared {
         out,

@@ -13,7 +13,7 @@ use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
 pub mod outbox;
 
-pub use outbox::{Outbox, SendError};
+pub use outbox::{Bounds, Outbox, SendError};
 
 /// The environment variable that names the kernel's socket.
 pub const SOCKET_ENV: &str = "BURROW_SOCKET";
@@ -31,13 +31,15 @@ pub struct MessageCodec {
     max_depth: usize,
     /// Set after a fatal error: framing is lost, nothing more is decoded.
     broken: bool,
+    /// Bytes of the last frame decoded (header included).
+    last_frame_bytes: usize,
 }
 
 impl MessageCodec {
     /// A codec refusing frames over `max_frame_bytes`, or nested deeper than
     /// [`codec::MAX_DEPTH`].
     pub fn new(max_frame_bytes: usize) -> Self {
-        Self { max_frame_bytes, max_depth: codec::MAX_DEPTH, broken: false }
+        Self { max_frame_bytes, max_depth: codec::MAX_DEPTH, broken: false, last_frame_bytes: 0 }
     }
 
     /// Refuses frames it reads nested deeper than `max_depth` (at most
@@ -49,6 +51,12 @@ impl MessageCodec {
     /// The largest frame body it reads or writes.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes
+    }
+
+    /// The size of the last frame decoded, header included (0 after a fatal error): what
+    /// the message it gave holds in memory, about.
+    pub fn last_frame_bytes(&self) -> usize {
+        self.last_frame_bytes
     }
 }
 
@@ -78,8 +86,10 @@ impl Decoder for MessageCodec {
             Some((result, used)) => {
                 if matches!(&result, Err(e) if e.is_fatal()) {
                     self.broken = true;
+                    self.last_frame_bytes = 0;
                     src.clear();
                 } else {
+                    self.last_frame_bytes = used;
                     src.advance(used);
                 }
                 Ok(Some(result))

@@ -274,15 +274,17 @@ async fn answers_to_requests_before_an_oversize_frame_are_not_lost() {
 #[tokio::test]
 async fn a_client_that_never_reads_is_cut_off_while_others_are_served() {
     use tokio::io::AsyncWriteExt;
-    let kernel = Kernel::start_with_config("[ipc]\nmax_queued = 64\nwriter_queue = 64\n").await;
+    let config = "[ipc]\nmax_queued = 64\nwriter_queue = 64\nwrite_stall_timeout_ms = 1000\n";
+    let kernel = Kernel::start_with_config(config).await;
     let stream = burrow_sdk::transport::connect_stream(&kernel.socket).await.unwrap();
     let (_rd, mut wr) = tokio::io::split(stream);
     let body = rmp_serde::to_vec_named(&json!({"id": 1, "method": "kernel.info"})).unwrap();
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 1000).collect();
-    // Write and never read: the kernel's answers pile up until it cuts the connection,
-    // after which writing fails.
+    // Write and never read: the kernel's answers fill its writer queue, it stops reading
+    // (so writing blocks), and once the client has taken nothing for
+    // `write_stall_timeout_ms` it cuts the connection, after which writing fails.
     let mut cut = false;
     for _ in 0..200 {
         if tokio::time::timeout(burrow_tests::DEADLINE, wr.write_all(&batch))

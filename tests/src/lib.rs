@@ -72,6 +72,26 @@ where
     }
 }
 
+/// A process's memory as `/proc/<pid>/status` gives it, in KiB: resident now (`VmRSS`)
+/// and at its peak so far (`VmHWM`).
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// Resident now.
+    pub rss_kib: u64,
+    /// The most it has been resident.
+    pub peak_kib: u64,
+}
+
+/// The memory of process `pid` (Linux), or `None` when it cannot be read.
+pub fn memory(pid: i32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+    };
+    Some(Memory { rss_kib: field("VmRSS:")?, peak_kib: field("VmHWM:")? })
+}
+
 /// Config for tests: short heartbeats so timeouts are observable quickly.
 pub const FAST_CONFIG: &str =
     "[ipc]\nheartbeat_interval_ms = 200\nheartbeat_timeout_ms = 1000\nshutdown_timeout_ms = 2000\n";

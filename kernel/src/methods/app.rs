@@ -18,6 +18,8 @@ use crate::registry::{AppEntry, Claim};
 
 /// Longest an app may ask the kernel to wait for its in-flight calls when it leaves.
 const MAX_LEAVE_WAIT: Duration = Duration::from_secs(60);
+/// Longest a leaving app's requests already read are waited for before it is let go.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
 /// `app.register`: validate, check the token, claim the id (or take it over), sign a token.
 pub fn register(
@@ -132,8 +134,17 @@ pub fn shutdown(
     let conn = state.conn.clone();
     let me = myself.clone();
     tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + wait;
-        while conn.pending_requests() > 0 && tokio::time::Instant::now() < deadline {
+        // The kernel's own requests get the time the app asked for; what the app sent
+        // before it reads this answer (already read, not yet handed over) is handed over
+        // first, so it is answered before the app is gone.
+        let now = tokio::time::Instant::now();
+        let (deadline, drained_by) = (now + wait, now + DRAIN_WAIT);
+        loop {
+            let now = tokio::time::Instant::now();
+            let owed = conn.pending_requests() > 0 && now < deadline;
+            if !owed && (!conn.has_unread_input() || now >= drained_by) {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let _ = me.cast(AppMsg::Leave { reason });

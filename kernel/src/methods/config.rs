@@ -40,6 +40,8 @@ pub fn watch(state: &mut AppActorState, p: ConfigWatchParams, responder: Respond
     let Some(id) = responder.id().cloned() else {
         return;
     };
+    let mut responder = responder;
+    responder.release_bytes();
     let stop = CancellationToken::new();
     state.watches.insert(id.clone(), stop.clone());
     let mut updates = state.kernel.config_updates();
@@ -55,7 +57,10 @@ pub fn watch(state: &mut AppActorState, p: ConfigWatchParams, responder: Respond
                 Ok(u) => {
                     for path in &paths {
                         for change in watch::changes_under(path, &u.changes, &u.old, &u.new) {
-                            conn.send(Message::chunk(id.clone(), to_value(&change)));
+                            if !conn.send_wait(Message::chunk(id.clone(), to_value(&change))).await
+                            {
+                                return;
+                            }
                         }
                     }
                 }

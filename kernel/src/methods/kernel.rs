@@ -45,9 +45,9 @@ struct CapabilitiesParams {
 }
 
 /// `kernel.capabilities {type?}`.
-pub fn capabilities(state: &AppActorState, params: Value) -> Result<Value, ErrorObject> {
+pub fn capabilities(kernel: &crate::kernel::Kernel, params: Value) -> Result<Value, ErrorObject> {
     let p: CapabilitiesParams = parse_params(params)?;
-    let caps: Vec<Value> = state.kernel.caps.list(p.kind).iter().map(|c| c.summary()).collect();
+    let caps: Vec<Value> = kernel.caps.list(p.kind).iter().map(|c| c.summary()).collect();
     Ok(json!({ "capabilities": caps }))
 }
 

@@ -19,12 +19,13 @@ use crate::connection::Responder;
 use crate::hooks;
 use crate::kernel::Kernel;
 
-/// `tool.call` from `caller`: answered from a task.
+/// `tool.call` from `caller`: answered from a task, a large answer (the tool's).
 pub fn tool_call(kernel: Arc<Kernel>, caller: String, p: ToolCallParams, responder: Responder) {
-    tokio::spawn(async move { responder.reply(call_tool(&kernel, &caller, p).await) });
+    super::answer_large(responder, async move { call_tool(&kernel, &caller, p).await });
 }
 
-/// A call to a registered gateway method from `caller`: answered from a task.
+/// A call to a registered gateway method from `caller`: answered from a task, a large
+/// answer (the app's).
 pub fn gateway_call(
     kernel: Arc<Kernel>,
     cap: Arc<Capability>,
@@ -32,9 +33,10 @@ pub fn gateway_call(
     params: Value,
     responder: Responder,
 ) {
-    tokio::spawn(async move {
-        responder.reply(gateway_request(&kernel, &cap, caller, params).await);
-    });
+    super::answer_large(
+        responder,
+        async move { gateway_request(&kernel, &cap, caller, params).await },
+    );
 }
 
 /// Asks the app holding a gateway method to answer a call from `caller`.

@@ -86,7 +86,7 @@ pub fn dispatch(
             let session = row.map(|r| r.info(kernel.sessions.is_active(&r.key)));
             Ok(to_value(&SessionGetResult { session }))
         }),
-        "session.list" => answer(responder, async move {
+        "session.list" => super::answer_large(responder, async move {
             let p: SessionListParams = parse_params(params)?;
             let limit = limit(p.limit, 50, MAX_LIST_LIMIT)?;
             let filter = p.filter.unwrap_or_default();
@@ -117,7 +117,7 @@ pub fn dispatch(
             let sessions = rows.iter().map(|r| r.info(kernel.sessions.is_active(&r.key))).collect();
             Ok(to_value(&SessionListResult { sessions, total }))
         }),
-        "session.history" => answer(responder, async move {
+        "session.history" => super::answer_large(responder, async move {
             let p: SessionHistoryParams = parse_params(params)?;
             let limit = limit(p.limit, 100, MAX_HISTORY_LIMIT)?;
             let messages =

@@ -8,8 +8,12 @@
 //! stream drains; while the flusher works, senders only append behind it. Frames leave
 //! in the order their senders took the outbox's lock, whole.
 //!
-//! The buffer is bounded in frames: with `max_frames` waiting, [`Outbox::try_send`]
-//! refuses ([`SendError::Full`]) and [`Outbox::send`] waits for room. Closing is graceful
+//! The buffer is bounded in frames and in bytes ([`Bounds`]): once either is reached,
+//! [`Outbox::try_send`] refuses ([`SendError::Full`]) and [`Outbox::send`] waits for room
+//! ([`Outbox::room`] waits for it alone). A frame is taken whenever the buffer is below
+//! both bounds, so the bytes may pass their bound by one frame. [`Outbox::force_send`]
+//! takes a frame whatever the bounds: for answers, which a caller bounds upstream by
+//! reading no more requests while the buffer is full. Closing is graceful
 //! ([`Outbox::close`]: what is buffered is written, then the stream is shut down) or at
 //! once ([`Outbox::abort`]). Either way the `closed` token passed to [`Outbox::new`] is
 //! cancelled once the outbox is done, and so is the flusher future.
@@ -34,10 +38,19 @@ const WRITE_SLICE: usize = 1024 * 1024;
 /// Buffer capacity kept once drained; more is freed.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// How much an outbox holds before it counts as full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Frames waiting to be written.
+    pub frames: usize,
+    /// Bytes waiting to be written.
+    pub bytes: usize,
+}
+
 /// Why a message was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// `max_frames` frames wait already: the far side is not reading.
+    /// The buffer is full (in frames or bytes): the far side is not reading.
     #[error("the outgoing buffer is full")]
     Full(Message),
     /// The outbox is closing or closed.
@@ -85,7 +98,7 @@ struct Inner {
     room: Notify,
     /// Cancelled once the outbox is done (closed, failed or aborted).
     closed: CancellationToken,
-    max_frames: usize,
+    bounds: Bounds,
     max_frame_bytes: usize,
 }
 
@@ -99,6 +112,7 @@ struct State {
     written: u64,
     buffered: u64,
     /// The flusher owns the writing: senders only append.
+    /// (`buffered - written` is how many bytes wait.)
     flushing: bool,
     /// Close requested: write what is buffered, then shut down.
     closing: bool,
@@ -107,6 +121,11 @@ struct State {
 }
 
 impl State {
+    /// Whether another frame may be taken under `bounds`.
+    fn has_room(&self, bounds: Bounds) -> bool {
+        self.ends.len() < bounds.frames && self.buf.len() < bounds.bytes
+    }
+
     /// Records that `n` more bytes of `buf` were written.
     fn advance(&mut self, n: usize) {
         self.buf.advance(n);
@@ -144,11 +163,11 @@ impl State {
 }
 
 impl Outbox {
-    /// An outbox over `writer` holding at most `max_frames` unwritten frames, and its
-    /// flusher, which the caller spawns. Bytes `writer` buffered already go out first.
+    /// An outbox over `writer` holding unwritten frames up to `bounds`, and its flusher,
+    /// which the caller spawns. Bytes `writer` buffered already go out first.
     pub fn new(
         writer: FrameWriter,
-        max_frames: usize,
+        bounds: Bounds,
         closed: CancellationToken,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let max_frame_bytes = writer.encoder().max_frame_bytes();
@@ -168,7 +187,7 @@ impl Outbox {
             work: Notify::new(),
             room: Notify::new(),
             closed,
-            max_frames: max_frames.max(1),
+            bounds: Bounds { frames: bounds.frames.max(1), bytes: bounds.bytes.max(1) },
             max_frame_bytes,
         });
         let flusher = flush_loop(inner.clone());
@@ -183,11 +202,60 @@ impl Outbox {
     pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
         let frame =
             codec::encode_frame(&msg, self.inner().max_frame_bytes).map_err(SendError::Encode)?;
-        match self.push(&frame) {
+        match self.push(&frame, false) {
             Ok(()) => Ok(()),
             Err(Refused::Full) => Err(SendError::Full(msg)),
             Err(Refused::Closed) => Err(SendError::Closed),
         }
+    }
+
+    /// Sends `msg` whatever the bounds, unless the outbox closed; never waits. For
+    /// answers: whoever calls it bounds how many it sends (see the module's doc).
+    pub fn force_send(&self, msg: Message) -> Result<(), SendError> {
+        let frame =
+            codec::encode_frame(&msg, self.inner().max_frame_bytes).map_err(SendError::Encode)?;
+        match self.push(&frame, true) {
+            Ok(()) => Ok(()),
+            Err(Refused::Full | Refused::Closed) => Err(SendError::Closed),
+        }
+    }
+
+    /// Resolves once the buffer is below its bounds (or the outbox is done).
+    pub async fn room(&self) {
+        let inner = self.inner();
+        loop {
+            let room = inner.room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            if inner.closed.is_cancelled() || inner.lock().has_room(inner.bounds) {
+                return;
+            }
+            tokio::select! {
+                () = room => {}
+                () = inner.closed.cancelled() => return,
+            }
+        }
+    }
+
+    /// Whether another frame would be taken now.
+    pub fn has_room(&self) -> bool {
+        let inner = self.inner();
+        inner.lock().has_room(inner.bounds)
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_bytes(&self) -> usize {
+        self.inner().lock().buf.len()
+    }
+
+    /// Bytes written to the stream so far: a far side that reads makes it grow.
+    pub fn written_bytes(&self) -> u64 {
+        self.inner().lock().written
+    }
+
+    /// The outbox's bounds.
+    pub fn bounds(&self) -> Bounds {
+        self.inner().bounds
     }
 
     /// Sends `msg`, waiting while the buffer is full; fails once the outbox closed.
@@ -199,7 +267,7 @@ impl Outbox {
             let room = self.inner().room.notified();
             let mut room = std::pin::pin!(room);
             room.as_mut().enable();
-            match self.push(&frame) {
+            match self.push(&frame, false) {
                 Ok(()) => return Ok(()),
                 Err(Refused::Closed) => return Err(SendError::Closed),
                 Err(Refused::Full) => {}
@@ -213,13 +281,14 @@ impl Outbox {
 
     /// Writes an encoded frame now when nothing else is being written and the stream
     /// takes it at once; buffers it (or what is left of it) for the flusher otherwise.
-    fn push(&self, frame: &[u8]) -> Result<(), Refused> {
+    /// Refuses it when the buffer is full, unless `force`.
+    fn push(&self, frame: &[u8], force: bool) -> Result<(), Refused> {
         let inner = self.inner();
         let mut state = inner.lock();
         if state.closing || inner.closed.is_cancelled() {
             return Err(Refused::Closed);
         }
-        if state.ends.len() >= inner.max_frames {
+        if !force && !state.has_room(inner.bounds) {
             return Err(Refused::Full);
         }
         let state = &mut *state;
@@ -314,9 +383,9 @@ impl Inner {
         if let Some(e) = state.failed.take() {
             return Poll::Ready(Err(e));
         }
-        let frames = state.ends.len();
+        let written = state.written;
         let polled = state.poll_write_buf(cx);
-        if state.ends.len() < frames {
+        if state.written > written && state.has_room(self.bounds) {
             self.room.notify_waiters();
         }
         match polled {

@@ -7,10 +7,11 @@ use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::{Outbox, SendError};
+use super::{Bounds, Outbox, SendError};
 use crate::transport::{FrameReader, MessageCodec};
 
 const WAIT: Duration = Duration::from_secs(10);
+const FRAMES_16: Bounds = Bounds { frames: 16, bytes: usize::MAX };
 
 /// An outbox writing into an in-memory pipe of `capacity` bytes, the pipe's far end
 /// framed for reading, and the outbox's closed token.
@@ -21,7 +22,7 @@ fn outbox(capacity: usize, max_frames: usize) -> (Outbox, FrameReader, Cancellat
     let closed = CancellationToken::new();
     let (out, flusher) = Outbox::new(
         FramedWrite::new(write, MessageCodec::new(1024 * 1024)),
-        max_frames,
+        Bounds { frames: max_frames, bytes: usize::MAX },
         closed.clone(),
     );
     tokio::spawn(flusher);
@@ -105,6 +106,45 @@ async fn a_full_buffer_refuses_try_send_and_holds_send_until_the_far_side_reads(
 }
 
 #[tokio::test]
+async fn the_byte_bound_refuses_try_send_takes_forced_frames_and_room_waits_for_the_reader() {
+    // Frames of ~230 bytes; a pipe of 300 bytes; room for 1000 bytes in the outbox.
+    let (ours, theirs) = tokio::io::duplex(300);
+    let write: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = Box::new(ours);
+    let bounds = Bounds { frames: 1000, bytes: 1000 };
+    let (out, flusher) = Outbox::new(
+        FramedWrite::new(write, MessageCodec::new(4096)),
+        bounds,
+        CancellationToken::new(),
+    );
+    tokio::spawn(flusher);
+    let mut far = framed_read(theirs);
+    let mut n = 0;
+    while out.try_send(note(n)).is_ok() {
+        n += 1;
+        assert!(n < 100, "the outbox never filled");
+    }
+    // Below the bound a frame is taken whole, so the bytes pass it by less than a frame.
+    let pending = out.pending_bytes();
+    assert!((1000..1000 + 300).contains(&pending), "{pending} bytes wait");
+    assert!(!out.has_room());
+    // An answer is taken all the same, and room is what the reader makes.
+    out.force_send(note(n)).expect("forced");
+    let room = tokio::spawn({
+        let out = out.clone();
+        async move { out.room().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!room.is_finished(), "no room before the far side reads");
+    let before = out.written_bytes();
+    for want in 0..=n {
+        assert_eq!(next_n(&mut far).await, want);
+    }
+    tokio::time::timeout(WAIT, room).await.expect("room in time").expect("task");
+    assert!(out.written_bytes() > before);
+    assert_eq!(out.pending_bytes(), 0);
+}
+
+#[tokio::test]
 async fn close_writes_what_is_buffered_then_ends_the_stream() {
     let (out, mut far, closed) = outbox(300, 64);
     for n in 0..10 {
@@ -136,8 +176,11 @@ async fn abort_drops_what_is_buffered() {
 async fn a_message_too_large_is_refused_and_the_stream_stays_in_sync() {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let write: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = Box::new(ours);
-    let (out, flusher) =
-        Outbox::new(FramedWrite::new(write, MessageCodec::new(256)), 16, CancellationToken::new());
+    let (out, flusher) = Outbox::new(
+        FramedWrite::new(write, MessageCodec::new(256)),
+        FRAMES_16,
+        CancellationToken::new(),
+    );
     tokio::spawn(flusher);
     let mut far = framed_read(theirs);
     let big = Message::notification("n", json!({ "n": 1, "pad": "x".repeat(1000) }));
@@ -176,7 +219,7 @@ async fn a_writer_that_holds_data_back_is_flushed() {
         Box::new(tokio::io::BufWriter::new(ours));
     let (out, flusher) = Outbox::new(
         FramedWrite::new(write, MessageCodec::new(1024 * 1024)),
-        16,
+        FRAMES_16,
         CancellationToken::new(),
     );
     tokio::spawn(flusher);

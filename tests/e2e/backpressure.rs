@@ -1,0 +1,123 @@
+//! Issue 16.1 on the IPC socket: every outbound queue is bounded in bytes, a client that
+//! reads nothing holds only a little of the kernel's memory, a client that reads is
+//! served to the end, and memory comes back once an abusive client is gone.
+
+use std::time::Duration;
+
+use burrow_protocol::Message;
+use burrow_sdk::transport::Transport;
+use burrow_tests::{DEADLINE, Kernel, RawConn, memory, poll_until};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+
+const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 30000\n";
+/// Resident memory the kernel may gain while a client reads nothing (debug build).
+const MAX_GROWTH_KIB: u64 = 96 * 1024;
+
+/// A registered connection whose reading and writing halves are driven apart.
+async fn split_client(kernel: &Kernel, id: &str) -> Transport {
+    let mut t = Transport::connect(&kernel.socket).await.expect("connect");
+    let manifest = json!({"id": id, "version": "1.0.0"});
+    let register = json!({"manifest": manifest, "protocolVersion": "1.0"});
+    t.writer.send(Message::request(0u64, "app.register", register)).await.expect("send");
+    let answer = tokio::time::timeout(DEADLINE, t.reader.next()).await.expect("answer in time");
+    let Some(Ok(Ok(Message::Response(r)))) = answer else { panic!("{answer:?}") };
+    assert!(r.outcome.is_ok(), "{r:?}");
+    t
+}
+
+/// A session `big` holding four messages of 1 MiB each.
+async fn big_session(kernel: &Kernel) {
+    let mut filler =
+        RawConn::app(&kernel.socket, json!({"id": "filler", "version": "1.0.0"})).await;
+    for n in 0..4 {
+        let content = format!("{n}{}", "x".repeat(1 << 20));
+        let params = json!({"sessionKey": "big", "content": content});
+        let d = filler.call("message.dispatch", params).await;
+        assert!(d["result"]["dispatchId"].is_string(), "{}", d["error"]);
+    }
+    let page = filler.call("session.history", json!({"key": "big"})).await;
+    assert_eq!(page["result"]["messages"].as_array().map(Vec::len), Some(4), "{}", page["error"]);
+}
+
+fn kernel_kib(kernel: &Kernel) -> burrow_tests::Memory {
+    memory(kernel.pid()).expect("the kernel's /proc status")
+}
+
+#[tokio::test]
+async fn a_client_that_pipelines_large_answers_and_reads_nothing_holds_a_bounded_few_mib() {
+    let kernel = Kernel::start_with_config(CONFIG).await;
+    big_session(&kernel).await;
+    let baseline = kernel_kib(&kernel).rss_kib;
+
+    // 256 calls (the in-flight bound), each answered with the whole 4 MiB transcript;
+    // the client reads none of it.
+    let Transport { mut reader, mut writer } = split_client(&kernel, "greedy").await;
+    const CALLS: u64 = 256;
+    let writing = tokio::spawn(async move {
+        for id in 1..=CALLS {
+            let params = json!({"key": "big"});
+            writer.send(Message::request(id, "session.history", params)).await.expect("send");
+        }
+        writer
+    });
+    // Long enough for an unbounded kernel to prepare every answer (it took ~1 GiB).
+    let mut peak = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < deadline {
+        peak = peak.max(kernel_kib(&kernel).rss_kib);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = peak.saturating_sub(baseline);
+    assert!(
+        grown < MAX_GROWTH_KIB,
+        "the kernel grew by {grown} KiB for a client that reads nothing"
+    );
+
+    // A client that reads is served: every answer comes, whole.
+    let mut answered = 0;
+    while answered < CALLS {
+        let next = tokio::time::timeout(DEADLINE, reader.next()).await.expect("an answer in time");
+        let Some(Ok(Ok(Message::Response(r)))) = next else { panic!("{next:?}") };
+        let page = r.outcome.expect("a page");
+        assert_eq!(page["messages"].as_array().map(Vec::len), Some(4));
+        answered += 1;
+    }
+    let writer = writing.await.expect("writer");
+    drop((reader, writer));
+
+    // Memory comes back once the client is gone (within a second or so: jemalloc's
+    // decay, .cargo/config.toml).
+    let mut now = 0;
+    let back = poll_until(Duration::from_secs(10), || {
+        now = kernel_kib(&kernel).rss_kib;
+        async move { now < baseline + 24 * 1024 }
+    })
+    .await;
+    assert!(back, "RSS stayed at {now} KiB (baseline {baseline} KiB)");
+}
+
+#[tokio::test]
+async fn a_client_writing_without_a_window_and_reading_everything_is_served_to_the_end() {
+    let kernel = Kernel::start_with_config(CONFIG).await;
+    let Transport { mut reader, mut writer } = split_client(&kernel, "eager").await;
+    const CALLS: u64 = 100_000;
+    let writing = tokio::spawn(async move {
+        for id in 1..=CALLS {
+            writer.feed(Message::request(id, "app.heartbeat", json!({}))).await.expect("send");
+        }
+        writer.flush().await.expect("flush");
+        writer
+    });
+    let mut answered = 0u64;
+    while answered < CALLS {
+        let next = tokio::time::timeout(DEADLINE, reader.next()).await;
+        let Ok(Some(Ok(Ok(Message::Response(r))))) = next else {
+            panic!("after {answered} answers: {next:?}\n{}", kernel.log());
+        };
+        let ok: Value = r.outcome.expect("a heartbeat answer");
+        assert_eq!(ok["ok"], true);
+        answered += 1;
+    }
+    drop(writing.await.expect("writer"));
+}
