@@ -17,6 +17,8 @@ use dashmap::mapref::entry::Entry;
 
 use crate::connection::Connection;
 
+pub mod route_path;
+
 /// Events an interceptor may hold (PROTOCOL.md §6), with the payload fields a `modify`
 /// may change.
 pub const INTERCEPTABLE: &[(&str, &[&str])] = &[
@@ -181,8 +183,13 @@ pub fn refusal(manifest: &Manifest, config: &CapabilityConfig) -> Option<String>
                 return Some(format!("gateway methods of app {id:?} must be named {id}.<name>"));
             }
         }
-        CapabilityConfig::HttpRoute(c) if !c.path.starts_with(&format!("/apps/{id}/")) => {
-            return Some(format!("routes of app {id:?} must be under /apps/{id}/"));
+        CapabilityConfig::HttpRoute(c) => {
+            if let Err(why) = route_path::check(&c.path) {
+                return Some(format!("route path {:?} is not in normal form: {why}", c.path));
+            }
+            if !c.path.starts_with(&format!("/apps/{id}/")) {
+                return Some(format!("routes of app {id:?} must be under /apps/{id}/"));
+            }
         }
         CapabilityConfig::Hook(c) if modifiable_fields(&c.event).is_none() => {
             return Some(format!("event {:?} cannot be intercepted", c.event));
@@ -382,6 +389,41 @@ mod tests {
         };
         assert!(refusal(&m, &hook("app_ready")).unwrap().contains("cannot be intercepted"));
         assert!(refusal(&m, &hook("before_tool_call")).unwrap().contains("hooks.intercept"));
+    }
+
+    #[test]
+    fn routes_are_granted_in_normal_form_only() {
+        let mut m = Manifest::new("evil", "1.0.0");
+        m.capabilities.http_routes = vec!["/apps/evil/*".into()];
+        let route = |path: &str| {
+            CapabilityConfig::HttpRoute(HttpRouteConfig { method: "GET".into(), path: path.into() })
+        };
+        for good in ["/apps/evil/x", "/apps/evil/", "/apps/evil/*", "/apps/evil/a%20b/..."] {
+            assert_eq!(refusal(&m, &route(good)), None, "{good}");
+        }
+        for (bad, why) in [
+            ("/apps/evil/../victim/secret", "dot segment"),
+            ("/apps/evil/./x", "dot segment"),
+            ("/apps/evil/..;/victim/secret", "dot segment"),
+            ("/apps/evil/%2e%2e/victim/secret", "encodes '.'"),
+            ("/apps/evil/%2E%2E/victim/secret", "encodes '.'"),
+            ("/apps/evil/.%2e/victim/secret", "encodes '.'"),
+            ("/apps/evil/..%2Fvictim", "encoded separator"),
+            ("/apps/evil/..%5cvictim", "encoded separator"),
+            ("/apps/evil/..\\victim\\secret", "backslash"),
+            ("/apps/evil//x", "empty segment"),
+            ("/apps/evil/../*", "dot segment"),
+            ("/apps/evil/a%3ab", "lower case"),
+            ("/apps/evil/x?y", "percent-encoded"),
+        ] {
+            let reason = refusal(&m, &route(bad)).unwrap_or_default();
+            assert!(
+                reason.contains("not in normal form") && reason.contains(why),
+                "{bad}: {reason}"
+            );
+        }
+        // The normal-form rule comes before the prefix rule, which still holds.
+        assert!(refusal(&m, &route("/apps/victim/x")).unwrap().contains("must be under"));
     }
 
     fn conn(id: u64) -> Connection {

@@ -12,6 +12,7 @@ mod hooks;
 mod lifecycle;
 mod peers;
 mod rest;
+mod routes;
 mod sessions;
 mod shutdown;
 mod supervisor;

@@ -14,7 +14,7 @@ use burrow_protocol::methods::{Method, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use serde_json::json;
 
-use crate::capabilities::Capability;
+use crate::capabilities::{Capability, route_path};
 use crate::connection::Responder;
 use crate::hooks;
 use crate::kernel::Kernel;
@@ -56,11 +56,20 @@ pub async fn gateway_request(
 }
 
 /// Asks the app holding the `http_route` that matches `request` (exactly, or a route
-/// ending in `/*` as a prefix) to answer it with `http.request`.
+/// ending in `*` as a prefix) to answer it with `http.request`. A path that is not in
+/// normal form ([`route_path::check`], the rule routes are granted by) matches no route:
+/// `INVALID_REQUEST` with `data.reason: "bad_path"`.
 pub async fn http_request(
     kernel: &Kernel,
     request: HttpRequestParams,
 ) -> Result<HttpResponse, ErrorObject> {
+    if let Err(why) = route_path::check(&request.path) {
+        return Err(ErrorObject::new(
+            ErrorCode::InvalidRequest,
+            format!("the path {:?} is not in normal form: {why}", request.path),
+        )
+        .with_data(json!({ "reason": "bad_path", "path": request.path })));
+    }
     let method = request.method.to_ascii_uppercase();
     let cap = kernel
         .caps
@@ -191,4 +200,56 @@ pub async fn call_tool_in_run(
     }
     kernel.emit("after_tool_call", after, context);
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_protocol::methods::capability::HttpRouteConfig;
+
+    use crate::config::Config;
+    use crate::kernel::KernelPaths;
+    use crate::token::KernelKey;
+
+    #[tokio::test]
+    async fn a_path_not_in_normal_form_matches_no_route_not_even_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("b.db")).unwrap();
+        let paths = KernelPaths { socket: dir.path().join("k.sock"), state_dir: dir.path().into() };
+        let kernel =
+            Kernel::new(Config::default(), KernelKey::from_seed([3; 32]), paths, Arc::new(store));
+        let (transport, _peer) = burrow_sdk::transport::Transport::memory_pair();
+        let limits = crate::connection::Limits {
+            max_frame_bytes: 1 << 20,
+            max_queued: 4,
+            max_in_flight: 4,
+            writer_queue: 8,
+        };
+        let tasks = tokio_util::task::TaskTracker::new();
+        let conn = crate::connection::Connection::spawn(1, transport, limits, &tasks, |_| true);
+        let route = HttpRouteConfig { method: "GET".into(), path: "/apps/evil/*".into() };
+        kernel.caps.insert("evil", &conn, CapabilityConfig::HttpRoute(route)).unwrap();
+        let get = |path: &str| HttpRequestParams {
+            method: "GET".into(),
+            path: path.into(),
+            query: Map::new(),
+            headers: Map::new(),
+            body: None,
+        };
+        for path in [
+            "/apps/evil/../victim/secret",
+            "/apps/evil/%2e%2e/victim/secret",
+            "/apps/evil//x",
+            "/apps/evil/..\\victim",
+            "/apps/evil/x%2Fy",
+        ] {
+            let e = http_request(&kernel, get(path)).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{path}");
+            assert_eq!(e.data.unwrap()["reason"], "bad_path", "{path}");
+        }
+        // A normal path under the prefix finds the route (its app is not ready here).
+        let e = http_request(&kernel, get("/apps/evil/x")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert!(e.message.contains("not ready"), "{}", e.message);
+    }
 }

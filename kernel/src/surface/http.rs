@@ -22,7 +22,8 @@
 //! "content_type"`); a body over 8 MiB → 413 (`reason: "oversize"`); a query number that
 //! is not one → 400 (`INVALID_PARAMS`, `data.field`); no such route → 404 (`reason:
 //! "no_route"`); wrong method → 405 (`reason: "method_not_allowed"`); auth → 401/403 (see
-//! [`super::auth`]).
+//! [`super::auth`]). Under `/apps/`, a path not in normal form → 400 (`INVALID_REQUEST`,
+//! `reason: "bad_path"`, from the host: [`crate::capabilities::route_path`]).
 //!
 //! Events: one SSE event per item, `event:` its `type` (omitted when it has none or it
 //! would break the framing), `data:` the item as one line of JSON; a keep-alive comment

@@ -5,7 +5,8 @@
 //! lower-case names with values joined by `", "` (`authorization` is never passed on),
 //! `body` is the text of a non-empty body (a body that is not UTF-8 → 400). The answer's
 //! status, headers and body are sent back; a status outside 200..=999 → 502, headers that
-//! are not valid HTTP or are hop-by-hop are dropped.
+//! are not valid HTTP or are hop-by-hop are dropped. The path is passed as the client
+//! sent it: the host refuses one not in normal form (400 `bad_path`) before matching.
 
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
