@@ -14,3 +14,4 @@ mod rest;
 mod sessions;
 mod shutdown;
 mod supervisor;
+mod tool_wait;
