@@ -1,10 +1,11 @@
 //! The capability registry (PROTOCOL.md §5): what each app provides, unique names per
 //! type, and the grant decision (config validity, manifest, policy, namespaces,
 //! uniqueness). Entries are written only by their own AppActor and read lock-free by
-//! routing.
+//! routing; [`Capabilities::wait_ready`] waits for a name to be registered by a ready app.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use burrow_protocol::manifest::{Manifest, pattern_matches};
 use burrow_protocol::methods::capability::{
@@ -14,6 +15,7 @@ use burrow_protocol::methods::table;
 use burrow_protocol::{ErrorObject, Value};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use tokio::sync::Notify;
 
 use crate::connection::Connection;
 
@@ -212,6 +214,20 @@ pub struct Capabilities {
     /// `by_id` for events nobody intercepts.
     hooked: DashMap<String, usize>,
     seq: AtomicU64,
+    /// Wakes [`Capabilities::wait_ready`] waiters when a capability is added.
+    added: Notify,
+}
+
+/// The longest [`Capabilities::wait_ready`] waits.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+/// Why [`Capabilities::wait_ready`] ended without a capability.
+#[derive(Debug)]
+pub enum Unready {
+    /// None of that type and name is registered.
+    Missing,
+    /// It is registered, but the app holding it is not ready.
+    NotReady(Arc<Capability>),
 }
 
 impl Capabilities {
@@ -246,7 +262,45 @@ impl Capabilities {
         if let Some(hook) = cap.as_hook() {
             *self.hooked.entry(hook.event.clone()).or_default() += 1;
         }
+        self.added.notify_waiters();
         Ok(cap)
+    }
+
+    /// The capability of `kind` named `name` once it is registered and `is_ready` says
+    /// the app holding it is ready, waiting up to `wait` for that: it looks again each
+    /// time a capability is added or `readied` is notified (an app became ready). Looks
+    /// at once; a zero `wait` does not wait. Dropping the future ends the wait.
+    pub async fn wait_ready(
+        &self,
+        kind: CapabilityType,
+        name: &str,
+        wait: Duration,
+        is_ready: impl Fn(&str) -> bool,
+        readied: &Notify,
+    ) -> Result<Arc<Capability>, Unready> {
+        let now = tokio::time::Instant::now();
+        // A wait too long to represent is as good as thirty years.
+        let deadline = now.checked_add(wait).unwrap_or(now + FAR_FUTURE);
+        loop {
+            // Listening before looking: a change between the two is not missed.
+            let added = self.added.notified();
+            let ready = readied.notified();
+            tokio::pin!(added, ready);
+            added.as_mut().enable();
+            ready.as_mut().enable();
+            let found = self.by_name(kind, name);
+            match found {
+                Some(cap) if is_ready(&cap.app_id) => return Ok(cap),
+                _ if tokio::time::Instant::now() >= deadline => {
+                    return Err(found.map_or(Unready::Missing, Unready::NotReady));
+                }
+                _ => tokio::select! {
+                    () = &mut added => {}
+                    () = &mut ready => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                },
+            }
+        }
     }
 
     /// A capability by id.
@@ -470,6 +524,59 @@ mod tests {
         assert_eq!(order, ["early", "first", "second", "late"]);
         assert!(caps.intercepts("other", "message_received"));
         assert!(!caps.intercepts("other", "before_tool_call"));
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_once_the_name_is_registered_by_a_ready_app() {
+        use std::sync::atomic::AtomicBool;
+        let caps = Arc::new(Capabilities::default());
+        let readied = Arc::new(Notify::new());
+        let ready = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (caps, readied, ready) = (caps.clone(), readied.clone(), ready.clone());
+            tokio::spawn(async move {
+                let is_ready = |_: &str| ready.load(Ordering::SeqCst);
+                let wait = Duration::from_secs(600);
+                caps.wait_ready(CapabilityType::Tool, "t", wait, is_ready, &readied).await
+            })
+        };
+        tokio::task::yield_now().await;
+        let c = conn(1);
+        caps.insert("a", &c, tool("other")).unwrap();
+        caps.insert("a", &c, tool("t")).unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "registered, but its app is not ready yet");
+        ready.store(true, Ordering::SeqCst);
+        readied.notify_waiters();
+        let found = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken by the app becoming ready, long before its deadline")
+            .unwrap();
+        assert_eq!(found.unwrap().app_id, "a");
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_at_its_deadline_saying_what_is_missing() {
+        let (caps, readied) = (Capabilities::default(), Notify::new());
+        let wait = Duration::from_millis(100);
+        let started = tokio::time::Instant::now();
+        let missing = caps.wait_ready(CapabilityType::Tool, "t", wait, |_| true, &readied).await;
+        assert!(matches!(missing, Err(Unready::Missing)), "{missing:?}");
+        assert!(started.elapsed() >= wait, "it waited its whole deadline");
+        let c = conn(1);
+        caps.insert("a", &c, tool("t")).unwrap();
+        // Another type does not answer for a tool.
+        let other = caps.wait_ready(CapabilityType::Provider, "t", wait, |_| true, &readied).await;
+        assert!(matches!(other, Err(Unready::Missing)), "{other:?}");
+        let not_ready = caps.wait_ready(CapabilityType::Tool, "t", wait, |_| false, &readied).await;
+        assert!(
+            matches!(&not_ready, Err(Unready::NotReady(c)) if c.app_id == "a"),
+            "{not_ready:?}"
+        );
+        let now = caps.wait_ready(CapabilityType::Tool, "t", Duration::ZERO, |_| true, &readied);
+        assert_eq!(now.await.unwrap().app_id, "a", "no wait when it is there");
+        let ever = caps.wait_ready(CapabilityType::Tool, "t", Duration::MAX, |_| true, &readied);
+        assert_eq!(ever.await.unwrap().app_id, "a", "an endless wait is no trouble either");
     }
 
     #[test]

@@ -19,12 +19,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use burrow_protocol::methods::capability::CapabilityType;
 use burrow_protocol::methods::config::ConfigChange;
 use burrow_protocol::{Map, Value, codec};
 use tokio::sync::broadcast;
 
 use crate::app_actor::{AppActor, AppArgs, AppMsg};
-use crate::capabilities::Capabilities;
+use crate::capabilities::{Capabilities, Capability, Unready};
 use crate::config::Config;
 use crate::hooks::{Hooks, InterceptScope};
 use crate::registry::AppRegistry;
@@ -202,6 +203,18 @@ impl Kernel {
     /// What interception needs.
     pub fn intercept_scope(&self) -> InterceptScope<'_> {
         InterceptScope { caps: &self.caps, apps: &self.apps, hooks: &self.hooks }
+    }
+
+    /// The capability of `kind` named `name` once an app that is ready holds it, waiting
+    /// up to `wait` (apps reconnect after a restart of the kernel or of the app).
+    pub async fn ready_capability(
+        &self,
+        kind: CapabilityType,
+        name: &str,
+        wait: Duration,
+    ) -> Result<Arc<Capability>, Unready> {
+        let is_ready = |app: &str| self.apps.is_ready(app);
+        self.caps.wait_ready(kind, name, wait, is_ready, self.apps.readied()).await
     }
 
     fn next_conn_id(&self) -> u64 {

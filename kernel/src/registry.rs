@@ -8,6 +8,7 @@ use burrow_protocol::methods::app::{AppState, AppSummary};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use ractor::ActorRef;
+use tokio::sync::Notify;
 
 use crate::app_actor::AppMsg;
 
@@ -44,6 +45,8 @@ pub enum Claim {
 #[derive(Debug, Default)]
 pub struct AppRegistry {
     apps: DashMap<String, AppEntry>,
+    /// Notified whenever an app becomes ready.
+    readied: Notify,
 }
 
 impl AppRegistry {
@@ -85,7 +88,16 @@ impl AppRegistry {
             && e.conn_id == conn_id
         {
             e.state = state;
+            drop(e);
+            if state == AppState::Ready {
+                self.readied.notify_waiters();
+            }
         }
+    }
+
+    /// Notified whenever an app becomes ready (for waiters on its capabilities).
+    pub fn readied(&self) -> &Notify {
+        &self.readied
     }
 
     /// Whether `app_id` is registered and ready for traffic.

@@ -70,11 +70,19 @@ pub struct SessionSettings {
     /// How long a run waits for its provider to be registered and ready before failing
     /// (apps reconnect after a kernel restart while resumed runs start).
     pub provider_wait_ms: u64,
+    /// How long a run's tool call waits for the tool to be registered by a ready app
+    /// before it is answered as missing (once per tool and run).
+    pub tool_wait_ms: u64,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { idle_timeout_ms: 300_000, max_queue: 1024, provider_wait_ms: 5_000 }
+        Self {
+            idle_timeout_ms: 300_000,
+            max_queue: 1024,
+            provider_wait_ms: 5_000,
+            tool_wait_ms: 5_000,
+        }
     }
 }
 

@@ -16,3 +16,4 @@ mod routes;
 mod sessions;
 mod shutdown;
 mod supervisor;
+mod tool_wait;

@@ -1,18 +1,20 @@
 //! The agent loop. A run builds its context from the transcript, passes
 //! `before_agent_start` (interceptable) and `llm_input`, asks the agent's provider app
 //! (`provider.complete`), records `llm_output`, runs tool calls through the same path as
-//! `tool.call` (with `before_tool_call`, `after_tool_call`, `tool_result_persist`), loops
+//! `tool.call` (with `before_tool_call`, `after_tool_call`, `tool_result_persist`) —
+//! waiting a while for a provider or tool whose app is not there yet — loops
 //! up to `max_turns`, stores every step, ends with `agent_end`, and delivers the reply
 //! through the session's channel app (`message_sending`, `channel.send`, `message_sent`).
 //! A run that takes steered messages delivers the answer it had before it took them
 //! too; a session's replies reach its channel in order ([`Outgoing`], kept by
 //! [`super::Sessions`] so that neither the session's eviction nor a restart breaks it).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use burrow_protocol::methods::capability::CapabilityType;
+use burrow_protocol::methods::capability::{CapabilityType, is_valid_tool_name};
 use burrow_protocol::methods::invoke::{
     ChannelSend, ChannelSendParams, ChatMessage, ProviderComplete, ProviderCompleteParams,
     ProviderCompleteResult, Role, ToolCallParams, ToolCallRequest, ToolSpec,
@@ -26,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AgentSpec;
 use super::actor::context;
-use crate::capabilities::Capability;
+use crate::capabilities::{Capability, Unready};
 use crate::hooks;
 use crate::kernel::Kernel;
 use crate::store::{NewMessage, RunRow, SessionRow, Write};
@@ -140,7 +142,7 @@ pub async fn run(
     if kernel.store().write(vec![Write::Run(running.clone())]).await.is_ok() {
         kernel.sessions.publish_run(running);
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let end = tokio::select! {
         end = turns(&kernel, &session, &run_id, &mut steered, &mut seen) => end,
         _ = cancel.cancelled() => End::Cancelled,
@@ -210,7 +212,7 @@ async fn append(kernel: &Kernel, key: &str, message: &ChatMessage) -> Result<(),
 /// already has (read from the transcript when the run started) are skipped.
 fn take_steered(
     steered: &mut mpsc::Receiver<Steered>,
-    seen: &mut std::collections::HashSet<String>,
+    seen: &mut HashSet<String>,
 ) -> Vec<ChatMessage> {
     let mut out = Vec::new();
     while let Ok(s) = steered.try_recv() {
@@ -230,7 +232,7 @@ async fn turns(
     session: &SessionRow,
     run_id: &str,
     steered: &mut mpsc::Receiver<Steered>,
-    seen: &mut std::collections::HashSet<String>,
+    seen: &mut HashSet<String>,
 ) -> End {
     let config = kernel.config();
     let agent: AgentSpec = config.agents.get(&session.agent_id).cloned().unwrap_or_default();
@@ -270,13 +272,23 @@ async fn turns(
     }
     let system = payload["systemPrompt"].as_str().unwrap_or_default().to_owned();
 
+    let wait = Duration::from_millis(config.sessions.provider_wait_ms);
     let provider =
-        match ready_provider(kernel, &agent.provider, config.sessions.provider_wait_ms).await {
+        match kernel.ready_capability(CapabilityType::Provider, &agent.provider, wait).await {
             Ok(p) => p,
-            Err(why) => return End::Failed(why),
+            Err(Unready::Missing) => {
+                return End::Failed(format!("no provider {:?} is registered", agent.provider));
+            }
+            Err(Unready::NotReady(_)) => {
+                return End::Failed(format!("provider {:?} is not ready", agent.provider));
+            }
         };
-    let tools = offered_tools(kernel, &agent);
+    let tool_wait = Duration::from_millis(config.sessions.tool_wait_ms);
+    // The tools this run waited for in vain.
+    let mut given_up = HashSet::new();
     for turn in 0..agent.max_turns {
+        // The tools registered now: one whose app came back during the run is offered.
+        let tools = offered_tools(kernel, &agent);
         // Steered messages are taken only while another turn can answer them; the last
         // turn leaves them to the next run.
         let can_take = turn + 1 < agent.max_turns;
@@ -291,7 +303,7 @@ async fn turns(
             provider_id: agent.provider.clone(),
             model: agent.model.clone(),
             messages: prompt,
-            tools: tools.clone(),
+            tools,
         };
         kernel.emit("llm_input", json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone());
         let answer =
@@ -331,6 +343,8 @@ async fn turns(
             continue;
         };
         for call in calls {
+            let name = &call.name;
+            wait_for_tool(kernel, key, run_id, &agent, name, tool_wait, &mut given_up).await;
             let result = call_tool(kernel, session, run_id, &agent, &call, &config, &ctx).await;
             let tool = ChatMessage {
                 role: Role::Tool,
@@ -350,25 +364,36 @@ async fn turns(
     End::Failed(format!("no final answer within max_turns = {}", agent.max_turns))
 }
 
-/// The app holding `provider_id`, once it is registered and ready; waits up to `wait_ms`.
-async fn ready_provider(
+/// Waits up to `wait` for the tool a call names to be held by a ready app — apps
+/// reconnect after a restart of the kernel, or come back under the supervisor — unless
+/// the agent may not call it, no tool can have that name, or this run waited for it in
+/// vain already (`given_up`). The call goes on either way: routing answers for a tool
+/// still missing.
+async fn wait_for_tool(
     kernel: &Kernel,
-    provider_id: &str,
-    wait_ms: u64,
-) -> Result<Arc<Capability>, String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-    loop {
-        let found = kernel.caps.by_name(CapabilityType::Provider, provider_id);
-        match &found {
-            Some(p) if kernel.apps.is_ready(&p.app_id) => return Ok(p.clone()),
-            _ if tokio::time::Instant::now() >= deadline => {
-                return Err(match found {
-                    None => format!("no provider {provider_id:?} is registered"),
-                    Some(_) => format!("provider {provider_id:?} is not ready"),
-                });
-            }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
+    key: &str,
+    run_id: &str,
+    agent: &AgentSpec,
+    name: &str,
+    wait: Duration,
+    given_up: &mut HashSet<String>,
+) {
+    let allowed = agent.tools.iter().any(|p| burrow_protocol::manifest::pattern_matches(p, name));
+    let here = || {
+        kernel
+            .caps
+            .by_name(CapabilityType::Tool, name)
+            .is_some_and(|c| kernel.apps.is_ready(&c.app_id))
+    };
+    if wait.is_zero() || !allowed || !is_valid_tool_name(name) || given_up.contains(name) || here()
+    {
+        return;
+    }
+    let ms = wait.as_millis();
+    tracing::info!(session = %key, run = %run_id, tool = %name, "waiting up to {ms} ms for the tool's app");
+    if kernel.ready_capability(CapabilityType::Tool, name, wait).await.is_err() {
+        tracing::warn!(session = %key, run = %run_id, tool = %name, "no ready app holds the tool after {ms} ms; this run does not wait for it again");
+        given_up.insert(name.to_owned());
     }
 }
 
