@@ -3,9 +3,10 @@
 
 use std::io::Cursor;
 
-use serde::Deserialize;
+use serde::de::DeserializeSeed;
 
-use crate::message::not_a_map;
+use crate::message::{Fields, not_a_map};
+use crate::strict::{self, NotFinite, Refused, Step};
 use crate::{ErrorCode, ErrorObject, Id, InvalidMessage, Message};
 
 mod envelope;
@@ -32,7 +33,8 @@ pub const MAX_DEPTH: usize = 128;
 /// request. Without that room, a value the kernel stored could not be sent back.
 pub const MAX_DEPTH_TO_KERNEL: usize = MAX_DEPTH - 16;
 
-/// Why a frame could not be read as a message. Every case maps to `INVALID_REQUEST`.
+/// Why a frame could not be read as a message. Every case maps to `INVALID_REQUEST` but
+/// a non-finite float in a request's or a notification's params, `INVALID_PARAMS`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
     /// N = 0.
@@ -64,15 +66,44 @@ pub enum DecodeError {
     /// A value, but not a valid message.
     #[error("invalid message: {0}")]
     Invalid(#[from] InvalidMessage),
+    /// A float that is NaN or infinite, anywhere in the frame. JSON has no form for it,
+    /// so it could only be stored or forwarded changed (as null): the frame is refused.
+    #[error("{float} at `{path}`: {}", strict::NOT_FINITE)]
+    NotFinite {
+        /// The frame's id, when it had a valid one.
+        id: Option<Id>,
+        /// Where the float is, from the frame's top: `params.metadata.v`, `result[2]`.
+        path: String,
+        /// `NaN`, `inf` or `-inf`.
+        float: &'static str,
+        /// Where the float is inside the params (as `data.field` names a field), when the
+        /// frame is a request or a notification and the float is in its params.
+        field: Option<String>,
+        /// The frame is an answer (as for [`DecodeError::NotMessagePack`]); a stream
+        /// chunk counts as one, its id being the reader's too.
+        answer: bool,
+    },
 }
 
 impl DecodeError {
     /// The id of the offending message, when one could be read.
     pub fn id(&self) -> Option<Id> {
         match self {
-            DecodeError::NotMessagePack { id, .. } => id.clone(),
+            DecodeError::NotMessagePack { id, .. } | DecodeError::NotFinite { id, .. } => {
+                id.clone()
+            }
             DecodeError::Invalid(m) => m.id.clone(),
             _ => None,
+        }
+    }
+
+    /// The code of [`DecodeError::to_response`]'s error: `INVALID_PARAMS` for a
+    /// non-finite float in a request's or a notification's params, else
+    /// `INVALID_REQUEST`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::NotFinite { field: Some(_), .. } => ErrorCode::InvalidParams,
+            _ => ErrorCode::InvalidRequest,
         }
     }
 
@@ -85,7 +116,8 @@ impl DecodeError {
     /// answer and its id could be read: that request has failed.
     pub fn answered(&self) -> Option<Id> {
         match self {
-            DecodeError::NotMessagePack { id, answer: true, .. } => id.clone(),
+            DecodeError::NotMessagePack { id, answer: true, .. }
+            | DecodeError::NotFinite { id, answer: true, .. } => id.clone(),
             _ => None,
         }
     }
@@ -93,12 +125,52 @@ impl DecodeError {
     /// The error response to send back for this frame. An unreadable answer gets one
     /// without an id: its id is the reader's, and would resolve a request of the sender's
     /// that happened to have the same id.
+    ///
+    /// A non-finite float is named in `data`: `data.field`, the path inside the params,
+    /// with `INVALID_PARAMS`; else `data.path`, the path from the frame's top.
     pub fn to_response(&self) -> Message {
         if let Some(id) = self.answered() {
             let message = format!("{self} (the answer to request {id})");
-            return Message::error(None, ErrorObject::new(ErrorCode::InvalidRequest, message));
+            return Message::error(None, self.error_object(message));
         }
-        Message::error(self.id(), ErrorObject::new(ErrorCode::InvalidRequest, self.to_string()))
+        Message::error(self.id(), self.error_object(self.to_string()))
+    }
+
+    fn error_object(&self, message: String) -> ErrorObject {
+        match self {
+            DecodeError::NotFinite { field: Some(field), .. } => {
+                ErrorObject::invalid_params(field.as_str(), message)
+            }
+            DecodeError::NotFinite { path, .. } => {
+                ErrorObject::new(ErrorCode::InvalidRequest, message)
+                    .with_data(serde_json::json!({ "path": path }))
+            }
+            _ => ErrorObject::new(ErrorCode::InvalidRequest, message),
+        }
+    }
+
+    /// The refusal of a frame whose members are `fields` (read whole, with null standing
+    /// in for the float) for the non-finite float `found`.
+    fn not_finite(fields: Fields, found: NotFinite) -> Self {
+        let answer = fields.method.is_none()
+            && (fields.result.is_some() || fields.error.is_some() || fields.chunk.is_some());
+        let id = fields.id.as_ref().and_then(Id::from_value);
+        let with_params = matches!(
+            Message::from_fields(fields),
+            Ok(Message::Request(_) | Message::Notification(_))
+        );
+        let field = match found.path.split_first() {
+            Some((Step::Key(top), inside)) if with_params && top == "params" => {
+                Some(match inside.first() {
+                    // Params that are not a map are refused as a whole.
+                    Some(Step::Key(_)) => strict::render(inside),
+                    _ => "params".to_owned(),
+                })
+            }
+            _ => None,
+        };
+        let path = strict::render(&found.path);
+        DecodeError::NotFinite { id, path, float: found.float, field, answer }
     }
 }
 
@@ -155,7 +227,8 @@ pub fn decode_body_within(body: &[u8], max_depth: usize) -> Result<Message, Deco
     // rmp-serde refuses the container that brings its counter to 0, i.e. it allows one
     // level less than the number given: max_depth + 1 allows exactly max_depth levels.
     de.set_max_depth(max_depth.min(MAX_DEPTH) + 1);
-    let top = match envelope::Top::deserialize(&mut de) {
+    let refused = Refused::default();
+    let top = match envelope::TopSeed(&refused).deserialize(&mut de) {
         Ok(top) => top,
         Err(e) => {
             let Salvaged { id, answer } = salvage(body);
@@ -166,9 +239,10 @@ pub fn decode_body_within(body: &[u8], max_depth: usize) -> Result<Message, Deco
     if used != body.len() {
         return Err(DecodeError::TrailingBytes(body.len() - used));
     }
-    match top {
-        envelope::Top::Map(fields) => Ok(Message::from_fields(fields)?),
-        envelope::Top::NotMap => Err(not_a_map().into()),
+    match (top, refused.into_inner()) {
+        (envelope::Top::Map(fields), None) => Ok(Message::from_fields(fields)?),
+        (envelope::Top::Map(fields), Some(found)) => Err(DecodeError::not_finite(fields, found)),
+        (envelope::Top::NotMap, _) => Err(not_a_map().into()),
     }
 }
 
@@ -360,6 +434,145 @@ mod tests {
             assert!(err.to_string().contains("reserved"), "{err}");
             assert_eq!(err.id(), Some(Id::Num(7)));
         }
+    }
+
+    /// `v` as MessagePack, with the strings `"f64:NaN"`, `"f32:-inf"`... written as floats
+    /// of that width and value.
+    fn with_floats(v: &serde_json::Value) -> Vec<u8> {
+        use rmpv::Value as Mp;
+        fn mp(v: &serde_json::Value) -> Mp {
+            match v {
+                serde_json::Value::String(s) => match s.split_once(':') {
+                    Some(("f64", f)) => Mp::F64(f.parse().unwrap()),
+                    Some(("f32", f)) => Mp::F32(f.parse().unwrap()),
+                    _ => Mp::from(s.as_str()),
+                },
+                serde_json::Value::Array(items) => Mp::Array(items.iter().map(mp).collect()),
+                serde_json::Value::Object(m) => {
+                    Mp::Map(m.iter().map(|(k, v)| (Mp::from(k.as_str()), mp(v))).collect())
+                }
+                serde_json::Value::Number(n) if n.is_f64() => Mp::F64(n.as_f64().unwrap()),
+                serde_json::Value::Number(n) => Mp::from(n.as_i64().unwrap()),
+                serde_json::Value::Bool(b) => Mp::from(*b),
+                serde_json::Value::Null => Mp::Nil,
+            }
+        }
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &mp(v)).unwrap();
+        body
+    }
+
+    /// The error response a body gets, with the error it decoded to.
+    fn refusal(v: serde_json::Value) -> (DecodeError, Option<Id>, ErrorObject) {
+        let err = decode_body(&with_floats(&v)).unwrap_err();
+        let Message::Response(crate::Response { id, outcome: Err(e) }) = err.to_response() else {
+            panic!("{v}: not an error response")
+        };
+        (err, id, e)
+    }
+
+    /// A NaN or an infinity (float64 or float32) in a request's params is refused as
+    /// `INVALID_PARAMS` with the request's id, naming its path inside the params in
+    /// `data.field` and from the frame's top in the message; it is never read as null.
+    #[test]
+    fn a_non_finite_float_in_params_is_invalid_params_naming_its_path() {
+        for float in ["f64:NaN", "f64:inf", "f64:-inf", "f32:NaN", "f32:inf", "f32:-inf"] {
+            let name = float.split_once(':').unwrap().1;
+            for (params, field) in [
+                (json!({"metadata": {"v": float}}), "metadata.v"),
+                (
+                    json!({"sessionKey": "k", "metadata": {"a": [1, {"b": float}]}}),
+                    "metadata.a[1].b",
+                ),
+                (json!({"arguments": [[float]]}), "arguments[0][0]"),
+                (json!({"x": float}), "x"),
+                // Params that are not a map are refused as a whole.
+                (json!([float]), "params"),
+                (json!(float), "params"),
+            ] {
+                let v = json!({"id": 7, "method": "message.dispatch", "params": params});
+                let (err, id, e) = refusal(v.clone());
+                assert_eq!((id, err.answered()), (Some(Id::Num(7)), None), "{v}");
+                assert_eq!(e.code, ErrorCode::InvalidParams, "{v}");
+                assert_eq!(e.data, Some(json!({ "field": field })), "{v}");
+                let path = if field == "params" { &err.to_string() } else { field };
+                assert!(e.message.contains(path), "{v}: {}", e.message);
+                assert!(e.message.starts_with(&format!("{name} at `params")), "{v}: {}", e.message);
+            }
+        }
+        // A string id, the members in any order, the float before the id.
+        let v = json!({"params": {"v": "f64:NaN"}, "method": "m", "id": "s-1"});
+        let (_, id, e) = refusal(v);
+        assert_eq!((id, e.code), (Some(Id::Str("s-1".into())), ErrorCode::InvalidParams));
+        assert_eq!(e.message, format!("NaN at `params.v`: {}", strict::NOT_FINITE));
+        // A notification's gets no id, there being none to answer.
+        let (err, id, e) = refusal(json!({"method": "$/cancel", "params": {"id": "f32:inf"}}));
+        assert_eq!((err.id(), id, e.code), (None, None, ErrorCode::InvalidParams));
+        assert_eq!(e.data, Some(json!({"field": "id"})));
+    }
+
+    /// A non-finite float in an answer (its result, its error, or a stream chunk) makes
+    /// it unreadable: the request it answered fails, and its sender hears of it without
+    /// the id. Anywhere else, `INVALID_REQUEST` with the frame's id and `data.path`.
+    #[test]
+    fn a_non_finite_float_elsewhere_refuses_the_frame_naming_its_path() {
+        for (v, path) in [
+            (json!({"id": 5, "result": {"v": "f64:NaN"}}), "result.v"),
+            (json!({"id": 5, "result": ["f32:-inf"]}), "result[0]"),
+            (json!({"id": 5, "result": "f64:inf"}), "result"),
+            (
+                json!({"id": 5, "error": {"code": "TIMEOUT", "message": "m", "data": "f64:NaN"}}),
+                "error.data",
+            ),
+            (json!({"id": 5, "chunk": {"delta": [0.5, "f64:NaN"]}}), "chunk.delta[1]"),
+        ] {
+            let (err, id, e) = refusal(v.clone());
+            assert_eq!((err.answered(), id), (Some(Id::Num(5)), None), "{v}");
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{v}");
+            assert_eq!(e.data, Some(json!({ "path": path })), "{v}");
+            assert!(e.message.contains(&format!("`{path}`")), "{v}: {}", e.message);
+            assert!(e.message.contains("answer to request 5"), "{v}: {}", e.message);
+        }
+        for (v, id, path) in [
+            // Members the protocol does not know are held to the same shape.
+            (
+                json!({"id": 5, "method": "m", "extra": {"v": "f64:NaN"}}),
+                Some(Id::Num(5)),
+                "extra.v",
+            ),
+            // A float where the id goes is not an id.
+            (json!({"id": "f64:NaN", "method": "m"}), None, "id"),
+            (json!({"id": 5, "method": "f32:NaN"}), Some(Id::Num(5)), "method"),
+            // An invalid message holding one: named too.
+            (
+                json!({"id": 5, "method": 3, "params": {"v": "f64:inf"}}),
+                Some(Id::Num(5)),
+                "params.v",
+            ),
+            // Where there is a method, `result` is not an answer's.
+            (json!({"id": 5, "method": "m", "result": "f64:NaN"}), Some(Id::Num(5)), "result"),
+        ] {
+            let (err, answer_id, e) = refusal(v.clone());
+            assert_eq!((err.answered(), err.id(), answer_id), (None, id.clone(), id), "{v}");
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{v}");
+            assert_eq!(e.data, Some(json!({ "path": path })), "{v}");
+        }
+        // The first of several is named.
+        let v = json!({"id": 1, "method": "m", "params": {"a": "f64:inf", "b": "f64:NaN"}});
+        assert_eq!(refusal(v).2.data, Some(json!({"field": "a"})));
+        // Anything a frame may not hold at all is refused first, as before.
+        let v = json!({"id": 1, "method": "m", "params": {"a": "f64:NaN", "b": [1, 2]}});
+        let mut body = with_floats(&v);
+        let at = body.len() - 2;
+        body.splice(at.., [0xc4, 0x01, 0xff]); // `b`: bin 8, not an array
+        assert!(matches!(decode_body(&body), Err(DecodeError::NotMessagePack { .. })));
+        // A value that is not a map is not a message, whatever it holds.
+        let err = decode_body(&with_floats(&json!(["f64:NaN"]))).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err:?}");
+        // Finite floats of both widths read as themselves, the largest too.
+        let v = json!({"id": 1, "method": "m", "params": {"a": "f64:1.5", "b": "f32:0.25", "c": "f64:-1.7976931348623157e308"}});
+        let Message::Request(r) = decode_body(&with_floats(&v)).unwrap() else { panic!() };
+        assert_eq!(r.params, json!({"a": 1.5, "b": 0.25, "c": f64::MIN}));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub const SMALL_LIMIT: usize = 64;
 
 /// MessagePack fragments of protocol messages: map and array headers, markers of every
 /// type (including `bin`/`ext`, which the contract refuses), and the protocol's keys and
-/// values as `fixstr`s. Used to build inputs that get past the first byte.
+/// values as `fixstr`s; NaN and the infinities as floats of both widths (refused too). Used to build inputs that get past the first byte.
 pub const DICTIONARY: &[&[u8]] = &[
     b"\x80",
     b"\x81",
@@ -101,6 +101,9 @@ pub const DICTIONARY: &[&[u8]] = &[
     b"\xacconfig.watch",
     b"\xa51.0.0",
     b"\xa7weather",
+    b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00",
+    b"\xcb\xff\xf0\x00\x00\x00\x00\x00\x00",
+    b"\xca\x7f\x80\x00\x00",
 ];
 
 /// Every capability type.
@@ -321,7 +324,23 @@ fn check_decoded(result: Result<Message, DecodeError>) {
             };
             // An unreadable answer is refused without its id (the reader's own).
             assert_eq!(*id, if e.answered().is_some() { None } else { e.id() });
-            assert_eq!(err.code, ErrorCode::InvalidRequest);
+            assert_eq!(err.code, e.code());
+            if let DecodeError::NotFinite { path, field, .. } = &e {
+                // A non-finite float in params is named as a field of them, else by its
+                // path from the frame's top.
+                let data = err.data.as_ref().expect("a refused float is named in `data`");
+                match field {
+                    Some(field) => {
+                        assert_eq!(err.code, ErrorCode::InvalidParams);
+                        assert_eq!(data["field"], *field);
+                        assert!(path.starts_with("params"), "{path}");
+                    }
+                    None => assert_eq!(data["path"], *path),
+                }
+                assert!(err.message.contains(&format!("`{path}`")), "{}", err.message);
+            } else {
+                assert_eq!(err.code, ErrorCode::InvalidRequest);
+            }
             check_round_trip(&answer);
         }
     }

@@ -15,7 +15,8 @@
 //!
 //! Values that the protocol leaves free-form (`arguments`, `payload`, `metadata`) are
 //! [`Value`]s, i.e. JSON-shaped data: maps with string keys, arrays, strings, numbers,
-//! booleans, null. MessagePack binary and extension values are not part of the contract.
+//! booleans, null. MessagePack binary and extension values, and NaN or infinite floats,
+//! are not part of the contract: the codec refuses frames holding them.
 //!
 //! ```
 //! use burrow_protocol::{codec, Message, methods::{self, Method, app::AppHeartbeat}};

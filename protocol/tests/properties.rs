@@ -352,7 +352,147 @@ fn decode_via_value(body: &[u8]) -> Result<Message, DecodeError> {
     if used != body.len() {
         return Err(DecodeError::TrailingBytes(body.len() - used));
     }
+    // On purpose too, a map holding a non-finite float anywhere, which a `Value` reads as
+    // null, is refused, naming the first.
+    if let (true, Some(path)) = (
+        value.is_object(),
+        rmpv::decode::read_value(&mut &body[..]).ok().and_then(|v| first_non_finite(&v)),
+    ) {
+        let path = render(&path);
+        return Err(DecodeError::NotFinite {
+            id: None,
+            path,
+            float: "",
+            field: None,
+            answer: false,
+        });
+    }
     Ok(Message::from_value(value)?)
+}
+
+/// The path of the first NaN or infinity in `v`, if any.
+fn first_non_finite(v: &rmpv::Value) -> Option<Vec<Step>> {
+    use rmpv::Value as Mp;
+    let under = |step: Step, mut inner: Vec<Step>| {
+        inner.insert(0, step);
+        inner
+    };
+    match v {
+        Mp::F32(f) if !f.is_finite() => Some(Vec::new()),
+        Mp::F64(f) if !f.is_finite() => Some(Vec::new()),
+        Mp::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| first_non_finite(item).map(|inner| under(Step::Index(i), inner))),
+        Mp::Map(members) => members.iter().find_map(|(k, v)| {
+            let key = k.as_str().unwrap_or_default().to_owned();
+            first_non_finite(v).map(|inner| under(Step::Key(key), inner))
+        }),
+        _ => None,
+    }
+}
+
+/// One step of a path into a value.
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A path as `data.field` writes one: keys joined by dots, positions in brackets.
+fn render(path: &[Step]) -> String {
+    let mut out = String::new();
+    for (n, step) in path.iter().enumerate() {
+        match step {
+            Step::Key(key) if n == 0 => out += key,
+            Step::Key(key) => out += &format!(".{key}"),
+            Step::Index(i) => out += &format!("[{i}]"),
+        }
+    }
+    out
+}
+
+/// NaN and the infinities, as MessagePack floats of both widths.
+fn non_finite_float() -> impl Strategy<Value = rmpv::Value> {
+    use rmpv::Value as Mp;
+    select(vec![
+        Mp::F64(f64::NAN),
+        Mp::F64(f64::INFINITY),
+        Mp::F64(f64::NEG_INFINITY),
+        Mp::F32(f32::NAN),
+        Mp::F32(f32::INFINITY),
+        Mp::F32(f32::NEG_INFINITY),
+    ])
+}
+
+/// A value with a non-finite float put somewhere in it (in a map, an array, or as the
+/// value itself), and the path to the float.
+fn with_a_non_finite_float() -> impl Strategy<Value = (rmpv::Value, Vec<Step>)> {
+    (value(), any::<u64>(), non_finite_float()).prop_map(|(v, pick, float)| {
+        let mut v = to_msgpack(&v);
+        let path = plant(&mut v, pick, float);
+        (v, path)
+    })
+}
+
+/// `v` as a MessagePack value.
+fn to_msgpack(v: &Value) -> rmpv::Value {
+    use rmpv::Value as Mp;
+    match v {
+        Value::Null => Mp::Nil,
+        Value::Bool(b) => Mp::from(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Mp::from(u),
+            (None, Some(i)) => Mp::from(i),
+            _ => Mp::F64(n.as_f64().expect("a number")),
+        },
+        Value::String(s) => Mp::from(s.as_str()),
+        Value::Array(items) => Mp::Array(items.iter().map(to_msgpack).collect()),
+        Value::Object(m) => {
+            Mp::Map(m.iter().map(|(k, v)| (Mp::from(k.as_str()), to_msgpack(v))).collect())
+        }
+    }
+}
+
+/// Puts `float` in `v` where `pick` leads, and says where.
+fn plant(v: &mut rmpv::Value, pick: u64, float: rmpv::Value) -> Vec<Step> {
+    use rmpv::Value as Mp;
+    let deeper = !pick.is_multiple_of(3);
+    let (i, next) = ((pick / 3) as usize, pick / 7);
+    let (step, mut inner) = match v {
+        Mp::Array(items) if deeper && !items.is_empty() => {
+            let i = i % items.len();
+            (Step::Index(i), plant(&mut items[i], next, float))
+        }
+        Mp::Map(members) if deeper && !members.is_empty() => {
+            let at = i % members.len();
+            let (key, value) = &mut members[at];
+            let key = key.as_str().expect("string keys").to_owned();
+            (Step::Key(key), plant(value, next, float))
+        }
+        Mp::Array(items) => {
+            items.push(float);
+            (Step::Index(items.len() - 1), Vec::new())
+        }
+        Mp::Map(members) => {
+            members.push((Mp::from("nf"), float));
+            (Step::Key("nf".into()), Vec::new())
+        }
+        leaf => {
+            *leaf = float;
+            return Vec::new();
+        }
+    };
+    inner.insert(0, step);
+    inner
+}
+
+/// A body of `members`, a map.
+fn msgpack_body(members: Vec<(&str, rmpv::Value)>) -> Vec<u8> {
+    let map = rmpv::Value::Map(members.into_iter().map(|(k, v)| (k.into(), v)).collect());
+    let mut body = Vec::new();
+    rmpv::encode::write_value(&mut body, &map).expect("encodes into a vector");
+    body
 }
 
 /// A manifest-shaped map whose members are sometimes right and often wrong.
@@ -590,9 +730,9 @@ proptest! {
     }
 
     /// (c) The envelope reader decodes every body as reading it whole into one value
-    /// does (but for binary map keys and the reserved key, refused on purpose): the same
-    /// message, or the same kind of error (the same one, when the body is MessagePack but
-    /// not a message).
+    /// does (but for binary map keys, the reserved key and non-finite floats, refused on
+    /// purpose): the same message, or the same kind of error (the same one, when the body
+    /// is MessagePack but not a message; the same path, for a non-finite float).
     #[test]
     fn the_envelope_reader_agrees_with_reading_a_whole_value(
         body in prop_oneof![envelope_like(), vec(any::<u8>(), 0..64), msgpackish()],
@@ -607,9 +747,66 @@ proptest! {
                 );
                 if matches!(read, DecodeError::Invalid(_) | DecodeError::TrailingBytes(_)) {
                     prop_assert_eq!(read, whole);
+                } else if let (
+                    DecodeError::NotFinite { path: read, .. },
+                    DecodeError::NotFinite { path: whole, .. },
+                ) = (read, whole) {
+                    prop_assert_eq!(read, whole);
                 }
             }
             (read, whole) => prop_assert!(false, "{:?} against {:?}", read, whole),
+        }
+    }
+
+    /// (c) A NaN or an infinity anywhere in a frame is never read (as null): in a
+    /// request's or a notification's params it is `INVALID_PARAMS` naming its path inside
+    /// them (with the request's id); in an answer, the answer is unreadable (the request
+    /// it answered fails, its sender hears without the id) naming its path.
+    #[test]
+    fn a_non_finite_float_anywhere_is_refused_naming_its_path(
+        (v, path) in with_a_non_finite_float(),
+        i in id(),
+    ) {
+        use rmpv::Value as Mp;
+        let id = match &i {
+            Id::Num(n) => Mp::from(*n),
+            Id::Str(s) => Mp::from(s.as_str()),
+        };
+        let under = |key: &str| {
+            let mut full = vec![Step::Key(key.into())];
+            full.extend(path.iter().cloned());
+            render(&full)
+        };
+        let in_params = under("p");
+        let params = Mp::Map(vec![(Mp::from("p"), v.clone())]);
+        let cases = [
+            (vec![("id", id.clone()), ("method", Mp::from("m")), ("params", params.clone())], Some(i.clone())),
+            (vec![("params", params), ("method", Mp::from("m"))], None),
+        ];
+        for (members, answered_with) in cases {
+            let err = codec::decode_body(&msgpack_body(members)).unwrap_err();
+            let Message::Response(r) = err.to_response() else {
+                return Err(TestCaseError::fail("not a response"));
+            };
+            prop_assert_eq!(r.id, answered_with);
+            let e = r.outcome.unwrap_err();
+            prop_assert_eq!(e.code, ErrorCode::InvalidParams);
+            prop_assert_eq!(e.data, Some(serde_json::json!({ "field": in_params })));
+            let at = format!("`params.{in_params}`");
+            prop_assert!(e.message.contains(&at), "{}", e.message);
+        }
+        for key in ["result", "chunk"] {
+            let err = codec::decode_body(&msgpack_body(vec![("id", id.clone()), (key, v.clone())]))
+                .unwrap_err();
+            prop_assert_eq!(err.answered(), Some(i.clone()));
+            let Message::Response(r) = err.to_response() else {
+                return Err(TestCaseError::fail("not a response"));
+            };
+            prop_assert_eq!(r.id, None);
+            let e = r.outcome.unwrap_err();
+            prop_assert_eq!(e.code, ErrorCode::InvalidRequest);
+            let path = under(key);
+            prop_assert_eq!(e.data, Some(serde_json::json!({ "path": path })));
         }
     }
 

@@ -417,3 +417,65 @@ async fn connections_from_another_user_are_refused_even_with_open_permissions() 
     assert!(kernel.log().contains("another user"), "{}", kernel.log());
     kernel.client().await.kernel_info().await.expect("the owner is still served");
 }
+
+/// Nothing acknowledged is changed (docs/protocol.md §2): a NaN or an infinity in a
+/// message's metadata is refused as `INVALID_PARAMS` naming where it is, and nothing is
+/// stored. Such a message was acknowledged before, and read back from the history with
+/// null in the float's place.
+#[tokio::test]
+async fn a_non_finite_float_in_metadata_is_refused_naming_it_and_nothing_is_stored() {
+    let kernel = Kernel::start_with_config("[agents.main]\nauto_reply = false\n").await;
+    let mut raw = RawConn::app(&kernel.socket, json!({"id": "floats", "version": "1.0.0"})).await;
+    let kept =
+        json!({"sessionKey": "floats", "content": "kept", "metadata": {"v": [1, {"w": 1.5}]}});
+    let d = raw.call("message.dispatch", kept).await;
+    assert!(d["result"]["dispatchId"].is_string(), "{d}");
+    for (n, float) in
+        ["f64:NaN", "f64:inf", "f64:-inf", "f32:NaN", "f32:inf"].into_iter().enumerate()
+    {
+        let id = 50 + n as u64;
+        let params = json!({"sessionKey": "floats", "content": "refused", "metadata": {"v": [1, {"w": float}]}});
+        let body = json!({"id": id, "method": "message.dispatch", "params": params});
+        raw.send_body(&burrow_tests::with_floats(&body)).await;
+        let answer = raw.answer_to(id).await;
+        assert_eq!(error_code(&answer), "INVALID_PARAMS", "{float}: {answer}");
+        assert_eq!(answer["error"]["data"], json!({"field": "metadata.v[1].w"}), "{float}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`params.metadata.v[1].w`"), "{float}: {message}");
+    }
+    still_open(&mut raw).await;
+    let page = raw.call("session.history", json!({"key": "floats"})).await;
+    let messages = page["result"]["messages"].as_array().unwrap_or_else(|| panic!("{page}"));
+    let contents: Vec<_> = messages.iter().map(|m| m["content"].clone()).collect();
+    assert_eq!(contents, [json!("kept")], "{page}");
+    assert_eq!(messages[0]["metadata"], json!({"v": [1, {"w": 1.5}]}));
+}
+
+/// An app's answer holding a NaN is not forwarded with null in its place: the call it
+/// answered fails at once, and the app hears which value it was, without the kernel's id.
+#[tokio::test]
+async fn a_tool_answer_holding_a_non_finite_float_fails_the_call_instead_of_forwarding_null() {
+    let kernel = Kernel::start().await;
+    let tools = json!({"id": "tools", "version": "1.0.0", "capabilities": {"tools": ["*"]}});
+    let mut tools = RawConn::app(&kernel.socket, tools).await;
+    tools.register_tool("floaty", None).await;
+    let mut caller =
+        RawConn::app(&kernel.socket, json!({"id": "caller", "version": "1.0.0"})).await;
+    let id = caller.send_call("tool.call", json!({"name": "floaty", "arguments": {}})).await;
+    let invoke = tools.expect_method("tool.invoke").await;
+    let answer = json!({"id": invoke["id"], "result": {"content": ["f64:NaN"]}});
+    tools.send_body(&burrow_tests::with_floats(&answer)).await;
+    let resp = caller.answer_to(id).await;
+    assert_eq!(error_code(&resp), "INTERNAL_ERROR", "{resp}");
+    let message = resp["error"]["message"].as_str().unwrap_or_else(|| panic!("{resp}"));
+    assert!(message.contains("NaN at `result.content[0]`"), "{resp}");
+    let complaint =
+        tools.expect("the complaint", |v| v.get("id").is_none() && v.get("error").is_some()).await;
+    assert_eq!(error_code(&complaint), "INVALID_REQUEST", "{complaint}");
+    assert_eq!(complaint["error"]["data"], json!({"path": "result.content[0]"}));
+    // The tool still answers what comes next.
+    let id = caller.send_call("tool.call", json!({"name": "floaty", "arguments": {}})).await;
+    let invoke = tools.expect_method("tool.invoke").await;
+    tools.answer(&invoke["id"], json!({"content": 0.5})).await;
+    assert_eq!(caller.answer_to(id).await["result"], json!({"content": 0.5}));
+}

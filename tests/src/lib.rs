@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 mod host;
 mod raw;
 pub use host::{Rpc, http_client};
-pub use raw::RawConn;
+pub use raw::{RawConn, with_floats};
 
 /// A generous bound for anything that should happen "soon" in a test.
 pub const DEADLINE: Duration = Duration::from_secs(15);

@@ -249,6 +249,36 @@ impl RawConn {
     }
 }
 
+/// `v` as a MessagePack body, with the strings `"f64:NaN"`, `"f32:-inf"`, `"f64:1.5"`...
+/// written as floats of that width and value: frames `serde_json` cannot write, since its
+/// values hold no NaN or infinity.
+pub fn with_floats(v: &Value) -> Vec<u8> {
+    use rmpv::Value as Mp;
+    fn mp(v: &Value) -> Mp {
+        match v {
+            Value::String(s) => match s.split_once(':') {
+                Some(("f64", f)) => Mp::F64(f.parse().expect("a float")),
+                Some(("f32", f)) => Mp::F32(f.parse().expect("a float")),
+                _ => Mp::from(s.as_str()),
+            },
+            Value::Array(items) => Mp::Array(items.iter().map(mp).collect()),
+            Value::Object(m) => {
+                Mp::Map(m.iter().map(|(k, v)| (Mp::from(k.as_str()), mp(v))).collect())
+            }
+            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => Mp::from(u),
+                (None, Some(i), _) => Mp::from(i),
+                (None, None, f) => Mp::F64(f.expect("a number")),
+            },
+            Value::Bool(b) => Mp::from(*b),
+            Value::Null => Mp::Nil,
+        }
+    }
+    let mut body = Vec::new();
+    rmpv::encode::write_value(&mut body, &mp(v)).expect("encodes into a vector");
+    body
+}
+
 /// `body` with its length header.
 fn frame(body: &[u8]) -> Vec<u8> {
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();

@@ -319,6 +319,17 @@ mod tests {
         let body = json!({"metadata": {"!a": 1, "$serde_json::private::RawValue": 5}});
         let reserved = Envelope { body, ..to_me(&friend) };
         assert_eq!(refusal(&line(2, &reserved)), Err(Refusal::Malformed));
+        // A number out of a double's range, signed as it is: refused, not read as an
+        // infinity or as null (docs/protocol.md §2).
+        let text = serde_json::to_string(&Envelope { body: json!({"v": 7}), ..to_me(&friend) });
+        let text = text.unwrap();
+        for number in ["1e400", "-1e400"] {
+            let payload = text.replace(r#"{"v":7}"#, &format!(r#"{{"v":{number}}}"#));
+            assert_ne!(payload, text);
+            let key = KernelKey::from_seed([2; 32]);
+            let signed = SignedEnvelope::sign_payload(key.signing_key(), payload);
+            assert_eq!(refusal(signed.to_line().trim_end()), Err(Refusal::Malformed), "{number}");
+        }
 
         assert_eq!(refusal(&line(3, &to_me(&stranger))), Err(Refusal::UntrustedSender));
         // Signed by the stranger but claiming to be the friend.

@@ -4,15 +4,16 @@
 //!
 //! Values are read strictly ([`crate::strict`]): binary and extension values, non-string
 //! keys and the reserved key are refused anywhere in the frame, as docs/protocol.md §2
-//! says. The tests compare this reader with reading the whole frame as one
-//! [`Value`](crate::Value) on arbitrary bytes.
+//! says, and a non-finite float anywhere is noted for the caller to refuse the frame. The
+//! tests compare this reader with reading the whole frame as one [`Value`](crate::Value)
+//! on arbitrary bytes.
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::message::Fields;
-use crate::strict::{Json, StringKey};
+use crate::strict::{At, Json, Refused, StringKey};
 
 /// A frame's value: a map's classifying members, or something other than a map.
 pub(super) enum Top {
@@ -20,13 +21,18 @@ pub(super) enum Top {
     NotMap,
 }
 
-impl<'de> Deserialize<'de> for Top {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TopVisitor)
+/// Reads a frame's [`Top`], noting a non-finite float anywhere in it in the [`Refused`].
+pub(super) struct TopSeed<'a>(pub(super) &'a Refused);
+
+impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
+    type Value = Top;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Top, D::Error> {
+        d.deserialize_any(TopVisitor(self.0))
     }
 }
 
-struct TopVisitor;
+struct TopVisitor<'a>(&'a Refused);
 
 /// A value that is not a map: read whole, so that what a [`Value`](crate::Value) refuses
 /// is refused.
@@ -38,7 +44,7 @@ macro_rules! not_a_map {
     };
 }
 
-impl<'de> Visitor<'de> for TopVisitor {
+impl<'de> Visitor<'de> for TopVisitor<'_> {
     type Value = Top;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -64,11 +70,11 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Top, D::Error> {
-        Json.deserialize(d).map(|_| Top::NotMap)
+        Json::top(self.0).deserialize(d).map(|_| Top::NotMap)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top, A::Error> {
-        while seq.next_element_seed(Json)?.is_some() {}
+        while seq.next_element_seed(Json::top(self.0))?.is_some() {}
         Ok(Top::NotMap)
     }
 
@@ -77,7 +83,8 @@ impl<'de> Visitor<'de> for TopVisitor {
         // As in a map value, a key given twice keeps its last value.
         while let Some(key) = map.next_key_seed(StringKey(Key::of))? {
             // Unknown members are read as values too, held to the same shape.
-            let value = map.next_value_seed(Json)?;
+            let at = At::Key(&At::Top, key.name());
+            let value = map.next_value_seed(Json { at, refused: self.0 })?;
             let slot = match key {
                 Key::Id => &mut fields.id,
                 Key::Method => &mut fields.method,
@@ -85,7 +92,7 @@ impl<'de> Visitor<'de> for TopVisitor {
                 Key::Result => &mut fields.result,
                 Key::Error => &mut fields.error,
                 Key::Chunk => &mut fields.chunk,
-                Key::Other => continue,
+                Key::Other(_) => continue,
             };
             *slot = Some(value);
         }
@@ -101,7 +108,8 @@ enum Key {
     Result,
     Error,
     Chunk,
-    Other,
+    /// A key the protocol does not know, kept for a path naming a value under it.
+    Other(String),
 }
 
 impl Key {
@@ -113,7 +121,19 @@ impl Key {
             "result" => Key::Result,
             "error" => Key::Error,
             "chunk" => Key::Chunk,
-            _ => Key::Other,
+            _ => Key::Other(key.to_owned()),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Key::Id => "id",
+            Key::Method => "method",
+            Key::Params => "params",
+            Key::Result => "result",
+            Key::Error => "error",
+            Key::Chunk => "chunk",
+            Key::Other(key) => key,
         }
     }
 }

@@ -296,3 +296,61 @@ async fn an_answer_this_side_cannot_read_fails_its_call_at_once() {
     assert_eq!(r.id, None);
     assert_eq!(r.outcome.unwrap_err().code, ErrorCode::InvalidRequest);
 }
+
+/// A MessagePack map of `members`, each a short key and its value's bytes, in a frame.
+fn raw_frame(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = vec![0x80 | members.len() as u8];
+    for (key, value) in members {
+        body.push(0xa0 | key.len() as u8);
+        body.extend_from_slice(key.as_bytes());
+        body.extend_from_slice(value);
+    }
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// `{"v": [1, NaN]}`, the NaN a MessagePack float64.
+const V_NAN: &[u8] = &[0x81, 0xa1, b'v', 0x92, 0x01, 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0];
+
+#[tokio::test]
+async fn an_answer_holding_a_nan_fails_its_call_rather_than_reading_as_null() {
+    let (a, mut raw) = Transport::memory_pair();
+    let client = Client::from_transport(a);
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("tool.call", json!({})).await }
+    });
+    let Message::Request(req) = next_message(&mut raw).await else { panic!("a request") };
+    let Id::Num(id @ 0..=127) = req.id else { panic!("{:?}", req.id) };
+    let frame = raw_frame(&[("id", &[id as u8]), ("result", V_NAN)]);
+    raw.writer.get_mut().write_all(&frame).await.unwrap();
+    let outcome = within(call).await.unwrap();
+    assert!(
+        matches!(&outcome, Err(Error::Protocol(why)) if why.contains("NaN at `result.v[1]`")),
+        "{outcome:?}"
+    );
+    // The far side hears of it without the id, which is this side's.
+    let Message::Response(r) = next_message(&mut raw).await else { panic!("a response") };
+    assert_eq!(r.id, None);
+    let e = r.outcome.unwrap_err();
+    assert_eq!((e.code, e.data), (ErrorCode::InvalidRequest, Some(json!({"path": "result.v[1]"}))));
+}
+
+#[tokio::test]
+async fn a_request_holding_a_nan_is_invalid_params_and_never_reaches_the_service() {
+    let (a, mut raw) = Transport::memory_pair();
+    let _server = Client::with_service(a, Echo);
+    // `echo` would answer its params back, the NaN as null.
+    let frame = raw_frame(&[("id", &[0x07]), ("method", b"\xa4echo"), ("params", V_NAN)]);
+    raw.writer.get_mut().write_all(&frame).await.unwrap();
+    let Message::Response(r) = next_message(&mut raw).await else { panic!("a response") };
+    assert_eq!(r.id, Some(Id::Num(7)));
+    let e = r.outcome.unwrap_err();
+    assert_eq!((e.code, e.data), (ErrorCode::InvalidParams, Some(json!({"field": "v[1]"}))));
+    assert!(e.message.contains("NaN at `params.v[1]`"), "{}", e.message);
+    // The connection goes on.
+    raw.writer.send(Message::request(8u64, "echo", json!({"v": 1.5}))).await.unwrap();
+    let Message::Response(r) = next_message(&mut raw).await else { panic!("a response") };
+    assert_eq!((r.id, r.outcome), (Some(Id::Num(8)), Ok(json!({"v": 1.5}))));
+}

@@ -128,6 +128,12 @@ async fn errors_have_one_shape_and_fitting_statuses() {
         .await
         .error(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
     assert!(error["message"].as_str().unwrap().contains("reserved"), "{error}");
+    // A number out of a double's range: refused, not read as null or an infinity.
+    let body = r#"{"prompt":"x","metadata":{"v":[1,-1e400]}}"#;
+    let error = send(&router, post_json("/sessions", body))
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    assert!(error["message"].as_str().unwrap().contains("out of range"), "{error}");
 
     let error = send(&router, post_json("/sessions", "[1]"))
         .await

@@ -74,6 +74,15 @@ async fn parse_errors_and_invalid_requests_are_answered_and_reading_goes_on() {
     let answer = peer.next().await;
     assert_eq!(answer["error"]["code"], -32700);
     assert!(answer["error"]["message"].as_str().unwrap().contains("reserved"), "{answer}");
+    // A number out of a double's range, and NaN, which JSON has not: refused, not read as
+    // null or an infinity (docs/protocol.md §2).
+    for params in [r#"{"v":1e400}"#, r#"{"v":[-1e400]}"#, r#"{"v":NaN}"#] {
+        peer.send(&format!(r#"{{"jsonrpc":"2.0","id":9,"method":"echo","params":{params}}}"#))
+            .await;
+        let answer = peer.next().await;
+        assert_eq!(answer["error"]["code"], -32700, "{params}: {answer}");
+        assert_eq!(answer["error"]["data"]["code"], "INVALID_REQUEST", "{params}: {answer}");
+    }
 
     let cases = [
         (r#"{"jsonrpc":"1.0","id":1,"method":"echo"}"#, json!(1), -32600, "bad_version"),
