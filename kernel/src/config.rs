@@ -256,7 +256,8 @@ impl Config {
         let agents = crate::sessions::agents(&document).map_err(parse_err)?;
         let sessions: crate::sessions::SessionSettings =
             section(&document, "sessions").map_err(parse_err)?;
-        let host = section(&document, "host").map_err(parse_err)?;
+        let host: crate::host::HostSettings = section(&document, "host").map_err(parse_err)?;
+        host.validate().map_err(parse_err)?;
         let comms: crate::comms::CommsSettings = section(&document, "comms").map_err(parse_err)?;
         comms.validate().map_err(parse_err)?;
         let document = json(&toml::Value::Table(document), "").map_err(parse_err)?;

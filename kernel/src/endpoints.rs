@@ -5,17 +5,20 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::comms::remote::{KernelInbox, PeerNet};
+use crate::descriptors::MAX_REFUSING;
 use crate::host::KernelHost;
 use crate::kernel::Kernel;
 use crate::server::KernelError;
 use crate::surface::Host;
 use crate::surface::auth::Auth;
+use crate::surface::http::HttpLimits;
 use crate::surface::rpc::RpcLimits;
 
 /// What to listen on, besides the socket.
@@ -142,8 +145,10 @@ impl Bound {
         let host = |caller: &str| -> Arc<dyn Host> {
             Arc::new(KernelHost { kernel: kernel.clone(), caller: caller.into() })
         };
+        let (rpc_limits, http_limits) = host_limits(kernel);
         if let Some((listener, auth)) = self.rpc {
-            let limits = RpcLimits::default();
+            let limits = rpc_limits;
+            tracing::info!(max_connections = limits.max_connections, "JSON-RPC connection cap");
             let serve = crate::surface::rpc::serve_tcp(
                 listener,
                 host("host:rpc"),
@@ -155,15 +160,37 @@ impl Bound {
         }
         if let Some((listener, auth)) = self.http {
             let router = crate::surface::http::router(host("host:http"), auth);
-            let stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::surface::http::serve_http(listener, router, stop).await {
-                    tracing::error!(error = %e, "the HTTP surface stopped");
-                }
-            }));
+            tracing::info!(max_connections = http_limits.max_connections, "HTTP connection cap");
+            let serve =
+                crate::surface::http::serve_http(listener, router, http_limits, stop.clone());
+            tasks.push(tokio::spawn(serve));
         }
         Endpoints { stop, tasks }
     }
+}
+
+/// The bounds of the host surfaces: `[host]`, with each connection cap clamped to the
+/// surface's share of the descriptor limit ([`crate::descriptors::host_budget`]).
+fn host_limits(kernel: &Kernel) -> (RpcLimits, HttpLimits) {
+    let config = kernel.config();
+    let host = &config.host;
+    let (mut rpc_cap, mut http_cap) = (host.max_rpc_connections, host.max_http_connections);
+    if let Some(soft) = crate::descriptors::soft_limit() {
+        let budget =
+            crate::descriptors::host_budget(soft, config.ipc.max_connections, config.run.len());
+        rpc_cap = crate::descriptors::clamp_cap("rpc", rpc_cap, budget.rpc, MAX_REFUSING);
+        http_cap = crate::descriptors::clamp_cap("http", http_cap, budget.http, MAX_REFUSING);
+    }
+    let idle = Duration::from_millis(host.idle_timeout_ms);
+    let rpc =
+        RpcLimits { max_connections: rpc_cap, idle_timeout: Some(idle), ..RpcLimits::default() };
+    let http = HttpLimits {
+        max_connections: http_cap,
+        header_read_timeout: Duration::from_millis(host.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(host.body_read_timeout_ms),
+        idle_timeout: idle,
+    };
+    (rpc, http)
 }
 
 /// The address other kernels dial: `--comms-advertise-tcp` (a port of 0 meaning the bound

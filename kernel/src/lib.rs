@@ -21,6 +21,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`endpoints`] | listeners besides the socket: JSON-RPC, REST, the peer channel |
+//! | [`descriptors`] | the descriptor limit raised at start; the host surfaces' share of it |
 //! | [`server`] | state dir, config, key, socket binding (stale reclaimed, live never stolen), graceful stop |
 //! | [`supervisor`] | managed app processes: start, restart with backoff, stop, logs, strays |
 //! | [`sessions`] | session actors, their queues, the agent loop |
@@ -57,6 +58,7 @@ pub mod clock;
 pub mod comms;
 pub mod config;
 pub mod connection;
+pub mod descriptors;
 pub mod endpoints;
 pub mod fsutil;
 pub mod hooks;

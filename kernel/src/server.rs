@@ -186,6 +186,8 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KernelError> {
+    // Before anything is opened; the host surfaces' caps are derived from it.
+    crate::descriptors::raise_limit();
     let config = load_config(settings.config_path.as_deref(), &settings.state_dir)?;
     fsutil::create_private_dir(&settings.state_dir).map_err(|source| KernelError::Io {
         what: "cannot create state directory",

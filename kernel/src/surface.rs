@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`rpc`] | JSON-RPC 2.0: one connection ([`rpc::serve_connection`]), the TCP listener ([`rpc::serve_tcp`]) |
 //! | [`http`] | REST routes, server-sent events, the `/apps/...` proxy ([`http::router`], [`http::serve_http`]) |
+//! | `admit` | connection caps enforced at accept: one over the cap is answered and closed at once |
 //! | [`auth`] | when a token is required ([`auth::requires_token`]), [`auth::Auth`], the hashed [`auth::TokenStore`] |
 //! | [`stdio`] | `burrow rpc`: [`stdio::IpcHost`], a [`Host`] over the kernel's IPC socket |
 //!
@@ -25,6 +26,7 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 use serde_json::json;
 
+pub(crate) mod admit;
 pub mod auth;
 pub mod http;
 pub mod rpc;

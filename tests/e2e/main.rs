@@ -1,6 +1,6 @@
 //! End-to-end tests: the real `burrow` binary on a temporary socket, real app processes.
 
-mod backpressure;
+mod abuse;
 mod capabilities;
 mod chat;
 mod cli;

@@ -46,6 +46,23 @@ impl Rpc {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
     }
 
+    /// Waits (up to [`DEADLINE`]) for the server to close the connection, skipping any
+    /// lines; whether it did.
+    pub async fn closed(&mut self) -> bool {
+        let mut line = String::new();
+        let end = tokio::time::timeout(DEADLINE, async {
+            loop {
+                line.clear();
+                match self.reader.read_line(&mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        end.is_ok()
+    }
+
     /// Calls `method` and returns the whole response object (with `result` or `error`).
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;

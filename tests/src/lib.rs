@@ -107,6 +107,7 @@ pub struct Kernel {
     pub state_dir: PathBuf,
     log: PathBuf,
     args: Vec<String>,
+    nofile: Option<u64>,
 }
 
 impl Kernel {
@@ -134,12 +135,27 @@ impl Kernel {
         args: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Kernel {
+        Self::start_full(config, args, prepare, None).await
+    }
+
+    /// [`Kernel::start_with`], the kernel's descriptor limit (soft and hard, so that it
+    /// cannot raise it) set to `nofile`.
+    pub async fn start_with_nofile(config: &str, args: &[&str], nofile: u64) -> Kernel {
+        Self::start_full(config, args, |_| {}, Some(nofile)).await
+    }
+
+    async fn start_full(
+        config: &str,
+        args: &[&str],
+        prepare: impl FnOnce(&Path),
+        nofile: Option<u64>,
+    ) -> Kernel {
         let dir = tempfile::Builder::new().prefix("burrow-e2e").tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("kernel.sock");
         let state_dir = dir.path().join("state");
         std::fs::write(dir.path().join("burrow.toml"), config).expect("write config");
         prepare(&state_dir);
-        let k = Self::spawn_in(dir, socket, state_dir, args);
+        let k = Self::spawn_in(dir, socket, state_dir, args, nofile);
         k.wait_ready().await;
         k
     }
@@ -158,9 +174,16 @@ impl Kernel {
     pub fn spawn_again(&self, extra: &[&str]) -> Child {
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
-        kernel_command(self.dir.path(), &self.socket, &self.state_dir, &args, &self.log)
-            .spawn()
-            .expect("spawn burrow kernel")
+        kernel_command(
+            self.dir.path(),
+            &self.socket,
+            &self.state_dir,
+            &args,
+            &self.log,
+            self.nofile,
+        )
+        .spawn()
+        .expect("spawn burrow kernel")
     }
 
     fn spawn_in(
@@ -168,17 +191,18 @@ impl Kernel {
         socket: PathBuf,
         state_dir: PathBuf,
         extra: &[&str],
+        nofile: Option<u64>,
     ) -> Kernel {
         let log = dir.path().join("kernel.log");
         let extra: Vec<String> =
             extra.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())).collect();
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let extra = extra.as_slice();
-        let child = kernel_command(dir.path(), &socket, &state_dir, extra, &log)
+        let child = kernel_command(dir.path(), &socket, &state_dir, extra, &log, nofile)
             .spawn()
             .expect("spawn burrow kernel");
         let args = extra.iter().map(|a| a.to_string()).collect();
-        Kernel { child, dir, socket, state_dir, log, args }
+        Kernel { child, dir, socket, state_dir, log, args, nofile }
     }
 
     /// Restarts the kernel (after it exited) on the same socket, state and config.
@@ -303,9 +327,24 @@ impl Kernel {
     }
 }
 
-fn kernel_command(dir: &Path, socket: &Path, state: &Path, extra: &[&str], log: &Path) -> Command {
+fn kernel_command(
+    dir: &Path,
+    socket: &Path,
+    state: &Path,
+    extra: &[&str],
+    log: &Path,
+    nofile: Option<u64>,
+) -> Command {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-    let mut cmd = Command::new(bin("burrow"));
+    let mut cmd = match nofile {
+        // The shell sets both limits, then becomes the kernel (same pid).
+        Some(n) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(bin("burrow"));
+            sh
+        }
+        None => Command::new(bin("burrow")),
+    };
     cmd.arg("kernel")
         .arg("--socket")
         .arg(socket)
@@ -405,6 +444,17 @@ impl AppProcess {
             .expect("app did not exit in time")
             .expect("wait app")
     }
+}
+
+/// Raises this process's soft descriptor limit to its hard one, for tests that open many
+/// connections; returns the limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
 }
 
 /// A message as the JSON map it is on the wire.

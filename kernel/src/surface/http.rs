@@ -25,6 +25,10 @@
 //! [`super::auth`]). Under `/apps/`, a path not in normal form → 400 (`INVALID_REQUEST`,
 //! `reason: "bad_path"`, from the host: [`crate::capabilities::route_path`]).
 //!
+//! Deadlines and the connection cap: [`serve_http`], [`HttpLimits`] (a body that does
+//! not arrive in time → 408, `reason: "body_timeout"`, and the connection is closed; one
+//! connection over the cap → 503, `reason: "too_many_connections"`).
+//!
 //! Events: one SSE event per item, `event:` its `type` (omitted when it has none or it
 //! would break the framing), `data:` the item as one line of JSON; a keep-alive comment
 //! every 15 s. The stream ends when the host's does, or when the server stops.
@@ -45,7 +49,6 @@ use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::surface::auth::{Auth, is_loopback_host};
@@ -53,6 +56,9 @@ use crate::surface::rpc::{Gate, complete, triage};
 use crate::surface::{Host, http_error_body, http_status};
 
 mod apps;
+mod serve;
+
+pub use serve::{HttpLimits, serve_http};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -112,25 +118,6 @@ pub fn router_with_limits(
         .with_state(AppState { host, streams })
 }
 
-/// Serves `router` on `listener` until `stop`; then stops accepting, ends event streams,
-/// and waits (up to 10 s) for requests in progress.
-pub async fn serve_http(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    let app = router.layer(Extension(StopSignal(stop.clone())));
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        served = &mut server => served,
-        () = async { stop.cancelled().await; tokio::time::sleep(DRAIN).await } => {
-            tracing::warn!("http: stopped with requests still in progress");
-            Ok(())
-        }
-    }
-}
-
 /// An error answer: `{"error": {...}}` with its status.
 #[derive(Debug)]
 struct ApiError {
@@ -160,6 +147,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -264,7 +254,14 @@ fn invalid_json(message: &str) -> ApiError {
 }
 
 fn body_rejection(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if serve::is_body_timeout(&rejection) {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::Timeout,
+            "the request body did not arrive in time",
+            json!({"reason": "body_timeout"}),
+        )
+    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidRequest,

@@ -43,7 +43,10 @@
 //! through a bounded queue to one writer task; a peer that takes longer than
 //! [`RpcLimits::write_timeout`] to accept an answer is disconnected. At end of input the
 //! answers still owed are written (for up to [`RpcLimits::drain_timeout`]) before the
-//! connection closes. [`serve_tcp`] serves at most [`RpcLimits::max_connections`] at once.
+//! connection closes. [`serve_tcp`] serves at most [`RpcLimits::max_connections`] at once:
+//! one more is answered with one error line (`id: null`, −32000, `data.reason:
+//! "too_many_connections"`) and closed at once. A TCP connection with no call running and
+//! no answer queued that sends nothing for [`RpcLimits::idle_timeout`] is closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,8 +60,9 @@ use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::surface::Host;
+use crate::surface::admit::Admission;
 use crate::surface::auth::Auth;
+use crate::surface::{Host, RpcError};
 
 mod message;
 
@@ -81,8 +85,12 @@ pub struct RpcLimits {
     pub write_timeout: Duration,
     /// How long answers still owed are waited for when input ends.
     pub drain_timeout: Duration,
-    /// Connections [`serve_tcp`] serves at once; more wait in the listen backlog.
+    /// Connections [`serve_tcp`] serves at once; one more is answered with an error and
+    /// closed.
     pub max_connections: usize,
+    /// How long a connection with no call running and no answer queued may send nothing
+    /// before it is closed; `None`: no limit (stdio, whose peer owns the transport).
+    pub idle_timeout: Option<Duration>,
     /// How long a TCP connection that must authenticate may take to call
     /// `rpc/authenticate` before it is closed.
     pub auth_deadline: Duration,
@@ -97,6 +105,7 @@ impl Default for RpcLimits {
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             max_connections: 256,
+            idle_timeout: None,
             auth_deadline: Duration::from_secs(10),
         }
     }
@@ -123,16 +132,9 @@ pub async fn serve_tcp(
     limits: RpcLimits,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let admission = Admission::new("rpc", limits.max_connections, refusal(limits.max_connections));
     let tracker = TaskTracker::new();
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = stop.cancelled() => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -146,6 +148,10 @@ pub async fn serve_tcp(
                 }
             },
             () = stop.cancelled() => break,
+        };
+        let Some(slot) = admission.try_admit() else {
+            admission.refuse(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
@@ -243,6 +249,9 @@ pub(crate) async fn run_connection<R, W>(
             Ok(None) if eof => break,
             Ok(None) => {
                 buf.reserve(READ_CHUNK);
+                // The idle clock runs while no call is running; it restarts with every
+                // read and every call that ends.
+                let idle = limits.idle_timeout.filter(|_| tasks.is_empty());
                 tokio::select! {
                     read = reader.read_buf(&mut buf) => match read {
                         Ok(0) => eof = true,
@@ -254,6 +263,15 @@ pub(crate) async fn run_connection<R, W>(
                     },
                     () = stop.cancelled() => break,
                     () = writer_failed.cancelled() => break,
+                    Some(_) = tasks.join_next(), if limits.idle_timeout.is_some() && !tasks.is_empty() => {}
+                    () = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() => {
+                        if tx.capacity() < tx.max_capacity() {
+                            // Answers are still queued: not idle yet.
+                            continue;
+                        }
+                        tracing::debug!("rpc: idle connection; closing");
+                        break;
+                    }
                 }
                 None
             }
@@ -319,6 +337,21 @@ async fn write_answers<W: AsyncWrite + Unpin>(
     }
 }
 
+/// The answer to a connection over the cap: one error line.
+fn refusal(max: usize) -> bytes::Bytes {
+    let error = burrow_protocol::ErrorObject::new(
+        burrow_protocol::ErrorCode::UnknownError,
+        format!("the JSON-RPC surface serves at most {max} connections at once; retry later"),
+    )
+    .with_data(serde_json::json!({"reason": "too_many_connections", "limit": max}));
+    let answer = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": RpcError::from(&error).to_value(),
+    });
+    to_line(&answer).into()
+}
+
 fn to_line(answer: &serde_json::Value) -> String {
     let mut line = serde_json::to_string(answer).unwrap_or_else(|_| {
         r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"unserializable answer","data":{"code":"INTERNAL_ERROR"}}}"#.to_owned()
@@ -336,5 +369,7 @@ fn looks_like_http(line: &str) -> bool {
     request_line || host_header
 }
 
+#[cfg(test)]
+mod accept_tests;
 #[cfg(test)]
 mod tests;

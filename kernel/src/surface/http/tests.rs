@@ -359,7 +359,7 @@ async fn serve_http_answers_over_tcp_and_stop_ends_event_streams() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let server = tokio::spawn(serve_http(listener, router, stop.clone()));
+    let server = tokio::spawn(serve_http(listener, router, HttpLimits::default(), stop.clone()));
 
     let list = "GET /sessions?limit=2 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     let answer = raw_http(addr, list, "\"limit\":2").await;
@@ -383,7 +383,7 @@ async fn serve_http_answers_over_tcp_and_stop_ends_event_streams() {
 
     // ...ends when the server stops, and the server is then done.
     stop.cancel();
-    tokio::time::timeout(DEADLINE, server).await.expect("serve_http ends").unwrap().unwrap();
+    tokio::time::timeout(DEADLINE, server).await.expect("serve_http ends").unwrap();
     let rest = tokio::time::timeout(DEADLINE, async {
         loop {
             match stream.read(&mut chunk).await {
