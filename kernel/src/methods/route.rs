@@ -219,12 +219,7 @@ mod tests {
         let kernel =
             Kernel::new(Config::default(), KernelKey::from_seed([3; 32]), paths, Arc::new(store));
         let (transport, _peer) = burrow_sdk::transport::Transport::memory_pair();
-        let limits = crate::connection::Limits {
-            max_frame_bytes: 1 << 20,
-            max_queued: 4,
-            max_in_flight: 4,
-            writer_queue: 8,
-        };
+        let limits = crate::connection::Limits::small(1 << 20);
         let tasks = tokio_util::task::TaskTracker::new();
         let conn = crate::connection::Connection::spawn(1, transport, limits, &tasks, |_| true);
         let route = HttpRouteConfig { method: "GET".into(), path: "/apps/evil/*".into() };
