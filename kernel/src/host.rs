@@ -30,7 +30,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::kernel::Kernel;
-use crate::methods::session::{limit, store_err, to_session, wait};
+use crate::methods::session::{limit, page_bytes, store_err, to_session, wait};
+use crate::store::Page;
 use crate::sessions::{Inbound, Wake};
 use crate::store::SessionRow;
 use crate::surface::{BoxFuture, Host};
@@ -280,15 +281,14 @@ async fn read(kernel: &Kernel, id: &str) -> Result<HostSession, ErrorObject> {
 async fn history(kernel: &Kernel, p: HistoryParams) -> Result<Value, ErrorObject> {
     let limit = limit(p.limit, 100, MAX_HISTORY_LIMIT)?;
     existing(kernel, &p.session_id).await?;
-    let messages: Vec<HostMessage> = kernel
-        .store()
-        .history(&p.session_id, limit, p.before)
-        .await
-        .map_err(store_err)?
-        .into_iter()
-        .map(HostMessage::from)
-        .collect();
-    Ok(json!({ "session_id": p.session_id, "messages": messages }))
+    let page = Page { limit, before: p.before, max_bytes: page_bytes(kernel) };
+    let page = kernel.store().history_page(&p.session_id, page).await.map_err(store_err)?;
+    let messages: Vec<HostMessage> = page.messages.into_iter().map(HostMessage::from).collect();
+    let mut answer = json!({ "session_id": p.session_id, "messages": messages });
+    if page.truncated {
+        answer["truncated"] = Value::Bool(true);
+    }
+    Ok(answer)
 }
 
 async fn external_event(

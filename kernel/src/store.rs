@@ -182,6 +182,27 @@ pub enum Write {
     PeerRequest(PeerRequestRow),
 }
 
+/// Which messages a history page holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// At most this many.
+    pub limit: u32,
+    /// Those before this message id (the newest ones when `None`).
+    pub before: Option<String>,
+    /// About this many bytes at most (content, metadata and tool calls): a page of a few
+    /// large messages ends early, so that it always fits an answer.
+    pub max_bytes: usize,
+}
+
+/// A page of a transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub messages: Vec<TranscriptMessage>,
+    /// The byte bound ended the page before `limit`: older messages may remain.
+    pub truncated: bool,
+}
+
 /// The storage engine's interface.
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Applies `writes` atomically; `Ok` means they are on disk.
@@ -213,7 +234,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         key: &str,
         limit: u32,
         before: Option<String>,
-    ) -> StoreFuture<'_, Vec<TranscriptMessage>>;
+    ) -> StoreFuture<'_, Vec<TranscriptMessage>> {
+        let page = self.history_page(key, Page { limit, before, max_bytes: usize::MAX });
+        Box::pin(async move { page.await.map(|p| p.messages) })
+    }
+    /// The newest messages before `page.before`, oldest first: up to `page.limit` of
+    /// them, and no more than about `page.max_bytes` (at least one, whatever its size).
+    fn history_page(&self, key: &str, page: Page) -> StoreFuture<'_, HistoryPage>;
     /// One run.
     fn run(&self, id: &str) -> StoreFuture<'_, Option<RunRow>>;
     /// Runs not finished (queued or running), oldest first, of one session or of all:

@@ -325,6 +325,7 @@ fn session_methods() {
                 tool_call_id: None,
                 run_id: Some("r1".into()),
             }],
+            truncated: Some(true),
         },
     );
     round_trip::<MessageDispatch>(

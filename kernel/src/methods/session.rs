@@ -21,6 +21,7 @@ use crate::connection::Responder;
 use crate::hooks;
 use crate::kernel::Kernel;
 use crate::sessions::{DispatchReply, Inbound, SessionMsg, Wake};
+use crate::store::Page;
 
 /// `agent.cancel {runId}` → `{ok}`.
 pub use burrow_protocol::methods::table::AGENT_CANCEL;
@@ -59,6 +60,12 @@ pub(crate) fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, E
         n if n > max => Err(ErrorObject::invalid_params("limit", format!("limit is 1 to {max}"))),
         n => Ok(n),
     }
+}
+
+/// The most bytes of messages a history page holds: a quarter of a frame is left for the
+/// page's own shape (and JSON's escapes on the host surfaces).
+pub(crate) fn page_bytes(kernel: &Kernel) -> usize {
+    kernel.config().ipc.max_frame_bytes / 4 * 3
 }
 
 /// Runs `f` in a task and answers with its outcome.
@@ -120,9 +127,10 @@ pub fn dispatch(
         "session.history" => super::answer_large(responder, async move {
             let p: SessionHistoryParams = parse_params(params)?;
             let limit = limit(p.limit, 100, MAX_HISTORY_LIMIT)?;
-            let messages =
-                kernel.store().history(&p.key, limit, p.before).await.map_err(store_err)?;
-            Ok(to_value(&SessionHistoryResult { messages }))
+            let page = Page { limit, before: p.before, max_bytes: page_bytes(&kernel) };
+            let page = kernel.store().history_page(&p.key, page).await.map_err(store_err)?;
+            let truncated = page.truncated.then_some(true);
+            Ok(to_value(&SessionHistoryResult { messages: page.messages, truncated }))
         }),
         "message.dispatch" => {
             let p: DispatchParams = match parse_params(params)

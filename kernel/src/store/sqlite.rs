@@ -25,7 +25,8 @@ mod write;
 
 use super::journal::{self, Journal};
 use super::{
-    Fence, PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture, Write, WriteDone,
+    Fence, HistoryPage, Page, PeerRequestRow, RunRow, SessionRow, Storage, StoreError,
+    StoreFuture, Write, WriteDone,
 };
 #[cfg(test)]
 use write::{Touched, append, apply_one};
@@ -305,12 +306,7 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn history(
-        &self,
-        key: &str,
-        limit: u32,
-        before: Option<String>,
-    ) -> StoreFuture<'_, Vec<TranscriptMessage>> {
+    fn history_page(&self, key: &str, page: Page) -> StoreFuture<'_, HistoryPage> {
         let key = key.to_owned();
         Box::pin(self.read(move |c| {
             let mut stmt = c.prepare(
@@ -318,34 +314,34 @@ impl Storage for SqliteStore {
                  WHERE session_key = ?1 AND seq < COALESCE((SELECT seq FROM messages WHERE id = ?2 AND session_key = ?1), 9223372036854775807)
                  ORDER BY seq DESC LIMIT ?3",
             )?;
-            let mut out = stmt
-                .query_map(params![key, before, limit], |r| {
-                    // What the store wrote reads back; should a row not, say so, and
-                    // leave the member out rather than the whole page.
-                    fn parse<T: serde::de::DeserializeOwned>(
-                        id: &str,
-                        column: &str,
-                        text: Option<String>,
-                    ) -> Option<T> {
-                        serde_json::from_str(&text?)
-                            .map_err(|e| tracing::error!(message = %id, column, error = %e, "a stored message's member cannot be read; left out"))
-                            .ok()
-                    }
-                    let id: String = r.get(0)?;
-                    Ok(TranscriptMessage {
-                        role: parse_role(&r.get::<_, String>(1)?),
-                        content: r.get(2)?,
-                        created_at: r.get::<_, i64>(3)? as u64,
-                        metadata: parse(&id, "metadata", r.get(4)?),
-                        tool_calls: parse(&id, "tool_calls", r.get(5)?),
-                        tool_call_id: r.get(6)?,
-                        run_id: r.get(7)?,
-                        id,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut rows = stmt.query(params![key, page.before, page.limit])?;
+            let (mut out, mut bytes, mut truncated) = (Vec::new(), 0usize, false);
+            while let Some(r) = rows.next()? {
+                let id: String = r.get(0)?;
+                let content: String = r.get(2)?;
+                let (metadata, tool_calls): (Option<String>, Option<String>) =
+                    (r.get(4)?, r.get(5)?);
+                let size = content.len()
+                    + metadata.as_ref().map_or(0, String::len)
+                    + tool_calls.as_ref().map_or(0, String::len);
+                if !out.is_empty() && bytes.saturating_add(size) > page.max_bytes {
+                    truncated = true;
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                out.push(TranscriptMessage {
+                    role: parse_role(&r.get::<_, String>(1)?),
+                    content,
+                    created_at: r.get::<_, i64>(3)? as u64,
+                    metadata: stored_member(&id, "metadata", metadata),
+                    tool_calls: stored_member(&id, "tool_calls", tool_calls),
+                    tool_call_id: r.get(6)?,
+                    run_id: r.get(7)?,
+                    id,
+                });
+            }
             out.reverse();
-            Ok(out)
+            Ok(HistoryPage { messages: out, truncated })
         }))
     }
 
@@ -412,6 +408,18 @@ impl Storage for SqliteStore {
             .optional()
         }))
     }
+}
+
+/// A stored message's JSON member. What the store wrote reads back; should a row's not,
+/// say so, and leave the member out rather than the whole page.
+fn stored_member<T: serde::de::DeserializeOwned>(
+    id: &str,
+    column: &str,
+    text: Option<String>,
+) -> Option<T> {
+    serde_json::from_str(&text?)
+        .map_err(|e| tracing::error!(message = %id, column, error = %e, "a stored message's member cannot be read; left out"))
+        .ok()
 }
 
 #[cfg(test)]

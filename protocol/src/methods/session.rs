@@ -130,6 +130,10 @@ pub struct SessionHistoryParams {
 pub struct SessionHistoryResult {
     /// Oldest first.
     pub messages: Vec<TranscriptMessage>,
+    /// `true` when the page ended before `limit` because it reached the kernel's size
+    /// bound (older messages may remain: ask again with `before`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
 }
 
 /// One stored message of a transcript.

@@ -96,13 +96,12 @@ impl Storage for Gated {
     ) -> StoreFuture<'_, (Vec<SessionRow>, u64)> {
         self.inner.sessions(filter, limit, offset)
     }
-    fn history(
+    fn history_page(
         &self,
         key: &str,
-        limit: u32,
-        before: Option<String>,
-    ) -> StoreFuture<'_, Vec<TranscriptMessage>> {
-        self.inner.history(key, limit, before)
+        page: crate::store::Page,
+    ) -> StoreFuture<'_, crate::store::HistoryPage> {
+        self.inner.history_page(key, page)
     }
     fn run(&self, id: &str) -> StoreFuture<'_, Option<RunRow>> {
         self.inner.run(id)

@@ -75,6 +75,15 @@ async fn writes_are_durable_and_queries_see_them() {
     let back = store.history("a", 100, Some("m2".into())).await.unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(store.history("a", 1, None).await.unwrap()[0].id, "m2");
+    // A page bounded in bytes ends early and says so; it holds one message at least.
+    let page = |max_bytes| store.history_page("a", Page { limit: 100, before: None, max_bytes });
+    let small = page(6).await.unwrap();
+    assert_eq!(small.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m2"]);
+    assert!(small.truncated);
+    let one = page(1).await.unwrap();
+    assert_eq!((one.messages.len(), one.truncated), (1, true));
+    let whole = page(7).await.unwrap();
+    assert_eq!((whole.messages.len(), whole.truncated), (2, false));
     assert_eq!(store.unfinished_runs(None).await.unwrap().len(), 1);
     store
         .write(vec![Write::Run(RunRow {
