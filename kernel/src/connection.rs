@@ -606,9 +606,20 @@ impl Connection {
     }
 }
 
-/// About how much memory a decoded message holds: its frame, and a [`Value`] for every
-/// value in its params (a frame of many tiny values decodes to many times its size).
+/// About how much memory a decoded message holds: its frame, and its params' values
+/// ([`value_weight`]).
 fn weight(frame_bytes: usize, msg: &Message) -> usize {
+    let params = match msg {
+        Message::Request(r) => &r.params,
+        Message::Notification(n) => &n.params,
+        Message::Response(_) | Message::Chunk(_) => return frame_bytes,
+    };
+    frame_bytes.saturating_add(value_weight(params))
+}
+
+/// A [`Value`]'s size for every value `value` holds: what it takes in memory beyond its
+/// strings' bytes (a text of many tiny values reads into many times its size).
+pub fn value_weight(value: &Value) -> usize {
     fn values(v: &Value) -> usize {
         match v {
             Value::Array(items) => 1 + items.iter().map(values).sum::<usize>(),
@@ -616,12 +627,7 @@ fn weight(frame_bytes: usize, msg: &Message) -> usize {
             _ => 1,
         }
     }
-    let params = match msg {
-        Message::Request(r) => &r.params,
-        Message::Notification(n) => &n.params,
-        Message::Response(_) | Message::Chunk(_) => return frame_bytes,
-    };
-    frame_bytes.saturating_add(values(params).saturating_mul(std::mem::size_of::<Value>()))
+    values(value).saturating_mul(std::mem::size_of::<Value>())
 }
 
 fn connection_closed() -> ErrorObject {

@@ -159,7 +159,14 @@ impl Bound {
             tasks.push(tokio::spawn(serve));
         }
         if let Some((listener, auth)) = self.http {
-            let router = crate::surface::http::router(host("host:http"), auth);
+            let large = kernel.config().host.http_large_answers;
+            let router = crate::surface::http::router_with_limits(
+                host("host:http"),
+                auth,
+                crate::surface::http::MAX_CONCURRENT,
+                crate::surface::http::MAX_STREAMS,
+                large,
+            );
             tracing::info!(max_connections = http_limits.max_connections, "HTTP connection cap");
             let serve =
                 crate::surface::http::serve_http(listener, router, http_limits, stop.clone());
@@ -182,13 +189,23 @@ fn host_limits(kernel: &Kernel) -> (RpcLimits, HttpLimits) {
         http_cap = crate::descriptors::clamp_cap("http", http_cap, budget.http, MAX_REFUSING);
     }
     let idle = Duration::from_millis(host.idle_timeout_ms);
-    let rpc =
-        RpcLimits { max_connections: rpc_cap, idle_timeout: Some(idle), ..RpcLimits::default() };
+    // A JSON-RPC connection holds what an app's does: the same bytes bounds.
+    let ipc = &config.ipc;
+    let rpc = RpcLimits {
+        max_connections: rpc_cap,
+        idle_timeout: Some(idle),
+        max_queued_bytes: ipc.max_queued_bytes,
+        writer_queue_bytes: ipc.writer_queue_bytes,
+        max_large_answers: ipc.max_large_answers,
+        write_timeout: Duration::from_millis(ipc.write_stall_timeout_ms),
+        ..RpcLimits::default()
+    };
     let http = HttpLimits {
         max_connections: http_cap,
         header_read_timeout: Duration::from_millis(host.header_read_timeout_ms),
         body_read_timeout: Duration::from_millis(host.body_read_timeout_ms),
         idle_timeout: idle,
+        write_timeout: Duration::from_millis(ipc.write_stall_timeout_ms),
     };
     (rpc, http)
 }

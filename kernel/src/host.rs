@@ -24,15 +24,14 @@ use burrow_protocol::methods::session::{AgentWaitParams, MAX_HISTORY_LIMIT, MAX_
 use burrow_protocol::methods::table::host;
 use burrow_protocol::methods::{parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value, now_ms};
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::kernel::Kernel;
 use crate::methods::session::{limit, page_bytes, store_err, to_session, wait};
-use crate::store::Page;
 use crate::sessions::{Inbound, Wake};
+use crate::store::Page;
 use crate::store::SessionRow;
 use crate::surface::{BoxFuture, Host};
 
@@ -53,6 +52,10 @@ pub struct HostSettings {
     pub header_read_timeout_ms: u64,
     /// How long an HTTP request's body may take from its complete header.
     pub body_read_timeout_ms: u64,
+    /// Large answers (transcript pages, session lists, apps' answers) the HTTP surface
+    /// prepares and holds at once, all connections together; each is held until it is
+    /// written.
+    pub http_large_answers: usize,
 }
 
 impl Default for HostSettings {
@@ -64,6 +67,7 @@ impl Default for HostSettings {
             idle_timeout_ms: 300_000,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
+            http_large_answers: 8,
         }
     }
 }
@@ -71,10 +75,13 @@ impl Default for HostSettings {
 impl HostSettings {
     /// Checks that caps and timeouts are positive.
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_rpc_connections == 0 || self.max_http_connections == 0 {
-            return Err(
-                "[host] max_rpc_connections and max_http_connections must be positive".to_owned()
-            );
+        if self.max_rpc_connections == 0
+            || self.max_http_connections == 0
+            || self.http_large_answers == 0
+        {
+            return Err("[host] max_rpc_connections, max_http_connections and \
+                 http_large_answers must be positive"
+                .to_owned());
         }
         if self.idle_timeout_ms == 0
             || self.header_read_timeout_ms == 0
@@ -331,33 +338,11 @@ async fn external_event(
 /// The events of session `id` from now on, as JSON objects; the stream ends if the
 /// follower lags too far behind (after a `{type: "lagged"}` event).
 pub async fn follow(kernel: &Kernel, id: &str) -> Result<BoxStream<'static, Value>, ErrorObject> {
-    let rx = kernel.sessions.follow();
+    // Followed before the session is looked up, so no event falls between the two; a
+    // follower's queue is an outbound queue: bounded like a connection's.
+    let events = kernel.sessions.follow(id, kernel.config().ipc.writer_queue_bytes);
     existing(kernel, id).await?;
-    let id: Arc<str> = id.into();
-    let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
-        .scan(false, |lagged, item| {
-            let out = if *lagged {
-                None
-            } else {
-                match item {
-                    Ok(e) => Some(Some(e)),
-                    Err(_) => {
-                        *lagged = true;
-                        Some(None)
-                    }
-                }
-            };
-            std::future::ready(out)
-        })
-        .filter_map(move |item| {
-            let keep = match item {
-                Some(e) if e.session_key == id => Some(e.event.as_ref().clone()),
-                Some(_) => None,
-                None => Some(json!({ "type": "lagged", "session_id": id.as_ref() })),
-            };
-            std::future::ready(keep)
-        });
-    Ok(stream.boxed())
+    Ok(events)
 }
 
 /// The kernel as the host surfaces see it, calling as `caller`.

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use burrow_protocol::Value;
 use burrow_protocol::methods::session::RunStatus;
 use dashmap::DashMap;
+use futures_util::stream::BoxStream;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorRuntime, SupervisionEvent};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::kernel::Kernel;
 use crate::store::{NewMessage, RunRow};
@@ -21,6 +22,7 @@ use crate::store::{NewMessage, RunRow};
 pub mod actor;
 pub mod agent;
 pub mod context;
+pub mod followers;
 
 pub use actor::{DispatchReply, Inbound, SessionActor, SessionMsg, Wake};
 
@@ -109,23 +111,10 @@ pub struct Sessions {
     actors: DashMap<String, ActorRef<SessionMsg>>,
     runs: DashMap<String, watch::Sender<RunRow>>,
     supervisor: std::sync::OnceLock<ActorCell>,
-    events: broadcast::Sender<SessionEvent>,
+    followers: Arc<followers::Followers>,
     /// Replies on their way to channels, of the sessions that have some.
     outgoing: DashMap<String, agent::Outgoing>,
 }
-
-/// Something that happened in a session, for followers (`GET /sessions/{id}/events`,
-/// `session.events`): `{type: "message" | "run", ...}`.
-#[derive(Debug, Clone)]
-pub struct SessionEvent {
-    /// The session.
-    pub session_key: Arc<str>,
-    /// The event.
-    pub event: Arc<Value>,
-}
-
-/// Events buffered for followers; a follower that falls further behind is told it lagged.
-const EVENT_BUFFER: usize = 4096;
 
 impl Default for Sessions {
     fn default() -> Self {
@@ -133,7 +122,7 @@ impl Default for Sessions {
             actors: DashMap::new(),
             runs: DashMap::new(),
             supervisor: std::sync::OnceLock::new(),
-            events: broadcast::channel(EVENT_BUFFER).0,
+            followers: Default::default(),
             outgoing: DashMap::new(),
         }
     }
@@ -157,23 +146,20 @@ impl Sessions {
         self.outgoing.remove_if(key, |_, o| o.pending() == 0);
     }
 
-    /// Follows every session's events from now on.
-    pub fn follow(&self) -> broadcast::Receiver<SessionEvent> {
-        self.events.subscribe()
+    /// Follows session `key`'s events (`{type: "message" | "run", ...}`) from now on,
+    /// with up to `max_bytes` of them queued (see [`followers`]).
+    pub fn follow(&self, key: &str, max_bytes: usize) -> BoxStream<'static, Value> {
+        self.followers.follow(key, max_bytes)
     }
 
-    /// Whether anyone follows the sessions' events.
+    /// Whether anyone follows any session's events.
     pub fn followed(&self) -> bool {
-        self.events.receiver_count() > 0
+        self.followers.any()
     }
 
     fn publish(&self, key: &str, event: impl FnOnce() -> Value) {
         // Building the event costs: only when someone follows.
-        if self.followed() {
-            let _ = self
-                .events
-                .send(SessionEvent { session_key: key.into(), event: Arc::new(event()) });
-        }
+        self.followers.publish(key, event);
     }
 
     /// Publishes a stored message to followers.

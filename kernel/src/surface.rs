@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde_json::json;
 
 pub(crate) mod admit;
+pub(crate) mod answers;
 pub mod auth;
 pub mod http;
 pub mod rpc;

@@ -25,8 +25,8 @@ mod write;
 
 use super::journal::{self, Journal};
 use super::{
-    Fence, HistoryPage, Page, PeerRequestRow, RunRow, SessionRow, Storage, StoreError,
-    StoreFuture, Write, WriteDone,
+    Fence, HistoryPage, Page, PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture,
+    Write, WriteDone,
 };
 #[cfg(test)]
 use write::{Touched, append, apply_one};

@@ -45,12 +45,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
+use burrow_protocol::methods::table::host;
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::surface::answers::Answers;
 use crate::surface::auth::{Auth, is_loopback_host};
 use crate::surface::rpc::{Gate, complete, triage};
 use crate::surface::{Host, http_error_body, http_status};
@@ -74,12 +76,36 @@ struct AppState {
     host: Arc<dyn Host>,
     /// Event streams open at once.
     streams: Arc<tokio::sync::Semaphore>,
+    /// Large answers prepared and held at once, by all connections.
+    large: Arc<Answers>,
+}
+
+/// A large answer's slot, carried by its response until it is written
+/// ([`serve::serve_http`] moves it into the body).
+#[derive(Debug, Clone)]
+pub(crate) struct LargeSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
+impl AppState {
+    /// Waits for a slot to prepare a large answer in.
+    async fn large_slot(&self) -> Option<LargeSlot> {
+        self.large.large_slot().await.map(|p| LargeSlot(Arc::new(p)))
+    }
+}
+
+/// `response`, holding `slot` until it is written.
+fn holding(mut response: Response, slot: Option<LargeSlot>) -> Response {
+    if let Some(slot) = slot {
+        response.extensions_mut().insert(slot);
+    }
+    response
 }
 
 /// Requests answered at once; one more gets 503 `busy`.
 pub const MAX_CONCURRENT: usize = 512;
 /// Event streams open at once; one more gets 503 `busy`.
 pub const MAX_STREAMS: usize = 256;
+/// Large answers prepared and held at once by default (`[host] http_large_answers`).
+pub const LARGE_ANSWERS: usize = 8;
 
 /// Tells event streams that the server is stopping (added by [`serve_http`]).
 #[derive(Clone)]
@@ -87,19 +113,21 @@ struct StopSignal(CancellationToken);
 
 /// The REST routes over `host`, every request checked by `auth`.
 pub fn router(host: Arc<dyn Host>, auth: Arc<Auth>) -> Router {
-    router_with_limits(host, auth, MAX_CONCURRENT, MAX_STREAMS)
+    router_with_limits(host, auth, MAX_CONCURRENT, MAX_STREAMS, LARGE_ANSWERS)
 }
 
-/// [`router`] answering at most `requests` requests and keeping at most `streams` event
-/// streams open at once.
+/// [`router`] answering at most `requests` requests, keeping at most `streams` event
+/// streams open and preparing or holding at most `large` large answers at once.
 pub fn router_with_limits(
     host: Arc<dyn Host>,
     auth: Arc<Auth>,
     requests: usize,
     streams: usize,
+    large: usize,
 ) -> Router {
     let busy = Arc::new(tokio::sync::Semaphore::new(requests));
     let streams = Arc::new(tokio::sync::Semaphore::new(streams));
+    let large = Answers::new(usize::MAX, large);
     Router::new()
         .route("/sessions", post(create_session).get(list_sessions))
         .route("/sessions/{id}", get(read_session))
@@ -115,7 +143,7 @@ pub fn router_with_limits(
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(busy.clone(), limit_concurrency))
         .layer(middleware::from_fn_with_state(auth, require_auth))
-        .with_state(AppState { host, streams })
+        .with_state(AppState { host, streams, large })
 }
 
 /// An error answer: `{"error": {...}}` with its status.
@@ -338,9 +366,10 @@ async fn create_session(
     Ok((StatusCode::CREATED, call(&state, "session/create", body).await?).into_response())
 }
 
-async fn list_sessions(State(state): State<AppState>, uri: Uri) -> Result<Json<Value>, ApiError> {
+async fn list_sessions(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let params = query_params(&uri, &["limit", "offset"], &["limit", "offset"])?;
-    call(&state, "session/list", params).await
+    let slot = state.large_slot().await;
+    Ok(holding(call(&state, host::SESSION_LIST, params).await?.into_response(), slot))
 }
 
 async fn read_session(
@@ -355,10 +384,11 @@ async fn session_history(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
     uri: Uri,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut params = query_params(&uri, &["limit", "before"], &["limit"])?;
     params.insert("session_id".into(), Value::from(path_id(id)?));
-    call(&state, "session/history", params).await
+    let slot = state.large_slot().await;
+    Ok(holding(call(&state, host::SESSION_HISTORY, params).await?.into_response(), slot))
 }
 
 async fn external_event(
@@ -424,8 +454,13 @@ fn sse_event(item: &Value) -> Event {
 
 async fn rpc(State(state): State<AppState>, JsonText(text): JsonText) -> Response {
     let triaged = triage(&text, &mut Gate::trusted());
-    match complete(&*state.host, triaged, RPC_BATCH_CONCURRENCY).await {
-        Some(answer) => Json(answer).into_response(),
+    drop(text);
+    let slot = match triaged.has_large() {
+        true => state.large_slot().await,
+        false => None,
+    };
+    match complete(&*state.host, triaged, RPC_BATCH_CONCURRENCY, MAX_BODY_BYTES).await {
+        Some(answer) => holding(Json(answer).into_response(), slot),
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }

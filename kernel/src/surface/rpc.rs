@@ -38,10 +38,18 @@
 //!
 //! ## Bounds
 //!
-//! At most [`RpcLimits::max_in_flight`] host calls run per connection; beyond that the
-//! connection stops reading until one finishes (back-pressure, not errors). Answers go
-//! through a bounded queue to one writer task; a peer that takes longer than
-//! [`RpcLimits::write_timeout`] to accept an answer is disconnected. At end of input the
+//! Back-pressure, not errors: the connection stops reading while
+//! [`RpcLimits::max_in_flight`] host calls run, while the calls running hold
+//! [`RpcLimits::max_queued_bytes`] (their lines and params, as read into memory), or
+//! while [`RpcLimits::writer_queue_bytes`] of answers wait to be written. Calls that may
+//! answer with as much as a frame (`session/history`, `session/list`, gateway methods)
+//! start at most [`RpcLimits::max_large_answers`] at a time and only while the writer
+//! has room, and a batch runs them one at a time, its answer capped at
+//! [`RpcLimits::max_line_bytes`] (the calls beyond are answered `batch_too_large`). So a
+//! peer that reads nothing holds at most about `max_queued_bytes + writer_queue_bytes +
+//! (max_large_answers + 1) × max_line_bytes`. Answers go through one writer task; a peer
+//! that takes longer than [`RpcLimits::write_timeout`] to accept an answer is
+//! disconnected. At end of input the
 //! answers still owed are written (for up to [`RpcLimits::drain_timeout`]) before the
 //! connection closes. [`serve_tcp`] serves at most [`RpcLimits::max_connections`] at once:
 //! one more is answered with one error line (`id: null`, −32000, `data.reason:
@@ -54,13 +62,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::surface::admit::Admission;
+use crate::surface::answers::Answers;
 use crate::surface::auth::Auth;
 use crate::surface::{Host, RpcError};
 
@@ -79,8 +88,14 @@ pub struct RpcLimits {
     pub max_line_bytes: usize,
     /// Host calls running at once per connection (a batch counts each of its calls).
     pub max_in_flight: usize,
+    /// Bytes the calls running hold (their lines, and their params as read).
+    pub max_queued_bytes: usize,
     /// Answers queued for the writer.
     pub writer_queue: usize,
+    /// Bytes of answers queued for the writer.
+    pub writer_queue_bytes: usize,
+    /// Calls that may answer with as much as a frame, prepared at once.
+    pub max_large_answers: usize,
     /// How long writing one answer may take before the peer is dropped.
     pub write_timeout: Duration,
     /// How long answers still owed are waited for when input ends.
@@ -101,7 +116,10 @@ impl Default for RpcLimits {
         RpcLimits {
             max_line_bytes: 8 * 1024 * 1024,
             max_in_flight: 64,
+            max_queued_bytes: 8 * 1024 * 1024,
             writer_queue: 256,
+            writer_queue_bytes: 8 * 1024 * 1024,
+            max_large_answers: 2,
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             max_connections: 256,
@@ -194,12 +212,15 @@ pub(crate) async fn run_connection<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel::<String>(limits.writer_queue.max(1));
+    let (tx, rx) = mpsc::channel::<Queued>(limits.writer_queue.max(1));
     let writer_failed = CancellationToken::new();
     let mut writer_task =
         tokio::spawn(write_answers(writer, rx, limits.write_timeout, writer_failed.clone()));
+    let answers = Answers::new(limits.writer_queue_bytes, limits.max_large_answers);
     let max_in_flight = limits.max_in_flight.max(1);
     let permits = Arc::new(Semaphore::new(max_in_flight));
+    let max_bytes = u32::try_from(limits.max_queued_bytes).unwrap_or(u32::MAX).max(1);
+    let bytes = Arc::new(Semaphore::new(max_bytes as usize));
     let mut tasks = JoinSet::new();
     let mut codec = LinesCodec::new_with_max_length(limits.max_line_bytes);
     let mut buf = BytesMut::new();
@@ -207,6 +228,13 @@ pub(crate) async fn run_connection<R, W>(
 
     loop {
         while tasks.try_join_next().is_some() {}
+        // Read only while the answers have room to go: a peer that does not read is
+        // not given more work.
+        tokio::select! {
+            () = answers.room() => {}
+            () = stop.cancelled() => break,
+            () = writer_failed.cancelled() => break,
+        }
         let decoded = if eof { codec.decode_eof(&mut buf) } else { codec.decode(&mut buf) };
         let answer_now = match decoded {
             Ok(Some(line)) => {
@@ -221,23 +249,36 @@ pub(crate) async fn run_connection<R, W>(
                 let triaged = triage(text, &mut gate);
                 let calls = triaged.calls();
                 if calls == 0 {
-                    complete(&*host, triaged, 1).await
+                    complete(&*host, triaged, 1, limits.max_line_bytes).await
                 } else {
                     let wanted = u32::try_from(calls.min(max_in_flight)).unwrap_or(1);
-                    let permit = tokio::select! {
-                        permit = permits.clone().acquire_many_owned(wanted) => match permit {
-                            Ok(permit) => permit,
-                            Err(_) => break,
+                    let weight = text.len().saturating_add(triaged.weight());
+                    let weight = u32::try_from(weight).unwrap_or(u32::MAX).clamp(1, max_bytes);
+                    drop(line);
+                    let held = async {
+                        let calls = permits.clone().acquire_many_owned(wanted).await.ok()?;
+                        Some((calls, bytes.clone().acquire_many_owned(weight).await.ok()?))
+                    };
+                    let held = tokio::select! {
+                        held = held => match held {
+                            Some(held) => held,
+                            None => break,
                         },
                         () = stop.cancelled() => break,
                         () = writer_failed.cancelled() => break,
                     };
-                    let (host, tx) = (host.clone(), tx.clone());
+                    let (host, tx, answers) = (host.clone(), tx.clone(), answers.clone());
+                    let max_answer = limits.max_line_bytes;
                     tasks.spawn(async move {
-                        if let Some(answer) = complete(&*host, triaged, wanted as usize).await {
-                            let _ = tx.send(to_line(&answer)).await;
+                        let slot = match triaged.has_large() {
+                            true => answers.large_slot().await,
+                            false => None,
+                        };
+                        let answer = complete(&*host, triaged, wanted as usize, max_answer).await;
+                        if let Some(answer) = answer {
+                            queue(&tx, &answers, &answer).await;
                         }
-                        drop(permit);
+                        drop((held, slot));
                     });
                     None
                 }
@@ -265,7 +306,7 @@ pub(crate) async fn run_connection<R, W>(
                     () = writer_failed.cancelled() => break,
                     Some(_) = tasks.join_next(), if limits.idle_timeout.is_some() && !tasks.is_empty() => {}
                     () = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() => {
-                        if tx.capacity() < tx.max_capacity() {
+                        if !answers.is_empty() {
                             // Answers are still queued: not idle yet.
                             continue;
                         }
@@ -277,7 +318,7 @@ pub(crate) async fn run_connection<R, W>(
             }
         };
         if let Some(answer) = answer_now
-            && tx.send(to_line(&answer)).await.is_err()
+            && !queue(&tx, &answers, &answer).await
         {
             break;
         }
@@ -301,17 +342,29 @@ pub(crate) async fn run_connection<R, W>(
     }
 }
 
+/// An answer line for the writer, holding its room in the writer queue until written.
+type Queued = (String, OwnedSemaphorePermit);
+
+/// Queues `answer` for the writer once it has room; false when the writer is gone.
+async fn queue(tx: &mpsc::Sender<Queued>, answers: &Answers, answer: &serde_json::Value) -> bool {
+    let line = to_line(answer);
+    match answers.reserve(line.len()).await {
+        Some(room) => tx.send((line, room)).await.is_ok(),
+        None => false,
+    }
+}
+
 /// Writes queued answers, one per line, flushing whenever the queue is empty; on a write
 /// error or timeout cancels `failed` and stops.
 async fn write_answers<W: AsyncWrite + Unpin>(
     writer: W,
-    mut rx: mpsc::Receiver<String>,
+    mut rx: mpsc::Receiver<Queued>,
     write_timeout: Duration,
     failed: CancellationToken,
 ) {
     let mut writer = BufWriter::new(writer);
     let result: std::io::Result<()> = async {
-        while let Some(line) = rx.recv().await {
+        while let Some((line, _room)) = rx.recv().await {
             let write = async {
                 writer.write_all(line.as_bytes()).await?;
                 if rx.is_empty() {

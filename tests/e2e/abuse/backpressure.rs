@@ -1,6 +1,8 @@
-//! Issue 16.1 on the IPC socket: every outbound queue is bounded in bytes, a client that
-//! reads nothing holds only a little of the kernel's memory, a client that reads is
-//! served to the end, and memory comes back once an abusive client is gone.
+//! Outbound queues bounded in bytes (issue 16.1), on the IPC socket and JSON-RPC: a
+//! client that reads nothing holds only a little of the kernel's memory
+//! (`writer_queue_bytes`, `max_large_answers`), a client that reads is served to the end
+//! (back-pressure, never disconnection), and memory comes back once an abusive client is
+//! gone (jemalloc's decay).
 
 use std::time::Duration;
 
@@ -44,6 +46,29 @@ fn kernel_kib(kernel: &Kernel) -> burrow_tests::Memory {
     memory(kernel.pid()).expect("the kernel's /proc status")
 }
 
+/// The most the kernel's RSS reaches over `for_how_long`, sampled.
+async fn peak_kib(kernel: &Kernel, for_how_long: Duration) -> u64 {
+    let mut peak = 0;
+    let deadline = tokio::time::Instant::now() + for_how_long;
+    while tokio::time::Instant::now() < deadline {
+        peak = peak.max(kernel_kib(kernel).rss_kib);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    peak
+}
+
+/// Waits for the kernel's RSS to come back near `baseline` (within a second or so:
+/// jemalloc's decay, .cargo/config.toml).
+async fn memory_comes_back(kernel: &Kernel, baseline: u64) {
+    let mut now = 0;
+    let back = poll_until(Duration::from_secs(10), || {
+        now = kernel_kib(kernel).rss_kib;
+        async move { now < baseline + 24 * 1024 }
+    })
+    .await;
+    assert!(back, "RSS stayed at {now} KiB (baseline {baseline} KiB)");
+}
+
 #[tokio::test]
 async fn a_client_that_pipelines_large_answers_and_reads_nothing_holds_a_bounded_few_mib() {
     let kernel = Kernel::start_with_config(CONFIG).await;
@@ -62,13 +87,7 @@ async fn a_client_that_pipelines_large_answers_and_reads_nothing_holds_a_bounded
         writer
     });
     // Long enough for an unbounded kernel to prepare every answer (it took ~1 GiB).
-    let mut peak = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
-    while tokio::time::Instant::now() < deadline {
-        peak = peak.max(kernel_kib(&kernel).rss_kib);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let grown = peak.saturating_sub(baseline);
+    let grown = peak_kib(&kernel, Duration::from_secs(4)).await.saturating_sub(baseline);
     assert!(
         grown < MAX_GROWTH_KIB,
         "the kernel grew by {grown} KiB for a client that reads nothing"
@@ -86,15 +105,41 @@ async fn a_client_that_pipelines_large_answers_and_reads_nothing_holds_a_bounded
     let writer = writing.await.expect("writer");
     drop((reader, writer));
 
-    // Memory comes back once the client is gone (within a second or so: jemalloc's
-    // decay, .cargo/config.toml).
-    let mut now = 0;
-    let back = poll_until(Duration::from_secs(10), || {
-        now = kernel_kib(&kernel).rss_kib;
-        async move { now < baseline + 24 * 1024 }
-    })
-    .await;
-    assert!(back, "RSS stayed at {now} KiB (baseline {baseline} KiB)");
+    memory_comes_back(&kernel, baseline).await;
+}
+
+#[tokio::test]
+async fn a_json_rpc_host_that_pipelines_large_answers_and_reads_nothing_holds_a_bounded_few_mib() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let kernel = Kernel::start_with(CONFIG, &["--rpc-tcp", "127.0.0.1:0"]).await;
+    big_session(&kernel).await;
+    let addr = kernel.endpoint("rpc_tcp").await;
+    let baseline = kernel_kib(&kernel).rss_kib;
+
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    const CALLS: u64 = 256;
+    let writing = tokio::spawn(async move {
+        for id in 1..=CALLS {
+            let call = json!({"jsonrpc": "2.0", "id": id, "method": "session/history",
+                "params": {"session_id": "big"}});
+            write.write_all(format!("{call}\n").as_bytes()).await.expect("write");
+        }
+        write
+    });
+    let grown = peak_kib(&kernel, Duration::from_secs(4)).await.saturating_sub(baseline);
+    assert!(grown < MAX_GROWTH_KIB, "the kernel grew by {grown} KiB for a host that reads nothing");
+
+    let mut lines = BufReader::new(read).lines();
+    for n in 0..CALLS {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line()).await;
+        let line = line.expect("an answer in time").expect("read").expect("open");
+        let answer: Value = serde_json::from_str(&line).expect("JSON");
+        let messages = answer["result"]["messages"].as_array().map(Vec::len);
+        assert_eq!(messages, Some(4), "answer {n}: {}", answer["error"]);
+    }
+    drop((lines, writing.await.expect("writer")));
+    memory_comes_back(&kernel, baseline).await;
 }
 
 #[tokio::test]

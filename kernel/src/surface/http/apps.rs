@@ -58,8 +58,10 @@ pub(super) async fn proxy(
         headers: request_headers(&headers),
         body,
     };
+    // An app's answer may be as large as a frame.
+    let slot = state.large_slot().await;
     let answer = state.host.http_request(request).await?;
-    respond(answer)
+    respond(answer).map(|response| super::holding(response, slot))
 }
 
 fn request_headers(headers: &HeaderMap) -> Map {

@@ -10,8 +10,12 @@
 //! - at most `max_connections` are served at once; one more is answered 503
 //!   (`reason: "too_many_connections"`) and closed at once ([`super::super::admit`]).
 //!
+//! - a response (or event stream) the client takes none of for `write_timeout` closes
+//!   the connection: a client that does not read holds its answer no longer.
+//!
 //! A request is in flight from its complete header until its response has been sent, so
-//! an event stream is never idle. On `stop` the server stops accepting, closes idle
+//! an event stream is never idle. A response holding a large answer's slot
+//! ([`super::LargeSlot`]) keeps it until it is sent. On `stop` the server stops accepting, closes idle
 //! connections, lets requests in flight finish (event streams end), and waits up to 10 s
 //! for them.
 
@@ -53,6 +57,8 @@ pub struct HttpLimits {
     pub body_read_timeout: Duration,
     /// How long a connection with no request in flight may receive nothing.
     pub idle_timeout: Duration,
+    /// How long the client may take none of a response being written.
+    pub write_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -62,6 +68,7 @@ impl Default for HttpLimits {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -148,8 +155,10 @@ async fn serve_one<S>(
         async move {
             let request: Request =
                 request.map(|body| with_read_deadline(body, limits.body_read_timeout));
-            let Ok(response) = router.oneshot(request).await;
-            Ok::<_, Infallible>(response.map(|body| Held { body, _in_flight: in_flight }))
+            let Ok(mut response) = router.oneshot(request).await;
+            let slot = response.extensions_mut().remove::<super::LargeSlot>();
+            let held = |body| Held { body, _in_flight: in_flight, _slot: slot };
+            Ok::<_, Infallible>(response.map(held))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -175,7 +184,7 @@ async fn serve_one<S>(
                 connection.as_mut().graceful_shutdown();
             }
             () = activity.changed.notified() => {}
-            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+            () = tokio::time::sleep_until(deadline.map_or_else(Instant::now, |d| d.0)), if deadline.is_some() => {
                 if let Some(why) = activity.expired(&limits) {
                     tracing::debug!(why, "http: closing a connection");
                     return;
@@ -202,11 +211,18 @@ struct Phase {
     idle_since: Instant,
     /// The first byte received since then.
     first_byte: Option<Instant>,
+    /// Since when a write has been waiting for the client to take something.
+    write_blocked: Option<Instant>,
 }
 
 impl Activity {
     fn new() -> Activity {
-        let phase = Phase { in_flight: 0, idle_since: Instant::now(), first_byte: None };
+        let phase = Phase {
+            in_flight: 0,
+            idle_since: Instant::now(),
+            first_byte: None,
+            write_blocked: None,
+        };
         Activity { phase: Mutex::new(phase), changed: Notify::new() }
     }
 
@@ -224,6 +240,20 @@ impl Activity {
         }
     }
 
+    /// A write found the client's socket full (`true`), or wrote something (`false`).
+    fn write_blocked(&self, blocked: bool) {
+        let mut phase = self.phase();
+        match (blocked, phase.write_blocked.is_some()) {
+            (true, false) => {
+                phase.write_blocked = Some(Instant::now());
+                drop(phase);
+                self.changed.notify_one();
+            }
+            (false, true) => phase.write_blocked = None,
+            _ => {}
+        }
+    }
+
     /// A request's header is complete; it is in flight until the guard is dropped.
     fn begin(self: &Arc<Self>) -> InFlight {
         self.phase().in_flight += 1;
@@ -234,26 +264,26 @@ impl Activity {
         self.phase().in_flight == 0
     }
 
-    /// When the connection is closed unless something happens; `None` while a request
-    /// is in flight.
-    fn deadline(&self, limits: &HttpLimits) -> Option<Instant> {
+    /// When the connection is closed unless something happens, and why; while a
+    /// request is in flight, only a write the client takes nothing of has one.
+    fn deadline(&self, limits: &HttpLimits) -> Option<(Instant, &'static str)> {
         let phase = self.phase();
+        if let Some(blocked) = phase.write_blocked {
+            return Some((blocked + limits.write_timeout, "write_timeout"));
+        }
         if phase.in_flight > 0 {
             return None;
         }
         Some(match phase.first_byte {
-            Some(first) => first + limits.header_read_timeout,
-            None => phase.idle_since + limits.idle_timeout,
+            Some(first) => (first + limits.header_read_timeout, "header_timeout"),
+            None => (phase.idle_since + limits.idle_timeout, "idle_timeout"),
         })
     }
 
     /// Why the connection is to be closed now, if it is.
     fn expired(&self, limits: &HttpLimits) -> Option<&'static str> {
-        let deadline = self.deadline(limits)?;
-        if deadline > Instant::now() {
-            return None;
-        }
-        Some(if self.phase().first_byte.is_some() { "header_timeout" } else { "idle_timeout" })
+        let (deadline, why) = self.deadline(limits)?;
+        (deadline <= Instant::now()).then_some(why)
     }
 }
 
@@ -302,7 +332,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.activity.write_blocked(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -310,7 +342,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity.write_blocked(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -326,11 +360,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// A response body that keeps its request in flight until it is sent (or dropped).
+/// A response body that keeps its request in flight (and its large answer's slot)
+/// until it is sent (or dropped).
 #[derive(Debug)]
 struct Held {
     body: Body,
     _in_flight: InFlight,
+    _slot: Option<super::LargeSlot>,
 }
 
 impl http_body::Body for Held {

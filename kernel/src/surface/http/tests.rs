@@ -187,7 +187,7 @@ async fn session_events_are_server_sent_events() {
 #[tokio::test]
 async fn event_streams_and_requests_are_bounded() {
     let host = Arc::new(FakeHost::new());
-    let router = router_with_limits(host, Arc::new(Auth::open()), 1, 1);
+    let router = router_with_limits(host, Arc::new(Auth::open()), 1, 1, 1);
     let open = |router: &Router| {
         tokio::time::timeout(DEADLINE, router.clone().oneshot(get("/sessions/s1/events")))
     };
@@ -204,7 +204,7 @@ async fn event_streams_and_requests_are_bounded() {
 #[tokio::test]
 async fn beyond_the_request_limit_requests_get_503() {
     let host = Arc::new(FakeHost::new());
-    let router = router_with_limits(host.clone(), Arc::new(Auth::open()), 1, 1);
+    let router = router_with_limits(host.clone(), Arc::new(Auth::open()), 1, 1, 1);
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"slow"}"#;
     let slow = tokio::spawn({
         let router = router.clone();

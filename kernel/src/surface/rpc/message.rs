@@ -10,10 +10,13 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use futures_util::{FutureExt, StreamExt, stream};
 use serde_json::json;
 
+use crate::surface::answers::{is_large, json_len};
 use crate::surface::auth::Auth;
 use crate::surface::{Host, RpcError};
 
@@ -86,6 +89,28 @@ pub(crate) enum Triaged {
 }
 
 impl Triaged {
+    fn items(&self) -> &[Item] {
+        match self {
+            Triaged::Single(item) => std::slice::from_ref(item),
+            Triaged::Batch(items) => items,
+        }
+    }
+
+    /// Whether one of its calls may answer with as much as a frame.
+    pub(crate) fn has_large(&self) -> bool {
+        self.items().iter().any(|i| matches!(i, Item::Call(c) if is_large(&c.method)))
+    }
+
+    /// About how much memory its calls' params hold (see
+    /// [`crate::connection::value_weight`]).
+    pub(crate) fn weight(&self) -> usize {
+        let weigh = |i: &Item| match i {
+            Item::Call(c) => crate::connection::value_weight(&c.params),
+            _ => 0,
+        };
+        self.items().iter().map(weigh).sum()
+    }
+
     /// How many host calls completing it makes.
     pub(crate) fn calls(&self) -> usize {
         let is_call = |item: &Item| matches!(item, Item::Call(_));
@@ -111,22 +136,67 @@ pub(crate) fn triage(text: &str, gate: &mut Gate) -> Triaged {
     }
 }
 
-/// Makes the host calls of `triaged`, at most `concurrency` at once, and builds the answer.
+/// Makes the host calls of `triaged`, at most `concurrency` at once, and builds the
+/// answer. In a batch, the calls that may answer with as much as a frame run one at a
+/// time, and once the batch's answer has reached `max_answer_bytes` the rest of them are
+/// answered with an error instead of run (`UNKNOWN_ERROR`, `reason: "batch_too_large"`):
+/// a batch's answer is one line, held whole until it is written.
 pub(crate) async fn complete(
     host: &dyn Host,
     triaged: Triaged,
     concurrency: usize,
+    max_answer_bytes: usize,
 ) -> Option<Value> {
     match triaged {
         Triaged::Single(item) => run(host, item).await,
         Triaged::Batch(items) => {
+            let batch = Batch { bytes: AtomicUsize::new(0), large: tokio::sync::Mutex::new(()) };
             let answers: Vec<Value> = stream::iter(items)
-                .map(|item| run(host, item))
+                .map(|item| batch.run(host, item, max_answer_bytes))
                 .buffered(concurrency.max(1))
                 .filter_map(std::future::ready)
                 .collect()
                 .await;
             (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+    }
+}
+
+/// A batch under way: the size of its answer so far, and its turn for large calls.
+struct Batch {
+    bytes: AtomicUsize,
+    large: tokio::sync::Mutex<()>,
+}
+
+impl Batch {
+    async fn run(&self, host: &dyn Host, item: Item, max_bytes: usize) -> Option<Value> {
+        let _turn = match &item {
+            Item::Call(call) if is_large(&call.method) => {
+                let turn = self.large.lock().await;
+                if self.bytes.load(Ordering::Relaxed) >= max_bytes {
+                    let err = ErrorObject::new(
+                        ErrorCode::UnknownError,
+                        format!("the batch's answer reached {max_bytes} bytes; send this call again on its own"),
+                    )
+                    .with_data(json!({ "reason": "batch_too_large", "max_bytes": max_bytes }));
+                    return answer_or_nothing(call.id.clone(), &call.method, Err(err))
+                        .into_answer();
+                }
+                Some(turn)
+            }
+            _ => None,
+        };
+        let answer = run(host, item).await?;
+        self.bytes.fetch_add(json_len(&answer), Ordering::Relaxed);
+        Some(answer)
+    }
+}
+
+impl Item {
+    fn into_answer(self) -> Option<Value> {
+        match self {
+            Item::Answer(answer) => Some(answer),
+            Item::Call(_) | Item::Nothing => None,
         }
     }
 }

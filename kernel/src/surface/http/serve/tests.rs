@@ -19,6 +19,7 @@ const LIMITS: HttpLimits = HttpLimits {
     header_read_timeout: Duration::from_secs(2),
     body_read_timeout: Duration::from_secs(3),
     idle_timeout: Duration::from_secs(5),
+    write_timeout: Duration::from_secs(7),
 };
 
 /// The longest a test waits for anything (virtual time in paused tests).
@@ -26,7 +27,12 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// One connection served over an in-memory stream, as `serve_http` serves one.
 fn connect(limits: HttpLimits) -> (DuplexStream, JoinHandle<()>) {
-    let (client, server) = tokio::io::duplex(64 * 1024);
+    connect_over(limits, 64 * 1024)
+}
+
+/// [`connect`] over a pipe holding `pipe` bytes.
+fn connect_over(limits: HttpLimits, pipe: usize) -> (DuplexStream, JoinHandle<()>) {
+    let (client, server) = tokio::io::duplex(pipe);
     let router = router(Arc::new(FakeHost::new()), Arc::new(Auth::open()));
     let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
     let served = tokio::spawn(serve_one(server, router, limits, CancellationToken::new(), slot));
@@ -138,6 +144,29 @@ async fn an_event_stream_is_in_flight_and_outlives_every_deadline() {
     assert!(start.elapsed() > LIMITS.idle_timeout * 5);
     drop(client);
     tokio::time::timeout(DEADLINE, served).await.expect("ends when the client leaves").unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_the_client_takes_nothing_of_is_cut_off_at_the_write_deadline() {
+    // A 64 KiB answer through a 1 KiB pipe, and a client that reads none of it.
+    let (mut client, served) = connect_over(LIMITS, 1024);
+    let body = format!(r#"{{"pad": "{}"}}"#, "x".repeat(64 * 1024));
+    let head = format!(
+        "POST /comms/send HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    let start = Instant::now();
+    let writing = tokio::spawn(async move {
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(body.as_bytes()).await.unwrap();
+        client
+    });
+    tokio::time::timeout(DEADLINE, served).await.expect("cut off").unwrap();
+    let waited = start.elapsed();
+    assert!(waited >= LIMITS.write_timeout, "cut after {waited:?}");
+    assert!(waited < LIMITS.write_timeout * 2, "cut after {waited:?}");
+    drop(writing.await.unwrap());
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,120 @@
+//! What a host connection's answers may hold in memory ([`Answers`]): the bytes queued
+//! for its writer, and the large answers (a transcript page, an app's answer) prepared
+//! at once. The JSON-RPC connection holds one each; the HTTP surface one for all its
+//! connections (a response holds its slot until it is written).
+
+use std::sync::Arc;
+
+use burrow_protocol::methods::table::{self, AnswerSize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The answer bounds of one connection (or of a whole surface).
+#[derive(Debug)]
+pub(crate) struct Answers {
+    queue: Arc<Semaphore>,
+    queue_bytes: u32,
+    large: Arc<Semaphore>,
+}
+
+impl Answers {
+    /// At most about `queue_bytes` queued for the writer (one answer more may pass it),
+    /// and `large` large answers prepared at once.
+    pub(crate) fn new(queue_bytes: usize, large: usize) -> Arc<Answers> {
+        let queue_bytes = u32::try_from(queue_bytes).unwrap_or(u32::MAX).max(1);
+        Arc::new(Answers {
+            queue: Arc::new(Semaphore::new(queue_bytes as usize)),
+            queue_bytes,
+            large: Arc::new(Semaphore::new(large.max(1))),
+        })
+    }
+
+    /// Room for an answer of `len` bytes in the writer queue, held until it is written;
+    /// waits while the queue is full. An answer larger than the whole queue takes all of
+    /// it. `None` once closed.
+    pub(crate) async fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(len).unwrap_or(u32::MAX).clamp(1, self.queue_bytes);
+        self.queue.clone().acquire_many_owned(n).await.ok()
+    }
+
+    /// Resolves once the writer queue has room.
+    pub(crate) async fn room(&self) {
+        drop(self.queue.acquire().await);
+    }
+
+    /// Whether nothing waits to be written.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.available_permits() == self.queue_bytes as usize
+    }
+
+    /// A slot to prepare a large answer in, taken once the writer queue has room; hold
+    /// it until the answer is queued (or written).
+    pub(crate) async fn large_slot(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.large.clone().acquire_owned().await.ok()?;
+        self.room().await;
+        Some(slot)
+    }
+}
+
+/// Whether the host method `method` may answer with as much as a frame: a host method
+/// the table says so of, or any other name (an app's gateway method).
+pub(crate) fn is_large(method: &str) -> bool {
+    table::by_host_name(method).is_none_or(|m| m.answer == AnswerSize::Large)
+}
+
+/// How many bytes `value` takes as JSON text, without writing it anywhere.
+pub(crate) fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_and_a_large_answer_waits_for_room() {
+        let answers = Answers::new(1000, 1);
+        let first = answers.reserve(600).await.expect("room");
+        let second = answers.reserve(400).await.expect("room");
+        assert!(!answers.is_empty());
+        // Full: a third waits, and so does a large slot.
+        let third = tokio::time::timeout(Duration::from_millis(50), answers.reserve(10)).await;
+        assert!(third.is_err(), "taken while full");
+        let slot = tokio::time::timeout(Duration::from_millis(50), answers.large_slot()).await;
+        assert!(slot.is_err(), "a large slot while the queue is full");
+        drop(first);
+        let slot = answers.large_slot().await.expect("a slot");
+        // One slot only.
+        let again = tokio::time::timeout(Duration::from_millis(50), answers.large_slot()).await;
+        assert!(again.is_err());
+        drop((slot, second));
+        assert!(answers.is_empty());
+        // An answer larger than the queue takes all of it, and goes.
+        let huge = answers.reserve(1 << 30).await.expect("room");
+        assert_eq!(answers.queue.available_permits(), 0);
+        drop(huge);
+    }
+
+    #[test]
+    fn large_methods_come_from_the_table() {
+        assert!(is_large("session/history"));
+        assert!(is_large("session/list"));
+        assert!(is_large("weather.now"));
+        assert!(!is_large("comms/send"));
+        assert!(!is_large("session/create"));
+        assert_eq!(json_len(&serde_json::json!({"a": [1, "é"]})), r#"{"a":[1,"é"]}"#.len());
+    }
+}
