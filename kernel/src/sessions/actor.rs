@@ -167,6 +167,8 @@ struct Running {
     cancel: CancellationToken,
     /// Steered messages for its next turn boundary.
     steer: mpsc::Sender<super::agent::Steered>,
+    /// Bytes of the steered messages it has not taken yet.
+    steer_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Its task: aborted, not cancelled, when the actor stops or fails (when this is
     /// dropped), so the run stays unfinished in the store and the session's next actor
     /// resumes it.
@@ -519,7 +521,8 @@ fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
         let leftover = super::agent::run(kernel, session, id.clone(), token, steered).await;
         let _ = me.cast(SessionMsg::RunFinished(id, leftover));
     });
-    state.running = Some(Running { id: run_id, cancel, steer, task });
+    let steer_bytes = Default::default();
+    state.running = Some(Running { id: run_id, cancel, steer, steer_bytes, task });
 }
 
 async fn cancel(state: &mut SessionState, run_id: &str) -> Result<(), ErrorObject> {

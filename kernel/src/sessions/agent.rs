@@ -42,6 +42,40 @@ pub struct Steered {
     pub content: String,
     /// Its metadata.
     pub metadata: Option<Map>,
+    /// Its share of the bytes waiting for the run, given back when it is taken.
+    pub held: SteerBytes,
+}
+
+/// Bytes of steered messages waiting for a run: counted in, counted out when dropped.
+#[derive(Debug)]
+pub struct SteerBytes {
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl SteerBytes {
+    /// Counts `bytes` into `waiting`, unless that would pass `max`.
+    pub fn take(
+        waiting: &Arc<std::sync::atomic::AtomicUsize>,
+        bytes: usize,
+        max: usize,
+    ) -> Option<SteerBytes> {
+        use std::sync::atomic::Ordering;
+        let mut now = waiting.load(Ordering::Relaxed);
+        loop {
+            let next = now.checked_add(bytes).filter(|&n| n <= max)?;
+            match waiting.compare_exchange(now, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(SteerBytes { waiting: waiting.clone(), bytes }),
+                Err(actual) => now = actual,
+            }
+        }
+    }
+}
+
+impl Drop for SteerBytes {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A session's replies on their way to its channel. Each delivery waits for the one
@@ -583,5 +617,18 @@ mod tests {
         let last = outgoing.last.take().expect("a delivery");
         assert!(last.await.is_err(), "it panicked");
         assert_eq!(outgoing.pending(), 0);
+    }
+
+    #[test]
+    fn steered_bytes_are_bounded_and_given_back_when_taken() {
+        let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let a = SteerBytes::take(&waiting, 600, 1000).expect("room");
+        assert!(SteerBytes::take(&waiting, 600, 1000).is_none(), "over the bound");
+        let b = SteerBytes::take(&waiting, 400, 1000).expect("just fits");
+        drop(a);
+        assert_eq!(waiting.load(std::sync::atomic::Ordering::Relaxed), 400);
+        drop(b);
+        assert!(SteerBytes::take(&waiting, 1000, 1000).is_some());
+        assert!(SteerBytes::take(&waiting, usize::MAX, usize::MAX).is_some(), "no overflow");
     }
 }

@@ -12,6 +12,7 @@ use super::{
     AfterWrite, DispatchReply, Inbound, Queued, SessionMsg, SessionState, Wake, published,
     queued_run, requeue, write_now,
 };
+use crate::sessions::agent::{SteerBytes, Steered};
 use crate::store::{NewMessage, SessionRow, StoreError, Write};
 
 fn meta_str(metadata: &Option<Map>, key: &str) -> Option<String> {
@@ -189,12 +190,22 @@ async fn steer_into_run(
     let run_id = state.running.as_ref().map(|r| r.id.clone());
     let message_id = message.id.clone();
     if let Some(running) = &state.running {
-        let steered = crate::sessions::agent::Steered {
-            message_id: message.id,
+        // Bounded in bytes as in count: a message that does not fit waits for the next
+        // run like any other (its content is in the store).
+        let held = SteerBytes::take(
+            &running.steer_bytes,
+            message.content.len(),
+            state.kernel.config().ipc.max_queued_bytes,
+        );
+        let steered = held.map(|held| Steered {
+            message_id: message.id.clone(),
             content: message.content,
             metadata: message.metadata,
-        };
-        if running.steer.try_send(steered).is_ok() {
+            held,
+        });
+        if let Some(steered) = steered
+            && running.steer.try_send(steered).is_ok()
+        {
             return Ok(DispatchResult {
                 dispatch_id: message_id,
                 queued: false,
