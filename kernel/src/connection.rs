@@ -22,9 +22,11 @@
 //! - **large answers**: an answer that may be as large as a frame (stored messages,
 //!   another app's answer) is prepared only while the writer queue has room and at most
 //!   `max_large_answers` at a time ([`Responder::prepare_large`]);
-//! - **in flight**: a request whose answer comes later (a routed call, a stream) must take
-//!   one of `max_in_flight` permits ([`Responder::hold_in_flight`]); with none left it is
-//!   answered at once with an error, until some finish.
+//! - **in flight**: a request whose answer comes later (a routed call, a session method)
+//!   takes one of `max_in_flight` permits; with none left it waits, in order with the
+//!   others, while the reader goes on reading (quick requests behind it are handed over;
+//!   waiting ones hold their queue permits and bytes). A stream takes its permit when it
+//!   starts ([`Responder::hold_in_flight`]) and is refused with an error when none is left.
 //!
 //! So one connection holds at most about `max_queued_bytes + writer_queue_bytes +
 //! (max_large_answers + 1) × max_frame_bytes`. A client that reads nothing while the
@@ -37,6 +39,7 @@
 //! because the app went away, the reader still gets a moment to deliver what the app sent
 //! before it left.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -119,6 +122,12 @@ pub struct QueuePermit {
     _bytes: Option<OwnedSemaphorePermit>,
 }
 
+impl QueuePermit {
+    fn new(queued: OwnedSemaphorePermit, bytes: Option<OwnedSemaphorePermit>) -> Self {
+        QueuePermit { _queued: queued, _bytes: bytes }
+    }
+}
+
 type Pending = DashMap<u64, oneshot::Sender<Result<Value, ErrorObject>>>;
 
 /// A cheap handle to one client connection.
@@ -182,7 +191,11 @@ impl Responder {
 
     /// Takes one of the connection's in-flight permits for work answered later; with
     /// none left, the error to answer (`UNKNOWN_ERROR`, `data.reason = "too_many_in_flight"`).
+    /// A request the reader held until a permit was free has its own already.
     pub fn hold_in_flight(&mut self) -> Result<(), ErrorObject> {
+        if self.permit.is_some() {
+            return Ok(());
+        }
         let permit = self.conn.in_flight.clone().try_acquire_owned().map_err(|_| {
             let limit = self.conn.limits.max_in_flight;
             ErrorObject::new(
@@ -474,17 +487,26 @@ impl Connection {
         let queued = Arc::new(Semaphore::new(limits.max_queued));
         let max_bytes = u32::try_from(limits.max_queued_bytes).unwrap_or(u32::MAX).max(1);
         let bytes = Arc::new(Semaphore::new(max_bytes as usize));
+        // Requests waiting for an in-flight slot, oldest first. The client goes on being
+        // read meanwhile (their queue permits and bytes bound them), and they are handed
+        // over in order as slots free up.
+        let mut parked = Parked { waiting: VecDeque::new(), deliver: &deliver };
         let reason = loop {
             // Everything before is handed over; what the read buffer holds is not yet.
             self.unread.store(reader.read_buffer().len(), Ordering::Release);
             // What is read next may need an answer: read only while there is room to
             // write it.
-            if !self.out.has_room() && self.paused_until(self.out.room()).await.is_none() {
-                break "closed by the kernel".to_owned();
+            if !self.out.has_room() {
+                match self.wait(true, &mut parked, self.out.room()).await {
+                    Waited::Done(()) => {}
+                    Waited::Closed => break "closed by the kernel".to_owned(),
+                    Waited::OwnerGone => break "owner stopped".to_owned(),
+                }
             }
-            let frame = tokio::select! {
-                _ = self.closing.cancelled() => break "closed by the kernel".to_owned(),
-                frame = reader.next() => frame,
+            let frame = match self.wait(false, &mut parked, reader.next()).await {
+                Waited::Done(frame) => frame,
+                Waited::Closed => break "closed by the kernel".to_owned(),
+                Waited::OwnerGone => break "owner stopped".to_owned(),
             };
             let decoded = match frame {
                 None => break "closed by the peer".to_owned(),
@@ -523,20 +545,19 @@ impl Connection {
             // Requests and notifications wait for a permit and for their bytes:
             // back-pressure on the client.
             let size = weight(reader.decoder().last_frame_bytes(), &msg);
-            let size = u32::try_from(size).unwrap_or(u32::MAX);
-            let permits = self
-                .paused_until(async {
-                    let permit = queued.clone().acquire_owned().await.ok()?;
-                    let held = bytes.clone().acquire_many_owned(size.clamp(1, max_bytes)).await;
-                    Some((permit, held.ok()?))
-                })
-                .await
-                .flatten();
-            let Some((permit, held)) = permits else {
-                break "closed by the kernel".to_owned();
+            let size = u32::try_from(size).unwrap_or(u32::MAX).clamp(1, max_bytes);
+            let permits = async {
+                let permit = queued.clone().acquire_owned().await.ok()?;
+                Some((permit, bytes.clone().acquire_many_owned(size).await.ok()?))
+            };
+            let (permit, held) = match self.wait(true, &mut parked, permits).await {
+                Waited::Done(Some(permits)) => permits,
+                Waited::Done(None) | Waited::Closed => break "closed by the kernel".to_owned(),
+                Waited::OwnerGone => break "owner stopped".to_owned(),
             };
             let inbound = match msg {
                 Message::Request(req) => {
+                    let slot = takes_slot(&req.method);
                     let responder = Responder {
                         conn: self.clone(),
                         id: Some(req.id.clone()),
@@ -544,10 +565,19 @@ impl Connection {
                         bytes: Some(held),
                         large: None,
                     };
-                    Inbound::Request(req, responder, QueuePermit { _queued: permit, _bytes: None })
+                    let inbound = Inbound::Request(req, responder, QueuePermit::new(permit, None));
+                    if slot {
+                        // Behind those already waiting, or at once when a slot is free.
+                        parked.waiting.push_back(inbound);
+                        if !parked.hand_over(&self.in_flight) {
+                            break "owner stopped".to_owned();
+                        }
+                        continue;
+                    }
+                    inbound
                 }
                 Message::Notification(n) => {
-                    Inbound::Notification(n, QueuePermit { _queued: permit, _bytes: Some(held) })
+                    Inbound::Notification(n, QueuePermit::new(permit, Some(held)))
                 }
                 Message::Response(_) | Message::Chunk(_) => continue,
             };
@@ -555,6 +585,9 @@ impl Connection {
                 break "owner stopped".to_owned();
             }
         };
+        // Requests still waiting for a slot are dropped: each is answered INTERNAL_ERROR
+        // if the connection can still take it.
+        parked.waiting.clear();
         // Every kernel → app request still waiting fails with CONNECTION_CLOSED.
         self.unread.store(0, Ordering::Release);
         self.read_done.store(true, Ordering::SeqCst);
@@ -572,16 +605,37 @@ impl Connection {
         }
     }
 
-    /// Awaits `wait` with the reader marked as held back; `None` if the connection
-    /// closes first. The client's silence meanwhile is not its own: its clock restarts.
-    async fn paused_until<T>(&self, wait: impl Future<Output = T>) -> Option<T> {
-        self.paused.store(true, Ordering::Relaxed);
-        let outcome = tokio::select! {
-            () = self.closing.cancelled() => None,
-            done = wait => Some(done),
+    /// Awaits `wait` (with the reader marked as held back when `pause`), handing parked
+    /// requests over as in-flight slots free up meanwhile. A held-back client's silence
+    /// is not its own: its clock restarts when the wait ends.
+    async fn wait<T, F>(
+        &self,
+        pause: bool,
+        parked: &mut Parked<'_, F>,
+        wait: impl Future<Output = T>,
+    ) -> Waited<T>
+    where
+        F: Fn(Inbound) -> bool,
+    {
+        self.paused.store(pause, Ordering::Relaxed);
+        let mut wait = std::pin::pin!(wait);
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                () = self.closing.cancelled() => break Waited::Closed,
+                done = &mut wait => break Waited::Done(done),
+                slot = self.in_flight.clone().acquire_owned(), if !parked.waiting.is_empty() => {
+                    let Ok(slot) = slot else { break Waited::Closed };
+                    if !parked.hand_over_with(slot) || !parked.hand_over(&self.in_flight) {
+                        break Waited::OwnerGone;
+                    }
+                }
+            }
         };
-        self.paused.store(false, Ordering::Relaxed);
-        self.last_seen.store(mono_ms(), Ordering::Relaxed);
+        if pause {
+            self.paused.store(false, Ordering::Relaxed);
+            self.last_seen.store(mono_ms(), Ordering::Relaxed);
+        }
         outcome
     }
 
@@ -604,6 +658,53 @@ impl Connection {
             },
         }
     }
+}
+
+/// How a reader's wait ended.
+enum Waited<T> {
+    Done(T),
+    Closed,
+    OwnerGone,
+}
+
+/// Requests read and waiting for an in-flight slot, and where they go once they have one.
+struct Parked<'a, F> {
+    waiting: VecDeque<Inbound>,
+    deliver: &'a F,
+}
+
+impl<F: Fn(Inbound) -> bool> Parked<'_, F> {
+    /// Hands over, in order, the waiting requests the free slots of `in_flight` can
+    /// take; false when the owner is gone.
+    fn hand_over(&mut self, in_flight: &Arc<Semaphore>) -> bool {
+        while !self.waiting.is_empty() {
+            let Ok(slot) = in_flight.clone().try_acquire_owned() else { break };
+            if !self.hand_over_with(slot) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hands the oldest waiting request over with `slot`.
+    fn hand_over_with(&mut self, slot: OwnedSemaphorePermit) -> bool {
+        let Some(mut inbound) = self.waiting.pop_front() else { return true };
+        if let Inbound::Request(_, responder, _) = &mut inbound {
+            responder.permit = Some(slot);
+        }
+        (self.deliver)(inbound)
+    }
+}
+
+/// Whether a request holds an in-flight slot from when it is read: every method the
+/// table says is answered later but streams (which take theirs when they start, and are
+/// refused when none is left), and any name the table does not know (an app's gateway
+/// method).
+fn takes_slot(method: &str) -> bool {
+    use burrow_protocol::methods::table::{self, Direction, Shape};
+    table::by_ipc_name(method).is_none_or(|m| {
+        m.long_running && m.shape != Shape::Stream && m.direction != Direction::ToApp
+    })
 }
 
 /// About how much memory a decoded message holds: its frame, and its params' values

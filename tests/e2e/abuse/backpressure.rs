@@ -166,3 +166,41 @@ async fn a_client_writing_without_a_window_and_reading_everything_is_served_to_t
     }
     drop(writing.await.expect("writer"));
 }
+
+#[tokio::test]
+async fn requests_past_the_in_flight_bound_wait_their_turn_and_every_one_is_served() {
+    // 8 in-flight slots; a client writes 2 000 routed calls without a window: each
+    // waits for a slot (no `too_many_in_flight`), and every one is answered.
+    let config = format!("{CONFIG}max_in_flight = 8\n");
+    let kernel = Kernel::start_with_config(&config).await;
+    let manifest = json!({"id": "tools", "version": "1.0.0", "capabilities": {"tools": ["*"]}});
+    let mut tools = RawConn::app(&kernel.socket, manifest).await;
+    tools.register_tool("echo", None).await;
+    const CALLS: u64 = 2_000;
+    let answering = tokio::spawn(async move {
+        for _ in 0..CALLS {
+            let invoke = tools.expect_method("tool.invoke").await;
+            tools.answer(&invoke["id"], json!({"content": invoke["params"]["arguments"]})).await;
+        }
+        tools
+    });
+    let Transport { mut reader, mut writer } = split_client(&kernel, "eager").await;
+    let writing = tokio::spawn(async move {
+        for id in 1..=CALLS {
+            let params = json!({"name": "echo", "arguments": {"n": id}});
+            writer.feed(Message::request(id, "tool.call", params)).await.expect("send");
+        }
+        writer.flush().await.expect("flush");
+        writer
+    });
+    for answered in 0..CALLS {
+        let next = tokio::time::timeout(DEADLINE, reader.next()).await;
+        let Ok(Some(Ok(Ok(Message::Response(r))))) = next else {
+            panic!("after {answered} answers: {next:?}");
+        };
+        let id = r.id.clone();
+        let result = r.outcome.unwrap_or_else(|e| panic!("after {answered} answers: {e}"));
+        assert_eq!(json!(id), result["content"]["n"], "{result}");
+    }
+    drop((writing.await.expect("writer"), answering.await.expect("tools")));
+}
