@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 
 use crate::connection::Connection;
 
+pub mod known_tools;
 pub mod route_path;
 
 /// Events an interceptor may hold (PROTOCOL.md §6), with the payload fields a `modify`

@@ -86,6 +86,8 @@ pub struct Kernel {
     pub peers: std::sync::OnceLock<Arc<crate::comms::remote::PeerNet>>,
     /// Peer requests whose response is being delivered right now (one at a time each).
     pub comms_claims: dashmap::DashMap<String, ()>,
+    /// The tools registered before this start, and since.
+    pub known_tools: crate::capabilities::known_tools::KnownTools,
 }
 
 impl Kernel {
@@ -96,7 +98,9 @@ impl Kernel {
         paths: KernelPaths,
         store: Arc<dyn Storage>,
     ) -> Self {
+        let known_tools = crate::capabilities::known_tools::KnownTools::open(&paths.state_dir);
         Self {
+            known_tools,
             paths,
             store,
             sessions: Sessions::default(),

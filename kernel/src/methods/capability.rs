@@ -2,7 +2,7 @@
 
 use burrow_protocol::methods::Ack;
 use burrow_protocol::methods::capability::{
-    CapabilityConfig, RegisterCapabilityParams, RegisterCapabilityResult,
+    CapabilityConfig, CapabilityType, RegisterCapabilityParams, RegisterCapabilityResult,
     UnregisterCapabilityParams,
 };
 use burrow_protocol::{ErrorCode, ErrorObject, Map};
@@ -62,6 +62,9 @@ pub fn register(
         Err(holder) => denied(format!("{name:?} is already taken by app {holder:?}")),
         Ok(cap) => {
             tracing::info!(app = %app_id, capability = %cap.id, kind = ?cap.config.kind(), %name, "capability granted");
+            if cap.config.kind() == CapabilityType::Tool {
+                kernel.known_tools.registered(&name);
+            }
             kernel.emit("capability_registered", event_payload(&cap), app_context(&app_id));
             Ok(RegisterCapabilityResult {
                 capability_id: cap.id.clone(),
@@ -91,6 +94,9 @@ pub fn unregister(
         ));
     }
     if let Some(cap) = kernel.caps.remove(&cap.id) {
+        if let (CapabilityType::Tool, Some(name)) = (cap.config.kind(), cap.name()) {
+            kernel.known_tools.withdrawn(&name);
+        }
         kernel.emit("capability_unregistered", event_payload(&cap), app_context(&cap.app_id));
     }
     Ok(Ack::OK)

@@ -31,7 +31,8 @@ use super::actor::context;
 use crate::capabilities::{Capability, Unready};
 use crate::hooks;
 use crate::kernel::Kernel;
-use crate::store::{NewMessage, RunRow, SessionRow, Write};
+use crate::methods::session::page_bytes;
+use crate::store::{NewMessage, Page, RunRow, SessionRow, Write};
 
 /// A message steered into a running turn, taken at its next turn boundary.
 #[derive(Debug)]
@@ -272,8 +273,10 @@ async fn turns(
     let agent: AgentSpec = config.agents.get(&session.agent_id).cloned().unwrap_or_default();
     let key = &session.key;
     let ctx = run_context(key, run_id);
-    let history = match kernel.store().history(key, 1000, None).await {
-        Ok(h) => h,
+    // The newest of the transcript, as much as fits a provider's request.
+    let page = Page { limit: 1000, before: None, max_bytes: page_bytes(kernel) };
+    let history = match kernel.store().history_page(key, page).await {
+        Ok(h) => h.messages,
         Err(e) => return End::Failed(format!("cannot read the transcript: {e}")),
     };
     let context = super::context::build(history, run_id);
@@ -318,6 +321,7 @@ async fn turns(
             }
         };
     let tool_wait = Duration::from_millis(config.sessions.tool_wait_ms);
+    tools_known_before(kernel, &agent, tool_wait).await;
     // The tools this run waited for in vain.
     let mut given_up = HashSet::new();
     for turn in 0..agent.max_turns {
@@ -428,6 +432,39 @@ async fn wait_for_tool(
     if kernel.ready_capability(CapabilityType::Tool, name, wait).await.is_err() {
         tracing::warn!(session = %key, run = %run_id, tool = %name, "no ready app holds the tool after {ms} ms; this run does not wait for it again");
         given_up.insert(name.to_owned());
+    }
+}
+
+/// Soon after a restart (within `wait` of the kernel's start), gives the apps of the
+/// tools registered before it time to reconnect before the provider is shown the tools:
+/// until each of those the agent may use is back with a ready app, or `wait` since the
+/// start has passed. A run resumed at start (its provider back first) would otherwise be
+/// offered none of them.
+async fn tools_known_before(kernel: &Kernel, agent: &AgentSpec, wait: Duration) {
+    let up = Duration::from_millis(now_ms().saturating_sub(kernel.started_at));
+    let Some(left) = wait.checked_sub(up).filter(|left| !left.is_zero()) else { return };
+    let deadline = tokio::time::Instant::now() + left;
+    let mut missing = Vec::new();
+    for name in kernel.known_tools.before() {
+        let allowed =
+            agent.tools.iter().any(|p| burrow_protocol::manifest::pattern_matches(p, name));
+        let here = kernel.ready_capability(CapabilityType::Tool, name, Duration::ZERO).await;
+        if allowed && here.is_err() {
+            missing.push(name.as_str());
+        }
+    }
+    if missing.is_empty() {
+        return;
+    }
+    tracing::info!(tools = ?missing, wait_ms = left.as_millis() as u64, "a run waits for the tools known before the restart");
+    for name in missing {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if kernel.ready_capability(CapabilityType::Tool, name, left).await.is_err() {
+            tracing::info!(
+                tool = name,
+                "a tool known before the restart did not come back in time"
+            );
+        }
     }
 }
 
