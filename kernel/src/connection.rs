@@ -11,22 +11,22 @@
 //!
 //! - **queued**: each request or notification holds a [`QueuePermit`] until its owner has
 //!   handled it; with `max_queued` waiting, the reader stops reading;
-//! - **queued bytes**: the frames of requests not yet answered (and of notifications not
-//!   yet handled) hold their size out of `max_queued_bytes`; with none left, the reader
-//!   stops reading;
+//! - **queued bytes**: the requests and notifications not yet handled hold their size
+//!   (as decoded) out of `max_queued_bytes`; with none left, the reader stops reading;
 //! - **writer queue**: with `writer_queue` frames or `writer_queue_bytes` bytes waiting
 //!   to be written, the reader stops reading. Answers are queued whatever the bound (the
-//!   requests they answer were already taken); what is not an answer (a request to the
-//!   app, a notification) is refused instead ([`Connection::request`] fails with
-//!   `reason: "not_reading"`);
+//!   requests they answer were already taken); a request to the app waits for room
+//!   within its deadline ([`Connection::request`], `TIMEOUT` with `reason:
+//!   "not_reading"` past it), a notification is refused ([`Connection::send`] is false);
 //! - **large answers**: an answer that may be as large as a frame (stored messages,
 //!   another app's answer) is prepared only while the writer queue has room and at most
 //!   `max_large_answers` at a time ([`Responder::prepare_large`]);
 //! - **in flight**: a request whose answer comes later (a routed call, a session method)
 //!   takes one of `max_in_flight` permits; with none left it waits, in order with the
 //!   others, while the reader goes on reading (quick requests behind it are handed over;
-//!   waiting ones hold their queue permits and bytes). A stream takes its permit when it
-//!   starts ([`Responder::hold_in_flight`]) and is refused with an error when none is left.
+//!   waiting ones hold their queue permits and bytes). Streams have `max_in_flight`
+//!   permits of their own, taken when one starts ([`Responder::hold_in_flight`]); with
+//!   none left a new one is refused with an error.
 //!
 //! So one connection holds at most about `max_queued_bytes + writer_queue_bytes +
 //! (max_large_answers + 1) × max_frame_bytes`. A client that reads nothing while the
@@ -118,12 +118,12 @@ impl Limits {
 #[derive(Debug)]
 pub struct QueuePermit {
     _queued: OwnedSemaphorePermit,
-    /// A notification's bytes (a request's go with its [`Responder`]).
-    _bytes: Option<OwnedSemaphorePermit>,
+    /// Its share of `max_queued_bytes`.
+    _bytes: OwnedSemaphorePermit,
 }
 
 impl QueuePermit {
-    fn new(queued: OwnedSemaphorePermit, bytes: Option<OwnedSemaphorePermit>) -> Self {
+    fn new(queued: OwnedSemaphorePermit, bytes: OwnedSemaphorePermit) -> Self {
         QueuePermit { _queued: queued, _bytes: bytes }
     }
 }
@@ -151,6 +151,10 @@ pub struct Connection {
     closing: CancellationToken,
     tasks: TaskTracker,
     in_flight: Arc<Semaphore>,
+    /// Bytes (as decoded) of the requests holding in-flight slots.
+    flight_bytes: Arc<Semaphore>,
+    /// Streams open, a pool of their own: they last as long as the client wants.
+    streams: Arc<Semaphore>,
     /// Large answers being prepared.
     large: Arc<Semaphore>,
     /// Set while the reader waits for room instead of reading.
@@ -177,8 +181,8 @@ pub struct Responder {
     conn: Connection,
     id: Option<Id>,
     permit: Option<OwnedSemaphorePermit>,
-    /// The request's share of `max_queued_bytes`, held until it is answered.
-    bytes: Option<OwnedSemaphorePermit>,
+    /// The request's share of the in-flight bytes, held with its slot.
+    flight_bytes: Option<OwnedSemaphorePermit>,
     /// A large-answer slot, once [`Self::prepare_large`] took one.
     large: Option<OwnedSemaphorePermit>,
 }
@@ -189,18 +193,21 @@ impl Responder {
         self.id.as_ref()
     }
 
-    /// Takes one of the connection's in-flight permits for work answered later; with
-    /// none left, the error to answer (`UNKNOWN_ERROR`, `data.reason = "too_many_in_flight"`).
-    /// A request the reader held until a permit was free has its own already.
+    /// Makes sure the request holds a permit for work answered later. A request the
+    /// reader held until an in-flight slot was free has one already; a stream takes one
+    /// of the streams' own (`max_in_flight` of them), and with none left gets the error
+    /// to answer (`UNKNOWN_ERROR`, `data.reason = "too_many_in_flight"`).
     pub fn hold_in_flight(&mut self) -> Result<(), ErrorObject> {
         if self.permit.is_some() {
             return Ok(());
         }
-        let permit = self.conn.in_flight.clone().try_acquire_owned().map_err(|_| {
+        let permit = self.conn.streams.clone().try_acquire_owned().map_err(|_| {
             let limit = self.conn.limits.max_in_flight;
             ErrorObject::new(
                 ErrorCode::UnknownError,
-                format!("too many requests in flight on this connection (limit {limit}); retry when some finish"),
+                format!(
+                    "too many streams open on this connection (limit {limit}); retry when some end"
+                ),
             )
             .with_data(serde_json::json!({ "reason": "too_many_in_flight", "limit": limit }))
         })?;
@@ -224,18 +231,11 @@ impl Responder {
         conn.out.room().await;
     }
 
-    /// Gives the request's bytes back before it is answered: for streams, which run for
-    /// as long as the client wants once their params are read.
-    pub fn release_bytes(&mut self) {
-        self.bytes = None;
-    }
-
     /// Releases the in-flight permit, if one was held, and sends the answer: in that
     /// order, so a client that sends its next request on reading this answer finds the
     /// room it freed.
     pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
-        self.permit = None;
-        self.bytes = None;
+        (self.permit, self.flight_bytes) = (None, None);
         if let Some(id) = self.id.take() {
             self.conn.send(Message::Response(Response { id: Some(id), outcome }));
         }
@@ -244,8 +244,7 @@ impl Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        self.permit = None;
-        self.bytes = None;
+        (self.permit, self.flight_bytes) = (None, None);
         if let Some(id) = self.id.take() {
             let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
             self.conn.send(Message::error(Some(id), err));
@@ -284,6 +283,8 @@ impl Connection {
             closing: closing.clone(),
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            streams: Arc::new(Semaphore::new(limits.max_in_flight)),
+            flight_bytes: Arc::new(Semaphore::new(clamp_u32(limits.max_queued_bytes) as usize)),
             large: Arc::new(Semaphore::new(limits.max_large_answers.max(1))),
             paused: Arc::new(AtomicBool::new(false)),
             unread: Arc::new(AtomicUsize::new(0)),
@@ -439,29 +440,45 @@ impl Connection {
         // The reader sets `read_done` before clearing the table: an entry inserted after
         // the clear is caught here, one inserted before it is dropped by the clear.
         let gone = self.read_done.load(Ordering::SeqCst) || self.closing.is_cancelled();
-        let refused = if gone {
-            Some(connection_closed())
+        // Sent now when the app's queue has room (so requests made in order go in
+        // order); else the future waits for room, within the same deadline.
+        let (refused, later) = if gone {
+            (Some(connection_closed()), None)
         } else {
             match self.out.try_send(Message::request(id, method, params)) {
-                Ok(()) => None,
-                Err(SendError::Encode(e)) => Some(ErrorObject::new(
-                    ErrorCode::InvalidParams,
-                    format!("the request to the app cannot be sent: {e}"),
-                )),
-                Err(SendError::Full(_)) => Some(not_reading(&self.out)),
-                Err(SendError::Closed) => Some(connection_closed()),
+                Ok(()) => (None, None),
+                Err(SendError::Encode(e)) => (
+                    Some(ErrorObject::new(
+                        ErrorCode::InvalidParams,
+                        format!("the request to the app cannot be sent: {e}"),
+                    )),
+                    None,
+                ),
+                Err(SendError::Full(msg)) => (None, Some(msg)),
+                Err(SendError::Closed) => (Some(connection_closed()), None),
             }
         };
         if refused.is_some() {
             self.pending.remove(&id);
         }
-        let pending = self.pending.clone();
+        let (pending, out) = (self.pending.clone(), self.out.clone());
         let method = method.to_owned();
         async move {
             if let Some(e) = refused {
                 return Err(e);
             }
-            match tokio::time::timeout(timeout, rx).await {
+            let deadline = tokio::time::Instant::now() + timeout;
+            if let Some(msg) = later {
+                let sent = tokio::time::timeout_at(deadline, out.send(msg)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    pending.remove(&id);
+                    return Err(match sent {
+                        Err(_) => not_reading(&out),
+                        Ok(_) => connection_closed(),
+                    });
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(_)) => Err(connection_closed()),
                 Err(_) => {
@@ -492,8 +509,13 @@ impl Connection {
         // over in order as slots free up.
         let mut parked = Parked { waiting: VecDeque::new(), deliver: &deliver };
         let reason = loop {
-            // Everything before is handed over; what the read buffer holds is not yet.
-            self.unread.store(reader.read_buffer().len(), Ordering::Release);
+            // Requests waiting for a slot go first when one is free.
+            if !parked.hand_over(&self) {
+                break "owner stopped".to_owned();
+            }
+            // What the read buffer holds, and the requests waiting, are not handed over.
+            let unread = reader.read_buffer().len() + parked.waiting.len();
+            self.unread.store(unread, Ordering::Release);
             // What is read next may need an answer: read only while there is room to
             // write it.
             if !self.out.has_room() {
@@ -562,14 +584,15 @@ impl Connection {
                         conn: self.clone(),
                         id: Some(req.id.clone()),
                         permit: None,
-                        bytes: Some(held),
+                        flight_bytes: None,
                         large: None,
                     };
-                    let inbound = Inbound::Request(req, responder, QueuePermit::new(permit, None));
+                    let queued = QueuePermit::new(permit, held);
+                    let inbound = Inbound::Request(req, responder, queued);
                     if slot {
                         // Behind those already waiting, or at once when a slot is free.
-                        parked.waiting.push_back(inbound);
-                        if !parked.hand_over(&self.in_flight) {
+                        parked.waiting.push_back((inbound, size));
+                        if !parked.hand_over(&self) {
                             break "owner stopped".to_owned();
                         }
                         continue;
@@ -577,7 +600,7 @@ impl Connection {
                     inbound
                 }
                 Message::Notification(n) => {
-                    Inbound::Notification(n, QueuePermit::new(permit, Some(held)))
+                    Inbound::Notification(n, QueuePermit::new(permit, held))
                 }
                 Message::Response(_) | Message::Chunk(_) => continue,
             };
@@ -620,16 +643,17 @@ impl Connection {
         self.paused.store(pause, Ordering::Relaxed);
         let mut wait = std::pin::pin!(wait);
         let outcome = loop {
+            let front = parked.waiting.front().map(|(_, weight)| *weight);
             tokio::select! {
                 biased;
                 () = self.closing.cancelled() => break Waited::Closed,
-                done = &mut wait => break Waited::Done(done),
-                slot = self.in_flight.clone().acquire_owned(), if !parked.waiting.is_empty() => {
-                    let Ok(slot) = slot else { break Waited::Closed };
-                    if !parked.hand_over_with(slot) || !parked.hand_over(&self.in_flight) {
+                slot = self.slot(front.unwrap_or(1)), if front.is_some() => {
+                    let Some(slot) = slot else { break Waited::Closed };
+                    if !parked.hand_over_with(slot) || !parked.hand_over(self) {
                         break Waited::OwnerGone;
                     }
                 }
+                done = &mut wait => break Waited::Done(done),
             }
         };
         if pause {
@@ -637,6 +661,20 @@ impl Connection {
             self.last_seen.store(mono_ms(), Ordering::Relaxed);
         }
         outcome
+    }
+
+    /// An in-flight slot and `weight` in-flight bytes, if free now.
+    fn try_slot(&self, weight: u32) -> Option<Slot> {
+        let slot = self.in_flight.clone().try_acquire_owned().ok()?;
+        let bytes = self.flight_bytes.clone().try_acquire_many_owned(weight).ok()?;
+        Some((slot, bytes))
+    }
+
+    /// An in-flight slot and `weight` in-flight bytes, once free; `None` once closed.
+    async fn slot(&self, weight: u32) -> Option<Slot> {
+        let slot = self.in_flight.clone().acquire_owned().await.ok()?;
+        let bytes = self.flight_bytes.clone().acquire_many_owned(weight).await.ok()?;
+        Some((slot, bytes))
     }
 
     fn resolve(&self, resp: Response) {
@@ -668,17 +706,22 @@ enum Waited<T> {
 }
 
 /// Requests read and waiting for an in-flight slot, and where they go once they have one.
+/// An in-flight slot and the in-flight bytes of the request holding it.
+type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// Requests read and waiting for an in-flight slot (each with its weight), and where
+/// they go once they have one.
 struct Parked<'a, F> {
-    waiting: VecDeque<Inbound>,
+    waiting: VecDeque<(Inbound, u32)>,
     deliver: &'a F,
 }
 
 impl<F: Fn(Inbound) -> bool> Parked<'_, F> {
-    /// Hands over, in order, the waiting requests the free slots of `in_flight` can
-    /// take; false when the owner is gone.
-    fn hand_over(&mut self, in_flight: &Arc<Semaphore>) -> bool {
-        while !self.waiting.is_empty() {
-            let Ok(slot) = in_flight.clone().try_acquire_owned() else { break };
+    /// Hands over, in order, the waiting requests `conn`'s free slots can take; false
+    /// when the owner is gone.
+    fn hand_over(&mut self, conn: &Connection) -> bool {
+        while let Some((_, weight)) = self.waiting.front() {
+            let Some(slot) = conn.try_slot(*weight) else { break };
             if !self.hand_over_with(slot) {
                 return false;
             }
@@ -687,13 +730,18 @@ impl<F: Fn(Inbound) -> bool> Parked<'_, F> {
     }
 
     /// Hands the oldest waiting request over with `slot`.
-    fn hand_over_with(&mut self, slot: OwnedSemaphorePermit) -> bool {
-        let Some(mut inbound) = self.waiting.pop_front() else { return true };
+    fn hand_over_with(&mut self, (slot, bytes): Slot) -> bool {
+        let Some((mut inbound, _)) = self.waiting.pop_front() else { return true };
         if let Inbound::Request(_, responder, _) = &mut inbound {
-            responder.permit = Some(slot);
+            (responder.permit, responder.flight_bytes) = (Some(slot), Some(bytes));
         }
         (self.deliver)(inbound)
     }
+}
+
+/// `n` as a semaphore's permit count: at most `u32::MAX`, at least 1.
+fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX).max(1)
 }
 
 /// Whether a request holds an in-flight slot from when it is read: every method the
@@ -718,29 +766,32 @@ fn weight(frame_bytes: usize, msg: &Message) -> usize {
     frame_bytes.saturating_add(value_weight(params))
 }
 
-/// A [`Value`]'s size for every value `value` holds: what it takes in memory beyond its
-/// strings' bytes (a text of many tiny values reads into many times its size).
+/// What `value` takes in memory beyond its strings' bytes, about: a [`Value`] for every
+/// value and a tree node for every map, as the strict reader counts them
+/// ([`burrow_protocol::strict::MAX_VALUE_UNITS`]): a text of many tiny values reads into
+/// many times its size.
 pub fn value_weight(value: &Value) -> usize {
-    fn values(v: &Value) -> usize {
+    use burrow_protocol::strict::MAP_UNITS;
+    fn units(v: &Value) -> usize {
         match v {
-            Value::Array(items) => 1 + items.iter().map(values).sum::<usize>(),
-            Value::Object(map) => 1 + map.values().map(values).sum::<usize>(),
+            Value::Array(items) => 1 + items.iter().map(units).sum::<usize>(),
+            Value::Object(map) => 1 + MAP_UNITS + map.values().map(units).sum::<usize>(),
             _ => 1,
         }
     }
-    values(value).saturating_mul(std::mem::size_of::<Value>())
+    units(value).saturating_mul(std::mem::size_of::<Value>())
 }
 
 fn connection_closed() -> ErrorObject {
     ErrorObject::new(ErrorCode::ConnectionClosed, "the app disconnected before answering")
 }
 
-/// A request the app's full writer queue did not take.
+/// A request the app's full writer queue did not take within its deadline.
 fn not_reading(out: &Outbox) -> ErrorObject {
     let bounds = out.bounds();
     ErrorObject::new(
-        ErrorCode::UnknownError,
-        "the app is not reading what the kernel sends it (its queue is full); try again later",
+        ErrorCode::Timeout,
+        "the app did not read what the kernel sends it (its queue stayed full) in time",
     )
     .with_data(serde_json::json!({
         "reason": "not_reading",
@@ -834,9 +885,11 @@ mod tests {
         for id in sent..20 {
             theirs.writer.send(Message::request(id, "m", json!({}))).await.unwrap();
         }
-        // What is not an answer is refused, and the client is not cut off.
-        let refused = conn.request("tool.invoke", json!({}), Duration::from_secs(60)).await;
+        // A request to the app waits for room within its deadline; a notification is
+        // refused; the client is not cut off.
+        let refused = conn.request("tool.invoke", json!({}), Duration::from_millis(100)).await;
         let err = refused.expect_err("refused");
+        assert_eq!(err.code, ErrorCode::Timeout);
         assert_eq!(err.data.as_ref().map(|d| d["reason"].clone()), Some(json!("not_reading")));
         assert!(!conn.send(Message::notification("hook.event", json!({}))));
         assert!(!conn.closing.is_cancelled());
@@ -866,25 +919,76 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn requests_hold_their_bytes_until_answered() {
-        // Room for about three requests of ~1 KiB at once.
-        let limits = Limits { max_queued_bytes: 3500, max_queued: 100, ..Limits::small(4096) };
+    async fn in_flight_requests_hold_their_bytes_until_answered_and_waiting_ones_are_read() {
+        // Each request weighs about 1.7 KiB (its frame, and a map and a string as values):
+        // room for three in flight, and three more waiting.
+        let limits = Limits { max_queued_bytes: 5500, max_queued: 100, ..Limits::small(4096) };
         let (conn, mut theirs, mut asked) = held(limits, 64 * 1024);
-        for id in 0..6u64 {
+        for id in 0..8u64 {
             let params = json!({ "pad": "x".repeat(1000) });
             theirs.writer.send(Message::request(id, "m", params)).await.unwrap();
         }
         let mut held = Vec::new();
         for _ in 0..3 {
-            held.push(asked.recv().await.expect("a request"));
+            let next = tokio::time::timeout(Duration::from_secs(10), asked.recv()).await;
+            held.push(next.expect("in time").expect("a request"));
         }
+        // Three wait for in-flight bytes, read; the seventh finds no queued bytes left.
         paused(&conn, true).await;
-        assert!(asked.try_recv().is_err(), "a fourth request was taken");
-        // One answered: one more comes in.
+        assert!(asked.try_recv().is_err(), "a fourth request was handed over");
+        // One answered: the oldest waiting one goes in, in order.
         held.pop().expect("held").reply(Ok(json!(1)));
         let next = tokio::time::timeout(Duration::from_secs(10), asked.recv()).await;
-        held.push(next.expect("in time").expect("a request"));
+        let next = next.expect("in time").expect("a request");
+        assert_eq!(next.id(), Some(&Id::Num(3)));
+        held.push(next);
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_gets_a_freed_slot_while_the_client_keeps_sending() {
+        // One slot; r1 holds it, r2 waits; then a long run of notifications. Once r1 is
+        // answered, r2 is handed over at once, not after all of them.
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let (tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+        let notes = Arc::new(AtomicUsize::new(0));
+        let seen = notes.clone();
+        let limits = Limits { max_in_flight: 1, max_queued: 1 << 20, ..Limits::small(4096) };
+        let _conn = Connection::spawn(
+            1,
+            Transport::new(ar, aw, 4096),
+            limits,
+            &TaskTracker::new(),
+            move |inbound| {
+                match inbound {
+                    Inbound::Request(_, responder, _) => drop(tx.send(responder)),
+                    Inbound::Notification(..) => drop(seen.fetch_add(1, Ordering::Relaxed)),
+                    Inbound::Closed(_) => {}
+                }
+                true
+            },
+        );
+        let mut theirs = Transport::new(br, bw, 1 << 20);
+        const NOTES: usize = 100_000;
+        theirs.writer.feed(Message::request(1u64, "m", json!({}))).await.unwrap();
+        theirs.writer.feed(Message::request(2u64, "m", json!({}))).await.unwrap();
+        let writing = tokio::spawn(async move {
+            for _ in 0..NOTES {
+                theirs.writer.feed(Message::notification("n", json!({}))).await.unwrap();
+            }
+            theirs.writer.flush().await.unwrap();
+            theirs
+        });
+        let r1 = tokio::time::timeout(Duration::from_secs(10), asked.recv()).await;
+        r1.expect("in time").expect("r1").reply(Ok(json!(1)));
+        let r2 = tokio::time::timeout(Duration::from_secs(10), asked.recv()).await;
+        let r2 = r2.expect("in time").expect("r2");
+        assert_eq!(r2.id(), Some(&Id::Num(2)));
+        let behind = notes.load(Ordering::Relaxed);
+        assert!(behind < NOTES, "r2 came only after all {NOTES} notifications");
+        drop((r2, writing.await.unwrap()));
     }
 
     #[tokio::test]

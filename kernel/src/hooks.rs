@@ -250,16 +250,16 @@ pub async fn intercept(
             intercept: true,
             deadline_ms: Some(now_ms() + timeout.as_millis() as u64),
         };
-        // An interceptor whose queue is full (it is not reading) is one that did not
-        // answer, at once.
-        let sent = cap.conn.send(Message::notification(HookEvent::NAME, to_value(&params)));
+        // An interceptor whose queue stays full (it is not reading) within the deadline
+        // is one that did not answer.
+        let note = Message::notification(HookEvent::NAME, to_value(&params));
         let answer = async {
-            match sent {
-                true => tokio::time::timeout(timeout, rx).await.ok()?.ok(),
-                false => None,
+            if !cap.conn.send_wait(note).await {
+                return None;
             }
+            rx.await.ok()
         };
-        let verdict = answer.await;
+        let verdict = tokio::time::timeout(timeout, answer).await.ok().flatten();
         if verdict.is_none() {
             scope.hooks.pending.remove(&event_id);
         }

@@ -52,6 +52,21 @@ where
     });
 }
 
+/// Answers from a task with another app's answer (a routed call's), queued once a
+/// large-answer slot is free and the writer queue has room: the call itself runs at once
+/// (the in-flight bound counts those), only its answer waits its turn.
+pub(crate) fn answer_routed<F>(responder: Responder, f: F)
+where
+    F: Future<Output = Result<Value, ErrorObject>> + Send + 'static,
+{
+    let mut responder = responder;
+    tokio::spawn(async move {
+        let outcome = f.await;
+        responder.prepare_large().await;
+        responder.reply(outcome);
+    });
+}
+
 /// `APP_NOT_REGISTERED` for `method`.
 pub fn not_registered(method: &str) -> ErrorObject {
     ErrorObject::new(ErrorCode::AppNotRegistered, format!("call app.register before {method}"))

@@ -12,7 +12,11 @@
 //!   `serde_json` reads it as null, so a value holding one would be stored and forwarded
 //!   changed. The read goes on to the end (so that a frame's id and kind are still
 //!   known) with a stand-in for the float, and the caller refuses the whole value
-//!   ([`Refused`]).
+//!   ([`Refused`]);
+//! - a value may hold at most [`MAX_VALUE_UNITS`] units, a unit for every value and
+//!   [`MAP_UNITS`] more for every map: a few bytes of tiny values or maps read into many
+//!   times their size in memory (a map is a tree node of some 600 bytes), so a frame or a
+//!   line is refused before it can (see docs/protocol.md §2).
 
 use std::cell::OnceCell;
 use std::fmt;
@@ -80,12 +84,38 @@ pub(crate) fn render(path: &[Step]) -> String {
     out
 }
 
-/// The first non-finite float a read met, if any: the caller refuses the value read when
-/// there is one, since the value holds a stand-in for it.
-#[derive(Debug, Default)]
-pub(crate) struct Refused(OnceCell<NotFinite>);
+/// Most units one value read may hold: one a value, [`MAP_UNITS`] more a map. At 32
+/// bytes a unit, about 64 MiB in memory.
+pub const MAX_VALUE_UNITS: usize = 2_000_000;
+/// The units a map costs beyond its own as a value.
+pub const MAP_UNITS: usize = 19;
+
+/// What a read met that refuses the value: the first non-finite float, if any (the value
+/// holds a stand-in for it), and the units it has left.
+#[derive(Debug)]
+pub(crate) struct Refused(OnceCell<NotFinite>, std::cell::Cell<usize>);
+
+impl Default for Refused {
+    fn default() -> Self {
+        Refused(OnceCell::new(), std::cell::Cell::new(MAX_VALUE_UNITS))
+    }
+}
 
 impl Refused {
+    /// Spends `units` of the value's budget; an error once none is left.
+    fn spend<E: de::Error>(&self, units: usize) -> Result<(), E> {
+        match self.1.get().checked_sub(units) {
+            Some(left) => {
+                self.1.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(format_args!(
+                "the value holds too many values and maps (more than {MAX_VALUE_UNITS} units: one a value, {} a map)",
+                MAP_UNITS + 1
+            ))),
+        }
+    }
+
     /// Notes a non-finite float at `at`, unless one came before.
     fn note(&self, at: &At<'_>, f: f64) {
         if self.0.get().is_some() {
@@ -162,6 +192,7 @@ impl<'de> DeserializeSeed<'de> for Json<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.refused.spend(1)?;
         d.deserialize_any(self)
     }
 }
@@ -228,6 +259,7 @@ impl<'de> Visitor<'de> for Json<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.refused.spend(MAP_UNITS)?;
         let mut members = Map::new();
         while let Some(key) = map.next_key_seed(StringKey(str::to_owned))? {
             let at = At::Key(&self.at, &key);
@@ -364,5 +396,27 @@ mod tests {
         assert_eq!(read(&two).1.as_deref(), Some(&*format!("-inf at `[1]`: {NOT_FINITE}")));
         let (value, found) = read(&Mp::Array(vec![Mp::F64(-0.0), Mp::F32(1e38), Mp::F64(1e308)]));
         assert_eq!((value, found), (serde_json::json!([-0.0, f64::from(1e38_f32), 1e308]), None));
+    }
+
+    #[test]
+    fn a_value_of_too_many_values_or_maps_is_refused() {
+        // The array itself is a value too.
+        let values = |n: usize, item: &str| format!("[{}]", vec![item; n].join(","));
+        assert!(from_json(&values(MAX_VALUE_UNITS - 1, "0")).is_ok());
+        let e = from_json(&values(MAX_VALUE_UNITS, "0")).unwrap_err().to_string();
+        assert!(e.contains("too many values"), "{e}");
+        let maps = MAX_VALUE_UNITS / (MAP_UNITS + 1);
+        assert!(from_json(&values(maps - 1, "{}")).is_ok());
+        let e = from_json(&values(maps, "{}")).unwrap_err().to_string();
+        assert!(e.contains("too many values"), "{e}");
+        // The same bound in a frame: refused, the id read.
+        let frame = crate::codec::encode_frame(
+            &crate::Message::request(7u64, "m", serde_json::json!({"v": vec![0; MAX_VALUE_UNITS]})),
+            64 << 20,
+        )
+        .unwrap();
+        let (decoded, _) = crate::codec::decode_frame(&frame, 64 << 20).expect("a whole frame");
+        let err = decoded.expect_err("refused");
+        assert!(err.to_string().contains("too many values"), "{err}");
     }
 }

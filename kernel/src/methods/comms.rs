@@ -37,12 +37,16 @@ pub fn dispatch(state: &mut AppActorState, method: &str, params: Value, responde
         None => return events(state, params, responder),
     };
     let params = if params.is_null() { json!({}) } else { params };
-    // A host method's answer, or a gateway method's (any other name): large or not.
-    let large = table::by_host_name(&name).is_none_or(|m| m.answer == table::AnswerSize::Large);
+    // A host method's answer, large or not, or a gateway method's (any other name: an
+    // app's answer, routed).
+    let kind = table::by_host_name(&name).map(|m| m.answer);
     let call = async move { crate::host::call(&kernel, &caller, &name, params).await };
-    match large {
-        true => super::answer_large(responder, call),
-        false => drop(tokio::spawn(async move { responder.reply(call.await) })),
+    match kind {
+        Some(table::AnswerSize::Large) => super::answer_large(responder, call),
+        None => super::answer_routed(responder, call),
+        Some(table::AnswerSize::Small) => {
+            drop(tokio::spawn(async move { responder.reply(call.await) }))
+        }
     }
 }
 
@@ -59,8 +63,6 @@ fn events(state: &mut AppActorState, params: Value, responder: Responder) {
         Ok(p) => p,
         Err(e) => return responder.reply(Err(e)),
     };
-    let mut responder = responder;
-    responder.release_bytes();
     let Some(id) = responder.id().cloned() else { return };
     let stop = tokio_util::sync::CancellationToken::new();
     state.watches.insert(id.clone(), stop.clone());

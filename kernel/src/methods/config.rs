@@ -40,8 +40,6 @@ pub fn watch(state: &mut AppActorState, p: ConfigWatchParams, responder: Respond
     let Some(id) = responder.id().cloned() else {
         return;
     };
-    let mut responder = responder;
-    responder.release_bytes();
     let stop = CancellationToken::new();
     state.watches.insert(id.clone(), stop.clone());
     let mut updates = state.kernel.config_updates();

@@ -21,7 +21,7 @@ use crate::kernel::Kernel;
 
 /// `tool.call` from `caller`: answered from a task, a large answer (the tool's).
 pub fn tool_call(kernel: Arc<Kernel>, caller: String, p: ToolCallParams, responder: Responder) {
-    super::answer_large(responder, async move { call_tool(&kernel, &caller, p).await });
+    super::answer_routed(responder, async move { call_tool(&kernel, &caller, p).await });
 }
 
 /// A call to a registered gateway method from `caller`: answered from a task, a large
@@ -33,7 +33,7 @@ pub fn gateway_call(
     params: Value,
     responder: Responder,
 ) {
-    super::answer_large(
+    super::answer_routed(
         responder,
         async move { gateway_request(&kernel, &cap, caller, params).await },
     );

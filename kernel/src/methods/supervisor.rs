@@ -87,8 +87,6 @@ pub fn stream_logs(
         return responder.reply(Err(err));
     }
     let Some(id) = responder.id().cloned() else { return };
-    let mut responder = responder;
-    responder.release_bytes();
     // Subscribe before reading the tail so no line falls between the two.
     let mut feed =
         p.follow.then(|| kernel.existing_log_feed(&p.app_id)).flatten().map(|f| f.subscribe());

@@ -74,11 +74,14 @@ impl Followers {
         let mut all = self.lock();
         let Some(followers) = all.get_mut(key) else { return };
         let event = Arc::new(event());
-        let size = crate::surface::answers::json_len(&event);
+        let size = crate::surface::answers::json_len(event.as_ref());
         followers.retain(|_, f| {
             let (events, bytes) = (&f.held.events, &f.held.bytes);
+            // An event larger than the bound still goes to a follower that is not
+            // behind (nothing queued), as a frame larger than a writer queue does.
+            let queued = bytes.load(Ordering::Relaxed);
             let full = events.load(Ordering::Relaxed) >= MAX_EVENTS
-                || bytes.load(Ordering::Relaxed).saturating_add(size) > f.held.max_bytes;
+                || (queued > 0 && queued.saturating_add(size) > f.held.max_bytes);
             if full {
                 // Dropping the queue's sender ends the stream after what it holds.
                 f.held.lagged.store(true, Ordering::Relaxed);
@@ -87,7 +90,12 @@ impl Followers {
             }
             events.fetch_add(1, Ordering::Relaxed);
             bytes.fetch_add(size, Ordering::Relaxed);
-            f.queue.send((event.clone(), size)).is_ok()
+            let sent = f.queue.send((event.clone(), size)).is_ok();
+            if !sent {
+                // Its stream went just now; its guard finds it gone.
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
+            sent
         });
         if followers.is_empty() {
             all.remove(key);
@@ -210,5 +218,9 @@ mod tests {
         assert_eq!(last["session_id"], "a");
         assert_eq!(kept.iter().map(|e| e["n"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2]);
         assert!(followers.any(), "the fast one still follows");
+        // One event larger than the bound reaches a follower that is not behind.
+        let mut small = followers.follow("b", 50);
+        followers.publish("b", || event(1));
+        assert_eq!(small.next().await.expect("the event")["n"], 1);
     }
 }

@@ -61,8 +61,14 @@ pub(crate) fn is_large(method: &str) -> bool {
     table::by_host_name(method).is_none_or(|m| m.answer == AnswerSize::Large)
 }
 
+/// Whether `method` is a host method whose large answer the kernel prepares itself (a
+/// transcript page, a session list), as opposed to an app's answer it routes.
+pub(crate) fn prepares_large(method: &str) -> bool {
+    table::by_host_name(method).is_some_and(|m| m.answer == AnswerSize::Large)
+}
+
 /// How many bytes `value` takes as JSON text, without writing it anywhere.
-pub(crate) fn json_len(value: &serde_json::Value) -> usize {
+pub(crate) fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -78,6 +78,35 @@ struct AppState {
     streams: Arc<tokio::sync::Semaphore>,
     /// Large answers prepared and held at once, by all connections.
     large: Arc<Answers>,
+    /// Bytes of request bodies being read or handled, by all connections.
+    bodies: Arc<tokio::sync::Semaphore>,
+}
+
+/// Room for a request's body, out of [`BODY_BUDGET`]: its declared length (a body with
+/// none, [`MAX_BODY_BYTES`]), taken before the body is read and held while the request
+/// is handled; 503 `busy` when none comes within [`LARGE_WAIT`].
+struct BodyRoom(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl axum::extract::FromRequestParts<AppState> for BodyRoom {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(MAX_BODY_BYTES)
+            .clamp(1, MAX_BODY_BYTES);
+        let room = state.bodies.clone().acquire_many_owned(declared as u32);
+        match tokio::time::timeout(LARGE_WAIT, room).await {
+            Ok(Ok(permit)) => Ok(BodyRoom(permit)),
+            Ok(Err(_)) | Err(_) => Err(busy_error()),
+        }
+    }
 }
 
 /// A large answer's slot, carried by its response until it is written
@@ -86,9 +115,13 @@ struct AppState {
 pub(crate) struct LargeSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 impl AppState {
-    /// Waits for a slot to prepare a large answer in.
-    async fn large_slot(&self) -> Option<LargeSlot> {
-        self.large.large_slot().await.map(|p| LargeSlot(Arc::new(p)))
+    /// Waits (up to [`LARGE_WAIT`]) for a slot to prepare or hold a large answer in;
+    /// 503 `busy` when none comes in time.
+    async fn large_slot(&self) -> Result<LargeSlot, ApiError> {
+        match tokio::time::timeout(LARGE_WAIT, self.large.large_slot()).await {
+            Ok(Some(slot)) => Ok(LargeSlot(Arc::new(slot))),
+            Ok(None) | Err(_) => Err(busy_error()),
+        }
     }
 }
 
@@ -106,6 +139,11 @@ pub const MAX_CONCURRENT: usize = 512;
 pub const MAX_STREAMS: usize = 256;
 /// Large answers prepared and held at once by default (`[host] http_large_answers`).
 pub const LARGE_ANSWERS: usize = 8;
+/// How long a request waits for a large answer's slot, or room for its body, before it
+/// is answered 503 `busy`.
+const LARGE_WAIT: Duration = Duration::from_secs(10);
+/// Bytes of request bodies read and held at once, all connections together.
+pub const BODY_BUDGET: usize = 64 * 1024 * 1024;
 
 /// Tells event streams that the server is stopping (added by [`serve_http`]).
 #[derive(Clone)]
@@ -128,6 +166,7 @@ pub fn router_with_limits(
     let busy = Arc::new(tokio::sync::Semaphore::new(requests));
     let streams = Arc::new(tokio::sync::Semaphore::new(streams));
     let large = Answers::new(usize::MAX, large);
+    let bodies = Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET));
     Router::new()
         .route("/sessions", post(create_session).get(list_sessions))
         .route("/sessions/{id}", get(read_session))
@@ -143,7 +182,7 @@ pub fn router_with_limits(
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(busy.clone(), limit_concurrency))
         .layer(middleware::from_fn_with_state(auth, require_auth))
-        .with_state(AppState { host, streams, large })
+        .with_state(AppState { host, streams, large, bodies })
 }
 
 /// An error answer: `{"error": {...}}` with its status.
@@ -361,6 +400,7 @@ async fn call(state: &AppState, method: &str, params: Map) -> Result<Json<Value>
 
 async fn create_session(
     State(state): State<AppState>,
+    _room: BodyRoom,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     Ok((StatusCode::CREATED, call(&state, "session/create", body).await?).into_response())
@@ -368,8 +408,8 @@ async fn create_session(
 
 async fn list_sessions(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let params = query_params(&uri, &["limit", "offset"], &["limit", "offset"])?;
-    let slot = state.large_slot().await;
-    Ok(holding(call(&state, host::SESSION_LIST, params).await?.into_response(), slot))
+    let slot = state.large_slot().await?;
+    Ok(holding(call(&state, host::SESSION_LIST, params).await?.into_response(), Some(slot)))
 }
 
 async fn read_session(
@@ -387,13 +427,14 @@ async fn session_history(
 ) -> Result<Response, ApiError> {
     let mut params = query_params(&uri, &["limit", "before"], &["limit"])?;
     params.insert("session_id".into(), Value::from(path_id(id)?));
-    let slot = state.large_slot().await;
-    Ok(holding(call(&state, host::SESSION_HISTORY, params).await?.into_response(), slot))
+    let slot = state.large_slot().await?;
+    Ok(holding(call(&state, host::SESSION_HISTORY, params).await?.into_response(), Some(slot)))
 }
 
 async fn external_event(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
+    _room: BodyRoom,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
     body.insert("session_id".into(), Value::from(path_id(id)?));
@@ -402,6 +443,7 @@ async fn external_event(
 
 async fn comms_send(
     State(state): State<AppState>,
+    _room: BodyRoom,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     call(&state, "comms/send", body).await
@@ -452,17 +494,28 @@ fn sse_event(item: &Value) -> Event {
         .unwrap_or_else(|_| Event::default().comment("an event could not be encoded"))
 }
 
-async fn rpc(State(state): State<AppState>, JsonText(text): JsonText) -> Response {
+async fn rpc(
+    State(state): State<AppState>,
+    _room: BodyRoom,
+    JsonText(text): JsonText,
+) -> Result<Response, ApiError> {
     let triaged = triage(&text, &mut Gate::trusted());
     drop(text);
-    let slot = match triaged.has_large() {
-        true => state.large_slot().await,
+    // The kernel's own large answers are prepared in a slot; an app's take one once in
+    // hand.
+    let mut slot = match triaged.prepares_large() {
+        true => Some(state.large_slot().await?),
         false => None,
     };
-    match complete(&*state.host, triaged, RPC_BATCH_CONCURRENCY, MAX_BODY_BYTES).await {
+    let routed = triaged.is_routed();
+    let answer = complete(&*state.host, triaged, RPC_BATCH_CONCURRENCY, MAX_BODY_BYTES).await;
+    if routed && slot.is_none() {
+        slot = Some(state.large_slot().await?);
+    }
+    Ok(match answer {
         Some(answer) => holding(Json(answer).into_response(), slot),
         None => StatusCode::NO_CONTENT.into_response(),
-    }
+    })
 }
 
 async fn no_route(uri: Uri) -> ApiError {

@@ -270,11 +270,17 @@ pub(crate) async fn run_connection<R, W>(
                     let (host, tx, answers) = (host.clone(), tx.clone(), answers.clone());
                     let max_answer = limits.max_line_bytes;
                     tasks.spawn(async move {
-                        let slot = match triaged.has_large() {
+                        // The kernel's own large answers are prepared in a slot; an app's
+                        // (routed) take one once in hand, before they are queued.
+                        let mut slot = match triaged.prepares_large() {
                             true => answers.large_slot().await,
                             false => None,
                         };
+                        let routed = triaged.is_routed();
                         let answer = complete(&*host, triaged, wanted as usize, max_answer).await;
+                        if routed && slot.is_none() {
+                            slot = answers.large_slot().await;
+                        }
                         if let Some(answer) = answer {
                             queue(&tx, &answers, &answer).await;
                         }
@@ -363,25 +369,32 @@ async fn write_answers<W: AsyncWrite + Unpin>(
     failed: CancellationToken,
 ) {
     let mut writer = BufWriter::new(writer);
+    // The deadline is on progress: each write (of at most the buffer's 8 KiB, or what
+    // the peer takes) must go through within it, so a peer that reads, however slowly,
+    // is never cut off; one that takes nothing for that long is.
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer does not read");
     let result: std::io::Result<()> = async {
         while let Some((line, _room)) = rx.recv().await {
-            let write = async {
-                writer.write_all(line.as_bytes()).await?;
-                if rx.is_empty() {
-                    writer.flush().await?;
+            let mut rest = line.as_bytes();
+            while !rest.is_empty() {
+                let wrote = tokio::time::timeout(write_timeout, writer.write(rest)).await;
+                match wrote.map_err(|_| stalled())?? {
+                    0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                    n => rest = &rest[n..],
                 }
-                Ok::<_, std::io::Error>(())
-            };
-            tokio::time::timeout(write_timeout, write).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer does not read")
-            })??;
+            }
+            if rx.is_empty() {
+                tokio::time::timeout(write_timeout, writer.flush())
+                    .await
+                    .map_err(|_| stalled())??;
+            }
         }
         tokio::time::timeout(write_timeout, async {
             writer.flush().await?;
             writer.shutdown().await
         })
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer does not read"))?
+        .map_err(|_| stalled())?
     }
     .await;
     if let Err(e) = result {

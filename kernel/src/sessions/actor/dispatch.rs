@@ -192,9 +192,11 @@ async fn steer_into_run(
     if let Some(running) = &state.running {
         // Bounded in bytes as in count: a message that does not fit waits for the next
         // run like any other (its content is in the store).
+        let metadata = message.metadata.as_ref();
+        let size = message.content.len() + metadata.map_or(0, crate::surface::answers::json_len);
         let held = SteerBytes::take(
             &running.steer_bytes,
-            message.content.len(),
+            size,
             state.kernel.config().ipc.max_queued_bytes,
         );
         let steered = held.map(|held| Steered {

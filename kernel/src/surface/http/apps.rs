@@ -17,7 +17,7 @@ use burrow_protocol::{ErrorCode, Map, Value};
 use bytes::Bytes;
 use serde_json::json;
 
-use super::{ApiError, AppState, body_rejection, query_params_all};
+use super::{ApiError, AppState, BodyRoom, body_rejection, query_params_all};
 
 /// Headers that belong to one hop, never passed back from an app.
 const HOP_BY_HOP: [&str; 8] = [
@@ -33,6 +33,7 @@ const HOP_BY_HOP: [&str; 8] = [
 
 pub(super) async fn proxy(
     State(state): State<AppState>,
+    _room: BodyRoom,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -58,10 +59,10 @@ pub(super) async fn proxy(
         headers: request_headers(&headers),
         body,
     };
-    // An app's answer may be as large as a frame.
-    let slot = state.large_slot().await;
+    // An app's answer may be as large as a frame: it takes a slot once in hand.
     let answer = state.host.http_request(request).await?;
-    respond(answer).map(|response| super::holding(response, slot))
+    let slot = state.large_slot().await?;
+    respond(answer).map(|response| super::holding(response, Some(slot)))
 }
 
 fn request_headers(headers: &HeaderMap) -> Map {

@@ -16,7 +16,7 @@ use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use futures_util::{FutureExt, StreamExt, stream};
 use serde_json::json;
 
-use crate::surface::answers::{is_large, json_len};
+use crate::surface::answers::{is_large, json_len, prepares_large};
 use crate::surface::auth::Auth;
 use crate::surface::{Host, RpcError};
 
@@ -96,9 +96,17 @@ impl Triaged {
         }
     }
 
-    /// Whether one of its calls may answer with as much as a frame.
-    pub(crate) fn has_large(&self) -> bool {
-        self.items().iter().any(|i| matches!(i, Item::Call(c) if is_large(&c.method)))
+    /// Whether one of its calls is a host method that prepares an answer as large as a
+    /// frame (a transcript page): a large-answer slot is taken before it runs.
+    pub(crate) fn prepares_large(&self) -> bool {
+        self.items().iter().any(|i| matches!(i, Item::Call(c) if prepares_large(&c.method)))
+    }
+
+    /// Whether one of its calls is routed to an app (a gateway method), whose answer may
+    /// be as large as a frame: a large-answer slot is taken once it is in hand.
+    pub(crate) fn is_routed(&self) -> bool {
+        let routed = |m: &str| is_large(m) && !prepares_large(m);
+        self.items().iter().any(|i| matches!(i, Item::Call(c) if routed(&c.method)))
     }
 
     /// About how much memory its calls' params hold (see
@@ -121,6 +129,10 @@ impl Triaged {
     }
 }
 
+/// Most items in one batch; a larger batch is answered with one `-32600` error
+/// (`batch_too_large`), none of it run.
+pub(crate) const MAX_BATCH_ITEMS: usize = 1000;
+
 /// Parses and validates one message and decides its admission.
 pub(crate) fn triage(text: &str, gate: &mut Gate) -> Triaged {
     match burrow_protocol::strict::from_json(text) {
@@ -129,6 +141,11 @@ pub(crate) fn triage(text: &str, gate: &mut Gate) -> Triaged {
             Value::Null,
             invalid_request("empty_batch", "a batch must not be empty"),
         ))),
+        Ok(Value::Array(items)) if items.len() > MAX_BATCH_ITEMS => {
+            let mut err = invalid_request("batch_too_large", "a batch holds too many items");
+            err.data["max_items"] = Value::from(MAX_BATCH_ITEMS);
+            Triaged::Single(Item::Answer(failure(Value::Null, err)))
+        }
         Ok(Value::Array(items)) => {
             Triaged::Batch(items.into_iter().map(|item| triage_one(item, gate)).collect())
         }
@@ -138,9 +155,9 @@ pub(crate) fn triage(text: &str, gate: &mut Gate) -> Triaged {
 
 /// Makes the host calls of `triaged`, at most `concurrency` at once, and builds the
 /// answer. In a batch, the calls that may answer with as much as a frame run one at a
-/// time, and once the batch's answer has reached `max_answer_bytes` the rest of them are
-/// answered with an error instead of run (`UNKNOWN_ERROR`, `reason: "batch_too_large"`):
-/// a batch's answer is one line, held whole until it is written.
+/// time, and once the batch's answer has reached `max_answer_bytes` the calls not yet run
+/// are answered with an error instead (`UNKNOWN_ERROR`, `reason: "batch_too_large"`): a
+/// batch's answer is one line, held whole until it is written.
 pub(crate) async fn complete(
     host: &dyn Host,
     triaged: Triaged,
@@ -171,8 +188,11 @@ struct Batch {
 impl Batch {
     async fn run(&self, host: &dyn Host, item: Item, max_bytes: usize) -> Option<Value> {
         let _turn = match &item {
-            Item::Call(call) if is_large(&call.method) => {
-                let turn = self.large.lock().await;
+            Item::Call(call) => {
+                let turn = match is_large(&call.method) {
+                    true => Some(self.large.lock().await),
+                    false => None,
+                };
                 if self.bytes.load(Ordering::Relaxed) >= max_bytes {
                     let err = ErrorObject::new(
                         ErrorCode::UnknownError,
@@ -182,7 +202,7 @@ impl Batch {
                     return answer_or_nothing(call.id.clone(), &call.method, Err(err))
                         .into_answer();
                 }
-                Some(turn)
+                turn
             }
             _ => None,
         };

@@ -376,3 +376,29 @@ async fn tcp_on_loopback_needs_no_token_and_stop_waits_for_answers() {
     assert_eq!(peer.next().await, None);
     tokio::time::timeout(DEADLINE, server).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_batch_is_bounded_in_items_and_its_answer_in_bytes() {
+    let host = Arc::new(FakeHost::new());
+    let mut peer = start(host.clone(), RpcLimits::default());
+    // Too many items: one error, nothing run.
+    let items = vec![json!(1); message::MAX_BATCH_ITEMS + 1];
+    peer.send(&Value::Array(items).to_string()).await;
+    let answer = peer.next().await;
+    assert_eq!(answer["error"]["data"]["reason"], "batch_too_large", "{answer}");
+    assert!(host.calls().is_empty());
+    // Once the answer has reached its bound, the calls not yet run are refused, small
+    // ones too (one at a time here, so the count is exact).
+    let pad = "x".repeat(1024);
+    let calls: Vec<Value> = (0..20)
+        .map(|n| json!({"jsonrpc": "2.0", "id": n, "method": "echo", "params": {"pad": pad}}))
+        .collect();
+    let triaged = triage(&Value::Array(calls).to_string(), &mut Gate::trusted());
+    let answer = complete(&*host, triaged, 1, 8 * 1024).await.expect("an answer");
+    let answers = answer.as_array().expect("an array");
+    assert_eq!(answers.len(), 20);
+    let refused = answers.iter().filter(|a| a["error"]["data"]["reason"] == "batch_too_large");
+    let answered = answers.iter().filter(|a| a["result"].is_object()).count();
+    // Each answer takes a little over 1 KiB: the eighth reaches 8 KiB.
+    assert_eq!((answered, refused.count()), (8, 12), "{answer}");
+}
