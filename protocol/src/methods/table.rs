@@ -237,14 +237,20 @@ pub const METHODS: &[MethodInfo] = &[
 /// Families the kernel keeps for itself beyond those of [`METHODS`].
 pub const EXTRA_RESERVED_FAMILIES: &[&str] = &["burrow"];
 
-/// The method named `name` on the IPC socket.
+/// The method named `name` on the IPC socket (looked up on every request: hashed).
 pub fn by_ipc_name(name: &str) -> Option<&'static MethodInfo> {
-    METHODS.iter().find(|m| m.ipc == Some(name))
+    static BY_NAME: std::sync::LazyLock<
+        std::collections::HashMap<&'static str, &'static MethodInfo>,
+    > = std::sync::LazyLock::new(|| METHODS.iter().filter_map(|m| Some((m.ipc?, m))).collect());
+    BY_NAME.get(name).copied()
 }
 
 /// The method named `name` on the host surfaces.
 pub fn by_host_name(name: &str) -> Option<&'static MethodInfo> {
-    METHODS.iter().find(|m| m.host == Some(name))
+    static BY_NAME: std::sync::LazyLock<
+        std::collections::HashMap<&'static str, &'static MethodInfo>,
+    > = std::sync::LazyLock::new(|| METHODS.iter().filter_map(|m| Some((m.host?, m))).collect());
+    BY_NAME.get(name).copied()
 }
 
 /// A method name's family: what comes before its first `.` or `/` (`peers` for

@@ -100,6 +100,9 @@ struct Inner {
     closed: CancellationToken,
     bounds: Bounds,
     max_frame_bytes: usize,
+    /// Whether the buffer is at its bounds, as last set under the lock: read without it
+    /// (a reader asks before every frame).
+    full: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -189,6 +192,7 @@ impl Outbox {
             closed,
             bounds: Bounds { frames: bounds.frames.max(1), bytes: bounds.bytes.max(1) },
             max_frame_bytes,
+            full: std::sync::atomic::AtomicBool::new(false),
         });
         let flusher = flush_loop(inner.clone());
         (Self { handle: Arc::new(Handle(inner)) }, flusher)
@@ -239,8 +243,7 @@ impl Outbox {
 
     /// Whether another frame would be taken now.
     pub fn has_room(&self) -> bool {
-        let inner = self.inner();
-        inner.lock().has_room(inner.bounds)
+        !self.inner().full.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Bytes waiting to be written.
@@ -331,6 +334,7 @@ impl Outbox {
         state.buf.extend_from_slice(rest);
         state.buffered += rest.len() as u64;
         state.ends.push_back(state.buffered);
+        inner.full.store(!state.has_room(inner.bounds), std::sync::atomic::Ordering::Release);
         if !std::mem::replace(&mut state.flushing, true) {
             inner.work.notify_one();
         }
@@ -385,8 +389,12 @@ impl Inner {
         }
         let written = state.written;
         let polled = state.poll_write_buf(cx);
-        if state.written > written && state.has_room(self.bounds) {
-            self.room.notify_waiters();
+        if state.written > written {
+            let room = state.has_room(self.bounds);
+            self.full.store(!room, std::sync::atomic::Ordering::Release);
+            if room {
+                self.room.notify_waiters();
+            }
         }
         match polled {
             Poll::Pending => Poll::Pending,
