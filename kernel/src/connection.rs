@@ -130,9 +130,21 @@ impl QueuePermit {
 
 type Pending = DashMap<u64, oneshot::Sender<Result<Value, ErrorObject>>>;
 
-/// A cheap handle to one client connection.
+/// A cheap handle to one client connection (one pointer: it travels inside every
+/// [`Responder`], and so inside every session's mailbox).
 #[derive(Clone)]
-pub struct Connection {
+pub struct Connection(Arc<Shared>);
+
+impl std::ops::Deref for Connection {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind a [`Connection`], reached through it.
+pub struct Shared {
     id: u64,
     out: Outbox,
     pending: Arc<Pending>,
@@ -168,6 +180,12 @@ pub struct Connection {
 }
 
 impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection").field("id", &self.id).finish_non_exhaustive()
     }
@@ -271,7 +289,7 @@ impl Connection {
         let close_asked = CancellationToken::new();
         let bounds = Bounds { frames: limits.writer_queue, bytes: limits.writer_queue_bytes };
         let (out, flusher) = Outbox::new(transport.writer, bounds, CancellationToken::new());
-        let conn = Self {
+        let conn = Self(Arc::new(Shared {
             id,
             out,
             pending: Arc::new(DashMap::new()),
@@ -290,7 +308,7 @@ impl Connection {
             unread: Arc::new(AtomicUsize::new(0)),
             progress: Arc::new(std::sync::Mutex::new((0, mono_ms()))),
             limits,
-        };
+        }));
         tasks.spawn(async move {
             flusher.await;
             // Unless the kernel closed it, the writing side ended because the app went
@@ -588,14 +606,22 @@ impl Connection {
                         large: None,
                     };
                     let queued = QueuePermit::new(permit, held);
-                    let inbound = Inbound::Request(req, responder, queued);
-                    if slot {
-                        // Behind those already waiting, or at once when a slot is free.
-                        parked.waiting.push_back((inbound, size));
-                        if !parked.hand_over(&self) {
-                            break "owner stopped".to_owned();
+                    let mut inbound = Inbound::Request(req, responder, queued);
+                    // At once when a slot is free and none waits (the common case), else
+                    // behind those waiting.
+                    let free = slot && parked.waiting.is_empty();
+                    match free.then(|| self.try_slot(size)).flatten() {
+                        Some((slot, bytes)) => {
+                            if let Inbound::Request(_, responder, _) = &mut inbound {
+                                (responder.permit, responder.flight_bytes) =
+                                    (Some(slot), Some(bytes));
+                            }
                         }
-                        continue;
+                        None if slot => {
+                            parked.waiting.push_back((inbound, size));
+                            continue;
+                        }
+                        None => {}
                     }
                     inbound
                 }
