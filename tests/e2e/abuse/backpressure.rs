@@ -204,3 +204,43 @@ async fn requests_past_the_in_flight_bound_wait_their_turn_and_every_one_is_serv
     }
     drop((writing.await.expect("writer"), answering.await.expect("tools")));
 }
+
+#[tokio::test]
+async fn http_clients_that_ask_for_large_answers_and_read_nothing_hold_a_bounded_few_mib() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let kernel = Kernel::start_with(CONFIG, &["--http", "127.0.0.1:0"]).await;
+    big_session(&kernel).await;
+    let addr = kernel.endpoint("http").await;
+    let baseline = kernel_kib(&kernel).rss_kib;
+    // 40 connections each ask for the 4 MiB transcript and read none of it: at most
+    // `[host] http_large_answers` (8) answers are prepared at once, and what the kernel
+    // keeps of one while it waits to be written is a few hundred KiB (the rest waits in
+    // the socket).
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = "GET /sessions/big/history HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.expect("write");
+        clients.push(stream);
+    }
+    let grown = peak_kib(&kernel, Duration::from_secs(4)).await.saturating_sub(baseline);
+    assert!(
+        grown < MAX_GROWTH_KIB,
+        "the kernel grew by {grown} KiB for HTTP clients that read nothing"
+    );
+    // A client that reads gets the whole answer.
+    let mut first = clients.swap_remove(0);
+    let mut body = Vec::new();
+    let read = async {
+        let mut chunk = vec![0u8; 1 << 16];
+        while !String::from_utf8_lossy(&body).contains("\"messages\"") || body.len() < 4 << 20 {
+            let n = first.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed after {} bytes", body.len());
+            body.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(DEADLINE, read).await.expect("the answer in time");
+    assert!(String::from_utf8_lossy(&body[..64]).starts_with("HTTP/1.1 200"));
+    drop((first, clients));
+    memory_comes_back(&kernel, baseline).await;
+}

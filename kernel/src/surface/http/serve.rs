@@ -157,7 +157,7 @@ async fn serve_one<S>(
                 request.map(|body| with_read_deadline(body, limits.body_read_timeout));
             let Ok(mut response) = router.oneshot(request).await;
             let slot = response.extensions_mut().remove::<super::LargeSlot>();
-            let held = |body| Held { body, _in_flight: in_flight, _slot: slot };
+            let held = |body| Held { body, rest: Bytes::new(), _in_flight: in_flight, _slot: slot };
             Ok::<_, Infallible>(response.map(held))
         }
     });
@@ -361,13 +361,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 }
 
 /// A response body that keeps its request in flight (and its large answer's slot)
-/// until it is sent (or dropped).
+/// until it is sent (or dropped). Its data goes out in pieces of at most [`PIECE`], each
+/// a copy: hyper takes the next only while it has room (a few hundred KiB), so the body
+/// (and its slot) lasts about as long as its writing, and what hyper holds is small.
 #[derive(Debug)]
 struct Held {
     body: Body,
+    /// What is left of a data frame larger than a piece.
+    rest: Bytes,
     _in_flight: InFlight,
     _slot: Option<super::LargeSlot>,
 }
+
+/// The largest piece of a response body handed to hyper at once.
+const PIECE: usize = 64 * 1024;
 
 impl http_body::Body for Held {
     type Data = Bytes;
@@ -377,15 +384,35 @@ impl http_body::Body for Held {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        if self.rest.is_empty() {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        }
+        // A copy, not a slice: a slice would keep the whole answer alive for as long as
+        // hyper holds its last piece.
+        let n = self.rest.len().min(PIECE);
+        let piece = Bytes::copy_from_slice(&self.rest[..n]);
+        self.rest = self.rest.split_off(n);
+        Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let (hint, rest) = (self.body.size_hint(), self.rest.len() as u64);
+        let mut out = SizeHint::new();
+        out.set_lower(hint.lower() + rest);
+        if let Some(upper) = hint.upper() {
+            out.set_upper(upper + rest);
+        }
+        out
     }
 }
 
