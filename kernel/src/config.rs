@@ -195,6 +195,7 @@ impl IpcConfig {
             writer_queue: self.writer_queue,
             writer_queue_bytes: self.writer_queue_bytes,
             max_large_answers: self.max_large_answers,
+            slot_wait: Duration::from_millis(self.call_timeout_ms),
         }
     }
 

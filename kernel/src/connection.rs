@@ -24,7 +24,8 @@
 //! - **in flight**: a request whose answer comes later (a routed call, a session method)
 //!   takes one of `max_in_flight` permits; with none left it waits, in order with the
 //!   others, while the reader goes on reading (quick requests behind it are handed over;
-//!   waiting ones hold their queue permits and bytes). Streams have `max_in_flight`
+//!   waiting ones hold their queue permits and bytes), for at most `slot_wait` (then it
+//!   is answered with an error). Streams have `max_in_flight`
 //!   permits of their own, taken when one starts ([`Responder::hold_in_flight`]); with
 //!   none left a new one is refused with an error.
 //!
@@ -96,6 +97,9 @@ pub struct Limits {
     pub writer_queue_bytes: usize,
     /// Large answers prepared at once.
     pub max_large_answers: usize,
+    /// How long a request may wait for an in-flight slot before it is answered with an
+    /// error.
+    pub slot_wait: Duration,
 }
 
 impl Limits {
@@ -110,6 +114,7 @@ impl Limits {
             writer_queue: 8,
             writer_queue_bytes: 1 << 20,
             max_large_answers: 1,
+            slot_wait: Duration::from_secs(30),
         }
     }
 }
@@ -618,7 +623,8 @@ impl Connection {
                             }
                         }
                         None if slot => {
-                            parked.waiting.push_back((inbound, size));
+                            let until = tokio::time::Instant::now() + limits.slot_wait;
+                            parked.waiting.push_back((inbound, size, until));
                             continue;
                         }
                         None => {}
@@ -669,10 +675,14 @@ impl Connection {
         self.paused.store(pause, Ordering::Relaxed);
         let mut wait = std::pin::pin!(wait);
         let outcome = loop {
-            let front = parked.waiting.front().map(|(_, weight)| *weight);
+            let front = parked.waiting.front().map(|(_, weight, _)| *weight);
+            let until = parked.waiting.front().map(|(_, _, until)| *until);
             tokio::select! {
                 biased;
                 () = self.closing.cancelled() => break Waited::Closed,
+                () = tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)), if until.is_some() => {
+                    parked.expire(self.limits.slot_wait);
+                }
                 slot = self.slot(front.unwrap_or(1)), if front.is_some() => {
                     let Some(slot) = slot else { break Waited::Closed };
                     if !parked.hand_over_with(slot) || !parked.hand_over(self) {
@@ -738,7 +748,7 @@ type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 /// Requests read and waiting for an in-flight slot (each with its weight), and where
 /// they go once they have one.
 struct Parked<'a, F> {
-    waiting: VecDeque<(Inbound, u32)>,
+    waiting: VecDeque<(Inbound, u32, tokio::time::Instant)>,
     deliver: &'a F,
 }
 
@@ -746,7 +756,7 @@ impl<F: Fn(Inbound) -> bool> Parked<'_, F> {
     /// Hands over, in order, the waiting requests `conn`'s free slots can take; false
     /// when the owner is gone.
     fn hand_over(&mut self, conn: &Connection) -> bool {
-        while let Some((_, weight)) = self.waiting.front() {
+        while let Some((_, weight, _)) = self.waiting.front() {
             let Some(slot) = conn.try_slot(*weight) else { break };
             if !self.hand_over_with(slot) {
                 return false;
@@ -755,9 +765,27 @@ impl<F: Fn(Inbound) -> bool> Parked<'_, F> {
         true
     }
 
+    /// Answers the requests that have waited `waited` for a slot, oldest first: an error
+    /// rather than a wait without end (the work in flight may itself wait for them).
+    fn expire(&mut self, waited: Duration) {
+        let now = tokio::time::Instant::now();
+        while self.waiting.front().is_some_and(|(_, _, until)| *until <= now) {
+            let Some((Inbound::Request(_, responder, _), _, _)) = self.waiting.pop_front() else {
+                continue;
+            };
+            let ms = waited.as_millis() as u64;
+            let err = ErrorObject::new(
+                ErrorCode::UnknownError,
+                format!("no in-flight slot came free on this connection within {ms} ms; retry when some finish"),
+            )
+            .with_data(serde_json::json!({ "reason": "too_many_in_flight", "waitedMs": ms }));
+            responder.reply(Err(err));
+        }
+    }
+
     /// Hands the oldest waiting request over with `slot`.
     fn hand_over_with(&mut self, (slot, bytes): Slot) -> bool {
-        let Some((mut inbound, _)) = self.waiting.pop_front() else { return true };
+        let Some((mut inbound, _, _)) = self.waiting.pop_front() else { return true };
         if let Inbound::Request(_, responder, _) = &mut inbound {
             (responder.permit, responder.flight_bytes) = (Some(slot), Some(bytes));
         }
@@ -1015,6 +1043,29 @@ mod tests {
         let behind = notes.load(Ordering::Relaxed);
         assert!(behind < NOTES, "r2 came only after all {NOTES} notifications");
         drop((r2, writing.await.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_waits_too_long_for_a_slot_is_answered_with_an_error() {
+        let slot_wait = Duration::from_millis(200);
+        let limits = Limits { max_in_flight: 1, slot_wait, ..Limits::small(4096) };
+        let (_conn, mut theirs, mut asked) = held(limits, 64 * 1024);
+        theirs.writer.send(Message::request(1u64, "m", json!({}))).await.unwrap();
+        theirs.writer.send(Message::request(2u64, "m", json!({}))).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), asked.recv()).await;
+        let first = first.expect("in time").expect("r1");
+        let started = std::time::Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(10), theirs.reader.next()).await;
+        let Ok(Some(Ok(Ok(Message::Response(r))))) = got else { panic!("{got:?}") };
+        assert!(started.elapsed() >= slot_wait / 2, "answered after {:?}", started.elapsed());
+        assert_eq!(r.id, Some(Id::Num(2)));
+        let err = r.outcome.expect_err("an error");
+        assert_eq!(
+            err.data.as_ref().map(|d| d["reason"].clone()),
+            Some(json!("too_many_in_flight"))
+        );
+        assert!(asked.try_recv().is_err(), "r2 was handed over too");
+        drop(first);
     }
 
     #[tokio::test]
