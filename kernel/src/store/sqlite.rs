@@ -103,7 +103,15 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages_v5 RENAME TO messages;
      CREATE INDEX messages_by_session ON messages (session_key, seq);
      DELETE FROM sqlite_sequence WHERE name = 'messages';",
+    // 6: runs by creation order: a run's write looks up the last one, which without this
+    // index scanned `runs_unfinished` whole (every run ever, since `status` comes first).
+    "CREATE INDEX runs_by_seq ON runs (created_seq);",
 ];
+
+/// The newest messages of a session before a message id, newest first.
+const HISTORY_PAGE: &str = "SELECT id, role, content, created_at, metadata, tool_calls, tool_call_id, run_id FROM messages
+     WHERE session_key = ?1 AND seq < COALESCE((SELECT seq FROM messages WHERE id = ?2 AND session_key = ?1), 9223372036854775807)
+     ORDER BY seq DESC LIMIT ?3";
 
 /// How long a read waits for the applier to catch up.
 const READ_BARRIER: Duration = Duration::from_secs(30);
@@ -309,11 +317,7 @@ impl Storage for SqliteStore {
     fn history_page(&self, key: &str, page: Page) -> StoreFuture<'_, HistoryPage> {
         let key = key.to_owned();
         Box::pin(self.read(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, role, content, created_at, metadata, tool_calls, tool_call_id, run_id FROM messages
-                 WHERE session_key = ?1 AND seq < COALESCE((SELECT seq FROM messages WHERE id = ?2 AND session_key = ?1), 9223372036854775807)
-                 ORDER BY seq DESC LIMIT ?3",
-            )?;
+            let mut stmt = c.prepare_cached(HISTORY_PAGE)?;
             let mut rows = stmt.query(params![key, page.before, page.limit])?;
             let (mut out, mut bytes, mut truncated) = (Vec::new(), 0usize, false);
             while let Some(r) = rows.next()? {

@@ -416,3 +416,117 @@ async fn a_second_store_on_the_same_database_waits_for_the_first() {
     drop(first);
     held.await.unwrap().expect("opens once the first store is done");
 }
+
+/// SQLite's own count of the steps a statement took to run once (its VM steps), for
+/// `sql` with `args` on `c`.
+fn steps(c: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> i32 {
+    let mut stmt = c.prepare_cached(sql).unwrap();
+    stmt.reset_status(rusqlite::StatementStatus::VmStep);
+    let mut rows = stmt.query(args).unwrap();
+    while rows.next().unwrap().is_some() {}
+    drop(rows);
+    stmt.get_status(rusqlite::StatementStatus::VmStep)
+}
+
+/// `n` more runs (finished), messages and sessions, written straight to the database.
+fn grow(c: &mut Connection, from: usize, n: usize) {
+    let tx = c.transaction().unwrap();
+    for i in from..from + n {
+        let key = format!("s{}", i % 64);
+        tx.execute(
+            write::UPSERT_RUN,
+            params![format!("r{i}"), key, "completed", "out", None::<String>],
+        )
+        .unwrap();
+        tx.execute(
+            write::APPEND_MESSAGE,
+            params![
+                format!("m{i}"),
+                key,
+                "user",
+                "hi",
+                None::<String>,
+                None::<String>,
+                None::<String>,
+                i as i64,
+                None::<String>
+            ],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT OR IGNORE INTO sessions (key, agent_id, created_at, last_active_at) VALUES (?1, 'main', 0, 0)",
+            params![key],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// What each write and read on a growing table costs, run once: the same at 2 000 rows
+/// as at 42 000 (issue 17: a run's write looked up the last run by scanning them all).
+fn costs(c: &Connection, at: usize) -> Vec<(&'static str, i32)> {
+    let (run, msg) = (format!("new-run-{at}"), format!("new-msg-{at}"));
+    vec![
+        (
+            "a new run",
+            steps(
+                c,
+                write::UPSERT_RUN,
+                &[&run, &"s1", &"queued", &None::<String>, &None::<String>],
+            ),
+        ),
+        (
+            "a run's update",
+            steps(
+                c,
+                write::UPSERT_RUN,
+                &[&run, &"s1", &"running", &None::<String>, &None::<String>],
+            ),
+        ),
+        (
+            "a message",
+            steps(
+                c,
+                write::APPEND_MESSAGE,
+                &[
+                    &msg,
+                    &"s1",
+                    &"user",
+                    &"x",
+                    &None::<String>,
+                    &None::<String>,
+                    &None::<String>,
+                    &0i64,
+                    &None::<String>,
+                ],
+            ),
+        ),
+        ("a session's activity", steps(c, write::TOUCH_SESSION, &[&"s1", &1i64, &2i64])),
+        ("a history page", steps(c, HISTORY_PAGE, &[&"s1", &None::<String>, &20i64])),
+        ("a page before a message", steps(c, HISTORY_PAGE, &[&"s1", &msg, &20i64])),
+        (
+            "a run by id",
+            steps(
+                c,
+                "SELECT id, session_key, status, output, error FROM runs WHERE id = ?1",
+                &[&run],
+            ),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn no_statement_on_a_growing_table_costs_more_as_it_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("burrow.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let mut c = Connection::open(&path).unwrap();
+    // Enough for every session to fill a page of 20 at either size.
+    grow(&mut c, 0, 2_000);
+    let small = costs(&c, 2_000);
+    grow(&mut c, 2_000, 40_000);
+    let large = costs(&c, 42_000);
+    for ((what, small), (_, large)) in small.iter().zip(&large) {
+        assert!(*large <= small + 16, "{what}: {small} steps at 2 000 rows, {large} at 42 000");
+    }
+}

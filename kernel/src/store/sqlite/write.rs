@@ -604,9 +604,7 @@ impl<'a> Touched<'a> {
     }
 
     fn flush(self, tx: &Connection) -> Result<(), rusqlite::Error> {
-        let mut update = tx.prepare_cached(
-            "UPDATE sessions SET message_count = message_count + ?2, last_active_at = MAX(last_active_at, ?3) WHERE key = ?1",
-        )?;
+        let mut update = tx.prepare_cached(TOUCH_SESSION)?;
         for (key, (count, at)) in self.0 {
             update.execute(params![key, count as i64, at as i64])?;
         }
@@ -632,12 +630,13 @@ pub(super) fn apply_one<'a>(
             touched.add(session_key, message.created_at);
         }
         Write::Run(r) => {
-            tx.prepare_cached(
-                "INSERT INTO runs (id, session_key, status, output, error, created_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM runs))
-                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, error = excluded.error",
-            )?
-            .execute(params![r.id, r.session_key, status_str(r.status), r.output, r.error])?;
+            tx.prepare_cached(UPSERT_RUN)?.execute(params![
+                r.id,
+                r.session_key,
+                status_str(r.status),
+                r.output,
+                r.error
+            ])?;
         }
         Write::AssignRun { message_id, run_id } => {
             tx.prepare_cached("UPDATE messages SET run_id = ?2 WHERE id = ?1")?
@@ -654,22 +653,31 @@ pub(super) fn apply_one<'a>(
     Ok(())
 }
 
+/// A run's row: new (numbered after the last one, found by `runs_by_seq`), or its status
+/// and outcome updated.
+pub(super) const UPSERT_RUN: &str = "INSERT INTO runs (id, session_key, status, output, error, created_seq)
+     VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM runs))
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, error = excluded.error";
+
+/// A message appended to a transcript.
+pub(super) const APPEND_MESSAGE: &str = "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// A session's count and activity after a transaction's appends.
+pub(super) const TOUCH_SESSION: &str = "UPDATE sessions SET message_count = message_count + ?2, last_active_at = MAX(last_active_at, ?3) WHERE key = ?1";
+
 pub(super) fn append(tx: &Connection, key: &str, m: &NewMessage) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached(
-        "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-            m.id,
-            key,
-            role_str(m.role),
-            m.content,
-            m.metadata.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
-            m.tool_calls.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
-            m.tool_call_id,
-            m.created_at as i64,
-            m.run_id
-        ])?;
+    tx.prepare_cached(APPEND_MESSAGE)?.execute(params![
+        m.id,
+        key,
+        role_str(m.role),
+        m.content,
+        m.metadata.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
+        m.tool_calls.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
+        m.tool_call_id,
+        m.created_at as i64,
+        m.run_id
+    ])?;
     Ok(())
 }
 
