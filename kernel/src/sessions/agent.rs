@@ -151,7 +151,9 @@ impl Drop for Slot {
 
 /// How a run ended.
 enum End {
-    Completed(String),
+    /// With its final reply, not stored yet: it is stored with the run's end, in one
+    /// write.
+    Completed(ChatMessage),
     Failed(String),
     Cancelled,
 }
@@ -167,6 +169,8 @@ pub async fn run(
     mut steered: mpsc::Receiver<Steered>,
 ) -> Vec<String> {
     let key = session.key.clone();
+    // "Running" is for watchers, not the store: a run the store still holds as queued
+    // is resumed after a crash all the same, and the run pays no durable write for it.
     let running = RunRow {
         id: run_id.clone(),
         session_key: key.clone(),
@@ -174,9 +178,7 @@ pub async fn run(
         output: None,
         error: None,
     };
-    if kernel.store().write(vec![Write::Run(running.clone())]).await.is_ok() {
-        kernel.sessions.publish_run(running);
-    }
+    kernel.sessions.publish_run(running);
     let mut seen = HashSet::new();
     let end = tokio::select! {
         end = turns(&kernel, &session, &run_id, &mut steered, &mut seen) => end,
@@ -190,28 +192,47 @@ pub async fn run(
             leftover.push(s.message_id);
         }
     }
-    let (status, output, error) = match &end {
-        End::Completed(out) => (RunStatus::Completed, Some(out.clone()), None),
+    // The final reply and the run's end go in one durable write.
+    let reply = match &end {
+        End::Completed(m) => Some(stored_message(m)),
+        End::Failed(_) | End::Cancelled => None,
+    };
+    let (mut status, mut output, mut error) = match &end {
+        End::Completed(m) => (RunStatus::Completed, Some(m.content.clone()), None),
         End::Failed(why) => (RunStatus::Failed, None, Some(why.clone())),
         End::Cancelled => (RunStatus::Cancelled, None, None),
     };
-    if let Some(why) = &error {
-        tracing::warn!(session = %key, run = %run_id, %why, "run failed");
-    }
-    let row = RunRow {
+    let row = |status, output: &Option<String>, error: &Option<String>| RunRow {
         id: run_id.clone(),
         session_key: key.clone(),
         status,
         output: output.clone(),
         error: error.clone(),
     };
-    if let Err(e) = kernel.store().write(vec![Write::Run(row.clone())]).await {
+    let mut writes: Vec<Write> = reply
+        .iter()
+        .map(|m| Write::Append { session_key: key.clone(), message: m.clone() })
+        .collect();
+    writes.push(Write::Run(row(status, &output, &error)));
+    let stored = kernel.store().write(writes).await;
+    if let Err(e) = &stored {
         tracing::error!(error = %e, "cannot store a run's end");
+        if reply.is_some() {
+            // The reply is not stored: it is not delivered either.
+            (status, output, error) =
+                (RunStatus::Failed, None, Some(format!("cannot store the reply: {e}")));
+        }
+    }
+    if let Some(why) = &error {
+        tracing::warn!(session = %key, run = %run_id, %why, "run failed");
+    }
+    if let (Some(m), Ok(())) = (&reply, &stored) {
+        kernel.sessions.publish_message(&key, m);
     }
     let payload = json!({ "sessionKey": key, "runId": run_id, "agentId": session.agent_id, "status": status, "output": output, "error": error });
     kernel.emit("agent_end", payload, run_context(&key, &run_id));
-    kernel.sessions.publish_run(row);
-    if let End::Completed(text) = end {
+    kernel.sessions.publish_run(row(status, &output, &error));
+    if let (RunStatus::Completed, Some(text)) = (status, output) {
         send_reply(&kernel, &session, &run_id, text);
     }
     leftover
@@ -223,8 +244,9 @@ fn run_context(key: &str, run_id: &str) -> Map {
     c
 }
 
-async fn append(kernel: &Kernel, key: &str, message: &ChatMessage) -> Result<(), String> {
-    let m = NewMessage {
+/// `message` as the store keeps it, with a new id.
+fn stored_message(message: &ChatMessage) -> NewMessage {
+    NewMessage {
         id: uuid::Uuid::now_v7().to_string(),
         role: message.role,
         content: message.content.clone(),
@@ -233,7 +255,11 @@ async fn append(kernel: &Kernel, key: &str, message: &ChatMessage) -> Result<(),
         tool_call_id: message.tool_call_id.clone(),
         created_at: now_ms(),
         run_id: None,
-    };
+    }
+}
+
+async fn append(kernel: &Kernel, key: &str, message: &ChatMessage) -> Result<(), String> {
+    let m = stored_message(message);
     kernel
         .store()
         .write(vec![Write::Append { session_key: key.to_owned(), message: m.clone() }])
@@ -357,29 +383,34 @@ async fn turns(
             tool_calls: calls.clone(),
             tool_call_id: None,
         };
-        if let Err(e) = append(kernel, key, &assistant).await {
-            return End::Failed(format!("cannot store the reply: {e}"));
-        }
-        messages.push(assistant);
         let Some(calls) = calls else {
             // A turn boundary: steered messages get another turn; once none is waiting
-            // the run stops taking them (later ones queue for the next run).
+            // the run stops taking them (later ones queue for the next run). The final
+            // reply is stored with the run's end.
             if !can_take {
-                return End::Completed(answer.message.content);
+                return End::Completed(assistant);
             }
             let mut late = take_steered(steered, seen);
             if late.is_empty() {
                 steered.close();
                 late = take_steered(steered, seen);
                 if late.is_empty() {
-                    return End::Completed(answer.message.content);
+                    return End::Completed(assistant);
                 }
             }
             // This answer is final for what came before the steered messages.
+            if let Err(e) = append(kernel, key, &assistant).await {
+                return End::Failed(format!("cannot store the reply: {e}"));
+            }
             send_reply(kernel, session, run_id, answer.message.content.clone());
+            messages.push(assistant);
             messages.extend(late);
             continue;
         };
+        if let Err(e) = append(kernel, key, &assistant).await {
+            return End::Failed(format!("cannot store the reply: {e}"));
+        }
+        messages.push(assistant);
         for call in calls {
             let name = &call.name;
             wait_for_tool(kernel, key, run_id, &agent, name, tool_wait, &mut given_up).await;
