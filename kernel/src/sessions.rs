@@ -23,6 +23,7 @@ pub mod actor;
 pub mod agent;
 pub mod context;
 pub mod followers;
+pub mod tail;
 
 pub use actor::{DispatchReply, Inbound, SessionActor, SessionMsg, Wake};
 

@@ -461,3 +461,68 @@ async fn empty_metadata_is_stored_as_none() {
         assert_eq!(stored.get("metadata"), expected, "{h}");
     }
 }
+
+/// The conversation a `provider.complete` carries, as `role: content` lines (the
+/// system prompt left out).
+fn conversation(call: &Value) -> Vec<String> {
+    call["params"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| format!("{}: {}", m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn each_run_sees_the_whole_conversation_before_it_from_memory_or_the_store() {
+    // Runs take their context from the session's memory when it certainly matches the
+    // store, else from the store: both give the same conversation.
+    let (_kernel, mut prov, mut chan, _tools) = agent_apps().await;
+    let turn = |said: &str| json!({"sessionKey": "talk", "content": said});
+    let mut expected: Vec<String> = Vec::new();
+    for (said, reply) in [("one", "r1"), ("two", "r2")] {
+        chan.call("message.dispatch", turn(said)).await;
+        let c = prov.expect_method("provider.complete").await;
+        expected.push(format!("user: {said}"));
+        assert_eq!(conversation(&c), expected);
+        prov.answer(&c["id"], json!({"message": {"content": reply}})).await;
+        expected.push(format!("assistant: {reply}"));
+        let sent = chan.expect_method("channel.send").await;
+        chan.answer(&sent["id"], json!({})).await;
+    }
+    // A message that comes while a run runs: the next run reads the store.
+    chan.call("message.dispatch", turn("three")).await;
+    let c = prov.expect_method("provider.complete").await;
+    chan.call("message.dispatch", turn("four")).await;
+    expected.push("user: three".into());
+    assert_eq!(conversation(&c), expected);
+    prov.answer(&c["id"], json!({"message": {"content": "r3"}})).await;
+    let c = prov.expect_method("provider.complete").await;
+    expected.extend(["assistant: r3".into(), "user: four".into()]);
+    assert_eq!(conversation(&c), expected);
+    prov.answer(&c["id"], json!({"message": {"content": "r4"}})).await;
+    // The one after, from memory again, goes on from the store's order: "four" came
+    // while run three ran, so it was stored before "r3".
+    for _ in 0..2 {
+        let sent = chan.expect_method("channel.send").await;
+        chan.answer(&sent["id"], json!({})).await;
+    }
+    chan.call("message.dispatch", turn("five")).await;
+    let c = prov.expect_method("provider.complete").await;
+    expected.swap(5, 6);
+    expected.extend(["assistant: r4".into(), "user: five".into()]);
+    assert_eq!(conversation(&c), expected);
+    prov.answer(&c["id"], json!({"message": {"content": "r5"}})).await;
+    let sent = chan.expect_method("channel.send").await;
+    chan.answer(&sent["id"], json!({})).await;
+    let history = chan.call("session.history", json!({"key": "talk"})).await;
+    let stored: Vec<String> = history["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}: {}", m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    expected.push("assistant: r5".into());
+    assert_eq!(stored, expected, "the store holds what the runs saw");
+}

@@ -48,8 +48,8 @@ pub enum SessionMsg {
     Written(u64, Result<(), StoreError>, Box<AfterWrite>),
     /// Time to try again to read the session back from the store.
     Reload,
-    /// A run ended, leaving these steered messages untaken.
-    RunFinished(String, Vec<String>),
+    /// A run ended: the steered messages it left, the messages it stored.
+    RunFinished(String, Box<super::tail::RunOutcome>),
     /// Cancel a queued or running run.
     Cancel(String, oneshot::Sender<Result<(), ErrorObject>>),
     /// Time to check for idleness.
@@ -212,6 +212,23 @@ pub struct SessionState {
     reload_due: bool,
     /// Steered messages a run left while the session was stale: queued once it is not.
     leftover: Vec<String>,
+    /// The newest of the transcript, when it is known here ([`super::tail`]).
+    tail: Option<super::tail::Tail>,
+    /// A message came while a run ran (the tail goes: see [`super::tail`]).
+    inbound_during_run: bool,
+}
+
+impl SessionState {
+    /// Notes a message the session stores now (after everything before it): in the
+    /// transcript in memory, and that one came while a run ran.
+    fn note_message(&mut self, message: &NewMessage) {
+        if self.running.is_some() {
+            self.inbound_during_run = true;
+        }
+        if let Some(tail) = self.tail.as_mut() {
+            tail.push(super::tail::transcript(message));
+        }
+    }
 }
 
 impl Actor for SessionActor {
@@ -264,6 +281,8 @@ impl Actor for SessionActor {
             stale: false,
             reload_due: false,
             leftover: Vec::new(),
+            tail: None,
+            inbound_during_run: false,
         };
         start_next(&mut state, &myself);
         Ok(state)
@@ -305,11 +324,28 @@ impl Actor for SessionActor {
                 start_next(state, &myself);
             }
             // The fence is broken: the session is read back below.
-            SessionMsg::Written(seq, Err(_), _) => state.writes.heard(seq),
+            SessionMsg::Written(seq, Err(_), _) => {
+                state.writes.heard(seq);
+                state.tail = None;
+            }
             SessionMsg::Reload => {}
-            SessionMsg::RunFinished(run_id, leftover) => {
+            SessionMsg::RunFinished(run_id, outcome) => {
                 if state.running.as_ref().is_some_and(|r| r.id == run_id) {
                     state.running = None;
+                }
+                let super::tail::RunOutcome { leftover, read, appended, failed_write } = *outcome;
+                // The transcript in memory goes on from the run's, unless a message came
+                // meanwhile or a write failed (then the store says the order).
+                if failed_write || std::mem::take(&mut state.inbound_during_run) {
+                    state.tail = None;
+                } else {
+                    if let Some(read) = read {
+                        let bytes = crate::methods::session::page_bytes(&state.kernel);
+                        state.tail = Some(super::tail::Tail::new(read, bytes));
+                    }
+                    if let Some(tail) = state.tail.as_mut() {
+                        appended.into_iter().for_each(|m| tail.push(m));
+                    }
                 }
                 state.leftover.extend(leftover);
                 if !state.stale {
@@ -446,7 +482,12 @@ async fn write_now(state: &mut SessionState, writes: Vec<Write>) -> Result<(), S
         let _ = tx.send(outcome);
     });
     let seq = submitted.await;
-    rx.await.map_err(|_| StoreError::Closed)??;
+    let written = rx.await.map_err(|_| StoreError::Closed).and_then(|w| w);
+    if written.is_err() {
+        // What the transcript in memory holds may not be stored.
+        state.tail = None;
+    }
+    written?;
     // Submissions are written in order: every earlier one is on disk too.
     state.writes.heard(seq);
     Ok(())
@@ -480,6 +521,8 @@ async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, E
         }
     };
     writes.push(Write::AssignRun { message_id: message_id.to_owned(), run_id: run_id.clone() });
+    // A message moved to another run: the transcript in memory would not say so.
+    state.tail = None;
     write_now(state, writes).await.map_err(|e| {
         ErrorObject::new(ErrorCode::InternalError, format!("could not queue the message: {e}"))
     })?;
@@ -517,9 +560,11 @@ fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
     let me = myself.clone();
     let id = run_id.clone();
     let token = cancel.clone();
+    let history = state.tail.as_ref().map(super::tail::Tail::snapshot);
+    state.inbound_during_run = false;
     let task = tokio::spawn(async move {
-        let leftover = super::agent::run(kernel, session, id.clone(), token, steered).await;
-        let _ = me.cast(SessionMsg::RunFinished(id, leftover));
+        let outcome = super::agent::run(kernel, session, id.clone(), token, steered, history).await;
+        let _ = me.cast(SessionMsg::RunFinished(id, Box::new(outcome)));
     });
     let steer_bytes = Default::default();
     state.running = Some(Running { id: run_id, cancel, steer, steer_bytes, task });

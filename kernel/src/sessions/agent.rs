@@ -19,7 +19,7 @@ use burrow_protocol::methods::invoke::{
     ChannelSend, ChannelSendParams, ChatMessage, ProviderComplete, ProviderCompleteParams,
     ProviderCompleteResult, Role, ToolCallParams, ToolCallRequest, ToolSpec,
 };
-use burrow_protocol::methods::session::RunStatus;
+use burrow_protocol::methods::session::{RunStatus, TranscriptMessage};
 use burrow_protocol::methods::{Method, to_value};
 use burrow_protocol::{Map, Value, now_ms};
 use serde_json::json;
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AgentSpec;
 use super::actor::context;
+use super::tail::{self, RunOutcome};
 use crate::capabilities::{Capability, Unready};
 use crate::hooks;
 use crate::kernel::Kernel;
@@ -167,7 +168,8 @@ pub async fn run(
     run_id: String,
     cancel: CancellationToken,
     mut steered: mpsc::Receiver<Steered>,
-) -> Vec<String> {
+    history: Option<Vec<TranscriptMessage>>,
+) -> RunOutcome {
     let key = session.key.clone();
     // "Running" is for watchers, not the store: a run the store still holds as queued
     // is resumed after a crash all the same, and the run pays no durable write for it.
@@ -180,16 +182,16 @@ pub async fn run(
     };
     kernel.sessions.publish_run(running);
     let mut seen = HashSet::new();
+    let mut outcome = RunOutcome::default();
     let end = tokio::select! {
-        end = turns(&kernel, &session, &run_id, &mut steered, &mut seen) => end,
+        end = turns(&kernel, &session, &run_id, &mut steered, &mut seen, history, &mut outcome) => end,
         _ = cancel.cancelled() => End::Cancelled,
     };
     steered.close();
-    let mut leftover = Vec::new();
     while let Ok(s) = steered.try_recv() {
         // One the run read from the transcript was answered with its input.
         if !seen.contains(&s.message_id) {
-            leftover.push(s.message_id);
+            outcome.leftover.push(s.message_id);
         }
     }
     // The final reply and the run's end go in one durable write.
@@ -215,6 +217,11 @@ pub async fn run(
         .collect();
     writes.push(Write::Run(row(status, &output, &error)));
     let stored = kernel.store().write(writes).await;
+    match (&stored, &reply) {
+        (Ok(()), Some(m)) => outcome.appended.push(tail::transcript(m)),
+        (Ok(()), None) => {}
+        (Err(_), _) => outcome.failed_write = true,
+    }
     if let Err(e) = &stored {
         tracing::error!(error = %e, "cannot store a run's end");
         if reply.is_some() {
@@ -235,7 +242,7 @@ pub async fn run(
     if let (RunStatus::Completed, Some(text)) = (status, output) {
         send_reply(&kernel, &session, &run_id, text);
     }
-    leftover
+    outcome
 }
 
 fn run_context(key: &str, run_id: &str) -> Map {
@@ -258,13 +265,23 @@ fn stored_message(message: &ChatMessage) -> NewMessage {
     }
 }
 
-async fn append(kernel: &Kernel, key: &str, message: &ChatMessage) -> Result<(), String> {
+/// Stores `message` in `key`'s transcript, noting it (or the failure) in `outcome`.
+async fn append(
+    kernel: &Kernel,
+    key: &str,
+    message: &ChatMessage,
+    outcome: &mut RunOutcome,
+) -> Result<(), String> {
     let m = stored_message(message);
-    kernel
+    let stored = kernel
         .store()
         .write(vec![Write::Append { session_key: key.to_owned(), message: m.clone() }])
-        .await
-        .map_err(|e| e.to_string())?;
+        .await;
+    if let Err(e) = stored {
+        outcome.failed_write = true;
+        return Err(e.to_string());
+    }
+    outcome.appended.push(tail::transcript(&m));
     kernel.sessions.publish_message(key, &m);
     Ok(())
 }
@@ -294,16 +311,31 @@ async fn turns(
     run_id: &str,
     steered: &mut mpsc::Receiver<Steered>,
     seen: &mut HashSet<String>,
+    history: Option<Vec<TranscriptMessage>>,
+    outcome: &mut RunOutcome,
 ) -> End {
     let config = kernel.config();
     let agent: AgentSpec = config.agents.get(&session.agent_id).cloned().unwrap_or_default();
     let key = &session.key;
     let ctx = run_context(key, run_id);
-    // The newest of the transcript, as much as fits a provider's request.
-    let page = Page { limit: 1000, before: None, max_bytes: page_bytes(kernel) };
-    let history = match kernel.store().history_page(key, page).await {
-        Ok(h) => h.messages,
-        Err(e) => return End::Failed(format!("cannot read the transcript: {e}")),
+    // The newest of the transcript, as much as fits a provider's request: the session's
+    // own, in memory, else read from the store (and handed back to the session).
+    let history = match history {
+        Some(history) => history,
+        None => {
+            let page = Page {
+                limit: tail::MAX_MESSAGES as u32,
+                before: None,
+                max_bytes: page_bytes(kernel),
+            };
+            match kernel.store().history_page(key, page).await {
+                Ok(h) => {
+                    outcome.read = Some(h.messages.clone());
+                    h.messages
+                }
+                Err(e) => return End::Failed(format!("cannot read the transcript: {e}")),
+            }
+        }
     };
     let context = super::context::build(history, run_id);
     let (mut messages, input) = (context.messages, context.input);
@@ -399,7 +431,7 @@ async fn turns(
                 }
             }
             // This answer is final for what came before the steered messages.
-            if let Err(e) = append(kernel, key, &assistant).await {
+            if let Err(e) = append(kernel, key, &assistant, outcome).await {
                 return End::Failed(format!("cannot store the reply: {e}"));
             }
             send_reply(kernel, session, run_id, answer.message.content.clone());
@@ -407,7 +439,7 @@ async fn turns(
             messages.extend(late);
             continue;
         };
-        if let Err(e) = append(kernel, key, &assistant).await {
+        if let Err(e) = append(kernel, key, &assistant, outcome).await {
             return End::Failed(format!("cannot store the reply: {e}"));
         }
         messages.push(assistant);
@@ -421,7 +453,7 @@ async fn turns(
                 tool_calls: None,
                 tool_call_id: Some(call.id.clone()),
             };
-            if let Err(e) = append(kernel, key, &tool).await {
+            if let Err(e) = append(kernel, key, &tool, outcome).await {
                 return End::Failed(format!("cannot store a tool result: {e}"));
             }
             messages.push(tool);

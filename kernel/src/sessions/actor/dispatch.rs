@@ -114,6 +114,8 @@ pub(super) async fn dispatch(
         session.message_count += 1;
         session.last_active_at = now;
     }
+    // The transcript in memory: this message is stored after everything before it.
+    state.note_message(&message);
     if steer {
         // The run takes it live, so it must be on disk first: wait for it.
         writes.push(Write::Append { session_key: state.key.clone(), message: message.clone() });
