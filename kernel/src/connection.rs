@@ -43,6 +43,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use burrow_protocol::{
@@ -531,6 +532,7 @@ impl Connection {
         // read meanwhile (their queue permits and bytes bound them), and they are handed
         // over in order as slots free up.
         let mut parked = Parked { waiting: VecDeque::new(), deliver: &deliver };
+        let mut frames = 0u32;
         let reason = loop {
             // Requests waiting for a slot go first when one is free.
             if !parked.hand_over(&self) {
@@ -548,6 +550,10 @@ impl Connection {
                     Waited::OwnerGone => break "owner stopped".to_owned(),
                 }
             }
+            // The clock is read when a frame needed a read from the socket, and every so
+            // often while frames come from what was read already.
+            let fresh = reader.read_buffer().is_empty() || frames.is_multiple_of(64);
+            frames = frames.wrapping_add(1);
             let frame = match self.wait(false, &mut parked, reader.next()).await {
                 Waited::Done(frame) => frame,
                 Waited::Closed => break "closed by the kernel".to_owned(),
@@ -559,7 +565,9 @@ impl Connection {
                 Some(Ok(decoded)) => decoded,
             };
             self.unread.store(usize::MAX, Ordering::Release);
-            self.last_seen.store(mono_ms(), Ordering::Relaxed);
+            if fresh {
+                self.last_seen.store(mono_ms(), Ordering::Relaxed);
+            }
             let msg = match decoded {
                 Ok(msg) => msg,
                 Err(e) => {
@@ -592,8 +600,15 @@ impl Connection {
             let size = weight(reader.decoder().last_frame_bytes(), &msg);
             let size = u32::try_from(size).unwrap_or(u32::MAX).clamp(1, max_bytes);
             let permits = async {
-                let permit = queued.clone().acquire_owned().await.ok()?;
-                Some((permit, bytes.clone().acquire_many_owned(size).await.ok()?))
+                let permit = match queued.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => queued.clone().acquire_owned().await.ok()?,
+                };
+                let held = match bytes.clone().try_acquire_many_owned(size) {
+                    Ok(held) => held,
+                    Err(_) => bytes.clone().acquire_many_owned(size).await.ok()?,
+                };
+                Some((permit, held))
             };
             let (permit, held) = match self.wait(true, &mut parked, permits).await {
                 Waited::Done(Some(permits)) => permits,
@@ -672,8 +687,23 @@ impl Connection {
     where
         F: Fn(Inbound) -> bool,
     {
-        self.paused.store(pause, Ordering::Relaxed);
         let mut wait = std::pin::pin!(wait);
+        // The common case costs no select: what is awaited is ready now (a frame already
+        // read, a free permit) and no request waits for a slot.
+        if parked.waiting.is_empty() && !self.closing.is_cancelled() {
+            let mut ready = None;
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(done) = wait.as_mut().poll(cx) {
+                    ready = Some(done);
+                }
+                Poll::Ready(())
+            })
+            .await;
+            if let Some(done) = ready {
+                return Waited::Done(done);
+            }
+        }
+        self.paused.store(pause, Ordering::Relaxed);
         let outcome = loop {
             let front = parked.waiting.front().map(|(_, weight, _)| *weight);
             let until = parked.waiting.front().map(|(_, _, until)| *until);

@@ -9,7 +9,7 @@
 //!   and block for fail-closed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use burrow_protocol::manifest::pattern_matches;
@@ -74,6 +74,8 @@ pub struct SubscriberSummary {
 #[derive(Default)]
 pub struct Hooks {
     subscribers: DashMap<u64, Subscriber>,
+    /// How many entries `subscribers` holds: with none, emitting costs one load.
+    subscriber_count: AtomicUsize,
     pending: DashMap<String, PendingIntercept>,
 }
 
@@ -95,6 +97,7 @@ impl Hooks {
         queue_len: usize,
     ) {
         let mut entry = self.subscribers.entry(conn.id()).or_insert_with(|| {
+            self.subscriber_count.fetch_add(1, Ordering::AcqRel);
             let (tx, mut rx) = mpsc::channel::<Message>(queue_len.max(1));
             let conn = conn.clone();
             tokio::spawn(async move {
@@ -138,18 +141,24 @@ impl Hooks {
 
     /// Forgets everything of a closed connection; its pending interceptions fail at once.
     pub fn release_conn(&self, conn_id: u64) {
-        self.subscribers.remove(&conn_id);
+        if self.subscribers.remove(&conn_id).is_some() {
+            self.subscriber_count.fetch_sub(1, Ordering::AcqRel);
+        }
         self.pending.retain(|_, p| p.conn_id != conn_id);
     }
 
     /// Whether any observer subscribes to `event`: when none does, callers can skip
     /// building its payload.
     pub fn observed(&self, event: &str) -> bool {
-        self.subscribers.iter().any(|s| s.patterns.iter().any(|p| pattern_matches(p, event)))
+        self.subscriber_count.load(Ordering::Acquire) > 0
+            && self.subscribers.iter().any(|s| s.patterns.iter().any(|p| pattern_matches(p, event)))
     }
 
     /// Delivers `event` to every observer subscribed to it (and allowed by policy).
     pub fn emit(&self, config: &Config, event: &str, payload: Value, context: Map) {
+        if self.subscriber_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let mut msg = None;
         for sub in self.subscribers.iter() {
             if !sub.patterns.iter().any(|p| pattern_matches(p, event))

@@ -13,10 +13,13 @@ use burrow_protocol::methods::hook::{HookResult, HookSubscribe, HookUnsubscribe}
 use burrow_protocol::methods::invoke::ToolCall;
 use burrow_protocol::methods::{Cancel, CancelParams, Method, parse_params, table, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Notification, Request, Value};
+use std::sync::Arc;
+
 use ractor::ActorRef;
 
 use crate::app_actor::{AppActorState, AppMsg};
 use crate::connection::Responder;
+use crate::kernel::Kernel;
 use crate::supervisor::Control;
 
 mod app;
@@ -65,6 +68,19 @@ where
         responder.prepare_large().await;
         responder.reply(outcome);
     });
+}
+
+/// `app.heartbeat`'s answer (the connection's reader noted the app is alive).
+pub(crate) fn heartbeat(params: Value) -> Result<Value, ErrorObject> {
+    typed::<AppHeartbeat>(params, |_| Ok(app::heartbeat()))
+}
+
+/// `tool.call` from `caller`, holding an in-flight slot: routed to the tool's app.
+pub(crate) fn tool_call(kernel: Arc<Kernel>, caller: String, params: Value, responder: Responder) {
+    match parse_params(params) {
+        Ok(p) => route::tool_call(kernel, caller, p, responder),
+        Err(e) => responder.reply(Err(e)),
+    }
 }
 
 /// `APP_NOT_REGISTERED` for `method`.
@@ -123,7 +139,7 @@ pub fn dispatch(
             return peers::dispatch(state.kernel.clone(), &method, params, responder);
         }
         AppRegister::NAME => typed::<AppRegister>(params, |p| app::register(state, myself, p)),
-        AppHeartbeat::NAME => typed::<AppHeartbeat>(params, |_| Ok(app::heartbeat())),
+        AppHeartbeat::NAME => heartbeat(params),
         AppReady::NAME => typed::<AppReady>(params, |_| Ok(app::ready(state))),
         AppShutdown::NAME => match parse_params(params) {
             Ok(p) => return app::shutdown(state, myself, p, responder),
@@ -145,17 +161,9 @@ pub fn dispatch(
             Ok(p) => return config::watch(state, p, responder),
             Err(e) => Err(e),
         },
-        ToolCall::NAME => match parse_params(params) {
-            Ok(p) => {
-                return route::tool_call(
-                    state.kernel.clone(),
-                    state.name().to_owned(),
-                    p,
-                    responder,
-                );
-            }
-            Err(e) => Err(e),
-        },
+        ToolCall::NAME => {
+            return tool_call(state.kernel.clone(), state.name().to_owned(), params, responder);
+        }
         _ if comms::handles(&method) => return comms::dispatch(state, &method, params, responder),
         _ if session::handles(&method) => {
             let caller = state.name().to_owned();

@@ -12,6 +12,7 @@ use burrow_protocol::methods::invoke::{
 };
 use burrow_protocol::methods::{Method, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::capabilities::{Capability, route_path};
@@ -142,46 +143,68 @@ pub async fn call_tool_in_run(
     let config = kernel.config();
     let mut context = Map::new();
     context.insert("callerAppId".into(), caller.into());
-    let mut payload = json!({ "name": p.name, "arguments": p.arguments, "callerAppId": caller });
     if let Some(key) = &p.session_key {
         context.insert("sessionKey".into(), key.clone().into());
-        payload["sessionKey"] = key.clone().into();
     }
     if let Some(run) = &run_id {
         context.insert("runId".into(), run.clone().into());
-        payload["runId"] = run.clone().into();
     }
-    let payload =
-        hooks::intercept(kernel.intercept_scope(), &config, "before_tool_call", payload, &context)
-            .await
-            .map_err(|blocked| blocked.to_error())?;
-    let arguments = payload["arguments"].clone();
-    kernel.emit("before_tool_call", payload, context.clone());
-
+    // The events' payloads are built only for the hooks that take them.
+    let ToolCallParams { name, arguments, session_key } = p;
+    let arguments = if kernel.caps.intercepted("before_tool_call")
+        || kernel.hooks.observed("before_tool_call")
+    {
+        let mut payload = json!({ "name": name, "arguments": arguments, "callerAppId": caller });
+        if let Some(key) = &session_key {
+            payload["sessionKey"] = key.clone().into();
+        }
+        if let Some(run) = &run_id {
+            payload["runId"] = run.clone().into();
+        }
+        let payload = hooks::intercept(
+            kernel.intercept_scope(),
+            &config,
+            "before_tool_call",
+            payload,
+            &context,
+        )
+        .await
+        .map_err(|blocked| blocked.to_error())?;
+        let arguments = payload["arguments"].clone();
+        kernel.emit("before_tool_call", payload, context.clone());
+        arguments
+    } else {
+        arguments
+    };
+    let observed = kernel.hooks.observed("after_tool_call");
     let params = ToolInvokeParams {
         call_id: uuid::Uuid::now_v7().to_string(),
-        name: p.name.clone(),
-        arguments: arguments.clone(),
-        session_key: p.session_key.clone(),
-        run_id: run_id.clone(),
+        name: name.clone(),
+        arguments: if observed { arguments.clone() } else { arguments },
+        session_key: session_key.clone(),
+        run_id,
     };
     let timeout = Duration::from_millis(tool.timeout_ms.unwrap_or(config.ipc.call_timeout_ms));
     let started = Instant::now();
     let outcome =
         cap.conn.request(ToolInvoke::NAME, to_value(&params), timeout).await.and_then(|v| {
-            serde_json::from_value::<ToolResult>(v.clone()).map(|_| v).map_err(|e| {
-                ErrorObject::new(
+            match ToolResult::deserialize(&v) {
+                Ok(_) => Ok(v),
+                Err(e) => Err(ErrorObject::new(
                     ErrorCode::InternalError,
                     format!(
                         "app {:?} answered tool.invoke with a malformed result: {e}",
                         cap.app_id
                     ),
-                )
-            })
+                )),
+            }
         });
+    if !observed {
+        return outcome;
+    }
     let mut after = json!({
-        "name": p.name,
-        "arguments": arguments,
+        "name": name,
+        "arguments": params.arguments,
         "callerAppId": caller,
         "durationMs": started.elapsed().as_millis() as u64,
     });
@@ -195,7 +218,7 @@ pub async fn call_tool_in_run(
             after["isError"] = true.into();
         }
     }
-    if let Some(key) = &p.session_key {
+    if let Some(key) = &session_key {
         after["sessionKey"] = key.clone().into();
     }
     kernel.emit("after_tool_call", after, context);

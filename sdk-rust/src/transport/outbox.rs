@@ -1,12 +1,12 @@
 //! The [`Outbox`]: the sending side of a framed connection, shared by every task that
 //! sends on it.
 //!
-//! A sender encodes its message and, when nothing is being written at that moment,
-//! writes it to the stream itself, without waiting (a non-blocking attempt). That is the
-//! common case, and it costs no hand-off to another task. What the stream does not take
-//! at once stays in the outbox's buffer, and the outbox's flusher task writes it as the
-//! stream drains; while the flusher works, senders only append behind it. Frames leave
-//! in the order their senders took the outbox's lock, whole.
+//! A sender encodes its message and appends the frame to the outbox's buffer; it never
+//! writes to the stream itself. The outbox's flusher task writes the buffer: woken by
+//! the first frame after a pause, it first lets every other task that is ready run (one
+//! `yield_now`), so that the frames all of them send at the same moment (the answers to
+//! a whole read of pipelined requests, the calls a burst of runs makes) go out together,
+//! in one write. Frames leave in the order their senders took the outbox's lock, whole.
 //!
 //! The buffer is bounded in frames and in bytes ([`Bounds`]): once either is reached,
 //! [`Outbox::try_send`] refuses ([`SendError::Full`]) and [`Outbox::send`] waits for room
@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use burrow_protocol::Message;
 use burrow_protocol::codec::{self, EncodeError};
@@ -119,8 +119,6 @@ struct State {
     flushing: bool,
     /// Close requested: write what is buffered, then shut down.
     closing: bool,
-    /// A write failed; the flusher ends the outbox with it.
-    failed: Option<io::Error>,
 }
 
 impl State {
@@ -185,7 +183,6 @@ impl Outbox {
                 written: 0,
                 buffered: pending,
                 closing: false,
-                failed: None,
             }),
             work: Notify::new(),
             room: Notify::new(),
@@ -282,9 +279,8 @@ impl Outbox {
         }
     }
 
-    /// Writes an encoded frame now when nothing else is being written and the stream
-    /// takes it at once; buffers it (or what is left of it) for the flusher otherwise.
-    /// Refuses it when the buffer is full, unless `force`.
+    /// Appends an encoded frame for the flusher, waking it if it sleeps. Refuses the
+    /// frame when the buffer is full, unless `force`.
     fn push(&self, frame: &[u8], force: bool) -> Result<(), Refused> {
         let inner = self.inner();
         let mut state = inner.lock();
@@ -294,46 +290,10 @@ impl Outbox {
         if !force && !state.has_room(inner.bounds) {
             return Err(Refused::Full);
         }
-        let state = &mut *state;
-        let mut rest = frame;
-        if !state.flushing {
-            // Nothing is being written: try to write it now. A stream that would block
-            // (or fails) leaves the rest to the flusher.
-            let mut cx = Context::from_waker(Waker::noop());
-            while !rest.is_empty() {
-                match Pin::new(&mut state.writer).poll_write(&mut cx, rest) {
-                    Poll::Ready(Ok(n)) if n > 0 => rest = &rest[n..],
-                    Poll::Ready(Ok(_)) => {
-                        state.failed = Some(io::ErrorKind::WriteZero.into());
-                        break;
-                    }
-                    Poll::Ready(Err(e)) => {
-                        state.failed = Some(e);
-                        break;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-            let written = (frame.len() - rest.len()) as u64;
-            state.written += written;
-            state.buffered += written;
-            if rest.is_empty() && state.failed.is_none() {
-                // A writer that holds data back (a `BufWriter`, TLS) must be flushed; one
-                // that cannot flush at once leaves that to the flusher (`buf` is empty,
-                // so it only flushes).
-                match Pin::new(&mut state.writer).poll_flush(&mut cx) {
-                    Poll::Ready(Ok(())) => return Ok(()),
-                    Poll::Ready(Err(e)) => state.failed = Some(e),
-                    Poll::Pending => {}
-                }
-                state.flushing = true;
-                inner.work.notify_one();
-                return Ok(());
-            }
-        }
-        state.buf.extend_from_slice(rest);
-        state.buffered += rest.len() as u64;
-        state.ends.push_back(state.buffered);
+        state.buf.extend_from_slice(frame);
+        state.buffered += frame.len() as u64;
+        let end = state.buffered;
+        state.ends.push_back(end);
         inner.full.store(!state.has_room(inner.bounds), std::sync::atomic::Ordering::Release);
         if !std::mem::replace(&mut state.flushing, true) {
             inner.work.notify_one();
@@ -384,9 +344,6 @@ impl Inner {
             // Aborted: not one byte more.
             return Poll::Ready(Ok(true));
         }
-        if let Some(e) = state.failed.take() {
-            return Poll::Ready(Err(e));
-        }
         let written = state.written;
         let polled = state.poll_write_buf(cx);
         if state.written > written {
@@ -412,7 +369,7 @@ impl Inner {
     /// Whether the flusher has something to do.
     fn has_work(&self) -> bool {
         let state = self.lock();
-        state.flushing || state.closing || state.failed.is_some()
+        state.flushing || state.closing
     }
 }
 
@@ -429,6 +386,8 @@ async fn flush_loop(inner: Arc<Inner>) {
                 () = work => {}
             }
         }
+        // Everything else ready to run goes first: what it sends goes in the same write.
+        tokio::task::yield_now().await;
         let flushed = tokio::select! {
             biased;
             () = inner.closed.cancelled() => break,

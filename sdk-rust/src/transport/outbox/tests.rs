@@ -227,3 +227,79 @@ async fn a_writer_that_holds_data_back_is_flushed() {
     out.try_send(note(7)).expect("send");
     assert_eq!(next_n(&mut far).await, 7);
 }
+
+/// A stream that takes every write whole and counts the writes.
+struct CountingWriter {
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncWrite for CountingWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.bytes.lock().expect("bytes").extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn frames_sent_at_the_same_moment_go_out_in_one_write() {
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let write: Box<dyn tokio::io::AsyncWrite + Send + Unpin> =
+        Box::new(CountingWriter { writes: writes.clone(), bytes: bytes.clone() });
+    let closed = CancellationToken::new();
+    let (out, flusher) = Outbox::new(
+        FramedWrite::new(write, MessageCodec::new(1024 * 1024)),
+        Bounds { frames: 1000, bytes: usize::MAX },
+        closed.clone(),
+    );
+    tokio::spawn(flusher);
+    // Eight tasks ready at once, ten frames each: the answers to one read, say.
+    let senders: Vec<_> = (0..8u64)
+        .map(|t| {
+            let out = out.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    out.try_send(note(t * 10 + i)).expect("room");
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    out.close();
+    tokio::time::timeout(WAIT, closed.cancelled()).await.expect("closed");
+    assert_eq!(writes.load(std::sync::atomic::Ordering::SeqCst), 1, "one write for all");
+    let bytes = bytes.lock().expect("bytes").clone();
+    let (ours, theirs) = tokio::io::duplex(bytes.len() + 1);
+    let mut far = framed_read(theirs);
+    let mut ours = ours;
+    tokio::io::AsyncWriteExt::write_all(&mut ours, &bytes).await.expect("replay");
+    drop(ours);
+    let mut seen = Vec::new();
+    for _ in 0..80 {
+        seen.push(next_n(&mut far).await);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..80).collect::<Vec<_>>(), "every frame, whole");
+}
