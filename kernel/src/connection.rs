@@ -1,6 +1,7 @@
-//! One [`Connection`] per client socket: framing, a reader task, an [`Outbox`] (senders
-//! write their frames themselves when the socket takes them; its flusher task writes the
-//! rest), and the table of kernel → app requests awaiting answers.
+//! One [`Connection`] per client socket: framing, a reader task (`reader`), an
+//! [`Outbox`] (senders append their frames; its flusher task writes all that is ready at
+//! once in one write), the [`Responder`] that answers each request (`responder`), and
+//! the table of kernel → app requests awaiting answers (`requests`).
 //!
 //! Actors see whole messages only. The reader answers malformed frames itself (they never
 //! reach an actor), resolves responses to the kernel's own requests, and hands requests
@@ -40,23 +41,26 @@
 //! because the app went away, the reader still gets a moment to deliver what the app sent
 //! before it left.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
-use burrow_protocol::{
-    ErrorCode, ErrorObject, Id, Message, Notification, Request, Response, Value,
-};
-use burrow_sdk::transport::{Bounds, FrameReader, Outbox, SendError, Transport};
-use dashmap::DashMap;
-use futures_util::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use burrow_protocol::{ErrorCode, ErrorObject, Message, Notification, Request, Response, Value};
+use burrow_sdk::transport::{Bounds, Outbox, SendError, Transport};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::mono_ms;
+
+mod reader;
+mod requests;
+mod responder;
+
+use reader::clamp_u32;
+pub use reader::value_weight;
+use requests::Requests;
+pub use responder::Responder;
 
 /// How long a connection whose owner stopped waits for the owner's last answers (and
 /// then for them to be written) before it closes.
@@ -134,8 +138,6 @@ impl QueuePermit {
     }
 }
 
-type Pending = DashMap<u64, oneshot::Sender<Result<Value, ErrorObject>>>;
-
 /// A cheap handle to one client connection (one pointer: it travels inside every
 /// [`Responder`], and so inside every session's mailbox).
 #[derive(Clone)]
@@ -153,8 +155,8 @@ impl std::ops::Deref for Connection {
 pub struct Shared {
     id: u64,
     out: Outbox,
-    pending: Arc<Pending>,
-    next_request: Arc<AtomicU64>,
+    /// The kernel's requests to the app, awaiting answers.
+    requests: Arc<Requests>,
     /// Monotonic ms of the last frame read.
     last_seen: Arc<AtomicU64>,
     /// Set once the read side has ended: no answer to a kernel request can come.
@@ -197,85 +199,6 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Answers one request. Dropping it unanswered answers `INTERNAL_ERROR`, so every request
-/// gets exactly one answer.
-#[derive(Debug)]
-#[must_use = "a request must be answered"]
-pub struct Responder {
-    conn: Connection,
-    id: Option<Id>,
-    permit: Option<OwnedSemaphorePermit>,
-    /// The request's share of the in-flight bytes, held with its slot.
-    flight_bytes: Option<OwnedSemaphorePermit>,
-    /// A large-answer slot, once [`Self::prepare_large`] took one.
-    large: Option<OwnedSemaphorePermit>,
-}
-
-impl Responder {
-    /// The request's id.
-    pub fn id(&self) -> Option<&Id> {
-        self.id.as_ref()
-    }
-
-    /// Makes sure the request holds a permit for work answered later. A request the
-    /// reader held until an in-flight slot was free has one already; a stream takes one
-    /// of the streams' own (`max_in_flight` of them), and with none left gets the error
-    /// to answer (`UNKNOWN_ERROR`, `data.reason = "too_many_in_flight"`).
-    pub fn hold_in_flight(&mut self) -> Result<(), ErrorObject> {
-        if self.permit.is_some() {
-            return Ok(());
-        }
-        let permit = self.conn.streams.clone().try_acquire_owned().map_err(|_| {
-            let limit = self.conn.limits.max_in_flight;
-            ErrorObject::new(
-                ErrorCode::UnknownError,
-                format!(
-                    "too many streams open on this connection (limit {limit}); retry when some end"
-                ),
-            )
-            .with_data(serde_json::json!({ "reason": "too_many_in_flight", "limit": limit }))
-        })?;
-        self.permit = Some(permit);
-        Ok(())
-    }
-
-    /// Waits for a large-answer slot and for room in the writer queue: call it before
-    /// preparing an answer that may be as large as a frame (stored messages, another
-    /// app's answer), so that a client that does not read holds only a few of them.
-    /// Returns at once when the connection is closing.
-    pub async fn prepare_large(&mut self) {
-        if self.large.is_some() {
-            return;
-        }
-        let conn = &self.conn;
-        tokio::select! {
-            slot = conn.large.clone().acquire_owned() => self.large = slot.ok(),
-            () = conn.closing.cancelled() => return,
-        }
-        conn.out.room().await;
-    }
-
-    /// Releases the in-flight permit, if one was held, and sends the answer: in that
-    /// order, so a client that sends its next request on reading this answer finds the
-    /// room it freed.
-    pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
-        (self.permit, self.flight_bytes) = (None, None);
-        if let Some(id) = self.id.take() {
-            self.conn.send(Message::Response(Response { id: Some(id), outcome }));
-        }
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        (self.permit, self.flight_bytes) = (None, None);
-        if let Some(id) = self.id.take() {
-            let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
-            self.conn.send(Message::error(Some(id), err));
-        }
-    }
-}
-
 impl Connection {
     /// Starts the reader and writer tasks over `transport` (on `tasks`, so a stopping
     /// kernel can wait for the last answers to be written); `deliver` receives what the
@@ -298,8 +221,7 @@ impl Connection {
         let conn = Self(Arc::new(Shared {
             id,
             out,
-            pending: Arc::new(DashMap::new()),
-            next_request: Arc::new(AtomicU64::new(1)),
+            requests: Arc::new(Requests::default()),
             last_seen: Arc::new(AtomicU64::new(mono_ms())),
             read_done: Arc::new(AtomicBool::new(false)),
             read_ended: read_ended.clone(),
@@ -328,6 +250,8 @@ impl Connection {
             closing.cancel();
         });
         tasks.spawn(conn.clone().read_loop(transport.reader, limits, deliver));
+        let (requests, closing) = (conn.requests.clone(), conn.closing.clone());
+        tasks.spawn(async move { requests.keep_deadlines(closing).await });
         conn
     }
 
@@ -458,34 +382,13 @@ impl Connection {
         params: Value,
         timeout: Duration,
     ) -> impl Future<Output = Result<Value, ErrorObject>> + Send + 'static {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending.insert(id, tx);
-        // The reader sets `read_done` before clearing the table: an entry inserted after
-        // the clear is caught here, one inserted before it is dropped by the clear.
-        let gone = self.read_done.load(Ordering::SeqCst) || self.closing.is_cancelled();
-        // Sent now when the app's queue has room (so requests made in order go in
-        // order); else the future waits for room, within the same deadline.
-        let (refused, later) = if gone {
-            (Some(connection_closed()), None)
-        } else {
-            match self.out.try_send(Message::request(id, method, params)) {
-                Ok(()) => (None, None),
-                Err(SendError::Encode(e)) => (
-                    Some(ErrorObject::new(
-                        ErrorCode::InvalidParams,
-                        format!("the request to the app cannot be sent: {e}"),
-                    )),
-                    None,
-                ),
-                Err(SendError::Full(msg)) => (None, Some(msg)),
-                Err(SendError::Closed) => (Some(connection_closed()), None),
-            }
-        };
+        let id = self.requests.next_id();
+        let rx = self.requests.wait_task(id);
+        let (refused, later) = self.send_request(id, method, params);
         if refused.is_some() {
-            self.pending.remove(&id);
+            self.requests.fail(id, connection_closed());
         }
-        let (pending, out) = (self.pending.clone(), self.out.clone());
+        let (requests, out) = (self.requests.clone(), self.out.clone());
         let method = method.to_owned();
         async move {
             if let Some(e) = refused {
@@ -495,7 +398,7 @@ impl Connection {
             if let Some(msg) = later {
                 let sent = tokio::time::timeout_at(deadline, out.send(msg)).await;
                 if !matches!(sent, Ok(Ok(()))) {
-                    pending.remove(&id);
+                    requests.fail(id, connection_closed());
                     return Err(match sent {
                         Err(_) => not_reading(&out),
                         Ok(_) => connection_closed(),
@@ -506,364 +409,74 @@ impl Connection {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(_)) => Err(connection_closed()),
                 Err(_) => {
-                    pending.remove(&id);
-                    Err(ErrorObject::new(
-                        ErrorCode::Timeout,
-                        format!("no answer to {method} within {} ms", timeout.as_millis()),
-                    ))
+                    requests.fail(id, connection_closed());
+                    Err(requests::timed_out(&method, timeout))
                 }
             }
+        }
+    }
+
+    /// [`Self::request`], with the answer (or the error) handed to `then` by whoever
+    /// resolves the request, on the spot: no task waits for it. `then` is called exactly
+    /// once, possibly before this returns.
+    pub fn request_then(
+        &self,
+        method: &'static str,
+        params: Value,
+        timeout: Duration,
+        then: requests::Then,
+    ) {
+        let id = self.requests.next_id();
+        self.requests.wait_then(id, method, timeout, then);
+        match self.send_request(id, method, params) {
+            (Some(e), _) => self.requests.fail(id, e),
+            (None, None) => {}
+            (None, Some(msg)) => {
+                // The app's queue is full: wait for room in a task, within the deadline.
+                let (requests, out) = (self.requests.clone(), self.out.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, out.send(msg)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => requests.fail(id, connection_closed()),
+                        Err(_) => requests.fail(id, not_reading(&out)),
+                    }
+                });
+            }
+        }
+    }
+
+    /// Sends request `id` (already in the table) if the app's queue has room now, so that
+    /// requests made in order go in order: `(error, None)` when it cannot be sent,
+    /// `(None, Some(msg))` when it must wait for room.
+    fn send_request(
+        &self,
+        id: u64,
+        method: &str,
+        params: Value,
+    ) -> (Option<ErrorObject>, Option<Message>) {
+        // The reader sets `read_done` before failing the table: an entry added after
+        // that is caught here, one added before it is failed there.
+        if self.read_done.load(Ordering::SeqCst) || self.closing.is_cancelled() {
+            return (Some(connection_closed()), None);
+        }
+        match self.out.try_send(Message::request(id, method, params)) {
+            Ok(()) => (None, None),
+            Err(SendError::Encode(e)) => (
+                Some(ErrorObject::new(
+                    ErrorCode::InvalidParams,
+                    format!("the request to the app cannot be sent: {e}"),
+                )),
+                None,
+            ),
+            Err(SendError::Full(msg)) => (None, Some(msg)),
+            Err(SendError::Closed) => (Some(connection_closed()), None),
         }
     }
 
     /// How many kernel → app requests await answers.
     pub fn pending_requests(&self) -> usize {
-        self.pending.len()
+        self.requests.len()
     }
-
-    async fn read_loop<F>(self, mut reader: FrameReader, limits: Limits, deliver: F)
-    where
-        F: Fn(Inbound) -> bool + Send + Sync + 'static,
-    {
-        let queued = Arc::new(Semaphore::new(limits.max_queued));
-        let max_bytes = u32::try_from(limits.max_queued_bytes).unwrap_or(u32::MAX).max(1);
-        let bytes = Arc::new(Semaphore::new(max_bytes as usize));
-        // Requests waiting for an in-flight slot, oldest first. The client goes on being
-        // read meanwhile (their queue permits and bytes bound them), and they are handed
-        // over in order as slots free up.
-        let mut parked = Parked { waiting: VecDeque::new(), deliver: &deliver };
-        let mut frames = 0u32;
-        let reason = loop {
-            // Requests waiting for a slot go first when one is free.
-            if !parked.hand_over(&self) {
-                break "owner stopped".to_owned();
-            }
-            // What the read buffer holds, and the requests waiting, are not handed over.
-            let unread = reader.read_buffer().len() + parked.waiting.len();
-            self.unread.store(unread, Ordering::Release);
-            // What is read next may need an answer: read only while there is room to
-            // write it.
-            if !self.out.has_room() {
-                match self.wait(true, &mut parked, self.out.room()).await {
-                    Waited::Done(()) => {}
-                    Waited::Closed => break "closed by the kernel".to_owned(),
-                    Waited::OwnerGone => break "owner stopped".to_owned(),
-                }
-            }
-            // The clock is read when a frame needed a read from the socket, and every so
-            // often while frames come from what was read already.
-            let fresh = reader.read_buffer().is_empty() || frames.is_multiple_of(64);
-            frames = frames.wrapping_add(1);
-            let frame = match self.wait(false, &mut parked, reader.next()).await {
-                Waited::Done(frame) => frame,
-                Waited::Closed => break "closed by the kernel".to_owned(),
-                Waited::OwnerGone => break "owner stopped".to_owned(),
-            };
-            let decoded = match frame {
-                None => break "closed by the peer".to_owned(),
-                Some(Err(e)) => break format!("read error: {e}"),
-                Some(Ok(decoded)) => decoded,
-            };
-            self.unread.store(usize::MAX, Ordering::Release);
-            if fresh {
-                self.last_seen.store(mono_ms(), Ordering::Relaxed);
-            }
-            let msg = match decoded {
-                Ok(msg) => msg,
-                Err(e) => {
-                    tracing::debug!(conn = self.id, error = %e, "bad frame");
-                    // An answer the kernel cannot read fails the request it answered now,
-                    // not at its timeout.
-                    if let Some(id) = e.answered() {
-                        let why = format!("the app's answer could not be read: {e}");
-                        let outcome = Err(ErrorObject::new(ErrorCode::InternalError, why));
-                        self.resolve(Response { id: Some(id), outcome });
-                    }
-                    self.send(e.to_response());
-                    if e.is_fatal() {
-                        // The owner answers what it already received, then closes.
-                        break format!("fatal frame error: {e}");
-                    }
-                    continue;
-                }
-            };
-            if let Message::Response(resp) = msg {
-                self.resolve(resp);
-                continue;
-            }
-            if let Message::Chunk(chunk) = msg {
-                tracing::debug!(conn = self.id, id = %chunk.id, "unexpected stream chunk ignored");
-                continue;
-            }
-            // Requests and notifications wait for a permit and for their bytes:
-            // back-pressure on the client.
-            let size = weight(reader.decoder().last_frame_bytes(), &msg);
-            let size = u32::try_from(size).unwrap_or(u32::MAX).clamp(1, max_bytes);
-            let permits = async {
-                let permit = match queued.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(_) => queued.clone().acquire_owned().await.ok()?,
-                };
-                let held = match bytes.clone().try_acquire_many_owned(size) {
-                    Ok(held) => held,
-                    Err(_) => bytes.clone().acquire_many_owned(size).await.ok()?,
-                };
-                Some((permit, held))
-            };
-            let (permit, held) = match self.wait(true, &mut parked, permits).await {
-                Waited::Done(Some(permits)) => permits,
-                Waited::Done(None) | Waited::Closed => break "closed by the kernel".to_owned(),
-                Waited::OwnerGone => break "owner stopped".to_owned(),
-            };
-            let inbound = match msg {
-                Message::Request(req) => {
-                    let slot = takes_slot(&req.method);
-                    let responder = Responder {
-                        conn: self.clone(),
-                        id: Some(req.id.clone()),
-                        permit: None,
-                        flight_bytes: None,
-                        large: None,
-                    };
-                    let queued = QueuePermit::new(permit, held);
-                    let mut inbound = Inbound::Request(req, responder, queued);
-                    // At once when a slot is free and none waits (the common case), else
-                    // behind those waiting.
-                    let free = slot && parked.waiting.is_empty();
-                    match free.then(|| self.try_slot(size)).flatten() {
-                        Some((slot, bytes)) => {
-                            if let Inbound::Request(_, responder, _) = &mut inbound {
-                                (responder.permit, responder.flight_bytes) =
-                                    (Some(slot), Some(bytes));
-                            }
-                        }
-                        None if slot => {
-                            let until = tokio::time::Instant::now() + limits.slot_wait;
-                            parked.waiting.push_back((inbound, size, until));
-                            continue;
-                        }
-                        None => {}
-                    }
-                    inbound
-                }
-                Message::Notification(n) => {
-                    Inbound::Notification(n, QueuePermit::new(permit, held))
-                }
-                Message::Response(_) | Message::Chunk(_) => continue,
-            };
-            if !deliver(inbound) {
-                break "owner stopped".to_owned();
-            }
-        };
-        // Requests still waiting for a slot are dropped: each is answered INTERNAL_ERROR
-        // if the connection can still take it.
-        parked.waiting.clear();
-        // Every kernel → app request still waiting fails with CONNECTION_CLOSED.
-        self.unread.store(0, Ordering::Release);
-        self.read_done.store(true, Ordering::SeqCst);
-        self.pending.clear();
-        self.read_ended.cancel();
-        tracing::debug!(conn = self.id, %reason, "connection read side ended");
-        // The owner answers what it already received, then closes. One that is gone or
-        // on its way out (an app actor answering its app's `app.shutdown` as it stops)
-        // gets a moment to do so; then the connection closes gracefully here, so answers
-        // already queued still go out.
-        if !deliver(Inbound::Closed(reason))
-            && tokio::time::timeout(OWNER_GRACE, self.closed()).await.is_err()
-        {
-            self.close_within(OWNER_GRACE);
-        }
-    }
-
-    /// Awaits `wait` (with the reader marked as held back when `pause`), handing parked
-    /// requests over as in-flight slots free up meanwhile. A held-back client's silence
-    /// is not its own: its clock restarts when the wait ends.
-    async fn wait<T, F>(
-        &self,
-        pause: bool,
-        parked: &mut Parked<'_, F>,
-        wait: impl Future<Output = T>,
-    ) -> Waited<T>
-    where
-        F: Fn(Inbound) -> bool,
-    {
-        let mut wait = std::pin::pin!(wait);
-        // The common case costs no select: what is awaited is ready now (a frame already
-        // read, a free permit) and no request waits for a slot.
-        if parked.waiting.is_empty() && !self.closing.is_cancelled() {
-            let mut ready = None;
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(done) = wait.as_mut().poll(cx) {
-                    ready = Some(done);
-                }
-                Poll::Ready(())
-            })
-            .await;
-            if let Some(done) = ready {
-                return Waited::Done(done);
-            }
-        }
-        self.paused.store(pause, Ordering::Relaxed);
-        let outcome = loop {
-            let front = parked.waiting.front().map(|(_, weight, _)| *weight);
-            let until = parked.waiting.front().map(|(_, _, until)| *until);
-            tokio::select! {
-                biased;
-                () = self.closing.cancelled() => break Waited::Closed,
-                () = tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)), if until.is_some() => {
-                    parked.expire(self.limits.slot_wait);
-                }
-                slot = self.slot(front.unwrap_or(1)), if front.is_some() => {
-                    let Some(slot) = slot else { break Waited::Closed };
-                    if !parked.hand_over_with(slot) || !parked.hand_over(self) {
-                        break Waited::OwnerGone;
-                    }
-                }
-                done = &mut wait => break Waited::Done(done),
-            }
-        };
-        if pause {
-            self.paused.store(false, Ordering::Relaxed);
-            self.last_seen.store(mono_ms(), Ordering::Relaxed);
-        }
-        outcome
-    }
-
-    /// An in-flight slot and `weight` in-flight bytes, if free now.
-    fn try_slot(&self, weight: u32) -> Option<Slot> {
-        let slot = self.in_flight.clone().try_acquire_owned().ok()?;
-        let bytes = self.flight_bytes.clone().try_acquire_many_owned(weight).ok()?;
-        Some((slot, bytes))
-    }
-
-    /// An in-flight slot and `weight` in-flight bytes, once free; `None` once closed.
-    async fn slot(&self, weight: u32) -> Option<Slot> {
-        let slot = self.in_flight.clone().acquire_owned().await.ok()?;
-        let bytes = self.flight_bytes.clone().acquire_many_owned(weight).await.ok()?;
-        Some((slot, bytes))
-    }
-
-    fn resolve(&self, resp: Response) {
-        let entry = match &resp.id {
-            Some(Id::Num(n)) => self.pending.remove(n),
-            _ => None,
-        };
-        match entry {
-            Some((_, tx)) => {
-                let _ = tx.send(resp.outcome);
-            }
-            None => match resp.outcome {
-                Err(e) => {
-                    tracing::warn!(conn = self.id, id = ?resp.id, error = %e, "error from client")
-                }
-                Ok(_) => {
-                    tracing::debug!(conn = self.id, id = ?resp.id, "response to no pending request")
-                }
-            },
-        }
-    }
-}
-
-/// How a reader's wait ended.
-enum Waited<T> {
-    Done(T),
-    Closed,
-    OwnerGone,
-}
-
-/// Requests read and waiting for an in-flight slot, and where they go once they have one.
-/// An in-flight slot and the in-flight bytes of the request holding it.
-type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
-
-/// Requests read and waiting for an in-flight slot (each with its weight), and where
-/// they go once they have one.
-struct Parked<'a, F> {
-    waiting: VecDeque<(Inbound, u32, tokio::time::Instant)>,
-    deliver: &'a F,
-}
-
-impl<F: Fn(Inbound) -> bool> Parked<'_, F> {
-    /// Hands over, in order, the waiting requests `conn`'s free slots can take; false
-    /// when the owner is gone.
-    fn hand_over(&mut self, conn: &Connection) -> bool {
-        while let Some((_, weight, _)) = self.waiting.front() {
-            let Some(slot) = conn.try_slot(*weight) else { break };
-            if !self.hand_over_with(slot) {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Answers the requests that have waited `waited` for a slot, oldest first: an error
-    /// rather than a wait without end (the work in flight may itself wait for them).
-    fn expire(&mut self, waited: Duration) {
-        let now = tokio::time::Instant::now();
-        while self.waiting.front().is_some_and(|(_, _, until)| *until <= now) {
-            let Some((Inbound::Request(_, responder, _), _, _)) = self.waiting.pop_front() else {
-                continue;
-            };
-            let ms = waited.as_millis() as u64;
-            let err = ErrorObject::new(
-                ErrorCode::UnknownError,
-                format!("no in-flight slot came free on this connection within {ms} ms; retry when some finish"),
-            )
-            .with_data(serde_json::json!({ "reason": "too_many_in_flight", "waitedMs": ms }));
-            responder.reply(Err(err));
-        }
-    }
-
-    /// Hands the oldest waiting request over with `slot`.
-    fn hand_over_with(&mut self, (slot, bytes): Slot) -> bool {
-        let Some((mut inbound, _, _)) = self.waiting.pop_front() else { return true };
-        if let Inbound::Request(_, responder, _) = &mut inbound {
-            (responder.permit, responder.flight_bytes) = (Some(slot), Some(bytes));
-        }
-        (self.deliver)(inbound)
-    }
-}
-
-/// `n` as a semaphore's permit count: at most `u32::MAX`, at least 1.
-fn clamp_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX).max(1)
-}
-
-/// Whether a request holds an in-flight slot from when it is read: every method the
-/// table says is answered later but streams (which take theirs when they start, and are
-/// refused when none is left), and any name the table does not know (an app's gateway
-/// method).
-fn takes_slot(method: &str) -> bool {
-    use burrow_protocol::methods::table::{self, Direction, Shape};
-    table::by_ipc_name(method).is_none_or(|m| {
-        m.long_running && m.shape != Shape::Stream && m.direction != Direction::ToApp
-    })
-}
-
-/// About how much memory a decoded message holds: its frame, and its params' values
-/// ([`value_weight`]).
-fn weight(frame_bytes: usize, msg: &Message) -> usize {
-    let params = match msg {
-        Message::Request(r) => &r.params,
-        Message::Notification(n) => &n.params,
-        Message::Response(_) | Message::Chunk(_) => return frame_bytes,
-    };
-    frame_bytes.saturating_add(value_weight(params))
-}
-
-/// What `value` takes in memory beyond its strings' bytes, about: a [`Value`] for every
-/// value and a tree node for every map, as the strict reader counts them
-/// ([`burrow_protocol::strict::MAX_VALUE_UNITS`]): a text of many tiny values reads into
-/// many times its size.
-pub fn value_weight(value: &Value) -> usize {
-    use burrow_protocol::strict::MAP_UNITS;
-    fn units(v: &Value) -> usize {
-        match v {
-            Value::Array(items) => 1 + items.iter().map(units).sum::<usize>(),
-            Value::Object(map) => 1 + MAP_UNITS + map.values().map(units).sum::<usize>(),
-            _ => 1,
-        }
-    }
-    units(value).saturating_mul(std::mem::size_of::<Value>())
 }
 
 fn connection_closed() -> ErrorObject {
@@ -893,6 +506,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use burrow_protocol::Id;
 
     /// A connection whose frames may be at most `max_frame_bytes`, and the far side's
     /// transport (with a generous limit of its own).

@@ -55,16 +55,23 @@ where
     });
 }
 
-/// Answers from a task with another app's answer (a routed call's), queued once a
-/// large-answer slot is free and the writer queue has room: the call itself runs at once
-/// (the in-flight bound counts those), only its answer waits its turn.
+/// Answers from a task with another app's answer (a routed call's): at once when the
+/// writer queue takes it within its bounds, else once a large-answer slot is free and
+/// the queue has room. The call itself runs at once (the in-flight bound counts those),
+/// only its answer may wait its turn.
 pub(crate) fn answer_routed<F>(responder: Responder, f: F)
 where
     F: Future<Output = Result<Value, ErrorObject>> + Send + 'static,
 {
+    tokio::spawn(async move { answer_now_or_later(responder, f.await) });
+}
+
+/// Answers with another app's answer at once when the writer queue takes it within its
+/// bounds, else from a task once a large-answer slot is free and the queue has room.
+pub(crate) fn answer_now_or_later(responder: Responder, outcome: Result<Value, ErrorObject>) {
     let mut responder = responder;
+    let Some(outcome) = responder.try_reply_now(outcome) else { return };
     tokio::spawn(async move {
-        let outcome = f.await;
         responder.prepare_large().await;
         responder.reply(outcome);
     });

@@ -20,11 +20,6 @@ use crate::connection::Responder;
 use crate::hooks;
 use crate::kernel::Kernel;
 
-/// `tool.call` from `caller`: answered from a task, a large answer (the tool's).
-pub fn tool_call(kernel: Arc<Kernel>, caller: String, p: ToolCallParams, responder: Responder) {
-    super::answer_routed(responder, async move { call_tool(&kernel, &caller, p).await });
-}
-
 /// A call to a registered gateway method from `caller`: answered from a task, a large
 /// answer (the app's).
 pub fn gateway_call(
@@ -130,99 +125,175 @@ pub async fn call_tool_in_run(
     p: ToolCallParams,
     run_id: Option<String>,
 ) -> Result<Value, ErrorObject> {
-    let cap = kernel.caps.by_name(CapabilityType::Tool, &p.name).ok_or_else(|| {
-        ErrorObject::new(ErrorCode::NotFound, format!("no tool named {:?}", p.name))
-            .with_data(json!({ "name": p.name }))
-    })?;
-    let CapabilityConfig::Tool(tool) = &cap.config else {
-        return Err(ErrorObject::new(ErrorCode::InternalError, "tool registry holds a non-tool"));
+    let mut call = ToolCallPlan::new(kernel, caller, p, run_id)?;
+    call.before(kernel).await?;
+    let (method, params, timeout) = call.invoke();
+    let outcome = call.cap.conn.request(method, params, timeout).await;
+    call.finish(kernel, outcome)
+}
+
+/// `tool.call` from `caller`. With no `before_tool_call` hook to wait for, the call is
+/// sent at once and its answer handled by whoever resolves it
+/// ([`crate::connection::Connection::request_then`]): no task per call. Otherwise it runs
+/// in a task, through the hooks.
+pub fn tool_call(kernel: Arc<Kernel>, caller: String, p: ToolCallParams, responder: Responder) {
+    if kernel.caps.intercepted("before_tool_call") || kernel.hooks.observed("before_tool_call") {
+        return super::answer_routed(
+            responder,
+            async move { call_tool(&kernel, &caller, p).await },
+        );
+    }
+    let call = match ToolCallPlan::new(&kernel, &caller, p, None) {
+        Ok(call) => call,
+        Err(e) => return responder.reply(Err(e)),
     };
-    if !kernel.apps.is_ready(&cap.app_id) {
-        return Err(unavailable("tool", &cap));
-    }
-    let config = kernel.config();
-    let mut context = Map::new();
-    context.insert("callerAppId".into(), caller.into());
-    if let Some(key) = &p.session_key {
-        context.insert("sessionKey".into(), key.clone().into());
-    }
-    if let Some(run) = &run_id {
-        context.insert("runId".into(), run.clone().into());
-    }
-    // The events' payloads are built only for the hooks that take them.
-    let ToolCallParams { name, arguments, session_key } = p;
-    let arguments = if kernel.caps.intercepted("before_tool_call")
-        || kernel.hooks.observed("before_tool_call")
-    {
-        let mut payload = json!({ "name": name, "arguments": arguments, "callerAppId": caller });
+    let (method, params, timeout) = call.invoke();
+    let conn = call.cap.conn.clone();
+    let then = Box::new(move |outcome| {
+        super::answer_now_or_later(responder, call.finish(&kernel, outcome));
+    });
+    conn.request_then(method, params, timeout, then);
+}
+
+/// One tool call on its way: the tool found, the `tool.invoke` to send, what the hooks'
+/// events need.
+struct ToolCallPlan {
+    cap: Arc<Capability>,
+    name: String,
+    caller: String,
+    arguments: Value,
+    session_key: Option<String>,
+    run_id: Option<String>,
+    /// The hooks' context (`callerAppId`, `sessionKey`, `runId`).
+    context: Map,
+    timeout: Duration,
+    started: Instant,
+}
+
+impl ToolCallPlan {
+    /// Finds the tool, ready; `NOT_FOUND` otherwise.
+    fn new(
+        kernel: &Kernel,
+        caller: &str,
+        p: ToolCallParams,
+        run_id: Option<String>,
+    ) -> Result<Self, ErrorObject> {
+        let ToolCallParams { name, arguments, session_key } = p;
+        let cap = kernel.caps.by_name(CapabilityType::Tool, &name).ok_or_else(|| {
+            ErrorObject::new(ErrorCode::NotFound, format!("no tool named {name:?}"))
+                .with_data(json!({ "name": name }))
+        })?;
+        let CapabilityConfig::Tool(tool) = &cap.config else {
+            return Err(ErrorObject::new(
+                ErrorCode::InternalError,
+                "tool registry holds a non-tool",
+            ));
+        };
+        if !kernel.apps.is_ready(&cap.app_id) {
+            return Err(unavailable("tool", &cap));
+        }
+        let timeout =
+            Duration::from_millis(tool.timeout_ms.unwrap_or(kernel.config().ipc.call_timeout_ms));
+        let mut context = Map::new();
+        context.insert("callerAppId".into(), caller.into());
         if let Some(key) = &session_key {
-            payload["sessionKey"] = key.clone().into();
+            context.insert("sessionKey".into(), key.clone().into());
         }
         if let Some(run) = &run_id {
+            context.insert("runId".into(), run.clone().into());
+        }
+        Ok(ToolCallPlan {
+            cap,
+            name,
+            caller: caller.to_owned(),
+            arguments,
+            session_key,
+            run_id,
+            context,
+            timeout,
+            started: Instant::now(),
+        })
+    }
+
+    /// Runs `before_tool_call`: interceptors may change the arguments or block the call;
+    /// observers see it. Nothing is built when no hook takes the event.
+    async fn before(&mut self, kernel: &Kernel) -> Result<(), ErrorObject> {
+        let event = "before_tool_call";
+        if !kernel.caps.intercepted(event) && !kernel.hooks.observed(event) {
+            return Ok(());
+        }
+        let arguments = std::mem::take(&mut self.arguments);
+        let mut payload =
+            json!({ "name": self.name, "arguments": arguments, "callerAppId": self.caller });
+        if let Some(key) = &self.session_key {
+            payload["sessionKey"] = key.clone().into();
+        }
+        if let Some(run) = &self.run_id {
             payload["runId"] = run.clone().into();
         }
-        let payload = hooks::intercept(
-            kernel.intercept_scope(),
-            &config,
-            "before_tool_call",
-            payload,
-            &context,
-        )
-        .await
-        .map_err(|blocked| blocked.to_error())?;
-        let arguments = payload["arguments"].clone();
-        kernel.emit("before_tool_call", payload, context.clone());
-        arguments
-    } else {
-        arguments
-    };
-    let observed = kernel.hooks.observed("after_tool_call");
-    let params = ToolInvokeParams {
-        call_id: uuid::Uuid::now_v7().to_string(),
-        name: name.clone(),
-        arguments: if observed { arguments.clone() } else { arguments },
-        session_key: session_key.clone(),
-        run_id,
-    };
-    let timeout = Duration::from_millis(tool.timeout_ms.unwrap_or(config.ipc.call_timeout_ms));
-    let started = Instant::now();
-    let outcome =
-        cap.conn.request(ToolInvoke::NAME, to_value(&params), timeout).await.and_then(|v| {
-            match ToolResult::deserialize(&v) {
-                Ok(_) => Ok(v),
-                Err(e) => Err(ErrorObject::new(
-                    ErrorCode::InternalError,
-                    format!(
-                        "app {:?} answered tool.invoke with a malformed result: {e}",
-                        cap.app_id
-                    ),
-                )),
-            }
+        let config = kernel.config();
+        let payload =
+            hooks::intercept(kernel.intercept_scope(), &config, event, payload, &self.context)
+                .await
+                .map_err(|blocked| blocked.to_error())?;
+        self.arguments = payload["arguments"].clone();
+        kernel.emit(event, payload, self.context.clone());
+        Ok(())
+    }
+
+    /// The `tool.invoke` request: method, params, deadline.
+    fn invoke(&self) -> (&'static str, Value, Duration) {
+        let params = ToolInvokeParams {
+            call_id: uuid::Uuid::now_v7().to_string(),
+            name: self.name.clone(),
+            arguments: self.arguments.clone(),
+            session_key: self.session_key.clone(),
+            run_id: self.run_id.clone(),
+        };
+        (ToolInvoke::NAME, to_value(&params), self.timeout)
+    }
+
+    /// Checks the app's answer and tells `after_tool_call` observers (if any) how it went.
+    fn finish(
+        self,
+        kernel: &Kernel,
+        outcome: Result<Value, ErrorObject>,
+    ) -> Result<Value, ErrorObject> {
+        let outcome = outcome.and_then(|v| match ToolResult::deserialize(&v) {
+            Ok(_) => Ok(v),
+            Err(e) => Err(ErrorObject::new(
+                ErrorCode::InternalError,
+                format!(
+                    "app {:?} answered tool.invoke with a malformed result: {e}",
+                    self.cap.app_id
+                ),
+            )),
         });
-    if !observed {
-        return outcome;
-    }
-    let mut after = json!({
-        "name": name,
-        "arguments": params.arguments,
-        "callerAppId": caller,
-        "durationMs": started.elapsed().as_millis() as u64,
-    });
-    match &outcome {
-        Ok(result) => {
-            after["result"] = result.clone();
-            after["isError"] = result.get("isError").cloned().unwrap_or(false.into());
+        if !kernel.hooks.observed("after_tool_call") {
+            return outcome;
         }
-        Err(e) => {
-            after["error"] = to_value(e);
-            after["isError"] = true.into();
+        let mut after = json!({
+            "name": self.name,
+            "arguments": self.arguments,
+            "callerAppId": self.caller,
+            "durationMs": self.started.elapsed().as_millis() as u64,
+        });
+        match &outcome {
+            Ok(result) => {
+                after["result"] = result.clone();
+                after["isError"] = result.get("isError").cloned().unwrap_or(false.into());
+            }
+            Err(e) => {
+                after["error"] = to_value(e);
+                after["isError"] = true.into();
+            }
         }
+        if let Some(key) = &self.session_key {
+            after["sessionKey"] = key.clone().into();
+        }
+        kernel.emit("after_tool_call", after, self.context);
+        outcome
     }
-    if let Some(key) = &session_key {
-        after["sessionKey"] = key.clone().into();
-    }
-    kernel.emit("after_tool_call", after, context);
-    outcome
 }
 
 #[cfg(test)]
