@@ -1,15 +1,17 @@
 //! Pipelined throughput and round trips against the real kernel with raw, blocking
 //! clients (each request's frame built once, answers counted by their length prefix), so
-//! that the client costs little beside the kernel; and the floor, measured in the same
-//! run: an echo server over the same kind of socket, in this process, that answers each
-//! read with one write.
+//! that the client costs little beside the kernel; and each figure's floor, measured in
+//! the same run over the same kind of socket, in this process:
 //!
-//! - `app.heartbeat` pipelined on one connection, 256 in flight;
+//! - `app.heartbeat` pipelined on one connection, 256 in flight; floor: an echo server
+//!   answering each read with one write;
 //! - `tool.call` routed to a tool app (raw, answering every read's calls in one write),
-//!   64 in flight;
-//! - `app.heartbeat` one at a time: the round trip.
+//!   64 in flight; floor: a relay forwarding the caller's frames to the same kind of tool
+//!   app and its answers back, unchanged (a thread per direction);
+//! - `app.heartbeat` one at a time: the round trip; floor: the echo server's.
 //!
-//! Run with `cargo bench -p burrow-tests --bench pipeline`.
+//! Run with `cargo bench -p burrow-tests --bench pipeline`; `-- tool` (or any word of a
+//! part's name) runs only the parts whose names hold it.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -149,6 +151,25 @@ fn echo_server(path: PathBuf) {
     });
 }
 
+/// The head of a request, its params skipped unread.
+#[derive(serde::Deserialize)]
+struct Head {
+    id: u64,
+    method: String,
+}
+
+/// An answer to request `id`: `{content: null}`.
+#[derive(serde::Serialize)]
+struct Answer {
+    id: u64,
+    result: Content,
+}
+
+#[derive(serde::Serialize)]
+struct Content {
+    content: (),
+}
+
 /// A tool app answering every `tool.invoke` of a read in one write.
 fn tool_app(socket: &Path) {
     let mut stream = app(socket, "bench-tools", json!({"tools": ["*"]}));
@@ -156,23 +177,55 @@ fn tool_app(socket: &Path) {
     let granted =
         call(&mut stream, "capability.register", json!({"type": "tool", "config": config}));
     assert_eq!(granted["granted"], true, "{granted}");
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let mut writer = stream.try_clone().expect("clone");
-        loop {
-            let mut out = Vec::new();
-            let ok = read_frames(&mut stream, &mut buf, |body| {
-                let mut framed = (body.len() as u32).to_be_bytes().to_vec();
-                framed.extend_from_slice(body);
-                if let Some((Ok(Message::Request(r)), _)) = codec::decode_frame(&framed, 1 << 30)
-                    && r.method == "tool.invoke"
-                {
-                    out.extend(frame(&Message::success(r.id, json!({"content": null}))));
-                }
-            });
-            if !ok || (!out.is_empty() && writer.write_all(&out).is_err()) {
-                return;
+    std::thread::spawn(move || answer_requests(stream, Some("tool.invoke")));
+}
+
+/// Answers every request on `stream` (of `method`, if given) with `{content: null}`, all
+/// the answers to one read in one write. It reads only each request's id and method, and
+/// writes its answers without building values, so that it costs little beside the kernel.
+fn answer_requests(mut stream: UnixStream, method: Option<&str>) {
+    let mut buf = Vec::new();
+    let mut writer = stream.try_clone().expect("clone");
+    loop {
+        let mut out = Vec::new();
+        let ok = read_frames(&mut stream, &mut buf, |body| {
+            if let Ok(head) = rmp_serde::from_slice::<Head>(body)
+                && method.is_none_or(|m| head.method == m)
+            {
+                let answer = Answer { id: head.id, result: Content { content: () } };
+                let answer = rmp_serde::to_vec_named(&answer).expect("encode");
+                out.extend_from_slice(&(answer.len() as u32).to_be_bytes());
+                out.extend_from_slice(&answer);
             }
+        });
+        if !ok || (!out.is_empty() && writer.write_all(&out).is_err()) {
+            return;
+        }
+    }
+}
+
+/// The floor of a routed call: a relay on `path` that forwards what the caller writes to
+/// a tool app (as [`tool_app`] answers) and the answers back, unchanged, with a thread
+/// for each direction, each read in one write.
+fn relay_server(path: PathBuf) {
+    let listener = UnixListener::bind(&path).expect("bind");
+    std::thread::spawn(move || {
+        for caller in listener.incoming() {
+            let Ok(caller) = caller else { return };
+            let (relay_end, tool_end) = UnixStream::pair().expect("pair");
+            std::thread::spawn(move || answer_requests(tool_end, None));
+            let forward = |mut from: UnixStream, mut to: UnixStream| {
+                std::thread::spawn(move || {
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from.read(&mut chunk) {
+                        if n == 0 || to.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            };
+            forward(caller.try_clone().expect("clone"), relay_end.try_clone().expect("clone"));
+            forward(relay_end, caller);
         }
     });
 }
@@ -205,10 +258,10 @@ async fn main() {
         ));
         let caller = app(&socket, "bench-caller", json!({}));
         let rate = pipelined(caller, &routed, ROUTED, 64);
-        let floor = pipelined(UnixStream::connect(&echo).expect("echo"), &routed, ROUTED, 64);
-        println!(
-            "tool.call routed, 64 in flight: {rate:.0}/s (echo floor of the caller's side {floor:.0}/s)"
-        );
+        let relay = kernel.dir().join("relay.sock");
+        relay_server(relay.clone());
+        let floor = pipelined(UnixStream::connect(&relay).expect("relay"), &routed, ROUTED, 64);
+        println!("tool.call routed, 64 in flight: {rate:.0}/s (relay floor {floor:.0}/s)");
     }
 
     if wanted("heartbeat round trip") {
