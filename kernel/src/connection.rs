@@ -169,6 +169,9 @@ pub struct Shared {
     /// Cancelled when the connection is closed: both sides are done, or it was cut.
     /// The outbox has a token of its own, so a failed write does not stop the reader.
     closing: CancellationToken,
+    /// Set with `closing`, for the reader to look at every frame (a token's check takes
+    /// a lock).
+    closed_flag: Arc<AtomicBool>,
     tasks: TaskTracker,
     in_flight: Arc<Semaphore>,
     /// Bytes (as decoded) of the requests holding in-flight slots.
@@ -214,6 +217,7 @@ impl Connection {
         F: Fn(Inbound) -> bool + Send + Sync + 'static,
     {
         let closing = CancellationToken::new();
+        let closed_flag = Arc::new(AtomicBool::new(false));
         let read_ended = CancellationToken::new();
         let close_asked = CancellationToken::new();
         let bounds = Bounds { frames: limits.writer_queue, bytes: limits.writer_queue_bytes };
@@ -227,6 +231,7 @@ impl Connection {
             read_ended: read_ended.clone(),
             close_asked: close_asked.clone(),
             closing: closing.clone(),
+            closed_flag: closed_flag.clone(),
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             streams: Arc::new(Semaphore::new(limits.max_in_flight)),
@@ -247,6 +252,7 @@ impl Connection {
                 () = closing.cancelled() => {}
                 () = tokio::time::sleep(READ_GRACE) => {}
             }
+            closed_flag.store(true, Ordering::Release);
             closing.cancel();
         });
         tasks.spawn(conn.clone().read_loop(transport.reader, limits, deliver));
@@ -366,6 +372,7 @@ impl Connection {
     /// Closes at once, dropping what is queued.
     pub fn abort(&self) {
         self.out.abort();
+        self.closed_flag.store(true, Ordering::Release);
         self.closing.cancel();
     }
 
@@ -456,7 +463,7 @@ impl Connection {
     ) -> (Option<ErrorObject>, Option<Message>) {
         // The reader sets `read_done` before failing the table: an entry added after
         // that is caught here, one added before it is failed there.
-        if self.read_done.load(Ordering::SeqCst) || self.closing.is_cancelled() {
+        if self.read_done.load(Ordering::SeqCst) || self.closed_flag.load(Ordering::Acquire) {
             return (Some(connection_closed()), None);
         }
         match self.out.try_send(Message::request(id, method, params)) {

@@ -24,8 +24,11 @@ use burrow_protocol::{Message, codec};
 use burrow_tests::Kernel;
 use serde_json::{Value, json};
 
-const TOTAL: u64 = 2_000_000;
-const ROUTED: u64 = 500_000;
+/// Rounds of each throughput figure (the kernel's and its floor's in turn): the median
+/// is reported, with the range.
+const ROUNDS: usize = 5;
+const TOTAL: u64 = 400_000;
+const ROUTED: u64 = 150_000;
 const ROUND_TRIPS: usize = 20_000;
 
 fn frame(msg: &Message) -> Vec<u8> {
@@ -84,7 +87,7 @@ fn app(socket: &Path, id: &str, capabilities: Value) -> UnixStream {
 
 /// Writes `request` `total` times with at most `window` unanswered, reading the answers on
 /// another thread; the rate of answers.
-fn pipelined(stream: UnixStream, request: &[u8], total: u64, window: u64) -> f64 {
+fn pipelined(stream: &UnixStream, request: &[u8], total: u64, window: u64) -> f64 {
     let answered = Arc::new(AtomicU64::new(0));
     let mut reader = stream.try_clone().expect("clone");
     let counted = answered.clone();
@@ -99,7 +102,7 @@ fn pipelined(stream: UnixStream, request: &[u8], total: u64, window: u64) -> f64
             counted.fetch_add(n, Ordering::Relaxed);
         }
     });
-    let mut writer = stream;
+    let mut writer = stream.try_clone().expect("clone");
     let mut sent = 0u64;
     let batch: Vec<u8> = request.repeat(window as usize);
     while sent < total {
@@ -230,6 +233,29 @@ fn relay_server(path: PathBuf) {
     });
 }
 
+/// A rate's median over [`ROUNDS`], with its range.
+struct Rate(Vec<f64>);
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut all = self.0.clone();
+        all.sort_by(f64::total_cmp);
+        let (low, mid, high) = (all[0], all[all.len() / 2], all[all.len() - 1]);
+        write!(f, "{mid:.0}/s (range {low:.0}-{high:.0})")
+    }
+}
+
+/// Runs `ours` and `floor` in turn, [`ROUNDS`] times each, so that both see the same
+/// machine.
+fn rounds(mut ours: impl FnMut() -> f64, mut floor: impl FnMut() -> f64) -> (Rate, Rate) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        a.push(ours());
+        b.push(floor());
+    }
+    (Rate(a), Rate(b))
+}
+
 #[tokio::main]
 async fn main() {
     let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 600000\n").await;
@@ -242,10 +268,14 @@ async fn main() {
     let wanted = |name: &str| words.is_empty() || words.iter().any(|w| name.contains(w.as_str()));
 
     if wanted("heartbeat pipelined") {
-        let rate = pipelined(app(&socket, "bench-beat", json!({})), &heartbeat, TOTAL, 256);
-        let floor = pipelined(UnixStream::connect(&echo).expect("echo"), &heartbeat, TOTAL, 256);
+        let kernel_side = app(&socket, "bench-beat", json!({}));
+        let echo_side = UnixStream::connect(&echo).expect("echo");
+        let (rate, floor) = rounds(
+            || pipelined(&kernel_side, &heartbeat, TOTAL, 256),
+            || pipelined(&echo_side, &heartbeat, TOTAL, 256),
+        );
         println!(
-            "app.heartbeat pipelined, 256 in flight on one connection: {rate:.0}/s (echo floor {floor:.0}/s)"
+            "app.heartbeat pipelined, 256 in flight on one connection: {rate} (echo floor {floor})"
         );
     }
 
@@ -257,11 +287,14 @@ async fn main() {
             json!({"name": "bench_echo", "arguments": {}}),
         ));
         let caller = app(&socket, "bench-caller", json!({}));
-        let rate = pipelined(caller, &routed, ROUTED, 64);
         let relay = kernel.dir().join("relay.sock");
         relay_server(relay.clone());
-        let floor = pipelined(UnixStream::connect(&relay).expect("relay"), &routed, ROUTED, 64);
-        println!("tool.call routed, 64 in flight: {rate:.0}/s (relay floor {floor:.0}/s)");
+        let relayed = UnixStream::connect(&relay).expect("relay");
+        let (rate, floor) = rounds(
+            || pipelined(&caller, &routed, ROUTED, 64),
+            || pipelined(&relayed, &routed, ROUTED, 64),
+        );
+        println!("tool.call routed, 64 in flight: {rate} (relay floor {floor})");
     }
 
     if wanted("heartbeat round trip") {

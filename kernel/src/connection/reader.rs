@@ -186,7 +186,7 @@ impl Connection {
         let mut wait = std::pin::pin!(wait);
         // The common case costs no select: what is awaited is ready now (a frame already
         // read, a free permit) and no request waits for a slot.
-        if parked.waiting.is_empty() && !self.closing.is_cancelled() {
+        if parked.waiting.is_empty() && !self.closed_flag.load(Ordering::Acquire) {
             let mut ready = None;
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(done) = wait.as_mut().poll(cx) {

@@ -98,6 +98,9 @@ struct Inner {
     room: Notify,
     /// Cancelled once the outbox is done (closed, failed or aborted).
     closed: CancellationToken,
+    /// Set with `closed`, for senders to look at every frame (a token's check takes a
+    /// lock).
+    done: std::sync::atomic::AtomicBool,
     bounds: Bounds,
     max_frame_bytes: usize,
     /// Whether the buffer is at its bounds, as last set under the lock: read without it
@@ -187,6 +190,7 @@ impl Outbox {
             work: Notify::new(),
             room: Notify::new(),
             closed,
+            done: std::sync::atomic::AtomicBool::new(false),
             bounds: Bounds { frames: bounds.frames.max(1), bytes: bounds.bytes.max(1) },
             max_frame_bytes,
             full: std::sync::atomic::AtomicBool::new(false),
@@ -284,7 +288,7 @@ impl Outbox {
     fn push(&self, frame: &[u8], force: bool) -> Result<(), Refused> {
         let inner = self.inner();
         let mut state = inner.lock();
-        if state.closing || inner.closed.is_cancelled() {
+        if state.closing || inner.done.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Refused::Closed);
         }
         if !force && !state.has_room(inner.bounds) {
@@ -308,7 +312,7 @@ impl Outbox {
 
     /// Closes at once, dropping what is buffered.
     pub fn abort(&self) {
-        self.inner().closed.cancel();
+        self.inner().finish();
     }
 
     /// Resolves once the outbox is done: closed, failed or aborted.
@@ -323,6 +327,12 @@ impl Outbox {
 }
 
 impl Inner {
+    /// Marks the outbox done.
+    fn finish(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.closed.cancel();
+    }
+
     fn close(&self) {
         let mut state = self.lock();
         if !std::mem::replace(&mut state.closing, true) {
@@ -402,7 +412,7 @@ async fn flush_loop(inner: Arc<Inner>) {
             }
         }
     }
-    inner.closed.cancel();
+    inner.finish();
     // The stream goes now, not when the last handle does: that is what cuts it.
     let writer = std::mem::replace(&mut inner.lock().writer, Box::new(tokio::io::sink()));
     drop(writer);
