@@ -127,14 +127,14 @@ impl Limits {
 /// Held while a request or notification waits for its owner; drop it once handled.
 #[derive(Debug)]
 pub struct QueuePermit {
-    _queued: OwnedSemaphorePermit,
-    /// Its share of `max_queued_bytes`.
+    /// Its share of `max_queued_bytes`: its bytes, and at least `max_queued_bytes /
+    /// max_queued` of them, so that one semaphore bounds both.
     _bytes: OwnedSemaphorePermit,
 }
 
 impl QueuePermit {
-    fn new(queued: OwnedSemaphorePermit, bytes: OwnedSemaphorePermit) -> Self {
-        QueuePermit { _queued: queued, _bytes: bytes }
+    fn new(bytes: OwnedSemaphorePermit) -> Self {
+        QueuePermit { _bytes: bytes }
     }
 }
 
@@ -173,9 +173,9 @@ pub struct Shared {
     /// a lock).
     closed_flag: Arc<AtomicBool>,
     tasks: TaskTracker,
+    /// In-flight slots, counted in the bytes (as decoded) of the requests holding them:
+    /// `max_queued_bytes` permits, at least `max_queued_bytes / max_in_flight` a request.
     in_flight: Arc<Semaphore>,
-    /// Bytes (as decoded) of the requests holding in-flight slots.
-    flight_bytes: Arc<Semaphore>,
     /// Streams open, a pool of their own: they last as long as the client wants.
     streams: Arc<Semaphore>,
     /// Large answers being prepared.
@@ -233,9 +233,8 @@ impl Connection {
             closing: closing.clone(),
             closed_flag: closed_flag.clone(),
             tasks: tasks.clone(),
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            in_flight: Arc::new(Semaphore::new(clamp_u32(limits.max_queued_bytes) as usize)),
             streams: Arc::new(Semaphore::new(limits.max_in_flight)),
-            flight_bytes: Arc::new(Semaphore::new(clamp_u32(limits.max_queued_bytes) as usize)),
             large: Arc::new(Semaphore::new(limits.max_large_answers.max(1))),
             paused: Arc::new(AtomicBool::new(false)),
             unread: Arc::new(AtomicUsize::new(0)),

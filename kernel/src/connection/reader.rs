@@ -21,9 +21,9 @@ impl Connection {
     where
         F: Fn(Inbound) -> bool + Send + Sync + 'static,
     {
-        let queued = Arc::new(Semaphore::new(limits.max_queued));
         let max_bytes = u32::try_from(limits.max_queued_bytes).unwrap_or(u32::MAX).max(1);
         let bytes = Arc::new(Semaphore::new(max_bytes as usize));
+        let queue_unit = (max_bytes / clamp_u32(limits.max_queued)).max(1);
         // Requests waiting for an in-flight slot, oldest first. The client goes on being
         // read meanwhile (their queue permits and bytes bound them), and they are handed
         // over in order as slots free up.
@@ -95,18 +95,16 @@ impl Connection {
             // back-pressure on the client.
             let size = weight(reader.decoder().last_frame_bytes(), &msg);
             let size = u32::try_from(size).unwrap_or(u32::MAX).clamp(1, max_bytes);
+            // One semaphore bounds both: a message holds its bytes, and at least
+            // `max_queued_bytes / max_queued` of them, so at most `max_queued` are held.
+            let cost = size.max(queue_unit).min(max_bytes);
             let permits = async {
-                let permit = match queued.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(_) => queued.clone().acquire_owned().await.ok()?,
-                };
-                let held = match bytes.clone().try_acquire_many_owned(size) {
-                    Ok(held) => held,
-                    Err(_) => bytes.clone().acquire_many_owned(size).await.ok()?,
-                };
-                Some((permit, held))
+                match bytes.clone().try_acquire_many_owned(cost) {
+                    Ok(held) => Some(held),
+                    Err(_) => bytes.clone().acquire_many_owned(cost).await.ok(),
+                }
             };
-            let (permit, held) = match self.wait(true, &mut parked, permits).await {
+            let held = match self.wait(true, &mut parked, permits).await {
                 Waited::Done(Some(permits)) => permits,
                 Waited::Done(None) | Waited::Closed => break "closed by the kernel".to_owned(),
                 Waited::OwnerGone => break "owner stopped".to_owned(),
@@ -118,19 +116,17 @@ impl Connection {
                         conn: self.clone(),
                         id: Some(req.id.clone()),
                         permit: None,
-                        flight_bytes: None,
                         large: None,
                     };
-                    let queued = QueuePermit::new(permit, held);
+                    let queued = QueuePermit::new(held);
                     let mut inbound = Inbound::Request(req, responder, queued);
                     // At once when a slot is free and none waits (the common case), else
                     // behind those waiting.
                     let free = slot && parked.waiting.is_empty();
                     match free.then(|| self.try_slot(size)).flatten() {
-                        Some((slot, bytes)) => {
+                        Some(slot) => {
                             if let Inbound::Request(_, responder, _) = &mut inbound {
-                                (responder.permit, responder.flight_bytes) =
-                                    (Some(slot), Some(bytes));
+                                responder.permit = Some(slot);
                             }
                         }
                         None if slot => {
@@ -142,9 +138,7 @@ impl Connection {
                     }
                     inbound
                 }
-                Message::Notification(n) => {
-                    Inbound::Notification(n, QueuePermit::new(permit, held))
-                }
+                Message::Notification(n) => Inbound::Notification(n, QueuePermit::new(held)),
                 Message::Response(_) | Message::Chunk(_) => continue,
             };
             if !deliver(inbound) {
@@ -225,18 +219,23 @@ impl Connection {
         outcome
     }
 
-    /// An in-flight slot and `weight` in-flight bytes, if free now.
+    /// An in-flight slot for a request of `weight` bytes, if free now.
     fn try_slot(&self, weight: u32) -> Option<Slot> {
-        let slot = self.in_flight.clone().try_acquire_owned().ok()?;
-        let bytes = self.flight_bytes.clone().try_acquire_many_owned(weight).ok()?;
-        Some((slot, bytes))
+        self.in_flight.clone().try_acquire_many_owned(self.slot_cost(weight)).ok()
     }
 
-    /// An in-flight slot and `weight` in-flight bytes, once free; `None` once closed.
+    /// An in-flight slot for a request of `weight` bytes, once free; `None` once closed.
     async fn slot(&self, weight: u32) -> Option<Slot> {
-        let slot = self.in_flight.clone().acquire_owned().await.ok()?;
-        let bytes = self.flight_bytes.clone().acquire_many_owned(weight).await.ok()?;
-        Some((slot, bytes))
+        self.in_flight.clone().acquire_many_owned(self.slot_cost(weight)).await.ok()
+    }
+
+    /// What a slot takes of the in-flight semaphore, whose permits are the bytes of
+    /// `max_queued_bytes`: the request's bytes, and at least `max_queued_bytes /
+    /// max_in_flight` of them, so at most `max_in_flight` requests hold slots.
+    fn slot_cost(&self, weight: u32) -> u32 {
+        let total = clamp_u32(self.limits.max_queued_bytes);
+        let unit = (total / clamp_u32(self.limits.max_in_flight)).max(1);
+        weight.max(unit).min(total)
     }
 
     fn resolve(&self, resp: Response) {
@@ -264,9 +263,8 @@ enum Waited<T> {
     OwnerGone,
 }
 
-/// Requests read and waiting for an in-flight slot, and where they go once they have one.
-/// An in-flight slot and the in-flight bytes of the request holding it.
-type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+/// An in-flight slot: the in-flight semaphore's permits a request holds.
+type Slot = OwnedSemaphorePermit;
 
 /// Requests read and waiting for an in-flight slot (each with its weight), and where
 /// they go once they have one.
@@ -307,10 +305,10 @@ impl<F: Fn(Inbound) -> bool> Parked<'_, F> {
     }
 
     /// Hands the oldest waiting request over with `slot`.
-    fn hand_over_with(&mut self, (slot, bytes): Slot) -> bool {
+    fn hand_over_with(&mut self, slot: Slot) -> bool {
         let Some((mut inbound, _, _)) = self.waiting.pop_front() else { return true };
         if let Inbound::Request(_, responder, _) = &mut inbound {
-            (responder.permit, responder.flight_bytes) = (Some(slot), Some(bytes));
+            responder.permit = Some(slot);
         }
         (self.deliver)(inbound)
     }

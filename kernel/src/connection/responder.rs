@@ -13,9 +13,8 @@ use super::Connection;
 pub struct Responder {
     pub(super) conn: Connection,
     pub(super) id: Option<Id>,
+    /// Its in-flight slot (its share of the in-flight bytes), or its stream slot.
     pub(super) permit: Option<OwnedSemaphorePermit>,
-    /// The request's share of the in-flight bytes, held with its slot.
-    pub(super) flight_bytes: Option<OwnedSemaphorePermit>,
     /// A large-answer slot, once [`Self::prepare_large`] took one.
     pub(super) large: Option<OwnedSemaphorePermit>,
 }
@@ -68,7 +67,7 @@ impl Responder {
     /// order, so a client that sends its next request on reading this answer finds the
     /// room it freed.
     pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
-        (self.permit, self.flight_bytes) = (None, None);
+        self.permit = None;
         if let Some(id) = self.id.take() {
             self.conn.send(Message::Response(Response { id: Some(id), outcome }));
         }
@@ -87,7 +86,7 @@ impl Responder {
         let id = self.id.take()?;
         let answer = Message::Response(Response { id: Some(id.clone()), outcome });
         let sent = self.conn.out.try_send(answer);
-        (self.permit, self.flight_bytes) = (None, None);
+        self.permit = None;
         match sent {
             Ok(()) | Err(SendError::Closed) => None,
             Err(SendError::Full(Message::Response(Response { outcome, .. }))) => {
@@ -109,7 +108,7 @@ impl Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        (self.permit, self.flight_bytes) = (None, None);
+        self.permit = None;
         if let Some(id) = self.id.take() {
             let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
             self.conn.send(Message::error(Some(id), err));

@@ -164,8 +164,6 @@ struct ToolCallPlan {
     arguments: Value,
     session_key: Option<String>,
     run_id: Option<String>,
-    /// The hooks' context (`callerAppId`, `sessionKey`, `runId`).
-    context: Map,
     timeout: Duration,
     started: Instant,
 }
@@ -194,14 +192,6 @@ impl ToolCallPlan {
         }
         let timeout =
             Duration::from_millis(tool.timeout_ms.unwrap_or(kernel.config().ipc.call_timeout_ms));
-        let mut context = Map::new();
-        context.insert("callerAppId".into(), caller.into());
-        if let Some(key) = &session_key {
-            context.insert("sessionKey".into(), key.clone().into());
-        }
-        if let Some(run) = &run_id {
-            context.insert("runId".into(), run.clone().into());
-        }
         Ok(ToolCallPlan {
             cap,
             name,
@@ -209,7 +199,6 @@ impl ToolCallPlan {
             arguments,
             session_key,
             run_id,
-            context,
             timeout,
             started: Instant::now(),
         })
@@ -231,14 +220,26 @@ impl ToolCallPlan {
         if let Some(run) = &self.run_id {
             payload["runId"] = run.clone().into();
         }
-        let config = kernel.config();
-        let payload =
-            hooks::intercept(kernel.intercept_scope(), &config, event, payload, &self.context)
-                .await
-                .map_err(|blocked| blocked.to_error())?;
+        let (config, context) = (kernel.config(), self.context());
+        let payload = hooks::intercept(kernel.intercept_scope(), &config, event, payload, &context)
+            .await
+            .map_err(|blocked| blocked.to_error())?;
         self.arguments = payload["arguments"].clone();
-        kernel.emit(event, payload, self.context.clone());
+        kernel.emit(event, payload, context);
         Ok(())
+    }
+
+    /// The hooks' context: `callerAppId`, `sessionKey`, `runId`.
+    fn context(&self) -> Map {
+        let mut context = Map::new();
+        context.insert("callerAppId".into(), self.caller.clone().into());
+        if let Some(key) = &self.session_key {
+            context.insert("sessionKey".into(), key.clone().into());
+        }
+        if let Some(run) = &self.run_id {
+            context.insert("runId".into(), run.clone().into());
+        }
+        context
     }
 
     /// The `tool.invoke` request: method, params, deadline.
@@ -291,7 +292,7 @@ impl ToolCallPlan {
         if let Some(key) = &self.session_key {
             after["sessionKey"] = key.clone().into();
         }
-        kernel.emit("after_tool_call", after, self.context);
+        kernel.emit("after_tool_call", after, self.context());
         outcome
     }
 }
