@@ -20,21 +20,17 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 
 use burrow_protocol::Message;
 use burrow_protocol::codec::{self, EncodeError};
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::FrameWriter;
 
-/// Most bytes the flusher writes under one hold of the lock.
-const WRITE_SLICE: usize = 1024 * 1024;
 /// Buffer capacity kept once drained; more is freed.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -109,15 +105,16 @@ struct Inner {
 }
 
 struct State {
-    writer: Box<dyn AsyncWrite + Send + Unpin>,
-    /// Encoded bytes not yet written.
+    /// Encoded bytes not yet taken by the flusher.
     buf: BytesMut,
-    /// Where each frame in `buf` ends, counted from the first byte ever buffered, and
-    /// how many such bytes were written: together, how many frames still wait.
+    /// Bytes the flusher took and has not written yet.
+    writing: usize,
+    /// Where each frame ends, counted from the first byte ever buffered, and how many
+    /// such bytes were written: together, how many frames still wait.
     ends: VecDeque<u64>,
     written: u64,
     buffered: u64,
-    /// The flusher owns the writing: senders only append.
+    /// The flusher has work: senders only append.
     /// (`buffered - written` is how many bytes wait.)
     flushing: bool,
     /// Close requested: write what is buffered, then shut down.
@@ -127,42 +124,16 @@ struct State {
 impl State {
     /// Whether another frame may be taken under `bounds`.
     fn has_room(&self, bounds: Bounds) -> bool {
-        self.ends.len() < bounds.frames && self.buf.len() < bounds.bytes
+        self.ends.len() < bounds.frames && self.buf.len() + self.writing < bounds.bytes
     }
 
-    /// Records that `n` more bytes of `buf` were written.
+    /// Records that the flusher wrote `n` more bytes.
     fn advance(&mut self, n: usize) {
-        self.buf.advance(n);
+        self.writing -= n;
         self.written += n as u64;
         while self.ends.front().is_some_and(|&end| end <= self.written) {
             self.ends.pop_front();
         }
-    }
-
-    /// Writes from `buf` until it is empty or the stream would block. Yields after
-    /// [`WRITE_SLICE`] bytes, so senders waiting for the lock get their turn.
-    fn poll_write_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut slice = 0;
-        while !self.buf.is_empty() {
-            if slice >= WRITE_SLICE {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            match Pin::new(&mut self.writer).poll_write(cx, &self.buf) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    self.advance(n);
-                    slice += n;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        if self.buf.capacity() > KEEP_CAPACITY {
-            // A burst is over: give its memory back.
-            self.buf = BytesMut::new();
-        }
-        Pin::new(&mut self.writer).poll_flush(cx)
     }
 }
 
@@ -179,7 +150,7 @@ impl Outbox {
         let pending = parts.write_buf.len() as u64;
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
-                writer: parts.io,
+                writing: 0,
                 flushing: pending > 0,
                 ends: if pending > 0 { VecDeque::from([pending]) } else { VecDeque::new() },
                 buf: parts.write_buf,
@@ -195,7 +166,7 @@ impl Outbox {
             max_frame_bytes,
             full: std::sync::atomic::AtomicBool::new(false),
         });
-        let flusher = flush_loop(inner.clone());
+        let flusher = flush_loop(inner.clone(), parts.io);
         (Self { handle: Arc::new(Handle(inner)) }, flusher)
     }
 
@@ -249,7 +220,8 @@ impl Outbox {
 
     /// Bytes waiting to be written.
     pub fn pending_bytes(&self) -> usize {
-        self.inner().lock().buf.len()
+        let state = self.inner().lock();
+        state.buf.len() + state.writing
     }
 
     /// Bytes written to the stream so far: a far side that reads makes it grow.
@@ -346,45 +318,49 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes what is buffered with the flusher's waker; `Ready(false)` when it is all
-    /// written and the flusher may sleep, `Ready(true)` when it is time to stop.
-    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let mut state = self.lock();
-        if self.closed.is_cancelled() {
-            // Aborted: not one byte more.
-            return Poll::Ready(Ok(true));
-        }
-        let written = state.written;
-        let polled = state.poll_write_buf(cx);
-        if state.written > written {
-            let room = state.has_room(self.bounds);
-            self.full.store(!room, std::sync::atomic::Ordering::Release);
-            if room {
-                self.room.notify_waiters();
-            }
-        }
-        match polled {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) if state.closing => {
-                Pin::new(&mut state.writer).poll_shutdown(cx).map_ok(|()| true)
-            }
-            Poll::Ready(Ok(())) => {
-                state.flushing = false;
-                Poll::Ready(Ok(false))
-            }
-        }
-    }
-
     /// Whether the flusher has something to do.
     fn has_work(&self) -> bool {
         let state = self.lock();
         state.flushing || state.closing
     }
+
+    /// Takes what is buffered for the flusher to write.
+    fn take(&self, out: &mut BytesMut) {
+        let mut state = self.lock();
+        std::mem::swap(&mut state.buf, out);
+        state.writing = out.len();
+    }
+
+    /// Records that `n` bytes were written, and tells senders waiting for room.
+    fn wrote(&self, n: usize) {
+        let mut state = self.lock();
+        state.advance(n);
+        let room = state.has_room(self.bounds);
+        self.full.store(!room, std::sync::atomic::Ordering::Release);
+        if room {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// After a batch was written: whether to shut down (closing, nothing left), else
+    /// goes to sleep when nothing was sent meanwhile.
+    fn batch_done(&self) -> bool {
+        let mut state = self.lock();
+        if !state.buf.is_empty() {
+            return false;
+        }
+        if state.closing {
+            return true;
+        }
+        state.flushing = false;
+        false
+    }
 }
 
-/// The flusher: writes what senders could not, closes when asked.
-async fn flush_loop(inner: Arc<Inner>) {
+/// The flusher: writes what senders appended, without holding the lock while it writes,
+/// and closes when asked. It owns the stream.
+async fn flush_loop(inner: Arc<Inner>, mut writer: Box<dyn AsyncWrite + Send + Unpin>) {
+    let mut out = BytesMut::new();
     loop {
         let work = inner.work.notified();
         let mut work = std::pin::pin!(work);
@@ -398,26 +374,55 @@ async fn flush_loop(inner: Arc<Inner>) {
         }
         // Everything else ready to run goes first: what it sends goes in the same write.
         tokio::task::yield_now().await;
-        let flushed = tokio::select! {
+        inner.take(&mut out);
+        let written = tokio::select! {
             biased;
             () = inner.closed.cancelled() => break,
-            flushed = std::future::poll_fn(|cx| inner.poll_flush(cx)) => flushed,
+            written = write_out(&inner, &mut writer, &mut out) => written,
         };
-        match flushed {
-            Ok(false) => {}
-            Ok(true) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "write failed; closing the connection");
-                break;
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "write failed; closing the connection");
+            break;
+        }
+        if out.capacity() > KEEP_CAPACITY {
+            // A burst is over: give its memory back.
+            out = BytesMut::new();
+        }
+        if inner.batch_done() {
+            let shut = tokio::select! {
+                biased;
+                () = inner.closed.cancelled() => Ok(()),
+                shut = writer.shutdown() => shut,
+            };
+            if let Err(e) = shut {
+                tracing::debug!(error = %e, "shutting the stream down failed");
             }
+            break;
         }
     }
     inner.finish();
     // The stream goes now, not when the last handle does: that is what cuts it.
-    let writer = std::mem::replace(&mut inner.lock().writer, Box::new(tokio::io::sink()));
     drop(writer);
     // Senders waiting for room see the close.
     inner.room.notify_waiters();
+}
+
+/// Writes all of `out`, counting each write as it goes, then flushes the stream (a
+/// writer that holds data back, a `BufWriter` or TLS, must be flushed).
+async fn write_out(
+    inner: &Inner,
+    writer: &mut Box<dyn AsyncWrite + Send + Unpin>,
+    out: &mut BytesMut,
+) -> io::Result<()> {
+    while !out.is_empty() {
+        let n = writer.write(out).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        out.advance(n);
+        inner.wrote(n);
+    }
+    writer.flush().await
 }
 
 #[cfg(test)]
