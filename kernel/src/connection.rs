@@ -1,7 +1,8 @@
 //! One [`Connection`] per client socket: framing, a reader task (`reader`), an
-//! [`Outbox`] (senders append their frames; its flusher task writes all that is ready at
-//! once in one write), the [`Responder`] that answers each request (`responder`), and
-//! the table of kernel → app requests awaiting answers (`requests`).
+//! [`Outbox`] (a sender writes its frame itself when nothing else is being written; what
+//! the reader's handling of frames already read sends waits, and goes out in one write),
+//! the [`Responder`] that answers each request (`responder`), and the table of kernel →
+//! app requests awaiting answers (`requests`).
 //!
 //! Actors see whole messages only. The reader answers malformed frames itself (they never
 //! reach an actor), resolves responses to the kernel's own requests, and hands requests

@@ -31,7 +31,7 @@
 //! | [`surface`] | JSON-RPC (TCP, stdio) and REST host surfaces over a [`surface::Host`] |
 //! | [`kernel`] | the root [`kernel::KernelActor`]: accept loop, supervision of app actors, shutdown; the shared [`kernel::Kernel`] context |
 //! | [`app_actor`] | one [`app_actor::AppActor`] per connection: lifecycle, heartbeat deadline, cleanup |
-//! | [`connection`] | framing, reader task, outbox (senders append; a flusher task writes what is ready in one write), the [`connection::Responder`], bounded writer queue, in-flight bound, kernel → app requests awaiting answers (a task or a continuation each, with deadlines) |
+//! | [`connection`] | framing, reader task, outbox (senders write directly; what a batch of frames already read sends goes out in one write), the [`connection::Responder`], bounded writer queue, in-flight bound, kernel → app requests awaiting answers (a task or a continuation each, with deadlines) |
 //! | [`methods`] | the one dispatch point; one module per family of methods |
 //! | [`registry`] | live apps (dashmap), written only by their own actor |
 //! | [`capabilities`] | granted capabilities, unique names, grant decisions |

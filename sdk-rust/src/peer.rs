@@ -2,8 +2,8 @@
 //!
 //! Each connection runs three tasks:
 //! - a **writer**: every frame this side sends (requests, answers, notifications) goes
-//!   through one [`Outbox`], in order; the sender appends it, and the outbox's flusher
-//!   task writes every frame ready at the same moment in one write (at most
+//!   through one [`Outbox`], in order; the sender writes it itself when the socket takes
+//!   it at once, and the outbox's flusher task writes the rest (at most
 //!   [`OUTGOING_QUEUE`] frames and about [`OUTGOING_BYTES`] wait; a sender then waits);
 //! - a **reader** that routes every frame it decodes: a response resolves the pending
 //!   request with its id, a chunk goes to its pending stream, a request from the far side

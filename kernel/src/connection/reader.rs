@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Response, Value};
 use burrow_sdk::transport::FrameReader;
+use burrow_sdk::transport::outbox::deferring;
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -60,6 +61,9 @@ impl Connection {
                 Some(Err(e)) => break format!("read error: {e}"),
                 Some(Ok(decoded)) => decoded,
             };
+            // More frames already read behind this one: what handling it sends waits to
+            // go out with what they send, in one write.
+            let batch = !reader.read_buffer().is_empty();
             self.unread.store(usize::MAX, Ordering::Release);
             if fresh {
                 self.last_seen.store(mono_ms(), Ordering::Relaxed);
@@ -84,7 +88,7 @@ impl Connection {
                 }
             };
             if let Message::Response(resp) = msg {
-                self.resolve(resp);
+                in_batch(batch, || self.resolve(resp));
                 continue;
             }
             if let Message::Chunk(chunk) = msg {
@@ -141,7 +145,7 @@ impl Connection {
                 Message::Notification(n) => Inbound::Notification(n, QueuePermit::new(held)),
                 Message::Response(_) | Message::Chunk(_) => continue,
             };
-            if !deliver(inbound) {
+            if !in_batch(batch, || deliver(inbound)) {
                 break "owner stopped".to_owned();
             }
         };
@@ -355,4 +359,9 @@ pub fn value_weight(value: &Value) -> usize {
         }
     }
     units(value).saturating_mul(std::mem::size_of::<Value>())
+}
+
+/// Runs `f`, deferring the writes it makes when `batch` ([`deferring`]).
+fn in_batch<T>(batch: bool, f: impl FnOnce() -> T) -> T {
+    if batch { deferring(f) } else { f() }
 }

@@ -1,12 +1,16 @@
 //! The [`Outbox`]: the sending side of a framed connection, shared by every task that
 //! sends on it.
 //!
-//! A sender encodes its message and appends the frame to the outbox's buffer; it never
-//! writes to the stream itself. The outbox's flusher task writes the buffer: woken by
-//! the first frame after a pause, it first lets every other task that is ready run (one
-//! `yield_now`), so that the frames all of them send at the same moment (the answers to
-//! a whole read of pipelined requests, the calls a burst of runs makes) go out together,
-//! in one write. Frames leave in the order their senders took the outbox's lock, whole.
+//! A sender encodes its message and, when nothing is being written at that moment,
+//! writes it to the stream itself, without waiting (a non-blocking attempt): the common
+//! case, one request and its answer, costs no hand-off to another task. What the stream
+//! does not take at once stays in the outbox's buffer, and the outbox's flusher task
+//! writes it as the stream drains; while the flusher works, senders only append behind
+//! it. A thread that is working through a batch (a reader handling a whole read of
+//! pipelined requests, or the answers to many calls) says so with [`deferring`]: what it
+//! sends meanwhile is appended for the flusher, which writes the whole batch in one
+//! write once the thread moves on. Frames leave in the order their senders took the
+//! outbox's lock, whole.
 //!
 //! The buffer is bounded in frames and in bytes ([`Bounds`]): once either is reached,
 //! [`Outbox::try_send`] refuses ([`SendError::Full`]) and [`Outbox::send`] waits for room
@@ -18,14 +22,17 @@
 //! once ([`Outbox::abort`]). Either way the `closed` token passed to [`Outbox::new`] is
 //! cancelled once the outbox is done, and so is the flusher future.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use burrow_protocol::Message;
 use burrow_protocol::codec::{self, EncodeError};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +40,23 @@ use super::FrameWriter;
 
 /// Buffer capacity kept once drained; more is freed.
 const KEEP_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    /// Set while this thread works through a batch: see [`deferring`].
+    static DEFERRING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the frames this thread sends on any outbox left to the outboxes'
+/// flushers rather than written at once, so that a batch of them goes out in one write.
+/// For work that is synchronous: a thread, not a task, is marked.
+pub fn deferring<T>(f: impl FnOnce() -> T) -> T {
+    let before = DEFERRING.with(|d| d.replace(true));
+    let out = f();
+    DEFERRING.with(|d| d.set(before));
+    out
+}
+
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// How much an outbox holds before it counts as full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +112,10 @@ enum Refused {
 
 struct Inner {
     state: Mutex<State>,
+    /// The stream. Written by a sender only while the flusher is idle (under `state`'s
+    /// lock, so frames keep their order), else by the flusher; neither holds it across
+    /// an await.
+    writer: Mutex<Writer>,
     /// Wakes the flusher: there is something to write, or to close.
     work: Notify,
     /// Wakes senders waiting for room.
@@ -119,6 +147,8 @@ struct State {
     flushing: bool,
     /// Close requested: write what is buffered, then shut down.
     closing: bool,
+    /// A sender's write failed; the flusher ends the outbox with it.
+    failed: Option<io::Error>,
 }
 
 impl State {
@@ -151,6 +181,7 @@ impl Outbox {
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 writing: 0,
+                failed: None,
                 flushing: pending > 0,
                 ends: if pending > 0 { VecDeque::from([pending]) } else { VecDeque::new() },
                 buf: parts.write_buf,
@@ -158,6 +189,7 @@ impl Outbox {
                 buffered: pending,
                 closing: false,
             }),
+            writer: Mutex::new(parts.io),
             work: Notify::new(),
             room: Notify::new(),
             closed,
@@ -166,7 +198,7 @@ impl Outbox {
             max_frame_bytes,
             full: std::sync::atomic::AtomicBool::new(false),
         });
-        let flusher = flush_loop(inner.clone(), parts.io);
+        let flusher = flush_loop(inner.clone());
         (Self { handle: Arc::new(Handle(inner)) }, flusher)
     }
 
@@ -255,8 +287,9 @@ impl Outbox {
         }
     }
 
-    /// Appends an encoded frame for the flusher, waking it if it sleeps. Refuses the
-    /// frame when the buffer is full, unless `force`.
+    /// Writes an encoded frame now when nothing else is being written, this thread is not
+    /// deferring, and the stream takes it at once; buffers it (or what is left of it) for
+    /// the flusher otherwise. Refuses it when the buffer is full, unless `force`.
     fn push(&self, frame: &[u8], force: bool) -> Result<(), Refused> {
         let inner = self.inner();
         let mut state = inner.lock();
@@ -266,8 +299,17 @@ impl Outbox {
         if !force && !state.has_room(inner.bounds) {
             return Err(Refused::Full);
         }
-        state.buf.extend_from_slice(frame);
-        state.buffered += frame.len() as u64;
+        let state = &mut *state;
+        let mut rest = frame;
+        if !state.flushing && !DEFERRING.with(Cell::get) {
+            let written = inner.write_now(state, frame);
+            rest = &frame[written..];
+            if rest.is_empty() && state.failed.is_none() {
+                return Ok(());
+            }
+        }
+        state.buf.extend_from_slice(rest);
+        state.buffered += rest.len() as u64;
         let end = state.buffered;
         state.ends.push_back(end);
         inner.full.store(!state.has_room(inner.bounds), std::sync::atomic::Ordering::Release);
@@ -318,10 +360,59 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // Nothing panics under this lock but a foreign writer, which a write error ends.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes what of `frame` the stream takes at once (the flusher is idle: `state` is
+    /// locked and not flushing), flushing the stream when it all went; how many bytes
+    /// went. A failure is left in `state` for the flusher.
+    fn write_now(&self, state: &mut State, frame: &[u8]) -> usize {
+        let mut writer = self.writer();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut rest = frame;
+        while !rest.is_empty() {
+            match Pin::new(&mut *writer).poll_write(&mut cx, rest) {
+                Poll::Ready(Ok(n)) if n > 0 => rest = &rest[n..],
+                Poll::Ready(Ok(_)) => {
+                    state.failed = Some(io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Poll::Ready(Err(e)) => {
+                    state.failed = Some(e);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let written = frame.len() - rest.len();
+        state.written += written as u64;
+        state.buffered += written as u64;
+        if rest.is_empty() && state.failed.is_none() {
+            // A writer that holds data back (a `BufWriter`, TLS) must be flushed; one
+            // that cannot flush at once leaves that to the flusher.
+            match Pin::new(&mut *writer).poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => return written,
+                Poll::Ready(Err(e)) => state.failed = Some(e),
+                Poll::Pending => {
+                    state.flushing = true;
+                    self.work.notify_one();
+                }
+            }
+        }
+        written
+    }
+
     /// Whether the flusher has something to do.
     fn has_work(&self) -> bool {
         let state = self.lock();
-        state.flushing || state.closing
+        state.flushing || state.closing || state.failed.is_some()
+    }
+
+    /// A sender's write failure, if one happened.
+    fn failed(&self) -> Option<io::Error> {
+        self.lock().failed.take()
     }
 
     /// Takes what is buffered for the flusher to write.
@@ -357,9 +448,9 @@ impl Inner {
     }
 }
 
-/// The flusher: writes what senders appended, without holding the lock while it writes,
-/// and closes when asked. It owns the stream.
-async fn flush_loop(inner: Arc<Inner>, mut writer: Box<dyn AsyncWrite + Send + Unpin>) {
+/// The flusher: writes what senders appended, without holding the state's lock while it
+/// writes, and closes when asked.
+async fn flush_loop(inner: Arc<Inner>) {
     let mut out = BytesMut::new();
     loop {
         let work = inner.work.notified();
@@ -372,13 +463,15 @@ async fn flush_loop(inner: Arc<Inner>, mut writer: Box<dyn AsyncWrite + Send + U
                 () = work => {}
             }
         }
-        // Everything else ready to run goes first: what it sends goes in the same write.
-        tokio::task::yield_now().await;
+        if let Some(e) = inner.failed() {
+            tracing::debug!(error = %e, "write failed; closing the connection");
+            break;
+        }
         inner.take(&mut out);
         let written = tokio::select! {
             biased;
             () = inner.closed.cancelled() => break,
-            written = write_out(&inner, &mut writer, &mut out) => written,
+            written = write_out(&inner, &mut out) => written,
         };
         if let Err(e) = written {
             tracing::debug!(error = %e, "write failed; closing the connection");
@@ -392,7 +485,7 @@ async fn flush_loop(inner: Arc<Inner>, mut writer: Box<dyn AsyncWrite + Send + U
             let shut = tokio::select! {
                 biased;
                 () = inner.closed.cancelled() => Ok(()),
-                shut = writer.shutdown() => shut,
+                shut = std::future::poll_fn(|cx| Pin::new(&mut *inner.writer()).poll_shutdown(cx)) => shut,
             };
             if let Err(e) = shut {
                 tracing::debug!(error = %e, "shutting the stream down failed");
@@ -402,6 +495,7 @@ async fn flush_loop(inner: Arc<Inner>, mut writer: Box<dyn AsyncWrite + Send + U
     }
     inner.finish();
     // The stream goes now, not when the last handle does: that is what cuts it.
+    let writer = std::mem::replace(&mut *inner.writer(), Box::new(tokio::io::sink()));
     drop(writer);
     // Senders waiting for room see the close.
     inner.room.notify_waiters();
@@ -409,20 +503,17 @@ async fn flush_loop(inner: Arc<Inner>, mut writer: Box<dyn AsyncWrite + Send + U
 
 /// Writes all of `out`, counting each write as it goes, then flushes the stream (a
 /// writer that holds data back, a `BufWriter` or TLS, must be flushed).
-async fn write_out(
-    inner: &Inner,
-    writer: &mut Box<dyn AsyncWrite + Send + Unpin>,
-    out: &mut BytesMut,
-) -> io::Result<()> {
+async fn write_out(inner: &Inner, out: &mut BytesMut) -> io::Result<()> {
     while !out.is_empty() {
-        let n = writer.write(out).await?;
+        let n =
+            std::future::poll_fn(|cx| Pin::new(&mut *inner.writer()).poll_write(cx, out)).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
         out.advance(n);
         inner.wrote(n);
     }
-    writer.flush().await
+    std::future::poll_fn(|cx| Pin::new(&mut *inner.writer()).poll_flush(cx)).await
 }
 
 #[cfg(test)]
