@@ -46,7 +46,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use burrow_protocol::codec::{self, EncodeError};
 use burrow_protocol::{ErrorCode, ErrorObject, Message, Notification, Request, Response, Value};
+use burrow_sdk::transport::outbox::Offered;
 use burrow_sdk::transport::{Bounds, Outbox, SendError, Transport};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -425,21 +427,31 @@ impl Connection {
 
     /// [`Self::request`], with the answer (or the error) handed to `then` by whoever
     /// resolves the request, on the spot: no task waits for it. `then` is called exactly
-    /// once, possibly before this returns.
-    pub fn request_then(
+    /// once, possibly before this returns. The params are encoded as they are, without a
+    /// JSON value between.
+    pub fn request_then<P: serde::Serialize>(
         &self,
         method: &'static str,
-        params: Value,
+        params: &P,
         timeout: Duration,
         then: requests::Then,
     ) {
         let id = self.requests.next_id();
         self.requests.wait_then(id, method, timeout, then);
-        match self.send_request(id, method, params) {
-            (Some(e), _) => self.requests.fail(id, e),
-            (None, None) => {}
-            (None, Some(msg)) => {
+        if self.read_done.load(Ordering::SeqCst) || self.closed_flag.load(Ordering::Acquire) {
+            return self.requests.fail(id, connection_closed());
+        }
+        let max = self.limits.max_frame_bytes;
+        let offered = match codec::encode_request_frame(id, method, params, max) {
+            Ok(frame) => self.out.try_send_frame(&frame),
+            Err(e) => return self.requests.fail(id, unsendable(&e)),
+        };
+        match offered {
+            Offered::Sent => {}
+            Offered::Closed => self.requests.fail(id, connection_closed()),
+            Offered::Full => {
                 // The app's queue is full: wait for room in a task, within the deadline.
+                let msg = Message::request(id, method, burrow_protocol::methods::to_value(params));
                 let (requests, out) = (self.requests.clone(), self.out.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(timeout, out.send(msg)).await {
@@ -468,13 +480,7 @@ impl Connection {
         }
         match self.out.try_send(Message::request(id, method, params)) {
             Ok(()) => (None, None),
-            Err(SendError::Encode(e)) => (
-                Some(ErrorObject::new(
-                    ErrorCode::InvalidParams,
-                    format!("the request to the app cannot be sent: {e}"),
-                )),
-                None,
-            ),
+            Err(SendError::Encode(e)) => (Some(unsendable(&e)), None),
             Err(SendError::Full(msg)) => (None, Some(msg)),
             Err(SendError::Closed) => (Some(connection_closed()), None),
         }
@@ -484,6 +490,14 @@ impl Connection {
     pub fn pending_requests(&self) -> usize {
         self.requests.len()
     }
+}
+
+/// `INVALID_PARAMS` for a request to the app that cannot be encoded.
+fn unsendable(e: &EncodeError) -> ErrorObject {
+    ErrorObject::new(
+        ErrorCode::InvalidParams,
+        format!("the request to the app cannot be sent: {e}"),
+    )
 }
 
 fn connection_closed() -> ErrorObject {

@@ -197,12 +197,44 @@ pub fn encode_body(msg: &Message) -> Result<Vec<u8>, EncodeError> {
 
 /// Encodes a whole frame: header plus body, refusing bodies over `max_frame_bytes`.
 pub fn encode_frame(msg: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
+    framed(msg, max_frame_bytes)
+}
+
+/// Encodes a request's whole frame from params of any serializable type, as
+/// [`encode_frame`] encodes `Message::request(id, method, to_value(params))`, without
+/// the JSON value between.
+pub fn encode_request_frame<P: serde::Serialize>(
+    id: u64,
+    method: &str,
+    params: &P,
+    max_frame_bytes: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    struct RequestRef<'a, P> {
+        id: u64,
+        method: &'a str,
+        params: &'a P,
+    }
+    impl<P: serde::Serialize> serde::Serialize for RequestRef<'_, P> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut m = s.serialize_map(Some(3))?;
+            m.serialize_entry("id", &self.id)?;
+            m.serialize_entry("method", self.method)?;
+            m.serialize_entry("params", self.params)?;
+            m.end()
+        }
+    }
+    framed(&RequestRef { id, method, params }, max_frame_bytes)
+}
+
+/// `body`'s frame: its length, then its MessagePack map with string keys.
+fn framed<T: serde::Serialize>(body: &T, max_frame_bytes: usize) -> Result<Vec<u8>, EncodeError> {
     // The body is written after room for the header, which is filled in once its length
     // is known: one buffer, no copy, sized for most messages up front (growing from a few
     // bytes reallocates several times).
     let mut frame = Vec::with_capacity(FRAME_CAPACITY);
     frame.resize(HEADER_BYTES, 0);
-    rmp_serde::encode::write_named(&mut frame, msg)?;
+    rmp_serde::encode::write_named(&mut frame, body)?;
     let len = frame.len() - HEADER_BYTES;
     if len > max_frame_bytes || len > u32::MAX as usize {
         return Err(EncodeError::TooLarge { len, max: max_frame_bytes });
@@ -318,6 +350,30 @@ mod tests {
         let mut f = (body.len() as u32).to_be_bytes().to_vec();
         f.extend_from_slice(body);
         f
+    }
+
+    #[test]
+    fn a_request_encoded_from_typed_params_reads_back_as_the_same_request() {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Params {
+            call_id: String,
+            arguments: serde_json::Value,
+            session_key: Option<String>,
+        }
+        let params = Params {
+            call_id: "c-1".into(),
+            arguments: json!({"a": [1, 2.5, "x"], "b": null}),
+            session_key: None,
+        };
+        let typed = encode_request_frame(7, "tool.invoke", &params, MAX_FRAME_BYTES).unwrap();
+        let value = serde_json::to_value(&params).unwrap();
+        let msg = Message::request(7u64, "tool.invoke", value);
+        // The same message (a struct's fields keep their order, a JSON map sorts them).
+        let (decoded, used) = decode_frame(&typed, MAX_FRAME_BYTES).unwrap();
+        assert_eq!((decoded.unwrap(), used), (msg, typed.len()));
+        let small = encode_request_frame(7, "tool.invoke", &params, 10).unwrap_err();
+        assert!(matches!(small, EncodeError::TooLarge { max: 10, .. }), "{small:?}");
     }
 
     #[test]

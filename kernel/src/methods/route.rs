@@ -127,8 +127,8 @@ pub async fn call_tool_in_run(
 ) -> Result<Value, ErrorObject> {
     let mut call = ToolCallPlan::new(kernel, caller, p, run_id)?;
     call.before(kernel).await?;
-    let (method, params, timeout) = call.invoke();
-    let outcome = call.cap.conn.request(method, params, timeout).await;
+    let params = to_value(&call.invoke());
+    let outcome = call.cap.conn.request(ToolInvoke::NAME, params, call.timeout).await;
     call.finish(kernel, outcome)
 }
 
@@ -147,12 +147,11 @@ pub fn tool_call(kernel: Arc<Kernel>, caller: String, p: ToolCallParams, respond
         Ok(call) => call,
         Err(e) => return responder.reply(Err(e)),
     };
-    let (method, params, timeout) = call.invoke();
-    let conn = call.cap.conn.clone();
+    let (params, timeout, conn) = (call.invoke(), call.timeout, call.cap.conn.clone());
     let then = Box::new(move |outcome| {
         super::answer_now_or_later(responder, call.finish(&kernel, outcome));
     });
-    conn.request_then(method, params, timeout, then);
+    conn.request_then(ToolInvoke::NAME, &params, timeout, then);
 }
 
 /// One tool call on its way: the tool found, the `tool.invoke` to send, what the hooks'
@@ -242,16 +241,15 @@ impl ToolCallPlan {
         context
     }
 
-    /// The `tool.invoke` request: method, params, deadline.
-    fn invoke(&self) -> (&'static str, Value, Duration) {
-        let params = ToolInvokeParams {
+    /// The `tool.invoke` request's params.
+    fn invoke(&self) -> ToolInvokeParams {
+        ToolInvokeParams {
             call_id: uuid::Uuid::now_v7().to_string(),
             name: self.name.clone(),
             arguments: self.arguments.clone(),
             session_key: self.session_key.clone(),
             run_id: self.run_id.clone(),
-        };
-        (ToolInvoke::NAME, to_value(&params), self.timeout)
+        }
     }
 
     /// Checks the app's answer and tells `after_tool_call` observers (if any) how it went.

@@ -104,6 +104,17 @@ impl Drop for Handle {
     }
 }
 
+/// What became of a frame offered with [`Outbox::try_send_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Taken: written or buffered.
+    Sent,
+    /// The buffer is full (in frames or bytes).
+    Full,
+    /// The outbox is closing or closed.
+    Closed,
+}
+
 /// Why [`Outbox::push`] refused a frame.
 enum Refused {
     Full,
@@ -214,6 +225,16 @@ impl Outbox {
             Ok(()) => Ok(()),
             Err(Refused::Full) => Err(SendError::Full(msg)),
             Err(Refused::Closed) => Err(SendError::Closed),
+        }
+    }
+
+    /// Offers an encoded frame (one whole frame, header included) on the terms of
+    /// [`Self::try_send`]; never waits.
+    pub fn try_send_frame(&self, frame: &[u8]) -> Offered {
+        match self.push(frame, false) {
+            Ok(()) => Offered::Sent,
+            Err(Refused::Full) => Offered::Full,
+            Err(Refused::Closed) => Offered::Closed,
         }
     }
 
