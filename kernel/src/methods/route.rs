@@ -164,7 +164,9 @@ struct ToolCallPlan {
     session_key: Option<String>,
     run_id: Option<String>,
     timeout: Duration,
-    started: Instant,
+    /// When the call began, for `after_tool_call`'s `durationMs` (read only if that
+    /// event has observers when the call begins).
+    started: Option<Instant>,
 }
 
 impl ToolCallPlan {
@@ -199,7 +201,7 @@ impl ToolCallPlan {
             session_key,
             run_id,
             timeout,
-            started: Instant::now(),
+            started: kernel.hooks.observed("after_tool_call").then(Instant::now),
         })
     }
 
@@ -244,7 +246,10 @@ impl ToolCallPlan {
     /// The `tool.invoke` request's params.
     fn invoke(&self) -> ToolInvokeParams {
         ToolInvokeParams {
-            call_id: uuid::Uuid::now_v7().to_string(),
+            call_id: uuid::Uuid::now_v7()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .to_owned(),
             name: self.name.clone(),
             arguments: self.arguments.clone(),
             session_key: self.session_key.clone(),
@@ -275,7 +280,7 @@ impl ToolCallPlan {
             "name": self.name,
             "arguments": self.arguments,
             "callerAppId": self.caller,
-            "durationMs": self.started.elapsed().as_millis() as u64,
+            "durationMs": self.started.map_or(0, |t| t.elapsed().as_millis() as u64),
         });
         match &outcome {
             Ok(result) => {
