@@ -50,10 +50,15 @@ thread_local! {
 /// flushers rather than written at once, so that a batch of them goes out in one write.
 /// For work that is synchronous: a thread, not a task, is marked.
 pub fn deferring<T>(f: impl FnOnce() -> T) -> T {
-    let before = DEFERRING.with(|d| d.replace(true));
-    let out = f();
-    DEFERRING.with(|d| d.set(before));
-    out
+    /// Puts the thread's mark back however `f` ends (a panic too).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEFERRING.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DEFERRING.with(|d| d.replace(true)));
+    f()
 }
 
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;

@@ -297,3 +297,14 @@ async fn a_lone_frame_is_written_at_once_and_a_deferred_batch_in_one_write() {
         assert_eq!(next_n(&mut far).await, want, "every frame, whole, in order");
     }
 }
+
+#[test]
+fn a_panic_inside_deferring_gives_the_thread_its_mark_back() {
+    let caught = std::panic::catch_unwind(|| super::deferring(|| panic!("inside a batch")));
+    assert!(caught.is_err());
+    assert!(!super::DEFERRING.with(std::cell::Cell::get), "no longer deferring");
+    let nested =
+        super::deferring(|| super::deferring(|| 7) + super::DEFERRING.with(|d| d.get() as i32));
+    assert_eq!(nested, 8, "the inner batch leaves the outer one deferring");
+    assert!(!super::DEFERRING.with(std::cell::Cell::get));
+}
