@@ -131,6 +131,13 @@ mod tests {
         first.withdrawn("clock_now");
         first.withdrawn("never");
         file_holds(dir.path(), &["slow_echo"]).await;
+        // The first start's writes all done (an earlier one can show the same names
+        // while a later one is still on its way), as when a kernel has stopped.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while *first.written.lock().unwrap() != first.seq.load(Ordering::Relaxed) {
+            assert!(tokio::time::Instant::now() < deadline, "the first start's writes end");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let second = KnownTools::open(dir.path());
         assert_eq!(second.before().iter().collect::<Vec<_>>(), ["slow_echo"]);
         // This start's own list starts empty: names not seen again are forgotten.
