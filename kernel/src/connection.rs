@@ -50,7 +50,7 @@ use burrow_protocol::codec::{self, EncodeError};
 use burrow_protocol::{ErrorCode, ErrorObject, Message, Notification, Request, Response, Value};
 use burrow_sdk::transport::outbox::Offered;
 use burrow_sdk::transport::{Bounds, Outbox, SendError, Transport};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -387,48 +387,24 @@ impl Connection {
     /// `TIMEOUT` after `timeout`, or `CONNECTION_CLOSED`. Await it outside actor handlers.
     pub fn request(
         &self,
-        method: &str,
+        method: &'static str,
         params: Value,
         timeout: Duration,
     ) -> impl Future<Output = Result<Value, ErrorObject>> + Send + 'static {
-        let id = self.requests.next_id();
-        let rx = self.requests.wait_task(id);
-        let (refused, later) = self.send_request(id, method, params);
-        if refused.is_some() {
-            self.requests.fail(id, connection_closed());
-        }
-        let (requests, out) = (self.requests.clone(), self.out.clone());
-        let method = method.to_owned();
-        async move {
-            if let Some(e) = refused {
-                return Err(e);
-            }
-            let deadline = tokio::time::Instant::now() + timeout;
-            if let Some(msg) = later {
-                let sent = tokio::time::timeout_at(deadline, out.send(msg)).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    requests.fail(id, connection_closed());
-                    return Err(match sent {
-                        Err(_) => not_reading(&out),
-                        Ok(_) => connection_closed(),
-                    });
-                }
-            }
-            match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => Err(connection_closed()),
-                Err(_) => {
-                    requests.fail(id, connection_closed());
-                    Err(requests::timed_out(&method, timeout))
-                }
-            }
-        }
+        let (tx, rx) = oneshot::channel();
+        let then = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        self.request_then(method, &params, timeout, then);
+        async move { rx.await.unwrap_or_else(|_| Err(connection_closed())) }
     }
 
-    /// [`Self::request`], with the answer (or the error) handed to `then` by whoever
-    /// resolves the request, on the spot: no task waits for it. `then` is called exactly
-    /// once, possibly before this returns. The params are encoded as they are, without a
-    /// JSON value between.
+    /// Sends a kernel → app request and hands its answer (or `TIMEOUT` after `timeout`,
+    /// or `CONNECTION_CLOSED`) to `then`, which whoever resolves the request calls on the
+    /// spot: no task waits for it. `then` is called exactly once, possibly before this
+    /// returns. The params are encoded as they are, without a JSON value between. Sent at
+    /// once when the app's queue has room (so requests made in order go in order), else
+    /// from a task that waits for room within the same deadline.
     pub fn request_then<P: serde::Serialize>(
         &self,
         method: &'static str,
@@ -438,6 +414,8 @@ impl Connection {
     ) {
         let id = self.requests.next_id();
         self.requests.wait_then(id, method, timeout, then);
+        // The reader sets `read_done` before failing the table: an entry added after
+        // that is caught here, one added before it is failed there.
         if self.read_done.load(Ordering::SeqCst) || self.closed_flag.load(Ordering::Acquire) {
             return self.requests.fail(id, connection_closed());
         }
@@ -450,39 +428,19 @@ impl Connection {
             Offered::Sent => {}
             Offered::Closed => self.requests.fail(id, connection_closed()),
             Offered::Full => {
-                // The app's queue is full: wait for room in a task, within the deadline.
+                // The app's queue is full: wait for room in a task, within the deadline,
+                // which the task keeps until the request is sent.
                 let msg = Message::request(id, method, burrow_protocol::methods::to_value(params));
                 let (requests, out) = (self.requests.clone(), self.out.clone());
+                requests.disarm(id);
                 tokio::spawn(async move {
                     match tokio::time::timeout(timeout, out.send(msg)).await {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(())) => requests.arm(id),
                         Ok(Err(_)) => requests.fail(id, connection_closed()),
                         Err(_) => requests.fail(id, not_reading(&out)),
                     }
                 });
             }
-        }
-    }
-
-    /// Sends request `id` (already in the table) if the app's queue has room now, so that
-    /// requests made in order go in order: `(error, None)` when it cannot be sent,
-    /// `(None, Some(msg))` when it must wait for room.
-    fn send_request(
-        &self,
-        id: u64,
-        method: &str,
-        params: Value,
-    ) -> (Option<ErrorObject>, Option<Message>) {
-        // The reader sets `read_done` before failing the table: an entry added after
-        // that is caught here, one added before it is failed there.
-        if self.read_done.load(Ordering::SeqCst) || self.closed_flag.load(Ordering::Acquire) {
-            return (Some(connection_closed()), None);
-        }
-        match self.out.try_send(Message::request(id, method, params)) {
-            Ok(()) => (None, None),
-            Err(SendError::Encode(e)) => (Some(unsendable(&e)), None),
-            Err(SendError::Full(msg)) => (None, Some(msg)),
-            Err(SendError::Closed) => (Some(connection_closed()), None),
         }
     }
 

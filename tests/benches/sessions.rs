@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use burrow_protocol::Manifest;
-use burrow_protocol::methods::app::{AppRegister, PROTOCOL_VERSION, RegisterParams};
 use burrow_sdk::Client;
 use burrow_tests::Kernel;
 use serde_json::{Value, json};
@@ -20,17 +18,6 @@ use serde_json::{Value, json};
 const SENDERS: usize = 64;
 const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 600000\nheartbeat_interval_ms = 300000\n\
 [agents.main]\nauto_reply = false\n[sessions]\nidle_timeout_ms = 3600000\n";
-
-async fn sender(kernel: &Kernel, n: usize) -> Client {
-    let client = Client::connect(&kernel.socket).await.expect("connect");
-    let params = RegisterParams {
-        manifest: Manifest::new(format!("bench-{n}"), "1.0.0"),
-        protocol_version: PROTOCOL_VERSION.into(),
-        token: None,
-    };
-    client.call::<AppRegister>(params).await.expect("register");
-    client
-}
 
 /// User + system CPU seconds of `pid` so far.
 fn cpu_seconds(pid: i32) -> f64 {
@@ -122,7 +109,7 @@ async fn main() {
     let kernel = Kernel::start_with_config(CONFIG).await;
     let mut clients = Vec::new();
     for n in 0..SENDERS {
-        clients.push(sender(&kernel, n).await);
+        clients.push(kernel.registered_client(&format!("bench-{n}")).await);
     }
 
     // Throughput: 64 senders over 256 sessions for 5 s, or as long as `--seconds` says.

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burrow_protocol::Manifest;
-use burrow_protocol::methods::app::{AppRegister, PROTOCOL_VERSION, RegisterParams};
 use burrow_protocol::methods::invoke::{AssistantMessage, ProviderCompleteResult};
 use burrow_sdk::{App, ChannelSendResult, Client};
 use burrow_tests::Kernel;
@@ -53,17 +52,6 @@ async fn agent_app(kernel: &Kernel, waiting: Waiting) {
     tokio::spawn(async move { app.run_until(std::future::pending()).await });
 }
 
-async fn sender(kernel: &Kernel, n: usize) -> Client {
-    let client = Client::connect(&kernel.socket).await.expect("connect");
-    let params = RegisterParams {
-        manifest: Manifest::new(format!("bench-user-{n}"), "1.0.0"),
-        protocol_version: PROTOCOL_VERSION.into(),
-        token: None,
-    };
-    client.call::<AppRegister>(params).await.expect("register");
-    client
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted
         .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
@@ -82,7 +70,7 @@ async fn main() {
     agent_app(&kernel, waiting.clone()).await;
     let mut clients = Vec::new();
     for n in 0..SESSIONS {
-        clients.push(sender(&kernel, n).await);
+        clients.push(kernel.registered_client(&format!("bench-user-{n}")).await);
     }
     // The agent's app is ready once its provider answers a first turn.
     let warm = run_turn(&clients[0], "warm", &waiting).await;

@@ -260,6 +260,19 @@ impl Kernel {
         burrow_sdk::Client::connect(&self.socket).await.expect("connect client")
     }
 
+    /// An SDK client registered as app `id` (no capabilities, no token).
+    pub async fn registered_client(&self, id: &str) -> burrow_sdk::Client {
+        use burrow_protocol::methods::app::{AppRegister, PROTOCOL_VERSION, RegisterParams};
+        let client = self.client().await;
+        let params = RegisterParams {
+            manifest: burrow_protocol::Manifest::new(id, "1.0.0"),
+            protocol_version: PROTOCOL_VERSION.into(),
+            token: None,
+        };
+        client.call::<AppRegister>(params).await.expect("register");
+        client
+    }
+
     /// A raw frame-level connection.
     pub async fn raw(&self) -> RawConn {
         RawConn::connect(&self.socket).await

@@ -1,12 +1,12 @@
 //! The kernel's own requests to an app, awaiting answers ([`Requests`]).
 //!
-//! A request is answered one of two ways. A task may await it
-//! ([`super::Connection::request`]): it holds its own deadline. Or a continuation takes
-//! the answer ([`super::Connection::request_then`]): whoever resolves the request calls
-//! it, on the spot — the connection's reader with the app's answer, the deadline keeper
-//! when the answer is late, the reader's end when the app is gone — so a routed call
-//! costs no task of its own and no hop between tasks. Each continuation is called
-//! exactly once: whoever removes the request from the table calls it.
+//! Each request's answer goes to a continuation ([`Then`]) that whoever resolves the
+//! request calls, on the spot: the connection's reader with the app's answer, the
+//! deadline keeper when the answer is late, the reader's end when the app is gone. So a
+//! routed call costs no task of its own and no hop between tasks (a task that wants to
+//! await the answer passes a continuation that sends it on a oneshot channel:
+//! [`super::Connection::request`]). Each continuation is called exactly once: whoever
+//! removes the request from the table calls it.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -15,18 +15,19 @@ use std::time::Duration;
 
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use dashmap::DashMap;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// What an answer goes to.
 pub type Then = Box<dyn FnOnce(Result<Value, ErrorObject>) + Send + Sync>;
 
-enum Waiter {
-    /// A task awaits the answer, within a deadline of its own.
-    Task(oneshot::Sender<Result<Value, ErrorObject>>),
-    /// Called with the answer, or with an error at `deadline`.
-    Then { then: Then, method: &'static str, timeout: Duration, deadline: Instant },
+/// Called with the answer, or with an error at `deadline`.
+struct Waiter {
+    then: Then,
+    method: &'static str,
+    timeout: Duration,
+    deadline: Instant,
 }
 
 /// The table of requests awaiting answers, and the deadlines of continuations.
@@ -46,13 +47,6 @@ impl Requests {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Awaits the answer to `id` with a task.
-    pub fn wait_task(&self, id: u64) -> oneshot::Receiver<Result<Value, ErrorObject>> {
-        let (tx, rx) = oneshot::channel();
-        self.pending.insert(id, Waiter::Task(tx));
-        rx
-    }
-
     /// Hands the answer to `id` to `then`, or an error `TIMEOUT` after `timeout`.
     pub fn wait_then(&self, id: u64, method: &'static str, timeout: Duration, then: Then) {
         let deadline = Instant::now() + timeout;
@@ -61,7 +55,30 @@ impl Requests {
             deadlines.insert((deadline, id));
             deadlines.first() == Some(&(deadline, id))
         };
-        self.pending.insert(id, Waiter::Then { then, method, timeout, deadline });
+        self.pending.insert(id, Waiter { then, method, timeout, deadline });
+        if first {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// Takes `id`'s deadline off the keeper's list while its sender waits for room to
+    /// send it (the sender then answers a late request itself, saying why).
+    pub fn disarm(&self, id: u64) {
+        if let Some(waiter) = self.pending.get(&id) {
+            self.lock().remove(&(waiter.deadline, id));
+        }
+    }
+
+    /// Puts `id`'s deadline back on the keeper's list, once the request was sent.
+    pub fn arm(&self, id: u64) {
+        let first = match self.pending.get(&id) {
+            Some(waiter) => {
+                let mut deadlines = self.lock();
+                deadlines.insert((waiter.deadline, id));
+                deadlines.first() == Some(&(waiter.deadline, id))
+            }
+            None => false,
+        };
         if first {
             self.earlier.notify_one();
         }
@@ -75,26 +92,22 @@ impl Requests {
         outcome: Result<Value, ErrorObject>,
     ) -> Option<Result<Value, ErrorObject>> {
         match self.take(id) {
-            Some(Waiter::Task(tx)) => {
-                let _ = tx.send(outcome);
-                None
-            }
-            Some(Waiter::Then { then, .. }) => {
-                then(outcome);
+            Some(waiter) => {
+                (waiter.then)(outcome);
                 None
             }
             None => Some(outcome),
         }
     }
 
-    /// Forgets `id`; a continuation is called with `err` (a task's await has its own).
+    /// Fails `id` with `err`, if it still waits.
     pub fn fail(&self, id: u64, err: ErrorObject) {
-        if let Some(Waiter::Then { then, .. }) = self.take(id) {
-            then(Err(err));
+        if let Some(waiter) = self.take(id) {
+            (waiter.then)(Err(err));
         }
     }
 
-    /// Fails every request waiting with `err` (tasks see their sender dropped).
+    /// Fails every request waiting with `err`.
     pub fn fail_all(&self, err: &ErrorObject) {
         let ids: Vec<u64> = self.pending.iter().map(|entry| *entry.key()).collect();
         for id in ids {
@@ -138,21 +151,17 @@ impl Requests {
                     }
                 };
                 let Some(id) = due else { break };
-                if let Some((_, Waiter::Then { then, method, timeout, .. })) =
-                    self.pending.remove(&id)
-                {
-                    then(Err(timed_out(method, timeout)));
+                if let Some((_, waiter)) = self.pending.remove(&id) {
+                    (waiter.then)(Err(timed_out(waiter.method, waiter.timeout)));
                 }
             }
         }
     }
 
-    /// Removes `id` from the table (and its deadline, for a continuation).
+    /// Removes `id` from the table, and its deadline.
     fn take(&self, id: u64) -> Option<Waiter> {
         let (_, waiter) = self.pending.remove(&id)?;
-        if let Waiter::Then { deadline, .. } = &waiter {
-            self.lock().remove(&(*deadline, id));
-        }
+        self.lock().remove(&(waiter.deadline, id));
         Some(waiter)
     }
 
@@ -177,6 +186,14 @@ mod tests {
 
     use super::*;
 
+    /// Starts `requests`' deadline keeper; cancel the token to stop it.
+    fn keeper(requests: &Arc<Requests>) -> CancellationToken {
+        let (requests, stop) = (requests.clone(), CancellationToken::new());
+        let token = stop.clone();
+        tokio::spawn(async move { requests.keep_deadlines(stop).await });
+        token
+    }
+
     fn counting(calls: &Arc<Mutex<Vec<Result<Value, ErrorCode>>>>) -> Then {
         let calls = calls.clone();
         Box::new(move |outcome| calls.lock().unwrap().push(outcome.map_err(|e| e.code)))
@@ -185,11 +202,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_continuation_gets_its_answer_or_a_timeout_exactly_once() {
         let requests = Arc::new(Requests::default());
-        let stop = CancellationToken::new();
-        let keeper = tokio::spawn({
-            let (requests, stop) = (requests.clone(), stop.clone());
-            async move { requests.keep_deadlines(stop).await }
-        });
+        let stop = keeper(&requests);
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (answered, late) = (requests.next_id(), requests.next_id());
         requests.wait_then(answered, "tool.invoke", Duration::from_secs(5), counting(&calls));
@@ -204,17 +217,12 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(calls.lock().unwrap().len(), 2);
         stop.cancel();
-        keeper.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_deadline_added_later_fires_first() {
         let requests = Arc::new(Requests::default());
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let (requests, stop) = (requests.clone(), stop.clone());
-            async move { requests.keep_deadlines(stop).await }
-        });
+        let stop = keeper(&requests);
         let fired = Arc::new(AtomicUsize::new(0));
         let note = |n: usize| -> Then {
             let fired = fired.clone();
@@ -230,15 +238,31 @@ mod tests {
         stop.cancel();
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_disarmed_request_is_not_timed_out_until_armed_again() {
+        let requests = Arc::new(Requests::default());
+        let stop = keeper(&requests);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let id = requests.next_id();
+        requests.wait_then(id, "tool.invoke", Duration::from_secs(1), counting(&calls));
+        requests.disarm(id);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(calls.lock().unwrap().is_empty(), "its sender keeps the deadline meanwhile");
+        requests.arm(id);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(*calls.lock().unwrap(), vec![Err(ErrorCode::Timeout)], "past its deadline");
+        stop.cancel();
+    }
+
     #[tokio::test]
-    async fn failing_all_calls_every_continuation_and_ends_every_task_wait() {
+    async fn failing_all_calls_every_continuation() {
         let requests = Requests::default();
         let calls = Arc::new(Mutex::new(Vec::new()));
         requests.wait_then(requests.next_id(), "x", Duration::from_secs(60), counting(&calls));
-        let task = requests.wait_task(requests.next_id());
+        requests.wait_then(requests.next_id(), "y", Duration::from_secs(60), counting(&calls));
         requests.fail_all(&ErrorObject::new(ErrorCode::ConnectionClosed, "gone"));
-        assert_eq!(*calls.lock().unwrap(), vec![Err(ErrorCode::ConnectionClosed)]);
-        assert!(task.await.is_err(), "the task's sender was dropped");
+        let gone = Err(ErrorCode::ConnectionClosed);
+        assert_eq!(*calls.lock().unwrap(), vec![gone.clone(), gone]);
         assert_eq!(requests.len(), 0);
     }
 }
