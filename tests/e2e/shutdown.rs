@@ -39,7 +39,7 @@ async fn a_second_kernel_on_a_live_socket_exits_non_zero_and_steals_nothing() {
     let status =
         tokio::time::timeout(DEADLINE, second.wait()).await.expect("second kernel exits").unwrap();
     assert!(!status.success());
-    assert!(kernel.log().contains("another kernel is already listening"), "{}", kernel.log());
+    assert!(kernel.logged("another kernel is already listening").await, "{}", kernel.log());
     // The first one still serves.
     kernel.client().await.kernel_info().await.expect("first kernel still serves");
 }
@@ -82,7 +82,7 @@ async fn the_hello_app_leaves_cleanly_on_ctrl_c() {
     })
     .await;
     assert!(gone);
-    assert!(kernel.log().contains("app left"), "{}", kernel.log());
+    assert!(kernel.logged("app left").await, "{}", kernel.log());
 }
 
 #[tokio::test]

@@ -91,7 +91,7 @@ async fn a_crash_loop_backs_off_and_ends_failed() {
     // Three restarts were allowed (backoff 100 + 200 + 400 ms), the fourth was refused.
     assert_eq!(failed["restarts"], 3);
     assert!(started.elapsed() >= Duration::from_millis(700), "restarts did not back off");
-    assert!(kernel.log().contains("restart intensity exceeded"), "{}", kernel.log());
+    assert!(kernel.logged("restart intensity exceeded").await, "{}", kernel.log());
     // Its output was captured, once per run.
     let out = kernel.cli(&["logs", "crasher"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -192,7 +192,7 @@ async fn a_restarted_kernel_ends_strays_of_the_previous_run() {
         .expect("the stray was not ended")
         .unwrap();
     assert!(!ended.success());
-    assert!(kernel.log().contains("left by an earlier kernel"), "{}", kernel.log());
+    assert!(kernel.logged("left by an earlier kernel").await, "{}", kernel.log());
     // And the recycled pid — this test process — is still here to tell.
 }
 

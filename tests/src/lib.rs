@@ -255,6 +255,12 @@ impl Kernel {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the kernel logs `needle` within 10 s: a log line is written on its own
+    /// schedule, not before the effect a test observes, so a test polls for it.
+    pub async fn logged(&self, needle: &str) -> bool {
+        poll_until(Duration::from_secs(10), || async { self.log().contains(needle) }).await
+    }
+
     /// A plain SDK client.
     pub async fn client(&self) -> burrow_sdk::Client {
         burrow_sdk::Client::connect(&self.socket).await.expect("connect client")

@@ -199,7 +199,7 @@ async fn the_descriptor_budget_keeps_the_app_socket_serving_while_host_surfaces_
     let http_cap = clamp_cap("http", 1000, budget.http, MAX_REFUSING);
     let rpc_cap = clamp_cap("rpc", 1000, budget.rpc, MAX_REFUSING);
     assert!(http_cap < 100 && rpc_cap < 100, "{budget:?}");
-    assert!(kernel.log().contains("connection cap clamped"), "{}", kernel.log());
+    assert!(kernel.logged("connection cap clamped").await, "{}", kernel.log());
 
     let opened = Instant::now();
     let mut http_hostile = open_many(http, 200, UNFINISHED).await;
