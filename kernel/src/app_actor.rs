@@ -371,7 +371,7 @@ fn kernel_shutdown(state: &mut AppActorState, myself: &ActorRef<AppMsg>, timeout
     state.set_state(AppState::Leaving);
     let params =
         ShutdownParams { reason: Some(reason.clone()), timeout: Some(timeout.as_millis() as u64) };
-    let answer = state.conn.request(AppShutdown::NAME, to_value(&params), timeout);
+    let answer = state.conn.request(AppShutdown::NAME, &params, timeout);
     let me = myself.clone();
     tokio::spawn(async move {
         if let Err(e) = answer.await {

@@ -385,17 +385,18 @@ impl Connection {
 
     /// Sends a kernel → app request. The returned future resolves with the answer,
     /// `TIMEOUT` after `timeout`, or `CONNECTION_CLOSED`. Await it outside actor handlers.
-    pub fn request(
+    /// The params are encoded as they are, without a JSON value between.
+    pub fn request<P: serde::Serialize>(
         &self,
         method: &'static str,
-        params: Value,
+        params: &P,
         timeout: Duration,
     ) -> impl Future<Output = Result<Value, ErrorObject>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let then = Box::new(move |outcome| {
             let _ = tx.send(outcome);
         });
-        self.request_then(method, &params, timeout, then);
+        self.request_then(method, params, timeout, then);
         async move { rx.await.unwrap_or_else(|_| Err(connection_closed())) }
     }
 

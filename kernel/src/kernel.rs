@@ -204,6 +204,15 @@ impl Kernel {
         self.hooks.emit(&self.config(), event, payload, context);
     }
 
+    /// Like [`Kernel::emit`], building the payload and context only when someone
+    /// observes `event` (a run's events carry whole transcripts).
+    pub fn emit_with(&self, event: &str, make: impl FnOnce() -> (Value, Map)) {
+        if self.hooks.observed(event) {
+            let (payload, context) = make();
+            self.emit(event, payload, context);
+        }
+    }
+
     /// What interception needs.
     pub fn intercept_scope(&self) -> InterceptScope<'_> {
         InterceptScope { caps: &self.caps, apps: &self.apps, hooks: &self.hooks }

@@ -22,6 +22,7 @@ use crate::store::{NewMessage, RunRow};
 pub mod actor;
 pub mod agent;
 pub mod context;
+pub mod delivery;
 pub mod followers;
 pub mod tail;
 
@@ -114,7 +115,7 @@ pub struct Sessions {
     supervisor: std::sync::OnceLock<ActorCell>,
     followers: Arc<followers::Followers>,
     /// Replies on their way to channels, of the sessions that have some.
-    outgoing: DashMap<String, agent::Outgoing>,
+    outgoing: DashMap<String, delivery::Outgoing>,
 }
 
 impl Default for Sessions {
@@ -137,9 +138,19 @@ impl Sessions {
         &self,
         key: &str,
         delivery: impl Future<Output = ()> + Send + 'static,
-        after: impl FnOnce() + Send + 'static,
+        after: impl FnOnce() + Send + Sync + 'static,
     ) -> bool {
         self.outgoing.entry(key.to_owned()).or_default().then(delivery, after)
+    }
+
+    /// A place for a reply to `key`'s channel sent at once, when none of the session's
+    /// is on its way (see [`delivery::Direct`]); `after` runs once it is given back.
+    pub(crate) fn deliver_now(
+        &self,
+        key: &str,
+        after: impl FnOnce() + Send + Sync + 'static,
+    ) -> Option<delivery::Place> {
+        self.outgoing.entry(key.to_owned()).or_default().now(after)
     }
 
     /// Forgets `key`'s chain of replies once none is on its way.

@@ -272,6 +272,39 @@ async fn a_steered_run_delivers_each_answer_to_the_channel_in_order() {
 }
 
 #[tokio::test]
+async fn a_reply_waits_for_the_channel_to_answer_the_one_before_even_across_runs() {
+    let kernel = kernel().await;
+    let mut prov = kernel.hand_provider().await;
+    let mut chan = kernel.hand_channel().await;
+
+    // The first run's reply goes out the moment it is stored; the channel sits on it.
+    chan.call("message.dispatch", json!({"sessionKey": "slow", "content": "one"})).await;
+    let turn = prov.expect_method("provider.complete").await;
+    prov.answer(&turn["id"], json!({"message": {"content": "reply one"}})).await;
+    let first = chan.expect_method("channel.send").await;
+    assert_eq!(first["params"]["content"], "reply one", "{first}");
+
+    // The next run ends meanwhile: its reply waits for the channel's answer.
+    chan.call("message.dispatch", json!({"sessionKey": "slow", "content": "two"})).await;
+    let turn = prov.expect_method("provider.complete").await;
+    prov.answer(&turn["id"], json!({"message": {"content": "reply two"}})).await;
+    let early =
+        chan.sees_within(std::time::Duration::from_millis(300), |m| m["method"] == "channel.send");
+    assert!(!early.await, "the second reply went out before the first was answered");
+    chan.answer(&first["id"], json!({"messageId": "m-1"})).await;
+    let second = chan.expect_method("channel.send").await;
+    assert_eq!(second["params"]["content"], "reply two", "{second}");
+    chan.answer(&second["id"], json!({"messageId": "m-2"})).await;
+
+    // Once both are through, the next reply goes out at once again.
+    chan.call("message.dispatch", json!({"sessionKey": "slow", "content": "three"})).await;
+    let turn = prov.expect_method("provider.complete").await;
+    prov.answer(&turn["id"], json!({"message": {"content": "reply three"}})).await;
+    let third = chan.expect_method("channel.send").await;
+    assert_eq!(third["params"]["content"], "reply three", "{third}");
+}
+
+#[tokio::test]
 async fn an_external_event_is_durable_across_a_kernel_kill_and_wakes_the_session() {
     let mut kernel = kernel().await;
     let mut rpc = rpc(&kernel).await;

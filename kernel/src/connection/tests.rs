@@ -83,7 +83,7 @@ async fn a_full_writer_queue_holds_the_reader_and_refuses_requests_not_the_clien
     }
     // A request to the app waits for room within its deadline; a notification is
     // refused; the client is not cut off.
-    let refused = conn.request("tool.invoke", json!({}), Duration::from_millis(100)).await;
+    let refused = conn.request("tool.invoke", &json!({}), Duration::from_millis(100)).await;
     let err = refused.expect_err("refused");
     assert_eq!(err.code, ErrorCode::Timeout);
     assert_eq!(err.data.as_ref().map(|d| d["reason"].clone()), Some(json!("not_reading")));
@@ -240,7 +240,7 @@ async fn a_stopping_owner_still_gets_its_last_answers_out() {
 async fn an_answer_sent_just_before_the_app_left_still_arrives() {
     for round in 0..20 {
         let (conn, mut theirs) = pair(1024, json!(null));
-        let asked = conn.request("tool.invoke", json!({}), Duration::from_secs(10));
+        let asked = conn.request("tool.invoke", &json!({}), Duration::from_secs(10));
         let got = tokio::time::timeout(Duration::from_secs(5), theirs.reader.next()).await;
         let Ok(Some(Ok(Ok(Message::Request(req))))) = got else { panic!("{got:?}") };
         // The app answers and leaves at once; the kernel's next write then fails.
@@ -258,7 +258,7 @@ async fn an_answer_sent_just_before_the_app_left_still_arrives() {
 async fn an_answer_the_kernel_cannot_read_fails_its_request_at_once() {
     use tokio::io::AsyncWriteExt;
     let (conn, mut theirs) = pair(1024, json!(null));
-    let asked = conn.request("tool.invoke", json!({}), Duration::from_secs(60));
+    let asked = conn.request("tool.invoke", &json!({}), Duration::from_secs(60));
     let got = tokio::time::timeout(Duration::from_secs(5), theirs.reader.next()).await;
     let Ok(Some(Ok(Ok(Message::Request(req))))) = got else { panic!("{got:?}") };
     let Id::Num(id) = req.id else { panic!("{:?}", req.id) };
@@ -314,7 +314,7 @@ async fn a_message_too_large_for_send_wait_is_skipped_and_the_connection_goes_on
 async fn a_request_too_large_for_the_app_fails_at_once() {
     let (conn, _theirs) = pair(256, json!(null));
     let asked =
-        conn.request("tool.invoke", json!({ "pad": "x".repeat(1000) }), Duration::from_secs(60));
+        conn.request("tool.invoke", &json!({ "pad": "x".repeat(1000) }), Duration::from_secs(60));
     let err = tokio::time::timeout(Duration::from_secs(5), asked).await.expect("at once");
     assert_eq!(err.expect_err("refused").code, ErrorCode::InvalidParams);
     assert_eq!(conn.pending_requests(), 0);

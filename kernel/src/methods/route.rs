@@ -48,7 +48,7 @@ pub async fn gateway_request(
     let method = cap.name().unwrap_or_default();
     let params = GatewayInvokeParams { method, params, caller };
     let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
-    cap.conn.request(GatewayInvoke::NAME, to_value(&params), timeout).await
+    cap.conn.request(GatewayInvoke::NAME, &params, timeout).await
 }
 
 /// Asks the app holding the `http_route` that matches `request` (exactly, or a route
@@ -89,7 +89,7 @@ pub async fn http_request(
         return Err(unavailable("http route", &cap));
     }
     let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
-    let answer = cap.conn.request(HttpRequest::NAME, to_value(&request), timeout).await?;
+    let answer = cap.conn.request(HttpRequest::NAME, &request, timeout).await?;
     serde_json::from_value(answer).map_err(|e| {
         ErrorObject::new(
             ErrorCode::InternalError,
@@ -128,7 +128,7 @@ pub async fn call_tool_in_run(
     let mut call = ToolCallPlan::new(kernel, caller, p, run_id)?;
     call.before(kernel).await?;
     let params = to_value(&call.invoke());
-    let outcome = call.cap.conn.request(ToolInvoke::NAME, params, call.timeout).await;
+    let outcome = call.cap.conn.request(ToolInvoke::NAME, &params, call.timeout).await;
     call.finish(kernel, outcome)
 }
 

@@ -4,36 +4,36 @@
 //! `tool.call` (with `before_tool_call`, `after_tool_call`, `tool_result_persist`) —
 //! waiting a while for a provider or tool whose app is not there yet — loops
 //! up to `max_turns`, stores every step, ends with `agent_end`, and delivers the reply
-//! through the session's channel app (`message_sending`, `channel.send`, `message_sent`).
-//! A run that takes steered messages delivers the answer it had before it took them
-//! too; a session's replies reach its channel in order ([`Outgoing`], kept by
-//! [`super::Sessions`] so that neither the session's eviction nor a restart breaks it).
+//! through the session's channel app ([`super::delivery`]). A run that takes steered
+//! messages delivers the answer it had before it took them too. A run's final reply and
+//! its end are one durable write, and the reply leaves for the channel the moment that
+//! write is on disk.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use burrow_protocol::methods::Method;
 use burrow_protocol::methods::capability::{CapabilityType, is_valid_tool_name};
 use burrow_protocol::methods::invoke::{
-    ChannelSend, ChannelSendParams, ChatMessage, ProviderComplete, ProviderCompleteParams,
-    ProviderCompleteResult, Role, ToolCallParams, ToolCallRequest, ToolSpec,
+    ChatMessage, ProviderComplete, ProviderCompleteParams, ProviderCompleteResult, Role,
+    ToolCallParams, ToolCallRequest, ToolSpec,
 };
 use burrow_protocol::methods::session::{RunStatus, TranscriptMessage};
-use burrow_protocol::methods::{Method, to_value};
 use burrow_protocol::{Map, Value, now_ms};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::AgentSpec;
 use super::actor::context;
+use super::delivery::{Direct, send_reply};
 use super::tail::{self, RunOutcome};
 use crate::capabilities::{Capability, Unready};
 use crate::hooks;
 use crate::kernel::Kernel;
 use crate::methods::session::page_bytes;
-use crate::store::{NewMessage, Page, RunRow, SessionRow, Write};
+use crate::store::{Fence, NewMessage, Page, RunRow, SessionRow, StoreError, Write, WriteDone};
 
 /// A message steered into a running turn, taken at its next turn boundary.
 #[derive(Debug)]
@@ -77,76 +77,6 @@ impl SteerBytes {
 impl Drop for SteerBytes {
     fn drop(&mut self) {
         self.waiting.fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-/// A session's replies on their way to its channel. Each delivery waits for the one
-/// before it (of the same run or an earlier one), so they arrive in order, and none holds
-/// up a run. A channel more than [`MAX_UNDELIVERED`] replies behind misses the newest
-/// (they are in the transcript).
-#[derive(Debug, Default)]
-pub(crate) struct Outgoing {
-    last: Option<tokio::task::JoinHandle<()>>,
-    pending: Arc<AtomicUsize>,
-}
-
-/// Replies of one session waiting for its channel, at most.
-pub const MAX_UNDELIVERED: usize = 64;
-
-/// Sends `text` through the session's channel after every earlier reply of the session.
-fn send_reply(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str, text: String) {
-    if text.is_empty() {
-        return;
-    }
-    let (k, row, run) = (kernel.clone(), session.clone(), run_id.to_owned());
-    let delivery = async move { deliver(&k, &row, &run, text).await };
-    let (k, key) = (kernel.clone(), session.key.clone());
-    let after = move || k.sessions.delivered(&key);
-    if !kernel.sessions.deliver_in_order(&session.key, delivery, after) {
-        tracing::warn!(session = %session.key, run = %run_id, "the channel is {MAX_UNDELIVERED} replies behind; this one is not delivered");
-    }
-}
-
-impl Outgoing {
-    /// Runs `delivery` once every earlier one is done, then `after` (once its place is
-    /// given back); false (and dropped) when [`MAX_UNDELIVERED`] are waiting already.
-    pub(crate) fn then(
-        &mut self,
-        delivery: impl Future<Output = ()> + Send + 'static,
-        after: impl FnOnce() + Send + 'static,
-    ) -> bool {
-        if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_UNDELIVERED {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        let before = self.last.take();
-        // Given back however the task ends (a panic, an abort).
-        let slot = Slot(self.pending.clone());
-        self.last = Some(tokio::spawn(async move {
-            {
-                let _slot = slot;
-                if let Some(before) = before {
-                    let _ = before.await;
-                }
-                delivery.await;
-            }
-            after();
-        }));
-        true
-    }
-
-    /// Replies not through yet.
-    pub(crate) fn pending(&self) -> usize {
-        self.pending.load(Ordering::Acquire)
-    }
-}
-
-/// One reply's place in the bound of [`Outgoing`], given back when dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -216,7 +146,12 @@ pub async fn run(
         .map(|m| Write::Append { session_key: key.clone(), message: m.clone() })
         .collect();
     writes.push(Write::Run(row(status, &output, &error)));
-    let stored = kernel.store().write(writes).await;
+    let direct = match &end {
+        End::Completed(m) => Direct::prepare(&kernel, &session, &run_id, &m.content),
+        End::Failed(_) | End::Cancelled => None,
+    };
+    let sent_at_once = direct.is_some();
+    let stored = store_end(&kernel, writes, direct).await;
     match (&stored, &reply) {
         (Ok(()), Some(m)) => outcome.appended.push(tail::transcript(m)),
         (Ok(()), None) => {}
@@ -236,13 +171,36 @@ pub async fn run(
     if let (Some(m), Ok(())) = (&reply, &stored) {
         kernel.sessions.publish_message(&key, m);
     }
-    let payload = json!({ "sessionKey": key, "runId": run_id, "agentId": session.agent_id, "status": status, "output": output, "error": error });
-    kernel.emit("agent_end", payload, run_context(&key, &run_id));
+    kernel.emit_with("agent_end", || {
+        let payload = json!({ "sessionKey": key, "runId": run_id, "agentId": session.agent_id, "status": status, "output": output, "error": error });
+        (payload, run_context(&key, &run_id))
+    });
     kernel.sessions.publish_run(row(status, &output, &error));
-    if let (RunStatus::Completed, Some(text)) = (status, output) {
+    if let (RunStatus::Completed, Some(text)) = (status, output)
+        && !sent_at_once
+    {
         send_reply(&kernel, &session, &run_id, text);
     }
     outcome
+}
+
+/// Stores a run's end; with `direct`, its reply goes to the channel the moment the
+/// write is on disk, from where the write completes.
+async fn store_end(
+    kernel: &Kernel,
+    writes: Vec<Write>,
+    direct: Option<Direct>,
+) -> Result<(), StoreError> {
+    let Some(direct) = direct else { return kernel.store().write(writes).await };
+    let (tx, rx) = oneshot::channel();
+    let done: WriteDone = Box::new(move |outcome| {
+        if outcome.is_ok() {
+            direct.send();
+        }
+        let _ = tx.send(outcome);
+    });
+    kernel.store().submit(writes, &Fence::default(), done).await;
+    rx.await.unwrap_or(Err(StoreError::Closed))
 }
 
 fn run_context(key: &str, run_id: &str) -> Map {
@@ -358,7 +316,7 @@ async fn turns(
         Ok(p) => p,
         Err(b) => return End::Failed(format!("blocked by {}: {}", b.by, b.reason)),
     };
-    kernel.emit("before_agent_start", payload.clone(), ctx.clone());
+    kernel.emit_with("before_agent_start", || (payload.clone(), ctx.clone()));
     // A modified input replaces the new user messages in the context (the transcript keeps them).
     let new_input = payload["input"].as_str().unwrap_or_default().to_owned();
     if new_input != input {
@@ -401,13 +359,17 @@ async fn turns(
             messages: prompt,
             tools,
         };
-        kernel.emit("llm_input", json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone());
+        kernel.emit_with("llm_input", || {
+            (json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone())
+        });
         let answer =
             match complete(&provider, &params, Duration::from_millis(agent.timeout_ms)).await {
                 Ok(a) => a,
                 Err(why) => return End::Failed(why),
             };
-        kernel.emit("llm_output", json!({ "sessionKey": key, "runId": run_id, "message": answer.message, "usage": answer.usage }), ctx.clone());
+        kernel.emit_with("llm_output", || {
+            (json!({ "sessionKey": key, "runId": run_id, "message": answer.message, "usage": answer.usage }), ctx.clone())
+        });
         let calls = answer.message.tool_calls.clone().filter(|c| !c.is_empty());
         let assistant = ChatMessage {
             role: Role::Assistant,
@@ -564,7 +526,7 @@ async fn complete(
 ) -> Result<ProviderCompleteResult, String> {
     let value = provider
         .conn
-        .request(ProviderComplete::NAME, to_value(params), timeout)
+        .request(ProviderComplete::NAME, params, timeout)
         .await
         .map_err(|e| format!("provider {:?}: {}: {}", params.provider_id, e.code, e.message))?;
     serde_json::from_value(value).map_err(|e| {
@@ -627,97 +589,9 @@ async fn call_tool(
     }
 }
 
-/// Sends the reply through the session's channel app.
-async fn deliver(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str, content: String) {
-    let Some(channel_id) = session.channel_id.clone() else { return };
-    let ctx = run_context(&session.key, run_id);
-    let Some(channel) = kernel
-        .caps
-        .by_name(CapabilityType::Channel, &channel_id)
-        .filter(|c| kernel.apps.is_ready(&c.app_id))
-    else {
-        tracing::warn!(session = %session.key, channel = %channel_id, "no ready app holds the session's channel; reply not delivered");
-        return;
-    };
-    let config = kernel.config();
-    let payload = json!({ "sessionKey": session.key, "channelId": channel_id, "content": content, "metadata": {} });
-    let payload = match hooks::intercept(
-        kernel.intercept_scope(),
-        &config,
-        "message_sending",
-        payload,
-        &ctx,
-    )
-    .await
-    {
-        Ok(p) => p,
-        Err(b) => {
-            tracing::info!(session = %session.key, by = %b.by, reason = %b.reason, "reply blocked by an interceptor");
-            return;
-        }
-    };
-    let params = ChannelSendParams {
-        channel_id: channel_id.clone(),
-        session_key: session.key.clone(),
-        account_id: session.account_id.clone(),
-        content: payload["content"].as_str().unwrap_or_default().to_owned(),
-        metadata: payload["metadata"].as_object().cloned(),
-    };
-    let timeout = Duration::from_millis(config.ipc.call_timeout_ms);
-    match channel.conn.request(ChannelSend::NAME, to_value(&params), timeout).await {
-        Ok(result) => {
-            let sent = json!({ "sessionKey": session.key, "channelId": channel_id, "content": params.content, "messageId": result.get("messageId") });
-            kernel.emit("message_sent", sent, ctx);
-        }
-        Err(e) => {
-            tracing::warn!(session = %session.key, channel = %channel_id, error = %e, "channel.send failed")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use tokio::sync::oneshot;
-
     use super::*;
-
-    #[tokio::test]
-    async fn deliveries_run_in_order_and_a_channel_too_far_behind_misses_the_newest() {
-        let mut outgoing = Outgoing::default();
-        let done = Arc::new(Mutex::new(Vec::new()));
-        let (open, gate) = oneshot::channel::<()>();
-        let first = done.clone();
-        assert!(outgoing.then(
-            async move {
-                let _ = gate.await;
-                first.lock().unwrap().push(0);
-            },
-            || {}
-        ));
-        for i in 1..MAX_UNDELIVERED {
-            let done = done.clone();
-            assert!(outgoing.then(async move { done.lock().unwrap().push(i) }, || {}));
-        }
-        assert!(!outgoing.then(async {}, || {}), "one more than the bound is refused");
-        open.send(()).unwrap();
-        let last = outgoing.last.take().expect("a delivery");
-        tokio::time::timeout(Duration::from_secs(10), last).await.expect("in time").unwrap();
-        assert_eq!(*done.lock().unwrap(), (0..MAX_UNDELIVERED).collect::<Vec<_>>());
-        assert_eq!(outgoing.pending.load(Ordering::Acquire), 0);
-        let done = done.clone();
-        assert!(outgoing.then(async move { done.lock().unwrap().push(99) }, || {}), "room again");
-    }
-
-    #[tokio::test]
-    async fn a_delivery_that_panics_gives_its_place_back() {
-        let mut outgoing = Outgoing::default();
-        assert!(outgoing.then(async { panic!("a delivery panics") }, || {}));
-        let last = outgoing.last.take().expect("a delivery");
-        assert!(last.await.is_err(), "it panicked");
-        assert_eq!(outgoing.pending(), 0);
-    }
 
     #[test]
     fn steered_bytes_are_bounded_and_given_back_when_taken() {

@@ -144,10 +144,12 @@ pub(super) async fn dispatch(
     let me = myself.clone();
     let store = state.kernel.store();
     let submitted = state.writes.submit(store, writes, tell, move |outcome| {
-        reply.send(outcome.clone().map(|()| result).map_err(not_stored));
+        let answer = outcome.clone().map(|()| result).map_err(not_stored);
+        // The actor first: the run this feeds starts while the caller hears.
         if tell || outcome.is_err() {
             let _ = me.cast(SessionMsg::Written(seq, outcome, Box::new(after)));
         }
+        reply.send(answer);
     });
     submitted.await;
 }
