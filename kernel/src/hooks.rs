@@ -21,7 +21,9 @@ use burrow_protocol::{Map, Message, Value, now_ms};
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::capabilities::{Capabilities, fail_mode, modifiable_fields};
+use burrow_protocol::rules::modifiable_fields;
+
+use crate::capabilities::{Capabilities, fail_mode};
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::registry::AppRegistry;

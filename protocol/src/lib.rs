@@ -11,7 +11,9 @@
 //! - [`codec`]: frames — a 4-byte big-endian length and one MessagePack map with named keys;
 //! - [`manifest`]: the app [`Manifest`] and its validation;
 //! - [`methods`]: one module per family of methods, each method a marker type
-//!   implementing [`methods::Method`] with typed params and result.
+//!   implementing [`methods::Method`] with typed params and result;
+//! - [`rules`]: the decisions both ends make alike (capability configs and grants,
+//!   interceptable events, route paths, session keys).
 //!
 //! Values that the protocol leaves free-form (`arguments`, `payload`, `metadata`) are
 //! [`Value`]s, i.e. JSON-shaped data: maps with string keys, arrays, strings, numbers,
@@ -37,6 +39,7 @@ pub mod fuzzing;
 pub mod manifest;
 pub mod message;
 pub mod methods;
+pub mod rules;
 pub mod strict;
 
 pub use error::{ErrorCode, ErrorObject};

@@ -5,11 +5,11 @@ use burrow_protocol::methods::capability::{
     CapabilityConfig, CapabilityType, RegisterCapabilityParams, RegisterCapabilityResult,
     UnregisterCapabilityParams,
 };
-use burrow_protocol::{ErrorCode, ErrorObject, Map};
+use burrow_protocol::{ErrorCode, ErrorObject, Map, rules};
 use serde_json::json;
 
 use crate::app_actor::AppActorState;
-use crate::capabilities::{self, Capability};
+use crate::capabilities::Capability;
 
 fn denied(reason: String) -> Result<RegisterCapabilityResult, ErrorObject> {
     Ok(RegisterCapabilityResult {
@@ -28,8 +28,8 @@ pub fn register(
         return Err(super::not_registered("capability.register"));
     };
     let config = CapabilityConfig::parse(p.kind, p.config)?;
-    capabilities::validate(&config)?;
-    if let Some(reason) = capabilities::refusal(&app.manifest, &config) {
+    rules::validate(&config)?;
+    if let Some(reason) = rules::refusal(&app.manifest, &config) {
         return denied(reason);
     }
     let kernel = &state.kernel;

@@ -15,7 +15,9 @@ use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::capabilities::{Capability, route_path};
+use burrow_protocol::rules::route_path;
+
+use crate::capabilities::Capability;
 use crate::connection::Responder;
 use crate::hooks;
 use crate::kernel::Kernel;

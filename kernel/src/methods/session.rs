@@ -13,6 +13,7 @@ use burrow_protocol::methods::session::{
     SessionHistoryParams, SessionHistoryResult, SessionListParams, SessionListResult,
 };
 use burrow_protocol::methods::{Ack, parse_params, to_value};
+use burrow_protocol::rules::check_session_key;
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -44,13 +45,6 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 
 pub(crate) fn store_err(e: crate::store::StoreError) -> ErrorObject {
     ErrorObject::new(ErrorCode::InternalError, e.to_string())
-}
-
-fn check_key(key: &str, field: &str) -> Result<(), ErrorObject> {
-    if key.is_empty() || key.chars().count() > 256 {
-        return Err(ErrorObject::invalid_params(field, "a session key is 1 to 256 characters"));
-    }
-    Ok(())
 }
 
 /// A `limit` param: `default` when absent, else 1 to `max`.
@@ -133,9 +127,9 @@ pub fn dispatch(
             Ok(to_value(&SessionHistoryResult { messages: page.messages, truncated }))
         }),
         "message.dispatch" => {
-            let p: DispatchParams = match parse_params(params)
-                .and_then(|p: DispatchParams| check_key(&p.session_key, "sessionKey").map(|()| p))
-            {
+            let p: DispatchParams = match parse_params(params).and_then(|p: DispatchParams| {
+                check_session_key(&p.session_key, "sessionKey").map(|()| p)
+            }) {
                 Ok(p) => p,
                 Err(e) => return responder.reply(Err(e)),
             };
@@ -151,9 +145,9 @@ pub fn dispatch(
             })
         }
         "agent.queue" => {
-            let p: AgentQueueParams = match parse_params(params)
-                .and_then(|p: AgentQueueParams| check_key(&p.session_key, "sessionKey").map(|()| p))
-            {
+            let p: AgentQueueParams = match parse_params(params).and_then(|p: AgentQueueParams| {
+                check_session_key(&p.session_key, "sessionKey").map(|()| p)
+            }) {
                 Ok(p) => p,
                 Err(e) => return responder.reply(Err(e)),
             };

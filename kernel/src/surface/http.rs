@@ -23,7 +23,7 @@
 //! is not one → 400 (`INVALID_PARAMS`, `data.field`); no such route → 404 (`reason:
 //! "no_route"`); wrong method → 405 (`reason: "method_not_allowed"`); auth → 401/403 (see
 //! [`super::auth`]). Under `/apps/`, a path not in normal form → 400 (`INVALID_REQUEST`,
-//! `reason: "bad_path"`, from the host: [`crate::capabilities::route_path`]).
+//! `reason: "bad_path"`, from the host: [`burrow_protocol::rules::route_path`]).
 //!
 //! Deadlines and the connection cap: [`serve_http`], [`HttpLimits`] (a body that does
 //! not arrive in time → 408, `reason: "body_timeout"`, and the connection is closed; one

@@ -355,6 +355,13 @@ impl App {
         let event = &spec.event;
         if event.is_empty() || event.contains('*') || event.chars().any(char::is_whitespace) {
             self.mistakes.push(format!("{event:?} does not name one event to intercept"));
+        } else if !burrow_protocol::rules::is_interceptable(event) {
+            let can: Vec<&str> =
+                burrow_protocol::rules::INTERCEPTABLE.iter().map(|(e, _)| *e).collect();
+            self.mistakes.push(format!(
+                "{event} cannot be intercepted (interceptable: {}); observe it with on_event",
+                can.join(", ")
+            ));
         }
         if self.handlers.hooks.intercepted().any(|e| e == event) {
             self.mistakes.push(format!("{event} is intercepted twice"));

@@ -23,7 +23,9 @@ use burrow_protocol::methods::hook::{
     SubscribeResult, UnsubscribeParams, UnsubscribeResult,
 };
 use burrow_protocol::methods::{Ack, Cancel, CancelParams, Method, parse_params, to_value};
-use burrow_protocol::{ErrorCode, ErrorObject, Id, Manifest, Notification, Request, Value, now_ms};
+use burrow_protocol::{
+    ErrorCode, ErrorObject, Id, Manifest, Notification, Request, Value, now_ms, rules,
+};
 use tokio::sync::{Notify, oneshot};
 
 use super::{FakeConfig, RecordedCapability};
@@ -113,29 +115,6 @@ fn set_at(document: &mut Value, path: &str, value: Value) {
 }
 
 /// The name a capability is granted by, and the manifest list that grants it.
-fn grant_name(config: &CapabilityConfig) -> (&str, &'static str) {
-    match config {
-        CapabilityConfig::Tool(c) => (&c.name, "tools"),
-        CapabilityConfig::Channel(c) => (&c.channel_id, "channels"),
-        CapabilityConfig::Provider(c) => (&c.provider_id, "providers"),
-        CapabilityConfig::GatewayMethod(c) => (&c.method, "gatewayMethods"),
-        CapabilityConfig::HttpRoute(c) => (&c.path, "httpRoutes"),
-        CapabilityConfig::Hook(c) => (&c.event, "hooks.intercept"),
-    }
-}
-
-fn manifest_list<'m>(manifest: &'m Manifest, field: &str) -> &'m [String] {
-    let caps = &manifest.capabilities;
-    match field {
-        "tools" => &caps.tools,
-        "channels" => &caps.channels,
-        "providers" => &caps.providers,
-        "gatewayMethods" => &caps.gateway_methods,
-        "httpRoutes" => &caps.http_routes,
-        _ => &caps.hooks.intercept,
-    }
-}
-
 impl State {
     pub(super) fn new(config: FakeConfig) -> Self {
         Self {
@@ -205,9 +184,13 @@ impl State {
         let manifest = self.manifest()?;
         let params: RegisterCapabilityParams = parse_params(params)?;
         let config = CapabilityConfig::parse(params.kind, params.config.clone())?;
-        let (name, field) = grant_name(&config);
+        // The kernel's own rules first, in its order.
+        rules::validate(&config)?;
+        let refused = rules::refusal(&manifest, &config);
+        let name = rules::grant_name(&config);
         let mut seen = self.seen();
-        if let CapabilityConfig::Hook(hook) = &config
+        if refused.is_none()
+            && let CapabilityConfig::Hook(hook) = &config
             && !seen.subscriptions.iter().any(|s| pattern_matches(s, &hook.event))
         {
             return Err(ErrorObject::new(
@@ -220,10 +203,10 @@ impl State {
                 .capabilities
                 .iter()
                 .any(|c| c.active && c.params.kind == params.kind && c.name == name);
-        let reason = if self.config.deny_capabilities.iter().any(|d| d == name) {
+        let reason = if refused.is_some() {
+            refused
+        } else if self.config.deny_capabilities.iter().any(|d| d == name) {
             Some(format!("{name:?} is denied by the fake kernel"))
-        } else if !manifest_list(&manifest, field).iter().any(|p| pattern_matches(p, name)) {
-            Some(format!("{name:?} is not in the manifest's capabilities.{field}"))
         } else if taken {
             Some(format!("{name:?} is taken"))
         } else {

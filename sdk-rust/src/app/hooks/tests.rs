@@ -251,6 +251,7 @@ async fn hook_mistakes_fail_at_start_up() {
         base().on_event("a*b", |_event| async {}),
         base().on_event("", |_event| async {}),
         base().intercept("before_*", 0, go_on),
+        base().intercept("app_ready", 0, go_on),
         verdicts().intercept("before_tool_call", 1, go_on),
         base().intercept_with(
             InterceptSpec::new("message_received", 0).timeout(Duration::ZERO),

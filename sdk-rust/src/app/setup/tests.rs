@@ -135,3 +135,35 @@ async fn clients_can_subscribe_and_register_by_hand() {
     assert_eq!(err.code(), Some(burrow_protocol::ErrorCode::NotFound));
     assert!(client.hook_unsubscribe(["x"]).await.unwrap().unsubscribed.is_empty());
 }
+
+#[tokio::test]
+async fn the_fake_kernel_refuses_what_the_kernel_refuses() {
+    let mut manifest = tester();
+    manifest.capabilities.gateway_methods = vec!["*".into()];
+    manifest.capabilities.hooks.intercept = vec!["*".into()];
+    let (app, client) = with_client(App::new(manifest));
+    let _running = start_ready(app).await;
+    let client = within(client).await.unwrap();
+    use burrow_protocol::methods::capability::{GatewayMethodConfig, HookConfig};
+    // An event no interceptor may hold, a method in the kernel's own family, a method
+    // of another app: refused with the kernel's reasons (burrow_protocol::rules).
+    let hook =
+        HookConfig { event: "app_ready".into(), priority: None, timeout_ms: None, fail_mode: None };
+    let refused = client.register_capability(CapabilityType::Hook, &hook).await.unwrap();
+    assert!(refused.reason.unwrap().contains("cannot be intercepted"));
+    for (method, why) in
+        [("kernel.x", "reserved for the kernel"), ("other.x", "must be named tester.")]
+    {
+        let gateway = GatewayMethodConfig { method: method.into(), description: None };
+        let refused =
+            client.register_capability(CapabilityType::GatewayMethod, &gateway).await.unwrap();
+        assert!(
+            !refused.granted && refused.reason.as_deref().unwrap().contains(why),
+            "{refused:?}"
+        );
+    }
+    // A malformed config is INVALID_PARAMS, naming its field.
+    let bad = GatewayMethodConfig { method: "no-dot".into(), description: None };
+    let err = client.register_capability(CapabilityType::GatewayMethod, &bad).await.unwrap_err();
+    assert_eq!(err.code(), Some(burrow_protocol::ErrorCode::InvalidParams));
+}

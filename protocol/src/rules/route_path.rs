@@ -1,4 +1,4 @@
-//! The one decision on HTTP route paths (PROTOCOL.md §5 `http_route`, §9 `/apps/...`):
+//! The one decision on HTTP route paths (the `http_route` capability and the `/apps/...` routes):
 //! a path is accepted only in its normal form, the form it has on a request line, so that
 //! two different strings never name the same resource. [`check`] is used both when an
 //! app registers a route and when a request is matched to one: a route is granted only
