@@ -18,9 +18,9 @@ use burrow_protocol::{ErrorCode, ErrorObject, Map, Value, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::host::existing;
 use crate::kernel::Kernel;
-use crate::methods::session::{store_err, to_session};
+use crate::service::ServiceError;
+use crate::service::sessions::{check_comms_name, existing, to_session};
 use crate::sessions::{Inbound, Wake};
 use crate::store::{PeerRequestRow, Write};
 
@@ -427,7 +427,7 @@ pub async fn deliver(
     if let Some(origin) = letter.from_kernel.as_deref() {
         // Another kernel speaks only for its own sessions.
         let local = kernel.store().session(&letter.from).await.map_err(store_err)?;
-        if local.is_some() || crate::host::check_comms_name(&letter.from_name).is_err() {
+        if local.is_some() || check_comms_name(&letter.from_name).is_err() {
             return Err(refused(
                 ErrorCode::Forbidden,
                 "forged_sender",
@@ -527,4 +527,8 @@ pub async fn peers(
         keep_alive: r.keep_alive,
     }));
     Ok(CommsPeersResult { peers, unreachable: remote.unreachable })
+}
+
+fn store_err(e: crate::store::StoreError) -> ErrorObject {
+    ServiceError::from(e).into()
 }

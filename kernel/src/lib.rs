@@ -26,13 +26,14 @@
 //! | [`supervisor`] | managed app processes: start, restart with backoff, stop, logs, strays |
 //! | [`sessions`] | session actors, their queues, the agent loop |
 //! | [`store`] | durable sessions, transcripts, runs, peer requests (write-ahead journal with group commit, applied to SQLite) |
-//! | [`host`] | the host methods (`session/create`, `comms/send`, ...) behind every surface |
+//! | [`service`] | the service layer: what every surface asks, as plain functions returning one error enum |
+//! | [`host`] | the host surfaces' adapter (`session/create`, `comms/send`, ...) over the services |
 //! | [`comms`] | comms between peers: local delivery, request/response correlation, remote kernels |
 //! | [`surface`] | JSON-RPC (TCP, stdio) and REST host surfaces over a [`surface::Host`] |
 //! | [`kernel`] | the root [`kernel::KernelActor`]: accept loop, supervision of app actors, shutdown; the shared [`kernel::Kernel`] context |
 //! | [`app_actor`] | one [`app_actor::AppActor`] per connection: lifecycle, heartbeat deadline, cleanup |
 //! | [`connection`] | framing, reader task, outbox (senders write directly; what a batch of frames already read sends goes out in one write), the [`connection::Responder`], bounded writer queue, in-flight bound, kernel → app requests awaiting answers (a task or a continuation each, with deadlines) |
-//! | [`methods`] | the one dispatch point; one module per family of methods |
+//! | [`methods`] | the IPC adapter: the one dispatch point; one module per family of methods |
 //! | [`registry`] | live apps (dashmap), written only by their own actor |
 //! | [`capabilities`] | granted capabilities, unique names, grant decisions |
 //! | [`hooks`] | subscriptions, observer delivery (bounded, drop-and-count), interception chains |
@@ -68,6 +69,7 @@ pub mod methods;
 pub mod peers;
 pub mod registry;
 pub mod server;
+pub mod service;
 pub mod sessions;
 pub mod store;
 pub mod supervisor;

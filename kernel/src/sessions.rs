@@ -333,7 +333,7 @@ mod tests {
         let kernel = kernel(dir.path());
         let (sessions, _handle) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
         let item = Inbound::new("hello".into(), None, "test".into(), Wake::Always);
-        let acked = crate::methods::session::to_session(&kernel, "k1", item).await.unwrap();
+        let acked = crate::service::sessions::to_session(&kernel, "k1", item).await.unwrap();
         let run_id = acked.run_id.unwrap();
         let first = kernel.sessions.actor(&kernel, "k1").unwrap();
         first.cast(SessionMsg::Crash).unwrap();
@@ -363,7 +363,7 @@ mod tests {
         assert!(running, "the resumed run did not start");
         // The new actor takes new work.
         let item = Inbound::new("again".into(), None, "test".into(), Wake::Always);
-        let again = crate::methods::session::to_session(&kernel, "k1", item).await.unwrap();
+        let again = crate::service::sessions::to_session(&kernel, "k1", item).await.unwrap();
         assert!(again.queued, "new work waits behind the resumed run");
         restarted.stop(None);
         sessions.stop(None);

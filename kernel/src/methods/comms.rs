@@ -69,9 +69,9 @@ fn events(state: &mut AppActorState, params: Value, responder: Responder) {
     let kernel = state.kernel.clone();
     let conn = state.conn.clone();
     tokio::spawn(async move {
-        let mut stream = match crate::host::follow(&kernel, &p.session_id).await {
+        let mut stream = match crate::service::sessions::follow(&kernel, &p.session_id).await {
             Ok(s) => s,
-            Err(e) => return responder.reply(Err(e)),
+            Err(e) => return responder.reply(Err(e.into())),
         };
         let ended = loop {
             let event = tokio::select! {

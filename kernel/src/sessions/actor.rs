@@ -18,14 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::comms::HandlingMode;
-use burrow_protocol::methods::session::{AgentQueueResult, DispatchResult, RunStatus};
-use burrow_protocol::methods::to_value;
+use burrow_protocol::methods::session::{DispatchResult, RunStatus};
 use burrow_protocol::{ErrorCode, ErrorObject, Map};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::Responder;
 use crate::kernel::Kernel;
 use crate::store::{NewMessage, RunRow, SessionRow, StoreError, Write};
 
@@ -108,30 +106,33 @@ impl Inbound {
     }
 }
 
-/// Where a dispatch's answer goes: back to a waiting task, or straight to the client.
-#[derive(Debug)]
+/// Where a dispatch's answer goes: back to a waiting task, or to whoever answers the
+/// caller (called on the spot, by the store's journal thread once the message is on
+/// disk, so it must not block).
 pub enum DispatchReply {
     /// A task waits for it.
     Task(oneshot::Sender<Result<DispatchResult, ErrorObject>>),
-    /// Answer the client's `message.dispatch` directly.
-    Dispatch(Responder),
-    /// Answer the client's `agent.queue` directly.
-    Queue(Responder),
+    /// Called with it.
+    Then(Box<dyn FnOnce(Result<DispatchResult, ErrorObject>) + Send>),
+}
+
+impl std::fmt::Debug for DispatchReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DispatchReply::Task(_) => "DispatchReply::Task",
+            DispatchReply::Then(_) => "DispatchReply::Then",
+        })
+    }
 }
 
 impl DispatchReply {
-    fn send(self, outcome: Result<DispatchResult, ErrorObject>) {
+    /// Answers with `outcome`.
+    pub fn send(self, outcome: Result<DispatchResult, ErrorObject>) {
         match self {
             DispatchReply::Task(tx) => {
                 let _ = tx.send(outcome);
             }
-            DispatchReply::Dispatch(r) => r.reply(outcome.map(|d| to_value(&d))),
-            DispatchReply::Queue(r) => r.reply(outcome.and_then(|d| {
-                let run_id = d.run_id.ok_or_else(|| {
-                    ErrorObject::new(ErrorCode::InternalError, "no run was queued")
-                })?;
-                Ok(to_value(&AgentQueueResult { run_id, queued: d.queued }))
-            })),
+            DispatchReply::Then(then) => then(outcome),
         }
     }
 }
@@ -340,7 +341,7 @@ impl Actor for SessionActor {
                     state.tail = None;
                 } else {
                     if let Some(read) = read {
-                        let bytes = crate::methods::session::page_bytes(&state.kernel);
+                        let bytes = crate::service::sessions::page_bytes(&state.kernel);
                         state.tail = Some(super::tail::Tail::new(read, bytes));
                     }
                     if let Some(tail) = state.tail.as_mut() {

@@ -32,7 +32,7 @@ use super::tail::{self, RunOutcome};
 use crate::capabilities::{Capability, Unready};
 use crate::hooks;
 use crate::kernel::Kernel;
-use crate::methods::session::page_bytes;
+use crate::service::sessions::page_bytes;
 use crate::store::{Fence, NewMessage, Page, RunRow, SessionRow, StoreError, Write, WriteDone};
 
 /// A message steered into a running turn, taken at its next turn boundary.

@@ -25,6 +25,8 @@ methods! {
     AgentQueue = "agent.queue": AgentQueueParams => AgentQueueResult;
     /// Wait for a run to finish.
     AgentWait = "agent.wait": AgentWaitParams => AgentWaitResult;
+    /// Cancel a queued or running run.
+    AgentCancel = "agent.cancel": AgentCancelParams => crate::methods::Ack;
 }
 
 /// Params of `session.get`.
@@ -214,6 +216,14 @@ pub struct AgentQueueResult {
     pub queued: bool,
 }
 
+/// Params of `agent.cancel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCancelParams {
+    /// The run.
+    pub run_id: String,
+}
+
 /// Params of `agent.wait`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -255,4 +265,11 @@ pub enum RunStatus {
     Failed,
     /// Cancelled.
     Cancelled,
+}
+
+impl RunStatus {
+    /// Whether the run has ended (completed, failed or cancelled).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+    }
 }

@@ -18,7 +18,7 @@ use super::invoke::{
     ChannelSend, GatewayInvoke, HttpRequest, ProviderComplete, ToolCall, ToolInvoke,
 };
 use super::session::{
-    AgentQueue, AgentWait, MessageDispatch, SessionGet, SessionHistory, SessionList,
+    AgentCancel, AgentQueue, AgentWait, MessageDispatch, SessionGet, SessionHistory, SessionList,
 };
 
 /// `kernel.capabilities {type?}`: granted capabilities.
@@ -39,8 +39,6 @@ pub const PEERS_TRUST: &str = "peers.trust";
 pub const PEERS_LIST: &str = "peers.list";
 /// `peers.revoke {kernel_id}`.
 pub const PEERS_REVOKE: &str = "peers.revoke";
-/// `agent.cancel {runId}`.
-pub const AGENT_CANCEL: &str = "agent.cancel";
 /// `session.events {session_id}`: a stream of a session's events.
 pub const SESSION_EVENTS: &str = "session.events";
 /// `$/cancel {id}` (notification, both directions).
@@ -217,7 +215,7 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(MessageDispatch::NAME).long(),
     MethodInfo::ipc(AgentQueue::NAME).long(),
     MethodInfo::ipc(AgentWait::NAME).long(),
-    MethodInfo::ipc(AGENT_CANCEL).long(),
+    MethodInfo::ipc(AgentCancel::NAME).long(),
     // §9 comms and host methods
     MethodInfo::ipc(SessionCreate::NAME).long().on_host(host::SESSION_CREATE),
     MethodInfo::ipc(CommsSend::NAME).long().on_host(host::COMMS_SEND),

@@ -57,7 +57,7 @@ pub(super) async fn dispatch(
             key: state.key.clone(),
             agent_id: meta_str(&metadata, "agentId").unwrap_or_else(|| "main".into()),
             channel_id: meta_str(&metadata, "channelId")
-                .or_else(|| crate::methods::session::caller_channel(&state.kernel, &caller)),
+                .or_else(|| crate::service::sessions::caller_channel(&state.kernel, &caller)),
             account_id: meta_str(&metadata, "accountId"),
             created_at: now,
             last_active_at: now,

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::config::Config;
 use crate::kernel::KernelPaths;
-use crate::methods::session::to_session;
+use crate::service::sessions::to_session;
 use crate::sessions::SessionsActor;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Fence, PeerRequestRow, Storage, StoreFuture, Write, WriteDone};
@@ -188,7 +188,7 @@ fn send(
     text: &'static str,
 ) -> tokio::task::JoinHandle<Result<DispatchResult, ErrorObject>> {
     let k = kernel.clone();
-    tokio::spawn(async move { to_session(&k, key, inbound(text, Wake::Never)).await })
+    tokio::spawn(async move { Ok(to_session(&k, key, inbound(text, Wake::Never)).await?) })
 }
 
 fn contents(history: &[TranscriptMessage]) -> Vec<&str> {
@@ -252,7 +252,7 @@ async fn a_session_that_cannot_read_itself_back_refuses_work_until_it_can() {
     store.release(true).await;
     assert!(two.await.unwrap().is_err());
     let three = to_session(&kernel, "k1", inbound("three", Wake::Never)).await;
-    let three = three.expect_err("no work while stale").message;
+    let three = ErrorObject::from(three.expect_err("no work while stale")).message;
     assert!(three.contains("read back from the store"), "{three}");
     // It keeps trying by itself, with nothing sent to it.
     let tries = store.refused_reads.load(Ordering::SeqCst);
@@ -290,7 +290,7 @@ async fn an_error_answer_waits_for_the_answers_before_it() {
     store.release(false).await;
     two.await.unwrap().expect("taken");
     let create = create.await.unwrap().expect_err("exists");
-    assert_eq!(create.code, ErrorCode::Conflict);
+    assert_eq!(ErrorObject::from(create).code, ErrorCode::Conflict);
     sessions.stop(None);
 }
 

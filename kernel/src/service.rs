@@ -1,0 +1,124 @@
+//! The service layer: what every surface asks of the kernel, as plain functions of the
+//! shape `(&Kernel, &Caller, Params) -> Result<R, ServiceError>`, one module per area.
+//! They know no connection, no responder and no surface's shapes beyond the protocol's
+//! params and results; the adapters (`methods/` for the IPC socket, [`crate::host`] for
+//! JSON-RPC and REST) parse a request, call one function and map its outcome. The agent
+//! loop and comms call services too, never an adapter.
+//!
+//! Errors are one enum, [`ServiceError`], turned into the wire's [`ErrorObject`] in one
+//! place (`From<ServiceError> for ErrorObject`); the host surfaces map that object's code
+//! to a JSON-RPC error or an HTTP status, each in one place of its own.
+//!
+//! - [`sessions`]: sessions, their messages and runs, in either view (the IPC's and the
+//!   host's, projections of one [`sessions::SessionView`]).
+
+use burrow_protocol::{ErrorCode, ErrorObject};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+pub mod sessions;
+
+/// Who asks: an app's id, or a host surface (`host:rpc`, `host:http`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(String);
+
+impl Caller {
+    /// `name` asks.
+    pub fn new(name: impl Into<String>) -> Self {
+        Caller(name.into())
+    }
+
+    /// Its name, as events and stored messages give it.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a service refused or failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    /// A param is wrong; `field` names it.
+    #[error("{message}")]
+    InvalidParams {
+        /// The param, as the caller's surface spells it.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No session has this id.
+    #[error("no session {0:?}")]
+    UnknownSession(String),
+    /// No run has this id.
+    #[error("no run {0:?}")]
+    UnknownRun(String),
+    /// The thing asked for is in a state that forbids it.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The kernel could not do it (a part of it is stopping or stopped).
+    #[error("{0}")]
+    Internal(String),
+    /// Another party's error (an app's answer, a session actor's refusal, a peer
+    /// kernel's), passed on as it is.
+    #[error("{}", .0.message)]
+    Passed(ErrorObject),
+}
+
+impl ServiceError {
+    /// [`ServiceError::InvalidParams`].
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ServiceError::InvalidParams { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<ServiceError> for ErrorObject {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::InvalidParams { field, .. } => {
+                ErrorObject::invalid_params(field, message)
+            }
+            ServiceError::UnknownSession(id) => ErrorObject::new(ErrorCode::NotFound, message)
+                .with_data(json!({ "reason": "unknown_session", "session_id": id })),
+            ServiceError::UnknownRun(_) => ErrorObject::new(ErrorCode::NotFound, message),
+            ServiceError::Conflict(_) => ErrorObject::new(ErrorCode::Conflict, message),
+            ServiceError::Store(_) | ServiceError::Internal(_) => {
+                ErrorObject::new(ErrorCode::InternalError, message)
+            }
+            ServiceError::Passed(e) => e,
+        }
+    }
+}
+
+impl From<ErrorObject> for ServiceError {
+    fn from(e: ErrorObject) -> Self {
+        ServiceError::Passed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_one_wire_form() {
+        let e: ErrorObject = ServiceError::invalid("limit", "limit is 1 to 50").into();
+        assert_eq!(
+            (e.code, e.data.unwrap()["field"].clone()),
+            (ErrorCode::InvalidParams, json!("limit"))
+        );
+        let e: ErrorObject = ServiceError::UnknownSession("s".into()).into();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert_eq!(e.data.unwrap()["reason"], "unknown_session");
+        assert_eq!(e.message, "no session \"s\"");
+        let e: ErrorObject = ServiceError::UnknownRun("r".into()).into();
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::NotFound, "no run \"r\""));
+        let e: ErrorObject = ServiceError::Store(StoreError::Closed).into();
+        assert_eq!(e.code, ErrorCode::InternalError);
+        let theirs = ErrorObject::new(ErrorCode::Timeout, "slow");
+        assert_eq!(ErrorObject::from(ServiceError::from(theirs.clone())), theirs);
+    }
+}

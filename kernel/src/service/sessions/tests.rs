@@ -1,0 +1,161 @@
+//! The sessions service without sockets: a kernel over a store in a temporary
+//! directory, its session supervisor, no apps (so a run waits for a provider).
+
+use burrow_protocol::ErrorCode;
+use burrow_protocol::methods::comms::{ExternalEventParams, SessionCreateParams};
+use burrow_protocol::methods::session::{DispatchParams, RunStatus};
+use ractor::{Actor, ActorRef};
+
+use super::*;
+use crate::config::Config;
+use crate::kernel::KernelPaths;
+use crate::sessions::SessionsActor;
+use crate::store::sqlite::SqliteStore;
+use crate::token::KernelKey;
+
+struct Fixture {
+    kernel: Arc<Kernel>,
+    sessions: ActorRef<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.sessions.stop(None);
+    }
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.sessions.provider_wait_ms = 60_000;
+    let store = Arc::new(SqliteStore::open(&dir.path().join("burrow.db")).unwrap());
+    let paths = KernelPaths { socket: dir.path().join("k.sock"), state_dir: dir.path().to_owned() };
+    let kernel = Arc::new(Kernel::new(config, KernelKey::from_seed([3; 32]), paths, store));
+    let (sessions, _) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
+    Fixture { kernel, sessions, _dir: dir }
+}
+
+fn me() -> Caller {
+    Caller::new("tester")
+}
+
+/// Dispatches through the service's own path, as an adapter does.
+async fn dispatch_as_adapter(
+    kernel: &Arc<Kernel>,
+    key: &str,
+    content: &str,
+) -> Result<DispatchResult, ErrorObject> {
+    let (tx, rx) = oneshot::channel();
+    let reply = DispatchReply::Then(Box::new(move |outcome| drop(tx.send(outcome))));
+    let p = DispatchParams { session_key: key.into(), content: content.into(), metadata: None };
+    dispatch(kernel, &me(), p, reply);
+    tokio::time::timeout(Duration::from_secs(10), rx).await.expect("answered").unwrap()
+}
+
+fn field(e: ServiceError) -> String {
+    match e {
+        ServiceError::InvalidParams { field, .. } => field,
+        other => panic!("not invalid params: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_dispatched_message_is_stored_and_shown_in_both_views() {
+    let f = fixture().await;
+    let acked = dispatch_as_adapter(&f.kernel, "k1", "hello").await.expect("stored");
+    assert!(acked.run_id.is_some(), "the main agent is woken");
+
+    let view = get(&f.kernel, "k1").await.unwrap().expect("stored");
+    assert_eq!((view.ipc().key, view.ipc().message_count), ("k1".to_owned(), 1));
+    assert_eq!(read(&f.kernel, "k1").await.unwrap().host().session_id, "k1");
+    let (page, total) = list(&f.kernel, ListQuery::default()).await.unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+    let active = SessionFilter { active: Some(false), ..Default::default() };
+    let (page, total) =
+        list(&f.kernel, ListQuery { filter: active, ..Default::default() }).await.unwrap();
+    assert_eq!((page.len(), total), (0, 0), "its actor is in memory");
+
+    let history = history(&f.kernel, "k1", HistoryQuery::default()).await.unwrap();
+    assert_eq!(history.messages.len(), 1);
+    assert_eq!(history.messages[0].content, "hello");
+}
+
+#[tokio::test]
+async fn unknown_sessions_and_runs_and_bad_params_are_told_apart() {
+    let f = fixture().await;
+    let k = &f.kernel;
+    assert!(get(k, "nobody").await.unwrap().is_none());
+    assert!(
+        matches!(read(k, "nobody").await, Err(ServiceError::UnknownSession(id)) if id == "nobody")
+    );
+    let quiet = HistoryQuery::default();
+    assert!(history(k, "nobody", quiet).await.unwrap().messages.is_empty());
+    let strict = HistoryQuery { must_exist: true, ..Default::default() };
+    assert!(matches!(history(k, "nobody", strict).await, Err(ServiceError::UnknownSession(_))));
+    let zero = ListQuery { limit: Some(0), ..Default::default() };
+    assert_eq!(field(list(k, zero).await.unwrap_err()), "limit");
+    assert!(matches!(wait(k, "no-run", Duration::ZERO).await, Err(ServiceError::UnknownRun(_))));
+    assert!(matches!(cancel(k, "no-run").await, Err(ServiceError::UnknownRun(_))));
+
+    let long_key = "k".repeat(257);
+    let e = dispatch_as_adapter(k, &long_key, "x").await.unwrap_err();
+    assert_eq!(
+        (e.code, e.data.unwrap()["field"].clone()),
+        (ErrorCode::InvalidParams, json!("sessionKey"))
+    );
+    assert_eq!(field(check_comms_name("has space").unwrap_err()), "comms_name");
+    assert!(check_comms_name("ops.bot-1").is_ok());
+    assert_eq!(caller_channel(k, "tester"), None, "no channel held");
+}
+
+#[tokio::test]
+async fn a_run_is_waited_for_and_cancelled_once() {
+    let f = fixture().await;
+    let k = &f.kernel;
+    let run = dispatch_as_adapter(k, "k1", "hello").await.unwrap().run_id.unwrap();
+    // No provider: the run waits for one and does not end by itself.
+    let now = wait(k, &run, Duration::from_millis(50)).await.unwrap();
+    assert!(!now.status.is_terminal(), "{:?}", now.status);
+    cancel(k, &run).await.expect("cancelled");
+    let ended = wait(k, &run, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(ended.status, RunStatus::Cancelled);
+    assert!(matches!(cancel(k, &run).await, Err(ServiceError::Conflict(_))));
+}
+
+#[tokio::test]
+async fn a_created_session_starts_its_first_turn_and_takes_external_events() {
+    let f = fixture().await;
+    let k = &f.kernel;
+    let p = |prompt: &str, agent: Option<&str>| SessionCreateParams {
+        prompt: prompt.into(),
+        agent_id: agent.map(str::to_owned),
+        keep_alive: true,
+        comms_name: Some("watcher".into()),
+        wait: Some(false),
+        timeout_ms: None,
+    };
+    assert_eq!(field(create(k, &me(), p("  ", None)).await.unwrap_err()), "prompt");
+    assert_eq!(field(create(k, &me(), p("hi", Some("nope"))).await.unwrap_err()), "agent_id");
+    let created = create(k, &me(), p("watch", None)).await.unwrap();
+    assert_eq!(created.status, RunStatus::Queued);
+    let view = read(k, &created.session_id).await.unwrap().host();
+    assert!(view.keep_alive && view.comms_name.as_deref() == Some("watcher"));
+
+    let event = |session_id: &str, kind: &str| ExternalEventParams {
+        session_id: session_id.into(),
+        kind: kind.into(),
+        event_type: "deploy".into(),
+        payload: json!({"v": 1}),
+    };
+    let e = external_event(k, &me(), event(&created.session_id, "xml")).await.unwrap_err();
+    assert_eq!(field(e), "kind");
+    let e = external_event(k, &me(), event("nobody", "generic_json")).await.unwrap_err();
+    assert!(matches!(e, ServiceError::UnknownSession(_)));
+    let receipt =
+        external_event(k, &me(), event(&created.session_id, "generic_json")).await.unwrap();
+    assert_eq!(receipt.status, "accepted");
+    let page = history(k, &created.session_id, HistoryQuery::default()).await.unwrap();
+    let stored = page.messages.iter().find(|m| m.id == receipt.event_id).expect("stored");
+    assert_eq!(stored.metadata.as_ref().unwrap()["external_event"]["event_type"], "deploy");
+}
