@@ -142,13 +142,9 @@ pub async fn call(
         }
         _ => match kernel.caps.by_name(CapabilityType::GatewayMethod, method) {
             Some(cap) => {
-                return crate::methods::route::gateway_request(
-                    kernel,
-                    &cap,
-                    caller.name().to_owned(),
-                    params,
-                )
-                .await;
+                return crate::service::routing::gateway_request(kernel, &cap, caller, params)
+                    .await
+                    .map_err(ErrorObject::from);
             }
             None => {
                 return Err(ErrorObject::new(
@@ -219,6 +215,8 @@ impl Host for KernelHost {
         &self,
         request: HttpRequestParams,
     ) -> BoxFuture<'_, Result<HttpResponse, ErrorObject>> {
-        Box::pin(async move { crate::methods::route::http_request(&self.kernel, request).await })
+        Box::pin(
+            async move { Ok(crate::service::routing::http_request(&self.kernel, request).await?) },
+        )
     }
 }

@@ -85,7 +85,7 @@ pub(crate) fn heartbeat(params: Value) -> Result<Value, ErrorObject> {
 /// `tool.call` from `caller`, holding an in-flight slot: routed to the tool's app.
 pub(crate) fn tool_call(kernel: Arc<Kernel>, caller: String, params: Value, responder: Responder) {
     match parse_params(params) {
-        Ok(p) => route::tool_call(kernel, caller, p, responder),
+        Ok(p) => route::tool_call(kernel, crate::service::Caller::new(caller), p, responder),
         Err(e) => responder.reply(Err(e)),
     }
 }
@@ -197,7 +197,7 @@ fn gateway(state: &mut AppActorState, method: String, params: Value, responder: 
         Some(_) if state.app.is_none() => Err(not_registered(&method)),
         Some(cap) => match responder.hold_in_flight() {
             Ok(()) => {
-                let caller = state.name().to_owned();
+                let caller = crate::service::Caller::new(state.name());
                 return route::gateway_call(state.kernel.clone(), cap, caller, params, responder);
             }
             Err(e) => Err(e),

@@ -9,6 +9,8 @@
 //! place (`From<ServiceError> for ErrorObject`); the host surfaces map that object's code
 //! to a JSON-RPC error or an HTTP status, each in one place of its own.
 //!
+//! - [`routing`]: calls routed to the app that provides them: tools, gateway methods,
+//!   HTTP routes;
 //! - [`sessions`]: sessions, their messages and runs, in either view (the IPC's and the
 //!   host's, projections of one [`sessions::SessionView`]).
 
@@ -17,6 +19,7 @@ use serde_json::json;
 
 use crate::store::StoreError;
 
+pub mod routing;
 pub mod sessions;
 
 /// Who asks: an app's id, or a host surface (`host:rpc`, `host:http`).
@@ -52,6 +55,35 @@ pub enum ServiceError {
     /// No run has this id.
     #[error("no run {0:?}")]
     UnknownRun(String),
+    /// No tool has this name.
+    #[error("no tool named {0:?}")]
+    NoTool(String),
+    /// What is asked for is registered, but the app holding it is not ready.
+    #[error("{what} {name:?} is unavailable: app {app:?} is not ready")]
+    Unready {
+        /// What kind of thing (`tool`, `gateway method`, `http route`).
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// The app holding it.
+        app: String,
+    },
+    /// No HTTP route matches the request.
+    #[error("no route {method} {path}")]
+    NoRoute {
+        /// The request's method.
+        method: String,
+        /// Its path.
+        path: String,
+    },
+    /// A request path not in normal form ([`burrow_protocol::rules::route_path`]).
+    #[error("the path {path:?} is not in normal form: {why}")]
+    BadPath {
+        /// The path.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The thing asked for is in a state that forbids it.
     #[error("{0}")]
     Conflict(String),
@@ -83,7 +115,18 @@ impl From<ServiceError> for ErrorObject {
             }
             ServiceError::UnknownSession(id) => ErrorObject::new(ErrorCode::NotFound, message)
                 .with_data(json!({ "reason": "unknown_session", "session_id": id })),
-            ServiceError::UnknownRun(_) => ErrorObject::new(ErrorCode::NotFound, message),
+            ServiceError::UnknownRun(_) | ServiceError::Unready { .. } => {
+                ErrorObject::new(ErrorCode::NotFound, message)
+            }
+            ServiceError::NoTool(name) => {
+                ErrorObject::new(ErrorCode::NotFound, message).with_data(json!({ "name": name }))
+            }
+            ServiceError::NoRoute { .. } => ErrorObject::new(ErrorCode::NotFound, message)
+                .with_data(json!({ "reason": "no_route" })),
+            ServiceError::BadPath { path, .. } => {
+                ErrorObject::new(ErrorCode::InvalidRequest, message)
+                    .with_data(json!({ "reason": "bad_path", "path": path }))
+            }
             ServiceError::Conflict(_) => ErrorObject::new(ErrorCode::Conflict, message),
             ServiceError::Store(_) | ServiceError::Internal(_) => {
                 ErrorObject::new(ErrorCode::InternalError, message)

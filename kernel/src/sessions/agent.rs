@@ -555,8 +555,8 @@ async fn call_tool(
             arguments: call.arguments.clone(),
             session_key: Some(session.key.clone()),
         };
-        let caller = format!("agent:{}", session.agent_id);
-        match crate::methods::route::call_tool_in_run(
+        let caller = crate::service::Caller::new(format!("agent:{}", session.agent_id));
+        match crate::service::routing::call_tool_in_run(
             kernel,
             &caller,
             params,
@@ -565,7 +565,9 @@ async fn call_tool(
         .await
         {
             Ok(v) => v,
-            Err(e) => json!({ "content": e.message, "isError": true }),
+            Err(e) => {
+                json!({ "content": burrow_protocol::ErrorObject::from(e).message, "isError": true })
+            }
         }
     };
     let payload = json!({ "name": call.name, "arguments": call.arguments, "result": result, "sessionKey": session.key, "runId": run_id });

@@ -1,0 +1,350 @@
+//! Calls routed to the app that provides them: a tool call (`tool.call`, and an agent
+//! run's tool calls) through `before_tool_call`, `tool.invoke` and `after_tool_call`; a
+//! registered gateway method (`gateway.invoke`); a request to an app's HTTP route
+//! (`http.request`). The app's own errors are passed on as they are.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType};
+use burrow_protocol::methods::invoke::{
+    GatewayInvoke, GatewayInvokeParams, HttpRequest, HttpRequestParams, HttpResponse,
+    ToolCallParams, ToolInvoke, ToolInvokeParams, ToolResult,
+};
+use burrow_protocol::methods::{Method, to_value};
+use burrow_protocol::rules::route_path;
+use burrow_protocol::{ErrorObject, Map, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Caller, ServiceError};
+use crate::capabilities::Capability;
+use crate::hooks;
+use crate::kernel::Kernel;
+
+/// Asks the app holding a gateway method to answer a call from `caller`.
+pub async fn gateway_request(
+    kernel: &Kernel,
+    cap: &Capability,
+    caller: &Caller,
+    params: Value,
+) -> Result<Value, ServiceError> {
+    if !kernel.apps.is_ready(&cap.app_id) {
+        return Err(unavailable("gateway method", cap));
+    }
+    let method = cap.name().unwrap_or_default();
+    let params = GatewayInvokeParams { method, params, caller: caller.name().to_owned() };
+    let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
+    Ok(cap.conn.request(GatewayInvoke::NAME, &params, timeout).await?)
+}
+
+/// Asks the app holding the `http_route` that matches `request` (exactly, or a route
+/// ending in `*` as a prefix) to answer it with `http.request`. A path that is not in
+/// normal form ([`route_path::check`], the rule routes are granted by) matches no route:
+/// [`ServiceError::BadPath`].
+pub async fn http_request(
+    kernel: &Kernel,
+    request: HttpRequestParams,
+) -> Result<HttpResponse, ServiceError> {
+    if let Err(why) = route_path::check(&request.path) {
+        return Err(ServiceError::BadPath { path: request.path, why: why.to_string() });
+    }
+    let method = request.method.to_ascii_uppercase();
+    let cap = kernel
+        .caps
+        .by_name(CapabilityType::HttpRoute, &format!("{method} {}", request.path))
+        .or_else(|| {
+            kernel.caps.list(Some(CapabilityType::HttpRoute)).into_iter().find(|c| {
+                match &c.config {
+                    CapabilityConfig::HttpRoute(r) => {
+                        r.method.eq_ignore_ascii_case(&method)
+                            && r.path.strip_suffix('*').is_some_and(|p| request.path.starts_with(p))
+                    }
+                    _ => false,
+                }
+            })
+        })
+        .ok_or_else(|| ServiceError::NoRoute {
+            method: method.clone(),
+            path: request.path.clone(),
+        })?;
+    if !kernel.apps.is_ready(&cap.app_id) {
+        return Err(unavailable("http route", &cap));
+    }
+    let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
+    let answer = cap.conn.request(HttpRequest::NAME, &request, timeout).await?;
+    serde_json::from_value(answer).map_err(|e| {
+        ServiceError::Internal(format!(
+            "app {:?} answered a malformed http.request result: {e}",
+            cap.app_id
+        ))
+    })
+}
+
+fn unavailable(what: &'static str, cap: &Capability) -> ServiceError {
+    let name = cap.name().unwrap_or_default();
+    ServiceError::Unready { what, name, app: cap.app_id.clone() }
+}
+
+/// Runs a tool call through `before_tool_call`, the providing app, and `after_tool_call`.
+pub async fn call_tool(
+    kernel: &Kernel,
+    caller: &Caller,
+    p: ToolCallParams,
+) -> Result<Value, ServiceError> {
+    call_tool_in_run(kernel, caller, p, None).await
+}
+
+/// [`call_tool`] on behalf of an agent run (`runId` in the events and in `tool.invoke`).
+pub async fn call_tool_in_run(
+    kernel: &Kernel,
+    caller: &Caller,
+    p: ToolCallParams,
+    run_id: Option<String>,
+) -> Result<Value, ServiceError> {
+    let mut call = ToolCallPlan::new(kernel, caller, p, run_id)?;
+    call.before(kernel).await?;
+    let outcome = call.cap.conn.request(ToolInvoke::NAME, &call.invoke(), call.timeout).await;
+    call.finish(kernel, outcome)
+}
+
+/// One tool call on its way: the tool found, the `tool.invoke` to send, what the hooks'
+/// events need. [`call_tool`] runs it whole; an adapter may send the `tool.invoke`
+/// itself ([`ToolCallPlan::invoke`], [`ToolCallPlan::target`]) and hand the answer to
+/// [`ToolCallPlan::finish`] when no hook waits on `before_tool_call`.
+#[derive(Debug)]
+pub struct ToolCallPlan {
+    cap: Arc<Capability>,
+    name: String,
+    caller: String,
+    arguments: Value,
+    session_key: Option<String>,
+    run_id: Option<String>,
+    timeout: Duration,
+    /// When the call began, for `after_tool_call`'s `durationMs` (read only if that
+    /// event has observers when the call begins).
+    started: Option<Instant>,
+}
+
+impl ToolCallPlan {
+    /// Finds the tool, ready; `NOT_FOUND` otherwise.
+    pub fn new(
+        kernel: &Kernel,
+        caller: &Caller,
+        p: ToolCallParams,
+        run_id: Option<String>,
+    ) -> Result<Self, ServiceError> {
+        let ToolCallParams { name, arguments, session_key } = p;
+        let Some(cap) = kernel.caps.by_name(CapabilityType::Tool, &name) else {
+            return Err(ServiceError::NoTool(name));
+        };
+        let CapabilityConfig::Tool(tool) = &cap.config else {
+            return Err(ServiceError::Internal("the tool registry holds a non-tool".into()));
+        };
+        if !kernel.apps.is_ready(&cap.app_id) {
+            return Err(unavailable("tool", &cap));
+        }
+        let timeout =
+            Duration::from_millis(tool.timeout_ms.unwrap_or(kernel.config().ipc.call_timeout_ms));
+        Ok(ToolCallPlan {
+            cap,
+            name,
+            caller: caller.name().to_owned(),
+            arguments,
+            session_key,
+            run_id,
+            timeout,
+            started: kernel.hooks.observed("after_tool_call").then(Instant::now),
+        })
+    }
+
+    /// Runs `before_tool_call`: interceptors may change the arguments or block the call;
+    /// observers see it. Nothing is built when no hook takes the event.
+    pub async fn before(&mut self, kernel: &Kernel) -> Result<(), ServiceError> {
+        let event = "before_tool_call";
+        if !kernel.caps.intercepted(event) && !kernel.hooks.observed(event) {
+            return Ok(());
+        }
+        let arguments = std::mem::take(&mut self.arguments);
+        let mut payload =
+            json!({ "name": self.name, "arguments": arguments, "callerAppId": self.caller });
+        if let Some(key) = &self.session_key {
+            payload["sessionKey"] = key.clone().into();
+        }
+        if let Some(run) = &self.run_id {
+            payload["runId"] = run.clone().into();
+        }
+        let (config, context) = (kernel.config(), self.context());
+        let payload = hooks::intercept(kernel.intercept_scope(), &config, event, payload, &context)
+            .await
+            .map_err(|blocked| ServiceError::Passed(blocked.to_error()))?;
+        self.arguments = payload["arguments"].clone();
+        kernel.emit(event, payload, context);
+        Ok(())
+    }
+
+    /// The hooks' context: `callerAppId`, `sessionKey`, `runId`.
+    fn context(&self) -> Map {
+        let mut context = Map::new();
+        context.insert("callerAppId".into(), self.caller.clone().into());
+        if let Some(key) = &self.session_key {
+            context.insert("sessionKey".into(), key.clone().into());
+        }
+        if let Some(run) = &self.run_id {
+            context.insert("runId".into(), run.clone().into());
+        }
+        context
+    }
+
+    /// The app holding the tool, and how long the call may take.
+    pub fn target(&self) -> (&Capability, Duration) {
+        (&self.cap, self.timeout)
+    }
+
+    /// The `tool.invoke` request's params.
+    pub fn invoke(&self) -> ToolInvokeParams {
+        ToolInvokeParams {
+            call_id: uuid::Uuid::now_v7()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .to_owned(),
+            name: self.name.clone(),
+            arguments: self.arguments.clone(),
+            session_key: self.session_key.clone(),
+            run_id: self.run_id.clone(),
+        }
+    }
+
+    /// Checks the app's answer and tells `after_tool_call` observers (if any) how it went.
+    pub fn finish(
+        self,
+        kernel: &Kernel,
+        outcome: Result<Value, ErrorObject>,
+    ) -> Result<Value, ServiceError> {
+        let outcome =
+            outcome.map_err(ServiceError::Passed).and_then(|v| match ToolResult::deserialize(&v) {
+                Ok(_) => Ok(v),
+                Err(e) => Err(ServiceError::Internal(format!(
+                    "app {:?} answered tool.invoke with a malformed result: {e}",
+                    self.cap.app_id
+                ))),
+            });
+        if !kernel.hooks.observed("after_tool_call") {
+            return outcome;
+        }
+        let mut after = json!({
+            "name": self.name,
+            "arguments": self.arguments,
+            "callerAppId": self.caller,
+            "durationMs": self.started.map_or(0, |t| t.elapsed().as_millis() as u64),
+        });
+        match &outcome {
+            Ok(result) => {
+                after["result"] = result.clone();
+                after["isError"] = result.get("isError").cloned().unwrap_or(false.into());
+            }
+            Err(e) => {
+                after["error"] = to_value(&ErrorObject::from(e.clone()));
+                after["isError"] = true.into();
+            }
+        }
+        if let Some(key) = &self.session_key {
+            after["sessionKey"] = key.clone().into();
+        }
+        kernel.emit("after_tool_call", after, self.context());
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_protocol::ErrorCode;
+    use burrow_protocol::methods::capability::HttpRouteConfig;
+
+    use crate::config::Config;
+    use crate::kernel::KernelPaths;
+    use crate::token::KernelKey;
+
+    /// A kernel over a store in `dir`, and a connection of an app that never registers
+    /// (so what it holds is not ready).
+    fn kernel(dir: &std::path::Path) -> (Kernel, crate::connection::Connection) {
+        let store = crate::store::sqlite::SqliteStore::open(&dir.join("b.db")).unwrap();
+        let paths = KernelPaths { socket: dir.join("k.sock"), state_dir: dir.into() };
+        let kernel =
+            Kernel::new(Config::default(), KernelKey::from_seed([3; 32]), paths, Arc::new(store));
+        let (transport, _peer) = burrow_sdk::transport::Transport::memory_pair();
+        let limits = crate::connection::Limits::small(1 << 20);
+        let tasks = tokio_util::task::TaskTracker::new();
+        let conn = crate::connection::Connection::spawn(1, transport, limits, &tasks, |_| true);
+        (kernel, conn)
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_unready_tool_or_method_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kernel, conn) = kernel(dir.path());
+        let me = Caller::new("tester");
+        let call = |name: &str| ToolCallParams {
+            name: name.into(),
+            arguments: json!({}),
+            session_key: None,
+        };
+        let e = call_tool(&kernel, &me, call("nope")).await.unwrap_err();
+        assert!(matches!(&e, ServiceError::NoTool(n) if n == "nope"), "{e:?}");
+        assert_eq!(ErrorObject::from(e).data.unwrap()["name"], "nope");
+
+        let tool = burrow_protocol::methods::capability::ToolConfig {
+            name: "sleepy".into(),
+            description: String::new(),
+            input_schema: None,
+            timeout_ms: None,
+        };
+        kernel.caps.insert("late", &conn, CapabilityConfig::Tool(tool)).unwrap();
+        let e = call_tool(&kernel, &me, call("sleepy")).await.unwrap_err();
+        assert!(matches!(&e, ServiceError::Unready { what: "tool", app, .. } if app == "late"));
+        assert_eq!(ErrorObject::from(e).code, ErrorCode::NotFound);
+
+        let method = burrow_protocol::methods::capability::GatewayMethodConfig {
+            method: "late.hello".into(),
+            description: None,
+        };
+        let cap =
+            kernel.caps.insert("late", &conn, CapabilityConfig::GatewayMethod(method)).unwrap();
+        let e = gateway_request(&kernel, &cap, &me, json!({})).await.unwrap_err();
+        assert!(matches!(e, ServiceError::Unready { what: "gateway method", .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_path_not_in_normal_form_matches_no_route_not_even_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kernel, conn) = kernel(dir.path());
+        let route = HttpRouteConfig { method: "GET".into(), path: "/apps/evil/*".into() };
+        kernel.caps.insert("evil", &conn, CapabilityConfig::HttpRoute(route)).unwrap();
+        let get = |path: &str| HttpRequestParams {
+            method: "GET".into(),
+            path: path.into(),
+            query: Map::new(),
+            headers: Map::new(),
+            body: None,
+        };
+        for path in [
+            "/apps/evil/../victim/secret",
+            "/apps/evil/%2e%2e/victim/secret",
+            "/apps/evil//x",
+            "/apps/evil/..\\victim",
+            "/apps/evil/x%2Fy",
+        ] {
+            let e = ErrorObject::from(http_request(&kernel, get(path)).await.unwrap_err());
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{path}");
+            assert_eq!(e.data.unwrap()["reason"], "bad_path", "{path}");
+        }
+        // A normal path under the prefix finds the route (its app is not ready here).
+        let e = ErrorObject::from(http_request(&kernel, get("/apps/evil/x")).await.unwrap_err());
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert!(e.message.contains("not ready"), "{}", e.message);
+        let e = http_request(&kernel, get("/apps/other/x")).await.unwrap_err();
+        assert!(matches!(e, ServiceError::NoRoute { .. }), "{e:?}");
+        assert_eq!(ErrorObject::from(e).data.unwrap()["reason"], "no_route");
+    }
+}
