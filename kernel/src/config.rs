@@ -67,7 +67,7 @@ pub struct Config {
     /// `[host]`: the JSON-RPC and REST surfaces.
     pub host: crate::host::HostSettings,
     /// `[comms]`: the signed peer channel.
-    pub comms: crate::comms::CommsSettings,
+    pub comms: crate::service::comms::CommsSettings,
     /// The configuration file's directory: relative `command` paths start there.
     pub base_dir: Option<PathBuf>,
     /// The whole document as JSON (TOML datetimes become strings).
@@ -259,7 +259,8 @@ impl Config {
             section(&document, "sessions").map_err(parse_err)?;
         let host: crate::host::HostSettings = section(&document, "host").map_err(parse_err)?;
         host.validate().map_err(parse_err)?;
-        let comms: crate::comms::CommsSettings = section(&document, "comms").map_err(parse_err)?;
+        let comms: crate::service::comms::CommsSettings =
+            section(&document, "comms").map_err(parse_err)?;
         comms.validate().map_err(parse_err)?;
         let document = json(&toml::Value::Table(document), "").map_err(parse_err)?;
         Ok(Self {

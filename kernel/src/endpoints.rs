@@ -11,11 +11,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::comms::remote::{KernelInbox, PeerNet};
 use crate::descriptors::MAX_REFUSING;
 use crate::host::KernelHost;
 use crate::kernel::Kernel;
 use crate::server::KernelError;
+use crate::service::comms::remote::{KernelInbox, PeerNet};
 use crate::surface::Host;
 use crate::surface::auth::Auth;
 use crate::surface::http::HttpLimits;

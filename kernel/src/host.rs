@@ -9,7 +9,7 @@
 //! | `session/create` | a new session (UUID v7 id) whose first turn is the prompt; waits for it unless `wait: false` |
 //! | `session/list`, `session/read`, `session/history` | sessions and transcripts in the host shapes |
 //! | `session/external_event` | a durable event in the session's transcript, then a turn |
-//! | `comms/send`, `comms/peers` | [`crate::comms`] |
+//! | `comms/send`, `comms/peers` | [`crate::service::comms`] |
 //! | `run/wait` | a run's status, waiting up to `timeout_ms` for its end |
 //! | anything else | a gateway method an app registered, else `METHOD_NOT_FOUND` |
 
@@ -130,10 +130,12 @@ pub async fn call(
         host::SESSION_EXTERNAL_EVENT => {
             to_value(&sessions::external_event(kernel, caller, parse_params(params)?).await?)
         }
-        host::COMMS_SEND => {
-            to_value(&crate::comms::send(kernel, caller.name(), parse_params(params)?).await?)
+        host::COMMS_SEND => to_value(
+            &crate::service::comms::send(kernel, caller.name(), parse_params(params)?).await?,
+        ),
+        host::COMMS_PEERS => {
+            to_value(&crate::service::comms::peers(kernel, parse_params(params)?).await?)
         }
-        host::COMMS_PEERS => to_value(&crate::comms::peers(kernel, parse_params(params)?).await?),
         host::RUN_WAIT => {
             let p: RunWait = parse_params(params)?;
             let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(30_000));

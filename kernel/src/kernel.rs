@@ -83,7 +83,7 @@ pub struct Kernel {
     /// Bound addresses of the host surfaces and the peer channel, by name.
     pub endpoints: RwLock<std::collections::BTreeMap<String, String>>,
     /// The signed peer channel, when it is on.
-    pub peers: std::sync::OnceLock<Arc<crate::comms::remote::PeerNet>>,
+    pub peers: std::sync::OnceLock<Arc<crate::service::comms::remote::PeerNet>>,
     /// Peer requests whose response is being delivered right now (one at a time each).
     pub comms_claims: dashmap::DashMap<String, ()>,
     /// The tools registered before this start, and since.

@@ -28,7 +28,6 @@
 //! | [`store`] | durable sessions, transcripts, runs, peer requests (write-ahead journal with group commit, applied to SQLite) |
 //! | [`service`] | the service layer: what every surface asks, as plain functions returning one error enum |
 //! | [`host`] | the host surfaces' adapter (`session/create`, `comms/send`, ...) over the services |
-//! | [`comms`] | comms between peers: local delivery, request/response correlation, remote kernels |
 //! | [`surface`] | JSON-RPC (TCP, stdio) and REST host surfaces over a [`surface::Host`] |
 //! | [`kernel`] | the root [`kernel::KernelActor`]: accept loop, supervision of app actors, shutdown; the shared [`kernel::Kernel`] context |
 //! | [`app_actor`] | one [`app_actor::AppActor`] per connection: lifecycle, heartbeat deadline, cleanup |
@@ -56,7 +55,6 @@ pub mod app_actor;
 pub mod capabilities;
 pub mod cli;
 pub mod clock;
-pub mod comms;
 pub mod config;
 pub mod connection;
 pub mod descriptors;

@@ -9,18 +9,23 @@
 //! place (`From<ServiceError> for ErrorObject`); the host surfaces map that object's code
 //! to a JSON-RPC error or an HTTP status, each in one place of its own.
 //!
+//! - [`comms`]: comms between peers (sessions here and on trusted kernels): local
+//!   delivery, request/response correlation, remote kernels;
 //! - [`routing`]: calls routed to the app that provides them: tools, gateway methods,
 //!   HTTP routes;
 //! - [`sessions`]: sessions, their messages and runs, in either view (the IPC's and the
 //!   host's, projections of one [`sessions::SessionView`]).
 
-use burrow_protocol::{ErrorCode, ErrorObject};
+use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use serde_json::json;
 
 use crate::store::StoreError;
 
+pub mod comms;
 pub mod routing;
 pub mod sessions;
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// Who asks: an app's id, or a host surface (`host:rpc`, `host:http`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +89,19 @@ pub enum ServiceError {
         /// What is wrong with it.
         why: String,
     },
+    /// A refusal with a stable reason word for `data.reason` (comms' refusals), and
+    /// details for `data`.
+    #[error("{message}")]
+    Refused {
+        /// The wire code.
+        code: ErrorCode,
+        /// A stable snake_case word.
+        reason: String,
+        /// What happened.
+        message: String,
+        /// More of `data` (an object), or null.
+        extra: Value,
+    },
     /// The thing asked for is in a state that forbids it.
     #[error("{0}")]
     Conflict(String),
@@ -130,6 +148,13 @@ impl From<ServiceError> for ErrorObject {
             ServiceError::Conflict(_) => ErrorObject::new(ErrorCode::Conflict, message),
             ServiceError::Store(_) | ServiceError::Internal(_) => {
                 ErrorObject::new(ErrorCode::InternalError, message)
+            }
+            ServiceError::Refused { code, reason, extra, .. } => {
+                let mut data = json!({ "reason": reason });
+                if let (Some(d), Value::Object(extra)) = (data.as_object_mut(), extra) {
+                    d.extend(extra);
+                }
+                ErrorObject::new(code, message).with_data(data)
             }
             ServiceError::Passed(e) => e,
         }

@@ -1,40 +1,11 @@
-//! The sessions service without sockets: a kernel over a store in a temporary
-//! directory, its session supervisor, no apps (so a run waits for a provider).
+//! The sessions service without sockets ([`crate::service::testing`]).
 
 use burrow_protocol::ErrorCode;
 use burrow_protocol::methods::comms::{ExternalEventParams, SessionCreateParams};
 use burrow_protocol::methods::session::{DispatchParams, RunStatus};
-use ractor::{Actor, ActorRef};
 
 use super::*;
-use crate::config::Config;
-use crate::kernel::KernelPaths;
-use crate::sessions::SessionsActor;
-use crate::store::sqlite::SqliteStore;
-use crate::token::KernelKey;
-
-struct Fixture {
-    kernel: Arc<Kernel>,
-    sessions: ActorRef<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.sessions.stop(None);
-    }
-}
-
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.sessions.provider_wait_ms = 60_000;
-    let store = Arc::new(SqliteStore::open(&dir.path().join("burrow.db")).unwrap());
-    let paths = KernelPaths { socket: dir.path().join("k.sock"), state_dir: dir.path().to_owned() };
-    let kernel = Arc::new(Kernel::new(config, KernelKey::from_seed([3; 32]), paths, store));
-    let (sessions, _) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
-    Fixture { kernel, sessions, _dir: dir }
-}
+use crate::service::testing::fixture;
 
 fn me() -> Caller {
     Caller::new("tester")

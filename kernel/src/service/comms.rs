@@ -14,7 +14,7 @@ use burrow_protocol::methods::comms::{
     CommsKind, CommsPeersParams, CommsPeersResult, CommsReceipt, CommsSendParams, HandlingMode,
     PeerInfo,
 };
-use burrow_protocol::{ErrorCode, ErrorObject, Map, Value, now_ms};
+use burrow_protocol::{ErrorCode, Map, Value, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -108,12 +108,8 @@ pub fn refused(
     reason: &str,
     message: impl Into<String>,
     extra: Value,
-) -> ErrorObject {
-    let mut data = json!({ "reason": reason });
-    if let (Some(d), Value::Object(extra)) = (data.as_object_mut(), extra) {
-        d.extend(extra);
-    }
-    ErrorObject::new(code, message).with_data(data)
+) -> ServiceError {
+    ServiceError::Refused { code, reason: reason.to_owned(), message: message.into(), extra }
 }
 
 /// The body's text: a string as it is, anything else as its JSON text.
@@ -130,19 +126,19 @@ pub async fn send(
     kernel: &Arc<Kernel>,
     caller: &str,
     p: CommsSendParams,
-) -> Result<CommsReceipt, ErrorObject> {
+) -> Result<CommsReceipt, ServiceError> {
     let sender = existing(kernel, &p.session_id).await?;
     let mode = p.handling_mode.unwrap_or_default();
     let body = body_text(&p.body);
     if p.kind == CommsKind::Input {
         if p.to.as_ref().is_some_and(|to| *to != sender.key) {
-            return Err(ErrorObject::invalid_params(
+            return Err(ServiceError::invalid(
                 "to",
                 "input goes to the session itself: leave `to` out",
             ));
         }
         if body.trim().is_empty() {
-            return Err(ErrorObject::invalid_params("body", "the input is empty"));
+            return Err(ServiceError::invalid("body", "the input is empty"));
         }
         let mut item = Inbound::new(body, None, caller.to_owned(), Wake::Always);
         item.mode = mode;
@@ -170,7 +166,7 @@ pub async fn send(
         ));
     };
     let to = p.to.clone().ok_or_else(|| {
-        ErrorObject::invalid_params(
+        ServiceError::invalid(
             "to",
             format!("{} needs `to`: a peer id from comms/peers", p.kind.as_str()),
         )
@@ -193,7 +189,7 @@ pub async fn send(
         CommsKind::PeerRequest => (Some(uuid::Uuid::now_v7().to_string()), None),
         CommsKind::PeerResponse => {
             let id = p.in_reply_to.clone().ok_or_else(|| {
-                ErrorObject::invalid_params(
+                ServiceError::invalid(
                     "in_reply_to",
                     "a peer_response names the request_id it answers",
                 )
@@ -204,7 +200,7 @@ pub async fn send(
         }
         _ => {
             if p.in_reply_to.is_some() {
-                return Err(ErrorObject::invalid_params(
+                return Err(ServiceError::invalid(
                     "in_reply_to",
                     "only a peer_response answers a request",
                 ));
@@ -259,8 +255,8 @@ enum Target {
 }
 
 /// Resolves a canonical peer id; a display name is refused with the ids it could mean.
-async fn resolve(kernel: &Arc<Kernel>, to: &str) -> Result<Target, ErrorObject> {
-    if let Some(row) = kernel.store().session(to).await.map_err(store_err)?
+async fn resolve(kernel: &Arc<Kernel>, to: &str) -> Result<Target, ServiceError> {
+    if let Some(row) = kernel.store().session(to).await?
         && row.comms_name.is_some()
     {
         return Ok(Target::Local);
@@ -289,8 +285,7 @@ async fn resolve(kernel: &Arc<Kernel>, to: &str) -> Result<Target, ErrorObject> 
     let mut candidates: Vec<String> = kernel
         .store()
         .peers()
-        .await
-        .map_err(store_err)?
+        .await?
         .into_iter()
         .filter(|r| r.comms_name.as_deref() == Some(to))
         .map(|r| r.key)
@@ -335,7 +330,7 @@ impl Drop for Claim<'_> {
     }
 }
 
-fn claim<'a>(kernel: &'a Kernel, id: &str) -> Result<Claim<'a>, ErrorObject> {
+fn claim<'a>(kernel: &'a Kernel, id: &str) -> Result<Claim<'a>, ServiceError> {
     if kernel.comms_claims.insert(id.to_owned(), ()).is_some() {
         return Err(refused(
             ErrorCode::Conflict,
@@ -355,8 +350,8 @@ async fn open_request(
     requester: &str,
     responder: &str,
     peer_kernel: Option<&str>,
-) -> Result<PeerRequestRow, ErrorObject> {
-    let row = kernel.store().peer_request(id).await.map_err(store_err)?;
+) -> Result<PeerRequestRow, ServiceError> {
+    let row = kernel.store().peer_request(id).await?;
     let extra = json!({ "in_reply_to": id });
     match row {
         None => Err(refused(
@@ -394,7 +389,7 @@ async fn record_request(
     responder: &str,
     answered_at: Option<u64>,
     peer_kernel: Option<&str>,
-) -> Result<(), ErrorObject> {
+) -> Result<(), ServiceError> {
     let row = PeerRequestRow {
         id: id.to_owned(),
         requester: requester.to_owned(),
@@ -403,7 +398,7 @@ async fn record_request(
         answered_at,
         peer_kernel: peer_kernel.map(str::to_owned),
     };
-    kernel.store().write(vec![Write::PeerRequest(row)]).await.map_err(store_err)
+    kernel.store().write(vec![Write::PeerRequest(row)]).await.map_err(ServiceError::from)
 }
 
 /// Stores `letter` in the transcript of its local receiver (and wakes it unless it is a
@@ -413,8 +408,8 @@ pub async fn deliver(
     kernel: &Arc<Kernel>,
     caller: &str,
     letter: Letter,
-) -> Result<Delivered, ErrorObject> {
-    let target = kernel.store().session(&letter.to).await.map_err(store_err)?;
+) -> Result<Delivered, ServiceError> {
+    let target = kernel.store().session(&letter.to).await?;
     if target.as_ref().is_none_or(|t| t.comms_name.is_none()) {
         return Err(refused(
             ErrorCode::NotFound,
@@ -426,7 +421,7 @@ pub async fn deliver(
     let mut claimed = None;
     if let Some(origin) = letter.from_kernel.as_deref() {
         // Another kernel speaks only for its own sessions.
-        let local = kernel.store().session(&letter.from).await.map_err(store_err)?;
+        let local = kernel.store().session(&letter.from).await?;
         if local.is_some() || check_comms_name(&letter.from_name).is_err() {
             return Err(refused(
                 ErrorCode::Forbidden,
@@ -441,7 +436,7 @@ pub async fn deliver(
                 open_request(kernel, id, &letter.to, &letter.from, Some(origin)).await?;
             }
             (CommsKind::PeerRequest, _, Some(id)) => {
-                if kernel.store().peer_request(id).await.map_err(store_err)?.is_some() {
+                if kernel.store().peer_request(id).await?.is_some() {
                     return Err(refused(
                         ErrorCode::Conflict,
                         "duplicate_request",
@@ -491,12 +486,11 @@ pub async fn deliver(
 pub async fn local_peers(
     kernel: &Kernel,
     except: Option<&str>,
-) -> Result<Vec<PeerInfo>, ErrorObject> {
+) -> Result<Vec<PeerInfo>, ServiceError> {
     Ok(kernel
         .store()
         .peers()
-        .await
-        .map_err(store_err)?
+        .await?
         .into_iter()
         .filter(|r| Some(r.key.as_str()) != except)
         .map(|r| PeerInfo {
@@ -514,7 +508,7 @@ pub async fn local_peers(
 pub async fn peers(
     kernel: &Arc<Kernel>,
     p: CommsPeersParams,
-) -> Result<CommsPeersResult, ErrorObject> {
+) -> Result<CommsPeersResult, ServiceError> {
     existing(kernel, &p.session_id).await?;
     let mut peers = local_peers(kernel, Some(&p.session_id)).await?;
     let remote = remote::peers(kernel, true).await;
@@ -529,6 +523,5 @@ pub async fn peers(
     Ok(CommsPeersResult { peers, unreachable: remote.unreachable })
 }
 
-fn store_err(e: crate::store::StoreError) -> ErrorObject {
-    ServiceError::from(e).into()
-}
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,7 @@ use crate::peers::{
     Binding, DeliverFuture, Envelope, Inbox, PeerNode, PeerSettings, Refusal, SendError,
     TrustStore, send,
 };
+use crate::service::ServiceError;
 
 /// Envelope kind: a letter for one of the receiver's peers.
 pub const KIND_COMMS: &str = "comms";
@@ -194,7 +195,7 @@ pub async fn send_letter(
     kernel: &Arc<Kernel>,
     peer: &RemotePeer,
     letter: &Letter,
-) -> Result<Delivered, ErrorObject> {
+) -> Result<Delivered, ServiceError> {
     let net = kernel.peers.get().ok_or_else(|| {
         refused(
             ErrorCode::ConnectionClosed,
@@ -325,7 +326,8 @@ impl Inbox for KernelInbox {
 }
 
 /// `data.reason` of an error, else its code.
-fn reason_of(e: &ErrorObject) -> String {
+fn reason_of(e: &ServiceError) -> String {
+    let e = ErrorObject::from(e.clone());
     e.data
         .as_ref()
         .and_then(|d| d.get("reason"))

@@ -1,0 +1,38 @@
+//! What the service layer's unit tests share: a kernel over a store in a temporary
+//! directory with its session supervisor, and no apps (so a run waits for a provider).
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorRef};
+
+use crate::config::Config;
+use crate::kernel::{Kernel, KernelPaths};
+use crate::sessions::SessionsActor;
+use crate::store::sqlite::SqliteStore;
+use crate::token::KernelKey;
+
+/// A kernel with its session supervisor; both end when it is dropped.
+pub struct Fixture {
+    /// The kernel.
+    pub kernel: Arc<Kernel>,
+    sessions: ActorRef<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.sessions.stop(None);
+    }
+}
+
+/// A fresh kernel; a run waits a minute for a provider.
+pub async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.sessions.provider_wait_ms = 60_000;
+    let store = Arc::new(SqliteStore::open(&dir.path().join("burrow.db")).unwrap());
+    let paths = KernelPaths { socket: dir.path().join("k.sock"), state_dir: dir.path().to_owned() };
+    let kernel = Arc::new(Kernel::new(config, KernelKey::from_seed([3; 32]), paths, store));
+    let (sessions, _) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
+    Fixture { kernel, sessions, _dir: dir }
+}
