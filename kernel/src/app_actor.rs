@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use burrow_protocol::methods::app::{AppHeartbeat, AppShutdown, AppState, ShutdownParams};
-use burrow_protocol::methods::invoke::ToolCall;
+use burrow_protocol::methods::app::{AppShutdown, AppState, ShutdownParams};
+use burrow_protocol::methods::table;
 use burrow_protocol::methods::{Ack, Method, to_value};
 use burrow_protocol::{Id, Manifest};
 use burrow_sdk::transport::Transport;
@@ -87,7 +87,8 @@ pub struct Registered {
     pub state: AppState,
 }
 
-/// What the connection's reader needs to answer session-family requests itself.
+/// What the connection's reader needs to answer the methods the table marks `off_actor`
+/// itself: who the connection speaks for, and whether the actor has work queued.
 #[derive(Debug)]
 pub struct Shortcut {
     /// The connection.
@@ -106,33 +107,20 @@ impl Shortcut {
         }
     }
 
-    /// Handles `inbound` here when it is a heartbeat or a session-family request, the app
-    /// is registered and the actor has nothing queued; gives it back otherwise.
+    /// Handles `inbound` here when the method table marks it `off_actor`, the app is
+    /// registered and the actor has nothing queued; gives it back otherwise.
     fn take(&self, kernel: &Arc<Kernel>, inbound: Inbound) -> Option<Inbound> {
         let Inbound::Request(req, responder, permit) = inbound else { return Some(inbound) };
-        let heartbeat = req.method == AppHeartbeat::NAME;
-        let tool_call = req.method == ToolCall::NAME;
-        let caller = self.caller.read().ok().and_then(|c| c.clone());
+        let method = table::by_ipc_name(&req.method).filter(|m| m.off_actor);
+        let caller: Option<Arc<str>> = self.caller.read().ok().and_then(|c| c.clone());
         // Taken over, stopped from outside or failed: the actor answers (or drops) it.
-        let Some(caller) = caller.filter(|c| {
-            (heartbeat || tool_call || methods::session::handles(&req.method))
-                && self.queued.load(Ordering::Acquire) == 0
-                && kernel.apps.holds(c, self.conn_id)
-        }) else {
+        let caller = caller.filter(|c| {
+            self.queued.load(Ordering::Acquire) == 0 && kernel.apps.holds(c, self.conn_id)
+        });
+        let (Some(method), Some(caller)) = (method, caller) else {
             return Some(Inbound::Request(req, responder, permit));
         };
-        let mut responder = responder;
-        if heartbeat {
-            responder.reply(methods::heartbeat(req.params));
-            return None;
-        }
-        if let Err(e) = responder.hold_in_flight() {
-            responder.reply(Err(e));
-        } else if tool_call {
-            methods::tool_call(kernel.clone(), caller.to_string(), req.params, responder);
-        } else {
-            methods::session::dispatch(kernel, &caller, &req.method, req.params, responder);
-        }
+        methods::off_actor(kernel, &caller, method, &req.method, req.params, responder);
         drop(permit);
         None
     }

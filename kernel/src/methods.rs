@@ -20,6 +20,7 @@ use ractor::ActorRef;
 use crate::app_actor::{AppActorState, AppMsg};
 use crate::connection::Responder;
 use crate::kernel::Kernel;
+use crate::service::Caller;
 use crate::supervisor::Control;
 
 mod app;
@@ -77,16 +78,34 @@ pub(crate) fn answer_now_or_later(responder: Responder, outcome: Result<Value, E
     });
 }
 
-/// `app.heartbeat`'s answer (the connection's reader noted the app is alive).
-pub(crate) fn heartbeat(params: Value) -> Result<Value, ErrorObject> {
-    typed::<AppHeartbeat>(params, |_| Ok(app::heartbeat()))
-}
-
-/// `tool.call` from `caller`, holding an in-flight slot: routed to the tool's app.
-pub(crate) fn tool_call(kernel: Arc<Kernel>, caller: String, params: Value, responder: Responder) {
-    match parse_params(params) {
-        Ok(p) => route::tool_call(kernel, crate::service::Caller::new(caller), p, responder),
-        Err(e) => responder.reply(Err(e)),
+/// Answers a method the table marks `off_actor` (`method` is its row), from `caller`, a
+/// registered app: it needs only the kernel. Called by the connection's reader, or by the
+/// actor for what the reader left to it. Holds an in-flight slot for long-running ones.
+pub(crate) fn off_actor(
+    kernel: &Arc<Kernel>,
+    caller: &str,
+    method: &table::MethodInfo,
+    name: &str,
+    params: Value,
+    responder: Responder,
+) {
+    let mut responder = responder;
+    if method.long_running
+        && let Err(e) = responder.hold_in_flight()
+    {
+        return responder.reply(Err(e));
+    }
+    match name {
+        AppHeartbeat::NAME => {
+            // The connection's reader noted the app is alive.
+            responder.reply(typed::<AppHeartbeat>(params, |_| Ok(app::heartbeat())))
+        }
+        ToolCall::NAME => match parse_params(params) {
+            Ok(p) => route::tool_call(kernel.clone(), Caller::new(caller), p, responder),
+            Err(e) => responder.reply(Err(e)),
+        },
+        _ if session::handles(name) => session::dispatch(kernel, caller, name, params, responder),
+        _ => responder.reply(Err(no_method(name))),
     }
 }
 
@@ -114,6 +133,10 @@ pub fn dispatch(
     };
     if !own.before_register && state.app.is_none() {
         return responder.reply(Err(not_registered(&method)));
+    }
+    if own.off_actor {
+        let caller = state.name().to_owned();
+        return off_actor(&state.kernel, &caller, own, &method, params, responder);
     }
     if own.long_running
         && let Err(e) = responder.hold_in_flight()
@@ -146,7 +169,6 @@ pub fn dispatch(
             return peers::dispatch(state.kernel.clone(), &method, params, responder);
         }
         AppRegister::NAME => typed::<AppRegister>(params, |p| app::register(state, myself, p)),
-        AppHeartbeat::NAME => heartbeat(params),
         AppReady::NAME => typed::<AppReady>(params, |_| Ok(app::ready(state))),
         AppShutdown::NAME => match parse_params(params) {
             Ok(p) => return app::shutdown(state, myself, p, responder),
@@ -168,14 +190,7 @@ pub fn dispatch(
             Ok(p) => return config::watch(state, p, responder),
             Err(e) => Err(e),
         },
-        ToolCall::NAME => {
-            return tool_call(state.kernel.clone(), state.name().to_owned(), params, responder);
-        }
         _ if comms::handles(&method) => return comms::dispatch(state, &method, params, responder),
-        _ if session::handles(&method) => {
-            let caller = state.name().to_owned();
-            return session::dispatch(&state.kernel, &caller, &method, params, responder);
-        }
         _ => Err(no_method(&method)),
     };
     responder.reply(outcome);

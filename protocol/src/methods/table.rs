@@ -116,6 +116,9 @@ pub struct MethodInfo {
     pub before_register: bool,
     /// How large its answer can be.
     pub answer: AnswerSize,
+    /// Answered without the app's actor (by the connection's reader, or a task): it
+    /// needs only the kernel and who calls, not the connection's state.
+    pub off_actor: bool,
 }
 
 impl MethodInfo {
@@ -128,6 +131,7 @@ impl MethodInfo {
             long_running: false,
             before_register: false,
             answer: AnswerSize::Small,
+            off_actor: false,
         }
     }
 
@@ -145,6 +149,10 @@ impl MethodInfo {
 
     const fn open(self) -> Self {
         MethodInfo { before_register: true, ..self }
+    }
+
+    const fn off_actor(self) -> Self {
+        MethodInfo { off_actor: true, ..self }
     }
 
     const fn large(self) -> Self {
@@ -177,7 +185,7 @@ impl MethodInfo {
 pub const METHODS: &[MethodInfo] = &[
     // §4 lifecycle and introspection
     MethodInfo::ipc(AppRegister::NAME).open(),
-    MethodInfo::ipc(AppHeartbeat::NAME),
+    MethodInfo::ipc(AppHeartbeat::NAME).off_actor(),
     MethodInfo::ipc(AppReady::NAME),
     MethodInfo::ipc(AppShutdown::NAME).both().long(),
     MethodInfo::ipc(KernelInfo::NAME).open(),
@@ -194,7 +202,7 @@ pub const METHODS: &[MethodInfo] = &[
     // §5 capabilities and routing
     MethodInfo::ipc(CapabilityRegister::NAME),
     MethodInfo::ipc(CapabilityUnregister::NAME),
-    MethodInfo::ipc(ToolCall::NAME).long().large(),
+    MethodInfo::ipc(ToolCall::NAME).long().large().off_actor(),
     MethodInfo::to_app(ToolInvoke::NAME).large(),
     MethodInfo::to_app(ChannelSend::NAME),
     MethodInfo::to_app(GatewayInvoke::NAME).large(),
@@ -209,13 +217,13 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(ConfigGet::NAME),
     MethodInfo::ipc(ConfigWatch::NAME).stream(),
     // §8 sessions
-    MethodInfo::ipc(SessionGet::NAME).long(),
-    MethodInfo::ipc(SessionList::NAME).long().large(),
-    MethodInfo::ipc(SessionHistory::NAME).long().large(),
-    MethodInfo::ipc(MessageDispatch::NAME).long(),
-    MethodInfo::ipc(AgentQueue::NAME).long(),
-    MethodInfo::ipc(AgentWait::NAME).long(),
-    MethodInfo::ipc(AgentCancel::NAME).long(),
+    MethodInfo::ipc(SessionGet::NAME).long().off_actor(),
+    MethodInfo::ipc(SessionList::NAME).long().large().off_actor(),
+    MethodInfo::ipc(SessionHistory::NAME).long().large().off_actor(),
+    MethodInfo::ipc(MessageDispatch::NAME).long().off_actor(),
+    MethodInfo::ipc(AgentQueue::NAME).long().off_actor(),
+    MethodInfo::ipc(AgentWait::NAME).long().off_actor(),
+    MethodInfo::ipc(AgentCancel::NAME).long().off_actor(),
     // §9 comms and host methods
     MethodInfo::ipc(SessionCreate::NAME).long().on_host(host::SESSION_CREATE),
     MethodInfo::ipc(CommsSend::NAME).long().on_host(host::COMMS_SEND),
@@ -328,6 +336,10 @@ mod tests {
             }
             if m.direction == Direction::ToApp {
                 assert!(!m.before_register && !m.long_running, "{:?}", m.ipc);
+            }
+            if m.off_actor {
+                // Off the actor there is no registration to check against.
+                assert!(!m.before_register && m.ipc.is_some(), "{:?}", m.ipc);
             }
         }
         assert_eq!(by_ipc_name("session.history").map(|m| m.answer), Some(AnswerSize::Large));
