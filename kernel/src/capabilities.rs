@@ -53,26 +53,17 @@ impl Capability {
         }
     }
 
-    /// A JSON summary for `kernel.capabilities`.
-    pub fn summary(&self) -> Value {
-        serde_json::json!({
-            "capabilityId": self.id,
-            "appId": self.app_id,
-            "type": self.config.kind(),
-            "config": config_value(&self.config),
-        })
-    }
-}
-
-fn config_value(config: &CapabilityConfig) -> Value {
-    use burrow_protocol::methods::to_value;
-    match config {
-        CapabilityConfig::Tool(c) => to_value(c),
-        CapabilityConfig::Channel(c) => to_value(c),
-        CapabilityConfig::Hook(c) => to_value(c),
-        CapabilityConfig::GatewayMethod(c) => to_value(c),
-        CapabilityConfig::HttpRoute(c) => to_value(c),
-        CapabilityConfig::Provider(c) => to_value(c),
+    /// Its config as registered, for `kernel.capabilities`.
+    pub fn config_value(&self) -> Value {
+        use burrow_protocol::methods::to_value;
+        match &self.config {
+            CapabilityConfig::Tool(c) => to_value(c),
+            CapabilityConfig::Channel(c) => to_value(c),
+            CapabilityConfig::Hook(c) => to_value(c),
+            CapabilityConfig::GatewayMethod(c) => to_value(c),
+            CapabilityConfig::HttpRoute(c) => to_value(c),
+            CapabilityConfig::Provider(c) => to_value(c),
+        }
     }
 }
 

@@ -60,17 +60,7 @@ struct PendingIntercept {
     answer: oneshot::Sender<HookVerdict>,
 }
 
-/// One subscriber as `kernel.hooks` reports it.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubscriberSummary {
-    /// The app.
-    pub app_id: String,
-    /// Its subscriptions.
-    pub subscriptions: Vec<String>,
-    /// Events dropped because its queue was full.
-    pub dropped: u64,
-}
+pub use burrow_protocol::methods::operator::SubscriberSummary;
 
 /// Subscriptions and interceptions in progress.
 #[derive(Default)]

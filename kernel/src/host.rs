@@ -16,8 +16,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use burrow_protocol::methods::Method;
 use burrow_protocol::methods::capability::CapabilityType;
-use burrow_protocol::methods::comms::{HostMessage, HostSession};
+use burrow_protocol::methods::comms::HostMessage;
+use burrow_protocol::methods::host::{
+    HostHistory, HostHistoryParams, HostListParams, HostSessionHistory, HostSessionList,
+    HostSessionRead, HostSessions, RunWait, RunWaitParams, RunWaitResult, SessionRef,
+};
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
 use burrow_protocol::methods::session::SessionFilter;
 use burrow_protocol::methods::table::host;
@@ -103,29 +108,27 @@ pub async fn call(
         host::SESSION_CREATE => {
             to_value(&sessions::create(kernel, caller, parse_params(params)?).await?)
         }
-        host::SESSION_LIST => {
-            let p: ListParams = parse_params(params)?;
+        HostSessionList::NAME => {
+            let p: HostListParams = parse_params(params)?;
             let filter = SessionFilter { agent_id: p.agent_id, ..Default::default() };
             let query = ListQuery { filter, limit: p.limit, offset: p.offset };
             let (views, total) = sessions::list(kernel, query).await?;
-            let sessions: Vec<HostSession> = views.into_iter().map(SessionView::host).collect();
-            json!({ "sessions": sessions, "total": total })
+            to_value(&HostSessions {
+                sessions: views.into_iter().map(SessionView::host).collect(),
+                total,
+            })
         }
-        host::SESSION_READ => {
+        HostSessionRead::NAME => {
             let p: SessionRef = parse_params(params)?;
             to_value(&sessions::read(kernel, &p.session_id).await?.host())
         }
-        host::SESSION_HISTORY => {
-            let p: HistoryParams = parse_params(params)?;
+        HostSessionHistory::NAME => {
+            let p: HostHistoryParams = parse_params(params)?;
             let query = HistoryQuery { limit: p.limit, before: p.before, must_exist: true };
             let page = sessions::history(kernel, &p.session_id, query).await?;
-            let messages: Vec<HostMessage> =
-                page.messages.into_iter().map(HostMessage::from).collect();
-            let mut answer = json!({ "session_id": p.session_id, "messages": messages });
-            if page.truncated {
-                answer["truncated"] = Value::Bool(true);
-            }
-            answer
+            let messages = page.messages.into_iter().map(HostMessage::from).collect();
+            let truncated = page.truncated.then_some(true);
+            to_value(&HostHistory { session_id: p.session_id, messages, truncated })
         }
         host::SESSION_EXTERNAL_EVENT => {
             to_value(&sessions::external_event(kernel, caller, parse_params(params)?).await?)
@@ -136,11 +139,16 @@ pub async fn call(
         host::COMMS_PEERS => {
             to_value(&crate::service::comms::peers(kernel, parse_params(params)?).await?)
         }
-        host::RUN_WAIT => {
-            let p: RunWait = parse_params(params)?;
+        RunWait::NAME => {
+            let p: RunWaitParams = parse_params(params)?;
             let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(30_000));
             let r = sessions::wait(kernel, &p.run_id, timeout).await?;
-            json!({ "run_id": r.id, "status": r.status, "output": r.output, "error": r.error })
+            to_value(&RunWaitResult {
+                run_id: r.id,
+                status: r.status,
+                output: r.output,
+                error: r.error,
+            })
         }
         _ => match kernel.caps.by_name(CapabilityType::GatewayMethod, method) {
             Some(cap) => {
@@ -157,39 +165,6 @@ pub async fn call(
             }
         },
     })
-}
-
-/// `{session_id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SessionRef {
-    session_id: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunWait {
-    run_id: String,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct ListParams {
-    limit: Option<u32>,
-    offset: Option<u32>,
-    agent_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HistoryParams {
-    session_id: String,
-    #[serde(default)]
-    limit: Option<u32>,
-    #[serde(default)]
-    before: Option<String>,
 }
 
 /// The kernel as the host surfaces see it, calling as `caller`.

@@ -11,6 +11,10 @@ use burrow_protocol::methods::capability::{
 use burrow_protocol::methods::config::{ConfigGet, ConfigWatch};
 use burrow_protocol::methods::hook::{HookResult, HookSubscribe, HookUnsubscribe};
 use burrow_protocol::methods::invoke::ToolCall;
+use burrow_protocol::methods::operator::{
+    KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SupervisorLogs,
+    SupervisorRestart, SupervisorStart, SupervisorStop,
+};
 use burrow_protocol::methods::{Cancel, CancelParams, Method, parse_params, table, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Notification, Request, Value};
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use ractor::ActorRef;
 use crate::app_actor::{AppActorState, AppMsg};
 use crate::connection::Responder;
 use crate::kernel::Kernel;
-use crate::service::Caller;
+use crate::service::{self, Caller, ServiceError};
 use crate::supervisor::Control;
 
 mod app;
@@ -28,11 +32,31 @@ pub mod capability;
 mod comms;
 mod config;
 mod hook;
-mod kernel;
-mod peers;
 pub(crate) mod route;
 pub(crate) mod session;
 mod supervisor;
+
+/// Parses `M`'s params and answers, from a task, with what the service `f` gives.
+fn serve<M, F, Fut>(responder: Responder, params: Value, f: F)
+where
+    M: Method,
+    F: FnOnce(M::Params) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<M::Result, ServiceError>> + Send + 'static,
+{
+    match parse_params::<M::Params>(params) {
+        Ok(p) => drop(tokio::spawn(async move {
+            responder.reply(f(p).await.map(|r| to_value(&r)).map_err(ErrorObject::from));
+        })),
+        Err(e) => responder.reply(Err(e)),
+    }
+}
+
+/// `supervisor.start`, `.stop`, `.restart`.
+fn control(kernel: Arc<Kernel>, control: Control, params: Value, responder: Responder) {
+    serve::<SupervisorStart, _, _>(responder, params, move |p| async move {
+        service::supervisor::control(&kernel, control, p).await
+    });
+}
 
 /// Parses params as `M::Params`, applies `f`, serializes the result.
 fn typed<M: Method>(
@@ -143,30 +167,34 @@ pub fn dispatch(
     {
         return responder.reply(Err(e));
     }
+    let kernel = state.kernel.clone();
     let outcome = match method.as_str() {
-        KernelInfo::NAME => typed::<KernelInfo>(params, |_| Ok(kernel::info(state))),
-        KernelApps::NAME => {
-            parse_params::<burrow_protocol::methods::Empty>(params).map(|_| kernel::apps(state))
+        KernelInfo::NAME => typed::<KernelInfo>(params, |_| Ok(service::apps::info(&kernel))),
+        KernelApps::NAME => typed::<KernelApps>(params, |_| Ok(service::apps::apps(&kernel))),
+        KernelCapabilities::NAME => {
+            return answer_large(responder, async move {
+                typed::<KernelCapabilities>(params, |p| Ok(service::apps::capabilities(&kernel, p)))
+            });
         }
-        kernel::CAPABILITIES => {
-            let kernel = state.kernel.clone();
-            return answer_large(responder, async move { kernel::capabilities(&kernel, params) });
+        KernelHooks::NAME => typed::<KernelHooks>(params, |_| Ok(service::apps::hooks(&kernel))),
+        SupervisorStart::NAME => return control(kernel, Control::Start, params, responder),
+        SupervisorStop::NAME => return control(kernel, Control::Stop, params, responder),
+        SupervisorRestart::NAME => return control(kernel, Control::Restart, params, responder),
+        SupervisorLogs::NAME => return supervisor::stream_logs(state, params, responder),
+        PeersTrust::NAME => {
+            return serve::<PeersTrust, _, _>(responder, params, move |p| async move {
+                service::peers::trust(&kernel, p).await
+            });
         }
-        kernel::HOOKS => Ok(kernel::hooks(state)),
-        supervisor::START => {
-            return supervisor::control(state.kernel.clone(), Control::Start, params, responder);
+        PeersList::NAME => {
+            return serve::<PeersList, _, _>(responder, params, move |_| async move {
+                service::peers::list(&kernel).await
+            });
         }
-        supervisor::STOP => {
-            return supervisor::control(state.kernel.clone(), Control::Stop, params, responder);
-        }
-        supervisor::RESTART => {
-            return supervisor::control(state.kernel.clone(), Control::Restart, params, responder);
-        }
-        supervisor::LOGS => {
-            return supervisor::stream_logs(state, params, responder);
-        }
-        _ if peers::handles(&method) => {
-            return peers::dispatch(state.kernel.clone(), &method, params, responder);
+        PeersRevoke::NAME => {
+            return serve::<PeersRevoke, _, _>(responder, params, move |p| async move {
+                service::peers::revoke(&kernel, p).await
+            });
         }
         AppRegister::NAME => typed::<AppRegister>(params, |p| app::register(state, myself, p)),
         AppReady::NAME => typed::<AppReady>(params, |_| Ok(app::ready(state))),

@@ -9,21 +9,27 @@
 //! place (`From<ServiceError> for ErrorObject`); the host surfaces map that object's code
 //! to a JSON-RPC error or an HTTP status, each in one place of its own.
 //!
+//! - [`apps`]: what runs — the kernel, registered and managed apps, capabilities, hooks;
 //! - [`comms`]: comms between peers (sessions here and on trusted kernels): local
 //!   delivery, request/response correlation, remote kernels;
 //! - [`routing`]: calls routed to the app that provides them: tools, gateway methods,
 //!   HTTP routes;
+//! - [`peers`]: the trusted kernels;
 //! - [`sessions`]: sessions, their messages and runs, in either view (the IPC's and the
-//!   host's, projections of one [`sessions::SessionView`]).
+//!   host's, projections of one [`sessions::SessionView`]);
+//! - [`supervisor`]: managed apps — start, stop, restart, captured logs.
 
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use serde_json::json;
 
 use crate::store::StoreError;
 
+pub mod apps;
 pub mod comms;
+pub mod peers;
 pub mod routing;
 pub mod sessions;
+pub mod supervisor;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -60,6 +66,13 @@ pub enum ServiceError {
     /// No run has this id.
     #[error("no run {0:?}")]
     UnknownRun(String),
+    /// Something else named is not there (a captured log, a trusted kernel), or a part
+    /// of the kernel that is off (the supervisor, the peer channel).
+    #[error("{0}")]
+    NotFound(String),
+    /// A part of the kernel did not answer in time.
+    #[error("{0}")]
+    Timeout(String),
     /// No tool has this name.
     #[error("no tool named {0:?}")]
     NoTool(String),
@@ -133,9 +146,10 @@ impl From<ServiceError> for ErrorObject {
             }
             ServiceError::UnknownSession(id) => ErrorObject::new(ErrorCode::NotFound, message)
                 .with_data(json!({ "reason": "unknown_session", "session_id": id })),
-            ServiceError::UnknownRun(_) | ServiceError::Unready { .. } => {
-                ErrorObject::new(ErrorCode::NotFound, message)
-            }
+            ServiceError::Timeout(_) => ErrorObject::new(ErrorCode::Timeout, message),
+            ServiceError::UnknownRun(_)
+            | ServiceError::NotFound(_)
+            | ServiceError::Unready { .. } => ErrorObject::new(ErrorCode::NotFound, message),
             ServiceError::NoTool(name) => {
                 ErrorObject::new(ErrorCode::NotFound, message).with_data(json!({ "name": name }))
             }

@@ -14,7 +14,7 @@ use burrow_protocol::{ErrorCode, ErrorObject, now_ms};
 use burrow_sdk::transport::{APP_ID_ENV, SOCKET_ENV};
 use nix::sys::signal::Signal;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde::Serialize;
+
 use tokio::sync::{broadcast, oneshot};
 
 use crate::kernel::Kernel;
@@ -25,43 +25,7 @@ pub mod process;
 pub mod spec;
 pub mod strays;
 
-/// Where a managed app stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProcState {
-    /// Started, not registered yet.
-    Starting,
-    /// Registered with the kernel.
-    Running,
-    /// Waiting out its backoff before the next start.
-    Restarting,
-    /// Gave up: restart intensity exceeded, or it failed with `restart = "never"`.
-    Failed,
-    /// Not running, on purpose.
-    Stopped,
-}
-
-/// One managed app as `kernel.apps` reports it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManagedSummary {
-    /// The app id.
-    pub app_id: String,
-    /// Where it stands.
-    pub state: ProcState,
-    /// Its process, while there is one.
-    pub pid: Option<u32>,
-    /// When the current process started, ms since the epoch.
-    pub started_at: Option<u64>,
-    /// How many times it was restarted.
-    pub restarts: u64,
-    /// How the last process ended.
-    pub last_exit: Option<String>,
-    /// Its restart policy.
-    pub restart: RestartPolicy,
-    /// The command from the configuration.
-    pub command: String,
-}
+pub use burrow_protocol::methods::app::{ManagedSummary, ProcState};
 
 /// An operator's request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

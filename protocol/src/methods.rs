@@ -13,7 +13,9 @@ pub mod capability;
 pub mod comms;
 pub mod config;
 pub mod hook;
+pub mod host;
 pub mod invoke;
+pub mod operator;
 pub mod session;
 pub mod table;
 

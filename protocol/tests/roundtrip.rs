@@ -107,6 +107,16 @@ fn lifecycle_methods() {
                 registered_at: 1,
                 last_seen_at: 2,
             }],
+            managed: vec![ManagedSummary {
+                app_id: "m".into(),
+                state: ProcState::Restarting,
+                pid: None,
+                started_at: Some(3),
+                restarts: 1,
+                last_exit: Some("exit status 1".into()),
+                restart: RestartPolicy::OnFailure,
+                command: "burrow-echo".into(),
+            }],
         },
     );
     round_trip::<methods::Cancel>(methods::CancelParams { id: Id::Num(3) }, Empty {});
@@ -362,4 +372,84 @@ fn error_responses_with_and_without_id() {
         through_codec(Message::error(Some(Id::Num(1)), err.clone()));
         through_codec(Message::error(None, err));
     }
+}
+
+#[test]
+fn operator_and_host_methods_round_trip() {
+    use burrow_protocol::methods::host::*;
+    use burrow_protocol::methods::operator::*;
+    round_trip::<KernelCapabilities>(
+        KernelCapabilitiesParams { kind: Some(CapabilityType::Tool) },
+        KernelCapabilitiesResult {
+            capabilities: vec![CapabilitySummary {
+                capability_id: "cap-1".into(),
+                app_id: "a".into(),
+                kind: CapabilityType::Tool,
+                config: json!({"name": "t"}),
+            }],
+        },
+    );
+    round_trip::<KernelHooks>(
+        Empty {},
+        KernelHooksResult {
+            subscribers: vec![SubscriberSummary {
+                app_id: "a".into(),
+                subscriptions: vec!["session_*".into()],
+                dropped: 2,
+            }],
+            interceptors: vec![InterceptorSummary {
+                capability_id: "cap-2".into(),
+                app_id: "a".into(),
+                event: "before_tool_call".into(),
+                priority: -1,
+                timeout_ms: None,
+                fail_mode: FailMode::default(),
+            }],
+        },
+    );
+    round_trip::<SupervisorRestart>(AppIdParams { app_id: "a".into() }, Ack::OK);
+    round_trip::<SupervisorLogs>(
+        LogsParams { app_id: "a".into(), lines: 5, follow: true },
+        StreamEnd { ended: "cancelled".into() },
+    );
+    round_trip::<PeersTrust>(
+        PeersTrustParams { binding: json!({"kernel_id": "ab"}) },
+        PeersTrustResult { kernel_id: "ab".into(), name: "b".into(), added: true },
+    );
+    round_trip::<PeersList>(
+        Empty {},
+        PeersListResult { own: None, trusted: vec![json!({})], refusals: Default::default() },
+    );
+    round_trip::<PeersRevoke>(PeersRevokeParams { kernel_id: "ab".into() }, Ack::OK);
+    round_trip::<SessionEvents>(
+        SessionEventsParams { session_id: "s".into() },
+        StreamEnd { ended: "lagged".into() },
+    );
+    round_trip::<HostSessionRead>(
+        SessionRef { session_id: "s".into() },
+        burrow_protocol::methods::comms::HostSession {
+            session_id: "s".into(),
+            agent_id: "main".into(),
+            channel_id: None,
+            keep_alive: false,
+            comms_name: None,
+            created_at: 1,
+            last_active_at: 2,
+            message_count: 3,
+            active: true,
+        },
+    );
+    round_trip::<RunWait>(
+        RunWaitParams { run_id: "r".into(), timeout_ms: Some(10) },
+        RunWaitResult {
+            run_id: "r".into(),
+            status: RunStatus::Completed,
+            output: Some("ok".into()),
+            error: None,
+        },
+    );
+    round_trip::<Authenticate>(AuthenticateParams { token: "brw_x".into() }, Ack::OK);
+    // LogsParams' defaults: the last 100 lines, not following.
+    let p: LogsParams = serde_json::from_value(json!({"appId": "a"})).unwrap();
+    assert_eq!((p.lines, p.follow), (100, false));
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::app_actor::AppActorState;
 use crate::connection::Responder;
 
-pub use burrow_protocol::methods::table::SESSION_EVENTS;
+use burrow_protocol::methods::operator::SessionEvents;
 
 /// The JSON-RPC name of an IPC host method, if `method` is one.
 fn host_name(method: &str) -> Option<&'static str> {
@@ -21,7 +21,7 @@ fn host_name(method: &str) -> Option<&'static str> {
 
 /// Whether `method` belongs to this family.
 pub fn handles(method: &str) -> bool {
-    host_name(method).is_some() || method == HostCall::NAME || method == SESSION_EVENTS
+    host_name(method).is_some() || method == HostCall::NAME || method == SessionEvents::NAME
 }
 
 /// Routes the family (see [`handles`]); every answer comes from a task.

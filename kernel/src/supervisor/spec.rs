@@ -6,18 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// When a managed app is started again after it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    /// After every exit.
-    Always,
-    /// After a non-zero exit, a signal, or being dropped (heartbeat, start timeout).
-    #[default]
-    OnFailure,
-    /// Never.
-    Never,
-}
+pub use burrow_protocol::methods::app::RestartPolicy;
 
 /// `[apps.<id>.run]`: how to start one managed app.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

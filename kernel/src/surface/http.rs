@@ -45,6 +45,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
+use burrow_protocol::methods::Method;
 use burrow_protocol::methods::table::host;
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use bytes::Bytes;
@@ -409,7 +410,10 @@ async fn create_session(
 async fn list_sessions(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let params = query_params(&uri, &["limit", "offset"], &["limit", "offset"])?;
     let slot = state.large_slot().await?;
-    Ok(holding(call(&state, host::SESSION_LIST, params).await?.into_response(), Some(slot)))
+    Ok(holding(
+        call(&state, host::HostSessionList::NAME, params).await?.into_response(),
+        Some(slot),
+    ))
 }
 
 async fn read_session(
@@ -428,7 +432,10 @@ async fn session_history(
     let mut params = query_params(&uri, &["limit", "before"], &["limit"])?;
     params.insert("session_id".into(), Value::from(path_id(id)?));
     let slot = state.large_slot().await?;
-    Ok(holding(call(&state, host::SESSION_HISTORY, params).await?.into_response(), Some(slot)))
+    Ok(holding(
+        call(&state, host::HostSessionHistory::NAME, params).await?.into_response(),
+        Some(slot),
+    ))
 }
 
 async fn external_event(

@@ -30,7 +30,7 @@ use crate::surface::{BoxFuture, Host};
 /// The IPC method that runs one host method by its JSON-RPC name.
 pub const HOST_CALL: &str = burrow_protocol::methods::comms::HostCall::NAME;
 /// The IPC stream of one session's events.
-pub use burrow_protocol::methods::table::SESSION_EVENTS;
+use burrow_protocol::methods::operator::SessionEvents;
 
 /// A [`Host`] over the kernel's IPC socket.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ impl Host for IpcHost {
             self.call("session/read".into(), json!({ "session_id": session_id })).await?;
             let stream = self
                 .client
-                .request_stream(SESSION_EVENTS, json!({ "session_id": session_id }))
+                .request_stream(SessionEvents::NAME, json!({ "session_id": session_id }))
                 .await
                 .map_err(to_error)?;
             let events = stream.scan((), |(), item| {

@@ -115,6 +115,60 @@ pub struct KernelInfoResult {
 pub struct KernelAppsResult {
     /// One entry per registered app, ordered by id.
     pub apps: Vec<AppSummary>,
+    /// The apps the kernel runs (`[apps.<id>.run]`), with their process state.
+    #[serde(default)]
+    pub managed: Vec<ManagedSummary>,
+}
+
+/// Where a managed app stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProcState {
+    /// Started, not registered yet.
+    Starting,
+    /// Registered with the kernel.
+    Running,
+    /// Waiting out its backoff before the next start.
+    Restarting,
+    /// Gave up: restart intensity exceeded, or it failed with `restart = "never"`.
+    Failed,
+    /// Not running, on purpose.
+    Stopped,
+}
+
+/// One managed app as `kernel.apps` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedSummary {
+    /// The app id.
+    pub app_id: String,
+    /// Where it stands.
+    pub state: ProcState,
+    /// Its process, while there is one.
+    pub pid: Option<u32>,
+    /// When the current process started, ms since the epoch.
+    pub started_at: Option<u64>,
+    /// How many times it was restarted.
+    pub restarts: u64,
+    /// How the last process ended.
+    pub last_exit: Option<String>,
+    /// Its restart policy.
+    pub restart: RestartPolicy,
+    /// The command from the configuration.
+    pub command: String,
+}
+
+/// When a managed app is started again after it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// After every exit.
+    Always,
+    /// After a non-zero exit, a signal, or being dropped (heartbeat, start timeout).
+    #[default]
+    OnFailure,
+    /// Never.
+    Never,
 }
 
 /// One live app as `kernel.apps` reports it.

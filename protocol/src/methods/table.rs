@@ -8,62 +8,38 @@
 //! a gateway method in are derived from it ([`is_reserved_family`]), so the two cannot
 //! drift apart.
 
-use super::Method;
 use super::app::{AppHeartbeat, AppReady, AppRegister, AppShutdown, KernelApps, KernelInfo};
 use super::capability::{CapabilityRegister, CapabilityUnregister};
 use super::comms::{CommsPeers, CommsSend, HostCall, SessionCreate, SessionExternalEvent};
 use super::config::{ConfigGet, ConfigWatch};
 use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
+use super::host::{Authenticate, HostSessionHistory, HostSessionList, HostSessionRead, RunWait};
 use super::invoke::{
     ChannelSend, GatewayInvoke, HttpRequest, ProviderComplete, ToolCall, ToolInvoke,
+};
+use super::operator::{
+    KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SessionEvents,
+    SupervisorLogs, SupervisorRestart, SupervisorStart, SupervisorStop,
 };
 use super::session::{
     AgentCancel, AgentQueue, AgentWait, MessageDispatch, SessionGet, SessionHistory, SessionList,
 };
+use super::{Cancel, Method};
 
-/// `kernel.capabilities {type?}`: granted capabilities.
-pub const KERNEL_CAPABILITIES: &str = "kernel.capabilities";
-/// `kernel.hooks {}`: subscriptions and interceptors.
-pub const KERNEL_HOOKS: &str = "kernel.hooks";
-/// `supervisor.start {appId}`.
-pub const SUPERVISOR_START: &str = "supervisor.start";
-/// `supervisor.stop {appId}`.
-pub const SUPERVISOR_STOP: &str = "supervisor.stop";
-/// `supervisor.restart {appId}`.
-pub const SUPERVISOR_RESTART: &str = "supervisor.restart";
-/// `supervisor.logs {appId, lines?, follow?}`: a stream of `{line}` chunks.
-pub const SUPERVISOR_LOGS: &str = "supervisor.logs";
-/// `peers.trust {binding}`.
-pub const PEERS_TRUST: &str = "peers.trust";
-/// `peers.list {}`.
-pub const PEERS_LIST: &str = "peers.list";
-/// `peers.revoke {kernel_id}`.
-pub const PEERS_REVOKE: &str = "peers.revoke";
-/// `session.events {session_id}`: a stream of a session's events.
-pub const SESSION_EVENTS: &str = "session.events";
-/// `$/cancel {id}` (notification, both directions).
-pub const CANCEL: &str = "$/cancel";
-
-/// Host method names (JSON-RPC, and the REST routes over them).
+/// The host surfaces' names of the host methods apps may call too (under their IPC
+/// names, [`super::comms`]); the host-only methods are [`super::host`]'s markers.
 pub mod host {
     /// `session/create`.
     pub const SESSION_CREATE: &str = "session/create";
-    /// `session/list`.
-    pub const SESSION_LIST: &str = "session/list";
-    /// `session/read`.
-    pub const SESSION_READ: &str = "session/read";
-    /// `session/history`.
-    pub const SESSION_HISTORY: &str = "session/history";
     /// `session/external_event`.
     pub const SESSION_EXTERNAL_EVENT: &str = "session/external_event";
     /// `comms/send`.
     pub const COMMS_SEND: &str = "comms/send";
     /// `comms/peers`.
     pub const COMMS_PEERS: &str = "comms/peers";
-    /// `run/wait`.
-    pub const RUN_WAIT: &str = "run/wait";
-    /// `rpc/authenticate` (JSON-RPC over TCP only).
-    pub const AUTHENTICATE: &str = "rpc/authenticate";
+    pub use super::super::host::{
+        Authenticate, HostSessionHistory, HostSessionList, HostSessionRead, RunWait,
+    };
 }
 
 /// Who sends a method's requests (or notifications).
@@ -190,15 +166,15 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(AppShutdown::NAME).both().long(),
     MethodInfo::ipc(KernelInfo::NAME).open(),
     MethodInfo::ipc(KernelApps::NAME).open(),
-    MethodInfo::ipc(KERNEL_CAPABILITIES).open().long().large(),
-    MethodInfo::ipc(KERNEL_HOOKS).open(),
-    MethodInfo::ipc(SUPERVISOR_START).open().long(),
-    MethodInfo::ipc(SUPERVISOR_STOP).open().long(),
-    MethodInfo::ipc(SUPERVISOR_RESTART).open().long(),
-    MethodInfo::ipc(SUPERVISOR_LOGS).open().stream(),
-    MethodInfo::ipc(PEERS_TRUST).open().long(),
-    MethodInfo::ipc(PEERS_LIST).open().long(),
-    MethodInfo::ipc(PEERS_REVOKE).open().long(),
+    MethodInfo::ipc(KernelCapabilities::NAME).open().long().large(),
+    MethodInfo::ipc(KernelHooks::NAME).open(),
+    MethodInfo::ipc(SupervisorStart::NAME).open().long(),
+    MethodInfo::ipc(SupervisorStop::NAME).open().long(),
+    MethodInfo::ipc(SupervisorRestart::NAME).open().long(),
+    MethodInfo::ipc(SupervisorLogs::NAME).open().stream(),
+    MethodInfo::ipc(PeersTrust::NAME).open().long(),
+    MethodInfo::ipc(PeersList::NAME).open().long(),
+    MethodInfo::ipc(PeersRevoke::NAME).open().long(),
     // §5 capabilities and routing
     MethodInfo::ipc(CapabilityRegister::NAME),
     MethodInfo::ipc(CapabilityUnregister::NAME),
@@ -230,14 +206,14 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(CommsPeers::NAME).long().on_host(host::COMMS_PEERS),
     MethodInfo::ipc(SessionExternalEvent::NAME).long().on_host(host::SESSION_EXTERNAL_EVENT),
     MethodInfo::ipc(HostCall::NAME).long().large(),
-    MethodInfo::ipc(SESSION_EVENTS).stream(),
-    MethodInfo::host_only(host::SESSION_LIST).large(),
-    MethodInfo::host_only(host::SESSION_READ),
-    MethodInfo::host_only(host::SESSION_HISTORY).large(),
-    MethodInfo::host_only(host::RUN_WAIT),
-    MethodInfo::host_only(host::AUTHENTICATE),
+    MethodInfo::ipc(SessionEvents::NAME).stream(),
+    MethodInfo::host_only(HostSessionList::NAME).large(),
+    MethodInfo::host_only(HostSessionRead::NAME),
+    MethodInfo::host_only(HostSessionHistory::NAME).large(),
+    MethodInfo::host_only(RunWait::NAME),
+    MethodInfo::host_only(Authenticate::NAME),
     // §3
-    MethodInfo::ipc(CANCEL).both().notification(),
+    MethodInfo::ipc(Cancel::NAME).both().notification(),
 ];
 
 /// Families the kernel keeps for itself beyond those of [`METHODS`].

@@ -21,7 +21,9 @@ use crate::surface::auth::Auth;
 use crate::surface::{Host, RpcError};
 
 /// The method that authenticates a connection: `{"token": "brw_..."}` → `{"ok": true}`.
-pub use burrow_protocol::methods::table::host::AUTHENTICATE;
+/// `rpc/authenticate`.
+pub const AUTHENTICATE: &str =
+    <burrow_protocol::methods::host::Authenticate as burrow_protocol::methods::Method>::NAME;
 
 /// Admission of one connection: whether its caller has authenticated.
 #[derive(Debug)]

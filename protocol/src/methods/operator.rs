@@ -1,0 +1,193 @@
+//! Operator methods (Burrow additions), allowed before `app.register` like `kernel.info`:
+//! the socket admits only its owner. What is registered and hooked
+//! (`kernel.capabilities`, `kernel.hooks`), the managed apps (`supervisor.*`), the
+//! trusted kernels (`peers.*`), and a session's events as a stream (`session.events`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::capability::{CapabilityType, FailMode};
+use super::{Ack, Empty, methods};
+use crate::Value;
+
+methods! {
+    /// Granted capabilities, optionally of one type.
+    KernelCapabilities = "kernel.capabilities": KernelCapabilitiesParams => KernelCapabilitiesResult;
+    /// Subscribers (with their dropped-event counts) and interceptors.
+    KernelHooks = "kernel.hooks": Empty => KernelHooksResult;
+    /// Start a managed app.
+    SupervisorStart = "supervisor.start": AppIdParams => Ack;
+    /// Stop a managed app (it stays stopped until started).
+    SupervisorStop = "supervisor.stop": AppIdParams => Ack;
+    /// Restart a managed app.
+    SupervisorRestart = "supervisor.restart": AppIdParams => Ack;
+    /// A managed app's captured log: a stream of [`LogLine`] chunks (the last `lines`
+    /// lines, then new ones while following), ended by a [`StreamEnd`].
+    SupervisorLogs = "supervisor.logs": LogsParams => StreamEnd;
+    /// Trust a kernel by its binding.
+    PeersTrust = "peers.trust": PeersTrustParams => PeersTrustResult;
+    /// This kernel's binding, the trusted kernels, and refusal counts.
+    PeersList = "peers.list": Empty => PeersListResult;
+    /// Stop trusting a kernel.
+    PeersRevoke = "peers.revoke": PeersRevokeParams => Ack;
+    /// A session's events from now on, as chunks (each `{type, ...}`), until `$/cancel`
+    /// or the follower lags (a `lagged` chunk, then `{ended: "lagged"}`).
+    SessionEvents = "session.events": SessionEventsParams => StreamEnd;
+}
+
+/// Params of `kernel.capabilities`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KernelCapabilitiesParams {
+    /// Only those of this type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CapabilityType>,
+}
+
+/// One granted capability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilitySummary {
+    /// Its id.
+    pub capability_id: String,
+    /// The app holding it.
+    pub app_id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: CapabilityType,
+    /// Its config, as registered.
+    pub config: Value,
+}
+
+/// Result of `kernel.capabilities`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelCapabilitiesResult {
+    /// App by app, in registration order.
+    pub capabilities: Vec<CapabilitySummary>,
+}
+
+/// One subscriber.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriberSummary {
+    /// The app.
+    pub app_id: String,
+    /// Its subscriptions.
+    pub subscriptions: Vec<String>,
+    /// Events dropped because its queue was full.
+    pub dropped: u64,
+}
+
+/// One interceptor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterceptorSummary {
+    /// Its capability.
+    pub capability_id: String,
+    /// The app.
+    pub app_id: String,
+    /// The event it holds.
+    pub event: String,
+    /// Lower runs first.
+    pub priority: i64,
+    /// Its own deadline, if it set one.
+    pub timeout_ms: Option<u64>,
+    /// What its silence means.
+    pub fail_mode: FailMode,
+}
+
+/// Result of `kernel.hooks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelHooksResult {
+    /// By app id.
+    pub subscribers: Vec<SubscriberSummary>,
+    /// App by app, in registration order.
+    pub interceptors: Vec<InterceptorSummary>,
+}
+
+/// Params naming one app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppIdParams {
+    /// The app.
+    pub app_id: String,
+}
+
+/// Params of `supervisor.logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsParams {
+    /// The app.
+    pub app_id: String,
+    /// How many of the last lines first (default 100, at most 10 000).
+    #[serde(default = "default_lines")]
+    pub lines: usize,
+    /// Then new lines as they come, until `$/cancel`.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+fn default_lines() -> usize {
+    100
+}
+
+/// One chunk of `supervisor.logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The line, without its newline.
+    pub line: String,
+}
+
+/// How a stream ended: `eof`, `cancelled`, `closed`, `lagged`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// Why.
+    pub ended: String,
+}
+
+/// Params of `peers.trust`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersTrustParams {
+    /// The kernel's binding (`burrow peers binding`).
+    pub binding: Value,
+}
+
+/// Result of `peers.trust`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeersTrustResult {
+    /// The kernel trusted.
+    pub kernel_id: String,
+    /// Its name.
+    pub name: String,
+    /// False when it was trusted already (its binding is replaced).
+    pub added: bool,
+}
+
+/// Result of `peers.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeersListResult {
+    /// This kernel's own binding, when it listens for peers.
+    #[serde(rename = "self")]
+    pub own: Option<Value>,
+    /// The trusted kernels' bindings.
+    pub trusted: Vec<Value>,
+    /// Envelopes refused since start, by reason.
+    pub refusals: BTreeMap<String, u64>,
+}
+
+/// Params of `peers.revoke`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeersRevokeParams {
+    /// The kernel.
+    pub kernel_id: String,
+}
+
+/// Params of `session.events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionEventsParams {
+    /// The session.
+    pub session_id: String,
+}
