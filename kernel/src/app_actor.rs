@@ -314,18 +314,22 @@ fn answer_leave_requests(state: &mut AppActorState) {
 fn release(state: &mut AppActorState) {
     let kernel = &state.kernel;
     for cap in kernel.caps.release_conn(state.conn.id()) {
-        let payload = methods::capability::event_payload(&cap);
+        let payload = crate::service::capabilities::event_payload(&cap);
         kernel.emit(
             "capability_unregistered",
             payload,
-            methods::capability::app_context(&cap.app_id),
+            crate::service::capabilities::app_context(&cap.app_id),
         );
     }
     kernel.hooks.release_conn(state.conn.id());
     if let Some(app) = state.app.take() {
         kernel.apps.release(&app.app_id, state.conn.id());
         let payload = serde_json::json!({ "appId": app.app_id, "reason": state.stop_reason });
-        kernel.emit("app_disconnected", payload, methods::capability::app_context(&app.app_id));
+        kernel.emit(
+            "app_disconnected",
+            payload,
+            crate::service::capabilities::app_context(&app.app_id),
+        );
     }
 }
 

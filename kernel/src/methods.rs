@@ -28,10 +28,8 @@ use crate::service::{self, Caller, ServiceError};
 use crate::supervisor::Control;
 
 mod app;
-pub mod capability;
 mod comms;
 mod config;
-mod hook;
 pub(crate) mod route;
 pub(crate) mod session;
 mod supervisor;
@@ -64,6 +62,20 @@ fn typed<M: Method>(
     f: impl FnOnce(M::Params) -> Result<M::Result, ErrorObject>,
 ) -> Result<Value, ErrorObject> {
     parse_params::<M::Params>(params).and_then(f).map(|r| to_value(&r))
+}
+
+/// [`typed`] for a service: its error mapped to the wire.
+fn service_now<M: Method>(
+    params: Value,
+    f: impl FnOnce(M::Params) -> Result<M::Result, ServiceError>,
+) -> Result<Value, ErrorObject> {
+    typed::<M>(params, |p| f(p).map_err(ErrorObject::from))
+}
+
+/// The registered app `state` speaks for, as the per-app services see it.
+fn as_app<'a>(state: &'a AppActorState, method: &str) -> Result<service::App<'a>, ErrorObject> {
+    let app = state.app.as_ref().ok_or_else(|| not_registered(method))?;
+    Ok(service::App { id: &app.app_id, manifest: &app.manifest, conn: &state.conn })
 }
 
 /// Answers from a task with what `f` gives, started once a large-answer slot is free
@@ -202,18 +214,30 @@ pub fn dispatch(
             Ok(p) => return app::shutdown(state, myself, p, responder),
             Err(e) => Err(e),
         },
-        CapabilityRegister::NAME => {
-            typed::<CapabilityRegister>(params, |p| capability::register(state, p))
-        }
-        CapabilityUnregister::NAME => {
-            typed::<CapabilityUnregister>(params, |p| capability::unregister(state, p))
-        }
-        HookSubscribe::NAME => typed::<HookSubscribe>(params, |p| hook::subscribe(state, p)),
-        HookUnsubscribe::NAME => {
-            typed::<HookUnsubscribe>(params, |p| Ok(hook::unsubscribe(state, p)))
-        }
-        HookResult::NAME => typed::<HookResult>(params, |p| hook::result(state, p)),
-        ConfigGet::NAME => typed::<ConfigGet>(params, |p| config::get(state, p)),
+        CapabilityRegister::NAME => as_app(state, &method).and_then(|app| {
+            service_now::<CapabilityRegister>(params, |p| {
+                service::capabilities::register(&kernel, app, p)
+            })
+        }),
+        CapabilityUnregister::NAME => as_app(state, &method).and_then(|app| {
+            service_now::<CapabilityUnregister>(params, |p| {
+                service::capabilities::unregister(&kernel, app, p)
+            })
+        }),
+        HookSubscribe::NAME => as_app(state, &method).and_then(|app| {
+            service_now::<HookSubscribe>(params, |p| service::hooks::subscribe(&kernel, app, p))
+        }),
+        HookUnsubscribe::NAME => as_app(state, &method).and_then(|app| {
+            service_now::<HookUnsubscribe>(params, |p| {
+                Ok(service::hooks::unsubscribe(&kernel, app, p))
+            })
+        }),
+        HookResult::NAME => as_app(state, &method).and_then(|app| {
+            service_now::<HookResult>(params, |p| service::hooks::result(&kernel, app, p))
+        }),
+        ConfigGet::NAME => as_app(state, &method).and_then(|app| {
+            service_now::<ConfigGet>(params, |p| service::config::get(&kernel, app, p))
+        }),
         ConfigWatch::NAME => match parse_params(params) {
             Ok(p) => return config::watch(state, p, responder),
             Err(e) => Err(e),

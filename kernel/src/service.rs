@@ -10,6 +10,8 @@
 //! to a JSON-RPC error or an HTTP status, each in one place of its own.
 //!
 //! - [`apps`]: what runs — the kernel, registered and managed apps, capabilities, hooks;
+//! - [`capabilities`], [`hooks`], [`config`]: what an app registers, observes,
+//!   intercepts and reads, judged by its manifest ([`App`]);
 //! - [`comms`]: comms between peers (sessions here and on trusted kernels): local
 //!   delivery, request/response correlation, remote kernels;
 //! - [`routing`]: calls routed to the app that provides them: tools, gateway methods,
@@ -22,10 +24,16 @@
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use serde_json::json;
 
+use burrow_protocol::Manifest;
+
+use crate::connection::Connection;
 use crate::store::StoreError;
 
 pub mod apps;
+pub mod capabilities;
 pub mod comms;
+pub mod config;
+pub mod hooks;
 pub mod peers;
 pub mod routing;
 pub mod sessions;
@@ -49,6 +57,19 @@ impl Caller {
     }
 }
 
+/// A registered app asking over its connection: the per-app services (capabilities,
+/// hooks, configuration) act on its manifest's grants, and what they grant is reached
+/// through its connection.
+#[derive(Debug, Clone, Copy)]
+pub struct App<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// Its manifest.
+    pub manifest: &'a Manifest,
+    /// Its connection.
+    pub conn: &'a Connection,
+}
+
 /// Why a service refused or failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
@@ -70,6 +91,23 @@ pub enum ServiceError {
     /// of the kernel that is off (the supervisor, the peer channel).
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this; `data` says what it touched.
+    #[error("{message}")]
+    Forbidden {
+        /// Why not.
+        message: String,
+        /// Details (an object), or null.
+        data: Value,
+    },
+    /// A hook operation for an event the app does not hold (not subscribed, or no
+    /// interception waiting for it); `data` names it.
+    #[error("{message}")]
+    NotSubscribed {
+        /// What is missing.
+        message: String,
+        /// Details (an object).
+        data: Value,
+    },
     /// A part of the kernel did not answer in time.
     #[error("{0}")]
     Timeout(String),
@@ -146,6 +184,12 @@ impl From<ServiceError> for ErrorObject {
             }
             ServiceError::UnknownSession(id) => ErrorObject::new(ErrorCode::NotFound, message)
                 .with_data(json!({ "reason": "unknown_session", "session_id": id })),
+            ServiceError::Forbidden { data, .. } => {
+                with_data(ErrorObject::new(ErrorCode::Forbidden, message), data)
+            }
+            ServiceError::NotSubscribed { data, .. } => {
+                with_data(ErrorObject::new(ErrorCode::HookNotSubscribed, message), data)
+            }
             ServiceError::Timeout(_) => ErrorObject::new(ErrorCode::Timeout, message),
             ServiceError::UnknownRun(_)
             | ServiceError::NotFound(_)
@@ -173,6 +217,10 @@ impl From<ServiceError> for ErrorObject {
             ServiceError::Passed(e) => e,
         }
     }
+}
+
+fn with_data(e: ErrorObject, data: Value) -> ErrorObject {
+    if data.is_null() { e } else { e.with_data(data) }
 }
 
 impl From<ErrorObject> for ServiceError {

@@ -79,7 +79,11 @@ pub fn register(
     tracing::info!(app = %app_id, version = %p.manifest.version, conn = state.conn.id(), "app registered");
     state.kernel.notify_supervisor(crate::supervisor::SupervisorMsg::Registered(app_id.clone()));
     let payload = json!({ "appId": app_id, "version": p.manifest.version });
-    state.kernel.emit("app_registered", payload, super::capability::app_context(&app_id));
+    state.kernel.emit(
+        "app_registered",
+        payload,
+        crate::service::capabilities::app_context(&app_id),
+    );
     state.shortcut.set_caller(Some(&app_id));
     state.app = Some(Registered {
         app_id: app_id.clone(),
@@ -109,7 +113,7 @@ pub fn ready(state: &mut AppActorState) -> Ack {
         state.kernel.emit(
             "app_ready",
             json!({ "appId": app_id }),
-            super::capability::app_context(&app_id),
+            crate::service::capabilities::app_context(&app_id),
         );
     }
     Ack::OK

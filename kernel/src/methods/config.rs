@@ -1,42 +1,26 @@
-//! `config.get` and `config.watch` (PROTOCOL.md §7), with the access rules of
-//! [`crate::config::access`].
+//! The IPC adapter of `config.watch`: the changes under the paths the app may watch
+//! ([`crate::service::config::watched`]) as a stream of chunks until `$/cancel`; and
+//! `$/cancel` itself.
 
-use burrow_protocol::methods::config::{
-    ConfigGetParams, ConfigGetResult, ConfigWatchEnd, ConfigWatchParams,
-};
+use burrow_protocol::methods::config::{ConfigWatchEnd, ConfigWatchParams};
 use burrow_protocol::methods::to_value;
-use burrow_protocol::{ErrorObject, Id, Message, Value};
+use burrow_protocol::{ErrorObject, Id, Message};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::app_actor::AppActorState;
-use crate::config::{access, watch};
+use crate::config::watch;
 use crate::connection::Responder;
-
-/// Reads a path the app may read; a missing path is null.
-pub fn get(state: &mut AppActorState, p: ConfigGetParams) -> Result<ConfigGetResult, ErrorObject> {
-    let Some(app) = state.app.as_ref() else {
-        return Err(super::not_registered("config.get"));
-    };
-    let path = p.path.unwrap_or_else(|| access::own_subtree(&app.app_id));
-    access::check(&app.app_id, &app.manifest.config.read, &path)?;
-    let value = state.kernel.config().get(&path).cloned().unwrap_or(Value::Null);
-    Ok(ConfigGetResult { value })
-}
 
 /// Starts a stream of changes under the watched paths; `$/cancel` ends it with
 /// `{ended: "cancelled"}`.
 pub fn watch(state: &mut AppActorState, p: ConfigWatchParams, responder: Responder) {
-    let Some(app) = state.app.as_ref() else {
-        return responder.reply(Err(super::not_registered("config.watch")));
+    let watched = super::as_app(state, "config.watch")
+        .and_then(|app| crate::service::config::watched(app, p).map_err(ErrorObject::from));
+    let paths = match watched {
+        Ok(paths) => paths,
+        Err(e) => return responder.reply(Err(e)),
     };
-    let paths = p.paths.unwrap_or_else(|| vec![access::own_subtree(&app.app_id)]);
-    for (i, path) in paths.iter().enumerate() {
-        if let Err(mut e) = access::check(&app.app_id, &app.manifest.config.read, path) {
-            e.data = Some(serde_json::json!({ "path": path, "field": format!("paths[{i}]") }));
-            return responder.reply(Err(e));
-        }
-    }
     let Some(id) = responder.id().cloned() else {
         return;
     };

@@ -36,3 +36,29 @@ pub async fn fixture() -> Fixture {
     let (sessions, _) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
     Fixture { kernel, sessions, _dir: dir }
 }
+
+/// A connection to nobody (its far end is dropped): enough to hold capabilities and
+/// subscriptions.
+pub fn connection(id: u64) -> crate::connection::Connection {
+    let (transport, _far) = burrow_sdk::transport::Transport::memory_pair();
+    let limits = crate::connection::Limits::small(1 << 20);
+    let tasks = tokio_util::task::TaskTracker::new();
+    crate::connection::Connection::spawn(id, transport, limits, &tasks, |_| true)
+}
+
+/// A manifest granting `tools`, hook subscriptions and interceptions of `hooks`, and
+/// config reads of `reads`.
+pub fn manifest(
+    id: &str,
+    tools: &[&str],
+    hooks: &[&str],
+    reads: &[&str],
+) -> burrow_protocol::Manifest {
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let mut m = burrow_protocol::Manifest::new(id, "1.0.0");
+    m.capabilities.tools = owned(tools);
+    m.capabilities.hooks.subscribe = owned(hooks);
+    m.capabilities.hooks.intercept = owned(hooks);
+    m.config.read = owned(reads);
+    m
+}
