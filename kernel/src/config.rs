@@ -38,6 +38,7 @@ pub enum ConfigError {
 }
 
 pub mod access;
+pub mod host;
 pub mod policy;
 pub mod watch;
 
@@ -65,7 +66,7 @@ pub struct Config {
     /// `[sessions]`.
     pub sessions: crate::sessions::SessionSettings,
     /// `[host]`: the JSON-RPC and REST surfaces.
-    pub host: crate::host::HostSettings,
+    pub host: host::HostSettings,
     /// `[comms]`: the signed peer channel.
     pub comms: crate::service::comms::CommsSettings,
     /// The configuration file's directory: relative `command` paths start there.
@@ -257,7 +258,7 @@ impl Config {
         let agents = crate::sessions::agents(&document).map_err(parse_err)?;
         let sessions: crate::sessions::SessionSettings =
             section(&document, "sessions").map_err(parse_err)?;
-        let host: crate::host::HostSettings = section(&document, "host").map_err(parse_err)?;
+        let host: host::HostSettings = section(&document, "host").map_err(parse_err)?;
         host.validate().map_err(parse_err)?;
         let comms: crate::service::comms::CommsSettings =
             section(&document, "comms").map_err(parse_err)?;

@@ -29,7 +29,6 @@ use burrow_protocol::methods::table::host;
 use burrow_protocol::methods::{parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use futures_util::stream::BoxStream;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::kernel::Kernel;
@@ -37,63 +36,7 @@ use crate::service::Caller;
 use crate::service::sessions::{self, HistoryQuery, ListQuery, SessionView};
 use crate::surface::{BoxFuture, Host};
 
-/// `[host]`: the JSON-RPC and REST surfaces. Read at start.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HostSettings {
-    /// Require a bearer token even on loopback (off loopback it is always required).
-    pub require_token: bool,
-    /// JSON-RPC connections at once (clamped to the descriptor budget,
-    /// [`crate::descriptors`]); one more is answered with an error and closed.
-    pub max_rpc_connections: usize,
-    /// HTTP connections at once (clamped likewise); one more is answered 503 and closed.
-    pub max_http_connections: usize,
-    /// A connection with nothing in flight that sends nothing for this long is closed.
-    pub idle_timeout_ms: u64,
-    /// How long an HTTP request's header may take from its first byte.
-    pub header_read_timeout_ms: u64,
-    /// How long an HTTP request's body may take from its complete header.
-    pub body_read_timeout_ms: u64,
-    /// Large answers (transcript pages, session lists, apps' answers) the HTTP surface
-    /// prepares and holds at once, all connections together; each is held until it is
-    /// written.
-    pub http_large_answers: usize,
-}
-
-impl Default for HostSettings {
-    fn default() -> Self {
-        HostSettings {
-            require_token: false,
-            max_rpc_connections: 256,
-            max_http_connections: 512,
-            idle_timeout_ms: 300_000,
-            header_read_timeout_ms: 10_000,
-            body_read_timeout_ms: 30_000,
-            http_large_answers: 8,
-        }
-    }
-}
-
-impl HostSettings {
-    /// Checks that caps and timeouts are positive.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_rpc_connections == 0
-            || self.max_http_connections == 0
-            || self.http_large_answers == 0
-        {
-            return Err("[host] max_rpc_connections, max_http_connections and \
-                 http_large_answers must be positive"
-                .to_owned());
-        }
-        if self.idle_timeout_ms == 0
-            || self.header_read_timeout_ms == 0
-            || self.body_read_timeout_ms == 0
-        {
-            return Err("[host] idle_timeout_ms, header_read_timeout_ms and body_read_timeout_ms must be positive".to_owned());
-        }
-        Ok(())
-    }
-}
+pub use crate::config::host::HostSettings;
 
 /// Runs the host method `method` for `caller` (an app id, or `host:rpc` / `host:http`).
 pub async fn call(

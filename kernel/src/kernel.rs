@@ -1,30 +1,20 @@
-//! The root [`KernelActor`] and the [`Kernel`] context every actor shares.
-//!
-//! The KernelActor owns the accept loop and supervises one AppActor per connection. Its
-//! supervision handler is overridden: a child stopping or failing is cleaned up and never
-//! stops the kernel. Shutdown flows down from it: it stops accepting, asks every AppActor
-//! to send `app.shutdown` to its app, and stops when all are gone or the deadline passes.
+//! The [`Kernel`] context every actor, service and surface shares: the configuration,
+//! the registries (apps, capabilities, hooks, sessions), the store, the key, and what
+//! the running kernel publishes about itself. The root actor that accepts connections
+//! is [`crate::root`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use burrow_sdk::transport::Transport;
-use interprocess::local_socket::tokio::Listener;
-use interprocess::local_socket::traits::tokio::Listener as _;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use ractor::ActorRef;
 use tokio_util::task::TaskTracker;
 
 use burrow_protocol::methods::capability::CapabilityType;
 use burrow_protocol::methods::config::ConfigChange;
-use burrow_protocol::{Map, Value, codec};
+use burrow_protocol::{Map, Value};
 use tokio::sync::broadcast;
 
-use crate::app_actor::{AppActor, AppArgs, AppMsg};
 use crate::capabilities::{Capabilities, Capability, Unready};
 use crate::config::Config;
 use crate::hooks::{Hooks, InterceptScope};
@@ -230,250 +220,7 @@ impl Kernel {
         self.caps.wait_ready(kind, name, wait, is_ready, self.apps.readied()).await
     }
 
-    fn next_conn_id(&self) -> u64 {
+    pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
-}
-
-/// Messages of the KernelActor.
-#[derive(Debug)]
-pub enum KernelMsg {
-    /// A client connected.
-    Accepted(interprocess::local_socket::tokio::Stream),
-    /// Stop: shut every app down, then answer.
-    Shutdown(oneshot::Sender<()>),
-    /// The shutdown deadline passed: stop whatever is left.
-    ShutdownDeadline,
-}
-
-/// The root actor.
-#[derive(Debug)]
-pub struct KernelActor;
-
-/// Arguments of the KernelActor.
-#[derive(Debug)]
-pub struct KernelArgs {
-    /// The shared context.
-    pub kernel: Arc<Kernel>,
-    /// The bound listener; dropping it removes the socket file.
-    pub listener: Listener,
-}
-
-/// State of the KernelActor.
-#[derive(Debug)]
-pub struct KernelState {
-    kernel: Arc<Kernel>,
-    accepting: CancellationToken,
-    accept_task: Option<JoinHandle<()>>,
-    children: HashMap<ActorId, (u64, ActorRef<AppMsg>)>,
-    stopping: Option<oneshot::Sender<()>>,
-}
-
-impl Actor for KernelActor {
-    type Msg = KernelMsg;
-    type State = KernelState;
-    type Arguments = KernelArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<KernelMsg>,
-        args: KernelArgs,
-    ) -> Result<KernelState, ActorProcessingErr> {
-        let accepting = CancellationToken::new();
-        let accept_task = tokio::spawn(accept_loop(args.listener, myself, accepting.clone()));
-        let start = serde_json::json!({ "version": crate::VERSION });
-        args.kernel.emit("gateway_start", start, Map::new());
-        Ok(KernelState {
-            kernel: args.kernel,
-            accepting,
-            accept_task: Some(accept_task),
-            children: HashMap::new(),
-            stopping: None,
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<KernelMsg>,
-        msg: KernelMsg,
-        state: &mut KernelState,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            KernelMsg::Accepted(stream) => {
-                if state.stopping.is_some() {
-                    return Ok(());
-                }
-                let max = state.kernel.config().ipc.max_connections;
-                if state.children.len() >= max {
-                    tracing::warn!(max, "connection refused: too many connections");
-                    tokio::spawn(refuse(
-                        stream,
-                        "too_many_connections",
-                        format!("the kernel serves at most {max} connections"),
-                    ));
-                    return Ok(());
-                }
-                let conn_id = state.kernel.next_conn_id();
-                let (read, write) = tokio::io::split(stream);
-                let limits = state.kernel.config().ipc.max_frame_bytes;
-                let mut transport = Transport::new(read, write, limits);
-                // Room to send back, wrapped in its answers, whatever the kernel takes.
-                transport.reader.decoder_mut().set_max_depth(codec::MAX_DEPTH_TO_KERNEL);
-                let args = AppArgs { kernel: state.kernel.clone(), transport, conn_id };
-                match Actor::spawn_linked(None, AppActor, args, myself.get_cell()).await {
-                    Ok((child, _)) => {
-                        state.children.insert(child.get_id(), (conn_id, child));
-                    }
-                    Err(e) => tracing::error!(error = %e, "could not start an app actor"),
-                }
-            }
-            KernelMsg::Shutdown(done) => {
-                state.accepting.cancel();
-                state.stopping = Some(done);
-                let timeout = state.kernel.config().ipc.shutdown_timeout();
-                let stop = serde_json::json!({ "reason": "kernel stopping" });
-                state.kernel.emit("gateway_stop", stop, Map::new());
-                tracing::info!(
-                    apps = state.kernel.apps.len(),
-                    "kernel stopping: shutting apps down"
-                );
-                for (_, child) in state.children.values() {
-                    let _ = child.cast(AppMsg::KernelShutdown { timeout });
-                }
-                let me = myself.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(timeout + Duration::from_millis(500)).await;
-                    let _ = me.cast(KernelMsg::ShutdownDeadline);
-                });
-                finish_if_idle(&myself, state);
-            }
-            KernelMsg::ShutdownDeadline => {
-                for (_, child) in state.children.values() {
-                    child.stop(Some("kernel shutdown deadline".into()));
-                }
-                if let Some(done) = state.stopping.take() {
-                    let _ = done.send(());
-                }
-                myself.stop(None);
-            }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<KernelMsg>,
-        event: SupervisionEvent,
-        state: &mut KernelState,
-    ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
-            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err)),
-            _ => return Ok(()),
-        };
-        if let Some((conn_id, _)) = state.children.remove(&cell.get_id())
-            && let Some(err) = failure
-        {
-            // A failed actor may not have cleaned up: release what it held.
-            let released = state.kernel.apps.release_conn(conn_id);
-            tracing::error!(conn = conn_id, error = %err, ?released, "app actor failed");
-        }
-        finish_if_idle(&myself, state);
-        Ok(())
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<KernelMsg>,
-        state: &mut KernelState,
-    ) -> Result<(), ActorProcessingErr> {
-        state.accepting.cancel();
-        // The listener is dropped (and its socket file removed) before the kernel's lock
-        // is released, so a successor's socket is never removed by ours.
-        if let Some(task) = state.accept_task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-        }
-        Ok(())
-    }
-}
-
-/// During shutdown, stops the kernel once no app actor is left.
-fn finish_if_idle(myself: &ActorRef<KernelMsg>, state: &mut KernelState) {
-    if state.children.is_empty()
-        && let Some(done) = state.stopping.take()
-    {
-        let _ = done.send(());
-        myself.stop(None);
-    }
-}
-
-/// Answers a connection the kernel will not serve with one error frame (no `id`,
-/// `UNKNOWN_ERROR`, `data.reason`), then closes it.
-async fn refuse(
-    mut stream: interprocess::local_socket::tokio::Stream,
-    reason: &'static str,
-    message: String,
-) {
-    use tokio::io::AsyncWriteExt;
-    let err = burrow_protocol::ErrorObject::new(burrow_protocol::ErrorCode::UnknownError, message)
-        .with_data(serde_json::json!({ "reason": reason }));
-    let msg = burrow_protocol::Message::error(None, err);
-    if let Ok(frame) =
-        burrow_protocol::codec::encode_frame(&msg, burrow_protocol::codec::MAX_FRAME_BYTES)
-    {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-    }
-}
-
-/// Whether the peer runs as this process's user. Connections from other users are
-/// refused even when the socket's permissions have been loosened.
-#[cfg(unix)]
-fn same_user(stream: &interprocess::local_socket::tokio::Stream) -> Result<(), String> {
-    use interprocess::local_socket::traits::StreamCommon;
-    let ours = nix::unistd::geteuid().as_raw();
-    let creds = stream.peer_creds().map_err(|e| format!("cannot read peer credentials: {e}"))?;
-    match creds.euid() {
-        Some(uid) if uid == ours => Ok(()),
-        Some(uid) => Err(format!("peer runs as uid {uid}, the kernel as uid {ours}")),
-        None => Err("peer credentials carry no uid".to_owned()),
-    }
-}
-
-#[cfg(not(unix))]
-fn same_user(_stream: &interprocess::local_socket::tokio::Stream) -> Result<(), String> {
-    // Named pipes are created for the current user only.
-    Ok(())
-}
-
-async fn accept_loop(listener: Listener, kernel: ActorRef<KernelMsg>, stop: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok(stream) => {
-                if let Err(why) = same_user(&stream) {
-                    tracing::warn!(%why, "connection refused: another user");
-                    tokio::spawn(refuse(
-                        stream,
-                        "wrong_user",
-                        "connections from other users are refused".to_owned(),
-                    ));
-                    continue;
-                }
-                if kernel.cast(KernelMsg::Accepted(stream)).is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                // Usually EMFILE: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    // Dropping the listener removes the socket file.
-    drop(listener);
 }

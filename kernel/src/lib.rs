@@ -29,7 +29,8 @@
 //! | [`service`] | the service layer: what every surface asks, as plain functions returning one error enum |
 //! | [`host`] | the host surfaces' adapter (`session/create`, `comms/send`, ...) over the services |
 //! | [`surface`] | JSON-RPC (TCP, stdio) and REST host surfaces over a [`surface::Host`] |
-//! | [`kernel`] | the root [`kernel::KernelActor`]: accept loop, supervision of app actors, shutdown; the shared [`kernel::Kernel`] context |
+//! | [`kernel`] | the shared [`kernel::Kernel`] context |
+//! | [`root`] | the root [`root::KernelActor`]: accept loop, supervision of app actors, shutdown |
 //! | [`app_actor`] | one [`app_actor::AppActor`] per connection: lifecycle, heartbeat deadline, cleanup |
 //! | [`connection`] | framing, reader task, outbox (senders write directly; what a batch of frames already read sends goes out in one write), the [`connection::Responder`], bounded writer queue, in-flight bound, kernel → app requests awaiting answers (a task or a continuation each, with deadlines) |
 //! | [`methods`] | the IPC adapter: the one dispatch point; one module per family of methods |
@@ -41,6 +42,7 @@
 //! | [`peers`] | the signed kernel-to-kernel channel: bindings, trust store, envelopes, TCP listener and client |
 //! | [`config`] | the TOML configuration, policy, access rules, hot reload |
 //! | [`fsutil`] | owner-only files and directories |
+//! | [`sizes`] | values' sizes as JSON text, which bounds count |
 //! | [`clock`] | the monotonic clock behind heartbeat deadlines |
 //! | [`cli`] | the `burrow` command line |
 //!
@@ -66,9 +68,11 @@ pub mod kernel;
 pub mod methods;
 pub mod peers;
 pub mod registry;
+pub mod root;
 pub mod server;
 pub mod service;
 pub mod sessions;
+pub mod sizes;
 pub mod store;
 pub mod supervisor;
 pub mod surface;

@@ -7,18 +7,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use burrow_protocol::methods::app::{AppState, AppSummary};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use ractor::ActorRef;
 use tokio::sync::Notify;
 
-use crate::app_actor::AppMsg;
+/// What closes an app's connection when another connection takes its id over (set by
+/// whoever serves the connection).
+#[derive(Clone)]
+pub struct Displace(Arc<dyn Fn() + Send + Sync>);
+
+impl Displace {
+    /// Runs `close` when displaced.
+    pub fn new(close: impl Fn() + Send + Sync + 'static) -> Self {
+        Displace(Arc::new(close))
+    }
+
+    /// Closes the displaced connection.
+    pub fn now(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for Displace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Displace")
+    }
+}
 
 /// One registered app.
 #[derive(Debug, Clone)]
 pub struct AppEntry {
     /// The connection that holds the id.
     pub conn_id: u64,
-    /// Its actor.
-    pub actor: ActorRef<AppMsg>,
+    /// What closes its connection should another take the id over.
+    pub displace: Displace,
     /// Manifest version.
     pub version: String,
     /// Lifecycle state.
@@ -36,7 +56,7 @@ pub enum Claim {
     /// The id was free and is now held.
     Registered,
     /// The id was held by another connection, which must now be closed.
-    TookOver(ActorRef<AppMsg>),
+    TookOver(Displace),
     /// The id is held and no takeover was allowed.
     Conflict,
 }
@@ -59,7 +79,7 @@ impl AppRegistry {
             }
             Entry::Occupied(mut o) if takeover && o.get().conn_id != entry.conn_id => {
                 let old = o.insert(entry);
-                Claim::TookOver(old.actor)
+                Claim::TookOver(old.displace)
             }
             Entry::Occupied(_) => Claim::Conflict,
         }

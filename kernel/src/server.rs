@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 
 use crate::config::{Config, ConfigError};
 use crate::fsutil;
-use crate::kernel::{Kernel, KernelActor, KernelArgs, KernelMsg};
+use crate::kernel::Kernel;
+use crate::root::{KernelActor, KernelArgs, KernelMsg};
 use crate::supervisor::{SupervisorActor, SupervisorMsg};
 use crate::token::{KernelKey, KeyError};
 

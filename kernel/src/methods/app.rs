@@ -56,7 +56,10 @@ pub fn register(
     };
     let entry = AppEntry {
         conn_id: state.conn.id(),
-        actor: myself.clone(),
+        displace: {
+            let actor = myself.clone();
+            crate::registry::Displace::new(move || drop(actor.cast(AppMsg::TakenOver)))
+        },
         version: p.manifest.version.clone(),
         state: AppState::Registered,
         registered_at: now,
@@ -66,7 +69,7 @@ pub fn register(
         Claim::Registered => {}
         Claim::TookOver(old) => {
             tracing::info!(app = %app_id, "taking over a live registration with its token");
-            let _ = old.cast(AppMsg::TakenOver);
+            old.now();
         }
         Claim::Conflict => {
             return Err(ErrorObject::new(

@@ -74,7 +74,7 @@ impl Followers {
         let mut all = self.lock();
         let Some(followers) = all.get_mut(key) else { return };
         let event = Arc::new(event());
-        let size = crate::surface::answers::json_len(event.as_ref());
+        let size = crate::sizes::json_len(event.as_ref());
         followers.retain(|_, f| {
             let (events, bytes) = (&f.held.events, &f.held.bytes);
             // An event larger than the bound still goes to a follower that is not

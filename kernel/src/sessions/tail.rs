@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 
 use burrow_protocol::methods::session::TranscriptMessage;
 
+use crate::sizes::json_len;
 use crate::store::NewMessage;
-use crate::surface::answers::json_len;
 
 /// Most messages a run's context holds (as a history page's `limit`).
 pub const MAX_MESSAGES: usize = 1000;

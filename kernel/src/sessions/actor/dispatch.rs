@@ -197,7 +197,7 @@ async fn steer_into_run(
         // Bounded in bytes as in count: a message that does not fit waits for the next
         // run like any other (its content is in the store).
         let metadata = message.metadata.as_ref();
-        let size = message.content.len() + metadata.map_or(0, crate::surface::answers::json_len);
+        let size = message.content.len() + metadata.map_or(0, crate::sizes::json_len);
         let held = SteerBytes::take(
             &running.steer_bytes,
             size,

@@ -16,7 +16,8 @@ use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use futures_util::{FutureExt, StreamExt, stream};
 use serde_json::json;
 
-use crate::surface::answers::{is_large, json_len, prepares_large};
+use crate::sizes::json_len;
+use crate::surface::answers::{is_large, prepares_large};
 use crate::surface::auth::Auth;
 use crate::surface::{Host, RpcError};
 
