@@ -449,6 +449,15 @@ impl Connection {
     pub fn pending_requests(&self) -> usize {
         self.requests.len()
     }
+
+    /// Waits until the kernel's requests to the app are answered (or `answered_by`),
+    /// then until what the app sent is handed over (or `read_by`): woken as each
+    /// changes, not polled.
+    pub async fn settle(&self, answered_by: tokio::time::Instant, read_by: tokio::time::Instant) {
+        let settle = &self.requests.settle;
+        settle.until(answered_by, || self.pending_requests() == 0).await;
+        settle.until(read_by, || !self.has_unread_input()).await;
+    }
 }
 
 /// `INVALID_PARAMS` for a request to the app that cannot be encoded.

@@ -38,6 +38,7 @@ impl Connection {
             // What the read buffer holds, and the requests waiting, are not handed over.
             let unread = reader.read_buffer().len() + parked.waiting.len();
             self.unread.store(unread, Ordering::Release);
+            self.requests.settle.poke();
             // What is read next may need an answer: read only while there is room to
             // write it.
             if !self.out.has_room() {
@@ -154,6 +155,7 @@ impl Connection {
         parked.waiting.clear();
         // Every kernel → app request still waiting fails with CONNECTION_CLOSED.
         self.unread.store(0, Ordering::Release);
+        self.requests.settle.poke();
         self.read_done.store(true, Ordering::SeqCst);
         self.requests.fail_all(&connection_closed());
         self.read_ended.cancel();

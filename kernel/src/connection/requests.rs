@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
@@ -39,6 +39,50 @@ pub struct Requests {
     deadlines: Mutex<BTreeSet<(Instant, u64)>>,
     /// Woken when a continuation with the earliest deadline is added.
     earlier: Notify,
+    /// Woken when the connection may have settled.
+    pub(super) settle: Settle,
+}
+
+/// Wakes whoever waits for the connection to settle (its requests answered, its input
+/// handed over), and costs an atomic load when nobody does.
+#[derive(Default)]
+pub(super) struct Settle {
+    waiting: AtomicUsize,
+    changed: Notify,
+}
+
+impl Settle {
+    /// Something that settling depends on changed.
+    pub(super) fn poke(&self) {
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Waits until `done()` holds (true) or `until` passes (false), checking again each
+    /// time it is poked.
+    pub(super) async fn until(&self, until: Instant, done: impl Fn() -> bool) -> bool {
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _counted = Counted(&self.waiting);
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if done() {
+                return true;
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(until) => return done(),
+            }
+        }
+    }
 }
 
 impl Requests {
@@ -153,6 +197,7 @@ impl Requests {
                 let Some(id) = due else { break };
                 if let Some((_, waiter)) = self.pending.remove(&id) {
                     (waiter.then)(Err(timed_out(waiter.method, waiter.timeout)));
+                    self.settle.poke();
                 }
             }
         }
@@ -162,6 +207,7 @@ impl Requests {
     fn take(&self, id: u64) -> Option<Waiter> {
         let (_, waiter) = self.pending.remove(&id)?;
         self.lock().remove(&(waiter.deadline, id));
+        self.settle.poke();
         Some(waiter)
     }
 
@@ -264,5 +310,28 @@ mod tests {
         let gone = Err(ErrorCode::ConnectionClosed);
         assert_eq!(*calls.lock().unwrap(), vec![gone.clone(), gone]);
         assert_eq!(requests.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settling_wakes_on_each_change_and_ends_at_its_deadline() {
+        let settle = Arc::new(Settle::default());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, d) = (settle.clone(), done.clone());
+        let until = Instant::now() + Duration::from_secs(60);
+        let waiter =
+            tokio::spawn(async move { s.until(until, || d.load(Ordering::Acquire)).await });
+        tokio::task::yield_now().await;
+        assert_eq!(settle.waiting.load(Ordering::Acquire), 1, "counted while waiting");
+        settle.poke();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a poke without the change goes back to waiting");
+        done.store(true, Ordering::Release);
+        settle.poke();
+        assert!(waiter.await.unwrap(), "woken by the poke, long before the deadline");
+        assert!(Instant::now() + Duration::from_secs(59) < until, "not at the deadline");
+        assert_eq!(settle.waiting.load(Ordering::Acquire), 0);
+        // Nobody poking: it ends at its deadline, saying the condition did not hold.
+        let never = settle.until(Instant::now() + Duration::from_secs(2), || false);
+        assert!(!never.await);
     }
 }

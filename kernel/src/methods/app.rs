@@ -145,15 +145,7 @@ pub fn shutdown(
         // before it reads this answer (already read, not yet handed over) is handed over
         // first, so it is answered before the app is gone.
         let now = tokio::time::Instant::now();
-        let (deadline, drained_by) = (now + wait, now + DRAIN_WAIT);
-        loop {
-            let now = tokio::time::Instant::now();
-            let owed = conn.pending_requests() > 0 && now < deadline;
-            if !owed && (!conn.has_unread_input() || now >= drained_by) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        conn.settle(now + wait, now + DRAIN_WAIT).await;
         let _ = me.cast(AppMsg::Leave { reason });
     });
 }
