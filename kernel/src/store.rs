@@ -1,5 +1,6 @@
-//! Durable sessions, transcripts, runs and peer requests (PROTOCOL.md §8), behind the [`Storage`] trait;
-//! [`sqlite::SqliteStore`] is the embedded default.
+//! Durable sessions, transcripts, runs and peer requests, behind the [`Storage`] trait;
+//! [`sqlite::SqliteStore`] is the embedded default, [`memory::MemoryStore`] the same
+//! contract in memory for tests (both are checked against one suite).
 //!
 //! Writes are acknowledged only once on disk: in the SQLite engine they go to a
 //! write-ahead journal ([`journal`]) whose thread takes every write waiting at that
@@ -17,7 +18,10 @@ use burrow_protocol::Map;
 use burrow_protocol::methods::invoke::{Role, ToolCallRequest};
 use burrow_protocol::methods::session::{RunStatus, SessionFilter, SessionInfo, TranscriptMessage};
 
+#[cfg(test)]
+mod contract;
 mod journal;
+pub mod memory;
 pub mod sqlite;
 
 /// A boxed future, so the trait stays object-safe.
@@ -123,6 +127,22 @@ pub struct NewMessage {
     pub created_at: u64,
     /// For an input: the run that answers it.
     pub run_id: Option<String>,
+}
+
+impl NewMessage {
+    /// As a transcript shows it.
+    pub fn transcript(&self) -> TranscriptMessage {
+        TranscriptMessage {
+            id: self.id.clone(),
+            role: self.role,
+            content: self.content.clone(),
+            created_at: self.created_at,
+            metadata: self.metadata.clone(),
+            tool_calls: self.tool_calls.clone(),
+            tool_call_id: self.tool_call_id.clone(),
+            run_id: self.run_id.clone(),
+        }
+    }
 }
 
 /// An open or answered `peer_request`.

@@ -1,5 +1,6 @@
-//! What the service layer's unit tests share: a kernel over a store in a temporary
-//! directory with its session supervisor, and no apps (so a run waits for a provider).
+//! What the service layer's unit tests share: a kernel over the memory store
+//! ([`crate::store::memory`]) with its session supervisor, and no apps (so a run waits
+//! for a provider).
 
 use std::sync::Arc;
 
@@ -8,10 +9,11 @@ use ractor::{Actor, ActorRef};
 use crate::config::Config;
 use crate::kernel::{Kernel, KernelPaths};
 use crate::sessions::SessionsActor;
-use crate::store::sqlite::SqliteStore;
+use crate::store::memory::MemoryStore;
 use crate::token::KernelKey;
 
-/// A kernel with its session supervisor; both end when it is dropped.
+/// A kernel with its session supervisor, and a directory for its files (logs); they end
+/// when it is dropped.
 pub struct Fixture {
     /// The kernel.
     pub kernel: Arc<Kernel>,
@@ -30,7 +32,7 @@ pub async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.sessions.provider_wait_ms = 60_000;
-    let store = Arc::new(SqliteStore::open(&dir.path().join("burrow.db")).unwrap());
+    let store = Arc::new(MemoryStore::new());
     let paths = KernelPaths { socket: dir.path().join("k.sock"), state_dir: dir.path().to_owned() };
     let kernel = Arc::new(Kernel::new(config, KernelKey::from_seed([3; 32]), paths, store));
     let (sessions, _) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();

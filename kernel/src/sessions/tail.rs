@@ -66,16 +66,7 @@ fn size(m: &TranscriptMessage) -> usize {
 
 /// A stored message as a transcript shows it.
 pub fn transcript(m: &NewMessage) -> TranscriptMessage {
-    TranscriptMessage {
-        id: m.id.clone(),
-        role: m.role,
-        content: m.content.clone(),
-        created_at: m.created_at,
-        metadata: m.metadata.clone(),
-        tool_calls: m.tool_calls.clone(),
-        tool_call_id: m.tool_call_id.clone(),
-        run_id: m.run_id.clone(),
-    }
+    m.transcript()
 }
 
 /// What a run tells its session when it ends.
