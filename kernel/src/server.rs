@@ -316,4 +316,53 @@ mod tests {
         assert!(matches!(bind(&path).await, Err(KernelError::AlreadyRunning(_))));
         assert!(path.exists());
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_serves_until_its_shutdown_future_then_sends_every_app_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, state_dir) = (dir.path().join("k.sock"), dir.path().join("state"));
+        // A file of its own: no managed apps to start.
+        let config = dir.path().join("burrow.toml");
+        std::fs::write(&config, "[ipc]\nshutdown_timeout_ms = 2000\n").unwrap();
+        let settings = Settings {
+            socket: socket.clone(),
+            state_dir: state_dir.clone(),
+            config_path: Some(config),
+            listen: Default::default(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let kernel = tokio::spawn(run(settings, async move { drop(stopped.await) }));
+        let deadline = Duration::from_secs(15);
+        let listening = async {
+            while burrow_sdk::transport::connect_stream(&socket).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(deadline, listening).await.expect("the kernel listens");
+
+        // An app joins and is ready.
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let ready_tx = std::sync::Mutex::new(Some(ready_tx));
+        let app = burrow_sdk::App::new(burrow_protocol::Manifest::new("guest", "1.0.0"))
+            .socket(socket.clone())
+            .on_ready(move |_client| {
+                if let Some(tx) = ready_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                async {}
+            });
+        let app = tokio::spawn(app.run_until(std::future::pending()));
+        tokio::time::timeout(deadline, ready_rx).await.expect("the app got ready").unwrap();
+
+        // The shutdown future resolves: the app is told to leave and leaves cleanly, and
+        // run returns with the socket gone and the state directory free again.
+        stop.send(()).unwrap();
+        let left = tokio::time::timeout(deadline, app).await.expect("the app was sent away");
+        assert!(left.unwrap().is_ok(), "the app left on the kernel's app.shutdown");
+        let ran = tokio::time::timeout(deadline, kernel).await.expect("run returned");
+        assert!(ran.unwrap().is_ok());
+        assert!(!socket.exists(), "the socket file is removed");
+        let lock = crate::fsutil::lock_file(&state_dir.join("kernel.lock"), Duration::ZERO);
+        assert!(lock.is_ok(), "the state directory is free for the next kernel");
+    }
 }
