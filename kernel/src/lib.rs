@@ -62,6 +62,7 @@ pub mod connection;
 pub mod descriptors;
 pub mod endpoints;
 pub mod fsutil;
+pub mod handlers;
 pub mod hooks;
 pub mod host;
 pub mod kernel;

@@ -2,19 +2,15 @@
 //! methods. Each family parses typed params and applies them to the AppActor's state;
 //! work that waits on another app runs in a task holding the request's [`Responder`].
 
-use burrow_protocol::methods::app::{
-    AppHeartbeat, AppReady, AppRegister, AppShutdown, KernelApps, KernelInfo,
-};
+use burrow_protocol::methods::app::{AppHeartbeat, AppReady, AppRegister, AppShutdown};
 use burrow_protocol::methods::capability::{
     CapabilityRegister, CapabilityType, CapabilityUnregister,
 };
 use burrow_protocol::methods::config::{ConfigGet, ConfigWatch};
 use burrow_protocol::methods::hook::{HookResult, HookSubscribe, HookUnsubscribe};
 use burrow_protocol::methods::invoke::ToolCall;
-use burrow_protocol::methods::operator::{
-    KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SupervisorLogs,
-    SupervisorRestart, SupervisorStart, SupervisorStop,
-};
+use burrow_protocol::methods::operator::SupervisorLogs;
+use burrow_protocol::methods::session::{AgentQueue, MessageDispatch};
 use burrow_protocol::methods::{Cancel, CancelParams, Method, parse_params, table, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Notification, Request, Value};
 use std::sync::Arc;
@@ -23,9 +19,9 @@ use ractor::ActorRef;
 
 use crate::app_actor::{AppActorState, AppMsg};
 use crate::connection::Responder;
+use crate::handlers;
 use crate::kernel::Kernel;
 use crate::service::{self, Caller, ServiceError};
-use crate::supervisor::Control;
 
 mod app;
 mod comms;
@@ -34,26 +30,29 @@ pub(crate) mod route;
 pub(crate) mod session;
 mod supervisor;
 
-/// Parses `M`'s params and answers, from a task, with what the service `f` gives.
-fn serve<M, F, Fut>(responder: Responder, params: Value, f: F)
-where
-    M: Method,
-    F: FnOnce(M::Params) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<M::Result, ServiceError>> + Send + 'static,
-{
-    match parse_params::<M::Params>(params) {
-        Ok(p) => drop(tokio::spawn(async move {
-            responder.reply(f(p).await.map(|r| to_value(&r)).map_err(ErrorObject::from));
-        })),
-        Err(e) => responder.reply(Err(e)),
+/// Runs a shared handler ([`crate::handlers`]) for the method of table row `row`. A
+/// small answer that is ready at once goes out at once, in order with the frames around
+/// it (the introspection methods); others come from the handler's task, a large one
+/// once a large-answer slot is free.
+fn run(
+    handler: &'static handlers::Handler,
+    row: &table::MethodInfo,
+    kernel: Arc<Kernel>,
+    caller: Caller,
+    params: Value,
+    responder: Responder,
+) {
+    let mut call = handler(kernel, caller, params);
+    if row.answer == table::AnswerSize::Large {
+        return answer_large(responder, call);
     }
-}
-
-/// `supervisor.start`, `.stop`, `.restart`.
-fn control(kernel: Arc<Kernel>, control: Control, params: Value, responder: Responder) {
-    serve::<SupervisorStart, _, _>(responder, params, move |p| async move {
-        service::supervisor::control(&kernel, control, p).await
-    });
+    // Polled once here; if it must wait, its task polls it again at once, so no wake-up
+    // is missed.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match call.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(outcome) => responder.reply(outcome),
+        std::task::Poll::Pending => drop(tokio::spawn(async move { responder.reply(call.await) })),
+    }
 }
 
 /// Parses params as `M::Params`, applies `f`, serializes the result.
@@ -140,8 +139,15 @@ pub(crate) fn off_actor(
             Ok(p) => route::tool_call(kernel.clone(), Caller::new(caller), p, responder),
             Err(e) => responder.reply(Err(e)),
         },
-        _ if session::handles(name) => session::dispatch(kernel, caller, name, params, responder),
-        _ => responder.reply(Err(no_method(name))),
+        MessageDispatch::NAME | AgentQueue::NAME => {
+            session::take(kernel, caller, name, params, responder)
+        }
+        _ => match handlers::by_ipc_name(name) {
+            Some(handler) => {
+                run(handler, method, kernel.clone(), Caller::new(caller), params, responder)
+            }
+            None => responder.reply(Err(no_method(name))),
+        },
     }
 }
 
@@ -180,34 +186,11 @@ pub fn dispatch(
         return responder.reply(Err(e));
     }
     let kernel = state.kernel.clone();
+    if let Some(handler) = handlers::by_ipc_name(&method) {
+        return run(handler, own, kernel, Caller::new(state.name()), params, responder);
+    }
     let outcome = match method.as_str() {
-        KernelInfo::NAME => typed::<KernelInfo>(params, |_| Ok(service::apps::info(&kernel))),
-        KernelApps::NAME => typed::<KernelApps>(params, |_| Ok(service::apps::apps(&kernel))),
-        KernelCapabilities::NAME => {
-            return answer_large(responder, async move {
-                typed::<KernelCapabilities>(params, |p| Ok(service::apps::capabilities(&kernel, p)))
-            });
-        }
-        KernelHooks::NAME => typed::<KernelHooks>(params, |_| Ok(service::apps::hooks(&kernel))),
-        SupervisorStart::NAME => return control(kernel, Control::Start, params, responder),
-        SupervisorStop::NAME => return control(kernel, Control::Stop, params, responder),
-        SupervisorRestart::NAME => return control(kernel, Control::Restart, params, responder),
         SupervisorLogs::NAME => return supervisor::stream_logs(state, params, responder),
-        PeersTrust::NAME => {
-            return serve::<PeersTrust, _, _>(responder, params, move |p| async move {
-                service::peers::trust(&kernel, p).await
-            });
-        }
-        PeersList::NAME => {
-            return serve::<PeersList, _, _>(responder, params, move |_| async move {
-                service::peers::list(&kernel).await
-            });
-        }
-        PeersRevoke::NAME => {
-            return serve::<PeersRevoke, _, _>(responder, params, move |p| async move {
-                service::peers::revoke(&kernel, p).await
-            });
-        }
         AppRegister::NAME => typed::<AppRegister>(params, |p| app::register(state, myself, p)),
         AppReady::NAME => typed::<AppReady>(params, |_| Ok(app::ready(state))),
         AppShutdown::NAME => match parse_params(params) {

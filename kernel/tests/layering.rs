@@ -1,6 +1,7 @@
 //! The kernel's layering, checked on its source: the modules below the adapters (the
 //! service layer, the session runtime, the store, the registries, the connection, the
-//! configuration) never name an adapter (`methods`, `host`, `surface`, `app_actor`) or
+//! configuration) never name an adapter (`methods`, `handlers`, `host`, `surface`,
+//! `app_actor`) or
 //! the server (`root`, `server`, `endpoints`, `cli`). Adapters call services, never the
 //! other way round, so the two cannot form an import cycle.
 
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The modules at the top: the surfaces' adapters and the server around them.
 const ABOVE: &[&str] =
-    &["methods", "host", "surface", "app_actor", "root", "server", "endpoints", "cli"];
+    &["methods", "handlers", "host", "surface", "app_actor", "root", "server", "endpoints", "cli"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("source directory") {

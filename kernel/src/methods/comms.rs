@@ -1,6 +1,7 @@
-//! The host methods for apps: `session.create`, `comms.send`, `comms.peers`,
-//! `session.externalEvent` and `host.call` run [`crate::host::call`] with the app as the
-//! caller; `session.events` streams a session's events as chunks until `$/cancel`.
+//! The IPC adapter of `host.call` (any host method by its host name, or an app's
+//! gateway method, with the app as the caller) and `session.events` (a session's events
+//! as chunks until `$/cancel`). The host methods apps call by their IPC names
+//! (`session.create`, `comms.send`, ...) are shared handlers ([`crate::handlers`]).
 
 use burrow_protocol::methods::comms::{HostCall, HostCallParams};
 use burrow_protocol::methods::{Method, parse_params, table};
@@ -14,33 +15,26 @@ use crate::connection::Responder;
 
 use burrow_protocol::methods::operator::SessionEvents;
 
-/// The JSON-RPC name of an IPC host method, if `method` is one.
-fn host_name(method: &str) -> Option<&'static str> {
-    table::by_ipc_name(method).and_then(|m| m.host)
-}
-
 /// Whether `method` belongs to this family.
 pub fn handles(method: &str) -> bool {
-    host_name(method).is_some() || method == HostCall::NAME || method == SessionEvents::NAME
+    method == HostCall::NAME || method == SessionEvents::NAME
 }
 
 /// Routes the family (see [`handles`]); every answer comes from a task.
 pub fn dispatch(state: &mut AppActorState, method: &str, params: Value, responder: Responder) {
-    let kernel = state.kernel.clone();
-    let caller = state.name().to_owned();
-    let (name, params) = match host_name(method) {
-        Some(name) => (name.to_owned(), params),
-        None if method == HostCall::NAME => match parse_params::<HostCallParams>(params) {
-            Ok(p) => (p.method, p.params),
-            Err(e) => return responder.reply(Err(e)),
-        },
-        None => return events(state, params, responder),
+    if method == SessionEvents::NAME {
+        return events(state, params, responder);
+    }
+    let p = match parse_params::<HostCallParams>(params) {
+        Ok(p) => p,
+        Err(e) => return responder.reply(Err(e)),
     };
-    let params = if params.is_null() { json!({}) } else { params };
+    let (kernel, caller) = (state.kernel.clone(), state.name().to_owned());
+    let params = if p.params.is_null() { json!({}) } else { p.params };
     // A host method's answer, large or not, or a gateway method's (any other name: an
     // app's answer, routed).
-    let kind = table::by_host_name(&name).map(|m| m.answer);
-    let call = async move { crate::host::call(&kernel, &caller, &name, params).await };
+    let kind = table::by_host_name(&p.method).map(|m| m.answer);
+    let call = async move { crate::host::call(&kernel, &caller, &p.method, params).await };
     match kind {
         Some(table::AnswerSize::Large) => super::answer_large(responder, call),
         None => super::answer_routed(responder, call),
