@@ -23,7 +23,7 @@ use burrow_protocol::methods::app::{AppShutdown, AppState, ShutdownParams};
 use burrow_protocol::methods::table;
 use burrow_protocol::methods::{Ack, Method, to_value};
 use burrow_protocol::{Id, Manifest};
-use burrow_sdk::transport::Transport;
+use burrow_transport::Transport;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -268,7 +268,7 @@ mod tests {
     }
 
     fn conn(id: u64) -> Connection {
-        let (transport, _peer) = burrow_sdk::transport::Transport::memory_pair();
+        let (transport, _peer) = burrow_transport::Transport::memory_pair();
         let limits = crate::connection::Limits::small(1 << 20);
         Connection::spawn(id, transport, limits, &tokio_util::task::TaskTracker::new(), |_| true)
     }

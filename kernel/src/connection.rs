@@ -48,8 +48,8 @@ use std::time::Duration;
 
 use burrow_protocol::codec::{self, EncodeError};
 use burrow_protocol::{ErrorCode, ErrorObject, Message, Notification, Request, Response, Value};
-use burrow_sdk::transport::outbox::Offered;
-use burrow_sdk::transport::{Bounds, Outbox, SendError, Transport};
+use burrow_transport::outbox::Offered;
+use burrow_transport::{Bounds, Outbox, SendError, Transport};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

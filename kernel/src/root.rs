@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use burrow_sdk::transport::Transport;
+use burrow_transport::Transport;
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};

@@ -91,11 +91,9 @@ pub async fn bind(socket: &Path) -> Result<BoundSocket, KernelError> {
         }
         // Belt and braces: something answering there is never stolen, lock or not. Only
         // a refused connection proves the socket stale.
-        let probe = tokio::time::timeout(
-            Duration::from_secs(1),
-            burrow_sdk::transport::connect_stream(socket),
-        )
-        .await;
+        let probe =
+            tokio::time::timeout(Duration::from_secs(1), burrow_transport::connect_stream(socket))
+                .await;
         match probe {
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 tracing::info!(socket = %socket.display(), "reclaiming a stale socket left by a dead kernel");
@@ -303,7 +301,7 @@ mod tests {
         let first = bind(&path).await.expect("stale socket reclaimed");
         // Same process, second bind: the lock refuses it and the socket stays.
         assert!(matches!(bind(&path).await, Err(KernelError::AlreadyRunning(_))));
-        assert!(burrow_sdk::transport::connect_stream(&path).await.is_ok());
+        assert!(burrow_transport::connect_stream(&path).await.is_ok());
         drop(first);
         assert!(!path.exists(), "dropping the listener removes the socket file");
     }
@@ -334,7 +332,7 @@ mod tests {
         let kernel = tokio::spawn(run(settings, async move { drop(stopped.await) }));
         let deadline = Duration::from_secs(15);
         let listening = async {
-            while burrow_sdk::transport::connect_stream(&socket).await.is_err() {
+            while burrow_transport::connect_stream(&socket).await.is_err() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };

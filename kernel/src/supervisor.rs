@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burrow_protocol::{ErrorCode, ErrorObject, now_ms};
-use burrow_sdk::transport::{APP_ID_ENV, SOCKET_ENV};
+use burrow_transport::{APP_ID_ENV, SOCKET_ENV};
 use nix::sys::signal::Signal;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 

@@ -64,7 +64,7 @@ pub mod client;
 pub mod error;
 pub mod peer;
 pub mod testing;
-pub mod transport;
+pub use burrow_transport as transport;
 
 #[cfg(test)]
 mod test_support;

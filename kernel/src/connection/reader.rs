@@ -9,8 +9,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Response, Value};
-use burrow_sdk::transport::FrameReader;
-use burrow_sdk::transport::outbox::deferring;
+use burrow_transport::FrameReader;
+use burrow_transport::outbox::deferring;
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 

@@ -1,7 +1,7 @@
 //! [`Responder`]: the handle that answers one request, exactly once.
 
 use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Response, Value};
-use burrow_sdk::transport::SendError;
+use burrow_transport::SendError;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Connection;

@@ -273,7 +273,7 @@ mod tests {
         let paths = KernelPaths { socket: dir.join("k.sock"), state_dir: dir.into() };
         let kernel =
             Kernel::new(Config::default(), KernelKey::from_seed([3; 32]), paths, Arc::new(store));
-        let (transport, _peer) = burrow_sdk::transport::Transport::memory_pair();
+        let (transport, _peer) = burrow_transport::Transport::memory_pair();
         let limits = crate::connection::Limits::small(1 << 20);
         let tasks = tokio_util::task::TaskTracker::new();
         let conn = crate::connection::Connection::spawn(1, transport, limits, &tasks, |_| true);

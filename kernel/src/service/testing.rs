@@ -42,7 +42,7 @@ pub async fn fixture() -> Fixture {
 /// A connection to nobody (its far end is dropped): enough to hold capabilities and
 /// subscriptions.
 pub fn connection(id: u64) -> crate::connection::Connection {
-    let (transport, _far) = burrow_sdk::transport::Transport::memory_pair();
+    let (transport, _far) = burrow_transport::Transport::memory_pair();
     let limits = crate::connection::Limits::small(1 << 20);
     let tasks = tokio_util::task::TaskTracker::new();
     crate::connection::Connection::spawn(id, transport, limits, &tasks, |_| true)

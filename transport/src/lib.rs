@@ -1,6 +1,10 @@
-//! Transports: the frame codec for tokio streams, the [`Outbox`] every sender of a
-//! connection writes through, local-socket connect, the default socket path, and an
-//! in-memory pipe for tests. The kernel uses the same codec and outbox.
+//! # burrow-transport
+//!
+//! What the kernel and the SDK share below their messages: the frame codec for tokio
+//! streams ([`FrameReader`], [`FrameWriter`]), the [`Outbox`] every sender of a
+//! connection writes through (a lone frame written at once, a batch's frames in one
+//! write: [`outbox`]), local-socket connect, the default socket path, and an in-memory
+//! pipe for tests ([`Transport::memory_pair`]).
 
 use std::io;
 use std::path::{Path, PathBuf};

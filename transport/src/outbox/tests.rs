@@ -8,7 +8,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::{Bounds, Outbox, SendError};
-use crate::transport::{FrameReader, MessageCodec};
+use crate::{FrameReader, MessageCodec};
 
 const WAIT: Duration = Duration::from_secs(10);
 const FRAMES_16: Bounds = Bounds { frames: 16, bytes: usize::MAX };
