@@ -4,7 +4,7 @@
 //! routing; [`Capabilities::wait_ready`] waits for a name to be registered by a ready app.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use burrow_protocol::Value;
@@ -12,6 +12,7 @@ use burrow_protocol::methods::capability::{
     CapabilityConfig, CapabilityType, FailMode, HookConfig,
 };
 use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::Notify;
 
@@ -82,11 +83,16 @@ fn unique_name(config: &CapabilityConfig) -> Option<String> {
 /// Every granted capability, with unique names per type.
 #[derive(Debug, Default)]
 pub struct Capabilities {
-    by_id: DashMap<String, Arc<Capability>>,
-    names: DashMap<(CapabilityType, String), String>,
+    // Looked up on every routed call: hashed cheaply (names come from local apps, which
+    // the socket admits only for the kernel's own user).
+    by_id: DashMap<String, Arc<Capability>, FxBuildHasher>,
+    names: DashMap<(CapabilityType, String), String, FxBuildHasher>,
     /// How many interceptors each event has: lets the hot paths skip the scan of
     /// `by_id` for events nobody intercepts.
     hooked: DashMap<String, usize>,
+    /// How many interceptors there are in all: with none (the common case), the hot
+    /// paths' question is one atomic load.
+    interceptors: AtomicUsize,
     seq: AtomicU64,
     /// Wakes [`Capabilities::wait_ready`] waiters when a capability is added.
     added: Notify,
@@ -135,6 +141,7 @@ impl Capabilities {
         self.by_id.insert(cap.id.clone(), cap.clone());
         if let Some(hook) = cap.as_hook() {
             *self.hooked.entry(hook.event.clone()).or_default() += 1;
+            self.interceptors.fetch_add(1, Ordering::AcqRel);
         }
         self.added.notify_waiters();
         Ok(cap)
@@ -188,6 +195,7 @@ impl Capabilities {
         if let Some(hook) = cap.as_hook() {
             self.hooked.alter(&hook.event, |_, n| n.saturating_sub(1));
             self.hooked.remove_if(&hook.event, |_, n| *n == 0);
+            self.interceptors.fetch_sub(1, Ordering::AcqRel);
         }
         if let Some(name) = cap.name() {
             self.names.remove_if(&(cap.config.kind(), name), |_, holder| holder == id);
@@ -217,7 +225,8 @@ impl Capabilities {
 
     /// Whether any app intercepts `event`.
     pub fn intercepted(&self, event: &str) -> bool {
-        self.hooked.get(event).is_some_and(|n| *n > 0)
+        self.interceptors.load(Ordering::Acquire) > 0
+            && self.hooked.get(event).is_some_and(|n| *n > 0)
     }
 
     /// The interceptors of `event`, lowest priority first, then in registration order.

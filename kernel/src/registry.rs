@@ -64,7 +64,8 @@ pub enum Claim {
 /// Live apps by id.
 #[derive(Debug, Default)]
 pub struct AppRegistry {
-    apps: DashMap<String, AppEntry>,
+    /// Looked up on every request answered off the actor: hashed cheaply.
+    apps: DashMap<String, AppEntry, rustc_hash::FxBuildHasher>,
     /// Notified whenever an app becomes ready.
     readied: Notify,
 }

@@ -33,7 +33,8 @@ struct Waiter {
 /// The table of requests awaiting answers, and the deadlines of continuations.
 #[derive(Default)]
 pub struct Requests {
-    pending: DashMap<u64, Waiter>,
+    /// By request id: the kernel's own sequential numbers, hashed cheaply.
+    pending: DashMap<u64, Waiter, rustc_hash::FxBuildHasher>,
     next: AtomicU64,
     /// `(deadline, id)` of every continuation waiting, earliest first.
     deadlines: Mutex<BTreeSet<(Instant, u64)>>,
