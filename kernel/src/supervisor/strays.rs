@@ -33,6 +33,40 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+impl Record {
+    /// Whether the recorded process is still the one running under its pid.
+    fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+/// Waits until `r`'s process has ended, or `until`. It is not a child of this kernel, so
+/// there is no `wait` for it: on Linux a pidfd becomes readable when it exits; where
+/// there is none, its liveness is checked every 20 ms.
+async fn ended(r: &Record, until: tokio::time::Instant) {
+    #[cfg(target_os = "linux")]
+    if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(r.pid).unwrap_or(0))
+        && let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+    {
+        // Opened after the pid was checked: if it ended and was reused in between, the
+        // start time says so.
+        if r.alive() {
+            use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+            use std::os::fd::AsFd;
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let left = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let _ = tokio::task::spawn_blocking(move || {
+                poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], left)
+            })
+            .await;
+        }
+        return;
+    }
+    while r.alive() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The record file in `state_dir`.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -79,12 +113,8 @@ impl Registry {
             super::process::signal(r.pid, nix::sys::signal::Signal::SIGTERM);
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while strays.iter().any(|r| start_time(r.pid) == Some(r.start_time))
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for r in strays.iter().filter(|r| start_time(r.pid) == Some(r.start_time)) {
+        futures_util::future::join_all(strays.iter().map(|r| ended(r, deadline))).await;
+        for r in strays.iter().filter(|r| r.alive()) {
             super::process::signal(r.pid, nix::sys::signal::Signal::SIGKILL);
         }
         self.write(&BTreeMap::new());
@@ -115,5 +145,24 @@ mod tests {
         assert_eq!(reg.read().len(), 1);
         assert!(reg.end_strays(Duration::from_millis(100)).await.is_empty());
         assert!(reg.read().is_empty(), "the record is cleared");
+    }
+
+    #[tokio::test]
+    async fn a_stray_that_ends_on_sigterm_is_waited_for_until_it_ends_not_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(dir.path());
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = child.id();
+        let started = start_time(pid).expect("its stat");
+        reg.write(&BTreeMap::from([(
+            "s".to_owned(),
+            Record { app_id: "s".into(), pid, start_time: started },
+        )]));
+        let t = std::time::Instant::now();
+        assert_eq!(reg.end_strays(Duration::from_secs(20)).await, ["s"]);
+        assert!(t.elapsed() < Duration::from_secs(10), "waited for the grace: {:?}", t.elapsed());
+        let status = child.wait().expect("reaped");
+        assert!(!status.success(), "ended by a signal");
+        assert!(reg.read().is_empty());
     }
 }
