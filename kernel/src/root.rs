@@ -27,8 +27,13 @@ use crate::kernel::Kernel;
 pub enum KernelMsg {
     /// A client connected.
     Accepted(interprocess::local_socket::tokio::Stream),
-    /// Stop: shut every app down, then answer.
-    Shutdown(oneshot::Sender<()>),
+    /// Stop: shut every app down, then answer; apps still there at `by` are let go.
+    Shutdown {
+        /// Answered once every app is gone, or at `by`.
+        done: oneshot::Sender<()>,
+        /// When the apps' time to leave is up.
+        by: tokio::time::Instant,
+    },
     /// The shutdown deadline passed: stop whatever is left.
     ShutdownDeadline,
 }
@@ -114,10 +119,10 @@ impl Actor for KernelActor {
                     Err(e) => tracing::error!(error = %e, "could not start an app actor"),
                 }
             }
-            KernelMsg::Shutdown(done) => {
+            KernelMsg::Shutdown { done, by } => {
                 state.accepting.cancel();
                 state.stopping = Some(done);
-                let timeout = state.kernel.config().ipc.shutdown_timeout();
+                let timeout = by.saturating_duration_since(tokio::time::Instant::now());
                 let stop = serde_json::json!({ "reason": "kernel stopping" });
                 state.kernel.emit("gateway_stop", stop, Map::new());
                 tracing::info!(
@@ -129,7 +134,7 @@ impl Actor for KernelActor {
                 }
                 let me = myself.clone();
                 tokio::spawn(async move {
-                    tokio::time::sleep(timeout + Duration::from_millis(500)).await;
+                    tokio::time::sleep_until(by).await;
                     let _ = me.cast(KernelMsg::ShutdownDeadline);
                 });
                 finish_if_idle(&myself, state);

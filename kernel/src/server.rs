@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use interprocess::local_socket::tokio::Listener;
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
 use crate::fsutil;
@@ -239,7 +240,7 @@ pub async fn run(
         version = crate::VERSION,
         "kernel listening"
     );
-    let mut handle = std::pin::pin!(handle);
+    let mut handle = handle;
     tokio::select! {
         _ = shutdown => {}
         joined = &mut handle => {
@@ -247,35 +248,84 @@ pub async fn run(
         }
     }
     tracing::info!("shutdown requested");
-    // Hosts and peer kernels first: no new work while apps are asked to leave.
-    endpoints.stop().await;
-    // No restarts from now on; then app.shutdown to every app; then whatever process is
-    // left gets SIGTERM, and SIGKILL after the stop timeout.
-    let (quiet_tx, quiet_rx) = oneshot::channel();
-    if supervisor.cast(SupervisorMsg::Quiesce(quiet_tx)).is_ok() {
-        let _ = quiet_rx.await;
-    }
-    let (done_tx, done_rx) = oneshot::channel();
-    if actor.cast(KernelMsg::Shutdown(done_tx)).is_ok() {
-        let _ = done_rx.await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
-    let stop_timeout = Duration::from_millis(kernel.config().supervisor.stop_timeout_ms);
-    let (all_tx, all_rx) = oneshot::channel();
-    if supervisor.cast(SupervisorMsg::StopAll(all_tx)).is_ok() {
-        let _ = tokio::time::timeout(stop_timeout + Duration::from_secs(2), all_rx).await;
-    }
-    supervisor.stop(None);
-    let _ = tokio::time::timeout(Duration::from_secs(2), supervisor_handle).await;
-    sessions.stop(None);
-    let _ = tokio::time::timeout(Duration::from_secs(2), sessions_handle).await;
-    // Let the last answers (e.g. to an app's own app.shutdown) reach the socket.
-    kernel.tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(3), kernel.tasks.wait()).await;
+    let parts = Parts {
+        endpoints,
+        supervisor,
+        supervisor_handle,
+        sessions,
+        sessions_handle,
+        root: actor,
+        root_handle: handle,
+    };
+    stop(&kernel, parts).await;
     drop(bound._lock);
     drop(state_lock);
     tracing::info!("kernel stopped");
     Ok(())
+}
+
+/// How long a step of the stop that waits on no app and no process may take: it takes
+/// milliseconds unless something is wrong, and then the stop goes on without it.
+const STEP: Duration = Duration::from_secs(2);
+
+/// What a running kernel is made of, as [`stop`] takes it down.
+struct Parts {
+    endpoints: crate::endpoints::Endpoints,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_handle: JoinHandle<()>,
+    sessions: ActorRef<()>,
+    sessions_handle: JoinHandle<()>,
+    root: ActorRef<KernelMsg>,
+    root_handle: JoinHandle<()>,
+}
+
+/// Stops a running kernel: one ordered sequence, each step asking the part's owner to
+/// stop (an actor's message, a listener's token) and waiting for it within a deadline,
+/// so no part can hold the stop. The apps get `ipc.shutdown_timeout_ms` to leave,
+/// managed processes `supervisor.stop_timeout_ms` after SIGTERM, every other step
+/// [`STEP`].
+async fn stop(kernel: &Kernel, parts: Parts) {
+    let Parts {
+        endpoints,
+        supervisor,
+        supervisor_handle,
+        sessions,
+        sessions_handle,
+        root,
+        root_handle,
+    } = parts;
+    let config = kernel.config();
+    let (apps, processes) =
+        (config.ipc.shutdown_timeout(), Duration::from_millis(config.supervisor.stop_timeout_ms));
+    // 1. Hosts and peer kernels first: no new work while apps are asked to leave.
+    if tokio::time::timeout(STEP, endpoints.stop()).await.is_err() {
+        tracing::warn!("the host surfaces did not stop in time; going on");
+    }
+    // 2. No restarts from now on.
+    let (quiet_tx, quiet_rx) = oneshot::channel();
+    if supervisor.cast(SupervisorMsg::Quiesce(quiet_tx)).is_ok() {
+        let _ = tokio::time::timeout(STEP, quiet_rx).await;
+    }
+    // 3. `app.shutdown` to every app; the root actor lets them go at its deadline.
+    let (done_tx, done_rx) = oneshot::channel();
+    let apps_by = tokio::time::Instant::now() + apps;
+    if root.cast(KernelMsg::Shutdown { done: done_tx, by: apps_by }).is_ok() {
+        let _ = tokio::time::timeout_at(apps_by + STEP, done_rx).await;
+    }
+    let _ = tokio::time::timeout(STEP, root_handle).await;
+    // 4. SIGTERM to the managed processes left, SIGKILL after their stop timeout.
+    let (all_tx, all_rx) = oneshot::channel();
+    if supervisor.cast(SupervisorMsg::StopAll(all_tx)).is_ok() {
+        let _ = tokio::time::timeout(processes + STEP, all_rx).await;
+    }
+    supervisor.stop(None);
+    let _ = tokio::time::timeout(STEP, supervisor_handle).await;
+    // 5. The sessions: what they acknowledged is on disk already.
+    sessions.stop(None);
+    let _ = tokio::time::timeout(STEP, sessions_handle).await;
+    // 6. The last answers (e.g. to an app's own app.shutdown) reach the socket.
+    kernel.tasks.close();
+    let _ = tokio::time::timeout(STEP, kernel.tasks.wait()).await;
 }
 
 #[cfg(all(test, unix))]
