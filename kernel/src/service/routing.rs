@@ -50,24 +50,10 @@ pub async fn http_request(
         return Err(ServiceError::BadPath { path: request.path, why: why.to_string() });
     }
     let method = request.method.to_ascii_uppercase();
-    let cap = kernel
-        .caps
-        .by_name(CapabilityType::HttpRoute, &format!("{method} {}", request.path))
-        .or_else(|| {
-            kernel.caps.list(Some(CapabilityType::HttpRoute)).into_iter().find(|c| {
-                match &c.config {
-                    CapabilityConfig::HttpRoute(r) => {
-                        r.method.eq_ignore_ascii_case(&method)
-                            && r.path.strip_suffix('*').is_some_and(|p| request.path.starts_with(p))
-                    }
-                    _ => false,
-                }
-            })
-        })
-        .ok_or_else(|| ServiceError::NoRoute {
-            method: method.clone(),
-            path: request.path.clone(),
-        })?;
+    let cap = route_for(kernel, &method, &request.path).ok_or_else(|| ServiceError::NoRoute {
+        method: method.clone(),
+        path: request.path.clone(),
+    })?;
     if !kernel.apps.is_ready(&cap.app_id) {
         return Err(unavailable("http route", &cap));
     }
@@ -79,6 +65,23 @@ pub async fn http_request(
             cap.app_id
         ))
     })
+}
+
+/// The route a request goes to: one of exactly its path before a prefix route (`/x/*`),
+/// one of its method before one of any method (`*`); among prefix routes, the first
+/// registered.
+fn route_for(kernel: &Kernel, method: &str, path: &str) -> Option<Arc<Capability>> {
+    let exact = |m: &str| kernel.caps.by_name(CapabilityType::HttpRoute, &format!("{m} {path}"));
+    let routes = || kernel.caps.list(Some(CapabilityType::HttpRoute));
+    let prefix = |m: &str| {
+        routes().into_iter().find(|c| match &c.config {
+            CapabilityConfig::HttpRoute(r) => {
+                r.method == m && r.path.strip_suffix('*').is_some_and(|p| path.starts_with(p))
+            }
+            _ => false,
+        })
+    };
+    exact(method).or_else(|| exact("*")).or_else(|| prefix(method)).or_else(|| prefix("*"))
 }
 
 fn unavailable(what: &'static str, cap: &Capability) -> ServiceError {
@@ -346,5 +349,24 @@ mod tests {
         let e = http_request(&kernel, get("/apps/other/x")).await.unwrap_err();
         assert!(matches!(e, ServiceError::NoRoute { .. }), "{e:?}");
         assert_eq!(ErrorObject::from(e).data.unwrap()["reason"], "no_route");
+    }
+
+    #[tokio::test]
+    async fn a_route_of_any_method_takes_what_no_route_of_the_method_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kernel, conn) = kernel(dir.path());
+        let route = |app: &str, method: &str, path: &str| {
+            let config = HttpRouteConfig { method: method.into(), path: path.into() };
+            kernel.caps.insert(app, &conn, CapabilityConfig::HttpRoute(config)).unwrap();
+        };
+        route("any", "*", "/apps/any/*");
+        route("get", "GET", "/apps/any/x");
+        route("post", "POST", "/apps/any/*");
+        let app_of =
+            |method: &str, path: &str| route_for(&kernel, method, path).map(|c| c.app_id.clone());
+        assert_eq!(app_of("GET", "/apps/any/x").as_deref(), Some("get"), "exact path first");
+        assert_eq!(app_of("POST", "/apps/any/y").as_deref(), Some("post"), "its method first");
+        assert_eq!(app_of("DELETE", "/apps/any/y").as_deref(), Some("any"), "then any method");
+        assert_eq!(app_of("GET", "/apps/other/y"), None);
     }
 }
