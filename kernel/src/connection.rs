@@ -57,12 +57,11 @@ use tokio_util::task::TaskTracker;
 use crate::clock::mono_ms;
 
 mod reader;
-mod requests;
 mod responder;
 
 use reader::clamp_u32;
 pub use reader::value_weight;
-use requests::Requests;
+use burrow_transport::requests::{self, Requests};
 pub use responder::Responder;
 
 /// How long a connection whose owner stopped waits for the owner's last answers (and
@@ -159,7 +158,7 @@ pub struct Shared {
     id: u64,
     out: Outbox,
     /// The kernel's requests to the app, awaiting answers.
-    requests: Arc<Requests>,
+    requests: Arc<Requests<Outcome>>,
     /// Monotonic ms of the last frame read.
     last_seen: Arc<AtomicU64>,
     /// Set once the read side has ended: no answer to a kernel request can come.
@@ -228,7 +227,7 @@ impl Connection {
         let conn = Self(Arc::new(Shared {
             id,
             out,
-            requests: Arc::new(Requests::default()),
+            requests: Arc::new(Requests::new(timed_out)),
             last_seen: Arc::new(AtomicU64::new(mono_ms())),
             read_done: Arc::new(AtomicBool::new(false)),
             read_ended: read_ended.clone(),
@@ -411,23 +410,23 @@ impl Connection {
         method: &'static str,
         params: &P,
         timeout: Duration,
-        then: requests::Then,
+        then: requests::Then<Outcome>,
     ) {
         let id = self.requests.next_id();
         self.requests.wait_then(id, method, timeout, then);
         // The reader sets `read_done` before failing the table: an entry added after
         // that is caught here, one added before it is failed there.
         if self.read_done.load(Ordering::SeqCst) || self.closed_flag.load(Ordering::Acquire) {
-            return self.requests.fail(id, connection_closed());
+            return self.requests.fail(id, Err(connection_closed()));
         }
         let max = self.limits.max_frame_bytes;
         let offered = match codec::encode_request_frame(id, method, params, max) {
             Ok(frame) => self.out.try_send_frame(&frame),
-            Err(e) => return self.requests.fail(id, unsendable(&e)),
+            Err(e) => return self.requests.fail(id, Err(unsendable(&e))),
         };
         match offered {
             Offered::Sent => {}
-            Offered::Closed => self.requests.fail(id, connection_closed()),
+            Offered::Closed => self.requests.fail(id, Err(connection_closed())),
             Offered::Full => {
                 // The app's queue is full: wait for room in a task, within the deadline,
                 // which the task keeps until the request is sent.
@@ -437,8 +436,8 @@ impl Connection {
                 tokio::spawn(async move {
                     match tokio::time::timeout(timeout, out.send(msg)).await {
                         Ok(Ok(())) => requests.arm(id),
-                        Ok(Err(_)) => requests.fail(id, connection_closed()),
-                        Err(_) => requests.fail(id, not_reading(&out)),
+                        Ok(Err(_)) => requests.fail(id, Err(connection_closed())),
+                        Err(_) => requests.fail(id, Err(not_reading(&out))),
                     }
                 });
             }
@@ -459,6 +458,18 @@ impl Connection {
         settle.until(read_by, || !self.has_unread_input()).await;
     }
 }
+
+/// What a kernel → app request ends with: the app's answer, or why there is none.
+pub type Outcome = Result<Value, ErrorObject>;
+
+/// `TIMEOUT` for a request to `method` unanswered after `timeout`.
+pub fn timed_out(method: &str, timeout: Duration) -> Outcome {
+    Err(ErrorObject::new(
+        ErrorCode::Timeout,
+        format!("no answer to {method} within {} ms", timeout.as_millis()),
+    ))
+}
+
 
 /// `INVALID_PARAMS` for a request to the app that cannot be encoded.
 fn unsendable(e: &EncodeError) -> ErrorObject {

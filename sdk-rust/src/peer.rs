@@ -12,7 +12,9 @@
 //! - a **notification** task handing the far side's notifications to the service one at a
 //!   time, in order, from a bounded queue ([`NOTIFICATION_QUEUE`]).
 //!
-//! Requests get fresh `u64` ids. When the connection ends (far side gone, I/O error, or
+//! Requests get fresh `u64` ids. A call's answer goes through the request table the
+//! kernel uses too ([`burrow_transport::requests`]); a streaming request's chunks go to
+//! its stream. When the connection ends (far side gone, I/O error, or
 //! [`crate::Client::close`]), every pending request fails with [`Error::Closed`] and
 //! [`crate::Client::closed`] resolves. The tasks hold the shared state weakly: when the last
 //! [`crate::Client`] is dropped the outbox closes, the socket is shut down and the tasks
@@ -21,7 +23,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, ready};
 use std::time::Duration;
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Grants;
 use crate::transport::outbox::Bounds;
+use crate::transport::requests::Requests;
 use crate::transport::{Outbox, SendError, Transport};
 use crate::{Client, Error, Result};
 
@@ -111,16 +114,21 @@ enum StreamEvent {
     End(Result<Value>),
 }
 
-enum Pending {
-    Call(oneshot::Sender<Result<Value>>),
-    Stream { tx: mpsc::Sender<StreamEvent>, overflowed: Arc<AtomicBool> },
+/// Where a streaming request's chunks and end go.
+struct Streaming {
+    tx: mpsc::Sender<StreamEvent>,
+    overflowed: Arc<AtomicBool>,
 }
+
+/// Calls wait as long as their caller does: the table's own deadline is never reached.
+const NO_DEADLINE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// State shared by a connection's handles and tasks.
 pub(crate) struct Shared {
     out: Outbox,
-    pending: Mutex<HashMap<u64, Pending>>,
-    next_id: AtomicU64,
+    /// Calls awaiting answers; their ids number streams too.
+    calls: Requests<Result<Value>>,
+    streams: Mutex<HashMap<u64, Streaming>>,
     /// Cancelled once the connection is gone.
     closed: CancellationToken,
     /// Set by `close` once it stops waiting for handlers: no new requests or
@@ -140,7 +148,7 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Peer")
             .field("app_id", &self.app_id.get())
             .field("closed", &self.closed.is_cancelled())
-            .field("pending", &self.lock_pending().len())
+            .field("pending", &(self.calls.len() + self.lock_streams().len()))
             .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
             .finish()
     }
@@ -156,8 +164,8 @@ pub(crate) fn spawn(transport: Transport, service: Option<Arc<dyn Service>>) -> 
     let closed = CancellationToken::new();
     let shared = Arc::new(Shared {
         out,
-        pending: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(1),
+        calls: Requests::new(|_, _| Err(Error::Timeout)),
+        streams: Mutex::new(HashMap::new()),
         closed,
         closing: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
@@ -176,9 +184,9 @@ pub(crate) fn spawn(transport: Transport, service: Option<Arc<dyn Service>>) -> 
 }
 
 impl Shared {
-    fn lock_pending(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
+    fn lock_streams(&self) -> MutexGuard<'_, HashMap<u64, Streaming>> {
         // A panic while holding this lock cannot leave the map inconsistent.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -216,38 +224,45 @@ impl Shared {
         }
     }
 
-    /// Registers a pending request under a fresh id.
-    fn insert_pending(&self, entry: Pending) -> Result<u64> {
+    /// Registers a call under a fresh id; its answer goes to `tx`.
+    fn insert_call(&self, tx: oneshot::Sender<Result<Value>>) -> Result<u64> {
         self.check_open()?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut pending = self.lock_pending();
+        let id = self.calls.next_id();
+        let then = Box::new(move |outcome| drop(tx.send(outcome)));
+        self.calls.wait_then(id, "request", NO_DEADLINE, then);
+        // `fail_pending` marks the connection closed before it fails the table: a call
+        // added after that is caught here, one added before it is failed there.
+        if self.closed.is_cancelled() {
+            self.calls.fail(id, Err(Error::Closed));
+        }
+        Ok(id)
+    }
+
+    /// Registers a stream under a fresh id.
+    fn insert_stream(&self, entry: Streaming) -> Result<u64> {
+        self.check_open()?;
+        let id = self.calls.next_id();
+        let mut streams = self.lock_streams();
         // Checked under the lock: `fail_pending` cancels and drains under it too, so an
         // entry is either drained or never inserted.
         if self.closed.is_cancelled() {
             return Err(Error::Closed);
         }
-        pending.insert(id, entry);
+        streams.insert(id, entry);
         Ok(id)
     }
 
-    fn remove_pending(&self, id: u64) -> Option<Pending> {
-        self.lock_pending().remove(&id)
-    }
-
-    /// Marks the connection closed and fails every pending request with `Closed`.
+    /// Marks the connection closed and fails every call and stream with `Closed`.
     fn fail_pending(&self) {
         self.out.abort();
-        let drained: Vec<Pending> = {
-            let mut pending = self.lock_pending();
+        let drained: Vec<Streaming> = {
+            let mut streams = self.lock_streams();
             self.closed.cancel();
-            pending.drain().map(|(_, p)| p).collect()
+            streams.drain().map(|(_, s)| s).collect()
         };
-        for entry in drained {
-            if let Pending::Call(tx) = entry {
-                let _ = tx.send(Err(Error::Closed));
-            }
-            // A stream's sender is dropped: its consumer sees the end and reports Closed.
-        }
+        // A stream's sender is dropped: its consumer sees the end and reports Closed.
+        drop(drained);
+        self.calls.fail_all(|| Err(Error::Closed));
     }
 
     /// Sends a frame, waiting while the outbox is full.
@@ -289,7 +304,7 @@ impl Shared {
         timeout: Option<Duration>,
     ) -> Result<Value> {
         let (tx, rx) = oneshot::channel();
-        let id = self.insert_pending(Pending::Call(tx))?;
+        let id = self.insert_call(tx)?;
         // Forgets the request however this future ends (answer, timeout, dropped).
         let _guard = PendingGuard { shared: self, id };
         let call = async {
@@ -322,7 +337,7 @@ impl Shared {
     ) -> Result<CallStream> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let overflowed = Arc::new(AtomicBool::new(false));
-        let id = self.insert_pending(Pending::Stream { tx, overflowed: overflowed.clone() })?;
+        let id = self.insert_stream(Streaming { tx, overflowed: overflowed.clone() })?;
         let stream = CallStream { shared: self.clone(), id, rx, overflowed, done: false };
         self.send_frame(Message::request(id, method, params)).await?;
         Ok(stream)
@@ -380,11 +395,10 @@ impl Shared {
 
     /// Ends pending request `id` with `outcome`.
     fn finish(&self, id: u64, outcome: Result<Value>) {
-        match self.remove_pending(id) {
-            Some(Pending::Call(tx)) => {
-                let _ = tx.send(outcome);
-            }
-            Some(Pending::Stream { tx, .. }) => {
+        let Some(outcome) = self.calls.resolve(id, outcome) else { return };
+        let stream = self.lock_streams().remove(&id);
+        match stream {
+            Some(Streaming { tx, .. }) => {
                 if let Err(mpsc::error::TrySendError::Full(last)) =
                     tx.try_send(StreamEvent::End(outcome))
                 {
@@ -404,9 +418,9 @@ impl Shared {
             tracing::warn!(id = %chunk.id, "chunk with an id we never used");
             return;
         };
-        let mut pending = self.lock_pending();
-        let overflow = match pending.get(&id) {
-            Some(Pending::Stream { tx, overflowed }) => {
+        let mut streams = self.lock_streams();
+        let overflow = match streams.get(&id) {
+            Some(Streaming { tx, overflowed }) => {
                 match tx.try_send(StreamEvent::Chunk(chunk.chunk)) {
                     Ok(()) => return,
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -416,17 +430,13 @@ impl Shared {
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             }
-            Some(Pending::Call(_)) => {
-                tracing::warn!(id, "chunk for a request that is not a stream; ignored");
-                return;
-            }
             None => {
-                tracing::debug!(id, "chunk for a stream no longer read");
+                tracing::debug!(id, "chunk for a stream no longer read (or a call's)");
                 return;
             }
         };
-        pending.remove(&id);
-        drop(pending);
+        streams.remove(&id);
+        drop(streams);
         if overflow {
             tracing::warn!(id, "stream consumer fell behind; cancelling the stream");
             self.cancel_remote(id);
@@ -442,7 +452,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.shared.remove_pending(self.id);
+        self.shared.calls.forget(self.id);
     }
 }
 
@@ -502,7 +512,7 @@ impl Stream for CallStream {
 
 impl Drop for CallStream {
     fn drop(&mut self) {
-        if !self.done && self.shared.remove_pending(self.id).is_some() {
+        if !self.done && self.shared.lock_streams().remove(&self.id).is_some() {
             self.shared.cancel_remote(self.id);
         }
     }

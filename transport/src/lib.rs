@@ -3,8 +3,9 @@
 //! What the kernel and the SDK share below their messages: the frame codec for tokio
 //! streams ([`FrameReader`], [`FrameWriter`]), the [`Outbox`] every sender of a
 //! connection writes through (a lone frame written at once, a batch's frames in one
-//! write: [`outbox`]), local-socket connect, the default socket path, and an in-memory
-//! pipe for tests ([`Transport::memory_pair`]).
+//! write: [`outbox`]), request correlation ([`requests`]: continuations with
+//! deadlines), local-socket connect, the default socket path, and an in-memory pipe for
+//! tests ([`Transport::memory_pair`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
 pub mod outbox;
+pub mod requests;
 
 pub use outbox::{Bounds, Outbox, SendError};
 

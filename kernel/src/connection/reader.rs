@@ -157,7 +157,7 @@ impl Connection {
         self.unread.store(0, Ordering::Release);
         self.requests.settle.poke();
         self.read_done.store(true, Ordering::SeqCst);
-        self.requests.fail_all(&connection_closed());
+        self.requests.fail_all(|| Err(connection_closed()));
         self.read_ended.cancel();
         tracing::debug!(conn = self.id, %reason, "connection read side ended");
         // The owner answers what it already received, then closes. One that is gone or

@@ -1,60 +1,71 @@
-//! The kernel's own requests to an app, awaiting answers ([`Requests`]).
+//! Request correlation: a side's own requests awaiting answers ([`Requests`]), for the
+//! kernel's connections and the SDK's alike.
 //!
 //! Each request's answer goes to a continuation ([`Then`]) that whoever resolves the
-//! request calls, on the spot: the connection's reader with the app's answer, the
-//! deadline keeper when the answer is late, the reader's end when the app is gone. So a
-//! routed call costs no task of its own and no hop between tasks (a task that wants to
-//! await the answer passes a continuation that sends it on a oneshot channel:
-//! [`super::Connection::request`]). Each continuation is called exactly once: whoever
-//! removes the request from the table calls it.
+//! request calls, on the spot: the connection's reader with the answer, the deadline
+//! keeper when the answer is late, the reader's end when the far side is gone. So a
+//! call costs no task of its own and no hop between tasks (a task that wants to await
+//! the answer passes a continuation that sends it on a oneshot channel). Each
+//! continuation is called exactly once: whoever removes the request from the table
+//! calls it. The outcome type `O` is the side's own (the kernel's wire errors, the SDK's
+//! `Result`); the table makes only one outcome itself, a late answer's, with the
+//! function it was built with.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use dashmap::DashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// What an answer goes to.
-pub type Then = Box<dyn FnOnce(Result<Value, ErrorObject>) + Send + Sync>;
+pub type Then<O> = Box<dyn FnOnce(O) + Send + Sync>;
 
-/// Called with the answer, or with an error at `deadline`.
-struct Waiter {
-    then: Then,
+/// What a request still waiting at its deadline gets: made from its method and timeout.
+pub type Late<O> = fn(&'static str, Duration) -> O;
+
+/// Called with the answer, or with a late one at `deadline`.
+struct Waiter<O> {
+    then: Then<O>,
     method: &'static str,
     timeout: Duration,
     deadline: Instant,
 }
 
 /// The table of requests awaiting answers, and the deadlines of continuations.
-#[derive(Default)]
-pub struct Requests {
-    /// By request id: the kernel's own sequential numbers, hashed cheaply.
-    pending: DashMap<u64, Waiter, rustc_hash::FxBuildHasher>,
+pub struct Requests<O> {
+    /// By request id: this side's own sequential numbers, hashed cheaply.
+    pending: DashMap<u64, Waiter<O>, rustc_hash::FxBuildHasher>,
     next: AtomicU64,
     /// `(deadline, id)` of every continuation waiting, earliest first.
     deadlines: Mutex<BTreeSet<(Instant, u64)>>,
     /// Woken when a continuation with the earliest deadline is added.
     earlier: Notify,
     /// Woken when the connection may have settled.
-    pub(super) settle: Settle,
+    pub settle: Settle,
+    late: Late<O>,
+}
+
+impl<O> std::fmt::Debug for Requests<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Requests").field("pending", &self.pending.len()).finish()
+    }
 }
 
 /// Wakes whoever waits for the connection to settle (its requests answered, its input
 /// handed over), and costs an atomic load when nobody does.
-#[derive(Default)]
-pub(super) struct Settle {
+#[derive(Debug, Default)]
+pub struct Settle {
     waiting: AtomicUsize,
     changed: Notify,
 }
 
 impl Settle {
     /// Something that settling depends on changed.
-    pub(super) fn poke(&self) {
+    pub fn poke(&self) {
         if self.waiting.load(Ordering::Acquire) > 0 {
             self.changed.notify_waiters();
         }
@@ -62,7 +73,7 @@ impl Settle {
 
     /// Waits until `done()` holds (true) or `until` passes (false), checking again each
     /// time it is poked.
-    pub(super) async fn until(&self, until: Instant, done: impl Fn() -> bool) -> bool {
+    pub async fn until(&self, until: Instant, done: impl Fn() -> bool) -> bool {
         struct Counted<'a>(&'a AtomicUsize);
         impl Drop for Counted<'_> {
             fn drop(&mut self) {
@@ -86,14 +97,27 @@ impl Settle {
     }
 }
 
-impl Requests {
+impl<O> Requests<O> {
+    /// An empty table; a request still waiting at its deadline gets `late(method,
+    /// timeout)`.
+    pub fn new(late: Late<O>) -> Self {
+        Requests {
+            pending: DashMap::default(),
+            next: AtomicU64::new(0),
+            deadlines: Mutex::new(BTreeSet::new()),
+            earlier: Notify::new(),
+            settle: Settle::default(),
+            late,
+        }
+    }
+
     /// A new request id.
     pub fn next_id(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Hands the answer to `id` to `then`, or an error `TIMEOUT` after `timeout`.
-    pub fn wait_then(&self, id: u64, method: &'static str, timeout: Duration, then: Then) {
+    pub fn wait_then(&self, id: u64, method: &'static str, timeout: Duration, then: Then<O>) {
         let deadline = Instant::now() + timeout;
         let first = {
             let mut deadlines = self.lock();
@@ -131,11 +155,7 @@ impl Requests {
 
     /// Resolves `id` with `outcome`; gives the outcome back when nobody waited for it
     /// (any more).
-    pub fn resolve(
-        &self,
-        id: u64,
-        outcome: Result<Value, ErrorObject>,
-    ) -> Option<Result<Value, ErrorObject>> {
+    pub fn resolve(&self, id: u64, outcome: O) -> Option<O> {
         match self.take(id) {
             Some(waiter) => {
                 (waiter.then)(outcome);
@@ -145,19 +165,24 @@ impl Requests {
         }
     }
 
-    /// Fails `id` with `err`, if it still waits.
-    pub fn fail(&self, id: u64, err: ErrorObject) {
+    /// Ends `id` with `outcome`, if it still waits.
+    pub fn fail(&self, id: u64, outcome: O) {
         if let Some(waiter) = self.take(id) {
-            (waiter.then)(Err(err));
+            (waiter.then)(outcome);
         }
     }
 
-    /// Fails every request waiting with `err`.
-    pub fn fail_all(&self, err: &ErrorObject) {
+    /// Ends every request waiting with what `outcome` makes.
+    pub fn fail_all(&self, outcome: impl Fn() -> O) {
         let ids: Vec<u64> = self.pending.iter().map(|entry| *entry.key()).collect();
         for id in ids {
-            self.fail(id, err.clone());
+            self.fail(id, outcome());
         }
+    }
+
+    /// Forgets `id` without calling its continuation (its caller stopped waiting).
+    pub fn forget(&self, id: u64) -> bool {
+        self.take(id).is_some()
     }
 
     /// How many requests await answers.
@@ -165,7 +190,12 @@ impl Requests {
         self.pending.len()
     }
 
-    /// Fails late continuations with `TIMEOUT`, at their deadlines, until `stop`.
+    /// Whether no request awaits an answer.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Ends late continuations with their late outcome, at their deadlines, until `stop`.
     pub async fn keep_deadlines(&self, stop: CancellationToken) {
         loop {
             let earlier = self.earlier.notified();
@@ -197,7 +227,7 @@ impl Requests {
                 };
                 let Some(id) = due else { break };
                 if let Some((_, waiter)) = self.pending.remove(&id) {
-                    (waiter.then)(Err(timed_out(waiter.method, waiter.timeout)));
+                    (waiter.then)((self.late)(waiter.method, waiter.timeout));
                     self.settle.poke();
                 }
             }
@@ -205,7 +235,7 @@ impl Requests {
     }
 
     /// Removes `id` from the table, and its deadline.
-    fn take(&self, id: u64) -> Option<Waiter> {
+    fn take(&self, id: u64) -> Option<Waiter<O>> {
         let (_, waiter) = self.pending.remove(&id)?;
         self.lock().remove(&(waiter.deadline, id));
         self.settle.poke();
@@ -218,37 +248,41 @@ impl Requests {
     }
 }
 
-/// `TIMEOUT` for a request to `method` unanswered after `timeout`.
-pub fn timed_out(method: &str, timeout: Duration) -> ErrorObject {
-    ErrorObject::new(
-        ErrorCode::Timeout,
-        format!("no answer to {method} within {} ms", timeout.as_millis()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
+    use burrow_protocol::{ErrorCode, ErrorObject, Value};
+
     use super::*;
 
+    type Outcome = Result<Value, ErrorObject>;
+
+    fn timed_out(_method: &str, _timeout: Duration) -> Outcome {
+        Err(ErrorObject::new(ErrorCode::Timeout, "late"))
+    }
+
+    fn table() -> Requests<Outcome> {
+        Requests::new(timed_out)
+    }
+
     /// Starts `requests`' deadline keeper; cancel the token to stop it.
-    fn keeper(requests: &Arc<Requests>) -> CancellationToken {
+    fn keeper(requests: &Arc<Requests<Outcome>>) -> CancellationToken {
         let (requests, stop) = (requests.clone(), CancellationToken::new());
         let token = stop.clone();
         tokio::spawn(async move { requests.keep_deadlines(stop).await });
         token
     }
 
-    fn counting(calls: &Arc<Mutex<Vec<Result<Value, ErrorCode>>>>) -> Then {
+    fn counting(calls: &Arc<Mutex<Vec<Result<Value, ErrorCode>>>>) -> Then<Outcome> {
         let calls = calls.clone();
         Box::new(move |outcome| calls.lock().unwrap().push(outcome.map_err(|e| e.code)))
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_continuation_gets_its_answer_or_a_timeout_exactly_once() {
-        let requests = Arc::new(Requests::default());
+        let requests = Arc::new(table());
         let stop = keeper(&requests);
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (answered, late) = (requests.next_id(), requests.next_id());
@@ -268,10 +302,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_deadline_added_later_fires_first() {
-        let requests = Arc::new(Requests::default());
+        let requests = Arc::new(table());
         let stop = keeper(&requests);
         let fired = Arc::new(AtomicUsize::new(0));
-        let note = |n: usize| -> Then {
+        let note = |n: usize| -> Then<Outcome> {
             let fired = fired.clone();
             Box::new(move |_| {
                 fired.fetch_add(n, Ordering::SeqCst);
@@ -287,7 +321,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_disarmed_request_is_not_timed_out_until_armed_again() {
-        let requests = Arc::new(Requests::default());
+        let requests = Arc::new(table());
         let stop = keeper(&requests);
         let calls = Arc::new(Mutex::new(Vec::new()));
         let id = requests.next_id();
@@ -303,11 +337,11 @@ mod tests {
 
     #[tokio::test]
     async fn failing_all_calls_every_continuation() {
-        let requests = Requests::default();
+        let requests = table();
         let calls = Arc::new(Mutex::new(Vec::new()));
         requests.wait_then(requests.next_id(), "x", Duration::from_secs(60), counting(&calls));
         requests.wait_then(requests.next_id(), "y", Duration::from_secs(60), counting(&calls));
-        requests.fail_all(&ErrorObject::new(ErrorCode::ConnectionClosed, "gone"));
+        requests.fail_all(|| Err(ErrorObject::new(ErrorCode::ConnectionClosed, "gone")));
         let gone = Err(ErrorCode::ConnectionClosed);
         assert_eq!(*calls.lock().unwrap(), vec![gone.clone(), gone]);
         assert_eq!(requests.len(), 0);
