@@ -12,8 +12,8 @@ use burrow_protocol::methods::capability::{
     CapabilityConfig, CapabilityType, FailMode, HookConfig,
 };
 use dashmap::DashMap;
-use rustc_hash::FxBuildHasher;
 use dashmap::mapref::entry::Entry;
+use rustc_hash::FxBuildHasher;
 use tokio::sync::Notify;
 
 use crate::connection::Connection;

@@ -59,9 +59,9 @@ use crate::clock::mono_ms;
 mod reader;
 mod responder;
 
+use burrow_transport::requests::{self, Requests};
 use reader::clamp_u32;
 pub use reader::value_weight;
-use burrow_transport::requests::{self, Requests};
 pub use responder::Responder;
 
 /// How long a connection whose owner stopped waits for the owner's last answers (and
@@ -469,7 +469,6 @@ pub fn timed_out(method: &str, timeout: Duration) -> Outcome {
         format!("no answer to {method} within {} ms", timeout.as_millis()),
     ))
 }
-
 
 /// `INVALID_PARAMS` for a request to the app that cannot be encoded.
 fn unsendable(e: &EncodeError) -> ErrorObject {
