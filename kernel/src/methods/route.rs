@@ -37,7 +37,7 @@ pub fn tool_call(kernel: Arc<Kernel>, caller: Caller, p: ToolCallParams, respond
             Ok(routing::call_tool(&kernel, &caller, p).await?)
         });
     }
-    let call = match ToolCallPlan::new(&kernel, &caller, p, None) {
+    let mut call = match ToolCallPlan::new(&kernel, &caller, p, None) {
         Ok(call) => call,
         Err(e) => return responder.reply(Err(e.into())),
     };

@@ -107,7 +107,8 @@ pub async fn call_tool_in_run(
 ) -> Result<Value, ServiceError> {
     let mut call = ToolCallPlan::new(kernel, caller, p, run_id)?;
     call.before(kernel).await?;
-    let outcome = call.cap.conn.request(ToolInvoke::NAME, &call.invoke(), call.timeout).await;
+    let params = call.invoke();
+    let outcome = call.cap.conn.request(ToolInvoke::NAME, &params, call.timeout).await;
     call.finish(kernel, outcome)
 }
 
@@ -205,14 +206,20 @@ impl ToolCallPlan {
     }
 
     /// The `tool.invoke` request's params.
-    pub fn invoke(&self) -> ToolInvokeParams {
+    /// What `after_tool_call` needs is kept; without observers (when the call began),
+    /// the arguments move into the request rather than being copied.
+    pub fn invoke(&mut self) -> ToolInvokeParams {
+        let arguments = match self.started {
+            Some(_) => self.arguments.clone(),
+            None => std::mem::take(&mut self.arguments),
+        };
         ToolInvokeParams {
             call_id: uuid::Uuid::now_v7()
                 .hyphenated()
                 .encode_lower(&mut uuid::Uuid::encode_buffer())
                 .to_owned(),
             name: self.name.clone(),
-            arguments: self.arguments.clone(),
+            arguments,
             session_key: self.session_key.clone(),
             run_id: self.run_id.clone(),
         }
@@ -224,15 +231,15 @@ impl ToolCallPlan {
         kernel: &Kernel,
         outcome: Result<Value, ErrorObject>,
     ) -> Result<Value, ServiceError> {
-        let outcome =
-            outcome.map_err(ServiceError::Passed).and_then(|v| match ToolResult::deserialize(&v) {
-                Ok(_) => Ok(v),
-                Err(e) => Err(ServiceError::Internal(format!(
-                    "app {:?} answered tool.invoke with a malformed result: {e}",
-                    self.cap.app_id
-                ))),
-            });
-        if !kernel.hooks.observed("after_tool_call") {
+        let outcome = outcome.map_err(ServiceError::Passed).and_then(|v| match tool_result(&v) {
+            Ok(()) => Ok(v),
+            Err(e) => Err(ServiceError::Internal(format!(
+                "app {:?} answered tool.invoke with a malformed result: {e}",
+                self.cap.app_id
+            ))),
+        });
+        // Observers that came after the call began do not see it.
+        if self.started.is_none() || !kernel.hooks.observed("after_tool_call") {
             return outcome;
         }
         let mut after = json!({
@@ -257,6 +264,19 @@ impl ToolCallPlan {
         kernel.emit("after_tool_call", after, self.context());
         outcome
     }
+}
+
+/// Whether `v` is a [`ToolResult`]: a map with `content` and, if any, a boolean (or
+/// null) `isError` is, at once; anything else is judged by the type itself, without
+/// copying `content` in the common case.
+fn tool_result(v: &Value) -> Result<(), String> {
+    if let Some(map) = v.as_object()
+        && map.contains_key("content")
+        && map.get("isError").is_none_or(|e| e.is_boolean() || e.is_null())
+    {
+        return Ok(());
+    }
+    ToolResult::deserialize(v).map(drop).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -368,5 +388,27 @@ mod tests {
         assert_eq!(app_of("POST", "/apps/any/y").as_deref(), Some("post"), "its method first");
         assert_eq!(app_of("DELETE", "/apps/any/y").as_deref(), Some("any"), "then any method");
         assert_eq!(app_of("GET", "/apps/other/y"), None);
+    }
+
+    #[test]
+    fn a_tool_result_is_judged_as_the_type_judges_it() {
+        for good in [
+            json!({"content": "x"}),
+            json!({"content": {"a": 1}, "isError": true}),
+            json!({"content": null, "isError": null}),
+            json!({"content": 1, "extra": 2}),
+        ] {
+            assert!(tool_result(&good).is_ok(), "{good}");
+            assert!(ToolResult::deserialize(&good).is_ok(), "{good}");
+        }
+        for bad in [
+            json!({"isError": false}),
+            json!({"content": 1, "isError": "yes"}),
+            json!("text"),
+            json!(null),
+        ] {
+            assert!(tool_result(&bad).is_err(), "{bad}");
+            assert!(ToolResult::deserialize(&bad).is_err(), "{bad}");
+        }
     }
 }
