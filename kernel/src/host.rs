@@ -2,7 +2,7 @@
 //! layer ([`crate::service`]) and answers in the host shapes, behind every surface: JSON-RPC over TCP and
 //! stdio, REST, and IPC (`session.create`, `comms.send`, `comms.peers`,
 //! `session.externalEvent`, `host.call`). [`call`] routes a JSON-RPC method name;
-//! [`KernelHost`] is the kernel as a [`surface::Host`].
+//! [`KernelHost`] is the kernel as a [`crate::surface::Host`].
 //!
 //! | method | does |
 //! |---|---|

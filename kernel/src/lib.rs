@@ -27,6 +27,7 @@
 //! | [`sessions`] | session actors, their queues, the agent loop |
 //! | [`store`] | durable sessions, transcripts, runs, peer requests (write-ahead journal with group commit, applied to SQLite) |
 //! | [`service`] | the service layer: what every surface asks, as plain functions returning one error enum |
+//! | [`handlers`] | the request handlers every surface shares: a method, its service call, its result's shape |
 //! | [`host`] | the host surfaces' adapter (`session/create`, `comms/send`, ...) over the services |
 //! | [`surface`] | JSON-RPC (TCP, stdio) and REST host surfaces over a [`surface::Host`] |
 //! | [`kernel`] | the shared [`kernel::Kernel`] context |

@@ -2,12 +2,12 @@
 //! (interceptable), `channel.send`, `message_sent`.
 //!
 //! A session's replies reach its channel in order: each delivery waits until the one
-//! before it (of the same run or an earlier one) is through ([`Outgoing`], kept by
+//! before it (of the same run or an earlier one) is through (`Outgoing`, kept by
 //! [`super::Sessions`] so that neither the session's eviction nor a restart breaks it),
 //! and none holds up a run. A channel more than [`MAX_UNDELIVERED`] replies behind misses
 //! the newest (they are in the transcript).
 //!
-//! Most replies take a shorter way ([`Direct`]): when no interceptor sees
+//! Most replies take a shorter way (`Direct`): when no interceptor sees
 //! `message_sending` and nothing of the session's is on its way to the channel, the
 //! reply is sent by whoever completes its durable write (the store's journal thread),
 //! the moment it is on disk, with no task between.
