@@ -356,6 +356,8 @@ fn stop(state: &mut AppActorState, myself: &ActorRef<AppMsg>, reason: impl Into<
 /// Sends the app `app.shutdown` and leaves when it answers or the timeout passes.
 fn kernel_shutdown(state: &mut AppActorState, myself: &ActorRef<AppMsg>, timeout: Duration) {
     let reason = "kernel stopping".to_owned();
+    // Said when the app is let go, however that happens (its answer, or the deadline).
+    state.stop_reason = reason.clone();
     if state.app.is_none() {
         stop(state, myself, reason); // post_stop closes the connection
         return;

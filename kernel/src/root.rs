@@ -22,6 +22,9 @@ use crate::app_actor::{AppActor, AppArgs, AppMsg};
 
 use crate::kernel::Kernel;
 
+/// How long the app actors get to finish stopping once the apps' time to leave is up.
+pub const LAST_WORDS: Duration = Duration::from_secs(2);
+
 /// Messages of the KernelActor.
 #[derive(Debug)]
 pub enum KernelMsg {
@@ -140,9 +143,10 @@ impl Actor for KernelActor {
                 finish_if_idle(&myself, state);
             }
             KernelMsg::ShutdownDeadline => {
-                for (_, child) in state.children.values() {
-                    child.stop(Some("kernel shutdown deadline".into()));
-                }
+                // The apps' time is up: their actors stop, each releasing what its app
+                // held and saying so, before the root does.
+                let reason = Some("kernel shutdown deadline".to_owned());
+                myself.get_cell().stop_children_and_wait(reason, Some(LAST_WORDS)).await;
                 if let Some(done) = state.stopping.take() {
                     let _ = done.send(());
                 }

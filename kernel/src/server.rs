@@ -306,23 +306,25 @@ async fn stop(kernel: &Kernel, parts: Parts) {
     if supervisor.cast(SupervisorMsg::Quiesce(quiet_tx)).is_ok() {
         let _ = tokio::time::timeout(STEP, quiet_rx).await;
     }
-    // 3. `app.shutdown` to every app; the root actor lets them go at its deadline.
+    // 3. The sessions, before the apps their runs call leave: a run in progress stops
+    //    where it is and stays unfinished in the store, to resume at the next start
+    //    (rather than fail for want of its provider). What they acknowledged is on disk.
+    sessions.stop(None);
+    let _ = tokio::time::timeout(STEP, sessions_handle).await;
+    // 4. `app.shutdown` to every app; the root actor lets them go at its deadline.
     let (done_tx, done_rx) = oneshot::channel();
     let apps_by = tokio::time::Instant::now() + apps;
     if root.cast(KernelMsg::Shutdown { done: done_tx, by: apps_by }).is_ok() {
-        let _ = tokio::time::timeout_at(apps_by + STEP, done_rx).await;
+        let _ = tokio::time::timeout_at(apps_by + crate::root::LAST_WORDS + STEP, done_rx).await;
     }
     let _ = tokio::time::timeout(STEP, root_handle).await;
-    // 4. SIGTERM to the managed processes left, SIGKILL after their stop timeout.
+    // 5. SIGTERM to the managed processes left, SIGKILL after their stop timeout.
     let (all_tx, all_rx) = oneshot::channel();
     if supervisor.cast(SupervisorMsg::StopAll(all_tx)).is_ok() {
         let _ = tokio::time::timeout(processes + STEP, all_rx).await;
     }
     supervisor.stop(None);
     let _ = tokio::time::timeout(STEP, supervisor_handle).await;
-    // 5. The sessions: what they acknowledged is on disk already.
-    sessions.stop(None);
-    let _ = tokio::time::timeout(STEP, sessions_handle).await;
     // 6. The last answers (e.g. to an app's own app.shutdown) reach the socket.
     kernel.tasks.close();
     let _ = tokio::time::timeout(STEP, kernel.tasks.wait()).await;

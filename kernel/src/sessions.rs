@@ -140,7 +140,11 @@ impl Sessions {
         delivery: impl Future<Output = ()> + Send + 'static,
         after: impl FnOnce() + Send + Sync + 'static,
     ) -> bool {
-        self.outgoing.entry(key.to_owned()).or_default().then(delivery, after)
+        // Placed under the entry's guard, started after it is let go.
+        let placed = self.outgoing.entry(key.to_owned()).or_default().place(Box::new(after));
+        let Some((place, before)) = placed else { return false };
+        delivery::start(place, before, delivery);
+        true
     }
 
     /// A place for a reply to `key`'s channel sent at once, when none of the session's

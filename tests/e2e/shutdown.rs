@@ -107,3 +107,28 @@ async fn a_second_kernel_on_the_same_state_directory_is_refused() {
     );
     kernel.client().await.kernel_info().await.expect("the first kernel still serves");
 }
+
+#[tokio::test]
+async fn a_run_in_progress_at_sigterm_is_resumed_at_the_next_start_not_failed() {
+    let config = "[ipc]\nheartbeat_timeout_ms = 60000\nshutdown_timeout_ms = 500\n[sessions]\nprovider_wait_ms = 30000\n";
+    let mut kernel = Kernel::start_with_config(config).await;
+    let mut provider = kernel.hand_provider().await;
+    let mut user = kernel.raw().await;
+    user.register("user", None).await;
+    let sent = user.call("message.dispatch", json!({"sessionKey": "s", "content": "hello"})).await;
+    let run_id = sent["result"]["runId"].clone();
+    // The run waits on its provider, which never answers, when the kernel is stopped.
+    provider.expect_method("provider.complete").await;
+    kernel.signal(Signal::SIGTERM);
+    assert!(kernel.wait_exit(DEADLINE).await.success());
+    drop((provider, user));
+
+    // Stopped with its provider still there, the run was left unfinished, not failed:
+    // the next start resumes it and a provider answers it.
+    kernel.restart().await;
+    let _echo = kernel.echo_provider().await;
+    let mut user = kernel.raw().await;
+    user.register("user", None).await;
+    let waited = user.call("agent.wait", json!({"runId": run_id, "timeoutMs": 15000})).await;
+    assert_eq!(waited["result"]["status"], "completed", "{waited}\n{}", kernel.log());
+}

@@ -119,12 +119,13 @@ impl<O> Requests<O> {
     /// Hands the answer to `id` to `then`, or an error `TIMEOUT` after `timeout`.
     pub fn wait_then(&self, id: u64, method: &'static str, timeout: Duration, then: Then<O>) {
         let deadline = Instant::now() + timeout;
+        // The entry first: a deadline the keeper finds due must find its request.
+        self.pending.insert(id, Waiter { then, method, timeout, deadline });
         let first = {
             let mut deadlines = self.lock();
             deadlines.insert((deadline, id));
             deadlines.first() == Some(&(deadline, id))
         };
-        self.pending.insert(id, Waiter { then, method, timeout, deadline });
         if first {
             self.earlier.notify_one();
         }

@@ -67,21 +67,31 @@ pub async fn http_request(
     })
 }
 
-/// The route a request goes to: one of exactly its path before a prefix route (`/x/*`),
-/// one of its method before one of any method (`*`); among prefix routes, the first
-/// registered.
+/// The route a request goes to: one of exactly its path, else the first registered
+/// prefix route (`/x/*`) that covers it; among routes of the same path, one of its
+/// method before one of any method (`*`).
 fn route_for(kernel: &Kernel, method: &str, path: &str) -> Option<Arc<Capability>> {
     let exact = |m: &str| kernel.caps.by_name(CapabilityType::HttpRoute, &format!("{m} {path}"));
-    let routes = || kernel.caps.list(Some(CapabilityType::HttpRoute));
-    let prefix = |m: &str| {
-        routes().into_iter().find(|c| match &c.config {
-            CapabilityConfig::HttpRoute(r) => {
-                r.method == m && r.path.strip_suffix('*').is_some_and(|p| path.starts_with(p))
-            }
-            _ => false,
-        })
+    if let Some(route) = exact(method).or_else(|| exact("*")) {
+        return Some(route);
+    }
+    let route = |c: &Capability| match &c.config {
+        CapabilityConfig::HttpRoute(r) => Some((r.method.clone(), r.path.clone())),
+        _ => None,
     };
-    exact(method).or_else(|| exact("*")).or_else(|| prefix(method)).or_else(|| prefix("*"))
+    let mut prefixes: Vec<(Arc<Capability>, String, String)> = kernel
+        .caps
+        .list(Some(CapabilityType::HttpRoute))
+        .into_iter()
+        .filter_map(|c| route(&c).map(|(m, p)| (c, m, p)))
+        .filter(|(_, m, p)| {
+            (m == method || m == "*") && p.strip_suffix('*').is_some_and(|p| path.starts_with(p))
+        })
+        .collect();
+    prefixes.sort_by_key(|(c, _, _)| c.seq);
+    let (first, _, first_path) = prefixes.first()?;
+    let own = prefixes.iter().find(|(_, m, p)| m == method && p == first_path);
+    Some(own.map_or_else(|| first.clone(), |(c, _, _)| c.clone()))
 }
 
 fn unavailable(what: &'static str, cap: &Capability) -> ServiceError {
@@ -388,6 +398,9 @@ mod tests {
         assert_eq!(app_of("POST", "/apps/any/y").as_deref(), Some("post"), "its method first");
         assert_eq!(app_of("DELETE", "/apps/any/y").as_deref(), Some("any"), "then any method");
         assert_eq!(app_of("GET", "/apps/other/y"), None);
+        // Among prefix routes, the first registered wins, whatever its method.
+        route("deep", "GET", "/apps/any/deep/*");
+        assert_eq!(app_of("GET", "/apps/any/deep/z").as_deref(), Some("any"), "registered first");
     }
 
     #[test]

@@ -146,8 +146,20 @@ pub async fn run(
         .map(|m| Write::Append { session_key: key.clone(), message: m.clone() })
         .collect();
     writes.push(Write::Run(row(status, &output, &error)));
+    // The run's end is told (`agent_end`) before its reply is delivered, however it goes.
+    let agent_end = |status: RunStatus, output: Option<String>, error: Option<String>| {
+        let (k, key, run_id, agent_id) =
+            (kernel.clone(), key.clone(), run_id.clone(), session.agent_id.clone());
+        move || {
+            k.emit_with("agent_end", || {
+                let payload = json!({ "sessionKey": key, "runId": run_id, "agentId": agent_id, "status": status, "output": output, "error": error });
+                (payload, run_context(&key, &run_id))
+            })
+        }
+    };
     let direct = match &end {
-        End::Completed(m) => Direct::prepare(&kernel, &session, &run_id, &m.content),
+        End::Completed(m) => Direct::prepare(&kernel, &session, &run_id, &m.content)
+            .map(|d| d.after(agent_end(status, output.clone(), None))),
         End::Failed(_) | End::Cancelled => None,
     };
     let sent_at_once = direct.is_some();
@@ -171,10 +183,9 @@ pub async fn run(
     if let (Some(m), Ok(())) = (&reply, &stored) {
         kernel.sessions.publish_message(&key, m);
     }
-    kernel.emit_with("agent_end", || {
-        let payload = json!({ "sessionKey": key, "runId": run_id, "agentId": session.agent_id, "status": status, "output": output, "error": error });
-        (payload, run_context(&key, &run_id))
-    });
+    if !(sent_at_once && stored.is_ok()) {
+        agent_end(status, output.clone(), error.clone())();
+    }
     kernel.sessions.publish_run(row(status, &output, &error));
     if let (RunStatus::Completed, Some(text)) = (status, output)
         && !sent_at_once

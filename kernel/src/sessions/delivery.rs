@@ -41,7 +41,7 @@ pub(crate) struct Outgoing {
 }
 
 /// What runs when a delivery's place is given back.
-type After = Box<dyn FnOnce() + Send + Sync>;
+pub(crate) type After = Box<dyn FnOnce() + Send + Sync>;
 
 /// One delivery's place in its session's order: it counts toward [`MAX_UNDELIVERED`]
 /// and holds back the next delivery until dropped (however the delivery ends: an
@@ -63,8 +63,10 @@ impl Drop for Place {
 
 impl Outgoing {
     /// The next place in order and what it waits for; `None` when [`MAX_UNDELIVERED`]
-    /// are waiting already.
-    fn place(&mut self, after: After) -> Option<(Place, Option<oneshot::Receiver<()>>)> {
+    /// are waiting already. Its delivery is started with [`start`] once whatever guards
+    /// this `Outgoing` is let go: a delivery ended at once gives its place back, which
+    /// takes that guard again.
+    pub(crate) fn place(&mut self, after: After) -> Option<(Place, Option<oneshot::Receiver<()>>)> {
         if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_UNDELIVERED {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -77,19 +79,14 @@ impl Outgoing {
 
     /// Runs `delivery` once every earlier one is through, then `after` (once its place
     /// is given back); false (and dropped) when [`MAX_UNDELIVERED`] are waiting already.
+    #[cfg(test)]
     pub(crate) fn then(
         &mut self,
         delivery: impl Future<Output = ()> + Send + 'static,
         after: impl FnOnce() + Send + Sync + 'static,
     ) -> bool {
         let Some((place, before)) = self.place(Box::new(after)) else { return false };
-        tokio::spawn(async move {
-            let _place = place;
-            if let Some(before) = before {
-                let _ = before.await;
-            }
-            delivery.await;
-        });
+        start(place, before, delivery);
         true
     }
 
@@ -106,6 +103,21 @@ impl Outgoing {
     pub(crate) fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }
+}
+
+/// Runs `delivery` in its place: once `before` (the delivery before it) is through.
+pub(crate) fn start(
+    place: Place,
+    before: Option<oneshot::Receiver<()>>,
+    delivery: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let _place = place;
+        if let Some(before) = before {
+            let _ = before.await;
+        }
+        delivery.await;
+    });
 }
 
 /// Sends `text` through the session's channel after every earlier reply of the session.
@@ -201,12 +213,16 @@ fn answered(
 /// A reply sent by whoever completes its durable write, on any thread.
 pub(super) struct Direct {
     kernel: Arc<Kernel>,
+    session: SessionRow,
+    run_id: String,
     channel: Arc<Capability>,
     params: ChannelSendParams,
     ctx: Map,
     timeout: Duration,
     place: Place,
     runtime: tokio::runtime::Handle,
+    /// What comes first once the reply is stored (the run's `agent_end`).
+    first: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Direct {
@@ -235,14 +251,56 @@ impl Direct {
         };
         let timeout = Duration::from_millis(kernel.config().ipc.call_timeout_ms);
         let ctx = run_context(&session.key, run_id);
-        Some(Direct { kernel: kernel.clone(), channel, params, ctx, timeout, place, runtime })
+        Some(Direct {
+            kernel: kernel.clone(),
+            session: session.clone(),
+            run_id: run_id.to_owned(),
+            channel,
+            params,
+            ctx,
+            timeout,
+            place,
+            runtime,
+            first: None,
+        })
+    }
+
+    /// Runs `first` once the reply is stored, before it is sent.
+    pub(super) fn after(mut self, first: impl FnOnce() + Send + 'static) -> Self {
+        self.first = Some(Box::new(first));
+        self
     }
 
     /// Sends it: once the reply is on disk. The answer is handled where it arrives.
+    /// Should an interceptor of `message_sending` have come, or the channel have gone
+    /// or changed hands, while the reply was being stored, it goes the ordered way,
+    /// which judges that when it sends.
     pub(super) fn send(self) {
-        let Direct { kernel, channel, params, ctx, timeout, place, runtime } = self;
-        // A request that waits for room in the channel's queue does so in a task.
+        let Direct {
+            kernel,
+            session,
+            run_id,
+            channel,
+            params,
+            ctx,
+            timeout,
+            place,
+            runtime,
+            first,
+        } = self;
+        // A task waiting for room in the channel's queue, or a delivery the ordered way,
+        // needs the runtime.
         let _runtime = runtime.enter();
+        if let Some(first) = first {
+            first();
+        }
+        let same = |c: &Arc<Capability>| Arc::ptr_eq(c, &channel);
+        let unchanged = !kernel.caps.intercepted("message_sending")
+            && channel_of(&kernel, &session).is_some_and(|c| same(&c));
+        if !unchanged {
+            drop(place);
+            return send_reply(&kernel, &session, &run_id, params.content);
+        }
         let params = Arc::new(params);
         let sent = params.clone();
         let then = Box::new(move |outcome| {

@@ -53,10 +53,18 @@ async fn ended(r: &Record, until: tokio::time::Instant) {
         if r.alive() {
             use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
             use std::os::fd::AsFd;
-            let left = until.saturating_duration_since(tokio::time::Instant::now());
-            let left = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let until = until.into_std();
             let _ = tokio::task::spawn_blocking(move || {
-                poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], left)
+                // A signal interrupts poll(2) whatever SA_RESTART says: poll again for
+                // what is left.
+                loop {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    let left = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+                    match poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], left) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        done => return done,
+                    }
+                }
             })
             .await;
         }
