@@ -129,8 +129,10 @@ pub struct IpcConfig {
     /// reading that connection until some are.
     pub max_queued_bytes: usize,
     /// Requests of one connection being worked on after their handler returned (routed
-    /// calls, streams, a leaving app's `app.shutdown`); beyond it further ones are
-    /// answered at once with an error until some finish.
+    /// calls, a leaving app's `app.shutdown`); one more waits for a slot while the
+    /// connection goes on being read, and is answered `too_many_in_flight` if none frees
+    /// within `call_timeout_ms`. Streams have as many slots of their own; a stream
+    /// beyond them is refused at once.
     pub max_in_flight: usize,
     /// Frames queued for one connection's writer; once reached, the kernel reads no more
     /// requests from that connection until some are written (back-pressure).
