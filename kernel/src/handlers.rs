@@ -33,6 +33,7 @@ use futures_util::future::BoxFuture;
 use crate::kernel::Kernel;
 use crate::service::sessions::{HistoryQuery, ListQuery, SessionView};
 use crate::service::{self, Caller, ServiceError};
+use crate::store::RunRow;
 use crate::supervisor::Control;
 
 /// A method's handler, its types erased at the wire's edge.
@@ -111,13 +112,7 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
             })
         }),
         handler::<AgentWait, _, _>(move |k, _, p| async move {
-            let run = sessions::wait(&k, &p.run_id, wait_for(p.timeout_ms)).await?;
-            Ok(AgentWaitResult {
-                run_id: run.id,
-                status: run.status,
-                output: run.output,
-                error: run.error,
-            })
+            Ok(sessions::wait(&k, &p.run_id, wait_for(p.timeout_ms)).await?.into())
         }),
         handler::<AgentCancel, _, _>(|k, _, p| async move {
             sessions::cancel(&k, &p.run_id).await.map(|()| Ack::OK)
@@ -149,18 +144,24 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
             })
         }),
         handler::<RunWait, _, _>(move |k, _, p| async move {
-            let run = sessions::wait(&k, &p.run_id, wait_for(p.timeout_ms)).await?;
-            Ok(RunWaitResult {
-                run_id: run.id,
-                status: run.status,
-                output: run.output,
-                error: run.error,
-            })
+            Ok(sessions::wait(&k, &p.run_id, wait_for(p.timeout_ms)).await?.into())
         }),
     ]
     .into_iter()
     .collect()
 });
+
+impl From<RunRow> for AgentWaitResult {
+    fn from(run: RunRow) -> Self {
+        AgentWaitResult { run_id: run.id, status: run.status, output: run.output, error: run.error }
+    }
+}
+
+impl From<RunRow> for RunWaitResult {
+    fn from(run: RunRow) -> Self {
+        RunWaitResult { run_id: run.id, status: run.status, output: run.output, error: run.error }
+    }
+}
 
 /// The handler of the method named `name` on the IPC socket.
 pub fn by_ipc_name(name: &str) -> Option<&'static Handler> {

@@ -1,6 +1,8 @@
-//! The one dispatch point for requests from clients, and one module per family of
-//! methods. Each family parses typed params and applies them to the AppActor's state;
-//! work that waits on another app runs in a task holding the request's [`Responder`].
+//! The IPC adapter: the one dispatch point for requests from apps and clients on the
+//! socket. A method answered by one service call runs its shared handler
+//! ([`crate::handlers`]); the rest (lifecycle, what an app registers and reads, streams)
+//! are answered here from the connection's state, each by its service; work that waits
+//! runs in a task holding the request's [`Responder`].
 
 use burrow_protocol::methods::app::{AppHeartbeat, AppReady, AppRegister, AppShutdown};
 use burrow_protocol::methods::capability::{

@@ -120,9 +120,6 @@ struct Streaming {
     overflowed: Arc<AtomicBool>,
 }
 
-/// Calls wait as long as their caller does: the table's own deadline is never reached.
-const NO_DEADLINE: Duration = Duration::from_secs(30 * 365 * 86_400);
-
 /// State shared by a connection's handles and tasks.
 pub(crate) struct Shared {
     out: Outbox,
@@ -229,7 +226,7 @@ impl Shared {
         self.check_open()?;
         let id = self.calls.next_id();
         let then = Box::new(move |outcome| drop(tx.send(outcome)));
-        self.calls.wait_then(id, "request", NO_DEADLINE, then);
+        self.calls.wait(id, then);
         // `fail_pending` marks the connection closed before it fails the table: a call
         // added after that is caught here, one added before it is failed there.
         if self.closed.is_cancelled() {

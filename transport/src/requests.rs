@@ -27,12 +27,12 @@ pub type Then<O> = Box<dyn FnOnce(O) + Send + Sync>;
 /// What a request still waiting at its deadline gets: made from its method and timeout.
 pub type Late<O> = fn(&'static str, Duration) -> O;
 
-/// Called with the answer, or with a late one at `deadline`.
+/// Called with the answer, or with a late one at `deadline` (if it has one).
 struct Waiter<O> {
     then: Then<O>,
     method: &'static str,
     timeout: Duration,
-    deadline: Instant,
+    deadline: Option<Instant>,
 }
 
 /// The table of requests awaiting answers, and the deadlines of continuations.
@@ -120,7 +120,7 @@ impl<O> Requests<O> {
     pub fn wait_then(&self, id: u64, method: &'static str, timeout: Duration, then: Then<O>) {
         let deadline = Instant::now() + timeout;
         // The entry first: a deadline the keeper finds due must find its request.
-        self.pending.insert(id, Waiter { then, method, timeout, deadline });
+        self.pending.insert(id, Waiter { then, method, timeout, deadline: Some(deadline) });
         let first = {
             let mut deadlines = self.lock();
             deadlines.insert((deadline, id));
@@ -131,21 +131,28 @@ impl<O> Requests<O> {
         }
     }
 
+    /// Hands the answer to `id` to `then`, with no deadline of the table's: for a caller
+    /// that keeps its own (and forgets the request when it gives up).
+    pub fn wait(&self, id: u64, then: Then<O>) {
+        let waiter = Waiter { then, method: "", timeout: Duration::ZERO, deadline: None };
+        self.pending.insert(id, waiter);
+    }
+
     /// Takes `id`'s deadline off the keeper's list while its sender waits for room to
     /// send it (the sender then answers a late request itself, saying why).
     pub fn disarm(&self, id: u64) {
-        if let Some(waiter) = self.pending.get(&id) {
-            self.lock().remove(&(waiter.deadline, id));
+        if let Some(deadline) = self.pending.get(&id).and_then(|w| w.deadline) {
+            self.lock().remove(&(deadline, id));
         }
     }
 
     /// Puts `id`'s deadline back on the keeper's list, once the request was sent.
     pub fn arm(&self, id: u64) {
-        let first = match self.pending.get(&id) {
-            Some(waiter) => {
+        let first = match self.pending.get(&id).and_then(|w| w.deadline) {
+            Some(deadline) => {
                 let mut deadlines = self.lock();
-                deadlines.insert((waiter.deadline, id));
-                deadlines.first() == Some(&(waiter.deadline, id))
+                deadlines.insert((deadline, id));
+                deadlines.first() == Some(&(deadline, id))
             }
             None => false,
         };
@@ -238,7 +245,9 @@ impl<O> Requests<O> {
     /// Removes `id` from the table, and its deadline.
     fn take(&self, id: u64) -> Option<Waiter<O>> {
         let (_, waiter) = self.pending.remove(&id)?;
-        self.lock().remove(&(waiter.deadline, id));
+        if let Some(deadline) = waiter.deadline {
+            self.lock().remove(&(deadline, id));
+        }
         self.settle.poke();
         Some(waiter)
     }

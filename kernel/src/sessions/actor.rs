@@ -227,7 +227,7 @@ impl SessionState {
             self.inbound_during_run = true;
         }
         if let Some(tail) = self.tail.as_mut() {
-            tail.push(super::tail::transcript(message));
+            tail.push(message.transcript());
         }
     }
 }

@@ -165,7 +165,7 @@ pub async fn run(
     let sent_at_once = direct.is_some();
     let stored = store_end(&kernel, writes, direct).await;
     match (&stored, &reply) {
-        (Ok(()), Some(m)) => outcome.appended.push(tail::transcript(m)),
+        (Ok(()), Some(m)) => outcome.appended.push(m.transcript()),
         (Ok(()), None) => {}
         (Err(_), _) => outcome.failed_write = true,
     }
@@ -250,7 +250,7 @@ async fn append(
         outcome.failed_write = true;
         return Err(e.to_string());
     }
-    outcome.appended.push(tail::transcript(&m));
+    outcome.appended.push(m.transcript());
     kernel.sessions.publish_message(key, &m);
     Ok(())
 }

@@ -13,7 +13,6 @@ use std::collections::VecDeque;
 use burrow_protocol::methods::session::TranscriptMessage;
 
 use crate::sizes::json_len;
-use crate::store::NewMessage;
 
 /// Most messages a run's context holds (as a history page's `limit`).
 pub const MAX_MESSAGES: usize = 1000;
@@ -62,11 +61,6 @@ fn size(m: &TranscriptMessage) -> usize {
     m.content.len()
         + m.metadata.as_ref().map_or(0, json_len)
         + m.tool_calls.as_ref().map_or(0, json_len)
-}
-
-/// A stored message as a transcript shows it.
-pub fn transcript(m: &NewMessage) -> TranscriptMessage {
-    m.transcript()
 }
 
 /// What a run tells its session when it ends.
