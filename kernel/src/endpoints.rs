@@ -44,12 +44,15 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    /// Stops accepting and waits for the listeners to end.
-    pub async fn stop(self) {
+    /// Stops accepting; `stop` is answered once every listener has ended.
+    pub fn stop(self, stop: crate::stop::Stop) {
         self.stop.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        tokio::spawn(async move {
+            for task in self.tasks {
+                let _ = task.await;
+            }
+            stop.done();
+        });
     }
 }
 

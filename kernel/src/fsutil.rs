@@ -27,27 +27,36 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
 }
 
 /// Opens (creating, owner-only) the lock file `path` and takes its exclusive lock,
-/// trying again for up to `wait`; `WouldBlock` when another holder keeps it. The lock
-/// lasts as long as the returned file (the OS releases it if the process dies).
+/// waiting for up to `wait`; `WouldBlock` when another holder keeps it. The lock lasts
+/// as long as the returned file (the OS releases it if the process dies).
+///
+/// A wait blocks a thread of its own in the OS's lock call, so the lock is taken the
+/// moment it is free; a thread still blocked at the deadline gives the lock back as soon
+/// as it gets it.
 pub fn lock_file(path: &Path, wait: std::time::Duration) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.create(true).truncate(false).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let file = options.open(path)?;
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let held = format!("{} is held by another process", path.display());
-                return Err(io::Error::new(io::ErrorKind::WouldBlock, held));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-        }
+    let held = || {
+        let held = format!("{} is held by another process", path.display());
+        io::Error::new(io::ErrorKind::WouldBlock, held)
+    };
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) if !wait.is_zero() => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(held()),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new().name("burrow-lock-wait".into()).spawn(move || {
+        // A send that fails (the waiter gave up) drops the file, which releases the lock.
+        let _ = tx.send(file.lock().map(|()| file));
+    })?;
+    match rx.recv_timeout(wait) {
+        Ok(locked) => locked,
+        Err(_) => Err(held()),
     }
 }
 
@@ -64,4 +73,43 @@ pub fn restrict_file(path: &Path) -> io::Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_held_lock_is_refused_at_once_without_a_wait_and_at_the_deadline_with_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let _held = lock_file(&path, Duration::ZERO).unwrap();
+        let refused = lock_file(&path, Duration::ZERO).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        assert!(refused.to_string().contains("held by another process"));
+        let start = Instant::now();
+        let refused = lock_file(&path, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        assert!(start.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_waiter_takes_the_lock_when_it_is_let_go_and_a_late_one_gives_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = lock_file(&path, Duration::ZERO).unwrap();
+        // One waiter gives up while the lock is held; its thread stays blocked.
+        assert!(lock_file(&path, Duration::from_millis(50)).is_err());
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || lock_file(&path, Duration::from_secs(30)))
+        };
+        drop(held);
+        let second = waiter.join().unwrap().expect("the waiter got the lock once it was free");
+        drop(second);
+        // The thread of the waiter that gave up got the lock too, and gave it back.
+        let third = lock_file(&path, Duration::from_secs(30));
+        assert!(third.is_ok(), "nobody keeps the lock after giving up on it");
+    }
 }

@@ -75,6 +75,7 @@ pub mod server;
 pub mod service;
 pub mod sessions;
 pub mod sizes;
+pub mod stop;
 pub mod store;
 pub mod supervisor;
 pub mod surface;

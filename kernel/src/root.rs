@@ -12,7 +12,6 @@ use burrow_transport::Transport;
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +20,7 @@ use burrow_protocol::{Map, codec};
 use crate::app_actor::{AppActor, AppArgs, AppMsg};
 
 use crate::kernel::Kernel;
+use crate::stop::Stop;
 
 /// How long the app actors get to finish stopping once the apps' time to leave is up.
 pub const LAST_WORDS: Duration = Duration::from_secs(2);
@@ -30,13 +30,9 @@ pub const LAST_WORDS: Duration = Duration::from_secs(2);
 pub enum KernelMsg {
     /// A client connected.
     Accepted(interprocess::local_socket::tokio::Stream),
-    /// Stop: shut every app down, then answer; apps still there at `by` are let go.
-    Shutdown {
-        /// Answered once every app is gone, or at `by`.
-        done: oneshot::Sender<()>,
-        /// When the apps' time to leave is up.
-        by: tokio::time::Instant,
-    },
+    /// The kernel's stop: send every app away, let go of those still there at the
+    /// stop's deadline, then stop; answered once the socket is closed.
+    Shutdown(Stop),
     /// The shutdown deadline passed: stop whatever is left.
     ShutdownDeadline,
 }
@@ -61,7 +57,7 @@ pub struct KernelState {
     accepting: CancellationToken,
     accept_task: Option<JoinHandle<()>>,
     children: HashMap<ActorId, (u64, ActorRef<AppMsg>)>,
-    stopping: Option<oneshot::Sender<()>>,
+    stopping: Option<Stop>,
 }
 
 impl Actor for KernelActor {
@@ -122,12 +118,12 @@ impl Actor for KernelActor {
                     Err(e) => tracing::error!(error = %e, "could not start an app actor"),
                 }
             }
-            KernelMsg::Shutdown { done, by } => {
+            KernelMsg::Shutdown(stop) => {
                 state.accepting.cancel();
-                state.stopping = Some(done);
-                let timeout = by.saturating_duration_since(tokio::time::Instant::now());
-                let stop = serde_json::json!({ "reason": "kernel stopping" });
-                state.kernel.emit("gateway_stop", stop, Map::new());
+                let timeout = stop.by().saturating_duration_since(tokio::time::Instant::now());
+                state.stopping = Some(stop);
+                let reason = serde_json::json!({ "reason": "kernel stopping" });
+                state.kernel.emit("gateway_stop", reason, Map::new());
                 tracing::info!(
                     apps = state.kernel.apps.len(),
                     "kernel stopping: shutting apps down"
@@ -135,11 +131,7 @@ impl Actor for KernelActor {
                 for (_, child) in state.children.values() {
                     let _ = child.cast(AppMsg::KernelShutdown { timeout });
                 }
-                let me = myself.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(by).await;
-                    let _ = me.cast(KernelMsg::ShutdownDeadline);
-                });
+                myself.send_after(timeout, || KernelMsg::ShutdownDeadline);
                 finish_if_idle(&myself, state);
             }
             KernelMsg::ShutdownDeadline => {
@@ -147,9 +139,6 @@ impl Actor for KernelActor {
                 // held and saying so, before the root does.
                 let reason = Some("kernel shutdown deadline".to_owned());
                 myself.get_cell().stop_children_and_wait(reason, Some(LAST_WORDS)).await;
-                if let Some(done) = state.stopping.take() {
-                    let _ = done.send(());
-                }
                 myself.stop(None);
             }
         }
@@ -189,16 +178,17 @@ impl Actor for KernelActor {
         if let Some(task) = state.accept_task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
+        if let Some(stop) = state.stopping.take() {
+            stop.done();
+        }
         Ok(())
     }
 }
 
-/// During shutdown, stops the kernel once no app actor is left.
-fn finish_if_idle(myself: &ActorRef<KernelMsg>, state: &mut KernelState) {
-    if state.children.is_empty()
-        && let Some(done) = state.stopping.take()
-    {
-        let _ = done.send(());
+/// During shutdown, stops the root actor once no app actor is left; its `post_stop`
+/// answers the stop.
+fn finish_if_idle(myself: &ActorRef<KernelMsg>, state: &KernelState) {
+    if state.children.is_empty() && state.stopping.is_some() {
         myself.stop(None);
     }
 }

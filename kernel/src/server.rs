@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use interprocess::local_socket::tokio::Listener;
 use ractor::{Actor, ActorRef};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::fsutil;
 use crate::kernel::Kernel;
 use crate::root::{KernelActor, KernelArgs, KernelMsg};
+use crate::stop::{self, Stop};
 use crate::supervisor::{SupervisorActor, SupervisorMsg};
 use crate::token::{KernelKey, KeyError};
 
@@ -221,15 +221,14 @@ pub async fn run(
         None => None,
     };
     // The supervisor ends strays of an earlier run, then starts the managed apps.
-    let (supervisor, supervisor_handle) = Actor::spawn(None, SupervisorActor, kernel.clone())
+    let (supervisor, _) = Actor::spawn(None, SupervisorActor, kernel.clone())
         .await
         .map_err(|e| KernelError::Actor(e.to_string()))?;
     kernel.set_supervisor(supervisor.clone());
     // Sessions resume the runs acknowledged before the last stop.
-    let (sessions, sessions_handle) =
-        Actor::spawn(None, crate::sessions::SessionsActor, kernel.clone())
-            .await
-            .map_err(|e| KernelError::Actor(e.to_string()))?;
+    let (sessions, _) = Actor::spawn(None, crate::sessions::SessionsActor, kernel.clone())
+        .await
+        .map_err(|e| KernelError::Actor(e.to_string()))?;
     let (actor, handle) = Actor::spawn(None, KernelActor, args)
         .await
         .map_err(|e| KernelError::Actor(e.to_string()))?;
@@ -248,15 +247,7 @@ pub async fn run(
         }
     }
     tracing::info!("shutdown requested");
-    let parts = Parts {
-        endpoints,
-        supervisor,
-        supervisor_handle,
-        sessions,
-        sessions_handle,
-        root: actor,
-        root_handle: handle,
-    };
+    let parts = Parts { endpoints, supervisor, sessions, root: actor };
     stop(&kernel, parts).await;
     drop(bound._lock);
     drop(state_lock);
@@ -272,67 +263,63 @@ const STEP: Duration = Duration::from_secs(2);
 struct Parts {
     endpoints: crate::endpoints::Endpoints,
     supervisor: ActorRef<SupervisorMsg>,
-    supervisor_handle: JoinHandle<()>,
-    sessions: ActorRef<()>,
-    sessions_handle: JoinHandle<()>,
+    sessions: ActorRef<Stop>,
     root: ActorRef<KernelMsg>,
-    root_handle: JoinHandle<()>,
 }
 
-/// Stops a running kernel: one ordered sequence, each step asking the part's owner to
-/// stop (an actor's message, a listener's token) and waiting for it within a deadline,
-/// so no part can hold the stop. The apps get `ipc.shutdown_timeout_ms` to leave,
-/// managed processes `supervisor.stop_timeout_ms` after SIGTERM, every other step
-/// [`STEP`].
+/// Stops a running kernel: one ordered sequence, each step handing one part's owner a
+/// [`Stop`] and waiting for its answer within the deadline (see [`crate::stop`]). The
+/// apps get `ipc.shutdown_timeout_ms` to leave, managed processes
+/// `supervisor.stop_timeout_ms` after SIGTERM, every other step [`STEP`].
 async fn stop(kernel: &Kernel, parts: Parts) {
-    let Parts {
-        endpoints,
-        supervisor,
-        supervisor_handle,
-        sessions,
-        sessions_handle,
-        root,
-        root_handle,
-    } = parts;
+    let Parts { endpoints, supervisor, sessions, root } = parts;
     let config = kernel.config();
     let (apps, processes) =
         (config.ipc.shutdown_timeout(), Duration::from_millis(config.supervisor.stop_timeout_ms));
+    let after = |d: Duration| Instant::now() + d;
     // 1. Hosts and peer kernels first: no new work while apps are asked to leave.
-    if tokio::time::timeout(STEP, endpoints.stop()).await.is_err() {
-        tracing::warn!("the host surfaces did not stop in time; going on");
-    }
+    stop::part("host surfaces", after(STEP), Duration::ZERO, |s| {
+        endpoints.stop(s);
+        true
+    })
+    .await;
     // 2. No restarts from now on.
-    let (quiet_tx, quiet_rx) = oneshot::channel();
-    if supervisor.cast(SupervisorMsg::Quiesce(quiet_tx)).is_ok() {
-        let _ = tokio::time::timeout(STEP, quiet_rx).await;
-    }
+    stop::part("restarts", after(STEP), Duration::ZERO, |s| {
+        supervisor.cast(SupervisorMsg::Quiesce(s)).is_ok()
+    })
+    .await;
     // 3. The sessions, before the apps their runs call leave: a run in progress stops
     //    where it is and stays unfinished in the store, to resume at the next start
     //    (rather than fail for want of its provider). What they acknowledged is on disk.
-    sessions.stop(None);
-    let _ = tokio::time::timeout(STEP, sessions_handle).await;
-    // 4. `app.shutdown` to every app; the root actor lets them go at its deadline.
-    let (done_tx, done_rx) = oneshot::channel();
-    let apps_by = tokio::time::Instant::now() + apps;
-    if root.cast(KernelMsg::Shutdown { done: done_tx, by: apps_by }).is_ok() {
-        let _ = tokio::time::timeout_at(apps_by + crate::root::LAST_WORDS + STEP, done_rx).await;
-    }
-    let _ = tokio::time::timeout(STEP, root_handle).await;
+    stop::part("sessions", after(STEP), Duration::ZERO, |s| sessions.cast(s).is_ok()).await;
+    // 4. `app.shutdown` to every app; the root actor lets them go at the deadline, gives
+    //    their actors LAST_WORDS to release what they held, and closes the socket.
+    stop::part("apps", after(apps), crate::root::LAST_WORDS + STEP, |s| {
+        root.cast(KernelMsg::Shutdown(s)).is_ok()
+    })
+    .await;
     // 5. SIGTERM to the managed processes left, SIGKILL after their stop timeout.
-    let (all_tx, all_rx) = oneshot::channel();
-    if supervisor.cast(SupervisorMsg::StopAll(all_tx)).is_ok() {
-        let _ = tokio::time::timeout(processes + STEP, all_rx).await;
-    }
-    supervisor.stop(None);
-    let _ = tokio::time::timeout(STEP, supervisor_handle).await;
+    stop::part("managed processes", after(processes), STEP, |s| {
+        supervisor.cast(SupervisorMsg::StopAll(s)).is_ok()
+    })
+    .await;
     // 6. The last answers (e.g. to an app's own app.shutdown) reach the socket.
-    kernel.tasks.close();
-    let _ = tokio::time::timeout(STEP, kernel.tasks.wait()).await;
+    stop::part("last answers", after(STEP), Duration::ZERO, |s| {
+        kernel.tasks.close();
+        let tasks = kernel.tasks.clone();
+        tokio::spawn(async move {
+            tasks.wait().await;
+            s.done();
+        });
+        true
+    })
+    .await;
 }
 
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
     #[tokio::test]
     async fn a_file_that_is_not_a_socket_is_never_deleted() {

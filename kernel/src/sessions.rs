@@ -258,13 +258,13 @@ impl Sessions {
 pub struct SessionsActor;
 
 impl Actor for SessionsActor {
-    type Msg = ();
+    type Msg = crate::stop::Stop;
     type State = Arc<Kernel>;
     type Arguments = Arc<Kernel>;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<()>,
+        myself: ActorRef<crate::stop::Stop>,
         kernel: Arc<Kernel>,
     ) -> Result<Arc<Kernel>, ActorProcessingErr> {
         let _ = kernel.sessions.supervisor.set(myself.get_cell());
@@ -291,9 +291,24 @@ impl Actor for SessionsActor {
         Ok(kernel)
     }
 
+    /// The kernel's stop: every session stops where it is (a run in progress stays
+    /// unfinished in the store, to resume at the next start), then the supervisor.
+    async fn handle(
+        &self,
+        myself: ActorRef<crate::stop::Stop>,
+        stop: crate::stop::Stop,
+        _kernel: &mut Arc<Kernel>,
+    ) -> Result<(), ActorProcessingErr> {
+        let left = stop.by().saturating_duration_since(tokio::time::Instant::now());
+        myself.stop_children_and_wait(Some("kernel stopping".into()), Some(left)).await;
+        stop.done();
+        myself.stop(None);
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<()>,
+        _myself: ActorRef<crate::stop::Stop>,
         event: SupervisionEvent,
         kernel: &mut Arc<Kernel>,
     ) -> Result<(), ActorProcessingErr> {

@@ -18,6 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::kernel::Kernel;
+use crate::stop::Stop;
 use spec::{RestartPolicy, RunSpec};
 
 pub mod logs;
@@ -58,9 +59,9 @@ pub enum SupervisorMsg {
     /// The kernel dropped an app for missing heartbeats.
     HeartbeatLost(String),
     /// The kernel is stopping: start nothing any more.
-    Quiesce(oneshot::Sender<()>),
-    /// Stop every process; answer when all have ended.
-    StopAll(oneshot::Sender<()>),
+    Quiesce(Stop),
+    /// Stop every process, then the supervisor itself; answered when all have ended.
+    StopAll(Stop),
 }
 
 /// What to do when the current process ends.
@@ -100,7 +101,7 @@ pub struct SupervisorState {
     records: strays::Registry,
     apps: BTreeMap<String, Managed>,
     quiesced: bool,
-    stopping: Option<oneshot::Sender<()>>,
+    stopping: Option<Stop>,
 }
 
 impl Actor for SupervisorActor {
@@ -128,6 +129,17 @@ impl Actor for SupervisorActor {
             quiesced: false,
             stopping: None,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(stop) = state.stopping.take() {
+            stop.done();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -180,18 +192,18 @@ impl Actor for SupervisorActor {
                     kill(m, "dropped for missing heartbeats".to_owned());
                 }
             }
-            SupervisorMsg::Quiesce(reply) => {
+            SupervisorMsg::Quiesce(stop) => {
                 state.quiesced = true;
-                let _ = reply.send(());
+                stop.done();
             }
-            SupervisorMsg::StopAll(reply) => {
+            SupervisorMsg::StopAll(stop) => {
                 state.quiesced = true;
-                state.stopping = Some(reply);
+                state.stopping = Some(stop);
                 let ids: Vec<String> = state.apps.keys().cloned().collect();
                 for id in ids {
                     terminate(state, &myself, &id, Then::Stop);
                 }
-                finish_stop_all(state);
+                finish_stop_all(&myself, state);
             }
         }
         publish(state);
@@ -457,7 +469,7 @@ async fn exited(
         start(state, myself, id).await;
     }
     record(state);
-    finish_stop_all(state);
+    finish_stop_all(myself, state);
 }
 
 /// Backoff and restart intensity: after a run, decide when (or whether) to start again.
@@ -526,12 +538,11 @@ async fn control_app(
     Ok(())
 }
 
-fn finish_stop_all(state: &mut SupervisorState) {
-    if state.stopping.is_some()
-        && state.apps.values().all(|m| m.pid.is_none())
-        && let Some(done) = state.stopping.take()
-    {
-        let _ = done.send(());
+/// During the kernel's stop, stops the supervisor once no process is left; its
+/// `post_stop` answers the stop.
+fn finish_stop_all(myself: &ActorRef<SupervisorMsg>, state: &SupervisorState) {
+    if state.stopping.is_some() && state.apps.values().all(|m| m.pid.is_none()) {
+        myself.stop(None);
     }
 }
 

@@ -17,7 +17,7 @@ use crate::token::KernelKey;
 pub struct Fixture {
     /// The kernel.
     pub kernel: Arc<Kernel>,
-    sessions: ActorRef<()>,
+    sessions: ActorRef<crate::stop::Stop>,
     _dir: tempfile::TempDir,
 }
 

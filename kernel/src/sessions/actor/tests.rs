@@ -122,7 +122,7 @@ impl Storage for Gated {
 
 /// A kernel over a gated store, with its session supervisor; no provider, so a started
 /// run waits for one (and stays running).
-async fn kernel(dir: &std::path::Path) -> (Arc<Kernel>, Arc<Gated>, ActorRef<()>) {
+async fn kernel(dir: &std::path::Path) -> (Arc<Kernel>, Arc<Gated>, ActorRef<crate::stop::Stop>) {
     let mut config = Config::default();
     config.sessions.provider_wait_ms = 60_000;
     let inner = SqliteStore::open(&dir.join("burrow.db")).unwrap();
