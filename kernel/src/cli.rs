@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod apps;
 mod client;
+mod config;
 mod host;
 mod logging;
 mod ops;
@@ -199,11 +200,23 @@ enum TokenAction {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print the value at a dotted path (the whole configuration without one) as JSON;
-    /// `null` when absent.
+    /// Print the value in force at a dotted path (the whole configuration without one),
+    /// defaults included, as JSON; `null` when absent.
     Get {
         /// A dotted path, e.g. `ipc.heartbeat_timeout_ms`.
         path: Option<String>,
+        /// One line per value, with where it was set: `FILE:LINE` or `built-in default`.
+        #[arg(long)]
+        origin: bool,
+    },
+    /// Check a configuration file as the kernel would load it, without starting one;
+    /// prints the apps and agents it would run, or why it would be refused (exit 1).
+    Check {
+        /// The file.
+        file: PathBuf,
+        /// The kernel's state directory [default: $XDG_STATE_HOME/burrow].
+        #[arg(long, env = "BURROW_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -268,6 +281,9 @@ pub fn main() -> ExitCode {
             crate::supervisor::process::exec_child(*parent_pid, program, args) as u8
         );
     }
+    if !matches!(cli.command, Command::Kernel(_)) {
+        quit_quietly_on_a_closed_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -307,8 +323,12 @@ pub fn main() -> ExitCode {
             Command::CallTool { name, arguments, timeout_ms } => {
                 ops::call_tool(cli.socket, &name, arguments.as_deref(), timeout_ms).await
             }
-            Command::Config { command: ConfigCommand::Get { path } } => {
-                ops::config_get(cli.socket, path.as_deref()).await
+            Command::Config { command: ConfigCommand::Get { path, origin } } => {
+                config::get(cli.socket, path.as_deref(), origin).await
+            }
+            Command::Config { command: ConfigCommand::Check { file, state_dir } } => {
+                let state_dir = state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir);
+                config::check(&file, &state_dir)
             }
             Command::Sessions(args) => sessions::list(cli.socket, args).await,
             Command::History(args) => sessions::history(cli.socket, args).await,
@@ -339,6 +359,26 @@ async fn run_kernel(socket: Option<PathBuf>, args: KernelArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A client command whose output goes to a reader that quit (`burrow ... | head`) ends
+/// quietly, as other command-line tools do, with the status of a SIGPIPE death (141),
+/// rather than with a panic's message and backtrace. (Rust ignores SIGPIPE, so the
+/// failed print panics; the kernel keeps that: a dead peer is an error it handles.)
+fn quit_quietly_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// `$XDG_CONFIG_HOME/burrow/burrow.toml` (else `~/.config/...`), when it exists.

@@ -39,6 +39,7 @@ pub enum ConfigError {
 
 pub mod access;
 pub mod host;
+pub mod layers;
 pub mod policy;
 pub mod watch;
 
@@ -71,8 +72,12 @@ pub struct Config {
     pub comms: crate::service::comms::CommsSettings,
     /// The configuration file's directory: relative `command` paths start there.
     pub base_dir: Option<PathBuf>,
-    /// The whole document as JSON (TOML datetimes become strings).
+    /// The whole effective document as JSON (TOML datetimes become strings).
     pub document: serde_json::Value,
+    /// Where the file's values were set.
+    pub origins: layers::Origins,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -89,12 +94,14 @@ impl Default for Config {
             comms: Default::default(),
             base_dir: None,
             document: serde_json::Value::Object(Default::default()),
+            origins: layers::Origins::default(),
+            file: None,
         }
     }
 }
 
 /// `[hooks]`: observer queues and interception deadlines.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HookSettings {
     /// Notifications queued per observer; beyond it they are dropped and counted.
@@ -112,7 +119,7 @@ impl Default for HookSettings {
 }
 
 /// `[ipc]`: framing, heartbeats and per-connection bounds. All values in ms or counts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IpcConfig {
     /// Largest frame accepted or sent (default 8 MiB; 64 B to 1 GiB).
@@ -245,10 +252,36 @@ impl IpcConfig {
 }
 
 impl Config {
-    /// Parses a configuration document; nothing is taken from a document with any error.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+    /// Reads a configuration file's text: its tables laid over the built-in defaults
+    /// ([`layers`]); nothing is taken from a file with any error.
+    pub fn parse(text: &str, path: &Path, state_dir: &Path) -> Result<Self, ConfigError> {
         let parse_err = |message: String| ConfigError::Parse { path: path.to_owned(), message };
-        let document: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let file: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        layers::check_top_level(&file).map_err(parse_err)?;
+        let mut document = layers::defaults(state_dir);
+        layers::overlay(&mut document, file);
+        let mut config = Self::from_document(document, path)?;
+        config.base_dir = path.parent().map(Path::to_path_buf);
+        config.origins = layers::Origins::read(text, path);
+        config.file = Some(path.to_owned());
+        Ok(config)
+    }
+
+    /// The configuration without a file: the defaults plus the bundled apps
+    /// (`echo-provider`, `burrow-files` rooted at the working directory, `audit-log`
+    /// writing to `<state dir>/audit.jsonl`), so `burrow kernel` alone gives a working
+    /// agent.
+    pub fn builtin(state_dir: &Path) -> Self {
+        let whence = Path::new("(built-in configuration)");
+        Self::from_document(layers::defaults(state_dir), whence).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the built-in configuration is invalid; running without bundled apps");
+            Self::default()
+        })
+    }
+
+    /// The typed settings of an effective document (`path`: whence, for errors).
+    fn from_document(document: toml::Table, path: &Path) -> Result<Self, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse { path: path.to_owned(), message };
         let ipc: IpcConfig = section(&document, "ipc").map_err(parse_err)?;
         ipc.validate()?;
         let hooks: HookSettings = section(&document, "hooks").map_err(parse_err)?;
@@ -256,7 +289,6 @@ impl Config {
         let supervisor: SupervisorSettings = section(&document, "supervisor").map_err(parse_err)?;
         supervisor.validate().map_err(parse_err)?;
         let run = crate::supervisor::spec::run_specs(&document).map_err(parse_err)?;
-        let base_dir = path.parent().map(Path::to_path_buf);
         let agents = crate::sessions::agents(&document).map_err(parse_err)?;
         let sessions: crate::sessions::SessionSettings =
             section(&document, "sessions").map_err(parse_err)?;
@@ -276,22 +308,10 @@ impl Config {
             sessions,
             host,
             comms,
-            base_dir,
+            base_dir: None,
             document,
-        })
-    }
-
-    /// The configuration without a file: the defaults plus the bundled apps
-    /// (`echo-provider`, `burrow-files` rooted at the working directory, `audit-log`
-    /// writing to `<state dir>/audit.jsonl`), so `burrow kernel` alone gives a working
-    /// agent.
-    pub fn builtin(state_dir: &Path) -> Self {
-        let audit = state_dir.join("audit.jsonl");
-        let text = BUILTIN
-            .replace("{audit}", &toml::Value::String(audit.display().to_string()).to_string());
-        Self::parse(&text, Path::new("(built-in configuration)")).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "the built-in configuration is invalid; running without bundled apps");
-            Self::default()
+            origins: layers::Origins::default(),
+            file: None,
         })
     }
 
@@ -300,27 +320,41 @@ impl Config {
         lookup(&self.document, path)
     }
 
-    /// Loads the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Where the value at `path` comes from: `FILE:LINE` or `built-in default`.
+    pub fn origin(&self, path: &str) -> String {
+        self.origins.of(path)
+    }
+
+    /// Every value under `path` (a table's values, each array as a whole) by its dotted
+    /// path, with its [`Config::origin`]; nothing when the path is missing.
+    pub fn origins_under(&self, path: &str) -> BTreeMap<String, String> {
+        fn walk(c: &Config, v: &serde_json::Value, at: String, out: &mut BTreeMap<String, String>) {
+            match v {
+                serde_json::Value::Object(map) if !map.is_empty() => {
+                    for (key, sub) in map {
+                        let below = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+                        walk(c, sub, below, out);
+                    }
+                }
+                _ => {
+                    out.insert(at.clone(), c.origin(&at));
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        if let Some(v) = self.get(path) {
+            walk(self, v, path.to_owned(), &mut out);
+        }
+        out
+    }
+
+    /// Loads the file at `path`, over the defaults.
+    pub fn load(path: &Path, state_dir: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text, path)
+        Self::parse(&text, path, state_dir)
     }
 }
-
-/// The built-in configuration's text; `{audit}` is replaced by a quoted path.
-const BUILTIN: &str = r#"
-[apps.echo-provider.run]
-command = "echo-provider"
-
-[apps.files.run]
-command = "burrow-files"
-args = ["--root", "."]
-
-[apps.audit-log.run]
-command = "audit-log"
-args = ["--out", {audit}]
-"#;
 
 /// Reads the table `[name]` into `T`; absent means `T::default()`.
 fn section<T: serde::de::DeserializeOwned + Default>(
@@ -377,7 +411,48 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("test.toml"))
+        Config::parse(text, Path::new("/etc/test.toml"), Path::new("/var/lib/burrow"))
+    }
+
+    #[test]
+    fn a_file_adds_to_the_bundled_apps_and_switches_one_off_only_when_told() {
+        let c = parse("[apps.mine.run]\ncommand = \"mine\"\n[ipc]\nmax_queued = 9\n").unwrap();
+        let ids: Vec<&String> = c.run.keys().collect();
+        assert_eq!(ids, ["audit-log", "echo-provider", "files", "mine"]);
+        let c = parse("[apps.files]\nenabled = false\n[apps.audit-log]\nenabled = true\n").unwrap();
+        assert_eq!(c.run.keys().collect::<Vec<_>>(), ["audit-log", "echo-provider"]);
+        let e = parse("[apps.files]\nenabled = \"no\"\n").unwrap_err();
+        assert!(e.to_string().contains("[apps.files]: enabled must be true or false"), "{e}");
+    }
+
+    #[test]
+    fn the_document_holds_every_effective_value_and_where_it_came_from() {
+        let c = parse("[ipc]\nmax_queued = 9\n").unwrap();
+        assert_eq!(c.get("ipc.max_queued"), Some(&serde_json::json!(9)));
+        let frame = serde_json::json!(MAX_FRAME_BYTES);
+        assert_eq!(c.get("ipc.max_frame_bytes"), Some(&frame), "defaults are shown");
+        assert_eq!(c.get("agents.main.provider"), Some(&serde_json::json!("echo")));
+        assert!(c.get("supervisor.stop_timeout_ms").is_some());
+        assert!(c.get("host").is_some() && c.get("comms").is_some() && c.get("policy").is_some());
+        assert_eq!(c.origin("ipc.max_queued"), "/etc/test.toml:2");
+        assert_eq!(c.origin("ipc.max_frame_bytes"), "built-in default");
+        let under = c.origins_under("ipc");
+        assert_eq!(under["ipc.max_queued"], "/etc/test.toml:2");
+        assert_eq!(under["ipc.max_frame_bytes"], "built-in default");
+        assert_eq!(under.len(), c.get("ipc").unwrap().as_object().unwrap().len());
+        assert!(c.origins_under("no.such").is_empty());
+        assert_eq!(c.file.as_deref(), Some(Path::new("/etc/test.toml")));
+        let builtin = Config::builtin(Path::new("/s"));
+        assert_eq!(builtin.get("ipc.max_frame_bytes"), Some(&frame));
+        assert_eq!(builtin.origin("ipc"), "built-in default");
+        assert_eq!(builtin.file, None);
+    }
+
+    #[test]
+    fn an_unknown_top_level_table_is_refused_with_a_suggestion() {
+        let e = parse("[supervisr]\nmax_restarts = 2\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("unknown table [supervisr]; did you mean [supervisor]?"), "{text}");
     }
 
     #[test]

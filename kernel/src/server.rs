@@ -175,7 +175,7 @@ fn create_listener(socket: &Path) -> std::io::Result<Listener> {
 /// when there is none.
 pub fn load_config(path: Option<&Path>, state_dir: &Path) -> Result<Config, KernelError> {
     Ok(match path {
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load(path, state_dir)?,
         None => Config::builtin(state_dir),
     })
 }
@@ -189,6 +189,15 @@ pub async fn run(
     // Before anything is opened; the host surfaces' caps are derived from it.
     crate::descriptors::raise_limit();
     let config = load_config(settings.config_path.as_deref(), &settings.state_dir)?;
+    let managed: Vec<&str> = config.run.keys().map(String::as_str).collect();
+    match &config.file {
+        Some(file) => {
+            tracing::info!(file = %file.display(), apps = ?managed, "configuration loaded over the built-in defaults")
+        }
+        None => {
+            tracing::info!(apps = ?managed, "no configuration file: running on the built-in defaults")
+        }
+    }
     fsutil::create_private_dir(&settings.state_dir).map_err(|source| KernelError::Io {
         what: "cannot create state directory",
         path: settings.state_dir.clone(),
@@ -358,9 +367,13 @@ mod tests {
     async fn run_serves_until_its_shutdown_future_then_sends_every_app_away() {
         let dir = tempfile::tempdir().unwrap();
         let (socket, state_dir) = (dir.path().join("k.sock"), dir.path().join("state"));
-        // A file of its own: no managed apps to start.
+        // A file of its own, the bundled apps switched off: no managed apps to start.
         let config = dir.path().join("burrow.toml");
-        std::fs::write(&config, "[ipc]\nshutdown_timeout_ms = 2000\n").unwrap();
+        let mut text = "[ipc]\nshutdown_timeout_ms = 2000\n".to_owned();
+        for id in crate::config::layers::BUNDLED_APPS {
+            text.push_str(&format!("[apps.{id}]\nenabled = false\n"));
+        }
+        std::fs::write(&config, text).unwrap();
         let settings = Settings {
             socket: socket.clone(),
             state_dir: state_dir.clone(),

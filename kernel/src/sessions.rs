@@ -29,7 +29,7 @@ pub mod tail;
 pub use actor::{DispatchReply, Inbound, SessionActor, SessionMsg, Wake};
 
 /// `[agents.<id>]`: one agent.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentSpec {
     /// A `providerId` registered by some app.
@@ -64,7 +64,7 @@ impl Default for AgentSpec {
 }
 
 /// `[sessions]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionSettings {
     /// A session with no work for this long leaves memory (it stays in the store).

@@ -189,8 +189,11 @@ fn hook_methods() {
 #[test]
 fn config_methods() {
     round_trip::<ConfigGet>(
-        ConfigGetParams { path: Some("apps.a".into()) },
-        ConfigGetResult { value: json!({"x": 1}) },
+        ConfigGetParams { path: Some("apps.a".into()), origin: true },
+        ConfigGetResult {
+            value: json!({"x": 1}),
+            origins: Some([("apps.a.x".to_owned(), "built-in default".to_owned())].into()),
+        },
     );
     round_trip::<ConfigWatch>(
         ConfigWatchParams { paths: Some(vec!["apps.a".into()]) },

@@ -207,7 +207,7 @@ impl Client {
     /// when missing); `None` reads the app's own subtree `apps.<appId>`. Paths outside it
     /// need the manifest's `config.read` (else `FORBIDDEN`).
     pub async fn config_get(&self, path: Option<&str>) -> Result<Value> {
-        let params = ConfigGetParams { path: path.map(str::to_owned) };
+        let params = ConfigGetParams { path: path.map(str::to_owned), origin: false };
         Ok(self.call::<ConfigGet>(params).await?.value)
     }
 

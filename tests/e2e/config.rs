@@ -6,7 +6,7 @@ use std::time::Duration;
 use burrow_tests::{FAST_CONFIG, Kernel, RawConn};
 use serde_json::{Value, json};
 
-const CONFIG: &str = "[agents.main]\nmodel = \"small\"\n[apps.watcher]\ngreeting = \"hi\"\nlimit = 3\n[secrets]\ntoken = \"s3cret\"\n";
+const CONFIG: &str = "[agents.main]\nmodel = \"small\"\n[apps.watcher]\ngreeting = \"hi\"\nlimit = 3\n[shared.secrets]\ntoken = \"s3cret\"\n";
 
 fn config_file(kernel: &Kernel) -> std::path::PathBuf {
     kernel.dir().join("burrow.toml")
@@ -15,7 +15,7 @@ fn config_file(kernel: &Kernel) -> std::path::PathBuf {
 /// Rewrites the config file the way editors do: a new file renamed over the old one.
 fn rewrite(kernel: &Kernel, text: &str) {
     let tmp = kernel.dir().join("burrow.toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
+    std::fs::write(&tmp, burrow_tests::bundled_off(text)).unwrap();
     std::fs::rename(&tmp, config_file(kernel)).unwrap();
 }
 
@@ -45,11 +45,11 @@ async fn config_get_follows_the_access_rules() {
         app.call("config.get", json!({"path": "agents.main.model"})).await["result"]["value"],
         "small"
     );
-    for forbidden in ["secrets.token", "agents", "apps", "apps.other", "ipc"] {
+    for forbidden in ["shared.secrets.token", "agents", "apps", "apps.other", "ipc"] {
         let resp = app.call("config.get", json!({"path": forbidden})).await;
         assert_eq!(resp["error"]["code"], "FORBIDDEN", "{forbidden}: {resp}");
     }
-    let resp = app.call("config.watch", json!({"paths": ["apps.watcher", "secrets"]})).await;
+    let resp = app.call("config.watch", json!({"paths": ["apps.watcher", "shared.secrets"]})).await;
     assert_eq!(resp["error"]["code"], "FORBIDDEN");
 }
 
@@ -79,12 +79,14 @@ async fn watchers_get_changes_and_broken_files_change_nothing() {
     let ev = obs.expect_event("config_changed").await;
     let paths = ev["params"]["payload"]["paths"].as_array().unwrap().clone();
     assert!(
-        paths.contains(&json!("apps.watcher.greeting")) && paths.contains(&json!("secrets.token")),
+        paths.contains(&json!("apps.watcher.greeting"))
+            && paths.contains(&json!("shared.secrets.token")),
         "{paths:?}"
     );
     // The secret changed too, but it is outside what the watcher watches.
     assert!(
-        !app.sees_within(Duration::from_millis(300), |v| v["chunk"]["path"] == "secrets.token")
+        !app.sees_within(Duration::from_millis(300), |v| v["chunk"]["path"]
+            == "shared.secrets.token")
             .await
     );
 

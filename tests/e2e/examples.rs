@@ -102,7 +102,8 @@ async fn the_config_watcher_sees_edits_and_survives_a_broken_file() {
     app.wait_line(r#"config-watch: value {"color":"red"}"#).await;
     let path = kernel.dir().join("burrow.toml");
 
-    std::fs::write(&path, format!("{FAST_CONFIG}[apps.watcher]\ncolor = \"blue\"\n")).unwrap();
+    let edit = |text: &str| std::fs::write(&path, burrow_tests::bundled_off(text)).unwrap();
+    edit(&format!("{FAST_CONFIG}[apps.watcher]\ncolor = \"blue\"\n"));
     app.wait_line(r#"config-watch: changed apps.watcher.color "red" -> "blue""#).await;
 
     std::fs::write(&path, "[apps.watcher\ncolor = ").unwrap();
@@ -110,7 +111,7 @@ async fn the_config_watcher_sees_edits_and_survives_a_broken_file() {
         burrow_tests::poll_until(DEADLINE, || async { kernel.log().contains("invalid") }).await;
     assert!(logged, "{}", kernel.log());
 
-    std::fs::write(&path, format!("{FAST_CONFIG}[apps.watcher]\ncolor = \"green\"\n")).unwrap();
+    edit(&format!("{FAST_CONFIG}[apps.watcher]\ncolor = \"green\"\n"));
     app.wait_line(r#"config-watch: changed apps.watcher.color "blue" -> "green""#).await;
     let current: Value = kernel.client().await.request("kernel.info", json!({})).await.unwrap();
     assert_eq!(current["apps"], 1);

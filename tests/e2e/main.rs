@@ -6,6 +6,7 @@ mod chat;
 mod cli;
 mod comms;
 mod config;
+mod defaults;
 mod examples;
 mod framing;
 mod hooks;

@@ -146,7 +146,7 @@ async fn a_surface_that_requires_a_token_refuses_requests_without_one() {
     let args = ["--http", "127.0.0.1:0", "--rpc-tcp", "127.0.0.1:0"];
     // Without any token, a surface that requires one does not start.
     let empty = tempfile::tempdir().unwrap();
-    std::fs::write(empty.path().join("burrow.toml"), &config).unwrap();
+    std::fs::write(empty.path().join("burrow.toml"), burrow_tests::bundled_off(&config)).unwrap();
     let out = tokio::process::Command::new(bin("burrow"))
         .arg("kernel")
         .arg("--socket")

@@ -200,17 +200,14 @@ async fn a_restarted_kernel_ends_strays_of_the_previous_run() {
 async fn config_edits_and_the_cli_start_stop_and_restart_apps() {
     let kernel = Kernel::start_with_config(FAST).await;
     let path = kernel.dir().join("burrow.toml");
-    std::fs::write(&path, format!("{FAST}[apps.greeter.run]\ncommand = \"hello\"\n")).unwrap();
+    let edit = |text: String| std::fs::write(&path, burrow_tests::bundled_off(&text)).unwrap();
+    edit(format!("{FAST}[apps.greeter.run]\ncommand = \"hello\"\n"));
     let first =
         pid_of(&wait_managed(&kernel, "greeter", "started by a config edit", running).await);
 
-    std::fs::write(
-        &path,
-        format!(
-            "{FAST}[apps.greeter.run]\ncommand = \"hello\"\nenv = {{ GREETING = \"changed\" }}\n"
-        ),
-    )
-    .unwrap();
+    edit(format!(
+        "{FAST}[apps.greeter.run]\ncommand = \"hello\"\nenv = {{ GREETING = \"changed\" }}\n"
+    ));
     let second = pid_of(
         &wait_managed(&kernel, "greeter", "restarted by a config edit", |m| {
             running(m) && pid_of(m) != first
@@ -236,7 +233,7 @@ async fn config_edits_and_the_cli_start_stop_and_restart_apps() {
     let out = kernel.cli(&["logs", "greeter"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello: ready as greeter"));
 
-    std::fs::write(&path, FAST).unwrap();
+    edit(FAST.to_owned());
     let removed =
         poll_until(DEADLINE, || async { managed(&kernel, "greeter").await.is_none() }).await;
     assert!(removed, "removing the run table stops and forgets the app");

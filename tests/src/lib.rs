@@ -96,6 +96,21 @@ pub fn memory(pid: i32) -> Option<Memory> {
 pub const FAST_CONFIG: &str =
     "[ipc]\nheartbeat_interval_ms = 200\nheartbeat_timeout_ms = 1000\nshutdown_timeout_ms = 2000\n";
 
+/// The bundled apps, defaults of every configuration file.
+pub const BUNDLED_APPS: [&str; 3] = ["audit-log", "echo-provider", "files"];
+
+/// `config` with every bundled app it does not mention switched off: a test's kernel runs
+/// only the apps the test asks for.
+pub fn bundled_off(config: &str) -> String {
+    let mut out = config.to_owned();
+    for id in BUNDLED_APPS {
+        if !config.contains(&format!("[apps.{id}")) {
+            out.push_str(&format!("\n[apps.{id}]\nenabled = false\n"));
+        }
+    }
+    out
+}
+
 /// A kernel process on a temporary socket and state directory.
 #[allow(missing_debug_implementations)]
 pub struct Kernel {
@@ -135,13 +150,19 @@ impl Kernel {
         args: &[&str],
         prepare: impl FnOnce(&Path),
     ) -> Kernel {
-        Self::start_full(config, args, prepare, None).await
+        Self::start_full(&bundled_off(config), args, prepare, None).await
+    }
+
+    /// Starts a kernel with `config` written as it is: the bundled apps run unless it
+    /// switches them off.
+    pub async fn start_as_written(config: &str) -> Kernel {
+        Self::start_full(config, &[], |_| {}, None).await
     }
 
     /// [`Kernel::start_with`], the kernel's descriptor limit (soft and hard, so that it
     /// cannot raise it) set to `nofile`.
     pub async fn start_with_nofile(config: &str, args: &[&str], nofile: u64) -> Kernel {
-        Self::start_full(config, args, |_| {}, Some(nofile)).await
+        Self::start_full(&bundled_off(config), args, |_| {}, Some(nofile)).await
     }
 
     async fn start_full(

@@ -1,5 +1,5 @@
 //! Client commands about capabilities, hooks and configuration: `tools`, `hooks`,
-//! `call-tool`, `config get`. Those that call app methods register the CLI as a
+//! `call-tool`. Those that call app methods register the CLI as a
 //! short-lived app `cli-<pid>` (which may read any configuration path).
 
 use std::path::PathBuf;
@@ -163,25 +163,6 @@ pub async fn call_tool(
         Ok(result) => {
             print_json(&result);
             if result["isError"] == true { ExitCode::FAILURE } else { ExitCode::SUCCESS }
-        }
-        Err(e) => fail(e),
-    }
-}
-
-/// `burrow config get [PATH]`.
-pub async fn config_get(socket: Option<PathBuf>, path: Option<&str>) -> ExitCode {
-    let reg = match registered(socket).await {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let params = match path {
-        Some(path) => json!({ "path": path }),
-        None => json!({ "path": "" }),
-    };
-    match reg.client.request("config.get", params).await {
-        Ok(result) => {
-            print_json(&result["value"]);
-            ExitCode::SUCCESS
         }
         Err(e) => fail(e),
     }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 /// `[host]`: the JSON-RPC and REST surfaces. Read at start.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostSettings {
     /// Require a bearer token even on loopback (off loopback it is always required).

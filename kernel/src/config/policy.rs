@@ -10,7 +10,7 @@ use burrow_protocol::methods::capability::CapabilityType;
 use serde::Deserialize;
 
 /// One set of deny rules.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Rules {
     /// Capability types refused outright.

@@ -103,7 +103,7 @@ async fn reload_loop(kernel: Arc<Kernel>, path: PathBuf, mut rx: mpsc::Receiver<
                 Err(_) => break,
             }
         }
-        match Config::load(&path) {
+        match Config::load(&path, &kernel.paths.state_dir) {
             Ok(config) => kernel.apply_config(config),
             Err(e) => {
                 tracing::warn!(error = %e, "config file changed but is invalid; keeping the configuration in force")
@@ -118,7 +118,7 @@ mod tests {
     use serde_json::json;
 
     fn config(text: &str) -> Config {
-        Config::parse(text, Path::new("t.toml")).unwrap()
+        Config::parse(text, Path::new("t.toml"), Path::new("/state")).unwrap()
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::store::{PeerRequestRow, Write};
 pub mod remote;
 
 /// `[comms]`: the signed peer channel.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CommsSettings {
     /// This kernel's display name in its binding file (default: the host name).

@@ -24,7 +24,9 @@ pub fn get(
 ) -> Result<ConfigGetResult, ServiceError> {
     let path = p.path.unwrap_or_else(|| access::own_subtree(app.id));
     readable(app, &path)?;
-    Ok(ConfigGetResult { value: kernel.config().get(&path).cloned().unwrap_or(Value::Null) })
+    let config = kernel.config();
+    let origins = p.origin.then(|| config.origins_under(&path));
+    Ok(ConfigGetResult { value: config.get(&path).cloned().unwrap_or(Value::Null), origins })
 }
 
 /// `config.watch`'s paths, each one the app may read (its own subtree when none is
@@ -51,9 +53,16 @@ mod tests {
         let conn = connection(1);
         let m = manifest("a", &[], &[], &["agents.*"]);
         let a = App { id: "a", manifest: &m, conn: &conn };
-        assert_eq!(get(&f.kernel, a, ConfigGetParams { path: None }).unwrap().value, Value::Null);
-        assert!(get(&f.kernel, a, ConfigGetParams { path: Some("agents.main".into()) }).is_ok());
-        let e = get(&f.kernel, a, ConfigGetParams { path: Some("apps.b".into()) }).unwrap_err();
+        assert_eq!(
+            get(&f.kernel, a, ConfigGetParams { path: None, origin: false }).unwrap().value,
+            Value::Null
+        );
+        assert!(
+            get(&f.kernel, a, ConfigGetParams { path: Some("agents.main".into()), origin: false })
+                .is_ok()
+        );
+        let e = get(&f.kernel, a, ConfigGetParams { path: Some("apps.b".into()), origin: false })
+            .unwrap_err();
         assert!(
             matches!(&e, ServiceError::Forbidden { data, .. } if data["path"] == "apps.b"),
             "{e:?}"

@@ -26,7 +26,7 @@ pub struct RunSpec {
 }
 
 /// `[supervisor]`: start deadline, backoff, restart intensity, stop deadline, logs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SupervisorSettings {
     /// A started app must register under its id within this time.
@@ -91,11 +91,16 @@ impl SupervisorSettings {
     }
 }
 
-/// Reads every `[apps.<id>.run]` table of a configuration document.
+/// Reads every `[apps.<id>.run]` of an app not switched off by `[apps.<id>] enabled = false`.
 pub fn run_specs(document: &toml::Table) -> Result<BTreeMap<String, RunSpec>, String> {
     let mut specs = BTreeMap::new();
     let Some(toml::Value::Table(apps)) = document.get("apps") else { return Ok(specs) };
     for (id, section) in apps {
+        match section.get("enabled") {
+            None | Some(toml::Value::Boolean(true)) => {}
+            Some(toml::Value::Boolean(false)) => continue,
+            Some(_) => return Err(format!("[apps.{id}]: enabled must be true or false")),
+        }
         let Some(run) = section.get("run") else { continue };
         if !burrow_protocol::manifest::is_valid_app_id(id) {
             return Err(format!("[apps.{id}.run]: {id:?} is not a valid app id"));

@@ -18,6 +18,9 @@ pub struct ConfigGetParams {
     /// Dotted path; absent means the app's own subtree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Also say where each value under the path came from.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub origin: bool,
 }
 
 /// Result of `config.get`.
@@ -25,6 +28,10 @@ pub struct ConfigGetParams {
 pub struct ConfigGetResult {
     /// The value; null for a missing path.
     pub value: Value,
+    /// With `origin`: for each value under the path (a table's values, each array as a
+    /// whole), its dotted path and where it was set: `FILE:LINE`, or `built-in default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origins: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Params of `config.watch`.

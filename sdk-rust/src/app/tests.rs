@@ -23,7 +23,7 @@ fn app() -> App {
         })
         .on_request("tester.panic", |_params, _cx| async move { panic!("handler bug") })
         .on::<ConfigGet, _, _>(|params, _cx| async move {
-            Ok(ConfigGetResult { value: json!(params.path) })
+            Ok(ConfigGetResult { value: json!(params.path), origins: None })
         })
 }
 

@@ -295,7 +295,7 @@ impl State {
         let params: ConfigGetParams = parse_params(params)?;
         let path = params.path.unwrap_or_else(|| format!("apps.{}", manifest.id));
         let value = lookup(&lock(&self.document), &path);
-        Ok(to_value(&ConfigGetResult { value }))
+        Ok(to_value(&ConfigGetResult { value, origins: None }))
     }
 
     /// The answer to the requests that are answered at once; `None` for the rest.
