@@ -10,9 +10,9 @@ mod apps;
 mod client;
 mod config;
 mod host;
+mod kernels;
 mod logging;
 mod ops;
-mod peers;
 mod rpc;
 mod sessions;
 mod token;
@@ -152,14 +152,15 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Manage the kernels this one trusts as peers (default: list them).
-    Peers {
+    /// Manage the kernels this one trusts (default: list them).
+    #[command(alias = "peers")]
+    Kernels {
         #[command(subcommand)]
-        action: Option<peers::PeersAction>,
+        action: Option<kernels::KernelsAction>,
     },
     /// Append a durable external event to a session and wake it; prints the receipt.
     Event {
-        /// The session id.
+        /// The session key (a host's `session_id`).
         session: String,
         /// The event type, e.g. `deploy_complete`.
         event_type: String,
@@ -250,7 +251,7 @@ struct KernelArgs {
     #[arg(long, value_name = "HOST:PORT")]
     comms_advertise_tcp: Option<String>,
     /// Write this kernel's binding file (its key and address, mode 0600) here, for
-    /// `burrow peers trust` on other kernels.
+    /// `burrow kernels trust` on other kernels.
     #[arg(long, value_name = "FILE")]
     comms_binding_out: Option<PathBuf>,
 }
@@ -310,7 +311,7 @@ pub fn main() -> ExitCode {
                 client::call(cli.socket, &method, params.as_deref(), timeout_ms, register).await
             }
             Command::Run(args) => host::run(cli.socket, args).await,
-            Command::Peers { action } => peers::run(cli.socket, action).await,
+            Command::Kernels { action } => kernels::run(cli.socket, action).await,
             Command::Rpc => rpc::run_stdio(cli.socket).await,
             Command::Token { action: TokenAction::Create { state_dir } } => {
                 token::create(&state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir))

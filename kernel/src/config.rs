@@ -68,7 +68,7 @@ pub struct Config {
     pub sessions: crate::sessions::SessionSettings,
     /// `[host]`: the JSON-RPC and REST surfaces.
     pub host: host::HostSettings,
-    /// `[comms]`: the signed peer channel.
+    /// `[comms]`: the signed kernel channel.
     pub comms: crate::service::comms::CommsSettings,
     /// The configuration file's directory: relative `command` paths start there.
     pub base_dir: Option<PathBuf>,

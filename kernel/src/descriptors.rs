@@ -1,14 +1,14 @@
 //! The kernel's file descriptors. At start [`raise_limit`] lifts the soft `RLIMIT_NOFILE`
 //! to the hard one; [`host_budget`] then sets aside what the kernel itself needs — the
 //! app socket's connections (`ipc.max_connections`), managed apps' pipes and log files,
-//! the store, listeners, the runtime, the peer channel — and splits the rest between the
+//! the store, listeners, the runtime, the kernel channel — and splits the rest between the
 //! JSON-RPC and HTTP surfaces. Each surface's connection cap is clamped to its share
 //! ([`clamp_cap`]), so no number of host connections can starve the app socket or the
 //! store of descriptors.
 
 /// Descriptors kept for the kernel's own use whatever the configuration: the store
 /// (SQLite, its WAL and shared memory, the journal), the listeners, the runtime (epoll,
-/// event and timer descriptors), the config watcher, standard streams, the peer channel
+/// event and timer descriptors), the config watcher, standard streams, the kernel channel
 /// (64 incoming connections and the kernel's own dials), app connections being refused.
 pub const RESERVED: u64 = 256;
 

@@ -1,5 +1,5 @@
 //! The kernel's listeners besides its socket: the host surfaces (`--rpc-tcp`, `--http`)
-//! and the signed peer channel (`--comms-listen-tcp`). Each bound address is published in
+//! and the signed kernel channel (`--comms-listen-tcp`). Each bound address is published in
 //! `kernel.info` (`endpoints`), so `127.0.0.1:0` works: the port chosen is reported.
 
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use crate::descriptors::MAX_REFUSING;
 use crate::host::KernelHost;
 use crate::kernel::Kernel;
 use crate::server::KernelError;
-use crate::service::comms::remote::{KernelInbox, PeerNet};
+use crate::service::comms::remote::{KernelInbox, RemoteKernels};
 use crate::surface::Host;
 use crate::surface::auth::Auth;
 use crate::surface::http::HttpLimits;
@@ -28,7 +28,7 @@ pub struct Listen {
     pub rpc_tcp: Option<SocketAddr>,
     /// REST.
     pub http: Option<SocketAddr>,
-    /// The signed peer channel.
+    /// The signed kernel channel.
     pub comms_listen: Option<SocketAddr>,
     /// `HOST:PORT` other kernels dial (port 0: the bound port); default: the bound address.
     pub comms_advertise: Option<String>,
@@ -77,11 +77,12 @@ pub struct Bound {
     http: Option<(TcpListener, Arc<Auth>)>,
 }
 
-/// Opens the peer channel (trust store, binding file) and binds every listener `listen`
+/// Opens the kernel channel (trust store, binding file) and binds every listener `listen`
 /// asks for.
 pub async fn bind_all(kernel: &Arc<Kernel>, listen: &Listen) -> Result<Bound, KernelError> {
-    let net = Arc::new(PeerNet::open(kernel).map_err(|e| setup("cannot open the trust store", e))?);
-    let _ = kernel.peers.set(net.clone());
+    let net =
+        Arc::new(RemoteKernels::open(kernel).map_err(|e| setup("cannot open the trust store", e))?);
+    let _ = kernel.remote.set(net.clone());
     if listen.comms_binding_out.is_some() && listen.comms_listen.is_none() {
         return Err(setup("--comms-binding-out", "needs --comms-listen-tcp"));
     }
@@ -107,7 +108,7 @@ pub async fn bind_all(kernel: &Arc<Kernel>, listen: &Listen) -> Result<Bound, Ke
         bound.http = Some((listener, auth));
     }
     if let Some(addr) = listen.comms_listen {
-        let (listener, local) = bind(addr, "peers").await?;
+        let (listener, local) = bind(addr, "other kernels").await?;
         let address = advertised(listen.comms_advertise.as_deref(), local)?;
         let binding = net.node.binding(&net.name, &address);
         if let Some(path) = &listen.comms_binding_out {
@@ -119,7 +120,7 @@ pub async fn bind_all(kernel: &Arc<Kernel>, listen: &Listen) -> Result<Bound, Ke
             *own = Some(binding);
         }
         publish(kernel, "comms", local);
-        tracing::info!(%local, %address, kernel_id = net.node.kernel_id(), "listening for peer kernels");
+        tracing::info!(%local, %address, kernel_id = net.node.kernel_id(), "listening for trusted kernels");
         bound.comms = Some(listener);
     }
     Ok(bound)
@@ -136,9 +137,9 @@ impl Bound {
     pub fn serve(self, kernel: &Arc<Kernel>) -> Endpoints {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
-        if let (Some(listener), Some(net)) = (self.comms, kernel.peers.get()) {
+        if let (Some(listener), Some(net)) = (self.comms, kernel.remote.get()) {
             let inbox = Arc::new(KernelInbox { kernel: kernel.clone() });
-            tasks.push(tokio::spawn(crate::peers::serve(
+            tasks.push(tokio::spawn(crate::remote::serve(
                 listener,
                 net.node.clone(),
                 inbox,

@@ -76,7 +76,7 @@ fn control(
 }
 
 static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
-    use service::{apps, comms, peers, sessions};
+    use service::{apps, comms, sessions, trust};
     let wait_for = |ms: Option<u64>| ms.map_or(WAIT, Duration::from_millis);
     [
         // What runs.
@@ -87,9 +87,9 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
         handler::<SupervisorStart, _, _>(control(Control::Start)),
         handler::<SupervisorStop, _, _>(control(Control::Stop)),
         handler::<SupervisorRestart, _, _>(control(Control::Restart)),
-        handler::<PeersTrust, _, _>(|k, _, p| async move { peers::trust(&k, p).await }),
-        handler::<PeersList, _, _>(|k, _, _| async move { peers::list(&k).await }),
-        handler::<PeersRevoke, _, _>(|k, _, p| async move { peers::revoke(&k, p).await }),
+        handler::<PeersTrust, _, _>(|k, _, p| async move { trust::trust(&k, p).await }),
+        handler::<PeersList, _, _>(|k, _, _| async move { trust::list(&k).await }),
+        handler::<PeersRevoke, _, _>(|k, _, p| async move { trust::revoke(&k, p).await }),
         // Sessions, in the IPC's shapes.
         handler::<SessionGet, _, _>(|k, _, p| async move {
             Ok(SessionGetResult { session: sessions::get(&k, &p.key).await?.map(|s| s.ipc()) })

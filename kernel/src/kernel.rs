@@ -70,10 +70,10 @@ pub struct Kernel {
     /// Connection tasks, so a stopping kernel can let the last answers be written.
     pub tasks: TaskTracker,
     next_conn: AtomicU64,
-    /// Bound addresses of the host surfaces and the peer channel, by name.
+    /// Bound addresses of the host surfaces and the kernel channel, by name.
     pub endpoints: RwLock<std::collections::BTreeMap<String, String>>,
-    /// The signed peer channel, when it is on.
-    pub peers: std::sync::OnceLock<Arc<crate::service::comms::remote::PeerNet>>,
+    /// The signed kernel channel, when it is on.
+    pub remote: std::sync::OnceLock<Arc<crate::service::comms::remote::RemoteKernels>>,
     /// Peer requests whose response is being delivered right now (one at a time each).
     pub comms_claims: dashmap::DashMap<String, ()>,
     /// The tools registered before this start, and since.
@@ -107,7 +107,7 @@ impl Kernel {
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
             endpoints: RwLock::new(Default::default()),
-            peers: std::sync::OnceLock::new(),
+            remote: std::sync::OnceLock::new(),
             comms_claims: dashmap::DashMap::new(),
         }
     }

@@ -20,7 +20,7 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`endpoints`] | listeners besides the socket: JSON-RPC, REST, the peer channel |
+//! | [`endpoints`] | listeners besides the socket: JSON-RPC, REST, the kernel channel |
 //! | [`descriptors`] | the descriptor limit raised at start; the host surfaces' share of it |
 //! | [`server`] | state dir, config, key, socket binding (stale reclaimed, live never stolen), graceful stop |
 //! | [`supervisor`] | managed app processes: start, restart with backoff, stop, logs, strays |
@@ -40,7 +40,7 @@
 //! | [`hooks`] | subscriptions, observer delivery (bounded, drop-and-count), interception chains |
 //! | [`surface`] | host surfaces over a [`surface::Host`]: JSON-RPC 2.0 (TCP, stdio), REST + SSE, host tokens |
 //! | [`token`] | the ed25519 kernel key and app tokens |
-//! | [`peers`] | the signed kernel-to-kernel channel: bindings, trust store, envelopes, TCP listener and client |
+//! | [`remote`] | the signed channel between kernels (the kernel channel): bindings, trust store, envelopes, TCP listener and client |
 //! | [`config`] | the TOML configuration, policy, access rules, hot reload |
 //! | [`fsutil`] | owner-only files and directories |
 //! | [`sizes`] | values' sizes as JSON text, which bounds count |
@@ -68,8 +68,8 @@ pub mod hooks;
 pub mod host;
 pub mod kernel;
 pub mod methods;
-pub mod peers;
 pub mod registry;
+pub mod remote;
 pub mod root;
 pub mod server;
 pub mod service;

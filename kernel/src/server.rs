@@ -28,7 +28,7 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// The TOML configuration file, if any.
     pub config_path: Option<PathBuf>,
-    /// Host surfaces and the peer channel to listen on.
+    /// Host surfaces and the kernel channel to listen on.
     pub listen: crate::endpoints::Listen,
 }
 
@@ -63,7 +63,7 @@ pub enum KernelError {
     /// The actor system failed.
     #[error("actor system: {0}")]
     Actor(String),
-    /// A host surface or the peer channel could not be set up.
+    /// A host surface or the kernel channel could not be set up.
     #[error("{0}")]
     Endpoint(String),
 }
@@ -286,7 +286,7 @@ async fn stop(kernel: &Kernel, parts: Parts) {
     let (apps, processes) =
         (config.ipc.shutdown_timeout(), Duration::from_millis(config.supervisor.stop_timeout_ms));
     let after = |d: Duration| Instant::now() + d;
-    // 1. Hosts and peer kernels first: no new work while apps are asked to leave.
+    // 1. Hosts and trusted kernels first: no new work while apps are asked to leave.
     stop::part("host surfaces", after(STEP), Duration::ZERO, |s| {
         endpoints.stop(s);
         true

@@ -13,13 +13,13 @@
 //! - [`capabilities`], [`hooks`], [`config`]: what an app registers, observes,
 //!   intercepts and reads, judged by its manifest ([`App`]);
 //! - [`comms`]: comms between peers (sessions here and on trusted kernels): local
-//!   delivery, request/response correlation, remote kernels;
+//!   delivery, request/response correlation, delivery over the kernel channel;
 //! - [`routing`]: calls routed to the app that provides them: tools, gateway methods,
 //!   HTTP routes;
-//! - [`peers`]: the trusted kernels;
 //! - [`sessions`]: sessions, their messages and runs, in either view (the IPC's and the
 //!   host's, projections of one [`sessions::SessionView`]);
-//! - [`supervisor`]: managed apps — start, stop, restart, captured logs.
+//! - [`supervisor`]: managed apps — start, stop, restart, captured logs;
+//! - [`trust`]: the trusted kernels (the IPC methods `peers.*`).
 
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use serde_json::json;
@@ -34,12 +34,12 @@ pub mod capabilities;
 pub mod comms;
 pub mod config;
 pub mod hooks;
-pub mod peers;
 pub mod routing;
 pub mod sessions;
 pub mod supervisor;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod trust;
 
 /// Who asks: an app's id, or a host surface (`host:rpc`, `host:http`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +88,7 @@ pub enum ServiceError {
     #[error("no run {0:?}")]
     UnknownRun(String),
     /// Something else named is not there (a captured log, a trusted kernel), or a part
-    /// of the kernel that is off (the supervisor, the peer channel).
+    /// of the kernel that is off (the supervisor, the kernel channel).
     #[error("{0}")]
     NotFound(String),
     /// The caller may not do this; `data` says what it touched.
@@ -162,8 +162,8 @@ pub enum ServiceError {
     /// The kernel could not do it (a part of it is stopping or stopped).
     #[error("{0}")]
     Internal(String),
-    /// Another party's error (an app's answer, a session actor's refusal, a peer
-    /// kernel's), passed on as it is.
+    /// Another party's error (an app's answer, a session actor's refusal, a
+    /// trusted kernel's), passed on as it is.
     #[error("{}", .0.message)]
     Passed(ErrorObject),
 }

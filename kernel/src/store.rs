@@ -152,7 +152,7 @@ pub struct PeerRequestRow {
     pub id: String,
     /// The session that asked.
     pub requester: String,
-    /// The peer asked (a session id, local or remote).
+    /// The peer asked (a session key, local or remote).
     pub responder: String,
     /// When, ms.
     pub created_at: u64,

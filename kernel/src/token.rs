@@ -101,7 +101,8 @@ impl KernelKey {
         Self { signing, verifying }
     }
 
-    /// The signing key, e.g. for signing peer envelopes ([`crate::peers`]).
+    /// The signing key, e.g. for signing envelopes on the kernel channel
+    /// ([`crate::remote`]).
     pub fn signing_key(&self) -> &SigningKey {
         &self.signing
     }

@@ -52,11 +52,11 @@ pub async fn run(socket: Option<PathBuf>, args: RunArgs) -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    let id = created["session_id"].as_str().unwrap_or_default().to_owned();
-    eprintln!("session {id}");
+    let key = created["session_id"].as_str().unwrap_or_default().to_owned();
+    eprintln!("session {key}");
     // Follow before waiting, so nothing the first turn does falls between the two.
     let mut events =
-        match client.request_stream("session.events", json!({ "session_id": id })).await {
+        match client.request_stream("session.events", json!({ "session_id": key })).await {
             Ok(s) => s,
             Err(e) => return fail(e),
         };

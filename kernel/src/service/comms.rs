@@ -1,7 +1,7 @@
 //! Comms between sessions (`comms/send`, `comms/peers`). A session with a comms name is
-//! a peer; its canonical peer id is its session id. A message to a peer on this kernel
+//! a peer; its canonical peer id is its session key. A message to a peer on this kernel
 //! goes straight into that session's queue; one to a peer on a trusted kernel goes over
-//! the signed peer channel ([`remote`]), and the receipt comes only after the other
+//! the signed kernel channel ([`remote`]), and the receipt comes only after the other
 //! kernel stored it and signed its acknowledgement.
 //!
 //! Every delivered message is a `user` message in the receiver's transcript with
@@ -26,7 +26,7 @@ use crate::store::{PeerRequestRow, Write};
 
 pub mod remote;
 
-/// `[comms]`: the signed peer channel.
+/// `[comms]`: the signed kernel channel.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CommsSettings {

@@ -18,7 +18,7 @@ methods! {
     SessionCreate = "session.create": SessionCreateParams => SessionCreateResult;
     /// A typed comms command.
     CommsSend = "comms.send": CommsSendParams => CommsReceipt;
-    /// The trusted peers a session can see.
+    /// The peers a session can see: on this kernel and on trusted kernels.
     CommsPeers = "comms.peers": CommsPeersParams => CommsPeersResult;
     /// Append a durable external event to a session and wake it.
     SessionExternalEvent = "session.externalEvent": ExternalEventParams => ExternalEventReceipt;
@@ -57,7 +57,7 @@ pub struct SessionCreateParams {
 /// Result of `session/create`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionCreateResult {
-    /// The new session's id (also its key and, with a comms name, its peer id).
+    /// The new session's key (with a comms name, also its peer id).
     pub session_id: String,
     /// The first turn.
     pub run_id: String,

@@ -1,7 +1,9 @@
 //! Operator methods (Burrow additions), allowed before `app.register` like `kernel.info`:
 //! the socket admits only its owner. What is registered and hooked
 //! (`kernel.capabilities`, `kernel.hooks`), the managed apps (`supervisor.*`), the
-//! trusted kernels (`peers.*`), and a session's events as a stream (`session.events`).
+//! trusted kernels (`peers.*`, what `burrow kernels` calls: the wire names are kept for
+//! compatibility, though these deal with kernels, not with peers), and a session's events
+//! as a stream (`session.events`).
 
 use std::collections::BTreeMap;
 
@@ -25,11 +27,12 @@ methods! {
     /// A managed app's captured log: a stream of [`LogLine`] chunks (the last `lines`
     /// lines, then new ones while following), ended by a [`StreamEnd`].
     SupervisorLogs = "supervisor.logs": LogsParams => StreamEnd;
-    /// Trust a kernel by its binding.
+    /// Trust a kernel by its binding (`burrow kernels trust`; the wire name is kept).
     PeersTrust = "peers.trust": PeersTrustParams => PeersTrustResult;
-    /// This kernel's binding, the trusted kernels, and refusal counts.
+    /// This kernel's binding, the trusted kernels, and the kernel channel's refusal counts
+    /// (`burrow kernels list`; the wire name is kept).
     PeersList = "peers.list": Empty => PeersListResult;
-    /// Stop trusting a kernel.
+    /// Stop trusting a kernel (`burrow kernels revoke`; the wire name is kept).
     PeersRevoke = "peers.revoke": PeersRevokeParams => Ack;
     /// A session's events from now on, as chunks (each `{type, ...}`), until `$/cancel`
     /// or the follower lags (a `lagged` chunk, then `{ended: "lagged"}`).
@@ -149,7 +152,7 @@ pub struct StreamEnd {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeersTrustParams {
-    /// The kernel's binding (`burrow peers binding`).
+    /// The kernel's binding (the file its `burrow kernel --comms-binding-out` wrote).
     pub binding: Value,
 }
 
@@ -167,7 +170,8 @@ pub struct PeersTrustResult {
 /// Result of `peers.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeersListResult {
-    /// This kernel's own binding, when it listens for peers.
+    /// This kernel's own binding, when it listens for other kernels
+    /// (`--comms-listen-tcp`).
     #[serde(rename = "self")]
     pub own: Option<Value>,
     /// The trusted kernels' bindings.

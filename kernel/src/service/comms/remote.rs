@@ -1,4 +1,4 @@
-//! Peers on other kernels, over the signed peer channel ([`crate::peers`]).
+//! Peers on trusted kernels, over the signed kernel channel ([`crate::remote`]).
 //!
 //! Two envelope kinds travel between kernels: `directory` (which peers do you have?) and
 //! `comms` (a [`Letter`] for one of your peers). The receiving kernel's [`KernelInbox`]
@@ -15,8 +15,8 @@ use serde_json::json;
 
 use super::{Delivered, Letter, deliver, local_peers, refused};
 use crate::kernel::Kernel;
-use crate::peers::{
-    Binding, DeliverFuture, Envelope, Inbox, PeerNode, PeerSettings, Refusal, SendError,
+use crate::remote::{
+    Binding, DeliverFuture, Envelope, Inbox, KernelChannelSettings, KernelNode, Refusal, SendError,
     TrustStore, send,
 };
 use crate::service::ServiceError;
@@ -26,12 +26,12 @@ pub const KIND_COMMS: &str = "comms";
 /// Envelope kind: a request for the receiver's list of peers.
 pub const KIND_DIRECTORY: &str = "directory";
 
-/// This kernel's end of the peer channel: its node (identity, trust store, replay cache)
+/// This kernel's end of the kernel channel: its node (identity, trust store, replay cache)
 /// and what it learned of other kernels' peers.
 #[derive(Debug)]
-pub struct PeerNet {
+pub struct RemoteKernels {
     /// The node.
-    pub node: Arc<PeerNode>,
+    pub node: Arc<KernelNode>,
     /// Our display name.
     pub name: String,
     /// Our binding, when we listen.
@@ -39,22 +39,23 @@ pub struct PeerNet {
     directory: Mutex<HashMap<String, Asked>>,
 }
 
-impl PeerNet {
-    /// The peer channel of a kernel with `key` and state in `state_dir`.
-    pub fn open(kernel: &Kernel) -> Result<PeerNet, crate::peers::TrustError> {
+impl RemoteKernels {
+    /// The kernel channel of `kernel`: its key, its trust store in its state dir, its
+    /// `[comms]` limits.
+    pub fn open(kernel: &Kernel) -> Result<RemoteKernels, crate::remote::TrustError> {
         let config = kernel.config();
-        let id = crate::peers::kernel_id(kernel.key.verifying_key());
+        let id = crate::remote::kernel_id(kernel.key.verifying_key());
         let trust = Arc::new(TrustStore::open(&kernel.paths.state_dir, &id)?);
-        let settings = PeerSettings {
+        let settings = KernelChannelSettings {
             max_line_bytes: config.comms.max_envelope_bytes,
             freshness: Duration::from_millis(config.comms.freshness_ms),
             // Within a sender's deadline (same defaults), so it gets a definite answer.
             delivery_timeout: Duration::from_millis(config.comms.send_timeout_ms * 3 / 4),
-            ..PeerSettings::default()
+            ..KernelChannelSettings::default()
         };
         let name = config.comms.kernel_name.clone().unwrap_or_else(host_name);
-        Ok(PeerNet {
-            node: Arc::new(PeerNode::new(&kernel.key, trust, settings)),
+        Ok(RemoteKernels {
+            node: Arc::new(KernelNode::new(&kernel.key, trust, settings)),
             name,
             binding: Mutex::new(None),
             directory: Mutex::new(HashMap::new()),
@@ -97,7 +98,7 @@ fn host_name() -> String {
 /// A peer on a trusted kernel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemotePeer {
-    /// Its canonical id (its session id there).
+    /// Its canonical id (its session key there).
     pub peer_id: String,
     /// Its display name.
     pub name: String,
@@ -129,7 +130,7 @@ struct DirectoryEntry {
 /// The peers of every trusted kernel; a kernel's answer is reused for
 /// `[comms] directory_ttl_ms` unless `fresh`.
 pub async fn peers(kernel: &Arc<Kernel>, fresh: bool) -> RemoteView {
-    let Some(net) = kernel.peers.get() else { return RemoteView::default() };
+    let Some(net) = kernel.remote.get() else { return RemoteView::default() };
     let config = kernel.config();
     let ttl =
         if fresh { Duration::ZERO } else { Duration::from_millis(config.comms.directory_ttl_ms) };
@@ -196,11 +197,11 @@ pub async fn send_letter(
     peer: &RemotePeer,
     letter: &Letter,
 ) -> Result<Delivered, ServiceError> {
-    let net = kernel.peers.get().ok_or_else(|| {
+    let net = kernel.remote.get().ok_or_else(|| {
         refused(
             ErrorCode::ConnectionClosed,
             "peer_unreachable",
-            "the peer channel is off",
+            "the kernel channel is off",
             Value::Null,
         )
     })?;
@@ -301,7 +302,7 @@ impl Inbox for KernelInbox {
                     let peers = local_peers(&self.kernel, None)
                         .await
                         .map_err(|e| Refusal::Other(reason_of(&e)))?;
-                    let name = self.kernel.peers.get().map(|n| n.name.clone()).unwrap_or_default();
+                    let name = self.kernel.remote.get().map(|n| n.name.clone()).unwrap_or_default();
                     Ok(json!({ "kernel_name": name, "peers": peers }))
                 }
                 KIND_COMMS => {

@@ -1,6 +1,7 @@
-//! `burrow peers [list [--json] | trust FILE | revoke KERNEL_ID]`: the kernels the running
-//! kernel trusts on its peer channel ([`crate::peers`]), through the IPC methods
-//! `peers.list`, `peers.trust` and `peers.revoke`.
+//! `burrow kernels [list [--json] | trust FILE | revoke KERNEL_ID]` (alias `burrow peers`):
+//! the kernels the running kernel trusts on its kernel channel ([`crate::remote`]), through
+//! the IPC methods `peers.list`, `peers.trust` and `peers.revoke` (wire names kept for
+//! compatibility).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,14 +11,14 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::client::{connect, fail, print_json};
-use crate::peers::Binding;
+use crate::remote::Binding;
 
 /// Kernel ids are shown shortened to this many characters.
 const SHORT_ID: usize = 12;
 
-/// What `burrow peers` does (listing without one).
+/// What `burrow kernels` does (listing without one).
 #[derive(Debug, Subcommand)]
-pub enum PeersAction {
+pub enum KernelsAction {
     /// Trust the kernel described by a binding file (another kernel's
     /// `--comms-binding-out`); replaces an earlier binding of the same kernel.
     Trust {
@@ -37,12 +38,12 @@ pub enum PeersAction {
     },
 }
 
-/// Runs `burrow peers`.
-pub async fn run(socket: Option<PathBuf>, action: Option<PeersAction>) -> ExitCode {
-    match action.unwrap_or(PeersAction::List { json: false }) {
-        PeersAction::Trust { file } => trust(socket, file).await,
-        PeersAction::List { json } => list(socket, json).await,
-        PeersAction::Revoke { kernel_id } => revoke(socket, &kernel_id).await,
+/// Runs `burrow kernels`.
+pub async fn run(socket: Option<PathBuf>, action: Option<KernelsAction>) -> ExitCode {
+    match action.unwrap_or(KernelsAction::List { json: false }) {
+        KernelsAction::Trust { file } => trust(socket, file).await,
+        KernelsAction::List { json } => list(socket, json).await,
+        KernelsAction::Revoke { kernel_id } => revoke(socket, &kernel_id).await,
     }
 }
 
@@ -117,7 +118,7 @@ fn render(list: &Value) -> String {
             str_of(&me["address"])
         ));
     } else {
-        out.push_str("this kernel: not reachable by peers (no --comms-listen-tcp)\n");
+        out.push_str("this kernel: not reachable by other kernels (no --comms-listen-tcp)\n");
     }
     let trusted = list["trusted"].as_array().map(Vec::as_slice).unwrap_or_default();
     if trusted.is_empty() {

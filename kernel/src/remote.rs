@@ -1,4 +1,4 @@
-//! The signed kernel-to-kernel peer channel.
+//! The signed channel between kernels (the kernel channel).
 //!
 //! Each kernel is identified by its ed25519 key ([`crate::token::KernelKey`]); its kernel
 //! id is the lowercase hex of the public key. A kernel hands others its [`Binding`] (key
@@ -21,25 +21,28 @@
 //! | module | role |
 //! |---|---|
 //! | [`binding`] | the binding file: validation, 0600 atomic writes |
-//! | [`trust`] | the trust store `<state>/peers/trusted.json`, in memory and on disk |
+//! | [`trust`] | the trust store `<state>/peers/trusted.json` (the path keeps its old name), in memory and on disk |
 //! | [`envelope`] | [`Envelope`], [`Ack`], [`SignedEnvelope`]; signing |
 //! | [`refusal`] | [`Refusal`] and its wire names |
 //! | `replay` | the bounded replay cache |
-//! | [`node`] | [`PeerNode`]: key, id, limits, the checks on each line, counters |
+//! | [`node`] | [`KernelNode`]: key, id, limits, the checks on each line, counters |
 //! | [`listener`] | [`serve`] and the [`Inbox`] trait |
-//! | [`client`] | [`send`], [`PeerConnection`], [`open_ack`] |
+//! | [`client`] | [`send`], [`KernelConnection`], [`open_ack`] |
 //!
 //! ## Example
 //!
 //! ```no_run
 //! # async fn demo(state: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use burrow_kernel::peers::{Binding, PeerNode, PeerSettings, TrustStore, kernel_id, send};
+//! use burrow_kernel::remote::{
+//!     Binding, KernelChannelSettings, KernelNode, TrustStore, kernel_id, send,
+//! };
 //! use burrow_kernel::token::KernelKey;
 //!
 //! let key = KernelKey::load_or_create(state)?;
 //! let trust = Arc::new(TrustStore::open(state, &kernel_id(key.verifying_key()))?);
-//! let node = Arc::new(PeerNode::new(&key, trust.clone(), PeerSettings::default()));
+//! let settings = KernelChannelSettings::default();
+//! let node = Arc::new(KernelNode::new(&key, trust.clone(), settings));
 //! node.binding("alpha", "alpha.example:7400").write(&state.join("binding.json"))?;
 //! let beta = Binding::read(std::path::Path::new("beta-binding.json"))?;
 //! trust.trust(beta.clone())?;
@@ -61,9 +64,9 @@ pub mod trust;
 mod tests;
 
 pub use binding::{Binding, BindingError, kernel_id};
-pub use client::{PeerConnection, SendError, open_ack, send, send_envelope};
+pub use client::{KernelConnection, SendError, open_ack, send, send_envelope};
 pub use envelope::{Ack, AckStatus, Envelope, SignedEnvelope, sign_ack, sign_envelope};
 pub use listener::{DeliverFuture, Inbox, serve};
-pub use node::{PeerNode, PeerSettings, Rejected};
+pub use node::{KernelChannelSettings, KernelNode, Rejected};
 pub use refusal::Refusal;
 pub use trust::{TrustError, TrustStore};

@@ -1,18 +1,19 @@
-//! Signed remote peers: two kernels on loopback trust each other's binding files and a
+//! Trusted kernels and the kernel channel: `burrow kernels` (and its old name `burrow
+//! peers`) manages trust; two kernels on loopback trust each other's binding files and a
 //! session on one messages a keep-alive session on the other; forged, untrusted,
 //! misaddressed, stale, replayed and oversize envelopes are refused with typed reasons.
 
 use std::time::Duration;
 
-use burrow_kernel::peers::{Binding, Envelope, PeerConnection, SignedEnvelope, sign_envelope};
+use burrow_kernel::remote::{Binding, Envelope, KernelConnection, SignedEnvelope, sign_envelope};
 use burrow_kernel::token::KernelKey;
 use burrow_tests::{DEADLINE, Kernel, Rpc};
 use serde_json::{Value, json};
 
 const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 60000\n";
 
-/// A kernel listening for peers on loopback, its binding written to its directory.
-async fn peer_kernel(name: &str) -> (Kernel, std::path::PathBuf) {
+/// A kernel listening for other kernels on loopback, its binding written to its directory.
+async fn listening_kernel(name: &str) -> (Kernel, std::path::PathBuf) {
     let config = format!("{CONFIG}\n[comms]\nkernel_name = \"{name}\"\n");
     let binding = format!("{{dir}}/{name}.binding.json");
     let kernel = Kernel::start_with(
@@ -34,14 +35,63 @@ async fn peer_kernel(name: &str) -> (Kernel, std::path::PathBuf) {
 }
 
 async fn trust(kernel: &Kernel, binding: &std::path::Path) {
-    let out = kernel.cli(&["peers", "trust", binding.to_str().unwrap()]).await;
-    assert!(out.status.success(), "peers trust: {}", String::from_utf8_lossy(&out.stderr));
+    let out = kernel.cli(&["kernels", "trust", binding.to_str().unwrap()]).await;
+    assert!(out.status.success(), "kernels trust: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A binding of a kernel played by the test (its own key in `dir`), written to
+/// `dir/me.json`.
+fn test_binding(dir: &std::path::Path) -> (KernelKey, Binding, std::path::PathBuf) {
+    let key = KernelKey::load_or_create(dir).unwrap();
+    let me = Binding::new(key.verifying_key(), "tester", "127.0.0.1:9");
+    let path = dir.join("me.json");
+    std::fs::write(&path, serde_json::to_string(&me).unwrap()).unwrap();
+    (key, me, path)
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn burrow_kernels_and_its_old_name_peers_manage_the_trusted_kernels() {
+    let (k, _) = listening_kernel("alpha").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_key, me, me_file) = test_binding(dir.path());
+    let short = &me.kernel_id[..12];
+
+    let help = stdout(&k.cli(&["--help"]).await);
+    assert!(help.contains("kernels") && help.contains("Manage the kernels this one trusts"));
+    assert!(!help.contains("peers"), "the old name is a hidden alias: {help}");
+
+    let listed = stdout(&k.cli(&["kernels"]).await);
+    assert!(listed.contains("this kernel:") && listed.contains("no trusted kernels"), "{listed}");
+    assert_eq!(stdout(&k.cli(&["peers"]).await), listed, "the alias lists the same");
+
+    let trusted = stdout(&k.cli(&["peers", "trust", me_file.to_str().unwrap()]).await);
+    assert_eq!(trusted.trim(), format!("trusted: tester ({short})"));
+    let again = stdout(&k.cli(&["kernels", "trust", me_file.to_str().unwrap()]).await);
+    assert_eq!(again.trim(), format!("updated: tester ({short})"));
+    for name in ["kernels", "peers"] {
+        let listed: Value =
+            serde_json::from_str(&stdout(&k.cli(&[name, "list", "--json"]).await)).unwrap();
+        assert_eq!(listed["trusted"][0]["kernel_id"], json!(me.kernel_id), "{name}: {listed}");
+        let table = stdout(&k.cli(&[name, "list"]).await);
+        assert!(table.contains(&format!("{short}  tester")), "{name}: {table}");
+    }
+
+    let revoked = stdout(&k.cli(&["kernels", "revoke", &me.kernel_id]).await);
+    assert_eq!(revoked.trim(), format!("revoked: {}", me.kernel_id));
+    let out = k.cli(&["peers", "revoke", &me.kernel_id]).await;
+    assert!(!out.status.success(), "no longer trusted: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stdout(&k.cli(&["peers", "list"]).await).contains("no trusted kernels"));
 }
 
 #[tokio::test]
 async fn a_session_messages_a_keep_alive_session_on_another_kernel() {
-    let (a, a_binding) = peer_kernel("alpha").await;
-    let (b, b_binding) = peer_kernel("beta").await;
+    let (a, a_binding) = listening_kernel("alpha").await;
+    let (b, b_binding) = listening_kernel("beta").await;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -52,7 +102,7 @@ async fn a_session_messages_a_keep_alive_session_on_another_kernel() {
     assert!(beta.address.starts_with("localhost:") && !beta.address.ends_with(":0"), "{beta:?}");
     trust(&a, &b_binding).await;
     trust(&b, &a_binding).await;
-    let listed = a.cli(&["peers", "list", "--json"]).await;
+    let listed = a.cli(&["kernels", "list", "--json"]).await;
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed["trusted"][0]["kernel_id"], json!(beta.kernel_id), "{listed}");
 
@@ -116,7 +166,7 @@ async fn a_session_messages_a_keep_alive_session_on_another_kernel() {
 
     // Once beta stops trusting alpha, alpha's envelopes are refused.
     let alpha = Binding::read(&a_binding).unwrap();
-    let out = b.cli(&["peers", "revoke", &alpha.kernel_id]).await;
+    let out = b.cli(&["kernels", "revoke", &alpha.kernel_id]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let refused = rpc_a
         .call("comms/send", json!({"session_id": coordinator, "kind": "peer_message", "to": reviewer, "body": "still there?"}))
@@ -125,7 +175,7 @@ async fn a_session_messages_a_keep_alive_session_on_another_kernel() {
 }
 
 async fn listed_self_id(kernel: &Kernel) -> String {
-    let out = kernel.cli(&["peers", "list", "--json"]).await;
+    let out = kernel.cli(&["kernels", "list", "--json"]).await;
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     listed["self"]["kernel_id"].as_str().unwrap().to_owned()
 }
@@ -133,7 +183,7 @@ async fn listed_self_id(kernel: &Kernel) -> String {
 /// Sends one raw line to `to` and returns the reason of the (signed) refusal, or
 /// `"accepted"`.
 async fn exchange(to: &Binding, line: &str) -> String {
-    let mut conn = PeerConnection::connect(&to.address, DEADLINE, 1 << 20).await.unwrap();
+    let mut conn = KernelConnection::connect(&to.address, DEADLINE, 1 << 20).await.unwrap();
     let raw = conn.exchange(line, DEADLINE).await.unwrap();
     let signed = SignedEnvelope::from_line(&raw).expect("a signed ack");
     assert!(signed.verify(&to.verifying_key().unwrap()), "the ack is signed by the receiver");
@@ -146,7 +196,7 @@ async fn exchange(to: &Binding, line: &str) -> String {
 
 #[tokio::test]
 async fn forged_untrusted_misaddressed_stale_replayed_and_oversize_envelopes_are_refused() {
-    let (b, b_binding) = peer_kernel("beta").await;
+    let (b, b_binding) = listening_kernel("beta").await;
     let beta = Binding::read(&b_binding).unwrap();
     let _echo = b.echo_provider().await;
     let mut rpc = Rpc::connect(b.endpoint("rpc_tcp").await).await;
@@ -157,10 +207,8 @@ async fn forged_untrusted_misaddressed_stale_replayed_and_oversize_envelopes_are
 
     // A sender kernel played by the test: its own key, trusted by beta.
     let dir = tempfile::tempdir().unwrap();
-    let key = KernelKey::load_or_create(dir.path()).unwrap();
-    let me = Binding::new(key.verifying_key(), "tester", "127.0.0.1:9");
-    std::fs::write(dir.path().join("me.json"), serde_json::to_string(&me).unwrap()).unwrap();
-    trust(&b, &dir.path().join("me.json")).await;
+    let (key, me, me_file) = test_binding(dir.path());
+    trust(&b, &me_file).await;
     let letter = |body: &str| json!({"from": "tester-session", "from_name": "tester", "to": target, "kind": "peer_message", "body": body, "handling_mode": "queue"});
     let envelope =
         Envelope::new(&me.kernel_id, &beta.kernel_id, "comms", letter("signed and fresh"));
@@ -185,7 +233,7 @@ async fn forged_untrusted_misaddressed_stale_replayed_and_oversize_envelopes_are
     assert_eq!(exchange(&beta, &forged.to_line()).await, "invalid_signature");
 
     let stranger = KernelKey::from_seed([7; 32]);
-    let stranger_id = burrow_kernel::peers::kernel_id(stranger.verifying_key());
+    let stranger_id = burrow_kernel::remote::kernel_id(stranger.verifying_key());
     let untrusted = Envelope::new(&stranger_id, &beta.kernel_id, "comms", letter("who am i"));
     assert_eq!(
         exchange(&beta, &sign_envelope(stranger.signing_key(), &untrusted).to_line()).await,
@@ -218,7 +266,7 @@ async fn forged_untrusted_misaddressed_stale_replayed_and_oversize_envelopes_are
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(bodies, ["signed and fresh"], "{history}");
-    let out = b.cli(&["peers", "list", "--json"]).await;
+    let out = b.cli(&["kernels", "list", "--json"]).await;
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     for reason in
         ["replayed", "invalid_signature", "untrusted_sender", "misaddressed", "stale", "oversize"]

@@ -49,6 +49,7 @@ pub enum TrustError {
 #[derive(Debug, Serialize, Deserialize)]
 struct TrustFile {
     version: u32,
+    /// The trusted kernels' bindings (the key keeps its old name on disk).
     peers: Vec<Binding>,
 }
 
@@ -58,7 +59,7 @@ struct Entry {
     key: VerifyingKey,
 }
 
-type Peers = BTreeMap<String, Entry>;
+type Trusted = BTreeMap<String, Entry>;
 
 /// The trusted kernels, by kernel id; shared behind an `Arc`.
 ///
@@ -68,7 +69,7 @@ type Peers = BTreeMap<String, Entry>;
 pub struct TrustStore {
     path: PathBuf,
     self_id: String,
-    peers: RwLock<Peers>,
+    kernels: RwLock<Trusted>,
     writer: Mutex<()>,
 }
 
@@ -81,20 +82,20 @@ impl TrustStore {
         crate::fsutil::create_private_dir(&dir)
             .map_err(|source| TrustError::Io { path: dir.clone(), source })?;
         let path = dir.join(TRUST_FILE);
-        let peers = match std::fs::read(&path) {
+        let kernels = match std::fs::read(&path) {
             Ok(bytes) => {
                 crate::fsutil::restrict_file(&path)
                     .map_err(|source| TrustError::Io { path: path.clone(), source })?;
                 parse(&bytes)
                     .map_err(|reason| TrustError::Corrupt { path: path.clone(), reason })?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Peers::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Trusted::new(),
             Err(source) => return Err(TrustError::Io { path, source }),
         };
         Ok(Self {
             path,
             self_id: self_id.to_owned(),
-            peers: RwLock::new(peers),
+            kernels: RwLock::new(kernels),
             writer: Mutex::new(()),
         })
     }
@@ -144,16 +145,16 @@ impl TrustStore {
         self.read().get(kernel_id).map(|e| e.key)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Peers> {
-        self.peers.read().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Trusted> {
+        self.kernels.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn snapshot(&self) -> Peers {
+    fn snapshot(&self) -> Trusted {
         self.read().clone()
     }
 
     /// Writes `next` to disk, then makes it the in-memory copy. Called with `writer` held.
-    fn commit(&self, next: Peers) -> Result<(), TrustError> {
+    fn commit(&self, next: Trusted) -> Result<(), TrustError> {
         let file = TrustFile {
             version: TRUST_VERSION,
             peers: next.values().map(|e| e.binding.clone()).collect(),
@@ -162,22 +163,22 @@ impl TrustStore {
         bytes.push(b'\n');
         write_private_atomic(&self.path, &bytes)
             .map_err(|source| TrustError::Io { path: self.path.clone(), source })?;
-        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = next;
+        *self.kernels.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(())
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<Peers, String> {
+fn parse(bytes: &[u8]) -> Result<Trusted, String> {
     let file: TrustFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if file.version != TRUST_VERSION {
         return Err(format!("unsupported version {}", file.version));
     }
-    let mut peers = Peers::new();
+    let mut kernels = Trusted::new();
     for binding in file.peers {
         let key = binding.validate().map_err(|e| format!("{}: {e}", binding.kernel_id))?;
-        peers.insert(binding.kernel_id.clone(), Entry { binding, key });
+        kernels.insert(binding.kernel_id.clone(), Entry { binding, key });
     }
-    Ok(peers)
+    Ok(kernels)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! [`PeerNode`]: this kernel's side of the peer channel (key, id, trust store, limits,
+//! [`KernelNode`]: this kernel's side of the kernel channel (key, id, trust store, limits,
 //! replay cache, refusal counters) and the checks every incoming line passes.
 
 use std::collections::BTreeMap;
@@ -21,9 +21,9 @@ use crate::token::KernelKey;
 /// Longest envelope id accepted (UUIDs are 36).
 const MAX_ID_BYTES: usize = 128;
 
-/// Limits of the peer channel.
+/// Limits of the kernel channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerSettings {
+pub struct KernelChannelSettings {
     /// Longest line read, in bytes, without its newline (default 64 KiB).
     pub max_line_bytes: usize,
     /// How far `sent_at` may be from now, either way (default 60 s).
@@ -41,7 +41,7 @@ pub struct PeerSettings {
     pub write_timeout: Duration,
 }
 
-impl Default for PeerSettings {
+impl Default for KernelChannelSettings {
     fn default() -> Self {
         Self {
             max_line_bytes: 64 * 1024,
@@ -73,13 +73,13 @@ impl Rejected {
     }
 }
 
-/// This kernel on the peer channel; shared behind an `Arc` by the listener and senders.
-pub struct PeerNode {
+/// This kernel on the kernel channel; shared behind an `Arc` by the listener and senders.
+pub struct KernelNode {
     signing: SigningKey,
     verifying: VerifyingKey,
     id: String,
     trust: Arc<TrustStore>,
-    settings: PeerSettings,
+    settings: KernelChannelSettings,
     replay: Mutex<ReplayCache>,
     refusals: RefusalCounts,
     /// Envelopes signed before this (ms) are `stale`: the replay cache does not survive
@@ -87,18 +87,18 @@ pub struct PeerNode {
     started_at: u64,
 }
 
-impl std::fmt::Debug for PeerNode {
+impl std::fmt::Debug for KernelNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerNode")
+        f.debug_struct("KernelNode")
             .field("kernel_id", &self.id)
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
-impl PeerNode {
+impl KernelNode {
     /// A node signing with the kernel's key and trusting what `trust` holds.
-    pub fn new(key: &KernelKey, trust: Arc<TrustStore>, settings: PeerSettings) -> Self {
+    pub fn new(key: &KernelKey, trust: Arc<TrustStore>, settings: KernelChannelSettings) -> Self {
         let signing = key.signing_key().clone();
         let verifying = signing.verifying_key();
         Self {
@@ -129,7 +129,7 @@ impl PeerNode {
     }
 
     /// The limits in force.
-    pub fn settings(&self) -> &PeerSettings {
+    pub fn settings(&self) -> &KernelChannelSettings {
         &self.settings
     }
 
@@ -156,7 +156,7 @@ impl PeerNode {
     /// Runs every check on one line (without its newline) at `now_ms`, in order:
     /// `malformed`, `untrusted_sender`, `invalid_signature`, `misaddressed`, `stale`,
     /// `replayed` (or `inbox_full` when the replay cache is full). On success the id is
-    /// marked as seen; hand the delivery's outcome to [`PeerNode::settle`].
+    /// marked as seen; hand the delivery's outcome to [`KernelNode::settle`].
     pub fn check_line(&self, line: &str, now_ms: u64) -> Result<Envelope, Rejected> {
         if line.len() > self.settings.max_line_bytes {
             return Err(Rejected::bare(Refusal::Oversize));
@@ -212,7 +212,7 @@ impl PeerNode {
 
     /// Counts and logs a refusal: the first ten of each reason, then the 16th, 32nd,
     /// 64th... so a flood of bad envelopes cannot flood the log (the counts stay exact).
-    pub(crate) fn record(&self, rejected: &Rejected, peer: Option<SocketAddr>) {
+    pub(crate) fn record(&self, rejected: &Rejected, addr: Option<SocketAddr>) {
         let count = self.refusals.add(&rejected.refusal);
         if count > 10 && !count.is_power_of_two() {
             return;
@@ -222,8 +222,8 @@ impl PeerNode {
             count,
             from = %rejected.from,
             envelope_id = %rejected.envelope_id,
-            peer = ?peer,
-            "peer envelope refused"
+            peer = ?addr,
+            "kernel channel: envelope refused"
         );
     }
 
@@ -264,12 +264,12 @@ mod tests {
     use super::*;
 
     /// A node with key `seed` in its own state dir.
-    fn node(seed: u8, settings: PeerSettings) -> (tempfile::TempDir, PeerNode) {
+    fn node(seed: u8, settings: KernelChannelSettings) -> (tempfile::TempDir, KernelNode) {
         let dir = tempfile::tempdir().unwrap();
         let key = KernelKey::from_seed([seed; 32]);
         let trust =
             Arc::new(TrustStore::open(dir.path(), &kernel_id(key.verifying_key())).unwrap());
-        (dir, PeerNode::new(&key, trust, settings))
+        (dir, KernelNode::new(&key, trust, settings))
     }
 
     fn line(key_seed: u8, envelope: &Envelope) -> String {
@@ -278,7 +278,7 @@ mod tests {
     }
 
     /// `me` (seed 1) trusting seed 2; seed 3 is a stranger.
-    fn setup(settings: PeerSettings) -> (tempfile::TempDir, PeerNode, String, String) {
+    fn setup(settings: KernelChannelSettings) -> (tempfile::TempDir, KernelNode, String, String) {
         let (dir, me) = node(1, settings);
         let friend = kernel_id(KernelKey::from_seed([2; 32]).verifying_key());
         let stranger = kernel_id(KernelKey::from_seed([3; 32]).verifying_key());
@@ -287,12 +287,12 @@ mod tests {
     }
 
     fn binding_of(seed: u8) -> Binding {
-        Binding::new(KernelKey::from_seed([seed; 32]).verifying_key(), "peer", "127.0.0.1:9")
+        Binding::new(KernelKey::from_seed([seed; 32]).verifying_key(), "friend", "127.0.0.1:9")
     }
 
     #[test]
     fn every_check_refuses_its_crafted_line() {
-        let (_dir, me, friend, stranger) = setup(PeerSettings::default());
+        let (_dir, me, friend, stranger) = setup(KernelChannelSettings::default());
         // Checked as if two minutes after the node started.
         let now = burrow_protocol::now_ms() + 120_000;
         let to_me = |from: &str| Envelope {
@@ -361,7 +361,8 @@ mod tests {
 
     #[test]
     fn settling_frees_ids_refused_by_the_inbox_and_a_full_cache_refuses() {
-        let settings = PeerSettings { replay_capacity: 2, ..PeerSettings::default() };
+        let settings =
+            KernelChannelSettings { replay_capacity: 2, ..KernelChannelSettings::default() };
         let (_dir, me, friend, _) = setup(settings);
         let now = burrow_protocol::now_ms();
         let env =
@@ -386,7 +387,7 @@ mod tests {
 
     #[test]
     fn acks_are_signed_by_the_node() {
-        let (_dir, me, friend, _) = setup(PeerSettings::default());
+        let (_dir, me, friend, _) = setup(KernelChannelSettings::default());
         let line = me.ack_line("id1", &friend, Err(&Refusal::Stale));
         let signed = SignedEnvelope::from_line(line.trim_end()).unwrap();
         assert!(signed.verify(me.verifying_key()));

@@ -1,21 +1,22 @@
-//! The listener: accepts peer kernels over TCP and answers every envelope with one signed
-//! ack line.
+//! The listener: accepts trusted kernels over TCP and answers every envelope with one
+//! signed ack line.
 //!
-//! Bounds: at most [`PeerSettings::max_connections`] connections (more get one `busy` ack,
-//! written without waiting, and are closed); a connection that sends no complete line for
-//! [`PeerSettings::idle_timeout`] is closed; each line is at most
-//! [`PeerSettings::max_line_bytes`] (read through a length-capped codec, never buffered
-//! beyond it); each delivery has [`PeerSettings::delivery_timeout`] (then `timeout`); each
-//! ack write has [`PeerSettings::write_timeout`]. Envelopes on one connection are handled
-//! one after another. After a framing error (`oversize`, or a line that is not UTF-8,
+//! Bounds: at most [`KernelChannelSettings::max_connections`] connections (more get one
+//! `busy` ack, written without waiting, and are closed); a connection that sends no
+//! complete line for [`KernelChannelSettings::idle_timeout`] is closed; each line is at
+//! most [`KernelChannelSettings::max_line_bytes`] (read through a length-capped codec,
+//! never buffered beyond it); each delivery has
+//! [`KernelChannelSettings::delivery_timeout`] (then `timeout`); each ack write has
+//! [`KernelChannelSettings::write_timeout`]. Envelopes on one connection are handled one
+//! after another. After a framing error (`oversize`, or a line that is not UTF-8,
 //! refused `malformed`) the ack is written and the connection closed; a well-framed but
 //! malformed line is answered and the connection kept.
 //!
-//! [`PeerSettings::max_connections`]: super::PeerSettings::max_connections
-//! [`PeerSettings::idle_timeout`]: super::PeerSettings::idle_timeout
-//! [`PeerSettings::max_line_bytes`]: super::PeerSettings::max_line_bytes
-//! [`PeerSettings::delivery_timeout`]: super::PeerSettings::delivery_timeout
-//! [`PeerSettings::write_timeout`]: super::PeerSettings::write_timeout
+//! [`KernelChannelSettings::max_connections`]: super::KernelChannelSettings::max_connections
+//! [`KernelChannelSettings::idle_timeout`]: super::KernelChannelSettings::idle_timeout
+//! [`KernelChannelSettings::max_line_bytes`]: super::KernelChannelSettings::max_line_bytes
+//! [`KernelChannelSettings::delivery_timeout`]: super::KernelChannelSettings::delivery_timeout
+//! [`KernelChannelSettings::write_timeout`]: super::KernelChannelSettings::write_timeout
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,10 +35,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::node::Rejected;
-use super::{Envelope, PeerNode, Refusal};
+use super::{Envelope, KernelNode, Refusal};
 
-/// After a framing error, how long the rest of the peer's input is read and dropped (so
-/// that closing does not reset the connection before the peer reads its ack).
+/// After a framing error, how long the rest of the other kernel's input is read and dropped
+/// (so that closing does not reset the connection before it reads its ack).
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// At most this much is drained.
 const DRAIN_BYTES: usize = 1024 * 1024;
@@ -52,15 +53,15 @@ pub trait Inbox: Send + Sync {
     /// Takes one verified envelope. `Ok(body)` means it is stored durably and becomes the
     /// accepted ack's body; `Err(refusal)` is sent as the refused ack's reason (and frees
     /// the envelope id, so the sender may retry). The listener gives up after
-    /// [`super::PeerSettings::delivery_timeout`] and answers `timeout`.
+    /// [`super::KernelChannelSettings::delivery_timeout`] and answers `timeout`.
     fn deliver(&self, envelope: Envelope) -> DeliverFuture<'_>;
 }
 
-/// Serves peer connections on `listener` until `stop` is cancelled, then waits for the
-/// open connections to finish their current envelope and returns.
+/// Serves connections from other kernels on `listener` until `stop` is cancelled, then
+/// waits for the open connections to finish their current envelope and returns.
 pub async fn serve(
     listener: TcpListener,
-    node: Arc<PeerNode>,
+    node: Arc<KernelNode>,
     inbox: Arc<dyn Inbox>,
     stop: CancellationToken,
 ) {
@@ -71,10 +72,10 @@ pub async fn serve(
             () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
+        let (stream, addr) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::warn!(error = %e, "peer listener: accept failed");
+                tracing::warn!(error = %e, "kernel channel: accept failed");
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
@@ -83,14 +84,14 @@ pub async fn serve(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             let rejected = Rejected::bare(Refusal::Busy);
-            node.record(&rejected, Some(peer));
+            node.record(&rejected, Some(addr));
             // Best effort and without waiting: a short line fits the socket buffer.
             let _ = stream.try_write(node.ack_line("", "", Err(&Refusal::Busy)).as_bytes());
             continue;
         };
         let (node, inbox, stop) = (node.clone(), inbox.clone(), stop.clone());
         tracker.spawn(async move {
-            connection(stream, peer, &node, inbox.as_ref(), &stop).await;
+            connection(stream, addr, &node, inbox.as_ref(), &stop).await;
             drop(permit);
         });
     }
@@ -98,11 +99,12 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// One peer connection: lines in, acks out, until EOF, idle, a framing error or stop.
+/// One connection from another kernel: lines in, acks out, until EOF, idle, a framing
+/// error or stop.
 async fn connection(
     stream: TcpStream,
-    peer: SocketAddr,
-    node: &PeerNode,
+    addr: SocketAddr,
+    node: &KernelNode,
     inbox: &dyn Inbox,
     stop: &CancellationToken,
 ) {
@@ -117,7 +119,7 @@ async fn connection(
         };
         let line = match next {
             Err(_) => {
-                tracing::debug!(%peer, "peer connection idle: closed");
+                tracing::debug!(peer = %addr, "kernel connection idle: closed");
                 return;
             }
             Ok(None) => return,
@@ -129,12 +131,12 @@ async fn connection(
                         Refusal::Malformed
                     }
                     LinesCodecError::Io(e) => {
-                        tracing::debug!(%peer, error = %e, "peer connection failed");
+                        tracing::debug!(peer = %addr, error = %e, "kernel connection failed");
                         return;
                     }
                 };
                 let rejected = Rejected::bare(refusal);
-                node.record(&rejected, Some(peer));
+                node.record(&rejected, Some(addr));
                 let ack = node.ack_line("", "", Err(&rejected.refusal));
                 if write_ack(&mut write, &ack, settings.write_timeout).await {
                     let _ = write.shutdown().await;
@@ -143,7 +145,7 @@ async fn connection(
                 return;
             }
         };
-        let ack = answer(&line, peer, node, inbox).await;
+        let ack = answer(&line, addr, node, inbox).await;
         if !write_ack(&mut write, &ack, settings.write_timeout).await {
             return;
         }
@@ -151,11 +153,11 @@ async fn connection(
 }
 
 /// Checks and delivers one line; gives the ack line.
-async fn answer(line: &str, peer: SocketAddr, node: &PeerNode, inbox: &dyn Inbox) -> String {
+async fn answer(line: &str, addr: SocketAddr, node: &KernelNode, inbox: &dyn Inbox) -> String {
     let envelope = match node.check_line(line, burrow_protocol::now_ms()) {
         Ok(envelope) => envelope,
         Err(rejected) => {
-            node.record(&rejected, Some(peer));
+            node.record(&rejected, Some(addr));
             return node.ack_line(&rejected.envelope_id, &rejected.from, Err(&rejected.refusal));
         }
     };
@@ -165,12 +167,12 @@ async fn answer(line: &str, peer: SocketAddr, node: &PeerNode, inbox: &dyn Inbox
     node.settle(&from, &id, &outcome);
     match outcome {
         Ok(body) => {
-            tracing::debug!(%from, envelope_id = %id, "peer envelope accepted");
+            tracing::debug!(%from, envelope_id = %id, "kernel channel: envelope accepted");
             node.ack_line(&id, &from, Ok(body))
         }
         Err(refusal) => {
             let rejected = Rejected { refusal, envelope_id: id, from };
-            node.record(&rejected, Some(peer));
+            node.record(&rejected, Some(addr));
             node.ack_line(&rejected.envelope_id, &rejected.from, Err(&rejected.refusal))
         }
     }
@@ -181,7 +183,8 @@ async fn write_ack(write: &mut OwnedWriteHalf, ack: &str, limit: Duration) -> bo
     matches!(tokio::time::timeout(limit, write.write_all(ack.as_bytes())).await, Ok(Ok(())))
 }
 
-/// Reads and drops the peer's remaining input, bounded in time and bytes; stop ends it.
+/// Reads and drops the other kernel's remaining input, bounded in time and bytes; stop
+/// ends it.
 async fn drain(mut read: OwnedReadHalf, stop: &CancellationToken) {
     let mut buf = [0u8; 8192];
     let mut total = 0;

@@ -150,8 +150,8 @@ impl Binding {
         Self::from_json(&text)
     }
 
-    /// Validates the binding (so a bad name or address fails here, not at the peer), then
-    /// writes it to `path` (mode 0600), replacing any file there atomically.
+    /// Validates the binding (so a bad name or address fails here, not at the other
+    /// kernel), then writes it to `path` (mode 0600), replacing any file there atomically.
     pub fn write(&self, path: &Path) -> Result<(), BindingError> {
         self.validate()?;
         let mut text = serde_json::to_vec_pretty(self).unwrap_or_default();

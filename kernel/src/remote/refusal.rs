@@ -1,5 +1,5 @@
 //! Why an envelope was refused: a typed reason with a stable snake_case name, and the
-//! per-reason counters a [`super::PeerNode`] keeps.
+//! per-reason counters a [`super::KernelNode`] keeps.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

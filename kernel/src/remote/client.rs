@@ -1,10 +1,11 @@
-//! The sending side: dial a peer, send a signed envelope, read and verify its ack.
+//! The sending side: dial a trusted kernel, send a signed envelope, read and verify its
+//! ack.
 //!
-//! [`send`] is the whole exchange. [`PeerConnection`] and [`open_ack`] are the parts, for
+//! [`send`] is the whole exchange. [`KernelConnection`] and [`open_ack`] are the parts, for
 //! callers (and tests) that send pre-built or deliberately wrong lines.
 //!
 //! What each error says about delivery: [`SendError::Unreachable`] — nothing was sent;
-//! [`SendError::Refused`] — the peer did not take it; [`SendError::Timeout`] and
+//! [`SendError::Refused`] — the other kernel did not take it; [`SendError::Timeout`] and
 //! [`SendError::Lost`] — it was (at least partly) sent and the outcome is unknown (a retry
 //! with the same envelope id is refused `replayed` if the first one was taken);
 //! [`SendError::BadAck`] — an answer came that cannot be trusted.
@@ -21,13 +22,13 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use super::binding::{Binding, BindingError};
 use super::envelope::{Ack, AckStatus, ENVELOPE_VERSION, Envelope, SignedEnvelope};
-use super::{PeerNode, Refusal};
+use super::{KernelNode, Refusal};
 
 /// Why sending failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// No connection could be made (within the deadline); nothing was sent.
-    #[error("peer unreachable: {0}")]
+    #[error("kernel unreachable: {0}")]
     Unreachable(String),
     /// Sent, but no ack came within the deadline; the outcome is unknown.
     #[error("no ack within the deadline")]
@@ -35,25 +36,25 @@ pub enum SendError {
     /// The connection failed while sending or before the ack; the outcome is unknown.
     #[error("connection lost: {0}")]
     Lost(String),
-    /// The peer answered with a signed refusal.
-    #[error("refused by the peer: {}", .0.as_str())]
+    /// The other kernel answered with a signed refusal.
+    #[error("refused by the other kernel: {}", .0.as_str())]
     Refused(Refusal),
-    /// The answer is not a valid ack from that peer for this envelope.
+    /// The answer is not a valid ack from that kernel for this envelope.
     #[error("bad ack: {0}")]
     BadAck(String),
-    /// The peer's binding is invalid.
+    /// The other kernel's binding is invalid.
     #[error(transparent)]
     Binding(#[from] BindingError),
 }
 
-/// A raw connection to a peer's listener: write lines, read ack lines.
+/// A raw connection to another kernel's listener: write lines, read ack lines.
 #[derive(Debug)]
-pub struct PeerConnection {
+pub struct KernelConnection {
     lines: FramedRead<OwnedReadHalf, LinesCodec>,
     write: OwnedWriteHalf,
 }
 
-impl PeerConnection {
+impl KernelConnection {
     /// Dials `address` (`HOST:PORT`) within `deadline`; ack lines longer than
     /// `max_ack_bytes` are refused.
     pub async fn connect(
@@ -117,30 +118,34 @@ impl PeerConnection {
 /// How old a refusal of a whole line may be, ms.
 const LINE_REFUSAL_FRESHNESS_MS: u64 = 60_000;
 
-/// Verifies a raw ack line from `peer` answering envelope `envelope_id` sent by `self_id`.
+/// Verifies a raw ack line from kernel `from` answering envelope `envelope_id` sent by
+/// `self_id`.
 ///
-/// Gives the ack whatever its status, once its signature (by `peer`'s key), version,
+/// Gives the ack whatever its status, once its signature (by `from`'s key), version,
 /// `from`, `to` and `ack_of` check out. A refusal of the whole line or connection
 /// (`oversize`, `malformed`, `busy`) has empty `ack_of` and `to` and is accepted as such.
 pub fn open_ack(
     raw: &str,
-    peer: &Binding,
+    from: &Binding,
     self_id: &str,
     envelope_id: &str,
 ) -> Result<Ack, SendError> {
-    let key = peer.verifying_key()?;
+    let key = from.verifying_key()?;
     let signed = SignedEnvelope::from_line(raw)
         .ok_or_else(|| SendError::BadAck("not a signed ack line".into()))?;
     if !signed.verify(&key) {
-        return Err(SendError::BadAck(format!("signature is not {}'s", peer.kernel_id)));
+        return Err(SendError::BadAck(format!("signature is not {}'s", from.kernel_id)));
     }
     let ack: Ack = serde_json::from_str(&signed.payload)
         .map_err(|e| SendError::BadAck(format!("payload is not an ack: {e}")))?;
     if ack.v != ENVELOPE_VERSION {
         return Err(SendError::BadAck(format!("unsupported ack version {}", ack.v)));
     }
-    if ack.from != peer.kernel_id {
-        return Err(SendError::BadAck(format!("ack from {:?}, expected the peer", ack.from)));
+    if ack.from != from.kernel_id {
+        return Err(SendError::BadAck(format!(
+            "ack from {:?}, expected the kernel sent to",
+            ack.from
+        )));
     }
     // A refusal of the whole line names no envelope, so only its kinds may, and only a
     // fresh one counts (an old one replayed by someone on the path would not).
@@ -166,10 +171,10 @@ pub fn open_ack(
     Ok(ack)
 }
 
-/// Sends one new envelope of `kind` with `body` to the peer `to` and waits for its ack,
+/// Sends one new envelope of `kind` with `body` to the kernel `to` and waits for its ack,
 /// all within `deadline`; gives the accepted ack's body.
 pub async fn send(
-    node: &PeerNode,
+    node: &KernelNode,
     to: &Binding,
     kind: &str,
     body: Value,
@@ -181,7 +186,7 @@ pub async fn send(
 
 /// Sends a given envelope (e.g. a retry with the same id) to `to`; as [`send`].
 pub async fn send_envelope(
-    node: &PeerNode,
+    node: &KernelNode,
     to: &Binding,
     envelope: &Envelope,
     deadline: Duration,
@@ -190,7 +195,7 @@ pub async fn send_envelope(
     let line = node.sign(envelope).to_line();
     let end = Instant::now() + deadline;
     let max = node.settings().max_line_bytes;
-    let mut conn = PeerConnection::connect(&to.address, deadline, max).await?;
+    let mut conn = KernelConnection::connect(&to.address, deadline, max).await?;
     let raw = conn.exchange(&line, end.saturating_duration_since(Instant::now())).await?;
     let ack = open_ack(&raw, to, node.kernel_id(), &envelope.id)?;
     match ack.status {

@@ -37,7 +37,7 @@ impl Inbox for TestInbox {
 /// A kernel with a serving listener.
 struct Kernel {
     _dir: tempfile::TempDir,
-    node: Arc<PeerNode>,
+    node: Arc<KernelNode>,
     inbox: Arc<TestInbox>,
     binding: Binding,
     stop: CancellationToken,
@@ -45,12 +45,12 @@ struct Kernel {
 }
 
 impl Kernel {
-    async fn start(seed: u8, settings: PeerSettings) -> Self {
+    async fn start(seed: u8, settings: KernelChannelSettings) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let key = KernelKey::from_seed([seed; 32]);
         let trust =
             Arc::new(TrustStore::open(dir.path(), &kernel_id(key.verifying_key())).unwrap());
-        let node = Arc::new(PeerNode::new(&key, trust, settings));
+        let node = Arc::new(KernelNode::new(&key, trust, settings));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let binding =
             node.binding(&format!("k{seed}"), &listener.local_addr().unwrap().to_string());
@@ -64,8 +64,8 @@ impl Kernel {
         self.node.trust_store().trust(other.binding.clone()).unwrap();
     }
 
-    async fn connect(&self) -> PeerConnection {
-        PeerConnection::connect(&self.binding.address, DEADLINE, 64 * 1024).await.unwrap()
+    async fn connect(&self) -> KernelConnection {
+        KernelConnection::connect(&self.binding.address, DEADLINE, 64 * 1024).await.unwrap()
     }
 
     /// The reason of a raw ack line (or "accepted").
@@ -84,8 +84,8 @@ impl Kernel {
 
 async fn pair() -> (Kernel, Kernel) {
     let (a, b) = (
-        Kernel::start(1, PeerSettings::default()).await,
-        Kernel::start(2, PeerSettings::default()).await,
+        Kernel::start(1, KernelChannelSettings::default()).await,
+        Kernel::start(2, KernelChannelSettings::default()).await,
     );
     a.trusts(&b);
     b.trusts(&a);
@@ -121,7 +121,7 @@ async fn envelopes_go_both_ways_and_refusals_surface() {
 #[tokio::test]
 async fn untrusted_misaddressed_wrong_key_and_unreachable() {
     let (a, b) = pair().await;
-    let c = Kernel::start(3, PeerSettings::default()).await;
+    let c = Kernel::start(3, KernelChannelSettings::default()).await;
     c.trusts(&b);
     let untrusted = send(&c.node, &b.binding, "message", json!(1), DEADLINE).await;
     assert!(
@@ -148,9 +148,12 @@ async fn untrusted_misaddressed_wrong_key_and_unreachable() {
 
 #[tokio::test]
 async fn crafted_lines_get_each_refusal_over_the_wire() {
-    let settings = PeerSettings { max_line_bytes: 4096, ..PeerSettings::default() };
-    let (a, b) =
-        (Kernel::start(1, PeerSettings::default()).await, Kernel::start(2, settings).await);
+    let settings =
+        KernelChannelSettings { max_line_bytes: 4096, ..KernelChannelSettings::default() };
+    let (a, b) = (
+        Kernel::start(1, KernelChannelSettings::default()).await,
+        Kernel::start(2, settings).await,
+    );
     b.trusts(&a);
     let stranger = KernelKey::from_seed([3; 32]);
     let now = burrow_protocol::now_ms();
@@ -219,13 +222,15 @@ async fn crafted_lines_get_each_refusal_over_the_wire() {
 
 #[tokio::test]
 async fn slow_inboxes_time_out_and_idle_connections_close() {
-    let settings = PeerSettings {
+    let settings = KernelChannelSettings {
         delivery_timeout: Duration::from_millis(50),
         idle_timeout: Duration::from_millis(200),
-        ..PeerSettings::default()
+        ..KernelChannelSettings::default()
     };
-    let (a, b) =
-        (Kernel::start(1, PeerSettings::default()).await, Kernel::start(2, settings).await);
+    let (a, b) = (
+        Kernel::start(1, KernelChannelSettings::default()).await,
+        Kernel::start(2, settings).await,
+    );
     b.trusts(&a);
     let hang = send(&a.node, &b.binding, "message", json!({"hang": true}), DEADLINE).await;
     assert!(matches!(hang, Err(SendError::Refused(Refusal::Timeout))), "{hang:?}");
@@ -238,9 +243,11 @@ async fn slow_inboxes_time_out_and_idle_connections_close() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_busy() {
-    let settings = PeerSettings { max_connections: 1, ..PeerSettings::default() };
-    let (a, b) =
-        (Kernel::start(1, PeerSettings::default()).await, Kernel::start(2, settings).await);
+    let settings = KernelChannelSettings { max_connections: 1, ..KernelChannelSettings::default() };
+    let (a, b) = (
+        Kernel::start(1, KernelChannelSettings::default()).await,
+        Kernel::start(2, settings).await,
+    );
     b.trusts(&a);
     // The first connection is served and holds the only slot.
     let mut first = b.connect().await;

@@ -1,4 +1,5 @@
-//! The trusted kernels, for operators (`burrow peers`): trust one by its binding, list
+//! The trusted kernels, for operators (`burrow kernels`, through the IPC methods
+//! `peers.*`, which keep their wire names): trust one by its binding, list
 //! them with this kernel's own binding and the refusals counted, revoke one. The trust
 //! store writes to disk, so each runs on the blocking pool.
 
@@ -11,16 +12,16 @@ use burrow_protocol::methods::operator::{
 
 use super::ServiceError;
 use crate::kernel::Kernel;
-use crate::peers::Binding;
-use crate::service::comms::remote::PeerNet;
+use crate::remote::Binding;
+use crate::service::comms::remote::RemoteKernels;
 
-/// The peer channel, when on.
-fn net(kernel: &Kernel) -> Result<Arc<PeerNet>, ServiceError> {
+/// The kernel channel, when on.
+fn net(kernel: &Kernel) -> Result<Arc<RemoteKernels>, ServiceError> {
     kernel
-        .peers
+        .remote
         .get()
         .cloned()
-        .ok_or_else(|| ServiceError::NotFound("the peer channel is off".into()))
+        .ok_or_else(|| ServiceError::NotFound("the kernel channel is off".into()))
 }
 
 /// Runs `f` on the blocking pool.
@@ -43,7 +44,7 @@ pub async fn trust(kernel: &Kernel, p: PeersTrustParams) -> Result<PeersTrustRes
             .trust(binding)
             .map_err(|e| ServiceError::invalid("binding", e.to_string()))?;
         net.forget(&kernel_id);
-        tracing::info!(%kernel_id, %name, "peer kernel trusted");
+        tracing::info!(%kernel_id, %name, "kernel trusted");
         Ok(PeersTrustResult { kernel_id, name, added })
     })
     .await
@@ -74,7 +75,7 @@ pub async fn revoke(kernel: &Kernel, p: PeersRevokeParams) -> Result<Ack, Servic
             return Err(ServiceError::NotFound(format!("kernel {:?} is not trusted", p.kernel_id)));
         }
         net.forget(&p.kernel_id);
-        tracing::info!(kernel_id = %p.kernel_id, "peer kernel revoked");
+        tracing::info!(kernel_id = %p.kernel_id, "kernel revoked");
         Ok(Ack::OK)
     })
     .await
@@ -86,9 +87,9 @@ mod tests {
     use crate::service::testing::fixture;
 
     #[tokio::test]
-    async fn with_the_peer_channel_off_each_says_so() {
+    async fn with_the_kernel_channel_off_each_says_so() {
         let f = fixture().await;
-        let off = |e: ServiceError| matches!(e, ServiceError::NotFound(m) if m.contains("peer channel is off"));
+        let off = |e: ServiceError| matches!(e, ServiceError::NotFound(m) if m.contains("kernel channel is off"));
         assert!(off(list(&f.kernel).await.unwrap_err()));
         let revoke_p = PeersRevokeParams { kernel_id: "ab".into() };
         assert!(off(revoke(&f.kernel, revoke_p).await.unwrap_err()));
