@@ -95,6 +95,7 @@ fn lifecycle_methods() {
             apps: 2,
             sessions: 3,
             endpoints: [("rpc_tcp".to_owned(), "127.0.0.1:7000".to_owned())].into(),
+            heartbeat_interval_ms: 5000,
         },
     );
     round_trip::<KernelApps>(

@@ -140,6 +140,41 @@ impl Client {
         self.call::<KernelApps>(Empty {}).await
     }
 
+    /// Keeps this connection alive for as long as any clone of the client is held and
+    /// the connection is open, registered or not: the kernel drops a connection that
+    /// sends nothing for `ipc.heartbeat_timeout_ms`, so a client that only waits (a
+    /// followed log, a stream of events, a long call) sends `app.heartbeat` at the pace
+    /// `kernel.info` reports (`heartbeatIntervalMs`; 5 s when not reported).
+    pub fn keep_alive(&self) {
+        let weak = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let every = match Client::upgrade(&weak) {
+                Some(client) => match client.kernel_info().await {
+                    Ok(info) if info.heartbeat_interval_ms > 0 => info.heartbeat_interval_ms,
+                    _ => 5_000,
+                },
+                None => return,
+            };
+            let every = Duration::from_millis(every.max(10));
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(client) = Client::upgrade(&weak) else { return };
+                match client.call_with_timeout::<AppHeartbeat>(Default::default(), every * 2).await
+                {
+                    Ok(_) => {}
+                    Err(Error::Closed | Error::Shutdown) => return,
+                    Err(e) => tracing::debug!(error = %e, "keep-alive heartbeat failed"),
+                }
+            }
+        });
+    }
+
+    fn upgrade(weak: &std::sync::Weak<Shared>) -> Option<Client> {
+        weak.upgrade().map(Client::from_shared)
+    }
+
     /// `app.heartbeat` with no status.
     pub async fn heartbeat(&self) -> Result<HeartbeatResult> {
         self.call::<AppHeartbeat>(HeartbeatParams::default()).await

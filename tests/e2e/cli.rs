@@ -37,10 +37,18 @@ async fn info_apps_and_call() {
     assert_eq!(stdout_json(&out)["apps"], 1);
 
     // An error answer: non-zero exit, the error object on stderr.
-    let out = kernel.cli(&["call", "app.heartbeat"]).await;
+    let out = kernel.cli(&["call", "capability.register", r#"{"type": "tool"}"#]).await;
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stderr).expect("error JSON on stderr");
     assert_eq!(err["code"], "APP_NOT_REGISTERED");
+    let out = kernel.cli(&["call", "no.such.method"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err: Value = serde_json::from_slice(&out.stderr).expect("error JSON on stderr");
+    assert_eq!(err["code"], "METHOD_NOT_FOUND");
+    // A heartbeat keeps any connection alive, registered or not.
+    let out = kernel.cli(&["call", "app.heartbeat"]).await;
+    assert!(out.status.success());
+    assert_eq!(stdout_json(&out)["ok"], true);
 
     let out = kernel.cli(&["call", "kernel.info", "{not json"]).await;
     assert!(!out.status.success());

@@ -84,8 +84,11 @@ async fn string_ids_unknown_methods_and_bad_params() {
     assert_eq!(resp["id"], "abc");
     assert_eq!(resp["result"]["protocolVersion"], "1.0");
 
-    raw.request(2, "app.heartbeat", json!({})).await;
+    raw.request(2, "capability.register", json!({"type": "tool"})).await;
     assert_eq!(error_code(&raw.recv_json().await), "APP_NOT_REGISTERED");
+    // A heartbeat is allowed before registering: any client keeps itself alive with it.
+    raw.request(21, "app.heartbeat", json!({})).await;
+    assert_eq!(raw.recv_json().await["result"]["ok"], true);
     raw.request(3, "no.such.method", json!({})).await;
     assert_eq!(error_code(&raw.recv_json().await), "METHOD_NOT_FOUND");
 

@@ -253,33 +253,36 @@ async fn logs_follow_new_lines() {
         .spawn()
         .unwrap();
     let stdout = follower.stdout.take().unwrap();
-    // Make the app print again: restart it.
-    let seen = tokio::spawn(async move {
+    // Every "ready" line the follower prints, as it prints it.
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
         use tokio::io::AsyncBufReadExt;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("hello: ready as greeter") {
-                return true;
+            if line.contains("hello: ready as greeter") && tx.send(()).is_err() {
+                return;
             }
         }
-        false
     });
-    // The follower must be attached before the new line is written: poll the restart
-    // until the follower has seen a line (each restart prints one).
+    // Make the app print again: restart it. The follower must be attached before the new
+    // line is written: restart until the follower has seen a line (each prints one).
     let mut got = false;
     for _ in 0..5 {
         kernel.cli(&["apps", "restart", "greeter"]).await;
-        if tokio::time::timeout(Duration::from_secs(3), async {
-            while !seen.is_finished() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .is_ok()
+        if tokio::time::timeout(Duration::from_secs(3), seen.recv())
+            .await
+            .is_ok_and(|l| l.is_some())
         {
             got = true;
             break;
         }
     }
-    assert!(got && seen.await.unwrap(), "logs -f printed no new line");
+    assert!(got, "logs -f printed no new line");
+    // It stays connected past the kernel's heartbeat timeout (1 s here): the time that
+    // passes is what is tested.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(follower.try_wait().unwrap().is_none(), "logs -f quit:\n{}", kernel.log());
+    kernel.cli(&["apps", "restart", "greeter"]).await;
+    let again = tokio::time::timeout(DEADLINE, seen.recv()).await;
+    assert!(again.is_ok_and(|l| l.is_some()), "logs -f stopped following:\n{}", kernel.log());
 }

@@ -9,12 +9,16 @@ use burrow_protocol::methods::app::KernelInfo;
 use burrow_protocol::{ErrorObject, Value, now_ms};
 use burrow_sdk::{Client, Error};
 
+/// Connects to the kernel, kept alive for as long as the command runs (a followed log,
+/// a chat, a long wait: the kernel drops a connection that says nothing).
 pub(super) async fn connect(socket: Option<PathBuf>) -> Result<Client, ExitCode> {
     let path = socket.unwrap_or_else(burrow_sdk::transport::socket_from_env);
-    Client::connect(&path).await.map_err(|e| {
+    let client = Client::connect(&path).await.map_err(|e| {
         eprintln!("burrow: cannot reach the kernel at {}: {e}", path.display());
         ExitCode::from(2)
-    })
+    })?;
+    client.keep_alive();
+    Ok(client)
 }
 
 pub(super) fn print_json(value: &impl serde::Serialize) {
@@ -77,7 +81,7 @@ pub async fn call(
             return ExitCode::from(2);
         }
     };
-    // Keeps the registration (and its heartbeats) alive until the answer arrives.
+    // Keeps the registration until the answer arrives.
     let (client, _registration) = if register {
         match super::ops::registered(socket).await {
             Ok(r) => (r.client.clone(), Some(r)),

@@ -11,20 +11,12 @@ use burrow_protocol::Value;
 use burrow_protocol::methods::app::{AppRegister, PROTOCOL_VERSION, RegisterParams};
 use burrow_sdk::Client;
 use serde_json::json;
-use tokio::task::JoinHandle;
 
 use super::client::{connect, fail, print_json};
 
-/// A client registered as an app, heartbeating until dropped.
+/// A client registered as an app (kept alive by [`connect`]).
 pub(super) struct Registered {
     pub(super) client: Client,
-    heartbeat: JoinHandle<()>,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.heartbeat.abort();
-    }
 }
 
 /// Connects and registers as `cli-<pid>`.
@@ -35,19 +27,8 @@ pub(super) async fn registered(socket: Option<PathBuf>) -> Result<Registered, Ex
     manifest.config.read = vec!["*".into()];
     let params =
         RegisterParams { manifest, protocol_version: PROTOCOL_VERSION.into(), token: None };
-    let reg = client.call::<AppRegister>(params).await.map_err(fail)?;
-    let every = Duration::from_millis(reg.heartbeat_interval_ms.max(50));
-    let hb_client = client.clone();
-    let heartbeat = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if hb_client.heartbeat().await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(Registered { client, heartbeat })
+    client.call::<AppRegister>(params).await.map_err(fail)?;
+    Ok(Registered { client })
 }
 
 /// `burrow tools`.

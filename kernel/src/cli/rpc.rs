@@ -11,7 +11,7 @@ use crate::surface::stdio::{StdioEnd, serve_stdio};
 /// Exits 0 at end of input, 1 when the kernel went away first, 2 when it cannot be
 /// reached.
 pub async fn run_stdio(socket: Option<PathBuf>) -> ExitCode {
-    // Registered (as `cli-<pid>`, heartbeating) for as long as it serves.
+    // Registered (as `cli-<pid>`, kept alive) for as long as it serves.
     let registration = match super::ops::registered(socket).await {
         Ok(r) => r,
         Err(code) => return code,

@@ -21,6 +21,7 @@ pub fn info(kernel: &Kernel) -> KernelInfoResult {
         apps: kernel.apps.len() as u64,
         sessions: kernel.sessions.active() as u64,
         endpoints: kernel.endpoints.read().map(|e| e.clone()).unwrap_or_default(),
+        heartbeat_interval_ms: kernel.config().ipc.heartbeat_interval_ms,
     }
 }
 

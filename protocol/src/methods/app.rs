@@ -108,6 +108,10 @@ pub struct KernelInfoResult {
     /// `comms`): a Burrow addition, absent when there are none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub endpoints: std::collections::BTreeMap<String, String>,
+    /// How often a connection should send something (`app.heartbeat` will do, registered
+    /// or not) to stay connected: a Burrow addition, 0 when not reported.
+    #[serde(default)]
+    pub heartbeat_interval_ms: u64,
 }
 
 /// Result of `kernel.apps`.

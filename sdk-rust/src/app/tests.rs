@@ -50,6 +50,21 @@ async fn registers_becomes_ready_and_heartbeats() {
 }
 
 #[tokio::test]
+async fn a_plain_client_keeps_itself_alive_at_the_pace_kernel_info_reports() {
+    let config = FakeConfig { heartbeat_interval: Duration::from_millis(20), ..Default::default() };
+    let (kernel, transport) = FakeKernel::with_config(config);
+    let client = Client::from_transport(transport);
+    client.keep_alive();
+    // Unregistered, and heartbeating: several within a few intervals.
+    within(kernel.wait_heartbeats(3, WAIT)).await.unwrap();
+    assert!(kernel.manifest().is_none());
+    // The last clone gone, the heartbeats end with the connection.
+    drop(client);
+    let seen = kernel.heartbeats();
+    within(kernel.wait_heartbeats(seen + 5, Duration::from_millis(400))).await.unwrap_err();
+}
+
+#[tokio::test]
 async fn handlers_answer_the_kernel_and_can_call_it() {
     let (kernel, _stop, _run) = start(app());
     within(kernel.wait_ready(WAIT)).await.unwrap();

@@ -307,10 +307,10 @@ impl State {
                 self.ready.store(true, Ordering::Release);
                 to_value(&Ack::OK)
             }),
-            AppHeartbeat::NAME => self.manifest().map(|_| {
+            AppHeartbeat::NAME => {
                 self.heartbeats.fetch_add(1, Ordering::AcqRel);
-                to_value(&HeartbeatResult { ok: true, server_time: now_ms() })
-            }),
+                Ok(to_value(&HeartbeatResult { ok: true, server_time: now_ms() }))
+            }
             AppShutdown::NAME => {
                 self.seen().app_shutdown = Some(parse_params(params()).unwrap_or_default());
                 self.ready.store(false, Ordering::Release);
@@ -324,6 +324,7 @@ impl State {
                 apps: u64::from(self.seen().manifest.is_some()),
                 sessions: 0,
                 endpoints: Default::default(),
+                heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             })),
             CapabilityRegister::NAME => self.register_capability(params()),
             CapabilityUnregister::NAME => self.unregister_capability(params()),

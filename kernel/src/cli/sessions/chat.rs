@@ -80,34 +80,16 @@ impl Service for Terminal {
     }
 }
 
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Registers `chat-<pid>` holding channel `channel_id`, heartbeats, and becomes ready.
-async fn setup(client: &Client, channel_id: &str) -> Result<AbortOnDrop, ExitCode> {
+/// Registers `chat-<pid>` holding channel `channel_id` and becomes ready; the client is
+/// kept alive for as long as the chat runs.
+async fn setup(client: &Client, channel_id: &str) -> Result<(), ExitCode> {
     let mut manifest = Manifest::new(format!("chat-{}", std::process::id()), crate::VERSION);
     manifest.description = Some("burrow chat: a terminal channel".into());
     manifest.capabilities.channels = vec![channel_id.to_owned()];
     let params =
         RegisterParams { manifest, protocol_version: PROTOCOL_VERSION.into(), token: None };
-    let reg = client.call::<AppRegister>(params).await.map_err(fail)?;
-    let every = Duration::from_millis(reg.heartbeat_interval_ms.max(50));
-    let hb = client.clone();
-    let heartbeat = AbortOnDrop(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if hb.heartbeat().await.is_err() {
-                return;
-            }
-        }
-    }));
+    client.call::<AppRegister>(params).await.map_err(fail)?;
+    client.keep_alive();
     client.call::<AppReady>(ReadyParams::default()).await.map_err(fail)?;
     let config = json!({ "channelId": channel_id });
     let cap = client.register_capability(CapabilityType::Channel, config).await.map_err(fail)?;
@@ -116,7 +98,7 @@ async fn setup(client: &Client, channel_id: &str) -> Result<AbortOnDrop, ExitCod
         eprintln!("burrow: the kernel refused channel {channel_id}: {why}");
         return Err(ExitCode::FAILURE);
     }
-    Ok(heartbeat)
+    Ok(())
 }
 
 /// Lines of stdin, read on a thread of their own (a pending read never holds up exit).
@@ -285,10 +267,9 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
         events: tx.clone(),
     };
     let client = Client::with_service(transport, terminal);
-    let _heartbeat = match setup(&client, &channel_id).await {
-        Ok(h) => h,
-        Err(code) => return code,
-    };
+    if let Err(code) = setup(&client, &channel_id).await {
+        return code;
+    }
     if let Ok(Some(s)) = client.session_get(&key).await
         && s.channel_id.as_deref() != Some(&channel_id)
     {
