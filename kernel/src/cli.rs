@@ -29,6 +29,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "BURROW_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
 
+    /// Print results as the kernel's JSON, and errors as JSON objects
+    /// (`{code, message, data?}`) rather than sentences.
+    #[arg(long, global = true)]
+    json: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -38,19 +43,12 @@ enum Command {
     /// Run the kernel in the foreground until SIGTERM or Ctrl-C.
     Kernel(KernelArgs),
     /// Show the running kernel's version, uptime and counts.
-    Info {
-        /// Print the raw `kernel.info` result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Info,
     /// List the live apps with their state and version.
     ///
     /// Managed apps (those with `[apps.<id>.run]`) show their process state: starting,
     /// running, restarting, failed or stopped; others show connected-unmanaged.
     Apps {
-        /// Print the raw `kernel.apps` result as JSON.
-        #[arg(long)]
-        json: bool,
         #[command(subcommand)]
         action: Option<AppsAction>,
     },
@@ -77,8 +75,8 @@ enum Command {
     },
     /// Call any kernel method and print its result as JSON.
     ///
-    /// Exits 0 with the result on stdout, or 1 with the error object
-    /// (`{code, message, data?}`) on stderr.
+    /// Exits 0 with the result on stdout, or 1 with the error on stderr (a sentence, or
+    /// with `--json` the error object `{code, message, data?}`).
     Call {
         /// The method, e.g. `kernel.info`.
         method: String,
@@ -93,21 +91,13 @@ enum Command {
         register: bool,
     },
     /// List the tools apps provide.
-    Tools {
-        /// Print the raw `kernel.capabilities` result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Tools,
     /// Show hook subscriptions and interceptors, per app.
-    Hooks {
-        /// Print the raw `kernel.hooks` result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Hooks,
     /// Call a tool through the kernel (passing its interceptors) and print the result.
     ///
     /// Exits 0 with the result on stdout; 1 when the tool reports `isError` (result on
-    /// stdout) or the call fails (error object on stderr).
+    /// stdout) or the call fails (the error on stderr).
     CallTool {
         /// The tool's name.
         name: String,
@@ -292,11 +282,13 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.json;
+    client::errors_as_json(json);
     runtime.block_on(async move {
         match cli.command {
             Command::Kernel(args) => run_kernel(cli.socket, args).await,
-            Command::Info { json } => client::info(cli.socket, json).await,
-            Command::Apps { json, action: None } => apps::list(cli.socket, json).await,
+            Command::Info => client::info(cli.socket, json).await,
+            Command::Apps { action: None } => apps::list(cli.socket, json).await,
             Command::Apps { action: Some(action), .. } => {
                 let (verb, id) = match action {
                     AppsAction::Start { id } => ("start", id),
@@ -310,8 +302,8 @@ pub fn main() -> ExitCode {
             Command::Call { method, params, timeout_ms, register } => {
                 client::call(cli.socket, &method, params.as_deref(), timeout_ms, register).await
             }
-            Command::Run(args) => host::run(cli.socket, args).await,
-            Command::Kernels { action } => kernels::run(cli.socket, action).await,
+            Command::Run(args) => host::run(cli.socket, args, json).await,
+            Command::Kernels { action } => kernels::run(cli.socket, action, json).await,
             Command::Rpc => rpc::run_stdio(cli.socket).await,
             Command::Token { action: TokenAction::Create { state_dir } } => {
                 token::create(&state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir))
@@ -319,8 +311,8 @@ pub fn main() -> ExitCode {
             Command::Event { session, event_type, payload } => {
                 host::event(cli.socket, &session, &event_type, &payload).await
             }
-            Command::Tools { json } => ops::tools(cli.socket, json).await,
-            Command::Hooks { json } => ops::hooks(cli.socket, json).await,
+            Command::Tools => ops::tools(cli.socket, json).await,
+            Command::Hooks => ops::hooks(cli.socket, json).await,
             Command::CallTool { name, arguments, timeout_ms } => {
                 ops::call_tool(cli.socket, &name, arguments.as_deref(), timeout_ms).await
             }
@@ -331,16 +323,17 @@ pub fn main() -> ExitCode {
                 let state_dir = state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir);
                 config::check(&file, &state_dir)
             }
-            Command::Sessions(args) => sessions::list(cli.socket, args).await,
-            Command::History(args) => sessions::history(cli.socket, args).await,
-            Command::Send(args) => sessions::send(cli.socket, args).await,
+            Command::Sessions(args) => sessions::list(cli.socket, args, json).await,
+            Command::History(args) => sessions::history(cli.socket, args, json).await,
+            Command::Send(args) => sessions::send(cli.socket, args, json).await,
             Command::Chat(args) => sessions::chat(cli.socket, args).await,
         }
     })
 }
 
 async fn run_kernel(socket: Option<PathBuf>, args: KernelArgs) -> ExitCode {
-    logging::init(args.log_format);
+    let log_format = args.log_format;
+    logging::init(log_format);
     let state_dir = args.state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir);
     let socket = socket.unwrap_or_else(|| burrow_sdk::transport::default_socket_path(&state_dir));
     let config_path = args.config.or_else(default_config_file);
@@ -354,8 +347,12 @@ async fn run_kernel(socket: Option<PathBuf>, args: KernelArgs) -> ExitCode {
     let settings = crate::server::Settings { socket, state_dir, config_path, listen };
     match crate::server::run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        // Said once: as a log record where the log is for machines, else as a sentence.
+        Err(e) if log_format == LogFormat::Json => {
             tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("burrow: {e}");
             ExitCode::FAILURE
         }

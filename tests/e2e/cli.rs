@@ -36,15 +36,27 @@ async fn info_apps_and_call() {
     assert!(out.status.success());
     assert_eq!(stdout_json(&out)["apps"], 1);
 
-    // An error answer: non-zero exit, the error object on stderr.
+    // An error answer: non-zero exit, a sentence on stderr with the code and what to do.
     let out = kernel.cli(&["call", "capability.register", r#"{"type": "tool"}"#]).await;
     assert_eq!(out.status.code(), Some(1));
-    let err: Value = serde_json::from_slice(&out.stderr).expect("error JSON on stderr");
-    assert_eq!(err["code"], "APP_NOT_REGISTERED");
-    let out = kernel.cli(&["call", "no.such.method"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut lines = stderr.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(first.starts_with("burrow: ") && first.ends_with(" (APP_NOT_REGISTERED)"), "{stderr}");
+    assert_eq!(lines.next(), Some("hint: this method is for registered apps: pass --register"));
+    // With --json, the error object.
+    let out = kernel.cli(&["call", "no.such.method", "--json"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stderr).expect("error JSON on stderr");
     assert_eq!(err["code"], "METHOD_NOT_FOUND");
+    let out = kernel.cli(&["call", "no.such.method"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr, "burrow: no method \"no.such.method\" (METHOD_NOT_FOUND)\n");
+    // A session that does not exist is not found, like other lookups.
+    let out = kernel.cli(&["history", "no-such-session"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("burrow: no session \"no-such-session\" (NOT_FOUND)\n"), "{stderr}");
     // A heartbeat keeps any connection alive, registered or not.
     let out = kernel.cli(&["call", "app.heartbeat"]).await;
     assert!(out.status.success());
@@ -64,7 +76,9 @@ async fn cli_without_a_kernel_fails_clearly() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the kernel"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("burrow: cannot reach the kernel at "), "{stderr}");
+    assert!(stderr.contains("(CONNECTION_CLOSED)\nhint: is `burrow kernel` running?"), "{stderr}");
 }
 
 #[tokio::test]
@@ -206,10 +220,13 @@ async fn tools_hooks_call_tool_and_config_get() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout_json(&out)["content"]["cents"], 42);
 
-    let out = kernel.cli(&["call-tool", "missing"]).await;
+    let out = kernel.cli(&["call-tool", "missing", "--json"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(err["code"], "NOT_FOUND");
+    let out = kernel.cli(&["call-tool", "missing"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("burrow: ") && stderr.contains("(NOT_FOUND)"), "{stderr}");
 
     let out = kernel.cli(&["config", "get", "apps.shop.currency"]).await;
     assert_eq!(stdout_json(&out), json!("EUR"));

@@ -6,15 +6,26 @@ use std::time::Duration;
 
 use burrow_protocol::methods::Empty;
 use burrow_protocol::methods::app::KernelInfo;
-use burrow_protocol::{ErrorObject, Value, now_ms};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burrow_protocol::{ErrorCode, ErrorObject, Value, now_ms};
 use burrow_sdk::{Client, Error};
 
+/// Whether errors are printed as JSON objects (`--json`) rather than sentences.
+static JSON_ERRORS: AtomicBool = AtomicBool::new(false);
+
+/// Sets how errors are printed for the rest of the command.
+pub(super) fn errors_as_json(on: bool) {
+    JSON_ERRORS.store(on, Ordering::Relaxed);
+}
+
 /// Connects to the kernel, kept alive for as long as the command runs (a followed log,
-/// a chat, a long wait: the kernel drops a connection that says nothing).
+/// a chat, a long wait: the kernel drops a connection that says nothing). Exit 2 when no
+/// kernel answers.
 pub(super) async fn connect(socket: Option<PathBuf>) -> Result<Client, ExitCode> {
     let path = socket.unwrap_or_else(burrow_sdk::transport::socket_from_env);
     let client = Client::connect(&path).await.map_err(|e| {
-        eprintln!("burrow: cannot reach the kernel at {}: {e}", path.display());
+        unreachable_kernel(&path, &e);
         ExitCode::from(2)
     })?;
     client.keep_alive();
@@ -28,19 +39,61 @@ pub(super) fn print_json(value: &impl serde::Serialize) {
     }
 }
 
-/// Prints an error: remote errors as their JSON error object, others as text.
+/// Says that no kernel answers at `path`, with what to do about it.
+pub(super) fn unreachable_kernel(path: &std::path::Path, e: &dyn std::fmt::Display) {
+    let message = format!("cannot reach the kernel at {}: {e}", path.display());
+    let hint = "is `burrow kernel` running? Start it, or point --socket (or BURROW_SOCKET) \
+                at the socket it listens on";
+    report(&ErrorObject::new(ErrorCode::ConnectionClosed, message), Some(hint));
+}
+
+/// Prints an error and exits 1: `burrow: <what went wrong> (<CODE>)` with a hint where
+/// one helps, or with `--json` the error object (`{code, message, data?}`).
 pub(super) fn fail(e: Error) -> ExitCode {
-    match e {
-        Error::Remote(obj) => eprintln!("{}", serde_json::to_string(&obj).unwrap_or_default()),
+    fail_with(e, None)
+}
+
+/// [`fail`] with a hint of the command's own, shown instead of the code's.
+pub(super) fn fail_with(e: Error, hint: Option<&str>) -> ExitCode {
+    let obj = match e {
+        Error::Remote(obj) => obj,
         other => {
-            let obj = ErrorObject::new(
-                other.code().unwrap_or(burrow_protocol::ErrorCode::UnknownError),
-                other.to_string(),
-            );
-            eprintln!("{}", serde_json::to_string(&obj).unwrap_or_default());
+            ErrorObject::new(other.code().unwrap_or(ErrorCode::UnknownError), other.to_string())
         }
-    }
+    };
+    report(&obj, hint.or_else(|| hint_for(obj.code)));
     ExitCode::FAILURE
+}
+
+/// Prints `obj` as the command's error.
+pub(super) fn report(obj: &ErrorObject, hint: Option<&str>) {
+    if JSON_ERRORS.load(Ordering::Relaxed) {
+        eprintln!("{}", serde_json::to_string(obj).unwrap_or_default());
+        return;
+    }
+    eprintln!("{}", sentence(obj));
+    if let Some(hint) = hint {
+        eprintln!("hint: {hint}");
+    }
+}
+
+/// An error as a line for people.
+fn sentence(obj: &ErrorObject) -> String {
+    format!("burrow: {} ({})", obj.message.trim_end_matches('.'), obj.code.as_str())
+}
+
+/// What to do next, for the errors where the code alone says it.
+fn hint_for(code: ErrorCode) -> Option<&'static str> {
+    Some(match code {
+        ErrorCode::ConnectionClosed => {
+            "the kernel closed the connection: is `burrow kernel` still running? (`burrow info`)"
+        }
+        ErrorCode::Timeout => {
+            "nothing answered in time: `burrow apps` shows whether the app that should is running"
+        }
+        ErrorCode::AppNotRegistered => "this method is for registered apps",
+        _ => return None,
+    })
 }
 
 /// `burrow info`.
@@ -97,6 +150,9 @@ pub async fn call(
         Ok(result) => {
             print_json(&result);
             ExitCode::SUCCESS
+        }
+        Err(e) if !register && e.code() == Some(ErrorCode::AppNotRegistered) => {
+            fail_with(e, Some("this method is for registered apps: pass --register"))
         }
         Err(e) => fail(e),
     }

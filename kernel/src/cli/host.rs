@@ -28,9 +28,6 @@ pub struct RunArgs {
     /// The agent (`[agents.<id>]`).
     #[arg(long, value_name = "ID")]
     agent: Option<String>,
-    /// Print every session event as a JSON line instead of text.
-    #[arg(long)]
-    json: bool,
     /// How long to wait for the first turn.
     #[arg(long, default_value_t = 120_000, value_name = "MS")]
     timeout_ms: u64,
@@ -38,7 +35,7 @@ pub struct RunArgs {
 
 /// `burrow run`: creates the session, prints the first turn's output, then (keep-alive)
 /// prints what arrives and what the agent answers.
-pub async fn run(socket: Option<PathBuf>, args: RunArgs) -> ExitCode {
+pub async fn run(socket: Option<PathBuf>, args: RunArgs, json: bool) -> ExitCode {
     let reg = match registered(socket).await {
         Ok(r) => r,
         Err(code) => return code,
@@ -67,7 +64,7 @@ pub async fn run(socket: Option<PathBuf>, args: RunArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let first_ok = first["status"] == "completed";
-    if args.json {
+    if json {
         print_json(&first);
     } else if first_ok {
         println!("{}", first["output"].as_str().unwrap_or_default());
@@ -85,7 +82,7 @@ pub async fn run(socket: Option<PathBuf>, args: RunArgs) -> ExitCode {
         };
         match item {
             Some(Ok(StreamItem::Chunk(event))) => {
-                if args.json {
+                if json {
                     println!("{event}");
                 } else if let Some(line) = describe(&event, &first_run) {
                     println!("{line}");

@@ -1,4 +1,4 @@
-//! `burrow kernels [list [--json] | trust FILE | revoke KERNEL_ID]` (alias `burrow peers`):
+//! `burrow [--json] kernels [list | trust FILE | revoke KERNEL_ID]` (alias `burrow peers`):
 //! the kernels the running kernel trusts on its kernel channel ([`crate::remote`]), through
 //! the IPC methods `peers.list`, `peers.trust` and `peers.revoke` (wire names kept for
 //! compatibility).
@@ -26,11 +26,7 @@ pub enum KernelsAction {
         file: PathBuf,
     },
     /// Show this kernel's binding, the trusted kernels and refusal counts.
-    List {
-        /// Print the raw `peers.list` result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Stop trusting a kernel.
     Revoke {
         /// The kernel id (the hex public key).
@@ -39,10 +35,10 @@ pub enum KernelsAction {
 }
 
 /// Runs `burrow kernels`.
-pub async fn run(socket: Option<PathBuf>, action: Option<KernelsAction>) -> ExitCode {
-    match action.unwrap_or(KernelsAction::List { json: false }) {
+pub async fn run(socket: Option<PathBuf>, action: Option<KernelsAction>, json: bool) -> ExitCode {
+    match action.unwrap_or(KernelsAction::List) {
         KernelsAction::Trust { file } => trust(socket, file).await,
-        KernelsAction::List { json } => list(socket, json).await,
+        KernelsAction::List => list(socket, json).await,
         KernelsAction::Revoke { kernel_id } => revoke(socket, &kernel_id).await,
     }
 }

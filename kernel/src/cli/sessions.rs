@@ -10,7 +10,7 @@ use burrow_protocol::methods::session::{
     AgentWaitResult, DispatchResult, RunStatus, SessionFilter, SessionInfo, SessionListParams,
     TranscriptMessage,
 };
-use burrow_protocol::now_ms;
+use burrow_protocol::{ErrorCode, ErrorObject, now_ms};
 use serde_json::json;
 
 use super::client::{fail, human_duration, print_json};
@@ -44,9 +44,6 @@ pub struct ListArgs {
     /// How many to skip.
     #[arg(long, value_name = "N")]
     offset: Option<u32>,
-    /// Print the raw `session.list` result as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Arguments of `burrow history`.
@@ -60,9 +57,6 @@ pub struct HistoryArgs {
     /// Page back: only messages before this message id.
     #[arg(long, value_name = "ID")]
     before: Option<String>,
-    /// Print the raw `session.history` result as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Arguments of `burrow send`.
@@ -78,13 +72,10 @@ pub struct SendArgs {
     /// How long `--wait` waits for the run (the kernel waits 600000 ms at most).
     #[arg(long, default_value_t = 60_000, value_name = "MS")]
     timeout_ms: u64,
-    /// Print the raw results as JSON (`{dispatch, run}` with `--wait`).
-    #[arg(long)]
-    json: bool,
 }
 
 /// `burrow sessions`.
-pub async fn list(socket: Option<PathBuf>, a: ListArgs) -> ExitCode {
+pub async fn list(socket: Option<PathBuf>, a: ListArgs, json: bool) -> ExitCode {
     let reg = match registered(socket).await {
         Ok(r) => r,
         Err(code) => return code,
@@ -94,7 +85,7 @@ pub async fn list(socket: Option<PathBuf>, a: ListArgs) -> ExitCode {
         SessionFilter { agent_id: a.agent, channel_id: a.channel, account_id: a.account, active };
     let params = SessionListParams { filter: Some(filter), limit: a.limit, offset: a.offset };
     match reg.client.session_list(params).await {
-        Ok(r) if a.json => print_json(&r),
+        Ok(r) if json => print_json(&r),
         Ok(r) => print!("{}", sessions_table(&r.sessions, r.total, now_ms())),
         Err(e) => return fail(e),
     }
@@ -102,13 +93,21 @@ pub async fn list(socket: Option<PathBuf>, a: ListArgs) -> ExitCode {
 }
 
 /// `burrow history KEY`.
-pub async fn history(socket: Option<PathBuf>, a: HistoryArgs) -> ExitCode {
+pub async fn history(socket: Option<PathBuf>, a: HistoryArgs, json: bool) -> ExitCode {
     let reg = match registered(socket).await {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match reg.client.session_history(&a.key, a.limit, a.before.as_deref()).await {
-        Ok(r) if a.json => print_json(&r),
+    let client = &reg.client;
+    match client.session_history(&a.key, a.limit, a.before.as_deref()).await {
+        // An empty page of a session that does not exist: not found, like other lookups.
+        Ok(r) if r.messages.is_empty() && matches!(client.session_get(&a.key).await, Ok(None)) => {
+            let message = format!("no session {:?}", a.key);
+            let hint = "`burrow sessions` lists the sessions";
+            super::client::report(&ErrorObject::new(ErrorCode::NotFound, message), Some(hint));
+            return ExitCode::FAILURE;
+        }
+        Ok(r) if json => print_json(&r),
         Ok(r) if r.messages.is_empty() => eprintln!("no messages in session {:?}", a.key),
         Ok(r) => r.messages.iter().flat_map(message_lines).for_each(|l| println!("{l}")),
         Err(e) => return fail(e),
@@ -117,7 +116,7 @@ pub async fn history(socket: Option<PathBuf>, a: HistoryArgs) -> ExitCode {
 }
 
 /// `burrow send KEY TEXT`.
-pub async fn send(socket: Option<PathBuf>, a: SendArgs) -> ExitCode {
+pub async fn send(socket: Option<PathBuf>, a: SendArgs, json: bool) -> ExitCode {
     let reg = match registered(socket).await {
         Ok(r) => r,
         Err(code) => return code,
@@ -126,9 +125,9 @@ pub async fn send(socket: Option<PathBuf>, a: SendArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    if a.json && !a.wait {
+    if json && !a.wait {
         print_json(&d);
-    } else if !a.json {
+    } else if !json {
         println!("dispatch {} in session {}: {}", d.dispatch_id, a.key, run_summary(&d));
     }
     if let Some(reason) = &d.reason {
@@ -153,11 +152,11 @@ pub async fn send(socket: Option<PathBuf>, a: SendArgs) -> ExitCode {
         }
     };
     let outcome = run_outcome(&w);
-    if a.json {
+    if json {
         print_json(&json!({ "dispatch": d, "run": w }));
     }
     match outcome {
-        Ok(output) if !a.json => println!("{output}"),
+        Ok(output) if !json => println!("{output}"),
         Ok(_) => {}
         Err(why) => {
             eprintln!("burrow: {why}");

@@ -255,7 +255,7 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
     let transport = match Transport::connect(&path).await {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("burrow: cannot reach the kernel at {}: {e}", path.display());
+            crate::cli::client::unreachable_kernel(&path, &e);
             return ExitCode::from(2);
         }
     };
