@@ -102,6 +102,19 @@ pub struct SupervisorState {
     apps: BTreeMap<String, Managed>,
     quiesced: bool,
     stopping: Option<Stop>,
+    /// Operators' starts, stops and restarts waiting to learn how they went.
+    waiters: Vec<Waiter>,
+}
+
+/// An operator's control, answered once the app is running or has failed (a start or
+/// restart), or has stopped (a stop).
+#[derive(Debug)]
+struct Waiter {
+    id: String,
+    /// The app's generation when asked: a start counts from the next one.
+    after: u64,
+    stop: bool,
+    reply: oneshot::Sender<Result<(), ErrorObject>>,
 }
 
 impl Actor for SupervisorActor {
@@ -128,6 +141,7 @@ impl Actor for SupervisorActor {
             apps: BTreeMap::new(),
             quiesced: false,
             stopping: None,
+            waiters: Vec::new(),
         })
     }
 
@@ -151,7 +165,25 @@ impl Actor for SupervisorActor {
         match msg {
             SupervisorMsg::Sync => sync(state, &myself).await,
             SupervisorMsg::Control(id, control, reply) => {
-                let _ = reply.send(control_app(state, &myself, &id, control).await);
+                let before = state.apps.get(&id).map(|m| (m.generation, m.pid.is_some(), m.then));
+                match control_app(state, &myself, &id, control).await {
+                    Err(e) => drop(reply.send(Err(e))),
+                    // Starting what runs (and is not being stopped) changes nothing.
+                    Ok(())
+                        if control == Control::Start
+                            && before.is_some_and(|(_, running, then)| {
+                                running && then != Then::Stop
+                            }) =>
+                    {
+                        drop(reply.send(Ok(())))
+                    }
+                    Ok(()) => state.waiters.push(Waiter {
+                        after: before.map_or(0, |(generation, ..)| generation),
+                        stop: control == Control::Stop,
+                        id,
+                        reply,
+                    }),
+                }
             }
             SupervisorMsg::Exited(id, generation, status, _reap) => {
                 exited(state, &myself, &id, generation, status).await
@@ -206,6 +238,7 @@ impl Actor for SupervisorActor {
                 finish_stop_all(&myself, state);
             }
         }
+        settle(state);
         publish(state);
         Ok(())
     }
@@ -346,6 +379,7 @@ async fn start(state: &mut SupervisorState, myself: &ActorRef<SupervisorMsg>, id
             m.spec.command
         );
         tracing::error!(app = %id, %reason, "cannot start managed app");
+        note(m, format!("failed: {reason}"));
         m.last_exit = Some(reason);
         m.state = ProcState::Failed;
         return;
@@ -362,6 +396,7 @@ async fn start(state: &mut SupervisorState, myself: &ActorRef<SupervisorMsg>, id
         Ok(child) => child,
         Err(e) => {
             tracing::error!(app = %id, error = %e, "cannot start managed app");
+            note(m, format!("cannot start: {e}"));
             m.last_exit = Some(format!("cannot start: {e}"));
             let _ = myself.cast(SupervisorMsg::Exited(
                 id.to_owned(),
@@ -447,6 +482,7 @@ async fn exited(
     m.pid = None;
     m.started = None;
     tracing::info!(app = %id, exit = ?m.last_exit, "managed app ended");
+    note(m, format!("ended: {}", m.last_exit.as_deref().unwrap_or("?")));
     let then = m.then;
     m.then = Then::Policy;
     let mut restart_now = false;
@@ -486,7 +522,14 @@ fn schedule_restart(
     if m.window.len() >= settings.max_restarts {
         tracing::error!(app = %id, restarts = m.window.len(), window_ms = settings.restart_window_ms,
             "restart intensity exceeded: the app stays failed (burrow apps start to try again)");
+        let last = m.last_exit.take().unwrap_or_else(|| "ended".into());
+        m.last_exit = Some(format!(
+            "{last}; restart intensity reached ({} restarts within {} ms)",
+            m.window.len(),
+            settings.restart_window_ms
+        ));
         m.state = ProcState::Failed;
+        note(m, format!("failed: {}", m.last_exit.as_deref().unwrap_or("?")));
         return;
     }
     if ran >= Duration::from_millis(settings.stable_after_ms) {
@@ -546,6 +589,54 @@ fn finish_stop_all(myself: &ActorRef<SupervisorMsg>, state: &SupervisorState) {
     }
 }
 
+/// Adds what the supervisor saw to the app's captured log (`burrow logs ID`), as a
+/// `[burrow]` line: why it could not start, how it ended, why it stays failed.
+fn note(m: &Managed, text: String) {
+    let log = m.log.clone();
+    // Off the actor: an app's output may be holding the log for a moment.
+    tokio::task::spawn_blocking(move || {
+        if let Ok(mut log) = log.lock() {
+            log.write_line(&format!("[burrow] {text}"));
+        }
+    });
+}
+
+/// Answers the controls whose outcome is known.
+fn settle(state: &mut SupervisorState) {
+    for w in std::mem::take(&mut state.waiters) {
+        match outcome(state.apps.get(&w.id), &w) {
+            Some(result) => drop(w.reply.send(result)),
+            None => state.waiters.push(w),
+        }
+    }
+}
+
+/// How a control went, once it is known: a start or restart when a later generation
+/// runs (registered) or has failed or stopped, a stop when no process is left.
+fn outcome(m: Option<&Managed>, w: &Waiter) -> Option<Result<(), ErrorObject>> {
+    let Some(m) = m else {
+        let gone = format!("{:?} was removed from the config", w.id);
+        return Some(Err(ErrorObject::new(ErrorCode::NotFound, gone)));
+    };
+    let why = || m.last_exit.clone().unwrap_or_else(|| "no reason recorded".into());
+    match m.state {
+        _ if w.stop => (m.pid.is_none()
+            && matches!(m.state, ProcState::Stopped | ProcState::Failed))
+        .then_some(Ok(())),
+        _ if m.generation <= w.after => None,
+        ProcState::Running => Some(Ok(())),
+        ProcState::Failed => {
+            let failed = format!("{} failed: {}", w.id, why());
+            Some(Err(ErrorObject::new(ErrorCode::UnknownError, failed)))
+        }
+        ProcState::Stopped => {
+            let stopped = format!("{} stopped before it was ready: {}", w.id, why());
+            Some(Err(ErrorObject::new(ErrorCode::UnknownError, stopped)))
+        }
+        _ => None,
+    }
+}
+
 /// Shares the current picture with the kernel (for `kernel.apps`).
 fn publish(state: &SupervisorState) {
     let summaries = state
@@ -568,4 +659,66 @@ fn publish(state: &SupervisorState) {
 /// A follower feed for an app's log lines.
 pub fn new_feed() -> broadcast::Sender<String> {
     broadcast::channel(1024).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn managed(state: ProcState, generation: u64, pid: Option<u32>, last: Option<&str>) -> Managed {
+        let spec: RunSpec = toml::from_str("command = \"x\"").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let log = logs::LogFile::open(dir.path().join("a.log"), 1024, 0, broadcast::channel(1).0);
+        Managed {
+            spec,
+            state,
+            pid,
+            generation,
+            started: None,
+            window: VecDeque::new(),
+            restarts: 0,
+            failures_in_row: 0,
+            last_exit: last.map(str::to_owned),
+            then: Then::Policy,
+            kill_reason: None,
+            log: Arc::new(Mutex::new(log)),
+        }
+    }
+
+    fn waiter(after: u64, stop: bool) -> Waiter {
+        Waiter { id: "a".into(), after, stop, reply: oneshot::channel().0 }
+    }
+
+    #[test]
+    fn a_start_waits_for_a_later_generation_to_run_or_fail() {
+        let start = waiter(3, false);
+        // The generation asked about (a restart whose old process still runs): not yet.
+        let old = managed(ProcState::Running, 3, Some(7), None);
+        assert!(outcome(Some(&old), &start).is_none());
+        let starting = managed(ProcState::Starting, 4, Some(8), None);
+        assert!(outcome(Some(&starting), &start).is_none());
+        let restarting = managed(ProcState::Restarting, 4, None, Some("exit status: 1"));
+        assert!(outcome(Some(&restarting), &start).is_none());
+        let up = managed(ProcState::Running, 4, Some(8), None);
+        assert_eq!(outcome(Some(&up), &start), Some(Ok(())));
+        let failed = managed(ProcState::Failed, 5, None, Some("command \"x\" not found"));
+        let Some(Err(e)) = outcome(Some(&failed), &start) else { panic!("a failure") };
+        assert_eq!(e.message, "a failed: command \"x\" not found");
+        let stopped = managed(ProcState::Stopped, 4, None, None);
+        let Some(Err(e)) = outcome(Some(&stopped), &start) else { panic!("stopped") };
+        assert_eq!(e.message, "a stopped before it was ready: no reason recorded");
+        let Some(Err(e)) = outcome(None, &start) else { panic!("removed") };
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn a_stop_is_done_when_no_process_is_left() {
+        let stop = waiter(3, true);
+        let ending = managed(ProcState::Running, 3, Some(7), None);
+        assert!(outcome(Some(&ending), &stop).is_none());
+        let stopped = managed(ProcState::Stopped, 3, None, Some("signal: 15"));
+        assert_eq!(outcome(Some(&stopped), &stop), Some(Ok(())));
+        let failed = managed(ProcState::Failed, 3, None, None);
+        assert_eq!(outcome(Some(&failed), &stop), Some(Ok(())));
+    }
 }

@@ -92,17 +92,54 @@ async fn a_crash_loop_backs_off_and_ends_failed() {
     assert_eq!(failed["restarts"], 3);
     assert!(started.elapsed() >= Duration::from_millis(700), "restarts did not back off");
     assert!(kernel.logged("restart intensity exceeded").await, "{}", kernel.log());
-    // Its output was captured, once per run.
-    let out = kernel.cli(&["logs", "crasher"]).await;
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("test-app: crash pid").count(), 4, "{text}");
-    // An operator can try again.
-    let out = kernel.cli(&["apps", "start", "crasher"]).await;
-    assert!(out.status.success());
-    wait_managed(&kernel, "crasher", "failed again", |m| {
-        m["state"] == "failed" && m["restarts"] == 6
+    // Its output was captured, once per run, with the supervisor's word on each end.
+    let noted = poll_until(DEADLINE, || async {
+        let out = kernel.cli(&["logs", "crasher"]).await;
+        String::from_utf8_lossy(&out.stdout).contains("[burrow] failed: ")
     })
     .await;
+    let out = kernel.cli(&["logs", "crasher"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(noted, "{text}");
+    assert_eq!(text.matches("test-app: crash pid").count(), 4, "{text}");
+    assert_eq!(text.matches("[burrow] ended: ").count(), 4, "{text}");
+    let why = "restart intensity reached (3 restarts within 20000 ms)";
+    assert!(text.contains(why), "{text}");
+    // `burrow apps` says why it failed.
+    let out = kernel.cli(&["apps"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("crasher failed: ")).unwrap_or_default();
+    assert!(line.contains(why) && line.ends_with("(burrow apps start to try again)"), "{text}");
+    // An operator can try again: the start is answered once it has failed again, with
+    // the reason, and exits 1.
+    let out = kernel.cli(&["apps", "start", "crasher"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("burrow: crasher failed: ") && stderr.contains(why), "{stderr}");
+    let again = managed(&kernel, "crasher").await.unwrap();
+    assert_eq!((again["state"].as_str(), again["restarts"].as_u64()), (Some("failed"), Some(6)));
+}
+
+#[tokio::test]
+async fn an_app_whose_command_is_missing_says_so_everywhere() {
+    let config = format!("{FAST}[apps.ghost.run]\ncommand = \"no-such-command-here\"\n");
+    let kernel = Kernel::start_with_config(&config).await;
+    wait_managed(&kernel, "ghost", "failed", |m| m["state"] == "failed").await;
+    let why = "command \"no-such-command-here\" not found";
+    let out = kernel.cli(&["apps"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("ghost failed: ") && l.contains(why)), "{text}");
+    let out = kernel.cli(&["apps", "start", "ghost"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("burrow: ghost failed: ") && stderr.contains(why), "{stderr}");
+    let noted = poll_until(DEADLINE, || async {
+        let out = kernel.cli(&["logs", "ghost"]).await;
+        String::from_utf8_lossy(&out.stdout).matches("[burrow] failed: command").count() == 2
+    })
+    .await;
+    let out = kernel.cli(&["logs", "ghost"]).await;
+    assert!(noted, "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[tokio::test]
@@ -216,17 +253,22 @@ async fn config_edits_and_the_cli_start_stop_and_restart_apps() {
     );
     assert!(gone(first).await);
 
+    // Each control is answered once it has taken effect.
     let out = kernel.cli(&["apps", "stop", "greeter"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_managed(&kernel, "greeter", "stopped", |m| m["state"] == "stopped").await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "greeter: stopped\n");
+    assert_eq!(managed(&kernel, "greeter").await.unwrap()["state"], "stopped");
     assert!(gone(second).await);
     let out = kernel.cli(&["apps", "start", "greeter"]).await;
     assert!(out.status.success());
-    let third = pid_of(&wait_managed(&kernel, "greeter", "started by the CLI", running).await);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "greeter: running\n");
+    let now = managed(&kernel, "greeter").await.unwrap();
+    assert!(running(&now), "{now}");
+    let third = pid_of(&now);
     let out = kernel.cli(&["apps", "restart", "greeter"]).await;
     assert!(out.status.success());
-    wait_managed(&kernel, "greeter", "restarted by the CLI", |m| running(m) && pid_of(m) != third)
-        .await;
+    let now = managed(&kernel, "greeter").await.unwrap();
+    assert!(running(&now) && pid_of(&now) != third, "{now}");
     let out = kernel.cli(&["apps", "stop", "nobody"]).await;
     assert_eq!(out.status.code(), Some(1));
 

@@ -36,7 +36,28 @@ pub async fn list(socket: Option<PathBuf>, json_out: bool) -> ExitCode {
     for r in rows {
         println!("{:<24} {:<10} {:<20} {:>8} {:>9} {:>8}", r[0], r[1], r[2], r[3], r[4], r[5]);
     }
+    let why = reasons(&apps);
+    if !why.is_empty() {
+        println!();
+        why.iter().for_each(|line| println!("{line}"));
+    }
     ExitCode::SUCCESS
+}
+
+/// Why each failed or restarting managed app is not running, a line each.
+fn reasons(apps: &Value) -> Vec<String> {
+    let managed = apps["managed"].as_array().map(Vec::as_slice).unwrap_or_default();
+    managed
+        .iter()
+        .filter(|m| m["state"] == "failed" || m["state"] == "restarting")
+        .map(|m| {
+            let (id, state) =
+                (m["appId"].as_str().unwrap_or("?"), m["state"].as_str().unwrap_or("?"));
+            let last = m["lastExit"].as_str().unwrap_or("no reason recorded");
+            let next = if state == "failed" { " (burrow apps start to try again)" } else { "" };
+            format!("{id} {state}: {last}{next}")
+        })
+        .collect()
 }
 
 /// One row per app: managed ones with their process state, others as
@@ -99,7 +120,8 @@ pub async fn control(socket: Option<PathBuf>, action: &str, id: &str) -> ExitCod
     };
     match client.request(&format!("supervisor.{action}"), json!({ "appId": id })).await {
         Ok(_) => {
-            println!("{action}: {id}");
+            let now = if action == "stop" { "stopped" } else { "running" };
+            println!("{id}: {now}");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -155,6 +177,24 @@ mod tests {
         assert_eq!(
             rows[2],
             ["hello", "0.1.0", "connected-unmanaged", "-", "56s", "-"].map(String::from)
+        );
+    }
+
+    #[test]
+    fn failed_and_restarting_apps_say_why() {
+        let apps = json!({"managed": [
+            {"appId": "ok", "state": "running", "lastExit": "exit status: 0"},
+            {"appId": "gone", "state": "failed", "lastExit": "command \"x\" not found"},
+            {"appId": "flaky", "state": "restarting", "lastExit": "exit status: 1"},
+            {"appId": "mute", "state": "failed"}
+        ]});
+        assert_eq!(
+            reasons(&apps),
+            [
+                "gone failed: command \"x\" not found (burrow apps start to try again)",
+                "flaky restarting: exit status: 1",
+                "mute failed: no reason recorded (burrow apps start to try again)",
+            ]
         );
     }
 }

@@ -11,7 +11,8 @@ use super::ServiceError;
 use crate::kernel::Kernel;
 use crate::supervisor::{Control, SupervisorMsg, logs};
 
-/// How long the supervisor may take to say how a start, stop or restart went.
+/// How long the supervisor may take to say how a start, stop or restart went: a start
+/// is answered once the app runs (has registered) or has failed.
 const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The most lines of a log's tail.
@@ -27,10 +28,17 @@ pub async fn control(
         .supervisor()
         .ok_or_else(|| ServiceError::NotFound("no supervisor is running".into()))?;
     let (tx, rx) = oneshot::channel();
+    let id = p.app_id.clone();
     let _ = supervisor.cast(SupervisorMsg::Control(p.app_id, control, tx));
     match tokio::time::timeout(CONTROL_DEADLINE, rx).await {
         Ok(Ok(result)) => result.map(|()| Ack::OK).map_err(ServiceError::Passed),
-        _ => Err(ServiceError::Timeout("the supervisor did not answer".into())),
+        Ok(Err(_)) => {
+            Err(ServiceError::Internal("the supervisor stopped (the kernel is stopping)".into()))
+        }
+        Err(_) => Err(ServiceError::Timeout(format!(
+            "{id} is not there yet after {} s; `burrow apps` and `burrow logs {id}` show how it goes",
+            CONTROL_DEADLINE.as_secs()
+        ))),
     }
 }
 
