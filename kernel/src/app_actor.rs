@@ -218,8 +218,13 @@ impl Actor for AppActor {
             }
             AppMsg::Inbound(Inbound::Notification(n, _permit)) => methods::notification(state, n),
             AppMsg::Inbound(Inbound::Closed(reason)) => {
-                if state.app.is_some() {
+                // An app that got ready says goodbye at info; a client that only
+                // registered to call (the CLI) comes and goes at debug.
+                let ready = state.app.as_ref().is_some_and(|a| a.state != AppState::Registered);
+                if ready {
                     tracing::info!(app = state.name(), conn = state.conn.id(), %reason, "app disconnected");
+                } else if state.app.is_some() {
+                    tracing::debug!(app = state.name(), conn = state.conn.id(), %reason, "app disconnected before it was ready");
                 } else {
                     tracing::debug!(conn = state.conn.id(), %reason, "client disconnected");
                 }

@@ -148,6 +148,11 @@ enum Command {
         #[command(subcommand)]
         action: Option<kernels::KernelsAction>,
     },
+    /// Print a shell completion script: `burrow completions bash > ~/.local/share/bash-completion/completions/burrow`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Append a durable external event to a session and wake it; prints the receipt.
     Event {
         /// The session key (a host's `session_id`).
@@ -275,6 +280,11 @@ pub fn main() -> ExitCode {
     if !matches!(cli.command, Command::Kernel(_)) {
         quit_quietly_on_a_closed_pipe();
     }
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "burrow", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -298,7 +308,9 @@ pub fn main() -> ExitCode {
                 apps::control(cli.socket, verb, &id).await
             }
             Command::Logs { id, follow, lines } => apps::logs(cli.socket, &id, follow, lines).await,
-            Command::Exec { .. } => unreachable!("handled before the runtime starts"),
+            Command::Exec { .. } | Command::Completions { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
             Command::Call { method, params, timeout_ms, register } => {
                 client::call(cli.socket, &method, params.as_deref(), timeout_ms, register).await
             }

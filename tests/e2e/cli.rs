@@ -235,3 +235,35 @@ async fn tools_hooks_call_tool_and_config_get() {
     let out = kernel.cli(&["config", "get", "no.such.path"]).await;
     assert_eq!(stdout_json(&out), Value::Null);
 }
+
+#[tokio::test]
+async fn completions_for_each_shell_and_quiet_logs_for_cli_connections() {
+    let kernel = Kernel::start().await;
+    let out = kernel.cli(&["completions", "bash"]).await;
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(script.contains("_burrow()") && script.contains("kernels"), "{script}");
+    // bash reads it without a syntax error.
+    let path = kernel.dir().join("burrow.bash");
+    std::fs::write(&path, &script).unwrap();
+    let checked = tokio::process::Command::new("bash").arg("-n").arg(&path).output().await;
+    if let Ok(checked) = checked {
+        assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    }
+    for shell in ["zsh", "fish"] {
+        let out = kernel.cli(&["completions", shell]).await;
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let out = kernel.cli(&["completions", "tcsh"]).await;
+    assert_eq!(out.status.code(), Some(2));
+
+    // A command that registers to call leaves no trace in the kernel's log at info.
+    let out = kernel.cli(&["sessions"]).await;
+    assert!(out.status.success());
+    let mut hello = kernel.hello("visible").await;
+    hello.wait_line("hello: ready as visible").await;
+    assert!(kernel.logged("app ready").await);
+    let log = kernel.log();
+    let cli_lines: Vec<&str> = log.lines().filter(|l| l.contains("cli-")).collect();
+    assert!(cli_lines.is_empty(), "{cli_lines:?}");
+}

@@ -79,7 +79,9 @@ pub fn register(
             .with_data(json!({ "appId": app_id })));
         }
     }
-    tracing::info!(app = %app_id, version = %p.manifest.version, conn = state.conn.id(), "app registered");
+    // At debug: an app says so at info when ready; a client registered only to call
+    // (the CLI) stays out of the operator's log.
+    tracing::debug!(app = %app_id, version = %p.manifest.version, conn = state.conn.id(), "app registered");
     state.kernel.notify_supervisor(crate::supervisor::SupervisorMsg::Registered(app_id.clone()));
     let payload = json!({ "appId": app_id, "version": p.manifest.version });
     state.kernel.emit(

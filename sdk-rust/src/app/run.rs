@@ -148,7 +148,7 @@ impl Runner {
         };
         let app_id = registered.app_id.clone();
         client.set_app_id(app_id.clone());
-        tracing::info!(%app_id, "registered with the kernel");
+        tracing::debug!(%app_id, "registered with the kernel");
 
         // Declare everything, then become ready.
         let readied = tokio::select! {
@@ -173,7 +173,8 @@ impl Runner {
                 other => Outcome::Lost(other),
             };
         }
-        tracing::info!(%app_id, "ready");
+        // The one line an app logs when all went well.
+        tracing::info!(%app_id, "registered with the kernel and ready");
         let _ready_task = ReadyTask::start(self.on_ready.as_ref(), &client);
 
         let every = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
