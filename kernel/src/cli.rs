@@ -123,10 +123,14 @@ enum Command {
     Send(sessions::SendArgs),
     /// Chat with a session's agent from the terminal.
     ///
-    /// Registers a terminal channel `terminal-<pid>` and sends each line typed as a
-    /// message; the agent's replies are printed as `agent: ...`. A session keeps the
-    /// channel it was created with, so chat in a new key to get the replies here. `/quit`
-    /// or end of input leaves.
+    /// Holds the terminal channel `terminal-<KEY>` for the session and sends each line
+    /// typed as a message; the agent's replies are printed as `agent: ...`, and what
+    /// others put into the session (comms, external events, other channels' messages) as
+    /// `<< ...`. A session keeps the channel it was created with: its replies show here
+    /// when it was created by this chat (or an earlier one on the same key). `/help` lists
+    /// the chat's commands (`/tools`, `/history`, `/sessions`, `/switch KEY`, `/quit`);
+    /// any other line, `/tool NAME {args}` among them, goes to the agent. One chat per
+    /// session at a time. End of input or Ctrl-C leaves.
     Chat(sessions::ChatArgs),
     /// Create a session with PROMPT as its first turn and print the answer.
     ///

@@ -137,3 +137,97 @@ async fn send_waits_for_the_run_and_sessions_and_history_show_the_conversations(
     let out = kernel.cli(&["history", "t1"]).await;
     assert!(text(&out.stdout).contains("assistant: echo: hello there"));
 }
+
+/// Reads a child's output as it comes.
+struct Seen<R> {
+    from: R,
+    text: String,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Seen<R> {
+    /// Reads until `needle` has appeared after what was already checked; panics at the
+    /// deadline with everything read.
+    async fn until(&mut self, needle: &str) {
+        let start = self.text.len();
+        let found = tokio::time::timeout(DEADLINE, async {
+            let mut buf = [0u8; 4096];
+            while !self.text[start..].contains(needle) {
+                match self.from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => self.text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+            true
+        })
+        .await;
+        assert!(matches!(found, Ok(true)), "no {needle:?} in {:?}", &self.text[start..]);
+    }
+}
+
+#[tokio::test]
+async fn chat_has_commands_shows_what_others_put_in_and_switches_sessions() {
+    let (kernel, _echo) = kernel_with_echo().await;
+    let mut clock = kernel.example("clock-tool", "clock", &[]);
+    clock.wait_line("clock-tool: ready as clock").await;
+    let mut child = spawn_chat(&kernel, "c1");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = Seen { from: child.stdout.take().expect("stdout"), text: String::new() };
+    let mut err = Seen { from: child.stderr.take().expect("stderr"), text: String::new() };
+    err.until("chatting in session c1 as channel terminal-c1; /help lists the commands").await;
+
+    stdin.write_all(b"/help\n").await.unwrap();
+    out.until("/switch KEY").await;
+    stdin.write_all(b"/tools\n").await.unwrap();
+    out.until("clock_now").await;
+    // Not a chat command: the echo provider's tool syntax goes to the agent, which
+    // calls the tool and answers.
+    stdin.write_all(b"/tool clock_now {}\n").await.unwrap();
+    out.until("agent: ").await;
+    stdin.write_all(b"hello\n").await.unwrap();
+    out.until("agent: echo: hello").await;
+    stdin.write_all(b"/history 2\n").await.unwrap();
+    out.until("user: hello\nassistant: echo: hello").await;
+
+    // What someone else puts into the session shows, and so does the agent's answer.
+    let sent = kernel.cli(&["send", "c1", "from outside"]).await;
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    out.until("<< from outside").await;
+    out.until("agent: echo: from outside").await;
+
+    // A second chat on the same session says how to pick another.
+    let second = spawn_chat(&kernel, "c1");
+    let refused = finish(second, &kernel).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("session c1 is open in another chat"), "{stderr}");
+    assert!(stderr.contains("burrow chat OTHER-KEY"), "{stderr}");
+
+    // /switch: the chat now talks in c2, and c1's channel is free again.
+    stdin.write_all(b"/switch c2\n").await.unwrap();
+    err.until("chatting in session c2 as channel terminal-c2").await;
+    stdin.write_all(b"second\n").await.unwrap();
+    out.until("agent: echo: second").await;
+    let history = kernel.cli(&["history", "c2"]).await;
+    assert_eq!(text(&history.stdout), "user: second\nassistant: echo: second\n");
+    let caps = kernel
+        .client()
+        .await
+        .request("kernel.capabilities", serde_json::json!({"type": "channel"}))
+        .await
+        .unwrap();
+    let names: Vec<&str> = caps["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["config"]["channelId"].as_str())
+        .collect();
+    assert_eq!(names, ["terminal-c2"], "the chat holds only the channel it shows");
+
+    stdin.write_all(b"/quit\n").await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{}", err.text);
+    // The help says what the chat did.
+    let help = text(&kernel.cli(&["chat", "--help"]).await.stdout);
+    assert!(help.contains("`terminal-<KEY>`") && help.contains("/switch KEY"), "{help}");
+}

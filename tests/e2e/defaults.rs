@@ -153,3 +153,29 @@ async fn a_client_whose_reader_went_away_ends_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(matches!(out.status.code(), Some(0 | 141)), "{:?} {stderr}", out.status);
 }
+
+/// The README's configuration example, as a user would copy it.
+fn readme_config() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = &readme[readme.find("### Configuration").expect("a Configuration section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    section[start..start + section[start..].find("```").expect("its end")].to_owned()
+}
+
+#[tokio::test]
+async fn the_readmes_configuration_example_keeps_a_working_agent() {
+    let kernel = Kernel::start_as_written(&readme_config()).await;
+    let up = burrow_tests::poll_until(DEADLINE, || async {
+        let running = managed_running(&kernel).await;
+        running.iter().any(|r| r == "echo-provider") && running.iter().any(|r| r == "files")
+    })
+    .await;
+    assert!(up, "running: {:?}\n{}", managed_running(&kernel).await, kernel.log());
+    let out = kernel.cli(&["send", "readme:1", "/tool list_files {}", "--wait"]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("Cargo.toml"), "the files app lists its folder: {stdout}");
+    let out = kernel.cli(&["config", "get", "apps.watcher.color"]).await;
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!("blue"));
+}

@@ -1,11 +1,16 @@
 //! `burrow chat`: an interactive terminal channel. The CLI registers as app `chat-<pid>`
-//! holding channel `terminal-<session key>`, dispatches each line typed into the session, and
-//! prints the `channel.send` requests the kernel makes for that session.
+//! holding channel `terminal-<session key>`, dispatches each line typed into the session,
+//! prints the `channel.send` requests the kernel makes for that session, and shows what
+//! others put into the session (comms, external events, other channels' messages) as
+//! `<<` lines. Lines starting with a chat command ([`commands`]) are the chat's own.
+
+mod commands;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use burrow_protocol::methods::app::{
@@ -39,16 +44,34 @@ pub struct ChatArgs {
 enum Event {
     /// A `channel.send` for our session.
     Reply(String),
+    /// Something others put into our session, as a line.
+    Injected(String),
     /// The kernel asked us to leave.
     Shutdown,
     /// An `agent.wait` on a dispatched run answered.
     RunEnded(AgentWaitResult),
 }
 
-/// Serves the kernel's requests to the terminal channel.
-struct Terminal {
+/// The session the chat shows and the channel it holds for it (`/switch` changes both).
+#[derive(Debug, Clone, Default)]
+struct Shown {
     key: String,
     channel_id: String,
+}
+
+/// The channel a chat holds for session `key`: named after it, so the session's replies
+/// come back to a chat started again later on the same key (a session keeps its first
+/// channel).
+fn channel_for(key: &str) -> String {
+    match format!("terminal-{key}") {
+        id if id.len() <= 128 && !id.chars().any(|c| c.is_whitespace() || c.is_control()) => id,
+        _ => format!("terminal-{}", std::process::id()),
+    }
+}
+
+/// Serves the kernel's requests to the terminal channel.
+struct Terminal {
+    shown: Arc<RwLock<Shown>>,
     sent: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -56,13 +79,15 @@ struct Terminal {
 impl Terminal {
     fn channel_send(&self, params: Value) -> Result<Value, ErrorObject> {
         let p: ChannelSendParams = parse_params(params)?;
-        if p.session_key != self.key {
-            let why = format!("{} only shows session {:?}", self.channel_id, self.key);
+        let shown = self.shown.read().map(|s| s.clone()).unwrap_or_default();
+        if p.session_key != shown.key {
+            let why = format!("{} only shows session {:?}", shown.channel_id, shown.key);
             return Err(ErrorObject::new(ErrorCode::NotFound, why));
         }
         let n = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
         let _ = self.events.send(Event::Reply(p.content));
-        Ok(to_value(&ChannelSendResult { message_id: Some(format!("{}-{n}", self.channel_id)) }))
+        let message_id = Some(format!("{}-{n}", shown.channel_id));
+        Ok(to_value(&ChannelSendResult { message_id }))
     }
 }
 
@@ -80,25 +105,40 @@ impl Service for Terminal {
     }
 }
 
-/// Registers `chat-<pid>` holding channel `channel_id` and becomes ready; the client is
-/// kept alive for as long as the chat runs.
-async fn setup(client: &Client, channel_id: &str) -> Result<(), ExitCode> {
+/// Registers `chat-<pid>`, which may hold the terminal channels, and becomes ready; the
+/// client is kept alive for as long as the chat runs.
+async fn setup(client: &Client) -> Result<(), ExitCode> {
     let mut manifest = Manifest::new(format!("chat-{}", std::process::id()), crate::VERSION);
     manifest.description = Some("burrow chat: a terminal channel".into());
-    manifest.capabilities.channels = vec![channel_id.to_owned()];
+    manifest.capabilities.channels = vec!["terminal-*".to_owned()];
     let params =
         RegisterParams { manifest, protocol_version: PROTOCOL_VERSION.into(), token: None };
     client.call::<AppRegister>(params).await.map_err(fail)?;
     client.keep_alive();
     client.call::<AppReady>(ReadyParams::default()).await.map_err(fail)?;
-    let config = json!({ "channelId": channel_id });
-    let cap = client.register_capability(CapabilityType::Channel, config).await.map_err(fail)?;
-    if !cap.granted {
-        let why = cap.reason.unwrap_or_default();
-        eprintln!("burrow: the kernel refused channel {channel_id}: {why}");
-        return Err(ExitCode::FAILURE);
-    }
     Ok(())
+}
+
+/// A line for a session event that others caused: a user message that did not come
+/// from channel `ours` (comms, an external event, another channel's message).
+fn injected(event: &Value, ours: &str) -> Option<String> {
+    if event["type"] != "message" || event["role"] != "user" {
+        return None;
+    }
+    let meta = &event["metadata"];
+    if meta["channelId"].as_str() == Some(ours) {
+        return None;
+    }
+    let content = event["content"].as_str().unwrap_or_default();
+    Some(if let Some(c) = meta.get("comms").filter(|c| c.is_object()) {
+        let from = c["from_name"].as_str().or(c["from"].as_str()).unwrap_or("?");
+        format!("<< {} from {from}: {content}", c["kind"].as_str().unwrap_or("comms"))
+    } else if let Some(e) = meta.get("external_event").filter(|e| e.is_object()) {
+        format!("<< event {}: {content}", e["event_type"].as_str().unwrap_or("?"))
+    } else {
+        let via = meta["channelId"].as_str().map_or(String::new(), |c| format!(" (via {c})"));
+        format!("<< {content}{via}")
+    })
 }
 
 /// Lines of stdin, read on a thread of their own (a pending read never holds up exit).
@@ -158,26 +198,58 @@ fn no_reply_hint(
 /// The chat between events.
 struct Chat {
     client: Client,
-    key: String,
-    channel_id: String,
+    shown: Arc<RwLock<Shown>>,
     reply_timeout: Duration,
     events: mpsc::UnboundedSender<Event>,
     /// The run whose reply is awaited before reading on, and until when.
     pending: Option<(String, Instant)>,
     /// Whether `you: ` is the last thing on the screen.
     prompted: bool,
+    /// The channel capability held for the session shown.
+    channel_cap: Option<String>,
+    /// Follows the session's events (what others put into it), once it exists.
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+    }
 }
 
 impl Chat {
+    fn key(&self) -> String {
+        self.shown.read().map(|s| s.key.clone()).unwrap_or_default()
+    }
+
+    fn channel_id(&self) -> String {
+        self.shown.read().map(|s| s.channel_id.clone()).unwrap_or_default()
+    }
+
     fn prompt(&mut self) {
         self.prompted = true;
         print!("you: ");
         let _ = std::io::stdout().flush();
     }
 
+    /// Prints `text` above the prompt.
+    fn say(&mut self, text: &str) {
+        println!("{}{text}", if self.prompted { "\r" } else { "" });
+    }
+
     fn on_reply(&mut self, text: &str) {
-        println!("{}agent: {text}", if self.prompted { "\r" } else { "" });
+        self.say(&format!("agent: {text}"));
         if self.pending.take().is_some() || self.prompted {
+            self.prompt();
+        }
+    }
+
+    fn on_injected(&mut self, line: &str) {
+        let again = self.prompted;
+        self.say(line);
+        if again {
             self.prompt();
         }
     }
@@ -191,23 +263,116 @@ impl Chat {
         }
     }
 
-    async fn on_line(&mut self, line: &str) {
-        self.prompted = false;
-        if !line.is_empty() {
-            let mut meta = Map::new();
-            meta.insert("channelId".into(), self.channel_id.clone().into());
-            match self.client.dispatch(&self.key, line, Some(meta)).await {
-                Err(e) => eprintln!("burrow: the message was not taken: {e}"),
-                Ok(d) if d.reason.is_some() => eprintln!("burrow: {}", run_summary(&d)),
-                Ok(d) => {
-                    if let Some(run) = d.run_id {
-                        self.watch(run);
-                    }
+    /// Holds session `key`'s channel (letting go of the one before) and shows it.
+    async fn attach(&mut self, key: &str) -> Result<(), String> {
+        let channel_id = channel_for(key);
+        let config = json!({ "channelId": channel_id });
+        let cap = self
+            .client
+            .register_capability(CapabilityType::Channel, config)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !cap.granted {
+            let why = cap.reason.unwrap_or_default();
+            return Err(format!(
+                "session {key} is open in another chat ({why}); chat in another session: \
+                 `burrow chat OTHER-KEY`, or /switch OTHER-KEY"
+            ));
+        }
+        if let Some(old) = self.channel_cap.replace(cap.capability_id) {
+            let _ = self.client.unregister_capability(&old).await;
+        }
+        if let Ok(mut shown) = self.shown.write() {
+            *shown = Shown { key: key.to_owned(), channel_id: channel_id.clone() };
+        }
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+        self.follow().await;
+        if let Ok(Some(s)) = self.client.session_get(key).await
+            && s.channel_id.as_deref() != Some(&channel_id)
+        {
+            let via =
+                s.channel_id.map_or("has no channel".into(), |c| format!("replies through {c}"));
+            eprintln!(
+                "note: session {key} already exists and {via}: its replies will not show here"
+            );
+        }
+        eprintln!("chatting in session {key} as channel {channel_id}; /help lists the commands");
+        Ok(())
+    }
+
+    /// Starts following the session's events, if it exists and is not followed yet (a
+    /// follower that ended, as at a kernel's stop, is started again).
+    async fn follow(&mut self) {
+        if self.follower.as_ref().is_some_and(|f| !f.is_finished()) {
+            return;
+        }
+        let (key, ours) = (self.key(), self.channel_id());
+        // Not created yet: followed after its first message.
+        if !matches!(self.client.session_get(&key).await, Ok(Some(_))) {
+            return;
+        }
+        let params = json!({ "session_id": key });
+        let Ok(mut stream) = self.client.request_stream("session.events", params).await else {
+            return;
+        };
+        let events = self.events.clone();
+        self.follower = Some(tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(Ok(burrow_sdk::StreamItem::Chunk(event))) = stream.next().await {
+                if let Some(line) = injected(&event, &ours)
+                    && events.send(Event::Injected(line)).is_err()
+                {
+                    return;
                 }
             }
+        }));
+    }
+
+    /// A line typed: a chat command, or a message for the agent. False to leave.
+    async fn on_line(&mut self, line: &str) -> bool {
+        self.prompted = false;
+        let shown = |lines: Result<Vec<String>, String>| match lines {
+            Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+            Err(e) => eprintln!("burrow: {e}"),
+        };
+        match commands::parse(line) {
+            commands::Line::Quit => return false,
+            commands::Line::Empty => {}
+            commands::Line::Help => println!("{}", commands::HELP),
+            commands::Line::Usage(usage) => eprintln!("usage: {usage}"),
+            commands::Line::Tools => shown(commands::tools(&self.client).await),
+            commands::Line::Sessions => shown(commands::sessions(&self.client).await),
+            commands::Line::History(n) => {
+                shown(commands::history(&self.client, &self.key(), n).await)
+            }
+            commands::Line::Switch(key) => {
+                if let Err(e) = self.attach(key).await {
+                    eprintln!("burrow: {e}");
+                }
+            }
+            commands::Line::Message(text) => self.send(text).await,
         }
         if self.pending.is_none() {
             self.prompt();
+        }
+        true
+    }
+
+    /// Dispatches `text` into the session, and awaits the reply.
+    async fn send(&mut self, text: &str) {
+        let mut meta = Map::new();
+        meta.insert("channelId".into(), self.channel_id().into());
+        match self.client.dispatch(&self.key(), text, Some(meta)).await {
+            Err(e) => eprintln!("burrow: the message was not taken: {e}"),
+            Ok(d) if d.reason.is_some() => eprintln!("burrow: {}", run_summary(&d)),
+            Ok(d) => {
+                self.follow().await;
+                if let Some(run) = d.run_id {
+                    self.watch(run);
+                }
+            }
         }
     }
 
@@ -227,10 +392,11 @@ impl Chat {
     async fn on_deadline(&mut self) {
         let Some((run, _)) = self.pending.take() else { return };
         let secs = self.reply_timeout.as_secs_f64();
-        let session = self.client.session_get(&self.key).await.ok().flatten();
+        let (key, ours) = (self.key(), self.channel_id());
+        let session = self.client.session_get(&key).await.ok().flatten();
         match self.client.agent_wait(&run, Some(Duration::ZERO)).await {
             Ok(w) => {
-                let hint = no_reply_hint(&self.key, &self.channel_id, session.as_ref(), &w);
+                let hint = no_reply_hint(&key, &ours, session.as_ref(), &w);
                 eprintln!("burrow: no reply in {secs}s: {hint}");
             }
             Err(e) => eprintln!("burrow: no reply in {secs}s, and agent.wait failed: {e}"),
@@ -245,12 +411,6 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
         Ok(user) if !user.is_empty() => format!("chat:{user}"),
         _ => "chat:local".into(),
     });
-    // The channel is named after the session, so the session's replies come back to a
-    // chat started again later on the same key (a session keeps its first channel).
-    let channel_id = match format!("terminal-{key}") {
-        id if id.len() <= 128 && !id.chars().any(|c| c.is_whitespace() || c.is_control()) => id,
-        _ => format!("terminal-{}", std::process::id()),
-    };
     let path = socket.unwrap_or_else(burrow_sdk::transport::socket_from_env);
     let transport = match Transport::connect(&path).await {
         Ok(t) => t,
@@ -260,26 +420,28 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
         }
     };
     let (tx, mut events) = mpsc::unbounded_channel();
-    let terminal = Terminal {
-        key: key.clone(),
-        channel_id: channel_id.clone(),
-        sent: AtomicU64::new(0),
-        events: tx.clone(),
-    };
+    let shown = Arc::new(RwLock::new(Shown::default()));
+    let terminal = Terminal { shown: shown.clone(), sent: AtomicU64::new(0), events: tx.clone() };
     let client = Client::with_service(transport, terminal);
-    if let Err(code) = setup(&client, &channel_id).await {
+    if let Err(code) = setup(&client).await {
         return code;
     }
-    if let Ok(Some(s)) = client.session_get(&key).await
-        && s.channel_id.as_deref() != Some(&channel_id)
-    {
-        let via = s.channel_id.map_or("has no channel".into(), |c| format!("replies through {c}"));
-        eprintln!("note: session {key} already exists and {via}: its replies will not show here");
-    }
-    eprintln!("chatting in session {key} as channel {channel_id}; /quit or end of input leaves");
     let reply_timeout = Duration::from_millis(a.reply_timeout_ms);
-    let mut chat =
-        Chat { client, key, channel_id, reply_timeout, events: tx, pending: None, prompted: false };
+    let mut chat = Chat {
+        client,
+        shown,
+        reply_timeout,
+        events: tx,
+        pending: None,
+        prompted: false,
+        channel_cap: None,
+        follower: None,
+    };
+    if let Err(e) = chat.attach(&key).await {
+        eprintln!("burrow: {e}");
+        let _ = leave(&chat.client).await;
+        return ExitCode::FAILURE;
+    }
     let mut lines = stdin_lines();
     chat.prompt();
     loop {
@@ -288,6 +450,7 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
             biased;
             event = events.recv() => match event {
                 Some(Event::Reply(text)) => chat.on_reply(&text),
+                Some(Event::Injected(line)) => chat.on_injected(&line),
                 Some(Event::RunEnded(w)) => chat.on_run_end(&w),
                 Some(Event::Shutdown) | None => {
                     eprintln!("\nburrow: the kernel is stopping");
@@ -296,8 +459,11 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
                 }
             },
             line = lines.recv(), if chat.pending.is_none() => match line.as_deref().map(str::trim) {
-                Some("/quit") => return leave(&chat.client).await,
-                Some(line) => chat.on_line(line).await,
+                Some(line) => {
+                    if !chat.on_line(line).await {
+                        return leave(&chat.client).await;
+                    }
+                }
                 None => {
                     println!();
                     return leave(&chat.client).await;
@@ -351,6 +517,23 @@ mod tests {
             keep_alive: false,
             comms_name: None,
         }
+    }
+
+    #[test]
+    fn what_others_put_into_the_session_is_a_line_and_our_own_messages_are_not() {
+        let msg = |meta: Value| json!({"type": "message", "role": "user", "content": "hi", "metadata": meta});
+        assert_eq!(injected(&msg(json!({"channelId": "terminal-k"})), "terminal-k"), None);
+        assert_eq!(injected(&msg(json!({})), "terminal-k").as_deref(), Some("<< hi"));
+        let other = msg(json!({"channelId": "telegram"}));
+        assert_eq!(injected(&other, "terminal-k").as_deref(), Some("<< hi (via telegram)"));
+        let comms =
+            msg(json!({"comms": {"kind": "peer_message", "from": "id", "from_name": "ann"}}));
+        assert_eq!(injected(&comms, "terminal-k").as_deref(), Some("<< peer_message from ann: hi"));
+        let event = msg(json!({"external_event": {"event_type": "deploy"}}));
+        assert_eq!(injected(&event, "terminal-k").as_deref(), Some("<< event deploy: hi"));
+        let reply = json!({"type": "message", "role": "assistant", "content": "x", "metadata": {}});
+        assert_eq!(injected(&reply, "terminal-k"), None);
+        assert_eq!(injected(&json!({"type": "run", "status": "completed"}), "terminal-k"), None);
     }
 
     #[test]
