@@ -198,6 +198,17 @@ pub async fn run(
             tracing::info!(apps = ?managed, "no configuration file: running on the built-in defaults")
         }
     }
+    // The bundled files app shows a directory to agents' tools; say which, loudly when a
+    // file was given that does not mention it (it came with the defaults).
+    if config.run.contains_key("files") && config.origin("apps.files") == "built-in default" {
+        let dir = std::env::current_dir().unwrap_or_default();
+        let what = "the bundled files app serves this directory to agents' tools \
+                    ([apps.files] enabled = false switches it off)";
+        match &config.file {
+            Some(_) => tracing::warn!(dir = %dir.display(), "{what}"),
+            None => tracing::info!(dir = %dir.display(), "{what}"),
+        }
+    }
     fsutil::create_private_dir(&settings.state_dir).map_err(|source| KernelError::Io {
         what: "cannot create state directory",
         path: settings.state_dir.clone(),

@@ -116,6 +116,9 @@ pub struct Sessions {
     followers: Arc<followers::Followers>,
     /// Replies on their way to channels, of the sessions that have some.
     outgoing: DashMap<String, delivery::Outgoing>,
+    /// The kernel is stopping: no session actor starts any more (work sent now is
+    /// refused, and what was acknowledged resumes at the next start).
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Sessions {
@@ -126,6 +129,7 @@ impl Default for Sessions {
             supervisor: std::sync::OnceLock::new(),
             followers: Default::default(),
             outgoing: DashMap::new(),
+            closing: Default::default(),
         }
     }
 }
@@ -193,6 +197,9 @@ impl Sessions {
     pub fn actor(&self, kernel: &Arc<Kernel>, key: &str) -> Option<ActorRef<SessionMsg>> {
         if let Some(a) = self.actors.get(key) {
             return Some(a.clone());
+        }
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
         }
         let supervisor = self.supervisor.get()?.clone();
         let entry = self.actors.entry(key.to_owned()).or_try_insert_with(|| {
@@ -297,9 +304,11 @@ impl Actor for SessionsActor {
         &self,
         myself: ActorRef<crate::stop::Stop>,
         stop: crate::stop::Stop,
-        _kernel: &mut Arc<Kernel>,
+        kernel: &mut Arc<Kernel>,
     ) -> Result<(), ActorProcessingErr> {
         let left = stop.by().saturating_duration_since(tokio::time::Instant::now());
+        // None starts from now on, so none outlives this stop.
+        kernel.sessions.closing.store(true, std::sync::atomic::Ordering::Release);
         myself.stop_children_and_wait(Some("kernel stopping".into()), Some(left)).await;
         stop.done();
         myself.stop(None);
@@ -386,5 +395,28 @@ mod tests {
         assert!(again.queued, "new work waits behind the resumed run");
         restarted.stop(None);
         sessions.stop(None);
+    }
+
+    #[tokio::test]
+    async fn the_kernels_stop_ends_every_session_and_starts_none_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = kernel(dir.path());
+        let (sessions, handle) = Actor::spawn(None, SessionsActor, kernel.clone()).await.unwrap();
+        let item = Inbound::new("hello".into(), None, "test".into(), Wake::Always);
+        let acked = crate::service::sessions::to_session(&kernel, "k1", item).await.unwrap();
+        assert!(kernel.sessions.is_active("k1"));
+        let by = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        crate::stop::part("sessions", by, std::time::Duration::ZERO, |s| sessions.cast(s).is_ok())
+            .await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), handle).await.unwrap().unwrap();
+        assert!(!kernel.sessions.is_active("k1"), "the session actor stopped");
+        // Work that comes now is refused, and the run acknowledged before stays unfinished
+        // in the store, to resume at the next start.
+        assert!(kernel.sessions.actor(&kernel, "k2").is_none());
+        let item = Inbound::new("late".into(), None, "test".into(), Wake::Always);
+        let refused = crate::service::sessions::to_session(&kernel, "k2", item).await;
+        assert!(refused.is_err(), "{refused:?}");
+        let unfinished = kernel.store().unfinished_runs(None).await.unwrap();
+        assert!(unfinished.iter().any(|r| Some(&r.id) == acked.run_id.as_ref()));
     }
 }

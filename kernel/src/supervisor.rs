@@ -165,24 +165,33 @@ impl Actor for SupervisorActor {
         match msg {
             SupervisorMsg::Sync => sync(state, &myself).await,
             SupervisorMsg::Control(id, control, reply) => {
-                let before = state.apps.get(&id).map(|m| (m.generation, m.pid.is_some(), m.then));
-                match control_app(state, &myself, &id, control).await {
-                    Err(e) => drop(reply.send(Err(e))),
+                let before = state.apps.get(&id).map(|m| (m.generation, m.state, m.then));
+                let result = control_app(state, &myself, &id, control).await;
+                if result.is_ok() {
+                    supersede(state, &id, control);
+                }
+                match (result, before) {
+                    (Err(e), _) => drop(reply.send(Err(e))),
                     // Starting what runs (and is not being stopped) changes nothing.
-                    Ok(())
-                        if control == Control::Start
-                            && before.is_some_and(|(_, running, then)| {
-                                running && then != Then::Stop
-                            }) =>
+                    (Ok(()), Some((_, ProcState::Running, Then::Policy)))
+                        if control == Control::Start =>
                     {
                         drop(reply.send(Ok(())))
                     }
-                    Ok(()) => state.waiters.push(Waiter {
-                        after: before.map_or(0, |(generation, ..)| generation),
-                        stop: control == Control::Stop,
-                        id,
-                        reply,
-                    }),
+                    (Ok(()), before) => {
+                        // A start of an app still starting waits for that very process.
+                        let after = match before {
+                            Some((generation, ProcState::Starting, Then::Policy))
+                                if control == Control::Start =>
+                            {
+                                generation.saturating_sub(1)
+                            }
+                            Some((generation, ..)) => generation,
+                            None => 0,
+                        };
+                        let stop = control == Control::Stop;
+                        state.waiters.push(Waiter { after, stop, id, reply });
+                    }
                 }
             }
             SupervisorMsg::Exited(id, generation, status, _reap) => {
@@ -398,6 +407,8 @@ async fn start(state: &mut SupervisorState, myself: &ActorRef<SupervisorMsg>, id
             tracing::error!(app = %id, error = %e, "cannot start managed app");
             note(m, format!("cannot start: {e}"));
             m.last_exit = Some(format!("cannot start: {e}"));
+            // Starting until its `Exited` is handled: the policy decides what comes next.
+            m.state = ProcState::Starting;
             let _ = myself.cast(SupervisorMsg::Exited(
                 id.to_owned(),
                 generation,
@@ -601,9 +612,24 @@ fn note(m: &Managed, text: String) {
     });
 }
 
-/// Answers the controls whose outcome is known.
+/// Answers the controls of app `id` still waiting that a later control (`now`) undoes:
+/// a stop undoes a start or restart, and the other way round.
+fn supersede(state: &mut SupervisorState, id: &str, now: Control) {
+    let undone = |w: &Waiter| w.id == id && w.stop != (now == Control::Stop);
+    let (done, waiting) = std::mem::take(&mut state.waiters).into_iter().partition(undone);
+    state.waiters = waiting;
+    for w in done {
+        let what = format!("{id}: superseded by a later {}", format!("{now:?}").to_lowercase());
+        let _ = w.reply.send(Err(ErrorObject::new(ErrorCode::Conflict, what)));
+    }
+}
+
+/// Answers the controls whose outcome is known; forgets those nobody waits for any more.
 fn settle(state: &mut SupervisorState) {
     for w in std::mem::take(&mut state.waiters) {
+        if w.reply.is_closed() {
+            continue;
+        }
         match outcome(state.apps.get(&w.id), &w) {
             Some(result) => drop(w.reply.send(result)),
             None => state.waiters.push(w),
@@ -615,8 +641,13 @@ fn settle(state: &mut SupervisorState) {
 /// runs (registered) or has failed or stopped, a stop when no process is left.
 fn outcome(m: Option<&Managed>, w: &Waiter) -> Option<Result<(), ErrorObject>> {
     let Some(m) = m else {
+        // Removed from the config: stopped for good, which is what a stop asked.
         let gone = format!("{:?} was removed from the config", w.id);
-        return Some(Err(ErrorObject::new(ErrorCode::NotFound, gone)));
+        return Some(if w.stop {
+            Ok(())
+        } else {
+            Err(ErrorObject::new(ErrorCode::NotFound, gone))
+        });
     };
     let why = || m.last_exit.clone().unwrap_or_else(|| "no reason recorded".into());
     match m.state {

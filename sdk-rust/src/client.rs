@@ -31,6 +31,9 @@ use crate::peer::{self, CallStream, Service, Shared, StreamItem};
 use crate::transport::{self, Transport};
 use crate::{Error, Result};
 
+/// How long [`Client::keep_alive`] waits for `kernel.info` to learn the heartbeat pace.
+const ASK_PACE: Duration = Duration::from_secs(5);
+
 /// A handle to one connection: send requests and notifications, and learn when it closes.
 ///
 /// Clones share the connection. A plain client ([`Client::connect`]) answers every request
@@ -149,10 +152,13 @@ impl Client {
         let weak = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
             let every = match Client::upgrade(&weak) {
-                Some(client) => match client.kernel_info().await {
-                    Ok(info) if info.heartbeat_interval_ms > 0 => info.heartbeat_interval_ms,
-                    _ => 5_000,
-                },
+                Some(client) => {
+                    let asked = client.call_with_timeout::<KernelInfo>(Empty {}, ASK_PACE);
+                    match asked.await {
+                        Ok(info) if info.heartbeat_interval_ms > 0 => info.heartbeat_interval_ms,
+                        _ => 5_000,
+                    }
+                }
                 None => return,
             };
             let every = Duration::from_millis(every.max(10));

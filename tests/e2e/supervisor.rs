@@ -166,6 +166,17 @@ async fn an_app_that_never_registers_fails_its_start() {
     let kernel = Kernel::start_with_config(config).await;
     let failed = wait_managed(&kernel, "mute", "failed", |m| m["state"] == "failed").await;
     assert!(failed["lastExit"].as_str().unwrap().contains("did not register"), "{failed}");
+    // Two operators start it at once: whichever comes second finds it starting, and both
+    // hear that it failed again, not that it runs.
+    let (a, b) = tokio::join!(
+        kernel.cli(&["apps", "start", "mute"]),
+        kernel.cli(&["apps", "start", "mute"])
+    );
+    for out in [a, b] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("mute failed: did not register"), "{stderr}");
+    }
 }
 
 #[tokio::test]

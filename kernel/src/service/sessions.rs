@@ -239,8 +239,11 @@ async fn intercepted_dispatch(
 /// through `reply`.
 pub fn to_actor(kernel: &Arc<Kernel>, key: &str, item: Inbound, reply: DispatchReply) {
     let msg = SessionMsg::Inbound(item, reply);
-    let not_running =
-        || ErrorObject::from(ServiceError::Internal("the session runtime is not running".into()));
+    let not_running = || {
+        ErrorObject::from(ServiceError::Internal(
+            "the session runtime is not running (the kernel is stopping)".into(),
+        ))
+    };
     let Some(actor) = kernel.sessions.actor(kernel, key) else {
         if let SessionMsg::Inbound(_, reply) = msg {
             reply.send(Err(not_running()));

@@ -36,7 +36,9 @@ pub async fn control(
             Err(ServiceError::Internal("the supervisor stopped (the kernel is stopping)".into()))
         }
         Err(_) => Err(ServiceError::Timeout(format!(
-            "{id} is not there yet after {} s; `burrow apps` and `burrow logs {id}` show how it goes",
+            "the {} of {id} has not taken effect after {} s; `burrow apps` and `burrow logs {id}` \
+             show how it goes",
+            format!("{control:?}").to_lowercase(),
             CONTROL_DEADLINE.as_secs()
         ))),
     }

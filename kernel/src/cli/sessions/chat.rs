@@ -265,6 +265,10 @@ impl Chat {
 
     /// Holds session `key`'s channel (letting go of the one before) and shows it.
     async fn attach(&mut self, key: &str) -> Result<(), String> {
+        if self.channel_cap.is_some() && self.key() == key {
+            eprintln!("already chatting in session {key}");
+            return Ok(());
+        }
         let channel_id = channel_for(key);
         let config = json!({ "channelId": channel_id });
         let cap = self
