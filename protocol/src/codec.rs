@@ -10,6 +10,7 @@ use crate::strict::{self, NotFinite, Refused, Step};
 use crate::{ErrorCode, ErrorObject, Id, InvalidMessage, Message};
 
 mod envelope;
+mod skip;
 
 pub use crate::strict::RESERVED_KEY;
 
@@ -255,19 +256,30 @@ pub fn decode_body_within(body: &[u8], max_depth: usize) -> Result<Message, Deco
     if body.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
     // rmp-serde refuses the container that brings its counter to 0, i.e. it allows one
     // level less than the number given: max_depth + 1 allows exactly max_depth levels.
-    de.set_max_depth(max_depth.min(MAX_DEPTH) + 1);
+    let depth = max_depth.min(MAX_DEPTH) + 1;
     let refused = Refused::default();
-    let top = match envelope::TopSeed(&refused).deserialize(&mut de) {
-        Ok(top) => top,
-        Err(e) => {
-            let Salvaged { id, answer } = salvage(body);
-            return Err(DecodeError::NotMessagePack { id, reason: e.to_string(), answer });
+    let not_msgpack = |e: rmp_serde::decode::Error| {
+        let Salvaged { id, answer } = salvage(body);
+        DecodeError::NotMessagePack { id, reason: e.to_string(), answer }
+    };
+    // The first value's extent read from its markers, it is decoded straight from its
+    // bytes; a body that is not one whole value is decoded through a reader, which says
+    // what is wrong with it.
+    let (top, used) = match skip::value_len(body) {
+        Some(used) => {
+            let mut de = rmp_serde::Deserializer::from_read_ref(&body[..used]);
+            de.set_max_depth(depth);
+            (envelope::TopSeed(&refused).deserialize(&mut de).map_err(not_msgpack)?, used)
+        }
+        None => {
+            let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
+            de.set_max_depth(depth);
+            let top = envelope::TopSeed(&refused).deserialize(&mut de).map_err(not_msgpack)?;
+            (top, de.get_ref().position() as usize)
         }
     };
-    let used = de.get_ref().position() as usize;
     if used != body.len() {
         return Err(DecodeError::TrailingBytes(body.len() - used));
     }
