@@ -412,8 +412,39 @@ impl Connection {
         timeout: Duration,
         then: requests::Then<Outcome>,
     ) {
+        self.send_request(method, params, timeout, then, None);
+    }
+
+    /// [`Connection::request`] whose answer may come as stream chunks before its result:
+    /// each chunk goes to `on_chunk` as the reader reads it, in order, until the answer.
+    pub fn request_streamed<P: serde::Serialize>(
+        &self,
+        method: &'static str,
+        params: &P,
+        timeout: Duration,
+        on_chunk: requests::OnChunk,
+    ) -> impl Future<Output = Result<Value, ErrorObject>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let then = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        self.send_request(method, params, timeout, then, Some(on_chunk));
+        async move { rx.await.unwrap_or_else(|_| Err(connection_closed())) }
+    }
+
+    fn send_request<P: serde::Serialize>(
+        &self,
+        method: &'static str,
+        params: &P,
+        timeout: Duration,
+        then: requests::Then<Outcome>,
+        on_chunk: Option<requests::OnChunk>,
+    ) {
         let id = self.requests.next_id();
         self.requests.wait_then(id, method, timeout, then);
+        if let Some(sink) = on_chunk {
+            self.requests.on_chunks(id, sink);
+        }
         // The reader sets `read_done` before failing the table: an entry added after
         // that is caught here, one added before it is failed there.
         if self.read_done.load(Ordering::SeqCst) || self.closed_flag.load(Ordering::Acquire) {

@@ -193,6 +193,26 @@ impl Sessions {
         });
     }
 
+    /// Publishes a chunk of a run's streamed answer to followers, as a `text_delta` or
+    /// `tool_call_delta` event with its place in the run (`seq`, from 0).
+    pub fn publish_delta(
+        &self,
+        key: &str,
+        run_id: &str,
+        seq: u64,
+        chunk: &burrow_protocol::methods::invoke::ProviderChunk,
+    ) {
+        self.publish(key, || {
+            let mut event = serde_json::to_value(chunk).unwrap_or_default();
+            if let Some(map) = event.as_object_mut() {
+                map.insert("session_id".into(), key.into());
+                map.insert("run_id".into(), run_id.into());
+                map.insert("seq".into(), seq.into());
+            }
+            event
+        });
+    }
+
     /// The actor of `key`, spawned (loading from the store) if there is none.
     pub fn actor(&self, kernel: &Arc<Kernel>, key: &str) -> Option<ActorRef<SessionMsg>> {
         if let Some(a) = self.actors.get(key) {

@@ -17,5 +17,6 @@ mod rest;
 mod routes;
 mod sessions;
 mod shutdown;
+mod streaming;
 mod supervisor;
 mod tool_wait;

@@ -27,12 +27,17 @@ pub type Then<O> = Box<dyn FnOnce(O) + Send + Sync>;
 /// What a request still waiting at its deadline gets: made from its method and timeout.
 pub type Late<O> = fn(&'static str, Duration) -> O;
 
+/// Where a streamed answer's chunks go, in order, as the reader reads them: called on
+/// the reader's thread, so it only hands them on.
+pub type OnChunk = Box<dyn Fn(burrow_protocol::Value) + Send + Sync>;
+
 /// Called with the answer, or with a late one at `deadline` (if it has one).
 struct Waiter<O> {
     then: Then<O>,
     method: &'static str,
     timeout: Duration,
     deadline: Option<Instant>,
+    chunks: Option<OnChunk>,
 }
 
 /// The table of requests awaiting answers, and the deadlines of continuations.
@@ -120,7 +125,8 @@ impl<O> Requests<O> {
     pub fn wait_then(&self, id: u64, method: &'static str, timeout: Duration, then: Then<O>) {
         let deadline = Instant::now() + timeout;
         // The entry first: a deadline the keeper finds due must find its request.
-        self.pending.insert(id, Waiter { then, method, timeout, deadline: Some(deadline) });
+        let waiter = Waiter { then, method, timeout, deadline: Some(deadline), chunks: None };
+        self.pending.insert(id, waiter);
         let first = {
             let mut deadlines = self.lock();
             deadlines.insert((deadline, id));
@@ -134,8 +140,30 @@ impl<O> Requests<O> {
     /// Hands the answer to `id` to `then`, with no deadline of the table's: for a caller
     /// that keeps its own (and forgets the request when it gives up).
     pub fn wait(&self, id: u64, then: Then<O>) {
-        let waiter = Waiter { then, method: "", timeout: Duration::ZERO, deadline: None };
+        let waiter =
+            Waiter { then, method: "", timeout: Duration::ZERO, deadline: None, chunks: None };
         self.pending.insert(id, waiter);
+    }
+
+    /// Sends the chunks of `id`'s answer to `sink` until it is answered.
+    pub fn on_chunks(&self, id: u64, sink: OnChunk) {
+        if let Some(mut waiter) = self.pending.get_mut(&id) {
+            waiter.chunks = Some(sink);
+        }
+    }
+
+    /// Hands a chunk of `id`'s answer to its sink; false when nobody takes chunks of it.
+    pub fn chunk(&self, id: u64, chunk: burrow_protocol::Value) -> bool {
+        match self.pending.get(&id) {
+            Some(waiter) => match &waiter.chunks {
+                Some(sink) => {
+                    sink(chunk);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
     }
 
     /// Takes `id`'s deadline off the keeper's list while its sender waits for room to

@@ -93,7 +93,14 @@ impl Connection {
                 continue;
             }
             if let Message::Chunk(chunk) = msg {
-                tracing::debug!(conn = self.id, id = %chunk.id, "unexpected stream chunk ignored");
+                // A chunk of a streamed answer goes to whoever asked; any other is ignored.
+                let taken = match chunk.id {
+                    Id::Num(n) => self.requests.chunk(n, chunk.chunk),
+                    _ => false,
+                };
+                if !taken {
+                    tracing::debug!(conn = self.id, "unexpected stream chunk ignored");
+                }
                 continue;
             }
             // Requests and notifications wait for a permit and for their bytes:

@@ -16,8 +16,8 @@ use std::time::Duration;
 use burrow_protocol::methods::Method;
 use burrow_protocol::methods::capability::{CapabilityType, is_valid_tool_name};
 use burrow_protocol::methods::invoke::{
-    ChatMessage, ProviderComplete, ProviderCompleteParams, ProviderCompleteResult, Role,
-    ToolCallParams, ToolCallRequest, ToolSpec,
+    ChatMessage, ProviderChunk, ProviderComplete, ProviderCompleteParams, ProviderCompleteResult,
+    Role, ToolCallParams, ToolCallRequest, ToolSpec,
 };
 use burrow_protocol::methods::session::{RunStatus, TranscriptMessage};
 use burrow_protocol::{Map, Value, now_ms};
@@ -373,11 +373,11 @@ async fn turns(
         kernel.emit_with("llm_input", || {
             (json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone())
         });
-        let answer =
-            match complete(&provider, &params, Duration::from_millis(agent.timeout_ms)).await {
-                Ok(a) => a,
-                Err(why) => return End::Failed(why),
-            };
+        let timeout = Duration::from_millis(agent.timeout_ms);
+        let answer = match complete(kernel, (key, run_id), &provider, &params, timeout).await {
+            Ok(a) => a,
+            Err(why) => return End::Failed(why),
+        };
         kernel.emit_with("llm_output", || {
             (json!({ "sessionKey": key, "runId": run_id, "message": answer.message, "usage": answer.usage }), ctx.clone())
         });
@@ -530,14 +530,31 @@ fn offered_tools(kernel: &Kernel, agent: &AgentSpec) -> Vec<ToolSpec> {
         .collect()
 }
 
+/// One `provider.complete` of run `run_id` of session `key`. A provider that streams
+/// answers with chunks first ([`ProviderChunk`]): each goes to the session's followers as
+/// it arrives, in order; the result's whole message is what the run goes on with.
 async fn complete(
+    kernel: &Arc<Kernel>,
+    (key, run_id): (&str, &str),
     provider: &Capability,
     params: &ProviderCompleteParams,
     timeout: Duration,
 ) -> Result<ProviderCompleteResult, String> {
+    let seq = std::sync::atomic::AtomicU64::new(0);
+    let (k, key, run_id) = (kernel.clone(), key.to_owned(), run_id.to_owned());
+    let on_chunk =
+        Box::new(move |chunk: Value| match serde_json::from_value::<ProviderChunk>(chunk) {
+            Ok(chunk) => {
+                let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                k.sessions.publish_delta(&key, &run_id, n, &chunk);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a provider sent a chunk that is not a ProviderChunk")
+            }
+        });
     let value = provider
         .conn
-        .request(ProviderComplete::NAME, params, timeout)
+        .request_streamed(ProviderComplete::NAME, params, timeout, on_chunk)
         .await
         .map_err(|e| format!("provider {:?}: {}: {}", params.provider_id, e.code, e.message))?;
     serde_json::from_value(value).map_err(|e| {

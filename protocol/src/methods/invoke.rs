@@ -228,6 +228,34 @@ pub struct AssistantMessage {
     pub tool_calls: Option<Vec<ToolCallRequest>>,
 }
 
+/// A chunk of a streamed `provider.complete` answer (`{id, chunk}` frames before the
+/// result): a piece of the message as the model produces it. The result still carries the
+/// whole message, which is what the kernel stores and the hooks see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProviderChunk {
+    /// More of the message's text.
+    TextDelta {
+        /// The text, appended to what came before.
+        text: String,
+    },
+    /// More of a tool call: the first delta of a call names it, later ones add to its
+    /// arguments' JSON text.
+    ToolCallDelta {
+        /// Which call of the message, from 0.
+        index: u32,
+        /// The call's id, once known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The tool's name, once known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// A fragment of the arguments' JSON text, appended to what came before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments: Option<String>,
+    },
+}
+
 fn empty_object() -> Value {
     Value::Object(Map::new())
 }

@@ -1,0 +1,120 @@
+//! Streamed provider answers (issue 20's first part): a provider's `{id, chunk}` frames
+//! before its result reach a session's followers as `text_delta` / `tool_call_delta`
+//! events, in order, while the transcript stores the whole message once.
+
+use burrow_sdk::StreamItem;
+use burrow_tests::{DEADLINE, Kernel};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// The next event of a followed session.
+async fn next(events: &mut burrow_sdk::CallStream) -> Value {
+    match tokio::time::timeout(DEADLINE, events.next()).await {
+        Ok(Some(Ok(StreamItem::Chunk(event)))) => event,
+        other => panic!("no event: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_answer_reaches_followers_as_deltas_in_order_and_is_stored_whole() {
+    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 30000\n").await;
+    let mut prov = kernel.hand_provider().await;
+    let mut chan = kernel.hand_channel().await;
+    // The session exists once its first message is stored; then it is followed.
+    let first = chan.call("message.dispatch", json!({"sessionKey": "s1", "content": "hi"})).await;
+    let c = prov.expect_method("provider.complete").await;
+    prov.answer(&c["id"], json!({"message": {"content": "hello"}})).await;
+    let sent = chan.expect_method("channel.send").await;
+    chan.answer(&sent["id"], json!({"messageId": "m-1"})).await;
+    let w = chan
+        .call("agent.wait", json!({"runId": first["result"]["runId"], "timeoutMs": 5000}))
+        .await;
+    assert_eq!(w["result"]["status"], "completed", "{w}");
+    let follower = kernel.registered_client("follower").await;
+    let mut events =
+        follower.request_stream("session.events", json!({"session_id": "s1"})).await.unwrap();
+
+    let d = chan.call("message.dispatch", json!({"sessionKey": "s1", "content": "tell me"})).await;
+    let run_id = d["result"]["runId"].as_str().unwrap().to_owned();
+    let c = prov.expect_method("provider.complete").await;
+    let words = ["Once ", "upon ", "a ", "time"];
+    for word in words {
+        prov.send_value(&json!({"id": c["id"], "chunk": {"type": "text_delta", "text": word}}))
+            .await;
+    }
+    let call = json!({"type": "tool_call_delta", "index": 0, "id": "c1", "name": "lookup", "arguments": "{\"q\""});
+    prov.send_value(&json!({"id": c["id"], "chunk": call})).await;
+    // Not a chunk the kernel knows: ignored, the stream goes on.
+    prov.send_value(&json!({"id": c["id"], "chunk": {"type": "mystery"}})).await;
+    prov.answer(&c["id"], json!({"message": {"content": "Once upon a time"}})).await;
+
+    // The followers see the user's message, then every delta in order, then the reply.
+    let mut texts = String::new();
+    let mut seqs = Vec::new();
+    let mut tool_call = None;
+    loop {
+        let event = next(&mut events).await;
+        match event["type"].as_str() {
+            Some("text_delta") => {
+                assert_eq!(event["run_id"], run_id.as_str());
+                assert_eq!(event["session_id"], "s1");
+                texts.push_str(event["text"].as_str().unwrap());
+                seqs.push(event["seq"].as_u64().unwrap());
+            }
+            Some("tool_call_delta") => {
+                seqs.push(event["seq"].as_u64().unwrap());
+                tool_call = Some(event);
+            }
+            Some("message") if event["role"] == "assistant" => {
+                assert_eq!(event["content"], texts.as_str(), "the deltas add up to the reply");
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(texts, "Once upon a time");
+    assert_eq!(seqs, [0, 1, 2, 3, 4], "one sequence per run, in order");
+    let tool_call = tool_call.expect("the tool-call delta");
+    assert_eq!(
+        (tool_call["index"].as_u64(), tool_call["name"].as_str()),
+        (Some(0), Some("lookup"))
+    );
+    assert_eq!(tool_call["arguments"], "{\"q\"");
+
+    // The channel gets the whole reply, and the transcript holds it once.
+    let send = chan.expect_method("channel.send").await;
+    assert_eq!(send["params"]["content"], "Once upon a time");
+    chan.answer(&send["id"], json!({"messageId": "m-2"})).await;
+    let history = follower.request("session.history", json!({"key": "s1"})).await.unwrap();
+    let contents: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["hi", "hello", "tell me", "Once upon a time"]);
+}
+
+#[tokio::test]
+async fn the_bundled_echo_provider_streams_its_answer_word_by_word() {
+    let kernel = Kernel::start_with_config(burrow_tests::FAST_CONFIG).await;
+    let _echo = kernel.echo_provider().await;
+    let out = kernel.cli(&["send", "w1", "first", "--wait"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let follower = kernel.registered_client("follower").await;
+    let mut events =
+        follower.request_stream("session.events", json!({"session_id": "w1"})).await.unwrap();
+    let out = kernel.cli(&["send", "w1", "one two  three"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut pieces = Vec::new();
+    let reply = loop {
+        let event = next(&mut events).await;
+        match event["type"].as_str() {
+            Some("text_delta") => pieces.push(event["text"].as_str().unwrap().to_owned()),
+            Some("message") if event["role"] == "assistant" => break event,
+            _ => {}
+        }
+    };
+    assert_eq!(pieces, ["echo: ", "one ", "two  ", "three"]);
+    assert_eq!(reply["content"], pieces.concat());
+}
