@@ -80,8 +80,8 @@ pub use burrow_protocol::methods::capability::{CapabilityType, FailMode};
 pub use burrow_protocol::methods::config::ConfigChange;
 pub use burrow_protocol::methods::hook::HookVerdict;
 pub use burrow_protocol::methods::invoke::{
-    AssistantMessage, ChannelSendParams, ChannelSendResult, ChatMessage, ProviderCompleteParams,
-    ProviderCompleteResult, Role, ToolCallRequest, ToolResult, ToolSpec,
+    AssistantMessage, ChannelSendParams, ChannelSendResult, ChatMessage, ProviderChunk,
+    ProviderCompleteParams, ProviderCompleteResult, Role, ToolCallRequest, ToolResult, ToolSpec,
 };
 pub use client::{Client, ConfigWatchStream};
 pub use error::{Error, Result};

@@ -27,6 +27,10 @@
 //! So with `auto_reply`, `hello` is answered `echo: hello`, and `/tool clock_now` makes
 //! the agent call `clock_now`, then answer `tool clock_now returned: {...}`.
 //!
+//! It streams its text as a model would: word by word (each word with the spaces after
+//! it), as `text_delta` chunks `ECHO_WORD_DELAY_MS` apart (default 20; 0 sends them all
+//! at once), then answers with the whole message.
+//!
 //! Usage: `echo-provider [--id ID] [--socket PATH]`. The id defaults to `BURROW_APP_ID`,
 //! else `echo-provider`; the socket to `BURROW_SOCKET`, else the default socket. Logs go
 //! to stderr (`RUST_LOG`, default `info`); stdout carries the lines scripts wait for:
@@ -34,6 +38,7 @@
 //! `echo-provider: kernel asked us to shut down`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use burrow_example_common::{Example, say};
 use burrow_sdk::{App, Manifest};
@@ -45,13 +50,58 @@ const EXAMPLE: Example = Example::new("echo-provider", "echo-provider");
 const PROVIDER_ID: &str = "echo";
 /// The models it lists.
 const MODELS: [&str; 1] = ["echo"];
+/// The pause between two streamed words unless `ECHO_WORD_DELAY_MS` says otherwise.
+const WORD_DELAY: Duration = Duration::from_millis(20);
+
+/// The pause between two streamed words.
+fn word_delay() -> Duration {
+    std::env::var("ECHO_WORD_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(WORD_DELAY, Duration::from_millis)
+}
+
+/// `text` in the pieces it is streamed in: each word with the whitespace after it, so
+/// that they add up to `text`.
+fn words(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let (mut start, mut in_space, mut seen_word) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            in_space = true;
+            continue;
+        }
+        if in_space && seen_word {
+            pieces.push(&text[start..i]);
+            start = i;
+        }
+        in_space = false;
+        seen_word = true;
+    }
+    if start < text.len() {
+        pieces.push(&text[start..]);
+    }
+    pieces
+}
 
 fn app(id: String) -> App {
     let mut manifest = Manifest::new(id, env!("CARGO_PKG_VERSION"));
     manifest.description = Some("A deterministic offline model provider: echoes".to_owned());
     let models = MODELS.iter().map(|m| (*m).to_owned()).collect();
     App::new(manifest)
-        .provider(PROVIDER_ID, models, |params, _cx| async move { Ok(echo::complete(&params)) })
+        .provider(PROVIDER_ID, models, |params, cx| async move {
+            let answer = echo::complete(&params);
+            let delay = word_delay();
+            for (n, word) in words(&answer.message.content).into_iter().enumerate() {
+                if n > 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if cx.text_delta(word).await.is_err() {
+                    break; // The kernel is gone; the answer will not reach it either.
+                }
+            }
+            Ok(answer)
+        })
         .on_ready(|client| async move {
             say(&format!("echo-provider: ready as {}", client.app_id().unwrap_or_default()));
         })
@@ -91,6 +141,16 @@ mod tests {
 
     fn message(role: Role, content: &str) -> ChatMessage {
         ChatMessage { role, content: content.into(), tool_calls: None, tool_call_id: None }
+    }
+
+    #[test]
+    fn words_keep_their_spaces_and_add_up_to_the_text() {
+        assert_eq!(words("echo: hello  big world"), ["echo: ", "hello  ", "big ", "world"]);
+        assert_eq!(words(" lead\nnext "), [" lead\n", "next "]);
+        assert!(words("").is_empty());
+        for text in ["a", "echo: x y", "tool clock_now returned: {\"t\": 1}\nline two"] {
+            assert_eq!(words(text).concat(), text);
+        }
     }
 
     #[tokio::test]

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use burrow_protocol::methods::capability::{CapabilityType, ChannelConfig, ProviderConfig};
 use burrow_protocol::methods::invoke::{
-    ChannelSendParams, ChannelSendResult, ProviderCompleteParams, ProviderCompleteResult,
+    ChannelSendParams, ChannelSendResult, ProviderChunk, ProviderCompleteParams,
+    ProviderCompleteResult,
 };
 use burrow_protocol::methods::{parse_params, to_value};
-use burrow_protocol::{ErrorCode, ErrorObject, Value};
+use burrow_protocol::{ErrorCode, ErrorObject, Id, Value};
 
 use super::App;
 use crate::Client;
@@ -19,15 +20,30 @@ use crate::peer::BoxFuture;
 /// Longest provider or channel id, in bytes (the kernel's bound).
 pub const MAX_ID_LEN: usize = 128;
 
-/// What a provider handler learns about the completion it serves (`provider.complete`).
+/// What a provider handler learns about the completion it serves (`provider.complete`),
+/// and how it streams its answer as it is produced.
 #[derive(Debug, Clone)]
 pub struct ProviderContext {
     /// The provider asked (useful when one handler serves several).
     pub provider_id: String,
     client: Client,
+    request_id: Id,
 }
 
 impl ProviderContext {
+    /// Streams more of the answer's text to the kernel, before the handler returns the
+    /// whole message (which is what the kernel stores): the kernel passes it on to the
+    /// session's followers at once.
+    pub async fn text_delta(&self, text: impl Into<String>) -> crate::Result<()> {
+        self.chunk(ProviderChunk::TextDelta { text: text.into() }).await
+    }
+
+    /// Streams one chunk of the answer ([`ProviderChunk`]: text, or a piece of a tool
+    /// call), in order with the others.
+    pub async fn chunk(&self, chunk: ProviderChunk) -> crate::Result<()> {
+        self.client.shared.send_chunk(self.request_id.clone(), to_value(&chunk)).await
+    }
+
     /// The app's connection to the kernel, to call kernel methods from the handler.
     pub fn client(&self) -> &Client {
         &self.client
@@ -115,7 +131,7 @@ impl Agents {
     }
 
     /// Answers `provider.complete`: the named provider's handler, or `NOT_FOUND`.
-    pub(super) fn complete(&self, params: Value, client: Client) -> Answer<Value> {
+    pub(super) fn complete(&self, params: Value, client: Client, request_id: Id) -> Answer<Value> {
         let params: ProviderCompleteParams = match parse_params(params) {
             Ok(params) => params,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
@@ -126,7 +142,7 @@ impl Agents {
             let e = not_found("provider", "providerId", &params.provider_id);
             return Box::pin(std::future::ready(Err(e)));
         };
-        let cx = ProviderContext { provider_id: params.provider_id.clone(), client };
+        let cx = ProviderContext { provider_id: params.provider_id.clone(), client, request_id };
         let call = (provider.handler)(params, cx);
         Box::pin(async move { call.await.map(|result| to_value(&result)) })
     }

@@ -55,7 +55,7 @@ impl Service for Router {
                 return tools.invoke_gateway(request.params, client);
             }
             ProviderComplete::NAME if agents.has_providers() => {
-                return agents.complete(request.params, client);
+                return agents.complete(request.params, client, request.id);
             }
             ChannelSend::NAME if agents.has_channels() => {
                 return agents.send(request.params, client);
