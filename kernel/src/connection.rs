@@ -47,6 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use burrow_protocol::codec::{self, EncodeError};
+use burrow_protocol::methods::{Cancel, CancelParams, Method, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Message, Notification, Request, Response, Value};
 use burrow_transport::outbox::Offered;
 use burrow_transport::{Bounds, Outbox, SendError, Transport};
@@ -417,6 +418,8 @@ impl Connection {
 
     /// [`Connection::request`] whose answer may come as stream chunks before its result:
     /// each chunk goes to `on_chunk` as the reader reads it, in order, until the answer.
+    /// Dropping the future before the answer (its caller stopped waiting, as when a run
+    /// is cancelled) forgets the request and sends the app `$/cancel` for it.
     pub fn request_streamed<P: serde::Serialize>(
         &self,
         method: &'static str,
@@ -428,10 +431,19 @@ impl Connection {
         let then = Box::new(move |outcome| {
             let _ = tx.send(outcome);
         });
-        self.send_request(method, params, timeout, then, Some(on_chunk));
-        async move { rx.await.unwrap_or_else(|_| Err(connection_closed())) }
+        let id = self.send_request(method, params, timeout, then, Some(on_chunk));
+        let guard =
+            CancelOnDrop { requests: self.requests.clone(), out: self.out.clone(), id: Some(id) };
+        async move {
+            // The whole guard moves in (not only its field): it lives as long as the wait.
+            let mut guard = guard;
+            let answer = rx.await.unwrap_or_else(|_| Err(connection_closed()));
+            guard.id = None;
+            answer
+        }
     }
 
+    /// Sends a request; returns its id.
     fn send_request<P: serde::Serialize>(
         &self,
         method: &'static str,
@@ -439,7 +451,7 @@ impl Connection {
         timeout: Duration,
         then: requests::Then<Outcome>,
         on_chunk: Option<requests::OnChunk>,
-    ) {
+    ) -> u64 {
         let id = self.requests.next_id();
         self.requests.wait_then(id, method, timeout, then);
         if let Some(sink) = on_chunk {
@@ -448,12 +460,16 @@ impl Connection {
         // The reader sets `read_done` before failing the table: an entry added after
         // that is caught here, one added before it is failed there.
         if self.read_done.load(Ordering::SeqCst) || self.closed_flag.load(Ordering::Acquire) {
-            return self.requests.fail(id, Err(connection_closed()));
+            self.requests.fail(id, Err(connection_closed()));
+            return id;
         }
         let max = self.limits.max_frame_bytes;
         let offered = match codec::encode_request_frame(id, method, params, max) {
             Ok(frame) => self.out.try_send_frame(&frame),
-            Err(e) => return self.requests.fail(id, Err(unsendable(&e))),
+            Err(e) => {
+                self.requests.fail(id, Err(unsendable(&e)));
+                return id;
+            }
         };
         match offered {
             Offered::Sent => {}
@@ -473,6 +489,7 @@ impl Connection {
                 });
             }
         }
+        id
     }
 
     /// How many kernel → app requests await answers.
@@ -526,6 +543,26 @@ fn not_reading(out: &Outbox) -> ErrorObject {
         "limitBytes": bounds.bytes,
         "limitFrames": bounds.frames,
     }))
+}
+
+/// Forgets a kernel → app request whose caller stopped waiting, and tells the app
+/// (`$/cancel`), unless the answer came first.
+struct CancelOnDrop {
+    requests: Arc<Requests<Outcome>>,
+    out: Outbox,
+    /// The request, until its answer came.
+    id: Option<u64>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id
+            && self.requests.forget(id)
+        {
+            let params = to_value(&CancelParams { id: burrow_protocol::Id::Num(id) });
+            let _ = self.out.try_send(Message::notification(Cancel::NAME, params));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -142,25 +142,36 @@ async fn send_waits_for_the_run_and_sessions_and_history_show_the_conversations(
 struct Seen<R> {
     from: R,
     text: String,
+    /// Where the last needle found ended: the next is looked for after it.
+    checked: usize,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> Seen<R> {
-    /// Reads until `needle` has appeared after what was already checked; panics at the
-    /// deadline with everything read.
+    fn new(from: R) -> Self {
+        Seen { from, text: String::new(), checked: 0 }
+    }
+
+    /// Reads until `needle` appears after the last needle found; panics at the deadline
+    /// with everything read.
     async fn until(&mut self, needle: &str) {
-        let start = self.text.len();
+        let start = self.checked;
         let found = tokio::time::timeout(DEADLINE, async {
             let mut buf = [0u8; 4096];
-            while !self.text[start..].contains(needle) {
+            loop {
+                if let Some(at) = self.text[start..].find(needle) {
+                    return Some(start + at + needle.len());
+                }
                 match self.from.read(&mut buf).await {
-                    Ok(0) | Err(_) => return false,
+                    Ok(0) | Err(_) => return None,
                     Ok(n) => self.text.push_str(&String::from_utf8_lossy(&buf[..n])),
                 }
             }
-            true
         })
         .await;
-        assert!(matches!(found, Ok(true)), "no {needle:?} in {:?}", &self.text[start..]);
+        match found {
+            Ok(Some(end)) => self.checked = end,
+            _ => panic!("no {needle:?} in {:?}", &self.text[start..]),
+        }
     }
 }
 
@@ -171,8 +182,8 @@ async fn chat_has_commands_shows_what_others_put_in_and_switches_sessions() {
     clock.wait_line("clock-tool: ready as clock").await;
     let mut child = spawn_chat(&kernel, "c1");
     let mut stdin = child.stdin.take().expect("stdin");
-    let mut out = Seen { from: child.stdout.take().expect("stdout"), text: String::new() };
-    let mut err = Seen { from: child.stderr.take().expect("stderr"), text: String::new() };
+    let mut out = Seen::new(child.stdout.take().expect("stdout"));
+    let mut err = Seen::new(child.stderr.take().expect("stderr"));
     err.until("chatting in session c1 as channel terminal-c1; /help lists the commands").await;
 
     stdin.write_all(b"/help\n").await.unwrap();
@@ -184,9 +195,15 @@ async fn chat_has_commands_shows_what_others_put_in_and_switches_sessions() {
     stdin.write_all(b"/tool clock_now {}\n").await.unwrap();
     out.until("agent: ").await;
     stdin.write_all(b"hello\n").await.unwrap();
-    out.until("agent: echo: hello").await;
+    out.until("agent: echo: hello\n").await;
+    // The session's first reply, streamed before the chat followed it, shows once.
+    assert_eq!(out.text.matches("agent: tool clock_now returned").count(), 1, "{}", out.text);
     stdin.write_all(b"/history 2\n").await.unwrap();
     out.until("user: hello\nassistant: echo: hello").await;
+    // The session followed, a reply shows as it is produced, on one line, once.
+    stdin.write_all(b"stream me please\n").await.unwrap();
+    out.until("agent: echo: stream me please\n").await;
+    assert_eq!(out.text.matches("echo: stream me please").count(), 1, "{}", out.text);
 
     // What someone else puts into the session shows, and so does the agent's answer.
     let sent = kernel.cli(&["send", "c1", "from outside"]).await;

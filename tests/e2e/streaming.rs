@@ -118,3 +118,33 @@ async fn the_bundled_echo_provider_streams_its_answer_word_by_word() {
     assert_eq!(pieces, ["echo: ", "one ", "two  ", "three"]);
     assert_eq!(reply["content"], pieces.concat());
 }
+
+#[tokio::test]
+async fn cancelling_a_run_mid_stream_cancels_the_providers_call() {
+    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 30000\n").await;
+    let mut prov = kernel.hand_provider().await;
+    let mut chan = kernel.hand_channel().await;
+    let d = chan.call("message.dispatch", json!({"sessionKey": "x1", "content": "long"})).await;
+    let run_id = d["result"]["runId"].clone();
+    let c = prov.expect_method("provider.complete").await;
+    prov.send_value(&json!({"id": c["id"], "chunk": {"type": "text_delta", "text": "Once "}}))
+        .await;
+    let cancelled = chan.call("agent.cancel", json!({"runId": run_id})).await;
+    assert!(cancelled.get("error").is_none(), "{cancelled}");
+    // The provider is told to stop the call it is streaming.
+    let stop = prov.expect_method("$/cancel").await;
+    assert_eq!(stop["params"]["id"], c["id"], "{stop}");
+    assert!(stop.get("id").is_none(), "a notification: {stop}");
+    let w = chan.call("agent.wait", json!({"runId": run_id, "timeoutMs": 5000})).await;
+    assert_eq!(w["result"]["status"], "cancelled", "{w}");
+    // A late answer changes nothing: nothing is stored or sent for it.
+    prov.answer(&c["id"], json!({"message": {"content": "Once upon a time"}})).await;
+    let h = chan.call("session.history", json!({"key": "x1"})).await;
+    let contents: Vec<&str> = h["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["long"]);
+}

@@ -44,6 +44,8 @@ pub struct ChatArgs {
 enum Event {
     /// A `channel.send` for our session.
     Reply(String),
+    /// More of a reply's text as the model produces it: `(run id, seq, text)`.
+    Delta(String, u64, String),
     /// Something others put into our session, as a line.
     Injected(String),
     /// The kernel asked us to leave.
@@ -209,6 +211,8 @@ struct Chat {
     channel_cap: Option<String>,
     /// Follows the session's events (what others put into it), once it exists.
     follower: Option<tokio::task::JoinHandle<()>>,
+    /// The reply being shown as it is produced: its run, and the text shown so far.
+    streamed: Option<(String, String)>,
 }
 
 impl Drop for Chat {
@@ -240,10 +244,36 @@ impl Chat {
     }
 
     fn on_reply(&mut self, text: &str) {
-        self.say(&format!("agent: {text}"));
+        match self.streamed.take() {
+            // Already shown as it was produced: the line ends here.
+            Some((_, shown)) if shown == text => println!(),
+            // Shown in part, or changed on its way (an interceptor): the reply as sent.
+            Some(_) => println!("\nagent: {text}"),
+            None => self.say(&format!("agent: {text}")),
+        }
         if self.pending.take().is_some() || self.prompted {
             self.prompt();
         }
+    }
+
+    /// Prints more of a reply as the model produces it, on the `agent:` line. A reply
+    /// whose beginning was missed (the chat followed the session only after its first
+    /// message) is not streamed: it shows whole when it comes.
+    fn on_delta(&mut self, run: String, seq: u64, text: &str) {
+        match &mut self.streamed {
+            Some((current, shown)) if *current == run => shown.push_str(text),
+            _ if seq > 0 => return,
+            _ => {
+                if let Some(_unfinished) = self.streamed.take() {
+                    println!();
+                }
+                print!("{}agent: ", if self.prompted { "\r" } else { "" });
+                self.prompted = false;
+                self.streamed = Some((run, text.to_owned()));
+            }
+        }
+        print!("{text}");
+        let _ = std::io::stdout().flush();
     }
 
     fn on_injected(&mut self, line: &str) {
@@ -255,6 +285,13 @@ impl Chat {
     }
 
     fn on_run_end(&mut self, w: &AgentWaitResult) {
+        // A run streamed here whose reply went elsewhere (or nowhere): end its line.
+        if ended_without_reply(w).is_some()
+            && self.streamed.as_ref().is_some_and(|(run, _)| *run == w.run_id)
+        {
+            self.streamed = None;
+            println!();
+        }
         let ours = self.pending.as_ref().is_some_and(|p| p.0 == w.run_id);
         if let (true, Some(why)) = (ours, ended_without_reply(w)) {
             eprintln!("burrow: {why}");
@@ -325,9 +362,18 @@ impl Chat {
         self.follower = Some(tokio::spawn(async move {
             use futures_util::StreamExt;
             while let Some(Ok(burrow_sdk::StreamItem::Chunk(event))) = stream.next().await {
-                if let Some(line) = injected(&event, &ours)
-                    && events.send(Event::Injected(line)).is_err()
-                {
+                let sent = match (event["type"].as_str(), event["run_id"].as_str()) {
+                    (Some("text_delta"), Some(run)) => {
+                        let text = event["text"].as_str().unwrap_or_default().to_owned();
+                        let seq = event["seq"].as_u64().unwrap_or_default();
+                        events.send(Event::Delta(run.to_owned(), seq, text))
+                    }
+                    _ => match injected(&event, &ours) {
+                        Some(line) => events.send(Event::Injected(line)),
+                        None => Ok(()),
+                    },
+                };
+                if sent.is_err() {
                     return;
                 }
             }
@@ -440,6 +486,7 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
         prompted: false,
         channel_cap: None,
         follower: None,
+        streamed: None,
     };
     if let Err(e) = chat.attach(&key).await {
         eprintln!("burrow: {e}");
@@ -454,6 +501,7 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
             biased;
             event = events.recv() => match event {
                 Some(Event::Reply(text)) => chat.on_reply(&text),
+                Some(Event::Delta(run, seq, text)) => chat.on_delta(run, seq, &text),
                 Some(Event::Injected(line)) => chat.on_injected(&line),
                 Some(Event::RunEnded(w)) => chat.on_run_end(&w),
                 Some(Event::Shutdown) | None => {
