@@ -59,7 +59,21 @@ pub async fn run(socket: Option<PathBuf>, args: RunArgs, json: bool) -> ExitCode
         };
     let wait = json!({ "method": "run/wait", "params": { "run_id": created["run_id"], "timeout_ms": args.timeout_ms } });
     let timeout = Duration::from_millis(args.timeout_ms + 5_000);
-    let first = match client.request_with_timeout("host.call", wait, timeout).await {
+    // The first turn's text shows as it is produced, while its end is awaited.
+    let mut live = Live::default();
+    let first = {
+        let waited = client.request_with_timeout("host.call", wait, timeout);
+        let mut waited = std::pin::pin!(waited);
+        loop {
+            tokio::select! {
+                first = &mut waited => break first,
+                Some(Ok(StreamItem::Chunk(event))) = events.next(), if !json => {
+                    live.event(&event);
+                }
+            }
+        }
+    };
+    let first = match first {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -67,8 +81,21 @@ pub async fn run(socket: Option<PathBuf>, args: RunArgs, json: bool) -> ExitCode
     if json {
         print_json(&first);
     } else if first_ok {
-        println!("{}", first["output"].as_str().unwrap_or_default());
+        let run = created["run_id"].as_str().unwrap_or_default();
+        // The answer may overtake the run's last deltas: they come before its end event.
+        let ended = async {
+            while let Some(Ok(StreamItem::Chunk(event))) = events.next().await {
+                live.event(&event);
+                if event["type"] == "run" && event["run_id"] == run && event["status"] != "running"
+                {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), ended).await;
+        live.finish(Some(run), first["output"].as_str().unwrap_or_default());
     } else {
+        live.end_line();
         eprintln!("burrow: the first turn ended {}: {}", first["status"], first["error"]);
     }
     if !args.keep_alive {
@@ -84,7 +111,15 @@ pub async fn run(socket: Option<PathBuf>, args: RunArgs, json: bool) -> ExitCode
             Some(Ok(StreamItem::Chunk(event))) => {
                 if json {
                     println!("{event}");
+                } else if live.event(&event) {
+                    // Shown as it came.
+                } else if event["type"] == "run" && event["status"] == "completed" {
+                    if event["run_id"] != first_run {
+                        let output = event["output"].as_str().unwrap_or_default();
+                        live.finish(event["run_id"].as_str(), output);
+                    }
                 } else if let Some(line) = describe(&event, &first_run) {
+                    live.end_line();
                     println!("{line}");
                 }
             }
@@ -94,6 +129,65 @@ pub async fn run(socket: Option<PathBuf>, args: RunArgs, json: bool) -> ExitCode
             }
             Some(Err(e)) => return fail(e),
             None => return ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// The answer being shown as the model produces it: its run, and the text shown.
+#[derive(Debug, Default)]
+struct Live {
+    run: Option<String>,
+    shown: String,
+    /// Runs whose first delta was missed (followed too late): shown whole at their end.
+    missed: Vec<String>,
+}
+
+impl Live {
+    /// Shows a `text_delta` event; false for any other event.
+    fn event(&mut self, event: &Value) -> bool {
+        if event["type"] != "text_delta" {
+            return false;
+        }
+        let (Some(run), Some(text)) = (event["run_id"].as_str(), event["text"].as_str()) else {
+            return true;
+        };
+        if self.missed.iter().any(|m| m == run) {
+            return true;
+        }
+        if self.run.as_deref() != Some(run) {
+            if event["seq"].as_u64().unwrap_or_default() > 0 {
+                self.missed.push(run.to_owned());
+                return true;
+            }
+            self.end_line();
+            self.run = Some(run.to_owned());
+        }
+        self.shown.push_str(text);
+        print!("{text}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        true
+    }
+
+    /// Ends the line of a run shown as it came, if one is open.
+    fn end_line(&mut self) {
+        if self.run.take().is_some() {
+            println!();
+            self.shown.clear();
+        }
+    }
+
+    /// Run `run` completed with `output`: the line ends if it was all shown, else the
+    /// output shows whole.
+    fn finish(&mut self, run: Option<&str>, output: &str) {
+        let streamed = run.is_some() && self.run.as_deref() == run && self.shown == output;
+        if streamed {
+            self.end_line();
+        } else {
+            self.end_line();
+            println!("{output}");
+        }
+        if let Some(run) = run {
+            self.missed.retain(|m| m != run);
         }
     }
 }
