@@ -148,3 +148,55 @@ async fn cancelling_a_run_mid_stream_cancels_the_providers_call() {
         .collect();
     assert_eq!(contents, ["long"]);
 }
+
+#[tokio::test]
+async fn a_provider_that_dies_mid_stream_fails_the_run_and_followers_see_it() {
+    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 30000\n").await;
+    let mut prov = kernel.hand_provider().await;
+    let mut chan = kernel.hand_channel().await;
+    let first = chan.call("message.dispatch", json!({"sessionKey": "d1", "content": "hi"})).await;
+    let c = prov.expect_method("provider.complete").await;
+    prov.answer(&c["id"], json!({"message": {"content": "hello"}})).await;
+    let sent = chan.expect_method("channel.send").await;
+    chan.answer(&sent["id"], json!({"messageId": "m-1"})).await;
+    let w = chan
+        .call("agent.wait", json!({"runId": first["result"]["runId"], "timeoutMs": 5000}))
+        .await;
+    assert_eq!(w["result"]["status"], "completed", "{w}");
+    let follower = kernel.registered_client("follower").await;
+    let mut events =
+        follower.request_stream("session.events", json!({"session_id": "d1"})).await.unwrap();
+
+    let d = chan.call("message.dispatch", json!({"sessionKey": "d1", "content": "go on"})).await;
+    let run_id = d["result"]["runId"].as_str().unwrap().to_owned();
+    let c = prov.expect_method("provider.complete").await;
+    prov.send_value(&json!({"id": c["id"], "chunk": {"type": "text_delta", "text": "Half "}}))
+        .await;
+    drop(prov); // The provider's process dies mid-stream.
+
+    let (mut seen_delta, mut failed) = (false, None);
+    while failed.is_none() {
+        let event = next(&mut events).await;
+        match event["type"].as_str() {
+            Some("text_delta") => seen_delta = event["text"] == "Half ",
+            Some("run") if event["run_id"] == run_id.as_str() && event["status"] == "failed" => {
+                failed = Some(event)
+            }
+            _ => {}
+        }
+    }
+    assert!(seen_delta, "the delta before the death reached the follower");
+    let error = failed.unwrap()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("CONNECTION_CLOSED"), "a clear reason: {error}");
+    let w = chan.call("agent.wait", json!({"runId": run_id, "timeoutMs": 5000})).await;
+    assert_eq!(w["result"]["status"], "failed", "{w}");
+    // Nothing half-said is stored as the reply.
+    let h = chan.call("session.history", json!({"key": "d1"})).await;
+    let contents: Vec<&str> = h["result"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["hi", "hello", "go on"]);
+}
