@@ -338,6 +338,12 @@ impl Connection {
         now.saturating_sub(progress.1)
     }
 
+    /// Sends a notification if the app's queue has room, without waiting: false when it
+    /// was dropped (the app is not reading fast enough, or gone).
+    pub fn try_notify(&self, msg: Message) -> bool {
+        self.out.try_send(msg).is_ok()
+    }
+
     /// Sends a message, waiting for room in the writer queue; false once the connection
     /// is closed. For senders that must not disconnect a slow reader (observer queues).
     /// A message that cannot be encoded is skipped with a warning (true: the connection

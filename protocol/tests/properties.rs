@@ -226,7 +226,7 @@ fn capability_config() -> impl Strategy<Value = CapabilityConfig> {
             })
         ),
         (text(), option::of(any::<String>())).prop_map(|(channel_id, description)| {
-            CapabilityConfig::Channel(ChannelConfig { channel_id, description })
+            CapabilityConfig::Channel(ChannelConfig { channel_id, description, streaming: false })
         }),
         (
             text(),

@@ -200,3 +200,54 @@ async fn a_provider_that_dies_mid_stream_fails_the_run_and_followers_see_it() {
         .collect();
     assert_eq!(contents, ["hi", "hello", "go on"]);
 }
+
+#[tokio::test]
+async fn a_streaming_channel_gets_the_deltas_in_order_then_the_whole_reply() {
+    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 30000\n").await;
+    let mut prov = kernel.hand_provider().await;
+    let manifest =
+        json!({"id": "live", "version": "1.0.0", "capabilities": {"channels": ["live"]}});
+    let mut chan = burrow_tests::RawConn::app(&kernel.socket, manifest).await;
+    let config = json!({"type": "channel", "config": {"channelId": "live", "streaming": true}});
+    let r = chan.call("capability.register", config).await;
+    assert_eq!(r["result"]["granted"], true, "{r}");
+    let client = kernel.client().await;
+    let caps = client.request("kernel.capabilities", json!({"type": "channel"})).await.unwrap();
+    assert_eq!(caps["capabilities"][0]["config"]["streaming"], true, "{caps}");
+
+    let d = chan.call("message.dispatch", json!({"sessionKey": "l1", "content": "go"})).await;
+    let run_id = d["result"]["runId"].clone();
+    let c = prov.expect_method("provider.complete").await;
+    for word in ["Live ", "and ", "well"] {
+        prov.send_value(&json!({"id": c["id"], "chunk": {"type": "text_delta", "text": word}}))
+            .await;
+    }
+    prov.answer(&c["id"], json!({"message": {"content": "Live and well"}})).await;
+    let mut seen = String::new();
+    for seq in 0..3u64 {
+        let delta = chan.expect_method("channel.delta").await;
+        assert!(delta.get("id").is_none(), "a notification: {delta}");
+        let p = &delta["params"];
+        assert_eq!((p["channelId"].as_str(), p["sessionKey"].as_str()), (Some("live"), Some("l1")));
+        assert_eq!((p["runId"].clone(), p["seq"].as_u64()), (run_id.clone(), Some(seq)));
+        assert_eq!(p["delta"]["type"], "text_delta");
+        seen.push_str(p["delta"]["text"].as_str().unwrap());
+    }
+    let send = chan.expect_method("channel.send").await;
+    assert_eq!(send["params"]["content"], seen.as_str(), "the deltas add up to the reply");
+    chan.answer(&send["id"], json!({"messageId": "m-1"})).await;
+
+    // A channel that does not ask for deltas gets none.
+    let mut plain = kernel.hand_channel().await;
+    let d = plain.call("message.dispatch", json!({"sessionKey": "p1", "content": "go"})).await;
+    let c = prov.expect_method("provider.complete").await;
+    prov.send_value(&json!({"id": c["id"], "chunk": {"type": "text_delta", "text": "x"}})).await;
+    prov.answer(&c["id"], json!({"message": {"content": "x"}})).await;
+    let delivery = |v: &Value| v["method"] == "channel.send" || v["method"] == "channel.delta";
+    let first = plain.expect("a delivery", delivery).await;
+    assert_eq!(first["method"], "channel.send", "{first}");
+    plain.answer(&first["id"], json!({"messageId": "m-2"})).await;
+    let w =
+        plain.call("agent.wait", json!({"runId": d["result"]["runId"], "timeoutMs": 5000})).await;
+    assert_eq!(w["result"]["status"], "completed", "{w}");
+}

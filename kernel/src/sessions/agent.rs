@@ -13,14 +13,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use burrow_protocol::methods::Method;
-use burrow_protocol::methods::capability::{CapabilityType, is_valid_tool_name};
+use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType, is_valid_tool_name};
 use burrow_protocol::methods::invoke::{
-    ChatMessage, ProviderChunk, ProviderComplete, ProviderCompleteParams, ProviderCompleteResult,
-    Role, ToolCallParams, ToolCallRequest, ToolSpec,
+    ChannelDelta, ChannelDeltaParams, ChatMessage, ProviderChunk, ProviderComplete,
+    ProviderCompleteParams, ProviderCompleteResult, Role, ToolCallParams, ToolCallRequest,
+    ToolSpec,
 };
 use burrow_protocol::methods::session::{RunStatus, TranscriptMessage};
-use burrow_protocol::{Map, Value, now_ms};
+use burrow_protocol::methods::{Method, to_value};
+use burrow_protocol::{Map, Message, Value, now_ms};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -374,7 +375,7 @@ async fn turns(
             (json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone())
         });
         let timeout = Duration::from_millis(agent.timeout_ms);
-        let answer = match complete(kernel, (key, run_id), &provider, &params, timeout).await {
+        let answer = match complete(kernel, (session, run_id), &provider, &params, timeout).await {
             Ok(a) => a,
             Err(why) => return End::Failed(why),
         };
@@ -530,28 +531,45 @@ fn offered_tools(kernel: &Kernel, agent: &AgentSpec) -> Vec<ToolSpec> {
         .collect()
 }
 
-/// One `provider.complete` of run `run_id` of session `key`. A provider that streams
-/// answers with chunks first ([`ProviderChunk`]): each goes to the session's followers as
-/// it arrives, in order; the result's whole message is what the run goes on with.
+/// One `provider.complete` of run `run_id` of `session`. A provider that streams
+/// answers with chunks first ([`ProviderChunk`]): each goes to the session's followers,
+/// and to its channel when that channel streams (`channel.delta`), as it arrives, in
+/// order, never waiting for either; the result's whole message is what the run goes on
+/// with.
 async fn complete(
     kernel: &Arc<Kernel>,
-    (key, run_id): (&str, &str),
+    (session, run_id): (&SessionRow, &str),
     provider: &Capability,
     params: &ProviderCompleteParams,
     timeout: Duration,
 ) -> Result<ProviderCompleteResult, String> {
     let seq = std::sync::atomic::AtomicU64::new(0);
-    let (k, key, run_id) = (kernel.clone(), key.to_owned(), run_id.to_owned());
-    let on_chunk =
-        Box::new(move |chunk: Value| match serde_json::from_value::<ProviderChunk>(chunk) {
+    let (k, key, run_id) = (kernel.clone(), session.key.clone(), run_id.to_owned());
+    let channel = streaming_channel(kernel, session);
+    let on_chunk = Box::new(move |chunk: Value| {
+        match serde_json::from_value::<ProviderChunk>(chunk) {
             Ok(chunk) => {
                 let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 k.sessions.publish_delta(&key, &run_id, n, &chunk);
+                if let Some(channel) = &channel {
+                    let params = ChannelDeltaParams {
+                        channel_id: session_channel(&channel.config),
+                        session_key: key.clone(),
+                        run_id: run_id.clone(),
+                        seq: n,
+                        delta: chunk,
+                    };
+                    let note = Message::notification(ChannelDelta::NAME, to_value(&params));
+                    if !channel.conn.try_notify(note) {
+                        tracing::debug!(app = %channel.app_id, "a streaming channel is not keeping up; a delta was dropped");
+                    }
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "a provider sent a chunk that is not a ProviderChunk")
             }
-        });
+        }
+    });
     let value = provider
         .conn
         .request_streamed(ProviderComplete::NAME, params, timeout, on_chunk)
@@ -560,6 +578,20 @@ async fn complete(
     serde_json::from_value(value).map_err(|e| {
         format!("provider {:?} answered a malformed completion: {e}", params.provider_id)
     })
+}
+
+/// The session's channel, when it takes replies as they are produced.
+fn streaming_channel(kernel: &Kernel, session: &SessionRow) -> Option<Arc<Capability>> {
+    let channel = kernel.caps.by_name(CapabilityType::Channel, session.channel_id.as_deref()?)?;
+    matches!(&channel.config, CapabilityConfig::Channel(c) if c.streaming).then_some(channel)
+}
+
+/// A channel capability's id.
+fn session_channel(config: &CapabilityConfig) -> String {
+    match config {
+        CapabilityConfig::Channel(c) => c.channel_id.clone(),
+        _ => String::new(),
+    }
 }
 
 /// One tool call of a run; every outcome becomes a tool result text (errors and blocks

@@ -87,6 +87,10 @@ pub struct ChannelConfig {
     /// For humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Also take replies as they are produced: `channel.delta` notifications before the
+    /// `channel.send` of the whole reply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub streaming: bool,
 }
 
 /// What an interceptor's silence means.

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::methods;
+use super::{Ack, methods};
 use crate::{Map, Value};
 
 methods! {
@@ -14,6 +14,9 @@ methods! {
     ToolInvoke = "tool.invoke": ToolInvokeParams => ToolResult;
     /// Kernel → app: deliver a message through your channel.
     ChannelSend = "channel.send": ChannelSendParams => ChannelSendResult;
+    /// Kernel → app (notification): more of a reply as it is produced, for a streaming
+    /// channel.
+    ChannelDelta = "channel.delta": ChannelDeltaParams => Ack;
     /// Kernel → app: one of your gateway methods was called.
     GatewayInvoke = "gateway.invoke": GatewayInvokeParams => Value;
     /// Kernel → app: a request to one of your HTTP routes.
@@ -226,6 +229,22 @@ pub struct AssistantMessage {
     /// Tool calls requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallRequest>>,
+}
+
+/// Params of `channel.delta`: a piece of a reply on its way to a streaming channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelDeltaParams {
+    /// The channel.
+    pub channel_id: String,
+    /// The session the reply is for.
+    pub session_key: String,
+    /// The run producing it.
+    pub run_id: String,
+    /// Its place among the run's provider call's chunks, from 0.
+    pub seq: u64,
+    /// The piece.
+    pub delta: ProviderChunk,
 }
 
 /// A chunk of a streamed `provider.complete` answer (`{id, chunk}` frames before the

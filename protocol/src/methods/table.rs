@@ -15,7 +15,7 @@ use super::config::{ConfigGet, ConfigWatch};
 use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
 use super::host::{Authenticate, HostSessionHistory, HostSessionList, HostSessionRead, RunWait};
 use super::invoke::{
-    ChannelSend, GatewayInvoke, HttpRequest, ProviderComplete, ToolCall, ToolInvoke,
+    ChannelDelta, ChannelSend, GatewayInvoke, HttpRequest, ProviderComplete, ToolCall, ToolInvoke,
 };
 use super::operator::{
     KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SessionEvents,
@@ -188,6 +188,7 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(HookSubscribe::NAME),
     MethodInfo::ipc(HookUnsubscribe::NAME),
     MethodInfo::ipc(HookResult::NAME),
+    MethodInfo::to_app(ChannelDelta::NAME).notification(),
     MethodInfo::to_app(HookEvent::NAME).notification(),
     // §7 configuration
     MethodInfo::ipc(ConfigGet::NAME),

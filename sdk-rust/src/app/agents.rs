@@ -275,7 +275,7 @@ impl App {
         }
         let description = Some(description.into()).filter(|d| !d.is_empty());
         let handler: ChannelFn = Arc::new(move |params, cx| Box::pin(handler(params, cx)));
-        let config = ChannelConfig { channel_id, description };
+        let config = ChannelConfig { channel_id, description, streaming: false };
         self.handlers.agents.channels.push(Channel { config, handler });
         self
     }
