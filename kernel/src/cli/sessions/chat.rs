@@ -213,6 +213,8 @@ struct Chat {
     follower: Option<tokio::task::JoinHandle<()>>,
     /// The reply being shown as it is produced: its run, and the text shown so far.
     streamed: Option<(String, String)>,
+    /// The run whose reply was shown last: deltas of it that come later are ignored.
+    finished: Option<String>,
 }
 
 impl Drop for Chat {
@@ -245,10 +247,17 @@ impl Chat {
 
     fn on_reply(&mut self, text: &str) {
         match self.streamed.take() {
-            // Already shown as it was produced: the line ends here.
-            Some((_, shown)) if shown == text => println!(),
-            // Shown in part, or changed on its way (an interceptor): the reply as sent.
-            Some(_) => println!("\nagent: {text}"),
+            // Shown as it was produced, maybe not to its end yet (the reply can overtake
+            // its last deltas): the rest, and the line ends. Its late deltas are ignored.
+            Some((run, shown)) if text.starts_with(&shown) => {
+                println!("{}", &text[shown.len()..]);
+                self.finished = Some(run);
+            }
+            // Changed on its way (an interceptor): the reply as sent.
+            Some((run, _)) => {
+                println!("\nagent: {text}");
+                self.finished = Some(run);
+            }
             None => self.say(&format!("agent: {text}")),
         }
         if self.pending.take().is_some() || self.prompted {
@@ -260,6 +269,9 @@ impl Chat {
     /// whose beginning was missed (the chat followed the session only after its first
     /// message) is not streamed: it shows whole when it comes.
     fn on_delta(&mut self, run: String, seq: u64, text: &str) {
+        if self.finished.as_deref() == Some(run.as_str()) {
+            return;
+        }
         match &mut self.streamed {
             Some((current, shown)) if *current == run => shown.push_str(text),
             _ if seq > 0 => return,
@@ -487,6 +499,7 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
         channel_cap: None,
         follower: None,
         streamed: None,
+        finished: None,
     };
     if let Err(e) = chat.attach(&key).await {
         eprintln!("burrow: {e}");
