@@ -15,13 +15,19 @@ async fn next(events: &mut burrow_sdk::CallStream) -> Value {
     }
 }
 
-#[tokio::test]
-async fn a_streamed_answer_reaches_followers_as_deltas_in_order_and_is_stored_whole() {
-    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 30000\n").await;
-    let mut prov = kernel.hand_provider().await;
-    let mut chan = kernel.hand_channel().await;
-    // The session exists once its first message is stored; then it is followed.
-    let first = chan.call("message.dispatch", json!({"sessionKey": "s1", "content": "hi"})).await;
+/// A kernel with a hand-played provider and channel, and an idle timeout that leaves
+/// them alone.
+const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 30000\n";
+
+/// Session `key` created by a first exchange ("hi" → "hello") and followed from then on:
+/// the follower and its events.
+async fn followed(
+    kernel: &Kernel,
+    prov: &mut burrow_tests::RawConn,
+    chan: &mut burrow_tests::RawConn,
+    key: &str,
+) -> (burrow_sdk::Client, burrow_sdk::CallStream) {
+    let first = chan.call("message.dispatch", json!({"sessionKey": key, "content": "hi"})).await;
     let c = prov.expect_method("provider.complete").await;
     prov.answer(&c["id"], json!({"message": {"content": "hello"}})).await;
     let sent = chan.expect_method("channel.send").await;
@@ -31,8 +37,18 @@ async fn a_streamed_answer_reaches_followers_as_deltas_in_order_and_is_stored_wh
         .await;
     assert_eq!(w["result"]["status"], "completed", "{w}");
     let follower = kernel.registered_client("follower").await;
-    let mut events =
-        follower.request_stream("session.events", json!({"session_id": "s1"})).await.unwrap();
+    let events =
+        follower.request_stream("session.events", json!({"session_id": key})).await.unwrap();
+    (follower, events)
+}
+
+#[tokio::test]
+async fn a_streamed_answer_reaches_followers_as_deltas_in_order_and_is_stored_whole() {
+    let kernel = Kernel::start_with_config(CONFIG).await;
+    let mut prov = kernel.hand_provider().await;
+    let mut chan = kernel.hand_channel().await;
+    // The session exists once its first message is stored; then it is followed.
+    let (follower, mut events) = followed(&kernel, &mut prov, &mut chan, "s1").await;
 
     let d = chan.call("message.dispatch", json!({"sessionKey": "s1", "content": "tell me"})).await;
     let run_id = d["result"]["runId"].as_str().unwrap().to_owned();
@@ -121,7 +137,7 @@ async fn the_bundled_echo_provider_streams_its_answer_word_by_word() {
 
 #[tokio::test]
 async fn cancelling_a_run_mid_stream_cancels_the_providers_call() {
-    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 30000\n").await;
+    let kernel = Kernel::start_with_config(CONFIG).await;
     let mut prov = kernel.hand_provider().await;
     let mut chan = kernel.hand_channel().await;
     let d = chan.call("message.dispatch", json!({"sessionKey": "x1", "content": "long"})).await;
@@ -151,21 +167,11 @@ async fn cancelling_a_run_mid_stream_cancels_the_providers_call() {
 
 #[tokio::test]
 async fn a_provider_that_dies_mid_stream_fails_the_run_and_followers_see_it() {
-    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 30000\n").await;
+    let kernel = Kernel::start_with_config(CONFIG).await;
     let mut prov = kernel.hand_provider().await;
     let mut chan = kernel.hand_channel().await;
-    let first = chan.call("message.dispatch", json!({"sessionKey": "d1", "content": "hi"})).await;
-    let c = prov.expect_method("provider.complete").await;
-    prov.answer(&c["id"], json!({"message": {"content": "hello"}})).await;
-    let sent = chan.expect_method("channel.send").await;
-    chan.answer(&sent["id"], json!({"messageId": "m-1"})).await;
-    let w = chan
-        .call("agent.wait", json!({"runId": first["result"]["runId"], "timeoutMs": 5000}))
-        .await;
-    assert_eq!(w["result"]["status"], "completed", "{w}");
-    let follower = kernel.registered_client("follower").await;
-    let mut events =
-        follower.request_stream("session.events", json!({"session_id": "d1"})).await.unwrap();
+    // The session exists once its first message is stored; then it is followed.
+    let (_follower, mut events) = followed(&kernel, &mut prov, &mut chan, "d1").await;
 
     let d = chan.call("message.dispatch", json!({"sessionKey": "d1", "content": "go on"})).await;
     let run_id = d["result"]["runId"].as_str().unwrap().to_owned();
@@ -203,7 +209,7 @@ async fn a_provider_that_dies_mid_stream_fails_the_run_and_followers_see_it() {
 
 #[tokio::test]
 async fn a_streaming_channel_gets_the_deltas_in_order_then_the_whole_reply() {
-    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 30000\n").await;
+    let kernel = Kernel::start_with_config(CONFIG).await;
     let mut prov = kernel.hand_provider().await;
     let manifest =
         json!({"id": "live", "version": "1.0.0", "capabilities": {"channels": ["live"]}});

@@ -553,7 +553,7 @@ async fn complete(
                 k.sessions.publish_delta(&key, &run_id, n, &chunk);
                 if let Some(channel) = &channel {
                     let params = ChannelDeltaParams {
-                        channel_id: session_channel(&channel.config),
+                        channel_id: channel.name().unwrap_or_default(),
                         session_key: key.clone(),
                         run_id: run_id.clone(),
                         seq: n,
@@ -584,14 +584,6 @@ async fn complete(
 fn streaming_channel(kernel: &Kernel, session: &SessionRow) -> Option<Arc<Capability>> {
     let channel = kernel.caps.by_name(CapabilityType::Channel, session.channel_id.as_deref()?)?;
     matches!(&channel.config, CapabilityConfig::Channel(c) if c.streaming).then_some(channel)
-}
-
-/// A channel capability's id.
-fn session_channel(config: &CapabilityConfig) -> String {
-    match config {
-        CapabilityConfig::Channel(c) => c.channel_id.clone(),
-        _ => String::new(),
-    }
 }
 
 /// One tool call of a run; every outcome becomes a tool result text (errors and blocks
