@@ -69,7 +69,7 @@ impl Host for KernelHost {
         &self,
         session_id: String,
     ) -> BoxFuture<'_, Result<BoxStream<'static, Value>, ErrorObject>> {
-        Box::pin(async move { Ok(sessions::follow(&self.kernel, &session_id).await?) })
+        Box::pin(async move { Ok(sessions::follow(&self.kernel, &session_id, false).await?) })
     }
 
     fn http_request(

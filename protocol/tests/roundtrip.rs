@@ -426,7 +426,7 @@ fn operator_and_host_methods_round_trip() {
     );
     round_trip::<PeersRevoke>(PeersRevokeParams { kernel_id: "ab".into() }, Ack::OK);
     round_trip::<SessionEvents>(
-        SessionEventsParams { session_id: "s".into() },
+        SessionEventsParams { session_id: "s".into(), allow_new: true },
         StreamEnd { ended: "lagged".into() },
     );
     round_trip::<HostSessionRead>(

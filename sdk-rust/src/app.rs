@@ -49,7 +49,7 @@ mod run;
 mod setup;
 mod tools;
 
-pub use agents::{ChannelContext, MAX_ID_LEN, ProviderContext};
+pub use agents::{ChannelContext, ChannelStreamEvent, MAX_ID_LEN, ProviderContext};
 pub use hooks::{HookEvent, InterceptSpec, MAX_INTERCEPT_TASKS, MAX_OBSERVER_TASKS};
 pub use setup::{CapabilityGrant, Grants};
 pub use tools::{GatewayContext, ToolContext};
@@ -118,6 +118,17 @@ impl Context {
     /// The kernel's id of the request being served; `None` for a notification.
     pub fn request_id(&self) -> Option<&Id> {
         self.request_id.as_ref()
+    }
+
+    /// Sends one chunk of the answer (`{id, chunk}`) before the handler returns its
+    /// result: what a request that streams its answer does (e.g. a `provider.complete`
+    /// served with [`App::on_request`], whose chunks are [`crate::ProviderChunk`]s).
+    /// A notification has no answer to stream: that is an [`Error::Protocol`].
+    pub async fn chunk(&self, chunk: Value) -> Result<()> {
+        let Some(id) = self.request_id.clone() else {
+            return Err(Error::Protocol(format!("{} is a notification: no chunks", self.method)));
+        };
+        self.client.send_chunk(id, chunk).await
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`Client`]: a cheap, cloneable handle to one connection, for calling the far side.
 
+use std::marker::PhantomData;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,8 +24,10 @@ use burrow_protocol::methods::hook::{
     UnsubscribeResult,
 };
 use burrow_protocol::methods::invoke::{ToolCall, ToolCallParams, ToolResult};
+use burrow_protocol::methods::operator::SessionEvent;
 use burrow_protocol::methods::{Empty, Method, to_value};
 use futures_util::Stream;
+use serde::de::DeserializeOwned;
 
 use crate::app::Grants;
 use crate::peer::{self, CallStream, Service, Shared, StreamItem};
@@ -258,7 +261,7 @@ impl Client {
     pub async fn config_watch(&self, paths: Option<Vec<String>>) -> Result<ConfigWatchStream> {
         let params = to_value(&ConfigWatchParams { paths });
         let inner = self.request_stream(ConfigWatch::NAME, params).await?;
-        Ok(ConfigWatchStream { inner, ended: None })
+        Ok(WatchStream::new(inner, ConfigWatch::NAME))
     }
 
     /// `hook.subscribe`: observe `events` (names or trailing-`*` patterns). The events
@@ -326,32 +329,46 @@ fn decode_result<M: Method>(value: Value) -> Result<M::Result> {
 }
 
 /// The changes of a `config.watch` ([`Client::config_watch`]).
+pub type ConfigWatchStream = WatchStream<ConfigChange>;
+
+/// The events of a followed session ([`Client::session_events`]).
+pub type SessionEventStream = WatchStream<SessionEvent>;
+
+/// The typed chunks of a streaming request that runs until the kernel ends it or it is
+/// dropped: `config.watch` ([`ConfigWatchStream`]), `session.events`
+/// ([`SessionEventStream`]).
 ///
-/// Yields one `Ok(ConfigChange)` per chunk; a chunk that does not decode is an
+/// Yields one `Ok(T)` per chunk; a chunk that does not decode is an
 /// `Err(Error::Protocol)` and the stream goes on. It ends (`None`) when the kernel ends
-/// the watch with `{ended}` ([`ConfigWatchStream::ended`] tells why), or after one `Err`
-/// when the watch fails or the connection closes. Dropping it before the end sends the
+/// the request with `{ended}` ([`WatchStream::ended`] tells why), or after one `Err`
+/// when the request fails or the connection closes. Dropping it before the end sends the
 /// kernel `$/cancel {id}`.
 #[derive(Debug)]
-pub struct ConfigWatchStream {
+pub struct WatchStream<T> {
     inner: CallStream,
+    method: &'static str,
     ended: Option<String>,
+    _item: PhantomData<fn() -> T>,
 }
 
-impl ConfigWatchStream {
-    /// Why the kernel ended the watch (e.g. `"cancelled"`), once it has.
+impl<T> WatchStream<T> {
+    fn new(inner: CallStream, method: &'static str) -> Self {
+        Self { inner, method, ended: None, _item: PhantomData }
+    }
+
+    /// Why the kernel ended the request (e.g. `"cancelled"`, `"lagged"`), once it has.
     pub fn ended(&self) -> Option<&str> {
         self.ended.as_deref()
     }
 
-    /// The id of the `config.watch` request (what `$/cancel` names).
+    /// The id of the request (what `$/cancel` names).
     pub fn id(&self) -> u64 {
         self.inner.id()
     }
 }
 
-impl Stream for ConfigWatchStream {
-    type Item = Result<ConfigChange>;
+impl<T: DeserializeOwned> Stream for WatchStream<T> {
+    type Item = Result<T>;
 
     fn poll_next(
         self: Pin<&mut Self>,
@@ -362,7 +379,7 @@ impl Stream for ConfigWatchStream {
             None => None,
             Some(Ok(StreamItem::Chunk(chunk))) => Some(
                 serde_json::from_value(chunk)
-                    .map_err(|e| Error::Protocol(format!("unexpected config.watch chunk: {e}"))),
+                    .map_err(|e| Error::Protocol(format!("unexpected {} chunk: {e}", this.method))),
             ),
             Some(Ok(StreamItem::End(end))) => {
                 let reason = end.get("ended").and_then(Value::as_str).unwrap_or("ended");

@@ -73,17 +73,19 @@ pub use burrow_protocol as protocol;
 pub use burrow_protocol::{ErrorCode, ErrorObject, Manifest, Map, Value};
 
 pub use app::{
-    App, CapabilityGrant, ChannelContext, Context, GatewayContext, Grants, HookEvent,
-    InterceptSpec, ProviderContext, ReconnectPolicy, ToolContext, shutdown_signal,
+    App, CapabilityGrant, ChannelContext, ChannelStreamEvent, Context, GatewayContext, Grants,
+    HookEvent, InterceptSpec, ProviderContext, ReconnectPolicy, ToolContext, shutdown_signal,
 };
 pub use burrow_protocol::methods::capability::{CapabilityType, FailMode};
 pub use burrow_protocol::methods::config::ConfigChange;
 pub use burrow_protocol::methods::hook::HookVerdict;
 pub use burrow_protocol::methods::invoke::{
-    AssistantMessage, ChannelSendParams, ChannelSendResult, ChatMessage, ProviderChunk,
-    ProviderCompleteParams, ProviderCompleteResult, Role, ToolCallRequest, ToolResult, ToolSpec,
+    AssistantMessage, ChannelDeltaParams, ChannelSendParams, ChannelSendResult,
+    ChannelStreamEndParams, ChatMessage, ProviderChunk, ProviderCompleteParams,
+    ProviderCompleteResult, Role, StreamEndReason, ToolCallRequest, ToolResult, ToolSpec,
 };
-pub use client::{Client, ConfigWatchStream};
+pub use burrow_protocol::methods::operator::SessionEvent;
+pub use client::{Client, ConfigWatchStream, SessionEventStream, WatchStream};
 pub use error::{Error, Result};
 pub use peer::{CallStream, StreamItem};
 pub use transport::Transport;

@@ -17,6 +17,10 @@
 //!   [`FakeKernel::complete`] (`provider.complete`), [`FakeKernel::channel_send`]
 //!   (`channel.send`), [`FakeKernel::request`]; [`FakeKernel::providers`] and
 //!   [`FakeKernel::channels`] list the providers and channels the app holds;
+//! - streaming: [`FakeKernel::complete_streamed`] collects a provider's chunks with its
+//!   result, [`FakeKernel::channel_stream`] sends a streaming channel `channel.delta` /
+//!   `channel.stream_end`, and `session.events` streams what
+//!   [`FakeKernel::push_session_event`] pushes, until the app drops it or leaves;
 //! - configuration: `config.get` reads the document of [`FakeKernel::set_config`],
 //!   `config.watch` streams what [`FakeKernel::push_config_change`] pushes, until the app
 //!   cancels it or leaves;
@@ -66,13 +70,18 @@ use burrow_protocol::methods::capability::{
 use burrow_protocol::methods::config::ConfigChange;
 use burrow_protocol::methods::hook::HookVerdict;
 use burrow_protocol::methods::invoke::{
-    ChannelSend, ChannelSendParams, ChannelSendResult, GatewayInvoke, GatewayInvokeParams,
-    ProviderComplete, ProviderCompleteParams, ProviderCompleteResult, ToolInvoke, ToolInvokeParams,
-    ToolResult,
+    ChannelDelta, ChannelSend, ChannelSendParams, ChannelSendResult, ChannelStreamEnd,
+    GatewayInvoke, GatewayInvokeParams, ProviderChunk, ProviderComplete, ProviderCompleteParams,
+    ProviderCompleteResult, ToolInvoke, ToolInvokeParams, ToolResult,
 };
 use burrow_protocol::methods::{Method, to_value};
 use burrow_protocol::{ErrorObject, Manifest, Value};
 
+use burrow_protocol::methods::operator::SessionEvent;
+use futures_util::StreamExt;
+
+use crate::app::ChannelStreamEvent;
+use crate::peer::StreamItem;
 use crate::transport::Transport;
 use crate::{Client, Error, Result};
 
@@ -323,6 +332,71 @@ impl FakeKernel {
     ) -> Result<ProviderCompleteResult> {
         provider_id.clone_into(&mut params.provider_id);
         self.client.call_with_timeout::<ProviderComplete>(params, REQUEST_TIMEOUT).await
+    }
+
+    /// Like [`FakeKernel::complete`], for a provider that streams: the chunks it sent
+    /// before its result (`{id, chunk}` frames, as the kernel reads them), in order, and
+    /// the result. A chunk that is not a [`ProviderChunk`] is an [`Error::Protocol`].
+    pub async fn complete_streamed(
+        &self,
+        provider_id: &str,
+        mut params: ProviderCompleteParams,
+    ) -> Result<(Vec<ProviderChunk>, ProviderCompleteResult)> {
+        provider_id.clone_into(&mut params.provider_id);
+        let mut stream =
+            self.client.request_stream(ProviderComplete::NAME, to_value(&params)).await?;
+        let mut chunks = Vec::new();
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            while let Some(item) = stream.next().await {
+                match item? {
+                    StreamItem::Chunk(chunk) => {
+                        chunks.push(serde_json::from_value(chunk).map_err(|e| {
+                            Error::Protocol(format!("a chunk that is not a ProviderChunk: {e}"))
+                        })?)
+                    }
+                    StreamItem::End(result) => return Ok(result),
+                }
+            }
+            Err(Error::Closed)
+        });
+        let result = answer.await.map_err(|_| Error::Timeout)??;
+        let result = serde_json::from_value(result)
+            .map_err(|e| Error::Protocol(format!("unexpected provider.complete result: {e}")))?;
+        Ok((chunks, result))
+    }
+
+    /// Hands one of the app's streaming channels a piece of a reply (`channel.delta`) or
+    /// the news that no reply follows the pieces (`channel.stream_end`), as the kernel
+    /// does ([`crate::App::channel_deltas`]).
+    pub async fn channel_stream(&self, event: ChannelStreamEvent) -> Result<()> {
+        match event {
+            ChannelStreamEvent::Delta(d) => {
+                self.client.notify(ChannelDelta::NAME, to_value(&d)).await
+            }
+            ChannelStreamEvent::End(e) => {
+                self.client.notify(ChannelStreamEnd::NAME, to_value(&e)).await
+            }
+        }
+    }
+
+    /// Sends `event` to the app's open `session.events` streams of session `key` (as
+    /// chunks, as the kernel does); returns how many got it.
+    pub async fn push_session_event(&self, key: &str, event: &SessionEvent) -> Result<usize> {
+        let followers = self.state.followers(key);
+        for id in &followers {
+            self.client.send_chunk(id.clone(), to_value(event)).await?;
+        }
+        Ok(followers.len())
+    }
+
+    /// Waits until exactly `count` `session.events` streams of session `key` are open.
+    pub async fn wait_session_followers(
+        &self,
+        key: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.state.wait_for(timeout, |s| s.followers(key).len() == count).await
     }
 
     /// Hands one of the app's channels a message to deliver (`channel.send`).

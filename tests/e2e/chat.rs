@@ -196,7 +196,8 @@ async fn chat_has_commands_shows_what_others_put_in_and_switches_sessions() {
     out.until("agent: ").await;
     stdin.write_all(b"hello\n").await.unwrap();
     out.until("agent: echo: hello\n").await;
-    // The session's first reply, streamed before the chat followed it, shows once.
+    // The session's first reply (streamed: the chat follows the key before the session
+    // exists) shows once.
     assert_eq!(out.text.matches("agent: tool clock_now returned").count(), 1, "{}", out.text);
     stdin.write_all(b"/history 2\n").await.unwrap();
     out.until("user: hello\nassistant: echo: hello").await;
@@ -247,4 +248,50 @@ async fn chat_has_commands_shows_what_others_put_in_and_switches_sessions() {
     // The help says what the chat did.
     let help = text(&kernel.cli(&["chat", "--help"]).await.stdout);
     assert!(help.contains("`terminal-<KEY>`") && help.contains("/switch KEY"), "{help}");
+}
+
+#[tokio::test]
+async fn ctrl_c_in_chat_cancels_the_reply_being_streamed_and_the_chat_goes_on() {
+    let kernel = Kernel::start_with_config(FAST_CONFIG).await;
+    let mut prov = kernel.hand_provider().await;
+    let mut child = spawn_chat(&kernel, "k1");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = Seen::new(child.stdout.take().expect("stdout"));
+    let mut err = Seen::new(child.stderr.take().expect("stderr"));
+    err.until("chatting in session k1").await;
+    // A first exchange creates the session, which the chat follows from then on.
+    stdin.write_all(b"hi\n").await.unwrap();
+    let c = prov.expect_method("provider.complete").await;
+    prov.answer(&c["id"], serde_json::json!({"message": {"content": "hello"}})).await;
+    out.until("agent: hello\n").await;
+
+    stdin.write_all(b"tell me a long story\n").await.unwrap();
+    let c = prov.expect_method("provider.complete").await;
+    let delta =
+        serde_json::json!({"id": c["id"], "chunk": {"type": "text_delta", "text": "Once upon"}});
+    prov.send_value(&delta).await;
+    out.until("agent: Once upon").await;
+    // Ctrl-C: the run is cancelled, which stops the provider's call.
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let stop = prov.expect_method("$/cancel").await;
+    assert_eq!(stop["params"]["id"], c["id"], "{stop}");
+    err.until("was cancelled").await;
+    // The chat goes on: the next line gets its answer.
+    stdin.write_all(b"still there?\n").await.unwrap();
+    let c = prov.expect_method("provider.complete").await;
+    // The provider saw what had been said before the cut.
+    let said: Vec<&str> = c["params"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert!(said.contains(&"Once upon"), "{said:?}");
+    prov.answer(&c["id"], serde_json::json!({"message": {"content": "yes"}})).await;
+    out.until("agent: yes\n").await;
+    stdin.write_all(b"/quit\n").await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(DEADLINE, child.wait()).await.expect("chat exits").unwrap();
+    assert!(status.success(), "{status:?}");
 }

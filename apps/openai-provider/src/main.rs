@@ -3,8 +3,9 @@
 //! vLLM, Ollama, LM Studio, ...) or a hosted API.
 //!
 //! Each `provider.complete {model, messages, tools}` becomes one
-//! `POST {base_url}/chat/completions` with `{model, messages, tools?}` in OpenAI's shape
-//! (no streaming):
+//! `POST {base_url}/chat/completions` with `{model, messages, tools?, stream: true,
+//! stream_options: {include_usage: true}}` in OpenAI's shape (without the last two when
+//! `stream = false`):
 //! - messages keep their role (`system`, `user`, `assistant`, `tool`); an assistant's
 //!   `toolCalls` become `tool_calls: [{id, type: "function", function: {name, arguments}}]`
 //!   with the arguments as a JSON string; a tool result becomes
@@ -19,12 +20,25 @@
 //! string (an empty string is `{}`; one that does not parse is passed on as
 //! `{"_raw": "<string>"}`); `usage` becomes `{promptTokens, completionTokens}`.
 //!
-//! Failures answer errors, never a panic: no answer within `timeout_ms` is `TIMEOUT`; a
-//! refused or broken connection is `UNKNOWN_ERROR` naming the URL and the cause; an HTTP
-//! error status is `UNKNOWN_ERROR` with the status and the server's message
-//! (`error.message` of a JSON body, else the start of the body); an answer that is not a
-//! chat completion is `UNKNOWN_ERROR`. No model (the agent's is `""` or `"default"` and no
-//! `model` is configured) is `INVALID_PARAMS`. Answers are read up to 16 MiB.
+//! A streamed answer (server-sent events, [`sse`]) is read as it comes: each
+//! `choices[0].delta` gives its text and tool-call pieces, which a [`openai::Deltas`] sink
+//! receives in order (`ProviderChunk::TextDelta`, `ProviderChunk::ToolCallDelta`), and at
+//! `data: [DONE]` (or the end of the body after a `finish_reason`) the assembled message
+//! and the usage make the same result as the whole answer would (see `openai/stream.rs`).
+//! A stream that ends early, or carries an `error`, fails the completion. The handler is
+//! registered with `App::on` (the provider id comes from the configuration); its
+//! `Context` sends each delta to the kernel as a chunk of the `provider.complete` it
+//! answers, as it arrives. A server that answers a whole completion although
+//! asked to stream is read as one.
+//!
+//! Failures answer errors, never a panic: no answer (or no end of the stream) within
+//! `timeout_ms` is `TIMEOUT`; a refused or broken connection is `UNKNOWN_ERROR` naming the
+//! URL and the cause; an HTTP error status is `UNKNOWN_ERROR` with the status and the
+//! server's message (`error.message` of a JSON body, else the start of the body); an
+//! answer that is not a chat completion, or a stream that breaks off, reports an `error`
+//! or carries something else than chat-completion chunks, is `UNKNOWN_ERROR`. No model
+//! (the agent's is `""` or `"default"` and no `model` is configured) is `INVALID_PARAMS`.
+//! Answers are read up to 16 MiB (streamed ones: 16 MiB of text and arguments).
 //!
 //! # Configuration
 //!
@@ -40,7 +54,8 @@
 //! | `api_key_env` | none | the environment variable holding the key, when `api_key` is not set |
 //! | `provider_id` | `openai` | the provider id registered (what `[agents.*] provider` names) |
 //! | `models` | `[model]` | the model names advertised in the capability (any name is forwarded) |
-//! | `timeout_ms` | `120000` | deadline of one HTTP exchange |
+//! | `timeout_ms` | `120000` | deadline of one HTTP exchange (a whole stream included) |
+//! | `stream` | `true` | ask for a streamed answer (`false`: one JSON answer) |
 //!
 //! `--base-url URL` and `--provider-id ID` on the command line win over the file. A
 //! mistyped value is logged and no provider is registered. The agent's own `timeout_ms`
@@ -88,10 +103,11 @@ use serde_json::json;
 
 mod openai;
 mod settings;
+mod sse;
 #[cfg(test)]
 mod test_server;
 
-use openai::Backend;
+use openai::{Backend, Deltas};
 use settings::{Overrides, Settings};
 
 const EXAMPLE: Example =
@@ -162,10 +178,11 @@ impl Shared {
         }
     }
 
-    /// Answers `provider.complete`.
+    /// Answers `provider.complete`, streaming the answer's pieces to `deltas`.
     async fn complete(
         &self,
         params: ProviderCompleteParams,
+        deltas: &impl Deltas,
     ) -> Result<ProviderCompleteResult, ErrorObject> {
         let Some(backend) = self.backend() else {
             return Err(ErrorObject::new(
@@ -181,7 +198,7 @@ impl Shared {
             )
             .with_data(json!({ "providerId": params.provider_id })));
         }
-        backend.complete(&params).await
+        backend.complete(&params, deltas).await
     }
 }
 
@@ -194,9 +211,11 @@ fn app(id: String, overrides: Overrides) -> App {
     let shared = Arc::new(Shared { overrides, backend: RwLock::new(None) });
     let (serve, ready) = (shared.clone(), shared);
     App::new(manifest)
-        .on::<ProviderComplete, _, _>(move |params, _cx| {
+        .on::<ProviderComplete, _, _>(move |params, cx| {
             let shared = serve.clone();
-            async move { shared.complete(params).await }
+            // The provider id comes from the configuration, so the handler is a raw one
+            // (`App::on`); its `Context` streams the deltas to the kernel as chunks.
+            async move { shared.complete(params, &cx).await }
         })
         .on_ready(move |client| {
             let shared = ready.clone();
@@ -230,7 +249,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::test_server::{Reply, TestServer, closed_port};
+    use crate::test_server::{End, Reply, TestServer, closed_port};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -288,7 +307,8 @@ mod tests {
         .await;
         let kernel = start_for(
             &server,
-            json!({"provider_id": "local", "models": ["llama3", "qwen3"], "api_key": "sk-secret"}),
+            json!({"provider_id": "local", "models": ["llama3", "qwen3"], "api_key": "sk-secret",
+                   "stream": false}),
         )
         .await;
         let providers = kernel.providers();
@@ -328,14 +348,22 @@ mod tests {
 
     #[tokio::test]
     async fn maps_a_tool_round_trip() {
-        let server = TestServer::start(Reply::json(
-            200,
-            json!({"choices": [{"finish_reason": "tool_calls", "message": {
-                "role": "assistant", "content": null,
-                "tool_calls": [{"id": "call_9", "type": "function", "function": {
-                    "name": "clock_now", "arguments": "{\"tz\":\"Europe/Paris\"}"}}]}}]}),
-        ))
-        .await;
+        // Streamed (the default): the call's id and name, its arguments in two pieces.
+        let events = [
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
+                "id": "call_9", "type": "function", "function": {"name": "clock_now", "arguments": ""}}]}),
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"tz\":"}}]}),
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Europe/Paris\"}"}}]}),
+        ];
+        let mut body: Vec<String> = events
+            .iter()
+            .map(|delta| {
+                format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": delta}]}))
+            })
+            .collect();
+        body.push("data: {\"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"tool_calls\"}]}\n\n".into());
+        body.push("data: [DONE]\n\n".into());
+        let server = TestServer::start(Reply::stream(&body, End::Complete)).await;
         let kernel = start_for(&server, json!({})).await;
         let clock = ToolSpec {
             name: "clock_now".into(),
@@ -369,6 +397,8 @@ mod tests {
             request.json(),
             json!({
                 "model": "qwen3",
+                "stream": true,
+                "stream_options": {"include_usage": true},
                 "messages": [
                     {"role": "user", "content": "time?"},
                     {"role": "assistant", "content": "", "tool_calls": [{"id": "call-1", "type": "function",

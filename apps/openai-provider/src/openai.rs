@@ -1,8 +1,11 @@
 //! The OpenAI chat-completions wire format and the HTTP exchange: [`request_body`] maps
 //! a `provider.complete` to the body of `POST {base_url}/chat/completions`,
 //! [`parse_completion`] maps the server's answer back, and [`Backend::complete`] does the
-//! exchange, turning every failure into an [`ErrorObject`]. Nothing the server sends can
-//! make it panic; answers are read up to [`MAX_ANSWER_BYTES`].
+//! exchange, turning every failure into an [`ErrorObject`]. A streamed answer
+//! (`text/event-stream`) is read by [`stream`], which forwards its deltas as they come and
+//! assembles the same result. Nothing the server sends can make it panic; answers are read
+//! up to [`MAX_ANSWER_BYTES`] (a streamed one: that much text and arguments, and lines
+//! and events up to that size).
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -15,6 +18,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::settings::Settings;
+
+mod stream;
+
+pub use stream::Deltas;
+use stream::read_stream;
 
 /// The largest answer read from the server.
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
@@ -145,16 +153,25 @@ pub fn parse_completion(
 ) -> Result<ProviderCompleteResult, ErrorObject> {
     let completion: Completion = serde_json::from_slice(body)
         .map_err(|e| bad_answer(format!("it is not a chat completion ({e})"), body))?;
+    completion_result(completion, first_call).map_err(|why| bad_answer(why, body))
+}
+
+/// The result a chat completion gives (see [`parse_completion`]); `Err` says why it is
+/// unusable. The streamed answer, once assembled, goes through it too.
+fn completion_result(
+    completion: Completion,
+    first_call: usize,
+) -> Result<ProviderCompleteResult, String> {
     let Some(choices) = completion.choices else {
         if let Some(error) = completion.error {
             let message = error_message(&json!({ "error": error }))
                 .unwrap_or_else(|| "an error without a message".to_owned());
-            return Err(bad_answer(format!("it reports an error: {message}"), body));
+            return Err(format!("it reports an error: {message}"));
         }
-        return Err(bad_answer("it has no `choices`".to_owned(), body));
+        return Err("it has no `choices`".to_owned());
     };
     let Some(answer) = choices.into_iter().next().and_then(|c| c.message) else {
-        return Err(bad_answer("`choices[0].message` is missing".to_owned(), body));
+        return Err("`choices[0].message` is missing".to_owned());
     };
 
     let mut calls = Vec::new();
@@ -162,7 +179,7 @@ pub fn parse_completion(
         let function =
             call.function.unwrap_or(AnswerFunction { name: None, arguments: Value::Null });
         let Some(name) = function.name.filter(|n| !n.is_empty()) else {
-            return Err(bad_answer(format!("tool call {i} has no function name"), body));
+            return Err(format!("tool call {i} has no function name"));
         };
         let id = call.id.filter(|id| !id.is_empty());
         calls.push(ToolCallRequest {
@@ -333,10 +350,14 @@ impl Backend {
         &self.settings
     }
 
-    /// Asks the server for the next assistant message of `params`.
+    /// Asks the server for the next assistant message of `params`. With `stream` set,
+    /// the server is asked to stream it and `deltas` gets its pieces as they come; the
+    /// result is the whole message either way (and a server that answers a whole
+    /// completion although asked to stream is read as one).
     pub async fn complete(
         &self,
         params: &ProviderCompleteParams,
+        deltas: &impl Deltas,
     ) -> Result<ProviderCompleteResult, ErrorObject> {
         let Some(model) = self.settings.model_for(&params.model) else {
             return Err(ErrorObject::new(
@@ -348,7 +369,11 @@ impl Backend {
             )
             .with_data(json!({ "field": "model" })));
         };
-        let body = request_body(model, params);
+        let mut body = request_body(model, params);
+        if self.settings.stream {
+            body["stream"] = true.into();
+            body["stream_options"] = json!({ "include_usage": true });
+        }
         let mut request = self.http.post(&self.endpoint).json(&body);
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
@@ -358,7 +383,13 @@ impl Backend {
         let failed = |e: reqwest::Error| exchange_error(url, timeout, &e);
         let mut response = request.send().await.map_err(failed)?;
         let status = response.status();
+        let earlier_calls =
+            params.messages.iter().map(|m| m.tool_calls.as_ref().map_or(0, Vec::len)).sum();
+        if status.is_success() && is_event_stream(&response) {
+            return read_stream(response, deltas, url, timeout, earlier_calls).await;
+        }
 
+        // A whole answer: an error, or a server that does not stream.
         let mut answer = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
             if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
@@ -376,8 +407,6 @@ impl Backend {
         if !status.is_success() {
             return Err(http_error(url, status, &answer));
         }
-        let earlier_calls =
-            params.messages.iter().map(|m| m.tool_calls.as_ref().map_or(0, Vec::len)).sum();
         parse_completion(&answer, earlier_calls).map_err(|mut e| {
             if let Some(Value::Object(data)) = e.data.as_mut() {
                 data.insert("url".into(), url.into());
@@ -385,6 +414,16 @@ impl Backend {
             e
         })
     }
+}
+
+/// Whether the answer is an event stream (`Content-Type: text/event-stream`).
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Whether `url`'s host is a loopback address or `localhost`.

@@ -14,8 +14,16 @@ pub const DEFAULT_PROVIDER_ID: &str = "openai";
 /// `timeout_ms` when none is configured.
 pub const DEFAULT_TIMEOUT_MS: u64 = 120_000;
 /// The keys of `[apps.<id>]` the app reads; others are reported and ignored.
-const KEYS: [&str; 7] =
-    ["base_url", "model", "api_key", "api_key_env", "provider_id", "models", "timeout_ms"];
+const KEYS: [&str; 8] = [
+    "base_url",
+    "model",
+    "api_key",
+    "api_key_env",
+    "provider_id",
+    "models",
+    "timeout_ms",
+    "stream",
+];
 
 /// What the command line sets; it wins over the configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,8 +47,10 @@ pub struct Settings {
     pub provider_id: String,
     /// The models advertised in the capability.
     pub models: Vec<String>,
-    /// Deadline of one HTTP exchange with the server.
+    /// Deadline of one HTTP exchange with the server (a streamed answer included).
     pub timeout: Duration,
+    /// Whether the server is asked to stream its answers (server-sent events).
+    pub stream: bool,
 }
 
 /// Never shows the API key.
@@ -53,6 +63,7 @@ impl fmt::Debug for Settings {
             .field("provider_id", &self.provider_id)
             .field("models", &self.models)
             .field("timeout", &self.timeout)
+            .field("stream", &self.stream)
             .finish()
     }
 }
@@ -125,6 +136,12 @@ impl Settings {
                 .ok_or_else(|| format!("timeout_ms must be a positive integer, not {value}"))?,
         };
 
+        let stream = match table.get("stream") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(stream)) => *stream,
+            Some(other) => return Err(format!("stream must be true or false, not {other}")),
+        };
+
         Ok(Settings {
             base_url,
             model,
@@ -132,6 +149,7 @@ impl Settings {
             provider_id,
             models,
             timeout: Duration::from_millis(timeout_ms),
+            stream,
         })
     }
 
@@ -210,6 +228,7 @@ mod tests {
         assert_eq!(settings.provider_id, "openai");
         assert!(settings.models.is_empty());
         assert_eq!(settings.timeout, Duration::from_secs(120));
+        assert!(settings.stream);
         assert_eq!(read(json!({})).unwrap(), settings);
     }
 
@@ -222,6 +241,7 @@ mod tests {
             "provider_id": "hosted",
             "models": ["gpt-4o-mini", "gpt-4o"],
             "timeout_ms": 5000,
+            "stream": false,
         }))
         .unwrap();
         assert_eq!(settings.endpoint(), "https://api.example.com/v1/chat/completions");
@@ -230,6 +250,7 @@ mod tests {
         assert_eq!(settings.provider_id, "hosted");
         assert_eq!(settings.models, ["gpt-4o-mini", "gpt-4o"]);
         assert_eq!(settings.timeout, Duration::from_secs(5));
+        assert!(!settings.stream);
         assert!(!format!("{settings:?}").contains("sk-test"));
     }
 
@@ -286,6 +307,7 @@ mod tests {
             (json!({"provider_id": "has space"}), "provider_id"),
             (json!({"provider_id": ""}), "provider_id"),
             (json!({"provider_id": "a*"}), "provider_id"),
+            (json!({"stream": "yes"}), "stream must be true or false"),
         ];
         for (own, expected) in cases {
             let why = read(own.clone()).unwrap_err();

@@ -1,6 +1,13 @@
 //! Test support: [`TestServer`], a tiny HTTP/1.1 server on 127.0.0.1 (an ephemeral port)
 //! standing in for an OpenAI-compatible one. It records each request and answers every
 //! one with the same [`Reply`], one request per connection. Every read is bounded in time.
+//!
+//! A [`Reply::Stream`] is an event stream sent in parts of the test's choosing, each its
+//! own HTTP chunk (`Transfer-Encoding: chunked`), which the client never reads together
+//! with the next: a part may end in the middle of a line, a UTF-8 character or a JSON
+//! object, and the reader sees it cut there. The stream then
+//! ends as [`End`] says: properly, cut off, or held open until the client goes away
+//! ([`TestServer::wait_client_gone`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -8,6 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How long the server waits for a request to arrive whole.
@@ -24,6 +32,19 @@ pub enum Reply {
     Body { status: u16, content_type: &'static str, body: String },
     /// Nothing: the connection is held open, unanswered.
     Silent,
+    /// `text/event-stream` with status 200, in these parts, ending so.
+    Stream { parts: Vec<Vec<u8>>, end: End },
+}
+
+/// How a [`Reply::Stream`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The last chunk of the body, then the connection closes.
+    Complete,
+    /// The connection closes without the last chunk: the body breaks off.
+    Cut,
+    /// The connection stays open (for at most 10 s) until the client closes it.
+    Hold,
 }
 
 impl Reply {
@@ -33,6 +54,11 @@ impl Reply {
 
     pub fn text(status: u16, body: &str) -> Reply {
         Reply::Body { status, content_type: "application/json", body: body.to_owned() }
+    }
+
+    /// A stream of these parts, each sent as it is.
+    pub fn stream<P: AsRef<[u8]>>(parts: &[P], end: End) -> Reply {
+        Reply::Stream { parts: parts.iter().map(|p| p.as_ref().to_vec()).collect(), end }
     }
 }
 
@@ -61,6 +87,8 @@ impl Recorded {
 pub struct TestServer {
     port: u16,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    /// How many held streams ([`End::Hold`]) the client closed.
+    gone: watch::Receiver<usize>,
     task: JoinHandle<()>,
 }
 
@@ -76,15 +104,26 @@ impl TestServer {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
+        let (went, gone) = watch::channel(0);
+        let went = Arc::new(went);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (reply, recorded) = (reply.clone(), recorded.clone());
+                let (reply, recorded, went) = (reply.clone(), recorded.clone(), went.clone());
                 tokio::spawn(async move {
-                    let _ = serve(stream, reply, recorded).await;
+                    let _ = serve(stream, reply, recorded, &went).await;
                 });
             }
         });
-        TestServer { port, requests, task }
+        TestServer { port, requests, gone, task }
+    }
+
+    /// Waits until the client has closed `count` held streams; false when `timeout`
+    /// passed first.
+    pub async fn wait_client_gone(&self, count: usize, timeout: Duration) -> bool {
+        let mut gone = self.gone.clone();
+        tokio::time::timeout(timeout, gone.wait_for(|n| *n >= count))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
     }
 
     /// The `base_url` to configure: `http://127.0.0.1:<port>/v1`.
@@ -107,6 +146,7 @@ async fn serve(
     mut stream: TcpStream,
     reply: Reply,
     recorded: Arc<Mutex<Vec<Recorded>>>,
+    went: &watch::Sender<usize>,
 ) -> std::io::Result<()> {
     let request = tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream))
         .await
@@ -118,6 +158,7 @@ async fn serve(
             tokio::time::sleep(SILENCE).await;
             return Ok(());
         }
+        Reply::Stream { parts, end } => return stream_reply(stream, &parts, end, went).await,
     };
     let head = format!(
         "HTTP/1.1 {status} Whatever\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -125,6 +166,38 @@ async fn serve(
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Sends `parts` as the chunks of an event stream, then ends it as `end` says.
+async fn stream_reply(
+    mut stream: TcpStream,
+    parts: &[Vec<u8>],
+    end: End,
+    went: &watch::Sender<usize>,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n\
+        cache-control: no-cache\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await?;
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        let mut chunk = format!("{:x}\r\n", part.len()).into_bytes();
+        chunk.extend_from_slice(part);
+        chunk.extend_from_slice(b"\r\n");
+        stream.write_all(&chunk).await?;
+    }
+    match end {
+        End::Complete => stream.write_all(b"0\r\n\r\n").await?,
+        End::Cut => {}
+        End::Hold => {
+            let mut byte = [0u8; 1];
+            if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(SILENCE, stream.read(&mut byte)).await
+            {
+                went.send_modify(|n| *n += 1);
+            }
+            return Ok(());
+        }
+    }
     stream.shutdown().await
 }
 

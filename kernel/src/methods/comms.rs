@@ -7,13 +7,12 @@ use burrow_protocol::methods::comms::{HostCall, HostCallParams};
 use burrow_protocol::methods::{Method, parse_params, table};
 use burrow_protocol::{Message, Value};
 use futures_util::StreamExt;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::app_actor::AppActorState;
 use crate::connection::Responder;
 
-use burrow_protocol::methods::operator::SessionEvents;
+use burrow_protocol::methods::operator::{SessionEvents, SessionEventsParams};
 
 /// Whether `method` belongs to this family.
 pub fn handles(method: &str) -> bool {
@@ -44,16 +43,10 @@ pub fn dispatch(state: &mut AppActorState, method: &str, params: Value, responde
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsParams {
-    session_id: String,
-}
-
 /// `session.events`: chunks `{type, ...}` until `$/cancel`, the connection closes, or the
 /// follower lags (a `lagged` chunk, then the final result `{ended: "lagged"}`).
 fn events(state: &mut AppActorState, params: Value, responder: Responder) {
-    let p: EventsParams = match parse_params(params) {
+    let p: SessionEventsParams = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return responder.reply(Err(e)),
     };
@@ -63,10 +56,11 @@ fn events(state: &mut AppActorState, params: Value, responder: Responder) {
     let kernel = state.kernel.clone();
     let conn = state.conn.clone();
     tokio::spawn(async move {
-        let mut stream = match crate::service::sessions::follow(&kernel, &p.session_id).await {
-            Ok(s) => s,
-            Err(e) => return responder.reply(Err(e.into())),
-        };
+        let mut stream =
+            match crate::service::sessions::follow(&kernel, &p.session_id, p.allow_new).await {
+                Ok(s) => s,
+                Err(e) => return responder.reply(Err(e.into())),
+            };
         let ended = loop {
             let event = tokio::select! {
                 _ = stop.cancelled() => break "cancelled",

@@ -470,12 +470,19 @@ pub async fn external_event(
 }
 
 /// The events of session `id` from now on, as JSON objects; the stream ends if the
-/// follower lags too far behind (after a `{type: "lagged"}` event).
-pub async fn follow(kernel: &Kernel, id: &str) -> Result<BoxStream<'static, Value>, ServiceError> {
+/// follower lags too far behind (after a `{type: "lagged"}` event). A key no session has
+/// is `NOT_FOUND`, unless `allow_new`: then its events start when it is created.
+pub async fn follow(
+    kernel: &Kernel,
+    id: &str,
+    allow_new: bool,
+) -> Result<BoxStream<'static, Value>, ServiceError> {
     // Followed before the session is looked up, so no event falls between the two; a
     // follower's queue is an outbound queue: bounded like a connection's.
     let events = kernel.sessions.follow(id, kernel.config().ipc.writer_queue_bytes);
-    existing(kernel, id).await?;
+    if !allow_new {
+        existing(kernel, id).await?;
+    }
     Ok(events)
 }
 

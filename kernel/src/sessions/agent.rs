@@ -13,15 +13,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType, is_valid_tool_name};
+use burrow_protocol::methods::Method;
+use burrow_protocol::methods::capability::{CapabilityType, is_valid_tool_name};
 use burrow_protocol::methods::invoke::{
-    ChannelDelta, ChannelDeltaParams, ChatMessage, ProviderChunk, ProviderComplete,
-    ProviderCompleteParams, ProviderCompleteResult, Role, ToolCallParams, ToolCallRequest,
-    ToolSpec,
+    ChatMessage, ProviderComplete, ProviderCompleteParams, ProviderCompleteResult, Role,
+    StreamEndReason, ToolCallParams, ToolCallRequest, ToolSpec,
 };
 use burrow_protocol::methods::session::{RunStatus, TranscriptMessage};
-use burrow_protocol::methods::{Method, to_value};
-use burrow_protocol::{Map, Message, Value, now_ms};
+use burrow_protocol::{Map, Value, now_ms};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::AgentSpec;
 use super::actor::context;
 use super::delivery::{Direct, send_reply};
+use super::stream::RunStream;
 use super::tail::{self, RunOutcome};
 use crate::capabilities::{Capability, Unready};
 use crate::hooks;
@@ -114,8 +114,9 @@ pub async fn run(
     kernel.sessions.publish_run(running);
     let mut seen = HashSet::new();
     let mut outcome = RunOutcome::default();
+    let stream = RunStream::new(&kernel, &session, &run_id);
     let end = tokio::select! {
-        end = turns(&kernel, &session, &run_id, &mut steered, &mut seen, history, &mut outcome) => end,
+        end = turns(&kernel, (&session, &run_id, &stream), &mut steered, &mut seen, history, &mut outcome) => end,
         _ = cancel.cancelled() => End::Cancelled,
     };
     steered.close();
@@ -125,16 +126,23 @@ pub async fn run(
             outcome.leftover.push(s.message_id);
         }
     }
-    // The final reply and the run's end go in one durable write.
+    // The final reply and the run's end go in one durable write; so does, for a run
+    // cancelled while its provider was streaming, what it had said until then.
     let reply = match &end {
         End::Completed(m) => Some(stored_message(m)),
-        End::Failed(_) | End::Cancelled => None,
+        End::Cancelled => stream.cut_short().map(cut_short),
+        End::Failed(_) => None,
     };
     let (mut status, mut output, mut error) = match &end {
         End::Completed(m) => (RunStatus::Completed, Some(m.content.clone()), None),
         End::Failed(why) => (RunStatus::Failed, None, Some(why.clone())),
         End::Cancelled => (RunStatus::Cancelled, None, None),
     };
+    match &end {
+        End::Completed(_) => {}
+        End::Failed(_) => stream.end(StreamEndReason::Failed),
+        End::Cancelled => stream.end(StreamEndReason::Cancelled),
+    }
     let row = |status, output: &Option<String>, error: &Option<String>| RunRow {
         id: run_id.clone(),
         session_key: key.clone(),
@@ -172,7 +180,7 @@ pub async fn run(
     }
     if let Err(e) = &stored {
         tracing::error!(error = %e, "cannot store a run's end");
-        if reply.is_some() {
+        if reply.is_some() && status == RunStatus::Completed {
             // The reply is not stored: it is not delivered either.
             (status, output, error) =
                 (RunStatus::Failed, None, Some(format!("cannot store the reply: {e}")));
@@ -235,6 +243,19 @@ fn stored_message(message: &ChatMessage) -> NewMessage {
     }
 }
 
+/// What a cancelled run had said, as the store keeps it: an assistant message marked
+/// `metadata.cutShort: "cancelled"`.
+fn cut_short(text: String) -> NewMessage {
+    let mut m = stored_message(&ChatMessage {
+        role: Role::Assistant,
+        content: text,
+        tool_calls: None,
+        tool_call_id: None,
+    });
+    m.metadata = Some(Map::from_iter([("cutShort".to_owned(), Value::from("cancelled"))]));
+    m
+}
+
 /// Stores `message` in `key`'s transcript, noting it (or the failure) in `outcome`.
 async fn append(
     kernel: &Kernel,
@@ -277,8 +298,7 @@ fn user(content: String) -> ChatMessage {
 
 async fn turns(
     kernel: &Arc<Kernel>,
-    session: &SessionRow,
-    run_id: &str,
+    (session, run_id, stream): (&SessionRow, &str, &RunStream),
     steered: &mut mpsc::Receiver<Steered>,
     seen: &mut HashSet<String>,
     history: Option<Vec<TranscriptMessage>>,
@@ -375,7 +395,7 @@ async fn turns(
             (json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone())
         });
         let timeout = Duration::from_millis(agent.timeout_ms);
-        let answer = match complete(kernel, (session, run_id), &provider, &params, timeout).await {
+        let answer = match complete(stream, &provider, &params, timeout).await {
             Ok(a) => a,
             Err(why) => return End::Failed(why),
         };
@@ -531,59 +551,25 @@ fn offered_tools(kernel: &Kernel, agent: &AgentSpec) -> Vec<ToolSpec> {
         .collect()
 }
 
-/// One `provider.complete` of run `run_id` of `session`. A provider that streams
-/// answers with chunks first ([`ProviderChunk`]): each goes to the session's followers,
-/// and to its channel when that channel streams (`channel.delta`), as it arrives, in
-/// order, never waiting for either; the result's whole message is what the run goes on
-/// with.
+/// One `provider.complete` of a run. A provider that streams answers with chunks first
+/// ([`ProviderChunk`]), which go where the run's [`RunStream`] sends them as they arrive;
+/// the result's whole message is what the run goes on with.
 async fn complete(
-    kernel: &Arc<Kernel>,
-    (session, run_id): (&SessionRow, &str),
+    stream: &RunStream,
     provider: &Capability,
     params: &ProviderCompleteParams,
     timeout: Duration,
 ) -> Result<ProviderCompleteResult, String> {
-    let seq = std::sync::atomic::AtomicU64::new(0);
-    let (k, key, run_id) = (kernel.clone(), session.key.clone(), run_id.to_owned());
-    let channel = streaming_channel(kernel, session);
-    let on_chunk = Box::new(move |chunk: Value| {
-        match serde_json::from_value::<ProviderChunk>(chunk) {
-            Ok(chunk) => {
-                let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                k.sessions.publish_delta(&key, &run_id, n, &chunk);
-                if let Some(channel) = &channel {
-                    let params = ChannelDeltaParams {
-                        channel_id: channel.name().unwrap_or_default(),
-                        session_key: key.clone(),
-                        run_id: run_id.clone(),
-                        seq: n,
-                        delta: chunk,
-                    };
-                    let note = Message::notification(ChannelDelta::NAME, to_value(&params));
-                    if !channel.conn.try_notify(note) {
-                        tracing::debug!(app = %channel.app_id, "a streaming channel is not keeping up; a delta was dropped");
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "a provider sent a chunk that is not a ProviderChunk")
-            }
-        }
-    });
+    let on_chunk = stream.call();
     let value = provider
         .conn
         .request_streamed(ProviderComplete::NAME, params, timeout, on_chunk)
         .await
         .map_err(|e| format!("provider {:?}: {}: {}", params.provider_id, e.code, e.message))?;
+    stream.answered();
     serde_json::from_value(value).map_err(|e| {
         format!("provider {:?} answered a malformed completion: {e}", params.provider_id)
     })
-}
-
-/// The session's channel, when it takes replies as they are produced.
-fn streaming_channel(kernel: &Kernel, session: &SessionRow) -> Option<Arc<Capability>> {
-    let channel = kernel.caps.by_name(CapabilityType::Channel, session.channel_id.as_deref()?)?;
-    matches!(&channel.config, CapabilityConfig::Channel(c) if c.streaming).then_some(channel)
 }
 
 /// One tool call of a run; every outcome becomes a tool result text (errors and blocks

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use burrow_protocol::methods::Method;
 use burrow_protocol::methods::capability::CapabilityType;
-use burrow_protocol::methods::invoke::{ChannelSend, ChannelSendParams};
+use burrow_protocol::methods::invoke::{ChannelSend, ChannelSendParams, StreamEndReason};
 use burrow_protocol::{ErrorObject, Map, Value};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -176,6 +176,9 @@ async fn deliver(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str, conte
         Ok(p) => p,
         Err(b) => {
             tracing::info!(session = %session.key, by = %b.by, reason = %b.reason, "reply blocked by an interceptor");
+            if let Some(channel) = super::stream::streaming_channel(kernel, session) {
+                super::stream::tell_end(&channel, &session.key, run_id, StreamEndReason::Blocked);
+            }
             return;
         }
     };

@@ -17,6 +17,9 @@ methods! {
     /// Kernel → app (notification): more of a reply as it is produced, for a streaming
     /// channel.
     ChannelDelta = "channel.delta": ChannelDeltaParams => Ack;
+    /// Kernel → app (notification): a reply a streaming channel may have had pieces of
+    /// will not be sent.
+    ChannelStreamEnd = "channel.stream_end": ChannelStreamEndParams => Ack;
     /// Kernel → app: one of your gateway methods was called.
     GatewayInvoke = "gateway.invoke": GatewayInvokeParams => Value;
     /// Kernel → app: a request to one of your HTTP routes.
@@ -245,6 +248,33 @@ pub struct ChannelDeltaParams {
     pub seq: u64,
     /// The piece.
     pub delta: ProviderChunk,
+}
+
+/// Params of `channel.stream_end`: no `channel.send` will follow the pieces of run
+/// `runId`'s reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelStreamEndParams {
+    /// The channel.
+    pub channel_id: String,
+    /// The session the reply was for.
+    pub session_key: String,
+    /// The run.
+    pub run_id: String,
+    /// Why no reply comes.
+    pub reason: StreamEndReason,
+}
+
+/// Why a streamed reply is not sent (`channel.stream_end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamEndReason {
+    /// The run was cancelled.
+    Cancelled,
+    /// The run failed (e.g. its provider died mid-stream).
+    Failed,
+    /// A `message_sending` interceptor blocked the reply.
+    Blocked,
 }
 
 /// A chunk of a streamed `provider.complete` answer (`{id, chunk}` frames before the

@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::capability::{CapabilityType, FailMode};
+use super::invoke::{Role, ToolCallRequest};
+use super::session::RunStatus;
 use super::{Ack, Empty, methods};
-use crate::Value;
+use crate::{Map, Value};
 
 methods! {
     /// Granted capabilities, optionally of one type.
@@ -188,10 +190,100 @@ pub struct PeersRevokeParams {
     pub kernel_id: String,
 }
 
+/// One event of a followed session (a `session.events` chunk, an SSE event's data), by
+/// its `type`. Events of a type this version does not know are [`SessionEvent::Other`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SessionEvent {
+    /// A message was stored.
+    Message {
+        /// The session.
+        session_id: String,
+        /// The message's id.
+        id: String,
+        /// Who said it.
+        role: Role,
+        /// What was said.
+        content: String,
+        /// When, ms since the epoch.
+        created_at: u64,
+        /// Its metadata.
+        #[serde(default)]
+        metadata: Option<Map>,
+        /// An assistant's tool calls.
+        #[serde(default)]
+        tool_calls: Option<Vec<ToolCallRequest>>,
+        /// For a `tool` message: the call it answers.
+        #[serde(default)]
+        tool_call_id: Option<String>,
+        /// For an input: the run that answers it.
+        #[serde(default)]
+        run_id: Option<String>,
+    },
+    /// A run changed status.
+    Run {
+        /// The session.
+        session_id: String,
+        /// The run.
+        run_id: String,
+        /// Its new status.
+        status: RunStatus,
+        /// Its reply, once completed.
+        #[serde(default)]
+        output: Option<String>,
+        /// Why it failed.
+        #[serde(default)]
+        error: Option<String>,
+    },
+    /// More of a run's answer's text, as the model produces it.
+    TextDelta {
+        /// The session.
+        session_id: String,
+        /// The run.
+        run_id: String,
+        /// Its place among its provider call's chunks, from 0.
+        seq: u64,
+        /// The text, appended to what came before.
+        text: String,
+    },
+    /// More of one of a run's answer's tool calls.
+    ToolCallDelta {
+        /// The session.
+        session_id: String,
+        /// The run.
+        run_id: String,
+        /// Its place among its provider call's chunks, from 0.
+        seq: u64,
+        /// Which call of the message, from 0.
+        index: u32,
+        /// The call's id, once known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The tool's name, once known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// A fragment of the arguments' JSON text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments: Option<String>,
+    },
+    /// The follower fell too far behind: the last event before its stream ends.
+    Lagged {
+        /// The session.
+        session_id: String,
+    },
+    /// An event of a type this version does not know.
+    #[serde(other)]
+    Other,
+}
+
 /// Params of `session.events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionEventsParams {
     /// The session.
     pub session_id: String,
+    /// Follow the key even when no session has it yet: its events start with its
+    /// creation (otherwise such a key is `NOT_FOUND`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_new: bool,
 }

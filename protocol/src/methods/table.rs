@@ -15,7 +15,8 @@ use super::config::{ConfigGet, ConfigWatch};
 use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
 use super::host::{Authenticate, HostSessionHistory, HostSessionList, HostSessionRead, RunWait};
 use super::invoke::{
-    ChannelDelta, ChannelSend, GatewayInvoke, HttpRequest, ProviderComplete, ToolCall, ToolInvoke,
+    ChannelDelta, ChannelSend, ChannelStreamEnd, GatewayInvoke, HttpRequest, ProviderComplete,
+    ToolCall, ToolInvoke,
 };
 use super::operator::{
     KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SessionEvents,
@@ -189,6 +190,7 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(HookUnsubscribe::NAME),
     MethodInfo::ipc(HookResult::NAME),
     MethodInfo::to_app(ChannelDelta::NAME).notification(),
+    MethodInfo::to_app(ChannelStreamEnd::NAME).notification(),
     MethodInfo::to_app(HookEvent::NAME).notification(),
     // §7 configuration
     MethodInfo::ipc(ConfigGet::NAME),

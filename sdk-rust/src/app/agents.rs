@@ -5,10 +5,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use burrow_protocol::methods::Method;
 use burrow_protocol::methods::capability::{CapabilityType, ChannelConfig, ProviderConfig};
 use burrow_protocol::methods::invoke::{
-    ChannelSendParams, ChannelSendResult, ProviderChunk, ProviderCompleteParams,
-    ProviderCompleteResult,
+    ChannelDelta, ChannelDeltaParams, ChannelSendParams, ChannelSendResult, ChannelStreamEndParams,
+    ProviderChunk, ProviderCompleteParams, ProviderCompleteResult,
 };
 use burrow_protocol::methods::{parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Id, Value};
@@ -82,6 +83,36 @@ type ProviderFn = Arc<
 >;
 type ChannelFn =
     Arc<dyn Fn(ChannelSendParams, ChannelContext) -> Answer<ChannelSendResult> + Send + Sync>;
+type DeltaFn = Arc<dyn Fn(ChannelStreamEvent, ChannelContext) -> BoxFuture<()> + Send + Sync>;
+
+/// What a streaming channel is told before (or instead of) a reply's `channel.send`
+/// ([`App::channel_deltas`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelStreamEvent {
+    /// `channel.delta`: a piece of a reply as the model produces it.
+    Delta(ChannelDeltaParams),
+    /// `channel.stream_end`: no `channel.send` will follow the pieces of a run's reply
+    /// (cancelled, failed or blocked): withdraw or mark what was shown.
+    End(ChannelStreamEndParams),
+}
+
+impl ChannelStreamEvent {
+    /// The session the reply is for.
+    pub fn session_key(&self) -> &str {
+        match self {
+            ChannelStreamEvent::Delta(d) => &d.session_key,
+            ChannelStreamEvent::End(e) => &e.session_key,
+        }
+    }
+
+    /// The channel.
+    pub fn channel_id(&self) -> &str {
+        match self {
+            ChannelStreamEvent::Delta(d) => &d.channel_id,
+            ChannelStreamEvent::End(e) => &e.channel_id,
+        }
+    }
+}
 
 struct Provider {
     config: ProviderConfig,
@@ -91,6 +122,8 @@ struct Provider {
 struct Channel {
     config: ChannelConfig,
     handler: ChannelFn,
+    /// Takes the reply's pieces as they are produced (the channel streams).
+    on_delta: Option<DeltaFn>,
 }
 
 /// The providers and channels of an app, in declaration order.
@@ -115,6 +148,10 @@ impl Agents {
 
     pub(super) fn has_channels(&self) -> bool {
         !self.channels.is_empty()
+    }
+
+    pub(super) fn has_streaming_channels(&self) -> bool {
+        self.channels.iter().any(|c| c.on_delta.is_some())
     }
 
     /// The `capability.register` requests: `(type, name, config)`, providers first.
@@ -161,6 +198,40 @@ impl Agents {
         let cx = ChannelContext { channel_id: params.channel_id.clone(), client };
         let call = (channel.handler)(params, cx);
         Box::pin(async move { call.await.map(|result| to_value(&result)) })
+    }
+
+    /// Takes a `channel.delta` or `channel.stream_end` notification: the named
+    /// streaming channel's handler. One that names no streaming channel of this app, or
+    /// does not decode, is logged and dropped (a notification has no answer).
+    pub(super) fn stream_event(
+        &self,
+        method: &str,
+        params: Value,
+        client: Client,
+    ) -> BoxFuture<()> {
+        let event = if method == ChannelDelta::NAME {
+            parse_params(params).map(ChannelStreamEvent::Delta)
+        } else {
+            parse_params(params).map(ChannelStreamEvent::End)
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(method, error = %e.message, "a streaming channel's notification that does not decode");
+                return Box::pin(std::future::ready(()));
+            }
+        };
+        let on_delta = self
+            .channels
+            .iter()
+            .find(|c| c.config.channel_id == event.channel_id())
+            .and_then(|c| c.on_delta.clone());
+        let Some(on_delta) = on_delta else {
+            tracing::debug!(channel = %event.channel_id(), method, "for no streaming channel of this app");
+            return Box::pin(std::future::ready(()));
+        };
+        let cx = ChannelContext { channel_id: event.channel_id().to_owned(), client };
+        on_delta(event, cx)
     }
 }
 
@@ -276,7 +347,61 @@ impl App {
         let description = Some(description.into()).filter(|d| !d.is_empty());
         let handler: ChannelFn = Arc::new(move |params, cx| Box::pin(handler(params, cx)));
         let config = ChannelConfig { channel_id, description, streaming: false };
-        self.handlers.agents.channels.push(Channel { config, handler });
+        self.handlers.agents.channels.push(Channel { config, handler, on_delta: None });
+        self
+    }
+
+    /// Makes channel `channel_id` (declared with [`App::channel`] before) a streaming
+    /// channel: it registers with `streaming: true`, and the kernel hands it each reply's
+    /// pieces as the model produces them, with `channel.delta {channelId, sessionKey,
+    /// runId, seq, delta}` notifications ([`ChannelStreamEvent::Delta`]), before the
+    /// `channel.send` of the whole reply; when no reply will come after pieces it had
+    /// (the run was cancelled or failed, or an interceptor blocked the reply), it is told
+    /// with `channel.stream_end {channelId, sessionKey, runId, reason}`
+    /// ([`ChannelStreamEvent::End`]).
+    ///
+    /// `on_delta` runs for each, one at a time, in the order the kernel sent them (on the
+    /// connection's notification task: keep it short, or hand the piece on). The whole
+    /// reply's `channel.send` is what counts: it may run before the last pieces are
+    /// handled, and it is what `message_sending` interceptors saw (they may have changed
+    /// what was streamed: then its content differs). `seq` starts again from 0 at each of
+    /// a run's provider calls (a run that calls tools streams the text before its calls
+    /// too, though only its last answer is sent). The kernel drops pieces for a channel
+    /// that does not keep up (`seq` then skips). Naming a channel not declared fails the
+    /// run at start-up.
+    ///
+    /// ```no_run
+    /// use burrow_sdk::{App, ChannelSendResult, ChannelStreamEvent, Manifest, ProviderChunk};
+    ///
+    /// let app = App::new(Manifest::new("console", "0.1.0"))
+    ///     .channel("console", "Prints replies as they are produced", |_sent, _cx| async move {
+    ///         println!();
+    ///         Ok(ChannelSendResult { message_id: None })
+    ///     })
+    ///     .channel_deltas("console", |event, _cx| async move {
+    ///         match event {
+    ///             ChannelStreamEvent::Delta(piece) => {
+    ///                 if let ProviderChunk::TextDelta { text } = piece.delta {
+    ///                     print!("{text}");
+    ///                 }
+    ///             }
+    ///             ChannelStreamEvent::End(end) => println!(" ({:?})", end.reason),
+    ///         }
+    ///     });
+    /// ```
+    pub fn channel_deltas<F, Fut>(mut self, channel_id: &str, on_delta: F) -> Self
+    where
+        F: Fn(ChannelStreamEvent, ChannelContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(channel) =
+            self.handlers.agents.channels.iter_mut().find(|c| c.config.channel_id == channel_id)
+        else {
+            self.mistakes.push(format!("channel_deltas for channel {channel_id}, not declared"));
+            return self;
+        };
+        channel.config.streaming = true;
+        channel.on_delta = Some(Arc::new(move |params, cx| Box::pin(on_delta(params, cx))));
         self
     }
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use burrow_protocol::methods::app::{AppShutdown, ShutdownParams};
 use burrow_protocol::methods::hook::HookEvent;
-use burrow_protocol::methods::invoke::{ChannelSend, GatewayInvoke, ProviderComplete, ToolInvoke};
+use burrow_protocol::methods::invoke::{
+    ChannelDelta, ChannelSend, ChannelStreamEnd, GatewayInvoke, ProviderComplete, ToolInvoke,
+};
 use burrow_protocol::methods::{Ack, Method, parse_params, to_value};
 use burrow_protocol::{ErrorObject, Notification, Request, Value};
 use tokio::sync::mpsc;
@@ -72,6 +74,13 @@ impl Service for Router {
     fn notification(&self, notification: Notification, client: Client) -> BoxFuture<()> {
         if notification.method == HookEvent::NAME && !self.handlers.hooks.is_empty() {
             return self.handlers.hooks.deliver(notification.params, client, &self.permits);
+        }
+        let streamed = [ChannelDelta::NAME, ChannelStreamEnd::NAME];
+        if streamed.contains(&notification.method.as_str())
+            && self.handlers.agents.has_streaming_channels()
+        {
+            let (method, params) = (notification.method, notification.params);
+            return self.handlers.agents.stream_event(&method, params, client);
         }
         let Some(handler) = self.handlers.notifications.get(&notification.method) else {
             tracing::debug!(method = %notification.method, "notification without a handler");

@@ -4,14 +4,17 @@
 use std::time::Duration;
 
 use burrow_protocol::Map;
+use burrow_protocol::methods::Method;
 use burrow_protocol::methods::session::{
-    AgentQueue, AgentQueueParams, AgentQueueResult, AgentWait, AgentWaitParams, AgentWaitResult,
-    DispatchParams, DispatchResult, MessageDispatch, SessionGet, SessionGetParams, SessionHistory,
-    SessionHistoryParams, SessionHistoryResult, SessionInfo, SessionList, SessionListParams,
-    SessionListResult,
+    AgentCancel, AgentCancelParams, AgentQueue, AgentQueueParams, AgentQueueResult, AgentWait,
+    AgentWaitParams, AgentWaitResult, DispatchParams, DispatchResult, MessageDispatch, SessionGet,
+    SessionGetParams, SessionHistory, SessionHistoryParams, SessionHistoryResult, SessionInfo,
+    SessionList, SessionListParams, SessionListResult,
 };
 
-use super::Client;
+use burrow_protocol::methods::operator::{SessionEvents, SessionEventsParams};
+
+use super::{Client, SessionEventStream, WatchStream};
 use crate::Result;
 
 impl Client {
@@ -64,6 +67,14 @@ impl Client {
         self.call::<AgentWait>(params).await
     }
 
+    /// `agent.cancel`: cancels run `run_id` (queued or running; a provider call in
+    /// progress is sent `$/cancel`). A run that has ended already is `CONFLICT`, an
+    /// unknown one `NOT_FOUND`.
+    pub async fn agent_cancel(&self, run_id: &str) -> Result<()> {
+        let params = AgentCancelParams { run_id: run_id.to_owned() };
+        self.call::<AgentCancel>(params).await.map(drop)
+    }
+
     /// `session.get`: the session keyed `key`, `None` when there is none.
     pub async fn session_get(&self, key: &str) -> Result<Option<SessionInfo>> {
         let params = SessionGetParams { key: key.to_owned() };
@@ -87,5 +98,23 @@ impl Client {
         let params =
             SessionHistoryParams { key: key.to_owned(), limit, before: before.map(str::to_owned) };
         self.call::<SessionHistory>(params).await
+    }
+
+    /// `session.events`: session `key`'s events from now on ([`SessionEvent`]: stored
+    /// messages, runs' changes of status, the pieces of answers as they are produced),
+    /// until the stream is dropped (which sends `$/cancel`) or the kernel ends it: a
+    /// follower that falls too far behind gets [`SessionEvent::Lagged`], then the end
+    /// (`ended() == Some("lagged")`). A session that does not exist is `NOT_FOUND`, as the
+    /// stream's first item.
+    ///
+    /// [`SessionEvent`]: burrow_protocol::methods::operator::SessionEvent
+    /// [`SessionEvent::Lagged`]: burrow_protocol::methods::operator::SessionEvent::Lagged
+    pub async fn session_events(&self, key: &str) -> Result<SessionEventStream> {
+        let params = burrow_protocol::methods::to_value(&SessionEventsParams {
+            session_id: key.to_owned(),
+            allow_new: false,
+        });
+        let inner = self.request_stream(SessionEvents::NAME, params).await?;
+        Ok(WatchStream::new(inner, SessionEvents::NAME))
     }
 }

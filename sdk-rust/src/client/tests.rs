@@ -199,3 +199,35 @@ async fn session_helpers_send_typed_params_and_decode_the_answers() {
     let e = client.agent_wait("r-9", None).await.unwrap_err();
     assert_eq!(e.code(), Some(burrow_protocol::ErrorCode::NotFound));
 }
+
+#[tokio::test]
+async fn session_events_stream_typed_events_and_cancel_when_dropped() {
+    use burrow_protocol::methods::operator::SessionEvent;
+    let (app, client) = with_client(App::new(Manifest::new("tester", "0.1.0")));
+    let running = start_ready(app).await;
+    let kernel = &running.kernel;
+    let client = within(client).await.unwrap();
+
+    let mut events = client.session_events("s1").await.unwrap();
+    within(kernel.wait_session_followers("s1", 1, WAIT)).await.unwrap();
+    let delta = SessionEvent::TextDelta {
+        session_id: "s1".into(),
+        run_id: "r1".into(),
+        seq: 0,
+        text: "Hel".into(),
+    };
+    // Another session's events do not reach this stream.
+    let elsewhere = SessionEvent::Lagged { session_id: "s2".into() };
+    assert_eq!(kernel.push_session_event("s2", &elsewhere).await.unwrap(), 0);
+    assert_eq!(kernel.push_session_event("s1", &delta).await.unwrap(), 1);
+    assert_eq!(within(events.next()).await.unwrap().unwrap(), delta);
+    // An event of a type this version does not know still decodes.
+    let id = burrow_protocol::Id::Num(events.id());
+    kernel.client().send_chunk(id, json!({"type": "thinking", "text": "hm"})).await.unwrap();
+    assert_eq!(within(events.next()).await.unwrap().unwrap(), SessionEvent::Other);
+
+    drop(events);
+    within(kernel.wait_session_followers("s1", 0, WAIT)).await.unwrap();
+    running.stop.send(()).unwrap();
+    within(running.run).await.unwrap().unwrap();
+}

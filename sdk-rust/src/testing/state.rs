@@ -22,6 +22,7 @@ use burrow_protocol::methods::hook::{
     HookResult, HookResultParams, HookSubscribe, HookUnsubscribe, HookVerdict, SubscribeParams,
     SubscribeResult, UnsubscribeParams, UnsubscribeResult,
 };
+use burrow_protocol::methods::operator::{SessionEvents, SessionEventsParams};
 use burrow_protocol::methods::{Ack, Cancel, CancelParams, Method, parse_params, to_value};
 use burrow_protocol::{
     ErrorCode, ErrorObject, Id, Manifest, Notification, Request, Value, now_ms, rules,
@@ -47,10 +48,18 @@ pub(super) struct Seen {
     pub(super) subscriptions: Vec<String>,
 }
 
-/// An open `config.watch`.
+/// An open `config.watch` or `session.events`.
 struct Watch {
-    paths: Vec<String>,
+    what: Watched,
     end: oneshot::Sender<&'static str>,
+}
+
+/// What a watch follows.
+enum Watched {
+    /// Changes of the configuration under these paths (`config.watch`).
+    Config(Vec<String>),
+    /// A session's events (`session.events`).
+    Session(String),
 }
 
 pub(super) struct State {
@@ -337,19 +346,25 @@ impl State {
         Some(answer)
     }
 
-    /// Opens a `config.watch`: the returned future is its final answer.
+    /// Opens a `config.watch` or `session.events`: the returned future is its final
+    /// answer.
     fn watch(self: &Arc<Self>, request: Request) -> BoxFuture<Answer> {
-        let opened = self.manifest().and_then(|manifest| {
-            let params: ConfigWatchParams = parse_params(request.params)?;
-            let paths = params.paths.unwrap_or_else(|| vec![format!("apps.{}", manifest.id)]);
-            Ok(paths)
-        });
-        let paths = match opened {
-            Ok(paths) => paths,
+        let opened = if request.method == SessionEvents::NAME {
+            parse_params(request.params)
+                .map(|p: SessionEventsParams| Watched::Session(p.session_id))
+        } else {
+            self.manifest().and_then(|manifest| {
+                let params: ConfigWatchParams = parse_params(request.params)?;
+                let paths = params.paths.unwrap_or_else(|| vec![format!("apps.{}", manifest.id)]);
+                Ok(Watched::Config(paths))
+            })
+        };
+        let what = match opened {
+            Ok(what) => what,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         let (end, ended) = oneshot::channel();
-        lock(&self.watches).insert(request.id, Watch { paths, end });
+        lock(&self.watches).insert(request.id, Watch { what, end });
         self.touch();
         Box::pin(async move {
             let reason = ended.await.unwrap_or("closed");
@@ -365,8 +380,16 @@ impl State {
         self.touch();
     }
 
+    /// Open `config.watch` streams.
     pub(super) fn watch_count(&self) -> usize {
-        lock(&self.watches).len()
+        lock(&self.watches).values().filter(|w| matches!(w.what, Watched::Config(_))).count()
+    }
+
+    /// The open `session.events` streams of session `key`.
+    pub(super) fn followers(&self, key: &str) -> Vec<Id> {
+        let watches = lock(&self.watches);
+        let of_key = |w: &Watch| matches!(&w.what, Watched::Session(k) if k == key);
+        watches.iter().filter(|(_, w)| of_key(w)).map(|(id, _)| id.clone()).collect()
     }
 
     /// Applies a change to the document and returns the chunks to send: for each watch,
@@ -381,11 +404,12 @@ impl State {
         };
         let mut chunks = Vec::new();
         for (id, watch) in lock(&self.watches).iter() {
-            if watch.paths.iter().any(|p| is_under(&change.path, p)) {
+            let Watched::Config(paths) = &watch.what else { continue };
+            if paths.iter().any(|p| is_under(&change.path, p)) {
                 chunks.push((id.clone(), change.clone()));
                 continue;
             }
-            for path in watch.paths.iter().filter(|p| is_under(p, &change.path)) {
+            for path in paths.iter().filter(|p| is_under(p, &change.path)) {
                 let (old_value, new_value) = (lookup(&old, path), lookup(&new, path));
                 if old_value != new_value {
                     let narrowed = ConfigChange { path: path.clone(), old_value, new_value };
@@ -459,7 +483,7 @@ impl Service for FakeService {
         if request.method != AppHeartbeat::NAME {
             state.seen().calls.push(request.method.clone());
         }
-        if request.method == ConfigWatch::NAME {
+        if request.method == ConfigWatch::NAME || request.method == SessionEvents::NAME {
             return state.watch(request);
         }
         let answer = match state.answer(&request) {

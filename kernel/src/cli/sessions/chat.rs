@@ -355,18 +355,15 @@ impl Chat {
         Ok(())
     }
 
-    /// Starts following the session's events, if it exists and is not followed yet (a
-    /// follower that ended, as at a kernel's stop, is started again).
+    /// Starts following the session's events (from its creation, when it has not been
+    /// created yet), unless followed already (a follower that ended, as at a kernel's
+    /// stop, is started again).
     async fn follow(&mut self) {
         if self.follower.as_ref().is_some_and(|f| !f.is_finished()) {
             return;
         }
         let (key, ours) = (self.key(), self.channel_id());
-        // Not created yet: followed after its first message.
-        if !matches!(self.client.session_get(&key).await, Ok(Some(_))) {
-            return;
-        }
-        let params = json!({ "session_id": key });
+        let params = json!({ "session_id": key, "allow_new": true });
         let Ok(mut stream) = self.client.request_stream("session.events", params).await else {
             return;
         };
@@ -449,6 +446,21 @@ impl Chat {
             }
         });
         self.pending = Some((run, Instant::now() + self.reply_timeout));
+    }
+
+    /// Cancels run `run` (Ctrl-C while its reply is awaited): the kernel stops its
+    /// provider, and the run's end shows as for any run that ends without a reply.
+    async fn interrupt(&mut self, run: &str) {
+        match self.client.agent_cancel(run).await {
+            // It ended meanwhile: its end shows as it is.
+            Ok(())
+            | Err(burrow_sdk::Error::Remote(ErrorObject { code: ErrorCode::Conflict, .. })) => {}
+            Err(e) => {
+                eprintln!("\nburrow: cannot cancel run {run}: {e}");
+                self.pending = None;
+                self.prompt();
+            }
+        }
     }
 
     async fn on_deadline(&mut self) {
@@ -541,10 +553,14 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
                 eprintln!("\nburrow: the kernel went away");
                 return ExitCode::FAILURE;
             }
-            _ = tokio::signal::ctrl_c() => {
-                println!();
-                return leave(&chat.client).await;
-            }
+            _ = tokio::signal::ctrl_c() => match chat.pending.clone() {
+                // Ctrl-C while a reply is coming stops it; the chat goes on.
+                Some((run, _)) => chat.interrupt(&run).await,
+                None => {
+                    println!();
+                    return leave(&chat.client).await;
+                }
+            },
         }
     }
 }

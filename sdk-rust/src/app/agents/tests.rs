@@ -204,3 +204,118 @@ async fn bad_ids_duplicates_and_raw_handlers_fail_at_start_up() {
         assert!(message.contains(expected), "{message:?} lacks {expected:?}");
     }
 }
+
+#[tokio::test]
+async fn a_provider_streams_its_answer_before_returning_it_whole() {
+    use burrow_protocol::methods::invoke::ProviderChunk;
+    let app = App::new(Manifest::new("tester", "0.1.0")).provider(
+        "words",
+        vec![],
+        |params, cx| async move {
+            let text = params.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+            for word in text.split_inclusive(' ') {
+                cx.text_delta(word)
+                    .await
+                    .map_err(|e| ErrorObject::new(ErrorCode::UnknownError, e.to_string()))?;
+            }
+            let call = ProviderChunk::ToolCallDelta {
+                index: 0,
+                id: Some("c1".into()),
+                name: Some("t".into()),
+                arguments: Some("{}".into()),
+            };
+            cx.chunk(call)
+                .await
+                .map_err(|e| ErrorObject::new(ErrorCode::UnknownError, e.to_string()))?;
+            answer(text)
+        },
+    );
+    let running = start_ready(app).await;
+    let (chunks, result) =
+        running.kernel.complete_streamed("words", conversation("once upon a time")).await.unwrap();
+    let texts: Vec<_> = chunks
+        .iter()
+        .filter_map(|c| match c {
+            ProviderChunk::TextDelta { text } => Some(text.as_str()),
+            ProviderChunk::ToolCallDelta { .. } => None,
+        })
+        .collect();
+    assert_eq!(texts, ["once ", "upon ", "a ", "time"]);
+    assert_eq!(texts.concat(), result.message.content);
+    assert!(matches!(chunks.last(), Some(ProviderChunk::ToolCallDelta { index: 0, .. })));
+    // A provider that does not stream gives its result alone.
+    let plain = App::new(Manifest::new("plain", "0.1.0")).provider(
+        "p",
+        vec![],
+        |_params, _cx| async move { answer("whole".into()) },
+    );
+    let plain = start_ready(plain).await;
+    let (chunks, result) = plain.kernel.complete_streamed("p", conversation("x")).await.unwrap();
+    assert!(chunks.is_empty());
+    assert_eq!(result.message.content, "whole");
+}
+
+#[tokio::test]
+async fn a_streaming_channel_gets_pieces_in_order_and_the_end_of_a_stream() {
+    use burrow_protocol::methods::invoke::{
+        ChannelDeltaParams, ChannelStreamEndParams, ProviderChunk, StreamEndReason,
+    };
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let app = App::new(Manifest::new("tester", "0.1.0"))
+        .channel("live", "", |_m, _cx| async move { Ok(ChannelSendResult { message_id: None }) })
+        .channel("plain", "", |_m, _cx| async move { Ok(ChannelSendResult { message_id: None }) })
+        .channel_deltas("live", move |event, cx| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let _ = seen_tx.send((cx.channel_id, event));
+            }
+        });
+    let running = start_ready(app).await;
+    let kernel = &running.kernel;
+    // Registered with `streaming: true`, and only the channel that streams.
+    let streams: Vec<_> =
+        kernel.channels().into_iter().map(|c| (c.channel_id, c.streaming)).collect();
+    assert_eq!(streams, [("live".to_owned(), true), ("plain".to_owned(), false)]);
+
+    let delta = |channel: &str, seq: u64, text: &str| {
+        ChannelStreamEvent::Delta(ChannelDeltaParams {
+            channel_id: channel.into(),
+            session_key: "s".into(),
+            run_id: "r".into(),
+            seq,
+            delta: ProviderChunk::TextDelta { text: text.into() },
+        })
+    };
+    // A piece for the channel that does not stream is dropped, not handed to `live`.
+    kernel.channel_stream(delta("plain", 0, "lost")).await.unwrap();
+    for (seq, text) in ["a", "b", "c"].iter().enumerate() {
+        kernel.channel_stream(delta("live", seq as u64, text)).await.unwrap();
+    }
+    let end = ChannelStreamEvent::End(ChannelStreamEndParams {
+        channel_id: "live".into(),
+        session_key: "s".into(),
+        run_id: "r".into(),
+        reason: StreamEndReason::Cancelled,
+    });
+    kernel.channel_stream(end.clone()).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(within(seen.recv()).await.unwrap());
+    }
+    let expected = vec![
+        ("live".to_owned(), delta("live", 0, "a")),
+        ("live".to_owned(), delta("live", 1, "b")),
+        ("live".to_owned(), delta("live", 2, "c")),
+        ("live".to_owned(), end),
+    ];
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn deltas_for_a_channel_not_declared_fail_the_app_at_start() {
+    let app =
+        App::new(Manifest::new("tester", "0.1.0")).channel_deltas("ghost", |_e, _cx| async {});
+    let running = start_with(app, FakeConfig::default());
+    let err = within(running.run).await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("channel_deltas for channel ghost"), "{err}");
+}

@@ -1,0 +1,152 @@
+//! What a run streams while its provider produces answers ([`RunStream`]): each chunk of
+//! a streamed `provider.complete` answer goes to the session's followers (`text_delta` /
+//! `tool_call_delta` events) and, when the session's channel streams, to that channel
+//! (`channel.delta`), as it arrives, in order, never waiting for either. The run keeps
+//! the text of the answer being produced, so that a cancelled run can store what was
+//! said before it was cut short, and knows whether the channel had pieces, so that it can
+//! tell the channel when no reply will follow them (`channel.stream_end`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType};
+use burrow_protocol::methods::invoke::{
+    ChannelDelta, ChannelDeltaParams, ChannelStreamEnd, ChannelStreamEndParams, ProviderChunk,
+    StreamEndReason,
+};
+use burrow_protocol::methods::{Method, to_value};
+use burrow_protocol::{Message, Value};
+
+use crate::capabilities::Capability;
+use crate::kernel::Kernel;
+use crate::store::SessionRow;
+
+/// How long a `channel.stream_end` may wait for room in the channel's queue.
+const END_WAIT: Duration = Duration::from_secs(5);
+
+/// One run's streaming: see the module's documentation.
+pub(super) struct RunStream {
+    kernel: Arc<Kernel>,
+    session: SessionRow,
+    run_id: String,
+    state: Arc<Mutex<Streamed>>,
+}
+
+/// What a run streamed so far.
+#[derive(Default)]
+struct Streamed {
+    /// The text of the provider call in progress, as streamed (empty between calls).
+    partial: String,
+    /// The streaming channel that got pieces of this run.
+    channel: Option<Arc<Capability>>,
+}
+
+/// Where a chunk of a provider's answer goes: what [`RunStream::call`] returns.
+pub(super) type OnChunk = Box<dyn Fn(Value) + Send + Sync>;
+
+impl RunStream {
+    pub(super) fn new(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> Self {
+        Self {
+            kernel: kernel.clone(),
+            session: session.clone(),
+            run_id: run_id.to_owned(),
+            state: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Streamed> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the chunks of the run's next provider call go: numbered from 0 (`seq`),
+    /// published to followers, passed to the session's channel when it streams, their
+    /// text kept until [`RunStream::answered`].
+    pub(super) fn call(&self) -> OnChunk {
+        self.lock().partial.clear();
+        let seq = AtomicU64::new(0);
+        let (kernel, state) = (self.kernel.clone(), self.state.clone());
+        let (key, run_id) = (self.session.key.clone(), self.run_id.clone());
+        let channel = streaming_channel(&self.kernel, &self.session);
+        Box::new(move |chunk: Value| {
+            let chunk = match serde_json::from_value::<ProviderChunk>(chunk) {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::debug!(error = %e, "a provider sent a chunk that is not a ProviderChunk");
+                    return;
+                }
+            };
+            let n = seq.fetch_add(1, Ordering::Relaxed);
+            kernel.sessions.publish_delta(&key, &run_id, n, &chunk);
+            {
+                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+                if let ProviderChunk::TextDelta { text } = &chunk {
+                    state.partial.push_str(text);
+                }
+                if let Some(channel) = &channel
+                    && state.channel.is_none()
+                {
+                    state.channel = Some(channel.clone());
+                }
+            }
+            let Some(channel) = &channel else { return };
+            let params = ChannelDeltaParams {
+                channel_id: channel.name().unwrap_or_default(),
+                session_key: key.clone(),
+                run_id: run_id.clone(),
+                seq: n,
+                delta: chunk,
+            };
+            let note = Message::notification(ChannelDelta::NAME, to_value(&params));
+            if !channel.conn.try_notify(note) {
+                tracing::debug!(app = %channel.app_id, "a streaming channel is not keeping up; a delta was dropped");
+            }
+        })
+    }
+
+    /// The provider call in progress answered whole: its text is no longer partial.
+    pub(super) fn answered(&self) {
+        self.lock().partial.clear();
+    }
+
+    /// The text the provider had streamed of the answer it was producing when the run
+    /// was cut short; `None` when it had streamed none.
+    pub(super) fn cut_short(&self) -> Option<String> {
+        Some(std::mem::take(&mut self.lock().partial)).filter(|t| !t.is_empty())
+    }
+
+    /// Tells the channel that had pieces of this run that no reply follows them.
+    pub(super) fn end(&self, reason: StreamEndReason) {
+        let channel = self.lock().channel.take();
+        if let Some(channel) = channel {
+            tell_end(&channel, &self.session.key, &self.run_id, reason);
+        }
+    }
+}
+
+/// The session's channel, when it takes replies as they are produced.
+pub(super) fn streaming_channel(kernel: &Kernel, session: &SessionRow) -> Option<Arc<Capability>> {
+    let channel = kernel.caps.by_name(CapabilityType::Channel, session.channel_id.as_deref()?)?;
+    matches!(&channel.config, CapabilityConfig::Channel(c) if c.streaming).then_some(channel)
+}
+
+/// Sends `channel` a `channel.stream_end` for run `run_id` of session `key`: at once when
+/// its queue has room, else waiting a while for room (it must not be lost as a delta may).
+pub(super) fn tell_end(channel: &Capability, key: &str, run_id: &str, reason: StreamEndReason) {
+    let params = ChannelStreamEndParams {
+        channel_id: channel.name().unwrap_or_default(),
+        session_key: key.to_owned(),
+        run_id: run_id.to_owned(),
+        reason,
+    };
+    let note = || Message::notification(ChannelStreamEnd::NAME, to_value(&params));
+    if channel.conn.try_notify(note()) {
+        return;
+    }
+    let (conn, note) = (channel.conn.clone(), note());
+    tokio::spawn(async move {
+        if !matches!(tokio::time::timeout(END_WAIT, conn.send_wait(note)).await, Ok(true)) {
+            tracing::warn!("a streaming channel did not take the end of a stream in time");
+        }
+    });
+}
