@@ -571,3 +571,48 @@ async fn burrow_chat_shows_an_openai_compatible_servers_answer_as_it_is_streamed
     assert_eq!(answers.len(), 1, "{history}");
     assert_eq!(answers[0]["content"], "Hello there");
 }
+
+#[tokio::test]
+async fn an_sse_client_gets_every_delta_in_order_and_they_add_up_to_the_stored_reply() {
+    let kernel = Kernel::start_with(CONFIG, &["--http", "127.0.0.1:0"]).await;
+    let mut prov = kernel.hand_provider().await;
+    let mut chan = kernel.hand_channel().await;
+    let (_follower, _events) = followed(&kernel, &mut prov, &mut chan, "e1").await;
+    let base = format!("http://{}", kernel.endpoint("http").await);
+    let mut sse =
+        burrow_tests::http_client().get(format!("{base}/sessions/e1/events")).send().await.unwrap();
+    assert_eq!(sse.status(), 200);
+
+    let d = chan.call("message.dispatch", json!({"sessionKey": "e1", "content": "count"})).await;
+    let run_id = d["result"]["runId"].as_str().unwrap().to_owned();
+    let c = prov.expect_method("provider.complete").await;
+    let words: Vec<String> = (0..200).map(|n| format!("{n} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    streamed(&mut prov, c, &words).await;
+    let sent = chan.expect_method("channel.send").await;
+    chan.answer(&sent["id"], json!({})).await;
+
+    // Read the events (`event:` then `data:` lines) until the stored reply's.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let (mut buffer, mut deltas, mut seqs) = (String::new(), String::new(), Vec::new());
+    let reply = 'read: loop {
+        let chunk = tokio::time::timeout_at(deadline, sse.chunk()).await.expect("events in time");
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("the stream goes on")));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+            let event: Value = serde_json::from_str(data).unwrap();
+            match event["type"].as_str() {
+                Some("text_delta") if event["run_id"] == run_id.as_str() => {
+                    assert!(block.contains("event: text_delta"), "{block}");
+                    deltas.push_str(event["text"].as_str().unwrap());
+                    seqs.push(event["seq"].as_u64().unwrap());
+                }
+                Some("message") if event["role"] == "assistant" => break 'read event,
+                _ => {}
+            }
+        }
+    };
+    assert_eq!(seqs, (0..200).collect::<Vec<u64>>(), "every delta, in order");
+    assert_eq!(reply["content"], deltas.as_str(), "the deltas add up to the stored reply");
+}
