@@ -13,7 +13,7 @@ mod host;
 mod kernels;
 mod logging;
 mod ops;
-mod rpc;
+pub mod rpc;
 mod sessions;
 mod token;
 
@@ -320,7 +320,7 @@ pub fn main() -> ExitCode {
             }
             Command::Run(args) => host::run(cli.socket, args, json).await,
             Command::Kernels { action } => kernels::run(cli.socket, action, json).await,
-            Command::Rpc => rpc::run_stdio(cli.socket).await,
+            Command::Rpc => rpc::run_stdio(cli.socket, "burrow").await,
             Command::Token { action: TokenAction::Create { state_dir } } => {
                 token::create(&state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir))
             }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use burrow_protocol::{ErrorCode, ErrorObject};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -36,17 +38,73 @@ pub struct Listen {
     pub comms_binding_out: Option<PathBuf>,
 }
 
+/// The socket's JSON-RPC connections, with the first byte the accept loop read.
+type LocalConns = mpsc::Sender<(u8, interprocess::local_socket::tokio::Stream)>;
+
+/// Where the kernel's socket hands the connections that speak JSON-RPC: the host
+/// surface, while it serves ([`Bound::serve`] installs it, its stop removes it). The
+/// server hands one to the root actor (which accepts) and one to the endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct LocalRpc(Arc<std::sync::Mutex<Option<LocalConns>>>);
+
+impl LocalRpc {
+    /// Hands a JSON-RPC connection to the host surface; when it is not serving (not yet,
+    /// or no more) or has a backlog, the connection gets one error line and is closed.
+    pub fn accept(&self, first: u8, stream: interprocess::local_socket::tokio::Stream) {
+        let sender = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let refused = match sender {
+            Some(sender) => match sender.try_send((first, stream)) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full((_, stream))) => (stream, "busy"),
+                Err(mpsc::error::TrySendError::Closed((_, stream))) => (stream, "not_serving"),
+            },
+            None => (stream, "not_serving"),
+        };
+        tokio::spawn(refuse_rpc(refused.0, refused.1));
+    }
+
+    fn install(
+        &self,
+        backlog: usize,
+    ) -> mpsc::Receiver<(u8, interprocess::local_socket::tokio::Stream)> {
+        let (tx, rx) = mpsc::channel(backlog.max(1));
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+}
+
+/// Answers a JSON-RPC connection the surface cannot take with one error line, then
+/// closes it.
+async fn refuse_rpc(mut stream: interprocess::local_socket::tokio::Stream, reason: &'static str) {
+    use tokio::io::AsyncWriteExt;
+    let message = match reason {
+        "busy" => "the kernel's JSON-RPC surface is busy; retry later",
+        _ => "the kernel is not serving JSON-RPC (starting or stopping)",
+    };
+    let error = ErrorObject::new(ErrorCode::UnknownError, message)
+        .with_data(serde_json::json!({ "reason": reason }));
+    let line = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": crate::surface::RpcError::from(&error).to_value()});
+    let line = format!("{line}\n");
+    let write = async {
+        let _ = stream.write_all(line.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
+}
+
 /// The running listeners.
 #[derive(Debug)]
 pub struct Endpoints {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    local: LocalRpc,
 }
 
 impl Endpoints {
     /// Stops accepting; `stop` is answered once every listener has ended.
     pub fn stop(self, stop: crate::stop::Stop) {
         self.stop.cancel();
+        *self.local.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
         tokio::spawn(async move {
             for task in self.tasks {
                 let _ = task.await;
@@ -134,7 +192,7 @@ fn publish(kernel: &Kernel, name: &str, addr: SocketAddr) {
 
 impl Bound {
     /// Starts serving on every bound listener.
-    pub fn serve(self, kernel: &Arc<Kernel>) -> Endpoints {
+    pub fn serve(self, kernel: &Arc<Kernel>, local: LocalRpc) -> Endpoints {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         if let (Some(listener), Some(net)) = (self.comms, kernel.remote.get()) {
@@ -150,6 +208,10 @@ impl Bound {
             Arc::new(KernelHost { kernel: kernel.clone(), caller: caller.into() })
         };
         let (rpc_limits, http_limits) = host_limits(kernel);
+        let incoming = local.install(rpc_limits.max_connections);
+        let serve =
+            crate::surface::rpc::serve_local(incoming, host("host:rpc"), rpc_limits, stop.clone());
+        tasks.push(tokio::spawn(serve));
         if let Some((listener, auth)) = self.rpc {
             let limits = rpc_limits;
             tracing::info!(max_connections = limits.max_connections, "JSON-RPC connection cap");
@@ -176,7 +238,7 @@ impl Bound {
                 crate::surface::http::serve_http(listener, router, http_limits, stop.clone());
             tasks.push(tokio::spawn(serve));
         }
-        Endpoints { stop, tasks }
+        Endpoints { stop, tasks, local }
     }
 }
 

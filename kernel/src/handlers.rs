@@ -15,8 +15,8 @@ use std::time::Duration;
 use burrow_protocol::methods::app::{KernelApps, KernelInfo};
 use burrow_protocol::methods::comms::{CommsPeers, CommsSend, SessionCreate, SessionExternalEvent};
 use burrow_protocol::methods::host::{
-    HostHistory, HostSessionHistory, HostSessionList, HostSessionRead, HostSessions, RunWait,
-    RunWaitResult,
+    CapabilitiesGet, HostHistory, HostSessionHistory, HostSessionList, HostSessionRead,
+    HostSessions, Initialize, RunWait, RunWaitResult,
 };
 use burrow_protocol::methods::operator::{
     KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SupervisorRestart,
@@ -79,6 +79,11 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
     use service::{apps, comms, sessions, trust};
     let wait_for = |ms: Option<u64>| ms.map_or(WAIT, Duration::from_millis);
     [
+        // The host contract's handshake.
+        handler::<Initialize, _, _>(|_, _, _| async move { Ok(service::contract::initialize()) }),
+        handler::<CapabilitiesGet, _, _>(|k, _, _| async move {
+            Ok(service::contract::capabilities(&k))
+        }),
         // What runs.
         handler::<KernelInfo, _, _>(|k, _, _| async move { Ok(apps::info(&k)) }),
         handler::<KernelApps, _, _>(|k, _, _| async move { Ok(apps::apps(&k)) }),
@@ -191,14 +196,15 @@ mod tests {
         for row in table::METHODS.iter().filter(|m| m.host.is_some()) {
             let host = row.host.unwrap_or_default();
             assert!(
-                by_host_name(host).is_some() || host == "rpc/authenticate",
+                by_host_name(host).is_some()
+                    || host == "rpc/authenticate"
+                    || crate::host::TURNS.contains(&host),
                 "{host} has no handler"
             );
         }
-        assert!(
-            by_host_name("session/create")
-                .is_some_and(|(_, row)| row.ipc == Some("session.create"))
-        );
+        // The host contract's `session/create` is a turn, not the IPC's `session.create`.
+        assert!(by_ipc_name("session.create").is_some());
+        assert!(by_host_name("session/create").is_none());
         assert!(by_ipc_name("session/create").is_none());
     }
 

@@ -6,7 +6,8 @@
 //!
 //! | method | does |
 //! |---|---|
-//! | `session/create` | a new session (UUID v7 id) whose first turn is the prompt; waits for it unless `wait: false` |
+//! | `initialize`, `capabilities/get` | the host contract's handshake ([`crate::service::contract`]) |
+//! | `session/create`, `turn/start` | a new session and its first turn, another turn: [`turns`], streaming [`events`] |
 //! | `session/list`, `session/read`, `session/history` | sessions and transcripts in the host shapes |
 //! | `session/external_event` | a durable event in the session's transcript, then a turn |
 //! | `comms/send`, `comms/peers` | [`crate::service::comms`] |
@@ -16,7 +17,9 @@
 use std::sync::Arc;
 
 use burrow_protocol::methods::capability::CapabilityType;
+use burrow_protocol::methods::host::{SessionCreateTurn, TurnStart};
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
+use burrow_protocol::methods::{Method, parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use futures_util::stream::BoxStream;
 use serde_json::json;
@@ -25,9 +28,16 @@ use crate::handlers;
 use crate::kernel::Kernel;
 use crate::service::Caller;
 use crate::service::sessions::{self};
-use crate::surface::{BoxFuture, Host};
+use crate::surface::{BoxFuture, Host, Link};
 
 pub use crate::config::host::HostSettings;
+
+pub mod events;
+pub mod turns;
+
+/// The host methods that run a turn ([`turns`]), answered by [`call_on`] itself: they may
+/// stream notifications on the caller's connection.
+pub const TURNS: &[&str] = &[SessionCreateTurn::NAME, TurnStart::NAME];
 
 /// Runs the host method `method` for `caller` (an app id, or `host:rpc` / `host:http`):
 /// its shared handler ([`crate::handlers`]), else an app's gateway method, else
@@ -38,7 +48,29 @@ pub async fn call(
     method: &str,
     params: Value,
 ) -> Result<Value, ErrorObject> {
+    call_on(kernel, caller, method, params, Link::none()).await
+}
+
+/// [`call`] from a connection that takes notifications (`link`): a turn streams its
+/// steps there ([`turns`]).
+pub async fn call_on(
+    kernel: &Arc<Kernel>,
+    caller: &str,
+    method: &str,
+    params: Value,
+    link: Link,
+) -> Result<Value, ErrorObject> {
     let caller = Caller::new(caller);
+    match method {
+        SessionCreateTurn::NAME => {
+            return turns::create(kernel, &caller, parse_params(params)?, link).await;
+        }
+        TurnStart::NAME => {
+            let result = turns::start(kernel, &caller, parse_params(params)?, link).await?;
+            return Ok(to_value(&result));
+        }
+        _ => {}
+    }
     if let Some((handler, _)) = handlers::by_host_name(method) {
         return handler(kernel.clone(), caller, params).await;
     }
@@ -62,7 +94,16 @@ pub struct KernelHost {
 
 impl Host for KernelHost {
     fn call(&self, method: String, params: Value) -> BoxFuture<'_, Result<Value, ErrorObject>> {
-        Box::pin(async move { call(&self.kernel, &self.caller, &method, params).await })
+        self.call_on(method, params, Link::none())
+    }
+
+    fn call_on(
+        &self,
+        method: String,
+        params: Value,
+        link: Link,
+    ) -> BoxFuture<'_, Result<Value, ErrorObject>> {
+        Box::pin(async move { call_on(&self.kernel, &self.caller, &method, params, link).await })
     }
 
     fn session_events(

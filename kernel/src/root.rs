@@ -28,8 +28,8 @@ pub const LAST_WORDS: Duration = Duration::from_secs(2);
 /// Messages of the KernelActor.
 #[derive(Debug)]
 pub enum KernelMsg {
-    /// A client connected.
-    Accepted(interprocess::local_socket::tokio::Stream),
+    /// An IPC client connected (its first byte already read).
+    Accepted(Sniffed),
     /// The kernel's stop: send every app away, let go of those still there at the
     /// stop's deadline, then stop; answered once the socket is closed.
     Shutdown(Stop),
@@ -48,6 +48,8 @@ pub struct KernelArgs {
     pub kernel: Arc<Kernel>,
     /// The bound listener; dropping it removes the socket file.
     pub listener: Listener,
+    /// Where the socket's JSON-RPC connections go (the host surface).
+    pub local_rpc: crate::endpoints::LocalRpc,
 }
 
 /// State of the KernelActor.
@@ -56,7 +58,9 @@ pub struct KernelState {
     kernel: Arc<Kernel>,
     accepting: CancellationToken,
     accept_task: Option<JoinHandle<()>>,
-    children: HashMap<ActorId, (u64, ActorRef<AppMsg>)>,
+    /// Each connection's actor, with its connection id and its slot among
+    /// `ipc.max_connections` (given back when it is gone).
+    children: HashMap<ActorId, (u64, ActorRef<AppMsg>, tokio::sync::OwnedSemaphorePermit)>,
     stopping: Option<Stop>,
 }
 
@@ -71,7 +75,14 @@ impl Actor for KernelActor {
         args: KernelArgs,
     ) -> Result<KernelState, ActorProcessingErr> {
         let accepting = CancellationToken::new();
-        let accept_task = tokio::spawn(accept_loop(args.listener, myself, accepting.clone()));
+        let max = args.kernel.config().ipc.max_connections;
+        let sniffing = Sniffing {
+            kernel: myself,
+            local_rpc: args.local_rpc,
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        };
+        let accept_task = tokio::spawn(accept_loop(args.listener, sniffing, accepting.clone()));
         let start = serde_json::json!({ "version": crate::VERSION });
         args.kernel.emit("gateway_start", start, Map::new());
         Ok(KernelState {
@@ -90,7 +101,7 @@ impl Actor for KernelActor {
         state: &mut KernelState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            KernelMsg::Accepted(stream) => {
+            KernelMsg::Accepted(Sniffed { first, stream, slot }) => {
                 if state.stopping.is_some() {
                     return Ok(());
                 }
@@ -106,6 +117,7 @@ impl Actor for KernelActor {
                 }
                 let conn_id = state.kernel.next_conn_id();
                 let (read, write) = tokio::io::split(stream);
+                let read = tokio::io::AsyncReadExt::chain(std::io::Cursor::new([first]), read);
                 let limits = state.kernel.config().ipc.max_frame_bytes;
                 let mut transport = Transport::new(read, write, limits);
                 // Room to send back, wrapped in its answers, whatever the kernel takes.
@@ -113,7 +125,7 @@ impl Actor for KernelActor {
                 let args = AppArgs { kernel: state.kernel.clone(), transport, conn_id };
                 match Actor::spawn_linked(None, AppActor, args, myself.get_cell()).await {
                     Ok((child, _)) => {
-                        state.children.insert(child.get_id(), (conn_id, child));
+                        state.children.insert(child.get_id(), (conn_id, child, slot));
                     }
                     Err(e) => tracing::error!(error = %e, "could not start an app actor"),
                 }
@@ -128,7 +140,7 @@ impl Actor for KernelActor {
                     apps = state.kernel.apps.len(),
                     "kernel stopping: shutting apps down"
                 );
-                for (_, child) in state.children.values() {
+                for (_, child, _) in state.children.values() {
                     let _ = child.cast(AppMsg::KernelShutdown { timeout });
                 }
                 myself.send_after(timeout, || KernelMsg::ShutdownDeadline);
@@ -156,7 +168,7 @@ impl Actor for KernelActor {
             SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err)),
             _ => return Ok(()),
         };
-        if let Some((conn_id, _)) = state.children.remove(&cell.get_id())
+        if let Some((conn_id, _, _)) = state.children.remove(&cell.get_id())
             && let Some(err) = failure
         {
             // A failed actor may not have cleaned up: release what it held.
@@ -232,7 +244,71 @@ fn same_user(_stream: &interprocess::local_socket::tokio::Stream) -> Result<(), 
     Ok(())
 }
 
-async fn accept_loop(listener: Listener, kernel: ActorRef<KernelMsg>, stop: CancellationToken) {
+/// A connection whose first byte was read: what tells an IPC client (a frame's length
+/// prefix) from a JSON-RPC one (`{` or `[`).
+#[derive(Debug)]
+pub struct Sniffed {
+    /// The first byte.
+    pub first: u8,
+    /// The connection, from its second byte on.
+    pub stream: interprocess::local_socket::tokio::Stream,
+    /// Its slot among `ipc.max_connections`, held from its accept on.
+    pub slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How long a new connection may take to send its first byte.
+const FIRST_BYTE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Where the accept loop sends a connection once its first byte says what it speaks.
+struct Sniffing {
+    kernel: ActorRef<KernelMsg>,
+    /// JSON-RPC connections go to the host surface ([`crate::endpoints`]).
+    local_rpc: crate::endpoints::LocalRpc,
+    /// Slots for `ipc.max_connections` connections: taken at accept, held by an IPC
+    /// client for as long as it is connected, given back by a JSON-RPC one (whose
+    /// surface has a cap of its own).
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl Sniffing {
+    /// Reads `stream`'s first byte (waiting [`FIRST_BYTE_WITHIN`] at most) and hands the
+    /// connection on: `{` or `[` (JSON, which no IPC frame can start with: its length
+    /// prefix would exceed the largest frame) to the JSON-RPC host surface, anything
+    /// else to the root as an IPC client.
+    fn sniff(&self, mut stream: interprocess::local_socket::tokio::Stream) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let max = self.max;
+            tracing::warn!(max, "connection refused: too many connections");
+            let why = format!("the kernel serves at most {max} connections");
+            tokio::spawn(refuse(stream, "too_many_connections", why));
+            return;
+        };
+        let (kernel, local_rpc) = (self.kernel.clone(), self.local_rpc.clone());
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            let read = tokio::io::AsyncReadExt::read(&mut stream, &mut first);
+            let got = tokio::time::timeout(FIRST_BYTE_WITHIN, read).await;
+            match got {
+                Ok(Ok(1)) => {}
+                Ok(_) => return,
+                Err(_) => {
+                    tracing::debug!("a connection sent nothing in time; closed");
+                    return;
+                }
+            }
+            if matches!(first[0], b'{' | b'[') {
+                drop(permit);
+                local_rpc.accept(first[0], stream);
+            } else {
+                let sniffed = Sniffed { first: first[0], stream, slot: permit };
+                let _ = kernel.cast(KernelMsg::Accepted(sniffed));
+            }
+        });
+    }
+}
+
+async fn accept_loop(listener: Listener, sniffing: Sniffing, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -249,9 +325,7 @@ async fn accept_loop(listener: Listener, kernel: ActorRef<KernelMsg>, stop: Canc
                     ));
                     continue;
                 }
-                if kernel.cast(KernelMsg::Accepted(stream)).is_err() {
-                    break;
-                }
+                sniffing.sniff(stream);
             }
             Err(e) => {
                 // Usually EMFILE: back off briefly instead of spinning.

@@ -228,7 +228,12 @@ pub async fn run(
         .map_err(|e| KernelError::Actor(format!("cannot open the store: {e}")))?;
     let kernel = Arc::new(Kernel::new(config, key, paths, Arc::new(store)));
     let endpoints = crate::endpoints::bind_all(&kernel, &settings.listen).await?;
-    let args = KernelArgs { kernel: kernel.clone(), listener: bound.listener };
+    let local_rpc = crate::endpoints::LocalRpc::default();
+    let args = KernelArgs {
+        kernel: kernel.clone(),
+        listener: bound.listener,
+        local_rpc: local_rpc.clone(),
+    };
     // Hot reload: watching ends when `_watcher` is dropped at the end of the run.
     let _watcher = match &settings.config_path {
         Some(path) => match crate::config::watch::spawn(kernel.clone(), path.clone()) {
@@ -252,7 +257,7 @@ pub async fn run(
     let (actor, handle) = Actor::spawn(None, KernelActor, args)
         .await
         .map_err(|e| KernelError::Actor(e.to_string()))?;
-    let endpoints = endpoints.serve(&kernel);
+    let endpoints = endpoints.serve(&kernel, local_rpc);
     tracing::info!(
         socket = %settings.socket.display(),
         state_dir = %settings.state_dir.display(),

@@ -19,7 +19,8 @@
 //! - [`sessions`]: sessions, their messages and runs, in either view (the IPC's and the
 //!   host's, projections of one [`sessions::SessionView`]);
 //! - [`supervisor`]: managed apps — start, stop, restart, captured logs;
-//! - [`trust`]: the trusted kernels (the IPC methods `peers.*`).
+//! - [`trust`]: the trusted kernels (the IPC methods `peers.*`);
+//! - [`contract`]: the handshake of the host contract (`initialize`, `capabilities/get`).
 
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use serde_json::json;
@@ -33,6 +34,7 @@ pub mod apps;
 pub mod capabilities;
 pub mod comms;
 pub mod config;
+pub mod contract;
 pub mod hooks;
 pub mod routing;
 pub mod sessions;

@@ -249,6 +249,12 @@ impl Sessions {
 
     /// Publishes a run's current state to waiters.
     pub fn publish_run(&self, run: RunRow) {
+        self.publish_run_with(run, None);
+    }
+
+    /// [`Sessions::publish_run`], the event carrying what the run took (`usage`, `turns`,
+    /// `tool_calls`) when given: a run's end does.
+    pub fn publish_run_with(&self, run: RunRow, stats: Option<&stream::RunStats>) {
         let terminal =
             matches!(run.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled);
         let tx = self
@@ -257,7 +263,13 @@ impl Sessions {
             .or_insert_with(|| watch::channel(run.clone()).0)
             .clone();
         self.publish(&run.session_key, || {
-            json!({ "type": "run", "session_id": run.session_key, "run_id": run.id, "status": run.status, "output": run.output, "error": run.error })
+            let mut event = json!({ "type": "run", "session_id": run.session_key, "run_id": run.id, "status": run.status, "output": run.output, "error": run.error });
+            if let (Some(stats), Some(map)) = (stats, event.as_object_mut()) {
+                map.insert("usage".into(), json!({ "input_tokens": stats.input_tokens, "output_tokens": stats.output_tokens }));
+                map.insert("turns".into(), stats.turns.into());
+                map.insert("tool_calls".into(), stats.tool_calls.into());
+            }
+            event
         });
         // `send_replace`: the value changes even while nobody watches.
         tx.send_replace(run.clone());
@@ -265,6 +277,11 @@ impl Sessions {
             // Waiters already subscribed keep their receiver; new ones read the store.
             self.runs.remove(&run.id);
         }
+    }
+
+    /// Whether session `key` has a run queued or running.
+    pub fn running(&self, key: &str) -> bool {
+        self.runs.iter().any(|run| run.borrow().session_key == key)
     }
 
     /// A receiver of a run's state, while it is queued or running.

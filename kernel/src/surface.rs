@@ -10,7 +10,6 @@
 //! | [`http`] | REST routes, server-sent events, the `/apps/...` proxy ([`http::router`], [`http::serve_http`]) |
 //! | `admit` | connection caps enforced at accept: one over the cap is answered and closed at once |
 //! | [`auth`] | when a token is required ([`auth::requires_token`]), [`auth::Auth`], the hashed [`auth::TokenStore`] |
-//! | [`stdio`] | `burrow rpc`: [`stdio::IpcHost`], a [`Host`] over the kernel's IPC socket |
 //!
 //! This file holds the [`Host`] trait and the one mapping of Burrow's [`ErrorCode`]s onto
 //! JSON-RPC error codes ([`rpc_code`], [`RpcError`]) and HTTP statuses ([`http_status`],
@@ -31,7 +30,6 @@ pub(crate) mod answers;
 pub mod auth;
 pub mod http;
 pub mod rpc;
-pub mod stdio;
 
 #[cfg(test)]
 mod fake;
@@ -39,11 +37,64 @@ mod fake;
 /// A boxed future, so [`Host`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Sends one notification on the connection a call came on; false once it is gone.
+type NotifyFn = dyn Fn(Value) -> BoxFuture<'static, bool> + Send + Sync;
+
+/// The connection a host call came on, for what the call sends there besides its answer:
+/// notifications (a streaming turn's `session/event`s), queued in order before the
+/// answer. REST has none ([`Link::none`]).
+#[derive(Clone)]
+pub struct Link {
+    notify: Option<std::sync::Arc<NotifyFn>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("notifies", &self.notify.is_some()).finish()
+    }
+}
+
+impl Link {
+    /// No connection to send on.
+    pub fn none() -> Link {
+        Link { notify: None }
+    }
+
+    /// Notifications go through `notify` (the whole JSON-RPC object).
+    pub(crate) fn new(notify: std::sync::Arc<NotifyFn>) -> Link {
+        Link { notify: Some(notify) }
+    }
+
+    /// Whether notifications can be sent.
+    pub fn notifies(&self) -> bool {
+        self.notify.is_some()
+    }
+
+    /// Sends `{jsonrpc, method, params}` (no `id`), waiting for room in the connection's
+    /// queue; false when there is no connection or it is gone.
+    pub async fn notify(&self, method: &str, params: Value) -> bool {
+        let Some(notify) = &self.notify else { return false };
+        notify(json!({ "jsonrpc": "2.0", "method": method, "params": params })).await
+    }
+}
+
 /// What the host surfaces need: the kernel itself, or (for `burrow rpc`) a client of it.
 pub trait Host: Send + Sync + 'static {
     /// One host method by its JSON-RPC name (`session/create`, `comms/send`, ...) or the
     /// name of a gateway method an app registered.
     fn call(&self, method: String, params: Value) -> BoxFuture<'_, Result<Value, ErrorObject>>;
+
+    /// [`Host::call`] from a connection that takes notifications (JSON-RPC): a streaming
+    /// turn sends its events there before its answer.
+    fn call_on(
+        &self,
+        method: String,
+        params: Value,
+        link: Link,
+    ) -> BoxFuture<'_, Result<Value, ErrorObject>> {
+        let _ = link;
+        self.call(method, params)
+    }
 
     /// The events of one session from now on (JSON objects with a `type`);
     /// `NOT_FOUND` when there is no such session.

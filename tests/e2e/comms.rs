@@ -21,8 +21,8 @@ async fn create(rpc: &mut Rpc, prompt: &str, name: &str) -> String {
     let r = rpc
         .ok("session/create", json!({"prompt": prompt, "keep_alive": true, "comms_name": name}))
         .await;
-    assert_eq!(r["status"], "completed", "{r}");
-    assert_eq!(r["output"], format!("echo: {prompt}"));
+    assert_eq!(r["text"], format!("echo: {prompt}"), "{r}");
+    assert_eq!(r["turns"], 1, "{r}");
     r["session_id"].as_str().unwrap().to_owned()
 }
 
@@ -177,7 +177,8 @@ async fn host_errors_are_json_rpc_errors_with_stable_codes_and_reasons() {
         .call("session/external_event", json!({"session_id": "missing", "kind": "generic_json", "event_type": "t", "payload": {}}))
         .await;
     assert_eq!(no_session["error"]["data"]["reason"], "unknown_session", "{no_session}");
-    let not_peer = rpc.ok("session/create", json!({"prompt": "x", "wait": false})).await;
+    let not_peer =
+        rpc.ok("session/create", json!({"prompt": "x", "initial_turn": "deferred"})).await;
     let sent = rpc
         .call("comms/send", json!({"session_id": not_peer["session_id"], "kind": "peer_message", "to": "y", "body": "z"}))
         .await;
@@ -195,11 +196,14 @@ async fn steer_joins_the_running_turn_and_queue_waits_for_the_next() {
     let kernel = kernel().await;
     let mut prov = kernel.hand_provider().await;
     let mut rpc = rpc(&kernel).await;
+    // A session created without a turn; its first turn starts without being waited for.
     let created = rpc
-        .ok("session/create", json!({"prompt": "start", "keep_alive": true, "wait": false}))
+        .ok("session/create", json!({"prompt": "", "keep_alive": true, "initial_turn": "deferred"}))
         .await;
     let id = created["session_id"].as_str().unwrap().to_owned();
-    let first_run = created["run_id"].clone();
+    let first =
+        rpc.ok("comms/send", json!({"session_id": id, "kind": "input", "body": "start"})).await;
+    let first_run = first["run_id"].clone();
 
     let turn1 = prov.expect_method("provider.complete").await;
     assert_eq!(last_user(&turn1), "start");
@@ -310,7 +314,10 @@ async fn an_external_event_is_durable_across_a_kernel_kill_and_wakes_the_session
     let mut rpc = rpc(&kernel).await;
     // No provider yet: the session's runs wait for one.
     let created = rpc
-        .ok("session/create", json!({"prompt": "watch deploys", "keep_alive": true, "wait": false}))
+        .ok(
+            "session/create",
+            json!({"prompt": "watch deploys", "keep_alive": true, "initial_turn": "deferred"}),
+        )
         .await;
     let id = created["session_id"].as_str().unwrap().to_owned();
     let payload = json!({"environment": "prod", "release": "2026.04.21"});

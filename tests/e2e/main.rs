@@ -13,6 +13,7 @@ mod hooks;
 mod install;
 mod kernels;
 mod lifecycle;
+mod meerkat;
 mod rest;
 mod routes;
 mod sessions;

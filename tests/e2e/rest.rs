@@ -24,7 +24,7 @@ async fn rest_creates_sessions_sends_comms_and_streams_events() {
         .unwrap();
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
-    assert_eq!(created["output"], "echo: You are a coordinator.", "{created}");
+    assert_eq!(created["text"], "echo: You are a coordinator.", "{created}");
     let id = created["session_id"].as_str().unwrap().to_owned();
 
     let list: Value =
@@ -213,13 +213,24 @@ async fn burrow_rpc_serves_json_rpc_on_stdio_and_the_cli_runs_sessions_and_event
     let mut stdout = BufReader::new(rpc.stdout.take().unwrap()).lines();
     let req = json!({"jsonrpc": "2.0", "id": 1, "method": "session/create", "params": {"prompt": "hi", "keep_alive": true, "comms_name": "stdio-peer"}});
     stdin.write_all(format!("{req}\n").as_bytes()).await.unwrap();
-    let line = tokio::time::timeout(DEADLINE, stdout.next_line()).await.unwrap().unwrap().unwrap();
-    let answer: Value = serde_json::from_str(&line).unwrap();
+    // The turn's steps come as `session/event` notifications, then its answer.
+    let mut steps = Vec::new();
+    let answer = loop {
+        let line = tokio::time::timeout(DEADLINE, stdout.next_line()).await.unwrap().unwrap();
+        let line: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if line.get("id").is_some() {
+            break line;
+        }
+        assert_eq!(line["method"], "session/event", "{line}");
+        steps.push(line["params"]["event"]["payload"]["type"].as_str().unwrap().to_owned());
+    };
     assert_eq!(
-        (answer["id"].clone(), answer["result"]["output"].clone()),
+        (answer["id"].clone(), answer["result"]["text"].clone()),
         (json!(1), json!("echo: hi")),
         "{answer}"
     );
+    assert_eq!(steps.first().map(String::as_str), Some("run_started"), "{steps:?}");
+    assert_eq!(steps.last().map(String::as_str), Some("run_completed"), "{steps:?}");
     let id = answer["result"]["session_id"].as_str().unwrap().to_owned();
 
     // `burrow event` appends a durable event; the session answers it.

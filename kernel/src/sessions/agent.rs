@@ -195,7 +195,7 @@ pub async fn run(
     if !(sent_at_once && stored.is_ok()) {
         agent_end(status, output.clone(), error.clone())();
     }
-    kernel.sessions.publish_run(row(status, &output, &error));
+    kernel.sessions.publish_run_with(row(status, &output, &error), Some(&stream.stats()));
     if let (RunStatus::Completed, Some(text)) = (status, output)
         && !sent_at_once
     {
@@ -566,10 +566,11 @@ async fn complete(
         .request_streamed(ProviderComplete::NAME, params, timeout, on_chunk)
         .await
         .map_err(|e| format!("provider {:?}: {}: {}", params.provider_id, e.code, e.message))?;
-    stream.answered();
-    serde_json::from_value(value).map_err(|e| {
+    let answer: ProviderCompleteResult = serde_json::from_value(value).map_err(|e| {
         format!("provider {:?} answered a malformed completion: {e}", params.provider_id)
-    })
+    })?;
+    stream.answered(&answer);
+    Ok(answer)
 }
 
 /// One tool call of a run; every outcome becomes a tool result text (errors and blocks

@@ -33,9 +33,40 @@ pub(super) struct RunStream {
     state: Arc<Mutex<Streamed>>,
 }
 
+/// What a run took: its provider calls (`turns`), the tool calls they asked for, and the
+/// tokens the providers reported (`usage.promptTokens` / `completionTokens`, or
+/// `input_tokens` / `output_tokens`; none reported counts 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Provider calls answered.
+    pub turns: u64,
+    /// Tool calls asked for.
+    pub tool_calls: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+}
+
+impl RunStats {
+    /// Counts one provider answer.
+    pub fn count(&mut self, answer: &burrow_protocol::methods::invoke::ProviderCompleteResult) {
+        self.turns += 1;
+        self.tool_calls += answer.message.tool_calls.as_ref().map_or(0, Vec::len) as u64;
+        let tokens = |names: [&str; 2]| {
+            let usage = answer.usage.as_ref();
+            names.iter().find_map(|n| usage.and_then(|u| u.get(*n)).and_then(Value::as_u64))
+        };
+        self.input_tokens += tokens(["promptTokens", "input_tokens"]).unwrap_or(0);
+        self.output_tokens += tokens(["completionTokens", "output_tokens"]).unwrap_or(0);
+    }
+}
+
 /// What a run streamed so far.
 #[derive(Default)]
 struct Streamed {
+    /// What the run took so far.
+    stats: RunStats,
     /// The text of the provider call in progress, as streamed (empty between calls).
     partial: String,
     /// The streaming channel that got pieces of this run.
@@ -104,9 +135,20 @@ impl RunStream {
         })
     }
 
-    /// The provider call in progress answered whole: its text is no longer partial.
-    pub(super) fn answered(&self) {
-        self.lock().partial.clear();
+    /// The provider call in progress answered whole: its text is no longer partial, and
+    /// the answer counts in the run's [`RunStats`].
+    pub(super) fn answered(
+        &self,
+        answer: &burrow_protocol::methods::invoke::ProviderCompleteResult,
+    ) {
+        let mut state = self.lock();
+        state.partial.clear();
+        state.stats.count(answer);
+    }
+
+    /// What the run took so far.
+    pub(super) fn stats(&self) -> RunStats {
+        self.lock().stats
     }
 
     /// The text the provider had streamed of the answer it was producing when the run

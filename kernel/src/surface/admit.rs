@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::descriptors::MAX_REFUSING;
@@ -65,7 +64,10 @@ impl Admission {
     }
 
     /// Sends the refusal to `stream` and closes it, in the background.
-    pub(crate) fn refuse(&self, stream: TcpStream) {
+    pub(crate) fn refuse<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         self.warn(refused);
         let Ok(permit) = self.refusing.clone().try_acquire_owned() else {
@@ -90,7 +92,10 @@ impl Admission {
     }
 }
 
-async fn refuse(mut stream: TcpStream, answer: Bytes, _permit: OwnedSemaphorePermit) {
+async fn refuse<S>(mut stream: S, answer: Bytes, _permit: OwnedSemaphorePermit)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     if tokio::time::timeout(REFUSE_WRITE, stream.write_all(&answer)).await.is_err() {
         return;
     }
@@ -111,7 +116,7 @@ async fn refuse(mut stream: TcpStream, answer: Bytes, _permit: OwnedSemaphorePer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     #[tokio::test]
     async fn one_over_the_cap_is_answered_and_closed_and_a_freed_slot_admits_again() {

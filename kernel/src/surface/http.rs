@@ -515,7 +515,14 @@ async fn rpc(
         false => None,
     };
     let routed = triaged.is_routed();
-    let answer = complete(&*state.host, triaged, RPC_BATCH_CONCURRENCY, MAX_BODY_BYTES).await;
+    let answer = complete(
+        &*state.host,
+        triaged,
+        RPC_BATCH_CONCURRENCY,
+        MAX_BODY_BYTES,
+        &crate::surface::Link::none(),
+    )
+    .await;
     if routed && slot.is_none() {
         slot = Some(state.large_slot().await?);
     }

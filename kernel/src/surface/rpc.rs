@@ -71,7 +71,7 @@ use tokio_util::task::TaskTracker;
 use crate::surface::admit::Admission;
 use crate::surface::answers::Answers;
 use crate::surface::auth::Auth;
-use crate::surface::{Host, RpcError};
+use crate::surface::{Host, Link, RpcError};
 
 mod message;
 
@@ -138,6 +138,46 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     run_connection(reader, writer, host, limits, Gate::trusted(), CancellationToken::new()).await;
+}
+
+/// Serves the JSON-RPC connections made on the kernel's own socket (what `burrow-rpc`
+/// and `burrow rpc` pipe stdin and stdout to), handed over by its accept loop with the
+/// first byte it read, until `stop`; at most [`RpcLimits::max_connections`] at once. The
+/// socket admits only its owner, so no token is asked for. After `stop`, open
+/// connections stop reading, write what they owe, and close; this returns when all have.
+pub async fn serve_local<S>(
+    mut incoming: mpsc::Receiver<(u8, S)>,
+    host: Arc<dyn Host>,
+    limits: RpcLimits,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let admission = Admission::new("rpc", limits.max_connections, refusal(limits.max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let (first, stream) = tokio::select! {
+            next = incoming.recv() => match next {
+                Some(conn) => conn,
+                None => break,
+            },
+            () = stop.cancelled() => break,
+        };
+        let Some(slot) = admission.try_admit() else {
+            admission.refuse(stream);
+            continue;
+        };
+        let (reader, writer) = tokio::io::split(stream);
+        let reader = std::io::Cursor::new([first]).chain(reader);
+        let (host, stop) = (host.clone(), stop.child_token());
+        tracker.spawn(async move {
+            run_connection(reader, writer, host, limits, Gate::trusted(), stop).await;
+            drop(slot);
+        });
+    }
+    drop(incoming);
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// Accepts JSON-RPC connections on `listener` until `stop`, each checked by `auth`, at
@@ -249,7 +289,7 @@ pub(crate) async fn run_connection<R, W>(
                 let triaged = triage(text, &mut gate);
                 let calls = triaged.calls();
                 if calls == 0 {
-                    complete(&*host, triaged, 1, limits.max_line_bytes).await
+                    complete(&*host, triaged, 1, limits.max_line_bytes, &Link::none()).await
                 } else {
                     let wanted = u32::try_from(calls.min(max_in_flight)).unwrap_or(1);
                     let weight = text.len().saturating_add(triaged.weight());
@@ -268,6 +308,7 @@ pub(crate) async fn run_connection<R, W>(
                         () = writer_failed.cancelled() => break,
                     };
                     let (host, tx, answers) = (host.clone(), tx.clone(), answers.clone());
+                    let link = link(&tx, &answers);
                     let max_answer = limits.max_line_bytes;
                     tasks.spawn(async move {
                         // The kernel's own large answers are prepared in a slot; an app's
@@ -277,7 +318,8 @@ pub(crate) async fn run_connection<R, W>(
                             false => None,
                         };
                         let routed = triaged.is_routed();
-                        let answer = complete(&*host, triaged, wanted as usize, max_answer).await;
+                        let answer =
+                            complete(&*host, triaged, wanted as usize, max_answer, &link).await;
                         if routed && slot.is_none() {
                             slot = answers.large_slot().await;
                         }
@@ -346,6 +388,16 @@ pub(crate) async fn run_connection<R, W>(
     if tokio::time::timeout(limits.drain_timeout, &mut writer_task).await.is_err() {
         writer_task.abort();
     }
+}
+
+/// What a call sends on its connection besides its answer: notifications, queued for the
+/// writer like answers (so those it sends before answering come first).
+fn link(tx: &mpsc::Sender<Queued>, answers: &Arc<Answers>) -> Link {
+    let (tx, answers) = (tx.clone(), answers.clone());
+    Link::new(Arc::new(move |note| {
+        let (tx, answers) = (tx.clone(), answers.clone());
+        Box::pin(async move { queue(&tx, &answers, &note).await })
+    }))
 }
 
 /// An answer line for the writer, holding its room in the writer queue until written.

@@ -6,11 +6,23 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Value;
+
 use super::comms::{HostMessage, HostSession};
 use super::session::RunStatus;
-use super::{Ack, methods};
+use super::{Ack, Empty, methods};
 
 methods! {
+    /// The handshake of Meerkat's host contract: who answers, which contract version,
+    /// which methods.
+    Initialize = "initialize": Empty => InitializeResult;
+    /// What this runtime can do, as Meerkat's capability entries.
+    CapabilitiesGet = "capabilities/get": Empty => CapabilitiesResult;
+    /// A new session and, unless deferred, its first turn ([`RunResult`], or
+    /// [`DeferredCreated`]).
+    SessionCreateTurn = "session/create": CreateParams => Value;
+    /// Another turn of a session.
+    TurnStart = "turn/start": TurnParams => RunResult;
     /// Sessions, newest activity first.
     HostSessionList = "session/list": HostListParams => HostSessions;
     /// One session.
@@ -109,4 +121,117 @@ pub struct RunWaitResult {
 pub struct AuthenticateParams {
     /// A host token (`burrow token create`).
     pub token: String,
+}
+
+/// The version of Meerkat's host contract Burrow speaks: hosts built with Meerkat's SDK
+/// accept a server of the same `0.x` minor version.
+pub const CONTRACT_VERSION: &str = "0.9.6";
+
+/// Result of `initialize`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitializeResult {
+    /// Who answers.
+    pub server_info: ServerInfo,
+    /// [`CONTRACT_VERSION`].
+    pub contract_version: String,
+    /// Every host method, by its JSON-RPC name.
+    pub methods: Vec<String>,
+}
+
+/// `server_info` of `initialize`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// `burrow`.
+    pub name: String,
+    /// The kernel's version.
+    pub version: String,
+}
+
+/// Result of `capabilities/get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapabilitiesResult {
+    /// [`CONTRACT_VERSION`].
+    pub contract_version: String,
+    /// What this runtime can do.
+    pub capabilities: Vec<CapabilityEntry>,
+}
+
+/// One capability of `capabilities/get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityEntry {
+    /// Its id (`sessions`, `streaming`, `comms`, ...).
+    pub id: String,
+    /// What it is, for humans.
+    pub description: String,
+    /// `"Available"`, or an object naming why not (`{"NotSupportedByProtocol": {...}}`).
+    pub status: Value,
+}
+
+/// Params of `session/create` in the host contract. Fields of the contract Burrow does
+/// not act on (`model`, `provider`, `system_prompt`, `max_tokens`, `enable_*`, ...) are
+/// accepted and ignored, so none is refused as unknown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateParams {
+    /// The first turn's input: a string, or content blocks (their text is used).
+    pub prompt: Value,
+    /// `"deferred"`: create the session without running a first turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_turn: Option<String>,
+    /// Stay resident after the first turn, woken by comms and external events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<bool>,
+    /// Makes the session a peer with this display name (1–64 of `[A-Za-z0-9._-]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comms_name: Option<String>,
+    /// Labels to find the session by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// `false`: send no `session/event` notifications for the turn (default: send them
+    /// on a connection that takes notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_events: Option<bool>,
+}
+
+/// Params of `turn/start`: another turn of a session. As for [`CreateParams`], the
+/// contract's fields Burrow does not act on are accepted and ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnParams {
+    /// The session.
+    pub session_id: String,
+    /// The turn's input: a string, or content blocks (their text is used).
+    pub prompt: Value,
+    /// `false`: no `session/event` notifications for the turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_events: Option<bool>,
+}
+
+/// The result of a turn (`session/create`, `turn/start`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The session.
+    pub session_id: String,
+    /// The agent's final answer (`""` when none).
+    pub text: String,
+    /// Provider calls the turn made.
+    pub turns: u64,
+    /// Tool calls the turn made.
+    pub tool_calls: u64,
+    /// Tokens the turn's provider calls reported.
+    pub usage: Usage,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+}
+
+/// The result of a deferred `session/create`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeferredCreated {
+    /// The new session.
+    pub session_id: String,
 }

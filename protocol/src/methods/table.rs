@@ -13,7 +13,10 @@ use super::capability::{CapabilityRegister, CapabilityUnregister};
 use super::comms::{CommsPeers, CommsSend, HostCall, SessionCreate, SessionExternalEvent};
 use super::config::{ConfigGet, ConfigWatch};
 use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
-use super::host::{Authenticate, HostSessionHistory, HostSessionList, HostSessionRead, RunWait};
+use super::host::{
+    Authenticate, CapabilitiesGet, HostSessionHistory, HostSessionList, HostSessionRead,
+    Initialize, RunWait, SessionCreateTurn, TurnStart,
+};
 use super::invoke::{
     ChannelDelta, ChannelSend, ChannelStreamEnd, GatewayInvoke, HttpRequest, ProviderComplete,
     ToolCall, ToolInvoke,
@@ -30,8 +33,6 @@ use super::{Cancel, Method};
 /// The host surfaces' names of the host methods apps may call too (under their IPC
 /// names, [`super::comms`]); the host-only methods are [`super::host`]'s markers.
 pub mod host {
-    /// `session/create`.
-    pub const SESSION_CREATE: &str = "session/create";
     /// `session/external_event`.
     pub const SESSION_EXTERNAL_EVENT: &str = "session/external_event";
     /// `comms/send`.
@@ -204,12 +205,16 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(AgentWait::NAME).long().off_actor(),
     MethodInfo::ipc(AgentCancel::NAME).long().off_actor(),
     // §9 comms and host methods
-    MethodInfo::ipc(SessionCreate::NAME).long().on_host(host::SESSION_CREATE),
+    MethodInfo::ipc(SessionCreate::NAME).long(),
     MethodInfo::ipc(CommsSend::NAME).long().on_host(host::COMMS_SEND),
     MethodInfo::ipc(CommsPeers::NAME).long().on_host(host::COMMS_PEERS),
     MethodInfo::ipc(SessionExternalEvent::NAME).long().on_host(host::SESSION_EXTERNAL_EVENT),
     MethodInfo::ipc(HostCall::NAME).long().large(),
     MethodInfo::ipc(SessionEvents::NAME).stream(),
+    MethodInfo::host_only(Initialize::NAME),
+    MethodInfo::host_only(CapabilitiesGet::NAME),
+    MethodInfo::host_only(SessionCreateTurn::NAME),
+    MethodInfo::host_only(TurnStart::NAME),
     MethodInfo::host_only(HostSessionList::NAME).large(),
     MethodInfo::host_only(HostSessionRead::NAME),
     MethodInfo::host_only(HostSessionHistory::NAME).large(),
@@ -324,7 +329,9 @@ mod tests {
             }
         }
         assert_eq!(by_ipc_name("session.history").map(|m| m.answer), Some(AnswerSize::Large));
-        assert_eq!(by_host_name("session/create").and_then(|m| m.ipc), Some("session.create"));
+        // The host contract's `session/create` is a method of its own, not `session.create`.
+        assert_eq!(by_host_name("session/create").map(|m| m.ipc), Some(None));
+        assert_eq!(by_host_name("comms/send").and_then(|m| m.ipc), Some("comms.send"));
         assert!(by_ipc_name("session/create").is_none());
     }
 }

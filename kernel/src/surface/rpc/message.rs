@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::sizes::json_len;
 use crate::surface::answers::{is_large, prepares_large};
 use crate::surface::auth::Auth;
-use crate::surface::{Host, RpcError};
+use crate::surface::{Host, Link, RpcError};
 
 /// The method that authenticates a connection: `{"token": "brw_..."}` → `{"ok": true}`.
 /// `rpc/authenticate`.
@@ -166,13 +166,14 @@ pub(crate) async fn complete(
     triaged: Triaged,
     concurrency: usize,
     max_answer_bytes: usize,
+    link: &Link,
 ) -> Option<Value> {
     match triaged {
-        Triaged::Single(item) => run(host, item).await,
+        Triaged::Single(item) => run(host, item, link).await,
         Triaged::Batch(items) => {
             let batch = Batch { bytes: AtomicUsize::new(0), large: tokio::sync::Mutex::new(()) };
             let answers: Vec<Value> = stream::iter(items)
-                .map(|item| batch.run(host, item, max_answer_bytes))
+                .map(|item| batch.run(host, item, max_answer_bytes, link))
                 .buffered(concurrency.max(1))
                 .filter_map(std::future::ready)
                 .collect()
@@ -189,7 +190,13 @@ struct Batch {
 }
 
 impl Batch {
-    async fn run(&self, host: &dyn Host, item: Item, max_bytes: usize) -> Option<Value> {
+    async fn run(
+        &self,
+        host: &dyn Host,
+        item: Item,
+        max_bytes: usize,
+        link: &Link,
+    ) -> Option<Value> {
         let _turn = match &item {
             Item::Call(call) => {
                 let turn = match is_large(&call.method) {
@@ -209,7 +216,7 @@ impl Batch {
             }
             _ => None,
         };
-        let answer = run(host, item).await?;
+        let answer = run(host, item, link).await?;
         self.bytes.fetch_add(json_len(&answer), Ordering::Relaxed);
         Some(answer)
     }
@@ -304,7 +311,7 @@ fn answer_or_nothing(id: Option<Value>, method: &str, outcome: Result<Value, Err
     }
 }
 
-async fn run(host: &dyn Host, item: Item) -> Option<Value> {
+async fn run(host: &dyn Host, item: Item, link: &Link) -> Option<Value> {
     let call = match item {
         Item::Answer(answer) => return Some(answer),
         Item::Nothing => return None,
@@ -312,7 +319,8 @@ async fn run(host: &dyn Host, item: Item) -> Option<Value> {
     };
     let Call { id, method, params } = call;
     let name = method.clone();
-    let outcome = AssertUnwindSafe(async move { host.call(method, params).await })
+    let link = link.clone();
+    let outcome = AssertUnwindSafe(async move { host.call_on(method, params, link).await })
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {

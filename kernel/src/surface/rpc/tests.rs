@@ -394,7 +394,9 @@ async fn a_batch_is_bounded_in_items_and_its_answer_in_bytes() {
         .map(|n| json!({"jsonrpc": "2.0", "id": n, "method": "echo", "params": {"pad": pad}}))
         .collect();
     let triaged = triage(&Value::Array(calls).to_string(), &mut Gate::trusted());
-    let answer = complete(&*host, triaged, 1, 8 * 1024).await.expect("an answer");
+    let answer = complete(&*host, triaged, 1, 8 * 1024, &crate::surface::Link::none())
+        .await
+        .expect("an answer");
     let answers = answer.as_array().expect("an array");
     assert_eq!(answers.len(), 20);
     let refused = answers.iter().filter(|a| a["error"]["data"]["reason"] == "batch_too_large");

@@ -1,0 +1,271 @@
+//! Turns in the host contract: `session/create` (a new session and, unless deferred, its
+//! first turn) and `turn/start` answer a [`RunResult`] once the turn has ended. A turn
+//! follows its session's events from before its input is handed over, so it sees every
+//! step of its own run: what it took (`turns`, `tool_calls`, `usage`, from the run's end
+//! event) and, on a connection that takes notifications unless the call says
+//! `session_events: false`, each step as a `session/event` notification
+//! ([`super::events`]), all of them before the answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use burrow_protocol::methods::host::{CreateParams, DeferredCreated, RunResult, TurnParams, Usage};
+use burrow_protocol::methods::session::RunStatus;
+use burrow_protocol::{ErrorCode, ErrorObject, Value, now_ms};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::json;
+
+use super::events::Envelopes;
+use crate::kernel::Kernel;
+use crate::service::sessions::{self, check_comms_name, existing, to_session};
+use crate::service::{Caller, ServiceError};
+use crate::sessions::{Inbound, Wake};
+use crate::store::{SessionRow, Write};
+use crate::surface::Link;
+
+/// The longest a turn is waited for before its call is answered `TIMEOUT` (the run goes
+/// on).
+const TURN_WAIT: Duration = Duration::from_secs(600);
+
+/// `session/create`.
+pub async fn create(
+    kernel: &Arc<Kernel>,
+    caller: &Caller,
+    p: CreateParams,
+    link: Link,
+) -> Result<Value, ErrorObject> {
+    let deferred = match p.initial_turn.as_deref() {
+        None | Some("immediate") => false,
+        Some("deferred") => true,
+        Some(other) => {
+            let why = format!("initial_turn is \"immediate\" or \"deferred\", not {other:?}");
+            return Err(ServiceError::invalid("initial_turn", why).into());
+        }
+    };
+    let prompt = prompt_text(&p.prompt)?;
+    if !deferred && prompt.trim().is_empty() {
+        return Err(ServiceError::invalid("prompt", "the prompt is empty").into());
+    }
+    if let Some(name) = &p.comms_name {
+        check_comms_name(name)?;
+    }
+    let key = uuid::Uuid::now_v7().to_string();
+    let now = now_ms();
+    let row = SessionRow {
+        key: key.clone(),
+        agent_id: "main".into(),
+        channel_id: None,
+        account_id: None,
+        created_at: now,
+        last_active_at: now,
+        message_count: 0,
+        keep_alive: p.keep_alive.unwrap_or(false),
+        comms_name: p.comms_name.clone(),
+    };
+    if deferred {
+        kernel.store().write(vec![Write::CreateSession(row)]).await.map_err(ServiceError::from)?;
+        return Ok(serde_json::to_value(DeferredCreated { session_id: key }).unwrap_or_default());
+    }
+    let mut item = Inbound::new(prompt.clone(), None, caller.name().to_owned(), Wake::Always);
+    item.create = Some(Box::new(row));
+    let streaming = p.session_events != Some(false) && link.notifies();
+    let result = turn(kernel, &key, item, (prompt, streaming), &link).await?;
+    Ok(serde_json::to_value(result).unwrap_or_default())
+}
+
+/// `turn/start`.
+pub async fn start(
+    kernel: &Arc<Kernel>,
+    caller: &Caller,
+    p: TurnParams,
+    link: Link,
+) -> Result<RunResult, ErrorObject> {
+    let prompt = prompt_text(&p.prompt)?;
+    if prompt.trim().is_empty() {
+        return Err(ServiceError::invalid("prompt", "the prompt is empty").into());
+    }
+    existing(kernel, &p.session_id).await?;
+    if kernel.sessions.running(&p.session_id) {
+        let message = format!("session {} is running a turn; wait for its end", p.session_id);
+        return Err(ErrorObject::new(ErrorCode::Conflict, message)
+            .with_data(json!({ "code": "SESSION_BUSY", "session_id": p.session_id })));
+    }
+    let mut item = Inbound::new(prompt.clone(), None, caller.name().to_owned(), Wake::Always);
+    item.must_exist = true;
+    let streaming = p.session_events != Some(false) && link.notifies();
+    turn(kernel, &p.session_id, item, (prompt, streaming), &link).await
+}
+
+/// Hands `item` to session `key` and follows the run it starts to its end, sending its
+/// steps as notifications when `streaming`.
+async fn turn(
+    kernel: &Arc<Kernel>,
+    key: &str,
+    item: Inbound,
+    (prompt, streaming): (String, bool),
+    link: &Link,
+) -> Result<RunResult, ErrorObject> {
+    // Followed before the input is handed over: no step of the run can be missed.
+    let events = sessions::follow(kernel, key, true).await?;
+    let acked = to_session(kernel, key, item).await?;
+    let Some(run_id) = acked.run_id else {
+        let why = acked.reason.unwrap_or_else(|| "the input was not taken".into());
+        return Err(ErrorObject::new(ErrorCode::Conflict, why)
+            .with_data(json!({ "code": "HOOK_DENIED", "session_id": key })));
+    };
+    let mut envelopes = Envelopes::new(key, &run_id, &prompt);
+    let outcome = tokio::time::timeout(
+        TURN_WAIT,
+        follow_run(kernel, events, &run_id, &mut envelopes, streaming.then_some(link)),
+    )
+    .await
+    .map_err(|_| {
+        ErrorObject::new(
+            ErrorCode::Timeout,
+            format!("turn {run_id} did not end within {TURN_WAIT:?}"),
+        )
+    })??;
+    match outcome.status {
+        RunStatus::Completed => Ok(RunResult {
+            session_id: key.to_owned(),
+            text: outcome.output.unwrap_or_default(),
+            turns: outcome.turns,
+            tool_calls: outcome.tool_calls,
+            usage: outcome.usage,
+        }),
+        RunStatus::Cancelled => {
+            Err(ErrorObject::new(ErrorCode::Conflict, format!("turn {run_id} was interrupted"))
+                .with_data(
+                    json!({ "code": "REQUEST_CANCELLED", "session_id": key, "run_id": run_id }),
+                ))
+        }
+        _ => {
+            let why = outcome.error.unwrap_or_else(|| "the turn failed".into());
+            Err(ErrorObject::new(ErrorCode::UnknownError, why)
+                .with_data(json!({ "code": "AGENT_ERROR", "session_id": key, "run_id": run_id })))
+        }
+    }
+}
+
+/// How a followed run ended.
+#[derive(Debug, Default)]
+struct Ended {
+    status: Option<RunStatus>,
+    output: Option<String>,
+    error: Option<String>,
+    turns: u64,
+    tool_calls: u64,
+    usage: Usage,
+}
+
+/// The end of a run, as [`follow_run`] saw it.
+struct Outcome {
+    status: RunStatus,
+    output: Option<String>,
+    error: Option<String>,
+    turns: u64,
+    tool_calls: u64,
+    usage: Usage,
+}
+
+/// Reads the session's events until run `run_id` ends, sending each step of it to `link`
+/// as a `session/event` notification when there is one. A follower that lags stops
+/// seeing steps (the last notification says so) and waits for the run's end instead.
+async fn follow_run(
+    kernel: &Arc<Kernel>,
+    mut events: BoxStream<'static, Value>,
+    run_id: &str,
+    envelopes: &mut Envelopes,
+    link: Option<&Link>,
+) -> Result<Outcome, ErrorObject> {
+    let mut ended = Ended::default();
+    while let Some(event) = events.next().await {
+        if event["type"] == "lagged" {
+            if let Some(link) = link {
+                for note in envelopes.lagged() {
+                    link.notify("session/event", note).await;
+                }
+            }
+            let run = sessions::wait(kernel, run_id, TURN_WAIT).await?;
+            (ended.status, ended.output, ended.error) = (Some(run.status), run.output, run.error);
+            break;
+        }
+        if let Some(link) = link {
+            for note in envelopes.of(&event) {
+                if !link.notify("session/event", note).await {
+                    break;
+                }
+            }
+        }
+        if event["type"] == "run" && event["run_id"] == run_id {
+            let status: Option<RunStatus> = serde_json::from_value(event["status"].clone()).ok();
+            if status.is_some_and(RunStatus::is_terminal) {
+                ended.status = status;
+                ended.output = event["output"].as_str().map(str::to_owned);
+                ended.error = event["error"].as_str().map(str::to_owned);
+                ended.turns = event["turns"].as_u64().unwrap_or(0);
+                ended.tool_calls = event["tool_calls"].as_u64().unwrap_or(0);
+                ended.usage = serde_json::from_value(event["usage"].clone()).unwrap_or_default();
+                break;
+            }
+        }
+    }
+    let Some(status) = ended.status else {
+        // The follower ended (the kernel is stopping): say where the run stands.
+        let run = sessions::wait(kernel, run_id, Duration::ZERO).await?;
+        return Err(ErrorObject::new(
+            ErrorCode::ConnectionClosed,
+            format!("the kernel stopped following turn {run_id} ({:?})", run.status),
+        ));
+    };
+    Ok(Outcome {
+        status,
+        output: ended.output,
+        error: ended.error,
+        turns: ended.turns,
+        tool_calls: ended.tool_calls,
+        usage: ended.usage,
+    })
+}
+
+/// A prompt's text: a string, or the text of its content blocks (one per line); a block
+/// of another kind is refused.
+pub fn prompt_text(prompt: &Value) -> Result<String, ErrorObject> {
+    match prompt {
+        Value::String(text) => Ok(text.clone()),
+        Value::Array(blocks) => {
+            let mut texts = Vec::new();
+            for block in blocks {
+                match (block["type"].as_str(), block["text"].as_str()) {
+                    (Some("text"), Some(text)) => texts.push(text),
+                    (kind, _) => {
+                        let kind = kind.unwrap_or("untyped");
+                        let why = format!("Burrow takes text content only, not a {kind} block");
+                        return Err(ServiceError::invalid("prompt", why).into());
+                    }
+                }
+            }
+            Ok(texts.join("\n"))
+        }
+        _ => Err(ServiceError::invalid("prompt", "a string or a list of content blocks").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_is_a_string_or_text_blocks() {
+        assert_eq!(prompt_text(&json!("hi")).unwrap(), "hi");
+        let blocks = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
+        assert_eq!(prompt_text(&blocks).unwrap(), "a\nb");
+        let image =
+            json!([{"type": "image", "media_type": "image/png", "source": "inline", "data": ""}]);
+        let e = prompt_text(&image).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidParams);
+        assert!(e.message.contains("image"), "{e}");
+        assert!(prompt_text(&json!(3)).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+"""Sessions and turns through Meerkat's SDK against Burrow, with the bundled offline
+echo provider (its answer is `echo: <the prompt>`, streamed word by word)."""
+
+import asyncio
+
+from meerkat import TextDelta
+
+WAIT = 30
+
+
+async def test_handshake_reports_the_contract_and_the_capabilities(client):
+    assert client.has_capability("sessions")
+    assert client.has_capability("streaming")
+    assert client.has_capability("comms")
+    assert not client.has_capability("skills")
+    ids = {c.id for c in client.capabilities}
+    assert {"sessions", "streaming", "comms"} <= ids
+
+
+async def test_a_session_runs_turns_and_reports_what_they_took(client):
+    session = await asyncio.wait_for(client.create_session("hello there"), WAIT)
+    assert session.text == "echo: hello there"
+    assert session.turns == 1
+    assert session.tool_calls == 0
+    assert session.usage.output_tokens > 0
+    result = await asyncio.wait_for(session.turn("and again"), WAIT)
+    assert result.text == "echo: and again"
+    assert result.session_id == session.id
+
+
+async def test_a_streamed_turn_delivers_text_deltas_before_its_result(client):
+    session = await asyncio.wait_for(client.create_session("first"), WAIT)
+    deltas = []
+    types = []
+
+    async def consume():
+        async with session.stream("stream these words please") as events:
+            async for event in events:
+                types.append(type(event).__name__)
+                if isinstance(event, TextDelta):
+                    deltas.append(event.delta)
+            return events.result
+
+    result = await asyncio.wait_for(consume(), WAIT)
+    assert result.text == "echo: stream these words please"
+    assert "".join(deltas) == result.text
+    assert len(deltas) > 1, "the echo provider streams word by word"
+    assert types[0] == "RunStarted", types
+    assert types[-1] == "RunCompleted", types
+
+
+async def test_a_streaming_create_delivers_the_first_turns_events(client):
+    deltas = []
+
+    async def consume():
+        async with client.create_session_streaming("stream from the start") as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    deltas.append(event.delta)
+            return events.result
+
+    result = await asyncio.wait_for(consume(), WAIT)
+    assert "".join(deltas) == "echo: stream from the start"
+    assert result.text == "echo: stream from the start"
