@@ -7,7 +7,7 @@
 //! | method | does |
 //! |---|---|
 //! | `initialize`, `capabilities/get` | the host contract's handshake ([`crate::service::contract`]) |
-//! | `session/create`, `turn/start` | a new session and its first turn, another turn: [`turns`], streaming [`events`] |
+//! | `session/create`, `turn/start`, `turn/interrupt` | a new session and its first turn, another turn, stopping one: [`turns`], streaming [`events`] |
 //! | `session/list`, `session/read`, `session/history` | sessions and transcripts in the host shapes |
 //! | `session/external_event` | a durable event in the session's transcript, then a turn |
 //! | `comms/send`, `comms/peers` | [`crate::service::comms`] |
@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use burrow_protocol::methods::capability::CapabilityType;
-use burrow_protocol::methods::host::{SessionCreateTurn, TurnStart};
+use burrow_protocol::methods::host::{SessionCreateTurn, TurnInterrupt, TurnStart};
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
 use burrow_protocol::methods::{Method, parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
@@ -37,7 +37,7 @@ pub mod turns;
 
 /// The host methods that run a turn ([`turns`]), answered by [`call_on`] itself: they may
 /// stream notifications on the caller's connection.
-pub const TURNS: &[&str] = &[SessionCreateTurn::NAME, TurnStart::NAME];
+pub const TURNS: &[&str] = &[SessionCreateTurn::NAME, TurnStart::NAME, TurnInterrupt::NAME];
 
 /// Runs the host method `method` for `caller` (an app id, or `host:rpc` / `host:http`):
 /// its shared handler ([`crate::handlers`]), else an app's gateway method, else
@@ -69,6 +69,7 @@ pub async fn call_on(
             let result = turns::start(kernel, &caller, parse_params(params)?, link).await?;
             return Ok(to_value(&result));
         }
+        TurnInterrupt::NAME => return turns::interrupt(kernel, parse_params(params)?).await,
         _ => {}
     }
     if let Some((handler, _)) = handlers::by_host_name(method) {

@@ -284,6 +284,12 @@ impl Sessions {
         self.runs.iter().any(|run| run.borrow().session_key == key)
     }
 
+    /// The runs of session `key` queued or running.
+    pub fn runs_of(&self, key: &str) -> Vec<String> {
+        let of_key = |run: &RunRow| run.session_key == key;
+        self.runs.iter().filter(|r| of_key(&r.borrow())).map(|r| r.key().clone()).collect()
+    }
+
     /// A receiver of a run's state, while it is queued or running.
     pub fn watch_run(&self, id: &str) -> Option<watch::Receiver<RunRow>> {
         self.runs.get(id).map(|tx| tx.subscribe())

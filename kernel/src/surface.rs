@@ -139,9 +139,10 @@ pub const fn rpc_code(code: ErrorCode) -> i64 {
 
 /// The `error` member of a JSON-RPC error response: `{code, message, data}`.
 ///
-/// `data` is always an object whose `code` is the Burrow code string (`"NOT_FOUND"`); the
-/// original `data` is merged in when it is an object (its keys win, except `code`), else
-/// kept under `detail`.
+/// `data` is always an object whose `code` is the host contract's code where the error
+/// has one ([`contract_code`]: `"SESSION_NOT_FOUND"`, `"SESSION_BUSY"`, ...), else the
+/// Burrow code string (`"NOT_FOUND"`); the original `data` is merged in when it is an
+/// object (its keys win, except `code`), else kept under `detail`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RpcError {
     /// The JSON-RPC code ([`rpc_code`], or [`PARSE_ERROR`]).
@@ -170,8 +171,9 @@ impl RpcError {
 
 impl From<&ErrorObject> for RpcError {
     fn from(err: &ErrorObject) -> Self {
+        let (code, number) = contract_code(err);
         let mut data = Map::new();
-        data.insert("code".into(), Value::from(err.code.as_str()));
+        data.insert("code".into(), Value::from(code));
         match &err.data {
             None => {}
             Some(Value::Object(fields)) => {
@@ -185,11 +187,32 @@ impl From<&ErrorObject> for RpcError {
                 data.insert("detail".into(), other.clone());
             }
         }
-        RpcError {
-            code: rpc_code(err.code),
-            message: err.message.clone(),
-            data: Value::Object(data),
-        }
+        RpcError { code: number, message: err.message.clone(), data: Value::Object(data) }
+    }
+}
+
+/// The host contract's codes Burrow answers with, and their JSON-RPC numbers (Meerkat's).
+const CONTRACT_CODES: &[(&str, i64)] = &[
+    ("SESSION_NOT_FOUND", -32001),
+    ("SESSION_BUSY", -32002),
+    ("REQUEST_CANCELLED", -32005),
+    ("PROVIDER_ERROR", -32010),
+    ("HOOK_DENIED", -32012),
+    ("AGENT_ERROR", -32013),
+];
+
+/// An error's `data.code` and number on JSON-RPC: the host contract's code an error
+/// names (`data.code`, e.g. `SESSION_BUSY`), or an unknown session's
+/// `SESSION_NOT_FOUND`, with Meerkat's number; else the Burrow code and [`rpc_code`].
+pub fn contract_code(err: &ErrorObject) -> (String, i64) {
+    let data = err.data.as_ref();
+    let named = data.and_then(|d| d.get("code")).and_then(Value::as_str);
+    let unknown_session = err.code == ErrorCode::NotFound
+        && data.and_then(|d| d.get("reason")).and_then(Value::as_str) == Some("unknown_session");
+    let contract = named.or(unknown_session.then_some("SESSION_NOT_FOUND"));
+    match contract.and_then(|c| CONTRACT_CODES.iter().find(|(name, _)| *name == c)) {
+        Some((name, number)) => ((*name).to_owned(), *number),
+        None => (err.code.as_str().to_owned(), rpc_code(err.code)),
     }
 }
 
@@ -231,6 +254,21 @@ mod tests {
         }
         assert_eq!(rpc_code(ErrorCode::NotFound), -32004);
         assert_eq!(rpc_code(ErrorCode::HookNotSubscribed), -32013);
+    }
+
+    #[test]
+    fn host_contract_codes_take_meerkats_names_and_numbers() {
+        let unknown = ErrorObject::new(ErrorCode::NotFound, "no session")
+            .with_data(json!({"reason": "unknown_session", "session_id": "s"}));
+        let e = RpcError::from(&unknown);
+        assert_eq!((e.code, e.data["code"].clone()), (-32001, json!("SESSION_NOT_FOUND")));
+        assert_eq!(e.data["reason"], "unknown_session", "Burrow's reason stays");
+        let busy = ErrorObject::new(ErrorCode::Conflict, "busy")
+            .with_data(json!({"code": "SESSION_BUSY"}));
+        assert_eq!(contract_code(&busy), ("SESSION_BUSY".to_owned(), -32002));
+        // A code the contract does not know stays Burrow's.
+        let odd = ErrorObject::new(ErrorCode::Conflict, "x").with_data(json!({"code": "MADE_UP"}));
+        assert_eq!(contract_code(&odd), ("CONFLICT".to_owned(), rpc_code(ErrorCode::Conflict)));
     }
 
     #[test]

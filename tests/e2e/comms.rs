@@ -158,8 +158,9 @@ async fn host_errors_are_json_rpc_errors_with_stable_codes_and_reasons() {
     let kernel = kernel().await;
     let mut rpc = rpc(&kernel).await;
     let unknown = rpc.call("session/read", json!({"session_id": "nope"})).await;
-    assert_eq!(unknown["error"]["code"], -32004, "{unknown}");
-    assert_eq!(unknown["error"]["data"]["code"], "NOT_FOUND");
+    // The host contract's code and number (Meerkat's), with Burrow's reason.
+    assert_eq!(unknown["error"]["code"], -32001, "{unknown}");
+    assert_eq!(unknown["error"]["data"]["code"], "SESSION_NOT_FOUND");
     assert_eq!(unknown["error"]["data"]["reason"], "unknown_session");
     let method = rpc.call("session/explode", json!({})).await;
     assert_eq!(method["error"]["code"], -32601, "{method}");

@@ -62,3 +62,47 @@ async def test_a_streaming_create_delivers_the_first_turns_events(client):
     result = await asyncio.wait_for(consume(), WAIT)
     assert "".join(deltas) == "echo: stream from the start"
     assert result.text == "echo: stream from the start"
+
+
+async def test_interrupting_a_streamed_turn_ends_it_as_cancelled(client):
+    from meerkat import MeerkatError
+
+    session = await asyncio.wait_for(client.create_session("first"), WAIT)
+    long_prompt = " ".join(f"w{n}" for n in range(400))
+    deltas = []
+
+    async def consume():
+        async with session.stream(long_prompt) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    deltas.append(event.delta)
+                    if len(deltas) == 1:
+                        await session.interrupt()
+
+    try:
+        await asyncio.wait_for(consume(), WAIT)
+        raise AssertionError("an interrupted turn must not complete")
+    except MeerkatError as e:
+        assert e.code == "REQUEST_CANCELLED", e
+    assert 0 < len(deltas) < 401, len(deltas)
+    # The session goes on: the next turn is answered.
+    result = await asyncio.wait_for(session.turn("after"), WAIT)
+    assert result.text == "echo: after"
+
+
+async def test_errors_carry_the_contracts_codes(client):
+    from meerkat import MeerkatError
+
+    try:
+        await asyncio.wait_for(client.read_session("0193a1b2-0000-7000-8000-000000000009"), WAIT)
+        raise AssertionError("reading an unknown session must fail")
+    except MeerkatError as e:
+        assert e.code == "SESSION_NOT_FOUND", e
+
+
+async def test_a_deferred_session_runs_nothing_until_its_first_turn(client):
+    deferred = await asyncio.wait_for(client.create_deferred_session("not yet"), WAIT)
+    assert deferred.id
+    result = await asyncio.wait_for(deferred.start_turn("now"), WAIT)
+    assert result.session_id == deferred.id
+    assert result.text == "echo: now"

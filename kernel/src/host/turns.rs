@@ -1,5 +1,6 @@
 //! Turns in the host contract: `session/create` (a new session and, unless deferred, its
-//! first turn) and `turn/start` answer a [`RunResult`] once the turn has ended. A turn
+//! first turn) and `turn/start` answer a [`RunResult`] once the turn has ended;
+//! `turn/interrupt` cancels a session's turn. A turn
 //! follows its session's events from before its input is handed over, so it sees every
 //! step of its own run: what it took (`turns`, `tool_calls`, `usage`, from the run's end
 //! event) and, on a connection that takes notifications unless the call says
@@ -9,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use burrow_protocol::methods::host::{CreateParams, DeferredCreated, RunResult, TurnParams, Usage};
+use burrow_protocol::methods::host::{
+    CreateParams, DeferredCreated, RunResult, SessionRef, TurnParams, Usage,
+};
 use burrow_protocol::methods::session::RunStatus;
 use burrow_protocol::{ErrorCode, ErrorObject, Value, now_ms};
 use futures_util::StreamExt;
@@ -95,6 +98,22 @@ pub async fn start(
     item.must_exist = true;
     let streaming = p.session_events != Some(false) && link.notifies();
     turn(kernel, &p.session_id, item, (prompt, streaming), &link).await
+}
+
+/// `turn/interrupt {session_id}`: cancels the session's runs queued or running (a
+/// provider call in progress is sent `$/cancel`; a turn waiting on a tool stops waiting);
+/// their `turn/start` answers `REQUEST_CANCELLED`. A session with no run going answers
+/// the same (nothing to interrupt is not an error).
+pub async fn interrupt(kernel: &Arc<Kernel>, p: SessionRef) -> Result<Value, ErrorObject> {
+    existing(kernel, &p.session_id).await?;
+    for run_id in kernel.sessions.runs_of(&p.session_id) {
+        match sessions::cancel(kernel, &run_id).await {
+            // It ended meanwhile.
+            Ok(()) | Err(ServiceError::Conflict(_) | ServiceError::UnknownRun(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(json!({ "interrupted": true, "result": "interrupted", "session_id": p.session_id }))
 }
 
 /// Hands `item` to session `key` and follows the run it starts to its end, sending its

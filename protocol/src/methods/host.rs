@@ -23,6 +23,8 @@ methods! {
     SessionCreateTurn = "session/create": CreateParams => Value;
     /// Another turn of a session.
     TurnStart = "turn/start": TurnParams => RunResult;
+    /// Stops a session's turn.
+    TurnInterrupt = "turn/interrupt": SessionRef => Value;
     /// Sessions, newest activity first.
     HostSessionList = "session/list": HostListParams => HostSessions;
     /// One session.
