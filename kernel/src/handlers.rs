@@ -198,7 +198,7 @@ mod tests {
             assert!(
                 by_host_name(host).is_some()
                     || host == "rpc/authenticate"
-                    || crate::host::TURNS.contains(&host),
+                    || crate::host::LINKED.contains(&host),
                 "{host} has no handler"
             );
         }

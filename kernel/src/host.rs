@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `initialize`, `capabilities/get` | the host contract's handshake ([`crate::service::contract`]) |
 //! | `session/create`, `turn/start`, `turn/interrupt` | a new session and its first turn, another turn, stopping one: [`turns`], streaming [`events`] |
+//! | `session/stream_open`, `session/stream_close` | a subscription to a session's events on the caller's connection: [`streams`] |
 //! | `session/list`, `session/read`, `session/history` | sessions and transcripts in the host shapes |
 //! | `session/external_event` | a durable event in the session's transcript, then a turn |
 //! | `comms/send`, `comms/peers` | [`crate::service::comms`] |
@@ -17,7 +18,9 @@
 use std::sync::Arc;
 
 use burrow_protocol::methods::capability::CapabilityType;
-use burrow_protocol::methods::host::{SessionCreateTurn, TurnInterrupt, TurnStart};
+use burrow_protocol::methods::host::{
+    SessionCreateTurn, StreamClose, StreamOpen, TurnInterrupt, TurnStart,
+};
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
 use burrow_protocol::methods::{Method, parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
@@ -33,11 +36,18 @@ use crate::surface::{BoxFuture, Host, Link};
 pub use crate::config::host::HostSettings;
 
 pub mod events;
+pub mod streams;
 pub mod turns;
 
-/// The host methods that run a turn ([`turns`]), answered by [`call_on`] itself: they may
-/// stream notifications on the caller's connection.
-pub const TURNS: &[&str] = &[SessionCreateTurn::NAME, TurnStart::NAME, TurnInterrupt::NAME];
+/// The host methods of turns ([`turns`]) and subscriptions ([`streams`]), answered by
+/// [`call_on`] itself: they use the caller's connection.
+pub const LINKED: &[&str] = &[
+    SessionCreateTurn::NAME,
+    TurnStart::NAME,
+    TurnInterrupt::NAME,
+    StreamOpen::NAME,
+    StreamClose::NAME,
+];
 
 /// Runs the host method `method` for `caller` (an app id, or `host:rpc` / `host:http`):
 /// its shared handler ([`crate::handlers`]), else an app's gateway method, else
@@ -70,6 +80,8 @@ pub async fn call_on(
             return Ok(to_value(&result));
         }
         TurnInterrupt::NAME => return turns::interrupt(kernel, parse_params(params)?).await,
+        StreamOpen::NAME => return streams::open(kernel, parse_params(params)?, link).await,
+        StreamClose::NAME => return Ok(streams::close(parse_params(params)?, &link)),
         _ => {}
     }
     if let Some((handler, _)) = handlers::by_host_name(method) {

@@ -41,11 +41,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type NotifyFn = dyn Fn(Value) -> BoxFuture<'static, bool> + Send + Sync;
 
 /// The connection a host call came on, for what the call sends there besides its answer:
-/// notifications (a streaming turn's `session/event`s), queued in order before the
-/// answer. REST has none ([`Link::none`]).
+/// notifications (a streaming turn's `session/event`s, queued in order before the
+/// answer; a subscription's `session/stream_event`s), and the subscriptions it keeps
+/// open, which end with the connection. REST has none ([`Link::none`]).
 #[derive(Clone)]
 pub struct Link {
     notify: Option<std::sync::Arc<NotifyFn>>,
+    conn: std::sync::Arc<LinkState>,
+}
+
+/// What one connection keeps for the calls made on it.
+#[derive(Debug, Default)]
+struct LinkState {
+    /// Cancelled when the connection ends.
+    closed: tokio_util::sync::CancellationToken,
+    /// Open subscriptions, by stream id: each ends when its token is cancelled.
+    streams:
+        std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -57,12 +69,12 @@ impl std::fmt::Debug for Link {
 impl Link {
     /// No connection to send on.
     pub fn none() -> Link {
-        Link { notify: None }
+        Link { notify: None, conn: Default::default() }
     }
 
     /// Notifications go through `notify` (the whole JSON-RPC object).
     pub(crate) fn new(notify: std::sync::Arc<NotifyFn>) -> Link {
-        Link { notify: Some(notify) }
+        Link { notify: Some(notify), conn: Default::default() }
     }
 
     /// Whether notifications can be sent.
@@ -75,6 +87,35 @@ impl Link {
     pub async fn notify(&self, method: &str, params: Value) -> bool {
         let Some(notify) = &self.notify else { return false };
         notify(json!({ "jsonrpc": "2.0", "method": method, "params": params })).await
+    }
+
+    /// Resolves once the connection has ended.
+    pub async fn closed(&self) {
+        self.conn.closed.cancelled().await;
+    }
+
+    /// Marks the connection ended: its subscriptions stop.
+    pub(crate) fn close(&self) {
+        self.conn.closed.cancel();
+    }
+
+    /// Registers subscription `id`; the token ends it ([`Link::end_stream`]).
+    pub fn open_stream(&self, id: &str) -> tokio_util::sync::CancellationToken {
+        let token = self.conn.closed.child_token();
+        let mut streams = self.conn.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.insert(id.to_owned(), token.clone());
+        token
+    }
+
+    /// Ends subscription `id`; false when it was not open.
+    pub fn end_stream(&self, id: &str) -> bool {
+        let mut streams = self.conn.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.remove(id).inspect(|token| token.cancel()).is_some()
+    }
+
+    /// Forgets subscription `id` once it has ended by itself.
+    pub fn forget_stream(&self, id: &str) {
+        self.conn.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 }
 

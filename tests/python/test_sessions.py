@@ -106,3 +106,32 @@ async def test_a_deferred_session_runs_nothing_until_its_first_turn(client):
     result = await asyncio.wait_for(deferred.start_turn("now"), WAIT)
     assert result.session_id == deferred.id
     assert result.text == "echo: now"
+
+
+async def test_a_subscription_follows_every_turn_until_it_is_closed(client):
+    from meerkat import RunCompleted
+
+    session = await asyncio.wait_for(client.create_session("first"), WAIT)
+    subscription = await asyncio.wait_for(session.subscribe_events(), WAIT)
+    runs = []
+    deltas = []
+
+    async def consume():
+        async for envelope in subscription:
+            payload = envelope.payload
+            if isinstance(payload, TextDelta):
+                deltas.append(payload.delta)
+            if isinstance(payload, RunCompleted):
+                runs.append(payload.result)
+                if len(runs) == 2:
+                    return
+
+    watching = asyncio.create_task(consume())
+    await asyncio.wait_for(session.turn("one two"), WAIT)
+    await asyncio.wait_for(session.turn("three four"), WAIT)
+    await asyncio.wait_for(watching, WAIT)
+    assert runs == ["echo: one two", "echo: three four"]
+    assert "".join(deltas) == "".join(runs)
+    await asyncio.wait_for(subscription.close(), WAIT)
+    assert subscription.terminal_outcome is not None
+    assert subscription.terminal_outcome["outcome"] == "explicit_close"

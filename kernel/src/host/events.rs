@@ -23,11 +23,14 @@ use std::collections::HashMap;
 use burrow_protocol::{Value, now_ms};
 use serde_json::json;
 
-/// The envelopes of one run's events, numbered from 1.
+/// The envelopes of one run's events ([`Envelopes::new`]), or of every run of a session
+/// ([`Envelopes::session`]), numbered from 1.
 #[derive(Debug)]
 pub struct Envelopes {
     session_id: String,
     run_id: String,
+    /// Every run of the session, each in turn (a subscription), not one.
+    every_run: bool,
     prompt: String,
     seq: u64,
     /// The provider call under way, from 1 (0: the run has not started).
@@ -45,6 +48,7 @@ impl Envelopes {
         Self {
             session_id: session_id.to_owned(),
             run_id: run_id.to_owned(),
+            every_run: false,
             prompt: prompt.to_owned(),
             seq: 0,
             turn: 0,
@@ -52,6 +56,19 @@ impl Envelopes {
             ended: false,
             tools: HashMap::new(),
         }
+    }
+
+    /// For every run of session `session_id` from now on (a subscription): each run's
+    /// input is the last user message before it.
+    pub fn session(session_id: &str) -> Self {
+        Self { every_run: true, ended: true, ..Self::new(session_id, "", "") }
+    }
+
+    /// A subscription's next run: its steps start over (the numbering goes on).
+    fn next_run(&mut self, run_id: &str) {
+        self.run_id = run_id.to_owned();
+        (self.turn, self.between_turns, self.ended) = (0, false, false);
+        self.tools.clear();
     }
 
     /// The notification params `{session_id, event}` of one payload.
@@ -95,6 +112,18 @@ impl Envelopes {
     /// The notifications session event `event` makes for this run (none for most).
     pub fn of(&mut self, event: &Value) -> Vec<Value> {
         let mut out = Vec::new();
+        if self.every_run {
+            let run_id = event["run_id"].as_str().unwrap_or_default();
+            match (event["type"].as_str(), event["role"].as_str()) {
+                (Some("message"), Some("user")) if self.ended => {
+                    self.prompt = event["content"].as_str().unwrap_or_default().to_owned();
+                }
+                (Some("run"), _) if run_id != self.run_id && event["status"] == "running" => {
+                    self.next_run(run_id);
+                }
+                _ => {}
+            }
+        }
         if self.ended {
             return out;
         }

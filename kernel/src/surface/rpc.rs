@@ -265,6 +265,7 @@ pub(crate) async fn run_connection<R, W>(
     let mut codec = LinesCodec::new_with_max_length(limits.max_line_bytes);
     let mut buf = BytesMut::new();
     let mut eof = false;
+    let link = link(&tx, &answers);
 
     loop {
         while tasks.try_join_next().is_some() {}
@@ -308,7 +309,7 @@ pub(crate) async fn run_connection<R, W>(
                         () = writer_failed.cancelled() => break,
                     };
                     let (host, tx, answers) = (host.clone(), tx.clone(), answers.clone());
-                    let link = link(&tx, &answers);
+                    let link = link.clone();
                     let max_answer = limits.max_line_bytes;
                     tasks.spawn(async move {
                         // The kernel's own large answers are prepared in a slot; an app's
@@ -373,7 +374,9 @@ pub(crate) async fn run_connection<R, W>(
     }
 
     // Write what is owed, within the deadline; then let the writer finish its queue.
-    drop(tx);
+    // The connection's subscriptions end (and let go of the writer) now.
+    link.close();
+    drop((tx, link));
     if writer_failed.is_cancelled() {
         tasks.abort_all();
     }

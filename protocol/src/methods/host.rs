@@ -25,6 +25,10 @@ methods! {
     TurnStart = "turn/start": TurnParams => RunResult;
     /// Stops a session's turn.
     TurnInterrupt = "turn/interrupt": SessionRef => Value;
+    /// Subscribes to a session's events on this connection.
+    StreamOpen = "session/stream_open": SessionRef => Value;
+    /// Ends a subscription.
+    StreamClose = "session/stream_close": StreamRef => Value;
     /// Sessions, newest activity first.
     HostSessionList = "session/list": HostListParams => HostSessions;
     /// One session.
@@ -65,6 +69,14 @@ pub struct HostSessions {
 pub struct SessionRef {
     /// The session.
     pub session_id: String,
+}
+
+/// `{stream_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRef {
+    /// The subscription.
+    pub stream_id: String,
 }
 
 /// Params of `session/history`.

@@ -15,7 +15,7 @@ use super::config::{ConfigGet, ConfigWatch};
 use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
 use super::host::{
     Authenticate, CapabilitiesGet, HostSessionHistory, HostSessionList, HostSessionRead,
-    Initialize, RunWait, SessionCreateTurn, TurnInterrupt, TurnStart,
+    Initialize, RunWait, SessionCreateTurn, StreamClose, StreamOpen, TurnInterrupt, TurnStart,
 };
 use super::invoke::{
     ChannelDelta, ChannelSend, ChannelStreamEnd, GatewayInvoke, HttpRequest, ProviderComplete,
@@ -216,6 +216,8 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::host_only(SessionCreateTurn::NAME),
     MethodInfo::host_only(TurnStart::NAME),
     MethodInfo::host_only(TurnInterrupt::NAME),
+    MethodInfo::host_only(StreamOpen::NAME),
+    MethodInfo::host_only(StreamClose::NAME),
     MethodInfo::host_only(HostSessionList::NAME).large(),
     MethodInfo::host_only(HostSessionRead::NAME),
     MethodInfo::host_only(HostSessionHistory::NAME).large(),
