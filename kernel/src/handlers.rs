@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use burrow_protocol::methods::app::{KernelApps, KernelInfo};
 use burrow_protocol::methods::comms::{CommsPeers, CommsSend, SessionCreate, SessionExternalEvent};
+use burrow_protocol::methods::contract::SessionsPage;
 use burrow_protocol::methods::host::{
-    CapabilitiesGet, HostHistory, HostSessionHistory, HostSessionList, HostSessionRead,
-    HostSessions, Initialize, RunWait, RunWaitResult,
+    CapabilitiesGet, HostSessionHistory, HostSessionList, HostSessionRead, Initialize, RunWait,
+    RunWaitResult, SessionArchive,
 };
 use burrow_protocol::methods::operator::{
     KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SupervisorRestart,
@@ -130,23 +131,21 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
         handler::<CommsSend, _, _>(|k, c, p| async move { comms::send(&k, c.name(), p).await }),
         handler::<CommsPeers, _, _>(|k, _, p| async move { comms::peers(&k, p).await }),
         handler::<HostSessionList, _, _>(|k, _, p| async move {
-            let filter = SessionFilter { agent_id: p.agent_id, ..Default::default() };
-            let (views, total) =
-                sessions::list(&k, ListQuery { filter, limit: p.limit, offset: p.offset }).await?;
-            Ok(HostSessions { sessions: views.into_iter().map(SessionView::host).collect(), total })
+            let filter = SessionFilter { labels: p.labels, ..Default::default() };
+            let limit = Some(sessions::limit(p.limit, 100, 1000)?);
+            let (views, _) =
+                sessions::list(&k, ListQuery { filter, limit, offset: p.offset }).await?;
+            Ok(SessionsPage { sessions: views.into_iter().map(SessionView::summary).collect() })
         }),
         handler::<HostSessionRead, _, _>(|k, _, p| async move {
-            Ok(sessions::read(&k, &p.session_id).await?.host())
+            Ok(sessions::read(&k, &p.session_id).await?.details(&k))
         }),
         handler::<HostSessionHistory, _, _>(|k, _, p| async move {
-            let query = HistoryQuery { limit: p.limit, before: p.before, must_exist: true };
-            let page = sessions::history(&k, &p.session_id, query).await?;
-            let messages = page.messages.into_iter().map(Into::into).collect();
-            Ok(HostHistory {
-                session_id: p.session_id,
-                messages,
-                truncated: page.truncated.then_some(true),
-            })
+            sessions::history_from(&k, &p.session_id, p.offset, p.limit).await
+        }),
+        handler::<SessionArchive, _, _>(|k, _, p| async move {
+            sessions::archive(&k, &p.session_id).await?;
+            Ok(serde_json::json!({ "archived": true }))
         }),
         handler::<RunWait, _, _>(move |k, _, p| async move {
             Ok(sessions::wait(&k, &p.run_id, wait_for(p.timeout_ms)).await?.into())

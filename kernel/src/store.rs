@@ -88,6 +88,18 @@ pub struct SessionRow {
     pub keep_alive: bool,
     /// Its display name as a comms peer; `None` when it is not a peer.
     pub comms_name: Option<String>,
+    /// Labels a host gave it, to find it by.
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Prompt tokens its runs' provider calls reported, in all.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Completion tokens, likewise.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Archived: left out of lists, though still readable.
+    #[serde(default)]
+    pub archived: bool,
 }
 
 impl SessionRow {
@@ -200,6 +212,20 @@ pub enum Write {
     },
     /// Records a peer request, or its answer.
     PeerRequest(PeerRequestRow),
+    /// Adds a run's tokens to its session's.
+    Tokens {
+        /// The session.
+        session_key: String,
+        /// Prompt tokens.
+        input_tokens: u64,
+        /// Completion tokens.
+        output_tokens: u64,
+    },
+    /// Archives a session: it is left out of lists and no longer stays resident.
+    Archive {
+        /// The session.
+        session_key: String,
+    },
 }
 
 /// Which messages a history page holds.
@@ -248,6 +274,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         limit: u32,
         offset: u32,
     ) -> StoreFuture<'_, (Vec<SessionRow>, u64)>;
+    /// Up to `limit` messages after the first `offset`, oldest first (a transcript read
+    /// from its start).
+    fn history_range(
+        &self,
+        key: &str,
+        offset: u64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<TranscriptMessage>>;
     /// Up to `limit` newest messages before `before` (a message id), oldest first.
     fn history(
         &self,

@@ -12,6 +12,7 @@ pub mod app;
 pub mod capability;
 pub mod comms;
 pub mod config;
+pub mod contract;
 pub mod hook;
 pub mod host;
 pub mod invoke;

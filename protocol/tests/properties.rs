@@ -208,6 +208,7 @@ fn session_list_params() -> impl Strategy<Value = SessionListParams> {
                 channel_id,
                 account_id,
                 active,
+                labels: None,
             });
     (option::of(filter), option::of(any::<u32>()), option::of(any::<u32>()))
         .prop_map(|(filter, limit, offset)| SessionListParams { filter, limit, offset })

@@ -431,16 +431,15 @@ fn operator_and_host_methods_round_trip() {
     );
     round_trip::<HostSessionRead>(
         SessionRef { session_id: "s".into() },
-        burrow_protocol::methods::comms::HostSession {
+        burrow_protocol::methods::contract::SessionDetails {
             session_id: "s".into(),
-            agent_id: "main".into(),
-            channel_id: None,
-            keep_alive: false,
-            comms_name: None,
             created_at: 1,
-            last_active_at: 2,
+            updated_at: 2,
             message_count: 3,
-            active: true,
+            is_active: true,
+            model: "default".into(),
+            provider: "echo".into(),
+            labels: Some([("team".to_owned(), "a".to_owned())].into()),
         },
     );
     round_trip::<RunWait>(

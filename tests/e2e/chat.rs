@@ -252,7 +252,8 @@ async fn chat_has_commands_shows_what_others_put_in_and_switches_sessions() {
 
 #[tokio::test]
 async fn ctrl_c_in_chat_cancels_the_reply_being_streamed_and_the_chat_goes_on() {
-    let kernel = Kernel::start_with_config(FAST_CONFIG).await;
+    // The provider is played by the test, which sends no heartbeats: a long timeout.
+    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 30000\n").await;
     let mut prov = kernel.hand_provider().await;
     let mut child = spawn_chat(&kernel, "k1");
     let mut stdin = child.stdin.take().expect("stdin");

@@ -35,10 +35,17 @@ async fn rest_creates_sessions_sends_comms_and_streams_events() {
     );
     let one: Value =
         http.get(format!("{base}/sessions/{id}")).send().await.unwrap().json().await.unwrap();
+    // The host contract's view: the agent's model and provider, whole seconds.
     assert_eq!(
-        (one["comms_name"].clone(), one["keep_alive"].clone()),
-        (json!("agent-a"), json!(true))
+        (one["session_id"].as_str(), one["is_active"].clone()),
+        (Some(id.as_str()), json!(true))
     );
+    assert_eq!(
+        (one["model"].as_str(), one["provider"].as_str()),
+        (Some("echo"), Some("echo")),
+        "{one}"
+    );
+    assert!(one["created_at"].as_u64().is_some_and(|t| t < 10_000_000_000), "seconds: {one}");
     let peers = http.get(format!("{base}/comms/peers?session_id={id}")).send().await.unwrap();
     assert_eq!(peers.status(), 200);
     let missing = http.get(format!("{base}/sessions/nope")).send().await.unwrap();

@@ -135,3 +135,38 @@ async def test_a_subscription_follows_every_turn_until_it_is_closed(client):
     await asyncio.wait_for(subscription.close(), WAIT)
     assert subscription.terminal_outcome is not None
     assert subscription.terminal_outcome["outcome"] == "explicit_close"
+
+
+async def test_sessions_are_found_by_label_read_paged_and_archived(client):
+    import uuid
+
+    tag = str(uuid.uuid4())
+    session = await asyncio.wait_for(
+        client.create_session("hello there", labels={"suite": tag}, keep_alive=True, comms_name="labelled"),
+        WAIT,
+    )
+    await asyncio.wait_for(session.turn("and more"), WAIT)
+
+    listed = await asyncio.wait_for(client.list_sessions(labels={"suite": tag}), WAIT)
+    assert [s.session_id for s in listed] == [session.id]
+    (summary,) = listed
+    assert summary.labels == {"suite": tag}
+    assert summary.message_count == 4
+    assert summary.total_tokens > 0, "the echo provider reports its tokens"
+    assert summary.created_at <= summary.updated_at < 10_000_000_000, "Unix seconds"
+    other = await asyncio.wait_for(client.list_sessions(labels={"suite": "nobody"}), WAIT)
+    assert other == []
+
+    details = await asyncio.wait_for(client.read_session(session.id), WAIT)
+    assert details.is_active
+    assert details.model and details.provider
+
+    page = await asyncio.wait_for(client.read_session_history(session.id, offset=1, limit=2), WAIT)
+    assert (page.message_count, page.offset, page.has_more) == (4, 1, True)
+    assert [m.role for m in page.messages] == ["block_assistant", "user"]
+    rest = await asyncio.wait_for(client.read_session_history(session.id, offset=3), WAIT)
+    assert [m.role for m in rest.messages] == ["block_assistant"]
+    assert not rest.has_more
+
+    await asyncio.wait_for(session.archive(), WAIT)
+    assert await asyncio.wait_for(client.list_sessions(labels={"suite": tag}), WAIT) == []

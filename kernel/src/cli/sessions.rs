@@ -81,8 +81,13 @@ pub async fn list(socket: Option<PathBuf>, a: ListArgs, json: bool) -> ExitCode 
         Err(code) => return code,
     };
     let active = if a.active { Some(true) } else { a.inactive.then_some(false) };
-    let filter =
-        SessionFilter { agent_id: a.agent, channel_id: a.channel, account_id: a.account, active };
+    let filter = SessionFilter {
+        agent_id: a.agent,
+        channel_id: a.channel,
+        account_id: a.account,
+        active,
+        labels: None,
+    };
     let params = SessionListParams { filter: Some(filter), limit: a.limit, offset: a.offset };
     match reg.client.session_list(params).await {
         Ok(r) if json => print_json(&r),

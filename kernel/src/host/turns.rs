@@ -65,6 +65,10 @@ pub async fn create(
         message_count: 0,
         keep_alive: p.keep_alive.unwrap_or(false),
         comms_name: p.comms_name.clone(),
+        labels: p.labels.clone(),
+        input_tokens: 0,
+        output_tokens: 0,
+        archived: false,
     };
     if deferred {
         kernel.store().write(vec![Write::CreateSession(row)]).await.map_err(ServiceError::from)?;

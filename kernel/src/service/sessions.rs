@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType};
 use burrow_protocol::methods::comms::{
-    ExternalEventParams, ExternalEventReceipt, HostSession, MAX_COMMS_NAME, MAX_EVENT_TYPE,
-    SessionCreateParams, SessionCreateResult,
+    ExternalEventParams, ExternalEventReceipt, MAX_COMMS_NAME, MAX_EVENT_TYPE, SessionCreateParams,
+    SessionCreateResult,
+};
+use burrow_protocol::methods::contract::{
+    HistoryPage as ContractHistory, SessionDetails, SessionSummary, history_row,
 };
 use burrow_protocol::methods::session::{
     DispatchParams, DispatchResult, RunStatus, SessionFilter, SessionInfo,
@@ -24,7 +27,7 @@ use super::{Caller, ServiceError};
 use crate::hooks;
 use crate::kernel::Kernel;
 use crate::sessions::{DispatchReply, Inbound, SessionMsg, Wake};
-use crate::store::{HistoryPage, Page, RunRow, SessionRow};
+use crate::store::{HistoryPage, Page, RunRow, SessionRow, Write};
 
 /// Longest wait for a run's end (`agent.wait`, `run/wait`, `session/create`).
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -50,21 +53,75 @@ impl SessionView {
         self.row.info(self.active)
     }
 
-    /// The host surfaces' view (`session/read`, `session/list`).
-    pub fn host(self) -> HostSession {
+    /// The host contract's view in `session/list`.
+    pub fn summary(self) -> SessionSummary {
         let row = self.row;
-        HostSession {
-            active: self.active,
+        SessionSummary {
             session_id: row.key,
-            agent_id: row.agent_id,
-            channel_id: row.channel_id,
-            keep_alive: row.keep_alive,
-            comms_name: row.comms_name,
-            created_at: row.created_at,
-            last_active_at: row.last_active_at,
+            created_at: row.created_at / 1000,
+            updated_at: row.last_active_at / 1000,
             message_count: row.message_count,
+            total_tokens: row.input_tokens + row.output_tokens,
+            is_active: self.active,
+            labels: row.labels,
         }
     }
+
+    /// The host contract's view in `session/read`: with its agent's model and provider.
+    pub fn details(self, kernel: &Kernel) -> SessionDetails {
+        let agent = kernel.config().agents.get(&self.row.agent_id).cloned().unwrap_or_default();
+        let named = |s: String, default: &str| if s.is_empty() { default.to_owned() } else { s };
+        let row = self.row;
+        SessionDetails {
+            session_id: row.key,
+            created_at: row.created_at / 1000,
+            updated_at: row.last_active_at / 1000,
+            message_count: row.message_count,
+            is_active: self.active,
+            model: named(agent.model, "default"),
+            provider: named(agent.provider, "none"),
+            labels: row.labels,
+        }
+    }
+}
+
+/// Most messages `session/history` gives at once, and the furthest it skips.
+const HISTORY_LIMIT: u32 = 1000;
+const HISTORY_OFFSET: u64 = 1_000_000;
+
+/// `session/history`: session `id`'s messages from its start, skipping `offset`, at most
+/// `limit` (default 100, at most 1000), in the contract's rows.
+pub async fn history_from(
+    kernel: &Kernel,
+    id: &str,
+    offset: Option<u64>,
+    limit: Option<u32>,
+) -> Result<ContractHistory, ServiceError> {
+    let row = existing(kernel, id).await?;
+    let limit = self::limit(limit, 100, HISTORY_LIMIT)?;
+    let offset = offset.unwrap_or(0);
+    if offset > HISTORY_OFFSET {
+        return Err(ServiceError::invalid("offset", format!("at most {HISTORY_OFFSET}")));
+    }
+    let mut messages = kernel.store().history_range(id, offset, limit + 1).await?;
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    Ok(ContractHistory {
+        session_id: id.to_owned(),
+        message_count: row.message_count,
+        offset,
+        limit,
+        has_more,
+        messages: messages.iter().map(history_row).collect(),
+    })
+}
+
+/// `session/archive`: session `id` is left out of lists from now on and no longer stays
+/// resident; it can still be read.
+pub async fn archive(kernel: &Kernel, id: &str) -> Result<(), ServiceError> {
+    existing(kernel, id).await?;
+    kernel.store().write(vec![Write::Archive { session_key: id.to_owned() }]).await?;
+    Ok(())
 }
 
 /// A page of sessions, newest activity first.
@@ -405,6 +462,10 @@ pub async fn create(
         message_count: 0,
         keep_alive: p.keep_alive,
         comms_name: p.comms_name.clone(),
+        labels: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        archived: false,
     };
     let mut item = Inbound::new(p.prompt, None, caller.name().to_owned(), Wake::Always);
     item.create = Some(Box::new(row));

@@ -155,6 +155,12 @@ pub async fn run(
         .map(|m| Write::Append { session_key: key.clone(), message: m.clone() })
         .collect();
     writes.push(Write::Run(row(status, &output, &error)));
+    // What the run's provider calls took counts toward the session's tokens.
+    let stats = stream.stats();
+    if stats.input_tokens > 0 || stats.output_tokens > 0 {
+        let (input_tokens, output_tokens) = (stats.input_tokens, stats.output_tokens);
+        writes.push(Write::Tokens { session_key: key.clone(), input_tokens, output_tokens });
+    }
     // The run's end is told (`agent_end`) before its reply is delivered, however it goes.
     let agent_end = |status: RunStatus, output: Option<String>, error: Option<String>| {
         let (k, key, run_id, agent_id) =

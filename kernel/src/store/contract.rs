@@ -21,6 +21,10 @@ fn session(key: &str, agent: &str, at: u64) -> SessionRow {
         message_count: 7, // not taken: a new session counts its own messages
         keep_alive: false,
         comms_name: None,
+        labels: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        archived: false,
     }
 }
 
@@ -176,6 +180,53 @@ async fn contract(store: Arc<dyn Storage>) {
     assert_eq!(rx.recv().await, Some((2, false)));
     let beta = store.history_page("beta", page(10, None, usize::MAX)).await.unwrap();
     assert_eq!(ids(&beta), ["m4", "m5"]);
+
+    host_views(store).await;
+}
+
+/// What the host contract reads: labels to find sessions by, their runs' tokens,
+/// archived sessions left out of lists, transcripts read from their start.
+async fn host_views(store: Arc<dyn Storage>) {
+    let labelled = |key: &str, team: &str| {
+        let mut s = session(key, "main", 100);
+        s.labels = Some([("team".to_owned(), team.to_owned())].into());
+        Write::CreateSession(s)
+    };
+    store.write(vec![labelled("la", "a"), labelled("lb", "b"), labelled("lc", "a")]).await.unwrap();
+    let team = |t: &str| SessionFilter {
+        labels: Some([("team".to_owned(), t.to_owned())].into()),
+        ..Default::default()
+    };
+    let (rows, total) = store.sessions(team("a"), 10, 0).await.unwrap();
+    let mut keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!((keys, total), (vec!["la", "lc"], 2));
+    assert_eq!(rows[0].labels.as_ref().unwrap()["team"], "a");
+    let quoted = SessionFilter {
+        labels: Some([("te\"am".to_owned(), "a".to_owned())].into()),
+        ..Default::default()
+    };
+    assert_eq!(store.sessions(quoted, 10, 0).await.unwrap().1, 0, "an odd key matches nothing");
+
+    let tokens =
+        |i, o| Write::Tokens { session_key: "la".into(), input_tokens: i, output_tokens: o };
+    store.write(vec![tokens(3, 4), tokens(10, 1)]).await.unwrap();
+    let la = store.session("la").await.unwrap().unwrap();
+    assert_eq!((la.input_tokens, la.output_tokens), (13, 5));
+
+    store.write(vec![Write::Archive { session_key: "lc".into() }]).await.unwrap();
+    let (rows, total) = store.sessions(team("a"), 10, 0).await.unwrap();
+    assert_eq!((rows.len(), total), (1, 1), "archived: left out");
+    assert!(store.session("lc").await.unwrap().unwrap().archived, "but still readable");
+
+    let msgs: Vec<Write> =
+        (0..5).map(|n| append("lb", message(&format!("h{n}"), "x", 200 + n))).collect();
+    store.write(msgs).await.unwrap();
+    let range = store.history_range("lb", 1, 3).await.unwrap();
+    let ids: Vec<&str> = range.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["h1", "h2", "h3"]);
+    assert_eq!(store.history_range("lb", 4, 10).await.unwrap().len(), 1);
+    assert!(store.history_range("lb", 9, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]

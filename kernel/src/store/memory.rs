@@ -113,6 +113,17 @@ fn apply_one(data: &mut Data, w: &Write) {
             let row = data.peer_requests.entry(r.id.clone()).or_insert_with(|| r.clone());
             row.answered_at = row.answered_at.or(r.answered_at);
         }
+        Write::Tokens { session_key, input_tokens, output_tokens } => {
+            if let Some(s) = data.sessions.get_mut(session_key) {
+                s.input_tokens += input_tokens;
+                s.output_tokens += output_tokens;
+            }
+        }
+        Write::Archive { session_key } => {
+            if let Some(s) = data.sessions.get_mut(session_key) {
+                (s.archived, s.keep_alive) = (true, false);
+            }
+        }
     }
 }
 
@@ -162,8 +173,17 @@ impl Storage for MemoryStore {
         offset: u32,
     ) -> StoreFuture<'_, (Vec<SessionRow>, u64)> {
         let page = self.read(|d| {
+            let labelled = |s: &SessionRow| {
+                filter
+                    .labels
+                    .iter()
+                    .flatten()
+                    .all(|(k, v)| s.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+            };
             let matches = |s: &&SessionRow| {
-                filter.agent_id.as_ref().is_none_or(|a| *a == s.agent_id)
+                !s.archived
+                    && labelled(s)
+                    && filter.agent_id.as_ref().is_none_or(|a| *a == s.agent_id)
                     && filter.channel_id.as_ref().is_none_or(|c| Some(c) == s.channel_id.as_ref())
                     && filter.account_id.as_ref().is_none_or(|a| Some(a) == s.account_id.as_ref())
             };
@@ -176,6 +196,20 @@ impl Storage for MemoryStore {
             (page, total)
         });
         Box::pin(async move { page })
+    }
+
+    fn history_range(
+        &self,
+        key: &str,
+        offset: u64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<burrow_protocol::methods::session::TranscriptMessage>> {
+        let found = self.read(|d| {
+            let all = d.messages.get(key).map_or(&[][..], Vec::as_slice);
+            let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+            all.iter().skip(skip).take(limit as usize).map(NewMessage::transcript).collect()
+        });
+        Box::pin(async move { found })
     }
 
     fn history_page(&self, key: &str, page: Page) -> StoreFuture<'_, HistoryPage> {

@@ -29,7 +29,7 @@ use super::{
     Write, WriteDone,
 };
 #[cfg(test)]
-use write::{Touched, append, apply_one};
+use write::append;
 use write::{Writer, apply_all, set_applied};
 
 const MIGRATIONS: &[&str] = &[
@@ -106,12 +106,22 @@ const MIGRATIONS: &[&str] = &[
     // 6: runs by creation order: a run's write looks up the last one, which without this
     // index scanned `runs_unfinished` whole (every run ever, since `status` comes first).
     "CREATE INDEX runs_by_seq ON runs (created_seq);",
+    // 7: hosts' labels, the tokens of a session's runs, archived sessions.
+    "ALTER TABLE sessions ADD COLUMN labels TEXT;
+     ALTER TABLE sessions ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sessions ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sessions ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The newest messages of a session before a message id, newest first.
 const HISTORY_PAGE: &str = "SELECT id, role, content, created_at, metadata, tool_calls, tool_call_id, run_id FROM messages
      WHERE session_key = ?1 AND seq < COALESCE((SELECT seq FROM messages WHERE id = ?2 AND session_key = ?1), 9223372036854775807)
      ORDER BY seq DESC LIMIT ?3";
+
+/// A session's messages from its start, after skipping some.
+const HISTORY_RANGE: &str =
+    "SELECT id, role, content, created_at, metadata, tool_calls, tool_call_id, run_id FROM messages
+     WHERE session_key = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3";
 
 /// How long a read waits for the applier to catch up.
 const READ_BARRIER: Duration = Duration::from_secs(30);
@@ -242,6 +252,21 @@ fn parse_status(s: &str) -> RunStatus {
     }
 }
 
+/// A message as [`HISTORY_RANGE`] and [`HISTORY_PAGE`] select it.
+fn transcript_row(r: &rusqlite::Row<'_>) -> Result<TranscriptMessage, rusqlite::Error> {
+    let id: String = r.get(0)?;
+    Ok(TranscriptMessage {
+        role: parse_role(&r.get::<_, String>(1)?),
+        content: r.get(2)?,
+        created_at: r.get::<_, i64>(3)? as u64,
+        metadata: stored_member(&id, "metadata", r.get(4)?),
+        tool_calls: stored_member(&id, "tool_calls", r.get(5)?),
+        tool_call_id: r.get(6)?,
+        run_id: r.get(7)?,
+        id,
+    })
+}
+
 fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRow, rusqlite::Error> {
     Ok(SessionRow {
         key: r.get(0)?,
@@ -253,6 +278,10 @@ fn session_row(r: &rusqlite::Row<'_>) -> Result<SessionRow, rusqlite::Error> {
         message_count: r.get::<_, i64>(6)? as u64,
         keep_alive: r.get(7)?,
         comms_name: r.get(8)?,
+        labels: r.get::<_, Option<String>>(9)?.and_then(|l| serde_json::from_str(&l).ok()),
+        input_tokens: r.get::<_, i64>(10)? as u64,
+        output_tokens: r.get::<_, i64>(11)? as u64,
+        archived: r.get(12)?,
     })
 }
 
@@ -266,7 +295,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> Result<RunRow, rusqlite::Error> {
     })
 }
 
-const SESSION_COLUMNS: &str = "key, agent_id, channel_id, account_id, created_at, last_active_at, message_count, keep_alive, comms_name";
+const SESSION_COLUMNS: &str = "key, agent_id, channel_id, account_id, created_at, last_active_at, message_count, keep_alive, comms_name, labels, input_tokens, output_tokens, archived";
 
 impl Storage for SqliteStore {
     fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()> {
@@ -301,16 +330,42 @@ impl Storage for SqliteStore {
         offset: u32,
     ) -> StoreFuture<'_, (Vec<SessionRow>, u64)> {
         Box::pin(self.read(move |c| {
-            let cond = "(?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR channel_id = ?2) AND (?3 IS NULL OR account_id = ?3)";
-            let args = params![filter.agent_id, filter.channel_id, filter.account_id];
-            let total: i64 = c.query_row(&format!("SELECT COUNT(*) FROM sessions WHERE {cond}"), args, |r| r.get(0))?;
+            // Archived sessions are left out; each label must match.
+            let mut cond = "archived = 0 AND (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR channel_id = ?2) AND (?3 IS NULL OR account_id = ?3)".to_owned();
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> =
+                vec![Box::new(filter.agent_id), Box::new(filter.channel_id), Box::new(filter.account_id)];
+            for (key, value) in filter.labels.into_iter().flatten() {
+                let n = args.len();
+                cond.push_str(&format!(" AND json_extract(labels, ?{}) = ?{}", n + 1, n + 2));
+                args.push(Box::new(format!("$.\"{}\"", key.replace('"', "\\\""))));
+                args.push(Box::new(value));
+            }
+            let params = rusqlite::params_from_iter(args.iter().map(|a| a.as_ref()));
+            let total: i64 = c.query_row(&format!("SELECT COUNT(*) FROM sessions WHERE {cond}"), params, |r| r.get(0))?;
+            let n = args.len();
             let mut stmt = c.prepare(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions WHERE {cond} ORDER BY last_active_at DESC, key LIMIT ?4 OFFSET ?5"
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE {cond} ORDER BY last_active_at DESC, key LIMIT ?{} OFFSET ?{}", n + 1, n + 2
             ))?;
-            let rows = stmt
-                .query_map(params![filter.agent_id, filter.channel_id, filter.account_id, limit, offset], session_row)?
-                .collect::<Result<Vec<_>, _>>()?;
+            args.push(Box::new(limit));
+            args.push(Box::new(offset));
+            let params = rusqlite::params_from_iter(args.iter().map(|a| a.as_ref()));
+            let rows = stmt.query_map(params, session_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok((rows, total as u64))
+        }))
+    }
+
+    fn history_range(
+        &self,
+        key: &str,
+        offset: u64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<TranscriptMessage>> {
+        let key = key.to_owned();
+        Box::pin(self.read(move |c| {
+            let mut stmt = c.prepare_cached(HISTORY_RANGE)?;
+            let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![key, limit, offset], transcript_row)?;
+            rows.collect::<Result<Vec<_>, _>>()
         }))
     }
 

@@ -6,7 +6,7 @@
 //! | `POST /sessions` (JSON body) | `session/create` (body as params) | 201 |
 //! | `GET /sessions?limit=&offset=` | `session/list` | 200 |
 //! | `GET /sessions/{id}` | `session/read {session_id}` | 200 |
-//! | `GET /sessions/{id}/history?limit=&before=` | `session/history {session_id, ...}` | 200 |
+//! | `GET /sessions/{id}/history?offset=&limit=` | `session/history {session_id, ...}` | 200 |
 //! | `GET /sessions/{id}/events` | [`Host::session_events`] as `text/event-stream` | 200 |
 //! | `POST /sessions/{id}/external-events` (JSON body) | `session/external_event` (body + `session_id` from the path) | 202 |
 //! | `POST /comms/send` (JSON body) | `comms/send` (body as params) | 200 |
@@ -429,7 +429,7 @@ async fn session_history(
     id: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let mut params = query_params(&uri, &["limit", "before"], &["limit"])?;
+    let mut params = query_params(&uri, &["limit", "offset"], &["limit", "offset"])?;
     params.insert("session_id".into(), Value::from(path_id(id)?));
     let slot = state.large_slot().await?;
     Ok(holding(

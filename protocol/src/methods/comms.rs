@@ -8,10 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::invoke::{Role, ToolCallRequest};
 use super::methods;
-use super::session::{RunStatus, TranscriptMessage};
-use crate::{Map, Value};
+use super::session::RunStatus;
+use crate::Value;
 
 methods! {
     /// Create a session and run its first turn.
@@ -74,71 +73,6 @@ pub struct SessionCreateResult {
     /// As asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comms_name: Option<String>,
-}
-
-/// A session as the host surfaces report it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostSession {
-    /// Its id (the session key).
-    pub session_id: String,
-    /// Its agent.
-    pub agent_id: String,
-    /// Its channel, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel_id: Option<String>,
-    /// Whether it stays resident.
-    pub keep_alive: bool,
-    /// Its display name as a peer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comms_name: Option<String>,
-    /// Creation time, ms.
-    pub created_at: u64,
-    /// Last activity, ms.
-    pub last_active_at: u64,
-    /// Messages in its transcript.
-    pub message_count: u64,
-    /// Whether its actor is resident.
-    pub active: bool,
-}
-
-/// A transcript message as the host surfaces report it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostMessage {
-    /// Its id.
-    pub id: String,
-    /// Who said it.
-    pub role: Role,
-    /// What was said.
-    pub content: String,
-    /// When, ms.
-    pub created_at: u64,
-    /// Metadata (`comms`, `external_event`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Map>,
-    /// An assistant's tool calls.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<ToolCallRequest>>,
-    /// For a tool message: the call it answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-    /// For an input: the run that answers it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-}
-
-impl From<TranscriptMessage> for HostMessage {
-    fn from(m: TranscriptMessage) -> Self {
-        Self {
-            id: m.id,
-            role: m.role,
-            content: m.content,
-            created_at: m.created_at,
-            metadata: m.metadata,
-            tool_calls: m.tool_calls,
-            tool_call_id: m.tool_call_id,
-            run_id: m.run_id,
-        }
-    }
 }
 
 /// What a comms command is.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Value;
 
-use super::comms::{HostMessage, HostSession};
+use super::contract::{HistoryPage, HistoryParams, ListParams, SessionDetails, SessionsPage};
 use super::session::RunStatus;
 use super::{Ack, Empty, methods};
 
@@ -30,37 +30,18 @@ methods! {
     /// Ends a subscription.
     StreamClose = "session/stream_close": StreamRef => Value;
     /// Sessions, newest activity first.
-    HostSessionList = "session/list": HostListParams => HostSessions;
+    HostSessionList = "session/list": ListParams => SessionsPage;
     /// One session.
-    HostSessionRead = "session/read": SessionRef => HostSession;
-    /// A page of a session's transcript.
-    HostSessionHistory = "session/history": HostHistoryParams => HostHistory;
+    HostSessionRead = "session/read": SessionRef => SessionDetails;
+    /// A page of a session's transcript, from its start.
+    HostSessionHistory = "session/history": HistoryParams => HistoryPage;
+    /// Archives a session: left out of lists, no longer resident.
+    SessionArchive = "session/archive": SessionRef => Value;
     /// A run's status, once it has ended or after `timeout_ms`.
     RunWait = "run/wait": RunWaitParams => RunWaitResult;
     /// Authenticates a JSON-RPC connection over TCP (the first request when a token is
     /// required).
     Authenticate = "rpc/authenticate": AuthenticateParams => Ack;
-}
-
-/// Params of `session/list`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HostListParams {
-    /// At most this many (default 50).
-    pub limit: Option<u32>,
-    /// After skipping this many.
-    pub offset: Option<u32>,
-    /// Only this agent's.
-    pub agent_id: Option<String>,
-}
-
-/// Result of `session/list`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostSessions {
-    /// The page.
-    pub sessions: Vec<HostSession>,
-    /// How many match in all.
-    pub total: u64,
 }
 
 /// `{session_id}`.
@@ -77,32 +58,6 @@ pub struct SessionRef {
 pub struct StreamRef {
     /// The subscription.
     pub stream_id: String,
-}
-
-/// Params of `session/history`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostHistoryParams {
-    /// The session.
-    pub session_id: String,
-    /// At most this many messages (default 100).
-    #[serde(default)]
-    pub limit: Option<u32>,
-    /// Those before the message with this id.
-    #[serde(default)]
-    pub before: Option<String>,
-}
-
-/// Result of `session/history`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostHistory {
-    /// The session.
-    pub session_id: String,
-    /// Oldest first.
-    pub messages: Vec<HostMessage>,
-    /// True when the page stopped short of `limit` to stay within a frame.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub truncated: Option<bool>,
 }
 
 /// Params of `run/wait`.

@@ -15,7 +15,8 @@ use super::config::{ConfigGet, ConfigWatch};
 use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
 use super::host::{
     Authenticate, CapabilitiesGet, HostSessionHistory, HostSessionList, HostSessionRead,
-    Initialize, RunWait, SessionCreateTurn, StreamClose, StreamOpen, TurnInterrupt, TurnStart,
+    Initialize, RunWait, SessionArchive, SessionCreateTurn, StreamClose, StreamOpen, TurnInterrupt,
+    TurnStart,
 };
 use super::invoke::{
     ChannelDelta, ChannelSend, ChannelStreamEnd, GatewayInvoke, HttpRequest, ProviderComplete,
@@ -221,6 +222,7 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::host_only(HostSessionList::NAME).large(),
     MethodInfo::host_only(HostSessionRead::NAME),
     MethodInfo::host_only(HostSessionHistory::NAME).large(),
+    MethodInfo::host_only(SessionArchive::NAME),
     MethodInfo::host_only(RunWait::NAME),
     MethodInfo::host_only(Authenticate::NAME),
     // §3

@@ -39,7 +39,7 @@ async fn a_dispatched_message_is_stored_and_shown_in_both_views() {
 
     let view = get(&f.kernel, "k1").await.unwrap().expect("stored");
     assert_eq!((view.ipc().key, view.ipc().message_count), ("k1".to_owned(), 1));
-    assert_eq!(read(&f.kernel, "k1").await.unwrap().host().session_id, "k1");
+    assert_eq!(read(&f.kernel, "k1").await.unwrap().summary().session_id, "k1");
     let (page, total) = list(&f.kernel, ListQuery::default()).await.unwrap();
     assert_eq!((page.len(), total), (1, 1));
     let active = SessionFilter { active: Some(false), ..Default::default() };
@@ -110,7 +110,7 @@ async fn a_created_session_starts_its_first_turn_and_takes_external_events() {
     assert_eq!(field(create(k, &me(), p("hi", Some("nope"))).await.unwrap_err()), "agent_id");
     let created = create(k, &me(), p("watch", None)).await.unwrap();
     assert_eq!(created.status, RunStatus::Queued);
-    let view = read(k, &created.session_id).await.unwrap().host();
+    let view = read(k, &created.session_id).await.unwrap().row;
     assert!(view.keep_alive && view.comms_name.as_deref() == Some("watcher"));
 
     let event = |session_id: &str, kind: &str| ExternalEventParams {

@@ -64,6 +64,10 @@ pub(super) async fn dispatch(
             message_count: 0,
             keep_alive: false,
             comms_name: None,
+            labels: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            archived: false,
         },
     });
     if created {

@@ -103,6 +103,14 @@ impl Storage for Gated {
     ) -> StoreFuture<'_, crate::store::HistoryPage> {
         self.inner.history_page(key, page)
     }
+    fn history_range(
+        &self,
+        key: &str,
+        offset: u64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<burrow_protocol::methods::session::TranscriptMessage>> {
+        self.inner.history_range(key, offset, limit)
+    }
     fn run(&self, id: &str) -> StoreFuture<'_, Option<RunRow>> {
         self.inner.run(id)
     }
@@ -305,5 +313,9 @@ fn kernel_row(key: &str) -> SessionRow {
         message_count: 0,
         keep_alive: false,
         comms_name: None,
+        labels: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        archived: false,
     }
 }

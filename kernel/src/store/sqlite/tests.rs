@@ -27,6 +27,10 @@ fn session(key: &str, at: u64) -> SessionRow {
         message_count: 0,
         keep_alive: false,
         comms_name: None,
+        labels: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        archived: false,
     }
 }
 
@@ -386,7 +390,12 @@ async fn migrations_keep_the_messages_of_an_older_database() {
             conn.pragma_update(None, "user_version", (i + 1) as i64).unwrap();
         }
         let tx = conn.transaction().unwrap();
-        apply_one(&tx, &Write::CreateSession(session("s", 1)), &mut Touched::default()).unwrap();
+        // Version 4's columns (later ones add their own).
+        tx.execute(
+            "INSERT INTO sessions (key, agent_id, created_at, last_active_at) VALUES ('s', 'main', 1, 1)",
+            [],
+        )
+        .unwrap();
         append(&tx, "s", &msg("old-1", "before", 2)).unwrap();
         append(&tx, "s", &msg("old-2", "before", 3)).unwrap();
         tx.commit().unwrap();

@@ -619,11 +619,22 @@ pub(super) fn apply_one<'a>(
 ) -> Result<(), rusqlite::Error> {
     match w {
         Write::CreateSession(s) => {
+            let labels = s.labels.as_ref().map(|l| serde_json::to_string(l).unwrap_or_default());
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO sessions (key, agent_id, channel_id, account_id, created_at, last_active_at, message_count, keep_alive, comms_name)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
+                "INSERT OR IGNORE INTO sessions (key, agent_id, channel_id, account_id, created_at, last_active_at, message_count, keep_alive, comms_name, labels)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9)",
             )?
-            .execute(params![s.key, s.agent_id, s.channel_id, s.account_id, s.created_at as i64, s.last_active_at as i64, s.keep_alive, s.comms_name])?;
+            .execute(params![s.key, s.agent_id, s.channel_id, s.account_id, s.created_at as i64, s.last_active_at as i64, s.keep_alive, s.comms_name, labels])?;
+        }
+        Write::Tokens { session_key, input_tokens, output_tokens } => {
+            tx.prepare_cached(
+                "UPDATE sessions SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3 WHERE key = ?1",
+            )?
+            .execute(params![session_key, *input_tokens as i64, *output_tokens as i64])?;
+        }
+        Write::Archive { session_key } => {
+            tx.prepare_cached("UPDATE sessions SET archived = 1, keep_alive = 0 WHERE key = ?1")?
+                .execute(params![session_key])?;
         }
         Write::Append { session_key, message } => {
             append(tx, session_key, message)?;

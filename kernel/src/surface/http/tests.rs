@@ -75,9 +75,9 @@ async fn routes_call_their_host_methods() {
         (get("/sessions"), "session/list", json!({})),
         (get("/sessions/s1"), "session/read", json!({"session_id": "s1"})),
         (
-            get("/sessions/s1/history?limit=3&before=m9"),
+            get("/sessions/s1/history?offset=6&limit=3"),
             "session/history",
-            json!({"session_id": "s1", "limit": 3, "before": "m9"}),
+            json!({"session_id": "s1", "limit": 3, "offset": 6}),
         ),
         (get("/comms/peers?session_id=s1"), "comms/peers", json!({"session_id": "s1"})),
         (
