@@ -16,8 +16,8 @@ use burrow_protocol::methods::app::{KernelApps, KernelInfo};
 use burrow_protocol::methods::comms::{CommsPeers, CommsSend, SessionCreate, SessionExternalEvent};
 use burrow_protocol::methods::contract::SessionsPage;
 use burrow_protocol::methods::host::{
-    CapabilitiesGet, HostSessionHistory, HostSessionList, HostSessionRead, Initialize, RunWait,
-    RunWaitResult, SessionArchive,
+    CapabilitiesGet, HostCommsPeers, HostCommsSend, HostExternalEvent, HostSessionHistory,
+    HostSessionList, HostSessionRead, Initialize, RunWait, RunWaitResult, SessionArchive,
 };
 use burrow_protocol::methods::operator::{
     KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SupervisorRestart,
@@ -123,7 +123,7 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
         handler::<AgentCancel, _, _>(|k, _, p| async move {
             sessions::cancel(&k, &p.run_id).await.map(|()| Ack::OK)
         }),
-        // Sessions and comms, for hosts (and apps, under their IPC names).
+        // Sessions and comms for apps, in Burrow's shapes (hosts: the contract's, below).
         handler::<SessionCreate, _, _>(|k, c, p| async move { sessions::create(&k, &c, p).await }),
         handler::<SessionExternalEvent, _, _>(|k, c, p| async move {
             sessions::external_event(&k, &c, p).await
@@ -142,6 +142,15 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
         }),
         handler::<HostSessionHistory, _, _>(|k, _, p| async move {
             sessions::history_from(&k, &p.session_id, p.offset, p.limit).await
+        }),
+        handler::<HostCommsSend, _, _>(|k, c, p| async move {
+            crate::host::comms::send(&k, &c, p).await
+        }),
+        handler::<HostCommsPeers, _, _>(
+            |k, _, p| async move { crate::host::comms::peers(&k, p).await },
+        ),
+        handler::<HostExternalEvent, _, _>(|k, c, p| async move {
+            crate::host::comms::external_event(&k, &c, p).await
         }),
         handler::<SessionArchive, _, _>(|k, _, p| async move {
             sessions::archive(&k, &p.session_id).await?;

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `initialize`, `capabilities/get` | the host contract's handshake ([`crate::service::contract`]) |
 //! | `session/create`, `turn/start`, `turn/interrupt` | a new session and its first turn, another turn, stopping one: [`turns`], streaming [`events`] |
+//! | `comms/send`, `comms/peers`, `session/external_event` | in the contract's shapes: [`comms`] |
 //! | `session/stream_open`, `session/stream_close` | a subscription to a session's events on the caller's connection: [`streams`] |
 //! | `session/list`, `session/read`, `session/history` | sessions and transcripts in the host shapes |
 //! | `session/external_event` | a durable event in the session's transcript, then a turn |
@@ -35,6 +36,7 @@ use crate::surface::{BoxFuture, Host, Link};
 
 pub use crate::config::host::HostSettings;
 
+pub mod comms;
 pub mod events;
 pub mod streams;
 pub mod turns;

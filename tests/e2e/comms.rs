@@ -26,6 +26,12 @@ async fn create(rpc: &mut Rpc, prompt: &str, name: &str) -> String {
     r["session_id"].as_str().unwrap().to_owned()
 }
 
+/// Burrow's own `comms.send` (IPC, for apps): its receipt says which run takes an input
+/// and whether it queued.
+async fn comms_send(app: &burrow_sdk::Client, params: Value) -> Value {
+    app.request("comms.send", params).await.unwrap_or_else(|e| panic!("comms.send: {e}"))
+}
+
 fn last_user(prompt: &Value) -> String {
     let msgs = prompt["params"]["messages"].as_array().unwrap();
     let user = msgs.iter().rev().find(|m| m["role"] == "user").unwrap();
@@ -74,33 +80,33 @@ async fn keep_alive_sessions_are_peers_that_message_and_answer_each_other() {
             json!({"session_id": a, "kind": "peer_message", "to": b, "body": "Build failed in CI.", "handling_mode": "queue"}),
         )
         .await;
-    assert_eq!(receipt["status"], "delivered", "{receipt}");
-    let done = rpc.ok("run/wait", json!({"run_id": receipt["run_id"], "timeout_ms": 15000})).await;
-    assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(
-        done["output"],
-        format!("echo: [peer_message from agent-a ({a})]\nBuild failed in CI.")
-    );
+    // The host contract's receipt: exactly its fields; stored in b's transcript.
+    let delivered = json!({"durably_resolved": {"outcome": "accepted"}});
+    assert_eq!(receipt["kind"], "peer_message_sent", "{receipt}");
+    assert_eq!(receipt["delivery"], delivered, "{receipt}");
+    assert_eq!(receipt.as_object().unwrap().len(), 3, "no fields beyond the contract's: {receipt}");
+    let answer = rpc.assistant_text(&b, "Build failed in CI.").await;
+    assert_eq!(answer, format!("echo: [peer_message from agent-a ({a})]\nBuild failed in CI."));
     let history = rpc.ok("session/history", json!({"session_id": b})).await;
     let inbound = history["messages"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["id"] == receipt["message_id"])
+        .find(|m| m["id"] == receipt["envelope_id"])
         .unwrap_or_else(|| panic!("message not in b's transcript: {history}"));
     assert_eq!(inbound["metadata"]["comms"]["from"], json!(a));
     assert_eq!(inbound["content"], "Build failed in CI.");
 
-    // A lifecycle notice is recorded but starts no turn.
+    // A lifecycle notice is recorded (it starts no turn).
     let notice = rpc
         .ok(
             "comms/send",
-            json!({"session_id": a, "kind": "peer_added", "to": b, "body": {"peer": "agent-c"}}),
+            json!({"session_id": a, "kind": "peer_lifecycle", "to": b, "lifecycle_kind": "mob.peer_added", "params": {"peer": "agent-c"}}),
         )
         .await;
     assert_eq!(
-        (notice["status"].clone(), notice.get("run_id").cloned()),
-        (json!("delivered"), None),
+        (notice["kind"].clone(), notice["delivery"].clone()),
+        (json!("peer_lifecycle_sent"), delivered),
         "{notice}"
     );
 
@@ -112,6 +118,11 @@ async fn keep_alive_sessions_are_peers_that_message_and_answer_each_other() {
         )
         .await;
     let request_id = req["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (req["kind"].as_str(), req["interaction_id"].as_str()),
+        (Some("peer_request_sent"), Some(request_id.as_str())),
+        "{req}"
+    );
     let wrong_way = rpc
         .call("comms/send", json!({"session_id": a, "kind": "peer_response", "to": b, "in_reply_to": request_id, "body": "x"}))
         .await;
@@ -198,21 +209,26 @@ async fn steer_joins_the_running_turn_and_queue_waits_for_the_next() {
         .ok("session/create", json!({"prompt": "", "keep_alive": true, "initial_turn": "deferred"}))
         .await;
     let id = created["session_id"].as_str().unwrap().to_owned();
-    let first =
-        rpc.ok("comms/send", json!({"session_id": id, "kind": "input", "body": "start"})).await;
+    // Burrow's own comms.send (IPC) says which run takes an input and whether it queued.
+    let app = kernel.registered_client("steerer").await;
+    let first = comms_send(&app, json!({"session_id": id, "kind": "input", "body": "start"})).await;
     let first_run = first["run_id"].clone();
 
     let turn1 = prov.expect_method("provider.complete").await;
     assert_eq!(last_user(&turn1), "start");
     // While turn 1 is with the provider: one queued input, one steered.
-    let queued = rpc
-        .ok("comms/send", json!({"session_id": id, "kind": "input", "body": "queued one", "handling_mode": "queue"}))
-        .await;
+    let queued = comms_send(
+        &app,
+        json!({"session_id": id, "kind": "input", "body": "queued one", "handling_mode": "queue"}),
+    )
+    .await;
     assert_eq!(queued["queued"], true, "{queued}");
     assert_ne!(queued["run_id"], first_run);
-    let steered = rpc
-        .ok("comms/send", json!({"session_id": id, "kind": "input", "body": "steered one", "handling_mode": "steer"}))
-        .await;
+    let steered = comms_send(
+        &app,
+        json!({"session_id": id, "kind": "input", "body": "steered one", "handling_mode": "steer"}),
+    )
+    .await;
     assert_eq!(
         (steered["queued"].clone(), steered["run_id"].clone()),
         (json!(false), first_run.clone()),
@@ -246,14 +262,16 @@ async fn a_steered_run_delivers_each_answer_to_the_channel_in_order() {
     let kernel = kernel().await;
     let mut prov = kernel.hand_provider().await;
     let mut chan = kernel.hand_channel().await;
-    let mut rpc = rpc(&kernel).await;
+    let app = kernel.registered_client("steerer").await;
 
     let d = chan.call("message.dispatch", json!({"sessionKey": "chat", "content": "first"})).await;
     let run_id = d["result"]["runId"].clone();
     let turn1 = prov.expect_method("provider.complete").await;
-    let steered = rpc
-        .ok("comms/send", json!({"session_id": "chat", "kind": "input", "body": "second", "handling_mode": "steer"}))
-        .await;
+    let steered = comms_send(
+        &app,
+        json!({"session_id": "chat", "kind": "input", "body": "second", "handling_mode": "steer"}),
+    )
+    .await;
     assert_eq!((steered["queued"].clone(), steered["run_id"].clone()), (json!(false), run_id));
     prov.answer(&turn1["id"], json!({"message": {"content": "reply to first"}})).await;
     let turn2 = prov.expect_method("provider.complete").await;
@@ -324,7 +342,7 @@ async fn an_external_event_is_durable_across_a_kernel_kill_and_wakes_the_session
             json!({"session_id": id, "kind": "generic_json", "event_type": "deploy_complete", "payload": payload}),
         )
         .await;
-    assert_eq!(receipt["status"], "accepted", "{receipt}");
+    assert_eq!(receipt["outcome_type"], "accepted", "{receipt}");
 
     kernel.signal(Signal::SIGKILL);
     kernel.wait_exit(DEADLINE).await;
@@ -335,7 +353,7 @@ async fn an_external_event_is_durable_across_a_kernel_kill_and_wakes_the_session
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["id"] == receipt["event_id"])
+        .find(|m| m["id"] == receipt["input_id"])
         .unwrap_or_else(|| panic!("the acknowledged event is lost: {history}"))
         .clone();
     assert_eq!(event["metadata"]["external_event"]["event_type"], "deploy_complete");
@@ -345,12 +363,7 @@ async fn an_external_event_is_durable_across_a_kernel_kill_and_wakes_the_session
 
     // The event wakes the session once a provider is there.
     let _echo = kernel.echo_provider().await;
-    let done = rpc.ok("run/wait", json!({"run_id": receipt["run_id"], "timeout_ms": 15000})).await;
-    assert_eq!(done["status"], "completed", "{done}");
-    assert!(
-        done["output"].as_str().unwrap().contains("[external event deploy_complete]"),
-        "{done}"
-    );
+    rpc.assistant_text(&id, "[external event deploy_complete]").await;
 }
 
 async fn rpc_after_restart(kernel: &Kernel) -> Rpc {

@@ -79,7 +79,7 @@ async fn rest_creates_sessions_sends_comms_and_streams_events() {
         .unwrap();
     assert_eq!(ev.status(), 202);
     let receipt: Value = ev.json().await.unwrap();
-    assert_eq!(receipt["status"], "accepted", "{receipt}");
+    assert_eq!(receipt["outcome_type"], "accepted", "{receipt}");
 
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + DEADLINE;

@@ -170,3 +170,47 @@ async def test_sessions_are_found_by_label_read_paged_and_archived(client):
 
     await asyncio.wait_for(session.archive(), WAIT)
     assert await asyncio.wait_for(client.list_sessions(labels={"suite": tag}), WAIT) == []
+
+
+async def _assistant_text(client, session_id, needle):
+    """Polls the session's history until an assistant row's text holds `needle`."""
+    for _ in range(300):
+        page = await client.read_session_history(session_id, limit=1000)
+        for message in page.messages:
+            raw = getattr(message, "raw", None) or {}
+            blocks = raw.get("blocks") or []
+            texts = [b.get("data", {}).get("text", "") for b in blocks]
+            if message.role == "block_assistant" and any(needle in t for t in texts):
+                return texts
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no answer holding {needle!r}")
+
+
+async def test_sessions_message_and_answer_each_other_and_take_external_events(client):
+    a = await asyncio.wait_for(client.create_session("coordinate", keep_alive=True, comms_name="alpha"), WAIT)
+    b = await asyncio.wait_for(client.create_session("review", keep_alive=True, comms_name="beta"), WAIT)
+    peers = await asyncio.wait_for(a.peers(), WAIT)
+    beta = [p for p in peers if p["peer_id"] == b.id]
+    assert beta and beta[0]["name"] == "beta", peers
+
+    sent = await asyncio.wait_for(a.send(kind="peer_message", to=b.id, body="the build is red"), WAIT)
+    assert sent["kind"] == "peer_message_sent"
+    assert sent["delivery"] == {"durably_resolved": {"outcome": "accepted"}}
+    await asyncio.wait_for(_assistant_text(client, b.id, "the build is red"), WAIT)
+
+    asked = await asyncio.wait_for(
+        a.send(kind="peer_request", to=b.id, intent="review", params={"pr": 7}), WAIT
+    )
+    assert asked["kind"] == "peer_request_sent" and asked["request_id"] == asked["interaction_id"]
+    answered = await asyncio.wait_for(
+        b.send(kind="peer_response", to=a.id, in_reply_to=asked["request_id"], status="completed", result="LGTM"),
+        WAIT,
+    )
+    assert answered["kind"] == "peer_response_sent" and answered["in_reply_to"] == asked["request_id"]
+    await asyncio.wait_for(_assistant_text(client, a.id, "LGTM"), WAIT)
+
+    outcome = await asyncio.wait_for(
+        a.send_external_event("deploy_complete", {"env": "prod"}, idempotency_key="deploy-1"), WAIT
+    )
+    assert outcome["outcome_type"] == "accepted" and outcome["input_id"]
+    await asyncio.wait_for(_assistant_text(client, a.id, "[external event deploy_complete]"), WAIT)

@@ -77,6 +77,30 @@ impl Rpc {
         }
     }
 
+    /// Polls `session/history` of `session_id` (up to [`DEADLINE`]) until one of its
+    /// assistant rows (the host contract's `block_assistant`) has text holding `needle`;
+    /// returns that text.
+    pub async fn assistant_text(&mut self, session_id: &str, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let page = self
+                .ok("session/history", json!({ "session_id": session_id, "limit": 1000 }))
+                .await;
+            let texts = page["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["role"] == "block_assistant");
+            let texts =
+                texts.filter_map(|m| m["blocks"][0]["data"]["text"].as_str().map(str::to_owned));
+            if let Some(text) = texts.into_iter().find(|t| t.contains(needle)) {
+                return text;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no answer holding {needle:?}: {page}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Calls `method` and returns its `result`, failing the test on an error.
     pub async fn ok(&mut self, method: &str, params: Value) -> Value {
         let answer = self.call(method, params).await;

@@ -46,7 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use burrow_protocol::methods::Method;
-use burrow_protocol::methods::table::host;
+use burrow_protocol::methods::host;
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use bytes::Bytes;
 use futures_util::StreamExt;

@@ -169,6 +169,62 @@ pub fn rfc3339(ms: u64) -> String {
     format!("{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
 }
 
+/// Params of the host contract's `comms/send`. Fields of other kinds, or that Burrow does
+/// not act on (`blocks`, `source`, `stream`, `allow_self_session`), are accepted and
+/// ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendParams {
+    /// The sending session (for `input`: the session itself).
+    pub session_id: String,
+    /// `input`, `peer_message`, `peer_request`, `peer_response` or `peer_lifecycle`.
+    pub kind: String,
+    /// The receiving peer's id (from `comms/peers`); not for `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The text (`input`, `peer_message`), or any JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// `peer_request`: what is asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// `peer_request`: its arguments; `peer_lifecycle`: about whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    /// `peer_response`: the `request_id` (= `interaction_id`) of the request answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+    /// `peer_response`: `accepted`, `completed` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// `peer_response`: the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// `peer_lifecycle`: `mob.peer_added` or `mob.peer_retired` (`mob.peer_unwired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_kind: Option<String>,
+    /// `queue` (default) or `steer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handling_mode: Option<super::comms::HandlingMode>,
+}
+
+/// Params of the host contract's `session/external_event`. `blocks` and other fields
+/// Burrow does not act on are accepted and ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalEventParams {
+    /// The session it is for.
+    pub session_id: String,
+    /// Only `generic_json` is defined.
+    pub kind: String,
+    /// What happened, e.g. `deploy_complete`.
+    pub event_type: String,
+    /// Any JSON.
+    #[serde(default)]
+    pub payload: Value,
+    /// Accepted (not yet used to recognise a repeated event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

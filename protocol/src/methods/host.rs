@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Value;
 
-use super::contract::{HistoryPage, HistoryParams, ListParams, SessionDetails, SessionsPage};
+use super::contract::{
+    ExternalEventParams, HistoryPage, HistoryParams, ListParams, SendParams, SessionDetails,
+    SessionsPage,
+};
 use super::session::RunStatus;
 use super::{Ack, Empty, methods};
 
@@ -37,6 +40,12 @@ methods! {
     HostSessionHistory = "session/history": HistoryParams => HistoryPage;
     /// Archives a session: left out of lists, no longer resident.
     SessionArchive = "session/archive": SessionRef => Value;
+    /// Comms in the host contract's shapes (apps use `comms.send`).
+    HostCommsSend = "comms/send": SendParams => Value;
+    /// The peers a session sees, as the contract's directory entries.
+    HostCommsPeers = "comms/peers": SessionRef => Value;
+    /// A durable event from outside, in the contract's shapes.
+    HostExternalEvent = "session/external_event": ExternalEventParams => Value;
     /// A run's status, once it has ended or after `timeout_ms`.
     RunWait = "run/wait": RunWaitParams => RunWaitResult;
     /// Authenticates a JSON-RPC connection over TCP (the first request when a token is

@@ -14,9 +14,9 @@ use super::comms::{CommsPeers, CommsSend, HostCall, SessionCreate, SessionExtern
 use super::config::{ConfigGet, ConfigWatch};
 use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
 use super::host::{
-    Authenticate, CapabilitiesGet, HostSessionHistory, HostSessionList, HostSessionRead,
-    Initialize, RunWait, SessionArchive, SessionCreateTurn, StreamClose, StreamOpen, TurnInterrupt,
-    TurnStart,
+    Authenticate, CapabilitiesGet, HostCommsPeers, HostCommsSend, HostExternalEvent,
+    HostSessionHistory, HostSessionList, HostSessionRead, Initialize, RunWait, SessionArchive,
+    SessionCreateTurn, StreamClose, StreamOpen, TurnInterrupt, TurnStart,
 };
 use super::invoke::{
     ChannelDelta, ChannelSend, ChannelStreamEnd, GatewayInvoke, HttpRequest, ProviderComplete,
@@ -30,20 +30,6 @@ use super::session::{
     AgentCancel, AgentQueue, AgentWait, MessageDispatch, SessionGet, SessionHistory, SessionList,
 };
 use super::{Cancel, Method};
-
-/// The host surfaces' names of the host methods apps may call too (under their IPC
-/// names, [`super::comms`]); the host-only methods are [`super::host`]'s markers.
-pub mod host {
-    /// `session/external_event`.
-    pub const SESSION_EXTERNAL_EVENT: &str = "session/external_event";
-    /// `comms/send`.
-    pub const COMMS_SEND: &str = "comms/send";
-    /// `comms/peers`.
-    pub const COMMS_PEERS: &str = "comms/peers";
-    pub use super::super::host::{
-        Authenticate, HostSessionHistory, HostSessionList, HostSessionRead, RunWait,
-    };
-}
 
 /// Who sends a method's requests (or notifications).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,10 +136,6 @@ impl MethodInfo {
         MethodInfo { direction: Direction::Both, ..self }
     }
 
-    const fn on_host(self, name: &'static str) -> Self {
-        MethodInfo { host: Some(name), ..self }
-    }
-
     /// Its names, on every surface it is on.
     pub fn names(&self) -> impl Iterator<Item = &'static str> {
         self.ipc.into_iter().chain(self.host)
@@ -207,9 +189,9 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(AgentCancel::NAME).long().off_actor(),
     // §9 comms and host methods
     MethodInfo::ipc(SessionCreate::NAME).long(),
-    MethodInfo::ipc(CommsSend::NAME).long().on_host(host::COMMS_SEND),
-    MethodInfo::ipc(CommsPeers::NAME).long().on_host(host::COMMS_PEERS),
-    MethodInfo::ipc(SessionExternalEvent::NAME).long().on_host(host::SESSION_EXTERNAL_EVENT),
+    MethodInfo::ipc(CommsSend::NAME).long(),
+    MethodInfo::ipc(CommsPeers::NAME).long(),
+    MethodInfo::ipc(SessionExternalEvent::NAME).long(),
     MethodInfo::ipc(HostCall::NAME).long().large(),
     MethodInfo::ipc(SessionEvents::NAME).stream(),
     MethodInfo::host_only(Initialize::NAME),
@@ -223,6 +205,9 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::host_only(HostSessionRead::NAME),
     MethodInfo::host_only(HostSessionHistory::NAME).large(),
     MethodInfo::host_only(SessionArchive::NAME),
+    MethodInfo::host_only(HostCommsSend::NAME),
+    MethodInfo::host_only(HostCommsPeers::NAME),
+    MethodInfo::host_only(HostExternalEvent::NAME),
     MethodInfo::host_only(RunWait::NAME),
     MethodInfo::host_only(Authenticate::NAME),
     // §3
@@ -336,7 +321,9 @@ mod tests {
         assert_eq!(by_ipc_name("session.history").map(|m| m.answer), Some(AnswerSize::Large));
         // The host contract's `session/create` is a method of its own, not `session.create`.
         assert_eq!(by_host_name("session/create").map(|m| m.ipc), Some(None));
-        assert_eq!(by_host_name("comms/send").and_then(|m| m.ipc), Some("comms.send"));
+        // Hosts speak the contract; apps keep Burrow's `comms.send`, a method of its own.
+        assert_eq!(by_host_name("comms/send").map(|m| m.ipc), Some(None));
+        assert!(by_ipc_name("comms.send").is_some_and(|m| m.host.is_none()));
         assert!(by_ipc_name("session/create").is_none());
     }
 }
