@@ -157,7 +157,8 @@ pub trait Host: Send + Sync + 'static {
 pub const PARSE_ERROR: i64 = -32700;
 
 /// The JSON-RPC error code of a Burrow [`ErrorCode`]: the spec's reserved codes where one
-/// fits, `-320xx` (the spec's server-error range) for Burrow's own.
+/// fits, `-320xx` (the spec's server-error range) for Burrow's own, clear of the numbers
+/// Meerkat's host contract uses (see [`CONTRACT_CODES`]).
 pub const fn rpc_code(code: ErrorCode) -> i64 {
     // Exhaustive on purpose: a new ErrorCode does not compile until it has a number.
     match code {
@@ -166,15 +167,15 @@ pub const fn rpc_code(code: ErrorCode) -> i64 {
         ErrorCode::InvalidParams => -32602,
         ErrorCode::InternalError => -32603,
         ErrorCode::UnknownError => -32000,
-        ErrorCode::Unauthorized => -32001,
-        ErrorCode::Forbidden => -32003,
-        ErrorCode::NotFound => -32004,
+        ErrorCode::Unauthorized => -32040,
+        ErrorCode::Forbidden => -32043,
+        ErrorCode::NotFound => -32044,
         ErrorCode::Timeout => -32008,
         ErrorCode::Conflict => -32009,
-        ErrorCode::ConnectionClosed => -32010,
-        ErrorCode::AppNotRegistered => -32011,
-        ErrorCode::CapabilityDenied => -32012,
-        ErrorCode::HookNotSubscribed => -32013,
+        ErrorCode::ConnectionClosed => -32050,
+        ErrorCode::AppNotRegistered => -32051,
+        ErrorCode::CapabilityDenied => -32052,
+        ErrorCode::HookNotSubscribed => -32053,
     }
 }
 
@@ -293,8 +294,17 @@ mod tests {
             assert!((-32768..=-32000).contains(&n), "{code} → {n}");
             assert_ne!(n, PARSE_ERROR);
         }
-        assert_eq!(rpc_code(ErrorCode::NotFound), -32004);
-        assert_eq!(rpc_code(ErrorCode::HookNotSubscribed), -32013);
+        assert_eq!(rpc_code(ErrorCode::NotFound), -32044);
+        assert_eq!(rpc_code(ErrorCode::HookNotSubscribed), -32053);
+        // None of Burrow's own numbers means something else in Meerkat's contract.
+        let meerkats = [
+            -32001, -32002, -32003, -32004, -32005, -32010, -32011, -32012, -32013, -32020, -32021,
+            -32022, -32023, -32025, -32026, -32027, -32028, -32036,
+        ];
+        for code in ErrorCode::ALL {
+            let n = rpc_code(code);
+            assert!(!meerkats.contains(&n), "{code} → {n} is one of Meerkat's numbers");
+        }
     }
 
     #[test]
@@ -315,7 +325,7 @@ mod tests {
     #[test]
     fn data_is_an_object_with_the_burrow_code() {
         let plain = RpcError::from(&ErrorObject::new(ErrorCode::NotFound, "no session"));
-        assert_eq!(plain.code, -32004);
+        assert_eq!(plain.code, -32044);
         assert_eq!(plain.message, "no session");
         assert_eq!(plain.data, json!({"code": "NOT_FOUND"}));
 

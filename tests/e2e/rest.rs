@@ -197,9 +197,9 @@ async fn a_surface_that_requires_a_token_refuses_requests_without_one() {
 
     let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
     let refused = rpc.call("session/list", json!({})).await;
-    assert_eq!(refused["error"]["code"], -32001, "{refused}");
+    assert_eq!(refused["error"]["code"], -32040, "{refused}");
     let bad = rpc.call("rpc/authenticate", json!({"token": "brw_wrong"})).await;
-    assert_eq!(bad["error"]["code"], -32001, "{bad}");
+    assert_eq!(bad["error"]["code"], -32040, "{bad}");
     rpc.ok("rpc/authenticate", json!({"token": token})).await;
     rpc.ok("session/list", json!({})).await;
 }

@@ -10,7 +10,7 @@
 //!   `WWW-Authenticate: Bearer` and `{"error": {"code": "UNAUTHORIZED", "data":
 //!   {"reason": "token_required" | "invalid_token"}}}`.
 //! - **JSON-RPC over TCP**: the connection's first call is `rpc/authenticate {"token"}`
-//!   (answered `{"ok": true}`); any other method before that is answered `-32001` with
+//!   (answered `{"ok": true}`); any other method before that is answered `-32040` with
 //!   `data.reason` `token_required` (see [`super::rpc`]).
 //!
 //! Where no token is required the `Authorization` header is ignored, and REST refuses

@@ -29,9 +29,9 @@
 //! {"jsonrpc": "2.0", "id": 1, "method": "rpc/authenticate", "params": {"token": "brw_..."}}
 //! ```
 //!
-//! answered `{"ok": true}`, or `-32001` (`UNAUTHORIZED`) with `data.reason`
+//! answered `{"ok": true}`, or `-32040` (`UNAUTHORIZED`) with `data.reason`
 //! `token_required` / `invalid_token`. Until it succeeds every other request is answered
-//! `-32001` with `data.reason: "token_required"` (notifications are dropped). Messages are
+//! `-32040` with `data.reason: "token_required"` (notifications are dropped). Messages are
 //! admitted in the order they are read, so a client may pipeline its calls right behind
 //! `rpc/authenticate`. Where no token is required, `rpc/authenticate` answers
 //! `{"ok": true}` without looking at the token.

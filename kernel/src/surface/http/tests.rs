@@ -238,7 +238,7 @@ async fn rpc_over_http() {
         r#"[{"jsonrpc":"2.0","id":1,"method":"echo"},{"jsonrpc":"2.0","id":2,"method":"fail"}]"#;
     let answer = send(&router, post_json("/rpc", batch)).await.json();
     assert_eq!(answer[0]["result"], json!({}));
-    assert_eq!(answer[1]["error"]["code"], -32004);
+    assert_eq!(answer[1]["error"]["code"], -32044);
 
     let answer = send(&router, post_json("/rpc", "nope")).await;
     assert_eq!(answer.status, StatusCode::OK);

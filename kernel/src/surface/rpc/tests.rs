@@ -124,7 +124,7 @@ async fn host_errors_keep_their_burrow_code_in_data() {
     assert_eq!(answer["id"], 1);
     assert_eq!(
         answer["error"],
-        json!({"code": -32004, "message": "no such session",
+        json!({"code": -32044, "message": "no such session",
                "data": {"code": "NOT_FOUND", "session_id": "s0"}})
     );
     peer.send(&request(json!(2), "fail_text", json!({}))).await;
@@ -302,7 +302,7 @@ async fn tcp_requires_rpc_authenticate_first_when_a_token_is_required() {
     peer.send(r#"{"jsonrpc":"2.0","method":"note"}"#).await;
     peer.send(&request(json!(1), "echo", json!({}))).await;
     let answer = peer.next().await.unwrap();
-    assert_eq!(answer["error"]["code"], -32001);
+    assert_eq!(answer["error"]["code"], -32040);
     assert_eq!(
         answer["error"]["data"],
         json!({"code": "UNAUTHORIZED", "reason": "token_required"})
@@ -310,7 +310,7 @@ async fn tcp_requires_rpc_authenticate_first_when_a_token_is_required() {
 
     peer.send(&request(json!(2), AUTHENTICATE, json!({"token": "brw_wrong"}))).await;
     let answer = peer.next().await.unwrap();
-    assert_eq!(answer["error"]["code"], -32001);
+    assert_eq!(answer["error"]["code"], -32040);
     assert_eq!(answer["error"]["data"]["reason"], "invalid_token");
 
     // Pipelined right behind the authentication, in one write.
@@ -330,7 +330,7 @@ async fn tcp_requires_rpc_authenticate_first_when_a_token_is_required() {
     // Another connection starts unauthenticated.
     let mut other = TcpPeer::connect(addr).await;
     other.send(&request(json!(1), "echo", json!({}))).await;
-    assert_eq!(other.next().await.unwrap()["error"]["code"], -32001);
+    assert_eq!(other.next().await.unwrap()["error"]["code"], -32040);
 
     stop.cancel();
     tokio::time::timeout(DEADLINE, server).await.expect("serve_tcp ends on stop").unwrap();
