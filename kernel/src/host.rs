@@ -83,7 +83,7 @@ pub async fn call_on(
         }
         TurnInterrupt::NAME => return turns::interrupt(kernel, parse_params(params)?).await,
         StreamOpen::NAME => return streams::open(kernel, parse_params(params)?, link).await,
-        StreamClose::NAME => return Ok(streams::close(parse_params(params)?, &link)),
+        StreamClose::NAME => return Ok(streams::close(parse_params(params)?, &link).await),
         _ => {}
     }
     if let Some((handler, _)) = handlers::by_host_name(method) {

@@ -281,13 +281,14 @@ impl Sessions {
 
     /// Whether session `key` has a run queued or running.
     pub fn running(&self, key: &str) -> bool {
-        self.runs.iter().any(|run| run.borrow().session_key == key)
+        !self.runs_of(key).is_empty()
     }
 
-    /// The runs of session `key` queued or running.
+    /// The runs of session `key` queued or running (an entry a waiter left behind for a
+    /// run that has ended does not count).
     pub fn runs_of(&self, key: &str) -> Vec<String> {
-        let of_key = |run: &RunRow| run.session_key == key;
-        self.runs.iter().filter(|r| of_key(&r.borrow())).map(|r| r.key().clone()).collect()
+        let going = |run: &RunRow| run.session_key == key && !run.status.is_terminal();
+        self.runs.iter().filter(|r| going(&r.borrow())).map(|r| r.key().clone()).collect()
     }
 
     /// A receiver of a run's state, while it is queued or running.

@@ -55,9 +55,16 @@ pub struct Link {
 struct LinkState {
     /// Cancelled when the connection ends.
     closed: tokio_util::sync::CancellationToken,
-    /// Open subscriptions, by stream id: each ends when its token is cancelled.
-    streams:
-        std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
+    /// Open subscriptions, by stream id: each ends when its token is cancelled, and says
+    /// it has ended (its last notification sent) by dropping its end's sender.
+    streams: std::sync::Mutex<std::collections::HashMap<String, StreamHandle>>,
+}
+
+/// An open subscription: what ends it, and what tells that it has ended.
+#[derive(Debug)]
+struct StreamHandle {
+    stop: tokio_util::sync::CancellationToken,
+    ended: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl std::fmt::Debug for Link {
@@ -94,23 +101,37 @@ impl Link {
         self.conn.closed.cancelled().await;
     }
 
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.conn.closed.is_cancelled()
+    }
+
     /// Marks the connection ended: its subscriptions stop.
     pub(crate) fn close(&self) {
         self.conn.closed.cancel();
     }
 
-    /// Registers subscription `id`; the token ends it ([`Link::end_stream`]).
-    pub fn open_stream(&self, id: &str) -> tokio_util::sync::CancellationToken {
-        let token = self.conn.closed.child_token();
+    /// Registers subscription `id`: the token ends it ([`Link::end_stream`]); the
+    /// subscription drops the sender once it has sent its last notification.
+    pub fn open_stream(
+        &self,
+        id: &str,
+    ) -> (tokio_util::sync::CancellationToken, tokio::sync::oneshot::Sender<()>) {
+        let stop = self.conn.closed.child_token();
+        let (done, ended) = tokio::sync::oneshot::channel();
         let mut streams = self.conn.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams.insert(id.to_owned(), token.clone());
-        token
+        streams.insert(id.to_owned(), StreamHandle { stop: stop.clone(), ended });
+        (stop, done)
     }
 
-    /// Ends subscription `id`; false when it was not open.
-    pub fn end_stream(&self, id: &str) -> bool {
-        let mut streams = self.conn.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams.remove(id).inspect(|token| token.cancel()).is_some()
+    /// Ends subscription `id` and waits (a few seconds at most) until it has sent its
+    /// last notification; false when it was not open.
+    pub async fn end_stream(&self, id: &str) -> bool {
+        let handle = self.conn.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let Some(handle) = handle else { return false };
+        handle.stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), handle.ended).await;
+        true
     }
 
     /// Forgets subscription `id` once it has ended by itself.

@@ -61,12 +61,57 @@ async fn meerkats_python_sdk_drives_burrow() {
 }
 
 #[tokio::test]
+async fn burrow_rpc_waits_for_a_slow_host_and_ends_quietly_without_input() {
+    let kernel = Kernel::start_with_config("[ipc]\nheartbeat_timeout_ms = 60000\n").await;
+    let mut child = tokio::process::Command::new(bin("burrow-rpc"))
+        .env("BURROW_SOCKET", &kernel.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    // Longer than the kernel gives a silent connection to say what it speaks (10 s)
+    // would be too slow for a test; what matters is that nothing is connected before
+    // the first message, so a host may take its time: here, a blank line first.
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"\n").await.unwrap();
+    let ask = b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"initialize\", \"params\": {}}\n";
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, ask).await.unwrap();
+    let mut line = String::new();
+    let read = tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line);
+    tokio::time::timeout(Duration::from_secs(15), read).await.expect("an answer").unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(answer["result"]["contract_version"], "0.9.6", "{answer}");
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits");
+    assert!(status.unwrap().success());
+
+    // No input at all: it ends at once, without connecting.
+    let quiet = tokio::process::Command::new(bin("burrow-rpc"))
+        .env("BURROW_SOCKET", kernel.dir().join("nowhere.sock"))
+        .stdin(Stdio::null())
+        .output();
+    let quiet = tokio::time::timeout(Duration::from_secs(15), quiet).await.expect("exits").unwrap();
+    assert!(quiet.status.success(), "{quiet:?}");
+}
+
+#[tokio::test]
 async fn burrow_rpc_exits_with_the_reason_when_no_kernel_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(bin("burrow-rpc"))
+    let mut child = tokio::process::Command::new(bin("burrow-rpc"))
         .env("BURROW_SOCKET", dir.path().join("none.sock"))
         .stdin(Stdio::piped())
-        .output();
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // It connects once the host's first message is there, as the SDK's `initialize`.
+    let mut stdin = child.stdin.take().unwrap();
+    let hello = b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"initialize\", \"params\": {}}\n";
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, hello).await.unwrap();
+    let out = child.wait_with_output();
     let out = tokio::time::timeout(Duration::from_secs(15), out).await.expect("exits").unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);

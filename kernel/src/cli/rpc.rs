@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// How the pipe ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,18 +25,48 @@ pub enum PipeEnd {
 /// names the command in what it says on stderr.
 pub async fn run_stdio(socket: Option<PathBuf>, program: &str) -> ExitCode {
     let path = socket.unwrap_or_else(burrow_sdk::transport::socket_from_env);
-    let stream = match burrow_transport::connect_stream(&path).await {
+    // Connected once the first message is there: the kernel gives a new connection a
+    // few seconds to say what it speaks, and a host may spawn this well before it writes.
+    let mut input = BufReader::new(tokio::io::stdin());
+    let Some(first) = first_message(&mut input).await else { return ExitCode::SUCCESS };
+    let stream = match connect(&path).await {
         Ok(stream) => stream,
         Err(e) => {
             unreachable(program, &path, &e);
             return ExitCode::from(2);
         }
     };
-    match pipe(tokio::io::stdin(), tokio::io::stdout(), stream).await {
+    let input = std::io::Cursor::new(first).chain(input);
+    match pipe(input, tokio::io::stdout(), stream).await {
         PipeEnd::EndOfInput => ExitCode::SUCCESS,
         PipeEnd::KernelGone => {
             eprintln!("{program}: the kernel closed the connection");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The kernel's socket. On Unix a plain Unix stream, whose shutdown for writing at end
+/// of input reaches the kernel (which then writes what it owes and closes).
+#[cfg(unix)]
+async fn connect(path: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(path).await
+}
+
+#[cfg(not(unix))]
+async fn connect(path: &Path) -> std::io::Result<interprocess::local_socket::tokio::Stream> {
+    burrow_transport::connect_stream(path).await
+}
+
+/// The first line of `input` that is not blank; `None` at end of input.
+async fn first_message<R: AsyncRead + Unpin>(input: &mut BufReader<R>) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if line.iter().all(u8::is_ascii_whitespace) => {}
+            Ok(_) => return Some(line),
         }
     }
 }
@@ -126,6 +156,14 @@ mod tests {
         let mut out = String::new();
         tokio::io::AsyncReadExt::read_to_string(&mut shown, &mut out).await.unwrap();
         assert_eq!(out, "{\"answer\":true}\n");
+    }
+
+    #[tokio::test]
+    async fn the_first_message_is_the_first_line_not_blank() {
+        let mut input = BufReader::new(&b"\n  \n{\"a\":1}\nrest\n"[..]);
+        assert_eq!(first_message(&mut input).await.as_deref(), Some(&b"{\"a\":1}\n"[..]));
+        let mut empty = BufReader::new(&b"\n \n"[..]);
+        assert_eq!(first_message(&mut empty).await, None);
     }
 
     #[tokio::test]

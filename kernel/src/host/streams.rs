@@ -30,15 +30,18 @@ pub async fn open(kernel: &Arc<Kernel>, p: SessionRef, link: Link) -> Result<Val
     }
     let events = sessions::follow(kernel, &p.session_id, false).await?;
     let stream_id = format!("stream-{}", uuid::Uuid::now_v7());
-    let stop = link.open_stream(&stream_id);
+    let (stop, done) = link.open_stream(&stream_id);
     let stream = Stream { link, stream_id: stream_id.clone(), session_id: p.session_id.clone() };
-    tokio::spawn(stream.pump(events, stop));
+    tokio::spawn(async move {
+        stream.pump(events, stop).await;
+        drop(done);
+    });
     Ok(json!({ "opened": true, "session_id": p.session_id, "stream_id": stream_id }))
 }
 
-/// `session/stream_close`.
-pub fn close(p: StreamRef, link: &Link) -> Value {
-    let was_open = link.end_stream(&p.stream_id);
+/// `session/stream_close`: answered once the stream's `session/stream_end` is sent.
+pub async fn close(p: StreamRef, link: &Link) -> Value {
+    let was_open = link.end_stream(&p.stream_id).await;
     json!({ "closed": true, "already_closed": !was_open, "stream_id": p.stream_id })
 }
 
@@ -55,7 +58,12 @@ impl Stream {
         let mut sequence = 0u64;
         let outcome = loop {
             let event = tokio::select! {
-                () = stop.cancelled() => break json!({ "outcome": "explicit_close" }),
+                () = stop.cancelled() => {
+                    if self.link.is_closed() {
+                        return; // the connection is gone: nobody to tell
+                    }
+                    break json!({ "outcome": "explicit_close" });
+                }
                 event = events.next() => event,
             };
             let Some(event) = event else { break json!({ "outcome": "remote_end" }) };

@@ -187,9 +187,11 @@ pub async fn run(
     if let Err(e) = &stored {
         tracing::error!(error = %e, "cannot store a run's end");
         if reply.is_some() && status == RunStatus::Completed {
-            // The reply is not stored: it is not delivered either.
+            // The reply is not stored: it is not delivered either, and a streaming
+            // channel that had pieces of it hears so.
             (status, output, error) =
                 (RunStatus::Failed, None, Some(format!("cannot store the reply: {e}")));
+            stream.end(StreamEndReason::Failed);
         }
     }
     if let Some(why) = &error {

@@ -519,6 +519,7 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let mut lines = stdin_lines();
+    let mut interrupts = interrupts();
     chat.prompt();
     loop {
         let deadline = chat.pending.as_ref().map_or_else(Instant::now, |p| p.1);
@@ -553,7 +554,7 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
                 eprintln!("\nburrow: the kernel went away");
                 return ExitCode::FAILURE;
             }
-            _ = tokio::signal::ctrl_c() => match chat.pending.clone() {
+            Some(()) = interrupts.recv() => match chat.pending.clone() {
                 // Ctrl-C while a reply is coming stops it; the chat goes on.
                 Some((run, _)) => chat.interrupt(&run).await,
                 None => {
@@ -563,6 +564,31 @@ pub async fn chat(socket: Option<PathBuf>, a: ChatArgs) -> ExitCode {
             },
         }
     }
+}
+
+/// Ctrl-C, each one, from now on: listened for all along, so that one pressed while the
+/// chat is busy (printing a reply) is not lost.
+fn interrupts() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut signals) = signal(SignalKind::interrupt()) else { return };
+            while signals.recv().await.is_some() {
+                if tx.send(()).await.is_err() {
+                    return;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Leaves the kernel cleanly: `app.shutdown`, then closes.

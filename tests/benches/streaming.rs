@@ -1,0 +1,732 @@
+//! Streaming benchmark against the real kernel (issue 20): a provider app in this process
+//! streams its answers as `text_delta` chunks whose text is the moment each was sent, and
+//! the kernel hands each on to the session's streaming channel (`channel.delta`, the same
+//! app) and to its followers (`GET /sessions/{key}/events`, server-sent events over
+//! loopback TCP, read here with reqwest). Every receiver computes a delta's latency in
+//! this process, against one clock. Reports:
+//!
+//! - a delta's latency, one session streaming a delta every millisecond (so that it
+//!   measures the path, not a queue): sent by the provider → at the channel's delta
+//!   handler, and → at an SSE client; the same through the kernel alone, its provider and
+//!   streaming channel played over raw sockets by this process (no SDK at either end), with
+//!   the kernel's CPU per delta. Beside them the floors, measured in turn with them (ten
+//!   rounds each; a ratio is the median of the rounds'): relays in this process forwarding
+//!   frames of a `channel.delta`'s size from a "provider" socket to a "channel" socket,
+//!   unchanged, two hops as provider → kernel → channel: a thread (Unix → Unix; Unix →
+//!   TCP beside the SSE client), and a task in a tokio runtime of its own with two
+//!   workers, as the kernel's;
+//! - throughput: 64 sessions streaming at once, a delta every 20 ms each, each session
+//!   with its streaming channel and one SSE follower: deltas/s delivered at each,
+//!   `lagged` events, deltas missing (and gaps in `seq`), the latency under that load and
+//!   the kernel's CPU per delta.
+//!
+//! Run with `cargo bench -p burrow-tests --bench streaming`; `-- --seconds=N` streams N
+//! seconds under load instead of 10, `--quick` shortens both parts.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use burrow_protocol::methods::invoke::{AssistantMessage, ChannelDeltaParams};
+use burrow_protocol::{Manifest, Message, codec};
+use burrow_sdk::{
+    App, ChannelContext, ChannelSendParams, ChannelSendResult, ChannelStreamEvent, Client,
+    ErrorObject, ProviderChunk, ProviderCompleteResult,
+};
+use burrow_tests::{DEADLINE, Kernel, RawConn, poll_until};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+const SESSIONS: usize = 64;
+/// Rounds of the latency part: the kernel's and the relays' in turn.
+const ROUNDS: u64 = 10;
+/// Time between two deltas of the one session of the latency part.
+const PACE: Duration = Duration::from_millis(1);
+/// Time between two deltas of one session under load: 50 deltas/s.
+const LOAD_PACE: Duration = Duration::from_millis(20);
+const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 600000\nheartbeat_interval_ms = 300000\n\
+[agents.main]\nprovider = \"stream\"\ntools = []\ntimeout_ms = 600000\n\
+[agents.raw]\nprovider = \"raw\"\ntools = []\ntimeout_ms = 600000\n\
+[sessions]\nidle_timeout_ms = 3600000\n";
+
+/// The one clock of every sender and receiver.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds since [`EPOCH`]: a delta's text is the time it was sent.
+fn now_ns() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// What reached one receiver for one session.
+#[derive(Debug, Default)]
+struct Tally {
+    received: u64,
+    /// Deltas `seq` skipped (dropped on the way).
+    gaps: u64,
+    lagged: u64,
+    latencies: Vec<Duration>,
+    run: String,
+    next_seq: u64,
+    first_sent: Option<u64>,
+    last_arrival: u64,
+}
+
+impl Tally {
+    /// Counts delta `seq` of run `run`, its text the time it was sent.
+    fn record(&mut self, run: &str, seq: u64, text: &str) {
+        let arrival = now_ns();
+        let sent: u64 = text.parse().unwrap_or_else(|_| panic!("a delta not a time: {text:?}"));
+        if self.run != run {
+            (self.run, self.next_seq) = (run.to_owned(), 0);
+        }
+        self.gaps += seq.saturating_sub(self.next_seq);
+        self.next_seq = seq + 1;
+        self.received += 1;
+        self.latencies.push(Duration::from_nanos(arrival.saturating_sub(sent)));
+        self.first_sent = Some(self.first_sent.map_or(sent, |f| f.min(sent)));
+        self.last_arrival = self.last_arrival.max(arrival);
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.received += other.received;
+        self.gaps += other.gaps;
+        self.lagged += other.lagged;
+        self.latencies.extend(other.latencies);
+        self.first_sent = match (self.first_sent, other.first_sent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_arrival = self.last_arrival.max(other.last_arrival);
+    }
+
+    /// Deltas per second from the first sent to the last arrived.
+    fn rate(&self) -> f64 {
+        let span = self.last_arrival.saturating_sub(self.first_sent.unwrap_or_default());
+        self.received as f64 / (span as f64 / 1e9).max(1e-9)
+    }
+
+    /// `p50 …, p99 …` of the latencies.
+    fn percentiles(&mut self) -> String {
+        self.latencies.sort();
+        format!("p50 {:?}, p99 {:?}", self.percentile(0.5), self.percentile(0.99))
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let all = &self.latencies;
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// One path of the latency part: every round's deltas, and each round's p50.
+#[derive(Debug, Default)]
+struct Path {
+    all: Tally,
+    p50s: Vec<Duration>,
+}
+
+impl Path {
+    fn push(&mut self, mut round: Tally) {
+        round.latencies.sort();
+        self.p50s.push(round.percentile(0.5));
+        self.all.add(round);
+    }
+
+    /// `self` against `floor`: the median of the rounds' p50 ratios (each round beside the
+    /// floor's round next to it), their range, and the ratio of the p99s over all rounds.
+    fn against(&self, floor: &Path) -> String {
+        let mut ratios: Vec<f64> = (self.p50s.iter().zip(&floor.p50s))
+            .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let p99 =
+            self.all.percentile(0.99).as_secs_f64() / floor.all.percentile(0.99).as_secs_f64();
+        format!(
+            "p50 {:.2} (rounds {:.2}-{:.2}), p99 {p99:.2}",
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        )
+    }
+}
+
+/// One receiver's tallies, by session key.
+#[derive(Debug, Clone, Default)]
+struct Tallies(Arc<Mutex<HashMap<String, Tally>>>);
+
+impl Tallies {
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Tally) -> T) -> T {
+        f(self.0.lock().unwrap().entry(key.to_owned()).or_default())
+    }
+
+    fn received(&self, key: &str) -> u64 {
+        self.with(key, |t| t.received)
+    }
+
+    /// Session `key`'s tally, leaving it empty.
+    fn take(&self, key: &str) -> Tally {
+        self.0.lock().unwrap().remove(key).unwrap_or_default()
+    }
+
+    /// Waits (at most [`DEADLINE`]) until `n` deltas of `key` have arrived, then takes
+    /// its tally: a run's reply may overtake its last deltas.
+    async fn take_once(&self, key: &str, n: u64) -> Tally {
+        poll_until(DEADLINE, || async { self.received(key) >= n }).await;
+        self.take(key)
+    }
+}
+
+/// Replies awaited at a channel, by session.
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+
+/// The benchmark's receivers and what its provider sent.
+#[derive(Debug, Clone, Default)]
+struct Bench {
+    channel: Tallies,
+    sse: Tallies,
+    /// At the raw streaming channel.
+    raw: Tallies,
+    waiting: Waiting,
+    sent: Arc<AtomicU64>,
+}
+
+/// A channel handler telling the turn's waiter of the reply.
+fn replies(
+    waiting: Waiting,
+) -> impl Fn(
+    ChannelSendParams,
+    ChannelContext,
+) -> std::future::Ready<Result<ChannelSendResult, ErrorObject>>
++ Send
++ Sync
++ 'static {
+    move |sent, _cx| {
+        if let Some(tx) = waiting.lock().unwrap().remove(&sent.session_key) {
+            let _ = tx.send(());
+        }
+        std::future::ready(Ok(ChannelSendResult { message_id: None }))
+    }
+}
+
+/// The benchmark's app, in this process: provider `stream` answers `stream N P` with N
+/// text deltas, one every P µs, then `ok`, and anything else with `ok` at once; channel
+/// `live` streams (its deltas are tallied), channel `plain` does not.
+fn bench_app(kernel: &Kernel, bench: &Bench) {
+    let (sent, tallies) = (bench.sent.clone(), bench.channel.clone());
+    let app = App::new(Manifest::new("bench-stream", "1.0.0"))
+        .provider("stream", vec!["stream".to_owned()], move |params, cx| {
+            let sent = sent.clone();
+            async move {
+                let ask = params.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+                let mut words = ask.strip_prefix("stream ").unwrap_or_default().split(' ');
+                let mut number = || words.next().and_then(|w| w.parse::<u64>().ok());
+                if let (Some(n), Some(pace)) = (number(), number()) {
+                    let mut tick = tokio::time::interval(Duration::from_micros(pace));
+                    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    for _ in 0..n {
+                        tick.tick().await;
+                        cx.text_delta(now_ns().to_string()).await.expect("send a delta");
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let message = AssistantMessage { content: "ok".to_owned(), tool_calls: None };
+                Ok(ProviderCompleteResult { message, usage: None })
+            }
+        })
+        .channel("live", "", replies(bench.waiting.clone()))
+        .channel_deltas("live", move |event, _cx| {
+            if let ChannelStreamEvent::Delta(piece) = event
+                && let ProviderChunk::TextDelta { text } = &piece.delta
+            {
+                tallies.with(&piece.session_key, |t| t.record(&piece.run_id, piece.seq, text));
+            }
+            std::future::ready(())
+        })
+        .channel("plain", "", replies(bench.waiting.clone()))
+        .socket(kernel.socket.clone());
+    tokio::spawn(async move { app.run_until(std::future::pending()).await });
+}
+
+/// Dispatches `content` in session `key`, its replies going to `channel` (and its run to
+/// `agent`): the receiver of the reply at the channel.
+async fn dispatch(
+    client: &Client,
+    bench: &Bench,
+    (key, channel, agent): (&str, &str, &str),
+    content: &str,
+) -> oneshot::Receiver<()> {
+    let (tx, rx) = oneshot::channel();
+    bench.waiting.lock().unwrap().insert(key.to_owned(), tx);
+    let metadata = json!({"channelId": channel, "agentId": agent});
+    let params = json!({"sessionKey": key, "content": content, "metadata": metadata});
+    client.request("message.dispatch", params).await.expect("dispatch");
+    rx
+}
+
+/// Waits (at most `within`) for session `key`'s reply at its channel.
+async fn reply(rx: oneshot::Receiver<()>, key: &str, within: Duration) {
+    if !matches!(tokio::time::timeout(within, rx).await, Ok(Ok(()))) {
+        panic!("no reply in session {key} within {within:?}");
+    }
+}
+
+/// A turn of agent `main` in session `key`, its replies going to `channel`: the dispatch
+/// of `content`, then the reply at the channel within `within`.
+async fn turn(
+    client: &Client,
+    bench: &Bench,
+    (key, channel): (&str, &str),
+    content: &str,
+    within: Duration,
+) {
+    let rx = dispatch(client, bench, (key, channel, "main"), content).await;
+    reply(rx, key, within).await;
+}
+
+/// `stream N P`: N deltas, one every `pace`.
+fn stream(n: u64, pace: Duration) -> String {
+    format!("stream {n} {}", pace.as_micros())
+}
+
+/// Follows session `key`'s events over SSE until `until`, tallying its deltas and
+/// `lagged` events into `tallies`; returns once the kernel has answered (the follower is
+/// registered), with the task reading the stream.
+async fn follow_sse(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    tallies: Tallies,
+    until: tokio::time::Instant,
+) -> JoinHandle<()> {
+    let get = http.get(format!("{base}/sessions/{key}/events")).send();
+    let mut response = tokio::time::timeout(DEADLINE, get)
+        .await
+        .unwrap_or_else(|_| panic!("GET /sessions/{key}/events: no answer in {DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("GET /sessions/{key}/events: {e}"));
+    assert_eq!(response.status(), 200, "GET /sessions/{key}/events");
+    let key = key.to_owned();
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        loop {
+            let bytes = match tokio::time::timeout_at(until, response.chunk()).await {
+                Ok(Ok(Some(bytes))) => bytes,
+                Ok(Ok(None)) | Err(_) => return,
+                Ok(Err(e)) => panic!("the event stream of {key} failed: {e}"),
+            };
+            buf.extend_from_slice(&bytes);
+            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = buf.drain(..end + 2).collect();
+                let text = std::str::from_utf8(&event).expect("an event in UTF-8");
+                for data in text.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    let event: Value = serde_json::from_str(data.trim_start()).expect("JSON");
+                    let session = event["session_id"].as_str().unwrap_or_default();
+                    match event["type"].as_str() {
+                        Some("text_delta") => tallies.with(session, |t| {
+                            let seq = event["seq"].as_u64().expect("a delta's seq");
+                            let run = event["run_id"].as_str().unwrap_or_default();
+                            t.record(run, seq, event["text"].as_str().unwrap_or_default())
+                        }),
+                        Some("lagged") => tallies.with(session, |t| t.lagged += 1),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The floor's frame: the `channel.delta` notification a channel gets, its text the time.
+fn delta_frame(key: &str, seq: u64) -> Vec<u8> {
+    let params = ChannelDeltaParams {
+        channel_id: "live".to_owned(),
+        session_key: key.to_owned(),
+        run_id: "run_relay".to_owned(),
+        seq,
+        delta: ProviderChunk::TextDelta { text: now_ns().to_string() },
+    };
+    let note = Message::notification("channel.delta", serde_json::to_value(params).expect("json"));
+    codec::encode_frame(&note, codec::MAX_FRAME_BYTES).expect("encode")
+}
+
+type Socket = std::os::unix::net::UnixStream;
+
+/// A socket pair: the end this process writes to (async), and the other.
+fn pair() -> (tokio::net::UnixStream, Socket) {
+    let (ours, theirs) = Socket::pair().expect("socket pair");
+    ours.set_nonblocking(true).expect("nonblocking");
+    (tokio::net::UnixStream::from_std(ours).expect("tokio socket"), theirs)
+}
+
+/// A relay thread writing what it reads from `from` to `to`, unchanged, each read in one
+/// write.
+fn relay_thread(mut from: Socket, mut to: impl Write + Send + 'static) {
+    std::thread::spawn(move || {
+        let mut chunk = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut chunk) {
+            if n == 0 || to.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The same relay as a task of a tokio runtime of its own, with two workers as the
+/// kernel's: the floor of an event-driven relay.
+fn relay_task(from: Socket, to: Socket) {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // Spawned, as the kernel's connections are: it runs on a worker.
+        let relay = runtime.spawn(async move {
+            for s in [&from, &to] {
+                s.set_nonblocking(true).expect("nonblocking");
+            }
+            let mut from = tokio::net::UnixStream::from_std(from).expect("tokio socket");
+            let mut to = tokio::net::UnixStream::from_std(to).expect("tokio socket");
+            let mut chunk = vec![0u8; 64 * 1024];
+            while let Ok(n) = from.read(&mut chunk).await {
+                if n == 0 || to.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let _ = runtime.block_on(relay);
+    });
+}
+
+/// The floor's channel: reads frames from `from` until `until`, tallying their deltas
+/// (decoded as the SDK decodes a `channel.delta`) into `tallies`.
+fn relay_reader(
+    mut from: impl AsyncRead + Unpin + Send + 'static,
+    tallies: Tallies,
+    until: tokio::time::Instant,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+        loop {
+            match tokio::time::timeout_at(until, from.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+            while let Some((msg, used)) = codec::decode_frame(&buf, codec::MAX_FRAME_BYTES) {
+                buf.drain(..used);
+                let Ok(Message::Notification(note)) = msg else { panic!("not a delta: {msg:?}") };
+                let p: ChannelDeltaParams = serde_json::from_value(note.params).expect("delta");
+                if let ProviderChunk::TextDelta { text } = &p.delta {
+                    tallies.with(&p.session_key, |t| t.record(&p.run_id, p.seq, text));
+                }
+            }
+        }
+    })
+}
+
+/// The floors: relays in this process, from a "provider" socket to a "channel" socket
+/// read as [`relay_reader`] reads, two hops as provider → kernel → channel.
+struct Floors {
+    /// Into a relay thread, out over a Unix socket.
+    thread: tokio::net::UnixStream,
+    /// Into a relay task in a runtime of its own, out over a Unix socket.
+    task: tokio::net::UnixStream,
+    /// Into a relay thread, out over loopback TCP (as the SSE client reads).
+    tcp: tokio::net::UnixStream,
+    tallies: Tallies,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Floors {
+    fn start(until: tokio::time::Instant) -> Floors {
+        let tallies = Tallies::default();
+        let mut readers = Vec::new();
+        let mut unix_out = || {
+            let (reader, writer) = pair();
+            readers.push(relay_reader(reader, tallies.clone(), until));
+            writer
+        };
+        let (thread, relay_in) = pair();
+        relay_thread(relay_in, unix_out());
+        let (task, relay_in) = pair();
+        relay_task(relay_in, unix_out());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let out = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("tcp");
+        let (relay_out, _) = listener.accept().expect("accept");
+        for s in [&out, &relay_out] {
+            s.set_nodelay(true).expect("nodelay");
+        }
+        out.set_nonblocking(true).expect("nonblocking");
+        let out = tokio::net::TcpStream::from_std(out).expect("tokio socket");
+        readers.push(relay_reader(out, tallies.clone(), until));
+        let (tcp, relay_in) = pair();
+        relay_thread(relay_in, relay_out);
+        Floors { thread, task, tcp, tallies, readers }
+    }
+
+    /// One round through the relay `into` writes to: `n` frames at [`PACE`].
+    async fn round(tallies: &Tallies, into: &mut tokio::net::UnixStream, n: u64) -> Tally {
+        let mut tick = tokio::time::interval(PACE);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        for seq in 0..n {
+            tick.tick().await;
+            into.write_all(&delta_frame("floor", seq)).await.expect("write to a relay");
+        }
+        tallies.take_once("floor", n).await
+    }
+}
+
+/// App `id` over a raw socket, holding capability `raw` of `kind` registered with `config`.
+async fn raw_app(kernel: &Kernel, id: &str, kind: &str, config: Value) -> RawConn {
+    let capabilities = json!({ format!("{kind}s"): ["raw"] });
+    let manifest = json!({"id": id, "version": "1.0.0", "capabilities": capabilities});
+    let mut conn = RawConn::app(&kernel.socket, manifest).await;
+    let r = conn.call("capability.register", json!({"type": kind, "config": config})).await;
+    assert_eq!(r["result"]["granted"], true, "{r}");
+    conn
+}
+
+/// The kernel alone: provider `raw` and streaming channel `raw`, played over raw sockets
+/// by this process. Returns the provider's connection and the task reading the channel's
+/// until `until` (tallying its deltas into `bench.raw`, answering its `channel.send`).
+async fn raw_ends(
+    kernel: &Kernel,
+    bench: &Bench,
+    until: tokio::time::Instant,
+) -> (RawConn, JoinHandle<()>) {
+    let provider = raw_app(
+        kernel,
+        "raw-provider",
+        "provider",
+        json!({"providerId": "raw", "models": ["raw"]}),
+    )
+    .await;
+    let mut channel =
+        raw_app(kernel, "raw-channel", "channel", json!({"channelId": "raw", "streaming": true}))
+            .await;
+    let (tallies, waiting) = (bench.raw.clone(), bench.waiting.clone());
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(msg)) = tokio::time::timeout_at(until, channel.recv()).await {
+            match msg {
+                Message::Notification(note) if note.method == "channel.delta" => {
+                    let p: ChannelDeltaParams = serde_json::from_value(note.params).expect("delta");
+                    if let ProviderChunk::TextDelta { text } = &p.delta {
+                        tallies.with(&p.session_key, |t| t.record(&p.run_id, p.seq, text));
+                    }
+                }
+                Message::Request(sent) if sent.method == "channel.send" => {
+                    let id = serde_json::to_value(&sent.id).expect("an id");
+                    channel.answer(&id, json!({"messageId": null})).await;
+                    let key = sent.params["sessionKey"].as_str().unwrap_or_default();
+                    if let Some(tx) = waiting.lock().unwrap().remove(key) {
+                        let _ = tx.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    (provider, reader)
+}
+
+/// One round of the kernel alone: a run of agent `raw` in session `key`, its provider
+/// streaming `n` deltas at [`PACE`] over its raw socket.
+async fn raw_round(
+    provider: &mut RawConn,
+    client: &Client,
+    bench: &Bench,
+    key: &str,
+    n: u64,
+) -> Tally {
+    let rx = dispatch(client, bench, (key, "raw", "raw"), "go").await;
+    let call = provider.expect_method("provider.complete").await;
+    let mut tick = tokio::time::interval(PACE);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    for _ in 0..n {
+        tick.tick().await;
+        let text = now_ns().to_string();
+        provider
+            .send_value(&json!({"id": call["id"], "chunk": {"type": "text_delta", "text": text}}))
+            .await;
+    }
+    provider.answer(&call["id"], json!({"message": {"content": "ok"}})).await;
+    reply(rx, key, DEADLINE).await;
+    bench.raw.take_once(key, n).await
+}
+
+/// The CPU time process `pid` has had so far: its threads' time on the CPU as the
+/// scheduler counts it, exactly (`/proc/<pid>/task/*/schedstat`).
+fn cpu(pid: i32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the kernel's threads");
+    tasks
+        .flatten()
+        .map(|task| {
+            let line = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            Duration::from_nanos(line.split(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0))
+        })
+        .sum()
+}
+
+/// `cpu` per item, in µs.
+fn per(cpu: Duration, items: u64) -> String {
+    format!("{:.1} µs", cpu.as_secs_f64() * 1e6 / items.max(1) as f64)
+}
+
+/// Everything the benchmark runs against.
+struct Setup {
+    kernel: Kernel,
+    bench: Bench,
+    client: Client,
+    http: reqwest::Client,
+    /// The REST surface's base URL.
+    base: String,
+    /// A bound for every reader.
+    end: tokio::time::Instant,
+}
+
+/// The latency part: one session streaming at [`PACE`], through the kernel (SDK ends, raw
+/// ends, SSE) and through the floors, `per_round` deltas each in turn, [`ROUNDS`] times.
+async fn latency(s: &Setup, per_round: u64) {
+    let Setup { kernel, bench, client, .. } = s;
+    turn(client, bench, ("lat-sse", "plain"), "hi", DEADLINE).await;
+    let follower = follow_sse(&s.http, &s.base, "lat-sse", bench.sse.clone(), s.end).await;
+    let mut floors = Floors::start(s.end);
+    let (mut provider, raw_reader) = raw_ends(kernel, bench, s.end).await;
+    let within = DEADLINE + PACE * per_round as u32;
+    let ask = stream(per_round, PACE);
+    let [mut sdk, mut raw, mut sse, mut thread, mut task, mut tcp] =
+        std::array::from_fn(|_| Path::default());
+    let mut raw_cpu = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        turn(client, bench, ("lat-live", "live"), &ask, within).await;
+        sdk.push(bench.channel.take_once("lat-live", per_round).await);
+        let before = cpu(kernel.pid());
+        raw.push(raw_round(&mut provider, client, bench, "lat-raw", per_round).await);
+        raw_cpu += cpu(kernel.pid()).saturating_sub(before);
+        thread.push(Floors::round(&floors.tallies, &mut floors.thread, per_round).await);
+        task.push(Floors::round(&floors.tallies, &mut floors.task, per_round).await);
+        turn(client, bench, ("lat-sse", "plain"), &ask, within).await;
+        sse.push(bench.sse.take_once("lat-sse", per_round).await);
+        tcp.push(Floors::round(&floors.tallies, &mut floors.tcp, per_round).await);
+    }
+    for reader in floors.readers.iter().chain([&follower, &raw_reader]) {
+        reader.abort();
+    }
+    let total = ROUNDS * per_round;
+    println!(
+        "one session streaming a delta every {PACE:?}: {total} deltas to each receiver, \
+         in {ROUNDS} rounds of {per_round} taken in turn"
+    );
+    for (name, path) in [("SDK channel", &sdk), ("raw channel", &raw), ("SSE client", &sse)] {
+        if path.all.received < total || path.all.gaps > 0 {
+            let (received, gaps) = (path.all.received, path.all.gaps);
+            println!("  at the {name}: {received} of {total} arrived ({gaps} seq gaps)");
+        }
+    }
+    let rows = [
+        ("SDK provider -> kernel -> SDK channel (channel.delta handler)", &mut sdk),
+        ("raw provider -> kernel -> raw channel (the kernel alone)", &mut raw),
+        ("floor: relay thread, Unix -> Unix", &mut thread),
+        ("floor: relay task, own runtime (2 workers), Unix -> Unix", &mut task),
+        ("SDK provider -> kernel -> SSE client (GET /sessions/{key}/events)", &mut sse),
+        ("floor: relay thread, Unix -> loopback TCP", &mut tcp),
+    ];
+    for (name, path) in rows {
+        println!("  {name:<66} {}", path.all.percentiles());
+    }
+    println!("  the kernel alone / relay thread: {} (goal <= 1.5)", raw.against(&thread));
+    println!("  the kernel alone / relay task:   {}", raw.against(&task));
+    println!("  SDK ends / relay thread:         {}", sdk.against(&thread));
+    println!("  SSE / relay thread to TCP:       {}", sse.against(&tcp));
+    println!("  kernel CPU per delta, the kernel alone: {}", per(raw_cpu, raw.all.received));
+}
+
+/// The throughput part: 64 sessions streaming at once at [`LOAD_PACE`] for `seconds`,
+/// each with its streaming channel and an SSE follower.
+async fn load(s: &Setup, seconds: u64) {
+    let Setup { kernel, bench, client, .. } = s;
+    let n = seconds * 1000 / LOAD_PACE.as_millis() as u64;
+    let keys: Vec<String> = (0..SESSIONS).map(|i| format!("load-{i}")).collect();
+    let mut followers = Vec::new();
+    for key in &keys {
+        // A session is followed once it exists.
+        turn(client, bench, (key, "live"), "hi", DEADLINE).await;
+        followers.push(follow_sse(&s.http, &s.base, key, bench.sse.clone(), s.end).await);
+    }
+    let sent_before = bench.sent.load(Ordering::Relaxed);
+    let cpu_before = cpu(kernel.pid());
+    let started = Instant::now();
+    let within = DEADLINE + LOAD_PACE * n as u32 * 2;
+    let mut streams = Vec::new();
+    for key in &keys {
+        let (client, bench, key) = (client.clone(), bench.clone(), key.clone());
+        let ask = stream(n, LOAD_PACE);
+        streams.push(tokio::spawn(async move {
+            turn(&client, &bench, (&key, "live"), &ask, within).await;
+        }));
+    }
+    for stream in streams {
+        stream.await.expect("a streaming session");
+    }
+    let (mut at_channel, mut at_sse) = (Tally::default(), Tally::default());
+    for key in &keys {
+        at_channel.add(bench.channel.take_once(key, n).await);
+        at_sse.add(bench.sse.take_once(key, n).await);
+    }
+    let took = started.elapsed();
+    let cpu_after = cpu(kernel.pid());
+    for follower in followers {
+        follower.abort();
+    }
+    let sent = bench.sent.load(Ordering::Relaxed) - sent_before;
+    let offered = SESSIONS as f64 / LOAD_PACE.as_secs_f64();
+    println!(
+        "{SESSIONS} sessions streaming at once, a delta every {LOAD_PACE:?} each for {seconds} s \
+         (offered {offered:.0}/s; {sent} sent in {took:.2?}), each with its streaming channel \
+         and an SSE follower:"
+    );
+    for (name, tally) in [("channel", &mut at_channel), ("SSE followers", &mut at_sse)] {
+        let latency = tally.percentiles();
+        println!(
+            "  at the {name}: {:.0} deltas/s; {} missing ({} seq gaps), {} lagged (goal 0); \
+             latency {latency}",
+            tally.rate(),
+            sent.saturating_sub(tally.received),
+            tally.gaps,
+            tally.lagged,
+        );
+    }
+    println!("  kernel CPU per delta sent: {}", per(cpu_after.saturating_sub(cpu_before), sent));
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let seconds: u64 = std::env::args()
+        .find_map(|a| a.strip_prefix("--seconds=").and_then(|n| n.parse().ok()))
+        .unwrap_or(if quick { 3 } else { 10 });
+    now_ns();
+    let kernel = Kernel::start_with(CONFIG, &["--http", "127.0.0.1:0"]).await;
+    let base = format!("http://{}", kernel.endpoint("http").await);
+    let bench = Bench::default();
+    bench_app(&kernel, &bench);
+    let client = kernel.registered_client("bench-user").await;
+    // The app is ready once its provider answers a first turn.
+    turn(&client, &bench, ("warm", "plain"), "hi", DEADLINE).await;
+    // No timeout on a whole request: each read of an event stream has its deadline.
+    let http = reqwest::Client::builder().build().expect("http client");
+    let end = tokio::time::Instant::now() + Duration::from_secs(600 + 2 * seconds);
+    let setup = Arc::new(Setup { kernel, bench, client, http, base, end });
+    // On a worker, as the SDK's provider and every reader: a sender on the main thread
+    // would wake the runtime's workers differently.
+    let parts = tokio::spawn(async move {
+        latency(&setup, if quick { 100 } else { 200 }).await;
+        load(&setup, seconds).await;
+    });
+    parts.await.expect("the benchmark");
+}
