@@ -60,6 +60,9 @@ struct LinkState {
     streams: std::sync::Mutex<std::collections::HashMap<String, StreamHandle>>,
 }
 
+/// Subscriptions one connection may hold open at once.
+pub const MAX_STREAMS: usize = 64;
+
 /// An open subscription: what ends it, and what tells that it has ended.
 #[derive(Debug)]
 struct StreamHandle {
@@ -112,16 +115,20 @@ impl Link {
     }
 
     /// Registers subscription `id`: the token ends it ([`Link::end_stream`]); the
-    /// subscription drops the sender once it has sent its last notification.
+    /// subscription drops the sender once it has sent its last notification. `None` when
+    /// the connection has [`MAX_STREAMS`] open already.
     pub fn open_stream(
         &self,
         id: &str,
-    ) -> (tokio_util::sync::CancellationToken, tokio::sync::oneshot::Sender<()>) {
+    ) -> Option<(tokio_util::sync::CancellationToken, tokio::sync::oneshot::Sender<()>)> {
+        let mut streams = self.conn.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.len() >= MAX_STREAMS {
+            return None;
+        }
         let stop = self.conn.closed.child_token();
         let (done, ended) = tokio::sync::oneshot::channel();
-        let mut streams = self.conn.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams.insert(id.to_owned(), StreamHandle { stop: stop.clone(), ended });
-        (stop, done)
+        Some((stop, done))
     }
 
     /// Ends subscription `id` and waits (a few seconds at most) until it has sent its
@@ -326,6 +333,27 @@ mod tests {
             let n = rpc_code(code);
             assert!(!meerkats.contains(&n), "{code} → {n} is one of Meerkat's numbers");
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_holds_a_bounded_number_of_subscriptions_ended_with_it() {
+        let link = Link::none();
+        let mut open = Vec::new();
+        for n in 0..MAX_STREAMS {
+            open.push(link.open_stream(&format!("s{n}")).expect("room"));
+        }
+        assert!(link.open_stream("one-more").is_none(), "the cap holds");
+        // Ending one makes room; its end is told once its sender is dropped.
+        let (stop, done) = open.remove(0);
+        drop(done);
+        assert!(link.end_stream("s0").await);
+        assert!(stop.is_cancelled());
+        assert!(!link.end_stream("s0").await, "already ended");
+        assert!(link.open_stream("again").is_some());
+        // The connection's end stops every subscription.
+        link.close();
+        assert!(open.iter().all(|(stop, _)| stop.is_cancelled()));
+        assert!(link.is_closed());
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! stream_id}`), the connection's end, or the follower's falling behind. A stream that
 //! ends is told with `session/stream_end {stream_id, session_id, ended: true, outcome}`:
 //! `explicit_close`, `remote_end` (the kernel stopped following), or `terminal_error`
-//! with `error: {code: "stream_queue_overflow", message}`.
+//! with `error: {code: "stream_queue_overflow", message}`. A connection holds at most
+//! [`crate::surface::MAX_STREAMS`] subscriptions; one more is refused (`too_many_streams`).
 
 use std::sync::Arc;
 
 use burrow_protocol::methods::host::{SessionRef, StreamRef};
-use burrow_protocol::{ErrorObject, Value};
+use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::json;
@@ -30,7 +31,12 @@ pub async fn open(kernel: &Arc<Kernel>, p: SessionRef, link: Link) -> Result<Val
     }
     let events = sessions::follow(kernel, &p.session_id, false).await?;
     let stream_id = format!("stream-{}", uuid::Uuid::now_v7());
-    let (stop, done) = link.open_stream(&stream_id);
+    let Some((stop, done)) = link.open_stream(&stream_id) else {
+        let max = crate::surface::MAX_STREAMS;
+        let why = format!("this connection has {max} subscriptions open: close one first");
+        let e = ErrorObject::new(ErrorCode::UnknownError, why);
+        return Err(e.with_data(json!({ "reason": "too_many_streams", "limit": max })));
+    };
     let stream = Stream { link, stream_id: stream_id.clone(), session_id: p.session_id.clone() };
     tokio::spawn(async move {
         stream.pump(events, stop).await;
