@@ -40,6 +40,8 @@ pub struct Envelopes {
     ended: bool,
     /// Tool names by call id, for their results.
     tools: HashMap<String, String>,
+    /// A subscription's: the inputs of runs not started yet, by run.
+    inputs: HashMap<String, Vec<String>>,
 }
 
 impl Envelopes {
@@ -55,17 +57,19 @@ impl Envelopes {
             between_turns: false,
             ended: false,
             tools: HashMap::new(),
+            inputs: HashMap::new(),
         }
     }
 
     /// For every run of session `session_id` from now on (a subscription): each run's
-    /// input is the last user message before it.
+    /// input is the user messages it answers (those stored with its id).
     pub fn session(session_id: &str) -> Self {
         Self { every_run: true, ended: true, ..Self::new(session_id, "", "") }
     }
 
     /// A subscription's next run: its steps start over (the numbering goes on).
     fn next_run(&mut self, run_id: &str) {
+        self.prompt = self.inputs.remove(run_id).unwrap_or_default().join("\n");
         self.run_id = run_id.to_owned();
         (self.turn, self.between_turns, self.ended) = (0, false, false);
         self.tools.clear();
@@ -115,11 +119,21 @@ impl Envelopes {
         if self.every_run {
             let run_id = event["run_id"].as_str().unwrap_or_default();
             match (event["type"].as_str(), event["role"].as_str()) {
-                (Some("message"), Some("user")) if self.ended => {
-                    self.prompt = event["content"].as_str().unwrap_or_default().to_owned();
+                (Some("message"), Some("user")) if !run_id.is_empty() && run_id != self.run_id => {
+                    let text = event["content"].as_str().unwrap_or_default().to_owned();
+                    self.inputs.entry(run_id.to_owned()).or_default().push(text);
                 }
                 (Some("run"), _) if run_id != self.run_id && event["status"] == "running" => {
                     self.next_run(run_id);
+                }
+                (Some("run"), _) if run_id != self.run_id => {
+                    // A run that ends without having run (cancelled while queued).
+                    if matches!(
+                        event["status"].as_str(),
+                        Some("completed" | "failed" | "cancelled")
+                    ) {
+                        self.inputs.remove(run_id);
+                    }
                 }
                 _ => {}
             }
@@ -276,6 +290,27 @@ mod tests {
                 "run_completed",
             ]
         );
+    }
+
+    #[test]
+    fn a_subscription_gives_each_run_the_inputs_stored_with_it() {
+        let mut env = Envelopes::session("s");
+        let input = |run: &str, text: &str| json!({"type": "message", "role": "user", "run_id": run, "content": text});
+        let run = |run: &str, status: &str| json!({"type": "run", "run_id": run, "status": status});
+        env.of(&input("r1", "first"));
+        let started = payloads(env.of(&run("r1", "running")));
+        assert_eq!(started[0]["input"]["content"], "first");
+        // Queued while r1 runs: r2's input, not r1's.
+        env.of(&input("r2", "second"));
+        env.of(&input("r2", "and more"));
+        env.of(&run("r1", "completed"));
+        let started = payloads(env.of(&run("r2", "running")));
+        assert_eq!(started[0]["input"]["content"], "second\nand more");
+        assert_eq!(started[0]["identity"]["run_id"], "r2");
+        // A queued run cancelled before it ran leaves nothing behind.
+        env.of(&input("r3", "never"));
+        env.of(&run("r3", "cancelled"));
+        assert!(env.inputs.is_empty());
     }
 
     #[test]
