@@ -206,7 +206,20 @@ async fn host_views(store: Arc<dyn Storage>) {
         labels: Some([("te\"am".to_owned(), "a".to_owned())].into()),
         ..Default::default()
     };
-    assert_eq!(store.sessions(quoted, 10, 0).await.unwrap().1, 0, "an odd key matches nothing");
+    assert_eq!(store.sessions(quoted.clone(), 10, 0).await.unwrap().1, 0, "no such label");
+    // Any key matches as it is, quotes and dots included, on both engines.
+    let mut odd = session("lq", "main", 100);
+    odd.labels =
+        Some([("te\"am".to_owned(), "a".to_owned()), ("a.b".to_owned(), "c".to_owned())].into());
+    store.write(vec![Write::CreateSession(odd)]).await.unwrap();
+    let (rows, total) = store.sessions(quoted, 10, 0).await.unwrap();
+    assert_eq!((rows[0].key.as_str(), total), ("lq", 1));
+    let dotted = SessionFilter {
+        labels: Some([("a.b".to_owned(), "c".to_owned())].into()),
+        ..Default::default()
+    };
+    assert_eq!(store.sessions(dotted, 10, 0).await.unwrap().1, 1);
+    store.write(vec![Write::Archive { session_key: "lq".into() }]).await.unwrap();
 
     let tokens =
         |i, o| Write::Tokens { session_key: "la".into(), input_tokens: i, output_tokens: o };

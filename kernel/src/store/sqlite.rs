@@ -336,8 +336,12 @@ impl Storage for SqliteStore {
                 vec![Box::new(filter.agent_id), Box::new(filter.channel_id), Box::new(filter.account_id)];
             for (key, value) in filter.labels.into_iter().flatten() {
                 let n = args.len();
-                cond.push_str(&format!(" AND json_extract(labels, ?{}) = ?{}", n + 1, n + 2));
-                args.push(Box::new(format!("$.\"{}\"", key.replace('"', "\\\""))));
+                cond.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM json_each(sessions.labels) WHERE key = ?{} AND value = ?{})",
+                    n + 1,
+                    n + 2
+                ));
+                args.push(Box::new(key));
                 args.push(Box::new(value));
             }
             let params = rusqlite::params_from_iter(args.iter().map(|a| a.as_ref()));
