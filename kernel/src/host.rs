@@ -108,11 +108,7 @@ pub struct KernelHost {
 }
 
 impl Host for KernelHost {
-    fn call(&self, method: String, params: Value) -> BoxFuture<'_, Result<Value, ErrorObject>> {
-        self.call_on(method, params, Link::none())
-    }
-
-    fn call_on(
+    fn call(
         &self,
         method: String,
         params: Value,

@@ -1,12 +1,13 @@
 //! Host surfaces: JSON-RPC 2.0 (newline-delimited JSON over TCP with
-//! `burrow kernel --rpc-tcp`, over stdio with `burrow rpc`) and REST with server-sent
-//! events (`burrow kernel --http`). Both are thin: they turn requests into calls on a
+//! `burrow kernel --rpc-tcp`, and over the kernel's own socket, which `burrow-rpc` and
+//! `burrow rpc` pipe stdin/stdout to) and REST with server-sent events
+//! (`burrow kernel --http`). Both are thin: they turn requests into calls on a
 //! [`Host`] and its answers and errors into their own shapes. Off loopback, every request
 //! must carry a bearer token (`burrow token create`), compared in constant time.
 //!
 //! | module | role |
 //! |---|---|
-//! | [`rpc`] | JSON-RPC 2.0: one connection ([`rpc::serve_connection`]), the TCP listener ([`rpc::serve_tcp`]) |
+//! | [`rpc`] | JSON-RPC 2.0: the socket's connections ([`rpc::serve_local`]), the TCP listener ([`rpc::serve_tcp`]) |
 //! | [`http`] | REST routes, server-sent events, the `/apps/...` proxy ([`http::router`], [`http::serve_http`]) |
 //! | `admit` | connection caps enforced at accept: one over the cap is answered and closed at once |
 //! | [`auth`] | when a token is required ([`auth::requires_token`]), [`auth::Auth`], the hashed [`auth::TokenStore`] |
@@ -147,23 +148,18 @@ impl Link {
     }
 }
 
-/// What the host surfaces need: the kernel itself, or (for `burrow rpc`) a client of it.
+/// What the host surfaces need: the kernel ([`crate::host::KernelHost`]), or a fake of it
+/// in tests.
 pub trait Host: Send + Sync + 'static {
     /// One host method by its JSON-RPC name (`session/create`, `comms/send`, ...) or the
-    /// name of a gateway method an app registered.
-    fn call(&self, method: String, params: Value) -> BoxFuture<'_, Result<Value, ErrorObject>>;
-
-    /// [`Host::call`] from a connection that takes notifications (JSON-RPC): a streaming
-    /// turn sends its events there before its answer.
-    fn call_on(
+    /// name of a gateway method an app registered, made on the connection `link` (JSON-RPC:
+    /// a streaming turn sends its events there before its answer; REST: [`Link::none`]).
+    fn call(
         &self,
         method: String,
         params: Value,
         link: Link,
-    ) -> BoxFuture<'_, Result<Value, ErrorObject>> {
-        let _ = link;
-        self.call(method, params)
-    }
+    ) -> BoxFuture<'_, Result<Value, ErrorObject>>;
 
     /// The events of one session from now on (JSON objects with a `type`);
     /// `NOT_FOUND` when there is no such session.

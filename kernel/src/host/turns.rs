@@ -172,17 +172,7 @@ async fn turn(
 }
 
 /// How a followed run ended.
-#[derive(Debug, Default)]
-struct Ended {
-    status: Option<RunStatus>,
-    output: Option<String>,
-    error: Option<String>,
-    turns: u64,
-    tool_calls: u64,
-    usage: Usage,
-}
-
-/// The end of a run, as [`follow_run`] saw it.
+#[derive(Debug)]
 struct Outcome {
     status: RunStatus,
     output: Option<String>,
@@ -190,6 +180,20 @@ struct Outcome {
     turns: u64,
     tool_calls: u64,
     usage: Usage,
+}
+
+impl Outcome {
+    /// The end a run's terminal `run` event tells, with what the run took.
+    fn of(status: RunStatus, event: &Value) -> Self {
+        Outcome {
+            status,
+            output: event["output"].as_str().map(str::to_owned),
+            error: event["error"].as_str().map(str::to_owned),
+            turns: event["turns"].as_u64().unwrap_or(0),
+            tool_calls: event["tool_calls"].as_u64().unwrap_or(0),
+            usage: serde_json::from_value(event["usage"].clone()).unwrap_or_default(),
+        }
+    }
 }
 
 /// Reads the session's events until run `run_id` ends, sending each step of it to `link`
@@ -202,7 +206,6 @@ async fn follow_run(
     envelopes: &mut Envelopes,
     link: Option<&Link>,
 ) -> Result<Outcome, ErrorObject> {
-    let mut ended = Ended::default();
     while let Some(event) = events.next().await {
         if event["type"] == "lagged" {
             if let Some(link) = link {
@@ -211,45 +214,28 @@ async fn follow_run(
                 }
             }
             let run = sessions::wait(kernel, run_id, TURN_WAIT).await?;
-            (ended.status, ended.output, ended.error) = (Some(run.status), run.output, run.error);
-            break;
+            let (turns, tool_calls, usage) = (0, 0, Usage::default());
+            let (status, output, error) = (run.status, run.output, run.error);
+            return Ok(Outcome { status, output, error, turns, tool_calls, usage });
         }
         if let Some(link) = link {
             for note in envelopes.of(&event) {
-                if !link.notify("session/event", note).await {
-                    break;
-                }
+                link.notify("session/event", note).await;
             }
         }
         if event["type"] == "run" && event["run_id"] == run_id {
             let status: Option<RunStatus> = serde_json::from_value(event["status"].clone()).ok();
-            if status.is_some_and(RunStatus::is_terminal) {
-                ended.status = status;
-                ended.output = event["output"].as_str().map(str::to_owned);
-                ended.error = event["error"].as_str().map(str::to_owned);
-                ended.turns = event["turns"].as_u64().unwrap_or(0);
-                ended.tool_calls = event["tool_calls"].as_u64().unwrap_or(0);
-                ended.usage = serde_json::from_value(event["usage"].clone()).unwrap_or_default();
-                break;
+            if let Some(status) = status.filter(|s| s.is_terminal()) {
+                return Ok(Outcome::of(status, &event));
             }
         }
     }
-    let Some(status) = ended.status else {
-        // The follower ended (the kernel is stopping): say where the run stands.
-        let run = sessions::wait(kernel, run_id, Duration::ZERO).await?;
-        return Err(ErrorObject::new(
-            ErrorCode::ConnectionClosed,
-            format!("the kernel stopped following turn {run_id} ({:?})", run.status),
-        ));
-    };
-    Ok(Outcome {
-        status,
-        output: ended.output,
-        error: ended.error,
-        turns: ended.turns,
-        tool_calls: ended.tool_calls,
-        usage: ended.usage,
-    })
+    // The follower ended (the kernel is stopping): say where the run stands.
+    let run = sessions::wait(kernel, run_id, Duration::ZERO).await?;
+    Err(ErrorObject::new(
+        ErrorCode::ConnectionClosed,
+        format!("the kernel stopped following turn {run_id} ({:?})", run.status),
+    ))
 }
 
 /// A prompt's text: a string, or the text of its content blocks (one per line); a block

@@ -79,7 +79,12 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
-    fn call(&self, method: String, params: Value) -> BoxFuture<'_, Result<Value, ErrorObject>> {
+    fn call(
+        &self,
+        method: String,
+        params: Value,
+        _link: crate::surface::Link,
+    ) -> BoxFuture<'_, Result<Value, ErrorObject>> {
         self.calls.lock().unwrap().push((method.clone(), params.clone()));
         Box::pin(async move {
             match method.as_str() {

@@ -396,7 +396,12 @@ fn query_params(uri: &Uri, keys: &[&str], numeric: &[&str]) -> Result<Map, ApiEr
 }
 
 async fn call(state: &AppState, method: &str, params: Map) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.host.call(method.to_owned(), Value::Object(params)).await?))
+    Ok(Json(
+        state
+            .host
+            .call(method.to_owned(), Value::Object(params), crate::surface::Link::none())
+            .await?,
+    ))
 }
 
 async fn create_session(

@@ -1,5 +1,6 @@
-//! JSON-RPC 2.0 over newline-delimited JSON: one connection ([`serve_connection`]; stdio
-//! for `burrow rpc`) or a TCP listener ([`serve_tcp`], `burrow kernel --rpc-tcp`).
+//! JSON-RPC 2.0 over newline-delimited JSON: the connections of the kernel's socket
+//! ([`serve_local`]; what `burrow-rpc` pipes stdin/stdout to) and a TCP listener
+//! ([`serve_tcp`], `burrow kernel --rpc-tcp`).
 //!
 //! ## Wire
 //!
@@ -104,7 +105,7 @@ pub struct RpcLimits {
     /// closed.
     pub max_connections: usize,
     /// How long a connection with no call running and no answer queued may send nothing
-    /// before it is closed; `None`: no limit (stdio, whose peer owns the transport).
+    /// before it is closed; `None`: no limit (the socket's connections, whose clients own their end).
     pub idle_timeout: Option<Duration>,
     /// How long a TCP connection that must authenticate may take to call
     /// `rpc/authenticate` before it is closed.
@@ -131,9 +132,14 @@ impl Default for RpcLimits {
 
 /// Serves JSON-RPC on one connection until end of input, then writes the answers still
 /// owed (within [`RpcLimits::drain_timeout`]) and shuts `writer` down. No token is asked
-/// for: the caller owns the transport (e.g. stdio).
-pub async fn serve_connection<R, W>(reader: R, writer: W, host: Arc<dyn Host>, limits: RpcLimits)
-where
+/// for: the caller owns the transport (the tests' duplex pipes).
+#[cfg(test)]
+pub(crate) async fn serve_connection<R, W>(
+    reader: R,
+    writer: W,
+    host: Arc<dyn Host>,
+    limits: RpcLimits,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -239,7 +245,7 @@ pub async fn serve_tcp(
     tracker.wait().await;
 }
 
-/// The connection loop behind [`serve_connection`] and [`serve_tcp`]; `stop` ends reading
+/// The connection loop behind [`serve_local`] and [`serve_tcp`]; `stop` ends reading
 /// early (what is owed is still written).
 pub(crate) async fn run_connection<R, W>(
     mut reader: R,

@@ -320,7 +320,7 @@ async fn run(host: &dyn Host, item: Item, link: &Link) -> Option<Value> {
     let Call { id, method, params } = call;
     let name = method.clone();
     let link = link.clone();
-    let outcome = AssertUnwindSafe(async move { host.call_on(method, params, link).await })
+    let outcome = AssertUnwindSafe(async move { host.call(method, params, link).await })
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
