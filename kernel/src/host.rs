@@ -10,6 +10,7 @@
 //! | `session/create`, `turn/start`, `turn/interrupt` | a new session and its first turn, another turn, stopping one: [`turns`], streaming [`events`] |
 //! | `comms/send`, `comms/peers`, `session/external_event` | in the contract's shapes: [`comms`] |
 //! | `session/stream_open`, `session/stream_close` | a subscription to a session's events on the caller's connection: [`streams`] |
+//! | `tools/register` | tools the host runs (`tool/execute` on its connection), offered to the sessions it drives there ([`register_tools`]) |
 //! | `session/list`, `session/read`, `session/history` | sessions and transcripts in the host shapes |
 //! | `session/external_event` | a durable event in the session's transcript, then a turn |
 //! | `comms/send`, `comms/peers` | [`crate::service::comms`] |
@@ -19,8 +20,9 @@
 use std::sync::Arc;
 
 use burrow_protocol::methods::capability::CapabilityType;
+use burrow_protocol::methods::contract::{ToolsRegisterParams, ToolsRegisterResult};
 use burrow_protocol::methods::host::{
-    SessionCreateTurn, StreamClose, StreamOpen, TurnInterrupt, TurnStart,
+    SessionCreateTurn, StreamClose, StreamOpen, ToolsRegister, TurnInterrupt, TurnStart,
 };
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
 use burrow_protocol::methods::{Method, parse_params, to_value};
@@ -49,6 +51,7 @@ pub const LINKED: &[&str] = &[
     TurnInterrupt::NAME,
     StreamOpen::NAME,
     StreamClose::NAME,
+    ToolsRegister::NAME,
 ];
 
 /// Runs the host method `method` for `caller` (an app id, or `host:rpc` / `host:http`):
@@ -84,6 +87,7 @@ pub async fn call_on(
         TurnInterrupt::NAME => return turns::interrupt(kernel, parse_params(params)?).await,
         StreamOpen::NAME => return streams::open(kernel, parse_params(params)?, link).await,
         StreamClose::NAME => return Ok(streams::close(parse_params(params)?, &link).await),
+        ToolsRegister::NAME => return register_tools(kernel, parse_params(params)?, link),
         _ => {}
     }
     if let Some((handler, _)) = handlers::by_host_name(method) {
@@ -96,6 +100,30 @@ pub async fn call_on(
         None => Err(ErrorObject::new(ErrorCode::MethodNotFound, format!("no method {method:?}"))
             .with_data(json!({ "method": method }))),
     }
+}
+
+/// `tools/register`: the tools join those the caller's connection provides
+/// ([`crate::service::host_tools`]) until it ends. Only a connection the kernel can send
+/// requests on (JSON-RPC) can provide tools.
+pub fn register_tools(
+    kernel: &Arc<Kernel>,
+    p: ToolsRegisterParams,
+    link: Link,
+) -> Result<Value, ErrorObject> {
+    if !link.notifies() {
+        let why = "tools/register needs a JSON-RPC connection, which tool/execute is sent on";
+        return Err(ErrorObject::new(ErrorCode::InvalidRequest, why));
+    }
+    let host = Arc::new(link.clone());
+    let (registered, first) = kernel.host_tools.register(link.id(), host, p.tools)?;
+    if first {
+        let kernel = kernel.clone();
+        tokio::spawn(async move {
+            link.closed().await;
+            kernel.host_tools.forget(link.id());
+        });
+    }
+    Ok(to_value(&ToolsRegisterResult { registered }))
 }
 
 /// The kernel as the host surfaces see it, calling as `caller`.

@@ -78,6 +78,8 @@ pub struct Kernel {
     pub comms_claims: dashmap::DashMap<String, ()>,
     /// The tools registered before this start, and since.
     pub known_tools: crate::capabilities::known_tools::KnownTools,
+    /// The tools hosts provide on their connections.
+    pub host_tools: crate::service::host_tools::HostTools,
 }
 
 impl Kernel {
@@ -107,6 +109,7 @@ impl Kernel {
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
             endpoints: RwLock::new(Default::default()),
+            host_tools: Default::default(),
             remote: std::sync::OnceLock::new(),
             comms_claims: dashmap::DashMap::new(),
         }

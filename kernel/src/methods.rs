@@ -169,9 +169,8 @@ pub fn dispatch(
     let Request { method, params, .. } = req;
     let mut responder = responder;
     // Only the table's names reach the kernel's own families; any other is an app's.
-    let own = table::by_ipc_name(&method).filter(|m| {
-        m.direction != table::Direction::ToApp && m.shape != table::Shape::Notification
-    });
+    let own = table::by_ipc_name(&method)
+        .filter(|m| m.to_kernel() && m.shape != table::Shape::Notification);
     let Some(own) = own else {
         return gateway(state, method, params, responder);
     };

@@ -16,6 +16,8 @@
 //!   delivery, request/response correlation, delivery over the kernel channel;
 //! - [`routing`]: calls routed to the app that provides them: tools, gateway methods,
 //!   HTTP routes;
+//! - [`host_tools`]: the tools hosts provide on their connections (`tools/register`),
+//!   and the sessions offered them;
 //! - [`sessions`]: sessions, their messages and runs, in either view (the IPC's and the
 //!   host's, projections of one [`sessions::SessionView`]);
 //! - [`supervisor`]: managed apps — start, stop, restart, captured logs;
@@ -36,6 +38,7 @@ pub mod comms;
 pub mod config;
 pub mod contract;
 pub mod hooks;
+pub mod host_tools;
 pub mod routing;
 pub mod sessions;
 pub mod supervisor;

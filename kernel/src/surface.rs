@@ -52,17 +52,42 @@ pub struct Link {
 }
 
 /// What one connection keeps for the calls made on it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LinkState {
+    /// Unique among the kernel's connections.
+    id: u64,
     /// Cancelled when the connection ends.
     closed: tokio_util::sync::CancellationToken,
     /// Open subscriptions, by stream id: each ends when its token is cancelled, and says
     /// it has ended (its last notification sent) by dropping its end's sender.
     streams: std::sync::Mutex<std::collections::HashMap<String, StreamHandle>>,
+    /// The kernel's requests to the peer awaiting its answer, by id (`srv-N`).
+    pending: std::sync::Mutex<std::collections::HashMap<String, Waiter>>,
+    /// The number in the next request's id.
+    next_request: std::sync::atomic::AtomicU64,
+}
+
+/// Where the peer's answer to a request goes.
+type Waiter = tokio::sync::oneshot::Sender<Result<Value, ErrorObject>>;
+
+impl Default for LinkState {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        LinkState {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            closed: Default::default(),
+            streams: Default::default(),
+            pending: Default::default(),
+            next_request: Default::default(),
+        }
+    }
 }
 
 /// Subscriptions one connection may hold open at once.
 pub const MAX_STREAMS: usize = 64;
+
+/// Requests the kernel may await on one connection at once (`tool/execute`).
+pub const MAX_REQUESTS: usize = 64;
 
 /// An open subscription: what ends it, and what tells that it has ended.
 #[derive(Debug)]
@@ -145,6 +170,101 @@ impl Link {
     /// Forgets subscription `id` once it has ended by itself.
     pub fn forget_stream(&self, id: &str) {
         self.conn.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    /// The connection's id, unique among the kernel's connections.
+    pub fn id(&self) -> u64 {
+        self.conn.id
+    }
+
+    /// Sends the request `method` to the peer (id `srv-N`) and waits up to `timeout` for
+    /// its answer: its `result`, or its `error` as an [`ErrorObject`] (`UNKNOWN_ERROR`,
+    /// the peer's error object in `data`). `CONNECTION_CLOSED` when there is no
+    /// connection or it ends first; `TIMEOUT` after `timeout`; `CONFLICT` (`reason:
+    /// too_many_requests`) when [`MAX_REQUESTS`] are awaited already. An answer that
+    /// comes after the wait ended is dropped.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: std::time::Duration,
+    ) -> Result<Value, ErrorObject> {
+        let closed =
+            || ErrorObject::new(ErrorCode::ConnectionClosed, "the host's connection has ended");
+        let Some(notify) = &self.notify else { return Err(closed()) };
+        let n = self.conn.next_request.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("srv-{n}");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut pending = self.conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.len() >= MAX_REQUESTS {
+                let message = format!("{MAX_REQUESTS} requests to this host await answers already");
+                return Err(ErrorObject::new(ErrorCode::Conflict, message)
+                    .with_data(json!({ "reason": "too_many_requests", "limit": MAX_REQUESTS })));
+            }
+            pending.insert(id.clone(), tx);
+        }
+        // However the wait ends, the id is forgotten: a late answer finds no waiter.
+        let _forget = ForgetRequest { conn: &self.conn, id: id.clone() };
+        let request = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let answer = async {
+            if !notify(request).await {
+                return Err(closed());
+            }
+            rx.await.unwrap_or_else(|_| Err(closed()))
+        };
+        tokio::select! {
+            answer = answer => answer,
+            () = self.closed() => Err(closed()),
+            () = tokio::time::sleep(timeout) => Err(ErrorObject::new(
+                ErrorCode::Timeout,
+                format!("the host did not answer {method} within {} ms", timeout.as_millis()),
+            )),
+        }
+    }
+
+    /// Hands the peer's answer to the kernel's request `id` to whoever awaits it; false
+    /// when nobody does (an unknown id, or a wait that has ended).
+    pub(crate) fn answered(&self, id: &Value, outcome: Result<Value, ErrorObject>) -> bool {
+        let Some(id) = id.as_str() else { return false };
+        let waiter = self.conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        waiter.is_some_and(|w| w.send(outcome).is_ok())
+    }
+}
+
+/// Forgets an awaited request when its wait ends.
+struct ForgetRequest<'a> {
+    conn: &'a LinkState,
+    id: String,
+}
+
+impl Drop for ForgetRequest<'_> {
+    fn drop(&mut self) {
+        self.conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+/// A host's connection runs the tools it registered: `tool/execute` is a request on it.
+impl crate::service::host_tools::ToolHost for Link {
+    fn execute(
+        &self,
+        params: burrow_protocol::methods::contract::ToolExecuteParams,
+        timeout: std::time::Duration,
+    ) -> crate::service::host_tools::BoxFuture<
+        Result<burrow_protocol::methods::contract::ToolExecuteResult, ErrorObject>,
+    > {
+        use burrow_protocol::methods::{Method, host::ToolExecute};
+        let link = self.clone();
+        Box::pin(async move {
+            let params = burrow_protocol::methods::to_value(&params);
+            let answer = link.request(ToolExecute::NAME, params, timeout).await?;
+            serde_json::from_value(answer).map_err(|e| {
+                ErrorObject::new(
+                    ErrorCode::InvalidRequest,
+                    format!("the host answered tool/execute with a malformed result: {e}"),
+                )
+            })
+        })
     }
 }
 
@@ -350,6 +470,60 @@ mod tests {
         link.close();
         assert!(open.iter().all(|(stop, _)| stop.is_cancelled()));
         assert!(link.is_closed());
+    }
+
+    #[tokio::test]
+    async fn the_kernels_requests_on_a_connection_get_their_answers_or_a_clear_end() {
+        use std::time::Duration;
+        let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let link = Link::new(std::sync::Arc::new(move |line| {
+            let ok = tx.send(line).is_ok();
+            Box::pin(async move { ok })
+        }));
+        let long = Duration::from_secs(30);
+        // Answered: the result comes back; the id is the kernel's own.
+        let call = tokio::spawn({
+            let link = link.clone();
+            async move { link.request("tool/execute", json!({"name": "t"}), long).await }
+        });
+        let request = sent.recv().await.unwrap();
+        assert_eq!(
+            (request["method"].clone(), request["params"].clone()),
+            (json!("tool/execute"), json!({"name": "t"}))
+        );
+        assert!(request["id"].as_str().unwrap().starts_with("srv-"), "{request}");
+        assert!(link.answered(&request["id"], Ok(json!({"content": "x"}))));
+        assert_eq!(call.await.unwrap().unwrap(), json!({"content": "x"}));
+        assert!(!link.answered(&request["id"], Ok(json!(1))), "answered once");
+        assert!(!link.answered(&json!(7), Ok(json!(1))), "not an id the kernel gave");
+
+        // Not answered in time: TIMEOUT, and the late answer finds nobody.
+        let err =
+            link.request("tool/execute", json!({}), Duration::from_millis(20)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Timeout);
+        let late = sent.recv().await.unwrap();
+        assert!(!link.answered(&late["id"], Ok(json!(1))));
+
+        // At most MAX_REQUESTS awaited at once.
+        let waits: Vec<_> = (0..MAX_REQUESTS)
+            .map(|_| {
+                let link = link.clone();
+                tokio::spawn(async move { link.request("tool/execute", json!({}), long).await })
+            })
+            .collect();
+        for _ in 0..MAX_REQUESTS {
+            sent.recv().await.unwrap();
+        }
+        let refused = link.request("tool/execute", json!({}), long).await.unwrap_err();
+        assert_eq!(refused.data.unwrap()["reason"], "too_many_requests");
+
+        // The connection's end ends every wait.
+        link.close();
+        for wait in waits {
+            assert_eq!(wait.await.unwrap().unwrap_err().code, ErrorCode::ConnectionClosed);
+        }
+        let none = Link::none().request("tool/execute", json!({}), long).await.unwrap_err();
+        assert_eq!(none.code, ErrorCode::ConnectionClosed);
     }
 
     #[test]

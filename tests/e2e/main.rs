@@ -10,6 +10,7 @@ mod defaults;
 mod examples;
 mod framing;
 mod hooks;
+mod host_tools;
 mod install;
 mod kernels;
 mod lifecycle;

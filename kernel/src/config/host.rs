@@ -23,6 +23,8 @@ pub struct HostSettings {
     /// prepares and holds at once, all connections together; each is held until it is
     /// written.
     pub http_large_answers: usize,
+    /// How long a call of a tool a host provides (`tool/execute`) may take.
+    pub tool_timeout_ms: u64,
 }
 
 impl Default for HostSettings {
@@ -35,6 +37,7 @@ impl Default for HostSettings {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             http_large_answers: 8,
+            tool_timeout_ms: 300_000,
         }
     }
 }
@@ -51,10 +54,11 @@ impl HostSettings {
                 .to_owned());
         }
         if self.idle_timeout_ms == 0
+            || self.tool_timeout_ms == 0
             || self.header_read_timeout_ms == 0
             || self.body_read_timeout_ms == 0
         {
-            return Err("[host] idle_timeout_ms, header_read_timeout_ms and body_read_timeout_ms must be positive".to_owned());
+            return Err("[host] idle_timeout_ms, tool_timeout_ms, header_read_timeout_ms and body_read_timeout_ms must be positive".to_owned());
         }
         Ok(())
     }

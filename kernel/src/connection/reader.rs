@@ -337,10 +337,9 @@ pub(super) fn clamp_u32(n: usize) -> u32 {
 /// refused when none is left), and any name the table does not know (an app's gateway
 /// method).
 fn takes_slot(method: &str) -> bool {
-    use burrow_protocol::methods::table::{self, Direction, Shape};
-    table::by_ipc_name(method).is_none_or(|m| {
-        m.long_running && m.shape != Shape::Stream && m.direction != Direction::ToApp
-    })
+    use burrow_protocol::methods::table::{self, Shape};
+    table::by_ipc_name(method)
+        .is_none_or(|m| m.long_running && m.shape != Shape::Stream && m.to_kernel())
 }
 
 /// About how much memory a decoded message holds: its frame, and its params' values

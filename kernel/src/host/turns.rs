@@ -54,6 +54,7 @@ pub async fn create(
         check_comms_name(name)?;
     }
     let key = uuid::Uuid::now_v7().to_string();
+    kernel.host_tools.bind(&key, link.id());
     let now = now_ms();
     let row = SessionRow {
         key: key.clone(),
@@ -93,6 +94,7 @@ pub async fn start(
         return Err(ServiceError::invalid("prompt", "the prompt is empty").into());
     }
     existing(kernel, &p.session_id).await?;
+    kernel.host_tools.bind(&p.session_id, link.id());
     if kernel.sessions.running(&p.session_id) {
         let message = format!("session {} is running a turn; wait for its end", p.session_id);
         return Err(ErrorObject::new(ErrorCode::Conflict, message)

@@ -12,7 +12,7 @@ use crate::capabilities::Capability;
 use crate::connection::Responder;
 use crate::kernel::Kernel;
 use crate::service::Caller;
-use crate::service::routing::{self, ToolCallPlan};
+use crate::service::routing::{self, ToolCallPlan, ToolTarget};
 
 /// A call to a registered gateway method from `caller`, answered from a task.
 pub fn gateway_call(
@@ -41,9 +41,13 @@ pub fn tool_call(kernel: Arc<Kernel>, caller: Caller, p: ToolCallParams, respond
         Ok(call) => call,
         Err(e) => return responder.reply(Err(e.into())),
     };
+    let (conn, timeout) = match call.target() {
+        (ToolTarget::App(cap), timeout) => (cap.conn.clone(), timeout),
+        (ToolTarget::Host(_), _) => {
+            return super::answer_routed(responder, async move { Ok(call.send(&kernel).await?) });
+        }
+    };
     let params = call.invoke();
-    let (cap, timeout) = call.target();
-    let conn = cap.conn.clone();
     let then = Box::new(move |outcome| {
         let answer = call.finish(&kernel, outcome).map_err(ErrorObject::from);
         super::answer_now_or_later(responder, answer);

@@ -27,8 +27,12 @@ const CAPABILITIES: &[(&str, &str, bool)] = &[
 
 /// `initialize`.
 pub fn initialize() -> InitializeResult {
-    let mut methods: Vec<String> =
-        table::METHODS.iter().filter_map(|m| m.host).map(str::to_owned).collect();
+    let mut methods: Vec<String> = table::METHODS
+        .iter()
+        .filter(|m| m.to_kernel())
+        .filter_map(|m| m.host)
+        .map(str::to_owned)
+        .collect();
     methods.sort();
     InitializeResult {
         server_info: ServerInfo { name: "burrow".to_owned(), version: crate::VERSION.to_owned() },

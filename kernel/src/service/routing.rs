@@ -1,12 +1,14 @@
 //! Calls routed to the app that provides them: a tool call (`tool.call`, and an agent
-//! run's tool calls) through `before_tool_call`, `tool.invoke` and `after_tool_call`; a
-//! registered gateway method (`gateway.invoke`); a request to an app's HTTP route
-//! (`http.request`). The app's own errors are passed on as they are.
+//! run's tool calls) through `before_tool_call`, `tool.invoke` (or, for a tool the
+//! session's host provides, `tool/execute` on its connection: [`super::host_tools`]) and
+//! `after_tool_call`; a registered gateway method (`gateway.invoke`); a request to an
+//! app's HTTP route (`http.request`). The app's own errors are passed on as they are.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType};
+use burrow_protocol::methods::contract::ToolExecuteParams;
 use burrow_protocol::methods::invoke::{
     GatewayInvoke, GatewayInvokeParams, HttpRequest, HttpRequestParams, HttpResponse,
     ToolCallParams, ToolInvoke, ToolInvokeParams, ToolResult,
@@ -17,6 +19,7 @@ use burrow_protocol::{ErrorObject, Map, Value};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::host_tools::HostTool;
 use super::{Caller, ServiceError};
 use crate::capabilities::Capability;
 use crate::hooks;
@@ -117,18 +120,25 @@ pub async fn call_tool_in_run(
 ) -> Result<Value, ServiceError> {
     let mut call = ToolCallPlan::new(kernel, caller, p, run_id)?;
     call.before(kernel).await?;
-    let params = call.invoke();
-    let outcome = call.cap.conn.request(ToolInvoke::NAME, &params, call.timeout).await;
-    call.finish(kernel, outcome)
+    call.send(kernel).await
+}
+
+/// Where a tool call goes.
+#[derive(Debug)]
+pub enum ToolTarget {
+    /// The app that registered the tool (`tool.invoke`).
+    App(Arc<Capability>),
+    /// The host that provides it to the call's session (`tool/execute`).
+    Host(HostTool),
 }
 
 /// One tool call on its way: the tool found, the `tool.invoke` to send, what the hooks'
-/// events need. [`call_tool`] runs it whole; an adapter may send the `tool.invoke`
+/// events need. [`call_tool`] runs it whole; an adapter may send an app's `tool.invoke`
 /// itself ([`ToolCallPlan::invoke`], [`ToolCallPlan::target`]) and hand the answer to
 /// [`ToolCallPlan::finish`] when no hook waits on `before_tool_call`.
 #[derive(Debug)]
 pub struct ToolCallPlan {
-    cap: Arc<Capability>,
+    target: ToolTarget,
     name: String,
     caller: String,
     arguments: Value,
@@ -141,7 +151,8 @@ pub struct ToolCallPlan {
 }
 
 impl ToolCallPlan {
-    /// Finds the tool, ready; `NOT_FOUND` otherwise.
+    /// Finds the tool: one the session's host provides, else an app's, ready;
+    /// `NOT_FOUND` otherwise.
     pub fn new(
         kernel: &Kernel,
         caller: &Caller,
@@ -149,6 +160,19 @@ impl ToolCallPlan {
         run_id: Option<String>,
     ) -> Result<Self, ServiceError> {
         let ToolCallParams { name, arguments, session_key } = p;
+        let hosted = session_key.as_deref().and_then(|key| kernel.host_tools.find(key, &name));
+        if let Some(tool) = hosted {
+            return Ok(ToolCallPlan {
+                target: ToolTarget::Host(tool),
+                name,
+                caller: caller.name().to_owned(),
+                arguments,
+                session_key,
+                run_id,
+                timeout: Duration::from_millis(kernel.config().host.tool_timeout_ms),
+                started: kernel.hooks.observed("after_tool_call").then(Instant::now),
+            });
+        }
         let Some(cap) = kernel.caps.by_name(CapabilityType::Tool, &name) else {
             return Err(ServiceError::NoTool(name));
         };
@@ -161,7 +185,7 @@ impl ToolCallPlan {
         let timeout =
             Duration::from_millis(tool.timeout_ms.unwrap_or(kernel.config().ipc.call_timeout_ms));
         Ok(ToolCallPlan {
-            cap,
+            target: ToolTarget::App(cap),
             name,
             caller: caller.name().to_owned(),
             arguments,
@@ -210,9 +234,26 @@ impl ToolCallPlan {
         context
     }
 
-    /// The app holding the tool, and how long the call may take.
-    pub fn target(&self) -> (&Capability, Duration) {
-        (&self.cap, self.timeout)
+    /// Where the call goes, and how long it may take.
+    pub fn target(&self) -> (&ToolTarget, Duration) {
+        (&self.target, self.timeout)
+    }
+
+    /// Sends the call (after [`ToolCallPlan::before`], if anything may take
+    /// `before_tool_call`) and finishes it with the answer. A host's answer
+    /// (`{content, is_error}`) becomes a tool result whose content is its text.
+    pub async fn send(mut self, kernel: &Kernel) -> Result<Value, ServiceError> {
+        let params = self.invoke();
+        let outcome = match &self.target {
+            ToolTarget::App(cap) => cap.conn.request(ToolInvoke::NAME, &params, self.timeout).await,
+            ToolTarget::Host(tool) => {
+                let ToolInvokeParams { call_id, name, arguments, .. } = params;
+                let call = ToolExecuteParams { tool_use_id: call_id, name, arguments };
+                let answer = tool.host.execute(call, self.timeout).await;
+                answer.map(|a| json!({ "content": a.text(), "isError": a.is_error }))
+            }
+        };
+        self.finish(kernel, outcome)
     }
 
     /// The `tool.invoke` request's params.
@@ -243,10 +284,15 @@ impl ToolCallPlan {
     ) -> Result<Value, ServiceError> {
         let outcome = outcome.map_err(ServiceError::Passed).and_then(|v| match tool_result(&v) {
             Ok(()) => Ok(v),
-            Err(e) => Err(ServiceError::Internal(format!(
-                "app {:?} answered tool.invoke with a malformed result: {e}",
-                self.cap.app_id
-            ))),
+            Err(e) => Err(ServiceError::Internal(match &self.target {
+                ToolTarget::App(cap) => {
+                    format!(
+                        "app {:?} answered tool.invoke with a malformed result: {e}",
+                        cap.app_id
+                    )
+                }
+                ToolTarget::Host(_) => format!("a host's tool answered a malformed result: {e}"),
+            })),
         });
         // Observers that came after the call began do not see it.
         if self.started.is_none() || !kernel.hooks.observed("after_tool_call") {

@@ -382,7 +382,7 @@ async fn turns(
     let mut given_up = HashSet::new();
     for turn in 0..agent.max_turns {
         // The tools registered now: one whose app came back during the run is offered.
-        let tools = offered_tools(kernel, &agent);
+        let tools = offered_tools(kernel, key, &agent);
         // Steered messages are taken only while another turn can answer them; the last
         // turn leaves them to the next run.
         let can_take = turn + 1 < agent.max_turns;
@@ -467,7 +467,8 @@ async fn turns(
     End::Failed(format!("no final answer within max_turns = {}", agent.max_turns))
 }
 
-/// Waits up to `wait` for the tool a call names to be held by a ready app — apps
+/// Waits up to `wait` for the tool a call names to be held by a ready app (or the
+/// session's host) — apps
 /// reconnect after a restart of the kernel, or come back under the supervisor — unless
 /// the agent may not call it, no tool can have that name, or this run waited for it in
 /// vain already (`given_up`). The call goes on either way: routing answers for a tool
@@ -483,10 +484,11 @@ async fn wait_for_tool(
 ) {
     let allowed = agent.tools.iter().any(|p| burrow_protocol::manifest::pattern_matches(p, name));
     let here = || {
-        kernel
-            .caps
-            .by_name(CapabilityType::Tool, name)
-            .is_some_and(|c| kernel.apps.is_ready(&c.app_id))
+        kernel.host_tools.find(key, name).is_some()
+            || kernel
+                .caps
+                .by_name(CapabilityType::Tool, name)
+                .is_some_and(|c| kernel.apps.is_ready(&c.app_id))
     };
     if wait.is_zero() || !allowed || !is_valid_tool_name(name) || given_up.contains(name) || here()
     {
@@ -533,18 +535,21 @@ async fn tools_known_before(kernel: &Kernel, agent: &AgentSpec, wait: Duration) 
     }
 }
 
-fn offered_tools(kernel: &Kernel, agent: &AgentSpec) -> Vec<ToolSpec> {
-    kernel
-        .caps
-        .list(Some(CapabilityType::Tool))
+/// The tools a run is offered: those the session's host provides on its connection
+/// ([`crate::service::host_tools`]), then the apps' of other names, each if the agent may
+/// call it.
+fn offered_tools(kernel: &Kernel, key: &str, agent: &AgentSpec) -> Vec<ToolSpec> {
+    let allowed = |name: &str| {
+        agent.tools.iter().any(|p| burrow_protocol::manifest::pattern_matches(p, name))
+    };
+    let mut tools: Vec<ToolSpec> =
+        kernel.host_tools.for_session(key).into_iter().filter(|t| allowed(&t.name)).collect();
+    let hosted: HashSet<String> = tools.iter().map(|t| t.name.clone()).collect();
+    let registered = kernel.caps.list(Some(CapabilityType::Tool));
+    let apps = registered
         .iter()
         .filter_map(|c| match &c.config {
-            burrow_protocol::methods::capability::CapabilityConfig::Tool(t)
-                if agent
-                    .tools
-                    .iter()
-                    .any(|p| burrow_protocol::manifest::pattern_matches(p, &t.name)) =>
-            {
+            burrow_protocol::methods::capability::CapabilityConfig::Tool(t) if allowed(&t.name) => {
                 Some(ToolSpec {
                     name: t.name.clone(),
                     description: t.description.clone(),
@@ -556,7 +561,9 @@ fn offered_tools(kernel: &Kernel, agent: &AgentSpec) -> Vec<ToolSpec> {
             }
             _ => None,
         })
-        .collect()
+        .filter(|t| !hosted.contains(&t.name));
+    tools.extend(apps);
+    tools
 }
 
 /// One `provider.complete` of a run. A provider that streams answers with chunks first

@@ -83,7 +83,7 @@ impl Host for FakeHost {
         &self,
         method: String,
         params: Value,
-        _link: crate::surface::Link,
+        link: crate::surface::Link,
     ) -> BoxFuture<'_, Result<Value, ErrorObject>> {
         self.calls.lock().unwrap().push((method.clone(), params.clone()));
         Box::pin(async move {
@@ -99,6 +99,11 @@ impl Host for FakeHost {
                     Ok(Value::from("slow done"))
                 }
                 "panic" => panic!("the fake host panics on purpose"),
+                // Asks the caller's connection and answers with what it said.
+                "ask" => {
+                    let asked = link.request("peer/question", params, Duration::from_secs(5));
+                    asked.await.map_err(|e| e.with_data(json!({"asked": "failed"})))
+                }
                 m if ROUTED.contains(&m) && params["session_id"] == "missing" => {
                     Err(ErrorObject::new(ErrorCode::NotFound, "no such session"))
                 }

@@ -296,7 +296,7 @@ pub(crate) async fn run_connection<R, W>(
                 let triaged = triage(text, &mut gate);
                 let calls = triaged.calls();
                 if calls == 0 {
-                    complete(&*host, triaged, 1, limits.max_line_bytes, &Link::none()).await
+                    complete(&*host, triaged, 1, limits.max_line_bytes, &link).await
                 } else {
                     let wanted = u32::try_from(calls.min(max_in_flight)).unwrap_or(1);
                     let weight = text.len().saturating_add(triaged.weight());

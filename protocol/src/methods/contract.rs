@@ -225,10 +225,109 @@ pub struct ExternalEventParams {
     pub idempotency_key: Option<String>,
 }
 
+/// Params of `tools/register`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolsRegisterParams {
+    /// The tools; a name registered again on the same connection is replaced.
+    pub tools: Vec<CallbackTool>,
+}
+
+/// One tool a host provides (`CallbackToolDefinition`). Other fields (`execution`) are
+/// accepted and ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackTool {
+    /// Its name, as the agent calls it (a valid Burrow tool name).
+    pub name: String,
+    /// What it does, for the model.
+    #[serde(default)]
+    pub description: String,
+    /// The JSON Schema of its arguments (`{"type": "object"}` when absent).
+    #[serde(default = "object_schema")]
+    pub input_schema: Value,
+}
+
+fn object_schema() -> Value {
+    json!({ "type": "object" })
+}
+
+/// Result of `tools/register`: how many tools the connection now provides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolsRegisterResult {
+    /// The connection's tools after the call.
+    pub registered: usize,
+}
+
+/// Params of the kernel's `tool/execute` request to a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolExecuteParams {
+    /// The call's id, unique per call.
+    pub tool_use_id: String,
+    /// The tool.
+    pub name: String,
+    /// Its arguments (a JSON object, as the agent gave them).
+    pub arguments: Value,
+}
+
+/// A host's answer to `tool/execute`: the content (text, or the contract's content
+/// blocks) and whether it describes a failure. Omitted fields read as `""` and `false`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolExecuteResult {
+    /// Text, or a list of content blocks (`{"type": "text", "text"}`, ...).
+    #[serde(default = "empty_text")]
+    pub content: Value,
+    /// True when `content` describes a failure.
+    #[serde(default)]
+    pub is_error: bool,
+}
+
+fn empty_text() -> Value {
+    Value::String(String::new())
+}
+
+impl ToolExecuteResult {
+    /// Its content as the text a transcript keeps: a string as is, a list of text blocks
+    /// joined by newlines; anything else as JSON text.
+    pub fn text(&self) -> String {
+        match &self.content {
+            Value::String(text) => text.clone(),
+            Value::Array(blocks) => {
+                let texts: Option<Vec<&str>> = blocks
+                    .iter()
+                    .map(|b| match b.get("type").and_then(Value::as_str) {
+                        Some("text") => b.get("text").and_then(Value::as_str),
+                        _ => None,
+                    })
+                    .collect();
+                match texts {
+                    Some(texts) => texts.join("\n"),
+                    None => self.content.to_string(),
+                }
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::methods::invoke::ToolCallRequest;
+
+    #[test]
+    fn a_tool_answer_reads_as_text() {
+        let answer = |v: Value| serde_json::from_value::<ToolExecuteResult>(v).unwrap();
+        assert_eq!(answer(json!({})), ToolExecuteResult { content: json!(""), is_error: false });
+        assert_eq!(answer(json!({"content": "hi", "is_error": true})).text(), "hi");
+        let blocks =
+            json!({"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]});
+        assert_eq!(answer(blocks).text(), "a\nb");
+        let image =
+            json!({"content": [{"type": "image", "data": "AA==", "mime_type": "image/png"}]});
+        assert!(answer(image).text().contains("image/png"), "other blocks stay as JSON");
+        let tool: CallbackTool =
+            serde_json::from_value(json!({"name": "t", "execution": {"mode": "fast"}})).unwrap();
+        assert_eq!((tool.description.as_str(), tool.input_schema), ("", json!({"type": "object"})));
+    }
 
     #[test]
     fn rfc3339_of_known_instants() {

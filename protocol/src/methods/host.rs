@@ -10,7 +10,7 @@ use crate::Value;
 
 use super::contract::{
     ExternalEventParams, HistoryPage, HistoryParams, ListParams, SendParams, SessionDetails,
-    SessionsPage,
+    SessionsPage, ToolExecuteParams, ToolExecuteResult, ToolsRegisterParams, ToolsRegisterResult,
 };
 use super::session::RunStatus;
 use super::{Ack, Empty, methods};
@@ -46,6 +46,11 @@ methods! {
     HostCommsPeers = "comms/peers": SessionRef => Value;
     /// A durable event from outside, in the contract's shapes.
     HostExternalEvent = "session/external_event": ExternalEventParams => Value;
+    /// Tools the host provides on its connection, offered to the sessions it drives
+    /// there (a name registered again is replaced); gone when the connection ends.
+    ToolsRegister = "tools/register": ToolsRegisterParams => ToolsRegisterResult;
+    /// The kernel asks the host to run one of the tools it registered.
+    ToolExecute = "tool/execute": ToolExecuteParams => ToolExecuteResult;
     /// A run's status, once it has ended or after `timeout_ms`.
     RunWait = "run/wait": RunWaitParams => RunWaitResult;
     /// Authenticates a JSON-RPC connection over TCP (the first request when a token is

@@ -16,7 +16,8 @@ use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
 use super::host::{
     Authenticate, CapabilitiesGet, HostCommsPeers, HostCommsSend, HostExternalEvent,
     HostSessionHistory, HostSessionList, HostSessionRead, Initialize, RunWait, SessionArchive,
-    SessionCreateTurn, StreamClose, StreamOpen, TurnInterrupt, TurnStart,
+    SessionCreateTurn, StreamClose, StreamOpen, ToolExecute, ToolsRegister, TurnInterrupt,
+    TurnStart,
 };
 use super::invoke::{
     ChannelDelta, ChannelSend, ChannelStreamEnd, GatewayInvoke, HttpRequest, ProviderComplete,
@@ -38,6 +39,8 @@ pub enum Direction {
     ToKernel,
     /// The kernel asks an app.
     ToApp,
+    /// The kernel asks a host, on the JSON-RPC connection the host called it on.
+    ToHost,
     /// Either side.
     Both,
 }
@@ -104,6 +107,10 @@ impl MethodInfo {
         MethodInfo { ipc: None, host: Some(name), long_running: true, ..Self::ipc(name) }
     }
 
+    const fn to_host(name: &'static str) -> Self {
+        MethodInfo { direction: Direction::ToHost, ..Self::host_only(name) }
+    }
+
     const fn to_app(name: &'static str) -> Self {
         MethodInfo { direction: Direction::ToApp, ..Self::ipc(name) }
     }
@@ -134,6 +141,11 @@ impl MethodInfo {
 
     const fn both(self) -> Self {
         MethodInfo { direction: Direction::Both, ..self }
+    }
+
+    /// Whether the kernel answers it (a client may send it).
+    pub const fn to_kernel(&self) -> bool {
+        matches!(self.direction, Direction::ToKernel | Direction::Both)
     }
 
     /// Its names, on every surface it is on.
@@ -208,6 +220,8 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::host_only(HostCommsSend::NAME),
     MethodInfo::host_only(HostCommsPeers::NAME),
     MethodInfo::host_only(HostExternalEvent::NAME),
+    MethodInfo::host_only(ToolsRegister::NAME),
+    MethodInfo::to_host(ToolExecute::NAME),
     MethodInfo::host_only(RunWait::NAME),
     MethodInfo::host_only(Authenticate::NAME),
     // §3

@@ -82,6 +82,9 @@ pub(crate) enum Item {
     Call(Call),
     /// Nothing to do or answer (a notification that was not admitted or not valid).
     Nothing,
+    /// The peer's answer to one of the kernel's requests on this connection
+    /// ([`Link::request`]): handed to its waiter, never answered.
+    Reply(Value, Result<Value, ErrorObject>),
 }
 
 /// A message after triage, ready for [`complete`].
@@ -226,7 +229,7 @@ impl Item {
     fn into_answer(self) -> Option<Value> {
         match self {
             Item::Answer(answer) => Some(answer),
-            Item::Call(_) | Item::Nothing => None,
+            Item::Call(_) | Item::Nothing | Item::Reply(..) => None,
         }
     }
 }
@@ -264,6 +267,12 @@ fn triage_one(value: Value, gate: &mut Gate) -> Item {
             invalid_request("bad_version", "jsonrpc must be \"2.0\""),
         ));
     }
+    if !request.contains_key("method")
+        && let Some(id @ (Value::String(_) | Value::Number(_))) = &id
+        && let Some(outcome) = reply_outcome(&mut request)
+    {
+        return Item::Reply(id.clone(), outcome);
+    }
     let method = match request.remove("method") {
         Some(Value::String(method)) => method,
         _ => {
@@ -299,6 +308,18 @@ fn triage_one(value: Value, gate: &mut Gate) -> Item {
     Item::Call(Call { id, method, params })
 }
 
+/// The outcome a response carries: its `result`, or its `error` (`{code, message,
+/// data}`) as an `UNKNOWN_ERROR` whose `data` is the peer's error object; `None` when it
+/// has neither.
+fn reply_outcome(response: &mut Map) -> Option<Result<Value, ErrorObject>> {
+    if let Some(result) = response.remove("result") {
+        return Some(Ok(result));
+    }
+    let error = response.remove("error")?;
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("the peer failed");
+    Some(Err(ErrorObject::new(ErrorCode::UnknownError, message).with_data(error.clone())))
+}
+
 /// An answer when there is an id; a notification is never answered (its error is logged).
 fn answer_or_nothing(id: Option<Value>, method: &str, outcome: Result<Value, ErrorObject>) -> Item {
     match (id, outcome) {
@@ -315,6 +336,12 @@ async fn run(host: &dyn Host, item: Item, link: &Link) -> Option<Value> {
     let call = match item {
         Item::Answer(answer) => return Some(answer),
         Item::Nothing => return None,
+        Item::Reply(id, outcome) => {
+            if !link.answered(&id, outcome) {
+                tracing::debug!(%id, "an answer to no request awaited; dropped");
+            }
+            return None;
+        }
         Item::Call(call) => call,
     };
     let Call { id, method, params } = call;

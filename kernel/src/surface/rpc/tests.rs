@@ -156,6 +156,46 @@ async fn requests_are_answered_as_they_finish() {
 }
 
 #[tokio::test]
+async fn the_peers_answers_to_the_kernels_requests_reach_them_and_are_never_answered() {
+    let mut peer = start(Arc::new(FakeHost::new()), RpcLimits::default());
+    for (n, reply) in
+        [json!({"result": {"yes": 1}}), json!({"error": {"code": -1, "message": "no"}})]
+            .into_iter()
+            .enumerate()
+    {
+        peer.send(&request(json!(n), "ask", json!({"q": n}))).await;
+        let asked = peer.next().await;
+        assert_eq!(
+            (asked["method"].clone(), asked["params"].clone()),
+            (json!("peer/question"), json!({"q": n}))
+        );
+        let mut answer = json!({"jsonrpc": "2.0", "id": asked["id"]});
+        answer.as_object_mut().unwrap().extend(reply.as_object().unwrap().clone());
+        peer.send(&answer.to_string()).await;
+        let done = peer.next().await;
+        assert_eq!(done["id"], json!(n));
+        match n {
+            0 => assert_eq!(done["result"], json!({"yes": 1})),
+            _ => {
+                assert_eq!(done["error"]["message"], "no", "{done}");
+                assert_eq!(done["error"]["data"]["code"], "UNKNOWN_ERROR", "{done}");
+            }
+        }
+    }
+    // An answer to nothing the kernel asked is dropped, in a batch too; a message with
+    // neither a method nor an outcome is still an invalid request.
+    peer.send(r#"{"jsonrpc":"2.0","id":"srv-99","result":{}}"#).await;
+    peer.send(r#"[{"jsonrpc":"2.0","id":"srv-98","error":{"code":1,"message":"x"}}]"#).await;
+    peer.send(r#"{"jsonrpc":"2.0","id":5}"#).await;
+    let answer = peer.next().await;
+    assert_eq!(
+        (answer["id"].clone(), answer["error"]["data"]["reason"].clone()),
+        (json!(5), json!("bad_method"))
+    );
+    assert!(peer.finish().await.is_empty(), "nothing else was answered");
+}
+
+#[tokio::test]
 async fn notifications_run_without_an_answer() {
     let host = Arc::new(FakeHost::new());
     let mut peer = start(host.clone(), RpcLimits::default());
