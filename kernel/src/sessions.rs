@@ -27,6 +27,7 @@ pub mod followers;
 pub(crate) mod stream;
 pub mod tail;
 
+pub(crate) use actor::dispatch::DEDUPLICATED;
 pub use actor::{DispatchReply, Inbound, SessionActor, SessionMsg, Wake};
 
 /// `[agents.<id>]`: one agent.

@@ -142,6 +142,13 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// For an external event: the idempotency key it was stored with
+    /// (`metadata.external_event.idempotency_key`).
+    pub fn idempotency_key(&self) -> Option<&str> {
+        let event = self.metadata.as_ref()?.get("external_event")?;
+        event.get("idempotency_key")?.as_str()
+    }
+
     /// As a transcript shows it.
     pub fn transcript(&self) -> TranscriptMessage {
         TranscriptMessage {
@@ -306,4 +313,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn peers(&self) -> StoreFuture<'_, Vec<SessionRow>>;
     /// One peer request.
     fn peer_request(&self, id: &str) -> StoreFuture<'_, Option<PeerRequestRow>>;
+    /// The external event of session `key` stored with idempotency key `idempotency_key`
+    /// (its metadata's `external_event.idempotency_key`), if any.
+    fn external_event(
+        &self,
+        key: &str,
+        idempotency_key: &str,
+    ) -> StoreFuture<'_, Option<TranscriptMessage>>;
 }

@@ -385,6 +385,8 @@ const CONTRACT_CODES: &[(&str, i64)] = &[
     ("PROVIDER_ERROR", -32010),
     ("HOOK_DENIED", -32012),
     ("AGENT_ERROR", -32013),
+    // Meerkat's table has no number for it: Burrow's own CONFLICT's.
+    ("INPUT_IDEMPOTENCY_CONFLICT", rpc_code(ErrorCode::Conflict)),
 ];
 
 /// An error's `data.code` and number on JSON-RPC: the host contract's code an error

@@ -214,3 +214,26 @@ async def test_sessions_message_and_answer_each_other_and_take_external_events(c
     )
     assert outcome["outcome_type"] == "accepted" and outcome["input_id"]
     await asyncio.wait_for(_assistant_text(client, a.id, "[external event deploy_complete]"), WAIT)
+
+
+async def test_an_external_event_with_an_idempotency_key_is_taken_once(client):
+    from meerkat import MeerkatError
+
+    session = await asyncio.wait_for(client.create_session("hello", keep_alive=True), WAIT)
+    first = await client.send_external_event(
+        session.id, "ci", {"build": 7, "ok": True}, idempotency_key="build-7"
+    )
+    assert first["outcome_type"] == "accepted", first
+    # A retry, its payload's keys in another order: taken once.
+    again = await client.send_external_event(
+        session.id, "ci", {"ok": True, "build": 7}, idempotency_key="build-7"
+    )
+    assert again["outcome_type"] == "deduplicated", again
+    assert again["existing_id"] == first["input_id"]
+    try:
+        await client.send_external_event(
+            session.id, "ci", {"build": 8}, idempotency_key="build-7"
+        )
+        raise AssertionError("the same key for another event must be refused")
+    except MeerkatError as e:
+        assert e.code == "INPUT_IDEMPOTENCY_CONFLICT", e

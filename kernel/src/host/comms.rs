@@ -142,7 +142,8 @@ pub async fn peers(kernel: &Arc<Kernel>, p: SessionRef) -> Result<Value, Service
 }
 
 /// `session/external_event`: stored durably, then it wakes the session; answers
-/// `{outcome_type: "accepted", input_id}` (the stored event's id).
+/// `{outcome_type: "accepted", input_id}` (the stored event's id), or for a repeat of
+/// its `idempotency_key` `{outcome_type: "deduplicated", existing_id}`.
 pub async fn external_event(
     kernel: &Arc<Kernel>,
     caller: &Caller,
@@ -153,7 +154,13 @@ pub async fn external_event(
         kind: p.kind,
         event_type: p.event_type,
         payload: p.payload,
+        idempotency_key: p.idempotency_key,
     };
     let receipt = sessions::external_event(kernel, caller, params).await?;
-    Ok(json!({ "outcome_type": "accepted", "input_id": receipt.event_id }))
+    Ok(match receipt.status.as_str() {
+        "deduplicated" => {
+            json!({ "outcome_type": "deduplicated", "existing_id": receipt.event_id })
+        }
+        _ => json!({ "outcome_type": "accepted", "input_id": receipt.event_id }),
+    })
 }

@@ -508,14 +508,33 @@ pub async fn external_event(
             format!("event_type is 1 to {MAX_EVENT_TYPE} characters"),
         ));
     }
+    if p.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.chars().count() > 256) {
+        return Err(ServiceError::invalid(
+            "idempotency_key",
+            "idempotency_key is 1 to 256 characters",
+        ));
+    }
     // Checked here too, so an unknown id does not start a session actor.
     existing(kernel, &p.session_id).await?;
     let mut meta = Map::new();
-    meta.insert("external_event".into(), json!({ "kind": p.kind, "event_type": p.event_type }));
+    let mut event = json!({ "kind": p.kind, "event_type": p.event_type });
+    if let Some(key) = &p.idempotency_key {
+        event["idempotency_key"] = key.clone().into();
+    }
+    meta.insert("external_event".into(), event);
     let content = serde_json::to_string(&p.payload).unwrap_or_default();
     let mut item = Inbound::new(content, Some(meta), caller.name().to_owned(), Wake::Always);
     item.must_exist = true;
     let acked = to_session(kernel, &p.session_id, item).await?;
+    if acked.reason.as_deref() == Some(crate::sessions::DEDUPLICATED) {
+        let status = crate::sessions::DEDUPLICATED.to_owned();
+        return Ok(ExternalEventReceipt {
+            status,
+            event_id: acked.dispatch_id,
+            run_id: None,
+            queued: false,
+        });
+    }
     kernel.emit_with("external_event", || {
         let mut ctx = Map::new();
         ctx.insert("sessionKey".into(), p.session_id.clone().into());

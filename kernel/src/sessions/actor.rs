@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kernel::Kernel;
 use crate::store::{NewMessage, RunRow, SessionRow, StoreError, Write};
 
-mod dispatch;
+pub(crate) mod dispatch;
 mod writes;
 use dispatch::dispatch;
 use writes::Writes;

@@ -240,6 +240,23 @@ async fn host_views(store: Arc<dyn Storage>) {
     assert_eq!(ids, ["h1", "h2", "h3"]);
     assert_eq!(store.history_range("lb", 4, 10).await.unwrap().len(), 1);
     assert!(store.history_range("lb", 9, 10).await.unwrap().is_empty());
+
+    // External events by their idempotency key, within their session.
+    let event = |id: &str, key: &str| {
+        let mut m = message(id, "{}", 300);
+        let meta =
+            serde_json::json!({"external_event": {"event_type": "ci", "idempotency_key": key}});
+        m.metadata = meta.as_object().cloned();
+        m
+    };
+    store
+        .write(vec![append("la", event("e1", "k1")), append("lb", event("e2", "k1"))])
+        .await
+        .unwrap();
+    assert_eq!(store.external_event("la", "k1").await.unwrap().unwrap().id, "e1");
+    assert_eq!(store.external_event("lb", "k1").await.unwrap().unwrap().id, "e2");
+    assert!(store.external_event("la", "k2").await.unwrap().is_none());
+    assert!(store.external_event("lc", "k1").await.unwrap().is_none());
 }
 
 #[tokio::test]

@@ -274,4 +274,17 @@ impl Storage for MemoryStore {
         let found = self.read(|d| d.peer_requests.get(id).cloned());
         Box::pin(async move { found })
     }
+
+    fn external_event(
+        &self,
+        key: &str,
+        idempotency_key: &str,
+    ) -> StoreFuture<'_, Option<burrow_protocol::methods::session::TranscriptMessage>> {
+        let keyed = |m: &&NewMessage| m.idempotency_key() == Some(idempotency_key);
+        let found = self.read(|d| {
+            let all = d.messages.get(key).map_or(&[][..], Vec::as_slice);
+            all.iter().find(keyed).map(NewMessage::transcript)
+        });
+        Box::pin(async move { found })
+    }
 }

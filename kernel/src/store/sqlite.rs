@@ -28,8 +28,6 @@ use super::{
     Fence, HistoryPage, Page, PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture,
     Write, WriteDone,
 };
-#[cfg(test)]
-use write::append;
 use write::{Writer, apply_all, set_applied};
 
 const MIGRATIONS: &[&str] = &[
@@ -111,7 +109,17 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE sessions ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE sessions ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE sessions ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;",
+    // 8: external events by their idempotency key (`session/external_event`; a copy of
+    // the metadata's `external_event.idempotency_key`, taken when the message is written).
+    "ALTER TABLE messages ADD COLUMN idempotency_key TEXT;
+     CREATE INDEX messages_by_idempotency_key ON messages (session_key, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;",
 ];
+
+/// A session's external event by its idempotency key.
+const EXTERNAL_EVENT: &str =
+    "SELECT id, role, content, created_at, metadata, tool_calls, tool_call_id, run_id FROM messages
+     WHERE session_key = ?1 AND idempotency_key = ?2 LIMIT 1";
 
 /// The newest messages of a session before a message id, newest first.
 const HISTORY_PAGE: &str = "SELECT id, role, content, created_at, metadata, tool_calls, tool_call_id, run_id FROM messages
@@ -469,6 +477,18 @@ impl Storage for SqliteStore {
                 },
             )
             .optional()
+        }))
+    }
+
+    fn external_event(
+        &self,
+        key: &str,
+        idempotency_key: &str,
+    ) -> StoreFuture<'_, Option<TranscriptMessage>> {
+        let (key, idempotency_key) = (key.to_owned(), idempotency_key.to_owned());
+        Box::pin(self.read(move |c| {
+            let mut stmt = c.prepare_cached(EXTERNAL_EVENT)?;
+            stmt.query_row(params![key, idempotency_key], transcript_row).optional()
         }))
     }
 }

@@ -225,12 +225,18 @@ pub struct ExternalEventParams {
     /// Any JSON.
     #[serde(default)]
     pub payload: Value,
+    /// Makes a retry safe: an event of the session stored before with this key (1–256
+    /// chars) is not stored again (`status: "deduplicated"`, its id as `event_id`); with
+    /// another type or payload it is `CONFLICT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Result of `session/external_event`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExternalEventReceipt {
-    /// `accepted`: it is stored durably.
+    /// `accepted`: it is stored durably; `deduplicated`: one with its idempotency key was
+    /// stored before (nothing is stored, no run is woken).
     pub status: String,
     /// The stored event's id.
     pub event_id: String,

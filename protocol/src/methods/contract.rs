@@ -220,7 +220,8 @@ pub struct ExternalEventParams {
     /// Any JSON.
     #[serde(default)]
     pub payload: Value,
-    /// Accepted (not yet used to recognise a repeated event).
+    /// A repeat with this key answers `deduplicated` (see Burrow's own
+    /// [`super::comms::ExternalEventParams`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }

@@ -118,6 +118,7 @@ async fn a_created_session_starts_its_first_turn_and_takes_external_events() {
         kind: kind.into(),
         event_type: "deploy".into(),
         payload: json!({"v": 1}),
+        idempotency_key: None,
     };
     let e = external_event(k, &me(), event(&created.session_id, "xml")).await.unwrap_err();
     assert_eq!(field(e), "kind");
@@ -129,4 +130,41 @@ async fn a_created_session_starts_its_first_turn_and_takes_external_events() {
     let page = history(k, &created.session_id, HistoryQuery::default()).await.unwrap();
     let stored = page.messages.iter().find(|m| m.id == receipt.event_id).expect("stored");
     assert_eq!(stored.metadata.as_ref().unwrap()["external_event"]["event_type"], "deploy");
+
+    // With an idempotency key, a repeat stores nothing and names the first; the same key
+    // for another event is a conflict; another session's keys are its own.
+    let keyed = |session_id: &str, key: &str, payload: Value| ExternalEventParams {
+        payload,
+        idempotency_key: Some(key.into()),
+        ..event(session_id, "generic_json")
+    };
+    let sid = created.session_id.as_str();
+    let first = external_event(k, &me(), keyed(sid, "k1", json!({"a": 1, "b": 2}))).await.unwrap();
+    assert_eq!(first.status, "accepted");
+    let again = external_event(k, &me(), keyed(sid, "k1", json!({"b": 2, "a": 1}))).await.unwrap();
+    assert_eq!(
+        (again.status.as_str(), &again.event_id, again.run_id.as_ref()),
+        ("deduplicated", &first.event_id, None)
+    );
+    let e = external_event(k, &me(), keyed(sid, "k1", json!({"a": 2}))).await.unwrap_err();
+    let e = ErrorObject::from(e);
+    assert_eq!(
+        (e.code, e.data.unwrap()["code"].clone()),
+        (ErrorCode::Conflict, json!("INPUT_IDEMPOTENCY_CONFLICT"))
+    );
+    let long = "x".repeat(257);
+    assert_eq!(
+        field(external_event(k, &me(), keyed(sid, &long, json!(1))).await.unwrap_err()),
+        "idempotency_key"
+    );
+    let other = create(k, &me(), SessionCreateParams { comms_name: None, ..p("other", None) })
+        .await
+        .unwrap();
+    let theirs = external_event(k, &me(), keyed(&other.session_id, "k1", json!(1))).await.unwrap();
+    assert_eq!(theirs.status, "accepted");
+    let page = history(k, sid, HistoryQuery::default()).await.unwrap();
+    let keyed_rows = page.messages.iter().filter(|m| {
+        m.metadata.as_ref().is_some_and(|m| m["external_event"]["idempotency_key"] == "k1")
+    });
+    assert_eq!(keyed_rows.count(), 1, "stored once");
 }

@@ -42,6 +42,18 @@ pub(super) async fn dispatch(
         }
         _ => {}
     }
+    if let Some(idempotency_key) = idempotency_key(&metadata) {
+        match earlier_event(state, &idempotency_key, &content, &metadata).await {
+            Ok(None) => {}
+            Ok(Some(existing)) => {
+                let reason = Some(DEDUPLICATED.to_owned());
+                let result =
+                    DispatchResult { dispatch_id: existing, queued: false, run_id: None, reason };
+                return reply.send(Ok(result));
+            }
+            Err(e) => return reply.send(Err(e)),
+        }
+    }
     let config = state.kernel.config();
     let waiting: usize = state.waiting.values().sum();
     if state.queue.len() >= config.sessions.max_queue || waiting >= config.sessions.max_queue {
@@ -156,6 +168,44 @@ pub(super) async fn dispatch(
         reply.send(answer);
     });
     submitted.await;
+}
+
+/// The `reason` of a [`DispatchResult`] that stored nothing: an external event with the
+/// idempotency key of one stored before.
+pub const DEDUPLICATED: &str = "deduplicated";
+
+/// An external event's idempotency key (`metadata.external_event.idempotency_key`).
+fn idempotency_key(metadata: &Option<Map>) -> Option<String> {
+    let event = metadata.as_ref()?.get("external_event")?;
+    event.get("idempotency_key")?.as_str().map(str::to_owned)
+}
+
+/// The id of the external event stored before with `key`, once the session's writes in
+/// flight are on disk; `CONFLICT` (`INPUT_IDEMPOTENCY_CONFLICT`) when that one's type or
+/// payload (compared as JSON, whatever the order of keys) differ from this one's.
+async fn earlier_event(
+    state: &mut SessionState,
+    key: &str,
+    content: &str,
+    metadata: &Option<Map>,
+) -> Result<Option<String>, ErrorObject> {
+    write_now(state, Vec::new()).await.map_err(not_stored)?;
+    let Some(earlier) =
+        state.kernel.store().external_event(&state.key, key).await.map_err(not_stored)?
+    else {
+        return Ok(None);
+    };
+    let event_type = |m: Option<&Map>| m?.get("external_event")?.get("event_type").cloned();
+    let payload = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    let same = event_type(earlier.metadata.as_ref()) == event_type(metadata.as_ref())
+        && payload(&earlier.content) == payload(content);
+    if !same {
+        let message = format!("idempotency key {key:?} was used for another event of this session");
+        return Err(ErrorObject::new(ErrorCode::Conflict, message).with_data(serde_json::json!({
+            "code": "INPUT_IDEMPOTENCY_CONFLICT", "idempotency_key": key, "existing_id": earlier.id,
+        })));
+    }
+    Ok(Some(earlier.id))
 }
 
 /// Stores a steered message (the running run takes it live) and hands it to the run.

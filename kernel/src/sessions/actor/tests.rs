@@ -126,6 +126,13 @@ impl Storage for Gated {
     fn peer_request(&self, id: &str) -> StoreFuture<'_, Option<PeerRequestRow>> {
         self.inner.peer_request(id)
     }
+    fn external_event(
+        &self,
+        key: &str,
+        idempotency_key: &str,
+    ) -> StoreFuture<'_, Option<burrow_protocol::methods::session::TranscriptMessage>> {
+        self.inner.external_event(key, idempotency_key)
+    }
 }
 
 /// A kernel over a gated store, with its session supervisor; no provider, so a started

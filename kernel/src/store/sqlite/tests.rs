@@ -396,8 +396,14 @@ async fn migrations_keep_the_messages_of_an_older_database() {
             [],
         )
         .unwrap();
-        append(&tx, "s", &msg("old-1", "before", 2)).unwrap();
-        append(&tx, "s", &msg("old-2", "before", 3)).unwrap();
+        // Version 4's message columns.
+        for (id, at) in [("old-1", 2), ("old-2", 3)] {
+            tx.execute(
+                "INSERT INTO messages (id, session_key, role, content, created_at) VALUES (?1, 's', 'user', 'before', ?2)",
+                params![id, at],
+            )
+            .unwrap();
+        }
         tx.commit().unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
@@ -458,7 +464,8 @@ fn grow(c: &mut Connection, from: usize, n: usize) {
                 None::<String>,
                 None::<String>,
                 i as i64,
-                None::<String>
+                None::<String>,
+                (i % 10 == 0).then(|| format!("k{i}"))
             ],
         )
         .unwrap();
@@ -507,12 +514,14 @@ fn costs(c: &Connection, at: usize) -> Vec<(&'static str, i32)> {
                     &None::<String>,
                     &0i64,
                     &None::<String>,
+                    &None::<String>,
                 ],
             ),
         ),
         ("a session's activity", steps(c, write::TOUCH_SESSION, &[&"s1", &1i64, &2i64])),
         ("a history page", steps(c, HISTORY_PAGE, &[&"s1", &None::<String>, &20i64])),
         ("a page before a message", steps(c, HISTORY_PAGE, &[&"s1", &msg, &20i64])),
+        ("an external event by its key", steps(c, EXTERNAL_EVENT, &[&"s10", &"k10"])),
         (
             "a run by id",
             steps(

@@ -671,8 +671,8 @@ pub(super) const UPSERT_RUN: &str = "INSERT INTO runs (id, session_key, status, 
      ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, error = excluded.error";
 
 /// A message appended to a transcript.
-pub(super) const APPEND_MESSAGE: &str = "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+pub(super) const APPEND_MESSAGE: &str = "INSERT INTO messages (id, session_key, role, content, metadata, tool_calls, tool_call_id, created_at, run_id, idempotency_key)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// A session's count and activity after a transaction's appends.
 pub(super) const TOUCH_SESSION: &str = "UPDATE sessions SET message_count = message_count + ?2, last_active_at = MAX(last_active_at, ?3) WHERE key = ?1";
@@ -687,7 +687,8 @@ pub(super) fn append(tx: &Connection, key: &str, m: &NewMessage) -> Result<(), r
         m.tool_calls.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default()),
         m.tool_call_id,
         m.created_at as i64,
-        m.run_id
+        m.run_id,
+        m.idempotency_key()
     ])?;
     Ok(())
 }
