@@ -149,7 +149,11 @@ impl Host for KernelHost {
         &self,
         session_id: String,
     ) -> BoxFuture<'_, Result<BoxStream<'static, Value>, ErrorObject>> {
-        Box::pin(async move { Ok(sessions::follow(&self.kernel, &session_id, false).await?) })
+        Box::pin(async move {
+            let events = sessions::follow(&self.kernel, &session_id, false).await?;
+            let count = sessions::read(&self.kernel, &session_id).await?.row.message_count;
+            Ok(events::envelope_stream(&session_id, count, events))
+        })
     }
 
     fn http_request(

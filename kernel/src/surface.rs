@@ -281,8 +281,9 @@ pub trait Host: Send + Sync + 'static {
         link: Link,
     ) -> BoxFuture<'_, Result<Value, ErrorObject>>;
 
-    /// The events of one session from now on (JSON objects with a `type`);
-    /// `NOT_FOUND` when there is no such session.
+    /// The events of one session from now on, as the host contract's envelopes (JSON
+    /// objects whose `payload` has a `type`), after one `session_loaded`; `NOT_FOUND`
+    /// when there is no such session.
     fn session_events(
         &self,
         session_id: String,
@@ -421,10 +422,15 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
     }
 }
 
-/// The body of a REST error: `{"error": {"code": "NOT_FOUND", "message", "data"?}}`,
-/// i.e. the Burrow error object as the IPC protocol has it.
+/// The body of a REST error, as Meerkat's REST surface has it: `{"error": "<message>",
+/// "code": "NOT_FOUND", "details"?}` — Burrow's code, and the error's `data` as
+/// `details` (left out when there is none).
 pub fn http_error_body(err: &ErrorObject) -> Value {
-    json!({ "error": err })
+    let mut body = json!({ "error": err.message, "code": err.code.as_str() });
+    if let Some(data) = &err.data {
+        body["details"] = data.clone();
+    }
+    body
 }
 
 #[cfg(test)]
@@ -595,11 +601,8 @@ mod tests {
         let body = http_error_body(
             &ErrorObject::new(ErrorCode::NotFound, "gone").with_data(json!({"id": "s1"})),
         );
-        assert_eq!(
-            body,
-            json!({"error": {"code": "NOT_FOUND", "message": "gone", "data": {"id": "s1"}}})
-        );
+        assert_eq!(body, json!({"error": "gone", "code": "NOT_FOUND", "details": {"id": "s1"}}));
         let bare = http_error_body(&ErrorObject::new(ErrorCode::Conflict, "taken"));
-        assert_eq!(bare, json!({"error": {"code": "CONFLICT", "message": "taken"}}));
+        assert_eq!(bare, json!({"error": "taken", "code": "CONFLICT"}));
     }
 }

@@ -92,6 +92,17 @@ impl Tally {
         self.last_arrival = self.last_arrival.max(arrival);
     }
 
+    /// An event that is not a delta, numbered `seq` in a stream that numbers every event
+    /// (SSE's envelopes); for run `run`, which it may start.
+    fn mark(&mut self, run: &str, seq: u64) {
+        if self.run == run {
+            self.gaps += seq.saturating_sub(self.next_seq);
+        } else {
+            self.run = run.to_owned();
+        }
+        self.next_seq = seq + 1;
+    }
+
     fn add(&mut self, other: Tally) {
         self.received += other.received;
         self.gaps += other.gaps;
@@ -295,7 +306,7 @@ fn stream(n: u64, pace: Duration) -> String {
 }
 
 /// Follows session `key`'s events over SSE until `until`, tallying its deltas and
-/// `lagged` events into `tallies`; returns once the kernel has answered (the follower is
+/// `stream_truncated` events into `tallies`; returns once the kernel has answered (the follower is
 /// registered), with the task reading the stream.
 async fn follow_sse(
     http: &reqwest::Client,
@@ -312,7 +323,7 @@ async fn follow_sse(
     assert_eq!(response.status(), 200, "GET /sessions/{key}/events");
     let key = key.to_owned();
     tokio::spawn(async move {
-        let mut buf = Vec::new();
+        let (mut buf, mut run) = (Vec::new(), String::new());
         loop {
             let bytes = match tokio::time::timeout_at(until, response.chunk()).await {
                 Ok(Ok(Some(bytes))) => bytes,
@@ -323,17 +334,22 @@ async fn follow_sse(
             while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
                 let event: Vec<u8> = buf.drain(..end + 2).collect();
                 let text = std::str::from_utf8(&event).expect("an event in UTF-8");
+                // The host contract's envelopes, numbered across the stream.
                 for data in text.lines().filter_map(|l| l.strip_prefix("data:")) {
                     let event: Value = serde_json::from_str(data.trim_start()).expect("JSON");
-                    let session = event["session_id"].as_str().unwrap_or_default();
-                    match event["type"].as_str() {
+                    let Some(seq) = event["seq"].as_u64() else { continue }; // session_loaded
+                    let session = event["source"]["session_id"].as_str().unwrap_or_default();
+                    let payload = &event["payload"];
+                    match payload["type"].as_str() {
+                        Some("run_started") => {
+                            run = payload["identity"]["run_id"].as_str().unwrap_or_default().into();
+                            tallies.with(session, |t| t.mark(&run, seq));
+                        }
                         Some("text_delta") => tallies.with(session, |t| {
-                            let seq = event["seq"].as_u64().expect("a delta's seq");
-                            let run = event["run_id"].as_str().unwrap_or_default();
-                            t.record(run, seq, event["text"].as_str().unwrap_or_default())
+                            t.record(&run, seq, payload["delta"].as_str().unwrap_or_default())
                         }),
-                        Some("lagged") => tallies.with(session, |t| t.lagged += 1),
-                        _ => {}
+                        Some("stream_truncated") => tallies.with(session, |t| t.lagged += 1),
+                        _ => tallies.with(session, |t| t.mark(&run, seq)),
                     }
                 }
             }

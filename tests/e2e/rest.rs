@@ -22,7 +22,7 @@ async fn rest_creates_sessions_sends_comms_and_streams_events() {
         .send()
         .await
         .unwrap();
-    assert_eq!(created.status(), 201);
+    assert_eq!(created.status(), 200);
     let created: Value = created.json().await.unwrap();
     assert_eq!(created["text"], "echo: You are a coordinator.", "{created}");
     let id = created["session_id"].as_str().unwrap().to_owned();
@@ -51,7 +51,11 @@ async fn rest_creates_sessions_sends_comms_and_streams_events() {
     let missing = http.get(format!("{base}/sessions/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "NOT_FOUND", "{body}");
+    assert_eq!(
+        (body["code"].as_str(), body["error"].is_string()),
+        (Some("NOT_FOUND"), true),
+        "{body}"
+    );
     let bad = http
         .post(format!("{base}/comms/send"))
         .header("content-type", "application/json")
@@ -79,11 +83,18 @@ async fn rest_creates_sessions_sends_comms_and_streams_events() {
         .unwrap();
     assert_eq!(ev.status(), 202);
     let receipt: Value = ev.json().await.unwrap();
-    assert_eq!(receipt["outcome_type"], "accepted", "{receipt}");
+    assert_eq!(
+        (receipt["queued"].clone(), receipt["outcome_type"].clone()),
+        (json!(true), json!("accepted")),
+        "{receipt}"
+    );
 
+    // The host contract's envelopes, named by their payload's type.
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !(seen.contains("echo: status report") && seen.contains("deploy_complete")) {
+    while !(seen.contains("echo: status report")
+        && seen.matches("event: run_completed").count() >= 2)
+    {
         assert!(tokio::time::Instant::now() < deadline, "events not streamed; got:\n{seen}");
         let chunk =
             tokio::time::timeout_at(deadline, events.chunk()).await.expect("no event in time");
@@ -92,7 +103,38 @@ async fn rest_creates_sessions_sends_comms_and_streams_events() {
             None => panic!("the event stream ended; got:\n{seen}"),
         }
     }
-    assert!(seen.contains("event: message") && seen.contains("event: run"), "{seen}");
+    assert!(seen.starts_with("event: session_loaded"), "{seen}");
+    assert!(seen.contains(r#"\"environment\":\"prod\""#), "the event's run's input: {seen}");
+
+    // Another turn, an interrupt with nothing running, and the archive.
+    let more = http
+        .post(format!("{base}/sessions/{id}/messages"))
+        .json(&json!({"session_id": id, "prompt": "and more"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(more.status(), 200);
+    let more: Value = more.json().await.unwrap();
+    assert_eq!(
+        (more["text"].as_str(), more["session_id"].as_str()),
+        (Some("echo: and more"), Some(id.as_str())),
+        "{more}"
+    );
+    let stop = http.post(format!("{base}/sessions/{id}/interrupt")).send().await.unwrap();
+    assert_eq!(stop.status(), 200);
+    let stop: Value = stop.json().await.unwrap();
+    assert_eq!(stop["interrupted"], true, "{stop}");
+    let archived = http.delete(format!("{base}/sessions/{id}")).send().await.unwrap();
+    assert_eq!(archived.status(), 200);
+    assert_eq!(
+        archived.json::<Value>().await.unwrap(),
+        json!({"session_id": id, "archived": true})
+    );
+    let listed: Value =
+        http.get(format!("{base}/sessions")).send().await.unwrap().json().await.unwrap();
+    assert!(!listed.to_string().contains(&id), "archived sessions are not listed: {listed}");
+    let gone = http.delete(format!("{base}/sessions/nope")).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
 }
 
 #[tokio::test]

@@ -96,8 +96,8 @@ async fn routes_and_requests_off_their_normal_form_never_reach_another_apps_rout
         let (status, body) = raw_http(addr, &format!("GET {target} HTTP/1.1")).await;
         assert_eq!(status, 400, "{target}: {body}");
         let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        assert_eq!(body["error"]["code"], "INVALID_REQUEST", "{target}: {body}");
-        assert_eq!(body["error"]["data"]["reason"], "bad_path", "{target}: {body}");
+        assert_eq!(body["code"], "INVALID_REQUEST", "{target}: {body}");
+        assert_eq!(body["details"]["reason"], "bad_path", "{target}: {body}");
     }
     // The first request either app sees is the normal one sent now: none of the above
     // reached it.

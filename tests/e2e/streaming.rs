@@ -417,7 +417,8 @@ async fn slow_subscribers_never_hold_up_the_run() {
         waiter.request("agent.wait", json!({"runId": run_id, "timeoutMs": 20000})).await.unwrap();
     assert_eq!(w["status"], "completed", "{w}");
     drop(events);
-    // The SSE client, reading at last, finds its stream ended by a `lagged` event.
+    // The SSE client, reading at last, finds its stream ended by a `stream_truncated`
+    // event.
     let lagged = tokio::time::timeout(DEADLINE, async {
         let mut tail = Vec::new();
         let mut buf = vec![0u8; 1 << 16];
@@ -427,7 +428,7 @@ async fn slow_subscribers_never_hold_up_the_run() {
                 return false;
             }
             tail.extend_from_slice(&buf[..n]);
-            let needle = b"event: lagged";
+            let needle = b"event: stream_truncated";
             if tail.windows(needle.len()).any(|w| w == needle) {
                 return true;
             }
@@ -592,27 +593,39 @@ async fn an_sse_client_gets_every_delta_in_order_and_they_add_up_to_the_stored_r
     let sent = chan.expect_method("channel.send").await;
     chan.answer(&sent["id"], json!({})).await;
 
-    // Read the events (`event:` then `data:` lines) until the stored reply's.
+    // Read the events (`event:` then `data:` lines: the host contract's envelopes) until
+    // the run's end.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let (mut buffer, mut deltas, mut seqs) = (String::new(), String::new(), Vec::new());
-    let reply = 'read: loop {
+    let (mut run, mut reply) = (Value::Null, Value::Null);
+    'read: loop {
         let chunk = tokio::time::timeout_at(deadline, sse.chunk()).await.expect("events in time");
         buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("the stream goes on")));
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
             let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
             let event: Value = serde_json::from_str(data).unwrap();
-            match event["type"].as_str() {
-                Some("text_delta") if event["run_id"] == run_id.as_str() => {
-                    assert!(block.contains("event: text_delta"), "{block}");
-                    deltas.push_str(event["text"].as_str().unwrap());
-                    seqs.push(event["seq"].as_u64().unwrap());
-                }
-                Some("message") if event["role"] == "assistant" => break 'read event,
+            let name = event["payload"]["type"].as_str().or(event["type"].as_str());
+            assert!(block.contains(&format!("event: {}", name.unwrap_or_default())), "{block}");
+            if let Some(seq) = event["seq"].as_u64() {
+                seqs.push(seq);
+            }
+            let payload = &event["payload"];
+            match name {
+                Some("session_loaded") => assert_eq!(event["session_id"], "e1"),
+                Some("run_started") => run = payload["identity"]["run_id"].clone(),
+                Some("text_delta") => deltas.push_str(payload["delta"].as_str().unwrap()),
+                Some("text_complete") => reply = payload["content"].clone(),
+                Some("run_completed") => break 'read,
                 _ => {}
             }
         }
-    };
-    assert_eq!(seqs, (0..200).collect::<Vec<u64>>(), "every delta, in order");
-    assert_eq!(reply["content"], deltas.as_str(), "the deltas add up to the stored reply");
+    }
+    assert_eq!(run, run_id.as_str());
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<u64>>(), "every event, in order");
+    assert!(seqs.len() > 200, "200 deltas and the run's other steps");
+    assert_eq!(reply, deltas.as_str(), "the deltas add up to the reply");
+    let stored = chan.call("session.history", json!({"key": "e1"})).await;
+    let last = stored["result"]["messages"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["content"], deltas.as_str(), "and to the stored reply: {last}");
 }

@@ -21,6 +21,8 @@
 use std::collections::HashMap;
 
 use burrow_protocol::{Value, now_ms};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde_json::json;
 
 /// The envelopes of one run's events ([`Envelopes::new`]), or of every run of a session
@@ -228,6 +230,28 @@ impl Envelopes {
         let truncated = json!({ "type": "stream_truncated", "reason": { "kind": "stream_lagged", "dropped": 0 } });
         vec![self.note(truncated)]
     }
+}
+
+/// Every run of session `session_id` as the host contract's envelopes (REST's event
+/// stream): first `{type: "session_loaded", session_id, message_count}`, then each
+/// envelope `{event_id, source, seq, timestamp_ms, payload}` of [`Envelopes::session`];
+/// a follower that falls behind gets `stream_truncated`, and the stream ends.
+pub fn envelope_stream(
+    session_id: &str,
+    message_count: u64,
+    events: BoxStream<'static, Value>,
+) -> BoxStream<'static, Value> {
+    let loaded = json!({ "type": "session_loaded", "session_id": session_id, "message_count": message_count });
+    let mut envelopes = Envelopes::session(session_id);
+    // The follower's stream ends after its `lagged` event.
+    let steps = events.flat_map(move |event| {
+        let notes = match event["type"] == "lagged" {
+            true => envelopes.lagged(),
+            false => envelopes.of(&event),
+        };
+        futures_util::stream::iter(notes.into_iter().map(|mut n| n["event"].take()))
+    });
+    futures_util::stream::once(std::future::ready(loaded)).chain(steps).boxed()
 }
 
 /// A run event's `usage` in the contract's shape.

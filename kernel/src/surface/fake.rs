@@ -27,10 +27,13 @@ use tokio::sync::watch;
 use super::{BoxFuture, Host};
 
 /// Methods answered `{"method", "params"}`.
-const ROUTED: [&str; 9] = [
+const ROUTED: [&str; 12] = [
     "session/create",
     "session/list",
     "session/read",
+    "turn/start",
+    "turn/interrupt",
+    "session/archive",
     "session/history",
     "session/external_event",
     "comms/send",

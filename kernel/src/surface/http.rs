@@ -1,22 +1,29 @@
 //! REST with server-sent events: routes that each call one host method, plus `/rpc` (one
 //! JSON-RPC message over HTTP) and `/apps/...` (an app's own HTTP routes).
 //!
+//! The routes are Meerkat's REST surface's, in its shapes (the host contract's results),
+//! plus Burrow's `history`, `/rpc` and `/apps/...`:
+//!
 //! | route | host call | success |
 //! |---|---|---|
-//! | `POST /sessions` (JSON body) | `session/create` (body as params) | 201 |
+//! | `POST /sessions` (JSON body) | `session/create` (body as params) | 200 |
 //! | `GET /sessions?limit=&offset=` | `session/list` | 200 |
 //! | `GET /sessions/{id}` | `session/read {session_id}` | 200 |
+//! | `POST /sessions/{id}/messages` (JSON body) | `turn/start` (body + `session_id` from the path, which a body's must match) | 200 |
+//! | `POST /sessions/{id}/interrupt` | `turn/interrupt {session_id}` | 200 |
+//! | `DELETE /sessions/{id}` | `session/archive {session_id}` → `{session_id, archived: true}` | 200 |
 //! | `GET /sessions/{id}/history?offset=&limit=` | `session/history {session_id, ...}` | 200 |
 //! | `GET /sessions/{id}/events` | [`Host::session_events`] as `text/event-stream` | 200 |
-//! | `POST /sessions/{id}/external-events` (JSON body) | `session/external_event` (body + `session_id` from the path) | 202 |
+//! | `POST /sessions/{id}/external-events` (JSON body) | `session/external_event` (body + `session_id` from the path) → `{queued: true, outcome_type, ...}` | 202 |
 //! | `POST /comms/send` (JSON body) | `comms/send` (body as params) | 200 |
 //! | `GET /comms/peers?session_id=` | `comms/peers` | 200 |
 //! | `POST /rpc` (JSON-RPC request or batch) | as [`super::rpc`]; notifications only → 204 | 200 |
 //! | any method `/apps/{*rest}` | [`Host::http_request`] | the app's |
 //!
-//! Success bodies are the host's result as JSON. Errors are
-//! `{"error": {"code": "NOT_FOUND", "message": "...", "data": {...}}}` with the status of
-//! [`super::http_status`]; besides host errors: a JSON body that is not JSON → 400
+//! Success bodies are the host's result as JSON. Errors are Meerkat's REST errors,
+//! `{"error": "<message>", "code": "NOT_FOUND", "details": {...}}` (Burrow's code; its
+//! `data` as `details`, left out when none), with the status of [`super::http_status`];
+//! besides host errors: a JSON body that is not JSON → 400
 //! (`INVALID_REQUEST`, `data.reason: "invalid_json"`), not an object → 400
 //! (`INVALID_PARAMS`); no `Content-Type: application/json` → 415 (`reason:
 //! "content_type"`); a body over 8 MiB → 413 (`reason: "oversize"`); a query number that
@@ -29,9 +36,11 @@
 //! not arrive in time → 408, `reason: "body_timeout"`, and the connection is closed; one
 //! connection over the cap → 503, `reason: "too_many_connections"`).
 //!
-//! Events: one SSE event per item, `event:` its `type` (omitted when it has none or it
-//! would break the framing), `data:` the item as one line of JSON; a keep-alive comment
-//! every 15 s. The stream ends when the host's does, or when the server stops.
+//! Events: one SSE event per item, `event:` its payload's `type` (an envelope of the host
+//! contract's, `{event_id, source, seq, timestamp_ms, payload}`) or its own `type`
+//! (`session_loaded`, first), omitted when it has none or it would break the framing;
+//! `data:` the item as one line of JSON; a keep-alive comment every 15 s. The stream ends
+//! when the host's does, or when the server stops.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -170,7 +179,9 @@ pub fn router_with_limits(
     let bodies = Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET));
     Router::new()
         .route("/sessions", post(create_session).get(list_sessions))
-        .route("/sessions/{id}", get(read_session))
+        .route("/sessions/{id}", get(read_session).delete(archive_session))
+        .route("/sessions/{id}/messages", post(continue_session))
+        .route("/sessions/{id}/interrupt", post(interrupt_session))
         .route("/sessions/{id}/history", get(session_history))
         .route("/sessions/{id}/events", get(session_events))
         .route("/sessions/{id}/external-events", post(external_event))
@@ -409,7 +420,43 @@ async fn create_session(
     _room: BodyRoom,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    Ok((StatusCode::CREATED, call(&state, "session/create", body).await?).into_response())
+    Ok(call(&state, "session/create", body).await?.into_response())
+}
+
+/// `POST /sessions/{id}/messages`: another turn. A body's `session_id` must be the path's.
+async fn continue_session(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    _room: BodyRoom,
+    JsonObject(mut body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let id = path_id(id)?;
+    if body.get("session_id").is_some_and(|b| b.as_str() != Some(id.as_str())) {
+        let why = format!("the body's session_id is not the path's ({id})");
+        return Err(ErrorObject::invalid_params("session_id", why).into());
+    }
+    body.insert("session_id".into(), Value::from(id));
+    call(&state, host::TurnStart::NAME, body).await
+}
+
+/// `POST /sessions/{id}/interrupt` (any body is ignored).
+async fn interrupt_session(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Map::from_iter([("session_id".to_owned(), Value::from(path_id(id)?))]);
+    call(&state, host::TurnInterrupt::NAME, params).await
+}
+
+/// `DELETE /sessions/{id}`: archives it.
+async fn archive_session(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path_id(id)?;
+    let params = Map::from_iter([("session_id".to_owned(), Value::from(id.clone()))]);
+    let _archived = call(&state, host::SessionArchive::NAME, params).await?;
+    Ok(Json(json!({ "session_id": id, "archived": true })))
 }
 
 async fn list_sessions(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
@@ -450,7 +497,11 @@ async fn external_event(
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
     body.insert("session_id".into(), Value::from(path_id(id)?));
-    Ok((StatusCode::ACCEPTED, call(&state, "session/external_event", body).await?).into_response())
+    let Json(mut outcome) = call(&state, "session/external_event", body).await?;
+    if let Some(outcome) = outcome.as_object_mut() {
+        outcome.insert("queued".into(), Value::Bool(true));
+    }
+    Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
 }
 
 async fn comms_send(
@@ -495,7 +546,8 @@ fn busy_error() -> ApiError {
 
 fn sse_event(item: &Value) -> Event {
     let mut event = Event::default();
-    if let Some(kind) = item.get("type").and_then(Value::as_str)
+    let kind = item.get("payload").and_then(|p| p.get("type")).or_else(|| item.get("type"));
+    if let Some(kind) = kind.and_then(Value::as_str)
         && !kind.is_empty()
         && !kind.contains(['\r', '\n'])
     {

@@ -25,13 +25,18 @@ impl Answer {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
     }
 
-    /// Checks the error shape and returns its `error` member.
+    /// Checks the error shape (`{error: message, code, details?}`) and returns it as
+    /// Burrow's error object, `{code, message, data}`.
     fn error(&self, status: StatusCode, code: &str) -> Value {
         assert_eq!(self.status, status, "{}", self.text);
-        let error = self.json()["error"].clone();
-        assert_eq!(error["code"], code, "{}", self.text);
-        assert!(error["message"].is_string());
-        error
+        let body = self.json();
+        assert_eq!(body["code"], code, "{}", self.text);
+        assert!(body["error"].is_string(), "{}", self.text);
+        let fields = body
+            .as_object()
+            .map(|b| b.keys().all(|k| ["error", "code", "details"].contains(&k.as_str())));
+        assert_eq!(fields, Some(true), "nothing else: {}", self.text);
+        serde_json::json!({"code": body["code"], "message": body["error"], "data": body["details"]})
     }
 }
 
@@ -63,7 +68,7 @@ async fn routes_call_their_host_methods() {
     let body =
         json!({"prompt": "You are a coordinator.", "keep_alive": true, "comms_name": "agent-a"});
     let created = send(&router, post_json("/sessions", body.to_string())).await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.status, StatusCode::OK);
     assert_eq!(created.json(), json!({"method": "session/create", "params": body}));
 
     let cases = [
@@ -80,6 +85,21 @@ async fn routes_call_their_host_methods() {
             json!({"session_id": "s1", "limit": 3, "offset": 6}),
         ),
         (get("/comms/peers?session_id=s1"), "comms/peers", json!({"session_id": "s1"})),
+        (
+            post_json("/sessions/s1/messages", r#"{"prompt":"more","session_id":"s1"}"#),
+            "turn/start",
+            json!({"session_id": "s1", "prompt": "more"}),
+        ),
+        (
+            post_json("/sessions/s1/messages", r#"{"prompt":"more"}"#),
+            "turn/start",
+            json!({"session_id": "s1", "prompt": "more"}),
+        ),
+        (
+            Request::post("/sessions/s1/interrupt").body(Body::empty()).unwrap(),
+            "turn/interrupt",
+            json!({"session_id": "s1"}),
+        ),
         (
             post_json(
                 "/comms/send",
@@ -104,6 +124,22 @@ async fn routes_call_their_host_methods() {
     let params = &accepted.json()["params"];
     assert_eq!(params["session_id"], "s1", "the path names the session");
     assert_eq!(params["payload"], json!({"environment": "prod"}));
+    assert_eq!(accepted.json()["queued"], true, "Meerkat's receipt, with the outcome");
+
+    // Archiving answers Meerkat's shape; a body's session id must be the path's.
+    let archived =
+        send(&router, Request::delete("/sessions/s1").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (archived.status, archived.json()),
+        (StatusCode::OK, json!({"session_id": "s1", "archived": true}))
+    );
+    let error =
+        send(&router, post_json("/sessions/s1/messages", r#"{"prompt":"x","session_id":"s2"}"#))
+            .await
+            .error(StatusCode::BAD_REQUEST, "INVALID_PARAMS");
+    assert_eq!(error["data"]["field"], "session_id");
+    let missing = send(&router, Request::delete("/sessions/missing").body(Body::empty()).unwrap());
+    missing.await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
 }
 
 #[tokio::test]

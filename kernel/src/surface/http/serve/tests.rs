@@ -182,8 +182,8 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_
     assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("connection: close\r\n"), "{answer}");
     let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    assert_eq!(body["error"]["code"], "TIMEOUT", "{body}");
-    assert_eq!(body["error"]["data"]["reason"], "body_timeout", "{body}");
+    assert_eq!(body["code"], "TIMEOUT", "{body}");
+    assert_eq!(body["details"]["reason"], "body_timeout", "{body}");
     served.await.unwrap();
 }
 
@@ -222,9 +222,9 @@ async fn one_connection_over_the_cap_is_answered_503_and_a_freed_slot_serves_aga
     let answer = tcp_read_to_close(&mut third).await;
     assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
     let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    assert_eq!(body["error"]["code"], "UNKNOWN_ERROR", "{body}");
-    assert_eq!(body["error"]["data"]["reason"], "too_many_connections", "{body}");
-    assert_eq!(body["error"]["data"]["limit"], 2, "{body}");
+    assert_eq!(body["code"], "UNKNOWN_ERROR", "{body}");
+    assert_eq!(body["details"]["reason"], "too_many_connections", "{body}");
+    assert_eq!(body["details"]["limit"], 2, "{body}");
 
     // One leaves: a new connection is served.
     drop(first);
