@@ -165,6 +165,10 @@ enum Command {
         event_type: String,
         /// The payload as JSON.
         payload: String,
+        /// Makes a retry safe: an event stored before with this key is not stored again
+        /// (the receipt says `deduplicated`).
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
 }
 
@@ -324,8 +328,9 @@ pub fn main() -> ExitCode {
             Command::Token { action: TokenAction::Create { state_dir } } => {
                 token::create(&state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir))
             }
-            Command::Event { session, event_type, payload } => {
-                host::event(cli.socket, &session, &event_type, &payload).await
+            Command::Event { session, event_type, payload, idempotency_key } => {
+                let event = host::EventArgs { session, event_type, payload, idempotency_key };
+                host::event(cli.socket, event).await
             }
             Command::Tools => ops::tools(cli.socket, json).await,
             Command::Hooks => ops::hooks(cli.socket, json).await,

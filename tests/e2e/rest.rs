@@ -283,9 +283,18 @@ async fn burrow_rpc_serves_json_rpc_on_stdio_and_the_cli_runs_sessions_and_event
     let id = answer["result"]["session_id"].as_str().unwrap().to_owned();
 
     // `burrow event` appends a durable event; the session answers it.
-    let out = kernel.cli(&["event", &id, "deploy_complete", r#"{"release": "1.2"}"#]).await;
+    let event =
+        ["event", &id, "deploy_complete", r#"{"release": "1.2"}"#, "--idempotency-key", "r1.2"];
+    let out = kernel.cli(&event).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Sent again, it is not taken again.
+    let again: Value = serde_json::from_slice(&kernel.cli(&event).await.stdout).unwrap();
+    assert_eq!(
+        (again["status"].clone(), again["event_id"].clone()),
+        (json!("deduplicated"), receipt["event_id"].clone()),
+        "{again}"
+    );
     let wait = json!({"jsonrpc": "2.0", "id": 2, "method": "run/wait", "params": {"run_id": receipt["run_id"], "timeout_ms": 15000}});
     stdin.write_all(format!("{wait}\n").as_bytes()).await.unwrap();
     let line = tokio::time::timeout(DEADLINE, stdout.next_line()).await.unwrap().unwrap().unwrap();

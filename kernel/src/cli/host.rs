@@ -216,14 +216,25 @@ fn describe(event: &Value, first_run: &Value) -> Option<String> {
     }
 }
 
-/// `burrow event SESSION TYPE JSON`.
-pub async fn event(
-    socket: Option<PathBuf>,
-    session: &str,
-    event_type: &str,
-    payload: &str,
-) -> ExitCode {
-    let payload: Value = match serde_json::from_str(payload) {
+/// What `burrow event` sends.
+#[derive(Debug)]
+pub struct EventArgs {
+    /// The session.
+    pub session: String,
+    /// What happened.
+    pub event_type: String,
+    /// The payload, as JSON text.
+    pub payload: String,
+    /// Its idempotency key, if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// `burrow event SESSION TYPE JSON [--idempotency-key KEY]`: prints Burrow's receipt
+/// (`session.externalEvent`'s: the run it wakes, which the host contract's outcome does
+/// not name).
+pub async fn event(socket: Option<PathBuf>, args: EventArgs) -> ExitCode {
+    let EventArgs { session, event_type, payload, idempotency_key } = args;
+    let payload: Value = match serde_json::from_str(&payload) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("burrow: the payload is not valid JSON: {e}");
@@ -234,7 +245,7 @@ pub async fn event(
         Ok(r) => r,
         Err(code) => return code,
     };
-    let params = json!({ "session_id": session, "kind": "generic_json", "event_type": event_type, "payload": payload });
+    let params = json!({ "session_id": session, "kind": "generic_json", "event_type": event_type, "payload": payload, "idempotency_key": idempotency_key });
     match reg.client.request("session.externalEvent", params).await {
         Ok(receipt) => {
             print_json(&receipt);
