@@ -57,10 +57,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::mono_ms;
 
+mod calls;
 mod reader;
 mod responder;
 
 use burrow_transport::requests::{self, Requests};
+pub use calls::CallCancel;
 use reader::clamp_u32;
 pub use reader::value_weight;
 pub use responder::Responder;
@@ -190,6 +192,8 @@ pub struct Shared {
     unread: Arc<AtomicUsize>,
     /// `(written bytes, since when)` as last looked at, for [`Self::write_stalled_ms`].
     progress: Arc<std::sync::Mutex<(u64, u64)>>,
+    /// The client's calls in flight that a `$/cancel` from it passes on.
+    calls: calls::Calls,
     limits: Limits,
 }
 
@@ -242,6 +246,7 @@ impl Connection {
             paused: Arc::new(AtomicBool::new(false)),
             unread: Arc::new(AtomicUsize::new(0)),
             progress: Arc::new(std::sync::Mutex::new((0, mono_ms()))),
+            calls: Default::default(),
             limits,
         }));
         tasks.spawn(async move {
@@ -411,15 +416,55 @@ impl Connection {
     /// spot: no task waits for it. `then` is called exactly once, possibly before this
     /// returns. The params are encoded as they are, without a JSON value between. Sent at
     /// once when the app's queue has room (so requests made in order go in order), else
-    /// from a task that waits for room within the same deadline.
+    /// from a task that waits for room within the same deadline. Returns the request's
+    /// id (for [`Connection::cancel_request`]).
     pub fn request_then<P: serde::Serialize>(
         &self,
         method: &'static str,
         params: &P,
         timeout: Duration,
         then: requests::Then<Outcome>,
-    ) {
-        self.send_request(method, params, timeout, then, None);
+    ) -> u64 {
+        self.send_request(method, params, timeout, then, None)
+    }
+
+    /// [`Connection::request`] that tells `cancel` where it went ([`CallCancel::sent`]),
+    /// and whose dropping before the answer (its caller stopped waiting, as when a run is
+    /// cancelled) forgets the request and sends the app `$/cancel` for it.
+    pub fn request_cancellable<P: serde::Serialize>(
+        &self,
+        method: &'static str,
+        params: &P,
+        timeout: Duration,
+        cancel: Option<&CallCancel>,
+    ) -> impl Future<Output = Result<Value, ErrorObject>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let then = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        let id = self.send_request(method, params, timeout, then, None);
+        if let Some(cancel) = cancel {
+            cancel.sent(self, id);
+        }
+        self.cancel_on_drop(id, rx)
+    }
+
+    /// Waits for request `id`'s answer on `rx`; dropped before it, forgets the request
+    /// and sends the app `$/cancel`.
+    fn cancel_on_drop(
+        &self,
+        id: u64,
+        rx: oneshot::Receiver<Outcome>,
+    ) -> impl Future<Output = Result<Value, ErrorObject>> + Send + 'static {
+        let guard =
+            CancelOnDrop { requests: self.requests.clone(), out: self.out.clone(), id: Some(id) };
+        async move {
+            // The whole guard moves in (not only its field): it lives as long as the wait.
+            let mut guard = guard;
+            let answer = rx.await.unwrap_or_else(|_| Err(connection_closed()));
+            guard.id = None;
+            answer
+        }
     }
 
     /// [`Connection::request`] whose answer may come as stream chunks before its result:
@@ -438,15 +483,7 @@ impl Connection {
             let _ = tx.send(outcome);
         });
         let id = self.send_request(method, params, timeout, then, Some(on_chunk));
-        let guard =
-            CancelOnDrop { requests: self.requests.clone(), out: self.out.clone(), id: Some(id) };
-        async move {
-            // The whole guard moves in (not only its field): it lives as long as the wait.
-            let mut guard = guard;
-            let answer = rx.await.unwrap_or_else(|_| Err(connection_closed()));
-            guard.id = None;
-            answer
-        }
+        self.cancel_on_drop(id, rx)
     }
 
     /// Sends a request; returns its id.

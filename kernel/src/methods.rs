@@ -261,7 +261,10 @@ fn gateway(state: &mut AppActorState, method: String, params: Value, responder: 
 pub fn notification(state: &mut AppActorState, n: Notification) {
     match n.method.as_str() {
         Cancel::NAME => match parse_params::<CancelParams>(n.params) {
-            Ok(p) => config::cancel(state, &p.id),
+            Ok(p) => {
+                config::cancel(state, &p.id);
+                state.conn.cancel_call(&p.id);
+            }
             Err(e) => tracing::debug!(app = state.name(), error = %e, "malformed $/cancel ignored"),
         },
         _ => {

@@ -223,6 +223,7 @@ fn invoke_methods() {
             arguments: json!({}),
             session_key: None,
             run_id: Some("r".into()),
+            timeout_ms: Some(30_000),
         },
         result,
     );

@@ -134,6 +134,8 @@ pub(crate) struct Shared {
     /// Requests from the far side being handled, and a signal when it drops to zero.
     in_flight: AtomicUsize,
     idle: Notify,
+    /// What stops each request from the far side being handled, by its id: its `$/cancel`.
+    serving: Mutex<HashMap<Id, CancellationToken>>,
     /// The app id, once an `App` registered on this connection.
     app_id: OnceLock<String>,
     /// What the kernel granted, once an `App` announced its capabilities here.
@@ -167,6 +169,7 @@ pub(crate) fn spawn(transport: Transport, service: Option<Arc<dyn Service>>) -> 
         closing: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
+        serving: Mutex::new(HashMap::new()),
         app_id: OnceLock::new(),
         grants: OnceLock::new(),
     });

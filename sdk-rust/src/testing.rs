@@ -280,6 +280,7 @@ impl FakeKernel {
             arguments,
             session_key: None,
             run_id: None,
+            timeout_ms: None,
         };
         self.invoke_tool_with(params).await
     }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `burrow` binary on a temporary socket, real app processes.
 
 mod abuse;
+mod cancel;
 mod capabilities;
 mod chat;
 mod cli;

@@ -35,7 +35,7 @@ async fn rest_creates_sessions_sends_comms_and_streams_events() {
     );
     let one: Value =
         http.get(format!("{base}/sessions/{id}")).send().await.unwrap().json().await.unwrap();
-    // The host contract's view: the agent's model and provider, whole seconds.
+    // The host contract's view: the agent's model and provider.
     assert_eq!(
         (one["session_id"].as_str(), one["is_active"].clone()),
         (Some(id.as_str()), json!(true))
@@ -45,7 +45,9 @@ async fn rest_creates_sessions_sends_comms_and_streams_events() {
         (Some("echo"), Some("echo")),
         "{one}"
     );
-    assert!(one["created_at"].as_u64().is_some_and(|t| t < 10_000_000_000), "seconds: {one}");
+    // Times as Meerkat's REST has them: RFC 3339 strings.
+    let created = one["created_at"].as_str().unwrap_or_default();
+    assert!(created.len() == 24 && created.ends_with('Z') && created.starts_with("20"), "{one}");
     let peers = http.get(format!("{base}/comms/peers?session_id={id}")).send().await.unwrap();
     assert_eq!(peers.status(), 200);
     let missing = http.get(format!("{base}/sessions/nope")).send().await.unwrap();

@@ -129,6 +129,7 @@ impl Connection {
                         id: Some(req.id.clone()),
                         permit: None,
                         large: None,
+                        cancellable: false,
                     };
                     let queued = QueuePermit::new(held);
                     let mut inbound = Inbound::Request(req, responder, queued);

@@ -17,6 +17,8 @@ pub struct Responder {
     pub(super) permit: Option<OwnedSemaphorePermit>,
     /// A large-answer slot, once [`Self::prepare_large`] took one.
     pub(super) large: Option<OwnedSemaphorePermit>,
+    /// The request is among the connection's cancellable calls until it is answered.
+    pub(super) cancellable: bool,
 }
 
 impl Responder {
@@ -63,12 +65,29 @@ impl Responder {
         conn.out.room().await;
     }
 
+    /// Makes the request cancellable: a `$/cancel` of it from the client cancels
+    /// `cancel` ([`crate::connection::CallCancel`]), until it is answered.
+    pub fn cancellable(&mut self, cancel: super::CallCancel) {
+        if let Some(id) = &self.id {
+            self.conn.cancellable(id, cancel);
+            self.cancellable = true;
+        }
+    }
+
+    /// The request is answered: no longer cancellable.
+    fn answered(&mut self, id: &Id) {
+        if std::mem::take(&mut self.cancellable) {
+            self.conn.call_done(id);
+        }
+    }
+
     /// Releases the in-flight permit, if one was held, and sends the answer: in that
     /// order, so a client that sends its next request on reading this answer finds the
     /// room it freed.
     pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
         self.permit = None;
         if let Some(id) = self.id.take() {
+            self.answered(&id);
             self.conn.send(Message::Response(Response { id: Some(id), outcome }));
         }
     }
@@ -87,6 +106,9 @@ impl Responder {
         let answer = Message::Response(Response { id: Some(id.clone()), outcome });
         let sent = self.conn.out.try_send(answer);
         self.permit = None;
+        if !matches!(sent, Err(SendError::Full(Message::Response(_)))) {
+            self.answered(&id);
+        }
         match sent {
             Ok(()) | Err(SendError::Closed) => None,
             Err(SendError::Full(Message::Response(Response { outcome, .. }))) => {
@@ -110,6 +132,7 @@ impl Drop for Responder {
     fn drop(&mut self) {
         self.permit = None;
         if let Some(id) = self.id.take() {
+            self.answered(&id);
             let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
             self.conn.send(Message::error(Some(id), err));
         }

@@ -9,6 +9,7 @@ use burrow_protocol::methods::invoke::{ToolCallParams, ToolInvoke};
 use burrow_protocol::{ErrorObject, Value};
 
 use crate::capabilities::Capability;
+use crate::connection::CallCancel;
 use crate::connection::Responder;
 use crate::kernel::Kernel;
 use crate::service::Caller;
@@ -32,9 +33,12 @@ pub fn gateway_call(
 /// ([`crate::connection::Connection::request_then`]): no task per call. Otherwise it runs
 /// in a task, through the hooks.
 pub fn tool_call(kernel: Arc<Kernel>, caller: Caller, p: ToolCallParams, responder: Responder) {
+    // The caller's `$/cancel` of its call is passed on to the tool's app.
+    let (mut responder, cancel) = (responder, CallCancel::default());
+    responder.cancellable(cancel.clone());
     if kernel.caps.intercepted("before_tool_call") || kernel.hooks.observed("before_tool_call") {
         return super::answer_routed(responder, async move {
-            Ok(routing::call_tool(&kernel, &caller, p).await?)
+            Ok(routing::call_tool_cancellable(&kernel, &caller, p, cancel).await?)
         });
     }
     let mut call = match ToolCallPlan::new(&kernel, &caller, p, None) {
@@ -52,5 +56,6 @@ pub fn tool_call(kernel: Arc<Kernel>, caller: Caller, p: ToolCallParams, respond
         let answer = call.finish(&kernel, outcome).map_err(ErrorObject::from);
         super::answer_now_or_later(responder, answer);
     });
-    conn.request_then(ToolInvoke::NAME, &params, timeout, then);
+    let id = conn.request_then(ToolInvoke::NAME, &params, timeout, then);
+    cancel.sent(&conn, id);
 }

@@ -22,6 +22,7 @@ use serde_json::json;
 use super::host_tools::HostTool;
 use super::{Caller, ServiceError};
 use crate::capabilities::Capability;
+use crate::connection::CallCancel;
 use crate::hooks;
 use crate::kernel::Kernel;
 
@@ -112,6 +113,7 @@ pub async fn call_tool(
 }
 
 /// [`call_tool`] on behalf of an agent run (`runId` in the events and in `tool.invoke`).
+/// A run that stops waiting (cancelled) sends the tool's app `$/cancel`.
 pub async fn call_tool_in_run(
     kernel: &Kernel,
     caller: &Caller,
@@ -119,6 +121,20 @@ pub async fn call_tool_in_run(
     run_id: Option<String>,
 ) -> Result<Value, ServiceError> {
     let mut call = ToolCallPlan::new(kernel, caller, p, run_id)?;
+    call.before(kernel).await?;
+    call.send(kernel).await
+}
+
+/// [`call_tool`] that `cancel` may cancel: the tool's app is sent `$/cancel` for its
+/// `tool.invoke`, and its answer (within the deadline) is the call's.
+pub async fn call_tool_cancellable(
+    kernel: &Kernel,
+    caller: &Caller,
+    p: ToolCallParams,
+    cancel: CallCancel,
+) -> Result<Value, ServiceError> {
+    let mut call = ToolCallPlan::new(kernel, caller, p, None)?;
+    call.cancel = Some(cancel);
     call.before(kernel).await?;
     call.send(kernel).await
 }
@@ -148,6 +164,8 @@ pub struct ToolCallPlan {
     /// When the call began, for `after_tool_call`'s `durationMs` (read only if that
     /// event has observers when the call begins).
     started: Option<Instant>,
+    /// What a caller's `$/cancel` cancels.
+    cancel: Option<CallCancel>,
 }
 
 impl ToolCallPlan {
@@ -171,6 +189,7 @@ impl ToolCallPlan {
                 run_id,
                 timeout: Duration::from_millis(kernel.config().host.tool_timeout_ms),
                 started: kernel.hooks.observed("after_tool_call").then(Instant::now),
+                cancel: None,
             });
         }
         let Some(cap) = kernel.caps.by_name(CapabilityType::Tool, &name) else {
@@ -193,6 +212,7 @@ impl ToolCallPlan {
             run_id,
             timeout,
             started: kernel.hooks.observed("after_tool_call").then(Instant::now),
+            cancel: None,
         })
     }
 
@@ -245,7 +265,10 @@ impl ToolCallPlan {
     pub async fn send(mut self, kernel: &Kernel) -> Result<Value, ServiceError> {
         let params = self.invoke();
         let outcome = match &self.target {
-            ToolTarget::App(cap) => cap.conn.request(ToolInvoke::NAME, &params, self.timeout).await,
+            ToolTarget::App(cap) => {
+                let cancel = self.cancel.as_ref();
+                cap.conn.request_cancellable(ToolInvoke::NAME, &params, self.timeout, cancel).await
+            }
             ToolTarget::Host(tool) => {
                 let ToolInvokeParams { call_id, name, arguments, .. } = params;
                 let call = ToolExecuteParams { tool_use_id: call_id, name, arguments };
@@ -273,6 +296,7 @@ impl ToolCallPlan {
             arguments,
             session_key: self.session_key.clone(),
             run_id: self.run_id.clone(),
+            timeout_ms: Some(self.timeout.as_millis() as u64),
         }
     }
 

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `POST /sessions` (JSON body) | `session/create` (body as params) | 200 |
 //! | `GET /sessions?limit=&offset=` | `session/list` | 200 |
-//! | `GET /sessions/{id}` | `session/read {session_id}` | 200 |
+//! | `GET /sessions/{id}` | `session/read {session_id}`, times as RFC 3339 | 200 |
 //! | `POST /sessions/{id}/messages` (JSON body) | `turn/start` (body + `session_id` from the path, which a body's must match) | 200 |
 //! | `POST /sessions/{id}/interrupt` | `turn/interrupt {session_id}` | 200 |
 //! | `DELETE /sessions/{id}` | `session/archive {session_id}` → `{session_id, archived: true}` | 200 |
@@ -468,12 +468,21 @@ async fn list_sessions(State(state): State<AppState>, uri: Uri) -> Result<Respon
     ))
 }
 
+/// `GET /sessions/{id}`: `session/read`'s result, its times as RFC 3339 strings (as
+/// Meerkat's REST has them; its JSON-RPC has seconds).
 async fn read_session(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let params = Map::from_iter([("session_id".to_owned(), Value::from(path_id(id)?))]);
-    call(&state, "session/read", params).await
+    let Json(mut details) = call(&state, "session/read", params).await?;
+    for field in ["created_at", "updated_at"] {
+        if let Some(seconds) = details.get(field).and_then(Value::as_u64) {
+            let text = burrow_protocol::methods::contract::rfc3339(seconds.saturating_mul(1000));
+            details[field] = Value::from(text);
+        }
+    }
+    Ok(Json(details))
 }
 
 async fn session_history(

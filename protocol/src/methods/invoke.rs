@@ -59,6 +59,11 @@ pub struct ToolInvokeParams {
     /// The agent run the call belongs to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// How long the kernel waits for the answer, in ms from when it sends the request:
+    /// the call's deadline (the tool's `timeoutMs`, else `[ipc] call_timeout_ms`). An
+    /// answer after it is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Result of `tool.invoke` and `tool.call`.

@@ -28,6 +28,9 @@ pub struct ToolContext {
     pub session_key: Option<String>,
     /// The agent run the call belongs to, if any.
     pub run_id: Option<String>,
+    /// When the kernel stops waiting for the answer (from `tool.invoke`'s `timeoutMs`,
+    /// counted from when the call arrived), if it said.
+    pub deadline: Option<tokio::time::Instant>,
     client: Client,
 }
 
@@ -170,11 +173,15 @@ impl Tools {
             .with_data(serde_json::json!({ "name": params.name }));
             return Box::pin(std::future::ready(Err(e)));
         };
+        let now = tokio::time::Instant::now();
+        let deadline =
+            params.timeout_ms.map(|ms| now + std::time::Duration::from_millis(ms.min(86_400_000)));
         let cx = ToolContext {
             call_id: params.call_id,
             name: params.name,
             session_key: params.session_key,
             run_id: params.run_id,
+            deadline,
             client,
         };
         let call = (tool.handler)(params.arguments, cx);

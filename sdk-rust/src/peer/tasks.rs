@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use burrow_protocol::methods::{Cancel, CancelParams, Method, parse_params};
 use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Notification, Request};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
@@ -101,6 +102,13 @@ pub(super) async fn read_loop(
             Ok(Message::Response(response)) => shared.resolve(response),
             Ok(Message::Chunk(chunk)) => shared.deliver_chunk(chunk),
             Ok(Message::Request(request)) => handle_request(&shared, &service, request),
+            Ok(Message::Notification(n)) if n.method == Cancel::NAME => {
+                // Here, in order with the request it names.
+                match parse_params::<CancelParams>(n.params) {
+                    Ok(p) => stop_serving(&shared, &p.id),
+                    Err(e) => tracing::debug!(error = %e, "malformed $/cancel ignored"),
+                }
+            }
             Ok(Message::Notification(n)) => match notifications.try_send(n) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(n)) => {
@@ -113,19 +121,40 @@ pub(super) async fn read_loop(
     mark_closed(&token, &shared);
 }
 
-/// Answers one request from the far side in a task of its own.
+/// The far side's `$/cancel` of its request `id`: the handler serving it is dropped, and
+/// the request answered `UNKNOWN_ERROR` with `data.reason: "cancelled"`. An id not being
+/// served is ignored.
+fn stop_serving(shared: &Shared, id: &Id) {
+    let stop = shared.serving.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    if let Some(stop) = stop {
+        stop.cancel();
+    }
+}
+
+/// Answers one request from the far side in a task of its own; its `$/cancel` drops the
+/// handler ([`stop_serving`]).
 fn handle_request(shared: &Arc<Shared>, service: &Arc<dyn Service>, request: Request) {
     let in_flight = InFlight::new(shared.clone());
     let id = request.id.clone();
     let method = request.method.clone();
     let client = Client::from_shared(shared.clone());
+    let stop = CancellationToken::new();
+    shared.serving.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), stop.clone());
     // The synchronous part runs here, in order with the frames around it.
     let future = std::panic::catch_unwind(AssertUnwindSafe(|| service.request(request, client)));
     tokio::spawn(async move {
         let outcome = match future {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Ok(future) => tokio::select! {
+                outcome = AssertUnwindSafe(future).catch_unwind() => outcome,
+                () = stop.cancelled() => Ok(Err(ErrorObject::new(
+                    ErrorCode::UnknownError,
+                    format!("{method} was cancelled"),
+                )
+                .with_data(serde_json::json!({ "reason": "cancelled" })))),
+            },
             Err(panic) => Err(panic),
         };
+        in_flight.0.serving.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         let answer = outcome.unwrap_or_else(|_| {
             tracing::error!(%method, "request handler panicked");
             Err(ErrorObject::new(

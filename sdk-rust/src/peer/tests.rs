@@ -43,6 +43,13 @@ impl Service for Echo {
                     Ok(request.params)
                 }
                 "panic" => panic!("handler bug"),
+                "forever" => {
+                    // Tells the test it started; never answers.
+                    let started = request.params["started"].as_str().unwrap_or_default().to_owned();
+                    let _dropped = Dropped(started);
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
                 "huge" => Ok(json!("x".repeat(codec::MAX_FRAME_BYTES + 1))),
                 other => Err(method_not_found(other)),
             }
@@ -85,6 +92,42 @@ async fn remote_errors_panics_and_unsendable_messages_are_answers() {
     // Still serving.
     let ok = within(client.request("echo", json!({"n": 1}))).await.unwrap();
     assert_eq!(ok, json!({"n": 1}));
+}
+
+/// Records its name in [`DROPPED`] when dropped.
+struct Dropped(String);
+
+static DROPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        DROPPED.lock().unwrap().push(std::mem::take(&mut self.0));
+    }
+}
+
+#[tokio::test]
+async fn the_far_sides_cancel_drops_the_handler_and_answers_cancelled() {
+    let (a, mut raw) = Transport::memory_pair();
+    let _server = Client::with_service(a, Echo);
+    raw.writer.send(Message::request(5u64, "forever", json!({"started": "h5"}))).await.unwrap();
+    raw.writer.send(Message::request(6u64, "forever", json!({"started": "h6"}))).await.unwrap();
+    // A cancel for an id not being served, and a malformed one, change nothing.
+    raw.writer.send(Message::notification("$/cancel", json!({"id": 99}))).await.unwrap();
+    raw.writer.send(Message::notification("$/cancel", json!({"nope": 1}))).await.unwrap();
+    raw.writer.send(Message::notification("$/cancel", json!({"id": 5}))).await.unwrap();
+    let Message::Response(r) = next_message(&mut raw).await else { panic!("expected an answer") };
+    assert_eq!(r.id, Some(Id::Num(5)));
+    let err = r.outcome.unwrap_err();
+    assert_eq!(
+        (err.code, err.data.unwrap()["reason"].clone()),
+        (ErrorCode::UnknownError, json!("cancelled"))
+    );
+    assert!(DROPPED.lock().unwrap().contains(&"h5".to_owned()), "the handler was dropped");
+    assert!(!DROPPED.lock().unwrap().contains(&"h6".to_owned()), "the other goes on");
+    // The connection goes on serving.
+    raw.writer.send(Message::request(7u64, "echo", json!({"n": 0}))).await.unwrap();
+    let Message::Response(r) = next_message(&mut raw).await else { panic!("expected an answer") };
+    assert_eq!((r.id, r.outcome.unwrap()), (Some(Id::Num(7)), json!({"n": 0})));
 }
 
 #[tokio::test]

@@ -53,6 +53,7 @@ async fn tools_answer_with_their_content_and_context() {
         arguments: json!({}),
         session_key: Some("s-1".into()),
         run_id: Some("r-1".into()),
+        timeout_ms: None,
     };
     let who = kernel.invoke_tool_with(params).await.unwrap();
     assert_eq!(
