@@ -102,20 +102,23 @@ pub(super) async fn read_loop(
             Ok(Message::Response(response)) => shared.resolve(response),
             Ok(Message::Chunk(chunk)) => shared.deliver_chunk(chunk),
             Ok(Message::Request(request)) => handle_request(&shared, &service, request),
-            Ok(Message::Notification(n)) if n.method == Cancel::NAME => {
-                // Here, in order with the request it names.
-                match parse_params::<CancelParams>(n.params) {
-                    Ok(p) => stop_serving(&shared, &p.id),
-                    Err(e) => tracing::debug!(error = %e, "malformed $/cancel ignored"),
+            Ok(Message::Notification(n)) => {
+                if n.method == Cancel::NAME {
+                    // Here, in order with the request it names; the service hears of it
+                    // too (its streams).
+                    match parse_params::<CancelParams>(n.params.clone()) {
+                        Ok(p) => stop_serving(&shared, &p.id),
+                        Err(e) => tracing::debug!(error = %e, "malformed $/cancel"),
+                    }
+                }
+                match notifications.try_send(n) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(n)) => {
+                        tracing::warn!(method = %n.method, "notification queue full; dropped");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
-            Ok(Message::Notification(n)) => match notifications.try_send(n) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(n)) => {
-                    tracing::warn!(method = %n.method, "notification queue full; dropped");
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            },
         }
     }
     mark_closed(&token, &shared);

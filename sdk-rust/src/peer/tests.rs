@@ -46,6 +46,7 @@ impl Service for Echo {
                 "forever" => {
                     // Tells the test it started; never answers.
                     let started = request.params["started"].as_str().unwrap_or_default().to_owned();
+                    STARTED.lock().unwrap().push(started.clone());
                     let _dropped = Dropped(started);
                     std::future::pending::<()>().await;
                     unreachable!()
@@ -98,6 +99,7 @@ async fn remote_errors_panics_and_unsendable_messages_are_answers() {
 struct Dropped(String);
 
 static DROPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static STARTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 impl Drop for Dropped {
     fn drop(&mut self) {
@@ -111,6 +113,14 @@ async fn the_far_sides_cancel_drops_the_handler_and_answers_cancelled() {
     let _server = Client::with_service(a, Echo);
     raw.writer.send(Message::request(5u64, "forever", json!({"started": "h5"}))).await.unwrap();
     raw.writer.send(Message::request(6u64, "forever", json!({"started": "h6"}))).await.unwrap();
+    let started =
+        || STARTED.lock().unwrap().iter().filter(|s| ["h5", "h6"].contains(&s.as_str())).count();
+    within(async {
+        while started() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     // A cancel for an id not being served, and a malformed one, change nothing.
     raw.writer.send(Message::notification("$/cancel", json!({"id": 99}))).await.unwrap();
     raw.writer.send(Message::notification("$/cancel", json!({"nope": 1}))).await.unwrap();
