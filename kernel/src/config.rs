@@ -269,8 +269,8 @@ impl Config {
 
     /// The configuration without a file: the defaults plus the bundled apps
     /// (`echo-provider`, `burrow-files` rooted at the working directory, `audit-log`
-    /// writing to `<state dir>/audit.jsonl`), so `burrow kernel` alone gives a working
-    /// agent.
+    /// writing to `<state dir>/audit.jsonl`, `burrow-mcp` mounting the MCP servers
+    /// `[apps.mcp]` names), so `burrow kernel` alone gives a working agent.
     pub fn builtin(state_dir: &Path) -> Self {
         let whence = Path::new("(built-in configuration)");
         Self::from_document(layers::defaults(state_dir), whence).unwrap_or_else(|e| {
@@ -418,9 +418,9 @@ mod tests {
     fn a_file_adds_to_the_bundled_apps_and_switches_one_off_only_when_told() {
         let c = parse("[apps.mine.run]\ncommand = \"mine\"\n[ipc]\nmax_queued = 9\n").unwrap();
         let ids: Vec<&String> = c.run.keys().collect();
-        assert_eq!(ids, ["audit-log", "echo-provider", "files", "mine"]);
+        assert_eq!(ids, ["audit-log", "echo-provider", "files", "mcp", "mine"]);
         let c = parse("[apps.files]\nenabled = false\n[apps.audit-log]\nenabled = true\n").unwrap();
-        assert_eq!(c.run.keys().collect::<Vec<_>>(), ["audit-log", "echo-provider"]);
+        assert_eq!(c.run.keys().collect::<Vec<_>>(), ["audit-log", "echo-provider", "mcp"]);
         let e = parse("[apps.files]\nenabled = \"no\"\n").unwrap_err();
         assert!(e.to_string().contains("[apps.files]: enabled must be true or false"), "{e}");
     }
@@ -458,7 +458,10 @@ mod tests {
     #[test]
     fn the_builtin_configuration_runs_the_bundled_apps() {
         let c = Config::builtin(Path::new("/var/lib/burrow"));
-        assert_eq!(c.run.keys().collect::<Vec<_>>(), ["audit-log", "echo-provider", "files"]);
+        assert_eq!(
+            c.run.keys().collect::<Vec<_>>(),
+            ["audit-log", "echo-provider", "files", "mcp"]
+        );
         assert_eq!(c.run["audit-log"].args, ["--out", "/var/lib/burrow/audit.jsonl"]);
         assert_eq!(c.agents["main"].provider, "echo");
     }

@@ -47,8 +47,9 @@ async fn a_file_that_does_not_mention_the_bundled_apps_still_runs_them() {
 
 #[tokio::test]
 async fn enabled_false_switches_a_bundled_app_off_and_config_get_shows_values_in_force() {
-    let config =
-        format!("{FAST_CONFIG}[apps.files]\nenabled = false\n[apps.audit-log]\nenabled = false\n");
+    let config = format!(
+        "{FAST_CONFIG}[apps.files]\nenabled = false\n[apps.audit-log]\nenabled = false\n[apps.mcp]\nenabled = false\n"
+    );
     let kernel = Kernel::start_as_written(&config).await;
     let echo = burrow_tests::poll_until(DEADLINE, || async {
         managed_running(&kernel).await == ["echo-provider"]

@@ -15,6 +15,7 @@ mod host_tools;
 mod install;
 mod kernels;
 mod lifecycle;
+mod mcp;
 mod meerkat;
 mod rest;
 mod routes;

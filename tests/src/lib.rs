@@ -97,7 +97,7 @@ pub const FAST_CONFIG: &str =
     "[ipc]\nheartbeat_interval_ms = 200\nheartbeat_timeout_ms = 1000\nshutdown_timeout_ms = 2000\n";
 
 /// The bundled apps, defaults of every configuration file.
-pub const BUNDLED_APPS: [&str; 3] = ["audit-log", "echo-provider", "files"];
+pub const BUNDLED_APPS: [&str; 4] = ["audit-log", "echo-provider", "files", "mcp"];
 
 /// `config` with every bundled app it does not mention switched off: a test's kernel runs
 /// only the apps the test asks for.

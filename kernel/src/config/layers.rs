@@ -36,10 +36,13 @@ args = ["--root", "."]
 [apps.audit-log.run]
 command = "audit-log"
 args = ["--out", {audit}]
+
+[apps.mcp.run]
+command = "burrow-mcp"
 "#;
 
 /// The ids of the bundled apps.
-pub const BUNDLED_APPS: &[&str] = &["audit-log", "echo-provider", "files"];
+pub const BUNDLED_APPS: &[&str] = &["audit-log", "echo-provider", "files", "mcp"];
 
 /// The configuration without a file: every typed setting at its default, the `main`
 /// agent, and the bundled apps (`audit-log` writing to `<state_dir>/audit.jsonl`).

@@ -1,0 +1,198 @@
+//! MCP servers as Burrow tools, through the real `burrow-mcp` app the kernel manages,
+//! against a server nobody on the team wrote: `@modelcontextprotocol/server-everything`
+//! from the npm registry (pinned in `tests/npm`, installed by `scripts/test-deps`). A
+//! Burrow agent (the bundled echo provider's `/tool` lines) calls its tools; results map
+//! (text, images, structured content); deadlines and cancels reach it; its crash is
+//! survived (reconnected, tools registered again); a server that never answers
+//! `initialize` and a tool name another app holds show in `mcp.status` with the reason.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use burrow_tests::{DEADLINE, Kernel, RawConn, Rpc};
+use serde_json::{Value, json};
+
+fn everything() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository");
+    let bin = repo.join("tests/npm/node_modules/.bin/mcp-server-everything");
+    assert!(bin.exists(), "no {}: run scripts/test-deps (scripts/test does)", bin.display());
+    bin
+}
+
+/// A kernel with the echo provider and the bridge mounting server-everything (and
+/// `extra` servers), JSON-RPC on TCP.
+async fn kernel(extra: &str) -> Kernel {
+    let config = format!(
+        "[ipc]\nheartbeat_timeout_ms = 60000\ncall_timeout_ms = 3000\n\
+         [sessions]\nprovider_wait_ms = 60000\ntool_wait_ms = 0\n\
+         [apps.echo-provider.run]\nenv = {{ ECHO_WORD_DELAY_MS = \"0\" }}\n\
+         [apps.mcp]\ninit_timeout_ms = 5000\n\
+         [apps.mcp.run]\ncommand = \"burrow-mcp\"\nenv = {{ BURROW_MCP_TEST = \"from-the-bridge\" }}\n\
+         [apps.mcp.servers.everything]\ncommand = {everything:?}\n\
+         tools = [\"echo\", \"get-sum\", \"get-tiny-image\", \"get-structured-content\", \"trigger-long-running-operation\", \"get-env\"]\n\
+         env = {{ PASSED_ON = \"${{BURROW_MCP_TEST}}\" }}\n{extra}",
+        everything = everything().display().to_string(),
+    );
+    Kernel::start_with(&config, &["--rpc-tcp", "127.0.0.1:0"]).await
+}
+
+/// `mcp.status`'s entry for `server`, once `ready(entry)` holds (within [`DEADLINE`]).
+async fn status_when(rpc: &mut Rpc, server: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE * 2;
+    loop {
+        let answer = rpc.call("mcp.status", json!({})).await;
+        let entry = answer["result"]["servers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == server).cloned());
+        if let Some(entry) = entry.filter(|e| ready(e)) {
+            return entry;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{server} never got there: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is_ready(entry: &Value) -> bool {
+    entry["state"] == "ready"
+}
+
+#[tokio::test]
+async fn an_mcp_servers_tools_are_burrow_tools_an_agent_calls() {
+    let kernel = kernel("").await;
+    let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+    let ready = status_when(&mut rpc, "everything", is_ready).await;
+    assert_eq!(
+        (ready["transport"].clone(), ready["tools"].clone()),
+        (json!("stdio"), json!(6)),
+        "{ready}"
+    );
+    assert!(ready["offered"].as_array().unwrap().contains(&json!("everything__echo")), "{ready}");
+
+    // An agent calls one.
+    let prompt = r#"/tool everything__echo {"message": "hello, den"}"#;
+    let run = rpc.ok("session/create", json!({"prompt": prompt, "session_events": false})).await;
+    assert_eq!(run["text"], "tool everything__echo returned: Echo: hello, den", "{run}");
+
+    // Results map: text, an image block, structured content; ${VAR} reached the server.
+    let app = kernel.registered_client("caller").await;
+    let sum = app.call_tool("everything__get-sum", json!({"a": 2, "b": 3})).await.unwrap();
+    assert!(sum.content.as_str().unwrap().contains('5'), "{sum:?}");
+    let image = app.call_tool("everything__get-tiny-image", json!({})).await.unwrap();
+    let blocks = image.content.as_array().expect("blocks");
+    assert!(
+        blocks.iter().any(|b| b["type"] == "image" && b["mimeType"] == "image/png"),
+        "{blocks:?}"
+    );
+    let raw = app
+        .request("tool.call", json!({"name": "everything__get-structured-content", "arguments": {"location": "Chicago"}}))
+        .await
+        .unwrap();
+    assert!(raw["structuredContent"].is_object(), "{raw}");
+    let env = app.call_tool("everything__get-env", json!({})).await.unwrap();
+    assert!(env.content.as_str().unwrap().contains("from-the-bridge"), "{env:?}");
+
+    // A call longer than its deadline is answered TIMEOUT; the server goes on serving.
+    let slow = json!({"name": "everything__trigger-long-running-operation", "arguments": {"duration": 20, "steps": 20}});
+    let err = app.request("tool.call", slow.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Some(burrow_sdk::ErrorCode::Timeout), "{err:?}");
+    // A caller's cancel ends the call at once, with the bridge's answer.
+    let mut caller = RawConn::app(&kernel.socket, json!({"id": "raw", "version": "1.0.0"})).await;
+    let id = caller.send_call("tool.call", slow).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    caller.send_value(&json!({"method": "$/cancel", "params": {"id": id}})).await;
+    let answer = caller.answer_to(id).await;
+    assert_eq!(answer["error"]["data"]["reason"], "cancelled", "{answer}");
+    let again = app.call_tool("everything__echo", json!({"message": "still"})).await.unwrap();
+    assert_eq!(again.content, "Echo: still");
+}
+
+#[tokio::test]
+async fn a_crashed_server_comes_back_and_broken_ones_say_why() {
+    // A server that never answers `initialize`, and another app holding a name first.
+    let silent = "[apps.mcp.servers.silent]\ncommand = \"sleep\"\nargs = [\"600\"]\n";
+    let kernel = kernel(silent).await;
+    let mut squatter = RawConn::app(
+        &kernel.socket,
+        json!({"id": "squatter", "version": "1.0.0", "capabilities": {"tools": ["*"]}}),
+    )
+    .await;
+    let granted = squatter.register_tool("everything__get-env", None).await;
+    assert_eq!(granted["result"]["granted"], true, "{granted}");
+    let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+    let ready = status_when(&mut rpc, "everything", is_ready).await;
+    assert_eq!(ready["tools"], 5, "{ready}");
+    let refused = &ready["refused"][0];
+    assert_eq!(refused["tool"], "get-env", "{ready}");
+    assert!(refused["reason"].as_str().unwrap().contains("everything__get-env"), "{ready}");
+
+    // The server dies; its tools go, then come back with it.
+    let app = kernel.registered_client("caller").await;
+    let pid = server_pid(&kernel, "mcp-server-everything");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let failed = status_when(&mut rpc, "everything", |e| e["state"] != "ready").await;
+    assert!(failed["state"] == "failed" || failed["state"] == "connecting", "{failed}");
+    let back = status_when(&mut rpc, "everything", is_ready).await;
+    assert_eq!(back["tools"], 5, "{back}");
+    let echo = app.call_tool("everything__echo", json!({"message": "back"})).await.unwrap();
+    assert_eq!(echo.content, "Echo: back");
+
+    let silent = status_when(&mut rpc, "silent", |e| e["state"] == "failed").await;
+    assert!(silent["reason"].as_str().unwrap().contains("initialize"), "{silent}");
+    assert!(silent["retry_at_ms"].as_u64().is_some(), "{silent}");
+
+    // The configuration changes while the kernel runs: one tool left, the silent server
+    // gone.
+    let file = kernel.dir().join("burrow.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let start = text.find("tools = [\"echo\"").expect("the allowlist");
+    let end = start + text[start..].find('\n').unwrap();
+    let mut text = format!("{}tools = [\"echo\"]{}", &text[..start], &text[end..]);
+    let silent_at = text.find("[apps.mcp.servers.silent]").unwrap();
+    let silent_end = silent_at + text[silent_at..].find("args = [\"600\"]\n").unwrap() + 14;
+    text.replace_range(silent_at..silent_end, "");
+    let tmp = kernel.dir().join("burrow.toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let narrowed = status_when(&mut rpc, "everything", |e| is_ready(e) && e["tools"] == 1).await;
+    assert_eq!(narrowed["offered"], json!(["everything__echo"]), "{narrowed}");
+    let gone = app.call_tool("everything__get-sum", json!({"a": 1, "b": 1})).await.unwrap_err();
+    assert_eq!(gone.code(), Some(burrow_sdk::ErrorCode::NotFound), "{gone:?}");
+    let status = rpc.ok("mcp.status", json!({})).await;
+    assert!(!status.to_string().contains("silent"), "removed: {status}");
+}
+
+/// The pid of the kernel's grandchild whose command line holds `needle` (the bridge's
+/// server), within [`DEADLINE`].
+fn server_pid(kernel: &Kernel, needle: &str) -> i32 {
+    let kernel_pid = kernel.pid();
+    // Every thread's children: a process's are listed under the thread that forked it.
+    let children = |pid: i32| -> Vec<i32> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten();
+        tasks
+            .flatten()
+            .flat_map(|task| {
+                std::fs::read_to_string(task.path().join("children"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect()
+    };
+    let cmdline =
+        |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut found = None;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while found.is_none() && std::time::Instant::now() < deadline {
+        let mut queue = children(kernel_pid);
+        while let Some(pid) = queue.pop() {
+            if cmdline(pid).contains(needle) {
+                found = Some(pid);
+                break;
+            }
+            queue.extend(children(pid));
+        }
+    }
+    found.unwrap_or_else(|| panic!("no process {needle:?} under the kernel"))
+}
