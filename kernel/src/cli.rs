@@ -12,6 +12,7 @@ mod config;
 mod host;
 mod kernels;
 mod logging;
+mod mcp;
 mod ops;
 pub mod rpc;
 mod sessions;
@@ -145,6 +146,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// The MCP servers the bundled `mcp` app mounts (docs/mcp.md).
+    Mcp {
+        #[command(subcommand)]
+        action: mcp::McpAction,
     },
     /// Manage the kernels this one trusts (default: list them).
     #[command(alias = "peers")]
@@ -324,6 +330,7 @@ pub fn main() -> ExitCode {
             }
             Command::Run(args) => host::run(cli.socket, args, json).await,
             Command::Kernels { action } => kernels::run(cli.socket, action, json).await,
+            Command::Mcp { action } => mcp::run(cli.socket, action, json).await,
             Command::Rpc => rpc::run_stdio(cli.socket, "burrow").await,
             Command::Token { action: TokenAction::Create { state_dir } } => {
                 token::create(&state_dir.unwrap_or_else(burrow_sdk::transport::default_state_dir))

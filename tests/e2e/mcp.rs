@@ -67,6 +67,13 @@ async fn an_mcp_servers_tools_are_burrow_tools_an_agent_calls() {
         "{ready}"
     );
     assert!(ready["offered"].as_array().unwrap().contains(&json!("everything__echo")), "{ready}");
+    // The command line shows the same.
+    let out = kernel.cli(&["mcp", "status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("everything\tstdio\tready, 6 tools"), "{text}");
+    let out = kernel.cli(&["mcp", "status", "--json"]).await;
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(shown["servers"][0]["name"], "everything", "{shown}");
 
     // An agent calls one.
     let prompt = r#"/tool everything__echo {"message": "hello, den"}"#;
