@@ -5,6 +5,8 @@
 //! (text, images, structured content); deadlines and cancels reach it; its crash is
 //! survived (reconnected, tools registered again); a server that never answers
 //! `initialize` and a tool name another app holds show in `mcp.status` with the reason.
+//! And a streamable-HTTP server built on the Python `mcp` package (`tests/mcp`), with a
+//! bearer header from the configuration.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +29,7 @@ async fn kernel(extra: &str) -> Kernel {
          [sessions]\nprovider_wait_ms = 60000\ntool_wait_ms = 0\n\
          [apps.echo-provider.run]\nenv = {{ ECHO_WORD_DELAY_MS = \"0\" }}\n\
          [apps.mcp]\ninit_timeout_ms = 5000\n\
-         [apps.mcp.run]\ncommand = \"burrow-mcp\"\nenv = {{ BURROW_MCP_TEST = \"from-the-bridge\" }}\n\
+         [apps.mcp.run]\ncommand = \"burrow-mcp\"\nenv = {{ BURROW_MCP_TEST = \"from-the-bridge\", MCP_HTTP_TOKEN = \"burrow-test\" }}\n\
          [apps.mcp.servers.everything]\ncommand = {everything:?}\n\
          tools = [\"echo\", \"get-sum\", \"get-tiny-image\", \"get-structured-content\", \"trigger-long-running-operation\", \"get-env\"]\n\
          env = {{ PASSED_ON = \"${{BURROW_MCP_TEST}}\" }}\n{extra}",
@@ -202,4 +204,39 @@ fn server_pid(kernel: &Kernel, needle: &str) -> i32 {
         }
     }
     found.unwrap_or_else(|| panic!("no process {needle:?} under the kernel"))
+}
+
+#[tokio::test]
+async fn a_streamable_http_server_on_the_python_sdk_is_mounted_with_its_header() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository");
+    let python = repo.join("target/venv/bin/python");
+    assert!(python.exists(), "no {}: run scripts/test-deps", python.display());
+    // A free loopback port for the server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = tokio::process::Command::new(python)
+        .arg(repo.join("tests/mcp/http_server.py"))
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the Python MCP server");
+    let py = format!(
+        "[apps.mcp.servers.py]\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
+         headers = {{ Authorization = \"Bearer ${{MCP_HTTP_TOKEN}}\" }}\n"
+    );
+    let kernel = kernel(&py).await;
+    let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+    let ready = status_when(&mut rpc, "py", is_ready).await;
+    assert_eq!(
+        (ready["transport"].clone(), ready["tools"].clone()),
+        (json!("http"), json!(2)),
+        "{ready}"
+    );
+    let prompt = r#"/tool py__add {"a": 2, "b": 40}"#;
+    let run = rpc.ok("session/create", json!({"prompt": prompt, "session_events": false})).await;
+    assert_eq!(run["text"], "tool py__add returned: 2 + 40 = 42", "{run}");
+    let app = kernel.registered_client("caller").await;
+    let loud = app.call_tool("py__shout", json!({"text": "burrow"})).await.unwrap();
+    assert_eq!(loud.content, "BURROW!");
 }
