@@ -240,3 +240,53 @@ async fn a_streamable_http_server_on_the_python_sdk_is_mounted_with_its_header()
     let loud = app.call_tool("py__shout", json!({"text": "burrow"})).await.unwrap();
     assert_eq!(loud.content, "BURROW!");
 }
+
+#[tokio::test]
+async fn a_misbehaving_servers_calls_fail_clearly_and_its_tool_list_changes_apply() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository");
+    let python = repo.join("target/venv/bin/python");
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("cancelled.jsonl");
+    let odd = format!(
+        "[apps.mcp.servers.odd]\ncommand = {python:?}\nargs = [{fixture:?}]\nenv = {{ MCP_LOG = {log:?} }}\n",
+        python = python.display().to_string(),
+        fixture = repo.join("tests/mcp/misbehaving.py").display().to_string(),
+        log = log.display().to_string(),
+    );
+    let kernel = kernel(&odd).await;
+    let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+    let ready = status_when(&mut rpc, "odd", is_ready).await;
+    assert_eq!(ready["tools"], 5, "{ready}");
+    let app = kernel.registered_client("caller").await;
+    assert_eq!(app.call_tool("odd__ok", json!({})).await.unwrap().content, "fine");
+
+    // A result that is not a tool result is an error that says so; the server goes on.
+    let err = app.call_tool("odd__malformed", json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Some(burrow_sdk::ErrorCode::InternalError), "{err:?}");
+    assert!(err.to_string().contains("not a tool result"), "{err}");
+    assert_eq!(app.call_tool("odd__ok", json!({})).await.unwrap().content, "fine");
+
+    // A call past its deadline is cancelled at the server.
+    let err = app.call_tool("odd__hang", json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Some(burrow_sdk::ErrorCode::Timeout), "{err:?}");
+    let told = burrow_tests::poll_until(DEADLINE, || async {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("requestId"))
+    });
+    assert!(told.await, "the server got no notifications/cancelled");
+
+    // The server announces a new tool: it is offered.
+    assert_eq!(app.call_tool("odd__grow", json!({})).await.unwrap().content, "grown");
+    let grown = status_when(&mut rpc, "odd", |e| e["tools"] == 6).await;
+    assert!(grown["offered"].as_array().unwrap().contains(&json!("odd__extra")), "{grown}");
+    assert_eq!(app.call_tool("odd__extra", json!({})).await.unwrap().content, "fine");
+
+    // It dies mid-call: the call fails at once, clearly, and the server comes back with
+    // the tools it lists then.
+    let asked = std::time::Instant::now();
+    let err = app.call_tool("odd__crash", json!({})).await.unwrap_err();
+    assert!(asked.elapsed() < Duration::from_secs(3), "not the deadline: {:?}", asked.elapsed());
+    assert_eq!(err.code(), Some(burrow_sdk::ErrorCode::ConnectionClosed), "{err:?}");
+    let back = status_when(&mut rpc, "odd", |e| is_ready(e) && e["tools"] == 5).await;
+    assert!(!back["offered"].as_array().unwrap().contains(&json!("odd__extra")), "{back}");
+    assert_eq!(app.call_tool("odd__ok", json!({})).await.unwrap().content, "fine");
+}

@@ -171,15 +171,7 @@ impl Bridge {
             deadline.unwrap_or_else(|| tokio::time::Instant::now() + DEFAULT_CALL_TIMEOUT);
         match tokio::time::timeout_at(deadline, peer.call_tool(params)).await {
             Ok(Ok(result)) => Ok(crate::result::to_burrow(result)),
-            Ok(Err(rmcp::ServiceError::McpError(e))) => {
-                let data = json!({ "mcpCode": e.code.0, "mcpData": e.data });
-                Err(ErrorObject::new(ErrorCode::UnknownError, e.message.to_string())
-                    .with_data(data))
-            }
-            Ok(Err(e)) => Err(ErrorObject::new(
-                ErrorCode::ConnectionClosed,
-                format!("the MCP call failed: {e}"),
-            )),
+            Ok(Err(e)) => Err(call_error(e)),
             Err(_) => {
                 Err(ErrorObject::new(ErrorCode::Timeout, "the MCP server did not answer in time"))
             }
@@ -214,6 +206,30 @@ impl Bridge {
             }
             Err(e) => tracing::warn!(tool = %name, error = %e, "cannot register an MCP tool"),
         }
+    }
+}
+
+/// A failed `tools/call` as Burrow's error: the server's own error (`UNKNOWN_ERROR`, its
+/// code and data in `data`), a connection that ended (`CONNECTION_CLOSED`), no answer in
+/// time (`TIMEOUT`), or an answer that is not a tool result (`INTERNAL_ERROR`).
+fn call_error(e: rmcp::ServiceError) -> ErrorObject {
+    use rmcp::ServiceError as E;
+    match e {
+        E::McpError(e) => {
+            let data = json!({ "mcpCode": e.code.0, "mcpData": e.data });
+            ErrorObject::new(ErrorCode::UnknownError, e.message.to_string()).with_data(data)
+        }
+        E::TransportClosed | E::TransportSend(_) => ErrorObject::new(
+            ErrorCode::ConnectionClosed,
+            format!("the MCP server's connection ended during the call: {e}"),
+        ),
+        E::Timeout { .. } => {
+            ErrorObject::new(ErrorCode::Timeout, format!("the MCP call timed out: {e}"))
+        }
+        other => ErrorObject::new(
+            ErrorCode::InternalError,
+            format!("the MCP server's answer is not a tool result: {other}"),
+        ),
     }
 }
 
