@@ -35,12 +35,16 @@ pub fn bin_dir() -> &'static Path {
         // target/<profile>/deps/e2e-<hash> → target/<profile>
         let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
         // Build with the profile this test binary was built with (its directory's name).
-        let profile = match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
+        // Under `cargo test`, that is the test profile with the tests' features unified
+        // in, as `cargo test --workspace` built them: the binaries it built are reused,
+        // not built again with other features.
+        let args: &[&str] = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => &["--profile", "test", "--workspace", "--bins", "--tests"],
+            Some(other) => &["--profile", other, "--workspace", "--bins"],
         };
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--profile", profile, "--workspace", "--bins"])
+            .arg("build")
+            .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build");
