@@ -213,14 +213,17 @@ async fn a_streamable_http_server_on_the_python_sdk_is_mounted_with_its_header()
     assert!(python.exists(), "no {}: run scripts/test-deps", python.display());
     // A free loopback port for the server.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _server = tokio::process::Command::new(python)
-        .arg(repo.join("tests/mcp/http_server.py"))
-        .arg(port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the Python MCP server");
+    let start = || {
+        tokio::process::Command::new(&python)
+            .arg(repo.join("tests/mcp/http_server.py"))
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the Python MCP server")
+    };
+    let mut server = start();
     let py = format!(
         "[apps.mcp.servers.py]\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
          headers = {{ Authorization = \"Bearer ${{MCP_HTTP_TOKEN}}\" }}\n"
@@ -239,6 +242,17 @@ async fn a_streamable_http_server_on_the_python_sdk_is_mounted_with_its_header()
     let app = kernel.registered_client("caller").await;
     let loud = app.call_tool("py__shout", json!({"text": "burrow"})).await.unwrap();
     assert_eq!(loud.content, "BURROW!");
+
+    // The server goes away: noticed, its tools withdrawn; back, they are offered again.
+    server.kill().await.unwrap();
+    let gone = status_when(&mut rpc, "py", |e| e["state"] == "failed").await;
+    assert_eq!(gone["offered"], json!([]), "{gone}");
+    let err = app.call_tool("py__shout", json!({"text": "x"})).await.unwrap_err();
+    assert_eq!(err.code(), Some(burrow_sdk::ErrorCode::NotFound), "{err:?}");
+    let _server = start();
+    status_when(&mut rpc, "py", is_ready).await;
+    let loud = app.call_tool("py__shout", json!({"text": "again"})).await.unwrap();
+    assert_eq!(loud.content, "AGAIN!");
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! ([`Tools::publish`]), lists them again on `notifications/tools/list_changed`, and when
 //! the connection ends (the process exits, the transport closes) withdraws them and
 //! connects again after a backoff (1 s doubling to 60 s, back to 1 s after a connection
-//! that lasted a minute). Its state ([`Phase`]) is what `mcp.status` shows.
+//! that lasted a minute). A streamable-HTTP server's tools are listed again every 5 s:
+//! a failure counts as the connection's end. Its state ([`Phase`]) is what `mcp.status` shows.
 //!
 //! Roots (`roots = [...]`): the newest MCP revision deprecates them (SEP-2577), but
 //! servers of the 2025 revisions such as `server-filesystem` still ask for them.
@@ -28,6 +29,11 @@ use crate::config::{ServerSpec, Transport};
 
 /// The longest wait between two attempts to connect.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often a streamable-HTTP server's tools are listed again while connected: its
+/// transport does not end when the server goes away (each request fails on its own), so
+/// this is how the bridge notices, and how a server that cannot send
+/// `notifications/tools/list_changed` (no event stream) has its changes applied.
+const HTTP_CHECK: Duration = Duration::from_secs(5);
 /// The last lines of a stdio server's stderr kept to explain its failure.
 const STDERR_LINES: usize = 5;
 
@@ -181,9 +187,12 @@ async fn keep_connected<T: Tools>(
                     }
                     Err(e) => Some(e),
                 };
+                let http = matches!(handle.spec.transport, Transport::Http { .. });
+                let mut check = tokio::time::interval_at(tokio::time::Instant::now() + HTTP_CHECK, HTTP_CHECK);
                 while why.is_none() {
                     tokio::select! {
                         () = handle.stop.cancelled() => break,
+                        _ = check.tick(), if http => why = offer().await.err(),
                         end = &mut ended => {
                             why = Some(end.unwrap_or_else(|_| "the connection ended".to_owned()));
                         }
