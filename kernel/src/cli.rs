@@ -13,6 +13,7 @@ mod host;
 mod kernels;
 mod logging;
 mod mcp;
+mod mcp_serve;
 mod ops;
 pub mod rpc;
 mod sessions;

@@ -1,7 +1,9 @@
 //! Hosts written for Meerkat drive Burrow: the Python suite in `tests/python`, run with
 //! Meerkat's own SDK (`meerkat-sdk`, pinned in `tests/python/requirements.txt`, installed
 //! by `scripts/test-deps` into `target/venv`), against a real kernel with the bundled
-//! echo provider, through the real `burrow-rpc`. Also `burrow-rpc`'s own contract: what
+//! echo provider, through the real `burrow-rpc`. The same suite drives `burrow mcp serve`
+//! with the Python `mcp` package's client (`test_mcp_serve.py`; it starts example apps
+//! from `BURROW_BIN_DIR`). Also `burrow-rpc`'s own contract: what
 //! it says when no kernel answers.
 
 use std::path::{Path, PathBuf};
@@ -40,6 +42,7 @@ async fn meerkats_python_sdk_drives_burrow() {
         .current_dir(repo())
         .env("BURROW_SOCKET", &kernel.socket)
         .env("MEERKAT_BIN_PATH", bin("burrow-rpc"))
+        .env("BURROW_BIN_DIR", burrow_tests::bin_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -188,7 +188,8 @@ async fn keep_connected<T: Tools>(
                     Err(e) => Some(e),
                 };
                 let http = matches!(handle.spec.transport, Transport::Http { .. });
-                let mut check = tokio::time::interval_at(tokio::time::Instant::now() + HTTP_CHECK, HTTP_CHECK);
+                let mut check =
+                    tokio::time::interval_at(tokio::time::Instant::now() + HTTP_CHECK, HTTP_CHECK);
                 while why.is_none() {
                     tokio::select! {
                         () = handle.stop.cancelled() => break,

@@ -1,5 +1,6 @@
 //! `burrow mcp status [--json]`: the MCP servers the bundled `mcp` app mounts, as its
-//! gateway method `mcp.status` reports them (docs/mcp.md).
+//! gateway method `mcp.status` reports them (docs/mcp.md); `burrow mcp serve`: the
+//! kernel's tools as an MCP server ([`super::mcp_serve`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,9 @@ use super::ops::registered;
 /// What `burrow mcp` does.
 #[derive(Debug, clap::Subcommand)]
 pub enum McpAction {
+    /// Serve the kernel's tools as an MCP server on stdin/stdout, for MCP clients that
+    /// spawn their servers (`"command": "burrow", "args": ["mcp", "serve"]`).
+    Serve,
     /// Each MCP server's state: ready with its tools, connecting, or failed with the
     /// reason and when it is tried again; and the tools not offered, with why.
     Status,
@@ -20,7 +24,9 @@ pub enum McpAction {
 
 /// Runs `burrow mcp ACTION`.
 pub async fn run(socket: Option<PathBuf>, action: McpAction, json: bool) -> ExitCode {
-    let McpAction::Status = action;
+    if let McpAction::Serve = action {
+        return super::mcp_serve::run(socket).await;
+    }
     let reg = match registered(socket).await {
         Ok(r) => r,
         Err(code) => return code,
