@@ -41,6 +41,9 @@ async fn followed(
     let follower = kernel.registered_client("follower").await;
     let events =
         follower.request_stream("session.events", json!({"session_id": key})).await.unwrap();
+    // The follower is registered when its connection's actor takes the request: once a
+    // later request of its own is answered by that actor, what follows reaches it.
+    follower.config_get(None).await.unwrap();
     (follower, events)
 }
 

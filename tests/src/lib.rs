@@ -397,7 +397,7 @@ fn kernel_command(
         .arg("--config")
         .arg(dir.join("burrow.toml"))
         .args(extra)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", std::env::var("BURROW_TEST_LOG").unwrap_or_else(|_| "info".into()))
         .env_remove("BURROW_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

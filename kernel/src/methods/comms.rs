@@ -55,12 +55,15 @@ fn events(state: &mut AppActorState, params: Value, responder: Responder) {
     state.watches.insert(id.clone(), stop.clone());
     let kernel = state.kernel.clone();
     let conn = state.conn.clone();
+    // Followed here, in the order of the connection's requests: an event published after
+    // any later request of this client was handled reaches it.
+    let mut stream = kernel.sessions.follow(&p.session_id, kernel.config().ipc.writer_queue_bytes);
     tokio::spawn(async move {
-        let mut stream =
-            match crate::service::sessions::follow(&kernel, &p.session_id, p.allow_new).await {
-                Ok(s) => s,
-                Err(e) => return responder.reply(Err(e.into())),
-            };
+        if !p.allow_new
+            && let Err(e) = crate::service::sessions::existing(&kernel, &p.session_id).await
+        {
+            return responder.reply(Err(e.into()));
+        }
         let ended = loop {
             let event = tokio::select! {
                 _ = stop.cancelled() => break "cancelled",
