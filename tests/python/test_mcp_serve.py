@@ -3,7 +3,8 @@ as an MCP server on stdio. The handshake of 2025-11-25 (`mode="legacy"`: the
 `initialize` the 1.x line speaks) and the 2026-07-28 revision (`mode="auto"`:
 `server/discover`) both connect; a tool appearing and leaving is announced with
 `notifications/tools/list_changed`; a call goes through the kernel's interceptors (the
-`redactor` example blanks a `password` argument)."""
+`redactor` example blanks a `password` argument); its session tools make a session and
+talk to its agent (the bundled echo provider)."""
 
 import asyncio
 import os
@@ -98,3 +99,27 @@ async def test_the_2026_revision_connects_too():
             assert "clock_now" in await tool_names(client)
             result = await asyncio.wait_for(client.call_tool("echo", {"n": 1}), WAIT)
             assert result.structured_content == {"n": 1}, result
+
+
+async def test_an_mcp_client_talks_to_burrows_agents():
+    async with Client(server(), mode="legacy") as client:
+        assert {"session_send", "session_history", "session_list"} <= await tool_names(client)
+        first = await asyncio.wait_for(client.call_tool("session_send", {"message": "hello"}), WAIT)
+        assert not first.is_error, first
+        assert first.content[0].text == "echo: hello"
+        session = first.structured_content["session_id"]
+        again = await asyncio.wait_for(
+            client.call_tool("session_send", {"session_id": session, "message": "and again"}), WAIT
+        )
+        assert again.content[0].text == "echo: and again"
+        page = await asyncio.wait_for(
+            client.call_tool("session_history", {"session_id": session, "limit": 10}), WAIT
+        )
+        roles = [m["role"] for m in page.structured_content["messages"]]
+        assert roles == ["user", "block_assistant", "user", "block_assistant"], roles
+        listed = await asyncio.wait_for(client.call_tool("session_list", {}), WAIT)
+        assert any(s["session_id"] == session for s in listed.structured_content["sessions"])
+        unknown = await asyncio.wait_for(
+            client.call_tool("session_send", {"session_id": "nope", "message": "x"}), WAIT
+        )
+        assert unknown.is_error, unknown

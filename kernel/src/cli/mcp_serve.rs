@@ -3,7 +3,11 @@
 //! client of the running kernel (registered as `mcp-serve-<pid>`): `tools/list` lists the
 //! kernel's tools, `tools/call` is `tool.call` (so interceptors and policy apply), and
 //! when a tool appears or leaves (the `capability_registered` / `capability_unregistered`
-//! hook events) the client is sent `notifications/tools/list_changed`. Both protocol
+//! hook events) the client is sent `notifications/tools/list_changed`. Three tools of its
+//! own let the client talk to Burrow's agents ([`SESSION_TOOLS`]): `session_send` (a
+//! message to a session, new or existing, answered with the agent's reply),
+//! `session_history` and `session_list` (the host contract's `session/history` and
+//! `session/list`). Both protocol
 //! generations are served: the `initialize` handshake (up to 2025-11-25) and the
 //! 2026-07-28 revision's `server/discover` (rmcp's).
 
@@ -27,6 +31,29 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::client::unreachable_kernel;
+
+/// The tools of `burrow mcp serve` itself: name, description, input schema.
+pub const SESSION_TOOLS: [(&str, &str); 3] = [
+    (
+        "session_send",
+        "Send a message to a Burrow session and wait for its agent's reply. Without session_id, a new session is created; the answer names it.",
+    ),
+    ("session_history", "A page of a Burrow session's transcript, from its start (offset, limit)."),
+    ("session_list", "Burrow's sessions, newest activity first."),
+];
+
+/// The input schema of session tool `name`.
+fn session_schema(name: &str) -> Value {
+    match name {
+        "session_send" => json!({"type": "object", "required": ["message"], "properties": {
+            "message": {"type": "string"}, "session_id": {"type": "string"}}}),
+        "session_history" => json!({"type": "object", "required": ["session_id"], "properties": {
+            "session_id": {"type": "string"}, "offset": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer", "minimum": 1}}}),
+        _ => json!({"type": "object", "properties": {
+            "limit": {"type": "integer", "minimum": 1}, "offset": {"type": "integer", "minimum": 0}}}),
+    }
+}
 
 /// The hook events that say the kernel's tools changed.
 const TOOL_EVENTS: [&str; 2] = ["capability_registered", "capability_unregistered"];
@@ -148,7 +175,11 @@ impl ServerHandler for KernelTools {
         let listed = self.client.request("kernel.capabilities", json!({ "type": "tool" })).await;
         let listed =
             listed.map_err(|e| ErrorData::internal_error(format!("the kernel: {e}"), None))?;
-        let tools = listed["capabilities"]
+        let own = SESSION_TOOLS.iter().map(|(name, description)| {
+            let schema = session_schema(name).as_object().cloned().unwrap_or_default();
+            Tool::new(*name, *description, Arc::new(schema))
+        });
+        let kernels = listed["capabilities"]
             .as_array()
             .into_iter()
             .flatten()
@@ -162,8 +193,9 @@ impl ServerHandler for KernelTools {
                 };
                 Some(Tool::new(name, description, Arc::new(schema)))
             })
-            .collect();
-        Ok(ListToolsResult::with_all_items(tools))
+            // A kernel tool of the same name as one of ours is not served.
+            .filter(|tool| !SESSION_TOOLS.iter().any(|(name, _)| *name == tool.name));
+        Ok(ListToolsResult::with_all_items(own.chain(kernels).collect()))
     }
 
     async fn call_tool(
@@ -172,6 +204,17 @@ impl ServerHandler for KernelTools {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let arguments = Value::Object(request.arguments.unwrap_or_default());
+        if let Some(host) = host_call(&request.name, &arguments) {
+            let answer = match host {
+                Ok(call) => self.client.request("host.call", call).await,
+                Err(why) => return Ok(CallToolResult::error(vec![ContentBlock::text(why)]).into()),
+            };
+            return Ok(match answer {
+                Ok(result) => session_result(&request.name, result),
+                Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
+            }
+            .into());
+        }
         let params = json!({ "name": request.name, "arguments": arguments });
         let answer = self.client.request("tool.call", params).await;
         let result = match answer {
@@ -182,6 +225,52 @@ impl ServerHandler for KernelTools {
         };
         Ok(result.into())
     }
+}
+
+/// The `host.call` a session tool makes (`None`: not a session tool), or why its
+/// arguments are wrong.
+fn host_call(tool: &str, arguments: &Value) -> Option<Result<Value, String>> {
+    let text = |field: &str| arguments.get(field).and_then(Value::as_str);
+    let page = |mut params: Value| {
+        for field in ["offset", "limit"] {
+            if let Some(n) = arguments.get(field).and_then(Value::as_u64) {
+                params[field] = n.into();
+            }
+        }
+        params
+    };
+    let call = |method: &str, params: Value| Ok(json!({ "method": method, "params": params }));
+    Some(match tool {
+        "session_send" => match (text("message"), text("session_id")) {
+            (None, _) => Err("session_send needs a message (a string)".to_owned()),
+            (Some(message), Some(id)) => call(
+                "turn/start",
+                json!({ "session_id": id, "prompt": message, "session_events": false }),
+            ),
+            (Some(message), None) => call(
+                "session/create",
+                json!({ "prompt": message, "keep_alive": true, "session_events": false }),
+            ),
+        },
+        "session_history" => match text("session_id") {
+            Some(id) => call("session/history", page(json!({ "session_id": id }))),
+            None => Err("session_history needs a session_id (a string)".to_owned()),
+        },
+        "session_list" => call("session/list", page(json!({}))),
+        _ => return None,
+    })
+}
+
+/// A session tool's answer: `session_send`'s reply as text, the others' JSON as text; the
+/// whole answer as `structuredContent`.
+fn session_result(tool: &str, result: Value) -> CallToolResult {
+    let text = match (tool, result.get("text").and_then(Value::as_str)) {
+        ("session_send", Some(reply)) => reply.to_owned(),
+        _ => result.to_string(),
+    };
+    let mut mcp = CallToolResult::success(vec![ContentBlock::text(text)]);
+    mcp.structured_content = Some(result);
+    mcp
 }
 
 /// A Burrow tool result (`{content, isError?}`) as an MCP one: text content as a text
@@ -219,5 +308,34 @@ mod tests {
         let object = tool_result(&json!({"content": {"a": 1}}));
         assert_eq!(object.structured_content, Some(json!({"a": 1})));
         assert_eq!(serde_json::to_value(&object).unwrap()["content"][0]["text"], r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn session_tools_are_host_calls() {
+        let new = host_call("session_send", &json!({"message": "hi"})).unwrap().unwrap();
+        assert_eq!(
+            (new["method"].clone(), new["params"]["prompt"].clone()),
+            (json!("session/create"), json!("hi"))
+        );
+        let more = host_call("session_send", &json!({"message": "hi", "session_id": "s"}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (more["method"].clone(), more["params"]["session_id"].clone()),
+            (json!("turn/start"), json!("s"))
+        );
+        assert!(host_call("session_send", &json!({})).unwrap().is_err());
+        let page =
+            host_call("session_history", &json!({"session_id": "s", "limit": 2})).unwrap().unwrap();
+        assert_eq!(page["params"], json!({"session_id": "s", "limit": 2}));
+        assert!(host_call("session_history", &json!({})).unwrap().is_err());
+        assert_eq!(
+            host_call("session_list", &json!({})).unwrap().unwrap()["method"],
+            "session/list"
+        );
+        assert!(host_call("read_file", &json!({})).is_none());
+        let reply = session_result("session_send", json!({"session_id": "s", "text": "echo: hi"}));
+        assert_eq!(serde_json::to_value(&reply).unwrap()["content"][0]["text"], "echo: hi");
+        assert_eq!(reply.structured_content.unwrap()["session_id"], "s");
     }
 }
