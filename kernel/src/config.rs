@@ -70,6 +70,8 @@ pub struct Config {
     pub host: host::HostSettings,
     /// `[comms]`: the signed kernel channel.
     pub comms: crate::service::comms::CommsSettings,
+    /// `[mcp]`: Burrow as an MCP server.
+    pub mcp: host::McpSettings,
     /// The configuration file's directory: relative `command` paths start there.
     pub base_dir: Option<PathBuf>,
     /// The whole effective document as JSON (TOML datetimes become strings).
@@ -92,6 +94,7 @@ impl Default for Config {
             sessions: crate::sessions::SessionSettings::default(),
             host: Default::default(),
             comms: Default::default(),
+            mcp: Default::default(),
             base_dir: None,
             document: serde_json::Value::Object(Default::default()),
             origins: layers::Origins::default(),
@@ -297,6 +300,8 @@ impl Config {
         let comms: crate::service::comms::CommsSettings =
             section(&document, "comms").map_err(parse_err)?;
         comms.validate().map_err(parse_err)?;
+        let mcp: host::McpSettings = section(&document, "mcp").map_err(parse_err)?;
+        mcp.validate().map_err(parse_err)?;
         let document = json(&toml::Value::Table(document), "").map_err(parse_err)?;
         Ok(Self {
             ipc,
@@ -308,6 +313,7 @@ impl Config {
             sessions,
             host,
             comms,
+            mcp,
             base_dir: None,
             document,
             origins: layers::Origins::default(),

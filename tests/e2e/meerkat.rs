@@ -34,8 +34,10 @@ fn python() -> PathBuf {
 async fn meerkats_python_sdk_drives_burrow() {
     let python = python();
     // The echo provider streams word by word, 5 ms apart.
+    // `burrow mcp serve` serves three of the example tools (test_mcp_serve.py).
     let config = "[ipc]\nheartbeat_timeout_ms = 60000\n\
-                  [apps.echo-provider.run]\nenv = { ECHO_WORD_DELAY_MS = \"5\" }\n";
+                  [apps.echo-provider.run]\nenv = { ECHO_WORD_DELAY_MS = \"5\" }\n\
+                  [mcp]\nexpose = [\"echo\", \"clock_*\", \"fail\"]\n";
     let kernel = Kernel::start_with_config(config).await;
     let child = tokio::process::Command::new(python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"])

@@ -73,7 +73,12 @@ async def test_an_mcp_client_sees_tools_come_and_go_and_calls_them_through_inter
                 return bool(changes)
 
             await until(announced)
-            assert {"echo", "clock_now"} <= await tool_names(client)
+            names = await tool_names(client)
+            assert {"echo", "clock_now"} <= names, names
+            # The driver's `[mcp] expose` leaves this one out.
+            assert "slow_echo" not in names, names
+            hidden = await asyncio.wait_for(client.call_tool("slow_echo", {}), WAIT)
+            assert hidden.is_error and "expose" in hidden.content[0].text, hidden
             result = await asyncio.wait_for(
                 client.call_tool("echo", {"password": "hunter2", "note": "hi"}), WAIT
             )

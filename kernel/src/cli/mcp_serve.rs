@@ -1,7 +1,7 @@
 //! `burrow mcp serve`: Burrow's tools as an MCP server on stdin/stdout, for MCP clients
 //! that spawn their servers (Claude Desktop and Code, Cursor, the MCP SDKs). It is a
 //! client of the running kernel (registered as `mcp-serve-<pid>`): `tools/list` lists the
-//! kernel's tools, `tools/call` is `tool.call` (so interceptors and policy apply), and
+//! kernel's tools that `[mcp] expose` names (all by default), `tools/call` is `tool.call` (so interceptors and policy apply), and
 //! when a tool appears or leaves (the `capability_registered` / `capability_unregistered`
 //! hook events) the client is sent `notifications/tools/list_changed`. Three tools of its
 //! own let the client talk to Burrow's agents ([`SESSION_TOOLS`]): `session_send` (a
@@ -75,7 +75,17 @@ pub async fn run(socket: Option<PathBuf>) -> ExitCode {
         eprintln!("burrow mcp serve: cannot register with the kernel: {e}");
         return ExitCode::FAILURE;
     }
-    let server = KernelTools { client: client.clone(), peer: Arc::default() };
+    let expose = match client.config_get(Some("mcp.expose")).await {
+        Ok(Value::Array(patterns)) => {
+            patterns.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        Ok(_) => vec!["*".to_owned()],
+        Err(e) => {
+            eprintln!("burrow mcp serve: cannot read [mcp] expose: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = KernelTools { client: client.clone(), peer: Arc::default(), expose };
     let peers = server.peer.clone();
     // Tool changes become `notifications/tools/list_changed` once the client is there.
     tokio::spawn(async move {
@@ -113,6 +123,7 @@ async fn register(client: &Client) -> Result<(), burrow_sdk::Error> {
     let mut manifest = Manifest::new(format!("mcp-serve-{}", std::process::id()), crate::VERSION);
     manifest.description = Some("burrow mcp serve: the kernel's tools for an MCP client".into());
     manifest.capabilities.hooks.subscribe = TOOL_EVENTS.iter().map(|e| (*e).to_owned()).collect();
+    manifest.config.read = vec!["mcp".to_owned()];
     let params =
         RegisterParams { manifest, protocol_version: PROTOCOL_VERSION.into(), token: None };
     client.call::<AppRegister>(params).await?;
@@ -152,6 +163,15 @@ struct KernelTools {
     client: Client,
     /// The MCP client, once initialized.
     peer: Arc<Mutex<Option<Peer<RoleServer>>>>,
+    /// `[mcp] expose`: the kernel's tools served.
+    expose: Vec<String>,
+}
+
+impl KernelTools {
+    /// Whether the kernel's tool `name` is served.
+    fn exposes(&self, name: &str) -> bool {
+        self.expose.iter().any(|p| burrow_protocol::manifest::pattern_matches(p, name))
+    }
 }
 
 impl ServerHandler for KernelTools {
@@ -194,7 +214,8 @@ impl ServerHandler for KernelTools {
                 Some(Tool::new(name, description, Arc::new(schema)))
             })
             // A kernel tool of the same name as one of ours is not served.
-            .filter(|tool| !SESSION_TOOLS.iter().any(|(name, _)| *name == tool.name));
+            .filter(|tool| !SESSION_TOOLS.iter().any(|(name, _)| *name == tool.name))
+            .filter(|tool| self.exposes(&tool.name));
         Ok(ListToolsResult::with_all_items(own.chain(kernels).collect()))
     }
 
@@ -214,6 +235,10 @@ impl ServerHandler for KernelTools {
                 Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
             }
             .into());
+        }
+        if !self.exposes(&request.name) {
+            let why = format!("no tool {:?} is served ([mcp] expose)", request.name);
+            return Ok(CallToolResult::error(vec![ContentBlock::text(why)]).into());
         }
         let params = json!({ "name": request.name, "arguments": arguments });
         let answer = self.client.request("tool.call", params).await;

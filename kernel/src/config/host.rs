@@ -1,4 +1,5 @@
-//! `[host]`: the bounds of the host surfaces (JSON-RPC and REST).
+//! `[host]`: the bounds of the host surfaces (JSON-RPC and REST); `[mcp]`: what Burrow
+//! serves as an MCP server (`burrow mcp serve`).
 
 use serde::Deserialize;
 
@@ -61,5 +62,30 @@ impl HostSettings {
             return Err("[host] idle_timeout_ms, tool_timeout_ms, header_read_timeout_ms and body_read_timeout_ms must be positive".to_owned());
         }
         Ok(())
+    }
+}
+
+/// `[mcp]`: Burrow as an MCP server (`burrow mcp serve`, docs/mcp.md). Read by the
+/// server when it starts.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// Patterns (`*` wildcards) of the kernel's tools served to MCP clients.
+    pub expose: Vec<String>,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        McpSettings { expose: vec!["*".to_owned()] }
+    }
+}
+
+impl McpSettings {
+    /// Checks that every pattern is a name or a pattern of names.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.expose.iter().find(|p| p.is_empty() || p.chars().any(char::is_whitespace)) {
+            Some(bad) => Err(format!("[mcp] expose: {bad:?} is not a tool name or pattern")),
+            None => Ok(()),
+        }
     }
 }

@@ -18,6 +18,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "hooks",
     "host",
     "ipc",
+    "mcp",
     "policy",
     "sessions",
     "shared",
@@ -63,6 +64,7 @@ pub fn defaults(state_dir: &Path) -> toml::Table {
     put("sessions", typed(&crate::sessions::SessionSettings::default()));
     put("host", typed(&super::host::HostSettings::default()));
     put("comms", typed(&crate::service::comms::CommsSettings::default()));
+    put("mcp", typed(&super::host::McpSettings::default()));
     let main = typed(&crate::sessions::AgentSpec::default())
         .map(|main| toml::Table::from_iter([("main".to_owned(), toml::Value::Table(main))]));
     put("agents", main);
