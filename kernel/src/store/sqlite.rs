@@ -21,6 +21,7 @@ use std::time::Duration;
 use burrow_protocol::methods::session::{RunStatus, SessionFilter, TranscriptMessage};
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod apply;
 mod write;
 
 use super::journal::{self, Journal};
@@ -28,7 +29,8 @@ use super::{
     Fence, HistoryPage, Page, PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture,
     Write, WriteDone,
 };
-use write::{Writer, apply_all, set_applied};
+use apply::{apply_all, set_applied};
+use write::Writer;
 
 const MIGRATIONS: &[&str] = &[
     // 1: sessions, transcripts, runs.

@@ -449,12 +449,12 @@ fn grow(c: &mut Connection, from: usize, n: usize) {
     for i in from..from + n {
         let key = format!("s{}", i % 64);
         tx.execute(
-            write::UPSERT_RUN,
+            apply::UPSERT_RUN,
             params![format!("r{i}"), key, "completed", "out", None::<String>],
         )
         .unwrap();
         tx.execute(
-            write::APPEND_MESSAGE,
+            apply::APPEND_MESSAGE,
             params![
                 format!("m{i}"),
                 key,
@@ -487,7 +487,7 @@ fn costs(c: &Connection, at: usize) -> Vec<(&'static str, i32)> {
             "a new run",
             steps(
                 c,
-                write::UPSERT_RUN,
+                apply::UPSERT_RUN,
                 &[&run, &"s1", &"queued", &None::<String>, &None::<String>],
             ),
         ),
@@ -495,7 +495,7 @@ fn costs(c: &Connection, at: usize) -> Vec<(&'static str, i32)> {
             "a run's update",
             steps(
                 c,
-                write::UPSERT_RUN,
+                apply::UPSERT_RUN,
                 &[&run, &"s1", &"running", &None::<String>, &None::<String>],
             ),
         ),
@@ -503,7 +503,7 @@ fn costs(c: &Connection, at: usize) -> Vec<(&'static str, i32)> {
             "a message",
             steps(
                 c,
-                write::APPEND_MESSAGE,
+                apply::APPEND_MESSAGE,
                 &[
                     &msg,
                     &"s1",
@@ -518,7 +518,7 @@ fn costs(c: &Connection, at: usize) -> Vec<(&'static str, i32)> {
                 ],
             ),
         ),
-        ("a session's activity", steps(c, write::TOUCH_SESSION, &[&"s1", &1i64, &2i64])),
+        ("a session's activity", steps(c, apply::TOUCH_SESSION, &[&"s1", &1i64, &2i64])),
         ("a history page", steps(c, HISTORY_PAGE, &[&"s1", &None::<String>, &20i64])),
         ("a page before a message", steps(c, HISTORY_PAGE, &[&"s1", &msg, &20i64])),
         ("an external event by its key", steps(c, EXTERNAL_EVENT, &[&"s10", &"k10"])),
