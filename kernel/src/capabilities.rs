@@ -96,6 +96,8 @@ pub struct Capabilities {
     seq: AtomicU64,
     /// Wakes [`Capabilities::wait_ready`] waiters when a capability is added.
     added: Notify,
+    /// Counts the tools added and removed ([`Capabilities::tool_changes`]).
+    tools: tokio::sync::watch::Sender<u64>,
 }
 
 /// The longest [`Capabilities::wait_ready`] waits.
@@ -144,7 +146,19 @@ impl Capabilities {
             self.interceptors.fetch_add(1, Ordering::AcqRel);
         }
         self.added.notify_waiters();
+        self.tool_changed(&cap);
         Ok(cap)
+    }
+
+    /// Changes each time a tool is added or removed (the value counts them).
+    pub fn tool_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tools.subscribe()
+    }
+
+    fn tool_changed(&self, cap: &Capability) {
+        if cap.config.kind() == CapabilityType::Tool {
+            self.tools.send_modify(|n| *n += 1);
+        }
     }
 
     /// The capability of `kind` named `name` once it is registered and `is_ready` says
@@ -200,6 +214,7 @@ impl Capabilities {
         if let Some(name) = cap.name() {
             self.names.remove_if(&(cap.config.kind(), name), |_, holder| holder == id);
         }
+        self.tool_changed(&cap);
         Some(cap)
     }
 

@@ -16,6 +16,8 @@
 //! | `comms/send`, `comms/peers` | [`crate::service::comms`] |
 //! | `run/wait` | a run's status, waiting up to `timeout_ms` for its end |
 //! | anything else | a gateway method an app registered, else `METHOD_NOT_FOUND` |
+//!
+//! [`mcp::KernelMcp`] is the kernel as the backend of its MCP endpoint (`/mcp`).
 
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ pub use crate::config::host::HostSettings;
 
 pub mod comms;
 pub mod events;
+pub mod mcp;
 pub mod streams;
 pub mod turns;
 
@@ -163,5 +166,9 @@ impl Host for KernelHost {
         Box::pin(
             async move { Ok(crate::service::routing::http_request(&self.kernel, request).await?) },
         )
+    }
+
+    fn mcp(&self) -> Arc<dyn crate::mcp::Backend> {
+        Arc::new(mcp::KernelMcp { kernel: self.kernel.clone() })
     }
 }

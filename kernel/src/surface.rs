@@ -295,6 +295,9 @@ pub trait Host: Send + Sync + 'static {
         &self,
         request: HttpRequestParams,
     ) -> BoxFuture<'_, Result<HttpResponse, ErrorObject>>;
+
+    /// The kernel as its MCP endpoint's backend (`/mcp`, [`crate::mcp`]).
+    fn mcp(&self) -> std::sync::Arc<dyn crate::mcp::Backend>;
 }
 
 /// JSON-RPC's code for a line that is not JSON. It has no Burrow [`ErrorCode`]: it is

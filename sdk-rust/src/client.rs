@@ -110,6 +110,8 @@ impl Client {
 
     /// Sends a request and waits for its result, however long it takes (until the
     /// connection closes: [`Error::Closed`]). An error answer is [`Error::Remote`].
+    /// Dropping the future before the answer comes cancels the request: the far side is
+    /// sent `$/cancel`.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value> {
         self.shared.request(method, params, None).await
     }

@@ -315,10 +315,8 @@ impl Shared {
             None => call.await,
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(answer) => answer,
-                Err(_) => {
-                    self.cancel_remote(id);
-                    Err(Error::Timeout)
-                }
+                // The guard sends the far side `$/cancel`.
+                Err(_) => Err(Error::Timeout),
             },
         }
     }
@@ -444,7 +442,8 @@ impl Shared {
     }
 }
 
-/// Removes a pending entry when its request is abandoned (timeout, dropped future).
+/// Removes a pending entry when its request is abandoned (timeout, dropped future), and
+/// tells the far side with `$/cancel` when no answer had come.
 struct PendingGuard<'a> {
     shared: &'a Shared,
     id: u64,
@@ -452,7 +451,9 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.shared.calls.forget(self.id);
+        if self.shared.calls.forget(self.id) {
+            self.shared.cancel_remote(self.id);
+        }
     }
 }
 

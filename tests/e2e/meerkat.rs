@@ -2,8 +2,8 @@
 //! Meerkat's own SDK (`meerkat-sdk`, pinned in `tests/python/requirements.txt`, installed
 //! by `scripts/test-deps` into `target/venv`), against a real kernel with the bundled
 //! echo provider, through the real `burrow-rpc`. The same suite drives `burrow mcp serve`
-//! with the Python `mcp` package's client (`test_mcp_serve.py`; it starts example apps
-//! from `BURROW_BIN_DIR`). Also `burrow-rpc`'s own contract: what
+//! and the kernel's `/mcp` (`BURROW_HTTP`) with the Python `mcp` package's client
+//! (`test_mcp_serve.py`; it starts example apps from `BURROW_BIN_DIR`). Also `burrow-rpc`'s own contract: what
 //! it says when no kernel answers.
 
 use std::path::{Path, PathBuf};
@@ -38,13 +38,15 @@ async fn meerkats_python_sdk_drives_burrow() {
     let config = "[ipc]\nheartbeat_timeout_ms = 60000\n\
                   [apps.echo-provider.run]\nenv = { ECHO_WORD_DELAY_MS = \"5\" }\n\
                   [mcp]\nexpose = [\"echo\", \"clock_*\", \"fail\"]\n";
-    let kernel = Kernel::start_with_config(config).await;
+    let kernel = Kernel::start_with(config, &["--http", "127.0.0.1:0"]).await;
+    let http = kernel.endpoint("http").await;
     let child = tokio::process::Command::new(python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"])
         .current_dir(repo())
         .env("BURROW_SOCKET", &kernel.socket)
         .env("MEERKAT_BIN_PATH", bin("burrow-rpc"))
         .env("BURROW_BIN_DIR", burrow_tests::bin_dir())
+        .env("BURROW_HTTP", format!("http://{http}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,20 +1,25 @@
-"""`burrow mcp serve` driven by the Python `mcp` package's client (2.3): the kernel's tools
-as an MCP server on stdio. The handshake of 2025-11-25 (`mode="legacy"`: the
-`initialize` the 1.x line speaks) and the 2026-07-28 revision (`mode="auto"`:
-`server/discover`) both connect; a tool appearing and leaving is announced with
-`notifications/tools/list_changed`; a call goes through the kernel's interceptors (the
-`redactor` example blanks a `password` argument); its session tools make a session and
-talk to its agent (the bundled echo provider)."""
+"""Burrow's MCP server driven by the Python `mcp` package's client (2.3), on both of its
+transports (each test runs on each): `burrow mcp serve` (stdio) and the kernel's `/mcp`
+(streamable HTTP, at `$BURROW_HTTP/mcp`). The handshake of 2025-11-25
+(`mode="legacy"`: the `initialize` the 1.x line speaks) and the 2026-07-28 revision
+(`mode="auto"`: `server/discover`) both connect; a tool appearing and leaving is
+announced with `notifications/tools/list_changed` (on the session; on a
+`subscriptions/listen` stream in the 2026 revision); a call goes through the kernel's
+interceptors (the `redactor` example blanks a `password` argument); its session tools
+make a session and talk to its agent (the bundled echo provider)."""
 
 import asyncio
 import os
 import subprocess
 from contextlib import asynccontextmanager
 
+import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 WAIT = 30
+
+TRANSPORTS = ["stdio", "http"]
 
 
 def binary(name):
@@ -23,7 +28,10 @@ def binary(name):
     return path
 
 
-def server():
+def server(transport):
+    """What the client connects to: `burrow mcp serve`, or the kernel's `/mcp`."""
+    if transport == "http":
+        return os.environ["BURROW_HTTP"] + "/mcp"
     env = {"BURROW_SOCKET": os.environ["BURROW_SOCKET"]}
     return StdioServerParameters(command=binary("burrow"), args=["mcp", "serve"], env=env)
 
@@ -59,14 +67,15 @@ async def until(predicate):
     raise AssertionError("not in time")
 
 
-async def test_an_mcp_client_sees_tools_come_and_go_and_calls_them_through_interceptors():
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_mcp_client_sees_tools_come_and_go_and_calls_them_through_interceptors(transport):
     changes = []
 
     async def on_message(message):
         if getattr(message, "method", None) == "notifications/tools/list_changed":
             changes.append(message)
 
-    async with Client(server(), mode="legacy", message_handler=on_message) as client:
+    async with Client(server(transport), mode="legacy", message_handler=on_message) as client:
         assert "echo" not in await tool_names(client)
         async with app("redactor"), app("clock-tool"):
             async def announced():
@@ -98,16 +107,26 @@ async def test_an_mcp_client_sees_tools_come_and_go_and_calls_them_through_inter
         assert missing.is_error, missing
 
 
-async def test_the_2026_revision_connects_too():
-    async with app("clock-tool"):
-        async with Client(server(), mode="auto") as client:
-            assert "clock_now" in await tool_names(client)
-            result = await asyncio.wait_for(client.call_tool("echo", {"n": 1}), WAIT)
-            assert result.structured_content == {"n": 1}, result
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_2026_revision_connects_and_listens_for_tool_changes(transport):
+    async with Client(server(transport), mode="auto") as client:
+        assert client.session.protocol_version == "2026-07-28"
+        async with client.listen(tools_list_changed=True) as changes:
+            assert changes.honored.tools_list_changed
+            async with app("clock-tool"):
+                # Each look after the first waits for a change to be announced.
+                async def announced():
+                    while "clock_now" not in await tool_names(client):
+                        await anext(changes)
+
+                await asyncio.wait_for(announced(), WAIT)
+                result = await asyncio.wait_for(client.call_tool("echo", {"n": 1}), WAIT)
+                assert result.structured_content == {"n": 1}, result
 
 
-async def test_an_mcp_client_talks_to_burrows_agents():
-    async with Client(server(), mode="legacy") as client:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_mcp_client_talks_to_burrows_agents(transport):
+    async with Client(server(transport), mode="legacy") as client:
         assert {"session_send", "session_history", "session_list"} <= await tool_names(client)
         first = await asyncio.wait_for(client.call_tool("session_send", {"message": "hello"}), WAIT)
         assert not first.is_error, first

@@ -13,18 +13,26 @@
 //! except paths ending `/missing` (`NOT_FOUND`) and `/bad-status` (status 42).
 //!
 //! Every call is recorded first ([`FakeHost::calls`]).
+//!
+//! Its MCP backend ([`FakeMcp`]) has one tool, `echo` (its arguments as its content);
+//! session tools answer `{"method", "params"}`; [`FakeHost::change_tools`] announces a
+//! change.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use burrow_protocol::methods::capability::CapabilityType;
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
+use burrow_protocol::methods::operator::{CapabilitySummary, KernelCapabilitiesResult};
 use burrow_protocol::{ErrorCode, ErrorObject, Map, Value};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::json;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Host};
+use crate::mcp::Backend;
 
 /// Methods answered `{"method", "params"}`.
 const ROUTED: [&str; 12] = [
@@ -46,11 +54,21 @@ const ROUTED: [&str; 12] = [
 pub(crate) struct FakeHost {
     calls: Mutex<Vec<(String, Value)>>,
     released: watch::Sender<bool>,
+    tools: watch::Sender<u64>,
 }
 
 impl FakeHost {
     pub(crate) fn new() -> FakeHost {
-        FakeHost { calls: Mutex::new(Vec::new()), released: watch::channel(false).0 }
+        FakeHost {
+            calls: Mutex::new(Vec::new()),
+            released: watch::channel(false).0,
+            tools: watch::Sender::new(0),
+        }
+    }
+
+    /// Tells MCP clients the tools changed.
+    pub(crate) fn change_tools(&self) {
+        self.tools.send_modify(|n| *n += 1);
     }
 
     /// Lets every `slow` call (past and future) answer.
@@ -153,5 +171,56 @@ impl Host for FakeHost {
             let body = serde_json::to_string(&request).unwrap();
             Ok(HttpResponse { status, headers: Some(headers), body: Some(body) })
         })
+    }
+
+    fn mcp(&self) -> Arc<dyn Backend> {
+        Arc::new(FakeMcp { tools: self.tools.clone() })
+    }
+}
+
+/// The fake host's MCP backend.
+struct FakeMcp {
+    tools: watch::Sender<u64>,
+}
+
+impl Backend for FakeMcp {
+    fn tools(&self) -> BoxFuture<'_, Result<KernelCapabilitiesResult, ErrorObject>> {
+        let echo = CapabilitySummary {
+            capability_id: "cap-1".into(),
+            app_id: "fake".into(),
+            kind: CapabilityType::Tool,
+            config: json!({"type": "tool", "name": "echo", "description": "its arguments"}),
+        };
+        Box::pin(async move { Ok(KernelCapabilitiesResult { capabilities: vec![echo] }) })
+    }
+
+    fn call_tool(
+        &self,
+        name: String,
+        arguments: Value,
+        _cancel: CancellationToken,
+    ) -> BoxFuture<'_, Result<Value, ErrorObject>> {
+        Box::pin(async move {
+            match name.as_str() {
+                "echo" => Ok(json!({ "content": arguments })),
+                _ => Err(ErrorObject::new(ErrorCode::NotFound, format!("no tool {name}"))),
+            }
+        })
+    }
+
+    fn host_call(
+        &self,
+        method: String,
+        params: Value,
+    ) -> BoxFuture<'_, Result<Value, ErrorObject>> {
+        Box::pin(async move { Ok(json!({"method": method, "params": params})) })
+    }
+
+    fn expose(&self) -> Vec<String> {
+        vec!["*".to_owned()]
+    }
+
+    fn tool_changes(&self) -> watch::Receiver<u64> {
+        self.tools.subscribe()
     }
 }

@@ -19,6 +19,7 @@
 //! | `GET /comms/peers?session_id=` | `comms/peers` | 200 |
 //! | `POST /rpc` (JSON-RPC request or batch) | as [`super::rpc`]; notifications only → 204 | 200 |
 //! | any method `/apps/{*rest}` | [`Host::http_request`] | the app's |
+//! | `POST`, `GET`, `DELETE /mcp` | Burrow's MCP server over streamable HTTP ([`mcp`]) | MCP's |
 //!
 //! Success bodies are the host's result as JSON. Errors are Meerkat's REST errors,
 //! `{"error": "<message>", "code": "NOT_FOUND", "details": {...}}` (Burrow's code; its
@@ -68,6 +69,7 @@ use crate::surface::rpc::{Gate, complete, triage};
 use crate::surface::{Host, http_error_body, http_status};
 
 mod apps;
+pub mod mcp;
 mod serve;
 
 pub use serve::{HttpLimits, serve_http};
@@ -189,6 +191,7 @@ pub fn router_with_limits(
         .route("/comms/peers", get(comms_peers))
         .route("/rpc", post(rpc))
         .route("/apps/{*rest}", any(apps::proxy))
+        .merge(mcp::routes(host.mcp()))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -205,6 +205,35 @@ async fn timeout_forgets_the_request_and_cancels_it() {
 }
 
 #[tokio::test]
+async fn dropping_a_pending_request_cancels_it_and_an_answered_one_does_not() {
+    let (a, mut raw) = Transport::memory_pair();
+    let client = Client::from_transport(a);
+    let answered = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("quick", json!({})).await }
+    });
+    let Message::Request(quick) = next_message(&mut raw).await else {
+        panic!("expected the first request")
+    };
+    raw.writer.send(Message::success(quick.id, json!("done"))).await.unwrap();
+    assert_eq!(within(answered).await.unwrap().unwrap(), json!("done"));
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("slow", json!({})).await }
+    });
+    let Message::Request(slow) = next_message(&mut raw).await else {
+        panic!("expected the second request")
+    };
+    pending.abort();
+    // The next frame is the slow request's `$/cancel`: none was sent for the answered one.
+    let Message::Notification(cancel) = next_message(&mut raw).await else {
+        panic!("expected $/cancel")
+    };
+    assert_eq!(cancel.method, "$/cancel");
+    assert_eq!(Id::from_value(&cancel.params["id"]), Some(slow.id));
+}
+
+#[tokio::test]
 async fn streams_yield_chunks_then_the_result() {
     let (a, mut raw) = Transport::memory_pair();
     let client = Client::from_transport(a);

@@ -343,6 +343,8 @@ async fn bearer_tokens_when_required() {
         .unwrap();
     send(&router, basic).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     send(&router, get("/no/such/route")).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let mcp = post_json("/mcp", mcp_initialize().to_string());
+    send(&router, mcp).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     assert!(host.calls().is_empty());
 
     // Any Host is fine once a token is required.
@@ -352,6 +354,21 @@ async fn bearer_tokens_when_required() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&router, right).await.status, StatusCode::OK);
+    let mut mcp = post_json("/mcp", mcp_initialize().to_string());
+    let headers = mcp.headers_mut();
+    headers.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    headers.insert(header::HOST, "kernel.example:8080".parse().unwrap());
+    headers.insert(header::ACCEPT, "application/json, text/event-stream".parse().unwrap());
+    let answer = send(&router, mcp).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(answer.text.contains(r#""serverInfo""#), "{}", answer.text);
+}
+
+/// An MCP `initialize` request (for `/mcp`).
+pub(super) fn mcp_initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}})
 }
 
 #[tokio::test]
@@ -361,6 +378,9 @@ async fn without_tokens_only_loopback_host_names_are_answered() {
         Request::get("/sessions").header(header::HOST, "evil.example").body(Body::empty()).unwrap();
     let error = send(&router, evil).await.error(StatusCode::FORBIDDEN, "FORBIDDEN");
     assert_eq!(error["data"]["reason"], "host_not_allowed");
+    let mut mcp = post_json("/mcp", mcp_initialize().to_string());
+    mcp.headers_mut().insert(header::HOST, "evil.example".parse().unwrap());
+    send(&router, mcp).await.error(StatusCode::FORBIDDEN, "FORBIDDEN");
     let local = Request::get("/sessions")
         .header(header::HOST, "localhost:8080")
         .body(Body::empty())
