@@ -6,7 +6,8 @@
 //! survived (reconnected, tools registered again); a server that never answers
 //! `initialize` and a tool name another app holds show in `mcp.status` with the reason.
 //! And a streamable-HTTP server built on the Python `mcp` package (`tests/mcp`), with a
-//! bearer header from the configuration.
+//! bearer header from the configuration, on both lines of the package: 2.x
+//! (`target/venv`) and 1.x (`target/venv-mcp1`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -206,53 +207,127 @@ fn server_pid(kernel: &Kernel, needle: &str) -> i32 {
     found.unwrap_or_else(|| panic!("no process {needle:?} under the kernel"))
 }
 
-#[tokio::test]
-async fn a_streamable_http_server_on_the_python_sdk_is_mounted_with_its_header() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository");
-    let python = repo.join("target/venv/bin/python");
-    assert!(python.exists(), "no {}: run scripts/test-deps", python.display());
-    // A free loopback port for the server.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start = || {
-        tokio::process::Command::new(&python)
-            .arg(repo.join("tests/mcp/http_server.py"))
-            .arg(port.to_string())
+/// The fixture `tests/mcp/python_server.py` on the Python `mcp` package of the virtual
+/// environment `target/<venv>`: over streamable HTTP on a free loopback port, or stdio.
+struct PythonServer {
+    python: PathBuf,
+    script: PathBuf,
+    port: u16,
+}
+
+impl PythonServer {
+    fn new(venv: &str) -> Self {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository");
+        let python = repo.join("target").join(venv).join("bin/python");
+        assert!(python.exists(), "no {}: run scripts/test-deps", python.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self { python, script: repo.join("tests/mcp/python_server.py"), port }
+    }
+
+    /// Starts it; it is killed when the child is dropped.
+    fn start(&self) -> tokio::process::Child {
+        tokio::process::Command::new(&self.python)
+            .arg(&self.script)
+            .arg(self.port.to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start the Python MCP server")
-    };
-    let mut server = start();
-    let py = format!(
-        "[apps.mcp.servers.py]\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
-         headers = {{ Authorization = \"Bearer ${{MCP_HTTP_TOKEN}}\" }}\n"
-    );
-    let kernel = kernel(&py).await;
-    let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
-    let ready = status_when(&mut rpc, "py", is_ready).await;
-    assert_eq!(
-        (ready["transport"].clone(), ready["tools"].clone()),
-        (json!("http"), json!(2)),
-        "{ready}"
-    );
-    let prompt = r#"/tool py__add {"a": 2, "b": 40}"#;
-    let run = rpc.ok("session/create", json!({"prompt": prompt, "session_events": false})).await;
-    assert_eq!(run["text"], "tool py__add returned: 2 + 40 = 42", "{run}");
-    let app = kernel.registered_client("caller").await;
-    let loud = app.call_tool("py__shout", json!({"text": "burrow"})).await.unwrap();
-    assert_eq!(loud.content, "BURROW!");
+    }
+
+    /// A kernel whose bridge mounts it as `py` over stdio, speaking `protocol_version`:
+    /// `grow` adds a tool, and the bridge, told so (there is no polling on stdio), offers
+    /// it.
+    async fn grows_over_stdio(&self, protocol_version: &str) {
+        let py = format!(
+            "[apps.mcp.servers.py]
+command = {python:?}
+args = [{script:?}, \"--stdio\"]
+",
+            python = self.python.display().to_string(),
+            script = self.script.display().to_string(),
+        );
+        let kernel = kernel(&py).await;
+        let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+        let ready = status_when(&mut rpc, "py", is_ready).await;
+        let shown = (&ready["transport"], &ready["tools"], &ready["protocol_version"]);
+        assert_eq!(shown, (&json!("stdio"), &json!(3), &json!(protocol_version)), "{ready}");
+        let app = kernel.registered_client("caller").await;
+        let grown = app.call_tool("py__grow", json!({})).await.unwrap();
+        assert_eq!(grown.content, "grown");
+        let more =
+            |e: &Value| e["offered"].as_array().is_some_and(|o| o.contains(&json!("py__extra")));
+        status_when(&mut rpc, "py", more).await;
+        assert_eq!(app.call_tool("py__extra", json!({})).await.unwrap().content, "extra");
+    }
+
+    /// A kernel whose bridge mounts it as `py`, with the bearer header from a `${VAR}`;
+    /// once it is ready (over HTTP, its tools, speaking `protocol_version`, as
+    /// `burrow mcp status` shows too), an agent calls one of its tools and an app
+    /// another.
+    async fn mounted(&self, protocol_version: &str) -> (Kernel, Rpc, burrow_sdk::Client) {
+        let py = format!(
+            "[apps.mcp.servers.py]\nurl = \"http://127.0.0.1:{port}/mcp\"\n\
+             headers = {{ Authorization = \"Bearer ${{MCP_HTTP_TOKEN}}\" }}\n",
+            port = self.port,
+        );
+        let kernel = kernel(&py).await;
+        let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+        let ready = status_when(&mut rpc, "py", is_ready).await;
+        let shown = (&ready["transport"], &ready["tools"], &ready["protocol_version"]);
+        assert_eq!(shown, (&json!("http"), &json!(3), &json!(protocol_version)), "{ready}");
+        let out = kernel.cli(&["mcp", "status"]).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = format!("py\thttp\tready, 3 tools, MCP {protocol_version}\n");
+        assert!(out.status.success() && text.contains(&line), "{text}");
+
+        let prompt = r#"/tool py__add {"a": 2, "b": 40}"#;
+        let run =
+            rpc.ok("session/create", json!({"prompt": prompt, "session_events": false})).await;
+        assert_eq!(run["text"], "tool py__add returned: 2 + 40 = 42", "{run}");
+        let app = kernel.registered_client("caller").await;
+        let loud = app.call_tool("py__shout", json!({"text": "burrow"})).await.unwrap();
+        assert_eq!(loud.content, "BURROW!");
+        (kernel, rpc, app)
+    }
+}
+
+#[tokio::test]
+async fn a_streamable_http_server_on_the_python_sdk_is_mounted_with_its_header() {
+    // The 2.x line (mcp 2.3) answers the bridge's `server/discover`: the 2026-07-28
+    // revision.
+    let server = PythonServer::new("venv");
+    let mut running = server.start();
+    let (_kernel, mut rpc, app) = server.mounted("2026-07-28").await;
 
     // The server goes away: noticed, its tools withdrawn; back, they are offered again.
-    server.kill().await.unwrap();
+    running.kill().await.unwrap();
     let gone = status_when(&mut rpc, "py", |e| e["state"] == "failed").await;
     assert_eq!(gone["offered"], json!([]), "{gone}");
     let err = app.call_tool("py__shout", json!({"text": "x"})).await.unwrap_err();
     assert_eq!(err.code(), Some(burrow_sdk::ErrorCode::NotFound), "{err:?}");
-    let _server = start();
+    let _running = server.start();
     status_when(&mut rpc, "py", is_ready).await;
     let loud = app.call_tool("py__shout", json!({"text": "again"})).await.unwrap();
     assert_eq!(loud.content, "AGAIN!");
+}
+
+#[tokio::test]
+async fn a_streamable_http_server_on_the_python_sdks_1x_line_is_mounted() {
+    // The 1.x line (mcp 1.30, its last) knows no `server/discover`: the bridge falls back
+    // to `initialize`, answered with 2025-11-25.
+    let server = PythonServer::new("venv-mcp1");
+    let _running = server.start();
+    server.mounted("2025-11-25").await;
+}
+
+#[tokio::test]
+async fn tool_list_changes_reach_the_bridge_over_stdio_in_both_revisions() {
+    // 2.x: announced on the bridge's `subscriptions/listen` stream.
+    PythonServer::new("venv").grows_over_stdio("2026-07-28").await;
+    // 1.x: announced on the session.
+    PythonServer::new("venv-mcp1").grows_over_stdio("2025-11-25").await;
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! by `scripts/test-deps` into `target/venv`), against a real kernel with the bundled
 //! echo provider, through the real `burrow-rpc`. The same suite drives `burrow mcp serve`
 //! and the kernel's `/mcp` (`BURROW_HTTP`) with the Python `mcp` package's client
-//! (`test_mcp_serve.py`; it starts example apps from `BURROW_BIN_DIR`). Also `burrow-rpc`'s own contract: what
+//! (`test_mcp_serve.py`; it starts example apps from `BURROW_BIN_DIR`), and
+//! `tests/python-mcp1` does with the client of its 1.x line (`target/venv-mcp1`). Also `burrow-rpc`'s own contract: what
 //! it says when no kernel answers.
 
 use std::path::{Path, PathBuf};
@@ -19,9 +20,10 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository")
 }
 
-/// The virtual environment's Python, installed by `scripts/test-deps`.
-fn python() -> PathBuf {
-    let python = repo().join("target/venv/bin/python");
+/// The Python of the virtual environment `target/<venv>`, installed by
+/// `scripts/test-deps`.
+fn python(venv: &str) -> PathBuf {
+    let python = repo().join("target").join(venv).join("bin/python");
     assert!(
         python.exists(),
         "no Python environment at {}: run scripts/test-deps (scripts/test does)",
@@ -30,18 +32,18 @@ fn python() -> PathBuf {
     python
 }
 
-#[tokio::test]
-async fn meerkats_python_sdk_drives_burrow() {
-    let python = python();
-    // The echo provider streams word by word, 5 ms apart.
-    // `burrow mcp serve` serves three of the example tools (test_mcp_serve.py).
+/// Runs the pytest suite in `suite` with `target/<venv>`'s Python against a kernel with
+/// the bundled echo provider (streaming word by word, 5 ms apart) and REST, whose MCP
+/// server serves three of the example tools (`test_mcp_serve.py`).
+async fn python_suite(venv: &str, suite: &str) {
+    let python = python(venv);
     let config = "[ipc]\nheartbeat_timeout_ms = 60000\n\
                   [apps.echo-provider.run]\nenv = { ECHO_WORD_DELAY_MS = \"5\" }\n\
                   [mcp]\nexpose = [\"echo\", \"clock_*\", \"fail\"]\n";
     let kernel = Kernel::start_with(config, &["--http", "127.0.0.1:0"]).await;
     let http = kernel.endpoint("http").await;
     let child = tokio::process::Command::new(python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", suite])
         .current_dir(repo())
         .env("BURROW_SOCKET", &kernel.socket)
         .env("MEERKAT_BIN_PATH", bin("burrow-rpc"))
@@ -55,16 +57,26 @@ async fn meerkats_python_sdk_drives_burrow() {
         .expect("run pytest");
     let out = match tokio::time::timeout(SUITE_DEADLINE, child.wait_with_output()).await {
         Ok(out) => out.expect("pytest's output"),
-        Err(_) => panic!("the Python suite did not end within {SUITE_DEADLINE:?}"),
+        Err(_) => panic!("the Python suite {suite} did not end within {SUITE_DEADLINE:?}"),
     };
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     assert!(
         out.status.success(),
-        "the Python suite failed:\n{}\n{}\nkernel log:\n{}",
+        "the Python suite {suite} failed:\n{}\n{}\nkernel log:\n{}",
         text(&out.stdout),
         text(&out.stderr),
         kernel.log()
     );
+}
+
+#[tokio::test]
+async fn meerkats_python_sdk_drives_burrow() {
+    python_suite("venv", "tests/python").await;
+}
+
+#[tokio::test]
+async fn the_mcp_packages_1x_client_drives_burrows_mcp_server() {
+    python_suite("venv-mcp1", "tests/python-mcp1").await;
 }
 
 #[tokio::test]

@@ -9,62 +9,19 @@ interceptors (the `redactor` example blanks a `password` argument); its session 
 make a session and talk to its agent (the bundled echo provider)."""
 
 import asyncio
-import os
-import subprocess
-from contextlib import asynccontextmanager
 
 import pytest
+from kernel_apps import TRANSPORTS, WAIT, app, mcp_serve, mcp_url, until
 from mcp import Client
-from mcp.client.stdio import StdioServerParameters
-
-WAIT = 30
-
-TRANSPORTS = ["stdio", "http"]
-
-
-def binary(name):
-    path = os.path.join(os.environ["BURROW_BIN_DIR"], name)
-    assert os.path.exists(path), f"no {path}"
-    return path
 
 
 def server(transport):
     """What the client connects to: `burrow mcp serve`, or the kernel's `/mcp`."""
-    if transport == "http":
-        return os.environ["BURROW_HTTP"] + "/mcp"
-    env = {"BURROW_SOCKET": os.environ["BURROW_SOCKET"]}
-    return StdioServerParameters(command=binary("burrow"), args=["mcp", "serve"], env=env)
-
-
-@asynccontextmanager
-async def app(name, *args):
-    """An example app of the repository, running against the kernel until the block ends."""
-    process = subprocess.Popen(
-        [binary(name), *args],
-        env={**os.environ, "RUST_LOG": "warn"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), WAIT)
-        assert "ready as" in line, line
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=WAIT)
+    return mcp_url() if transport == "http" else mcp_serve()
 
 
 async def tool_names(client):
     return {tool.name for tool in (await client.list_tools()).tools}
-
-
-async def until(predicate):
-    for _ in range(WAIT * 20):
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("not in time")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

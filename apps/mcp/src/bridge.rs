@@ -38,8 +38,8 @@ struct State {
     /// The kernel connection (the latest).
     client: Option<Client>,
     servers: BTreeMap<String, Handle>,
-    /// The connected servers' peers.
-    peers: BTreeMap<String, Peer<RoleClient>>,
+    /// The connected servers' peers, and the handle that published each.
+    peers: BTreeMap<String, (u64, Peer<RoleClient>)>,
     /// By Burrow name.
     tools: BTreeMap<String, Offered>,
     /// Tools not offered, by server: `(MCP name, why)`.
@@ -152,7 +152,7 @@ impl Bridge {
             let Some(offered) = state.tools.get(name) else {
                 return Err(ErrorObject::new(ErrorCode::NotFound, format!("no MCP tool {name:?}")));
             };
-            let Some(peer) = state.peers.get(&offered.server) else {
+            let Some((_, peer)) = state.peers.get(&offered.server) else {
                 let why = format!("MCP server {:?} is not connected", offered.server);
                 return Err(ErrorObject::new(ErrorCode::ConnectionClosed, why));
             };
@@ -237,12 +237,16 @@ impl server::Tools for Bridge {
     async fn publish(
         &self,
         server: &str,
+        owner: u64,
         peer: Peer<RoleClient>,
         tools: Vec<rmcp::model::Tool>,
     ) -> usize {
         let (dropped, added) = {
             let mut state = self.lock();
-            state.peers.insert(server.to_owned(), peer);
+            if state.servers.get(server).map(|h| h.id) != Some(owner) {
+                return 0;
+            }
+            state.peers.insert(server.to_owned(), (owner, peer));
             let mut refused = Vec::new();
             let mut wanted = BTreeMap::new();
             for tool in tools {
@@ -295,9 +299,12 @@ impl server::Tools for Bridge {
         state.tools.values().filter(|t| t.server == server && t.capability.is_some()).count()
     }
 
-    async fn withdraw(&self, server: &str) {
+    async fn withdraw(&self, server: &str, owner: u64) {
         let dropped = {
             let mut state = self.lock();
+            if state.peers.get(server).is_none_or(|(published, _)| *published != owner) {
+                return;
+            }
             state.peers.remove(server);
             state.refused.remove(server);
             let names: Vec<String> = state

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use rmcp::model::{
     ClientCapabilities, ClientConfig, Implementation, ListRootsResult, ProtocolVersion, Root,
+    ServerNotification, SubscriptionFilter,
 };
 use rmcp::service::{NotificationContext, RequestContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientHandler, ErrorData, Peer, RoleClient, ServiceExt};
+use rmcp::{ClientHandler, ClientServiceExt, ErrorData, Peer, RoleClient};
 use serde::Serialize;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -47,6 +48,8 @@ pub enum Phase {
     Ready {
         /// Its tools offered (allowed by the configuration, and granted).
         tools: usize,
+        /// The MCP revision negotiated: the one the server answered `initialize` with.
+        protocol_version: String,
     },
     /// The last attempt failed, or the connection ended; another comes at `retry_at_ms`.
     Failed {
@@ -59,21 +62,27 @@ pub enum Phase {
 
 /// Where the bridge keeps what servers offer: the tools they list, for the kernel.
 pub trait Tools: Send + Sync + 'static {
-    /// `server` is connected over `peer` and offers `tools` (its whole list, filtered by
-    /// the configuration); returns how many the kernel granted.
+    /// `server`, kept by the handle numbered `owner`, is connected over `peer` and offers
+    /// `tools` (its whole list, filtered by the configuration); returns how many the
+    /// kernel granted. An `owner` that is no longer the server's current handle (it was
+    /// stopped: the server changed or went away) publishes nothing.
     fn publish(
         &self,
         server: &str,
+        owner: u64,
         peer: Peer<RoleClient>,
         tools: Vec<rmcp::model::Tool>,
     ) -> impl Future<Output = usize> + Send;
-    /// `server` is gone: its tools are withdrawn.
-    fn withdraw(&self, server: &str) -> impl Future<Output = ()> + Send;
+    /// `server` is gone: the tools `owner` published are withdrawn (not those a newer
+    /// handle of the same name has).
+    fn withdraw(&self, server: &str, owner: u64) -> impl Future<Output = ()> + Send;
 }
 
 /// A running server's handle: its state, and what stops it.
 #[derive(Debug, Clone)]
 pub struct Handle {
+    /// Unique among the handles made in this process.
+    pub id: u64,
     /// Its configuration.
     pub spec: ServerSpec,
     /// Its state.
@@ -107,7 +116,9 @@ pub fn start<T: Tools>(
 ) -> Handle {
     let phase = Arc::new(Mutex::new(Phase::Connecting));
     let stop = CancellationToken::new();
-    let handle = Handle { spec, phase, init_timeout, roots: roots.clone(), stop };
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let handle = Handle { id, spec, phase, init_timeout, roots: roots.clone(), stop };
     let task = handle.clone();
     tokio::spawn(async move { keep_connected(task, roots, init_timeout, tools).await });
     handle
@@ -160,7 +171,7 @@ async fn keep_connected<T: Tools>(
     while !handle.stop.is_cancelled() {
         set(&handle, Phase::Connecting);
         let (changed, mut changes) = mpsc::channel(1);
-        let client = Client { changed, roots: roots.clone() };
+        let client = Client { changed: changed.clone(), roots: roots.clone() };
         let stderr = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let connected = tokio::select! {
             connected = connect(&handle.spec, client, stderr.clone(), init_timeout) => connected,
@@ -171,13 +182,20 @@ async fn keep_connected<T: Tools>(
             Err(reason) => reason,
             Ok(running) => {
                 let peer = running.peer().clone();
+                let protocol_version =
+                    peer.peer_info().map(|i| i.protocol_version.to_string()).unwrap_or_default();
                 let (stop, mut ended) = watch_end(running);
+                if protocol_version.as_str() >= ProtocolVersion::V_2026_07_28.as_str() {
+                    listen_for_changes(peer.clone(), changed.clone(), stop.clone());
+                }
                 // Lists the server's tools and offers them: `Err` when it cannot.
                 let offer = async || {
                     let listed = list(&peer, init_timeout).await?;
                     let offered = listed.into_iter().filter(|t| handle.spec.offers(&t.name));
-                    let granted = tools.publish(&name, peer.clone(), offered.collect()).await;
-                    set(&handle, Phase::Ready { tools: granted });
+                    let granted =
+                        tools.publish(&name, handle.id, peer.clone(), offered.collect()).await;
+                    let protocol_version = protocol_version.clone();
+                    set(&handle, Phase::Ready { tools: granted, protocol_version });
                     Ok::<usize, String>(granted)
                 };
                 let mut why = match offer().await {
@@ -201,7 +219,7 @@ async fn keep_connected<T: Tools>(
                     }
                 }
                 stop.cancel();
-                tools.withdraw(&name).await;
+                tools.withdraw(&name, handle.id).await;
                 why.unwrap_or_default()
             }
         };
@@ -221,7 +239,7 @@ async fn keep_connected<T: Tools>(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    tools.withdraw(&name).await;
+    tools.withdraw(&name, handle.id).await;
 }
 
 fn set(handle: &Handle, phase: Phase) {
@@ -275,6 +293,36 @@ async fn list(
     }
 }
 
+/// How a connection begins: the 2026-07-28 revision's `server/discover` when the server
+/// knows it, else the `initialize` handshake of 2025-11-25.
+fn lifecycle() -> rmcp::ClientLifecycleMode {
+    rmcp::ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+    }
+}
+
+/// In the 2026-07-28 revision, a server tells of tool changes on a
+/// `subscriptions/listen` stream: they go to `changed` until `stop` or the stream ends.
+fn listen_for_changes(peer: Peer<RoleClient>, changed: mpsc::Sender<()>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let filter = SubscriptionFilter::builder().tools_list_changed().build();
+        let Ok(mut subscription) = peer.listen(filter).await else { return };
+        loop {
+            tokio::select! {
+                heard = subscription.next() => match heard {
+                    Ok(Some(ServerNotification::ToolListChangedNotification(_))) => {
+                        let _ = changed.try_send(());
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return,
+                },
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
 /// Connects to the server and completes `initialize` within `timeout`.
 async fn connect(
     spec: &ServerSpec,
@@ -296,7 +344,7 @@ async fn connect(
             if let Some(err) = err {
                 tokio::spawn(keep_stderr(spec.name.clone(), err, stderr));
             }
-            tokio::time::timeout(timeout, client.serve(transport)).await
+            tokio::time::timeout(timeout, client.serve_with_lifecycle(transport, lifecycle())).await
         }
         Transport::Http { url, headers } => {
             let mut custom = std::collections::HashMap::new();
@@ -310,7 +358,7 @@ async fn connect(
             let config =
                 StreamableHttpClientTransportConfig::with_uri(url.clone()).custom_headers(custom);
             let transport = StreamableHttpClientTransport::from_config(config);
-            tokio::time::timeout(timeout, client.serve(transport)).await
+            tokio::time::timeout(timeout, client.serve_with_lifecycle(transport, lifecycle())).await
         }
     };
     match served {

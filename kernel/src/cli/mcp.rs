@@ -17,8 +17,9 @@ pub enum McpAction {
     /// Serve the kernel's tools as an MCP server on stdin/stdout, for MCP clients that
     /// spawn their servers (`"command": "burrow", "args": ["mcp", "serve"]`).
     Serve,
-    /// Each MCP server's state: ready with its tools, connecting, or failed with the
-    /// reason and when it is tried again; and the tools not offered, with why.
+    /// Each MCP server's state: ready with its tools and the MCP revision negotiated,
+    /// connecting, or failed with the reason and when it is tried again; and the tools
+    /// not offered, with why.
     Status,
 }
 
@@ -58,7 +59,14 @@ fn lines(status: &Value, now_ms: u64) -> String {
         let (name, transport) =
             (server["name"].as_str().unwrap_or("?"), server["transport"].as_str().unwrap_or("?"));
         let state = match server["state"].as_str().unwrap_or("?") {
-            "ready" => format!("ready, {} tools", server["tools"].as_u64().unwrap_or(0)),
+            "ready" => {
+                let mut ready = format!("ready, {} tools", server["tools"].as_u64().unwrap_or(0));
+                if let Some(version) = server["protocol_version"].as_str().filter(|v| !v.is_empty())
+                {
+                    ready.push_str(&format!(", MCP {version}"));
+                }
+                ready
+            }
             "failed" => {
                 let at = server["retry_at_ms"].as_u64().unwrap_or(now_ms);
                 let secs = at.saturating_sub(now_ms).div_ceil(1000);
@@ -88,13 +96,13 @@ mod tests {
     #[test]
     fn servers_read_as_lines() {
         let status = json!({"servers": [
-            {"name": "fs", "transport": "stdio", "state": "ready", "tools": 3, "refused": [{"tool": "bad.name", "reason": "not a valid name"}]},
+            {"name": "fs", "transport": "stdio", "state": "ready", "tools": 3, "protocol_version": "2025-11-25", "refused": [{"tool": "bad.name", "reason": "not a valid name"}]},
             {"name": "web", "transport": "http", "state": "failed", "reason": "connection refused", "retry_at_ms": 12_500, "refused": []},
             {"name": "slow", "transport": "stdio", "state": "connecting", "refused": []},
         ]});
         assert_eq!(
             lines(&status, 10_000),
-            "fs\tstdio\tready, 3 tools\n  not offered: bad.name: not a valid name\n\
+            "fs\tstdio\tready, 3 tools, MCP 2025-11-25\n  not offered: bad.name: not a valid name\n\
              web\thttp\tfailed: connection refused (retrying in 3 s)\nslow\tstdio\tconnecting\n"
         );
         assert!(lines(&json!({"servers": []}), 0).starts_with("no MCP servers"));
