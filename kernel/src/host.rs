@@ -78,6 +78,27 @@ pub async fn call_on(
     params: Value,
     link: Link,
 ) -> Result<Value, ErrorObject> {
+    let began = std::time::Instant::now();
+    let result = route(kernel, caller, method, params, link).await;
+    // An unknown method's name is the caller's: it is not a label.
+    let known = !matches!(&result, Err(e) if e.code == ErrorCode::MethodNotFound);
+    let label = if known { method.to_owned() } else { "unknown".to_owned() };
+    let outcome = crate::metrics::outcome(&result);
+    metrics::counter!("burrow_host_requests_total", "method" => label.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("burrow_host_request_duration_seconds", "method" => label)
+        .record(began.elapsed().as_secs_f64());
+    result
+}
+
+/// [`call_on`]'s routing.
+async fn route(
+    kernel: &Arc<Kernel>,
+    caller: &str,
+    method: &str,
+    params: Value,
+    link: Link,
+) -> Result<Value, ErrorObject> {
     let caller = Caller::new(caller);
     match method {
         SessionCreateTurn::NAME => {
@@ -166,6 +187,17 @@ impl Host for KernelHost {
         Box::pin(
             async move { Ok(crate::service::routing::http_request(&self.kernel, request).await?) },
         )
+    }
+
+    fn metrics(&self) -> String {
+        let apps = self.kernel.apps.summaries();
+        for state in ["registered", "ready", "leaving"] {
+            let n = apps.iter().filter(|a| a.state.as_str() == state).count();
+            metrics::gauge!("burrow_apps", "state" => state).set(n as f64);
+        }
+        let dropped: u64 = self.kernel.hooks.summaries().iter().map(|s| s.dropped).sum();
+        metrics::gauge!("burrow_hook_dropped_notifications").set(dropped as f64);
+        crate::metrics::render()
     }
 
     fn mcp(&self) -> Arc<dyn crate::mcp::Backend> {

@@ -30,6 +30,7 @@
 //! | [`handlers`] | the request handlers every surface shares: a method, its service call, its result's shape |
 //! | [`host`] | the host surfaces' adapter (`session/create`, `comms/send`, ...) over the services |
 //! | [`surface`] | JSON-RPC (TCP, stdio) and REST host surfaces over a [`surface::Host`] |
+//! | [`metrics`] | Prometheus metrics (`/metrics`): what is recorded, the recorder |
 //! | [`mcp`] | Burrow as an MCP server (`burrow mcp serve`, `/mcp`): the kernel's tools and sessions |
 //! | [`kernel`] | the shared [`kernel::Kernel`] context |
 //! | [`root`] | the root [`root::KernelActor`]: accept loop, supervision of app actors, shutdown |
@@ -70,6 +71,7 @@ pub mod host;
 pub mod kernel;
 pub mod mcp;
 pub mod methods;
+pub mod metrics;
 pub mod registry;
 pub mod remote;
 pub mod root;

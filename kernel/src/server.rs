@@ -188,6 +188,7 @@ pub async fn run(
 ) -> Result<(), KernelError> {
     // Before anything is opened; the host surfaces' caps are derived from it.
     crate::descriptors::raise_limit();
+    crate::metrics::install();
     let config = load_config(settings.config_path.as_deref(), &settings.state_dir)?;
     let managed: Vec<&str> = config.run.keys().map(String::as_str).collect();
     match &config.file {

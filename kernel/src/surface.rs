@@ -296,6 +296,9 @@ pub trait Host: Send + Sync + 'static {
         request: HttpRequestParams,
     ) -> BoxFuture<'_, Result<HttpResponse, ErrorObject>>;
 
+    /// The kernel's metrics in Prometheus's text format (`/metrics`, [`crate::metrics`]).
+    fn metrics(&self) -> String;
+
     /// The kernel as its MCP endpoint's backend (`/mcp`, [`crate::mcp`]).
     fn mcp(&self) -> std::sync::Arc<dyn crate::mcp::Backend>;
 }

@@ -17,6 +17,7 @@ mod kernels;
 mod lifecycle;
 mod mcp;
 mod meerkat;
+mod metrics;
 mod rest;
 mod routes;
 mod sessions;

@@ -166,6 +166,8 @@ pub struct ToolCallPlan {
     started: Option<Instant>,
     /// What a caller's `$/cancel` cancels.
     cancel: Option<CallCancel>,
+    /// When the call began, for its latency metric.
+    began: Instant,
 }
 
 impl ToolCallPlan {
@@ -190,6 +192,7 @@ impl ToolCallPlan {
                 timeout: Duration::from_millis(kernel.config().host.tool_timeout_ms),
                 started: kernel.hooks.observed("after_tool_call").then(Instant::now),
                 cancel: None,
+                began: Instant::now(),
             });
         }
         let Some(cap) = kernel.caps.by_name(CapabilityType::Tool, &name) else {
@@ -213,6 +216,7 @@ impl ToolCallPlan {
             timeout,
             started: kernel.hooks.observed("after_tool_call").then(Instant::now),
             cancel: None,
+            began: Instant::now(),
         })
     }
 
@@ -318,6 +322,15 @@ impl ToolCallPlan {
                 ToolTarget::Host(_) => format!("a host's tool answered a malformed result: {e}"),
             })),
         });
+        let label = match &outcome {
+            Ok(v) if v.get("isError") == Some(&Value::Bool(true)) => "is_error",
+            Ok(_) => "ok",
+            Err(e) => ErrorObject::from(e.clone()).code.as_str(),
+        };
+        metrics::counter!("burrow_tool_calls_total", "tool" => self.name.clone(), "outcome" => label)
+            .increment(1);
+        metrics::histogram!("burrow_tool_call_duration_seconds", "tool" => self.name.clone())
+            .record(self.began.elapsed().as_secs_f64());
         // Observers that came after the call began do not see it.
         if self.started.is_none() || !kernel.hooks.observed("after_tool_call") {
             return outcome;

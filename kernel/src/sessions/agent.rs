@@ -101,6 +101,7 @@ pub async fn run(
     mut steered: mpsc::Receiver<Steered>,
     history: Option<Vec<TranscriptMessage>>,
 ) -> RunOutcome {
+    let began = std::time::Instant::now();
     let key = session.key.clone();
     // "Running" is for watchers, not the store: a run the store still holds as queued
     // is resumed after a crash all the same, and the run pays no durable write for it.
@@ -138,6 +139,13 @@ pub async fn run(
         End::Failed(why) => (RunStatus::Failed, None, Some(why.clone())),
         End::Cancelled => (RunStatus::Cancelled, None, None),
     };
+    let ended = match &end {
+        End::Completed(_) => "completed",
+        End::Failed(_) => "failed",
+        End::Cancelled => "cancelled",
+    };
+    metrics::counter!("burrow_runs_total", "status" => ended).increment(1);
+    metrics::histogram!("burrow_run_duration_seconds").record(began.elapsed().as_secs_f64());
     match &end {
         End::Completed(_) => {}
         End::Failed(_) => stream.end(StreamEndReason::Failed),

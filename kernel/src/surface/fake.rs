@@ -173,6 +173,10 @@ impl Host for FakeHost {
         })
     }
 
+    fn metrics(&self) -> String {
+        "# TYPE fake_total counter\nfake_total 1\n".to_owned()
+    }
+
     fn mcp(&self) -> Arc<dyn Backend> {
         Arc::new(FakeMcp { tools: self.tools.clone() })
     }

@@ -19,6 +19,7 @@
 //! | `GET /comms/peers?session_id=` | `comms/peers` | 200 |
 //! | `POST /rpc` (JSON-RPC request or batch) | as [`super::rpc`]; notifications only → 204 | 200 |
 //! | any method `/apps/{*rest}` | [`Host::http_request`] | the app's |
+//! | `GET /metrics` | the kernel's metrics, Prometheus's text format ([`crate::metrics`]) | 200 |
 //! | `POST`, `GET`, `DELETE /mcp` | Burrow's MCP server over streamable HTTP ([`mcp`]) | MCP's |
 //!
 //! Success bodies are the host's result as JSON. Errors are Meerkat's REST errors,
@@ -191,6 +192,7 @@ pub fn router_with_limits(
         .route("/comms/peers", get(comms_peers))
         .route("/rpc", post(rpc))
         .route("/apps/{*rest}", any(apps::proxy))
+        .route("/metrics", get(metrics))
         .merge(mcp::routes(host.mcp()))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -544,6 +546,12 @@ async fn session_events(
         Ok::<_, Infallible>(sse_event(&event))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
+
+/// The kernel's metrics, in Prometheus's text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], state.host.metrics()).into_response()
 }
 
 /// 503: too many requests, or event streams, at once.

@@ -1,0 +1,72 @@
+//! `GET /metrics`: the kernel's metrics in Prometheus's text format, read by a
+//! Prometheus text-format parser (`prometheus-parse`) after a session's run and tool calls
+//! over the real surfaces: counters by label, latencies as histograms with buckets.
+
+use burrow_tests::{Kernel, http_client};
+use prometheus_parse::{Sample, Scrape, Value as Metric};
+use serde_json::json;
+
+/// The samples named `name` whose labels include `labels`.
+fn samples<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect()
+}
+
+fn count(sample: &Sample) -> f64 {
+    match &sample.value {
+        Metric::Counter(n) | Metric::Gauge(n) | Metric::Untyped(n) => *n,
+        Metric::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+        Metric::Summary(_) => panic!("a summary, not a histogram: {sample:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_runs_and_tool_calls_with_histograms() {
+    let kernel =
+        Kernel::start_with("[ipc]\nheartbeat_timeout_ms = 60000\n", &["--http", "127.0.0.1:0"])
+            .await;
+    let _echo = kernel.echo_provider().await;
+    let mut clock = kernel.example("clock-tool", "clock", &[]);
+    clock.wait_line("clock-tool: ready as clock").await;
+    let base = format!("http://{}", kernel.endpoint("http").await);
+    let http = http_client();
+    let created = http.post(format!("{base}/sessions")).json(&json!({"prompt": "hi"})).send().await;
+    assert_eq!(created.unwrap().status(), 200);
+    let app = kernel.registered_client("caller").await;
+    app.call_tool("echo", json!({"n": 1})).await.unwrap();
+    app.call_tool("fail", json!({"message": "no"})).await.unwrap_err();
+
+    let answer = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let kind = answer.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let text = answer.text().await.unwrap();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
+
+    let created = samples(
+        &scrape,
+        "burrow_host_requests_total",
+        &[("method", "session/create"), ("outcome", "ok")],
+    );
+    assert_eq!(created.iter().map(|s| count(s)).sum::<f64>(), 1.0, "{text}");
+    let latency =
+        samples(&scrape, "burrow_host_request_duration_seconds", &[("method", "session/create")]);
+    assert!(matches!(latency[0].value, Metric::Histogram(ref b) if b.len() >= 20), "{text}");
+    let runs = samples(&scrape, "burrow_runs_total", &[("status", "completed")]);
+    assert_eq!(runs.iter().map(|s| count(s)).sum::<f64>(), 1.0, "{text}");
+    assert_eq!(count(samples(&scrape, "burrow_run_duration_seconds", &[])[0]), 1.0, "{text}");
+    let ok = samples(&scrape, "burrow_tool_calls_total", &[("tool", "echo"), ("outcome", "ok")]);
+    assert_eq!(count(ok[0]), 1.0, "{text}");
+    // Its app answers with an error: counted under the error's code.
+    let failed = samples(&scrape, "burrow_tool_calls_total", &[("tool", "fail")]);
+    assert_eq!(failed.len(), 1, "{text}");
+    assert_eq!(failed[0].labels.get("outcome"), Some("UNKNOWN_ERROR"), "{text}");
+    let tool_latency = samples(&scrape, "burrow_tool_call_duration_seconds", &[("tool", "echo")]);
+    assert_eq!(count(tool_latency[0]), 1.0, "{text}");
+    let ready = samples(&scrape, "burrow_apps", &[("state", "ready")]);
+    assert!(count(ready[0]) >= 2.0, "the echo provider and clock: {text}");
+}
