@@ -260,10 +260,23 @@ pub async fn intercept(
             }
             rx.await.ok()
         };
+        let began = std::time::Instant::now();
         let verdict = tokio::time::timeout(timeout, answer).await.ok().flatten();
         if verdict.is_none() {
             scope.hooks.pending.remove(&event_id);
         }
+        let decision = match &verdict {
+            Some(HookVerdict::Continue) => "continue",
+            Some(HookVerdict::Modify { .. }) => "modify",
+            Some(HookVerdict::Block { .. }) => "block",
+            None if fail_mode(hook) == FailMode::Closed => "fail_closed",
+            None => "fail_open",
+        };
+        let app = cap.app_id.clone();
+        metrics::counter!("burrow_interceptions_total", "event" => event.to_owned(), "app" => app.clone(), "decision" => decision)
+            .increment(1);
+        metrics::histogram!("burrow_interception_duration_seconds", "event" => event.to_owned(), "app" => app)
+            .record(began.elapsed().as_secs_f64());
         match verdict {
             Some(HookVerdict::Continue) => {}
             Some(HookVerdict::Modify { payload: new }) => apply_modify(&mut payload, &new, fields),

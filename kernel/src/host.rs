@@ -79,7 +79,9 @@ pub async fn call_on(
     link: Link,
 ) -> Result<Value, ErrorObject> {
     let began = std::time::Instant::now();
+    let in_flight = crate::metrics::HostCall::begin();
     let result = route(kernel, caller, method, params, link).await;
+    drop(in_flight);
     // An unknown method's name is the caller's: it is not a label.
     let known = !matches!(&result, Err(e) if e.code == ErrorCode::MethodNotFound);
     let label = if known { method.to_owned() } else { "unknown".to_owned() };

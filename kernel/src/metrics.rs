@@ -9,18 +9,36 @@
 //! | `burrow_host_request_duration_seconds` | `method` | their latency |
 //! | `burrow_tool_calls_total` | `tool`, `outcome` | tool calls routed to an app or a host: `ok`, `is_error` or the error's code |
 //! | `burrow_tool_call_duration_seconds` | `tool` | their latency |
+//! | `burrow_ipc_requests_total` | `method`, `outcome` | apps' requests on the socket (an app's gateway method counts as `gateway`) |
+//! | `burrow_ipc_request_duration_seconds` | `method` | their latency, arrival to answer (not for streams, nor `app.heartbeat`) |
 //! | `burrow_runs_total` | `status` | agent runs ended: `completed`, `failed`, `cancelled` |
 //! | `burrow_run_duration_seconds` | | their latency |
+//! | `burrow_turn_duration_seconds` | | a run's turns: a provider call and the tool calls it asks for |
+//! | `burrow_provider_call_duration_seconds` | `provider`, `outcome` | provider calls (`ok`, `failed`) |
+//! | `burrow_interceptions_total` | `event`, `app`, `decision` | interceptors' decisions: `continue`, `modify`, `block`, `fail_open`, `fail_closed` (no answer in time) |
+//! | `burrow_interception_duration_seconds` | `event`, `app` | how long each took |
+//! | `burrow_app_restarts_total` | `app` | managed apps restarted after exiting |
+//! | `burrow_store_journal_flushes_total` | | journal appends (each one `fdatasync`) |
+//! | `burrow_store_journal_writes_total` | | writes they carried |
+//! | `burrow_store_apply_backlog_bytes` | | journaled bytes not yet applied to SQLite |
+//! | `burrow_session_followers_lagged_total` | | session event followers (SSE, `session.events`, JSON-RPC streams) let go for falling behind |
 //! | `burrow_apps` | `state` | registered apps by state, at the scrape |
+//! | `burrow_requests_in_flight` | `surface` | requests being answered: `ipc` (apps'), `host` (host calls), at the scrape |
 //! | `burrow_hook_dropped_notifications` | | observer notifications dropped on full queues, at the scrape |
 //!
 //! One recorder serves the process ([`install`], by the first kernel to start); method
 //! and tool labels are bounded by what is registered (an unknown method counts as
 //! `unknown`).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{LazyLock, OnceLock};
+use std::time::{Duration, Instant};
 
-use burrow_protocol::ErrorObject;
+use burrow_protocol::methods::app::AppHeartbeat;
+use burrow_protocol::methods::table;
+use burrow_protocol::{ErrorCode, ErrorObject};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Histogram buckets, in seconds: 10 µs to 10 minutes.
@@ -31,6 +49,10 @@ pub const BUCKETS: [f64; 24] = [
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often histograms' samples are folded into their buckets between scrapes, which
+/// bounds the samples held.
+const UPKEEP: Duration = Duration::from_secs(1);
+
 /// Installs the process's recorder, once; `false` when another recorder was installed
 /// first (then nothing is rendered).
 pub fn install() -> bool {
@@ -39,6 +61,16 @@ pub fn install() -> bool {
             let recorder = PrometheusBuilder::new().set_buckets(&BUCKETS).ok()?.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("burrow-metrics".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP);
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "metrics: no upkeep thread; histograms fold at scrapes only");
+            }
             Some(handle)
         })
         .is_some()
@@ -46,7 +78,36 @@ pub fn install() -> bool {
 
 /// Everything recorded, in Prometheus's text format.
 pub fn render() -> String {
+    for (surface, count) in [("ipc", &IPC_IN_FLIGHT), ("host", &HOST_IN_FLIGHT)] {
+        let now = count.load(Ordering::Relaxed) as f64;
+        metrics::gauge!("burrow_requests_in_flight", "surface" => surface).set(now);
+    }
     HANDLE.get().and_then(Option::as_ref).map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// IPC requests arrived and not answered yet (read at the scrape: no per-request
+/// registry lookup).
+static IPC_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+/// Host calls begun and not ended yet.
+static HOST_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+
+/// A host call in progress, counted in `burrow_requests_in_flight{surface="host"}` until
+/// dropped.
+#[derive(Debug)]
+pub struct HostCall(());
+
+impl HostCall {
+    /// A host call began.
+    pub fn begin() -> HostCall {
+        HOST_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        HostCall(())
+    }
+}
+
+impl Drop for HostCall {
+    fn drop(&mut self) {
+        HOST_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A request's outcome as a label: `ok`, or its error's code.
@@ -54,6 +115,91 @@ pub fn outcome<T>(result: &Result<T, ErrorObject>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
+    }
+}
+
+/// One IPC method's handles, registered once.
+#[derive(Debug)]
+struct MethodMetrics {
+    name: &'static str,
+    ok: Counter,
+    /// `None` for streams (their life is not a latency) and `app.heartbeat` (counted
+    /// only: it is the hottest path there is).
+    duration: Option<Histogram>,
+}
+
+/// The kernel's IPC methods' handles (an app's gateway methods count as `gateway`).
+static METHODS: LazyLock<HashMap<&'static str, MethodMetrics>> = LazyLock::new(|| {
+    let timed = |m: &table::MethodInfo| {
+        m.shape != table::Shape::Stream
+            && m.ipc != Some(<AppHeartbeat as burrow_protocol::methods::Method>::NAME)
+    };
+    table::METHODS
+        .iter()
+        .filter(|m| m.to_kernel() && m.shape != table::Shape::Notification)
+        .filter_map(|m| Some((m.ipc?, timed(m))))
+        .chain([("gateway", true)])
+        .map(|(name, timed)| {
+            let ok =
+                metrics::counter!("burrow_ipc_requests_total", "method" => name, "outcome" => "ok");
+            let duration = timed.then(
+                || metrics::histogram!("burrow_ipc_request_duration_seconds", "method" => name),
+            );
+            (name, MethodMetrics { name, ok, duration })
+        })
+        .collect()
+});
+
+/// An IPC request from its arrival to its answer ([`RequestTimer::done`]).
+#[derive(Debug)]
+pub struct RequestTimer {
+    metrics: Option<&'static MethodMetrics>,
+    began: Option<Instant>,
+}
+
+impl RequestTimer {
+    /// Request `method` arrived.
+    pub fn start(method: &str) -> RequestTimer {
+        let metrics = METHODS.get(method).or_else(|| METHODS.get("gateway"));
+        let began = metrics.and_then(|m| m.duration.as_ref()).map(|_| Instant::now());
+        IPC_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        RequestTimer { metrics, began }
+    }
+
+    /// It was answered with `outcome` (`Ok`, or the error's code).
+    pub fn done(&self, outcome: Result<(), ErrorCode>) {
+        IPC_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        let Some(m) = self.metrics else { return };
+        match outcome {
+            Ok(()) => m.ok.increment(1),
+            Err(code) => {
+                metrics::counter!("burrow_ipc_requests_total", "method" => m.name, "outcome" => code.as_str())
+                    .increment(1);
+            }
+        }
+        if let (Some(duration), Some(began)) = (&m.duration, self.began) {
+            duration.record(began.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Records the time from its making to its drop in the histogram `name`.
+#[derive(Debug)]
+pub struct Timed {
+    name: &'static str,
+    began: Instant,
+}
+
+impl Timed {
+    /// Starts timing.
+    pub fn new(name: &'static str) -> Timed {
+        Timed { name, began: Instant::now() }
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        metrics::histogram!(self.name).record(self.began.elapsed().as_secs_f64());
     }
 }
 

@@ -550,6 +550,7 @@ fn schedule_restart(
     m.failures_in_row += 1;
     m.window.push_back(now);
     m.restarts += 1;
+    metrics::counter!("burrow_app_restarts_total", "app" => id.to_owned()).increment(1);
     m.state = ProcState::Restarting;
     tracing::info!(app = %id, delay_ms = delay.as_millis() as u64, "restarting after backoff");
     send_after(myself, delay, SupervisorMsg::RestartDue(id.to_owned(), m.generation));

@@ -31,7 +31,9 @@ async fn metrics_count_requests_runs_and_tool_calls_with_histograms() {
             .await;
     let _echo = kernel.echo_provider().await;
     let mut clock = kernel.example("clock-tool", "clock", &[]);
+    let mut redactor = kernel.example("redactor", "redactor", &[]);
     clock.wait_line("clock-tool: ready as clock").await;
+    redactor.wait_line("redactor: ready as redactor").await;
     let base = format!("http://{}", kernel.endpoint("http").await);
     let http = http_client();
     let created = http.post(format!("{base}/sessions")).json(&json!({"prompt": "hi"})).send().await;
@@ -67,6 +69,33 @@ async fn metrics_count_requests_runs_and_tool_calls_with_histograms() {
     assert_eq!(failed[0].labels.get("outcome"), Some("UNKNOWN_ERROR"), "{text}");
     let tool_latency = samples(&scrape, "burrow_tool_call_duration_seconds", &[("tool", "echo")]);
     assert_eq!(count(tool_latency[0]), 1.0, "{text}");
+    // The app's requests over the socket: its `tool.call`s, timed.
+    let ipc = samples(
+        &scrape,
+        "burrow_ipc_requests_total",
+        &[("method", "tool.call"), ("outcome", "ok")],
+    );
+    assert_eq!(count(ipc[0]), 1.0, "{text}");
+    let ipc_latency =
+        samples(&scrape, "burrow_ipc_request_duration_seconds", &[("method", "tool.call")]);
+    assert_eq!(count(ipc_latency[0]), 2.0, "{text}");
+    // The run's one turn, its provider call, the interceptor's decisions.
+    assert_eq!(count(samples(&scrape, "burrow_turn_duration_seconds", &[])[0]), 1.0, "{text}");
+    let provider = samples(
+        &scrape,
+        "burrow_provider_call_duration_seconds",
+        &[("provider", "echo"), ("outcome", "ok")],
+    );
+    assert_eq!(count(provider[0]), 1.0, "{text}");
+    let decisions = samples(
+        &scrape,
+        "burrow_interceptions_total",
+        &[("event", "before_tool_call"), ("app", "redactor")],
+    );
+    assert_eq!(decisions.iter().map(|s| count(s)).sum::<f64>(), 2.0, "{text}");
+    assert!(count(samples(&scrape, "burrow_store_journal_flushes_total", &[])[0]) >= 1.0, "{text}");
+    let in_flight = samples(&scrape, "burrow_requests_in_flight", &[("surface", "host")]);
+    assert_eq!(count(in_flight[0]), 0.0, "{text}");
     let ready = samples(&scrape, "burrow_apps", &[("state", "ready")]);
     assert!(count(ready[0]) >= 2.0, "the echo provider and clock: {text}");
 }

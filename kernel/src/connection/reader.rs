@@ -130,6 +130,7 @@ impl Connection {
                         permit: None,
                         large: None,
                         cancellable: false,
+                        timer: crate::metrics::RequestTimer::start(&req.method),
                     };
                     let queued = QueuePermit::new(held);
                     let mut inbound = Inbound::Request(req, responder, queued);

@@ -19,6 +19,8 @@ pub struct Responder {
     pub(super) large: Option<OwnedSemaphorePermit>,
     /// The request is among the connection's cancellable calls until it is answered.
     pub(super) cancellable: bool,
+    /// Its metrics, recorded when it is answered.
+    pub(super) timer: crate::metrics::RequestTimer,
 }
 
 impl Responder {
@@ -87,6 +89,7 @@ impl Responder {
     pub fn reply(mut self, outcome: Result<Value, ErrorObject>) {
         self.permit = None;
         if let Some(id) = self.id.take() {
+            self.timer.done(outcome.as_ref().map(drop).map_err(|e| e.code));
             self.answered(&id);
             self.conn.send(Message::Response(Response { id: Some(id), outcome }));
         }
@@ -103,10 +106,12 @@ impl Responder {
         outcome: Result<Value, ErrorObject>,
     ) -> Option<Result<Value, ErrorObject>> {
         let id = self.id.take()?;
+        let result = outcome.as_ref().map(drop).map_err(|e| e.code);
         let answer = Message::Response(Response { id: Some(id.clone()), outcome });
         let sent = self.conn.out.try_send(answer);
         self.permit = None;
         if !matches!(sent, Err(SendError::Full(Message::Response(_)))) {
+            self.timer.done(result);
             self.answered(&id);
         }
         match sent {
@@ -132,6 +137,7 @@ impl Drop for Responder {
     fn drop(&mut self) {
         self.permit = None;
         if let Some(id) = self.id.take() {
+            self.timer.done(Err(ErrorCode::InternalError));
             self.answered(&id);
             let err = ErrorObject::new(ErrorCode::InternalError, "the kernel dropped this request");
             self.conn.send(Message::error(Some(id), err));

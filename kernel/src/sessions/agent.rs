@@ -389,6 +389,7 @@ async fn turns(
     // The tools this run waited for in vain.
     let mut given_up = HashSet::new();
     for turn in 0..agent.max_turns {
+        let _turn = crate::metrics::Timed::new("burrow_turn_duration_seconds");
         // The tools registered now: one whose app came back during the run is offered.
         let tools = offered_tools(kernel, key, &agent);
         // Steered messages are taken only while another turn can answer them; the last
@@ -411,7 +412,13 @@ async fn turns(
             (json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone())
         });
         let timeout = Duration::from_millis(agent.timeout_ms);
-        let answer = match complete(stream, &provider, &params, timeout).await {
+        let called = std::time::Instant::now();
+        let answer = complete(stream, &provider, &params, timeout).await;
+        let outcome_label = if answer.is_ok() { "ok" } else { "failed" };
+        let provider_label = agent.provider.clone();
+        metrics::histogram!("burrow_provider_call_duration_seconds", "provider" => provider_label.clone(), "outcome" => outcome_label)
+            .record(called.elapsed().as_secs_f64());
+        let answer = match answer {
             Ok(a) => a,
             Err(why) => return End::Failed(why),
         };

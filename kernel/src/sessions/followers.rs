@@ -86,6 +86,7 @@ impl Followers {
                 // Dropping the queue's sender ends the stream after what it holds.
                 f.held.lagged.store(true, Ordering::Relaxed);
                 self.count.fetch_sub(1, Ordering::Relaxed);
+                metrics::counter!("burrow_session_followers_lagged_total").increment(1);
                 return false;
             }
             events.fetch_add(1, Ordering::Relaxed);

@@ -228,7 +228,8 @@ impl Nudge {
 
     /// The applier applied `bytes`: the journal thread may go on.
     fn applied(&self, bytes: usize) {
-        self.backlog.fetch_sub(bytes, Ordering::AcqRel);
+        let backlog = self.backlog.fetch_sub(bytes, Ordering::AcqRel).saturating_sub(bytes);
+        metrics::gauge!("burrow_store_apply_backlog_bytes").set(backlog as f64);
         if let Some(journal) = self.journal.get() {
             journal.unpark();
         }
@@ -329,6 +330,8 @@ fn journal_loop(
         }
         if !jobs.is_empty() {
             acked.store(lsn - 1, Ordering::Release);
+            metrics::counter!("burrow_store_journal_flushes_total").increment(1);
+            metrics::counter!("burrow_store_journal_writes_total").increment(jobs.len() as u64);
         }
         for (job, refused) in order {
             job.finish(refused.map_or(Ok(()), Err));
@@ -337,7 +340,8 @@ fn journal_loop(
             continue;
         }
         let last_lsn = lsn - 1;
-        nudge.backlog.fetch_add(bytes, Ordering::AcqRel);
+        let backlog = nudge.backlog.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        metrics::gauge!("burrow_store_apply_backlog_bytes").set(backlog as f64);
         if !send(ToApply::Writes { jobs, last_lsn, bytes }) {
             tracing::error!("the store's applier stopped; journaled writes wait for a restart");
             // Whoever waits hears so; later submissions find the queue closed.
