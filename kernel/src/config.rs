@@ -41,6 +41,7 @@ pub mod access;
 pub mod host;
 pub mod layers;
 pub mod policy;
+pub mod redact;
 pub mod watch;
 
 pub use policy::Policy;
@@ -72,6 +73,8 @@ pub struct Config {
     pub comms: crate::service::comms::CommsSettings,
     /// `[mcp]`: Burrow as an MCP server.
     pub mcp: host::McpSettings,
+    /// `[telemetry]`: traces over OTLP (read at start).
+    pub telemetry: crate::telemetry::TelemetrySettings,
     /// The configuration file's directory: relative `command` paths start there.
     pub base_dir: Option<PathBuf>,
     /// The whole effective document as JSON (TOML datetimes become strings).
@@ -95,6 +98,7 @@ impl Default for Config {
             host: Default::default(),
             comms: Default::default(),
             mcp: Default::default(),
+            telemetry: Default::default(),
             base_dir: None,
             document: serde_json::Value::Object(Default::default()),
             origins: layers::Origins::default(),
@@ -302,6 +306,9 @@ impl Config {
         comms.validate().map_err(parse_err)?;
         let mcp: host::McpSettings = section(&document, "mcp").map_err(parse_err)?;
         mcp.validate().map_err(parse_err)?;
+        let telemetry: crate::telemetry::TelemetrySettings =
+            section(&document, "telemetry").map_err(parse_err)?;
+        telemetry.validate().map_err(parse_err)?;
         let document = json(&toml::Value::Table(document), "").map_err(parse_err)?;
         Ok(Self {
             ipc,
@@ -314,6 +321,7 @@ impl Config {
             host,
             comms,
             mcp,
+            telemetry,
             base_dir: None,
             document,
             origins: layers::Origins::default(),

@@ -17,11 +17,12 @@ use burrow_protocol::methods::comms::{CommsPeers, CommsSend, SessionCreate, Sess
 use burrow_protocol::methods::contract::SessionsPage;
 use burrow_protocol::methods::host::{
     CapabilitiesGet, HostCommsPeers, HostCommsSend, HostExternalEvent, HostSessionHistory,
-    HostSessionList, HostSessionRead, Initialize, RunWait, RunWaitResult, SessionArchive,
+    HostSessionList, HostSessionRead, Initialize, RunTimeline, RunWait, RunWaitResult,
+    SessionArchive,
 };
 use burrow_protocol::methods::operator::{
-    KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SupervisorRestart,
-    SupervisorStart, SupervisorStop,
+    KernelCapabilities, KernelConfig, KernelHooks, PeersList, PeersRevoke, PeersTrust,
+    SupervisorRestart, SupervisorStart, SupervisorStop, SupervisorTail,
 };
 use burrow_protocol::methods::session::{
     AgentCancel, AgentWait, AgentWaitResult, SessionFilter, SessionGet, SessionGetResult,
@@ -93,6 +94,10 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
         handler::<SupervisorStart, _, _>(control(Control::Start)),
         handler::<SupervisorStop, _, _>(control(Control::Stop)),
         handler::<SupervisorRestart, _, _>(control(Control::Restart)),
+        handler::<SupervisorTail, _, _>(
+            |k, _, p| async move { service::supervisor::tail(&k, p).await },
+        ),
+        handler::<KernelConfig, _, _>(|k, c, _| async move { service::config::effective(&k, &c) }),
         handler::<PeersTrust, _, _>(|k, _, p| async move { trust::trust(&k, p).await }),
         handler::<PeersList, _, _>(|k, _, _| async move { trust::list(&k).await }),
         handler::<PeersRevoke, _, _>(|k, _, p| async move { trust::revoke(&k, p).await }),
@@ -159,6 +164,7 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
         handler::<RunWait, _, _>(move |k, _, p| async move {
             Ok(sessions::wait(&k, &p.run_id, wait_for(p.timeout_ms)).await?.into())
         }),
+        handler::<RunTimeline, _, _>(|k, _, p| async move { k.timelines.get(p) }),
     ]
     .into_iter()
     .collect()
@@ -232,5 +238,10 @@ mod tests {
         let info = by_ipc_name("kernel.info").unwrap();
         let answer = info(f.kernel.clone(), Caller::new("t"), serde_json::json!({})).await.unwrap();
         assert_eq!(answer["version"], crate::VERSION);
+        // Operator methods are the host surfaces' too, under the same name and handler.
+        let (info, row) = by_host_name("kernel.info").unwrap();
+        assert_eq!(row.ipc, Some("kernel.info"));
+        let answer = info(f.kernel.clone(), Caller::new("host:http"), serde_json::json!({}));
+        assert_eq!(answer.await.unwrap()["version"], crate::VERSION);
     }
 }

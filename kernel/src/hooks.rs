@@ -27,6 +27,7 @@ use crate::capabilities::{Capabilities, fail_mode};
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::registry::AppRegistry;
+use crate::service::timeline::Step;
 
 /// An action stopped by an interceptor.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,6 +216,8 @@ pub struct InterceptScope<'a> {
     pub apps: &'a AppRegistry,
     /// Pending answers.
     pub hooks: &'a Hooks,
+    /// Where a run's interceptions are told (its `runId` in the context).
+    pub timelines: &'a crate::service::timeline::Timelines,
 }
 
 /// Runs the interceptors of `event` over `payload`, in order, and returns the payload the
@@ -261,6 +264,11 @@ pub async fn intercept(
             rx.await.ok()
         };
         let began = std::time::Instant::now();
+        let span = crate::telemetry::intercept_span(event, &cap.app_id);
+        let run = context.get("runId").and_then(Value::as_str);
+        let session = context.get("sessionKey").and_then(Value::as_str);
+        let name = || format!("{event}/{}", cap.app_id);
+        let step = run.map(|r| Step::begin(r, session, "intercept", name()));
         let verdict = tokio::time::timeout(timeout, answer).await.ok().flatten();
         if verdict.is_none() {
             scope.hooks.pending.remove(&event_id);
@@ -272,6 +280,16 @@ pub async fn intercept(
             None if fail_mode(hook) == FailMode::Closed => "fail_closed",
             None => "fail_open",
         };
+        let decided = opentelemetry::KeyValue::new("burrow.hook.decision", decision);
+        crate::telemetry::annotate(span.as_ref(), [decided]);
+        crate::telemetry::end(span.as_ref(), None);
+        if let Some(step) = step {
+            let why = match &verdict {
+                Some(HookVerdict::Block { reason }) => Some(reason.clone()),
+                _ => None,
+            };
+            step.done(scope.timelines, decision, why);
+        }
         let app = cap.app_id.clone();
         metrics::counter!("burrow_interceptions_total", "event" => event.to_owned(), "app" => app.clone(), "decision" => decision)
             .increment(1);

@@ -80,7 +80,18 @@ pub async fn call_on(
 ) -> Result<Value, ErrorObject> {
     let began = std::time::Instant::now();
     let in_flight = crate::metrics::HostCall::begin();
-    let result = route(kernel, caller, method, params, link).await;
+    // A host's `traceparent` (a param of any method): the runs the call starts continue
+    // its trace.
+    let mut params = params;
+    let traceparent = params.as_object_mut().and_then(|p| p.remove("traceparent"));
+    let routed = route(kernel, caller, method, params, link);
+    let result = match traceparent.as_ref().and_then(Value::as_str) {
+        Some(tp) => {
+            let cx = crate::telemetry::from_traceparent(Some(tp));
+            opentelemetry::context::FutureExt::with_context(routed, cx).await
+        }
+        None => routed.await,
+    };
     drop(in_flight);
     // An unknown method's name is the caller's: it is not a label.
     let known = !matches!(&result, Err(e) if e.code == ErrorCode::MethodNotFound);

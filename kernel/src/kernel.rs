@@ -80,6 +80,8 @@ pub struct Kernel {
     pub known_tools: crate::capabilities::known_tools::KnownTools,
     /// The tools hosts provide on their connections.
     pub host_tools: crate::service::host_tools::HostTools,
+    /// Recent runs' steps, for the dashboard (`run/timeline`).
+    pub timelines: crate::service::timeline::Timelines,
 }
 
 impl Kernel {
@@ -110,6 +112,7 @@ impl Kernel {
             next_conn: AtomicU64::new(1),
             endpoints: RwLock::new(Default::default()),
             host_tools: Default::default(),
+            timelines: Default::default(),
             remote: std::sync::OnceLock::new(),
             comms_claims: dashmap::DashMap::new(),
         }
@@ -208,7 +211,12 @@ impl Kernel {
 
     /// What interception needs.
     pub fn intercept_scope(&self) -> InterceptScope<'_> {
-        InterceptScope { caps: &self.caps, apps: &self.apps, hooks: &self.hooks }
+        InterceptScope {
+            caps: &self.caps,
+            apps: &self.apps,
+            hooks: &self.hooks,
+            timelines: &self.timelines,
+        }
     }
 
     /// The capability of `kind` named `name` once an app that is ready holds it, waiting

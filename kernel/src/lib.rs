@@ -30,6 +30,7 @@
 //! | [`handlers`] | the request handlers every surface shares: a method, its service call, its result's shape |
 //! | [`host`] | the host surfaces' adapter (`session/create`, `comms/send`, ...) over the services |
 //! | [`surface`] | JSON-RPC (TCP, stdio) and REST host surfaces over a [`surface::Host`] |
+//! | [`telemetry`] | traces over OTLP: spans of runs, provider and tool calls, interceptors; `traceparent` |
 //! | [`metrics`] | Prometheus metrics (`/metrics`): what is recorded, the recorder |
 //! | [`mcp`] | Burrow as an MCP server (`burrow mcp serve`, `/mcp`): the kernel's tools and sessions |
 //! | [`kernel`] | the shared [`kernel::Kernel`] context |
@@ -83,6 +84,7 @@ pub mod stop;
 pub mod store;
 pub mod supervisor;
 pub mod surface;
+pub mod telemetry;
 pub mod token;
 
 /// The kernel's version.

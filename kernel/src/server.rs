@@ -190,6 +190,10 @@ pub async fn run(
     crate::descriptors::raise_limit();
     crate::metrics::install();
     let config = load_config(settings.config_path.as_deref(), &settings.state_dir)?;
+    let traces = crate::telemetry::init(&config.telemetry).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no traces");
+        None
+    });
     let managed: Vec<&str> = config.run.keys().map(String::as_str).collect();
     match &config.file {
         Some(file) => {
@@ -275,6 +279,10 @@ pub async fn run(
     tracing::info!("shutdown requested");
     let parts = Parts { endpoints, supervisor, sessions, root: actor };
     stop(&kernel, parts).await;
+    // The spans still buffered go out (blocking, off the runtime's threads).
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || drop(traces)).await;
+    }
     drop(bound._lock);
     drop(state_lock);
     tracing::info!("kernel stopped");

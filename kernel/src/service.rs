@@ -44,6 +44,7 @@ pub mod sessions;
 pub mod supervisor;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod timeline;
 pub mod trust;
 
 /// Who asks: an app's id, or a host surface (`host:rpc`, `host:http`).

@@ -2,13 +2,15 @@
 //! fake kernel meets the same decisions on the real one: which capability configs are
 //! well-formed ([`validate`]) and which a manifest grants ([`refusal`]), which events an
 //! interceptor may hold and what it may change ([`INTERCEPTABLE`]), the normal form of
-//! HTTP route paths ([`route_path`]), and the limits of ids and session keys.
+//! HTTP route paths ([`route_path`]), W3C `traceparent`s ([`traceparent`]), and the limits
+//! of ids and session keys.
 
 use crate::ErrorObject;
 use crate::manifest::{Manifest, pattern_matches};
 use crate::methods::capability::{CapabilityConfig, is_valid_tool_name};
 
 pub mod route_path;
+pub mod traceparent;
 
 /// The longest session key, in characters.
 pub const MAX_SESSION_KEY_CHARS: usize = 256;

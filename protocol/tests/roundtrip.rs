@@ -224,6 +224,7 @@ fn invoke_methods() {
             session_key: None,
             run_id: Some("r".into()),
             timeout_ms: Some(30_000),
+            traceparent: None,
         },
         result,
     );
@@ -285,6 +286,7 @@ fn invoke_methods() {
                 description: "d".into(),
                 input_schema: json!({}),
             }],
+            traceparent: None,
         },
         ProviderCompleteResult {
             message: AssistantMessage { content: "c".into(), tool_calls: Some(vec![call]) },
@@ -416,6 +418,18 @@ fn operator_and_host_methods_round_trip() {
     round_trip::<SupervisorLogs>(
         LogsParams { app_id: "a".into(), lines: 5, follow: true },
         StreamEnd { ended: "cancelled".into() },
+    );
+    round_trip::<SupervisorTail>(
+        TailParams { app_id: "a".into(), lines: 5 },
+        TailResult { lines: vec!["one".into(), "two".into()] },
+    );
+    round_trip::<KernelConfig>(
+        Empty {},
+        KernelConfigResult {
+            file: Some("/etc/burrow.toml".into()),
+            config: json!({"ipc": {"max_frame_bytes": 1}}),
+            redacted: vec!["apps.x.token".into()],
+        },
     );
     round_trip::<PeersTrust>(
         PeersTrustParams { binding: json!({"kernel_id": "ab"}) },

@@ -64,6 +64,7 @@ pub mod client;
 pub mod error;
 pub mod peer;
 pub mod testing;
+pub mod trace;
 pub use burrow_transport as transport;
 
 #[cfg(test)]

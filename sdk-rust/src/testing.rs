@@ -281,6 +281,7 @@ impl FakeKernel {
             session_key: None,
             run_id: None,
             timeout_ms: None,
+            traceparent: None,
         };
         self.invoke_tool_with(params).await
     }

@@ -25,3 +25,5 @@ mod shutdown;
 mod streaming;
 mod supervisor;
 mod tool_wait;
+mod traces;
+mod ui;

@@ -1,9 +1,10 @@
 //! The REST surface (`--http`), its server-sent events, apps' HTTP routes and gateway
-//! methods, bearer tokens, `burrow rpc` on stdio, and the `run`/`event` commands.
+//! methods, operator methods over `POST /rpc`, bearer tokens, `burrow rpc` on stdio, and
+//! the `run`/`event` commands.
 
 use std::process::Stdio;
 
-use burrow_tests::{DEADLINE, Kernel, RawConn, Rpc, bin, http_client};
+use burrow_tests::{DEADLINE, Kernel, RawConn, Rpc, bin, http_client, poll_until};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -189,6 +190,78 @@ async fn app_routes_and_gateway_methods_are_served_to_hosts() {
     let resp = get.await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "sunny");
+}
+
+/// Posts a JSON-RPC request (or batch) to `/rpc`; the answer.
+async fn post_rpc(base: &str, body: Value) -> Value {
+    let response = http_client().post(format!("{base}/rpc")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn request(id: u64, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+#[tokio::test]
+async fn operator_methods_are_host_methods_over_rpc() {
+    let config = format!(
+        "{CONFIG}[apps.greeter]\ntoken = \"s3cret-value\"\n[apps.greeter.run]\ncommand = \"hello\"\n"
+    );
+    let kernel = Kernel::start_with(&config, &["--http", "127.0.0.1:0"]).await;
+    let base = format!("http://{}", kernel.endpoint("http").await);
+    let greeter = || async {
+        let apps = post_rpc(&base, request(1, "kernel.apps", json!({}))).await;
+        apps["result"]["managed"].as_array().and_then(|m| m.first().cloned()).unwrap_or_default()
+    };
+    assert!(
+        poll_until(DEADLINE, || async { greeter().await["state"] == "running" }).await,
+        "{}",
+        kernel.log()
+    );
+    let pid = greeter().await["pid"].clone();
+
+    let answers = post_rpc(
+        &base,
+        json!([
+            request(1, "kernel.info", json!({})),
+            request(2, "session.list", json!({"filter": {"agentId": "main"}, "limit": 1})),
+            request(3, "supervisor.tail", json!({"appId": "greeter", "lines": 50})),
+            request(4, "supervisor.tail", json!({"appId": "ghost"})),
+            request(5, "kernel.config", json!({})),
+            request(6, "config.get", json!({})),
+            request(7, "supervisor.logs", json!({"appId": "greeter"})),
+        ]),
+    )
+    .await;
+    let by_id = |id: u64| {
+        answers.as_array().unwrap().iter().find(|a| a["id"] == id).cloned().unwrap_or_default()
+    };
+    assert!(by_id(1)["result"]["version"].is_string(), "{answers}");
+    assert_eq!(by_id(2)["result"]["total"], 0, "{answers}");
+    let tail = by_id(3)["result"]["lines"].as_array().cloned().unwrap_or_default();
+    assert!(tail.iter().any(|l| l.as_str().unwrap_or("").contains("hello")), "{answers}");
+    assert_eq!(by_id(4)["error"]["code"], -32044, "NOT_FOUND: {answers}");
+    let shown = &by_id(5)["result"];
+    assert_eq!(shown["config"]["apps"]["greeter"]["token"], "[redacted]", "{answers}");
+    assert!(shown["redacted"].as_array().unwrap().contains(&json!("apps.greeter.token")));
+    assert!(!answers.to_string().contains("s3cret-value"), "{answers}");
+    // What needs an app's connection, or streams, is not on the host surfaces.
+    for id in [6, 7] {
+        assert_eq!(by_id(id)["error"]["code"], -32601, "METHOD_NOT_FOUND: {answers}");
+    }
+
+    // The supervisor's controls: answered once the restart has taken effect.
+    let restarted =
+        post_rpc(&base, request(8, "supervisor.restart", json!({"appId": "greeter"}))).await;
+    assert_eq!(restarted["result"]["ok"], true, "{restarted}");
+    let now = greeter().await;
+    assert!(now["state"] == "running" && now["pid"] != pid, "{now}");
+
+    // An app reaching kernel.config through host.call is refused: it reads config.get.
+    let app = kernel.registered_client("nosy").await;
+    let e = app.request("host.call", json!({"method": "kernel.config"})).await.unwrap_err();
+    assert_eq!(e.code(), Some(burrow_protocol::ErrorCode::Forbidden), "{e:?}");
 }
 
 #[tokio::test]

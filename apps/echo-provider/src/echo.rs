@@ -177,6 +177,7 @@ mod tests {
             model: "echo".into(),
             messages,
             tools: tools(offered),
+            traceparent: None,
         })
     }
 

@@ -136,6 +136,7 @@ mod tests {
             model: "echo".into(),
             messages,
             tools: vec![clock],
+            traceparent: None,
         }
     }
 

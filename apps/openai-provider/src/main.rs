@@ -283,7 +283,13 @@ mod tests {
         messages: Vec<ChatMessage>,
         tools: Vec<ToolSpec>,
     ) -> ProviderCompleteParams {
-        ProviderCompleteParams { provider_id: String::new(), model: model.into(), messages, tools }
+        ProviderCompleteParams {
+            provider_id: String::new(),
+            model: model.into(),
+            messages,
+            tools,
+            traceparent: None,
+        }
     }
 
     fn hello() -> ProviderCompleteParams {

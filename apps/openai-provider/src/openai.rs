@@ -476,6 +476,7 @@ mod tests {
                     input_schema: Value::Null,
                 },
             ],
+            traceparent: None,
         }
     }
 
@@ -519,6 +520,7 @@ mod tests {
             model: "m".into(),
             messages: vec![say(Role::System, ""), say(Role::User, "hi")],
             tools: vec![],
+            traceparent: None,
         };
         let body = request_body("m", &params);
         assert_eq!(body, json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));

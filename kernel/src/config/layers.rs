@@ -23,6 +23,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "sessions",
     "shared",
     "supervisor",
+    "telemetry",
 ];
 
 /// The bundled apps, as `[apps.<id>.run]` tables; `{audit}` is replaced by a quoted path.
@@ -65,6 +66,7 @@ pub fn defaults(state_dir: &Path) -> toml::Table {
     put("host", typed(&super::host::HostSettings::default()));
     put("comms", typed(&crate::service::comms::CommsSettings::default()));
     put("mcp", typed(&super::host::McpSettings::default()));
+    put("telemetry", typed(&crate::telemetry::TelemetrySettings::default()));
     let main = typed(&crate::sessions::AgentSpec::default())
         .map(|main| toml::Table::from_iter([("main".to_owned(), toml::Value::Table(main))]));
     put("agents", main);

@@ -1,12 +1,14 @@
 //! What an app reads of the configuration (`config.get`, `config.watch`): its own
 //! subtree `apps.<id>` and what its manifest's `config.read` grants
-//! ([`crate::config::access`]).
+//! ([`crate::config::access`]); and what an operator on a host surface reads
+//! (`kernel.config`): all of it, secrets redacted ([`crate::config::redact`]).
 
 use burrow_protocol::Value;
 use burrow_protocol::methods::config::{ConfigGetParams, ConfigGetResult, ConfigWatchParams};
+use burrow_protocol::methods::operator::KernelConfigResult;
 use serde_json::json;
 
-use super::{App, ServiceError};
+use super::{App, Caller, ServiceError};
 use crate::config::access;
 use crate::kernel::Kernel;
 
@@ -27,6 +29,22 @@ pub fn get(
     let config = kernel.config();
     let origins = p.origin.then(|| config.origins_under(&path));
     Ok(ConfigGetResult { value: config.get(&path).cloned().unwrap_or(Value::Null), origins })
+}
+
+/// `kernel.config`: the whole configuration in force, secrets redacted, and its file.
+/// For the host surfaces' callers (`host:*`) only: an app reaching it through
+/// `host.call` would read past its manifest's `config.read`, so it is `FORBIDDEN`.
+pub fn effective(kernel: &Kernel, caller: &Caller) -> Result<KernelConfigResult, ServiceError> {
+    if !caller.name().starts_with("host:") {
+        return Err(ServiceError::Forbidden {
+            message: "kernel.config is for the host surfaces; apps read config.get".into(),
+            data: json!({ "reason": "host_only" }),
+        });
+    }
+    let config = kernel.config();
+    let (value, redacted) = crate::config::redact::redacted(&config.document);
+    let file = config.file.as_ref().map(|f| f.display().to_string());
+    Ok(KernelConfigResult { file, config: value, redacted })
 }
 
 /// `config.watch`'s paths, each one the app may read (its own subtree when none is
@@ -73,6 +91,17 @@ mod tests {
         assert!(
             matches!(&e, ServiceError::Forbidden { data, .. } if data["field"] == "paths[1]"),
             "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn operators_read_it_all_redacted_and_apps_do_not() {
+        let f = fixture().await;
+        let all = effective(&f.kernel, &Caller::new("host:http")).unwrap();
+        assert_eq!(all.config["ipc"], f.kernel.config().document["ipc"]);
+        let e = effective(&f.kernel, &Caller::new("a")).unwrap_err();
+        assert!(
+            matches!(&e, ServiceError::Forbidden { data, .. } if data["reason"] == "host_only")
         );
     }
 }

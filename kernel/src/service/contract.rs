@@ -31,6 +31,9 @@ pub fn initialize() -> InitializeResult {
         .iter()
         .filter(|m| m.to_kernel())
         .filter_map(|m| m.host)
+        // The contract's methods; Burrow's operator methods on the host surfaces keep
+        // their dotted IPC names (`kernel.apps`) and are documented, not announced.
+        .filter(|name| !name.contains('.'))
         .map(str::to_owned)
         .collect();
     methods.sort();

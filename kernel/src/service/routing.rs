@@ -25,6 +25,8 @@ use crate::capabilities::Capability;
 use crate::connection::CallCancel;
 use crate::hooks;
 use crate::kernel::Kernel;
+use crate::service::timeline::Step;
+use crate::telemetry;
 
 /// Asks the app holding a gateway method to answer a call from `caller`.
 pub async fn gateway_request(
@@ -98,6 +100,24 @@ fn route_for(kernel: &Kernel, method: &str, path: &str) -> Option<Arc<Capability
     Some(own.map_or_else(|| first.clone(), |(c, _, _)| c.clone()))
 }
 
+/// A tool call's span, `app` doing its work (`host` for a host's tool).
+fn tool_span(name: &str, app: &str) -> Option<opentelemetry::Context> {
+    use opentelemetry::KeyValue;
+    if !telemetry::enabled() {
+        return None;
+    }
+    let attributes = vec![
+        KeyValue::new("gen_ai.operation.name", "execute_tool"),
+        KeyValue::new("gen_ai.tool.name", name.to_owned()),
+        KeyValue::new("burrow.app", app.to_owned()),
+    ];
+    telemetry::start(
+        format!("execute_tool {name}"),
+        opentelemetry::trace::SpanKind::Internal,
+        attributes,
+    )
+}
+
 fn unavailable(what: &'static str, cap: &Capability) -> ServiceError {
     let name = cap.name().unwrap_or_default();
     ServiceError::Unready { what, name, app: cap.app_id.clone() }
@@ -168,6 +188,10 @@ pub struct ToolCallPlan {
     cancel: Option<CallCancel>,
     /// When the call began, for its latency metric.
     began: Instant,
+    /// Its span (`execute_tool`), when traces are exported.
+    trace: Option<opentelemetry::Context>,
+    /// Its step in its run's timeline, when it is a run's.
+    step: Option<Step>,
 }
 
 impl ToolCallPlan {
@@ -181,7 +205,10 @@ impl ToolCallPlan {
     ) -> Result<Self, ServiceError> {
         let ToolCallParams { name, arguments, session_key } = p;
         let hosted = session_key.as_deref().and_then(|key| kernel.host_tools.find(key, &name));
+        let step =
+            run_id.as_deref().map(|r| Step::begin(r, session_key.as_deref(), "tool", name.clone()));
         if let Some(tool) = hosted {
+            let trace = tool_span(&name, "host");
             return Ok(ToolCallPlan {
                 target: ToolTarget::Host(tool),
                 name,
@@ -193,6 +220,8 @@ impl ToolCallPlan {
                 started: kernel.hooks.observed("after_tool_call").then(Instant::now),
                 cancel: None,
                 began: Instant::now(),
+                step,
+                trace,
             });
         }
         let Some(cap) = kernel.caps.by_name(CapabilityType::Tool, &name) else {
@@ -206,6 +235,7 @@ impl ToolCallPlan {
         }
         let timeout =
             Duration::from_millis(tool.timeout_ms.unwrap_or(kernel.config().ipc.call_timeout_ms));
+        let trace = tool_span(&name, &cap.app_id);
         Ok(ToolCallPlan {
             target: ToolTarget::App(cap),
             name,
@@ -217,6 +247,8 @@ impl ToolCallPlan {
             started: kernel.hooks.observed("after_tool_call").then(Instant::now),
             cancel: None,
             began: Instant::now(),
+            step,
+            trace,
         })
     }
 
@@ -237,7 +269,11 @@ impl ToolCallPlan {
             payload["runId"] = run.clone().into();
         }
         let (config, context) = (kernel.config(), self.context());
-        let payload = hooks::intercept(kernel.intercept_scope(), &config, event, payload, &context)
+        let intercepted =
+            hooks::intercept(kernel.intercept_scope(), &config, event, payload, &context);
+        // Interceptors' spans are the call's children.
+        let cx = self.trace.clone().unwrap_or_else(opentelemetry::Context::current);
+        let payload = opentelemetry::context::FutureExt::with_context(intercepted, cx)
             .await
             .map_err(|blocked| ServiceError::Passed(blocked.to_error()))?;
         self.arguments = payload["arguments"].clone();
@@ -301,12 +337,13 @@ impl ToolCallPlan {
             session_key: self.session_key.clone(),
             run_id: self.run_id.clone(),
             timeout_ms: Some(self.timeout.as_millis() as u64),
+            traceparent: telemetry::traceparent(self.trace.as_ref()),
         }
     }
 
     /// Checks the app's answer and tells `after_tool_call` observers (if any) how it went.
     pub fn finish(
-        self,
+        mut self,
         kernel: &Kernel,
         outcome: Result<Value, ErrorObject>,
     ) -> Result<Value, ServiceError> {
@@ -329,6 +366,12 @@ impl ToolCallPlan {
         };
         metrics::counter!("burrow_tool_calls_total", "tool" => self.name.clone(), "outcome" => label)
             .increment(1);
+        let failed = (label != "ok").then_some(label);
+        telemetry::end(self.trace.as_ref(), failed);
+        if let Some(step) = self.step.take() {
+            let why = outcome.as_ref().err().map(ToString::to_string);
+            step.done(&kernel.timelines, label, why);
+        }
         metrics::histogram!("burrow_tool_call_duration_seconds", "tool" => self.name.clone())
             .record(self.began.elapsed().as_secs_f64());
         // Observers that came after the call began do not see it.

@@ -1,10 +1,11 @@
 //! Managed apps, for operators: start, stop or restart one (the supervisor actor does
-//! it and says how it went), and its captured log — the last lines, then new ones.
+//! it and says how it went), and its captured log — the last lines, then new ones
+//! (`supervisor.logs`), or the last lines at once (`supervisor.tail`).
 
 use std::time::Duration;
 
 use burrow_protocol::methods::Ack;
-use burrow_protocol::methods::operator::{AppIdParams, LogsParams};
+use burrow_protocol::methods::operator::{AppIdParams, LogsParams, TailParams, TailResult};
 use tokio::sync::{broadcast, oneshot};
 
 use super::ServiceError;
@@ -74,6 +75,13 @@ pub async fn log(kernel: &Kernel, p: &LogsParams) -> Result<Log, ServiceError> {
     Ok(Log { tail, feed })
 }
 
+/// `supervisor.tail`: app `p.app_id`'s last log lines, at once (as [`log`], not
+/// following).
+pub async fn tail(kernel: &Kernel, p: TailParams) -> Result<TailResult, ServiceError> {
+    let p = LogsParams { app_id: p.app_id, lines: p.lines, follow: false };
+    Ok(TailResult { lines: log(kernel, &p).await?.tail })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +105,10 @@ mod tests {
         let found = log(&f.kernel, &LogsParams { lines: 2, ..p("left") }).await.unwrap();
         assert_eq!(found.tail, ["two", "three"]);
         assert!(found.feed.is_none());
+        let tailed = tail(&f.kernel, TailParams { app_id: "left".into(), lines: 1 }).await;
+        assert_eq!(tailed.unwrap().lines, ["three"]);
+        let e = tail(&f.kernel, TailParams { app_id: "ghost".into(), lines: 1 }).await;
+        assert!(matches!(e, Err(ServiceError::NotFound(_))), "{e:?}");
 
         let e = control(&f.kernel, Control::Start, AppIdParams { app_id: "x".into() }).await;
         assert!(matches!(e, Err(ServiceError::NotFound(_))), "{e:?}");

@@ -88,6 +88,8 @@ pub struct Inbound {
     pub create: Option<Box<SessionRow>>,
     /// For a session that must exist already (comms, external events).
     pub must_exist: bool,
+    /// The trace context it came in (a host's span), which a run it starts continues.
+    pub trace: Option<opentelemetry::Context>,
 }
 
 impl Inbound {
@@ -102,6 +104,7 @@ impl Inbound {
             mode: HandlingMode::Queue,
             create: None,
             must_exist: false,
+            trace: crate::telemetry::current(),
         }
     }
 }
@@ -189,6 +192,8 @@ struct Queued {
     /// It may start once the actor knows its submissions up to this one are on disk:
     /// its row and every message it takes.
     ready_at: u64,
+    /// The trace context of what queued it (none for runs resumed at start).
+    trace: Option<opentelemetry::Context>,
 }
 
 /// Its state.
@@ -249,7 +254,7 @@ impl Actor for SessionActor {
             .unfinished_runs(Some(&args.key))
             .await?
             .into_iter()
-            .map(|r| Queued { id: r.id, ready_at: 0 })
+            .map(|r| Queued { id: r.id, ready_at: 0, trace: None })
             .collect();
         if !queue.is_empty() {
             tracing::info!(session = %args.key, runs = queue.len(), "resuming unfinished runs");
@@ -432,7 +437,7 @@ async fn reload(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
             state.queue = runs
                 .into_iter()
                 .filter(|r| running.as_ref() != Some(&r.id))
-                .map(|r| Queued { id: r.id, ready_at: 0 })
+                .map(|r| Queued { id: r.id, ready_at: 0, trace: None })
                 .collect();
             state.joinable = state.queue.back().map(|q| q.id.clone());
             // Its count of waiting messages starts again; the runs are bounded anyway.
@@ -529,7 +534,7 @@ async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, E
     })?;
     if let Some(row) = new_run {
         // On disk already, like everything submitted before it.
-        state.queue.push_back(Queued { id: row.id.clone(), ready_at: 0 });
+        state.queue.push_back(Queued { id: row.id.clone(), ready_at: 0, trace: None });
         state.joinable = Some(row.id.clone());
         state.kernel.sessions.publish_run(row);
     }
@@ -546,7 +551,7 @@ fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
     {
         return;
     }
-    let Some(Queued { id: run_id, .. }) = state.queue.pop_front() else { return };
+    let Some(Queued { id: run_id, trace, .. }) = state.queue.pop_front() else { return };
     if state.joinable.as_deref() == Some(run_id.as_str()) {
         state.joinable = None;
     }
@@ -564,7 +569,10 @@ fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
     let history = state.tail.as_ref().map(super::tail::Tail::snapshot);
     state.inbound_during_run = false;
     let task = tokio::spawn(async move {
-        let outcome = super::agent::run(kernel, session, id.clone(), token, steered, history).await;
+        let run = super::agent::run(kernel, session, id.clone(), token, steered, history);
+        // Its span continues the trace of what queued it.
+        let trace = trace.unwrap_or_default();
+        let outcome = opentelemetry::context::FutureExt::with_context(run, trace).await;
         let _ = me.cast(SessionMsg::RunFinished(id, Box::new(outcome)));
     });
     let steer_bytes = Default::default();

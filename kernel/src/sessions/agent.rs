@@ -34,6 +34,7 @@ use crate::capabilities::{Capability, Unready};
 use crate::hooks;
 use crate::kernel::Kernel;
 use crate::service::sessions::page_bytes;
+use crate::service::timeline::Step;
 use crate::store::{Fence, NewMessage, Page, RunRow, SessionRow, StoreError, Write, WriteDone};
 
 /// A message steered into a running turn, taken at its next turn boundary.
@@ -116,8 +117,22 @@ pub async fn run(
     let mut seen = HashSet::new();
     let mut outcome = RunOutcome::default();
     let stream = RunStream::new(&kernel, &session, &run_id);
+    let trace = crate::telemetry::run_span(&session.agent_id, &key, &run_id);
+    let work = turns(
+        &kernel,
+        (&session, &run_id, &stream),
+        &mut steered,
+        &mut seen,
+        history,
+        &mut outcome,
+    );
+    // The run's provider and tool calls are its span's children.
+    let work = opentelemetry::context::FutureExt::with_context(
+        work,
+        trace.clone().unwrap_or_else(opentelemetry::Context::current),
+    );
     let end = tokio::select! {
-        end = turns(&kernel, (&session, &run_id, &stream), &mut steered, &mut seen, history, &mut outcome) => end,
+        end = work => end,
         _ = cancel.cancelled() => End::Cancelled,
     };
     steered.close();
@@ -145,6 +160,11 @@ pub async fn run(
         End::Cancelled => "cancelled",
     };
     metrics::counter!("burrow_runs_total", "status" => ended).increment(1);
+    crate::telemetry::annotate(
+        trace.as_ref(),
+        [opentelemetry::KeyValue::new("burrow.run.status", ended)],
+    );
+    crate::telemetry::end(trace.as_ref(), (ended == "failed").then_some(ended));
     metrics::histogram!("burrow_run_duration_seconds").record(began.elapsed().as_secs_f64());
     match &end {
         End::Completed(_) => {}
@@ -402,18 +422,32 @@ async fn turns(
             tool_call_id: None,
         }];
         prompt.extend(messages.iter().cloned());
+        let chat = crate::telemetry::chat_span(&agent.provider, &agent.model);
         let params = ProviderCompleteParams {
             provider_id: agent.provider.clone(),
             model: agent.model.clone(),
             messages: prompt,
             tools,
+            traceparent: crate::telemetry::traceparent(chat.as_ref()),
         };
         kernel.emit_with("llm_input", || {
             (json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone())
         });
         let timeout = Duration::from_millis(agent.timeout_ms);
         let called = std::time::Instant::now();
+        let step = Step::begin(run_id, Some(key), "provider", agent.provider.clone());
         let answer = complete(stream, &provider, &params, timeout).await;
+        let (status, why) = match &answer {
+            Ok(_) => ("ok", None),
+            Err(why) => ("failed", Some(why.clone())),
+        };
+        step.done(&kernel.timelines, status, why);
+        let usage = answer.as_ref().ok().and_then(|a| a.usage.as_ref());
+        crate::telemetry::chat_done(
+            chat.as_ref(),
+            usage,
+            answer.as_ref().err().map(String::as_str),
+        );
         let outcome_label = if answer.is_ok() { "ok" } else { "failed" };
         let provider_label = agent.provider.clone();
         metrics::histogram!("burrow_provider_call_duration_seconds", "provider" => provider_label.clone(), "outcome" => outcome_label)

@@ -21,6 +21,7 @@
 //! | any method `/apps/{*rest}` | [`Host::http_request`] | the app's |
 //! | `GET /metrics` | the kernel's metrics, Prometheus's text format ([`crate::metrics`]) | 200 |
 //! | `POST`, `GET`, `DELETE /mcp` | Burrow's MCP server over streamable HTTP ([`mcp`]) | MCP's |
+//! | `GET /ui`, `/ui/app.js`, `/ui/style.css` | the dashboard's assets ([`ui`]) | 200 |
 //!
 //! Success bodies are the host's result as JSON. Errors are Meerkat's REST errors,
 //! `{"error": "<message>", "code": "NOT_FOUND", "details": {...}}` (Burrow's code; its
@@ -72,6 +73,7 @@ use crate::surface::{Host, http_error_body, http_status};
 mod apps;
 pub mod mcp;
 mod serve;
+mod ui;
 
 pub use serve::{HttpLimits, serve_http};
 
@@ -194,10 +196,12 @@ pub fn router_with_limits(
         .route("/apps/{*rest}", any(apps::proxy))
         .route("/metrics", get(metrics))
         .merge(mcp::routes(host.mcp()))
+        .merge(ui::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(busy.clone(), limit_concurrency))
+        .layer(middleware::from_fn(continue_trace))
         .layer(middleware::from_fn_with_state(auth, require_auth))
         .with_state(AppState { host, streams, large, bodies })
 }
@@ -236,6 +240,19 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+/// A request's W3C `traceparent` header: what it does (a run it starts) continues that
+/// trace when the kernel exports traces.
+async fn continue_trace(request: Request, next: Next) -> Response {
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    match traceparent.filter(|_| crate::telemetry::enabled()) {
+        Some(tp) => {
+            let cx = crate::telemetry::from_traceparent(Some(tp));
+            opentelemetry::context::FutureExt::with_context(next.run(request), cx).await
+        }
+        None => next.run(request).await,
     }
 }
 

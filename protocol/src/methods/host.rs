@@ -53,6 +53,10 @@ methods! {
     ToolExecute = "tool/execute": ToolExecuteParams => ToolExecuteResult;
     /// A run's status, once it has ended or after `timeout_ms`.
     RunWait = "run/wait": RunWaitParams => RunWaitResult;
+    /// Recent runs' steps (one run's, or a session's runs'): their provider calls, tool
+    /// calls and interceptor decisions, with their times (kept in memory for the last
+    /// runs).
+    RunTimeline = "run/timeline": RunTimelineParams => RunTimelineResult;
     /// Authenticates a JSON-RPC connection over TCP (the first request when a token is
     /// required).
     Authenticate = "rpc/authenticate": AuthenticateParams => Ack;
@@ -83,6 +87,58 @@ pub struct RunWaitParams {
     /// How long to wait for its end (default 30 000, at most 600 000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// Params of `run/timeline`: a run, or a session (its runs kept, newest first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunTimelineParams {
+    /// The run.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// The session.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// One step of a run: a provider call, a tool call, an interceptor's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStep {
+    /// `provider`, `tool` or `intercept`.
+    pub kind: String,
+    /// The provider, the tool, or the interceptor's `event/app`.
+    pub name: String,
+    /// When it began, ms since the epoch.
+    pub started_ms: u64,
+    /// How long it took, µs.
+    pub duration_us: u64,
+    /// `ok`, an error's code (`is_error` for a tool's failure result), or an
+    /// interceptor's decision (`continue`, `modify`, `block`, `fail_open`, `fail_closed`).
+    pub status: String,
+    /// Why, when it failed or blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One run's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSteps {
+    /// The run.
+    pub run_id: String,
+    /// Its session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Its steps, in the order they ended.
+    pub steps: Vec<RunStep>,
+    /// Steps past the bound, counted but not kept.
+    pub dropped: u64,
+}
+
+/// Result of `run/timeline`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunTimelineResult {
+    /// The runs, newest first (none kept: empty).
+    pub runs: Vec<RunSteps>,
 }
 
 /// Result of `run/wait`.

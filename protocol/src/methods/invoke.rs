@@ -64,6 +64,10 @@ pub struct ToolInvokeParams {
     /// answer after it is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The call's span, as a W3C `traceparent`, when the kernel exports traces: the
+    /// app's spans for the call belong under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Result of `tool.invoke` and `tool.call`.
@@ -215,6 +219,9 @@ pub struct ProviderCompleteParams {
     /// Tools the model may call.
     #[serde(default)]
     pub tools: Vec<ToolSpec>,
+    /// The call's span, as a W3C `traceparent`, when the kernel exports traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Result of `provider.complete`.

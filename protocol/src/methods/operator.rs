@@ -3,7 +3,8 @@
 //! (`kernel.capabilities`, `kernel.hooks`), the managed apps (`supervisor.*`), the
 //! trusted kernels (`peers.*`, what `burrow kernels` calls: the wire names are kept for
 //! compatibility, though these deal with kernels, not with peers), and a session's events
-//! as a stream (`session.events`).
+//! as a stream (`session.events`). `kernel.config` (the configuration, redacted) is on
+//! the host surfaces only.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,12 @@ methods! {
     /// A managed app's captured log: a stream of [`LogLine`] chunks (the last `lines`
     /// lines, then new ones while following), ended by a [`StreamEnd`].
     SupervisorLogs = "supervisor.logs": LogsParams => StreamEnd;
+    /// A managed app's captured log's last lines, answered at once (what a page polls;
+    /// `supervisor.logs` without `follow`, as one answer).
+    SupervisorTail = "supervisor.tail": TailParams => TailResult;
+    /// The configuration in force (defaults included), secrets redacted, and the file it
+    /// was read from: for operators on the host surfaces only.
+    KernelConfig = "kernel.config": Empty => KernelConfigResult;
     /// Trust a kernel by its binding (`burrow kernels trust`; the wire name is kept).
     PeersTrust = "peers.trust": PeersTrustParams => PeersTrustResult;
     /// This kernel's binding, the trusted kernels, and the kernel channel's refusal counts
@@ -134,6 +141,35 @@ pub struct LogsParams {
 
 fn default_lines() -> usize {
     100
+}
+
+/// Params of `supervisor.tail`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TailParams {
+    /// The app.
+    pub app_id: String,
+    /// How many of the last lines (default 100, at most 10 000).
+    #[serde(default = "default_lines")]
+    pub lines: usize,
+}
+
+/// Result of `supervisor.tail`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TailResult {
+    /// The last lines, oldest first, without their newlines.
+    pub lines: Vec<String>,
+}
+
+/// Result of `kernel.config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelConfigResult {
+    /// The configuration file the kernel read, if any (else only the built-in defaults).
+    pub file: Option<String>,
+    /// Every value in force, defaults included, each secret replaced by `"[redacted]"`.
+    pub config: Value,
+    /// The paths of the values redacted (`apps.openai.run.env.OPENAI_API_KEY`).
+    pub redacted: Vec<String>,
 }
 
 /// One chunk of `supervisor.logs`.

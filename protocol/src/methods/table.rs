@@ -15,17 +15,18 @@ use super::config::{ConfigGet, ConfigWatch};
 use super::hook::{HookEvent, HookResult, HookSubscribe, HookUnsubscribe};
 use super::host::{
     Authenticate, CapabilitiesGet, HostCommsPeers, HostCommsSend, HostExternalEvent,
-    HostSessionHistory, HostSessionList, HostSessionRead, Initialize, RunWait, SessionArchive,
-    SessionCreateTurn, StreamClose, StreamOpen, ToolExecute, ToolsRegister, TurnInterrupt,
-    TurnStart,
+    HostSessionHistory, HostSessionList, HostSessionRead, Initialize, RunTimeline, RunWait,
+    SessionArchive, SessionCreateTurn, StreamClose, StreamOpen, ToolExecute, ToolsRegister,
+    TurnInterrupt, TurnStart,
 };
 use super::invoke::{
     ChannelDelta, ChannelSend, ChannelStreamEnd, GatewayInvoke, HttpRequest, ProviderComplete,
     ToolCall, ToolInvoke,
 };
 use super::operator::{
-    KernelCapabilities, KernelHooks, PeersList, PeersRevoke, PeersTrust, SessionEvents,
-    SupervisorLogs, SupervisorRestart, SupervisorStart, SupervisorStop,
+    KernelCapabilities, KernelConfig, KernelHooks, PeersList, PeersRevoke, PeersTrust,
+    SessionEvents, SupervisorLogs, SupervisorRestart, SupervisorStart, SupervisorStop,
+    SupervisorTail,
 };
 use super::session::{
     AgentCancel, AgentQueue, AgentWait, MessageDispatch, SessionGet, SessionHistory, SessionList,
@@ -139,6 +140,12 @@ impl MethodInfo {
         MethodInfo { shape: Shape::Notification, ..self }
     }
 
+    /// Also on the host surfaces, under its IPC name (an operator method the dashboard
+    /// and scripts call over JSON-RPC).
+    const fn on_host(self) -> Self {
+        MethodInfo { host: self.ipc, ..self }
+    }
+
     const fn both(self) -> Self {
         MethodInfo { direction: Direction::Both, ..self }
     }
@@ -161,16 +168,18 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(AppHeartbeat::NAME).off_actor().open(),
     MethodInfo::ipc(AppReady::NAME),
     MethodInfo::ipc(AppShutdown::NAME).both().long(),
-    MethodInfo::ipc(KernelInfo::NAME).open(),
-    MethodInfo::ipc(KernelApps::NAME).open(),
-    MethodInfo::ipc(KernelCapabilities::NAME).open().long().large(),
-    MethodInfo::ipc(KernelHooks::NAME).open(),
-    MethodInfo::ipc(SupervisorStart::NAME).open().long(),
-    MethodInfo::ipc(SupervisorStop::NAME).open().long(),
-    MethodInfo::ipc(SupervisorRestart::NAME).open().long(),
+    MethodInfo::ipc(KernelInfo::NAME).open().on_host(),
+    MethodInfo::ipc(KernelApps::NAME).open().on_host(),
+    MethodInfo::ipc(KernelCapabilities::NAME).open().long().large().on_host(),
+    MethodInfo::ipc(KernelHooks::NAME).open().on_host(),
+    MethodInfo::host_only(KernelConfig::NAME).large(),
+    MethodInfo::ipc(SupervisorStart::NAME).open().long().on_host(),
+    MethodInfo::ipc(SupervisorStop::NAME).open().long().on_host(),
+    MethodInfo::ipc(SupervisorRestart::NAME).open().long().on_host(),
     MethodInfo::ipc(SupervisorLogs::NAME).open().stream(),
+    MethodInfo::ipc(SupervisorTail::NAME).open().long().large().on_host(),
     MethodInfo::ipc(PeersTrust::NAME).open().long(),
-    MethodInfo::ipc(PeersList::NAME).open().long(),
+    MethodInfo::ipc(PeersList::NAME).open().long().on_host(),
     MethodInfo::ipc(PeersRevoke::NAME).open().long(),
     // §5 capabilities and routing
     MethodInfo::ipc(CapabilityRegister::NAME),
@@ -193,7 +202,7 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::ipc(ConfigWatch::NAME).stream(),
     // §8 sessions
     MethodInfo::ipc(SessionGet::NAME).long().off_actor(),
-    MethodInfo::ipc(SessionList::NAME).long().large().off_actor(),
+    MethodInfo::ipc(SessionList::NAME).long().large().off_actor().on_host(),
     MethodInfo::ipc(SessionHistory::NAME).long().large().off_actor(),
     MethodInfo::ipc(MessageDispatch::NAME).long().off_actor(),
     MethodInfo::ipc(AgentQueue::NAME).long().off_actor(),
@@ -223,6 +232,7 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo::host_only(ToolsRegister::NAME),
     MethodInfo::to_host(ToolExecute::NAME),
     MethodInfo::host_only(RunWait::NAME),
+    MethodInfo::host_only(RunTimeline::NAME),
     MethodInfo::host_only(Authenticate::NAME),
     // §3
     MethodInfo::ipc(Cancel::NAME).both().notification(),
@@ -339,5 +349,14 @@ mod tests {
         assert_eq!(by_host_name("comms/send").map(|m| m.ipc), Some(None));
         assert!(by_ipc_name("comms.send").is_some_and(|m| m.host.is_none()));
         assert!(by_ipc_name("session/create").is_none());
+        // Operator methods are on the host surfaces under their IPC names; streams and
+        // what changes trust are not.
+        for name in ["kernel.apps", "supervisor.restart", "session.list", "peers.list"] {
+            assert_eq!(by_host_name(name).and_then(|m| m.ipc), Some(name));
+        }
+        for name in ["supervisor.logs", "session.events", "peers.trust", "config.get"] {
+            assert!(by_host_name(name).is_none(), "{name}");
+        }
+        assert_eq!(by_host_name("kernel.config").map(|m| m.ipc), Some(None));
     }
 }

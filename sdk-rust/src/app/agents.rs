@@ -180,7 +180,8 @@ impl Agents {
             return Box::pin(std::future::ready(Err(e)));
         };
         let cx = ProviderContext { provider_id: params.provider_id.clone(), client, request_id };
-        let call = (provider.handler)(params, cx);
+        let traceparent = params.traceparent.clone();
+        let call = crate::trace::within(traceparent.as_deref(), (provider.handler)(params, cx));
         Box::pin(async move { call.await.map(|result| to_value(&result)) })
     }
 

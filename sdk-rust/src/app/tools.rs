@@ -31,6 +31,9 @@ pub struct ToolContext {
     /// When the kernel stops waiting for the answer (from `tool.invoke`'s `timeoutMs`,
     /// counted from when the call arrived), if it said.
     pub deadline: Option<tokio::time::Instant>,
+    /// The call's span in the kernel, when it exports traces (W3C `traceparent`); the
+    /// handler runs in its context ([`crate::trace`]).
+    pub traceparent: Option<String>,
     client: Client,
 }
 
@@ -182,9 +185,13 @@ impl Tools {
             session_key: params.session_key,
             run_id: params.run_id,
             deadline,
+            traceparent: params.traceparent.clone(),
             client,
         };
-        let call = (tool.handler)(params.arguments, cx);
+        let call = crate::trace::within(
+            params.traceparent.as_deref(),
+            (tool.handler)(params.arguments, cx),
+        );
         Box::pin(async move { call.await.map(|result| to_value(&result)) })
     }
 

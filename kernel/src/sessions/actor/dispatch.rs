@@ -27,7 +27,7 @@ pub(super) async fn dispatch(
     item: Inbound,
     reply: DispatchReply,
 ) {
-    let Inbound { content, metadata, caller, wake, mode, create, must_exist } = item;
+    let Inbound { content, metadata, caller, wake, mode, create, must_exist, trace } = item;
     let now = now_ms();
     let mut writes = Vec::new();
     match (&state.session, &create) {
@@ -140,7 +140,7 @@ pub(super) async fn dispatch(
     // The run it queues or joins may start once this submission (the next) is on disk.
     let seq = state.writes.next();
     if let Some(row) = &new_run {
-        state.queue.push_back(Queued { id: row.id.clone(), ready_at: seq });
+        state.queue.push_back(Queued { id: row.id.clone(), ready_at: seq, trace });
         state.joinable = Some(row.id.clone());
     } else if let Some(run) = &run_id
         && let Some(queued) = state.queue.iter_mut().rev().find(|q| q.id == *run)

@@ -58,6 +58,7 @@ fn conversation(text: &str) -> ProviderCompleteParams {
             description: "a tool".into(),
             input_schema: json!({}),
         }],
+        traceparent: None,
     }
 }
 

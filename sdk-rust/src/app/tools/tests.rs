@@ -18,9 +18,17 @@ fn app() -> App {
     App::new(Manifest::new("tester", "0.1.0"))
         .tool("echo", "Echoes", json!({"type": "object"}), |args, _cx| async move { ok(args) })
         .tool("whoami", "The call's context", json!({}), |_args, cx| async move {
+            use opentelemetry::trace::TraceContextExt;
+            // The OpenTelemetry context the handler runs in: the kernel's span's.
+            let current = opentelemetry::Context::current();
+            let span = current.span();
+            let parent = span.span_context();
+            let trace =
+                parent.is_valid().then(|| format!("{}/{}", parent.trace_id(), parent.span_id()));
             ok(json!({
                 "callId": cx.call_id, "name": cx.name, "sessionKey": cx.session_key,
-                "runId": cx.run_id, "appId": cx.app_id(),
+                "runId": cx.run_id, "appId": cx.app_id(), "traceparent": cx.traceparent,
+                "trace": trace,
             }))
         })
         .tool_with_timeout(
@@ -54,12 +62,17 @@ async fn tools_answer_with_their_content_and_context() {
         session_key: Some("s-1".into()),
         run_id: Some("r-1".into()),
         timeout_ms: None,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     };
     let who = kernel.invoke_tool_with(params).await.unwrap();
     assert_eq!(
         who.content,
-        json!({"callId": "c-7", "name": "whoami", "sessionKey": "s-1", "runId": "r-1", "appId": "tester"})
+        json!({"callId": "c-7", "name": "whoami", "sessionKey": "s-1", "runId": "r-1", "appId": "tester",
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "trace": "4bf92f3577b34da6a3ce929d0e0e4736/00f067aa0ba902b7"})
     );
+    let untraced = kernel.invoke_tool("whoami", json!({})).await.unwrap();
+    assert_eq!(untraced.content["trace"], Value::Null);
 }
 
 #[tokio::test]

@@ -129,6 +129,7 @@ fn hello() -> ProviderCompleteParams {
         model: "default".into(),
         messages: vec![user],
         tools: vec![],
+        traceparent: None,
     }
 }
 

@@ -1,0 +1,31 @@
+//! Continuing the kernel's traces: `tool.invoke` and `provider.complete` carry the call's
+//! span as a W3C `traceparent` when the kernel exports traces. The SDK runs tool and
+//! provider handlers inside that span's OpenTelemetry context ([`context`]), so spans the
+//! app makes there (with its own exporter installed as the global tracer provider) are
+//! the kernel's span's children, in the same trace.
+
+use opentelemetry::Context;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+
+/// The context `traceparent` names (a remote parent), or the empty context when it is
+/// absent or malformed.
+pub fn context(traceparent: Option<&str>) -> Context {
+    match traceparent.and_then(burrow_protocol::rules::traceparent::parse) {
+        Some(tp) => Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_bytes(tp.trace_id),
+            SpanId::from_bytes(tp.span_id),
+            TraceFlags::new(tp.flags),
+            true,
+            TraceState::default(),
+        )),
+        None => Context::new(),
+    }
+}
+
+/// `future`, run inside the context `traceparent` names.
+pub fn within<F: std::future::Future>(
+    traceparent: Option<&str>,
+    future: F,
+) -> opentelemetry::context::WithContext<F> {
+    opentelemetry::context::FutureExt::with_context(future, context(traceparent))
+}
