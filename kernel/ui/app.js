@@ -652,6 +652,7 @@ const routes = [
   [/^\/apps$/, 'apps', appsPage],
   [/^\/sessions$/, 'sessions', sessionsPage],
   [/^\/sessions\/([^/]+)$/, 'sessions', sessionPage],
+  [/^\/hooks$/, 'hooks', hooksPage],
   [/^\/kernel$/, 'kernel', kernelPage],
 ];
 

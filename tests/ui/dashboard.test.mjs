@@ -247,6 +247,16 @@ try {
   console.log('session: the run\'s timeline shows its provider calls and its tool call');
   await screenshot(page, 'session');
 
+  // ---- Hooks & tools: the tool the run called, counted, with its latency -------------
+  await page.goto(`${BASE}/ui#/hooks`);
+  const clockRow = page.locator('#tools tr[data-tool="clock_now"]');
+  await until('clock_now counted', async () => (await clockRow.locator('.calls').textContent()) === '1');
+  assert.equal(await clockRow.locator('.errors').textContent(), '0 (0%)');
+  assert.match(await clockRow.locator('td').nth(4).textContent(), /^≤ [\d.]+ ms$/);
+  assert.equal(await text('#interceptors tbody'), 'No interceptor is registered.');
+  console.log('hooks & tools: clock_now shows its one call and its latency');
+  await screenshot(page, 'hooks');
+
   // ---- Kernel -----------------------------------------------------------------------
   const info = await rpc('kernel.info');
   await page.goto(`${BASE}/ui#/kernel`);

@@ -1,4 +1,4 @@
-//! The dashboard at `/ui`: a page, a script and a style sheet (`kernel/ui/`), built into
+//! The dashboard at `/ui`: a page, its scripts and a style sheet (`kernel/ui/`), built into
 //! the binary, so that nothing is fetched from the network at run time. The page reads
 //! everything through `POST /rpc` (the host methods, operator ones included: see the
 //! method table) and follows a session's events through `GET /sessions/{id}/events`, so
@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `GET /ui`, `GET /ui/` | `index.html` |
 //! | `GET /ui/app.js` | the script |
+//! | `GET /ui/stats.js` | the Hooks & tools page's script (numbers from `/metrics`) |
 //! | `GET /ui/style.css` | the style sheet |
 //!
 //! Each with `Cache-Control: no-cache` (the browser asks again, so a new kernel's assets
@@ -21,6 +22,7 @@ use axum::routing::get;
 
 const INDEX: &str = include_str!("../../../ui/index.html");
 const SCRIPT: &str = include_str!("../../../ui/app.js");
+const STATS: &str = include_str!("../../../ui/stats.js");
 const STYLE: &str = include_str!("../../../ui/style.css");
 
 /// The policy every asset is served with: this origin only.
@@ -34,6 +36,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui", get(index))
         .route("/ui/", get(index))
         .route("/ui/app.js", get(script))
+        .route("/ui/stats.js", get(stats))
         .route("/ui/style.css", get(style))
 }
 
@@ -43,6 +46,10 @@ async fn index() -> Response {
 
 async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn stats() -> Response {
+    asset("text/javascript; charset=utf-8", STATS)
 }
 
 async fn style() -> Response {
@@ -85,6 +92,7 @@ mod tests {
             ("/ui", "text/html"),
             ("/ui/", "text/html"),
             ("/ui/app.js", "text/javascript"),
+            ("/ui/stats.js", "text/javascript"),
             ("/ui/style.css", "text/css"),
         ] {
             let (status, headers) = fetch(&router, uri, "127.0.0.1:8080").await;
@@ -103,11 +111,12 @@ mod tests {
     #[test]
     fn the_page_loads_only_its_own_assets() {
         assert!(INDEX.contains(r#"src="/ui/app.js""#) && INDEX.contains(r#"href="/ui/style.css""#));
-        for asset in [INDEX, SCRIPT, STYLE] {
+        assert!(INDEX.contains(r#"src="/ui/stats.js""#));
+        for asset in [INDEX, SCRIPT, STATS, STYLE] {
             assert!(!asset.contains("http://") && !asset.contains("https://"), "no other host");
         }
-        // No inline script or handler: the policy would refuse it.
-        assert_eq!(INDEX.matches("<script").count(), 1);
+        // No inline script or handler: the policy would refuse it. Each script is a file.
+        assert_eq!(INDEX.matches("<script").count(), INDEX.matches("<script defer src=").count());
         assert!(!INDEX.contains(" onclick=") && !INDEX.contains(" style="));
     }
 }
