@@ -300,6 +300,7 @@ function sessionsPage(main, page, query) {
     agent: query.get('agent') || '',
     channel: query.get('channel') || '',
     active: query.get('active') || '',
+    keep: query.get('keep') || '',
   };
   const offset = Math.max(0, Number(query.get('offset')) || 0);
   const go = (changes) => {
@@ -318,9 +319,17 @@ function sessionsPage(main, page, query) {
     el('option', { value: 'false', text: 'inactive' }),
   );
   active.value = filter.active;
+  const keep = el(
+    'select',
+    { name: 'keep' },
+    el('option', { value: '', text: 'any' }),
+    el('option', { value: 'true', text: 'keep-alive' }),
+    el('option', { value: 'false', text: 'not keep-alive' }),
+  );
+  keep.value = filter.keep;
   const apply = (e) => {
     e.preventDefault();
-    go({ agent: agent.value.trim(), channel: channel.value.trim(), active: active.value, offset: '0' });
+    go({ agent: agent.value.trim(), channel: channel.value.trim(), active: active.value, keep: keep.value, offset: '0' });
   };
   const create = async (e) => {
     e.currentTarget.disabled = true;
@@ -346,6 +355,7 @@ function sessionsPage(main, page, query) {
       el('label', {}, 'Agent', agent),
       el('label', {}, 'Channel', channel),
       el('label', {}, 'Active', active),
+      el('label', {}, 'Keep-alive', keep),
       el('button', { type: 'submit', text: 'Filter' }),
       el('button', { type: 'button', text: 'New session', on: { click: create } }),
     ),
@@ -372,6 +382,7 @@ function sessionsPage(main, page, query) {
   if (filter.agent) sessionFilter.agentId = filter.agent;
   if (filter.channel) sessionFilter.channelId = filter.channel;
   if (filter.active) sessionFilter.active = filter.active === 'true';
+  if (filter.keep) sessionFilter.keepAlive = filter.keep === 'true';
   every(page, 3000, async () => {
     const { sessions, total } = await rpc('session.list', { filter: sessionFilter, limit: PAGE_SIZE, offset });
     body.replaceChildren(

@@ -208,6 +208,7 @@ fn session_list_params() -> impl Strategy<Value = SessionListParams> {
                 channel_id,
                 account_id,
                 active,
+                keep_alive: None,
                 labels: None,
             });
     (option::of(filter), option::of(any::<u32>()), option::of(any::<u32>()))

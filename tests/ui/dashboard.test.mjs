@@ -167,7 +167,8 @@ try {
   // ---- Sessions ---------------------------------------------------------------------
   const made = [];
   for (let i = 0; i < 60; i++) {
-    made.push(rpc('session/create', { prompt: `session ${i}`, initial_turn: 'deferred' }));
+    // Three of them keep-alive, for the filter.
+    made.push(rpc('session/create', { prompt: `session ${i}`, initial_turn: 'deferred', keep_alive: i < 3 }));
   }
   await Promise.all(made);
   await page.goto(`${BASE}/ui#/sessions`);
@@ -185,6 +186,12 @@ try {
   await page.locator('input[name="agent"]').fill('nobody');
   await page.locator('form.filters button[type="submit"]').click();
   await until('no session of agent nobody', async () => (await text('#sessions tbody')) === 'No sessions match.');
+  // The keep-alive ones, by the kernel's filter.
+  await page.locator('input[name="agent"]').fill('');
+  await page.locator('select[name="keep"]').selectOption('true');
+  await page.locator('form.filters button[type="submit"]').click();
+  await until('the three keep-alive sessions', async () => (await text('.pager .count')).endsWith(' of 3'));
+  assert.equal(await count('#sessions tbody tr[data-session]'), 3);
 
   // ---- One session: a message from the page, its answer streamed live ---------------
   const { session_id: sessionId } = await rpc('session/create', {

@@ -86,6 +86,7 @@ pub async fn list(socket: Option<PathBuf>, a: ListArgs, json: bool) -> ExitCode 
         channel_id: a.channel,
         account_id: a.account,
         active,
+        keep_alive: None,
         labels: None,
     };
     let params = SessionListParams { filter: Some(filter), limit: a.limit, offset: a.offset };

@@ -82,6 +82,11 @@ async fn contract(store: Arc<dyn Storage>) {
     assert_eq!((rows.len(), rows[0].key.as_str(), total), (1, "beta", 1));
     let (rows, total) = store.sessions(SessionFilter::default(), 1, 1).await.unwrap();
     assert_eq!((rows[0].key.as_str(), total), ("beta", 2));
+    for (keep_alive, expected) in [(true, "alpha"), (false, "beta")] {
+        let kept = SessionFilter { keep_alive: Some(keep_alive), ..Default::default() };
+        let (rows, total) = store.sessions(kept, 10, 0).await.unwrap();
+        assert_eq!((rows[0].key.as_str(), total), (expected, 1), "keep_alive {keep_alive}");
+    }
     assert_eq!(
         store.resident_sessions().await.unwrap().iter().map(|s| s.key.clone()).collect::<Vec<_>>(),
         ["alpha"]

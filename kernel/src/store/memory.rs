@@ -186,6 +186,7 @@ impl Storage for MemoryStore {
                     && filter.agent_id.as_ref().is_none_or(|a| *a == s.agent_id)
                     && filter.channel_id.as_ref().is_none_or(|c| Some(c) == s.channel_id.as_ref())
                     && filter.account_id.as_ref().is_none_or(|a| Some(a) == s.account_id.as_ref())
+                    && filter.keep_alive.is_none_or(|k| k == s.keep_alive)
             };
             let mut rows: Vec<SessionRow> = d.sessions.values().filter(matches).cloned().collect();
             rows.sort_by(|a, b| {

@@ -341,9 +341,13 @@ impl Storage for SqliteStore {
     ) -> StoreFuture<'_, (Vec<SessionRow>, u64)> {
         Box::pin(self.read(move |c| {
             // Archived sessions are left out; each label must match.
-            let mut cond = "archived = 0 AND (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR channel_id = ?2) AND (?3 IS NULL OR account_id = ?3)".to_owned();
-            let mut args: Vec<Box<dyn rusqlite::ToSql>> =
-                vec![Box::new(filter.agent_id), Box::new(filter.channel_id), Box::new(filter.account_id)];
+            let mut cond = "archived = 0 AND (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR channel_id = ?2) AND (?3 IS NULL OR account_id = ?3) AND (?4 IS NULL OR keep_alive = ?4)".to_owned();
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
+                Box::new(filter.agent_id),
+                Box::new(filter.channel_id),
+                Box::new(filter.account_id),
+                Box::new(filter.keep_alive),
+            ];
             for (key, value) in filter.labels.into_iter().flatten() {
                 let n = args.len();
                 cond.push_str(&format!(

@@ -103,6 +103,9 @@ pub struct SessionFilter {
     /// Only active (or inactive) sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
+    /// Only keep-alive sessions (or only the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<bool>,
     /// Only sessions with every one of these labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<std::collections::BTreeMap<String, String>>,
