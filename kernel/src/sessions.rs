@@ -238,6 +238,11 @@ impl Sessions {
         self.actors.contains_key(key)
     }
 
+    /// The resident sessions' keys.
+    pub fn active_keys(&self) -> Vec<String> {
+        self.actors.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// How many sessions are resident.
     pub fn active(&self) -> usize {
         self.actors.len()

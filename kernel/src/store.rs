@@ -257,6 +257,22 @@ pub struct HistoryPage {
 }
 
 /// The storage engine's interface.
+/// What [`Storage::sessions`] lists: a filter, and optionally the keys the sessions must
+/// be among (or not be among), such as the resident ones.
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    /// Agent, channel, account, keep-alive, labels.
+    pub filter: SessionFilter,
+    /// `(keys, among)`: only sessions whose key is in `keys` (`among`), or not.
+    pub within: Option<(Vec<String>, bool)>,
+}
+
+impl From<SessionFilter> for SessionQuery {
+    fn from(filter: SessionFilter) -> Self {
+        SessionQuery { filter, within: None }
+    }
+}
+
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Applies `writes` atomically; `Ok` means they are on disk.
     fn write(&self, writes: Vec<Write>) -> StoreFuture<'_, ()>;
@@ -274,10 +290,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
     /// One session.
     fn session(&self, key: &str) -> StoreFuture<'_, Option<SessionRow>>;
-    /// Sessions matching `filter` (except `active`), newest activity first, and the total.
+    /// Sessions matching `query` (its filter's `active` aside: the store does not know
+    /// which sessions are resident; the query's `within` says), newest activity first,
+    /// and the total.
     fn sessions(
         &self,
-        filter: SessionFilter,
+        query: SessionQuery,
         limit: u32,
         offset: u32,
     ) -> StoreFuture<'_, (Vec<SessionRow>, u64)>;

@@ -182,20 +182,12 @@ pub async fn list(kernel: &Kernel, q: ListQuery) -> Result<(Vec<SessionView>, u6
     use burrow_protocol::methods::session::MAX_LIST_LIMIT;
     let limit = limit(q.limit, 50, MAX_LIST_LIMIT)?;
     let offset = q.offset.unwrap_or(0);
-    let Some(active) = q.filter.active else {
-        let (rows, total) = kernel.store().sessions(q.filter, limit, offset).await?;
-        return Ok((rows.into_iter().map(|r| SessionView::of(kernel, r)).collect(), total));
-    };
-    // `active` is in memory, not in the store: filter the whole match set.
-    let (all, _) = kernel.store().sessions(q.filter, u32::MAX, 0).await?;
-    let matching: Vec<SessionView> = all
-        .into_iter()
-        .map(|r| SessionView::of(kernel, r))
-        .filter(|v| v.active == active)
-        .collect();
-    let total = matching.len() as u64;
-    let page = matching.into_iter().skip(offset as usize).take(limit as usize).collect();
-    Ok((page, total))
+    // Resident sessions are known here, not in the store: the store pages among them (or
+    // among the others), so a page costs the same at any number of stored sessions.
+    let within = q.filter.active.map(|active| (kernel.sessions.active_keys(), active));
+    let query = crate::store::SessionQuery { filter: q.filter, within };
+    let (rows, total) = kernel.store().sessions(query, limit, offset).await?;
+    Ok((rows.into_iter().map(|r| SessionView::of(kernel, r)).collect(), total))
 }
 
 /// A page of session `key`'s transcript.

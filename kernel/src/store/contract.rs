@@ -72,19 +72,25 @@ async fn contract(store: Arc<dyn Storage>) {
     assert!(store.session("nobody").await.unwrap().is_none());
 
     // Newest activity first, filtered, paged, with the total.
-    let (rows, total) = store.sessions(SessionFilter::default(), 10, 0).await.unwrap();
+    let (rows, total) = store.sessions(SessionFilter::default().into(), 10, 0).await.unwrap();
     assert_eq!(
         (rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), total),
         (vec!["alpha", "beta"], 2)
     );
     let only = SessionFilter { agent_id: Some("other".into()), ..Default::default() };
-    let (rows, total) = store.sessions(only, 10, 0).await.unwrap();
+    let (rows, total) = store.sessions(only.into(), 10, 0).await.unwrap();
     assert_eq!((rows.len(), rows[0].key.as_str(), total), (1, "beta", 1));
-    let (rows, total) = store.sessions(SessionFilter::default(), 1, 1).await.unwrap();
+    let (rows, total) = store.sessions(SessionFilter::default().into(), 1, 1).await.unwrap();
     assert_eq!((rows[0].key.as_str(), total), ("beta", 2));
+    for (among, expected) in [(true, "beta"), (false, "alpha")] {
+        let within = Some((vec!["beta".to_owned(), "gamma".to_owned()], among));
+        let query = crate::store::SessionQuery { filter: SessionFilter::default(), within };
+        let (rows, total) = store.sessions(query, 10, 0).await.unwrap();
+        assert_eq!((rows[0].key.as_str(), total), (expected, 1), "among {among}");
+    }
     for (keep_alive, expected) in [(true, "alpha"), (false, "beta")] {
         let kept = SessionFilter { keep_alive: Some(keep_alive), ..Default::default() };
-        let (rows, total) = store.sessions(kept, 10, 0).await.unwrap();
+        let (rows, total) = store.sessions(kept.into(), 10, 0).await.unwrap();
         assert_eq!((rows[0].key.as_str(), total), (expected, 1), "keep_alive {keep_alive}");
     }
     assert_eq!(
@@ -202,7 +208,7 @@ async fn host_views(store: Arc<dyn Storage>) {
         labels: Some([("team".to_owned(), t.to_owned())].into()),
         ..Default::default()
     };
-    let (rows, total) = store.sessions(team("a"), 10, 0).await.unwrap();
+    let (rows, total) = store.sessions(team("a").into(), 10, 0).await.unwrap();
     let mut keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     keys.sort_unstable();
     assert_eq!((keys, total), (vec!["la", "lc"], 2));
@@ -211,19 +217,19 @@ async fn host_views(store: Arc<dyn Storage>) {
         labels: Some([("te\"am".to_owned(), "a".to_owned())].into()),
         ..Default::default()
     };
-    assert_eq!(store.sessions(quoted.clone(), 10, 0).await.unwrap().1, 0, "no such label");
+    assert_eq!(store.sessions(quoted.clone().into(), 10, 0).await.unwrap().1, 0, "no such label");
     // Any key matches as it is, quotes and dots included, on both engines.
     let mut odd = session("lq", "main", 100);
     odd.labels =
         Some([("te\"am".to_owned(), "a".to_owned()), ("a.b".to_owned(), "c".to_owned())].into());
     store.write(vec![Write::CreateSession(odd)]).await.unwrap();
-    let (rows, total) = store.sessions(quoted, 10, 0).await.unwrap();
+    let (rows, total) = store.sessions(quoted.into(), 10, 0).await.unwrap();
     assert_eq!((rows[0].key.as_str(), total), ("lq", 1));
     let dotted = SessionFilter {
         labels: Some([("a.b".to_owned(), "c".to_owned())].into()),
         ..Default::default()
     };
-    assert_eq!(store.sessions(dotted, 10, 0).await.unwrap().1, 1);
+    assert_eq!(store.sessions(dotted.into(), 10, 0).await.unwrap().1, 1);
     store.write(vec![Write::Archive { session_key: "lq".into() }]).await.unwrap();
 
     let tokens =
@@ -233,7 +239,7 @@ async fn host_views(store: Arc<dyn Storage>) {
     assert_eq!((la.input_tokens, la.output_tokens), (13, 5));
 
     store.write(vec![Write::Archive { session_key: "lc".into() }]).await.unwrap();
-    let (rows, total) = store.sessions(team("a"), 10, 0).await.unwrap();
+    let (rows, total) = store.sessions(team("a").into(), 10, 0).await.unwrap();
     assert_eq!((rows.len(), total), (1, 1), "archived: left out");
     assert!(store.session("lc").await.unwrap().unwrap().archived, "but still readable");
 

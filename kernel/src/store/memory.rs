@@ -10,11 +10,11 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burrow_protocol::methods::session::{RunStatus, SessionFilter};
+use burrow_protocol::methods::session::RunStatus;
 
 use super::{
-    Fence, HistoryPage, NewMessage, Page, PeerRequestRow, RunRow, SessionRow, Storage, StoreError,
-    StoreFuture, Write, WriteDone,
+    Fence, HistoryPage, NewMessage, Page, PeerRequestRow, RunRow, SessionQuery, SessionRow,
+    Storage, StoreError, StoreFuture, Write, WriteDone,
 };
 
 #[derive(Debug, Default)]
@@ -168,10 +168,14 @@ impl Storage for MemoryStore {
 
     fn sessions(
         &self,
-        filter: SessionFilter,
+        query: SessionQuery,
         limit: u32,
         offset: u32,
     ) -> StoreFuture<'_, (Vec<SessionRow>, u64)> {
+        let SessionQuery { filter, within } = query;
+        let within = within.map(|(keys, among)| {
+            (keys.into_iter().collect::<std::collections::HashSet<_>>(), among)
+        });
         let page = self.read(|d| {
             let labelled = |s: &SessionRow| {
                 filter
@@ -187,6 +191,7 @@ impl Storage for MemoryStore {
                     && filter.channel_id.as_ref().is_none_or(|c| Some(c) == s.channel_id.as_ref())
                     && filter.account_id.as_ref().is_none_or(|a| Some(a) == s.account_id.as_ref())
                     && filter.keep_alive.is_none_or(|k| k == s.keep_alive)
+                    && within.as_ref().is_none_or(|(keys, among)| keys.contains(&s.key) == *among)
             };
             let mut rows: Vec<SessionRow> = d.sessions.values().filter(matches).cloned().collect();
             rows.sort_by(|a, b| {

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use burrow_protocol::methods::session::{RunStatus, SessionFilter, TranscriptMessage};
+use burrow_protocol::methods::session::{RunStatus, TranscriptMessage};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod apply;
@@ -26,8 +26,8 @@ mod write;
 
 use super::journal::{self, Journal};
 use super::{
-    Fence, HistoryPage, Page, PeerRequestRow, RunRow, SessionRow, Storage, StoreError, StoreFuture,
-    Write, WriteDone,
+    Fence, HistoryPage, Page, PeerRequestRow, RunRow, SessionQuery, SessionRow, Storage,
+    StoreError, StoreFuture, Write, WriteDone,
 };
 use apply::{apply_all, set_applied};
 use write::Writer;
@@ -335,11 +335,12 @@ impl Storage for SqliteStore {
 
     fn sessions(
         &self,
-        filter: SessionFilter,
+        query: SessionQuery,
         limit: u32,
         offset: u32,
     ) -> StoreFuture<'_, (Vec<SessionRow>, u64)> {
         Box::pin(self.read(move |c| {
+            let SessionQuery { filter, within } = query;
             // Archived sessions are left out; each label must match.
             let mut cond = "archived = 0 AND (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR channel_id = ?2) AND (?3 IS NULL OR account_id = ?3) AND (?4 IS NULL OR keep_alive = ?4)".to_owned();
             let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
@@ -348,6 +349,14 @@ impl Storage for SqliteStore {
                 Box::new(filter.account_id),
                 Box::new(filter.keep_alive),
             ];
+            if let Some((keys, among)) = within {
+                let not = if among { "" } else { "NOT " };
+                cond.push_str(&format!(
+                    " AND key {not}IN (SELECT value FROM json_each(?{}))",
+                    args.len() + 1
+                ));
+                args.push(Box::new(serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into())));
+            }
             for (key, value) in filter.labels.into_iter().flatten() {
                 let n = args.len();
                 cond.push_str(&format!(

@@ -17,7 +17,7 @@ use crate::sessions::SessionsActor;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Fence, PeerRequestRow, Storage, StoreFuture, Write, WriteDone};
 use crate::token::KernelKey;
-use burrow_protocol::methods::session::{SessionFilter, TranscriptMessage};
+use burrow_protocol::methods::session::TranscriptMessage;
 
 type Held = Vec<(Vec<Write>, Fence, WriteDone)>;
 
@@ -90,11 +90,11 @@ impl Storage for Gated {
     }
     fn sessions(
         &self,
-        filter: SessionFilter,
+        query: crate::store::SessionQuery,
         limit: u32,
         offset: u32,
     ) -> StoreFuture<'_, (Vec<SessionRow>, u64)> {
-        self.inner.sessions(filter, limit, offset)
+        self.inner.sessions(query, limit, offset)
     }
     fn history_page(
         &self,

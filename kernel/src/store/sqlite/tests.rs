@@ -1,6 +1,7 @@
 use super::*;
 use crate::store::NewMessage;
 use burrow_protocol::methods::invoke::Role;
+use burrow_protocol::methods::session::SessionFilter;
 use std::time::Instant;
 
 fn msg(id: &str, text: &str, at: u64) -> NewMessage {
@@ -67,13 +68,13 @@ async fn writes_are_durable_and_queries_see_them() {
     let store = SqliteStore::open(&path).unwrap();
     let a = store.session("a").await.unwrap().unwrap();
     assert_eq!((a.message_count, a.last_active_at), (2, 5));
-    let (list, total) = store.sessions(SessionFilter::default(), 10, 0).await.unwrap();
+    let (list, total) = store.sessions(SessionFilter::default().into(), 10, 0).await.unwrap();
     assert_eq!(total, 2);
     assert_eq!(list.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    let (page, _) = store.sessions(SessionFilter::default(), 1, 1).await.unwrap();
+    let (page, _) = store.sessions(SessionFilter::default().into(), 1, 1).await.unwrap();
     assert_eq!(page[0].key, "b");
     let filtered = SessionFilter { channel_id: Some("other".into()), ..Default::default() };
-    assert_eq!(store.sessions(filtered, 10, 0).await.unwrap().1, 0);
+    assert_eq!(store.sessions(filtered.into(), 10, 0).await.unwrap().1, 0);
     let h = store.history("a", 100, None).await.unwrap();
     assert_eq!(h.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["hi", "again"]);
     let back = store.history("a", 100, Some("m2".into())).await.unwrap();
