@@ -1,5 +1,6 @@
 //! Session benchmark against the real kernel: durable `message.dispatch` throughput with
-//! 64 concurrent senders, and memory per resident session at 10k and 100k sessions.
+//! 64 concurrent senders, memory per resident session at 10k and 100k sessions, and the
+//! dashboard's Sessions page there: `session.list` pages of 50, with each filter.
 //!
 //! Run with `cargo bench -p burrow-tests --bench sessions`; add `-- --quick` for 10k
 //! sessions only, and `--seconds=N` for a throughput run of N seconds instead of 5.
@@ -99,6 +100,31 @@ async fn measure(
     );
 }
 
+/// The median time of `session.list` pages of 50 (the dashboard's Sessions page), first
+/// and middle pages, unfiltered and with each kind of filter, at `stored` sessions.
+async fn list_pages(client: &Client, stored: u64) {
+    let filters = [
+        ("no filter", json!({})),
+        ("resident", json!({"active": true})),
+        ("not resident", json!({"active": false})),
+        ("agent", json!({"agentId": "main"})),
+        ("keep-alive", json!({"keepAlive": true})),
+    ];
+    for (what, filter) in filters {
+        for offset in [0, stored / 2] {
+            let mut took = Vec::new();
+            for _ in 0..21 {
+                let params = json!({"filter": filter, "limit": 50, "offset": offset});
+                let start = Instant::now();
+                client.request("session.list", params).await.expect("session.list");
+                took.push(start.elapsed());
+            }
+            took.sort();
+            println!("  session.list, {what}, offset {offset}: median {:.2?}", took[10]);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -133,6 +159,7 @@ async fn main() {
             "resident sessions {resident}: +{done} sessions in {took:.2?}; kernel RSS {before} KiB -> {after} KiB = {:.1} KiB per session",
             after.saturating_sub(before) as f64 / done.max(1) as f64
         );
+        list_pages(&clients[0], target).await;
     }
 
     // The floor under the dispatch: the same load of a request the kernel answers at
