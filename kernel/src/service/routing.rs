@@ -181,12 +181,11 @@ pub struct ToolCallPlan {
     session_key: Option<String>,
     run_id: Option<String>,
     timeout: Duration,
-    /// When the call began, for `after_tool_call`'s `durationMs` (read only if that
-    /// event has observers when the call begins).
-    started: Option<Instant>,
+    /// Whether `after_tool_call` had observers when the call began (only those see it).
+    observed: bool,
     /// What a caller's `$/cancel` cancels.
     cancel: Option<CallCancel>,
-    /// When the call began, for its latency metric.
+    /// When the call began: its latency metric, `after_tool_call`'s `durationMs`.
     began: Instant,
     /// Its span (`execute_tool`), when traces are exported.
     trace: Option<opentelemetry::Context>,
@@ -217,7 +216,7 @@ impl ToolCallPlan {
                 session_key,
                 run_id,
                 timeout: Duration::from_millis(kernel.config().host.tool_timeout_ms),
-                started: kernel.hooks.observed("after_tool_call").then(Instant::now),
+                observed: kernel.hooks.observed("after_tool_call"),
                 cancel: None,
                 began: Instant::now(),
                 step,
@@ -244,7 +243,7 @@ impl ToolCallPlan {
             session_key,
             run_id,
             timeout,
-            started: kernel.hooks.observed("after_tool_call").then(Instant::now),
+            observed: kernel.hooks.observed("after_tool_call"),
             cancel: None,
             began: Instant::now(),
             step,
@@ -323,9 +322,9 @@ impl ToolCallPlan {
     /// What `after_tool_call` needs is kept; without observers (when the call began),
     /// the arguments move into the request rather than being copied.
     pub fn invoke(&mut self) -> ToolInvokeParams {
-        let arguments = match self.started {
-            Some(_) => self.arguments.clone(),
-            None => std::mem::take(&mut self.arguments),
+        let arguments = match self.observed {
+            true => self.arguments.clone(),
+            false => std::mem::take(&mut self.arguments),
         };
         ToolInvokeParams {
             call_id: uuid::Uuid::now_v7()
@@ -375,14 +374,14 @@ impl ToolCallPlan {
         metrics::histogram!("burrow_tool_call_duration_seconds", "tool" => self.name.clone())
             .record(self.began.elapsed().as_secs_f64());
         // Observers that came after the call began do not see it.
-        if self.started.is_none() || !kernel.hooks.observed("after_tool_call") {
+        if !self.observed || !kernel.hooks.observed("after_tool_call") {
             return outcome;
         }
         let mut after = json!({
             "name": self.name,
             "arguments": self.arguments,
             "callerAppId": self.caller,
-            "durationMs": self.started.map_or(0, |t| t.elapsed().as_millis() as u64),
+            "durationMs": self.began.elapsed().as_millis() as u64,
         });
         match &outcome {
             Ok(result) => {
