@@ -181,6 +181,9 @@ pub struct Shared {
     /// In-flight slots, counted in the bytes (as decoded) of the requests holding them:
     /// `max_queued_bytes` permits, at least `max_queued_bytes / max_in_flight` a request.
     in_flight: Arc<Semaphore>,
+    /// Requests and notifications read and not yet handled hold their bytes (at least
+    /// `max_queued_bytes / max_queued` each) of `max_queued_bytes` permits.
+    queued: Arc<Semaphore>,
     /// Streams open, a pool of their own: they last as long as the client wants.
     streams: Arc<Semaphore>,
     /// Large answers being prepared.
@@ -200,6 +203,18 @@ pub struct Shared {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+impl crate::metrics::queues::Probe for Shared {
+    fn depth(&self) -> crate::metrics::queues::Depth {
+        let queued = clamp_u32(self.limits.max_queued_bytes) as usize;
+        crate::metrics::queues::Depth {
+            connections: 1,
+            in_bytes: queued.saturating_sub(self.queued.available_permits()) as u64,
+            out_frames: self.out.pending_frames() as u64,
+            out_bytes: self.out.pending_bytes() as u64,
+        }
     }
 }
 
@@ -241,6 +256,7 @@ impl Connection {
             closed_flag: closed_flag.clone(),
             tasks: tasks.clone(),
             in_flight: Arc::new(Semaphore::new(clamp_u32(limits.max_queued_bytes) as usize)),
+            queued: Arc::new(Semaphore::new(clamp_u32(limits.max_queued_bytes) as usize)),
             streams: Arc::new(Semaphore::new(limits.max_in_flight)),
             large: Arc::new(Semaphore::new(limits.max_large_answers.max(1))),
             paused: Arc::new(AtomicBool::new(false)),
@@ -249,6 +265,7 @@ impl Connection {
             calls: Default::default(),
             limits,
         }));
+        crate::metrics::queues::watch("ipc", &conn.0);
         tasks.spawn(async move {
             flusher.await;
             // Unless the kernel closed it, the writing side ended because the app went

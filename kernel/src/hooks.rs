@@ -217,7 +217,7 @@ pub struct InterceptScope<'a> {
     /// Pending answers.
     pub hooks: &'a Hooks,
     /// Where a run's interceptions are told (its `runId` in the context).
-    pub timelines: &'a crate::service::timeline::Timelines,
+    pub timelines: &'a Arc<crate::service::timeline::Timelines>,
 }
 
 /// Runs the interceptors of `event` over `payload`, in order, and returns the payload the
@@ -268,7 +268,7 @@ pub async fn intercept(
         let run = context.get("runId").and_then(Value::as_str);
         let session = context.get("sessionKey").and_then(Value::as_str);
         let name = || format!("{event}/{}", cap.app_id);
-        let step = run.map(|r| Step::begin(r, session, "intercept", name()));
+        let step = run.map(|r| Step::begin(scope.timelines, r, session, "intercept", name()));
         let verdict = tokio::time::timeout(timeout, answer).await.ok().flatten();
         if verdict.is_none() {
             scope.hooks.pending.remove(&event_id);
@@ -288,7 +288,7 @@ pub async fn intercept(
                 Some(HookVerdict::Block { reason }) => Some(reason.clone()),
                 _ => None,
             };
-            step.done(scope.timelines, decision, why);
+            step.done(decision, why);
         }
         let app = cap.app_id.clone();
         metrics::counter!("burrow_interceptions_total", "event" => event.to_owned(), "app" => app.clone(), "decision" => decision)

@@ -81,7 +81,7 @@ pub struct Kernel {
     /// The tools hosts provide on their connections.
     pub host_tools: crate::service::host_tools::HostTools,
     /// Recent runs' steps, for the dashboard (`run/timeline`).
-    pub timelines: crate::service::timeline::Timelines,
+    pub timelines: Arc<crate::service::timeline::Timelines>,
 }
 
 impl Kernel {

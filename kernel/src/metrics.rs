@@ -25,6 +25,9 @@
 //! | `burrow_apps` | `state` | registered apps by state, at the scrape |
 //! | `burrow_requests_in_flight` | `surface` | requests being answered: `ipc` (apps'), `host` (host calls), at the scrape |
 //! | `burrow_hook_dropped_notifications` | | observer notifications dropped on full queues, at the scrape |
+//! | `burrow_connections` | `class` | connections by class (`ipc`, `jsonrpc`, `session_followers`), at the scrape ([`queues`]) |
+//! | `burrow_queue_bytes` | `class`, `side` | bytes queued on them: `in` read and not yet handled, `out` waiting to be written |
+//! | `burrow_queue_frames` | `class`, `side` | frames (events, for followers) waiting to be written (`side="out"`) |
 //!
 //! One recorder serves the process ([`install`], by the first kernel to start); method
 //! and tool labels are bounded by what is registered (an unknown method counts as
@@ -40,6 +43,8 @@ use burrow_protocol::methods::table;
 use burrow_protocol::{ErrorCode, ErrorObject};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub mod queues;
 
 /// Histogram buckets, in seconds: 10 µs to 10 minutes.
 pub const BUCKETS: [f64; 24] = [
@@ -78,6 +83,7 @@ pub fn install() -> bool {
 
 /// Everything recorded, in Prometheus's text format.
 pub fn render() -> String {
+    queues::sample();
     for (surface, count) in [("ipc", &IPC_IN_FLIGHT), ("host", &HOST_IN_FLIGHT)] {
         let now = count.load(Ordering::Relaxed) as f64;
         metrics::gauge!("burrow_requests_in_flight", "surface" => surface).set(now);
@@ -181,6 +187,50 @@ impl RequestTimer {
             duration.record(began.elapsed().as_secs_f64());
         }
     }
+}
+
+/// One tool's handles: its calls that answered (`ok`, `is_error`) and its latency.
+#[derive(Debug)]
+pub struct ToolMetrics {
+    name: String,
+    ok: Counter,
+    is_error: Counter,
+    duration: Histogram,
+}
+
+impl ToolMetrics {
+    /// A call ended with `outcome` (`ok`, `is_error` or an error's code) after `took`.
+    pub fn record(&self, outcome: &'static str, took: Duration) {
+        match outcome {
+            "ok" => self.ok.increment(1),
+            "is_error" => self.is_error.increment(1),
+            code => {
+                metrics::counter!("burrow_tool_calls_total", "tool" => self.name.clone(), "outcome" => code)
+                    .increment(1);
+            }
+        }
+        self.duration.record(took.as_secs_f64());
+    }
+}
+
+/// Tools' handles by name, each registered once: a routed call looks its tool up here
+/// instead of building its labels (as many as tools were ever called).
+static TOOLS: LazyLock<dashmap::DashMap<String, std::sync::Arc<ToolMetrics>>> =
+    LazyLock::new(Default::default);
+
+/// Tool `name`'s handles.
+pub fn tool(name: &str) -> std::sync::Arc<ToolMetrics> {
+    if let Some(found) = TOOLS.get(name) {
+        return found.clone();
+    }
+    let counter = |outcome: &'static str| metrics::counter!("burrow_tool_calls_total", "tool" => name.to_owned(), "outcome" => outcome);
+    let made = ToolMetrics {
+        name: name.to_owned(),
+        ok: counter("ok"),
+        is_error: counter("is_error"),
+        duration: metrics::histogram!("burrow_tool_call_duration_seconds", "tool" => name.to_owned()),
+    };
+    TOOLS.entry(name.to_owned()).or_insert_with(|| std::sync::Arc::new(made)).clone()
 }
 
 /// Records the time from its making to its drop in the histogram `name`.

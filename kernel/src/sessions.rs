@@ -125,11 +125,13 @@ pub struct Sessions {
 
 impl Default for Sessions {
     fn default() -> Self {
+        let followers = Arc::default();
+        crate::metrics::queues::watch("session_followers", &followers);
         Self {
             actors: DashMap::new(),
             runs: DashMap::new(),
             supervisor: std::sync::OnceLock::new(),
-            followers: Default::default(),
+            followers,
             outgoing: DashMap::new(),
             closing: Default::default(),
         }

@@ -437,7 +437,12 @@ fn operator_and_host_methods_round_trip() {
     );
     round_trip::<PeersList>(
         Empty {},
-        PeersListResult { own: None, trusted: vec![json!({})], refusals: Default::default() },
+        PeersListResult {
+            own: None,
+            trusted: vec![json!({})],
+            refusals: Default::default(),
+            last_contact: [("k".into(), 1)].into(),
+        },
     );
     round_trip::<PeersRevoke>(PeersRevokeParams { kernel_id: "ab".into() }, Ack::OK);
     round_trip::<SessionEvents>(

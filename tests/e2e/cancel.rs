@@ -2,9 +2,10 @@
 //! call carries its deadline to the tool's app (`timeoutMs`); a caller's `$/cancel` of its
 //! `tool.call` reaches the tool's app as `$/cancel` of the `tool.invoke`, whose answer the
 //! caller then gets, with or without a `before_tool_call` hook in the way; a cancelled
-//! run's tool call is cancelled at the tool's app too.
+//! run's tool call is cancelled at the tool's app too, and its run's timeline
+//! (`run/timeline`) shows the call cut off.
 
-use burrow_tests::{Kernel, RawConn};
+use burrow_tests::{Kernel, RawConn, Rpc};
 use serde_json::{Value, json};
 
 /// Long heartbeats: the apps here are hand-played.
@@ -60,7 +61,7 @@ async fn a_callers_cancel_reaches_the_tools_app() {
 
 #[tokio::test]
 async fn a_cancelled_runs_tool_call_is_cancelled_at_the_tools_app() {
-    let kernel = Kernel::start_with_config(CONFIG).await;
+    let kernel = Kernel::start_with(CONFIG, &["--rpc-tcp", "127.0.0.1:0"]).await;
     let (mut tools, _caller) = tool_and_caller(&kernel).await;
     let mut prov = kernel.hand_provider().await;
     let mut chan = kernel.hand_channel().await;
@@ -77,4 +78,21 @@ async fn a_cancelled_runs_tool_call_is_cancelled_at_the_tools_app() {
     assert_eq!(cancel["params"]["id"], invoke["id"], "{cancel}");
     let w = chan.call("agent.wait", json!({"runId": run_id, "timeoutMs": 10000})).await;
     assert_eq!(w["result"]["status"], "cancelled", "{w}");
+
+    // The run's timeline: the provider call, then the tool call its cancel cut off.
+    let mut rpc = Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+    let timeline = rpc.ok("run/timeline", json!({"run_id": run_id})).await;
+    let steps: Vec<(&str, &str, &str)> = timeline["runs"][0]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps: {timeline}"))
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap(),
+                s["name"].as_str().unwrap(),
+                s["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(steps, [("provider", "echo", "ok"), ("tool", "slow", "cancelled")], "{timeline}");
 }

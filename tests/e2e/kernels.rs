@@ -105,6 +105,7 @@ async fn a_session_messages_a_keep_alive_session_on_another_kernel() {
     let listed = a.cli(&["kernels", "list", "--json"]).await;
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed["trusted"][0]["kernel_id"], json!(beta.kernel_id), "{listed}");
+    assert_eq!(listed["last_contact"], json!({}), "not heard from yet: {listed}");
 
     let (_echo_a, _echo_b) = (a.echo_provider().await, b.echo_provider().await);
     let mut rpc_a = Rpc::connect(a.endpoint("rpc_tcp").await).await;
@@ -165,6 +166,17 @@ async fn a_session_messages_a_keep_alive_session_on_another_kernel() {
         .iter()
         .any(|m| m["content"] == "LGTM" && m["metadata"]["comms"]["in_reply_to"] == request_id);
     assert!(got, "the response is not in the coordinator's transcript: {history}");
+
+    // Each kernel recorded when it last heard from the other (its envelope, or its ack).
+    for (k, other) in [(&a, &beta), (&b, &Binding::read(&a_binding).unwrap())] {
+        let listed = k.cli(&["kernels", "list", "--json"]).await;
+        let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+        let at = listed["last_contact"][&other.kernel_id].as_u64();
+        let now = burrow_protocol::now_ms();
+        assert!(at.is_some_and(|at| at <= now && now - at < 120_000), "{listed}");
+        let table = stdout(&k.cli(&["kernels", "list"]).await);
+        assert!(table.contains("LAST CONTACT") && table.contains(" ago"), "{table}");
+    }
 
     // Once beta stops trusting alpha, alpha's envelopes are refused.
     let alpha = Binding::read(&a_binding).unwrap();

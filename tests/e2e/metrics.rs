@@ -65,8 +65,11 @@ async fn metrics_count_requests_runs_and_tool_calls_with_histograms() {
     assert_eq!(count(ok[0]), 1.0, "{text}");
     // Its app answers with an error: counted under the error's code.
     let failed = samples(&scrape, "burrow_tool_calls_total", &[("tool", "fail")]);
-    assert_eq!(failed.len(), 1, "{text}");
-    assert_eq!(failed[0].labels.get("outcome"), Some("UNKNOWN_ERROR"), "{text}");
+    let by_outcome = |outcome: &str| -> f64 {
+        failed.iter().filter(|s| s.labels.get("outcome") == Some(outcome)).map(|s| count(s)).sum()
+    };
+    assert_eq!(by_outcome("UNKNOWN_ERROR"), 1.0, "{text}");
+    assert_eq!(by_outcome("ok") + by_outcome("is_error"), 0.0, "{text}");
     let tool_latency = samples(&scrape, "burrow_tool_call_duration_seconds", &[("tool", "echo")]);
     assert_eq!(count(tool_latency[0]), 1.0, "{text}");
     // The app's requests over the socket: its `tool.call`s, timed.
@@ -98,4 +101,95 @@ async fn metrics_count_requests_runs_and_tool_calls_with_histograms() {
     assert_eq!(count(in_flight[0]), 0.0, "{text}");
     let ready = samples(&scrape, "burrow_apps", &[("state", "ready")]);
     assert!(count(ready[0]) >= 2.0, "the echo provider and clock: {text}");
+}
+
+/// One scrape of `base`'s `/metrics`.
+async fn scrape(http: &reqwest::Client, base: &str) -> (Scrape, String) {
+    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
+    (scrape, text)
+}
+
+/// The one gauge named `name` with exactly `labels`' values.
+fn gauge(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = samples(scrape, name, labels);
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+    count(found[0])
+}
+
+/// Scrapes until `ok` holds of one, for at most 20 s; that scrape.
+async fn scrape_until(
+    http: &reqwest::Client,
+    base: &str,
+    what: &str,
+    ok: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (scrape, text) = scrape(http, base).await;
+        if ok(&scrape) {
+            return scrape;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} never held:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn queue_depths_and_connections_are_reported_by_class() {
+    let kernel = Kernel::start_with(
+        "[ipc]\nheartbeat_timeout_ms = 60000\n",
+        &["--http", "127.0.0.1:0", "--rpc-tcp", "127.0.0.1:0"],
+    )
+    .await;
+    let _echo = kernel.echo_provider().await;
+    let base = format!("http://{}", kernel.endpoint("http").await);
+    let http = http_client();
+    let mut rpc = burrow_tests::Rpc::connect(kernel.endpoint("rpc_tcp").await).await;
+    let session = rpc.ok("session/create", json!({"prompt": "hi"})).await["session_id"].clone();
+    // A follower of the session's events, held open.
+    let events = http
+        .get(format!("{base}/sessions/{}/events", session.as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let classes = |s: &Scrape| {
+        ["ipc", "jsonrpc", "session_followers"]
+            .map(|class| gauge(s, "burrow_connections", &[("class", class)]))
+    };
+    let seen = scrape_until(&http, &base, "a connection of each class", |s| {
+        let [ipc, rpc, followers] = classes(s);
+        ipc >= 1.0 && rpc == 1.0 && followers == 1.0
+    })
+    .await;
+    for side in ["in", "out"] {
+        let bytes = gauge(&seen, "burrow_queue_bytes", &[("class", "jsonrpc"), ("side", side)]);
+        assert_eq!(bytes, 0.0, "an idle connection queues nothing ({side})");
+    }
+
+    // An app that asks and does not read its answers: they wait in its writer queue.
+    let manifest = json!({"id": "slow-reader", "version": "1.0.0", "capabilities": {}});
+    let mut app = burrow_tests::RawConn::app(&kernel.socket, manifest).await;
+    let mut ids = Vec::new();
+    for _ in 0..1000 {
+        ids.push(app.send_call("kernel.capabilities", json!({})).await);
+    }
+    let out = |s: &Scrape| {
+        let frames = gauge(s, "burrow_queue_frames", &[("class", "ipc"), ("side", "out")]);
+        let bytes = gauge(s, "burrow_queue_bytes", &[("class", "ipc"), ("side", "out")]);
+        (frames, bytes)
+    };
+    scrape_until(&http, &base, "answers queued for the app that does not read", |s| {
+        let (frames, bytes) = out(s);
+        frames > 0.0 && bytes > 0.0
+    })
+    .await;
+    for id in ids {
+        assert!(app.try_answer_to(id).await.is_some(), "answer {id}");
+    }
+    scrape_until(&http, &base, "the queue drained once the app read", |s| out(s) == (0.0, 0.0))
+        .await;
+    drop(events);
+    scrape_until(&http, &base, "the follower gone", |s| classes(s)[2] == 0.0).await;
 }

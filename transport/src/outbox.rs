@@ -282,6 +282,11 @@ impl Outbox {
         state.buf.len() + state.writing
     }
 
+    /// Frames waiting to be written (a frame partly written counts).
+    pub fn pending_frames(&self) -> usize {
+        self.inner().lock().ends.len()
+    }
+
     /// Bytes written to the stream so far: a far side that reads makes it grow.
     pub fn written_bytes(&self) -> u64 {
         self.inner().lock().written

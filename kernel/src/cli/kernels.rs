@@ -120,14 +120,18 @@ fn render(list: &Value) -> String {
     if trusted.is_empty() {
         out.push_str("no trusted kernels\n");
     } else {
-        out.push_str(&format!("{:<12}  {:<24}  {}\n", "KERNEL", "NAME", "ADDRESS"));
+        let now = burrow_protocol::now_ms();
+        let row = |id: &str, name: &str, address: &str, contact: &str| {
+            format!("{id:<12}  {name:<24}  {address:<28}  {contact}\n")
+        };
+        out.push_str(&row("KERNEL", "NAME", "ADDRESS", "LAST CONTACT"));
         for b in trusted {
-            out.push_str(&format!(
-                "{:<12}  {:<24}  {}\n",
-                short(str_of(&b["kernel_id"])),
-                str_of(&b["name"]),
-                str_of(&b["address"])
-            ));
+            let id = str_of(&b["kernel_id"]);
+            let contact = match list["last_contact"][id].as_u64() {
+                Some(at) => format!("{} ago", ago(now.saturating_sub(at))),
+                None => "none since start".to_owned(),
+            };
+            out.push_str(&row(short(id), str_of(&b["name"]), str_of(&b["address"]), &contact));
         }
     }
     if let Some(refusals) = list["refusals"].as_object().filter(|r| !r.is_empty()) {
@@ -138,6 +142,16 @@ fn render(list: &Value) -> String {
         out.push_str(&format!("refusals: {}\n", counts.join(" ")));
     }
     out
+}
+
+/// `ms` as a short age: "4 s", "3 min", "2 h", "5 d".
+fn ago(ms: u64) -> String {
+    match ms / 1000 {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
+    }
 }
 
 fn str_of(v: &Value) -> &str {
@@ -158,17 +172,25 @@ mod tests {
         let list = json!({
             "self": {"kernel_id": "cd".repeat(32), "name": "home", "address": "10.0.0.1:7400"},
             "trusted": [{"kernel_id": id, "name": "work", "address": "work.example:7400"}],
-            "refusals": {"stale": 2, "replayed": 1}
+            "refusals": {"stale": 2, "replayed": 1},
+            "last_contact": {id.clone(): burrow_protocol::now_ms() - 5_000}
         });
         let text = render(&list);
         assert!(text.starts_with("this kernel: cdcdcdcdcdcd home 10.0.0.1:7400\n"), "{text}");
         assert!(text.contains("KERNEL"), "{text}");
         assert!(text.contains("abababababab  work"), "{text}");
+        assert!(text.contains("LAST CONTACT") && text.contains("  5 s ago\n"), "{text}");
         assert!(!text.contains(&id), "ids are shortened: {text}");
         assert!(text.ends_with("refusals: replayed=1 stale=2\n"), "{text}");
         let empty = render(&json!({"self": null, "trusted": [], "refusals": {}}));
         assert!(empty.contains("no trusted kernels"), "{empty}");
         assert!(!empty.contains("refusals"), "{empty}");
         assert_eq!(short("abc"), "abc");
+        let never = json!({"self": null, "trusted": [{"kernel_id": id}], "refusals": {}});
+        assert!(render(&never).contains("none since start"));
+        assert_eq!(
+            [ago(0), ago(180_000), ago(7_200_000), ago(200_000_000)],
+            ["0 s", "3 min", "2 h", "2 d"]
+        );
     }
 }

@@ -3,7 +3,6 @@
 //! the bounds the parent module lists (queued, queued bytes, writer queue, in flight).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Response, Value};
 use burrow_transport::FrameReader;
 use burrow_transport::outbox::deferring;
 use futures_util::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Connection, Inbound, Limits, OWNER_GRACE, QueuePermit, Responder, connection_closed};
 use crate::clock::mono_ms;
@@ -22,8 +21,8 @@ impl Connection {
     where
         F: Fn(Inbound) -> bool + Send + Sync + 'static,
     {
-        let max_bytes = u32::try_from(limits.max_queued_bytes).unwrap_or(u32::MAX).max(1);
-        let bytes = Arc::new(Semaphore::new(max_bytes as usize));
+        let max_bytes = clamp_u32(limits.max_queued_bytes);
+        let bytes = self.queued.clone();
         let queue_unit = (max_bytes / clamp_u32(limits.max_queued)).max(1);
         // Requests waiting for an in-flight slot, oldest first. The client goes on being
         // read meanwhile (their queue permits and bytes bound them), and they are handed

@@ -198,6 +198,7 @@ pub async fn send_envelope(
     let mut conn = KernelConnection::connect(&to.address, deadline, max).await?;
     let raw = conn.exchange(&line, end.saturating_duration_since(Instant::now())).await?;
     let ack = open_ack(&raw, to, node.kernel_id(), &envelope.id)?;
+    node.heard_from(&to.kernel_id);
     match ack.status {
         AckStatus::Accepted => Ok(ack.body),
         AckStatus::Refused => {

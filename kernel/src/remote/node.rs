@@ -1,7 +1,8 @@
 //! [`KernelNode`]: this kernel's side of the kernel channel (key, id, trust store, limits,
-//! replay cache, refusal counters) and the checks every incoming line passes.
+//! replay cache, refusal counters, when each trusted kernel was last heard from) and the
+//! checks every incoming line passes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,6 +83,10 @@ pub struct KernelNode {
     settings: KernelChannelSettings,
     replay: Mutex<ReplayCache>,
     refusals: RefusalCounts,
+    /// When (ms since the epoch) each trusted kernel was last heard from: an envelope of
+    /// its that passed every check, or a signed ack of its. Only trusted kernels are kept,
+    /// so it is bounded by the trust store.
+    contacts: Mutex<HashMap<String, u64>>,
     /// Envelopes signed before this (ms) are `stale`: the replay cache does not survive
     /// a restart, so nothing from before it can be told from a replay.
     started_at: u64,
@@ -109,6 +114,7 @@ impl KernelNode {
             trust,
             settings,
             refusals: RefusalCounts::default(),
+            contacts: Mutex::new(HashMap::new()),
             started_at: burrow_protocol::now_ms(),
         }
     }
@@ -151,6 +157,24 @@ impl KernelNode {
     /// Refusals so far, by name.
     pub fn refusals(&self) -> BTreeMap<String, u64> {
         self.refusals.snapshot()
+    }
+
+    /// Records that trusted kernel `kernel_id` was heard from now (a kernel no longer
+    /// trusted is not recorded).
+    pub fn heard_from(&self, kernel_id: &str) {
+        if self.trust.key_of(kernel_id).is_none() {
+            return;
+        }
+        let mut contacts = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
+        contacts.insert(kernel_id.to_owned(), burrow_protocol::now_ms());
+    }
+
+    /// When each trusted kernel was last heard from (ms since the epoch), since this
+    /// kernel started; a kernel not heard from is absent.
+    pub fn last_contacts(&self) -> BTreeMap<String, u64> {
+        let mut contacts = self.contacts.lock().unwrap_or_else(|e| e.into_inner());
+        contacts.retain(|id, _| self.trust.key_of(id).is_some());
+        contacts.iter().map(|(id, at)| (id.clone(), *at)).collect()
     }
 
     /// Runs every check on one line (without its newline) at `now_ms`, in order:
@@ -198,6 +222,7 @@ impl KernelNode {
                 now_ms,
             )
             .map_err(reject)?;
+        self.heard_from(&envelope.from);
         Ok(envelope)
     }
 

@@ -95,10 +95,21 @@ async fn pair() -> (Kernel, Kernel) {
 #[tokio::test]
 async fn envelopes_go_both_ways_and_refusals_surface() {
     let (a, b) = pair().await;
+    assert!(a.node.last_contacts().is_empty() && b.node.last_contacts().is_empty());
+    let before = burrow_protocol::now_ms();
     let body = send(&a.node, &b.binding, "message", json!({"text": "hi"}), DEADLINE).await.unwrap();
     let got = b.inbox.0.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     assert_eq!(body, json!({ "stored": got[0].id }));
+    // Each heard from the other: b an envelope, a the ack.
+    for (k, other) in [(&a, &b), (&b, &a)] {
+        let at = k.node.last_contacts()[other.node.kernel_id()];
+        assert!(at >= before && at <= burrow_protocol::now_ms(), "{at} vs {before}");
+    }
+    // A kernel no longer trusted is no longer listed.
+    b.node.trust_store().revoke(a.node.kernel_id()).unwrap();
+    assert!(b.node.last_contacts().is_empty());
+    b.trusts(&a);
     assert_eq!((got[0].from.as_str(), got[0].kind.as_str()), (a.node.kernel_id(), "message"));
     assert_eq!(got[0].body, json!({"text": "hi"}));
     assert!(send(&b.node, &a.binding, "message", json!(2), DEADLINE).await.is_ok());
@@ -128,6 +139,8 @@ async fn untrusted_misaddressed_wrong_key_and_unreachable() {
         matches!(untrusted, Err(SendError::Refused(Refusal::UntrustedSender))),
         "{untrusted:?}"
     );
+    assert!(b.node.last_contacts().is_empty(), "an untrusted sender is not a contact");
+    assert!(c.node.last_contacts().contains_key(b.node.kernel_id()), "its signed refusal is");
 
     // A binding naming c's key at b's address: b refuses the envelope as misaddressed, and
     // its ack, signed by b, is not c's: a bad ack.

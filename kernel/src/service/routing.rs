@@ -204,8 +204,9 @@ impl ToolCallPlan {
     ) -> Result<Self, ServiceError> {
         let ToolCallParams { name, arguments, session_key } = p;
         let hosted = session_key.as_deref().and_then(|key| kernel.host_tools.find(key, &name));
-        let step =
-            run_id.as_deref().map(|r| Step::begin(r, session_key.as_deref(), "tool", name.clone()));
+        let step = run_id.as_deref().map(|r| {
+            Step::begin(&kernel.timelines, r, session_key.as_deref(), "tool", name.clone())
+        });
         if let Some(tool) = hosted {
             let trace = tool_span(&name, "host");
             return Ok(ToolCallPlan {
@@ -363,16 +364,13 @@ impl ToolCallPlan {
             Ok(_) => "ok",
             Err(e) => ErrorObject::from(e.clone()).code.as_str(),
         };
-        metrics::counter!("burrow_tool_calls_total", "tool" => self.name.clone(), "outcome" => label)
-            .increment(1);
+        crate::metrics::tool(&self.name).record(label, self.began.elapsed());
         let failed = (label != "ok").then_some(label);
         telemetry::end(self.trace.as_ref(), failed);
         if let Some(step) = self.step.take() {
             let why = outcome.as_ref().err().map(ToString::to_string);
-            step.done(&kernel.timelines, label, why);
+            step.done(label, why);
         }
-        metrics::histogram!("burrow_tool_call_duration_seconds", "tool" => self.name.clone())
-            .record(self.began.elapsed().as_secs_f64());
         // Observers that came after the call began do not see it.
         if !self.observed || !kernel.hooks.observed("after_tool_call") {
             return outcome;

@@ -5,7 +5,7 @@
 //! kept). Nothing here is durable: the transcript is the record; this is what happened.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burrow_protocol::methods::host::{RunStep, RunSteps, RunTimelineParams, RunTimelineResult};
@@ -16,6 +16,8 @@ use super::ServiceError;
 pub const MAX_RUNS: usize = 1000;
 /// Steps kept per run.
 pub const MAX_STEPS: usize = 256;
+/// The status of a step its run did not wait for (cancelled or stopped while it went on).
+pub const CUT_OFF: &str = "cancelled";
 
 /// The recent runs' steps.
 #[derive(Debug, Default)]
@@ -30,48 +32,68 @@ struct Inner {
     order: VecDeque<String>,
 }
 
-/// A step on its way: [`Step::done`] records it.
+/// A step on its way: [`Step::done`] records it. One dropped before it is done (its run
+/// was cancelled, or stopped, while the step went on) is recorded as `cancelled`.
 #[derive(Debug)]
 pub struct Step {
+    timelines: Arc<Timelines>,
     run_id: String,
     session: Option<String>,
     kind: &'static str,
     name: String,
     started_ms: u64,
     began: Instant,
+    recorded: bool,
 }
 
 impl Step {
     /// A step of `kind` (`provider`, `tool`, `intercept`) named `name` of run `run_id`
-    /// (of `session`) begins.
+    /// (of `session`) begins, to be recorded in `timelines`.
     pub fn begin(
+        timelines: &Arc<Timelines>,
         run_id: &str,
         session: Option<&str>,
         kind: &'static str,
         name: impl Into<String>,
     ) -> Step {
         Step {
+            timelines: timelines.clone(),
             run_id: run_id.to_owned(),
             session: session.map(str::to_owned),
             kind,
             name: name.into(),
             started_ms: burrow_protocol::now_ms(),
             began: Instant::now(),
+            recorded: false,
         }
     }
 
     /// It ended with `status` (`ok`, an error's code, an interceptor's decision) and an
     /// optional `detail` (a reason).
-    pub fn done(self, timelines: &Timelines, status: &str, detail: Option<String>) {
+    pub fn done(mut self, status: &str, detail: Option<String>) {
+        self.record(status, detail);
+    }
+
+    fn record(&mut self, status: &str, detail: Option<String>) {
+        self.recorded = true;
         let step = RunStep {
             kind: self.kind.to_owned(),
-            name: self.name,
+            name: std::mem::take(&mut self.name),
             started_ms: self.started_ms,
             duration_us: self.began.elapsed().as_micros() as u64,
             status: status.to_owned(),
             detail,
         };
-        timelines.record(self.run_id, self.session, step);
+        let (run_id, session) = (std::mem::take(&mut self.run_id), self.session.take());
+        self.timelines.record(run_id, session, step);
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(CUT_OFF, Some("cut off: the run ended before this step did".into()));
+        }
     }
 }
 
@@ -144,10 +166,10 @@ mod tests {
 
     #[test]
     fn steps_are_kept_per_run_within_bounds() {
-        let timelines = Timelines::default();
-        Step::begin("r1", Some("s"), "provider", "echo").done(&timelines, "ok", None);
-        Step::begin("r1", Some("s"), "tool", "clock_now").done(&timelines, "NOT_FOUND", None);
-        Step::begin("r2", Some("s"), "provider", "echo").done(&timelines, "ok", None);
+        let timelines = Arc::new(Timelines::default());
+        Step::begin(&timelines, "r1", Some("s"), "provider", "echo").done("ok", None);
+        Step::begin(&timelines, "r1", Some("s"), "tool", "clock_now").done("NOT_FOUND", None);
+        Step::begin(&timelines, "r2", Some("s"), "provider", "echo").done("ok", None);
         let one = get(&timelines, Some("r1"), None);
         let kinds: Vec<(&str, &str)> =
             one[0].steps.iter().map(|s| (s.kind.as_str(), s.status.as_str())).collect();
@@ -158,13 +180,24 @@ mod tests {
         assert!(get(&timelines, Some("nope"), None).is_empty());
         assert!(timelines.get(RunTimelineParams { run_id: None, session_id: None }).is_err());
         for _ in 0..MAX_STEPS + 3 {
-            Step::begin("r3", None, "tool", "t").done(&timelines, "ok", None);
+            Step::begin(&timelines, "r3", None, "tool", "t").done("ok", None);
         }
         let full = &get(&timelines, Some("r3"), None)[0];
         assert_eq!((full.steps.len(), full.dropped), (MAX_STEPS, 3));
         for n in 0..MAX_RUNS {
-            Step::begin(&format!("x{n}"), None, "tool", "t").done(&timelines, "ok", None);
+            Step::begin(&timelines, &format!("x{n}"), None, "tool", "t").done("ok", None);
         }
         assert!(get(&timelines, Some("r1"), None).is_empty(), "evicted");
+    }
+
+    #[test]
+    fn a_step_dropped_before_it_is_done_is_recorded_cut_off() {
+        let timelines = Arc::new(Timelines::default());
+        let step = Step::begin(&timelines, "r", Some("s"), "provider", "echo");
+        assert!(get(&timelines, Some("r"), None).is_empty(), "nothing until it ends");
+        drop(step);
+        let steps = &get(&timelines, Some("r"), None)[0].steps;
+        assert_eq!((steps.len(), steps[0].status.as_str()), (1, CUT_OFF));
+        assert!(steps[0].detail.as_deref().is_some_and(|d| d.starts_with("cut off")));
     }
 }

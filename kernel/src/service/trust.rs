@@ -57,7 +57,8 @@ pub async fn list(kernel: &Kernel) -> Result<PeersListResult, ServiceError> {
         let value = |b: &Binding| serde_json::to_value(b).unwrap_or_default();
         let own = net.binding.lock().ok().and_then(|b| b.as_ref().map(value));
         let trusted = net.node.trust_store().list().iter().map(value).collect();
-        Ok(PeersListResult { own, trusted, refusals: net.node.refusals() })
+        let last_contact = net.node.last_contacts();
+        Ok(PeersListResult { own, trusted, refusals: net.node.refusals(), last_contact })
     })
     .await
 }

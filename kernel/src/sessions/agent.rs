@@ -435,13 +435,14 @@ async fn turns(
         });
         let timeout = Duration::from_millis(agent.timeout_ms);
         let called = std::time::Instant::now();
-        let step = Step::begin(run_id, Some(key), "provider", agent.provider.clone());
+        let step =
+            Step::begin(&kernel.timelines, run_id, Some(key), "provider", agent.provider.clone());
         let answer = complete(stream, &provider, &params, timeout).await;
         let (status, why) = match &answer {
             Ok(_) => ("ok", None),
             Err(why) => ("failed", Some(why.clone())),
         };
-        step.done(&kernel.timelines, status, why);
+        step.done(status, why);
         let usage = answer.as_ref().ok().and_then(|a| a.usage.as_ref());
         crate::telemetry::chat_done(
             chat.as_ref(),

@@ -117,6 +117,20 @@ impl Followers {
 }
 
 /// Forgets a follower when its stream goes.
+impl crate::metrics::queues::Probe for Followers {
+    fn depth(&self) -> crate::metrics::queues::Depth {
+        let all = self.lock();
+        let mut depth = crate::metrics::queues::Depth::default();
+        for f in all.values().flat_map(HashMap::values) {
+            depth.connections += 1;
+            depth.out_frames += f.held.events.load(Ordering::Relaxed) as u64;
+            depth.out_bytes += f.held.bytes.load(Ordering::Relaxed) as u64;
+        }
+        depth
+    }
+}
+
+/// Forgets a follower when its stream goes.
 struct Unfollow {
     followers: Arc<Followers>,
     key: Arc<str>,

@@ -41,6 +41,11 @@ impl Answers {
         drop(self.queue.acquire().await);
     }
 
+    /// Bytes queued for the writer now.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        (self.queue_bytes as usize).saturating_sub(self.queue.available_permits())
+    }
+
     /// Whether nothing waits to be written.
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.available_permits() == self.queue_bytes as usize

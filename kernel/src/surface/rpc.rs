@@ -245,6 +245,28 @@ pub async fn serve_tcp(
     tracker.wait().await;
 }
 
+/// One connection's queues, as `/metrics` reports them.
+struct Queues {
+    /// Requests read and not yet answered hold their bytes of `max_bytes` permits.
+    read: Arc<Semaphore>,
+    max_bytes: usize,
+    answers: Arc<Answers>,
+    /// The writer's queue (weak: the writer ends when the last sender goes).
+    out: mpsc::WeakSender<Queued>,
+}
+
+impl crate::metrics::queues::Probe for Queues {
+    fn depth(&self) -> crate::metrics::queues::Depth {
+        let out_frames = self.out.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        crate::metrics::queues::Depth {
+            connections: 1,
+            in_bytes: self.max_bytes.saturating_sub(self.read.available_permits()) as u64,
+            out_frames: out_frames as u64,
+            out_bytes: self.answers.queued_bytes() as u64,
+        }
+    }
+}
+
 /// The connection loop behind [`serve_local`] and [`serve_tcp`]; `stop` ends reading
 /// early (what is owed is still written).
 pub(crate) async fn run_connection<R, W>(
@@ -267,6 +289,13 @@ pub(crate) async fn run_connection<R, W>(
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let max_bytes = u32::try_from(limits.max_queued_bytes).unwrap_or(u32::MAX).max(1);
     let bytes = Arc::new(Semaphore::new(max_bytes as usize));
+    let queues = Arc::new(Queues {
+        read: bytes.clone(),
+        max_bytes: max_bytes as usize,
+        answers: answers.clone(),
+        out: tx.downgrade(),
+    });
+    crate::metrics::queues::watch("jsonrpc", &queues);
     let mut tasks = JoinSet::new();
     let mut codec = LinesCodec::new_with_max_length(limits.max_line_bytes);
     let mut buf = BytesMut::new();

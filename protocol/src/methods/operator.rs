@@ -216,6 +216,11 @@ pub struct PeersListResult {
     pub trusted: Vec<Value>,
     /// Envelopes refused since start, by reason.
     pub refusals: BTreeMap<String, u64>,
+    /// When each trusted kernel was last heard from since start (ms since the epoch), by
+    /// kernel id: an envelope of its accepted, or a signed ack of its to one sent. A
+    /// kernel not heard from is absent.
+    #[serde(default)]
+    pub last_contact: BTreeMap<String, u64>,
 }
 
 /// Params of `peers.revoke`.
