@@ -17,7 +17,8 @@
 //! | `run/wait` | a run's status, waiting up to `timeout_ms` for its end |
 //! | anything else | a gateway method an app registered, else `METHOD_NOT_FOUND` |
 //!
-//! [`mcp::KernelMcp`] is the kernel as the backend of its MCP endpoint (`/mcp`).
+//! [`mcp::KernelMcp`] is the kernel as the backend of its MCP endpoint (`/mcp`). An app's
+//! followed log (`GET /logs/{app_id}`) is [`crate::service::supervisor::Log::events`].
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use burrow_protocol::methods::host::{
     SessionCreateTurn, StreamClose, StreamOpen, ToolsRegister, TurnInterrupt, TurnStart,
 };
 use burrow_protocol::methods::invoke::{HttpRequestParams, HttpResponse};
+use burrow_protocol::methods::operator::LogsParams;
 use burrow_protocol::methods::{Method, parse_params, to_value};
 use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use futures_util::stream::BoxStream;
@@ -190,6 +192,19 @@ impl Host for KernelHost {
             let events = sessions::follow(&self.kernel, &session_id, false).await?;
             let count = sessions::read(&self.kernel, &session_id).await?.row.message_count;
             Ok(events::envelope_stream(&session_id, count, events))
+        })
+    }
+
+    fn app_log(
+        &self,
+        app_id: String,
+        lines: usize,
+    ) -> BoxFuture<'_, Result<BoxStream<'static, Value>, ErrorObject>> {
+        use futures_util::StreamExt;
+        Box::pin(async move {
+            let p = LogsParams { app_id, lines, follow: true };
+            let log = crate::service::supervisor::log(&self.kernel, &p).await?;
+            Ok(log.events().map(|event| to_value(&event)).boxed())
         })
     }
 

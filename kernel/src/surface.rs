@@ -289,6 +289,17 @@ pub trait Host: Send + Sync + 'static {
         session_id: String,
     ) -> BoxFuture<'_, Result<BoxStream<'static, Value>, ErrorObject>>;
 
+    /// Managed app `app_id`'s captured log, followed (`GET /logs/{app_id}`): its last
+    /// `lines` lines as one `{type: "tail", lines}`, then `{type: "line", line}` per new
+    /// line, `{type: "lagged", missed}` where the reader fell behind, until the log's
+    /// feed closes. `INVALID_PARAMS` for an id that is not an app id, `NOT_FOUND` for an
+    /// app that is not managed and left no log.
+    fn app_log(
+        &self,
+        app_id: String,
+        lines: usize,
+    ) -> BoxFuture<'_, Result<BoxStream<'static, Value>, ErrorObject>>;
+
     /// A request for an app's `http_route` (a path under `/apps/<id>/`), answered by the
     /// app through `http.request`.
     fn http_request(

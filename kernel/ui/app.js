@@ -1,8 +1,9 @@
 // Burrow's dashboard: plain JavaScript, no build step, nothing from another host.
 // Everything it shows comes from the kernel's host methods over `POST /rpc` (the same
 // service layer as every surface); a session's live text comes from
-// `GET /sessions/{id}/events` (server-sent events). Pages poll on bounded intervals:
-// apps every second, sessions every 3 s, the kernel every 5 s, a log tail every 2 s.
+// `GET /sessions/{id}/events` (server-sent events), and an open app log follows
+// `GET /logs/{id}` (server-sent events: its tail, then each new line). Pages poll on
+// bounded intervals: apps every second, sessions every 3 s, the kernel every 5 s.
 // Text from the kernel is only ever set as text (`textContent`), never as markup.
 'use strict';
 
@@ -15,9 +16,23 @@ const RUNS_SHOWN = 5;
 
 let rpcId = 0;
 
-/** Calls host method `method`; its result, or throws an Error with `code` and `data`. */
+// A kernel with host tokens wants one on every request: the page asks for it (the login
+// form in the header) and keeps it for the tab's life only.
+const TOKEN_KEY = 'burrow.token';
+
+/** `fetch` with the host token, if one was given, as `Authorization: Bearer`. */
+function authorizedFetch(url, init = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = new Headers(init.headers || {});
+  if (token) headers.set('authorization', `Bearer ${token}`);
+  return fetch(url, { ...init, headers });
+}
+
+/** Calls host method `method`; its result, or throws an Error with `code`, `data` and
+ * (for the surface's own refusals) `status`. */
 async function rpc(method, params = {}) {
-  const response = await fetch('/rpc', {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const response = await authorizedFetch('/rpc', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ jsonrpc: '2.0', id: ++rpcId, method, params }),
@@ -27,12 +42,14 @@ async function rpc(method, params = {}) {
   try {
     body = JSON.parse(text);
   } catch {
-    throw new Error(`HTTP ${response.status}: ${text.slice(0, 200)}`);
+    throw Object.assign(new Error(`HTTP ${response.status}: ${text.slice(0, 200)}`), { status: response.status, token });
   }
-  if (!response.ok && !body.error) {
+  if (!response.ok && !body.error?.message) {
     // The surface's own errors (401, 403, 503): {error, code, details}.
     const err = new Error(body.error || `HTTP ${response.status}`);
     err.code = body.code;
+    err.status = response.status;
+    err.token = token;
     throw err;
   }
   if (body.error) {
@@ -42,6 +59,93 @@ async function rpc(method, params = {}) {
     throw err;
   }
   return body.result;
+}
+
+/** Server-sent events read with `fetch` (so the host token goes in a header, which
+ * `EventSource` cannot send), with the part of `EventSource`'s interface the pages use:
+ * `addEventListener(type, f)` (f gets `{data}`), `close()`, `readyState`. As with
+ * `EventSource`, an answer other than 200 closes it for good (`error`, then `readyState
+ * === Events.CLOSED`; its `status` says which), and a stream that ends or breaks is
+ * opened again after RETRY_MS (`error` with `readyState === Events.CONNECTING`). */
+class Events {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSED = 2;
+  static RETRY_MS = 3000;
+
+  constructor(url) {
+    this.url = url;
+    this.readyState = Events.CONNECTING;
+    this.listeners = new Map();
+    this.aborter = null;
+    this.status = 0;
+    this.open();
+  }
+
+  addEventListener(type, f) {
+    if (!this.listeners.has(type)) this.listeners.set(type, []);
+    this.listeners.get(type).push(f);
+  }
+
+  close() {
+    this.readyState = Events.CLOSED;
+    this.aborter?.abort();
+  }
+
+  emit(type, event) {
+    for (const f of this.listeners.get(type) || []) f(event);
+  }
+
+  async open() {
+    this.aborter = new AbortController();
+    try {
+      const response = await authorizedFetch(this.url, { signal: this.aborter.signal });
+      this.status = response.status;
+      if (!response.ok) {
+        this.readyState = Events.CLOSED;
+        this.emit('error', { status: response.status });
+        return;
+      }
+      this.readyState = Events.OPEN;
+      this.emit('open', {});
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffered = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffered += value.replace(/\r\n?/g, '\n');
+        let end;
+        while ((end = buffered.indexOf('\n\n')) >= 0) {
+          this.dispatch(buffered.slice(0, end));
+          buffered = buffered.slice(end + 2);
+        }
+      }
+    } catch {
+      // Aborted by close(), or the connection broke: as an end.
+    }
+    if (this.readyState === Events.CLOSED) return;
+    this.readyState = Events.CONNECTING;
+    this.emit('error', {});
+    setTimeout(() => {
+      if (this.readyState !== Events.CLOSED) this.open();
+    }, Events.RETRY_MS);
+  }
+
+  /** One event's block of lines: `event:` names it, `data:` lines make its data,
+   * lines starting with `:` are comments (keep-alives). */
+  dispatch(block) {
+    let type = 'message';
+    const data = [];
+    for (const line of block.split('\n')) {
+      if (!line || line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+      if (field === 'event') type = value;
+      else if (field === 'data') data.push(value);
+    }
+    if (data.length) this.emit(type, { data: data.join('\n') });
+  }
 }
 
 // ---- small helpers -----------------------------------------------------------------
@@ -79,12 +183,32 @@ function when(ms) {
 }
 
 const problem = document.getElementById('problem');
+const login = document.getElementById('login');
+const tokenInput = document.getElementById('token');
 
-/** Shows (or, with null, clears) a problem in the header. */
+/** Shows (or, with null, clears) a problem in the header; a refusal for want of a
+ * (valid) host token shows the login form. */
 function report(err) {
+  const unauthorized = err?.status === 401;
+  // A refusal of a request made with a token since replaced says nothing of the new one.
+  if (unauthorized && err.token !== sessionStorage.getItem(TOKEN_KEY)) return;
+  if (unauthorized) login.hidden = false;
   problem.hidden = !err;
-  problem.textContent = err ? `⚠ ${err.message || err}` : '';
+  problem.textContent = !err ? '' : unauthorized ? '⚠ this kernel needs a host token' : `⚠ ${err.message || err}`;
 }
+
+// The login form: the token is kept for this tab, and the page shown again with it.
+document.getElementById('use-token').addEventListener('click', () => {
+  const token = tokenInput.value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  tokenInput.value = '';
+  login.hidden = true;
+  route();
+});
+tokenInput.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter') document.getElementById('use-token').click();
+});
 
 /** Runs `f` now and then `ms` after each run ends, until the page's `stop`; a run's
  * error is reported and the polling goes on. */
@@ -193,7 +317,8 @@ function appsPage(main, page) {
       on: {
         click: () => {
           logRow.hidden = !logRow.hidden;
-          if (!logRow.hidden) followLog(id, logPre, logRow);
+          if (logRow.hidden) unfollowLog(id);
+          else followLog(id, logPre, logRow);
         },
       },
     });
@@ -213,24 +338,80 @@ function appsPage(main, page) {
     return { row, logRow, cells, buttons, logButton };
   };
 
-  // A log tail, polled every 2 s while its row is open (one poller per opening).
-  let openings = 0;
+  // Open logs, each followed over `GET /logs/{id}` (server-sent events, read by `Events`
+  // so a host token goes with them) while its row is shown: the tail, then each new
+  // line; at most LOG_LINES lines kept (the oldest go).
+  // Each open log holds one of the few connections a browser makes to one host (six
+  // over HTTP/1.1), which the page's own requests need too: at most LOGS_FOLLOWED are
+  // open, and opening another closes (and hides) the one opened first.
+  const LOGS_FOLLOWED = 3;
+  const following = new Map(); // app id -> its Events, in the order opened
+  const unfollowLog = (id) => {
+    following.get(id)?.close();
+    following.delete(id);
+  };
+  page.onStop(() => {
+    for (const source of following.values()) source.close();
+    following.clear();
+  });
   const followLog = (id, pre, row) => {
-    const mine = ++openings;
-    row.dataset.opening = mine;
-    const tick = async () => {
-      if (page.stopped || row.hidden || row.dataset.opening !== String(mine)) return;
-      try {
-        const { lines } = await rpc('supervisor.tail', { appId: id, lines: LOG_LINES });
-        const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-        pre.textContent = lines.length ? lines.join('\n') : '(no output yet)';
-        if (atEnd) pre.scrollTop = pre.scrollHeight;
-      } catch (err) {
-        pre.textContent = `(no log: ${err.message})`;
-      }
-      setTimeout(tick, 2000);
+    unfollowLog(id);
+    while (following.size >= LOGS_FOLLOWED) {
+      const [oldest] = following.keys();
+      rows.get(oldest).logRow.hidden = true;
+      unfollowLog(oldest);
+    }
+    pre.textContent = '';
+    row.dataset.stream = 'opening';
+    const source = new Events(`/logs/${encodeURIComponent(id)}?lines=${LOG_LINES}`);
+    following.set(id, source);
+    let lines = [];
+    let drawing = null;
+    // Drawn at most every 50 ms, whatever the rate of lines; pinned to the bottom when
+    // it was there.
+    const draw = () => {
+      drawing = null;
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent = lines.length ? lines.join('\n') : '(no output yet)';
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
     };
-    tick();
+    const redraw = () => {
+      if (drawing === null) drawing = setTimeout(draw, 50);
+    };
+    const add = (line) => {
+      lines.push(line);
+      if (lines.length > LOG_LINES) lines.splice(0, lines.length - LOG_LINES);
+      redraw();
+    };
+    const on = (type, f) =>
+      source.addEventListener(type, (e) => {
+        try {
+          f(JSON.parse(e.data));
+        } catch (err) {
+          report(err);
+        }
+      });
+    // A tail comes first, and again after a reconnection: it replaces what is shown.
+    on('tail', (d) => {
+      lines = d.lines.slice(-LOG_LINES);
+      row.dataset.stream = 'live';
+      redraw();
+    });
+    on('line', (d) => add(d.line));
+    on('lagged', (d) => add(`[… ${d.missed} lines skipped: the page fell behind]`));
+    source.addEventListener('error', () => {
+      if (source.readyState !== Events.CLOSED) {
+        row.dataset.stream = 'reconnecting';
+        return;
+      }
+      // Refused (not found, busy, ...): the stream does not say why; the kernel does.
+      row.dataset.stream = 'closed';
+      if (following.get(id) === source) following.delete(id);
+      rpc('supervisor.tail', { appId: id, lines: 0 }).then(
+        () => add('(the log stream closed; open the log again to retry)'),
+        (err) => add(`(no log: ${err.message})`),
+      );
+    });
   };
 
   every(page, 1000, async () => {
@@ -530,7 +711,7 @@ function sessionPage(main, page, _query, id) {
   };
 
   // The session's events: deltas shown as they come, the transcript read again at ends.
-  const events = new EventSource(`/sessions/${encodeURIComponent(id)}/events`);
+  const events = new Events(`/sessions/${encodeURIComponent(id)}/events`);
   page.onStop(() => events.close());
   const on = (type, f) =>
     events.addEventListener(type, (e) => {
@@ -561,9 +742,9 @@ function sessionPage(main, page, _query, id) {
   on('run_failed', ended);
   events.addEventListener('stream_truncated', () => reload());
   events.addEventListener('error', () => {
-    // EventSource reconnects by itself; say so while it does.
-    stream.dataset.state = events.readyState === EventSource.CLOSED ? 'closed' : 'connecting';
-    stream.textContent = events.readyState === EventSource.CLOSED ? '○ closed (reload the page)' : '○ reconnecting';
+    // It reconnects by itself; say so while it does.
+    stream.dataset.state = events.readyState === Events.CLOSED ? 'closed' : 'connecting';
+    stream.textContent = events.readyState === Events.CLOSED ? '○ closed (reload the page)' : '○ reconnecting';
   });
 
   send.addEventListener('click', async () => {
@@ -609,7 +790,8 @@ function kernelPage(main, page) {
     el('h2', { text: 'Configuration in force' }),
     el('section', { class: 'panel' }, configFacts, config),
   );
-  const peerRows = (list) =>
+  // Trusted kernels; `contacts` maps a kernel id to when it was last heard from (ms).
+  const peerRows = (list, contacts) =>
     el(
       'table',
       { class: 'list' },
@@ -617,7 +799,13 @@ function kernelPage(main, page) {
       el(
         'tbody',
         {},
-        list.map((b) => el('tr', {}, el('td', { class: 'mono', text: b.kernel_id || '—' }), el('td', { text: b.name || '—' }), el('td', { class: 'mono', text: b.address || '—' }), el('td', { class: 'muted', text: 'not recorded yet' }))),
+        list.map((b) => {
+          const at = contacts[b.kernel_id];
+          const contact = at
+            ? el('td', { title: when(at), text: `${age(at)} ago` })
+            : el('td', { class: 'muted', text: 'none since start' });
+          return el('tr', { 'data-kernel': b.kernel_id || '' }, el('td', { class: 'mono', text: b.kernel_id || '—' }), el('td', { text: b.name || '—' }), el('td', { class: 'mono', text: b.address || '—' }), contact);
+        }),
       ),
     );
   every(page, 5000, async () => {
@@ -641,7 +829,7 @@ function kernelPage(main, page) {
       const list = await rpc('peers.list');
       peers.replaceChildren(
         el('p', {}, 'This kernel: ', el('span', { class: 'mono', text: list.self ? `${list.self.name || ''} ${list.self.kernel_id || ''} ${list.self.address || ''}` : 'not listening for kernels' })),
-        list.trusted.length ? peerRows(list.trusted) : el('p', { class: 'muted', text: 'No trusted kernels.' }),
+        list.trusted.length ? peerRows(list.trusted, list.last_contact || {}) : el('p', { class: 'muted', text: 'No trusted kernels.' }),
       );
     } catch (err) {
       peers.replaceChildren(el('p', { class: 'muted', text: err.code === 'NOT_FOUND' ? 'The kernel channel is off (--comms-listen-tcp turns it on).' : err.message }));

@@ -56,7 +56,7 @@ function hooksPage(main, page) {
     const [hooks, caps, text] = await Promise.all([
       rpc('kernel.hooks'),
       rpc('kernel.capabilities', { type: 'tool' }),
-      fetch('/metrics').then((r) => (r.ok ? r.text() : Promise.reject(new Error(`/metrics: HTTP ${r.status}`)))),
+      authorizedFetch('/metrics').then((r) => (r.ok ? r.text() : Promise.reject(new Error(`/metrics: HTTP ${r.status}`)))),
     ]);
     if (page.stopped) return;
     const samples = parseMetrics(text);

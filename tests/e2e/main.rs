@@ -27,3 +27,4 @@ mod supervisor;
 mod tool_wait;
 mod traces;
 mod ui;
+mod ui_scale;

@@ -1,6 +1,7 @@
 //! The supervisor with real processes: restarts, backoff and intensity, hung apps, start
 //! timeouts, stopping with the kernel, no orphans after a SIGKILL, strays of an earlier
-//! run, live control from the config and the CLI, captured logs.
+//! run, live control from the config and the CLI, captured logs (followed by the CLI and
+//! over HTTP).
 
 use std::time::{Duration, Instant};
 
@@ -338,4 +339,92 @@ async fn logs_follow_new_lines() {
     kernel.cli(&["apps", "restart", "greeter"]).await;
     let again = tokio::time::timeout(DEADLINE, seen.recv()).await;
     assert!(again.is_ok_and(|l| l.is_some()), "logs -f stopped following:\n{}", kernel.log());
+}
+
+/// One server-sent event at a time from a response's body: `(event, data as JSON)`.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl SseReader {
+    /// The next event (comments skipped), within `DEADLINE`.
+    async fn next(&mut self) -> (String, Value) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let frame = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
+                self.buffer.drain(..end + 2);
+                let field = |name: &str| {
+                    frame.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned)
+                };
+                if let Some(data) = field("data: ") {
+                    let data = serde_json::from_str(&data).expect("data is JSON");
+                    return (field("event: ").unwrap_or_default(), data);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("an event in time")
+                .expect("the stream failed")
+                .expect("the stream ended");
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_apps_log_is_followed_over_http() {
+    let config = format!("{FAST}[apps.greeter.run]\ncommand = \"hello\"\n");
+    let kernel = Kernel::start_with(&config, &["--http", "127.0.0.1:0"]).await;
+    wait_managed(&kernel, "greeter", "running", running).await;
+    let ready = "hello: ready as greeter";
+    // The first run's line is in the log before the stream opens.
+    let client = kernel.client().await;
+    let written = poll_until(DEADLINE, || async {
+        let tail = client.request("supervisor.tail", json!({"appId": "greeter", "lines": 50}));
+        tail.await.is_ok_and(|t| t["lines"].to_string().contains(ready))
+    })
+    .await;
+    assert!(written, "greeter never said it was ready:\n{}", kernel.log());
+
+    // No overall timeout: the stream lasts; each event has its deadline.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", kernel.endpoint("http").await);
+    let opened = http.get(format!("{base}/logs/greeter?lines=50")).send();
+    let response = tokio::time::timeout(DEADLINE, opened).await.expect("answered").unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut events = SseReader { response, buffer: Vec::new() };
+    let (kind, tail) = events.next().await;
+    assert_eq!(kind, "tail", "{tail}");
+    let lines: Vec<&str> =
+        tail["lines"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(lines.iter().filter(|l| l.contains(ready)).count(), 1, "{lines:?}");
+
+    // A restart: the new process's line comes on the open stream.
+    client.request("supervisor.restart", json!({"appId": "greeter"})).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        assert!(seen.len() < 100, "no new ready line among {seen:?}");
+        let (kind, event) = events.next().await;
+        assert!(["line", "lagged"].contains(&kind.as_str()), "{kind}: {event}");
+        if event["line"].as_str().is_some_and(|l| l.contains(ready)) {
+            break;
+        }
+        seen.push(event);
+    }
+
+    // An app the kernel does not know, an id that is no app id, a count that is no number.
+    for (path, status, code) in [
+        ("/logs/ghost", 404, "NOT_FOUND"),
+        ("/logs/Not%20Valid", 400, "INVALID_PARAMS"),
+        ("/logs/greeter?lines=all", 400, "INVALID_PARAMS"),
+    ] {
+        let answer = burrow_tests::http_client().get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(answer.status(), status, "{path}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["code"], code, "{path}: {body}");
+    }
 }

@@ -9,7 +9,11 @@
 //! - `panic` panics; anything else is `METHOD_NOT_FOUND`.
 //!
 //! Session `missing` has no events (`NOT_FOUND`); others have three, then end, except
-//! `forever`, whose stream never ends. App requests answer 200 with the request as JSON,
+//! `forever`, whose stream never ends. App logs ([`Log::events`], recorded as calls of
+//! `app_log`): app `missing` has none (`NOT_FOUND`), an id that is not an app id is
+//! `INVALID_PARAMS`; others have a tail of at most two lines (`old 1`, `old 2`), then
+//! lines `one`, `two`, `three` from a feed that holds two (so `lagged` 1 first), then
+//! end, except `forever`'s, which never ends. App requests answer 200 with the request as JSON,
 //! except paths ending `/missing` (`NOT_FOUND`) and `/bad-status` (status 42).
 //!
 //! Every call is recorded first ([`FakeHost::calls`]).
@@ -33,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Host};
 use crate::mcp::Backend;
+use crate::service::supervisor::Log;
 
 /// Methods answered `{"method", "params"}`.
 const ROUTED: [&str; 12] = [
@@ -152,6 +157,37 @@ impl Host for FakeHost {
                 return Ok(events.chain(futures_util::stream::pending()).boxed());
             }
             Ok(events.boxed())
+        })
+    }
+
+    fn app_log(
+        &self,
+        app_id: String,
+        lines: usize,
+    ) -> BoxFuture<'_, Result<BoxStream<'static, Value>, ErrorObject>> {
+        let call = json!({"app_id": app_id, "lines": lines});
+        self.calls.lock().unwrap().push(("app_log".to_owned(), call));
+        Box::pin(async move {
+            if !burrow_protocol::manifest::is_valid_app_id(&app_id) {
+                return Err(ErrorObject::invalid_params("appId", "not a valid app id"));
+            }
+            if app_id == "missing" {
+                return Err(ErrorObject::new(ErrorCode::NotFound, "no captured log"));
+            }
+            let tail = (1..=lines.min(2)).map(|n| format!("old {n}")).collect();
+            let (feed, rx) = tokio::sync::broadcast::channel(2);
+            for line in ["one", "two", "three"] {
+                let _ = feed.send(line.to_owned());
+            }
+            // `forever`'s feed stays open for as long as its stream lasts.
+            let open = (app_id == "forever").then_some(feed);
+            let events = Log { tail, feed: Some(rx) }.events();
+            Ok(events
+                .map(move |e| {
+                    let _open = &open;
+                    serde_json::to_value(e).unwrap_or_default()
+                })
+                .boxed())
         })
     }
 

@@ -19,6 +19,7 @@
 //! | `GET /comms/peers?session_id=` | `comms/peers` | 200 |
 //! | `POST /rpc` (JSON-RPC request or batch) | as [`super::rpc`]; notifications only → 204 | 200 |
 //! | any method `/apps/{*rest}` | [`Host::http_request`] | the app's |
+//! | `GET /logs/{app_id}?lines=` | [`Host::app_log`] as `text/event-stream`: the last `lines` (default 200, at most [`MAX_TAIL_LINES`]), then new lines | 200 |
 //! | `GET /metrics` | the kernel's metrics, Prometheus's text format ([`crate::metrics`]) | 200 |
 //! | `POST`, `GET`, `DELETE /mcp` | Burrow's MCP server over streamable HTTP ([`mcp`]) | MCP's |
 //! | `GET /ui`, `/ui/app.js`, `/ui/style.css` | the dashboard's assets ([`ui`]) | 200 |
@@ -43,7 +44,8 @@
 //! contract's, `{event_id, source, seq, timestamp_ms, payload}`) or its own `type`
 //! (`session_loaded`, first), omitted when it has none or it would break the framing;
 //! `data:` the item as one line of JSON; a keep-alive comment every 15 s. The stream ends
-//! when the host's does, or when the server stops.
+//! when the host's does, or when the server stops. An app's log has the events `tail`
+//! (first), `line` and `lagged` ([`crate::service::supervisor::LogEvent`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -65,6 +67,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::service::supervisor::MAX_TAIL_LINES;
 use crate::surface::answers::Answers;
 use crate::surface::auth::{Auth, is_loopback_host};
 use crate::surface::rpc::{Gate, complete, triage};
@@ -83,6 +86,8 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const RPC_BATCH_CONCURRENCY: usize = 16;
 /// How often an idle event stream gets a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Lines of an app's log sent first when `GET /logs/{app_id}` does not say (`?lines=`).
+const LOG_TAIL_LINES: usize = 200;
 /// How long [`serve_http`] waits for requests in progress after `stop`.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -194,6 +199,7 @@ pub fn router_with_limits(
         .route("/comms/peers", get(comms_peers))
         .route("/rpc", post(rpc))
         .route("/apps/{*rest}", any(apps::proxy))
+        .route("/logs/{app_id}", get(app_log))
         .route("/metrics", get(metrics))
         .merge(mcp::routes(host.mcp()))
         .merge(ui::routes())
@@ -269,7 +275,11 @@ async fn limit_concurrency(
 }
 
 async fn require_auth(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
-    if auth.required() {
+    // The dashboard's files are the same for everyone and hold nothing of the kernel's:
+    // a browser gets them without a token, and the page asks for one (every request it
+    // makes carries it).
+    let public = request.method() == axum::http::Method::GET && ui::is_asset(request.uri().path());
+    if auth.required() && !public {
         let presented = request.headers().get(header::AUTHORIZATION).map(|value| {
             value
                 .to_str()
@@ -554,7 +564,39 @@ async fn session_events(
 ) -> Result<Response, ApiError> {
     // A stream holds its permit for as long as it lasts.
     let permit = state.streams.clone().try_acquire_owned().map_err(|_| busy_error())?;
-    let mut events = state.host.session_events(path_id(id)?).await?;
+    let events = state.host.session_events(path_id(id)?).await?;
+    Ok(event_stream(events, permit, stop))
+}
+
+/// `GET /logs/{app_id}?lines=N`: a managed app's captured log, its last lines then the
+/// new ones as they are written.
+async fn app_log(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    stop: Option<Extension<StopSignal>>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    let params = query_params(&uri, &["lines"], &["lines"])?;
+    let lines = params
+        .get("lines")
+        .and_then(Value::as_u64)
+        .map_or(LOG_TAIL_LINES, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        .min(MAX_TAIL_LINES);
+    let permit = state.streams.clone().try_acquire_owned().map_err(|_| busy_error())?;
+    let events = state.host.app_log(id, lines).await?;
+    Ok(event_stream(events, permit, stop))
+}
+
+/// `events` as server-sent events, holding `permit` (a place among [`MAX_STREAMS`]) for
+/// as long as the stream lasts, and ending when the server stops. The body is pulled:
+/// an event is taken from `events` when the connection has room for it, so nothing
+/// queues up for a slow client beyond the connection's own buffers.
+fn event_stream(
+    mut events: futures_util::stream::BoxStream<'static, Value>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    stop: Option<Extension<StopSignal>>,
+) -> Response {
     if let Some(Extension(StopSignal(stop))) = stop {
         events = events.take_until(stop.cancelled_owned()).boxed();
     }
@@ -562,7 +604,7 @@ async fn session_events(
         let _held = &permit;
         Ok::<_, Infallible>(sse_event(&event))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
 /// The kernel's metrics, in Prometheus's text format.

@@ -221,6 +221,85 @@ async fn session_events_are_server_sent_events() {
 }
 
 #[tokio::test]
+async fn app_logs_are_followed_as_server_sent_events() {
+    let (router, host) = open_router();
+    let answer = send(&router, get("/logs/greeter")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.headers[header::CONTENT_TYPE], "text/event-stream");
+    // The tail first; then the new lines, the ones the reader fell behind on said to be
+    // skipped; the stream ends with the feed.
+    let expected = concat!(
+        "event: tail\n",
+        "data: {\"lines\":[\"old 1\",\"old 2\"],\"type\":\"tail\"}\n\n",
+        "event: lagged\n",
+        "data: {\"missed\":1,\"type\":\"lagged\"}\n\n",
+        "event: line\n",
+        "data: {\"line\":\"two\",\"type\":\"line\"}\n\n",
+        "event: line\n",
+        "data: {\"line\":\"three\",\"type\":\"line\"}\n\n",
+    );
+    assert_eq!(answer.text, expected);
+    let one = send(&router, get("/logs/greeter?lines=1")).await;
+    assert!(one.text.starts_with("event: tail\ndata: {\"lines\":[\"old 1\"],"), "{}", one.text);
+
+    // How many lines of the tail: 200 unless asked, at most MAX_TAIL_LINES.
+    send(&router, get("/logs/greeter?lines=99999999999")).await;
+    let asked: Vec<_> = host
+        .calls()
+        .into_iter()
+        .filter(|(m, _)| m == "app_log")
+        .map(|(_, p)| (p["app_id"].clone(), p["lines"].clone()))
+        .collect();
+    assert_eq!(
+        asked,
+        [("greeter", 200), ("greeter", 1), ("greeter", MAX_TAIL_LINES)]
+            .map(|(a, n)| (json!(a), json!(n)))
+    );
+
+    let error = send(&router, get("/logs/missing")).await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    assert_eq!(error["message"], "no captured log");
+    let error = send(&router, get("/logs/Not%20Valid"))
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_PARAMS");
+    assert_eq!(error["data"]["field"], "appId");
+    let error = send(&router, get("/logs/greeter?lines=ten"))
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_PARAMS");
+    assert_eq!(error["data"]["field"], "lines");
+    let post = Request::post("/logs/greeter").body(Body::empty()).unwrap();
+    send(&router, post).await.error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_followed_log_holds_an_event_streams_place_while_it_lasts() {
+    use futures_util::StreamExt;
+    let host = Arc::new(FakeHost::new());
+    let router = router_with_limits(host, Arc::new(Auth::open()), 4, 1, 1);
+    let open = |uri: &'static str| tokio::time::timeout(DEADLINE, router.clone().oneshot(get(uri)));
+    let forever = open("/logs/forever").await.unwrap().unwrap();
+    assert_eq!(forever.status(), StatusCode::OK);
+    // Its events come as they are read, and the stream stays open for more.
+    let mut body = forever.into_body().into_data_stream();
+    let mut seen = String::new();
+    while !seen.contains("\"three\"") {
+        let chunk = tokio::time::timeout(DEADLINE, body.next()).await.expect("an event in time");
+        seen.push_str(&String::from_utf8_lossy(&chunk.expect("still open").unwrap()));
+    }
+    assert!(seen.starts_with("event: tail\n"), "{seen}");
+    let more = tokio::time::timeout(Duration::from_millis(100), body.next()).await;
+    assert!(more.is_err(), "nothing more, and not ended: {more:?}");
+    // While it is open, no other stream has a place.
+    let error = send(&router, get("/logs/greeter"))
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE, "UNKNOWN_ERROR");
+    assert_eq!(error["data"]["reason"], "busy");
+    let refused = open("/sessions/s1/events").await.unwrap().unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(body);
+    assert_eq!(send(&router, get("/logs/greeter")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn event_streams_and_requests_are_bounded() {
     let host = Arc::new(FakeHost::new());
     let router = router_with_limits(host, Arc::new(Auth::open()), 1, 1, 1);
@@ -345,7 +424,17 @@ async fn bearer_tokens_when_required() {
     send(&router, get("/no/such/route")).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     let mcp = post_json("/mcp", mcp_initialize().to_string());
     send(&router, mcp).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    send(&router, get("/logs/greeter")).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    send(&router, get("/metrics")).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     assert!(host.calls().is_empty());
+    // The dashboard's files are the same for everyone: served without a token (the page
+    // then asks for one); anything else under /ui, or another method, is not.
+    for file in ["/ui", "/ui/", "/ui/app.js", "/ui/stats.js", "/ui/style.css"] {
+        assert_eq!(send(&router, get(file)).await.status, StatusCode::OK, "{file}");
+    }
+    send(&router, get("/ui/secret")).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let post = post_json("/ui/app.js", "{}");
+    send(&router, post).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
 
     // Any Host is fine once a token is required.
     let right = Request::get("/sessions")

@@ -2,7 +2,10 @@
 //! the binary, so that nothing is fetched from the network at run time. The page reads
 //! everything through `POST /rpc` (the host methods, operator ones included: see the
 //! method table) and follows a session's events through `GET /sessions/{id}/events`, so
-//! the router's auth applies to it as to every other route.
+//! the router's auth applies to what it reads as to every other route. The files
+//! themselves ([`is_asset`]) are served without a token: a kernel that needs one is
+//! asked for it by the page, which sends it as `Authorization: Bearer` with every
+//! request it makes (it keeps it for the tab's life, in `sessionStorage`).
 //!
 //! | route | answer |
 //! |---|---|
@@ -38,6 +41,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/app.js", get(script))
         .route("/ui/stats.js", get(stats))
         .route("/ui/style.css", get(style))
+}
+
+/// Whether `path` is one of the dashboard's files (served to `GET` without a token: they
+/// are the same for everyone; what the page reads needs one).
+pub fn is_asset(path: &str) -> bool {
+    matches!(path, "/ui" | "/ui/" | "/ui/app.js" | "/ui/stats.js" | "/ui/style.css")
 }
 
 async fn index() -> Response {
