@@ -33,7 +33,6 @@
 //! and tool labels are bounded by what is registered (an unknown method counts as
 //! `unknown`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
@@ -43,6 +42,7 @@ use burrow_protocol::methods::table;
 use burrow_protocol::{ErrorCode, ErrorObject};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 pub mod queues;
 
@@ -135,7 +135,7 @@ struct MethodMetrics {
 }
 
 /// The kernel's IPC methods' handles (an app's gateway methods count as `gateway`).
-static METHODS: LazyLock<HashMap<&'static str, MethodMetrics>> = LazyLock::new(|| {
+static METHODS: LazyLock<FxHashMap<&'static str, MethodMetrics>> = LazyLock::new(|| {
     let timed = |m: &table::MethodInfo| {
         m.shape != table::Shape::Stream
             && m.ipc != Some(<AppHeartbeat as burrow_protocol::methods::Method>::NAME)
@@ -215,7 +215,7 @@ impl ToolMetrics {
 
 /// Tools' handles by name, each registered once: a routed call looks its tool up here
 /// instead of building its labels (as many as tools were ever called).
-static TOOLS: LazyLock<dashmap::DashMap<String, std::sync::Arc<ToolMetrics>>> =
+static TOOLS: LazyLock<dashmap::DashMap<String, std::sync::Arc<ToolMetrics>, FxBuildHasher>> =
     LazyLock::new(Default::default);
 
 /// Tool `name`'s handles.

@@ -22,10 +22,17 @@ pub fn context(traceparent: Option<&str>) -> Context {
     }
 }
 
-/// `future`, run inside the context `traceparent` names.
+/// `future`, run inside the context `traceparent` names; with none (the kernel exports
+/// no traces), `future` itself: nothing is attached on each poll.
 pub fn within<F: std::future::Future>(
     traceparent: Option<&str>,
     future: F,
-) -> opentelemetry::context::WithContext<F> {
-    opentelemetry::context::FutureExt::with_context(future, context(traceparent))
+) -> futures_util::future::Either<opentelemetry::context::WithContext<F>, F> {
+    use futures_util::future::Either;
+    match traceparent {
+        Some(tp) => {
+            Either::Left(opentelemetry::context::FutureExt::with_context(future, context(Some(tp))))
+        }
+        None => Either::Right(future),
+    }
 }
