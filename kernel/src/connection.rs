@@ -366,6 +366,19 @@ impl Connection {
         self.out.try_send(msg).is_ok()
     }
 
+    /// [`Self::try_notify`] of notification `method` with typed `params`, encoded
+    /// straight into its frame (no JSON value between); false also when it cannot be
+    /// encoded within the frame bound.
+    pub fn try_notify_with<P: serde::Serialize>(&self, method: &str, params: &P) -> bool {
+        match codec::encode_notification_frame(method, params, self.limits.max_frame_bytes) {
+            Ok(frame) => self.out.try_send_frame(&frame) == Offered::Sent,
+            Err(e) => {
+                tracing::warn!(method, error = %e, "a notification could not be encoded; dropped");
+                false
+            }
+        }
+    }
+
     /// Sends a message, waiting for room in the writer queue; false once the connection
     /// is closed. For senders that must not disconnect a slow reader (observer queues).
     /// A message that cannot be encoded is skipped with a warning (true: the connection

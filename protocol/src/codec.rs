@@ -210,22 +210,38 @@ pub fn encode_request_frame<P: serde::Serialize>(
     params: &P,
     max_frame_bytes: usize,
 ) -> Result<Vec<u8>, EncodeError> {
-    struct RequestRef<'a, P> {
-        id: u64,
-        method: &'a str,
-        params: &'a P,
-    }
-    impl<P: serde::Serialize> serde::Serialize for RequestRef<'_, P> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            use serde::ser::SerializeMap;
-            let mut m = s.serialize_map(Some(3))?;
-            m.serialize_entry("id", &self.id)?;
-            m.serialize_entry("method", self.method)?;
-            m.serialize_entry("params", self.params)?;
-            m.end()
+    framed(&CallRef { id: Some(id), method, params }, max_frame_bytes)
+}
+
+/// Encodes a notification's whole frame from params of any serializable type, as
+/// [`encode_frame`] encodes `Message::notification(method, to_value(params))`, without
+/// the JSON value between.
+pub fn encode_notification_frame<P: serde::Serialize>(
+    method: &str,
+    params: &P,
+    max_frame_bytes: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    framed(&CallRef { id: None, method, params }, max_frame_bytes)
+}
+
+/// A request (with an id) or a notification, borrowing its typed params.
+struct CallRef<'a, P> {
+    id: Option<u64>,
+    method: &'a str,
+    params: &'a P,
+}
+
+impl<P: serde::Serialize> serde::Serialize for CallRef<'_, P> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2 + usize::from(self.id.is_some())))?;
+        if let Some(id) = self.id {
+            m.serialize_entry("id", &id)?;
         }
+        m.serialize_entry("method", self.method)?;
+        m.serialize_entry("params", self.params)?;
+        m.end()
     }
-    framed(&RequestRef { id, method, params }, max_frame_bytes)
 }
 
 /// `body`'s frame: its length, then its MessagePack map with string keys.
@@ -385,6 +401,13 @@ mod tests {
         let (decoded, used) = decode_frame(&typed, MAX_FRAME_BYTES).unwrap();
         assert_eq!((decoded.unwrap(), used), (msg, typed.len()));
         let small = encode_request_frame(7, "tool.invoke", &params, 10).unwrap_err();
+        assert!(matches!(small, EncodeError::TooLarge { max: 10, .. }), "{small:?}");
+        // A notification likewise.
+        let typed = encode_notification_frame("channel.delta", &params, MAX_FRAME_BYTES).unwrap();
+        let msg = Message::notification("channel.delta", serde_json::to_value(&params).unwrap());
+        let (decoded, used) = decode_frame(&typed, MAX_FRAME_BYTES).unwrap();
+        assert_eq!((decoded.unwrap(), used), (msg, typed.len()));
+        let small = encode_notification_frame("channel.delta", &params, 10).unwrap_err();
         assert!(matches!(small, EncodeError::TooLarge { max: 10, .. }), "{small:?}");
     }
 

@@ -128,8 +128,7 @@ impl RunStream {
                 seq: n,
                 delta: chunk,
             };
-            let note = Message::notification(ChannelDelta::NAME, to_value(&params));
-            if !channel.conn.try_notify(note) {
+            if !channel.conn.try_notify_with(ChannelDelta::NAME, &params) {
                 tracing::debug!(app = %channel.app_id, "a streaming channel is not keeping up; a delta was dropped");
             }
         })
