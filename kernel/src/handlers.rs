@@ -143,7 +143,7 @@ static HANDLERS: LazyLock<HashMap<&'static str, Handler>> = LazyLock::new(|| {
             Ok(SessionsPage { sessions: views.into_iter().map(SessionView::summary).collect() })
         }),
         handler::<HostSessionRead, _, _>(|k, _, p| async move {
-            Ok(sessions::read(&k, &p.session_id).await?.details(&k))
+            sessions::details(&k, &p.session_id).await
         }),
         handler::<HostSessionHistory, _, _>(|k, _, p| async move {
             sessions::history_from(&k, &p.session_id, p.offset, p.limit).await

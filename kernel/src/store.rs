@@ -103,6 +103,26 @@ pub struct SessionRow {
 }
 
 impl SessionRow {
+    /// A new session `key` of agent `agent_id`, created and last active at `at` (ms):
+    /// no messages, no channel or account, not kept alive, no name, labels or tokens.
+    pub fn new(key: impl Into<String>, agent_id: impl Into<String>, at: u64) -> Self {
+        SessionRow {
+            key: key.into(),
+            agent_id: agent_id.into(),
+            channel_id: None,
+            account_id: None,
+            created_at: at,
+            last_active_at: at,
+            message_count: 0,
+            keep_alive: false,
+            comms_name: None,
+            labels: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            archived: false,
+        }
+    }
+
     /// As the wire reports it.
     pub fn info(&self, active: bool) -> SessionInfo {
         SessionInfo {

@@ -460,6 +460,7 @@ fn operator_and_host_methods_round_trip() {
             model: "default".into(),
             provider: "echo".into(),
             labels: Some([("team".to_owned(), "a".to_owned())].into()),
+            last_assistant_text: Some("echo: hi".into()),
         },
     );
     round_trip::<RunWait>(

@@ -43,19 +43,10 @@ const STORE_FILE: &str = "burrow.db";
 fn seeded(i: u64, now: u64) -> SessionRow {
     let last_active_at = now - (STORED - i) * 1000;
     SessionRow {
-        key: format!("seed-{i:06}"),
-        agent_id: AGENTS[(i % 4) as usize].into(),
         channel_id: Some(CHANNELS[(i % 5) as usize].into()),
-        account_id: None,
-        created_at: last_active_at - 60_000,
         last_active_at,
-        message_count: 0,
         keep_alive: i.is_multiple_of(KEEP_ALIVE_EVERY),
-        comms_name: None,
-        labels: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        archived: false,
+        ..SessionRow::new(format!("seed-{i:06}"), AGENTS[(i % 4) as usize], last_active_at - 60_000)
     }
 }
 

@@ -160,6 +160,7 @@ async def test_sessions_are_found_by_label_read_paged_and_archived(client):
     details = await asyncio.wait_for(client.read_session(session.id), WAIT)
     assert details.is_active
     assert details.model and details.provider
+    assert details.last_assistant_text == "echo: and more", "the last answer's text"
 
     page = await asyncio.wait_for(client.read_session_history(session.id, offset=1, limit=2), WAIT)
     assert (page.message_count, page.offset, page.has_more) == (4, 1, True)

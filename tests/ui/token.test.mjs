@@ -26,7 +26,7 @@ const until = (what, f) => untilWithin(what, f, SOON_MS);
 const screenshot = screenshots(SHOTS);
 
 // Without a page: the files are served to anyone, what they read needs the token.
-for (const file of ['/ui', '/ui/app.js', '/ui/stats.js', '/ui/style.css']) {
+for (const file of ['/ui', '/ui/wire.js', '/ui/app.js', '/ui/stats.js', '/ui/style.css']) {
   assert.equal((await fetch(`${BASE}${file}`)).status, 200, `${file} without a token`);
 }
 assert.equal((await fetch(`${BASE}/metrics`)).status, 401, '/metrics without a token');

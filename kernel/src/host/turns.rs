@@ -57,19 +57,10 @@ pub async fn create(
     kernel.host_tools.bind(&key, link.id());
     let now = now_ms();
     let row = SessionRow {
-        key: key.clone(),
-        agent_id: "main".into(),
-        channel_id: None,
-        account_id: None,
-        created_at: now,
-        last_active_at: now,
-        message_count: 0,
         keep_alive: p.keep_alive.unwrap_or(false),
         comms_name: p.comms_name.clone(),
         labels: p.labels.clone(),
-        input_tokens: 0,
-        output_tokens: 0,
-        archived: false,
+        ..SessionRow::new(key.clone(), "main", now)
     };
     if deferred {
         kernel.store().write(vec![Write::CreateSession(row)]).await.map_err(ServiceError::from)?;

@@ -12,8 +12,9 @@ use burrow_protocol::methods::comms::{
     SessionCreateResult,
 };
 use burrow_protocol::methods::contract::{
-    HistoryPage as ContractHistory, SessionDetails, SessionSummary, history_row,
+    HistoryPage as ContractHistory, LAST_TEXT_WITHIN, SessionDetails, SessionSummary, history_row,
 };
+use burrow_protocol::methods::invoke::Role;
 use burrow_protocol::methods::session::{
     DispatchParams, DispatchResult, RunStatus, SessionFilter, SessionInfo,
 };
@@ -81,8 +82,26 @@ impl SessionView {
             model: named(agent.model, "default"),
             provider: named(agent.provider, "none"),
             labels: row.labels,
+            last_assistant_text: None,
         }
     }
+}
+
+/// `session/read`: session `id` in the host contract's shape, with the text of its last
+/// assistant message that has any (among its last [`LAST_TEXT_WITHIN`]).
+pub async fn details(kernel: &Kernel, id: &str) -> Result<SessionDetails, ServiceError> {
+    let view = read(kernel, id).await?;
+    let count = view.row.message_count;
+    let mut details = view.details(kernel);
+    let within = u64::from(LAST_TEXT_WITHIN);
+    let tail = kernel.store().history_range(id, count.saturating_sub(within), LAST_TEXT_WITHIN);
+    details.last_assistant_text = tail
+        .await?
+        .into_iter()
+        .rev()
+        .find(|m| m.role == Role::Assistant && !m.content.is_empty())
+        .map(|m| m.content);
+    Ok(details)
 }
 
 /// Most messages `session/history` gives at once, and the furthest it skips.
@@ -445,19 +464,9 @@ pub async fn create(
     let key = uuid::Uuid::now_v7().to_string();
     let now = now_ms();
     let row = SessionRow {
-        key: key.clone(),
-        agent_id,
-        channel_id: None,
-        account_id: None,
-        created_at: now,
-        last_active_at: now,
-        message_count: 0,
         keep_alive: p.keep_alive,
         comms_name: p.comms_name.clone(),
-        labels: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        archived: false,
+        ..SessionRow::new(key.clone(), agent_id, now)
     };
     let mut item = Inbound::new(p.prompt, None, caller.name().to_owned(), Wake::Always);
     item.create = Some(Box::new(row));

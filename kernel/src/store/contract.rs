@@ -11,21 +11,8 @@ use super::sqlite::SqliteStore;
 use super::*;
 
 fn session(key: &str, agent: &str, at: u64) -> SessionRow {
-    SessionRow {
-        key: key.into(),
-        agent_id: agent.into(),
-        channel_id: None,
-        account_id: None,
-        created_at: at,
-        last_active_at: at,
-        message_count: 7, // not taken: a new session counts its own messages
-        keep_alive: false,
-        comms_name: None,
-        labels: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        archived: false,
-    }
+    // A message count is not taken: a new session counts its own messages.
+    SessionRow { message_count: 7, ..SessionRow::new(key, agent, at) }
 }
 
 fn message(id: &str, content: &str, at: u64) -> NewMessage {

@@ -74,7 +74,15 @@ pub struct SessionDetails {
     /// Its labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
+    /// The text of its last assistant message that has any, among its last
+    /// [`LAST_TEXT_WITHIN`] messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_assistant_text: Option<String>,
 }
+
+/// How many of a session's last messages `session/read` looks through for its
+/// `last_assistant_text`.
+pub const LAST_TEXT_WITHIN: u32 = 50;
 
 /// Params of `session/history`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

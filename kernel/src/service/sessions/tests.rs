@@ -168,3 +168,42 @@ async fn a_created_session_starts_its_first_turn_and_takes_external_events() {
     });
     assert_eq!(keyed_rows.count(), 1, "stored once");
 }
+
+#[tokio::test]
+async fn session_read_gives_the_last_assistant_text_among_the_last_messages() {
+    use crate::store::NewMessage;
+    let f = fixture().await;
+    let row = SessionRow::new("chat", "main", 1);
+    let message = |n: u64, role: Role, content: &str| Write::Append {
+        session_key: "chat".into(),
+        message: NewMessage {
+            id: format!("m{n}"),
+            role,
+            content: content.into(),
+            metadata: None,
+            tool_calls: None,
+            tool_call_id: None,
+            created_at: n,
+            run_id: None,
+        },
+    };
+    let store = f.kernel.store();
+    store.write(vec![Write::CreateSession(row)]).await.unwrap();
+    store.write(vec![message(1, Role::User, "question")]).await.unwrap();
+    assert_eq!(details(&f.kernel, "chat").await.unwrap().last_assistant_text, None, "none yet");
+    // The last one with text, past an assistant message of tool calls only.
+    let writes = vec![
+        message(2, Role::Assistant, "the answer"),
+        message(3, Role::User, "use a tool"),
+        message(4, Role::Assistant, ""),
+        message(5, Role::Tool, "its result"),
+    ];
+    store.write(writes).await.unwrap();
+    let read = details(&f.kernel, "chat").await.unwrap();
+    assert_eq!((read.message_count, read.last_assistant_text.as_deref()), (5, Some("the answer")));
+    // Only the last LAST_TEXT_WITHIN are looked through.
+    let users = (6..6 + u64::from(LAST_TEXT_WITHIN)).map(|n| message(n, Role::User, "more"));
+    store.write(users.collect()).await.unwrap();
+    assert_eq!(details(&f.kernel, "chat").await.unwrap().last_assistant_text, None);
+    assert!(matches!(details(&f.kernel, "nobody").await, Err(ServiceError::UnknownSession(_))));
+}

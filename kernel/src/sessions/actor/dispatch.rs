@@ -66,20 +66,14 @@ pub(super) async fn dispatch(
     let session = state.session.get_or_insert_with(|| match create {
         Some(row) => *row,
         None => SessionRow {
-            key: state.key.clone(),
-            agent_id: meta_str(&metadata, "agentId").unwrap_or_else(|| "main".into()),
             channel_id: meta_str(&metadata, "channelId")
                 .or_else(|| crate::service::sessions::caller_channel(&state.kernel, &caller)),
             account_id: meta_str(&metadata, "accountId"),
-            created_at: now,
-            last_active_at: now,
-            message_count: 0,
-            keep_alive: false,
-            comms_name: None,
-            labels: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            archived: false,
+            ..SessionRow::new(
+                state.key.clone(),
+                meta_str(&metadata, "agentId").unwrap_or_else(|| "main".into()),
+                now,
+            )
         },
     });
     if created {

@@ -310,19 +310,5 @@ async fn an_error_answer_waits_for_the_answers_before_it() {
 }
 
 fn kernel_row(key: &str) -> SessionRow {
-    SessionRow {
-        key: key.into(),
-        agent_id: "main".into(),
-        channel_id: None,
-        account_id: None,
-        created_at: 1,
-        last_active_at: 1,
-        message_count: 0,
-        keep_alive: false,
-        comms_name: None,
-        labels: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        archived: false,
-    }
+    SessionRow::new(key, "main", 1)
 }

@@ -18,21 +18,7 @@ fn msg(id: &str, text: &str, at: u64) -> NewMessage {
 }
 
 fn session(key: &str, at: u64) -> SessionRow {
-    SessionRow {
-        key: key.into(),
-        agent_id: "main".into(),
-        channel_id: Some("c".into()),
-        account_id: None,
-        created_at: at,
-        last_active_at: at,
-        message_count: 0,
-        keep_alive: false,
-        comms_name: None,
-        labels: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        archived: false,
-    }
+    SessionRow { channel_id: Some("c".into()), ..SessionRow::new(key, "main", at) }
 }
 
 #[tokio::test]

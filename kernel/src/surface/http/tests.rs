@@ -429,7 +429,7 @@ async fn bearer_tokens_when_required() {
     assert!(host.calls().is_empty());
     // The dashboard's files are the same for everyone: served without a token (the page
     // then asks for one); anything else under /ui, or another method, is not.
-    for file in ["/ui", "/ui/", "/ui/app.js", "/ui/stats.js", "/ui/style.css"] {
+    for file in ["/ui", "/ui/", "/ui/wire.js", "/ui/app.js", "/ui/stats.js", "/ui/style.css"] {
         assert_eq!(send(&router, get(file)).await.status, StatusCode::OK, "{file}");
     }
     send(&router, get("/ui/secret")).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");

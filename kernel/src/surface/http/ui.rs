@@ -10,6 +10,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /ui`, `GET /ui/` | `index.html` |
+//! | `GET /ui/wire.js` | the calls the pages make (`POST /rpc`, server-sent events), with the token |
 //! | `GET /ui/app.js` | the script |
 //! | `GET /ui/stats.js` | the Hooks & tools page's script (numbers from `/metrics`) |
 //! | `GET /ui/style.css` | the style sheet |
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 const INDEX: &str = include_str!("../../../ui/index.html");
+const WIRE: &str = include_str!("../../../ui/wire.js");
 const SCRIPT: &str = include_str!("../../../ui/app.js");
 const STATS: &str = include_str!("../../../ui/stats.js");
 const STYLE: &str = include_str!("../../../ui/style.css");
@@ -38,6 +40,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/ui", get(index))
         .route("/ui/", get(index))
+        .route("/ui/wire.js", get(wire))
         .route("/ui/app.js", get(script))
         .route("/ui/stats.js", get(stats))
         .route("/ui/style.css", get(style))
@@ -46,11 +49,15 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 /// Whether `path` is one of the dashboard's files (served to `GET` without a token: they
 /// are the same for everyone; what the page reads needs one).
 pub fn is_asset(path: &str) -> bool {
-    matches!(path, "/ui" | "/ui/" | "/ui/app.js" | "/ui/stats.js" | "/ui/style.css")
+    matches!(path, "/ui" | "/ui/" | "/ui/wire.js" | "/ui/app.js" | "/ui/stats.js" | "/ui/style.css")
 }
 
 async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX)
+}
+
+async fn wire() -> Response {
+    asset("text/javascript; charset=utf-8", WIRE)
 }
 
 async fn script() -> Response {
@@ -100,6 +107,7 @@ mod tests {
         for (uri, kind) in [
             ("/ui", "text/html"),
             ("/ui/", "text/html"),
+            ("/ui/wire.js", "text/javascript"),
             ("/ui/app.js", "text/javascript"),
             ("/ui/stats.js", "text/javascript"),
             ("/ui/style.css", "text/css"),
@@ -120,8 +128,8 @@ mod tests {
     #[test]
     fn the_page_loads_only_its_own_assets() {
         assert!(INDEX.contains(r#"src="/ui/app.js""#) && INDEX.contains(r#"href="/ui/style.css""#));
-        assert!(INDEX.contains(r#"src="/ui/stats.js""#));
-        for asset in [INDEX, SCRIPT, STATS, STYLE] {
+        assert!(INDEX.contains(r#"src="/ui/stats.js""#) && INDEX.contains(r#"src="/ui/wire.js""#));
+        for asset in [INDEX, WIRE, SCRIPT, STATS, STYLE] {
             assert!(!asset.contains("http://") && !asset.contains("https://"), "no other host");
         }
         // No inline script or handler: the policy would refuse it. Each script is a file.
