@@ -205,22 +205,9 @@ pub fn traceparent(cx: Option<&Context>) -> Option<String> {
 }
 
 /// The context a W3C `traceparent` names (a host's, to parent a run), or the empty
-/// context when it is absent or malformed.
-pub fn from_traceparent(traceparent: Option<&str>) -> Context {
-    // As `burrow_sdk::trace::context` does for apps (the kernel's lower layers do not use
-    // the SDK).
-    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
-    match traceparent.and_then(burrow_protocol::rules::traceparent::parse) {
-        Some(tp) => Context::new().with_remote_span_context(SpanContext::new(
-            TraceId::from_bytes(tp.trace_id),
-            SpanId::from_bytes(tp.span_id),
-            TraceFlags::new(tp.flags),
-            true,
-            TraceState::default(),
-        )),
-        None => Context::new(),
-    }
-}
+/// context when it is absent or malformed: the protocol crate's reading, which the SDK
+/// shares.
+pub use burrow_protocol::rules::traceparent::context as from_traceparent;
 
 #[cfg(test)]
 mod tests {

@@ -4,23 +4,9 @@
 //! app makes there (with its own exporter installed as the global tracer provider) are
 //! the kernel's span's children, in the same trace.
 
-use opentelemetry::Context;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-
 /// The context `traceparent` names (a remote parent), or the empty context when it is
-/// absent or malformed.
-pub fn context(traceparent: Option<&str>) -> Context {
-    match traceparent.and_then(burrow_protocol::rules::traceparent::parse) {
-        Some(tp) => Context::new().with_remote_span_context(SpanContext::new(
-            TraceId::from_bytes(tp.trace_id),
-            SpanId::from_bytes(tp.span_id),
-            TraceFlags::new(tp.flags),
-            true,
-            TraceState::default(),
-        )),
-        None => Context::new(),
-    }
-}
+/// absent or malformed (the protocol crate's reading, which the kernel shares).
+pub use burrow_protocol::rules::traceparent::context;
 
 /// `future`, run inside the context `traceparent` names; with none (the kernel exports
 /// no traces), `future` itself: nothing is attached on each poll.

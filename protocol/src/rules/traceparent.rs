@@ -36,6 +36,25 @@ impl std::fmt::Display for TraceParent {
     }
 }
 
+/// The OpenTelemetry context `traceparent` names (a remote parent), or the empty context
+/// when it is absent or malformed (feature `otel`).
+#[cfg(feature = "otel")]
+pub fn context(traceparent: Option<&str>) -> opentelemetry::Context {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    match traceparent.and_then(parse) {
+        Some(tp) => opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_bytes(tp.trace_id),
+            SpanId::from_bytes(tp.span_id),
+            TraceFlags::new(tp.flags),
+            true,
+            TraceState::default(),
+        )),
+        None => opentelemetry::Context::new(),
+    }
+}
+
 /// Lowercase hex as bytes.
 fn hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2)
@@ -65,6 +84,22 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[cfg(feature = "otel")]
+    #[test]
+    fn a_traceparent_is_a_remote_parent_context() {
+        use opentelemetry::trace::TraceContextExt;
+        let value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = context(Some(value));
+        let span = cx.span().span_context().clone();
+        let tp = parse(value).unwrap();
+        assert!(span.is_remote() && span.is_sampled() && span.is_valid());
+        assert_eq!(span.trace_id().to_bytes(), tp.trace_id);
+        assert_eq!(span.span_id().to_bytes(), tp.span_id);
+        for none in [None, Some("00-zz-00-01")] {
+            assert!(!context(none).span().span_context().is_valid(), "{none:?}");
         }
     }
 }
