@@ -20,7 +20,6 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use burrow_protocol::methods::app::{AppShutdown, AppState, ShutdownParams};
-use burrow_protocol::methods::table;
 use burrow_protocol::methods::{Ack, Method, to_value};
 use burrow_protocol::{Id, Manifest};
 use burrow_transport::Transport;
@@ -111,7 +110,7 @@ impl Shortcut {
     /// registered and the actor has nothing queued; gives it back otherwise.
     fn take(&self, kernel: &Arc<Kernel>, inbound: Inbound) -> Option<Inbound> {
         let Inbound::Request(req, responder, permit) = inbound else { return Some(inbound) };
-        let method = table::by_ipc_name(&req.method).filter(|m| m.off_actor);
+        let method = responder.method().filter(|m| m.off_actor);
         let caller: Option<Arc<str>> = self.caller.read().ok().and_then(|c| c.clone());
         // Taken over, stopped from outside or failed: the actor answers (or drops) it.
         let caller = caller.filter(|c| {

@@ -373,7 +373,7 @@ impl Connection {
         match codec::encode_notification_frame(method, params, self.limits.max_frame_bytes) {
             Ok(frame) => self.out.try_send_frame(&frame) == Offered::Sent,
             Err(e) => {
-                tracing::warn!(method, error = %e, "a notification could not be encoded; dropped");
+                tracing::debug!(method, error = %e, "a notification could not be encoded; dropped");
                 false
             }
         }

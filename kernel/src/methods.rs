@@ -169,8 +169,7 @@ pub fn dispatch(
     let Request { method, params, .. } = req;
     let mut responder = responder;
     // Only the table's names reach the kernel's own families; any other is an app's.
-    let own = table::by_ipc_name(&method)
-        .filter(|m| m.to_kernel() && m.shape != table::Shape::Notification);
+    let own = responder.method().filter(|m| m.to_kernel() && m.shape != table::Shape::Notification);
     let Some(own) = own else {
         return gateway(state, method, params, responder);
     };

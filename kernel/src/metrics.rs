@@ -134,7 +134,9 @@ struct MethodMetrics {
     duration: Option<Histogram>,
 }
 
-/// The kernel's IPC methods' handles (an app's gateway methods count as `gateway`).
+/// The kernel's IPC methods' handles, by name (Fx-hashed; the reader found the method's
+/// table row once, and this is the only lookup the metrics add); an app's gateway
+/// method counts as [`GATEWAY`].
 static METHODS: LazyLock<FxHashMap<&'static str, MethodMetrics>> = LazyLock::new(|| {
     let timed = |m: &table::MethodInfo| {
         m.shape != table::Shape::Stream
@@ -144,17 +146,22 @@ static METHODS: LazyLock<FxHashMap<&'static str, MethodMetrics>> = LazyLock::new
         .iter()
         .filter(|m| m.to_kernel() && m.shape != table::Shape::Notification)
         .filter_map(|m| Some((m.ipc?, timed(m))))
-        .chain([("gateway", true)])
-        .map(|(name, timed)| {
-            let ok =
-                metrics::counter!("burrow_ipc_requests_total", "method" => name, "outcome" => "ok");
-            let duration = timed.then(
-                || metrics::histogram!("burrow_ipc_request_duration_seconds", "method" => name),
-            );
-            (name, MethodMetrics { name, ok, duration })
-        })
+        .map(|(name, timed)| (name, MethodMetrics::new(name, timed)))
         .collect()
 });
+
+/// The handles of requests for methods the kernel does not have (apps' gateway methods).
+static GATEWAY: LazyLock<MethodMetrics> = LazyLock::new(|| MethodMetrics::new("gateway", true));
+
+impl MethodMetrics {
+    fn new(name: &'static str, timed: bool) -> Self {
+        let ok =
+            metrics::counter!("burrow_ipc_requests_total", "method" => name, "outcome" => "ok");
+        let duration = timed
+            .then(|| metrics::histogram!("burrow_ipc_request_duration_seconds", "method" => name));
+        MethodMetrics { name, ok, duration }
+    }
+}
 
 /// An IPC request from its arrival to its answer ([`RequestTimer::done`]).
 #[derive(Debug)]
@@ -164,9 +171,10 @@ pub struct RequestTimer {
 }
 
 impl RequestTimer {
-    /// Request `method` arrived.
-    pub fn start(method: &str) -> RequestTimer {
-        let metrics = METHODS.get(method).or_else(|| METHODS.get("gateway"));
+    /// A request for the method of table row `method` arrived (`None`: a name the table
+    /// does not have, an app's gateway method).
+    pub fn start(method: Option<&'static table::MethodInfo>) -> RequestTimer {
+        let metrics = method.and_then(|m| METHODS.get(m.ipc?)).or(Some(&*GATEWAY));
         let began = metrics.and_then(|m| m.duration.as_ref()).map(|_| Instant::now());
         IPC_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
         RequestTimer { metrics, began }

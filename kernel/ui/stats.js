@@ -5,6 +5,17 @@
 // `GET /metrics` (Prometheus's text format), read here. Refreshed every 3 s.
 'use strict';
 
+/** The kernel's /metrics; a refusal throws as `rpc` does (with its `status` and the
+ * token it was asked with, so a 401 shows the login form). */
+async function metricsText() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const response = await authorizedFetch('/metrics');
+  if (!response.ok) {
+    throw Object.assign(new Error(`/metrics: HTTP ${response.status}`), { status: response.status, token });
+  }
+  return response.text();
+}
+
 /** Prometheus text as samples: `{name, labels, value}`. */
 function parseMetrics(text) {
   const samples = [];
@@ -56,7 +67,7 @@ function hooksPage(main, page) {
     const [hooks, caps, text] = await Promise.all([
       rpc('kernel.hooks'),
       rpc('kernel.capabilities', { type: 'tool' }),
-      authorizedFetch('/metrics').then((r) => (r.ok ? r.text() : Promise.reject(new Error(`/metrics: HTTP ${r.status}`)))),
+      metricsText(),
     ]);
     if (page.stopped) return;
     const samples = parseMetrics(text);

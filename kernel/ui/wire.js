@@ -81,8 +81,16 @@ class Events {
     this.aborter?.abort();
   }
 
+  /** Calls `type`'s listeners; one that throws is reported (as an error on the console)
+   * and the others, and the stream, go on. */
   emit(type, event) {
-    for (const f of this.listeners.get(type) || []) f(event);
+    for (const f of this.listeners.get(type) || []) {
+      try {
+        f(event);
+      } catch (err) {
+        console.error(err);
+      }
+    }
   }
 
   async open() {
@@ -92,6 +100,7 @@ class Events {
       this.status = response.status;
       if (!response.ok) {
         this.readyState = Events.CLOSED;
+        response.body?.cancel();
         this.emit('error', { status: response.status });
         return;
       }
@@ -102,17 +111,23 @@ class Events {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        buffered += value.replace(/\r\n?/g, '\n');
+        // Line ends as LF; a CR ending this read may be half of a CRLF: kept for the next.
+        buffered += value;
+        const cr = buffered.endsWith('\r') ? '\r' : '';
+        let text = (cr ? buffered.slice(0, -1) : buffered).replace(/\r\n?/g, '\n');
         let end;
-        while ((end = buffered.indexOf('\n\n')) >= 0) {
-          this.dispatch(buffered.slice(0, end));
-          buffered = buffered.slice(end + 2);
+        while ((end = text.indexOf('\n\n')) >= 0 && this.readyState !== Events.CLOSED) {
+          this.dispatch(text.slice(0, end));
+          text = text.slice(end + 2);
         }
+        buffered = text + cr;
       }
     } catch {
       // Aborted by close(), or the connection broke: as an end.
     }
     if (this.readyState === Events.CLOSED) return;
+    // Whatever ended it, the response is let go before another is asked for.
+    this.aborter.abort();
     this.readyState = Events.CONNECTING;
     this.emit('error', {});
     setTimeout(() => {

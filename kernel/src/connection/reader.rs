@@ -122,14 +122,16 @@ impl Connection {
             };
             let inbound = match msg {
                 Message::Request(req) => {
-                    let slot = takes_slot(&req.method);
+                    let method = burrow_protocol::methods::table::by_ipc_name(&req.method);
+                    let slot = takes_slot(method);
                     let responder = Responder {
                         conn: self.clone(),
                         id: Some(req.id.clone()),
                         permit: None,
                         large: None,
                         cancellable: false,
-                        timer: crate::metrics::RequestTimer::start(&req.method),
+                        timer: crate::metrics::RequestTimer::start(method),
+                        method,
                     };
                     let queued = QueuePermit::new(held);
                     let mut inbound = Inbound::Request(req, responder, queued);
@@ -337,10 +339,9 @@ pub(super) fn clamp_u32(n: usize) -> u32 {
 /// table says is answered later but streams (which take theirs when they start, and are
 /// refused when none is left), and any name the table does not know (an app's gateway
 /// method).
-fn takes_slot(method: &str) -> bool {
-    use burrow_protocol::methods::table::{self, Shape};
-    table::by_ipc_name(method)
-        .is_none_or(|m| m.long_running && m.shape != Shape::Stream && m.to_kernel())
+fn takes_slot(method: Option<&burrow_protocol::methods::table::MethodInfo>) -> bool {
+    use burrow_protocol::methods::table::Shape;
+    method.is_none_or(|m| m.long_running && m.shape != Shape::Stream && m.to_kernel())
 }
 
 /// About how much memory a decoded message holds: its frame, and its params' values

@@ -21,9 +21,18 @@ pub struct Responder {
     pub(super) cancellable: bool,
     /// Its metrics, recorded when it is answered.
     pub(super) timer: crate::metrics::RequestTimer,
+    /// The method's row in the method table (`None`: a name the table does not have),
+    /// looked up once, by the reader.
+    pub(super) method: Option<&'static burrow_protocol::methods::table::MethodInfo>,
 }
 
 impl Responder {
+    /// The request's method's row in the method table, as the reader found it (`None`:
+    /// a name the table does not have, e.g. an app's gateway method).
+    pub fn method(&self) -> Option<&'static burrow_protocol::methods::table::MethodInfo> {
+        self.method
+    }
+
     /// The request's id.
     pub fn id(&self) -> Option<&Id> {
         self.id.as_ref()

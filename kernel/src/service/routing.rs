@@ -204,10 +204,14 @@ impl ToolCallPlan {
     ) -> Result<Self, ServiceError> {
         let ToolCallParams { name, arguments, session_key } = p;
         let hosted = session_key.as_deref().and_then(|key| kernel.host_tools.find(key, &name));
-        let step = run_id.as_deref().map(|r| {
-            Step::begin(&kernel.timelines, r, session_key.as_deref(), "tool", name.clone())
-        });
+        // Its step begins once the tool is found: a call refused here is no step of a run.
+        let step = || {
+            run_id.as_deref().map(|r| {
+                Step::begin(&kernel.timelines, r, session_key.as_deref(), "tool", name.clone())
+            })
+        };
         if let Some(tool) = hosted {
+            let step = step();
             let trace = tool_span(&name, "host");
             return Ok(ToolCallPlan {
                 target: ToolTarget::Host(tool),
@@ -235,6 +239,7 @@ impl ToolCallPlan {
         }
         let timeout =
             Duration::from_millis(tool.timeout_ms.unwrap_or(kernel.config().ipc.call_timeout_ms));
+        let step = step();
         let trace = tool_span(&name, &cap.app_id);
         Ok(ToolCallPlan {
             target: ToolTarget::App(cap),
@@ -273,9 +278,16 @@ impl ToolCallPlan {
             hooks::intercept(kernel.intercept_scope(), &config, event, payload, &context);
         // Interceptors' spans are the call's children.
         let cx = self.trace.clone().unwrap_or_else(opentelemetry::Context::current);
-        let payload = opentelemetry::context::FutureExt::with_context(intercepted, cx)
-            .await
-            .map_err(|blocked| ServiceError::Passed(blocked.to_error()))?;
+        let payload = match opentelemetry::context::FutureExt::with_context(intercepted, cx).await {
+            Ok(payload) => payload,
+            Err(blocked) => {
+                let error = blocked.to_error();
+                if let Some(step) = self.step.take() {
+                    step.done(error.code.as_str(), Some(error.message.clone()));
+                }
+                return Err(ServiceError::Passed(error));
+            }
+        };
         self.arguments = payload["arguments"].clone();
         kernel.emit(event, payload, context);
         Ok(())
@@ -460,6 +472,15 @@ mod tests {
         let e = call_tool(&kernel, &me, call("sleepy")).await.unwrap_err();
         assert!(matches!(&e, ServiceError::Unready { what: "tool", app, .. } if app == "late"));
         assert_eq!(ErrorObject::from(e).code, ErrorCode::NotFound);
+        // A run's call refused here is no step of its timeline (not a cut-off one).
+        for name in ["nope", "sleepy"] {
+            assert!(ToolCallPlan::new(&kernel, &me, call(name), Some("run-1".into())).is_err());
+        }
+        let p = burrow_protocol::methods::host::RunTimelineParams {
+            run_id: Some("run-1".into()),
+            session_id: None,
+        };
+        assert!(kernel.timelines.get(p).unwrap().runs.is_empty(), "no step recorded");
 
         let method = burrow_protocol::methods::capability::GatewayMethodConfig {
             method: "late.hello".into(),

@@ -87,16 +87,21 @@ impl SessionView {
     }
 }
 
+/// The most bytes of messages `session/read` reads to find `last_assistant_text`.
+const LAST_TEXT_BYTES: usize = 1 << 20;
+
 /// `session/read`: session `id` in the host contract's shape, with the text of its last
 /// assistant message that has any (among its last [`LAST_TEXT_WITHIN`]).
 pub async fn details(kernel: &Kernel, id: &str) -> Result<SessionDetails, ServiceError> {
-    let view = read(kernel, id).await?;
-    let count = view.row.message_count;
-    let mut details = view.details(kernel);
-    let within = u64::from(LAST_TEXT_WITHIN);
-    let tail = kernel.store().history_range(id, count.saturating_sub(within), LAST_TEXT_WITHIN);
-    details.last_assistant_text = tail
+    let mut details = read(kernel, id).await?.details(kernel);
+    // The newest messages (read back from the end, not counted from the start), bounded
+    // in bytes as a history page is.
+    let newest = Page { limit: LAST_TEXT_WITHIN, before: None, max_bytes: LAST_TEXT_BYTES };
+    details.last_assistant_text = kernel
+        .store()
+        .history_page(id, newest)
         .await?
+        .messages
         .into_iter()
         .rev()
         .find(|m| m.role == Role::Assistant && !m.content.is_empty())

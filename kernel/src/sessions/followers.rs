@@ -116,7 +116,7 @@ impl Followers {
     }
 }
 
-/// Forgets a follower when its stream goes.
+/// Every follower's queue, for `/metrics` (`session_followers`).
 impl crate::metrics::queues::Probe for Followers {
     fn depth(&self) -> crate::metrics::queues::Depth {
         let all = self.lock();

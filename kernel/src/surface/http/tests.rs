@@ -431,6 +431,10 @@ async fn bearer_tokens_when_required() {
     // then asks for one); anything else under /ui, or another method, is not.
     for file in ["/ui", "/ui/", "/ui/wire.js", "/ui/app.js", "/ui/stats.js", "/ui/style.css"] {
         assert_eq!(send(&router, get(file)).await.status, StatusCode::OK, "{file}");
+        // Reached by any name, as a kernel off loopback is.
+        let named = Request::get(file).header(header::HOST, "kernel.example:8080");
+        let answer = send(&router, named.body(Body::empty()).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{file} by name");
     }
     send(&router, get("/ui/secret")).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     let post = post_json("/ui/app.js", "{}");
