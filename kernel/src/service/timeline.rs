@@ -69,23 +69,25 @@ impl Step {
     }
 
     /// It ended with `status` (`ok`, an error's code, an interceptor's decision) and an
-    /// optional `detail` (a reason).
-    pub fn done(mut self, status: &str, detail: Option<String>) {
-        self.record(status, detail);
+    /// optional `detail` (a reason); how long it took.
+    pub fn done(mut self, status: &str, detail: Option<String>) -> std::time::Duration {
+        self.record(status, detail)
     }
 
-    fn record(&mut self, status: &str, detail: Option<String>) {
+    fn record(&mut self, status: &str, detail: Option<String>) -> std::time::Duration {
         self.recorded = true;
+        let took = self.began.elapsed();
         let step = RunStep {
             kind: self.kind.to_owned(),
             name: std::mem::take(&mut self.name),
             started_ms: self.started_ms,
-            duration_us: self.began.elapsed().as_micros() as u64,
+            duration_us: took.as_micros() as u64,
             status: status.to_owned(),
             detail,
         };
         let (run_id, session) = (std::mem::take(&mut self.run_id), self.session.take());
         self.timelines.record(run_id, session, step);
+        took
     }
 }
 

@@ -434,7 +434,6 @@ async fn turns(
             (json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone())
         });
         let timeout = Duration::from_millis(agent.timeout_ms);
-        let called = std::time::Instant::now();
         let step =
             Step::begin(&kernel.timelines, run_id, Some(key), "provider", agent.provider.clone());
         let answer = complete(stream, &provider, &params, timeout).await;
@@ -442,17 +441,15 @@ async fn turns(
             Ok(_) => ("ok", None),
             Err(why) => ("failed", Some(why.clone())),
         };
-        step.done(status, why);
+        let took = step.done(status, why);
         let usage = answer.as_ref().ok().and_then(|a| a.usage.as_ref());
         crate::telemetry::chat_done(
             chat.as_ref(),
             usage,
             answer.as_ref().err().map(String::as_str),
         );
-        let outcome_label = if answer.is_ok() { "ok" } else { "failed" };
-        let provider_label = agent.provider.clone();
-        metrics::histogram!("burrow_provider_call_duration_seconds", "provider" => provider_label.clone(), "outcome" => outcome_label)
-            .record(called.elapsed().as_secs_f64());
+        metrics::histogram!("burrow_provider_call_duration_seconds", "provider" => agent.provider.clone(), "outcome" => status)
+            .record(took.as_secs_f64());
         let answer = match answer {
             Ok(a) => a,
             Err(why) => return End::Failed(why),

@@ -35,41 +35,31 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file of the dashboard: its path, type and text; [`routes`] and [`is_asset`]
+/// both read this one list.
+const ASSETS: [(&str, &str, &str); 6] = [
+    ("/ui", HTML, INDEX),
+    ("/ui/", HTML, INDEX),
+    ("/ui/wire.js", JS, WIRE),
+    ("/ui/app.js", JS, SCRIPT),
+    ("/ui/stats.js", JS, STATS),
+    ("/ui/style.css", "text/css; charset=utf-8", STYLE),
+];
+
 /// The dashboard's routes, for [`super::router_with_limits`] to merge under its layers.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/ui", get(index))
-        .route("/ui/", get(index))
-        .route("/ui/wire.js", get(wire))
-        .route("/ui/app.js", get(script))
-        .route("/ui/stats.js", get(stats))
-        .route("/ui/style.css", get(style))
+    ASSETS.iter().fold(Router::new(), |router, &(path, content_type, body)| {
+        router.route(path, get(move || async move { asset(content_type, body) }))
+    })
 }
 
 /// Whether `path` is one of the dashboard's files (served to `GET` without a token: they
 /// are the same for everyone; what the page reads needs one).
 pub fn is_asset(path: &str) -> bool {
-    matches!(path, "/ui" | "/ui/" | "/ui/wire.js" | "/ui/app.js" | "/ui/stats.js" | "/ui/style.css")
-}
-
-async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX)
-}
-
-async fn wire() -> Response {
-    asset("text/javascript; charset=utf-8", WIRE)
-}
-
-async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", SCRIPT)
-}
-
-async fn stats() -> Response {
-    asset("text/javascript; charset=utf-8", STATS)
-}
-
-async fn style() -> Response {
-    asset("text/css; charset=utf-8", STYLE)
+    ASSETS.iter().any(|(asset, _, _)| *asset == path)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
