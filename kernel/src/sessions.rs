@@ -24,6 +24,7 @@ pub mod agent;
 pub mod context;
 pub mod delivery;
 pub mod followers;
+pub(crate) mod gate;
 pub(crate) mod stream;
 pub mod tail;
 

@@ -6,9 +6,12 @@
 //! the next message, assuming they take effect; the store's journal thread answers the
 //! caller once they are on disk ([`Storage::submit`](crate::store::Storage::submit)), and
 //! tells the actor when there is more to do ([`SessionMsg::Written`]): only then does it
-//! publish them and start the run they feed. Should a write be refused, the session's
-//! later writes are refused too (its fence, see [`writes`]) and the actor starts again
-//! from what the store holds, keeping the run in progress.
+//! publish them. The run they feed starts at once when the session's transcript is in
+//! memory, behind a gate the actor opens then ([`super::gate`]): it asks its provider
+//! while the message is written, and shows nothing before. Should a write be refused, the
+//! session's later writes are refused too (its fence, see [`writes`]), a run started on
+//! it ends without a trace, and the actor starts again from what the store holds, keeping
+//! the run in progress.
 //!
 //! Here: the messages, the state, the actor's loop, runs and reading back; taking a
 //! message is in [`dispatch`], the writes in flight in [`writes`].
@@ -177,6 +180,25 @@ struct Running {
     /// dropped), so the run stays unfinished in the store and the session's next actor
     /// resumes it.
     task: tokio::task::JoinHandle<()>,
+    /// The submission that holds its input.
+    ready_at: u64,
+    /// Opens its [`Gate`](super::gate::Gate) while the actor has not heard that its
+    /// input is on disk (`None` once it has, or when it was at the start).
+    opener: Option<super::gate::Opener>,
+}
+
+impl Running {
+    /// Tells a run that started before its input was known to be on disk whether it is
+    /// now (`true`) or was refused.
+    fn open_gate(&mut self, stored: bool) {
+        if let Some(opener) = self.opener.take() {
+            opener.open(stored);
+            if !stored {
+                // Wherever it is (waiting for its provider, say), it ends there.
+                self.cancel.cancel();
+            }
+        }
+    }
 }
 
 impl Drop for Running {
@@ -274,6 +296,10 @@ impl Actor for SessionActor {
             }
         });
         let joinable = queue.back().map(|q| q.id.clone());
+        // A session not stored yet has no transcript: its first run need not read one.
+        let tail = session.is_none().then(|| {
+            super::tail::Tail::new(Vec::new(), crate::service::sessions::page_bytes(&args.kernel))
+        });
         let mut state = SessionState {
             kernel: args.kernel,
             key: args.key,
@@ -287,7 +313,7 @@ impl Actor for SessionActor {
             stale: false,
             reload_due: false,
             leftover: Vec::new(),
-            tail: None,
+            tail,
             inbound_during_run: false,
         };
         start_next(&mut state, &myself);
@@ -321,18 +347,33 @@ impl Actor for SessionActor {
             SessionMsg::Written(seq, Ok(()), after) => {
                 state.writes.heard(seq);
                 published(state, after.created, after.message.as_ref());
-                // Unless it was cancelled meanwhile (it cannot have started yet).
+                // Unless it was cancelled meanwhile; it may have started, behind its gate.
                 if let Some(run) = after.run
-                    && state.queue.iter().any(|q| q.id == run.id)
+                    && (state.queue.iter().any(|q| q.id == run.id)
+                        || state
+                            .running
+                            .as_ref()
+                            .is_some_and(|r| r.id == run.id && r.opener.is_some()))
                 {
                     state.kernel.sessions.publish_run(run);
                 }
+                let known = state.writes.known();
+                if let Some(running) = state.running.as_mut()
+                    && running.ready_at <= known
+                {
+                    running.open_gate(true);
+                }
                 start_next(state, &myself);
             }
-            // The fence is broken: the session is read back below.
+            // The fence is broken: the session is read back below. A run started on input
+            // not known to be on disk had it refused too (writes are refused from the
+            // first refused one on, and the run's own would have been heard first).
             SessionMsg::Written(seq, Err(_), _) => {
                 state.writes.heard(seq);
                 state.tail = None;
+                if let Some(running) = state.running.as_mut() {
+                    running.open_gate(false);
+                }
             }
             SessionMsg::Reload => {}
             SessionMsg::RunFinished(run_id, outcome) => {
@@ -542,16 +583,24 @@ async fn requeue(state: &mut SessionState, message_id: &str) -> Result<String, E
     Ok(run_id)
 }
 
-/// Starts the next queued run when none is running and its input is on disk.
+/// Starts the next queued run when none is running and its input is on disk, or on its
+/// way there with the transcript in memory: then the run starts behind a gate the actor
+/// opens once it hears the input is on disk ([`super::gate`]).
 fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
     let known = state.writes.known();
     if state.stale
         || state.running.is_some()
-        || state.queue.front().is_none_or(|q| q.ready_at > known)
+        || state.queue.front().is_none_or(|q| q.ready_at > known && state.tail.is_none())
     {
         return;
     }
-    let Some(Queued { id: run_id, trace, .. }) = state.queue.pop_front() else { return };
+    let Some(Queued { id: run_id, trace, ready_at }) = state.queue.pop_front() else { return };
+    let (opener, gate) = if ready_at > known {
+        let (opener, gate) = super::gate::Gate::pending();
+        (Some(opener), gate)
+    } else {
+        (None, super::gate::Gate::default())
+    };
     if state.joinable.as_deref() == Some(run_id.as_str()) {
         state.joinable = None;
     }
@@ -569,14 +618,15 @@ fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
     let history = state.tail.as_ref().map(super::tail::Tail::snapshot);
     state.inbound_during_run = false;
     let task = tokio::spawn(async move {
-        let run = super::agent::run(kernel, session, id.clone(), token, steered, history);
+        let run = super::agent::run(kernel, session, id.clone(), token, steered, history, gate);
         // Its span continues the trace of what queued it.
         let trace = trace.unwrap_or_default();
         let outcome = opentelemetry::context::FutureExt::with_context(run, trace).await;
         let _ = me.cast(SessionMsg::RunFinished(id, Box::new(outcome)));
     });
     let steer_bytes = Default::default();
-    state.running = Some(Running { id: run_id, cancel, steer, steer_bytes, task });
+    state.running =
+        Some(Running { id: run_id, cancel, steer, steer_bytes, task, ready_at, opener });
 }
 
 async fn cancel(state: &mut SessionState, run_id: &str) -> Result<(), ErrorObject> {

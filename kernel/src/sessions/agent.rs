@@ -7,7 +7,8 @@
 //! through the session's channel app ([`super::delivery`]). A run that takes steered
 //! messages delivers the answer it had before it took them too. A run's final reply and
 //! its end are one durable write, and the reply leaves for the channel the moment that
-//! write is on disk.
+//! write is on disk. A run may start while its input is being written: it then asks its
+//! provider meanwhile, and everything else waits behind its [`Gate`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::AgentSpec;
 use super::actor::context;
 use super::delivery::{Direct, send_reply};
+use super::gate::Gate;
 use super::stream::RunStream;
 use super::tail::{self, RunOutcome};
 use crate::capabilities::{Capability, Unready};
@@ -88,6 +90,8 @@ enum End {
     /// write.
     Completed(ChatMessage),
     Failed(String),
+    /// Cancelled, or its input was refused by the store (then it leaves no trace: see
+    /// [`Gate`]).
     Cancelled,
 }
 
@@ -101,6 +105,7 @@ pub async fn run(
     cancel: CancellationToken,
     mut steered: mpsc::Receiver<Steered>,
     history: Option<Vec<TranscriptMessage>>,
+    gate: Gate,
 ) -> RunOutcome {
     let began = std::time::Instant::now();
     let key = session.key.clone();
@@ -113,14 +118,15 @@ pub async fn run(
         output: None,
         error: None,
     };
-    kernel.sessions.publish_run(running);
+    let k = kernel.clone();
+    gate.defer(move || k.sessions.publish_run(running));
     let mut seen = HashSet::new();
     let mut outcome = RunOutcome::default();
-    let stream = RunStream::new(&kernel, &session, &run_id);
+    let stream = RunStream::new(&kernel, &session, &run_id, gate.is_open());
     let trace = crate::telemetry::run_span(&session.agent_id, &key, &run_id);
     let work = turns(
         &kernel,
-        (&session, &run_id, &stream),
+        (&session, &run_id, &stream, &gate),
         &mut steered,
         &mut seen,
         history,
@@ -141,6 +147,13 @@ pub async fn run(
         if !seen.contains(&s.message_id) {
             outcome.leftover.push(s.message_id);
         }
+    }
+    // However it ended, nothing of it is told or written before its input is on disk;
+    // and nothing at all if the input was refused.
+    if !gate.wait().await {
+        tracing::warn!(session = %key, run = %run_id, "the run's input was not stored: the run is dropped");
+        outcome.failed_write = true;
+        return outcome;
     }
     // The final reply and the run's end go in one durable write; so does, for a run
     // cancelled while its provider was streaming, what it had said until then.
@@ -334,7 +347,7 @@ fn user(content: String) -> ChatMessage {
 
 async fn turns(
     kernel: &Arc<Kernel>,
-    (session, run_id, stream): (&SessionRow, &str, &RunStream),
+    (session, run_id, stream, gate): (&SessionRow, &str, &RunStream, &Gate),
     steered: &mut mpsc::Receiver<Steered>,
     seen: &mut HashSet<String>,
     history: Option<Vec<TranscriptMessage>>,
@@ -368,6 +381,10 @@ async fn turns(
     seen.extend(context.seen);
     let first_new = messages.len() - input.len();
     let input = input.join("\n");
+    // An interceptor is told of the input: only once it is on disk.
+    if kernel.caps.intercepted("before_agent_start") && !gate.wait().await {
+        return End::Cancelled;
+    }
     let payload = json!({
         "sessionKey": key, "runId": run_id, "agentId": session.agent_id,
         "input": input, "systemPrompt": agent.system_prompt,
@@ -384,7 +401,7 @@ async fn turns(
         Ok(p) => p,
         Err(b) => return End::Failed(format!("blocked by {}: {}", b.by, b.reason)),
     };
-    kernel.emit_with("before_agent_start", || (payload.clone(), ctx.clone()));
+    gate.emit(kernel, "before_agent_start", || (payload.clone(), ctx.clone()));
     // A modified input replaces the new user messages in the context (the transcript keeps them).
     let new_input = payload["input"].as_str().unwrap_or_default().to_owned();
     if new_input != input {
@@ -430,13 +447,15 @@ async fn turns(
             tools,
             traceparent: crate::telemetry::traceparent(chat.as_ref()),
         };
-        kernel.emit_with("llm_input", || {
+        gate.emit(kernel, "llm_input", || {
             (json!({ "sessionKey": key, "runId": run_id, "provider": agent.provider, "model": agent.model, "messages": params.messages }), ctx.clone())
         });
         let timeout = Duration::from_millis(agent.timeout_ms);
         let step =
             Step::begin(&kernel.timelines, run_id, Some(key), "provider", agent.provider.clone());
-        let answer = complete(stream, &provider, &params, timeout).await;
+        let Some(answer) = complete(stream, &provider, &params, timeout, gate).await else {
+            return End::Cancelled;
+        };
         let (status, why) = match &answer {
             Ok(_) => ("ok", None),
             Err(why) => ("failed", Some(why.clone())),
@@ -615,24 +634,54 @@ fn offered_tools(kernel: &Kernel, key: &str, agent: &AgentSpec) -> Vec<ToolSpec>
 
 /// One `provider.complete` of a run. A provider that streams answers with chunks first
 /// ([`ProviderChunk`]), which go where the run's [`RunStream`] sends them as they arrive;
-/// the result's whole message is what the run goes on with.
+/// the result's whole message is what the run goes on with. `None` when the run's input
+/// was refused meanwhile (a run that started behind its [`Gate`] asks while its input
+/// is being written).
 async fn complete(
     stream: &RunStream,
     provider: &Capability,
     params: &ProviderCompleteParams,
     timeout: Duration,
-) -> Result<ProviderCompleteResult, String> {
+    gate: &Gate,
+) -> Option<Result<ProviderCompleteResult, String>> {
     let on_chunk = stream.call();
-    let value = provider
-        .conn
-        .request_streamed(ProviderComplete::NAME, params, timeout, on_chunk)
-        .await
-        .map_err(|e| format!("provider {:?}: {}: {}", params.provider_id, e.code, e.message))?;
-    let answer: ProviderCompleteResult = serde_json::from_value(value).map_err(|e| {
-        format!("provider {:?} answered a malformed completion: {e}", params.provider_id)
-    })?;
-    stream.answered(&answer);
-    Ok(answer)
+    // What it streams before the run's input is on disk is held until then.
+    gate.defer(stream.opener());
+    let request = provider.conn.request_streamed(ProviderComplete::NAME, params, timeout, on_chunk);
+    let answer = behind(gate, request)
+        .await?
+        .map_err(|e| format!("provider {:?}: {}: {}", params.provider_id, e.code, e.message));
+    let answer = answer.and_then(|value| {
+        serde_json::from_value::<ProviderCompleteResult>(value).map_err(|e| {
+            format!("provider {:?} answered a malformed completion: {e}", params.provider_id)
+        })
+    });
+    if let Ok(answer) = &answer {
+        stream.answered(answer);
+    }
+    Some(answer)
+}
+
+/// Does `work` while waiting for the run's input to be on disk: its outcome once the
+/// input is, `None` (`work` dropped, so a request is cancelled) when it was refused.
+async fn behind<T>(gate: &Gate, work: impl Future<Output = T>) -> Option<T> {
+    if gate.is_open() {
+        return Some(work.await);
+    }
+    let mut work = std::pin::pin!(work);
+    let done = tokio::select! {
+        stored = gate.wait() => {
+            if !stored {
+                return None;
+            }
+            None
+        }
+        done = &mut work => Some(done),
+    };
+    match done {
+        Some(done) => gate.wait().await.then_some(done),
+        None => Some(work.await),
+    }
 }
 
 /// One tool call of a run; every outcome becomes a tool result text (errors and blocks

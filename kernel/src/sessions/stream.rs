@@ -71,23 +71,92 @@ struct Streamed {
     partial: String,
     /// The streaming channel that got pieces of this run.
     channel: Option<Arc<Capability>>,
+    /// Pieces that came before the run's input was known to be on disk, in order
+    /// (`None` once it is): they go out when it is ([`RunStream::open`]).
+    held: Option<Vec<(Arc<CallSink>, Value)>>,
 }
+
+/// Most pieces held while a run's input is not known to be on disk (for one
+/// `fdatasync`, normally); later ones are dropped, as for a subscriber that lags.
+const MAX_HELD: usize = 4096;
 
 /// Where a chunk of a provider's answer goes: what [`RunStream::call`] returns.
 pub(super) type OnChunk = Box<dyn Fn(Value) + Send + Sync>;
 
+/// Where the chunks of one provider call go.
+struct CallSink {
+    kernel: Arc<Kernel>,
+    key: String,
+    run_id: String,
+    channel: Option<Arc<Capability>>,
+    seq: AtomicU64,
+}
+
+impl CallSink {
+    /// Numbers `chunk`, publishes it to followers, keeps its text, and passes it to
+    /// the streaming channel (under the run's lock, so pieces keep their order).
+    fn deliver(&self, state: &mut Streamed, chunk: Value) {
+        let chunk = match serde_json::from_value::<ProviderChunk>(chunk) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                tracing::debug!(error = %e, "a provider sent a chunk that is not a ProviderChunk");
+                return;
+            }
+        };
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.kernel.sessions.publish_delta(&self.key, &self.run_id, n, &chunk);
+        if let ProviderChunk::TextDelta { text } = &chunk {
+            state.partial.push_str(text);
+        }
+        let Some(channel) = &self.channel else { return };
+        if state.channel.is_none() {
+            state.channel = Some(channel.clone());
+        }
+        let params = ChannelDeltaParams {
+            channel_id: channel.name().unwrap_or_default(),
+            session_key: self.key.clone(),
+            run_id: self.run_id.clone(),
+            seq: n,
+            delta: chunk,
+        };
+        if !channel.conn.try_notify_with(ChannelDelta::NAME, &params) {
+            tracing::debug!(app = %channel.app_id, "a streaming channel is not keeping up; a delta was dropped");
+        }
+    }
+}
+
 impl RunStream {
-    pub(super) fn new(kernel: &Arc<Kernel>, session: &SessionRow, run_id: &str) -> Self {
+    /// The stream of run `run_id`; `open` when its input is on disk already, else its
+    /// pieces are held until [`RunStream::open`].
+    pub(super) fn new(
+        kernel: &Arc<Kernel>,
+        session: &SessionRow,
+        run_id: &str,
+        open: bool,
+    ) -> Self {
+        let state = Streamed { held: (!open).then(Vec::new), ..Streamed::default() };
         Self {
             kernel: kernel.clone(),
             session: session.clone(),
             run_id: run_id.to_owned(),
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Streamed> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
+    }
+
+    /// What lets the pieces held go out, in order, and later ones as they come: for
+    /// when the run's input is on disk ([`Gate`](super::gate::Gate)).
+    pub(super) fn opener(&self) -> impl FnOnce() + Send + 'static {
+        let state = self.state.clone();
+        move || {
+            let mut state = lock(&state);
+            for (sink, chunk) in state.held.take().unwrap_or_default() {
+                sink.deliver(&mut state, chunk);
+            }
+        }
     }
 
     /// Where the chunks of the run's next provider call go: numbered from 0 (`seq`),
@@ -95,41 +164,22 @@ impl RunStream {
     /// text kept until [`RunStream::answered`].
     pub(super) fn call(&self) -> OnChunk {
         self.lock().partial.clear();
-        let seq = AtomicU64::new(0);
-        let (kernel, state) = (self.kernel.clone(), self.state.clone());
-        let (key, run_id) = (self.session.key.clone(), self.run_id.clone());
-        let channel = streaming_channel(&self.kernel, &self.session);
+        let sink = Arc::new(CallSink {
+            kernel: self.kernel.clone(),
+            key: self.session.key.clone(),
+            run_id: self.run_id.clone(),
+            channel: streaming_channel(&self.kernel, &self.session),
+            seq: AtomicU64::new(0),
+        });
+        let state = self.state.clone();
         Box::new(move |chunk: Value| {
-            let chunk = match serde_json::from_value::<ProviderChunk>(chunk) {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    tracing::debug!(error = %e, "a provider sent a chunk that is not a ProviderChunk");
-                    return;
-                }
-            };
-            let n = seq.fetch_add(1, Ordering::Relaxed);
-            kernel.sessions.publish_delta(&key, &run_id, n, &chunk);
-            {
-                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-                if let ProviderChunk::TextDelta { text } = &chunk {
-                    state.partial.push_str(text);
-                }
-                if let Some(channel) = &channel
-                    && state.channel.is_none()
-                {
-                    state.channel = Some(channel.clone());
-                }
-            }
-            let Some(channel) = &channel else { return };
-            let params = ChannelDeltaParams {
-                channel_id: channel.name().unwrap_or_default(),
-                session_key: key.clone(),
-                run_id: run_id.clone(),
-                seq: n,
-                delta: chunk,
-            };
-            if !channel.conn.try_notify_with(ChannelDelta::NAME, &params) {
-                tracing::debug!(app = %channel.app_id, "a streaming channel is not keeping up; a delta was dropped");
+            let mut state = lock(&state);
+            match &mut state.held {
+                Some(held) if held.len() < MAX_HELD => held.push((sink.clone(), chunk)),
+                Some(_) => tracing::debug!(
+                    "too many pieces before the run's input is stored; one was dropped"
+                ),
+                None => sink.deliver(&mut state, chunk),
             }
         })
     }
@@ -163,6 +213,10 @@ impl RunStream {
             tell_end(&channel, &self.session.key, &self.run_id, reason);
         }
     }
+}
+
+fn lock(state: &Mutex<Streamed>) -> MutexGuard<'_, Streamed> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The session's channel, when it takes replies as they are produced.

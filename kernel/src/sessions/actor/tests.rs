@@ -17,7 +17,10 @@ use crate::sessions::SessionsActor;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Fence, PeerRequestRow, Storage, StoreFuture, Write, WriteDone};
 use crate::token::KernelKey;
+use burrow_protocol::Message;
+use burrow_protocol::methods::Method;
 use burrow_protocol::methods::session::TranscriptMessage;
+use serde_json::json;
 
 type Held = Vec<(Vec<Write>, Fence, WriteDone)>;
 
@@ -173,26 +176,56 @@ fn inbound(text: &str, wake: Wake) -> Inbound {
     Inbound::new(text.into(), None, "test".into(), wake)
 }
 
+/// The events `events` holds now, as `type` or `type:status`.
+fn seen(events: &mut futures_util::stream::BoxStream<'static, serde_json::Value>) -> Vec<String> {
+    use futures_util::FutureExt;
+    let mut seen = Vec::new();
+    while let Some(Some(e)) = futures_util::StreamExt::next(events).now_or_never() {
+        let kind = e["type"].as_str().unwrap_or_default().to_owned();
+        seen.push(match e["status"].as_str() {
+            Some(status) => format!("{kind}:{status}"),
+            None => kind,
+        });
+    }
+    seen
+}
+
 #[tokio::test]
-async fn a_run_starts_and_the_caller_hears_only_once_the_message_is_on_disk() {
+async fn a_run_starts_while_its_message_is_written_but_shows_nothing_until_it_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, store, sessions) = kernel(dir.path()).await;
+    let mut events = kernel.sessions.follow("k1", 1 << 20);
     store.hold();
     let k = kernel.clone();
     let answer =
         tokio::spawn(async move { to_session(&k, "k1", inbound("hello", Wake::Always)).await });
     until("the message's writes are submitted", async || store.held() == 1).await;
-    // The actor took the message and answers others, but neither told the caller nor
-    // started the run: the store has not said the message is on disk.
-    assert_eq!(running(&kernel, "k1").await, None);
+    // The run started at once (it waits for its provider), behind its gate: the caller
+    // has not heard, and nobody has seen the message or the run.
+    until("the run starts", async || running(&kernel, "k1").await.is_some()).await;
+    let run_id = running(&kernel, "k1").await.unwrap();
     assert!(!answer.is_finished(), "answered before the message was on disk");
+    // What a follower would get comes from the actor and the run, both of which have
+    // been asked something since: a negative check with a margin all the same.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(seen(&mut events), Vec::<String>::new(), "seen before the message was on disk");
+    assert!(!kernel.sessions.running("k1"), "the run was made known before its input was on disk");
 
     store.release(false).await;
     let acked = answer.await.unwrap().expect("taken once on disk");
-    let run_id = acked.run_id.expect("a run");
-    until("the run starts", async || running(&kernel, "k1").await.as_ref() == Some(&run_id)).await;
+    assert_eq!(acked.run_id.as_deref(), Some(run_id.as_str()), "the run that started is the one");
+    // Once it is: the message, then the run queued, then running, in that order.
+    let mut got = Vec::new();
+    until("three events", async || {
+        got.extend(seen(&mut events));
+        got.len() >= 3
+    })
+    .await;
+    assert_eq!(got, ["message", "run:queued", "run:running"]);
+    assert!(kernel.sessions.running("k1"));
     let history = kernel.store().history("k1", 10, None).await.unwrap();
-    assert_eq!(history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["hello"]);
+    assert_eq!(contents(&history), ["hello"]);
+    assert_eq!(running(&kernel, "k1").await, Some(run_id));
     sessions.stop(None);
 }
 
@@ -201,9 +234,10 @@ fn send(
     kernel: &Arc<Kernel>,
     key: &'static str,
     text: &'static str,
+    wake: Wake,
 ) -> tokio::task::JoinHandle<Result<DispatchResult, ErrorObject>> {
     let k = kernel.clone();
-    tokio::spawn(async move { Ok(to_session(&k, key, inbound(text, Wake::Never)).await?) })
+    tokio::spawn(async move { Ok(to_session(&k, key, inbound(text, wake)).await?) })
 }
 
 fn contents(history: &[TranscriptMessage]) -> Vec<&str> {
@@ -221,9 +255,9 @@ async fn a_refused_write_refuses_the_sessions_later_ones_and_the_session_reads_i
     let actor = kernel.sessions.actor(&kernel, "k1").unwrap();
 
     store.hold();
-    let two = send(&kernel, "k1", "two");
+    let two = send(&kernel, "k1", "two", Wake::Never);
     until("the second message's writes are submitted", async || store.held() == 1).await;
-    let three = send(&kernel, "k1", "three");
+    let three = send(&kernel, "k1", "three", Wake::Never);
     until("the third message's writes are submitted", async || store.held() == 2).await;
     // "two" is refused; "three" was written assuming "two" took effect: refused too, by
     // the store itself, although the store takes writes again.
@@ -246,6 +280,134 @@ async fn a_refused_write_refuses_the_sessions_later_ones_and_the_session_reads_i
     sessions.stop(None);
 }
 
+#[tokio::test]
+async fn a_run_started_on_a_message_the_store_refuses_ends_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, store, sessions) = kernel(dir.path()).await;
+    let mut events = kernel.sessions.follow("k1", 1 << 20);
+    store.hold();
+    let hello = send(&kernel, "k1", "hello", Wake::Always);
+    until("the message's writes are submitted", async || store.held() == 1).await;
+    until("the run starts", async || running(&kernel, "k1").await.is_some()).await;
+
+    store.release(true).await;
+    let refused = hello.await.unwrap().expect_err("refused").message;
+    assert!(refused.contains("refused by the test"), "{refused}");
+    // The run, which was waiting for its provider, ends there, telling and writing
+    // nothing; the session goes on.
+    until("the run ends", async || running(&kernel, "k1").await.is_none()).await;
+    assert!(kernel.store().unfinished_runs(Some("k1")).await.unwrap().is_empty());
+    assert!(kernel.store().history("k1", 10, None).await.unwrap().is_empty());
+    assert_eq!(seen(&mut events), Vec::<String>::new(), "the refused message or its run was told");
+    let again = to_session(&kernel, "k1", inbound("again", Wake::Always)).await.expect("taken");
+    let run = again.run_id.expect("a run");
+    until("the next run starts", async || running(&kernel, "k1").await.as_ref() == Some(&run))
+        .await;
+    let history = kernel.store().history("k1", 10, None).await.unwrap();
+    assert_eq!(contents(&history), ["again"]);
+    sessions.stop(None);
+}
+
+/// A ready app holding the `echo` provider (the `main` agent's), whose far end the
+/// test reads and answers.
+fn provider(kernel: &Arc<Kernel>) -> burrow_transport::Transport {
+    use crate::registry::{AppEntry, Displace};
+    use burrow_protocol::methods::app::AppState;
+    use burrow_protocol::methods::capability::{CapabilityConfig, ProviderConfig};
+    let (near, far) = burrow_transport::Transport::memory_pair();
+    let limits = crate::connection::Limits::small(1 << 20);
+    let tasks = tokio_util::task::TaskTracker::new();
+    let conn = crate::connection::Connection::spawn(900, near, limits, &tasks, |_| true);
+    let entry = AppEntry {
+        conn_id: conn.id(),
+        displace: Displace::new(|| {}),
+        version: "1.0.0".into(),
+        state: AppState::Ready,
+        registered_at: 0,
+        last_seen: conn.last_seen(),
+    };
+    assert!(matches!(kernel.apps.claim("prov", entry, false), crate::registry::Claim::Registered));
+    let config = ProviderConfig { provider_id: "echo".into(), models: Vec::new() };
+    kernel.caps.insert("prov", &conn, CapabilityConfig::Provider(config)).unwrap();
+    far
+}
+
+/// The next message the kernel sends the test's app (within 10 s).
+async fn next_message(app: &mut burrow_transport::Transport) -> burrow_protocol::Message {
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::StreamExt::next(&mut app.reader),
+    );
+    next.await.expect("the kernel sends the app something").unwrap().unwrap().unwrap()
+}
+
+/// The request `provider.complete` the kernel sends the test's app next.
+async fn asked(app: &mut burrow_transport::Transport) -> burrow_protocol::Request {
+    match next_message(app).await {
+        burrow_protocol::Message::Request(r) if r.method == "provider.complete" => r,
+        other => panic!("expected provider.complete, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_run_asks_its_provider_while_its_message_is_written_and_shows_the_answer_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, store, sessions) = kernel(dir.path()).await;
+    let mut app = provider(&kernel);
+    let mut events = kernel.sessions.follow("k1", 1 << 20);
+    store.hold();
+    let hello = send(&kernel, "k1", "hello", Wake::Always);
+    // The provider is asked while the message's write is held back...
+    let request = asked(&mut app).await;
+    assert_eq!(store.held(), 1);
+    assert!(!hello.is_finished(), "answered before the message was on disk");
+    let prompt = request.params["messages"].to_string();
+    assert!(prompt.contains("hello"), "{prompt}");
+    // ...and answers at once; the run waits to store, tell or send anything.
+    let answer = json!({ "message": { "role": "assistant", "content": "hi" } });
+    futures_util::SinkExt::send(&mut app.writer, Message::success(request.id, answer))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.held(), 1, "the run wrote before its input was on disk");
+    assert_eq!(seen(&mut events), Vec::<String>::new(), "told before the input was on disk");
+
+    store.release(false).await;
+    hello.await.unwrap().expect("taken once on disk");
+    let mut got = Vec::new();
+    until("the run completes", async || {
+        got.extend(seen(&mut events));
+        got.last().is_some_and(|e| e == "run:completed")
+    })
+    .await;
+    assert_eq!(got, ["message", "run:queued", "run:running", "message", "run:completed"]);
+    let history = kernel.store().history("k1", 10, None).await.unwrap();
+    assert_eq!(contents(&history), ["hello", "hi"]);
+    sessions.stop(None);
+}
+
+#[tokio::test]
+async fn a_provider_asked_about_a_message_the_store_refuses_is_told_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, store, sessions) = kernel(dir.path()).await;
+    let mut app = provider(&kernel);
+    store.hold();
+    let hello = send(&kernel, "k1", "hello", Wake::Always);
+    let request = asked(&mut app).await;
+    store.release(true).await;
+    hello.await.unwrap().expect_err("refused");
+    match next_message(&mut app).await {
+        Message::Notification(n) if n.method == burrow_protocol::methods::Cancel::NAME => {
+            assert_eq!(n.params["id"], serde_json::to_value(&request.id).unwrap());
+        }
+        other => panic!("expected $/cancel, got {other:?}"),
+    }
+    until("the run ends", async || running(&kernel, "k1").await.is_none()).await;
+    assert!(kernel.store().unfinished_runs(Some("k1")).await.unwrap().is_empty());
+    assert!(kernel.store().history("k1", 10, None).await.unwrap().is_empty());
+    sessions.stop(None);
+}
+
 /// Stores "one" in session k1, then sends "two", whose writes the store holds back.
 async fn one_stored_two_held(
     kernel: &Arc<Kernel>,
@@ -253,7 +415,7 @@ async fn one_stored_two_held(
 ) -> tokio::task::JoinHandle<Result<DispatchResult, ErrorObject>> {
     to_session(kernel, "k1", inbound("one", Wake::Never)).await.expect("taken");
     store.hold();
-    let two = send(kernel, "k1", "two");
+    let two = send(kernel, "k1", "two", Wake::Never);
     until("the second message's writes are submitted", async || store.held() == 1).await;
     two
 }
