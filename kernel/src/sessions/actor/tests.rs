@@ -350,7 +350,7 @@ async fn asked(app: &mut burrow_transport::Transport) -> burrow_protocol::Reques
 }
 
 #[tokio::test]
-async fn a_run_asks_its_provider_while_its_message_is_written_and_shows_the_answer_after() {
+async fn a_run_asks_its_provider_while_its_message_is_written_and_shows_what_it_said_after() {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, store, sessions) = kernel(dir.path()).await;
     let mut app = provider(&kernel);
@@ -363,11 +363,12 @@ async fn a_run_asks_its_provider_while_its_message_is_written_and_shows_the_answ
     assert!(!hello.is_finished(), "answered before the message was on disk");
     let prompt = request.params["messages"].to_string();
     assert!(prompt.contains("hello"), "{prompt}");
-    // ...and answers at once; the run waits to store, tell or send anything.
+    // ...and streams, then answers at once; the run waits to store, tell or send anything.
+    let piece = json!({ "type": "text_delta", "text": "hi" });
     let answer = json!({ "message": { "role": "assistant", "content": "hi" } });
-    futures_util::SinkExt::send(&mut app.writer, Message::success(request.id, answer))
-        .await
-        .unwrap();
+    for m in [Message::chunk(request.id.clone(), piece), Message::success(request.id, answer)] {
+        futures_util::SinkExt::send(&mut app.writer, m).await.unwrap();
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(store.held(), 1, "the run wrote before its input was on disk");
     assert_eq!(seen(&mut events), Vec::<String>::new(), "told before the input was on disk");
@@ -380,7 +381,8 @@ async fn a_run_asks_its_provider_while_its_message_is_written_and_shows_the_answ
         got.last().is_some_and(|e| e == "run:completed")
     })
     .await;
-    assert_eq!(got, ["message", "run:queued", "run:running", "message", "run:completed"]);
+    let order = ["message", "run:queued", "run:running", "text_delta", "message", "run:completed"];
+    assert_eq!(got, order);
     let history = kernel.store().history("k1", 10, None).await.unwrap();
     assert_eq!(contents(&history), ["hello", "hi"]);
     sessions.stop(None);
