@@ -220,6 +220,17 @@ impl Sessions {
 
     /// The actor of `key`, spawned (loading from the store) if there is none.
     pub fn actor(&self, kernel: &Arc<Kernel>, key: &str) -> Option<ActorRef<SessionMsg>> {
+        self.actor_after(kernel, key, false)
+    }
+
+    /// [`Sessions::actor`]; `failed` when the last actor of `key` failed (writes of its
+    /// may still be on their way to the disk).
+    fn actor_after(
+        &self,
+        kernel: &Arc<Kernel>,
+        key: &str,
+        failed: bool,
+    ) -> Option<ActorRef<SessionMsg>> {
         if let Some(a) = self.actors.get(key) {
             return Some(a.clone());
         }
@@ -228,7 +239,11 @@ impl Sessions {
         }
         let supervisor = self.supervisor.get()?.clone();
         let entry = self.actors.entry(key.to_owned()).or_try_insert_with(|| {
-            let args = actor::SessionArgs { kernel: kernel.clone(), key: key.to_owned() };
+            let args = actor::SessionArgs {
+                kernel: kernel.clone(),
+                key: key.to_owned(),
+                after_failure: failed,
+            };
             ActorRuntime::<SessionActor>::spawn_linked_instant(None, SessionActor, args, supervisor)
                 .map(|(a, _)| a)
                 .map_err(|e| tracing::error!(error = %e, "cannot start a session actor"))
@@ -385,7 +400,7 @@ impl Actor for SessionsActor {
             if let Some(key) = key {
                 tracing::error!(session = %key, error = %err, "session actor failed; restarting it from the store");
                 kernel.sessions.release(&key, &cell);
-                kernel.sessions.actor(kernel, &key);
+                kernel.sessions.actor_after(kernel, &key, true);
             }
         }
         Ok(())

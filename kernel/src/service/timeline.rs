@@ -74,6 +74,12 @@ impl Step {
         self.record(status, detail)
     }
 
+    /// Records nothing: the step belonged to a run that never was (its input was not
+    /// stored).
+    pub fn forget(mut self) {
+        self.recorded = true;
+    }
+
     fn record(&mut self, status: &str, detail: Option<String>) -> std::time::Duration {
         self.recorded = true;
         let took = self.began.elapsed();

@@ -161,6 +161,9 @@ pub struct SessionArgs {
     pub kernel: Arc<Kernel>,
     /// The session key.
     pub key: String,
+    /// The session's last actor failed: writes of its may still be on their way to the
+    /// disk, so what the store says now may not be all.
+    pub after_failure: bool,
 }
 
 /// The actor.
@@ -180,8 +183,10 @@ struct Running {
     /// dropped), so the run stays unfinished in the store and the session's next actor
     /// resumes it.
     task: tokio::task::JoinHandle<()>,
-    /// The submission that holds its input.
+    /// The submission that holds its input, and the first one behind the fence it was
+    /// submitted behind (a refusal from there to it refuses the input).
     ready_at: u64,
+    fence_start: u64,
     /// Opens its [`Gate`](super::gate::Gate) while the actor has not heard that its
     /// input is on disk (`None` once it has, or when it was at the start).
     opener: Option<super::gate::Opener>,
@@ -296,8 +301,9 @@ impl Actor for SessionActor {
             }
         });
         let joinable = queue.back().map(|q| q.id.clone());
-        // A session not stored yet has no transcript: its first run need not read one.
-        let tail = session.is_none().then(|| {
+        // A session not stored yet has no transcript (unless its last actor failed with
+        // writes on their way): its first run need not read one.
+        let tail = (session.is_none() && !args.after_failure).then(|| {
             super::tail::Tail::new(Vec::new(), crate::service::sessions::page_bytes(&args.kernel))
         });
         let mut state = SessionState {
@@ -357,21 +363,24 @@ impl Actor for SessionActor {
                 {
                     state.kernel.sessions.publish_run(run);
                 }
-                let known = state.writes.known();
+                // Its input's own news (which always comes, in order): the message was
+                // published just now.
                 if let Some(running) = state.running.as_mut()
-                    && running.ready_at <= known
+                    && running.ready_at <= seq
                 {
                     running.open_gate(true);
                 }
                 start_next(state, &myself);
             }
             // The fence is broken: the session is read back below. A run started on input
-            // not known to be on disk had it refused too (writes are refused from the
-            // first refused one on, and the run's own would have been heard first).
+            // submitted behind the same fence from this one on had it refused too (writes
+            // are refused from the first refused one on).
             SessionMsg::Written(seq, Err(_), _) => {
                 state.writes.heard(seq);
                 state.tail = None;
-                if let Some(running) = state.running.as_mut() {
+                if let Some(running) = state.running.as_mut()
+                    && (running.fence_start..=running.ready_at).contains(&seq)
+                {
                     running.open_gate(false);
                 }
             }
@@ -484,6 +493,8 @@ async fn reload(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
             // Its count of waiting messages starts again; the runs are bounded anyway.
             state.waiting.clear();
             state.writes.renew();
+            // What it holds in memory was written assuming the refused writes took effect.
+            state.tail = None;
             state.stale = false;
             requeue_leftover(state).await;
             start_next(state, myself);
@@ -625,8 +636,17 @@ fn start_next(state: &mut SessionState, myself: &ActorRef<SessionMsg>) {
         let _ = me.cast(SessionMsg::RunFinished(id, Box::new(outcome)));
     });
     let steer_bytes = Default::default();
-    state.running =
-        Some(Running { id: run_id, cancel, steer, steer_bytes, task, ready_at, opener });
+    let fence_start = state.writes.fence_start();
+    state.running = Some(Running {
+        id: run_id,
+        cancel,
+        steer,
+        steer_bytes,
+        task,
+        ready_at,
+        fence_start,
+        opener,
+    });
 }
 
 async fn cancel(state: &mut SessionState, run_id: &str) -> Result<(), ErrorObject> {

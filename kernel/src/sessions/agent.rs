@@ -381,25 +381,24 @@ async fn turns(
     seen.extend(context.seen);
     let first_new = messages.len() - input.len();
     let input = input.join("\n");
-    // An interceptor is told of the input: only once it is on disk.
-    if kernel.caps.intercepted("before_agent_start") && !gate.wait().await {
+    // Interceptors are told of the input only once it is on disk; one that registers
+    // meanwhile is not asked (this once).
+    let intercepted = kernel.caps.intercepted("before_agent_start");
+    if intercepted && !gate.wait().await {
         return End::Cancelled;
     }
     let payload = json!({
         "sessionKey": key, "runId": run_id, "agentId": session.agent_id,
         "input": input, "systemPrompt": agent.system_prompt,
     });
-    let payload = match hooks::intercept(
-        kernel.intercept_scope(),
-        &config,
-        "before_agent_start",
-        payload,
-        &ctx,
-    )
-    .await
-    {
-        Ok(p) => p,
-        Err(b) => return End::Failed(format!("blocked by {}: {}", b.by, b.reason)),
+    let payload = if !intercepted && !gate.is_open() {
+        payload
+    } else {
+        let scope = kernel.intercept_scope();
+        match hooks::intercept(scope, &config, "before_agent_start", payload, &ctx).await {
+            Ok(p) => p,
+            Err(b) => return End::Failed(format!("blocked by {}: {}", b.by, b.reason)),
+        }
     };
     gate.emit(kernel, "before_agent_start", || (payload.clone(), ctx.clone()));
     // A modified input replaces the new user messages in the context (the transcript keeps them).
@@ -454,6 +453,7 @@ async fn turns(
         let step =
             Step::begin(&kernel.timelines, run_id, Some(key), "provider", agent.provider.clone());
         let Some(answer) = complete(stream, &provider, &params, timeout, gate).await else {
+            step.forget();
             return End::Cancelled;
         };
         let (status, why) = match &answer {

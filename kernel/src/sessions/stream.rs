@@ -77,7 +77,8 @@ struct Streamed {
 }
 
 /// Most pieces held while a run's input is not known to be on disk (for one
-/// `fdatasync`, normally); later ones are dropped, as for a subscriber that lags.
+/// `fdatasync`, normally). Past that, those held are not passed on, as for a subscriber
+/// that lags: they are numbered (receivers see the gap) and their text is kept.
 const MAX_HELD: usize = 4096;
 
 /// Where a chunk of a provider's answer goes: what [`RunStream::call`] returns.
@@ -93,9 +94,10 @@ struct CallSink {
 }
 
 impl CallSink {
-    /// Numbers `chunk`, publishes it to followers, keeps its text, and passes it to
-    /// the streaming channel (under the run's lock, so pieces keep their order).
-    fn deliver(&self, state: &mut Streamed, chunk: Value) {
+    /// Numbers `chunk` and keeps its text; then, when `pass`, publishes it to followers
+    /// and passes it to the streaming channel (under the run's lock, so pieces keep their
+    /// order).
+    fn deliver(&self, state: &mut Streamed, chunk: Value, pass: bool) {
         let chunk = match serde_json::from_value::<ProviderChunk>(chunk) {
             Ok(chunk) => chunk,
             Err(e) => {
@@ -104,10 +106,13 @@ impl CallSink {
             }
         };
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.kernel.sessions.publish_delta(&self.key, &self.run_id, n, &chunk);
         if let ProviderChunk::TextDelta { text } = &chunk {
             state.partial.push_str(text);
         }
+        if !pass {
+            return;
+        }
+        self.kernel.sessions.publish_delta(&self.key, &self.run_id, n, &chunk);
         let Some(channel) = &self.channel else { return };
         if state.channel.is_none() {
             state.channel = Some(channel.clone());
@@ -154,7 +159,7 @@ impl RunStream {
         move || {
             let mut state = lock(&state);
             for (sink, chunk) in state.held.take().unwrap_or_default() {
-                sink.deliver(&mut state, chunk);
+                sink.deliver(&mut state, chunk, true);
             }
         }
     }
@@ -174,12 +179,17 @@ impl RunStream {
         let state = self.state.clone();
         Box::new(move |chunk: Value| {
             let mut state = lock(&state);
-            match &mut state.held {
-                Some(held) if held.len() < MAX_HELD => held.push((sink.clone(), chunk)),
-                Some(_) => tracing::debug!(
-                    "too many pieces before the run's input is stored; one was dropped"
-                ),
-                None => sink.deliver(&mut state, chunk),
+            let Some(held) = &mut state.held else {
+                return sink.deliver(&mut state, chunk, true);
+            };
+            if held.len() >= MAX_HELD {
+                tracing::debug!("too many pieces before the run's input is stored: not passed on");
+                for (sink, chunk) in std::mem::take(held) {
+                    sink.deliver(&mut state, chunk, false);
+                }
+            }
+            if let Some(held) = &mut state.held {
+                held.push((sink.clone(), chunk));
             }
         })
     }

@@ -87,9 +87,13 @@ pub(super) async fn dispatch(
     let message_id = uuid::Uuid::now_v7().to_string();
     // Steering goes into the running turn when it can still take it; otherwise the
     // message queues like any other.
-    let steer = runs
-        && mode == HandlingMode::Steer
-        && state.running.as_ref().is_some_and(|r| r.steer.capacity() > 0 && !r.steer.is_closed());
+    // (not a run whose own input is not known to be on disk yet: its message would be
+    // made known before that input).
+    let steer =
+        runs && mode == HandlingMode::Steer
+            && state.running.as_ref().is_some_and(|r| {
+                r.steer.capacity() > 0 && !r.steer.is_closed() && r.opener.is_none()
+            });
     let waits = !steer && (state.running.is_some() || !state.queue.is_empty());
     let mut new_run = None;
     let run_id = if steer {

@@ -410,6 +410,29 @@ async fn a_provider_asked_about_a_message_the_store_refuses_is_told_to_stop() {
     sessions.stop(None);
 }
 
+#[tokio::test]
+async fn a_message_steered_while_the_run_s_own_input_is_written_queues_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, store, sessions) = kernel(dir.path()).await;
+    let mut app = provider(&kernel);
+    store.hold();
+    let hello = send(&kernel, "k1", "hello", Wake::Always);
+    asked(&mut app).await;
+    // The run is asking its provider, its input not on disk yet: a message steered now
+    // would be made known before that input, so it goes to the next run.
+    let mut steered = inbound("more", Wake::Always);
+    steered.mode = burrow_protocol::methods::comms::HandlingMode::Steer;
+    let k = kernel.clone();
+    let more = tokio::spawn(async move { to_session(&k, "k1", steered).await });
+    until("the steered message's writes are submitted", async || store.held() == 2).await;
+    store.release(false).await;
+    let first = hello.await.unwrap().expect("taken").run_id.expect("a run");
+    let second = more.await.unwrap().expect("taken");
+    assert!(second.queued, "{second:?}");
+    assert_ne!(second.run_id.expect("a run"), first);
+    sessions.stop(None);
+}
+
 /// Stores "one" in session k1, then sends "two", whose writes the store holds back.
 async fn one_stored_two_held(
     kernel: &Arc<Kernel>,

@@ -20,6 +20,8 @@ pub(super) struct Writes {
     known: u64,
     /// The last submission whose completion messages the actor.
     last_told: u64,
+    /// The first submission behind the current fence.
+    fence_start: u64,
 }
 
 impl Writes {
@@ -76,5 +78,12 @@ impl Writes {
     /// A new fence, once the actor holds only what the store holds.
     pub(super) fn renew(&mut self) {
         self.fence = Fence::default();
+        self.fence_start = self.submitted + 1;
+    }
+
+    /// The first submission behind the current fence: a refusal of an earlier one is
+    /// news of a fence gone by.
+    pub(super) fn fence_start(&self) -> u64 {
+        self.fence_start
     }
 }
