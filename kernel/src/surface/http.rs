@@ -278,7 +278,8 @@ async fn require_auth(State(auth): State<Arc<Auth>>, request: Request, next: Nex
     // The dashboard's files are the same for everyone and hold nothing of the kernel's:
     // a browser gets them without a token, and the page asks for one (every request it
     // makes carries it).
-    let public = request.method() == axum::http::Method::GET && ui::is_asset(request.uri().path());
+    let read = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let public = read && ui::is_asset(request.uri().path());
     if auth.required() {
         if public {
             return next.run(request).await;

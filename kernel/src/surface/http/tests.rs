@@ -435,6 +435,9 @@ async fn bearer_tokens_when_required() {
         let named = Request::get(file).header(header::HOST, "kernel.example:8080");
         let answer = send(&router, named.body(Body::empty()).unwrap()).await;
         assert_eq!(answer.status, StatusCode::OK, "{file} by name");
+        // What a GET gets, a HEAD gets (its headers).
+        let head = Request::head(file).body(Body::empty()).unwrap();
+        assert_eq!(send(&router, head).await.status, StatusCode::OK, "HEAD {file}");
     }
     send(&router, get("/ui/secret")).await.error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     let post = post_json("/ui/app.js", "{}");
