@@ -648,7 +648,8 @@ async fn complete(
     // What it streams before the run's input is on disk is held until then.
     gate.defer(stream.opener());
     let request = provider.conn.request_streamed(ProviderComplete::NAME, params, timeout, on_chunk);
-    let answer = behind(gate, request)
+    let answer = gate
+        .behind(request)
         .await?
         .map_err(|e| format!("provider {:?}: {}: {}", params.provider_id, e.code, e.message));
     let answer = answer.and_then(|value| {
@@ -660,28 +661,6 @@ async fn complete(
         stream.answered(answer);
     }
     Some(answer)
-}
-
-/// Does `work` while waiting for the run's input to be on disk: its outcome once the
-/// input is, `None` (`work` dropped, so a request is cancelled) when it was refused.
-async fn behind<T>(gate: &Gate, work: impl Future<Output = T>) -> Option<T> {
-    if gate.is_open() {
-        return Some(work.await);
-    }
-    let mut work = std::pin::pin!(work);
-    let done = tokio::select! {
-        stored = gate.wait() => {
-            if !stored {
-                return None;
-            }
-            None
-        }
-        done = &mut work => Some(done),
-    };
-    match done {
-        Some(done) => gate.wait().await.then_some(done),
-        None => Some(work.await),
-    }
 }
 
 /// One tool call of a run; every outcome becomes a tool result text (errors and blocks

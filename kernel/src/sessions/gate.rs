@@ -130,6 +130,30 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Does `work` while waiting for the input to be on disk: its outcome once the
+    /// input is, `None` (`work` dropped, so a request is cancelled) when it was refused.
+    pub async fn behind<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        if self.is_open() {
+            return Some(work.await);
+        }
+        let mut work = std::pin::pin!(work);
+        let done = tokio::select! {
+            stored = self.wait() => {
+                if !stored {
+                    return None;
+                }
+                None
+            }
+            done = &mut work => Some(done),
+        };
+        match done {
+            Some(done) => self.wait().await.then_some(done),
+            None => Some(work.await),
+        }
+    }
+}
+
 impl Opener {
     /// Says whether the run's input is on disk: if it is, what the run deferred is
     /// done now, in order, and later things at once.
@@ -221,6 +245,41 @@ mod tests {
         assert!(!gate.is_open(), "still waiting for the input");
         opener.open(true);
         assert!(gate.wait().await);
+    }
+
+    #[tokio::test]
+    async fn work_behind_the_gate_ends_when_both_have() {
+        // Done first, then stored: its outcome, once stored.
+        let (opener, gate) = Gate::pending();
+        let behind = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.behind(async { 7 }).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!behind.is_finished(), "ended before the input was stored");
+        opener.open(true);
+        assert_eq!(behind.await.unwrap(), Some(7));
+        // Stored first, then done.
+        let (opener, gate) = Gate::pending();
+        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+        let behind = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.behind(async { rx.await.unwrap() }).await }
+        });
+        opener.open(true);
+        tx.send(8).unwrap();
+        assert_eq!(behind.await.unwrap(), Some(8));
+        // Refused while working: the work is dropped.
+        let (opener, gate) = Gate::pending();
+        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+        let behind = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.behind(async { rx.await.unwrap_or(0) }).await }
+        });
+        tokio::task::yield_now().await;
+        opener.open(false);
+        assert_eq!(behind.await.unwrap(), None);
+        assert!(tx.is_closed(), "the work was dropped");
     }
 
     #[tokio::test]
