@@ -19,11 +19,13 @@ async def connected(setup):
 
 async def test_the_agent_calls_a_tool_the_host_registered():
     calls = []
+    keys = []
 
     def setup(client):
         @client.tool("lookup", description="Looks a word up", input_schema={"type": "object"})
-        async def lookup(arguments):
+        async def lookup(arguments, dedupe_key=None):
             calls.append(arguments)
+            keys.append(dedupe_key)
             return f"{arguments['q']} is a hole in the ground"
 
         @client.tool("broken")
@@ -38,6 +40,13 @@ async def test_the_agent_calls_a_tool_the_host_registered():
         assert session.text == "tool lookup returned: burrow is a hole in the ground"
         assert session.tool_calls == 1
         assert calls == [{"q": "burrow"}]
+        # The call came from the run's first round: its key names the run, the round,
+        # the model's call id and a digest of the call.
+        [key] = keys
+        assert key is not None, "no dedupe_key"
+        assert key.run_id and key.call_id, key
+        assert key.round == 0, key
+        assert len(key.call_digest) == 64, key
         # A handler that raises is a failed call the agent reads, not a failed turn.
         result = await asyncio.wait_for(session.turn("/tool broken"), WAIT)
         assert result.text == "tool broken returned: Tool error: out of order"

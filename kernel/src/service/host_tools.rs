@@ -215,6 +215,7 @@ mod tests {
                 tool_use_id: "c".into(),
                 name: "b".into(),
                 arguments: json!({"q": 1}),
+                dedupe_key: None,
             },
             Duration::from_secs(1),
         );

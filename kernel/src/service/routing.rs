@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::capability::{CapabilityConfig, CapabilityType};
-use burrow_protocol::methods::contract::ToolExecuteParams;
+use burrow_protocol::methods::contract::{ToolCallDedupeKey, ToolExecuteParams};
 use burrow_protocol::methods::invoke::{
     GatewayInvoke, GatewayInvokeParams, HttpRequest, HttpRequestParams, HttpResponse,
     ToolCallParams, ToolInvoke, ToolInvokeParams, ToolResult,
@@ -129,7 +129,21 @@ pub async fn call_tool(
     caller: &Caller,
     p: ToolCallParams,
 ) -> Result<Value, ServiceError> {
-    call_tool_in_run(kernel, caller, p, None).await
+    let mut call = ToolCallPlan::new(kernel, caller, p, None)?;
+    call.before(kernel).await?;
+    call.send(kernel).await
+}
+
+/// Where a run's tool call comes from: the run, the round (its provider call, from 0)
+/// that asked for it, and the call's id as the model gave it.
+#[derive(Debug, Clone)]
+pub struct InRun {
+    /// The run.
+    pub run_id: String,
+    /// The round.
+    pub round: u32,
+    /// The model's call id.
+    pub call_id: String,
 }
 
 /// [`call_tool`] on behalf of an agent run (`runId` in the events and in `tool.invoke`).
@@ -138,9 +152,10 @@ pub async fn call_tool_in_run(
     kernel: &Kernel,
     caller: &Caller,
     p: ToolCallParams,
-    run_id: Option<String>,
+    run: InRun,
 ) -> Result<Value, ServiceError> {
-    let mut call = ToolCallPlan::new(kernel, caller, p, run_id)?;
+    let mut call = ToolCallPlan::new(kernel, caller, p, Some(run.run_id.clone()))?;
+    call.origin = Some(run);
     call.before(kernel).await?;
     call.send(kernel).await
 }
@@ -157,6 +172,24 @@ pub async fn call_tool_cancellable(
     call.cancel = Some(cancel);
     call.before(kernel).await?;
     call.send(kernel).await
+}
+
+/// The dedupe key of a run's call of `name` with `arguments` (see
+/// [`ToolCallDedupeKey`]).
+fn dedupe_key(origin: &InRun, name: &str, arguments: &Value) -> ToolCallDedupeKey {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(name.as_bytes());
+    digest.update([0]);
+    // serde_json's maps keep their keys sorted: the same arguments, the same text.
+    digest.update(arguments.to_string().as_bytes());
+    let call_digest = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    ToolCallDedupeKey {
+        run_id: origin.run_id.clone(),
+        round: origin.round,
+        call_id: origin.call_id.clone(),
+        call_digest,
+    }
 }
 
 /// Where a tool call goes.
@@ -191,6 +224,8 @@ pub struct ToolCallPlan {
     trace: Option<opentelemetry::Context>,
     /// Its step in its run's timeline, when it is a run's.
     step: Option<Step>,
+    /// The run's round and call that asked for it, when a run's did.
+    origin: Option<InRun>,
 }
 
 impl ToolCallPlan {
@@ -226,6 +261,7 @@ impl ToolCallPlan {
                 began: Instant::now(),
                 step,
                 trace,
+                origin: None,
             });
         }
         let Some(cap) = kernel.caps.by_name(CapabilityType::Tool, &name) else {
@@ -254,6 +290,7 @@ impl ToolCallPlan {
             began: Instant::now(),
             step,
             trace,
+            origin: None,
         })
     }
 
@@ -323,7 +360,8 @@ impl ToolCallPlan {
             }
             ToolTarget::Host(tool) => {
                 let ToolInvokeParams { call_id, name, arguments, .. } = params;
-                let call = ToolExecuteParams { tool_use_id: call_id, name, arguments };
+                let dedupe_key = self.origin.as_ref().map(|o| dedupe_key(o, &name, &arguments));
+                let call = ToolExecuteParams { tool_use_id: call_id, name, arguments, dedupe_key };
                 let answer = tool.host.execute(call, self.timeout).await;
                 answer.map(|a| json!({ "content": a.text(), "isError": a.is_error }))
             }
@@ -433,6 +471,26 @@ mod tests {
     use crate::config::Config;
     use crate::kernel::KernelPaths;
     use crate::token::KernelKey;
+
+    #[test]
+    fn a_runs_call_has_a_dedupe_key_that_names_the_same_call_the_same_way() {
+        let origin = InRun { run_id: "run-1".into(), round: 2, call_id: "call-7".into() };
+        let key = dedupe_key(&origin, "charge", &json!({"amount": 5, "card": "x"}));
+        assert_eq!((key.run_id.as_str(), key.round, key.call_id.as_str()), ("run-1", 2, "call-7"));
+        assert_eq!(key.call_digest.len(), 64);
+        assert!(key.call_digest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // The same call (its keys in any order), the same digest; another call, another.
+        let again: Value = serde_json::from_str(r#"{"card": "x", "amount": 5}"#).unwrap();
+        assert_eq!(dedupe_key(&origin, "charge", &again), key);
+        let other = dedupe_key(&origin, "charge", &json!({"amount": 6, "card": "x"}));
+        assert_ne!(other.call_digest, key.call_digest);
+        assert_ne!(dedupe_key(&origin, "refund", &again).call_digest, key.call_digest);
+        // On the wire: the contract's field names.
+        let wire = serde_json::to_value(&key).unwrap();
+        for field in ["run_id", "round", "call_id", "call_digest"] {
+            assert!(wire.get(field).is_some(), "{field}: {wire}");
+        }
+    }
 
     /// A kernel over a store in `dir`, and a connection of an app that never registers
     /// (so what it holds is not ready).

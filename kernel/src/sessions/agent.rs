@@ -35,6 +35,7 @@ use super::tail::{self, RunOutcome};
 use crate::capabilities::{Capability, Unready};
 use crate::hooks;
 use crate::kernel::Kernel;
+use crate::service::routing::InRun;
 use crate::service::sessions::page_bytes;
 use crate::service::timeline::Step;
 use crate::store::{Fence, NewMessage, Page, RunRow, SessionRow, StoreError, Write, WriteDone};
@@ -514,7 +515,8 @@ async fn turns(
         for call in calls {
             let name = &call.name;
             wait_for_tool(kernel, key, run_id, &agent, name, tool_wait, &mut given_up).await;
-            let result = call_tool(kernel, session, run_id, &agent, &call, &config, &ctx).await;
+            let origin = InRun { run_id: run_id.to_owned(), round: turn, call_id: call.id.clone() };
+            let result = call_tool(kernel, session, origin, &agent, &call, &config, &ctx).await;
             let tool = ChatMessage {
                 role: Role::Tool,
                 content: result,
@@ -668,7 +670,7 @@ async fn complete(
 async fn call_tool(
     kernel: &Arc<Kernel>,
     session: &SessionRow,
-    run_id: &str,
+    origin: InRun,
     agent: &AgentSpec,
     call: &ToolCallRequest,
     config: &crate::config::Config,
@@ -676,6 +678,7 @@ async fn call_tool(
 ) -> String {
     let allowed =
         agent.tools.iter().any(|p| burrow_protocol::manifest::pattern_matches(p, &call.name));
+    let run_id = origin.run_id.clone();
     let result: Value = if !allowed {
         json!({ "content": format!("tool {:?} is not allowed for this agent", call.name), "isError": true })
     } else {
@@ -685,14 +688,7 @@ async fn call_tool(
             session_key: Some(session.key.clone()),
         };
         let caller = crate::service::Caller::new(format!("agent:{}", session.agent_id));
-        match crate::service::routing::call_tool_in_run(
-            kernel,
-            &caller,
-            params,
-            Some(run_id.to_owned()),
-        )
-        .await
-        {
+        match crate::service::routing::call_tool_in_run(kernel, &caller, params, origin).await {
             Ok(v) => v,
             Err(e) => {
                 json!({ "content": burrow_protocol::ErrorObject::from(e).message, "isError": true })

@@ -275,6 +275,26 @@ pub struct ToolExecuteParams {
     pub name: String,
     /// Its arguments (a JSON object, as the agent gave them).
     pub arguments: Value,
+    /// Present when an agent run's round asked for the call: what a tool whose effects
+    /// must not repeat deduplicates on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_key: Option<ToolCallDedupeKey>,
+}
+
+/// The dedupe key of a call a run's round asked for (`tool/execute`'s `dedupe_key`):
+/// the same call dispatched again has the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallDedupeKey {
+    /// The run.
+    pub run_id: String,
+    /// The round of the run (its provider call, from 0) that asked for the call.
+    pub round: u32,
+    /// The call's id, as the model gave it.
+    pub call_id: String,
+    /// A digest of the tool's name and arguments (lowercase hex SHA-256 of the name, a
+    /// 0 byte and the arguments' JSON text with sorted keys): a provider may reuse a
+    /// call id for another call.
+    pub call_digest: String,
 }
 
 /// A host's answer to `tool/execute`: the content (text, or the contract's content
