@@ -407,12 +407,28 @@ const CONTRACT_CODES: &[(&str, i64)] = &[
     ("INPUT_IDEMPOTENCY_CONFLICT", rpc_code(ErrorCode::Conflict)),
 ];
 
+/// The host contract's `comms/send` error codes (`data.code` of its error data): their
+/// number is the Burrow code's.
+const COMMS_SEND_CODES: &[&str] = &[
+    "peer_not_found_or_not_trusted",
+    "peer_unreachable",
+    "peer_admission_dropped",
+    "peer_input_rejected",
+    "send_ambiguous",
+    "send_failed",
+    "invalid_command",
+];
+
 /// An error's `data.code` and number on JSON-RPC: the host contract's code an error
 /// names (`data.code`, e.g. `SESSION_BUSY`), or an unknown session's
-/// `SESSION_NOT_FOUND`, with Meerkat's number; else the Burrow code and [`rpc_code`].
+/// `SESSION_NOT_FOUND`, with Meerkat's number (a `comms/send` code with the Burrow
+/// code's number); else the Burrow code and [`rpc_code`].
 pub fn contract_code(err: &ErrorObject) -> (String, i64) {
     let data = err.data.as_ref();
     let named = data.and_then(|d| d.get("code")).and_then(Value::as_str);
+    if let Some(code) = named.filter(|c| COMMS_SEND_CODES.contains(c)) {
+        return (code.to_owned(), rpc_code(err.code));
+    }
     let unknown_session = err.code == ErrorCode::NotFound
         && data.and_then(|d| d.get("reason")).and_then(Value::as_str) == Some("unknown_session");
     let contract = named.or(unknown_session.then_some("SESSION_NOT_FOUND"));

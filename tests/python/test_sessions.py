@@ -217,6 +217,26 @@ async def test_sessions_message_and_answer_each_other_and_take_external_events(c
     await asyncio.wait_for(_assistant_text(client, a.id, "[external event deploy_complete]"), WAIT)
 
 
+async def test_comms_errors_carry_the_contracts_error_data(client):
+    from meerkat import MeerkatError, comms_send_error
+
+    a = await asyncio.wait_for(client.create_session("hello", keep_alive=True, comms_name="gamma"), WAIT)
+    try:
+        await asyncio.wait_for(a.send(kind="peer_message", to="nobody-here", body="hi"), WAIT)
+        raise AssertionError("a message to no peer must be refused")
+    except MeerkatError as e:
+        data = comms_send_error(e)
+        assert data is not None, e
+        assert data["code"] == "peer_not_found_or_not_trusted", data
+        assert data["peer"] == "nobody-here" and data["message"], data
+    try:
+        await asyncio.wait_for(a.send(kind="peer_message", to=a.id, body="me"), WAIT)
+        raise AssertionError("a message to oneself must be refused")
+    except MeerkatError as e:
+        data = comms_send_error(e)
+        assert data is not None and data["code"] == "invalid_command", (e, data)
+
+
 async def test_an_external_event_with_an_idempotency_key_is_taken_once(client):
     from meerkat import MeerkatError
 

@@ -13,15 +13,16 @@
 //! `peer_response_sent {in_reply_to}`, `peer_lifecycle_sent`, each with `envelope_id`
 //! (the stored message's id) and `delivery`: `{durably_resolved: {outcome: "accepted"}}`
 //! for a peer here (stored in its transcript), `"acked"` for one on a trusted kernel.
+//! Its errors carry the contract's `comms/send` error data ([`contract_error`]).
 
 use std::sync::Arc;
 
-use burrow_protocol::Value;
 use burrow_protocol::methods::comms::{
     CommsKind, CommsPeersParams, CommsReceipt, CommsSendParams, ExternalEventParams as Burrows,
 };
 use burrow_protocol::methods::contract::{ExternalEventParams, SendParams};
 use burrow_protocol::methods::host::SessionRef;
+use burrow_protocol::{ErrorCode, ErrorObject, Value};
 use serde_json::json;
 
 use crate::kernel::Kernel;
@@ -81,7 +82,63 @@ pub async fn send(
         handling_mode: p.handling_mode,
         in_reply_to: p.in_reply_to,
     };
-    Ok(receipt(comms::send(kernel, caller.name(), params).await?))
+    let to = params.to.clone();
+    let sent = comms::send(kernel, caller.name(), params).await;
+    Ok(receipt(sent.map_err(|e| contract_error(e, to.as_deref()))?))
+}
+
+/// A `comms/send` error as the contract's: `data.code` one of its `comms/send` codes
+/// (with `message`, and `peer` for those about a peer), Burrow's other `data` kept. Where
+/// the contract has a `reason` of its own (`peer_unreachable`, `peer_admission_dropped`)
+/// it takes `data.reason`, and Burrow's goes to `data.burrow_reason`. An unknown session
+/// stays `SESSION_NOT_FOUND`.
+fn contract_error(e: ServiceError, to: Option<&str>) -> ServiceError {
+    let mut err = ErrorObject::from(e);
+    let data = err.data.as_ref();
+    let reason = data.and_then(|d| d.get("reason")).and_then(Value::as_str).unwrap_or_default();
+    let about_peer = |code: &str| json!({ "code": code, "peer": to.unwrap_or_default() });
+    let mut fields = match reason {
+        "unknown_session" => return ServiceError::Passed(err),
+        "unknown_peer" | "display_name" | "ambiguous_peer" | "misaddressed" => {
+            about_peer("peer_not_found_or_not_trusted")
+        }
+        "peer_unreachable" | "no_ack" => {
+            let mut f = about_peer("peer_unreachable");
+            let why = if reason == "no_ack" { "offline_or_no_ack" } else { "transport_error" };
+            f["reason"] = why.into();
+            f["details"] = err.message.clone().into();
+            f
+        }
+        "untrusted_sender" | "invalid_signature" | "forged_sender" | "inbox_full" | "busy" => {
+            let mut f = about_peer("peer_admission_dropped");
+            let why = if matches!(reason, "inbox_full" | "busy") {
+                "inbox_full"
+            } else {
+                "untrusted_sender"
+            };
+            f["reason"] = why.into();
+            f
+        }
+        "not_a_peer" | "self_addressed" | "unknown_request" | "not_your_request"
+        | "already_answered" => json!({ "code": "invalid_command" }),
+        _ if err.code == ErrorCode::InvalidParams => json!({ "code": "invalid_command" }),
+        _ => json!({ "code": "send_failed" }),
+    };
+    fields["message"] = err.message.clone().into();
+    let mut data = match err.data.take() {
+        Some(Value::Object(map)) => map,
+        _ => Default::default(),
+    };
+    if fields.get("reason").is_some()
+        && let Some(burrow) = data.remove("reason")
+    {
+        data.insert("burrow_reason".into(), burrow);
+    }
+    if let Value::Object(fields) = fields {
+        data.extend(fields);
+    }
+    err.data = Some(Value::Object(data));
+    ServiceError::Passed(err)
 }
 
 /// The contract's receipt of what Burrow did.
@@ -163,4 +220,76 @@ pub async fn external_event(
         }
         _ => json!({ "outcome_type": "accepted", "input_id": receipt.event_id }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::comms::refused;
+
+    fn data(e: ServiceError) -> Value {
+        let ServiceError::Passed(err) = e else { panic!("not passed on: {e:?}") };
+        crate::surface::RpcError::from(&err).data
+    }
+
+    #[test]
+    fn comms_errors_carry_the_contracts_error_data() {
+        let unknown = refused(ErrorCode::NotFound, "unknown_peer", "no peer bob", Value::Null);
+        let d = data(contract_error(unknown, Some("bob")));
+        assert_eq!(d["code"], "peer_not_found_or_not_trusted", "{d}");
+        assert_eq!((d["peer"].as_str(), d["message"].as_str()), (Some("bob"), Some("no peer bob")));
+        assert_eq!(
+            d["reason"], "unknown_peer",
+            "Burrow's reason stays where the contract has none"
+        );
+
+        let extra = json!({ "kernel_id": "k2" });
+        let late = refused(ErrorCode::Timeout, "no_ack", "no ack in time", extra.clone());
+        let d = data(contract_error(late, Some("bob")));
+        assert_eq!(
+            (d["code"].as_str(), d["reason"].as_str()),
+            (Some("peer_unreachable"), Some("offline_or_no_ack"))
+        );
+        assert_eq!(
+            (d["burrow_reason"].as_str(), d["kernel_id"].as_str()),
+            (Some("no_ack"), Some("k2"))
+        );
+        let down = refused(ErrorCode::ConnectionClosed, "peer_unreachable", "down", Value::Null);
+        assert_eq!(data(contract_error(down, Some("bob")))["reason"], "transport_error");
+
+        let full = refused(ErrorCode::UnknownError, "inbox_full", "full", extra);
+        let d = data(contract_error(full, Some("bob")));
+        assert_eq!(
+            (d["code"].as_str(), d["reason"].as_str()),
+            (Some("peer_admission_dropped"), Some("inbox_full"))
+        );
+        let untrusted = refused(ErrorCode::Forbidden, "untrusted_sender", "no", Value::Null);
+        assert_eq!(data(contract_error(untrusted, Some("bob")))["reason"], "untrusted_sender");
+
+        let mine = refused(ErrorCode::Forbidden, "not_your_request", "not yours", Value::Null);
+        let d = data(contract_error(mine, Some("bob")));
+        assert_eq!(
+            (d["code"].as_str(), d["reason"].as_str()),
+            (Some("invalid_command"), Some("not_your_request"))
+        );
+        assert_eq!(
+            data(contract_error(ServiceError::invalid("to", "missing"), None))["code"],
+            "invalid_command"
+        );
+        let unreadable = refused(ErrorCode::UnknownError, "bad_ack", "unreadable", Value::Null);
+        assert_eq!(data(contract_error(unreadable, Some("bob")))["code"], "send_failed");
+
+        // An unknown session is the contract's SESSION_NOT_FOUND, as for other methods.
+        let gone = refused(ErrorCode::NotFound, "unknown_session", "no session", Value::Null);
+        assert_eq!(data(contract_error(gone, None))["code"], "SESSION_NOT_FOUND");
+        // On the wire the number is the Burrow code's.
+        let ServiceError::Passed(err) = contract_error(
+            refused(ErrorCode::NotFound, "unknown_peer", "x", Value::Null),
+            Some("bob"),
+        ) else {
+            unreachable!()
+        };
+        let rpc = crate::surface::RpcError::from(&err);
+        assert_eq!(rpc.code, crate::surface::rpc_code(ErrorCode::NotFound));
+    }
 }
