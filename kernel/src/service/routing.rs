@@ -129,9 +129,7 @@ pub async fn call_tool(
     caller: &Caller,
     p: ToolCallParams,
 ) -> Result<Value, ServiceError> {
-    let mut call = ToolCallPlan::new(kernel, caller, p, None)?;
-    call.before(kernel).await?;
-    call.send(kernel).await
+    ToolCallPlan::new(kernel, caller, p, None)?.run(kernel).await
 }
 
 /// Where a run's tool call comes from: the run, the round (its provider call, from 0)
@@ -154,10 +152,7 @@ pub async fn call_tool_in_run(
     p: ToolCallParams,
     run: InRun,
 ) -> Result<Value, ServiceError> {
-    let mut call = ToolCallPlan::new(kernel, caller, p, Some(run.run_id.clone()))?;
-    call.origin = Some(run);
-    call.before(kernel).await?;
-    call.send(kernel).await
+    ToolCallPlan::new(kernel, caller, p, Some(run))?.run(kernel).await
 }
 
 /// [`call_tool`] that `cancel` may cancel: the tool's app is sent `$/cancel` for its
@@ -170,8 +165,7 @@ pub async fn call_tool_cancellable(
 ) -> Result<Value, ServiceError> {
     let mut call = ToolCallPlan::new(kernel, caller, p, None)?;
     call.cancel = Some(cancel);
-    call.before(kernel).await?;
-    call.send(kernel).await
+    call.run(kernel).await
 }
 
 /// The dedupe key of a run's call of `name` with `arguments` (see
@@ -183,7 +177,7 @@ fn dedupe_key(origin: &InRun, name: &str, arguments: &Value) -> ToolCallDedupeKe
     digest.update([0]);
     // serde_json's maps keep their keys sorted: the same arguments, the same text.
     digest.update(arguments.to_string().as_bytes());
-    let call_digest = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let call_digest = hex::encode(digest.finalize());
     ToolCallDedupeKey {
         run_id: origin.run_id.clone(),
         round: origin.round,
@@ -212,7 +206,8 @@ pub struct ToolCallPlan {
     caller: String,
     arguments: Value,
     session_key: Option<String>,
-    run_id: Option<String>,
+    /// The run, round and call that asked for it, when a run did.
+    run: Option<InRun>,
     timeout: Duration,
     /// Whether `after_tool_call` had observers when the call began (only those see it).
     observed: bool,
@@ -224,8 +219,6 @@ pub struct ToolCallPlan {
     trace: Option<opentelemetry::Context>,
     /// Its step in its run's timeline, when it is a run's.
     step: Option<Step>,
-    /// The run's round and call that asked for it, when a run's did.
-    origin: Option<InRun>,
 }
 
 impl ToolCallPlan {
@@ -235,14 +228,15 @@ impl ToolCallPlan {
         kernel: &Kernel,
         caller: &Caller,
         p: ToolCallParams,
-        run_id: Option<String>,
+        run: Option<InRun>,
     ) -> Result<Self, ServiceError> {
         let ToolCallParams { name, arguments, session_key } = p;
         let hosted = session_key.as_deref().and_then(|key| kernel.host_tools.find(key, &name));
         // Its step begins once the tool is found: a call refused here is no step of a run.
         let step = || {
-            run_id.as_deref().map(|r| {
-                Step::begin(&kernel.timelines, r, session_key.as_deref(), "tool", name.clone())
+            run.as_ref().map(|r| {
+                let (timelines, key) = (&kernel.timelines, session_key.as_deref());
+                Step::begin(timelines, &r.run_id, key, "tool", name.clone())
             })
         };
         if let Some(tool) = hosted {
@@ -254,14 +248,13 @@ impl ToolCallPlan {
                 caller: caller.name().to_owned(),
                 arguments,
                 session_key,
-                run_id,
+                run,
                 timeout: Duration::from_millis(kernel.config().host.tool_timeout_ms),
                 observed: kernel.hooks.observed("after_tool_call"),
                 cancel: None,
                 began: Instant::now(),
                 step,
                 trace,
-                origin: None,
             });
         }
         let Some(cap) = kernel.caps.by_name(CapabilityType::Tool, &name) else {
@@ -283,14 +276,13 @@ impl ToolCallPlan {
             caller: caller.name().to_owned(),
             arguments,
             session_key,
-            run_id,
+            run,
             timeout,
             observed: kernel.hooks.observed("after_tool_call"),
             cancel: None,
             began: Instant::now(),
             step,
             trace,
-            origin: None,
         })
     }
 
@@ -307,8 +299,8 @@ impl ToolCallPlan {
         if let Some(key) = &self.session_key {
             payload["sessionKey"] = key.clone().into();
         }
-        if let Some(run) = &self.run_id {
-            payload["runId"] = run.clone().into();
+        if let Some(run) = &self.run {
+            payload["runId"] = run.run_id.clone().into();
         }
         let (config, context) = (kernel.config(), self.context());
         let intercepted =
@@ -337,8 +329,8 @@ impl ToolCallPlan {
         if let Some(key) = &self.session_key {
             context.insert("sessionKey".into(), key.clone().into());
         }
-        if let Some(run) = &self.run_id {
-            context.insert("runId".into(), run.clone().into());
+        if let Some(run) = &self.run {
+            context.insert("runId".into(), run.run_id.clone().into());
         }
         context
     }
@@ -346,6 +338,12 @@ impl ToolCallPlan {
     /// Where the call goes, and how long it may take.
     pub fn target(&self) -> (&ToolTarget, Duration) {
         (&self.target, self.timeout)
+    }
+
+    /// [`ToolCallPlan::before`], then [`ToolCallPlan::send`].
+    pub async fn run(mut self, kernel: &Kernel) -> Result<Value, ServiceError> {
+        self.before(kernel).await?;
+        self.send(kernel).await
     }
 
     /// Sends the call (after [`ToolCallPlan::before`], if anything may take
@@ -360,7 +358,7 @@ impl ToolCallPlan {
             }
             ToolTarget::Host(tool) => {
                 let ToolInvokeParams { call_id, name, arguments, .. } = params;
-                let dedupe_key = self.origin.as_ref().map(|o| dedupe_key(o, &name, &arguments));
+                let dedupe_key = self.run.as_ref().map(|r| dedupe_key(r, &name, &arguments));
                 let call = ToolExecuteParams { tool_use_id: call_id, name, arguments, dedupe_key };
                 let answer = tool.host.execute(call, self.timeout).await;
                 answer.map(|a| json!({ "content": a.text(), "isError": a.is_error }))
@@ -385,7 +383,7 @@ impl ToolCallPlan {
             name: self.name.clone(),
             arguments,
             session_key: self.session_key.clone(),
-            run_id: self.run_id.clone(),
+            run_id: self.run.as_ref().map(|r| r.run_id.clone()),
             timeout_ms: Some(self.timeout.as_millis() as u64),
             traceparent: telemetry::traceparent(self.trace.as_ref()),
         }
@@ -532,7 +530,8 @@ mod tests {
         assert_eq!(ErrorObject::from(e).code, ErrorCode::NotFound);
         // A run's call refused here is no step of its timeline (not a cut-off one).
         for name in ["nope", "sleepy"] {
-            assert!(ToolCallPlan::new(&kernel, &me, call(name), Some("run-1".into())).is_err());
+            let run = InRun { run_id: "run-1".into(), round: 0, call_id: "c1".into() };
+            assert!(ToolCallPlan::new(&kernel, &me, call(name), Some(run)).is_err());
         }
         let p = burrow_protocol::methods::host::RunTimelineParams {
             run_id: Some("run-1".into()),

@@ -392,14 +392,14 @@ async fn turns(
         "sessionKey": key, "runId": run_id, "agentId": session.agent_id,
         "input": input, "systemPrompt": agent.system_prompt,
     });
-    let payload = if !intercepted && !gate.is_open() {
-        payload
-    } else {
+    let payload = if intercepted {
         let scope = kernel.intercept_scope();
         match hooks::intercept(scope, &config, "before_agent_start", payload, &ctx).await {
             Ok(p) => p,
             Err(b) => return End::Failed(format!("blocked by {}: {}", b.by, b.reason)),
         }
+    } else {
+        payload
     };
     gate.emit(kernel, "before_agent_start", || (payload.clone(), ctx.clone()));
     // A modified input replaces the new user messages in the context (the transcript keeps them).

@@ -72,7 +72,7 @@ struct Streamed {
     /// The streaming channel that got pieces of this run.
     channel: Option<Arc<Capability>>,
     /// Pieces that came before the run's input was known to be on disk, in order
-    /// (`None` once it is): they go out when it is ([`RunStream::open`]).
+    /// (`None` once it is): they go out when it is ([`RunStream::opener`]).
     held: Option<Vec<(Arc<CallSink>, Value)>>,
 }
 
@@ -132,7 +132,7 @@ impl CallSink {
 
 impl RunStream {
     /// The stream of run `run_id`; `open` when its input is on disk already, else its
-    /// pieces are held until [`RunStream::open`].
+    /// pieces are held until [`RunStream::opener`].
     pub(super) fn new(
         kernel: &Arc<Kernel>,
         session: &SessionRow,

@@ -349,16 +349,36 @@ async fn asked(app: &mut burrow_transport::Transport) -> burrow_protocol::Reques
     }
 }
 
-#[tokio::test]
-async fn a_run_asks_its_provider_while_its_message_is_written_and_shows_what_it_said_after() {
+/// A kernel over a gated store with a provider app, and a follower of session k1; "hello"
+/// sent to k1 (waking its agent) while the store holds writes back, and the provider's
+/// request it brought.
+struct Asked {
+    _dir: tempfile::TempDir,
+    kernel: Arc<Kernel>,
+    store: Arc<Gated>,
+    sessions: ActorRef<crate::stop::Stop>,
+    app: burrow_transport::Transport,
+    events: futures_util::stream::BoxStream<'static, serde_json::Value>,
+    hello: tokio::task::JoinHandle<Result<DispatchResult, ErrorObject>>,
+    request: burrow_protocol::Request,
+}
+
+async fn hello_asked_while_held() -> Asked {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, store, sessions) = kernel(dir.path()).await;
     let mut app = provider(&kernel);
-    let mut events = kernel.sessions.follow("k1", 1 << 20);
+    let events = kernel.sessions.follow("k1", 1 << 20);
     store.hold();
     let hello = send(&kernel, "k1", "hello", Wake::Always);
-    // The provider is asked while the message's write is held back...
     let request = asked(&mut app).await;
+    Asked { _dir: dir, kernel, store, sessions, app, events, hello, request }
+}
+
+#[tokio::test]
+async fn a_run_asks_its_provider_while_its_message_is_written_and_shows_what_it_said_after() {
+    let Asked { _dir, kernel, store, sessions, mut app, mut events, hello, request } =
+        hello_asked_while_held().await;
+    // The provider was asked while the message's write is held back...
     assert_eq!(store.held(), 1);
     assert!(!hello.is_finished(), "answered before the message was on disk");
     let prompt = request.params["messages"].to_string();
@@ -390,12 +410,8 @@ async fn a_run_asks_its_provider_while_its_message_is_written_and_shows_what_it_
 
 #[tokio::test]
 async fn a_provider_asked_about_a_message_the_store_refuses_is_told_to_stop() {
-    let dir = tempfile::tempdir().unwrap();
-    let (kernel, store, sessions) = kernel(dir.path()).await;
-    let mut app = provider(&kernel);
-    store.hold();
-    let hello = send(&kernel, "k1", "hello", Wake::Always);
-    let request = asked(&mut app).await;
+    let Asked { _dir, kernel, store, sessions, mut app, hello, request, events: _events } =
+        hello_asked_while_held().await;
     store.release(true).await;
     hello.await.unwrap().expect_err("refused");
     match next_message(&mut app).await {
@@ -412,12 +428,9 @@ async fn a_provider_asked_about_a_message_the_store_refuses_is_told_to_stop() {
 
 #[tokio::test]
 async fn a_message_steered_while_the_run_s_own_input_is_written_queues_instead() {
-    let dir = tempfile::tempdir().unwrap();
-    let (kernel, store, sessions) = kernel(dir.path()).await;
-    let mut app = provider(&kernel);
-    store.hold();
-    let hello = send(&kernel, "k1", "hello", Wake::Always);
-    asked(&mut app).await;
+    // The app and the directory live as long as the test (not `..`: that drops them).
+    let Asked { _dir, kernel, store, sessions, hello, app: _app, events: _events, .. } =
+        hello_asked_while_held().await;
     // The run is asking its provider, its input not on disk yet: a message steered now
     // would be made known before that input, so it goes to the next run.
     let mut steered = inbound("more", Wake::Always);
