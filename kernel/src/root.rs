@@ -116,7 +116,7 @@ impl Actor for KernelActor {
                     return Ok(());
                 }
                 let conn_id = state.kernel.next_conn_id();
-                let (read, write) = tokio::io::split(stream);
+                let (read, write) = burrow_transport::split(stream);
                 let read = tokio::io::AsyncReadExt::chain(std::io::Cursor::new([first]), read);
                 let limits = state.kernel.config().ipc.max_frame_bytes;
                 let mut transport = Transport::new(read, write, limits);

@@ -9,6 +9,8 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use burrow_protocol::Message;
 use burrow_protocol::codec::{self, DecodeError, EncodeError};
@@ -153,8 +155,7 @@ impl Transport {
 
     /// Connects to the kernel's local socket at `path`.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<Self> {
-        let stream = connect_stream(path.as_ref()).await?;
-        let (read, write) = tokio::io::split(stream);
+        let (read, write) = split(connect_stream(path.as_ref()).await?);
         Ok(Self::new(read, write, codec::MAX_FRAME_BYTES))
     }
 
@@ -165,6 +166,59 @@ impl Transport {
         let (ar, aw) = tokio::io::split(a);
         let (br, bw) = tokio::io::split(b);
         (Self::new(ar, aw, codec::MAX_FRAME_BYTES), Self::new(br, bw, codec::MAX_FRAME_BYTES))
+    }
+}
+
+/// The two halves of a local-socket stream, for a reader and a writer that share no lock
+/// (as `tokio::io::split`'s halves do, whose reader and writer then contend on every
+/// read and write).
+pub fn split(stream: interprocess::local_socket::tokio::Stream) -> (StreamHalf, StreamHalf) {
+    let stream = std::sync::Arc::new(stream);
+    (StreamHalf(stream.clone()), StreamHalf(stream))
+}
+
+/// One half of a local-socket stream ([`split`]): it reads and writes through the shared
+/// stream, which takes one reader and one writer at a time.
+#[derive(Debug)]
+pub struct StreamHalf(std::sync::Arc<interprocess::local_socket::tokio::Stream>);
+
+impl AsyncRead for StreamHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StreamHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_shutdown(cx)
     }
 }
 

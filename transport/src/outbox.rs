@@ -6,11 +6,12 @@
 //! case, one request and its answer, costs no hand-off to another task. What the stream
 //! does not take at once stays in the outbox's buffer, and the outbox's flusher task
 //! writes it as the stream drains; while the flusher works, senders only append behind
-//! it. A thread that is working through a batch (a reader handling a whole read of
-//! pipelined requests, or the answers to many calls) says so with [`deferring`]: what it
-//! sends meanwhile is appended for the flusher, which writes the whole batch in one
-//! write once the thread moves on. Frames leave in the order their senders took the
-//! outbox's lock, whole.
+//! it. A task working through a batch (a reader handling a whole read of pipelined
+//! requests, or the answers to many calls) holds a [`Batch`]: an outbox that was idle
+//! when the batch first sent on it is held for the batch (others' frames append behind),
+//! and the batch writes each such outbox's frames in one write when it is flushed,
+//! itself, with no hand-off to the flusher unless the stream does not take them all at
+//! once. Frames leave in the order their senders took the outbox's lock, whole.
 //!
 //! The buffer is bounded in frames and in bytes ([`Bounds`]): once either is reached,
 //! [`Outbox::try_send`] refuses ([`SendError::Full`]) and [`Outbox::send`] waits for room
@@ -22,7 +23,7 @@
 //! once ([`Outbox::abort`]). Either way the `closed` token passed to [`Outbox::new`] is
 //! cancelled once the outbox is done, and so is the flusher future.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -42,23 +43,65 @@ use super::FrameWriter;
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 thread_local! {
-    /// Set while this thread works through a batch: see [`deferring`].
+    /// Set while this thread runs a [`Batch::defer`].
     static DEFERRING: Cell<bool> = const { Cell::new(false) };
+    /// The outboxes this thread's current [`Batch::defer`] took hold of.
+    static HELD: RefCell<Vec<Arc<Inner>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with the frames this thread sends on any outbox left to the outboxes'
-/// flushers rather than written at once, so that a batch of them goes out in one write.
-/// For work that is synchronous: a thread, not a task, is marked.
-pub fn deferring<T>(f: impl FnOnce() -> T) -> T {
-    /// Puts the thread's mark back however `f` ends (a panic too).
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            DEFERRING.with(|d| d.set(self.0));
+/// Frames a task sends over several synchronous steps, written together: an outbox that
+/// is idle when the batch first sends on it is held (the flusher is not woken; others'
+/// frames append behind the batch's), until [`Batch::flush`] writes what each holds in
+/// one write. The task must flush before it waits for anything (the far side may be
+/// waiting for those frames); dropping the batch flushes it.
+#[derive(Default)]
+pub struct Batch {
+    held: Vec<Arc<Inner>>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("held", &self.held.len()).finish()
+    }
+}
+
+impl Batch {
+    /// Runs `f` (synchronous work: a thread, not a task, is marked) with what it sends
+    /// on idle outboxes held for this batch.
+    pub fn defer<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        /// Puts the thread's mark back, and takes what it held, however `f` ends.
+        struct Restore<'a>(bool, &'a mut Vec<Arc<Inner>>);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                DEFERRING.with(|d| d.set(self.0));
+                if !self.0 {
+                    HELD.with(|held| self.1.append(&mut held.borrow_mut()));
+                }
+            }
+        }
+        let _restore = Restore(DEFERRING.with(|d| d.replace(true)), &mut self.held);
+        f()
+    }
+
+    /// Writes what the batch holds: each outbox's frames in one write, what the stream
+    /// does not take at once left to its flusher.
+    pub fn flush(&mut self) {
+        for inner in self.held.drain(..) {
+            inner.release();
         }
     }
-    let _restore = Restore(DEFERRING.with(|d| d.replace(true)));
-    f()
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Runs `f` with what this thread sends on idle outboxes held until `f` returns, then
+/// written together: a [`Batch`] of one step.
+pub fn deferring<T>(f: impl FnOnce() -> T) -> T {
+    Batch::default().defer(f)
 }
 
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
@@ -158,9 +201,11 @@ struct State {
     ends: VecDeque<u64>,
     written: u64,
     buffered: u64,
-    /// The flusher has work: senders only append.
+    /// The flusher has work, or a [`Batch`] holds the buffer: senders only append.
     /// (`buffered - written` is how many bytes wait.)
     flushing: bool,
+    /// A [`Batch`] holds the buffer, to write it itself: the flusher is not woken.
+    held: bool,
     /// Close requested: write what is buffered, then shut down.
     closing: bool,
     /// A sender's write failed; the flusher ends the outbox with it.
@@ -177,6 +222,11 @@ impl State {
     fn advance(&mut self, n: usize) {
         self.writing -= n;
         self.written += n as u64;
+        self.drop_written_ends();
+    }
+
+    /// Forgets the ends of the frames written whole.
+    fn drop_written_ends(&mut self) {
         while self.ends.front().is_some_and(|&end| end <= self.written) {
             self.ends.pop_front();
         }
@@ -199,6 +249,7 @@ impl Outbox {
                 writing: 0,
                 failed: None,
                 flushing: pending > 0,
+                held: false,
                 ends: if pending > 0 { VecDeque::from([pending]) } else { VecDeque::new() },
                 buf: parts.write_buf,
                 written: 0,
@@ -332,18 +383,21 @@ impl Outbox {
         }
         let state = &mut *state;
         let mut rest = frame;
-        if !state.flushing && !DEFERRING.with(Cell::get) {
-            let written = inner.write_now(state, frame);
+        if !state.flushing {
+            if DEFERRING.with(Cell::get) {
+                // Held for the thread's batch, which writes it.
+                (state.flushing, state.held) = (true, true);
+                HELD.with(|held| held.borrow_mut().push(self.handle.0.clone()));
+                inner.append(state, frame);
+                return Ok(());
+            }
+            let (written, _) = inner.write_now(state, frame);
             rest = &frame[written..];
             if rest.is_empty() && state.failed.is_none() {
                 return Ok(());
             }
         }
-        state.buf.extend_from_slice(rest);
-        state.buffered += rest.len() as u64;
-        let end = state.buffered;
-        state.ends.push_back(end);
-        inner.full.store(!state.has_room(inner.bounds), std::sync::atomic::Ordering::Release);
+        inner.append(state, rest);
         if !std::mem::replace(&mut state.flushing, true) {
             inner.work.notify_one();
         }
@@ -396,10 +450,53 @@ impl Inner {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Appends the end of a frame (or a whole one) to the buffer.
+    fn append(&self, state: &mut State, rest: &[u8]) {
+        state.buf.extend_from_slice(rest);
+        state.buffered += rest.len() as u64;
+        let end = state.buffered;
+        state.ends.push_back(end);
+        self.full.store(!state.has_room(self.bounds), std::sync::atomic::Ordering::Release);
+    }
+
+    /// A [`Batch`] lets go of the buffer it held: writes what the stream takes at once,
+    /// and leaves the rest (or a failure) to the flusher. Nothing, if the flusher took
+    /// the buffer meanwhile (to close) or the outbox is done.
+    fn release(&self) {
+        let mut state = self.lock();
+        if !std::mem::take(&mut state.held) {
+            return;
+        }
+        if self.done.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut buf = std::mem::take(&mut state.buf);
+        let (before, buffered) = (state.written, state.buffered);
+        // `write_now` counts what it writes as newly buffered too: these bytes were
+        // counted when they were appended.
+        let (written, done) = self.write_now(&mut state, &buf);
+        state.buffered = buffered;
+        buf.advance(written);
+        debug_assert_eq!(state.written, before + written as u64);
+        state.drop_written_ends();
+        state.buf = buf;
+        let room = state.has_room(self.bounds);
+        self.full.store(!room, std::sync::atomic::Ordering::Release);
+        if room && written > 0 {
+            self.room.notify_waiters();
+        }
+        if done {
+            state.flushing = false;
+        } else {
+            self.work.notify_one();
+        }
+    }
+
     /// Writes what of `frame` the stream takes at once (the flusher is idle: `state` is
     /// locked and not flushing), flushing the stream when it all went; how many bytes
-    /// went. A failure is left in `state` for the flusher.
-    fn write_now(&self, state: &mut State, frame: &[u8]) -> usize {
+    /// went, and whether all of it went and was flushed. A failure is left in `state` for
+    /// the flusher.
+    fn write_now(&self, state: &mut State, frame: &[u8]) -> (usize, bool) {
         let mut writer = self.writer();
         let mut cx = Context::from_waker(Waker::noop());
         let mut rest = frame;
@@ -424,7 +521,7 @@ impl Inner {
             // A writer that holds data back (a `BufWriter`, TLS) must be flushed; one
             // that cannot flush at once leaves that to the flusher.
             match Pin::new(&mut *writer).poll_flush(&mut cx) {
-                Poll::Ready(Ok(())) => return written,
+                Poll::Ready(Ok(())) => return (written, true),
                 Poll::Ready(Err(e)) => state.failed = Some(e),
                 Poll::Pending => {
                     state.flushing = true;
@@ -432,13 +529,13 @@ impl Inner {
                 }
             }
         }
-        written
+        (written, false)
     }
 
     /// Whether the flusher has something to do.
     fn has_work(&self) -> bool {
         let state = self.lock();
-        state.flushing || state.closing || state.failed.is_some()
+        (state.flushing && !state.held) || state.closing || state.failed.is_some()
     }
 
     /// A sender's write failure, if one happened.
@@ -449,6 +546,8 @@ impl Inner {
     /// Takes what is buffered for the flusher to write.
     fn take(&self, out: &mut BytesMut) {
         let mut state = self.lock();
+        // A batch holding the buffer lets go of it: the flusher writes it (to close).
+        state.held = false;
         std::mem::swap(&mut state.buf, out);
         state.writing = out.len();
     }

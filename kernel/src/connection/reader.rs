@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Response, Value};
 use burrow_transport::FrameReader;
-use burrow_transport::outbox::deferring;
+use burrow_transport::outbox::Batch;
 use futures_util::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -29,7 +29,13 @@ impl Connection {
         // over in order as slots free up.
         let mut parked = Parked { waiting: VecDeque::new(), deliver: &deliver };
         let mut frames = 0u32;
+        // What handling the frames of one read sends goes out together, in one write to
+        // each connection, once they are handled (or before the reader waits).
+        let mut batch = Batch::default();
         let reason = loop {
+            if reader.read_buffer().is_empty() {
+                batch.flush();
+            }
             // Requests waiting for a slot go first when one is free.
             if !parked.hand_over(&self) {
                 break "owner stopped".to_owned();
@@ -41,7 +47,7 @@ impl Connection {
             // What is read next may need an answer: read only while there is room to
             // write it.
             if !self.out.has_room() {
-                match self.wait(true, &mut parked, self.out.room()).await {
+                match self.wait(true, &mut parked, &mut batch, self.out.room()).await {
                     Waited::Done(()) => {}
                     Waited::Closed => break "closed by the kernel".to_owned(),
                     Waited::OwnerGone => break "owner stopped".to_owned(),
@@ -51,7 +57,7 @@ impl Connection {
             // often while frames come from what was read already.
             let fresh = reader.read_buffer().is_empty() || frames.is_multiple_of(64);
             frames = frames.wrapping_add(1);
-            let frame = match self.wait(false, &mut parked, reader.next()).await {
+            let frame = match self.wait(false, &mut parked, &mut batch, reader.next()).await {
                 Waited::Done(frame) => frame,
                 Waited::Closed => break "closed by the kernel".to_owned(),
                 Waited::OwnerGone => break "owner stopped".to_owned(),
@@ -61,9 +67,6 @@ impl Connection {
                 Some(Err(e)) => break format!("read error: {e}"),
                 Some(Ok(decoded)) => decoded,
             };
-            // More frames already read behind this one: what handling it sends waits to
-            // go out with what they send, in one write.
-            let batch = !reader.read_buffer().is_empty();
             self.unread.store(usize::MAX, Ordering::Release);
             if fresh {
                 self.last_seen.store(mono_ms(), Ordering::Relaxed);
@@ -88,7 +91,7 @@ impl Connection {
                 }
             };
             if let Message::Response(resp) = msg {
-                in_batch(batch, || self.resolve(resp));
+                batch.defer(|| self.resolve(resp));
                 continue;
             }
             if let Message::Chunk(chunk) = msg {
@@ -115,7 +118,7 @@ impl Connection {
                     Err(_) => bytes.clone().acquire_many_owned(cost).await.ok(),
                 }
             };
-            let held = match self.wait(true, &mut parked, permits).await {
+            let held = match self.wait(true, &mut parked, &mut batch, permits).await {
                 Waited::Done(Some(permits)) => permits,
                 Waited::Done(None) | Waited::Closed => break "closed by the kernel".to_owned(),
                 Waited::OwnerGone => break "owner stopped".to_owned(),
@@ -156,10 +159,11 @@ impl Connection {
                 Message::Notification(n) => Inbound::Notification(n, QueuePermit::new(held)),
                 Message::Response(_) | Message::Chunk(_) => continue,
             };
-            if !in_batch(batch, || deliver(inbound)) {
+            if !batch.defer(|| deliver(inbound)) {
                 break "owner stopped".to_owned();
             }
         };
+        batch.flush();
         // Requests still waiting for a slot are dropped: each is answered INTERNAL_ERROR
         // if the connection can still take it.
         parked.waiting.clear();
@@ -182,12 +186,14 @@ impl Connection {
     }
 
     /// Awaits `wait` (with the reader marked as held back when `pause`), handing parked
-    /// requests over as in-flight slots free up meanwhile. A held-back client's silence
-    /// is not its own: its clock restarts when the wait ends.
+    /// requests over as in-flight slots free up meanwhile; what `batch` holds goes out
+    /// first, unless `wait` is ready at once. A held-back client's silence is not its
+    /// own: its clock restarts when the wait ends.
     async fn wait<T, F>(
         &self,
         pause: bool,
         parked: &mut Parked<'_, F>,
+        batch: &mut Batch,
         wait: impl Future<Output = T>,
     ) -> Waited<T>
     where
@@ -209,6 +215,8 @@ impl Connection {
                 return Waited::Done(done);
             }
         }
+        // Whoever the batch's frames are for may be what this waits on.
+        batch.flush();
         self.paused.store(pause, Ordering::Relaxed);
         let outcome = loop {
             let front = parked.waiting.front().map(|(_, weight, _)| *weight);
@@ -369,9 +377,4 @@ pub fn value_weight(value: &Value) -> usize {
         }
     }
     units(value).saturating_mul(std::mem::size_of::<Value>())
-}
-
-/// Runs `f`, deferring the writes it makes when `batch` ([`deferring`]).
-fn in_batch<T>(batch: bool, f: impl FnOnce() -> T) -> T {
-    if batch { deferring(f) } else { f() }
 }

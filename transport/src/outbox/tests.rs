@@ -260,8 +260,16 @@ impl tokio::io::AsyncWrite for CountingWriter {
     }
 }
 
-#[tokio::test]
-async fn a_lone_frame_is_written_at_once_and_a_deferred_batch_in_one_write() {
+/// An outbox over a [`CountingWriter`], its flusher (not spawned), its closed token, the
+/// number of writes so far and the bytes written.
+#[allow(clippy::type_complexity)]
+fn counted() -> (
+    Outbox,
+    impl Future<Output = ()> + Send + 'static,
+    CancellationToken,
+    impl Fn() -> usize,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
     let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let write: Box<dyn tokio::io::AsyncWrite + Send + Unpin> =
@@ -272,30 +280,103 @@ async fn a_lone_frame_is_written_at_once_and_a_deferred_batch_in_one_write() {
         Bounds { frames: 1000, bytes: usize::MAX },
         closed.clone(),
     );
-    tokio::spawn(flusher);
-    let count = || writes.load(std::sync::atomic::Ordering::SeqCst);
-    // The sender writes a lone frame itself: no task runs between.
+    let count = move || writes.load(std::sync::atomic::Ordering::SeqCst);
+    (out, flusher, closed, count, bytes)
+}
+
+/// The notifications in `bytes`, whole frames one after another: their `n`s.
+async fn ns_of(bytes: &[u8]) -> Vec<u64> {
+    let (mut ours, theirs) = tokio::io::duplex(bytes.len() + 1);
+    let mut far = framed_read(theirs);
+    tokio::io::AsyncWriteExt::write_all(&mut ours, bytes).await.expect("replay");
+    drop(ours);
+    let mut ns = Vec::new();
+    while let Some(frame) = tokio::time::timeout(WAIT, far.next()).await.expect("in time") {
+        let Ok(Ok(Message::Notification(n))) = frame else { panic!("not a notification") };
+        ns.push(n.params["n"].as_u64().expect("n"));
+    }
+    ns
+}
+
+#[tokio::test]
+async fn a_lone_frame_is_written_at_once_and_a_batch_in_one_write_by_the_batch_itself() {
+    // The flusher is never run: the sender and the batch write themselves.
+    let (out, _flusher, _closed, count, bytes) = counted();
     out.try_send(note(0)).expect("room");
     assert_eq!(count(), 1, "written by the sender");
-    // A batch sent while deferring waits for the flusher, and goes in one write.
-    super::deferring(|| {
-        for i in 1..80 {
+    let mut batch = super::Batch::default();
+    batch.defer(|| {
+        for i in 1..40 {
             out.try_send(note(i)).expect("room");
         }
     });
-    assert_eq!(count(), 1, "nothing written while deferring");
-    out.close();
-    tokio::time::timeout(WAIT, closed.cancelled()).await.expect("closed");
+    // Another sender (not in the batch) appends behind it; the batch goes on.
+    out.try_send(note(40)).expect("room");
+    batch.defer(|| {
+        for i in 41..80 {
+            out.try_send(note(i)).expect("room");
+        }
+    });
+    assert_eq!(count(), 1, "nothing written while the batch holds the outbox");
+    assert_eq!(out.pending_frames(), 79);
+    batch.flush();
     assert_eq!(count(), 2, "the batch in one write");
+    assert_eq!(out.pending_frames(), 0);
+    out.try_send(note(80)).expect("room");
+    assert_eq!(count(), 3, "the outbox is idle again: a lone frame is written at once");
     let bytes = bytes.lock().expect("bytes").clone();
-    let (ours, theirs) = tokio::io::duplex(bytes.len() + 1);
-    let mut far = framed_read(theirs);
-    let mut ours = ours;
-    tokio::io::AsyncWriteExt::write_all(&mut ours, &bytes).await.expect("replay");
-    drop(ours);
-    for want in 0..80 {
-        assert_eq!(next_n(&mut far).await, want, "every frame, whole, in order");
+    assert_eq!(ns_of(&bytes).await, (0..81).collect::<Vec<_>>(), "every frame, whole, in order");
+}
+
+#[tokio::test]
+async fn a_dropped_batch_writes_what_it_held_and_one_step_batches_write_at_their_end() {
+    let (out, _flusher, _closed, count, bytes) = counted();
+    {
+        let mut batch = super::Batch::default();
+        batch.defer(|| out.try_send(note(0)).expect("room"));
+        assert_eq!(count(), 0);
     }
+    assert_eq!(count(), 1, "dropping the batch wrote it");
+    super::deferring(|| {
+        out.try_send(note(1)).expect("room");
+        out.try_send(note(2)).expect("room");
+        assert_eq!(count(), 1, "held until the step ends");
+    });
+    assert_eq!(count(), 2, "the step's frames in one write");
+    let bytes = bytes.lock().expect("bytes").clone();
+    assert_eq!(ns_of(&bytes).await, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn what_the_stream_does_not_take_from_a_batch_goes_to_the_flusher() {
+    // A pipe of 1 KiB takes about four frames at once; the rest waits for the reader.
+    let (out, mut far, closed) = outbox(1024, 1000);
+    let mut batch = super::Batch::default();
+    batch.defer(|| {
+        for i in 0..50 {
+            out.try_send(note(i)).expect("room");
+        }
+    });
+    batch.flush();
+    assert!(out.pending_frames() > 0, "the pipe did not take it all");
+    out.close();
+    all_then_the_end(&mut far, 50, &closed).await;
+}
+
+#[tokio::test]
+async fn closing_an_outbox_a_batch_holds_writes_it_all_then_ends() {
+    let (out, mut far, closed) = outbox(64 * 1024, 1000);
+    let mut batch = super::Batch::default();
+    batch.defer(|| {
+        for i in 0..10 {
+            out.try_send(note(i)).expect("room");
+        }
+    });
+    out.close();
+    // The flusher closes it, with or without the batch's flush.
+    all_then_the_end(&mut far, 10, &closed).await;
+    batch.flush();
+    assert!(out.try_send(note(10)).is_err(), "closed");
 }
 
 #[test]
@@ -307,4 +388,21 @@ fn a_panic_inside_deferring_gives_the_thread_its_mark_back() {
         super::deferring(|| super::deferring(|| 7) + super::DEFERRING.with(|d| d.get() as i32));
     assert_eq!(nested, 8, "the inner batch leaves the outer one deferring");
     assert!(!super::DEFERRING.with(std::cell::Cell::get));
+}
+
+#[tokio::test]
+async fn a_panic_inside_a_batch_still_writes_what_it_held() {
+    let (out, _flusher, _closed, count, _bytes) = counted();
+    let mut batch = super::Batch::default();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        batch.defer(|| {
+            out.try_send(note(0)).expect("room");
+            panic!("inside a batch");
+        })
+    }));
+    assert!(caught.is_err());
+    assert!(super::HELD.with(|h| h.borrow().is_empty()), "the thread keeps nothing held");
+    assert_eq!(count(), 0);
+    batch.flush();
+    assert_eq!(count(), 1, "the batch still had the outbox, and wrote it");
 }
