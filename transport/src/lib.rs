@@ -9,8 +9,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use burrow_protocol::Message;
 use burrow_protocol::codec::{self, DecodeError, EncodeError};
@@ -170,56 +168,25 @@ impl Transport {
 }
 
 /// The two halves of a local-socket stream, for a reader and a writer that share no lock
-/// (as `tokio::io::split`'s halves do, whose reader and writer then contend on every
-/// read and write).
-pub fn split(stream: interprocess::local_socket::tokio::Stream) -> (StreamHalf, StreamHalf) {
-    let stream = std::sync::Arc::new(stream);
-    (StreamHalf(stream.clone()), StreamHalf(stream))
+/// (`tokio::io::split`'s halves share one, and a reader and a writer busy at once contend
+/// on it). On Unix they are tokio's own halves of the socket: a read that does not fill
+/// the buffer counts the socket as drained, so no read is spent to learn that it is
+/// empty, and the write half shuts the socket's sending side down when it closes (or is
+/// dropped).
+#[cfg(unix)]
+pub fn split(
+    stream: interprocess::local_socket::tokio::Stream,
+) -> (impl AsyncRead + Send + Unpin + 'static, impl AsyncWrite + Send + Unpin + 'static) {
+    let interprocess::local_socket::tokio::Stream::UdSocket(stream) = stream;
+    tokio::net::UnixStream::from(stream).into_split()
 }
 
-/// One half of a local-socket stream ([`split`]): it reads and writes through the shared
-/// stream, which takes one reader and one writer at a time.
-#[derive(Debug)]
-pub struct StreamHalf(std::sync::Arc<interprocess::local_socket::tokio::Stream>);
-
-impl AsyncRead for StreamHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for StreamHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_shutdown(cx)
-    }
+/// The two halves of a local-socket stream (a named pipe's, on Windows).
+#[cfg(windows)]
+pub fn split(
+    stream: interprocess::local_socket::tokio::Stream,
+) -> (impl AsyncRead + Send + Unpin + 'static, impl AsyncWrite + Send + Unpin + 'static) {
+    tokio::io::split(stream)
 }
 
 /// Opens a raw local-socket stream to `path` (a filesystem path on Unix, a pipe name on
