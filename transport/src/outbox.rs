@@ -98,12 +98,6 @@ impl Drop for Batch {
     }
 }
 
-/// Runs `f` with what this thread sends on idle outboxes held until `f` returns, then
-/// written together: a [`Batch`] of one step.
-pub fn deferring<T>(f: impl FnOnce() -> T) -> T {
-    Batch::default().defer(f)
-}
-
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// How much an outbox holds before it counts as full.
@@ -370,8 +364,10 @@ impl Outbox {
     }
 
     /// Writes an encoded frame now when nothing else is being written, this thread is not
-    /// deferring, and the stream takes it at once; buffers it (or what is left of it) for
-    /// the flusher otherwise. Refuses it when the buffer is full, unless `force`.
+    /// in a [`Batch::defer`], and the stream takes it at once; holds it for the thread's
+    /// batch when the outbox is idle and the thread is in one; buffers it (or what is left
+    /// of it) for the flusher otherwise. Refuses it when the buffer is full, unless
+    /// `force`.
     fn push(&self, frame: &[u8], force: bool) -> Result<(), Refused> {
         let inner = self.inner();
         let mut state = inner.lock();

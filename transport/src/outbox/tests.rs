@@ -329,7 +329,7 @@ async fn a_lone_frame_is_written_at_once_and_a_batch_in_one_write_by_the_batch_i
 }
 
 #[tokio::test]
-async fn a_dropped_batch_writes_what_it_held_and_one_step_batches_write_at_their_end() {
+async fn a_dropped_batch_writes_what_it_held() {
     let (out, _flusher, _closed, count, bytes) = counted();
     {
         let mut batch = super::Batch::default();
@@ -337,7 +337,7 @@ async fn a_dropped_batch_writes_what_it_held_and_one_step_batches_write_at_their
         assert_eq!(count(), 0);
     }
     assert_eq!(count(), 1, "dropping the batch wrote it");
-    super::deferring(|| {
+    one_step(|| {
         out.try_send(note(1)).expect("room");
         out.try_send(note(2)).expect("room");
         assert_eq!(count(), 1, "held until the step ends");
@@ -379,13 +379,17 @@ async fn closing_an_outbox_a_batch_holds_writes_it_all_then_ends() {
     assert!(out.try_send(note(10)).is_err(), "closed");
 }
 
+/// `f` in a batch of its own, flushed when it returns.
+fn one_step<T>(f: impl FnOnce() -> T) -> T {
+    super::Batch::default().defer(f)
+}
+
 #[test]
-fn a_panic_inside_deferring_gives_the_thread_its_mark_back() {
-    let caught = std::panic::catch_unwind(|| super::deferring(|| panic!("inside a batch")));
+fn a_panic_inside_a_batch_gives_the_thread_its_mark_back() {
+    let caught = std::panic::catch_unwind(|| one_step(|| panic!("inside a batch")));
     assert!(caught.is_err());
     assert!(!super::DEFERRING.with(std::cell::Cell::get), "no longer deferring");
-    let nested =
-        super::deferring(|| super::deferring(|| 7) + super::DEFERRING.with(|d| d.get() as i32));
+    let nested = one_step(|| one_step(|| 7) + super::DEFERRING.with(|d| d.get() as i32));
     assert_eq!(nested, 8, "the inner batch leaves the outer one deferring");
     assert!(!super::DEFERRING.with(std::cell::Cell::get));
 }
