@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
-use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Response, Value};
+use burrow_protocol::{ErrorCode, ErrorObject, Id, Message, Response, Value, codec};
 use burrow_transport::FrameReader;
 use burrow_transport::outbox::Batch;
 use futures_util::StreamExt;
@@ -30,10 +30,12 @@ impl Connection {
         let mut parked = Parked { waiting: VecDeque::new(), deliver: &deliver };
         let mut frames = 0u32;
         // What handling the frames of one read sends goes out together, in one write to
-        // each connection, once they are handled (or before the reader waits).
+        // each connection, once they are handled: before the next read from the socket
+        // (so a client that never stops writing still gets its answers), and before the
+        // reader waits for anything.
         let mut batch = Batch::default();
         let reason = loop {
-            if reader.read_buffer().is_empty() {
+            if !holds_whole_frame(reader.read_buffer()) {
                 batch.flush();
             }
             // Requests waiting for a slot go first when one is free.
@@ -280,6 +282,14 @@ impl Connection {
     }
 }
 
+/// Whether `buf` starts with a whole frame: the next one comes without a read from the
+/// socket.
+fn holds_whole_frame(buf: &[u8]) -> bool {
+    let Some(header) = buf.first_chunk::<{ codec::HEADER_BYTES }>() else { return false };
+    let len = u32::from_be_bytes(*header) as usize;
+    buf.len() - codec::HEADER_BYTES >= len
+}
+
 /// How a reader's wait ended.
 enum Waited<T> {
     Done(T),
@@ -377,4 +387,20 @@ pub fn value_weight(value: &Value) -> usize {
         }
     }
     units(value).saturating_mul(std::mem::size_of::<Value>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_whole_frame;
+
+    #[test]
+    fn a_whole_frame_is_one_whose_header_and_body_are_all_there() {
+        assert!(!holds_whole_frame(&[]));
+        assert!(!holds_whole_frame(&[0, 0, 0]), "part of a header");
+        assert!(holds_whole_frame(&[0, 0, 0, 0]), "an empty body");
+        assert!(!holds_whole_frame(&[0, 0, 0, 2, 7]), "part of a body");
+        assert!(holds_whole_frame(&[0, 0, 0, 2, 7, 8]));
+        assert!(holds_whole_frame(&[0, 0, 0, 1, 7, 0, 0]), "a whole frame, then part of one");
+        assert!(!holds_whole_frame(&[0xff, 0xff, 0xff, 0xff, 1]), "a length no read holds");
+    }
 }
