@@ -253,6 +253,12 @@ impl Timed {
     pub fn new(name: &'static str) -> Timed {
         Timed { name, began: Instant::now() }
     }
+
+    /// Records nothing: what was timed did not happen (a run whose input was refused).
+    pub fn discard(self) {
+        // Nothing to free: only the drop's sample is skipped.
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Timed {
@@ -273,5 +279,27 @@ mod tests {
         assert!(text.contains(r#"burrow_test_seconds_bucket{kind="unit",le="0.005"} 1"#), "{text}");
         assert!(text.contains(r#"burrow_test_seconds_count{kind="unit"} 1"#), "{text}");
         assert!(!text.contains("quantile"), "{text}");
+    }
+
+    #[test]
+    fn a_timed_span_records_one_sample_when_dropped_and_none_when_discarded() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            drop(Timed::new("burrow_test_timed_seconds"));
+            Timed::new("burrow_test_timed_seconds").discard();
+        });
+        let samples: Vec<usize> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == "burrow_test_timed_seconds")
+            .map(|(.., value)| match value {
+                DebugValue::Histogram(samples) => samples.len(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(samples, vec![1], "one histogram, one sample");
     }
 }

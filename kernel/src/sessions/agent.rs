@@ -85,6 +85,9 @@ impl Drop for SteerBytes {
     }
 }
 
+/// Why a run leaves no trace in the store: its input was refused.
+const REFUSED: &str = "the run's input was not stored";
+
 /// How a run ended.
 enum End {
     /// With its final reply, not stored yet: it is stored with the run's end, in one
@@ -152,7 +155,11 @@ pub async fn run(
     // However it ended, nothing of it is told or written before its input is on disk;
     // and nothing at all if the input was refused.
     if !gate.wait().await {
-        tracing::warn!(session = %key, run = %run_id, "the run's input was not stored: the run is dropped");
+        tracing::warn!(session = %key, run = %run_id, "{REFUSED}: the run is dropped");
+        // Its span, already begun, says why it is the only trace of the run.
+        let refused = opentelemetry::KeyValue::new("burrow.run.status", "refused");
+        crate::telemetry::annotate(trace.as_ref(), [refused]);
+        crate::telemetry::end(trace.as_ref(), Some(REFUSED));
         outcome.failed_write = true;
         return outcome;
     }
@@ -426,7 +433,7 @@ async fn turns(
     // The tools this run waited for in vain.
     let mut given_up = HashSet::new();
     for turn in 0..agent.max_turns {
-        let _turn = crate::metrics::Timed::new("burrow_turn_duration_seconds");
+        let timed = crate::metrics::Timed::new("burrow_turn_duration_seconds");
         // The tools registered now: one whose app came back during the run is offered.
         let tools = offered_tools(kernel, key, &agent);
         // Steered messages are taken only while another turn can answer them; the last
@@ -454,7 +461,10 @@ async fn turns(
         let step =
             Step::begin(&kernel.timelines, run_id, Some(key), "provider", agent.provider.clone());
         let Some(answer) = complete(stream, &provider, &params, timeout, gate).await else {
+            // The run's input was refused: the turn did not happen.
             step.forget();
+            timed.discard();
+            crate::telemetry::chat_done(chat.as_ref(), None, Some(REFUSED));
             return End::Cancelled;
         };
         let (status, why) = match &answer {
