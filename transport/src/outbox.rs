@@ -67,7 +67,8 @@ impl std::fmt::Debug for Batch {
 
 impl Batch {
     /// Runs `f` (synchronous work: a thread, not a task, is marked) with what it sends
-    /// on idle outboxes held for this batch.
+    /// on idle outboxes held for this batch. Inside another batch's `defer`, what it
+    /// holds is the outer batch's to write.
     pub fn defer<T>(&mut self, f: impl FnOnce() -> T) -> T {
         /// Puts the thread's mark back, and takes what it held, however `f` ends.
         struct Restore<'a>(bool, &'a mut Vec<Arc<Inner>>);
@@ -446,13 +447,19 @@ impl Inner {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends the end of a frame (or a whole one) to the buffer.
+    /// Appends the end of a frame (or a whole one) to the buffer. A buffer a batch holds
+    /// that reaches its bounds goes to the flusher at once: senders must not find it full
+    /// while the stream could take it.
     fn append(&self, state: &mut State, rest: &[u8]) {
         state.buf.extend_from_slice(rest);
         state.buffered += rest.len() as u64;
         let end = state.buffered;
         state.ends.push_back(end);
-        self.full.store(!state.has_room(self.bounds), std::sync::atomic::Ordering::Release);
+        let room = state.has_room(self.bounds);
+        self.full.store(!room, std::sync::atomic::Ordering::Release);
+        if !room && std::mem::take(&mut state.held) {
+            self.work.notify_one();
+        }
     }
 
     /// A [`Batch`] lets go of the buffer it held: writes what the stream takes at once,
@@ -473,6 +480,10 @@ impl Inner {
         let (written, done) = self.write_now(&mut state, &buf);
         state.buffered = buffered;
         buf.advance(written);
+        if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+            // A burst is over: give its memory back.
+            buf = BytesMut::new();
+        }
         debug_assert_eq!(state.written, before + written as u64);
         state.drop_written_ends();
         state.buf = buf;

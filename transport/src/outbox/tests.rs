@@ -410,3 +410,21 @@ async fn a_panic_inside_a_batch_still_writes_what_it_held() {
     batch.flush();
     assert_eq!(count(), 1, "the batch still had the outbox, and wrote it");
 }
+
+#[tokio::test]
+async fn a_batch_that_fills_an_outbox_hands_it_to_the_flusher_at_once() {
+    let (out, mut far, closed) = outbox(64 * 1024, 4);
+    let mut batch = super::Batch::default();
+    batch.defer(|| {
+        for i in 0..4 {
+            out.try_send(note(i)).expect("room");
+        }
+        assert!(!out.has_room(), "at its bound");
+    });
+    // The flusher writes them without the batch's flush: room comes back.
+    tokio::time::timeout(WAIT, out.room()).await.expect("room in time");
+    out.try_send(note(4)).expect("room");
+    batch.flush();
+    out.close();
+    all_then_the_end(&mut far, 5, &closed).await;
+}
