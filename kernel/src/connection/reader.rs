@@ -99,7 +99,7 @@ impl Connection {
             if let Message::Chunk(chunk) = msg {
                 // A chunk of a streamed answer goes to whoever asked; any other is ignored.
                 let taken = match chunk.id {
-                    Id::Num(n) => self.requests.chunk(n, chunk.chunk),
+                    Id::Num(n) => batch.defer(|| self.requests.chunk(n, chunk.chunk)),
                     _ => false,
                 };
                 if !taken {
