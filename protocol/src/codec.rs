@@ -306,6 +306,13 @@ pub fn decode_body_within(body: &[u8], max_depth: usize) -> Result<Message, Deco
     }
 }
 
+/// How many bytes the frame at the front of `buf` takes, header included, once its
+/// header is there (`None` before).
+pub fn frame_extent(buf: &[u8]) -> Option<usize> {
+    let header = buf.first_chunk::<HEADER_BYTES>()?;
+    Some(HEADER_BYTES.saturating_add(u32::from_be_bytes(*header) as usize))
+}
+
 /// Splits one frame off the front of `buf`: `Ok(None)` when more bytes are needed,
 /// else the decoded message (or its error) and the number of bytes consumed.
 /// A `TooLarge` error consumes nothing: the caller must close.
@@ -323,8 +330,7 @@ pub fn decode_frame_within(
     max_frame_bytes: usize,
     max_depth: usize,
 ) -> Option<(Result<Message, DecodeError>, usize)> {
-    let header: [u8; HEADER_BYTES] = buf.get(..HEADER_BYTES)?.try_into().ok()?;
-    let len = u32::from_be_bytes(header) as usize;
+    let len = frame_extent(buf)? - HEADER_BYTES;
     if len > max_frame_bytes {
         return Some((Err(DecodeError::TooLarge { len, max: max_frame_bytes }), 0));
     }

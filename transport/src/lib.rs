@@ -83,9 +83,8 @@ impl Decoder for MessageCodec {
         }
         match codec::decode_frame_within(src, self.max_frame_bytes, self.max_depth) {
             None => {
-                if let Some(header) = src.get(..codec::HEADER_BYTES) {
-                    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-                    src.reserve((codec::HEADER_BYTES + len as usize).saturating_sub(src.len()));
+                if let Some(extent) = codec::frame_extent(src) {
+                    src.reserve(extent.saturating_sub(src.len()));
                 }
                 Ok(None)
             }

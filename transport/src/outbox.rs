@@ -389,6 +389,7 @@ impl Outbox {
                 return Ok(());
             }
             let (written, _) = inner.write_now(state, frame);
+            state.buffered += written as u64;
             rest = &frame[written..];
             if rest.is_empty() && state.failed.is_none() {
                 return Ok(());
@@ -474,17 +475,12 @@ impl Inner {
             return;
         }
         let mut buf = std::mem::take(&mut state.buf);
-        let (before, buffered) = (state.written, state.buffered);
-        // `write_now` counts what it writes as newly buffered too: these bytes were
-        // counted when they were appended.
         let (written, done) = self.write_now(&mut state, &buf);
-        state.buffered = buffered;
         buf.advance(written);
         if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
             // A burst is over: give its memory back.
             buf = BytesMut::new();
         }
-        debug_assert_eq!(state.written, before + written as u64);
         state.drop_written_ends();
         state.buf = buf;
         let room = state.has_room(self.bounds);
@@ -500,9 +496,9 @@ impl Inner {
     }
 
     /// Writes what of `frame` the stream takes at once (the flusher is idle: `state` is
-    /// locked and not flushing), flushing the stream when it all went; how many bytes
-    /// went, and whether all of it went and was flushed. A failure is left in `state` for
-    /// the flusher.
+    /// locked and not flushing), flushing the stream when it all went, and counts it as
+    /// written; how many bytes went, and whether all of it went and was flushed. A
+    /// failure is left in `state` for the flusher.
     fn write_now(&self, state: &mut State, frame: &[u8]) -> (usize, bool) {
         let mut writer = self.writer();
         let mut cx = Context::from_waker(Waker::noop());
@@ -523,7 +519,6 @@ impl Inner {
         }
         let written = frame.len() - rest.len();
         state.written += written as u64;
-        state.buffered += written as u64;
         if rest.is_empty() && state.failed.is_none() {
             // A writer that holds data back (a `BufWriter`, TLS) must be flushed; one
             // that cannot flush at once leaves that to the flusher.

@@ -285,9 +285,7 @@ impl Connection {
 /// Whether `buf` starts with a whole frame: the next one comes without a read from the
 /// socket.
 fn holds_whole_frame(buf: &[u8]) -> bool {
-    let Some(header) = buf.first_chunk::<{ codec::HEADER_BYTES }>() else { return false };
-    let len = u32::from_be_bytes(*header) as usize;
-    buf.len() - codec::HEADER_BYTES >= len
+    codec::frame_extent(buf).is_some_and(|extent| buf.len() >= extent)
 }
 
 /// How a reader's wait ended.

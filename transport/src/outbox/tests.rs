@@ -260,28 +260,46 @@ impl tokio::io::AsyncWrite for CountingWriter {
     }
 }
 
-/// An outbox over a [`CountingWriter`], its flusher (not spawned), its closed token, the
-/// number of writes so far and the bytes written.
-#[allow(clippy::type_complexity)]
-fn counted() -> (
-    Outbox,
-    impl Future<Output = ()> + Send + 'static,
-    CancellationToken,
-    impl Fn() -> usize,
-    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-) {
-    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let write: Box<dyn tokio::io::AsyncWrite + Send + Unpin> =
-        Box::new(CountingWriter { writes: writes.clone(), bytes: bytes.clone() });
-    let closed = CancellationToken::new();
-    let (out, flusher) = Outbox::new(
-        FramedWrite::new(write, MessageCodec::new(1024 * 1024)),
-        Bounds { frames: 1000, bytes: usize::MAX },
-        closed.clone(),
-    );
-    let count = move || writes.load(std::sync::atomic::Ordering::SeqCst);
-    (out, flusher, closed, count, bytes)
+/// An outbox over a [`CountingWriter`] whose flusher never runs (the senders and the
+/// batches write themselves), with the writer's count of writes and the bytes written.
+struct Counted {
+    out: Outbox,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Counted {
+    fn new() -> Self {
+        let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let write: Box<dyn tokio::io::AsyncWrite + Send + Unpin> =
+            Box::new(CountingWriter { writes: writes.clone(), bytes: bytes.clone() });
+        // The flusher is dropped unrun.
+        let (out, _flusher) = Outbox::new(
+            FramedWrite::new(write, MessageCodec::new(1024 * 1024)),
+            Bounds { frames: 1000, bytes: usize::MAX },
+            CancellationToken::new(),
+        );
+        Counted { out, writes, bytes }
+    }
+
+    /// Writes so far.
+    fn count(&self) -> usize {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The frames written so far: their `n`s.
+    async fn ns(&self) -> Vec<u64> {
+        let bytes = self.bytes.lock().expect("bytes").clone();
+        ns_of(&bytes).await
+    }
+}
+
+/// Sends notes `ns` on `out`, each taken.
+fn send_notes(out: &Outbox, ns: std::ops::Range<u64>) {
+    for n in ns {
+        out.try_send(note(n)).expect("room");
+    }
 }
 
 /// The notifications in `bytes`, whole frames one after another: their `n`s.
@@ -301,22 +319,15 @@ async fn ns_of(bytes: &[u8]) -> Vec<u64> {
 #[tokio::test]
 async fn a_lone_frame_is_written_at_once_and_a_batch_in_one_write_by_the_batch_itself() {
     // The flusher is never run: the sender and the batch write themselves.
-    let (out, _flusher, _closed, count, bytes) = counted();
+    let counted = Counted::new();
+    let (out, count) = (&counted.out, || counted.count());
     out.try_send(note(0)).expect("room");
     assert_eq!(count(), 1, "written by the sender");
     let mut batch = super::Batch::default();
-    batch.defer(|| {
-        for i in 1..40 {
-            out.try_send(note(i)).expect("room");
-        }
-    });
+    batch.defer(|| send_notes(out, 1..40));
     // Another sender (not in the batch) appends behind it; the batch goes on.
     out.try_send(note(40)).expect("room");
-    batch.defer(|| {
-        for i in 41..80 {
-            out.try_send(note(i)).expect("room");
-        }
-    });
+    batch.defer(|| send_notes(out, 41..80));
     assert_eq!(count(), 1, "nothing written while the batch holds the outbox");
     assert_eq!(out.pending_frames(), 79);
     batch.flush();
@@ -324,13 +335,13 @@ async fn a_lone_frame_is_written_at_once_and_a_batch_in_one_write_by_the_batch_i
     assert_eq!(out.pending_frames(), 0);
     out.try_send(note(80)).expect("room");
     assert_eq!(count(), 3, "the outbox is idle again: a lone frame is written at once");
-    let bytes = bytes.lock().expect("bytes").clone();
-    assert_eq!(ns_of(&bytes).await, (0..81).collect::<Vec<_>>(), "every frame, whole, in order");
+    assert_eq!(counted.ns().await, (0..81).collect::<Vec<_>>(), "every frame, whole, in order");
 }
 
 #[tokio::test]
 async fn a_dropped_batch_writes_what_it_held() {
-    let (out, _flusher, _closed, count, bytes) = counted();
+    let counted = Counted::new();
+    let (out, count) = (&counted.out, || counted.count());
     {
         let mut batch = super::Batch::default();
         batch.defer(|| out.try_send(note(0)).expect("room"));
@@ -343,8 +354,7 @@ async fn a_dropped_batch_writes_what_it_held() {
         assert_eq!(count(), 1, "held until the step ends");
     });
     assert_eq!(count(), 2, "the step's frames in one write");
-    let bytes = bytes.lock().expect("bytes").clone();
-    assert_eq!(ns_of(&bytes).await, vec![0, 1, 2]);
+    assert_eq!(counted.ns().await, vec![0, 1, 2]);
 }
 
 #[tokio::test]
@@ -352,11 +362,7 @@ async fn what_the_stream_does_not_take_from_a_batch_goes_to_the_flusher() {
     // A pipe of 1 KiB takes about four frames at once; the rest waits for the reader.
     let (out, mut far, closed) = outbox(1024, 1000);
     let mut batch = super::Batch::default();
-    batch.defer(|| {
-        for i in 0..50 {
-            out.try_send(note(i)).expect("room");
-        }
-    });
+    batch.defer(|| send_notes(&out, 0..50));
     batch.flush();
     assert!(out.pending_frames() > 0, "the pipe did not take it all");
     out.close();
@@ -367,11 +373,7 @@ async fn what_the_stream_does_not_take_from_a_batch_goes_to_the_flusher() {
 async fn closing_an_outbox_a_batch_holds_writes_it_all_then_ends() {
     let (out, mut far, closed) = outbox(64 * 1024, 1000);
     let mut batch = super::Batch::default();
-    batch.defer(|| {
-        for i in 0..10 {
-            out.try_send(note(i)).expect("room");
-        }
-    });
+    batch.defer(|| send_notes(&out, 0..10));
     out.close();
     // The flusher closes it, with or without the batch's flush.
     all_then_the_end(&mut far, 10, &closed).await;
@@ -396,7 +398,8 @@ fn a_panic_inside_a_batch_gives_the_thread_its_mark_back() {
 
 #[tokio::test]
 async fn a_panic_inside_a_batch_still_writes_what_it_held() {
-    let (out, _flusher, _closed, count, _bytes) = counted();
+    let counted = Counted::new();
+    let (out, count) = (&counted.out, || counted.count());
     let mut batch = super::Batch::default();
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         batch.defer(|| {
@@ -416,9 +419,7 @@ async fn a_batch_that_fills_an_outbox_hands_it_to_the_flusher_at_once() {
     let (out, mut far, closed) = outbox(64 * 1024, 4);
     let mut batch = super::Batch::default();
     batch.defer(|| {
-        for i in 0..4 {
-            out.try_send(note(i)).expect("room");
-        }
+        send_notes(&out, 0..4);
         assert!(!out.has_room(), "at its bound");
     });
     // The flusher writes them without the batch's flush: room comes back.
