@@ -475,9 +475,11 @@ impl Inner {
             return;
         }
         let mut buf = std::mem::take(&mut state.buf);
+        // Measured before writing: what is written no longer counts in the capacity.
+        let burst = buf.capacity() > KEEP_CAPACITY;
         let (written, done) = self.write_now(&mut state, &buf);
         buf.advance(written);
-        if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+        if burst && buf.is_empty() {
             // A burst is over: give its memory back.
             buf = BytesMut::new();
         }
@@ -600,6 +602,8 @@ async fn flush_loop(inner: Arc<Inner>) {
             break;
         }
         inner.take(&mut out);
+        // Measured before writing: what is written no longer counts in the capacity.
+        let burst = out.capacity() > KEEP_CAPACITY;
         let written = tokio::select! {
             biased;
             () = inner.closed.cancelled() => break,
@@ -609,7 +613,7 @@ async fn flush_loop(inner: Arc<Inner>) {
             tracing::debug!(error = %e, "write failed; closing the connection");
             break;
         }
-        if out.capacity() > KEEP_CAPACITY {
+        if burst {
             // A burst is over: give its memory back.
             out = BytesMut::new();
         }

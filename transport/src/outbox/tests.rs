@@ -429,3 +429,14 @@ async fn a_batch_that_fills_an_outbox_hands_it_to_the_flusher_at_once() {
     out.close();
     all_then_the_end(&mut far, 5, &closed).await;
 }
+
+#[tokio::test]
+async fn a_batch_gives_a_bursts_buffer_back_once_it_is_written() {
+    let counted = Counted::new();
+    let mut batch = super::Batch::default();
+    batch.defer(|| send_notes(&counted.out, 0..500));
+    assert!(counted.out.inner().lock().buf.capacity() > super::KEEP_CAPACITY);
+    batch.flush();
+    assert_eq!(counted.count(), 1, "in one write");
+    assert_eq!(counted.out.inner().lock().buf.capacity(), 0, "its memory given back");
+}
