@@ -21,7 +21,8 @@
 //!   the kernel's CPU per delta.
 //!
 //! Run with `cargo bench -p burrow-tests --bench streaming`; `-- --seconds=N` streams N
-//! seconds under load instead of 10, `--quick` shortens both parts.
+//! seconds under load instead of 10, `--quick` shortens both parts, and `--alone=N` runs
+//! only the kernel alone against the relays, N rounds (a steady load to profile).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -40,7 +41,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 const SESSIONS: usize = 64;
 /// Rounds of the latency part: the kernel's and the relays' in turn.
@@ -60,6 +60,34 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Nanoseconds since [`EPOCH`]: a delta's text is the time it was sent.
 fn now_ns() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Paces a sender at one send every `every` on average, never two closer than half of
+/// that. `tokio::time::interval` catches up after late ticks (its timer has a
+/// millisecond's grain, and about one tick in eight of a 1 ms interval came within
+/// 100 µs of the one before), and a delta sent right behind another measures the queue
+/// it waits in, not the path.
+struct Pace {
+    every: Duration,
+    next: tokio::time::Instant,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Pace {
+    fn new(every: Duration) -> Pace {
+        Pace { every, next: tokio::time::Instant::now(), last: None }
+    }
+
+    /// Waits for the next send's moment.
+    async fn wait(&mut self) {
+        let at = match self.last {
+            Some(last) => self.next.max(last + self.every / 2),
+            None => self.next,
+        };
+        tokio::time::sleep_until(at).await;
+        self.last = Some(tokio::time::Instant::now());
+        self.next = at + self.every;
+    }
 }
 
 /// What reached one receiver for one session.
@@ -238,10 +266,9 @@ fn bench_app(kernel: &Kernel, bench: &Bench) {
                 let mut words = ask.strip_prefix("stream ").unwrap_or_default().split(' ');
                 let mut number = || words.next().and_then(|w| w.parse::<u64>().ok());
                 if let (Some(n), Some(pace)) = (number(), number()) {
-                    let mut tick = tokio::time::interval(Duration::from_micros(pace));
-                    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    let mut pace = Pace::new(Duration::from_micros(pace));
                     for _ in 0..n {
-                        tick.tick().await;
+                        pace.wait().await;
                         cx.text_delta(now_ns().to_string()).await.expect("send a delta");
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
@@ -427,10 +454,12 @@ fn relay_reader(
     until: tokio::time::Instant,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+        // Read as `RawConn` reads the kernel's channel end: into the buffer's spare room.
+        let mut buf = Vec::new();
         loop {
-            match tokio::time::timeout_at(until, from.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            buf.reserve(64 * 1024);
+            match tokio::time::timeout_at(until, from.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
             while let Some((msg, used)) = codec::decode_frame(&buf, codec::MAX_FRAME_BYTES) {
@@ -487,10 +516,9 @@ impl Floors {
 
     /// One round through the relay `into` writes to: `n` frames at [`PACE`].
     async fn round(tallies: &Tallies, into: &mut tokio::net::UnixStream, n: u64) -> Tally {
-        let mut tick = tokio::time::interval(PACE);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pace = Pace::new(PACE);
         for seq in 0..n {
-            tick.tick().await;
+            pace.wait().await;
             into.write_all(&delta_frame("floor", seq)).await.expect("write to a relay");
         }
         tallies.take_once("floor", n).await
@@ -527,7 +555,7 @@ async fn raw_ends(
             .await;
     let (tallies, waiting) = (bench.raw.clone(), bench.waiting.clone());
     let reader = tokio::spawn(async move {
-        while let Ok(Some(msg)) = tokio::time::timeout_at(until, channel.recv()).await {
+        while let Some(msg) = channel.recv_until(until).await {
             match msg {
                 Message::Notification(note) if note.method == "channel.delta" => {
                     let p: ChannelDeltaParams = serde_json::from_value(note.params).expect("delta");
@@ -561,10 +589,9 @@ async fn raw_round(
 ) -> Tally {
     let rx = dispatch(client, bench, (key, "raw", "raw"), "go").await;
     let call = provider.expect_method("provider.complete").await;
-    let mut tick = tokio::time::interval(PACE);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut pace = Pace::new(PACE);
     for _ in 0..n {
-        tick.tick().await;
+        pace.wait().await;
         let text = now_ns().to_string();
         provider
             .send_value(&json!({"id": call["id"], "chunk": {"type": "text_delta", "text": text}}))
@@ -662,6 +689,34 @@ async fn latency(s: &Setup, per_round: u64) {
     println!("  kernel CPU per delta, the kernel alone: {}", per(raw_cpu, raw.all.received));
 }
 
+/// The kernel alone against the relays (thread and task) only, `rounds` rounds of
+/// `per_round` deltas in turn, and the kernel's CPU per delta: a steady load to profile
+/// the kernel's path with (`--alone=N`).
+async fn alone(s: &Setup, rounds: u64, per_round: u64) {
+    let Setup { kernel, bench, client, .. } = s;
+    let mut floors = Floors::start(s.end);
+    let (mut provider, raw_reader) = raw_ends(kernel, bench, s.end).await;
+    let [mut raw, mut thread, mut task] = std::array::from_fn(|_| Path::default());
+    let mut raw_cpu = Duration::ZERO;
+    for _ in 0..rounds {
+        let before = cpu(kernel.pid());
+        raw.push(raw_round(&mut provider, client, bench, "lat-raw", per_round).await);
+        raw_cpu += cpu(kernel.pid()).saturating_sub(before);
+        thread.push(Floors::round(&floors.tallies, &mut floors.thread, per_round).await);
+        task.push(Floors::round(&floors.tallies, &mut floors.task, per_round).await);
+    }
+    for reader in floors.readers.iter().chain([&raw_reader]) {
+        reader.abort();
+    }
+    println!("the kernel alone, {rounds} rounds of {per_round} deltas every {PACE:?}:");
+    println!("  the kernel alone  {}", raw.all.percentiles());
+    println!("  the relay thread  {}", thread.all.percentiles());
+    println!("  the relay task    {}", task.all.percentiles());
+    println!("  the kernel alone / relay thread: {} (goal <= 1.5)", raw.against(&thread));
+    println!("  the kernel alone / relay task:   {}", raw.against(&task));
+    println!("  kernel CPU per delta: {}", per(raw_cpu, raw.all.received));
+}
+
 /// The throughput part: 64 sessions streaming at once at [`LOAD_PACE`] for `seconds`,
 /// each with its streaming channel and an SSE follower.
 async fn load(s: &Setup, seconds: u64) {
@@ -740,7 +795,12 @@ async fn main() {
     let setup = Arc::new(Setup { kernel, bench, client, http, base, end });
     // On a worker, as the SDK's provider and every reader: a sender on the main thread
     // would wake the runtime's workers differently.
+    let alone_rounds: Option<u64> =
+        std::env::args().find_map(|a| a.strip_prefix("--alone=").and_then(|n| n.parse().ok()));
     let parts = tokio::spawn(async move {
+        if let Some(rounds) = alone_rounds {
+            return alone(&setup, rounds, 200).await;
+        }
         latency(&setup, if quick { 100 } else { 200 }).await;
         load(&setup, seconds).await;
     });

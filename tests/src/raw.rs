@@ -61,16 +61,23 @@ impl RawConn {
             .expect("no message from the kernel in time")
     }
 
+    /// [`RawConn::recv`] with one deadline, `until`: `None` when it passes first (or the
+    /// kernel closed the connection).
+    pub async fn recv_until(&mut self, until: tokio::time::Instant) -> Option<Message> {
+        tokio::time::timeout_at(until, self.read_message()).await.ok().flatten()
+    }
+
     async fn read_message(&mut self) -> Option<Message> {
         loop {
             if let Some((msg, used)) = codec::decode_frame(&self.buf, codec::MAX_FRAME_BYTES) {
                 self.buf.drain(..used);
                 return Some(msg.expect("kernel sent a valid message"));
             }
-            let mut chunk = vec![0u8; 64 * 1024];
-            match self.stream.read(&mut chunk).await {
+            // Read straight into the buffer's spare room: nothing to zero or copy.
+            self.buf.reserve(64 * 1024);
+            match self.stream.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
             }
         }
     }
