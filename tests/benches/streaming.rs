@@ -420,8 +420,10 @@ fn relay_thread(mut from: Socket, mut to: impl Write + Send + 'static) {
 }
 
 /// The same relay as a task of a tokio runtime of its own, with two workers as the
-/// kernel's: the floor of an event-driven relay.
-fn relay_task(from: Socket, to: Socket) {
+/// kernel's: the floor of an event-driven relay. When `recode`, it decodes each frame it
+/// reads into a message and encodes it again before writing it (the least a relay that
+/// looks at what it forwards does).
+fn relay_task(from: Socket, to: Socket, recode: bool) {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -435,11 +437,29 @@ fn relay_task(from: Socket, to: Socket) {
             }
             let mut from = tokio::net::UnixStream::from_std(from).expect("tokio socket");
             let mut to = tokio::net::UnixStream::from_std(to).expect("tokio socket");
-            let mut chunk = vec![0u8; 64 * 1024];
-            while let Ok(n) = from.read(&mut chunk).await {
-                if n == 0 || to.write_all(&chunk[..n]).await.is_err() {
+            let (mut buf, mut out) = (Vec::new(), Vec::new());
+            loop {
+                buf.reserve(64 * 1024);
+                match from.read_buf(&mut buf).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return,
+                }
+                if !recode {
+                    std::mem::swap(&mut buf, &mut out);
+                } else {
+                    while let Some((msg, used)) = codec::decode_frame(&buf, codec::MAX_FRAME_BYTES)
+                    {
+                        buf.drain(..used);
+                        let msg = msg.expect("a frame of the benchmark's");
+                        out.extend(
+                            codec::encode_frame(&msg, codec::MAX_FRAME_BYTES).expect("encode"),
+                        );
+                    }
+                }
+                if to.write_all(&out).await.is_err() {
                     return;
                 }
+                out.clear();
             }
         });
         let _ = runtime.block_on(relay);
@@ -481,6 +501,8 @@ struct Floors {
     thread: tokio::net::UnixStream,
     /// Into a relay task in a runtime of its own, out over a Unix socket.
     task: tokio::net::UnixStream,
+    /// The same, decoding each frame and encoding it again.
+    recoding: tokio::net::UnixStream,
     /// Into a relay thread, out over loopback TCP (as the SSE client reads).
     tcp: tokio::net::UnixStream,
     tallies: Tallies,
@@ -499,7 +521,9 @@ impl Floors {
         let (thread, relay_in) = pair();
         relay_thread(relay_in, unix_out());
         let (task, relay_in) = pair();
-        relay_task(relay_in, unix_out());
+        relay_task(relay_in, unix_out(), false);
+        let (recoding, relay_in) = pair();
+        relay_task(relay_in, unix_out(), true);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let out = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("tcp");
         let (relay_out, _) = listener.accept().expect("accept");
@@ -511,7 +535,7 @@ impl Floors {
         readers.push(relay_reader(out, tallies.clone(), until));
         let (tcp, relay_in) = pair();
         relay_thread(relay_in, relay_out);
-        Floors { thread, task, tcp, tallies, readers }
+        Floors { thread, task, recoding, tcp, tallies, readers }
     }
 
     /// One round through the relay `into` writes to: `n` frames at [`PACE`].
@@ -696,7 +720,7 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     let Setup { kernel, bench, client, .. } = s;
     let mut floors = Floors::start(s.end);
     let (mut provider, raw_reader) = raw_ends(kernel, bench, s.end).await;
-    let [mut raw, mut thread, mut task] = std::array::from_fn(|_| Path::default());
+    let [mut raw, mut thread, mut task, mut recoding] = std::array::from_fn(|_| Path::default());
     let mut raw_cpu = Duration::ZERO;
     for _ in 0..rounds {
         let before = cpu(kernel.pid());
@@ -704,6 +728,7 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
         raw_cpu += cpu(kernel.pid()).saturating_sub(before);
         thread.push(Floors::round(&floors.tallies, &mut floors.thread, per_round).await);
         task.push(Floors::round(&floors.tallies, &mut floors.task, per_round).await);
+        recoding.push(Floors::round(&floors.tallies, &mut floors.recoding, per_round).await);
     }
     for reader in floors.readers.iter().chain([&raw_reader]) {
         reader.abort();
@@ -712,8 +737,10 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     println!("  the kernel alone  {}", raw.all.percentiles());
     println!("  the relay thread  {}", thread.all.percentiles());
     println!("  the relay task    {}", task.all.percentiles());
+    println!("  the relay task decoding and encoding each frame {}", recoding.all.percentiles());
     println!("  the kernel alone / relay thread: {} (goal <= 1.5)", raw.against(&thread));
     println!("  the kernel alone / relay task:   {}", raw.against(&task));
+    println!("  the recoding relay task / relay thread: {}", recoding.against(&thread));
     println!("  kernel CPU per delta: {}", per(raw_cpu, raw.all.received));
 }
 
