@@ -440,3 +440,28 @@ async fn a_batch_gives_a_bursts_buffer_back_once_it_is_written() {
     assert_eq!(counted.count(), 1, "in one write");
     assert_eq!(counted.out.inner().lock().buf.capacity(), 0, "its memory given back");
 }
+
+#[tokio::test]
+async fn the_flusher_gives_a_bursts_buffer_back_once_it_is_written() {
+    // A pipe with room for one frame: a burst waits in the outbox for the far side.
+    let (out, mut far, _closed) = outbox(300, 1000);
+    send_notes(&out, 0..500);
+    assert!(out.inner().lock().buf.capacity() > super::KEEP_CAPACITY);
+    for want in 0..500 {
+        assert_eq!(next_n(&mut far).await, want);
+    }
+    // Two more while the far side does not read: the pipe takes the first, the flusher
+    // the second, swapping its own buffer in for the outbox's. After the burst it gave
+    // that buffer's memory back: the outbox gets a new, empty one.
+    send_notes(&out, 500..502);
+    let taken = async {
+        while !out.inner().lock().buf.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(WAIT, taken).await.expect("the flusher took the frame in time");
+    assert_eq!(out.inner().lock().buf.capacity(), 0, "the burst's memory given back");
+    for want in 500..502 {
+        assert_eq!(next_n(&mut far).await, want);
+    }
+}
