@@ -13,8 +13,9 @@
 //!   rounds each; a ratio is the median of the rounds'): relays in this process forwarding
 //!   frames of a `channel.delta`'s size from a "provider" socket to a "channel" socket,
 //!   unchanged, two hops as provider → kernel → channel: a thread (Unix → Unix; Unix →
-//!   TCP beside the SSE client), and a task in a tokio runtime of its own with two
-//!   workers, as the kernel's;
+//!   TCP beside the SSE client), a task in a tokio runtime of its own with two workers,
+//!   as the kernel's, and a relay thread in a process of its own (this binary, started
+//!   with `--relay-child`), apart from the sender and the receiver as the kernel is;
 //! - throughput: 64 sessions streaming at once, a delta every 20 ms each, each session
 //!   with its streaming channel and one SSE follower: deltas/s delivered at each,
 //!   `lagged` events, deltas missing (and gaps in `seq`), the latency under that load and
@@ -408,62 +409,132 @@ fn pair() -> (tokio::net::UnixStream, Socket) {
 
 /// A relay thread writing what it reads from `from` to `to`, unchanged, each read in one
 /// write.
-fn relay_thread(mut from: Socket, mut to: impl Write + Send + 'static) {
-    std::thread::spawn(move || {
-        let mut chunk = vec![0u8; 64 * 1024];
-        while let Ok(n) = from.read(&mut chunk) {
-            if n == 0 || to.write_all(&chunk[..n]).is_err() {
-                return;
-            }
+fn relay_thread(from: Socket, to: impl Write + Send + 'static) {
+    std::thread::spawn(move || relay_blocking(from, to));
+}
+
+/// What a relay thread runs: reads from `from` and writes each read to `to`, until either
+/// ends.
+fn relay_blocking(mut from: Socket, mut to: impl Write) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut chunk) {
+        if n == 0 || to.write_all(&chunk[..n]).is_err() {
+            return;
         }
-    });
+    }
 }
 
 /// The same relay as a task of a tokio runtime of its own, with two workers as the
 /// kernel's: the floor of an event-driven relay. When `recode`, it decodes each frame it
 /// reads into a message and encodes it again before writing it (the least a relay that
 /// looks at what it forwards does).
-fn relay_task(from: Socket, to: Socket, recode: bool) {
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        // Spawned, as the kernel's connections are: it runs on a worker.
-        let relay = runtime.spawn(async move {
-            for s in [&from, &to] {
-                s.set_nonblocking(true).expect("nonblocking");
+/// Returns where its runtime's threads are (`/proc/<pid>/task/<tid>`), for their CPU time.
+fn relay_task(from: Socket, to: Socket, recode: bool) -> RelayThreads {
+    let threads = RelayThreads::default();
+    let started = threads.clone();
+    std::thread::spawn(move || relay_runtime(from, to, recode, started));
+    threads
+}
+
+/// What a relay task's thread runs: a runtime of two workers (whose threads it lists in
+/// `threads`) and the relay as a task on it, until either socket ends.
+fn relay_runtime(from: Socket, to: Socket, recode: bool, threads: RelayThreads) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            if let Ok(task) = std::fs::read_link("/proc/thread-self") {
+                threads.0.lock().unwrap().push(std::path::Path::new("/proc").join(task));
             }
-            let mut from = tokio::net::UnixStream::from_std(from).expect("tokio socket");
-            let mut to = tokio::net::UnixStream::from_std(to).expect("tokio socket");
-            let (mut buf, mut out) = (Vec::new(), Vec::new());
-            loop {
-                buf.reserve(64 * 1024);
-                match from.read_buf(&mut buf).await {
-                    Ok(n) if n > 0 => {}
-                    _ => return,
-                }
-                if !recode {
-                    std::mem::swap(&mut buf, &mut out);
-                } else {
-                    while let Some((msg, used)) = codec::decode_frame(&buf, codec::MAX_FRAME_BYTES)
-                    {
-                        buf.drain(..used);
-                        let msg = msg.expect("a frame of the benchmark's");
-                        out.extend(
-                            codec::encode_frame(&msg, codec::MAX_FRAME_BYTES).expect("encode"),
-                        );
-                    }
-                }
-                if to.write_all(&out).await.is_err() {
-                    return;
-                }
-                out.clear();
+        })
+        .build()
+        .expect("runtime");
+    // Spawned, as the kernel's connections are: it runs on a worker.
+    let relay = runtime.spawn(async move {
+        for s in [&from, &to] {
+            s.set_nonblocking(true).expect("nonblocking");
+        }
+        let mut from = tokio::net::UnixStream::from_std(from).expect("tokio socket");
+        let mut to = tokio::net::UnixStream::from_std(to).expect("tokio socket");
+        let (mut buf, mut out) = (Vec::new(), Vec::new());
+        loop {
+            buf.reserve(64 * 1024);
+            match from.read_buf(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
             }
-        });
-        let _ = runtime.block_on(relay);
+            if !recode {
+                std::mem::swap(&mut buf, &mut out);
+            } else {
+                while let Some((msg, used)) = codec::decode_frame(&buf, codec::MAX_FRAME_BYTES) {
+                    buf.drain(..used);
+                    let msg = msg.expect("a frame of the benchmark's");
+                    out.extend(codec::encode_frame(&msg, codec::MAX_FRAME_BYTES).expect("encode"));
+                }
+            }
+            if to.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
     });
+    let _ = runtime.block_on(relay);
+}
+
+/// The argument that makes this benchmark's binary a relay process: `--relay-child
+/// <socket> <thread|task>` connects twice to `socket` (the first connection is read, the
+/// second written) and relays as a relay thread or a relay task does.
+const RELAY_CHILD: &str = "--relay-child";
+
+/// This process as a relay child (see [`RELAY_CHILD`]), when its arguments say so.
+fn relay_child() -> Option<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == RELAY_CHILD)?;
+    let (socket, mode) = (args.get(at + 1)?, args.get(at + 2)?);
+    let from = Socket::connect(socket).expect("the benchmark's socket");
+    let to = Socket::connect(socket).expect("the benchmark's socket");
+    match mode.as_str() {
+        "thread" => relay_blocking(from, to),
+        _ => relay_runtime(from, to, false, RelayThreads::default()),
+    }
+    Some(())
+}
+
+/// A relay in a process of its own (this binary, as [`relay_child`]), `mode` `thread` or
+/// `task`: as the kernel is, apart from the sender and the receiver. Returns the socket to
+/// write into it, the one to read from it, and the process (killed when dropped).
+async fn relay_process(
+    dir: &std::path::Path,
+    mode: &str,
+) -> (tokio::net::UnixStream, tokio::net::UnixStream, tokio::process::Child) {
+    let socket = dir.join(format!("relay-{mode}.sock"));
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind the relay's socket");
+    let child = tokio::process::Command::new(std::env::current_exe().expect("this binary"))
+        .arg(RELAY_CHILD)
+        .arg(&socket)
+        .arg(mode)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn a relay process");
+    let accept = async || {
+        let accepted = tokio::time::timeout(DEADLINE, listener.accept()).await;
+        accepted.expect("the relay process connects in time").expect("accept").0
+    };
+    // Its first connection is what it reads, its second what it writes.
+    let into = accept().await;
+    let out = accept().await;
+    (into, out, child)
+}
+
+/// The threads of a relay task's runtime.
+#[derive(Debug, Clone, Default)]
+struct RelayThreads(Arc<Mutex<Vec<std::path::PathBuf>>>);
+
+impl RelayThreads {
+    /// The CPU time they have had so far.
+    fn cpu(&self) -> Duration {
+        threads_cpu(self.0.lock().unwrap().clone())
+    }
 }
 
 /// The floor's channel: reads frames from `from` until `until`, tallying their deltas
@@ -503,6 +574,8 @@ struct Floors {
     task: tokio::net::UnixStream,
     /// The same, decoding each frame and encoding it again.
     recoding: tokio::net::UnixStream,
+    /// The threads of the two relay tasks' runtimes: `task`'s, `recoding`'s.
+    task_threads: [RelayThreads; 2],
     /// Into a relay thread, out over loopback TCP (as the SSE client reads).
     tcp: tokio::net::UnixStream,
     tallies: Tallies,
@@ -521,9 +594,9 @@ impl Floors {
         let (thread, relay_in) = pair();
         relay_thread(relay_in, unix_out());
         let (task, relay_in) = pair();
-        relay_task(relay_in, unix_out(), false);
+        let plain = relay_task(relay_in, unix_out(), false);
         let (recoding, relay_in) = pair();
-        relay_task(relay_in, unix_out(), true);
+        let task_threads = [plain, relay_task(relay_in, unix_out(), true)];
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let out = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("tcp");
         let (relay_out, _) = listener.accept().expect("accept");
@@ -535,7 +608,7 @@ impl Floors {
         readers.push(relay_reader(out, tallies.clone(), until));
         let (tcp, relay_in) = pair();
         relay_thread(relay_in, relay_out);
-        Floors { thread, task, recoding, tcp, tallies, readers }
+        Floors { thread, task, recoding, task_threads, tcp, tallies, readers }
     }
 
     /// One round through the relay `into` writes to: `n` frames at [`PACE`].
@@ -546,6 +619,27 @@ impl Floors {
             into.write_all(&delta_frame("floor", seq)).await.expect("write to a relay");
         }
         tallies.take_once("floor", n).await
+    }
+}
+
+/// The floors as processes of their own ([`relay_process`]), as the kernel is: a relay
+/// thread and a relay task, read as [`relay_reader`] reads.
+struct ProcessFloors {
+    thread: tokio::net::UnixStream,
+    task: tokio::net::UnixStream,
+    _processes: Vec<tokio::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl ProcessFloors {
+    async fn start(floors: &mut Floors, until: tokio::time::Instant) -> ProcessFloors {
+        let dir = tempfile::tempdir().expect("a directory for the relays' socket");
+        let (thread, thread_out, a) = relay_process(dir.path(), "thread").await;
+        let (task, task_out, b) = relay_process(dir.path(), "task").await;
+        for out in [thread_out, task_out] {
+            floors.readers.push(relay_reader(out, floors.tallies.clone(), until));
+        }
+        ProcessFloors { thread, task, _processes: vec![a, b], _dir: dir }
     }
 }
 
@@ -630,10 +724,15 @@ async fn raw_round(
 /// scheduler counts it, exactly (`/proc/<pid>/task/*/schedstat`).
 fn cpu(pid: i32) -> Duration {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the kernel's threads");
+    threads_cpu(tasks.flatten().map(|task| task.path()))
+}
+
+/// The CPU time the threads at `tasks` (`/proc/<pid>/task/<tid>`) have had so far.
+fn threads_cpu(tasks: impl IntoIterator<Item = std::path::PathBuf>) -> Duration {
     tasks
-        .flatten()
+        .into_iter()
         .map(|task| {
-            let line = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            let line = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
             Duration::from_nanos(line.split(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0))
         })
         .sum()
@@ -663,10 +762,11 @@ async fn latency(s: &Setup, per_round: u64) {
     turn(client, bench, ("lat-sse", "plain"), "hi", DEADLINE).await;
     let follower = follow_sse(&s.http, &s.base, "lat-sse", bench.sse.clone(), s.end).await;
     let mut floors = Floors::start(s.end);
+    let mut processes = ProcessFloors::start(&mut floors, s.end).await;
     let (mut provider, raw_reader) = raw_ends(kernel, bench, s.end).await;
     let within = DEADLINE + PACE * per_round as u32;
     let ask = stream(per_round, PACE);
-    let [mut sdk, mut raw, mut sse, mut thread, mut task, mut tcp] =
+    let [mut sdk, mut raw, mut sse, mut thread, mut task, mut tcp, mut p_thread] =
         std::array::from_fn(|_| Path::default());
     let mut raw_cpu = Duration::ZERO;
     for _ in 0..ROUNDS {
@@ -677,6 +777,7 @@ async fn latency(s: &Setup, per_round: u64) {
         raw_cpu += cpu(kernel.pid()).saturating_sub(before);
         thread.push(Floors::round(&floors.tallies, &mut floors.thread, per_round).await);
         task.push(Floors::round(&floors.tallies, &mut floors.task, per_round).await);
+        p_thread.push(Floors::round(&floors.tallies, &mut processes.thread, per_round).await);
         turn(client, bench, ("lat-sse", "plain"), &ask, within).await;
         sse.push(bench.sse.take_once("lat-sse", per_round).await);
         tcp.push(Floors::round(&floors.tallies, &mut floors.tcp, per_round).await);
@@ -700,6 +801,7 @@ async fn latency(s: &Setup, per_round: u64) {
         ("raw provider -> kernel -> raw channel (the kernel alone)", &mut raw),
         ("floor: relay thread, Unix -> Unix", &mut thread),
         ("floor: relay task, own runtime (2 workers), Unix -> Unix", &mut task),
+        ("floor: relay thread in a process of its own, Unix -> Unix", &mut p_thread),
         ("SDK provider -> kernel -> SSE client (GET /sessions/{key}/events)", &mut sse),
         ("floor: relay thread, Unix -> loopback TCP", &mut tcp),
     ];
@@ -708,6 +810,7 @@ async fn latency(s: &Setup, per_round: u64) {
     }
     println!("  the kernel alone / relay thread: {} (goal <= 1.5)", raw.against(&thread));
     println!("  the kernel alone / relay task:   {}", raw.against(&task));
+    println!("  the kernel alone / relay process (thread): {}", raw.against(&p_thread));
     println!("  SDK ends / relay thread:         {}", sdk.against(&thread));
     println!("  SSE / relay thread to TCP:       {}", sse.against(&tcp));
     println!("  kernel CPU per delta, the kernel alone: {}", per(raw_cpu, raw.all.received));
@@ -719,16 +822,24 @@ async fn latency(s: &Setup, per_round: u64) {
 async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     let Setup { kernel, bench, client, .. } = s;
     let mut floors = Floors::start(s.end);
+    let mut processes = ProcessFloors::start(&mut floors, s.end).await;
     let (mut provider, raw_reader) = raw_ends(kernel, bench, s.end).await;
-    let [mut raw, mut thread, mut task, mut recoding] = std::array::from_fn(|_| Path::default());
-    let mut raw_cpu = Duration::ZERO;
+    let [mut raw, mut thread, mut task, mut recoding, mut p_thread, mut p_task] =
+        std::array::from_fn(|_| Path::default());
+    let (mut raw_cpu, mut task_cpu) = (Duration::ZERO, [Duration::ZERO; 2]);
     for _ in 0..rounds {
         let before = cpu(kernel.pid());
         raw.push(raw_round(&mut provider, client, bench, "lat-raw", per_round).await);
         raw_cpu += cpu(kernel.pid()).saturating_sub(before);
         thread.push(Floors::round(&floors.tallies, &mut floors.thread, per_round).await);
+        let before = floors.task_threads[0].cpu();
         task.push(Floors::round(&floors.tallies, &mut floors.task, per_round).await);
+        task_cpu[0] += floors.task_threads[0].cpu().saturating_sub(before);
+        let before = floors.task_threads[1].cpu();
         recoding.push(Floors::round(&floors.tallies, &mut floors.recoding, per_round).await);
+        task_cpu[1] += floors.task_threads[1].cpu().saturating_sub(before);
+        p_thread.push(Floors::round(&floors.tallies, &mut processes.thread, per_round).await);
+        p_task.push(Floors::round(&floors.tallies, &mut processes.task, per_round).await);
     }
     for reader in floors.readers.iter().chain([&raw_reader]) {
         reader.abort();
@@ -738,10 +849,20 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     println!("  the relay thread  {}", thread.all.percentiles());
     println!("  the relay task    {}", task.all.percentiles());
     println!("  the relay task decoding and encoding each frame {}", recoding.all.percentiles());
+    println!("  a relay process, thread  {}", p_thread.all.percentiles());
+    println!("  a relay process, task    {}", p_task.all.percentiles());
     println!("  the kernel alone / relay thread: {} (goal <= 1.5)", raw.against(&thread));
     println!("  the kernel alone / relay task:   {}", raw.against(&task));
     println!("  the recoding relay task / relay thread: {}", recoding.against(&thread));
+    println!("  the kernel alone / relay process (thread): {}", raw.against(&p_thread));
+    println!("  the kernel alone / relay process (task):   {}", raw.against(&p_task));
+    println!("  relay process (thread) / relay thread: {}", p_thread.against(&thread));
     println!("  kernel CPU per delta: {}", per(raw_cpu, raw.all.received));
+    println!(
+        "  relay task CPU per delta: {}; the recoding relay task's: {}",
+        per(task_cpu[0], task.all.received),
+        per(task_cpu[1], recoding.all.received)
+    );
 }
 
 /// The throughput part: 64 sessions streaming at once at [`LOAD_PACE`] for `seconds`,
@@ -802,8 +923,14 @@ async fn load(s: &Setup, seconds: u64) {
     println!("  kernel CPU per delta sent: {}", per(cpu_after.saturating_sub(cpu_before), sent));
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    if relay_child().is_some() {
+        return;
+    }
+    tokio::runtime::Runtime::new().expect("runtime").block_on(bench_main());
+}
+
+async fn bench_main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let seconds: u64 = std::env::args()
         .find_map(|a| a.strip_prefix("--seconds=").and_then(|n| n.parse().ok()))
