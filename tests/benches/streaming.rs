@@ -627,11 +627,17 @@ impl Floors {
 struct ProcessFloors {
     thread: tokio::net::UnixStream,
     task: tokio::net::UnixStream,
-    _processes: Vec<tokio::process::Child>,
+    processes: Vec<tokio::process::Child>,
     _dir: tempfile::TempDir,
 }
 
 impl ProcessFloors {
+    /// The CPU time the thread's process and the task's have had so far.
+    fn cpu(&self) -> [Duration; 2] {
+        let pid = |child: &tokio::process::Child| child.id().map_or(0, |id| id as i32);
+        [cpu(pid(&self.processes[0])), cpu(pid(&self.processes[1]))]
+    }
+
     async fn start(floors: &mut Floors, until: tokio::time::Instant) -> ProcessFloors {
         let dir = tempfile::tempdir().expect("a directory for the relays' socket");
         let (thread, thread_out, a) = relay_process(dir.path(), "thread").await;
@@ -639,7 +645,7 @@ impl ProcessFloors {
         for out in [thread_out, task_out] {
             floors.readers.push(relay_reader(out, floors.tallies.clone(), until));
         }
-        ProcessFloors { thread, task, _processes: vec![a, b], _dir: dir }
+        ProcessFloors { thread, task, processes: vec![a, b], _dir: dir }
     }
 }
 
@@ -827,6 +833,7 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     let [mut raw, mut thread, mut task, mut recoding, mut p_thread, mut p_task] =
         std::array::from_fn(|_| Path::default());
     let (mut raw_cpu, mut task_cpu) = (Duration::ZERO, [Duration::ZERO; 2]);
+    let mut process_cpu = [Duration::ZERO; 2];
     for _ in 0..rounds {
         let before = cpu(kernel.pid());
         raw.push(raw_round(&mut provider, client, bench, "lat-raw", per_round).await);
@@ -838,8 +845,13 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
         let before = floors.task_threads[1].cpu();
         recoding.push(Floors::round(&floors.tallies, &mut floors.recoding, per_round).await);
         task_cpu[1] += floors.task_threads[1].cpu().saturating_sub(before);
+        let before = processes.cpu();
         p_thread.push(Floors::round(&floors.tallies, &mut processes.thread, per_round).await);
+        let between = processes.cpu();
         p_task.push(Floors::round(&floors.tallies, &mut processes.task, per_round).await);
+        let after = processes.cpu();
+        process_cpu[0] += between[0].saturating_sub(before[0]);
+        process_cpu[1] += after[1].saturating_sub(between[1]);
     }
     for reader in floors.readers.iter().chain([&raw_reader]) {
         reader.abort();
@@ -862,6 +874,11 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
         "  relay task CPU per delta: {}; the recoding relay task's: {}",
         per(task_cpu[0], task.all.received),
         per(task_cpu[1], recoding.all.received)
+    );
+    println!(
+        "  relay process CPU per delta: thread {}, task {}",
+        per(process_cpu[0], p_thread.all.received),
+        per(process_cpu[1], p_task.all.received)
     );
 }
 
