@@ -428,6 +428,7 @@ fn relay_blocking(mut from: Socket, mut to: impl Write) {
 /// kernel's: the floor of an event-driven relay. When `recode`, it decodes each frame it
 /// reads into a message and encodes it again before writing it (the least a relay that
 /// looks at what it forwards does).
+///
 /// Returns where its runtime's threads are (`/proc/<pid>/task/<tid>`), for their CPU time.
 fn relay_task(from: Socket, to: Socket, recode: bool) -> RelayThreads {
     let threads = RelayThreads::default();
@@ -495,7 +496,8 @@ fn relay_child() -> Option<()> {
     let to = Socket::connect(socket).expect("the benchmark's socket");
     match mode.as_str() {
         "thread" => relay_blocking(from, to),
-        _ => relay_runtime(from, to, false, RelayThreads::default()),
+        "task" => relay_runtime(from, to, false, RelayThreads::default()),
+        other => panic!("no relay mode {other:?}: thread or task"),
     }
     Some(())
 }
@@ -627,17 +629,17 @@ impl Floors {
 struct ProcessFloors {
     thread: tokio::net::UnixStream,
     task: tokio::net::UnixStream,
-    processes: Vec<tokio::process::Child>,
+    /// The thread's process, the task's.
+    processes: [tokio::process::Child; 2],
     _dir: tempfile::TempDir,
 }
 
-impl ProcessFloors {
-    /// The CPU time the thread's process and the task's have had so far.
-    fn cpu(&self) -> [Duration; 2] {
-        let pid = |child: &tokio::process::Child| child.id().map_or(0, |id| id as i32);
-        [cpu(pid(&self.processes[0])), cpu(pid(&self.processes[1]))]
-    }
+/// The CPU time process `child` has had so far.
+fn child_cpu(child: &tokio::process::Child) -> Duration {
+    cpu(child.id().map_or(0, |id| id as i32))
+}
 
+impl ProcessFloors {
     async fn start(floors: &mut Floors, until: tokio::time::Instant) -> ProcessFloors {
         let dir = tempfile::tempdir().expect("a directory for the relays' socket");
         let (thread, thread_out, a) = relay_process(dir.path(), "thread").await;
@@ -645,7 +647,7 @@ impl ProcessFloors {
         for out in [thread_out, task_out] {
             floors.readers.push(relay_reader(out, floors.tallies.clone(), until));
         }
-        ProcessFloors { thread, task, processes: vec![a, b], _dir: dir }
+        ProcessFloors { thread, task, processes: [a, b], _dir: dir }
     }
 }
 
@@ -726,6 +728,18 @@ async fn raw_round(
     bench.raw.take_once(key, n).await
 }
 
+/// Runs `round`, adding to `spent` the CPU time `cpu` counts meanwhile.
+async fn metered<T>(
+    spent: &mut Duration,
+    cpu: impl Fn() -> Duration,
+    round: impl Future<Output = T>,
+) -> T {
+    let before = cpu();
+    let done = round.await;
+    *spent += cpu().saturating_sub(before);
+    done
+}
+
 /// The kernel's CPU for one turn of the kernel alone that streams nothing (the mean of
 /// three): what each round's CPU holds besides its deltas (the dispatch, the run, the
 /// transcript's writes), taken off to give the CPU per delta.
@@ -801,9 +815,8 @@ async fn latency(s: &Setup, per_round: u64) {
     for _ in 0..ROUNDS {
         turn(client, bench, ("lat-live", "live"), &ask, within).await;
         sdk.push(bench.channel.take_once("lat-live", per_round).await);
-        let before = cpu(kernel.pid());
-        raw.push(raw_round(&mut provider, client, bench, "lat-raw", per_round).await);
-        raw_cpu += cpu(kernel.pid()).saturating_sub(before);
+        let round = raw_round(&mut provider, client, bench, "lat-raw", per_round);
+        raw.push(metered(&mut raw_cpu, || cpu(kernel.pid()), round).await);
         thread.push(Floors::round(&floors.tallies, &mut floors.thread, per_round).await);
         task.push(Floors::round(&floors.tallies, &mut floors.task, per_round).await);
         p_thread.push(Floors::round(&floors.tallies, &mut processes.thread, per_round).await);
@@ -849,9 +862,10 @@ async fn latency(s: &Setup, per_round: u64) {
     );
 }
 
-/// The kernel alone against the relays (thread and task) only, `rounds` rounds of
-/// `per_round` deltas in turn, and the kernel's CPU per delta: a steady load to profile
-/// the kernel's path with (`--alone=N`).
+/// The kernel alone against the Unix relays only (in this process: thread, task,
+/// recoding task; in processes of their own: thread, task), `rounds` rounds of
+/// `per_round` deltas in turn, with the CPU per delta of the kernel and of the relay
+/// tasks and processes: a steady load to profile the kernel's path with (`--alone=N`).
 async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     let Setup { kernel, bench, client, .. } = s;
     let mut floors = Floors::start(s.end);
@@ -863,23 +877,19 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     let (mut raw_cpu, mut task_cpu) = (Duration::ZERO, [Duration::ZERO; 2]);
     let mut process_cpu = [Duration::ZERO; 2];
     for _ in 0..rounds {
-        let before = cpu(kernel.pid());
-        raw.push(raw_round(&mut provider, client, bench, "lat-raw", per_round).await);
-        raw_cpu += cpu(kernel.pid()).saturating_sub(before);
+        let round = raw_round(&mut provider, client, bench, "lat-raw", per_round);
+        raw.push(metered(&mut raw_cpu, || cpu(kernel.pid()), round).await);
         thread.push(Floors::round(&floors.tallies, &mut floors.thread, per_round).await);
-        let before = floors.task_threads[0].cpu();
-        task.push(Floors::round(&floors.tallies, &mut floors.task, per_round).await);
-        task_cpu[0] += floors.task_threads[0].cpu().saturating_sub(before);
-        let before = floors.task_threads[1].cpu();
-        recoding.push(Floors::round(&floors.tallies, &mut floors.recoding, per_round).await);
-        task_cpu[1] += floors.task_threads[1].cpu().saturating_sub(before);
-        let before = processes.cpu();
-        p_thread.push(Floors::round(&floors.tallies, &mut processes.thread, per_round).await);
-        let between = processes.cpu();
-        p_task.push(Floors::round(&floors.tallies, &mut processes.task, per_round).await);
-        let after = processes.cpu();
-        process_cpu[0] += between[0].saturating_sub(before[0]);
-        process_cpu[1] += after[1].saturating_sub(between[1]);
+        let (tallies, threads) = (&floors.tallies, &floors.task_threads);
+        let round = Floors::round(tallies, &mut floors.task, per_round);
+        task.push(metered(&mut task_cpu[0], || threads[0].cpu(), round).await);
+        let round = Floors::round(tallies, &mut floors.recoding, per_round);
+        recoding.push(metered(&mut task_cpu[1], || threads[1].cpu(), round).await);
+        let children = &processes.processes;
+        let round = Floors::round(tallies, &mut processes.thread, per_round);
+        p_thread.push(metered(&mut process_cpu[0], || child_cpu(&children[0]), round).await);
+        let round = Floors::round(tallies, &mut processes.task, per_round);
+        p_task.push(metered(&mut process_cpu[1], || child_cpu(&children[1]), round).await);
     }
     for reader in floors.readers.iter().chain([&raw_reader]) {
         reader.abort();
