@@ -14,8 +14,10 @@
 //!   frames of a `channel.delta`'s size from a "provider" socket to a "channel" socket,
 //!   unchanged, two hops as provider → kernel → channel: a thread (Unix → Unix; Unix →
 //!   TCP beside the SSE client), a task in a tokio runtime of its own with two workers,
-//!   as the kernel's, and a relay thread in a process of its own (this binary, started
-//!   with `--relay-child`), apart from the sender and the receiver as the kernel is;
+//!   as the kernel's, and, in processes of their own (this binary, started with
+//!   `--relay-child`), apart from the sender and the receiver as the kernel is, a relay
+//!   thread and a tokio relay task that decodes every frame into a message and encodes
+//!   it again (the least any process that reads the protocol does);
 //! - throughput: 64 sessions streaming at once, a delta every 20 ms each, each session
 //!   with its streaming channel and one SSE follower: deltas/s delivered at each,
 //!   `lagged` events, deltas missing (and gaps in `seq`), the latency under that load and
@@ -483,8 +485,9 @@ fn relay_runtime(from: Socket, to: Socket, recode: bool, threads: RelayThreads) 
 }
 
 /// The argument that makes this benchmark's binary a relay process: `--relay-child
-/// <socket> <thread|task>` connects twice to `socket` (the first connection is read, the
-/// second written) and relays as a relay thread or a relay task does.
+/// <socket> <thread|task|recoding>` connects twice to `socket` (the first connection is
+/// read, the second written) and relays as a relay thread, a relay task or the recoding
+/// relay task does.
 const RELAY_CHILD: &str = "--relay-child";
 
 /// This process as a relay child (see [`RELAY_CHILD`]), when its arguments say so.
@@ -497,13 +500,14 @@ fn relay_child() -> Option<()> {
     match mode.as_str() {
         "thread" => relay_blocking(from, to),
         "task" => relay_runtime(from, to, false, RelayThreads::default()),
-        other => panic!("no relay mode {other:?}: thread or task"),
+        "recoding" => relay_runtime(from, to, true, RelayThreads::default()),
+        other => panic!("no relay mode {other:?}: thread, task or recoding"),
     }
     Some(())
 }
 
-/// A relay in a process of its own (this binary, as [`relay_child`]), `mode` `thread` or
-/// `task`: as the kernel is, apart from the sender and the receiver. Returns the socket to
+/// A relay in a process of its own (this binary, as [`relay_child`]), `mode` `thread`,
+/// `task` or `recoding`: as the kernel is, apart from the sender and the receiver. Returns the socket to
 /// write into it, the one to read from it, and the process (killed when dropped).
 async fn relay_process(
     dir: &std::path::Path,
@@ -625,12 +629,15 @@ impl Floors {
 }
 
 /// The floors as processes of their own ([`relay_process`]), as the kernel is: a relay
-/// thread and a relay task, read as [`relay_reader`] reads.
+/// thread, a relay task, and a relay task that decodes every frame into a message and
+/// encodes it again (the least any reader of the protocol does), read as
+/// [`relay_reader`] reads.
 struct ProcessFloors {
     thread: tokio::net::UnixStream,
     task: tokio::net::UnixStream,
-    /// The thread's process, the task's.
-    processes: [tokio::process::Child; 2],
+    recoding: tokio::net::UnixStream,
+    /// The thread's process, the task's, the recoding task's.
+    processes: [tokio::process::Child; 3],
     _dir: tempfile::TempDir,
 }
 
@@ -644,10 +651,11 @@ impl ProcessFloors {
         let dir = tempfile::tempdir().expect("a directory for the relays' socket");
         let (thread, thread_out, a) = relay_process(dir.path(), "thread").await;
         let (task, task_out, b) = relay_process(dir.path(), "task").await;
-        for out in [thread_out, task_out] {
+        let (recoding, recoding_out, c) = relay_process(dir.path(), "recoding").await;
+        for out in [thread_out, task_out, recoding_out] {
             floors.readers.push(relay_reader(out, floors.tallies.clone(), until));
         }
-        ProcessFloors { thread, task, processes: [a, b], _dir: dir }
+        ProcessFloors { thread, task, recoding, processes: [a, b, c], _dir: dir }
     }
 }
 
@@ -808,7 +816,7 @@ async fn latency(s: &Setup, per_round: u64) {
     let (mut provider, raw_reader) = raw_ends(kernel, bench, s.end).await;
     let within = DEADLINE + PACE * per_round as u32;
     let ask = stream(per_round, PACE);
-    let [mut sdk, mut raw, mut sse, mut thread, mut task, mut tcp, mut p_thread] =
+    let [mut sdk, mut raw, mut sse, mut thread, mut task, mut tcp, mut p_thread, mut p_recoding] =
         std::array::from_fn(|_| Path::default());
     let turn_cost = turn_cpu(&mut provider, client, bench, kernel).await;
     let mut raw_cpu = Duration::ZERO;
@@ -820,6 +828,8 @@ async fn latency(s: &Setup, per_round: u64) {
         thread.push(Floors::round(&floors.tallies, &mut floors.thread, per_round).await);
         task.push(Floors::round(&floors.tallies, &mut floors.task, per_round).await);
         p_thread.push(Floors::round(&floors.tallies, &mut processes.thread, per_round).await);
+        let round = Floors::round(&floors.tallies, &mut processes.recoding, per_round);
+        p_recoding.push(round.await);
         turn(client, bench, ("lat-sse", "plain"), &ask, within).await;
         sse.push(bench.sse.take_once("lat-sse", per_round).await);
         tcp.push(Floors::round(&floors.tallies, &mut floors.tcp, per_round).await);
@@ -844,6 +854,7 @@ async fn latency(s: &Setup, per_round: u64) {
         ("floor: relay thread, Unix -> Unix", &mut thread),
         ("floor: relay task, own runtime (2 workers), Unix -> Unix", &mut task),
         ("floor: relay thread in a process of its own, Unix -> Unix", &mut p_thread),
+        ("floor: recoding relay task in a process of its own", &mut p_recoding),
         ("SDK provider -> kernel -> SSE client (GET /sessions/{key}/events)", &mut sse),
         ("floor: relay thread, Unix -> loopback TCP", &mut tcp),
     ];
@@ -853,6 +864,8 @@ async fn latency(s: &Setup, per_round: u64) {
     println!("  the kernel alone / relay thread: {} (goal <= 1.5)", raw.against(&thread));
     println!("  the kernel alone / relay task:   {}", raw.against(&task));
     println!("  the kernel alone / relay process (thread): {}", raw.against(&p_thread));
+    println!("  the kernel alone / recoding relay process: {}", raw.against(&p_recoding));
+    println!("  recoding relay process / relay thread: {}", p_recoding.against(&thread));
     println!("  SDK ends / relay thread:         {}", sdk.against(&thread));
     println!("  SSE / relay thread to TCP:       {}", sse.against(&tcp));
     println!(
@@ -863,7 +876,7 @@ async fn latency(s: &Setup, per_round: u64) {
 }
 
 /// The kernel alone against the Unix relays only (in this process: thread, task,
-/// recoding task; in processes of their own: thread, task), `rounds` rounds of
+/// recoding task; in processes of their own: thread, task, recoding task), `rounds` rounds of
 /// `per_round` deltas in turn, with the CPU per delta of the kernel and of the relay
 /// tasks and processes: a steady load to profile the kernel's path with (`--alone=N`).
 async fn alone(s: &Setup, rounds: u64, per_round: u64) {
@@ -871,11 +884,11 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     let mut floors = Floors::start(s.end);
     let mut processes = ProcessFloors::start(&mut floors, s.end).await;
     let (mut provider, raw_reader) = raw_ends(kernel, bench, s.end).await;
-    let [mut raw, mut thread, mut task, mut recoding, mut p_thread, mut p_task] =
+    let [mut raw, mut thread, mut task, mut recoding, mut p_thread, mut p_task, mut p_recoding] =
         std::array::from_fn(|_| Path::default());
     let turn_cost = turn_cpu(&mut provider, client, bench, kernel).await;
     let (mut raw_cpu, mut task_cpu) = (Duration::ZERO, [Duration::ZERO; 2]);
-    let mut process_cpu = [Duration::ZERO; 2];
+    let mut process_cpu = [Duration::ZERO; 3];
     for _ in 0..rounds {
         let round = raw_round(&mut provider, client, bench, "lat-raw", per_round);
         raw.push(metered(&mut raw_cpu, || cpu(kernel.pid()), round).await);
@@ -890,6 +903,8 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
         p_thread.push(metered(&mut process_cpu[0], || child_cpu(&children[0]), round).await);
         let round = Floors::round(tallies, &mut processes.task, per_round);
         p_task.push(metered(&mut process_cpu[1], || child_cpu(&children[1]), round).await);
+        let round = Floors::round(tallies, &mut processes.recoding, per_round);
+        p_recoding.push(metered(&mut process_cpu[2], || child_cpu(&children[2]), round).await);
     }
     for reader in floors.readers.iter().chain([&raw_reader]) {
         reader.abort();
@@ -901,12 +916,15 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     println!("  the relay task decoding and encoding each frame {}", recoding.all.percentiles());
     println!("  a relay process, thread  {}", p_thread.all.percentiles());
     println!("  a relay process, task    {}", p_task.all.percentiles());
+    println!("  a relay process, recoding task {}", p_recoding.all.percentiles());
     println!("  the kernel alone / relay thread: {} (goal <= 1.5)", raw.against(&thread));
     println!("  the kernel alone / relay task:   {}", raw.against(&task));
     println!("  the recoding relay task / relay thread: {}", recoding.against(&thread));
     println!("  the kernel alone / relay process (thread): {}", raw.against(&p_thread));
     println!("  the kernel alone / relay process (task):   {}", raw.against(&p_task));
+    println!("  the kernel alone / recoding relay process: {}", raw.against(&p_recoding));
     println!("  relay process (thread) / relay thread: {}", p_thread.against(&thread));
+    println!("  recoding relay process / relay thread: {}", p_recoding.against(&thread));
     println!(
         "  kernel CPU per delta: {} (each round's turn, {}, taken off)",
         per_delta(raw_cpu, rounds, turn_cost, raw.all.received),
@@ -918,9 +936,10 @@ async fn alone(s: &Setup, rounds: u64, per_round: u64) {
         per(task_cpu[1], recoding.all.received)
     );
     println!(
-        "  relay process CPU per delta: thread {}, task {}",
+        "  relay process CPU per delta: thread {}, task {}, recoding task {}",
         per(process_cpu[0], p_thread.all.received),
-        per(process_cpu[1], p_task.all.received)
+        per(process_cpu[1], p_task.all.received),
+        per(process_cpu[2], p_recoding.all.received)
     );
 }
 
