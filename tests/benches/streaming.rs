@@ -507,8 +507,9 @@ fn relay_child() -> Option<()> {
 }
 
 /// A relay in a process of its own (this binary, as [`relay_child`]), `mode` `thread`,
-/// `task` or `recoding`: as the kernel is, apart from the sender and the receiver. Returns the socket to
-/// write into it, the one to read from it, and the process (killed when dropped).
+/// `task` or `recoding`: as the kernel is, apart from the sender and the receiver.
+/// Returns the socket to write into it, the one to read from it, and the process (killed
+/// when dropped).
 async fn relay_process(
     dir: &std::path::Path,
     mode: &str,
@@ -876,9 +877,10 @@ async fn latency(s: &Setup, per_round: u64) {
 }
 
 /// The kernel alone against the Unix relays only (in this process: thread, task,
-/// recoding task; in processes of their own: thread, task, recoding task), `rounds` rounds of
-/// `per_round` deltas in turn, with the CPU per delta of the kernel and of the relay
-/// tasks and processes: a steady load to profile the kernel's path with (`--alone=N`).
+/// recoding task; in processes of their own: thread, task, recoding task), `rounds`
+/// rounds of `per_round` deltas in turn, with the CPU per delta of the kernel and of the
+/// relay tasks and processes: a steady load to profile the kernel's path with
+/// (`--alone=N`).
 async fn alone(s: &Setup, rounds: u64, per_round: u64) {
     let Setup { kernel, bench, client, .. } = s;
     let mut floors = Floors::start(s.end);
