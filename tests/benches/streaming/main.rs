@@ -27,23 +27,27 @@
 //! seconds under load instead of 10, `--quick` shortens both parts, and `--alone=N` runs
 //! only the kernel alone against the relays, N rounds (a steady load to profile).
 
+mod floors;
+mod measure;
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burrow_protocol::methods::invoke::{AssistantMessage, ChannelDeltaParams};
-use burrow_protocol::{Manifest, Message, codec};
+use burrow_protocol::{Manifest, Message};
 use burrow_sdk::{
     App, ChannelContext, ChannelSendParams, ChannelSendResult, ChannelStreamEvent, Client,
     ErrorObject, ProviderChunk, ProviderCompleteResult,
 };
-use burrow_tests::{DEADLINE, Kernel, RawConn, poll_until};
+use burrow_tests::{DEADLINE, Kernel, RawConn};
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use floors::{Floors, ProcessFloors, child_cpu, relay_child};
+use measure::{Pace, Path, Tallies, Tally, cpu, metered, now_ns, per, per_delta};
 
 const SESSIONS: usize = 64;
 /// Rounds of the latency part: the kernel's and the relays' in turn.
@@ -56,173 +60,6 @@ const CONFIG: &str = "[ipc]\nheartbeat_timeout_ms = 600000\nheartbeat_interval_m
 [agents.main]\nprovider = \"stream\"\ntools = []\ntimeout_ms = 600000\n\
 [agents.raw]\nprovider = \"raw\"\ntools = []\ntimeout_ms = 600000\n\
 [sessions]\nidle_timeout_ms = 3600000\n";
-
-/// The one clock of every sender and receiver.
-static EPOCH: OnceLock<Instant> = OnceLock::new();
-
-/// Nanoseconds since [`EPOCH`]: a delta's text is the time it was sent.
-fn now_ns() -> u64 {
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// Paces a sender at one send every `every` on average, never two closer than half of
-/// that. `tokio::time::interval` catches up after late ticks (its timer has a
-/// millisecond's grain, and about one tick in eight of a 1 ms interval came within
-/// 100 µs of the one before), and a delta sent right behind another measures the queue
-/// it waits in, not the path.
-struct Pace {
-    every: Duration,
-    next: tokio::time::Instant,
-    last: Option<tokio::time::Instant>,
-}
-
-impl Pace {
-    fn new(every: Duration) -> Pace {
-        Pace { every, next: tokio::time::Instant::now(), last: None }
-    }
-
-    /// Waits for the next send's moment.
-    async fn wait(&mut self) {
-        let at = match self.last {
-            Some(last) => self.next.max(last + self.every / 2),
-            None => self.next,
-        };
-        tokio::time::sleep_until(at).await;
-        self.last = Some(tokio::time::Instant::now());
-        self.next = at + self.every;
-    }
-}
-
-/// What reached one receiver for one session.
-#[derive(Debug, Default)]
-struct Tally {
-    received: u64,
-    /// Deltas `seq` skipped (dropped on the way).
-    gaps: u64,
-    lagged: u64,
-    latencies: Vec<Duration>,
-    run: String,
-    next_seq: u64,
-    first_sent: Option<u64>,
-    last_arrival: u64,
-}
-
-impl Tally {
-    /// Counts delta `seq` of run `run`, its text the time it was sent.
-    fn record(&mut self, run: &str, seq: u64, text: &str) {
-        let arrival = now_ns();
-        let sent: u64 = text.parse().unwrap_or_else(|_| panic!("a delta not a time: {text:?}"));
-        if self.run != run {
-            (self.run, self.next_seq) = (run.to_owned(), 0);
-        }
-        self.gaps += seq.saturating_sub(self.next_seq);
-        self.next_seq = seq + 1;
-        self.received += 1;
-        self.latencies.push(Duration::from_nanos(arrival.saturating_sub(sent)));
-        self.first_sent = Some(self.first_sent.map_or(sent, |f| f.min(sent)));
-        self.last_arrival = self.last_arrival.max(arrival);
-    }
-
-    /// An event that is not a delta, numbered `seq` in a stream that numbers every event
-    /// (SSE's envelopes); for run `run`, which it may start.
-    fn mark(&mut self, run: &str, seq: u64) {
-        if self.run == run {
-            self.gaps += seq.saturating_sub(self.next_seq);
-        } else {
-            self.run = run.to_owned();
-        }
-        self.next_seq = seq + 1;
-    }
-
-    fn add(&mut self, other: Tally) {
-        self.received += other.received;
-        self.gaps += other.gaps;
-        self.lagged += other.lagged;
-        self.latencies.extend(other.latencies);
-        self.first_sent = match (self.first_sent, other.first_sent) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.last_arrival = self.last_arrival.max(other.last_arrival);
-    }
-
-    /// Deltas per second from the first sent to the last arrived.
-    fn rate(&self) -> f64 {
-        let span = self.last_arrival.saturating_sub(self.first_sent.unwrap_or_default());
-        self.received as f64 / (span as f64 / 1e9).max(1e-9)
-    }
-
-    /// `p50 …, p99 …` of the latencies.
-    fn percentiles(&mut self) -> String {
-        self.latencies.sort();
-        format!("p50 {:?}, p99 {:?}", self.percentile(0.5), self.percentile(0.99))
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        let all = &self.latencies;
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
-/// One path of the latency part: every round's deltas, and each round's p50.
-#[derive(Debug, Default)]
-struct Path {
-    all: Tally,
-    p50s: Vec<Duration>,
-}
-
-impl Path {
-    fn push(&mut self, mut round: Tally) {
-        round.latencies.sort();
-        self.p50s.push(round.percentile(0.5));
-        self.all.add(round);
-    }
-
-    /// `self` against `floor`: the median of the rounds' p50 ratios (each round beside the
-    /// floor's round next to it), their range, and the ratio of the p99s over all rounds.
-    fn against(&self, floor: &Path) -> String {
-        let mut ratios: Vec<f64> = (self.p50s.iter().zip(&floor.p50s))
-            .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let p99 =
-            self.all.percentile(0.99).as_secs_f64() / floor.all.percentile(0.99).as_secs_f64();
-        format!(
-            "p50 {:.2} (rounds {:.2}-{:.2}), p99 {p99:.2}",
-            ratios[ratios.len() / 2],
-            ratios[0],
-            ratios[ratios.len() - 1]
-        )
-    }
-}
-
-/// One receiver's tallies, by session key.
-#[derive(Debug, Clone, Default)]
-struct Tallies(Arc<Mutex<HashMap<String, Tally>>>);
-
-impl Tallies {
-    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Tally) -> T) -> T {
-        f(self.0.lock().unwrap().entry(key.to_owned()).or_default())
-    }
-
-    fn received(&self, key: &str) -> u64 {
-        self.with(key, |t| t.received)
-    }
-
-    /// Session `key`'s tally, leaving it empty.
-    fn take(&self, key: &str) -> Tally {
-        self.0.lock().unwrap().remove(key).unwrap_or_default()
-    }
-
-    /// Waits (at most [`DEADLINE`]) until `n` deltas of `key` have arrived, then takes
-    /// its tally: a run's reply may overtake its last deltas.
-    async fn take_once(&self, key: &str, n: u64) -> Tally {
-        poll_until(DEADLINE, || async { self.received(key) >= n }).await;
-        self.take(key)
-    }
-}
 
 /// Replies awaited at a channel, by session.
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
@@ -387,279 +224,6 @@ async fn follow_sse(
     })
 }
 
-/// The floor's frame: the `channel.delta` notification a channel gets, its text the time.
-fn delta_frame(key: &str, seq: u64) -> Vec<u8> {
-    let params = ChannelDeltaParams {
-        channel_id: "live".to_owned(),
-        session_key: key.to_owned(),
-        run_id: "run_relay".to_owned(),
-        seq,
-        delta: ProviderChunk::TextDelta { text: now_ns().to_string() },
-    };
-    let note = Message::notification("channel.delta", serde_json::to_value(params).expect("json"));
-    codec::encode_frame(&note, codec::MAX_FRAME_BYTES).expect("encode")
-}
-
-type Socket = std::os::unix::net::UnixStream;
-
-/// A socket pair: the end this process writes to (async), and the other.
-fn pair() -> (tokio::net::UnixStream, Socket) {
-    let (ours, theirs) = Socket::pair().expect("socket pair");
-    ours.set_nonblocking(true).expect("nonblocking");
-    (tokio::net::UnixStream::from_std(ours).expect("tokio socket"), theirs)
-}
-
-/// A relay thread writing what it reads from `from` to `to`, unchanged, each read in one
-/// write.
-fn relay_thread(from: Socket, to: impl Write + Send + 'static) {
-    std::thread::spawn(move || relay_blocking(from, to));
-}
-
-/// What a relay thread runs: reads from `from` and writes each read to `to`, until either
-/// ends.
-fn relay_blocking(mut from: Socket, mut to: impl Write) {
-    let mut chunk = vec![0u8; 64 * 1024];
-    while let Ok(n) = from.read(&mut chunk) {
-        if n == 0 || to.write_all(&chunk[..n]).is_err() {
-            return;
-        }
-    }
-}
-
-/// The same relay as a task of a tokio runtime of its own, with two workers as the
-/// kernel's: the floor of an event-driven relay. When `recode`, it decodes each frame it
-/// reads into a message and encodes it again before writing it (the least a relay that
-/// looks at what it forwards does).
-///
-/// Returns where its runtime's threads are (`/proc/<pid>/task/<tid>`), for their CPU time.
-fn relay_task(from: Socket, to: Socket, recode: bool) -> RelayThreads {
-    let threads = RelayThreads::default();
-    let started = threads.clone();
-    std::thread::spawn(move || relay_runtime(from, to, recode, started));
-    threads
-}
-
-/// What a relay task's thread runs: a runtime of two workers (whose threads it lists in
-/// `threads`) and the relay as a task on it, until either socket ends.
-fn relay_runtime(from: Socket, to: Socket, recode: bool, threads: RelayThreads) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start(move || {
-            if let Ok(task) = std::fs::read_link("/proc/thread-self") {
-                threads.0.lock().unwrap().push(std::path::Path::new("/proc").join(task));
-            }
-        })
-        .build()
-        .expect("runtime");
-    // Spawned, as the kernel's connections are: it runs on a worker.
-    let relay = runtime.spawn(async move {
-        for s in [&from, &to] {
-            s.set_nonblocking(true).expect("nonblocking");
-        }
-        let mut from = tokio::net::UnixStream::from_std(from).expect("tokio socket");
-        let mut to = tokio::net::UnixStream::from_std(to).expect("tokio socket");
-        let (mut buf, mut out) = (Vec::new(), Vec::new());
-        loop {
-            buf.reserve(64 * 1024);
-            match from.read_buf(&mut buf).await {
-                Ok(n) if n > 0 => {}
-                _ => return,
-            }
-            if !recode {
-                std::mem::swap(&mut buf, &mut out);
-            } else {
-                while let Some((msg, used)) = codec::decode_frame(&buf, codec::MAX_FRAME_BYTES) {
-                    buf.drain(..used);
-                    let msg = msg.expect("a frame of the benchmark's");
-                    out.extend(codec::encode_frame(&msg, codec::MAX_FRAME_BYTES).expect("encode"));
-                }
-            }
-            if to.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-    });
-    let _ = runtime.block_on(relay);
-}
-
-/// The argument that makes this benchmark's binary a relay process: `--relay-child
-/// <socket> <thread|task|recoding>` connects twice to `socket` (the first connection is
-/// read, the second written) and relays as a relay thread, a relay task or the recoding
-/// relay task does.
-const RELAY_CHILD: &str = "--relay-child";
-
-/// This process as a relay child (see [`RELAY_CHILD`]), when its arguments say so.
-fn relay_child() -> Option<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let at = args.iter().position(|a| a == RELAY_CHILD)?;
-    let (socket, mode) = (args.get(at + 1)?, args.get(at + 2)?);
-    let from = Socket::connect(socket).expect("the benchmark's socket");
-    let to = Socket::connect(socket).expect("the benchmark's socket");
-    match mode.as_str() {
-        "thread" => relay_blocking(from, to),
-        "task" => relay_runtime(from, to, false, RelayThreads::default()),
-        "recoding" => relay_runtime(from, to, true, RelayThreads::default()),
-        other => panic!("no relay mode {other:?}: thread, task or recoding"),
-    }
-    Some(())
-}
-
-/// A relay in a process of its own (this binary, as [`relay_child`]), `mode` `thread`,
-/// `task` or `recoding`: as the kernel is, apart from the sender and the receiver.
-/// Returns the socket to write into it, the one to read from it, and the process (killed
-/// when dropped).
-async fn relay_process(
-    dir: &std::path::Path,
-    mode: &str,
-) -> (tokio::net::UnixStream, tokio::net::UnixStream, tokio::process::Child) {
-    let socket = dir.join(format!("relay-{mode}.sock"));
-    let listener = tokio::net::UnixListener::bind(&socket).expect("bind the relay's socket");
-    let child = tokio::process::Command::new(std::env::current_exe().expect("this binary"))
-        .arg(RELAY_CHILD)
-        .arg(&socket)
-        .arg(mode)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn a relay process");
-    let accept = async || {
-        let accepted = tokio::time::timeout(DEADLINE, listener.accept()).await;
-        accepted.expect("the relay process connects in time").expect("accept").0
-    };
-    // Its first connection is what it reads, its second what it writes.
-    let into = accept().await;
-    let out = accept().await;
-    (into, out, child)
-}
-
-/// The threads of a relay task's runtime.
-#[derive(Debug, Clone, Default)]
-struct RelayThreads(Arc<Mutex<Vec<std::path::PathBuf>>>);
-
-impl RelayThreads {
-    /// The CPU time they have had so far.
-    fn cpu(&self) -> Duration {
-        threads_cpu(self.0.lock().unwrap().clone())
-    }
-}
-
-/// The floor's channel: reads frames from `from` until `until`, tallying their deltas
-/// (decoded as the SDK decodes a `channel.delta`) into `tallies`.
-fn relay_reader(
-    mut from: impl AsyncRead + Unpin + Send + 'static,
-    tallies: Tallies,
-    until: tokio::time::Instant,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        // Read as `RawConn` reads the kernel's channel end: into the buffer's spare room.
-        let mut buf = Vec::new();
-        loop {
-            buf.reserve(64 * 1024);
-            match tokio::time::timeout_at(until, from.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
-            while let Some((msg, used)) = codec::decode_frame(&buf, codec::MAX_FRAME_BYTES) {
-                buf.drain(..used);
-                let Ok(Message::Notification(note)) = msg else { panic!("not a delta: {msg:?}") };
-                let p: ChannelDeltaParams = serde_json::from_value(note.params).expect("delta");
-                if let ProviderChunk::TextDelta { text } = &p.delta {
-                    tallies.with(&p.session_key, |t| t.record(&p.run_id, p.seq, text));
-                }
-            }
-        }
-    })
-}
-
-/// The floors: relays in this process, from a "provider" socket to a "channel" socket
-/// read as [`relay_reader`] reads, two hops as provider → kernel → channel.
-struct Floors {
-    /// Into a relay thread, out over a Unix socket.
-    thread: tokio::net::UnixStream,
-    /// Into a relay task in a runtime of its own, out over a Unix socket.
-    task: tokio::net::UnixStream,
-    /// The same, decoding each frame and encoding it again.
-    recoding: tokio::net::UnixStream,
-    /// The threads of the two relay tasks' runtimes: `task`'s, `recoding`'s.
-    task_threads: [RelayThreads; 2],
-    /// Into a relay thread, out over loopback TCP (as the SSE client reads).
-    tcp: tokio::net::UnixStream,
-    tallies: Tallies,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Floors {
-    fn start(until: tokio::time::Instant) -> Floors {
-        let tallies = Tallies::default();
-        let mut readers = Vec::new();
-        let mut unix_out = || {
-            let (reader, writer) = pair();
-            readers.push(relay_reader(reader, tallies.clone(), until));
-            writer
-        };
-        let (thread, relay_in) = pair();
-        relay_thread(relay_in, unix_out());
-        let (task, relay_in) = pair();
-        let plain = relay_task(relay_in, unix_out(), false);
-        let (recoding, relay_in) = pair();
-        let task_threads = [plain, relay_task(relay_in, unix_out(), true)];
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let out = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("tcp");
-        let (relay_out, _) = listener.accept().expect("accept");
-        for s in [&out, &relay_out] {
-            s.set_nodelay(true).expect("nodelay");
-        }
-        out.set_nonblocking(true).expect("nonblocking");
-        let out = tokio::net::TcpStream::from_std(out).expect("tokio socket");
-        readers.push(relay_reader(out, tallies.clone(), until));
-        let (tcp, relay_in) = pair();
-        relay_thread(relay_in, relay_out);
-        Floors { thread, task, recoding, task_threads, tcp, tallies, readers }
-    }
-
-    /// One round through the relay `into` writes to: `n` frames at [`PACE`].
-    async fn round(tallies: &Tallies, into: &mut tokio::net::UnixStream, n: u64) -> Tally {
-        let mut pace = Pace::new(PACE);
-        for seq in 0..n {
-            pace.wait().await;
-            into.write_all(&delta_frame("floor", seq)).await.expect("write to a relay");
-        }
-        tallies.take_once("floor", n).await
-    }
-}
-
-/// The floors as processes of their own ([`relay_process`]), as the kernel is: a relay
-/// thread, a relay task, and a relay task that decodes every frame into a message and
-/// encodes it again (the least any reader of the protocol does), read as
-/// [`relay_reader`] reads.
-struct ProcessFloors {
-    thread: tokio::net::UnixStream,
-    task: tokio::net::UnixStream,
-    recoding: tokio::net::UnixStream,
-    /// The thread's process, the task's, the recoding task's.
-    processes: [tokio::process::Child; 3],
-    _dir: tempfile::TempDir,
-}
-
-/// The CPU time process `child` has had so far.
-fn child_cpu(child: &tokio::process::Child) -> Duration {
-    cpu(child.id().map_or(0, |id| id as i32))
-}
-
-impl ProcessFloors {
-    async fn start(floors: &mut Floors, until: tokio::time::Instant) -> ProcessFloors {
-        let dir = tempfile::tempdir().expect("a directory for the relays' socket");
-        let (thread, thread_out, a) = relay_process(dir.path(), "thread").await;
-        let (task, task_out, b) = relay_process(dir.path(), "task").await;
-        let (recoding, recoding_out, c) = relay_process(dir.path(), "recoding").await;
-        for out in [thread_out, task_out, recoding_out] {
-            floors.readers.push(relay_reader(out, floors.tallies.clone(), until));
-        }
-        ProcessFloors { thread, task, recoding, processes: [a, b, c], _dir: dir }
-    }
-}
-
 /// App `id` over a raw socket, holding capability `raw` of `kind` registered with `config`.
 async fn raw_app(kernel: &Kernel, id: &str, kind: &str, config: Value) -> RawConn {
     let capabilities = json!({ format!("{kind}s"): ["raw"] });
@@ -737,18 +301,6 @@ async fn raw_round(
     bench.raw.take_once(key, n).await
 }
 
-/// Runs `round`, adding to `spent` the CPU time `cpu` counts meanwhile.
-async fn metered<T>(
-    spent: &mut Duration,
-    cpu: impl Fn() -> Duration,
-    round: impl Future<Output = T>,
-) -> T {
-    let before = cpu();
-    let done = round.await;
-    *spent += cpu().saturating_sub(before);
-    done
-}
-
 /// The kernel's CPU for one turn of the kernel alone that streams nothing (the mean of
 /// three): what each round's CPU holds besides its deltas (the dispatch, the run, the
 /// transcript's writes), taken off to give the CPU per delta.
@@ -763,35 +315,6 @@ async fn turn_cpu(
         raw_round(provider, client, bench, "lat-raw", 0).await;
     }
     cpu(kernel.pid()).saturating_sub(before) / 3
-}
-
-/// The kernel's CPU per delta of `rounds` rounds that took `total` and streamed `deltas`,
-/// each round's turn (`turn`) taken off.
-fn per_delta(total: Duration, rounds: u64, turn: Duration, deltas: u64) -> String {
-    per(total.saturating_sub(turn * rounds as u32), deltas)
-}
-
-/// The CPU time process `pid` has had so far: its threads' time on the CPU as the
-/// scheduler counts it, exactly (`/proc/<pid>/task/*/schedstat`).
-fn cpu(pid: i32) -> Duration {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the kernel's threads");
-    threads_cpu(tasks.flatten().map(|task| task.path()))
-}
-
-/// The CPU time the threads at `tasks` (`/proc/<pid>/task/<tid>`) have had so far.
-fn threads_cpu(tasks: impl IntoIterator<Item = std::path::PathBuf>) -> Duration {
-    tasks
-        .into_iter()
-        .map(|task| {
-            let line = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
-            Duration::from_nanos(line.split(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0))
-        })
-        .sum()
-}
-
-/// `cpu` per item, in µs.
-fn per(cpu: Duration, items: u64) -> String {
-    format!("{:.1} µs", cpu.as_secs_f64() * 1e6 / items.max(1) as f64)
 }
 
 /// Everything the benchmark runs against.
